@@ -1,0 +1,429 @@
+//! AVX2 + FMA kernels (x86-64 only).
+//!
+//! Every function here is an `unsafe fn` with
+//! `#[target_feature(enable = "avx2,fma,f16c")]`; the caller must have checked
+//! that the running CPU supports AVX2, FMA and F16C (in this crate: by holding a
+//! `dispatch::Verified` at the `Avx2Fma` level). Row/length contracts are the
+//! same as for the scalar kernels and are checked by the public entry points
+//! before these are reached.
+//!
+//! The kernels decode quants in registers and accumulate in f32 with FMA;
+//! they differ from the scalar path by rounding only and are tested against
+//! [`crate::vec_dot_ref`] for every type.
+
+use core::arch::x86_64::*;
+
+use crate::blocks::*;
+use crate::dequant::{k_scale_min, with_block_type};
+use crate::dot::vec_dot_blocks;
+use crate::types::GgmlType;
+
+/// Row dot for any type: dedicated kernels for the common formats, else
+/// the generic decode-into-buffer loop compiled for AVX2 with [`dot_f32`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `row` must hold exactly `x.len()`
+/// elements of `ty` (whole blocks).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
+    use bytemuck::cast_slice;
+    match ty {
+        GgmlType::Q4_0 => q4_0(cast_slice(row), x),
+        GgmlType::Q4_1 => q4_1(cast_slice(row), x),
+        GgmlType::Q5_0 => q5_0(cast_slice(row), x),
+        GgmlType::Q5_1 => q5_1(cast_slice(row), x),
+        GgmlType::Q8_0 => q8_0(cast_slice(row), x),
+        GgmlType::Q4_K => q4_k(cast_slice(row), x),
+        GgmlType::Q5_K => q5_k(cast_slice(row), x),
+        GgmlType::Q6_K => q6_k(cast_slice(row), x),
+        // x86-64 is little-endian, so an aligned F32 row is an `[f32]`.
+        GgmlType::F32 => match bytemuck::try_cast_slice::<u8, f32>(row) {
+            Ok(w) => dot_f32(w, x),
+            Err(_) => vec_dot_blocks::<F32Le>(row, x, |a, b| dot_f32(a, b)),
+        },
+        GgmlType::F16 => half_row::<false>(row, x),
+        GgmlType::BF16 => half_row::<true>(row, x),
+        _ => with_block_type!(ty, B => vec_dot_blocks::<B>(row, x, |a, b| dot_f32(a, b))),
+    }
+}
+
+/// f32 dot product over `min(a.len(), b.len())` elements, four 8-lane
+/// FMA accumulators.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut acc2 = _mm256_setzero_ps();
+    let mut acc3 = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 32 <= n {
+        // SAFETY: i + 32 <= n and both slices hold at least n elements, so
+        // the four unaligned 8-float loads from each stay in bounds.
+        unsafe {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)), acc1);
+            acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 16)), _mm256_loadu_ps(pb.add(i + 16)), acc2);
+            acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 24)), _mm256_loadu_ps(pb.add(i + 24)), acc3);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, in bounds for both slices.
+        unsafe {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+        }
+        i += 8;
+    }
+    let acc = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+    let mut sum = hsum(acc);
+    for (p, q) in a[i..n].iter().zip(&b[i..n]) {
+        sum += p * q;
+    }
+    sum
+}
+
+/// Four f32 dots sharing `x` (see `dot::dot4_verified`): two 8-lane
+/// accumulators per row, `x` loaded once per step for all four rows.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
+    let n = x.len();
+    let rows = rows.map(|r| &r[..n]);
+    let mut lo = [_mm256_setzero_ps(); 4];
+    let mut hi = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        let (x0, x1) = (load8(x, i), load8(x, i + 8));
+        for k in 0..4 {
+            lo[k] = _mm256_fmadd_ps(load8(rows[k], i), x0, lo[k]);
+            hi[k] = _mm256_fmadd_ps(load8(rows[k], i + 8), x1, hi[k]);
+        }
+        i += 16;
+    }
+    if i + 8 <= n {
+        let x0 = load8(x, i);
+        for k in 0..4 {
+            lo[k] = _mm256_fmadd_ps(load8(rows[k], i), x0, lo[k]);
+        }
+        i += 8;
+    }
+    let mut out = [0f32; 4];
+    for k in 0..4 {
+        let mut sum = hsum(_mm256_add_ps(lo[k], hi[k]));
+        for (&p, &q) in rows[k][i..].iter().zip(&x[i..]) {
+            sum += p * q;
+        }
+        out[k] = sum;
+    }
+    out
+}
+
+/// Decodes every weight of a row into `out` (whole blocks; `out.len()`
+/// elements): the scalar decoders, compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `row` must hold exactly
+/// `out.len()` elements of `ty`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dequantize_row(ty: GgmlType, row: &[u8], out: &mut [f32]) {
+    with_block_type!(ty, B => crate::dequant::dequantize_blocks::<B>(row, out))
+}
+
+/// Widens 8 packed 16-bit floats to f32: bfloat16 if `BF16`, else IEEE half.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn widen<const BF16: bool>(p: __m128i) -> __m256 {
+    if BF16 {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(p)))
+    } else {
+        _mm256_cvtph_ps(p)
+    }
+}
+
+/// Dot of a row of 16-bit floats (BF16 if `BF16`, else F16) with `x`.
+/// Two accumulators.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn half_row<const BF16: bool>(row: &[u8], x: &[f32]) -> f32 {
+    let n = x.len();
+    debug_assert_eq!(row.len(), 2 * n);
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 16 <= n {
+        let b = &row[2 * i..2 * i + 32];
+        // SAFETY: `b` holds exactly 32 bytes = 16 values; loadu is unaligned.
+        let (p0, p1) = unsafe { (_mm_loadu_si128(b.as_ptr().cast()), _mm_loadu_si128(b.as_ptr().add(16).cast())) };
+        acc0 = _mm256_fmadd_ps(widen::<BF16>(p0), load8(x, i), acc0);
+        acc1 = _mm256_fmadd_ps(widen::<BF16>(p1), load8(x, i + 8), acc1);
+        i += 16;
+    }
+    let mut sum = hsum(_mm256_add_ps(acc0, acc1));
+    // Tail (< 16 values): widen up to 8 at a time from a zero-padded copy.
+    while i < n {
+        let k = (n - i).min(8);
+        let mut padded = [0u8; 16];
+        padded[..2 * k].copy_from_slice(&row[2 * i..2 * (i + k)]);
+        let mut wide = [0f32; 8];
+        // SAFETY: `padded` is 16 bytes and `wide` 8 floats; both unaligned ops.
+        unsafe {
+            let p = _mm_loadu_si128(padded.as_ptr().cast());
+            _mm256_storeu_ps(wide.as_mut_ptr(), widen::<BF16>(p));
+        }
+        for (a, b) in wide[..k].iter().zip(&x[i..i + k]) {
+            sum += a * b;
+        }
+        i += k;
+    }
+    sum
+}
+
+/// Horizontal sum of the eight lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// Loads 8 floats from `x[at..at + 8]` (bounds-checked).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load8(x: &[f32], at: usize) -> __m256 {
+    let s = &x[at..at + 8];
+    // SAFETY: `s` has exactly 8 floats; loadu has no alignment requirement.
+    unsafe { _mm256_loadu_ps(s.as_ptr()) }
+}
+
+/// Dot of 32 signed 8-bit quants `q` with `x[0..32]`: returns the partial
+/// sums over elements 0..16 and 16..32 (as 8-lane vectors, not yet reduced),
+/// so callers can apply per-16 scales.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_i8x32(q: __m256i, x: &[f32]) -> (__m256, __m256) {
+    let x = &x[..32];
+    let lo = _mm256_castsi256_si128(q);
+    let hi = _mm256_extracti128_si256::<1>(q);
+    let f0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+    let f1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(lo)));
+    let f2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+    let f3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(hi)));
+    let a = _mm256_fmadd_ps(f1, load8(x, 8), _mm256_mul_ps(f0, load8(x, 0)));
+    let b = _mm256_fmadd_ps(f3, load8(x, 24), _mm256_mul_ps(f2, load8(x, 16)));
+    (a, b)
+}
+
+/// Sum of `x[0..32]` as an 8-lane vector.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn sum32(x: &[f32]) -> __m256 {
+    let x = &x[..32];
+    _mm256_add_ps(_mm256_add_ps(load8(x, 0), load8(x, 8)), _mm256_add_ps(load8(x, 16), load8(x, 24)))
+}
+
+/// Loads 16 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load16(b: &[u8; 16]) -> __m128i {
+    // SAFETY: reads exactly the 16 bytes of `b`; loadu is unaligned.
+    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+}
+
+/// Loads 32 bytes starting at `b[at]` (bounds-checked).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load32(b: &[u8], at: usize) -> __m256i {
+    let s = &b[at..at + 32];
+    // SAFETY: `s` has exactly 32 bytes; loadu is unaligned.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// The 32 4-bit quants of a Q4_0/Q4_1/Q5 block, element order, 0..=15 per byte.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn nibbles32(qs: &[u8; 16]) -> __m256i {
+    let v = load16(qs);
+    let m4 = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(v, m4);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), m4);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// Byte j (0..32) = 0x10 if bit j of the little-endian `qh` is set, else 0.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn high_bits32(qh: [u8; 4]) -> __m256i {
+    // Broadcast qh; byte j takes qh byte j / 8 and tests bit j % 8.
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let v = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(qh)), spread);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0(blocks: &[BlockQ4_0], x: &[f32]) -> f32 {
+    let eight = _mm256_set1_epi8(8);
+    let mut acc = _mm256_setzero_ps();
+    for (b, xs) in blocks.iter().zip(x.chunks_exact(32)) {
+        let q = _mm256_sub_epi8(nibbles32(&b.qs), eight);
+        let (s0, s1) = dot_i8x32(q, xs);
+        acc = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_set1_ps(b.d.to_f32()), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1(blocks: &[BlockQ4_1], x: &[f32]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    for (b, xs) in blocks.iter().zip(x.chunks_exact(32)) {
+        let (s0, s1) = dot_i8x32(nibbles32(&b.qs), xs);
+        acc = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_set1_ps(b.d.to_f32()), acc);
+        acc_m = _mm256_fmadd_ps(sum32(xs), _mm256_set1_ps(b.m.to_f32()), acc_m);
+    }
+    hsum(acc) + hsum(acc_m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0(blocks: &[BlockQ5_0], x: &[f32]) -> f32 {
+    let sixteen = _mm256_set1_epi8(16);
+    let mut acc = _mm256_setzero_ps();
+    for (b, xs) in blocks.iter().zip(x.chunks_exact(32)) {
+        let q = _mm256_or_si256(nibbles32(&b.qs), high_bits32(b.qh));
+        let (s0, s1) = dot_i8x32(_mm256_sub_epi8(q, sixteen), xs);
+        acc = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_set1_ps(b.d.to_f32()), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1(blocks: &[BlockQ5_1], x: &[f32]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    for (b, xs) in blocks.iter().zip(x.chunks_exact(32)) {
+        let q = _mm256_or_si256(nibbles32(&b.qs), high_bits32(b.qh));
+        let (s0, s1) = dot_i8x32(q, xs);
+        acc = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_set1_ps(b.d.to_f32()), acc);
+        acc_m = _mm256_fmadd_ps(sum32(xs), _mm256_set1_ps(b.m.to_f32()), acc_m);
+    }
+    hsum(acc) + hsum(acc_m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0(blocks: &[BlockQ8_0], x: &[f32]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (b, xs) in blocks.iter().zip(x.chunks_exact(32)) {
+        let q = load32(bytemuck::cast_slice(&b.qs), 0);
+        let (s0, s1) = dot_i8x32(q, xs);
+        acc = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_set1_ps(b.d.to_f32()), acc);
+    }
+    hsum(acc)
+}
+
+/// Shared Q4_K / Q5_K body: returns `(sum_j sc_j * sum(q*x), sum_j m_j * sum(x))`
+/// over the 8 sub-blocks j, with the fifth bit taken from `qh` when given; the
+/// caller scales them by `d` and `dmin`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn k4_block(scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>, xs: &[f32]) -> (__m256, __m256) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let qh_v = qh.map(|h| load32(h, 0));
+    let mut block = _mm256_setzero_ps();
+    let mut block_m = _mm256_setzero_ps();
+    for c in 0..4 {
+        let v = load32(qs, 32 * c);
+        let halves = [_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4)];
+        for (s, mut q) in halves.into_iter().enumerate() {
+            let j = 2 * c + s;
+            if let Some(h) = qh_v {
+                let bit = _mm256_set1_epi8(1 << j);
+                let set = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
+                q = _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+            }
+            let xj = &xs[32 * j..32 * j + 32];
+            let (s0, s1) = dot_i8x32(q, xj);
+            let (sc, m) = k_scale_min(scales, j);
+            block = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_set1_ps(sc as f32), block);
+            block_m = _mm256_fmadd_ps(sum32(xj), _mm256_set1_ps(m as f32), block_m);
+        }
+    }
+    (block, block_m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k(blocks: &[BlockQ4_K], x: &[f32]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    for (b, xs) in blocks.iter().zip(x.chunks_exact(256)) {
+        let (block, block_m) = k4_block(&b.scales, &b.qs, None, xs);
+        acc = _mm256_fmadd_ps(block, _mm256_set1_ps(b.d.to_f32()), acc);
+        acc_m = _mm256_fmadd_ps(block_m, _mm256_set1_ps(b.dmin.to_f32()), acc_m);
+    }
+    hsum(acc) - hsum(acc_m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k(blocks: &[BlockQ5_K], x: &[f32]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    for (b, xs) in blocks.iter().zip(x.chunks_exact(256)) {
+        let (block, block_m) = k4_block(&b.scales, &b.qs, Some(&b.qh), xs);
+        acc = _mm256_fmadd_ps(block, _mm256_set1_ps(b.d.to_f32()), acc);
+        acc_m = _mm256_fmadd_ps(block_m, _mm256_set1_ps(b.dmin.to_f32()), acc_m);
+    }
+    hsum(acc) - hsum(acc_m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k(blocks: &[BlockQ6_K], x: &[f32]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(0x03);
+    let offset = _mm256_set1_epi8(32);
+    let mut acc = _mm256_setzero_ps();
+    for (b, xs) in blocks.iter().zip(x.chunks_exact(256)) {
+        let mut block = _mm256_setzero_ps();
+        for h in 0..2 {
+            let ql0 = load32(&b.ql, 64 * h);
+            let ql1 = load32(&b.ql, 64 * h + 32);
+            let qh = load32(&b.qh, 32 * h);
+            // Element 128h + 32s + l: nibble s/2 of ql[64h + 32(s%2) + l],
+            // bits 2s..2s+2 of qh[32h + l].
+            let lows = [
+                _mm256_and_si256(ql0, m4),
+                _mm256_and_si256(ql1, m4),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+            ];
+            let highs = [
+                _mm256_and_si256(qh, m3),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(qh), m3),
+                _mm256_and_si256(_mm256_srli_epi16::<6>(qh), m3),
+            ];
+            for s in 0..4 {
+                let q = _mm256_or_si256(lows[s], _mm256_slli_epi16::<4>(highs[s]));
+                let q = _mm256_sub_epi8(q, offset);
+                let e = 128 * h + 32 * s;
+                let (s0, s1) = dot_i8x32(q, &xs[e..e + 32]);
+                let g = e / 16;
+                block = _mm256_fmadd_ps(s0, _mm256_set1_ps(b.scales[g] as f32), block);
+                block = _mm256_fmadd_ps(s1, _mm256_set1_ps(b.scales[g + 1] as f32), block);
+            }
+        }
+        acc = _mm256_fmadd_ps(block, _mm256_set1_ps(b.d.to_f32()), acc);
+    }
+    hsum(acc)
+}

@@ -1,0 +1,71 @@
+//! Quantized tensor formats and the CPU kernels that read them, for whale.
+//!
+//! This crate knows nothing about models or GGUF files beyond the element
+//! types of their tensors; the engine validates shapes and hands it raw bytes.
+//!
+//! # Design
+//!
+//! * **One `#[repr(C)]` block type per format** ([`blocks`]): each GGUF
+//!   storage format (Q4_0, Q6_K, ...) is a plain struct laid out byte for byte
+//!   as on disk, with compile-time size assertions. All fields are byte
+//!   arrays, so any correctly sized `&[u8]` (e.g. a slice of a memory-mapped
+//!   file, at any alignment) reinterprets as `&[Block]` with `bytemuck`.
+//! * **A scalar reference beside every fast kernel**: [`dequantize_row`]
+//!   ([`dequant`]) is the reference decoder, tested bit for bit against
+//!   fixtures produced by the independent gguf-py implementation;
+//!   [`vec_dot_ref`] is decode-then-dot in f64. Every faster path
+//!   ([`vec_dot`], [`matvec`], [`matmul()`], the SIMD kernels) is tested
+//!   against those.
+//! * **Run-time SIMD dispatch** ([`dispatch`]): the fast kernels exist at a
+//!   portable scalar level (Rust written so the compiler vectorises it for
+//!   the build target) and, on x86-64, at an AVX2+FMA(+F16C) level chosen at
+//!   run time with `is_x86_feature_detected!`. `WHALE_SIMD=scalar` forces the
+//!   scalar path. New levels slot in beside `avx2.rs`.
+//! * **No allocation in the hot loop**: [`vec_dot`] decodes block by block
+//!   into a 256-float stack buffer (scalar) or in registers (AVX2), and
+//!   [`matmul()`] decodes each weight row once into a per-thread scratch row
+//!   reused for all `m` input vectors.
+//! * **Threads**: [`matvec`] and [`matmul()`] split weight rows across scoped
+//!   OS threads (`std::thread::scope`) when the product is large enough;
+//!   results never depend on the thread count.
+//!
+//! # Modules
+//!
+//! * [`types`] — [`GgmlType`], block sizes and row sizes.
+//! * [`blocks`] — the on-disk block structs.
+//! * [`dequant`] — scalar decoders and [`dequantize_row`].
+//! * [`dot`] — [`dot_f32`], [`vec_dot_ref`], [`vec_dot`].
+//! * [`mod@matmul`] — [`matvec`], [`matmul()`].
+//! * [`dispatch`] — SIMD level detection and the `WHALE_SIMD` override.
+//! * [`error`] — [`KernelError`].
+//!
+//! # Numerics
+//!
+//! Decoding is exact with respect to the format definition (the same f32
+//! operations in the same order as gguf-py, no fused multiply-add), so
+//! [`dequantize_row`] is bit-identical to gguf-py's dequantizer.
+//! Dot products accumulate in f32 with several partial sums; they differ from
+//! the f64-accumulated [`vec_dot_ref`] by ordinary rounding, bounded by a
+//! small multiple of `f32::EPSILON * sum(|w_i * x_i|)` (the tests use
+//! `1e-5 * sum(|w_i * x_i|)`; observed errors are below `1e-7` of it). Results
+//! of [`vec_dot`], [`matvec`] and [`matmul()`] are deterministic for a given
+//! SIMD level and never depend on the thread count; [`matmul()`] with `m > 1`
+//! may differ from [`matvec`] in the last bits (different summation order).
+
+pub mod blocks;
+pub mod dequant;
+pub mod dispatch;
+pub mod dot;
+pub mod error;
+pub mod matmul;
+pub mod types;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+pub use dequant::dequantize_row;
+pub use dispatch::SimdLevel;
+pub use dot::{dot_f32, dot_f32_with, vec_dot, vec_dot_ref, vec_dot_with};
+pub use error::KernelError;
+pub use matmul::{matmul, matvec};
+pub use types::GgmlType;

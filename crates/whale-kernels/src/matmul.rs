@@ -1,0 +1,183 @@
+//! Matrix-vector and matrix-matrix products against a quantized weight
+//! matrix, split across OS threads by weight rows.
+
+use crate::dequant::{dequantize_blocks, with_block_type};
+use crate::dispatch::{SimdLevel, Verified};
+use crate::dot::{dot4_verified, vec_dot_verified};
+use crate::types::GgmlType;
+
+/// Below this many multiply-adds a product runs on the calling thread only:
+/// spawning threads costs more than it saves.
+pub const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// `y[r] = dot(row r of w, x)` for `r in 0..rows`.
+///
+/// `w` holds `rows` contiguous rows of `cols` elements each, `ty`-encoded
+/// (`rows * ty.row_bytes(cols)` bytes); `x.len() == cols`, `y.len() == rows`.
+/// Each row uses [`crate::vec_dot`], so `y[r]` is bit-identical whatever
+/// `threads` is. Rows are split into contiguous ranges over up to `threads`
+/// scoped threads (the caller's thread takes one range) when
+/// `rows * cols > PARALLEL_MIN_WORK`; `threads == 0` counts as 1.
+///
+/// Panics (programmer error) if `cols` is not a multiple of the block size or
+/// a slice length does not match.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], y: &mut [f32], threads: usize) {
+    let rb = checked_weight_shape(ty, w, rows, cols, "matvec");
+    assert!(x.len() == cols, "matvec: x has {} elements, expected cols = {cols}", x.len());
+    assert!(y.len() == rows, "matvec: y has {} elements, expected rows = {rows}", y.len());
+    if rows == 0 {
+        return;
+    }
+    if cols == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let v = Verified::active();
+    let chunk = rows_per_thread(threads, rows, rows.saturating_mul(cols));
+    if chunk >= rows {
+        matvec_rows(v, ty, w, rb, x, y);
+        return;
+    }
+    std::thread::scope(|s| {
+        let mut parts = y.chunks_mut(chunk).zip(w.chunks(chunk * rb));
+        let mine = parts.next();
+        for (yp, wp) in parts {
+            s.spawn(move || matvec_rows(v, ty, wp, rb, x, yp));
+        }
+        if let Some((yp, wp)) = mine {
+            matvec_rows(v, ty, wp, rb, x, yp);
+        }
+    });
+}
+
+fn matvec_rows(v: Verified, ty: GgmlType, w: &[u8], rb: usize, x: &[f32], y: &mut [f32]) {
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(rb)) {
+        *out = vec_dot_verified(v, ty, row, x);
+    }
+}
+
+/// Batched product: `x` is `[m, cols]` row-major, `y` is `[m, rows]`
+/// row-major, and `y[i][r] = dot(row r of w, x[i])`.
+///
+/// Each weight row is decoded once into a per-thread f32 scratch row and
+/// dotted with all `m` vectors, so the weights are read once per call
+/// (prefill). Threads split the weight rows as in [`matvec`], above
+/// `rows * cols * m > PARALLEL_MIN_WORK`; results do not depend on `threads`.
+/// With `m == 1` this is exactly [`matvec`] (which decodes in registers);
+/// for `m > 1` results may differ from [`matvec`] by f32 rounding, since the
+/// sum runs over the whole row instead of block by block.
+///
+/// Panics (programmer error) if `cols` is not a multiple of the block size or
+/// a slice length does not match.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], m: usize, y: &mut [f32], threads: usize) {
+    let rb = checked_weight_shape(ty, w, rows, cols, "matmul");
+    assert!(
+        Some(x.len()) == m.checked_mul(cols),
+        "matmul: x has {} elements, expected m * cols = {m} * {cols}",
+        x.len()
+    );
+    assert!(
+        Some(y.len()) == m.checked_mul(rows),
+        "matmul: y has {} elements, expected m * rows = {m} * {rows}",
+        y.len()
+    );
+    if m == 1 {
+        matvec(ty, w, rows, cols, x, y, threads);
+        return;
+    }
+    if m == 0 || rows == 0 {
+        return;
+    }
+    if cols == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let v = Verified::active();
+    let work = rows.saturating_mul(cols).saturating_mul(m);
+    let chunk = rows_per_thread(threads, rows, work);
+    let parts = rows.div_ceil(chunk);
+    // Thread t owns columns [t*chunk, (t+1)*chunk) of every output row y[i].
+    let mut views: Vec<Vec<&mut [f32]>> = (0..parts).map(|_| Vec::with_capacity(m)).collect();
+    for yi in y.chunks_exact_mut(rows) {
+        for (view, part) in views.iter_mut().zip(yi.chunks_mut(chunk)) {
+            view.push(part);
+        }
+    }
+    if parts == 1 {
+        let view = views.pop().expect("one part");
+        matmul_rows(v, ty, w, rb, cols, x, view);
+        return;
+    }
+    std::thread::scope(|s| {
+        let mut jobs = views.into_iter().zip(w.chunks(chunk * rb));
+        let mine = jobs.next();
+        for (view, wp) in jobs {
+            s.spawn(move || matmul_rows(v, ty, wp, rb, cols, x, view));
+        }
+        if let Some((view, wp)) = mine {
+            matmul_rows(v, ty, wp, rb, cols, x, view);
+        }
+    });
+}
+
+/// Decodes each row of `w` once into a scratch row and dots it with every
+/// vector of `x`; `out[i][r]` receives row `r` times `x[i]`. Rows go four at
+/// a time through `dot4_verified`, which loads each `x[i]` once for four rows
+/// (a short last group repeats a row whose extra results are dropped), so
+/// every row is computed the same way whatever the thread split.
+fn matmul_rows(v: Verified, ty: GgmlType, w: &[u8], rb: usize, cols: usize, x: &[f32], mut out: Vec<&mut [f32]>) {
+    let mut scratch = vec![0f32; 4 * cols];
+    for (g, rows) in w.chunks(4 * rb).enumerate() {
+        let k = rows.len() / rb;
+        for (row, dst) in rows.chunks_exact(rb).zip(scratch.chunks_exact_mut(cols)) {
+            decode_row(v, ty, row, dst);
+        }
+        let slot = |t: usize| &scratch[(t % k) * cols..][..cols];
+        let group = [slot(0), slot(1), slot(2), slot(3)];
+        for (yi, xi) in out.iter_mut().zip(x.chunks_exact(cols)) {
+            let dots = dot4_verified(v, group, xi);
+            yi[4 * g..4 * g + k].copy_from_slice(&dots[..k]);
+        }
+    }
+}
+
+/// Decodes one weight row at a verified level.
+fn decode_row(v: Verified, ty: GgmlType, row: &[u8], out: &mut [f32]) {
+    match v.level() {
+        SimdLevel::Scalar => with_block_type!(ty, B => dequantize_blocks::<B>(row, out)),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Verified` at `Avx2Fma` means the CPU has AVX2, FMA and
+        // F16C; `row` holds `out.len()` elements (checked by the caller).
+        SimdLevel::Avx2Fma => unsafe { crate::avx2::dequantize_row(ty, row, out) },
+        #[cfg(not(target_arch = "x86_64"))]
+        SimdLevel::Avx2Fma => unreachable!("AVX2 is never verified off x86-64"),
+    }
+}
+
+/// Checks `cols` against the block size and `w` against `rows` rows;
+/// returns the bytes per row.
+#[track_caller]
+fn checked_weight_shape(ty: GgmlType, w: &[u8], rows: usize, cols: usize, what: &str) -> usize {
+    let Some(rb) = ty.row_bytes(cols) else {
+        panic!("{what}: cols = {cols} is not a multiple of the {ty} block size {}", ty.block_size());
+    };
+    assert!(
+        Some(w.len()) == rows.checked_mul(rb),
+        "{what}: w has {} bytes, expected rows * row_bytes = {rows} * {rb} ({ty}, cols = {cols})",
+        w.len()
+    );
+    rb
+}
+
+/// Rows per thread: all of them when the work is small or one thread is
+/// asked for, else an even split over at most `threads` threads.
+fn rows_per_thread(threads: usize, rows: usize, work: usize) -> usize {
+    let threads = threads.clamp(1, rows.max(1));
+    if threads == 1 || work <= PARALLEL_MIN_WORK {
+        rows.max(1)
+    } else {
+        rows.div_ceil(threads)
+    }
+}

@@ -1,0 +1,113 @@
+//! Random test data shared by the kernel tests (no external crates: a small
+//! SplitMix64 generator with fixed seeds keeps failures reproducible).
+#![allow(dead_code)]
+
+use whale_kernels::blocks::*;
+use whale_kernels::GgmlType;
+
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+    pub fn vec_f32(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(-1.0, 1.0)).collect()
+    }
+}
+
+fn scale(rng: &mut Rng) -> F16Le {
+    F16Le::from_f32(rng.uniform(-0.1, 0.1))
+}
+
+/// A random `ty`-encoded row of `n` elements: random quant bits, scale
+/// fields random in [-0.1, 0.1) (finite, no NaN/inf), float types in [-1, 1).
+pub fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
+    let len = ty.row_bytes(n).expect("whole blocks");
+    let mut row = rng.bytes(len);
+    macro_rules! fix {
+        ($B:ty, |$b:ident| $body:expr) => {
+            for $b in bytemuck::cast_slice_mut::<u8, $B>(&mut row) {
+                $body;
+            }
+        };
+    }
+    match ty {
+        GgmlType::F32 => fix!(F32Le, |v| *v = F32Le::from_f32(rng.uniform(-1.0, 1.0))),
+        GgmlType::F16 => fix!(F16Le, |v| *v = F16Le::from_f32(rng.uniform(-1.0, 1.0))),
+        GgmlType::BF16 => fix!(Bf16Le, |v| *v = Bf16Le::from_f32(rng.uniform(-1.0, 1.0))),
+        GgmlType::Q4_0 => fix!(BlockQ4_0, |b| b.d = scale(rng)),
+        GgmlType::Q4_1 => fix!(BlockQ4_1, |b| {
+            b.d = scale(rng);
+            b.m = scale(rng)
+        }),
+        GgmlType::Q5_0 => fix!(BlockQ5_0, |b| b.d = scale(rng)),
+        GgmlType::Q5_1 => fix!(BlockQ5_1, |b| {
+            b.d = scale(rng);
+            b.m = scale(rng)
+        }),
+        GgmlType::Q8_0 => fix!(BlockQ8_0, |b| b.d = scale(rng)),
+        GgmlType::Q8_1 => fix!(BlockQ8_1, |b| {
+            b.d = scale(rng);
+            b.s = scale(rng)
+        }),
+        GgmlType::Q2_K => fix!(BlockQ2_K, |b| {
+            b.d = scale(rng);
+            b.dmin = scale(rng)
+        }),
+        GgmlType::Q3_K => fix!(BlockQ3_K, |b| b.d = scale(rng)),
+        GgmlType::Q4_K => fix!(BlockQ4_K, |b| {
+            b.d = scale(rng);
+            b.dmin = scale(rng)
+        }),
+        GgmlType::Q5_K => fix!(BlockQ5_K, |b| {
+            b.d = scale(rng);
+            b.dmin = scale(rng)
+        }),
+        GgmlType::Q6_K => fix!(BlockQ6_K, |b| b.d = scale(rng)),
+        GgmlType::Q8_K => fix!(BlockQ8_K, |b| b.d = F32Le::from_f32(rng.uniform(-0.1, 0.1))),
+    }
+    row
+}
+
+/// Row lengths to test for `ty`: single block, several blocks, a count that
+/// is not a multiple of the 256-element decode chunk, and a long row.
+pub fn lengths(ty: GgmlType) -> Vec<usize> {
+    match ty.block_size() {
+        1 => vec![1, 7, 8, 15, 16, 17, 31, 33, 255, 256, 1000, 4099],
+        32 => vec![32, 64, 96, 256, 288, 1024, 4096 + 32],
+        256 => vec![256, 512, 768, 2816, 4096],
+        bs => panic!("unexpected block size {bs}"),
+    }
+}
+
+/// Exact-ish reference: decode with `dequantize_row`, sum in f64. Also
+/// returns `sum |w_i * x_i|`, the scale of the rounding error of any f32
+/// summation order.
+pub fn reference_dot(ty: GgmlType, row: &[u8], x: &[f32]) -> (f64, f64) {
+    let mut w = vec![0f32; x.len()];
+    whale_kernels::dequantize_row(ty, row, &mut w).unwrap();
+    let mut dot = 0f64;
+    let mut abs = 0f64;
+    for (&a, &b) in w.iter().zip(x) {
+        let t = a as f64 * b as f64;
+        dot += t;
+        abs += t.abs();
+    }
+    (dot, abs)
+}
