@@ -1,0 +1,243 @@
+//! The generation loop: prompt ids → prefill → sample → stream text, with stop
+//! conditions (end-of-generation tokens, stop strings, a token budget).
+//!
+//! A [`Session`] owns a KV cache and remembers which tokens it holds, so a
+//! new prompt that starts with the same tokens (the earlier turns of a chat)
+//! only computes what is new.
+
+use crate::model::{KvCache, Logits, Model, ModelError};
+use crate::sampler::{top_k, Sampler, SamplerConfig};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// Longest batch given to one forward pass during prefill (bounds memory).
+pub const PREFILL_CHUNK: usize = 512;
+
+/// A KV cache and the tokens it holds.
+pub struct Session {
+    pub cache: KvCache,
+    pub tokens: Vec<u32>,
+}
+
+impl Session {
+    pub fn new(model: &dyn Model, capacity: usize) -> Session {
+        Session { cache: model.new_cache(capacity), tokens: Vec::new() }
+    }
+
+    pub fn reset(&mut self) {
+        self.cache.truncate(0);
+        self.tokens.clear();
+    }
+
+    /// Feed tokens (all of them; reuse of a common prefix is the caller's
+    /// choice, see [`Session::prefill`]) and return the last token's logits.
+    pub fn feed(&mut self, model: &dyn Model, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.cache.reserve(tokens.len())?;
+        let mut logits = Vec::new();
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            logits = model.forward(&mut self.cache, chunk, Logits::Last)?;
+            self.tokens.extend_from_slice(chunk);
+        }
+        Ok(logits)
+    }
+
+    /// Bring the cache to hold exactly `prompt`, reusing the longest common
+    /// prefix already cached, and return the logits after its last token.
+    /// Returns the logits and how many prompt tokens came from the cache.
+    pub fn prefill(&mut self, model: &dyn Model, prompt: &[u32]) -> Result<(Vec<f32>, usize), ModelError> {
+        if prompt.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        // At least the last prompt token is recomputed: its logits are needed.
+        let reuse = common.min(prompt.len() - 1);
+        self.cache.truncate(reuse);
+        self.tokens.truncate(reuse);
+        let logits = self.feed(model, &prompt[reuse..])?;
+        Ok((logits, reuse))
+    }
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Generation stops before the first occurrence of any of these; the stop
+    /// string itself is not part of the text.
+    pub stop: Vec<String>,
+    /// Stop at the model's end-of-generation tokens.
+    pub stop_at_eog: bool,
+    /// Report this many top (id, logit) pairs with each step.
+    pub top_logits: usize,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        GenerateRequest {
+            max_tokens: 256,
+            sampler: SamplerConfig::default(),
+            stop: Vec::new(),
+            stop_at_eog: true,
+            top_logits: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// The token budget (or the context) ran out.
+    Length,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+/// One generated token, as streamed to the caller.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub id: u32,
+    /// Text that became final with this token (may be empty: half a character,
+    /// or text held back because it might start a stop string).
+    pub text: String,
+    /// The top (id, raw logit) pairs before sampling, highest first.
+    pub top: Vec<(u32, f32)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub generated_ids: Vec<u32>,
+    pub text: String,
+    pub steps: Vec<Step>,
+    pub finish: FinishReason,
+    /// Prompt tokens whose KV came from the session's cache.
+    pub cached_prompt_tokens: usize,
+}
+
+/// Holds back text that could be the start of a stop string.
+struct StopScanner<'a> {
+    stops: &'a [String],
+    text: String,
+    emitted: usize,
+}
+
+impl<'a> StopScanner<'a> {
+    /// Add text; returns (text now safe to emit, whether a stop string was hit).
+    fn push(&mut self, piece: &str) -> (String, bool) {
+        let search_from = self.emitted.saturating_sub(self.stops.iter().map(|s| s.len()).max().unwrap_or(0));
+        self.text.push_str(piece);
+        let hit = self
+            .stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| i + search_from))
+            .min();
+        if let Some(at) = hit {
+            self.text.truncate(at);
+            let out = self.text[self.emitted.min(at)..].to_string();
+            self.emitted = at;
+            return (out, true);
+        }
+        // Hold back the longest suffix that is a proper prefix of a stop string.
+        let mut hold = 0;
+        for s in self.stops {
+            for (i, _) in s.char_indices().skip(1) {
+                if self.text.ends_with(&s[..i]) {
+                    hold = hold.max(i);
+                }
+            }
+        }
+        let safe = self.text.len() - hold;
+        let out = if safe > self.emitted { self.text[self.emitted..safe].to_string() } else { String::new() };
+        self.emitted = self.emitted.max(safe);
+        (out, false)
+    }
+
+    fn finish(&mut self) -> String {
+        let out = self.text[self.emitted..].to_string();
+        self.emitted = self.text.len();
+        out
+    }
+}
+
+/// Generate from `prompt` in `session`. `on_step` sees each token as it comes
+/// and returns `false` to stop early.
+pub fn generate(
+    model: &dyn Model,
+    tokenizer: &Tokenizer,
+    session: &mut Session,
+    prompt: &[u32],
+    req: &GenerateRequest,
+    mut on_step: impl FnMut(&Step) -> bool,
+) -> Result<Generation, ModelError> {
+    let mut sampler = Sampler::new(req.sampler.clone());
+    let mut decoder = StreamDecoder::new(tokenizer);
+    let mut scanner = StopScanner { stops: &req.stop, text: String::new(), emitted: 0 };
+    let mut out = Generation {
+        generated_ids: Vec::new(),
+        text: String::new(),
+        steps: Vec::new(),
+        finish: FinishReason::Length,
+        cached_prompt_tokens: 0,
+    };
+    if req.max_tokens == 0 {
+        return Ok(out);
+    }
+    let (mut logits, cached) = session.prefill(model, prompt)?;
+    out.cached_prompt_tokens = cached;
+    let mut history = prompt.to_vec();
+    loop {
+        let top = if req.top_logits > 0 { top_k(&logits, req.top_logits) } else { Vec::new() };
+        let id = sampler.sample(&mut logits, &history);
+        history.push(id);
+        out.generated_ids.push(id);
+        let eog = req.stop_at_eog && tokenizer.is_eog(id);
+        // The end-of-generation token itself is not part of the text.
+        let piece = if eog { decoder.flush() } else { decoder.push(id) };
+        let (mut text, hit_stop) = scanner.push(&piece);
+        let done_len = out.generated_ids.len() >= req.max_tokens;
+        if eog || done_len {
+            text.push_str(&scanner.finish());
+        }
+        let step = Step { id, text, top };
+        out.text.push_str(&step.text);
+        let go_on = on_step(&step);
+        out.steps.push(step);
+        if eog || hit_stop {
+            out.finish = FinishReason::Stop;
+            break;
+        }
+        if done_len {
+            out.finish = FinishReason::Length;
+            break;
+        }
+        if !go_on {
+            out.finish = FinishReason::Cancelled;
+            break;
+        }
+        if session.cache.len + 1 > session.cache.capacity {
+            out.finish = FinishReason::Length;
+            break;
+        }
+        logits = session.feed(model, &[id])?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_scanner_holds_back_and_cuts() {
+        let stops = vec!["<end>".to_string()];
+        let mut s = StopScanner { stops: &stops, text: String::new(), emitted: 0 };
+        assert_eq!(s.push("hello <e"), ("hello ".to_string(), false));
+        assert_eq!(s.push("n"), (String::new(), false));
+        assert_eq!(s.push("d> more"), (String::new(), true));
+        assert_eq!(s.text, "hello ");
+        let mut s = StopScanner { stops: &stops, text: String::new(), emitted: 0 };
+        assert_eq!(s.push("a <"), ("a ".to_string(), false));
+        assert_eq!(s.push("b"), ("<b".to_string(), false));
+    }
+}

@@ -1,0 +1,287 @@
+//! What every architecture shares: the [`Model`] trait, the KV cache, linear
+//! layers over (possibly quantized) weights, attention, and loading by
+//! architecture name.
+//!
+//! The architecture list is [`Architecture`]; each variant has one file
+//! (`llama.rs`, `qwen2.rs`) with its config, blocks and loader.
+
+use std::path::Path;
+
+use whale_kernels::GgmlType;
+
+use crate::ops;
+use crate::storage::ByteSlice;
+use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::weights::{TensorView, WeightError, WeightStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("unknown architecture {found:?}: whale runs {known}")]
+    UnknownArchitecture { found: String, known: String },
+    #[error("model config: {0}")]
+    Config(String),
+    #[error("the context is full: {needed} tokens needed but the cache holds {capacity} (raise --ctx)")]
+    ContextFull { needed: usize, capacity: usize },
+    #[error("token id {id} is outside the vocabulary (size {vocab})")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("empty input: at least one token is needed")]
+    EmptyInput,
+}
+
+/// The architectures whale runs, by their Hugging Face `model_type` and GGUF
+/// `general.architecture` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    Qwen2,
+}
+
+impl Architecture {
+    pub const ALL: [Architecture; 2] = [Architecture::Llama, Architecture::Qwen2];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Qwen2 => "qwen2",
+        }
+    }
+
+    /// From GGUF `general.architecture` or config.json `model_type`.
+    pub fn from_name(name: &str) -> Result<Architecture, ModelError> {
+        Architecture::ALL.into_iter().find(|a| a.name() == name).ok_or_else(|| ModelError::UnknownArchitecture {
+            found: name.to_string(),
+            known: Architecture::ALL.map(|a| a.name()).join(", "),
+        })
+    }
+}
+
+/// Which logits a forward pass returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's: `[vocab]`.
+    Last,
+    /// Every token's: `[n_tok, vocab]`.
+    All,
+}
+
+/// Facts about a loaded model, for `whale info` and for callers.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub architecture: Architecture,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub n_layers: usize,
+    /// Longest context the model was trained for.
+    pub context_length: usize,
+    /// Values cached per token and layer (K and V together), for sizing the cache.
+    pub kv_values_per_token_layer: usize,
+}
+
+impl ModelInfo {
+    /// Bytes of KV cache per token (f32 cache).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.kv_values_per_token_layer * self.n_layers * std::mem::size_of::<f32>()
+    }
+}
+
+/// A causal language model: token ids in, logits out, state in a [`KvCache`].
+pub trait Model: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+
+    /// A cache for up to `capacity` tokens, allocated once.
+    fn new_cache(&self, capacity: usize) -> KvCache;
+
+    /// Run `tokens` at positions `cache.len ..`, append their K/V to the cache
+    /// and return logits (`[vocab]` or `[n_tok, vocab]`).
+    fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError>;
+}
+
+/// Per-layer K and V rows, preallocated for `capacity` tokens.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    /// `[n_layers]` of `[capacity, k_width]`.
+    pub k: Vec<Vec<f32>>,
+    /// `[n_layers]` of `[capacity, v_width]`.
+    pub v: Vec<Vec<f32>>,
+    pub k_width: usize,
+    pub v_width: usize,
+    /// Tokens stored so far.
+    pub len: usize,
+    pub capacity: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize, k_width: usize, v_width: usize, capacity: usize) -> KvCache {
+        KvCache {
+            k: vec![vec![0f32; capacity * k_width]; n_layers],
+            v: vec![vec![0f32; capacity * v_width]; n_layers],
+            k_width,
+            v_width,
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Forget everything after the first `len` tokens (keeps the allocation).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Check that `n` more tokens fit.
+    pub fn reserve(&self, n: usize) -> Result<(), ModelError> {
+        if self.len + n > self.capacity {
+            return Err(ModelError::ContextFull { needed: self.len + n, capacity: self.capacity });
+        }
+        Ok(())
+    }
+}
+
+/// A linear layer `y = W x (+ b)` with `W` `[rows, cols]` in any stored format.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    pub data: ByteSlice,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn from_view(t: TensorView, bias: Option<Vec<f32>>) -> Linear {
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        Linear { ty: t.ty, rows, cols, data: t.data, bias }
+    }
+
+    /// `x`: `[m, cols]` → `[m, rows]`.
+    pub fn forward(&self, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * self.rows];
+        if m == 1 {
+            whale_kernels::matvec(self.ty, &self.data, self.rows, self.cols, x, &mut y, threads);
+        } else {
+            whale_kernels::matmul(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads);
+        }
+        if let Some(b) = &self.bias {
+            ops::add_bias_rows(&mut y, b);
+        }
+        y
+    }
+
+    /// Row `r` dequantized (an embedding lookup). `out`: `[cols]`.
+    pub fn row(&self, r: usize, out: &mut [f32]) {
+        let rb = self.ty.row_bytes(self.cols).expect("shape checked at load");
+        whale_kernels::dequantize_row(self.ty, &self.data[r * rb..(r + 1) * rb], out).expect("shape checked at load");
+    }
+}
+
+/// Causal multi-head attention over the cache, with grouped K/V heads.
+///
+/// `q`: `[n_tok, n_head, head_dim]` for tokens at positions `pos0..`;
+/// `k_cache`/`v_cache`: `[capacity, n_kv_head, head_dim]` already holding
+/// positions `0 .. pos0 + n_tok`. Returns `[n_tok, n_head, head_dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    n_tok: usize,
+    pos0: usize,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    scale: f32,
+    threads: usize,
+) -> Vec<f32> {
+    let mut out = vec![0f32; n_tok * n_head * head_dim];
+    let group = n_head / n_kv_head;
+    let kv_stride = n_kv_head * head_dim;
+    // One (token, head) pair per work item; items split evenly across threads.
+    let work = |items: std::ops::Range<usize>, out: &mut [f32]| {
+        let mut scores = vec![0f32; pos0 + n_tok];
+        for (slot, item) in items.enumerate() {
+            let (t, h) = (item / n_head, item % n_head);
+            let kvh = h / group;
+            let qv = &q[(t * n_head + h) * head_dim..][..head_dim];
+            let n_ctx = pos0 + t + 1; // causal: positions 0..=pos0+t
+            for (p, s) in scores[..n_ctx].iter_mut().enumerate() {
+                let kv = &k_cache[p * kv_stride + kvh * head_dim..][..head_dim];
+                *s = whale_kernels::dot_f32(qv, kv) * scale;
+            }
+            ops::softmax(&mut scores[..n_ctx]);
+            let o = &mut out[slot * head_dim..][..head_dim];
+            o.fill(0.0);
+            for (p, &w) in scores[..n_ctx].iter().enumerate() {
+                let vv = &v_cache[p * kv_stride + kvh * head_dim..][..head_dim];
+                for (a, &b) in o.iter_mut().zip(vv) {
+                    *a += w * b;
+                }
+            }
+        }
+    };
+    let items = n_tok * n_head;
+    let threads = if items * (pos0 + n_tok) * head_dim < 1 << 15 { 1 } else { threads.clamp(1, items) };
+    if threads == 1 {
+        work(0..items, &mut out);
+    } else {
+        let per = items.div_ceil(threads);
+        std::thread::scope(|s| {
+            for (i, chunk) in out.chunks_mut(per * head_dim).enumerate() {
+                let start = i * per;
+                let end = (start + per).min(items);
+                let work = &work;
+                s.spawn(move || work(start..end, chunk));
+            }
+        });
+    }
+    out
+}
+
+/// How a model should be run.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Worker threads for matrix products and attention.
+    pub threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { threads: std::thread::available_parallelism().map_or(1, |n| n.get()) }
+    }
+}
+
+/// A model ready to run, with its tokenizer.
+pub struct LoadedModel {
+    pub model: Box<dyn Model>,
+    pub tokenizer: Tokenizer,
+}
+
+/// Open a GGUF file or Hugging Face folder and build the model it holds.
+pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
+    let store = WeightStore::open(path)?;
+    let (arch_name, tokenizer) = match &store {
+        WeightStore::Gguf(g) => {
+            let arch = g.architecture().ok_or_else(|| ModelError::Config("GGUF has no general.architecture".into()))?;
+            (arch.to_string(), Tokenizer::from_gguf(g)?)
+        }
+        WeightStore::Hf(h) => {
+            let mt = h.config.get("model_type").and_then(|v| v.as_str());
+            let mt = mt.ok_or_else(|| ModelError::Config("config.json has no \"model_type\"".into()))?;
+            (mt.to_string(), Tokenizer::from_hf_dir(&h.dir)?)
+        }
+    };
+    let model = load_weights(&store, &arch_name, opts)?;
+    Ok(LoadedModel { model, tokenizer })
+}
+
+/// Build the model from already-opened weights (no tokenizer needed).
+pub fn load_weights(store: &WeightStore, arch_name: &str, opts: LoadOptions) -> Result<Box<dyn Model>, ModelError> {
+    Ok(match Architecture::from_name(arch_name)? {
+        Architecture::Llama => Box::new(crate::llama::Llama::load(store, Architecture::Llama, opts)?),
+        Architecture::Qwen2 => Box::new(crate::qwen2::load(store, opts)?),
+    })
+}

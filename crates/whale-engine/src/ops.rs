@@ -1,0 +1,197 @@
+//! Element-wise and row-wise operations of the forward pass (f32).
+//!
+//! Plain scalar code written so the compiler vectorizes it; the quantized
+//! matrix products live in `whale-kernels`.
+
+/// `out = x / rms(x) * w`, with rms over the row. `x`, `out`: `[n]`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len();
+    let ss: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let scale = 1.0 / ((ss / n as f64) as f32 + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+/// Apply RMSNorm to each row of `x` (`[rows, n]`) in place.
+pub fn rms_norm_rows(x: &mut [f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    let mut tmp = vec![0f32; n];
+    for row in x.chunks_exact_mut(n) {
+        rms_norm(row, w, eps, &mut tmp);
+        row.copy_from_slice(&tmp);
+    }
+}
+
+/// In-place softmax over a row; returns nothing, the row sums to one.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `gate = silu(gate) * up`, element-wise (SwiGLU).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `x += y`.
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Add a bias to each row of `x` (`[rows, n]`).
+pub fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_assign(row, bias);
+    }
+}
+
+/// How the rotary embedding pairs up the dimensions of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (x0,x1), (x2,x3)…: llama.cpp's "normal" mode, which its
+    /// converter arranges for llama by permuting Q/K; DeepSeek's MLA rope part.
+    Interleaved,
+    /// Halves (x_i, x_{i+d/2}): Hugging Face's `rotate_half` ("neox" in llama.cpp).
+    Halves,
+}
+
+/// Rotary position embedding tables for one model.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    pub style: RopeStyle,
+    /// Rotated dimensions (even); the rest of the head is left as is.
+    pub dim: usize,
+    /// `[dim / 2]` angular frequency of each pair.
+    pub inv_freq: Vec<f32>,
+    /// Multiplier of cos and sin (YaRN's attention factor; 1 otherwise).
+    pub mscale: f32,
+}
+
+impl Rope {
+    /// Plain RoPE with base `theta`; `freq_factors` (llama3 scaling) divide the
+    /// frequencies one by one when given.
+    pub fn new(style: RopeStyle, dim: usize, theta: f32, freq_factors: Option<&[f32]>) -> Rope {
+        let inv_freq = (0..dim / 2)
+            .map(|i| {
+                let f = 1.0 / (theta as f64).powf(2.0 * i as f64 / dim as f64);
+                let factor = freq_factors.map_or(1.0, |ff| ff[i] as f64);
+                (f / factor) as f32
+            })
+            .collect();
+        Rope { style, dim, inv_freq, mscale: 1.0 }
+    }
+
+    /// Rotate one head vector `x` (`[head_dim]`, the first `dim` entries) at `pos`.
+    pub fn apply(&self, x: &mut [f32], pos: usize) {
+        let half = self.dim / 2;
+        for i in 0..half {
+            // Angles in f64 and then rounded: positions up to 1e6 keep full precision.
+            let angle = pos as f64 * self.inv_freq[i] as f64;
+            let (s, c) = angle.sin_cos();
+            let (s, c) = (s as f32 * self.mscale, c as f32 * self.mscale);
+            let (a, b) = match self.style {
+                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                RopeStyle::Halves => (i, i + half),
+            };
+            let (x0, x1) = (x[a], x[b]);
+            x[a] = x0 * c - x1 * s;
+            x[b] = x0 * s + x1 * c;
+        }
+    }
+
+    /// Rotate every head of every row: `x` is `[n_tok, n_head, head_dim]`,
+    /// token `t` is at position `pos0 + t`.
+    pub fn apply_rows(&self, x: &mut [f32], n_head: usize, head_dim: usize, pos0: usize) {
+        for (t, row) in x.chunks_exact_mut(n_head * head_dim).enumerate() {
+            for head in row.chunks_exact_mut(head_dim) {
+                self.apply(head, pos0 + t);
+            }
+        }
+    }
+}
+
+/// llama3 RoPE scaling: per-pair divisors of the frequencies (as in the
+/// reference `_compute_llama3_parameters`).
+pub fn llama3_freq_factors(
+    dim: usize,
+    theta: f32,
+    factor: f32,
+    low_freq_factor: f32,
+    high_freq_factor: f32,
+    original_max_pos: f32,
+) -> Vec<f32> {
+    let low_wavelen = original_max_pos / low_freq_factor;
+    let high_wavelen = original_max_pos / high_freq_factor;
+    (0..dim / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf(2.0 * i as f32 / dim as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (original_max_pos / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                // new_freq = (1 - smooth) * freq / factor + smooth * freq
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_by_hand() {
+        // x = [3, 4]: mean square 12.5, rms = 3.5355; x/rms = [0.8485, 1.1314].
+        let mut out = [0f32; 2];
+        rms_norm(&[3.0, 4.0], &[1.0, 2.0], 0.0, &mut out);
+        assert!((out[0] - 0.848_528).abs() < 1e-5 && (out[1] - 2.262_742).abs() < 1e-5, "{out:?}");
+    }
+
+    #[test]
+    fn softmax_by_hand() {
+        // softmax([0, ln 3]) = [1/4, 3/4]
+        let mut x = [0.0, 3f32.ln()];
+        softmax(&mut x);
+        assert!((x[0] - 0.25).abs() < 1e-6 && (x[1] - 0.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotates_pairs() {
+        // dim 2, theta irrelevant for pair 0 (freq 1): pos 1 rotates by 1 radian.
+        let r = Rope::new(RopeStyle::Interleaved, 2, 10000.0, None);
+        let mut x = [1.0, 0.0];
+        r.apply(&mut x, 1);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
+        // Halves style with dim 4 pairs (0,2) and (1,3).
+        let r = Rope::new(RopeStyle::Halves, 4, 10000.0, None);
+        let mut x = [1.0, 0.0, 0.0, 0.0];
+        r.apply(&mut x, 1);
+        assert!((x[2] - 1f32.sin()).abs() < 1e-6 && x[1] == 0.0);
+    }
+
+    #[test]
+    fn llama3_factors_limits() {
+        // Short wavelengths are untouched, long ones divided by `factor`.
+        let f = llama3_freq_factors(128, 500000.0, 8.0, 1.0, 4.0, 8192.0);
+        assert_eq!(f[0], 1.0);
+        assert_eq!(f[63], 8.0);
+        assert!(f.iter().all(|&v| (1.0..=8.0).contains(&v)));
+    }
+}

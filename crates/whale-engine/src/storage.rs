@@ -1,0 +1,71 @@
+//! Shared, immutable byte storage for weights: a memory map or an owned buffer.
+//!
+//! Weights are never copied out of a memory-mapped file; a [`ByteSlice`] is a
+//! reference-counted window into the mapping, so a model can own its weights
+//! without borrowing from the file object that opened them.
+
+use std::ops::{Deref, Range};
+use std::sync::Arc;
+
+enum Backing {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+/// A whole file (or buffer) of bytes, cheap to clone.
+#[derive(Clone)]
+pub struct Storage(Arc<Backing>);
+
+impl Storage {
+    pub fn mapped(map: memmap2::Mmap) -> Storage {
+        Storage(Arc::new(Backing::Mapped(map)))
+    }
+    pub fn owned(v: Vec<u8>) -> Storage {
+        Storage(Arc::new(Backing::Owned(v)))
+    }
+    /// A window into this storage. Panics if `r` is out of bounds: callers
+    /// check ranges against the length first (see `GgufFile::range`).
+    pub fn slice(&self, r: Range<usize>) -> ByteSlice {
+        assert!(r.start <= r.end && r.end <= self.len(), "slice {r:?} out of {} bytes", self.len());
+        ByteSlice { storage: self.clone(), start: r.start, end: r.end }
+    }
+}
+
+impl Deref for Storage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &*self.0 {
+            Backing::Mapped(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
+/// A window of a [`Storage`].
+#[derive(Clone)]
+pub struct ByteSlice {
+    storage: Storage,
+    start: usize,
+    end: usize,
+}
+
+impl ByteSlice {
+    /// An owned buffer as a slice (for weights converted at load time).
+    pub fn from_vec(v: Vec<u8>) -> ByteSlice {
+        let end = v.len();
+        ByteSlice { storage: Storage::owned(v), start: 0, end }
+    }
+}
+
+impl Deref for ByteSlice {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.storage[self.start..self.end]
+    }
+}
+
+impl std::fmt::Debug for ByteSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ByteSlice({} bytes)", self.end - self.start)
+    }
+}

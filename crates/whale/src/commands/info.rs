@@ -1,0 +1,114 @@
+//! `whale info`: what a model file holds, printed before anything is checked
+//! that could fail, so a truncated download still shows its header.
+
+use whale_engine::gguf::GgufFile;
+use whale_engine::weights::{HfDir, WeightStore};
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// GGUF file, Hugging Face folder, or catalog name.
+    pub model: String,
+    /// Print every tensor (default: the first 12 and a count).
+    #[arg(long)]
+    pub all_tensors: bool,
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.2} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+pub fn run(a: InfoArgs) -> anyhow::Result<()> {
+    let path = crate::pull::resolve_model(&a.model)?;
+    let store = WeightStore::open(&path)?;
+    match &store {
+        WeightStore::Gguf(g) => gguf_info(g, &a)?,
+        WeightStore::Hf(h) => hf_info(h),
+    }
+    // Build the model without a tokenizer to report the cache size and to
+    // surface shape errors.
+    let arch = match &store {
+        WeightStore::Gguf(g) => g.architecture().unwrap_or("").to_string(),
+        WeightStore::Hf(h) => h.config.get("model_type").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+    };
+    let model = whale_engine::model::load_weights(&store, &arch, Default::default())?;
+    let i = model.info();
+    println!("model:");
+    println!("  architecture       {}", i.architecture.name());
+    println!("  layers             {}", i.n_layers);
+    println!("  hidden size        {}", i.hidden_size);
+    println!("  vocabulary         {}", i.vocab_size);
+    println!("  context length     {}", i.context_length);
+    println!("  KV cache per token {} ({} f32 values per layer)", human(i.kv_bytes_per_token() as u64), i.kv_values_per_token_layer);
+    Ok(())
+}
+
+fn gguf_info(g: &GgufFile, a: &InfoArgs) -> anyhow::Result<()> {
+    println!("GGUF version {}, {} metadata entries, {} tensors, {} bytes", g.version, g.metadata.len(), g.tensors.len(), g.file_len());
+    println!("metadata:");
+    for (k, v) in &g.metadata {
+        if k == "tokenizer.chat_template" {
+            continue;
+        }
+        println!("  {k:<44} {:<4} {v}", v.type_name());
+    }
+    match g.get_str("tokenizer.chat_template") {
+        Some(t) => {
+            println!("chat template ({} chars):", t.len());
+            for line in t.lines().take(8) {
+                println!("  | {line}");
+            }
+            if t.lines().count() > 8 {
+                println!("  | ...");
+            }
+        }
+        None => println!("chat template: none"),
+    }
+    let mut by_type: std::collections::BTreeMap<&str, (usize, u64)> = Default::default();
+    for t in &g.tensors {
+        let e = by_type.entry(t.ty.name()).or_default();
+        e.0 += 1;
+        e.1 += t.size;
+    }
+    let total: u64 = g.tensors.iter().map(|t| t.size).sum();
+    let n_params: u64 = g.tensors.iter().map(|t| t.n_elements()).sum();
+    println!("tensors: {} ({:.3} B parameters, {})", g.tensors.len(), n_params as f64 / 1e9, human(total));
+    for (ty, (n, b)) in &by_type {
+        println!("  {ty:<6} {n:>5} tensors {:>12}", human(*b));
+    }
+    let shown = if a.all_tensors { g.tensors.len() } else { 12 };
+    for t in g.tensors.iter().take(shown) {
+        let dims: Vec<String> = t.dims.iter().map(|d| d.to_string()).collect();
+        println!("  {:<36} {:<6} [{}] {}", t.name, t.ty.name(), dims.join(", "), human(t.size));
+    }
+    if g.tensors.len() > shown {
+        println!("  ... {} more (--all-tensors)", g.tensors.len() - shown);
+    }
+    // A truncated file: the header above is intact, the data is not.
+    g.check_tensors()?;
+    Ok(())
+}
+
+fn hf_info(h: &HfDir) {
+    println!("Hugging Face folder {}", h.dir.display());
+    println!("config.json:");
+    if let Some(obj) = h.config.as_object() {
+        for (k, v) in obj {
+            println!("  {k:<32} {v}");
+        }
+    }
+    let mut names: Vec<&str> = h.tensor_names().collect();
+    names.sort();
+    println!("tensors: {}", names.len());
+    for n in names.iter().take(12) {
+        println!("  {n}");
+    }
+}

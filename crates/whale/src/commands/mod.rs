@@ -1,0 +1,40 @@
+//! One module per subcommand, plus what they share: loading a model by name.
+
+pub mod chat;
+pub mod info;
+pub mod perplexity;
+pub mod run;
+
+use anyhow::Context;
+use whale_engine::model::{LoadOptions, LoadedModel};
+
+/// Options every model-running command takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Context size in tokens (default: the model's, at most 4096).
+    #[arg(short = 'c', long)]
+    pub ctx: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn load(&self, spec: &str) -> anyhow::Result<(LoadedModel, usize)> {
+        let path = crate::pull::resolve_model(spec)?;
+        let mut opts = LoadOptions::default();
+        if let Some(t) = self.threads {
+            anyhow::ensure!(t >= 1 && t <= 1024, "--threads must be between 1 and 1024, got {t}");
+            opts.threads = t;
+        }
+        let m = whale_engine::model::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
+        let ctx = match self.ctx {
+            Some(c) => {
+                anyhow::ensure!(c >= 1 && c <= 1 << 20, "--ctx must be between 1 and 1048576, got {c}");
+                c
+            }
+            None => m.model.info().context_length.clamp(1, 4096),
+        };
+        Ok((m, ctx))
+    }
+}

@@ -1,0 +1,189 @@
+//! `whale run`: one prompt in, text out (or JSON with ids and top logits).
+
+use std::io::Write;
+
+use anyhow::Context;
+use serde::Serialize;
+use whale_engine::chat_template::{ChatMessage, ChatTemplate};
+use whale_engine::generate::{generate, GenerateRequest, Session};
+use whale_engine::sampler::SamplerConfig;
+use whale_engine::tokenizer::Tokenizer;
+
+use super::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// GGUF file, Hugging Face folder, or catalog name.
+    pub model: String,
+    /// Prompt text (raw, unless --chat).
+    #[arg(short, long, conflicts_with = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// Prompt as comma-separated token ids (no BOS added).
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Tokens to generate (0: only tokenize).
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub n_predict: usize,
+    /// Temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop before this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Apply the model's chat template to the prompt as one user message.
+    #[arg(long)]
+    pub chat: bool,
+    /// System message (with --chat).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+    /// With --json: the K highest raw logits at each step.
+    #[arg(long, default_value_t = 0)]
+    pub top_logits: usize,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+}
+
+#[derive(Serialize)]
+struct JsonStep {
+    id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top: Option<Vec<(u32, f32)>>,
+}
+
+#[derive(Serialize)]
+struct JsonOut {
+    prompt_ids: Vec<u32>,
+    generated_ids: Vec<u32>,
+    text: String,
+    steps: Vec<JsonStep>,
+    finish_reason: &'static str,
+}
+
+/// Render a one-turn chat and tokenize it; the template usually writes the
+/// BOS text itself, in which case no second BOS is added.
+pub fn chat_prompt_ids(tok: &Tokenizer, messages: &[ChatMessage]) -> anyhow::Result<Vec<u32>> {
+    let src = tok.chat_template().context("the model has no chat template; run without --chat")?;
+    let tpl = ChatTemplate::new(src)?;
+    let text = tpl.render(messages, true, &tok.bos_token(), &tok.eos_token(), None)?;
+    let bos = tok.bos_token();
+    let add_bos = bos.is_empty() || !text.starts_with(&bos);
+    Ok(tok.encode(&text, add_bos)?)
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    let sampler = SamplerConfig {
+        temperature: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repeat_penalty: a.repeat_penalty,
+        penalty_last_n: 64,
+        presence_penalty: a.presence_penalty,
+        frequency_penalty: a.frequency_penalty,
+        seed: a.seed,
+    };
+    sampler.validate().map_err(anyhow::Error::msg)?;
+    let (m, ctx) = a.model_args.load(&a.model)?;
+    let tok = &m.tokenizer;
+    let prompt_ids = match (&a.prompt, &a.prompt_ids) {
+        (_, Some(ids)) => ids.clone(),
+        (Some(p), None) if a.chat => {
+            let mut msgs = Vec::new();
+            if let Some(s) = &a.system {
+                msgs.push(ChatMessage::new("system", s));
+            }
+            msgs.push(ChatMessage::new("user", p));
+            chat_prompt_ids(tok, &msgs)?
+        }
+        (Some(p), None) => tok.encode(p, true)?,
+        (None, None) => anyhow::bail!("give a prompt with --prompt TEXT or --prompt-ids 1,2,3"),
+    };
+    let vocab = m.model.info().vocab_size;
+    if let Some(&bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+        anyhow::bail!("prompt token id {bad} is outside the vocabulary (size {vocab})");
+    }
+    anyhow::ensure!(
+        prompt_ids.len() + a.n_predict <= ctx || a.n_predict == 0,
+        "the prompt ({} tokens) and -n {} do not fit the context of {ctx} tokens (raise --ctx)",
+        prompt_ids.len(),
+        a.n_predict
+    );
+    let req = GenerateRequest {
+        max_tokens: a.n_predict,
+        sampler,
+        stop: a.stop.clone(),
+        stop_at_eog: !a.ignore_eos,
+        top_logits: a.top_logits,
+    };
+    let mut session = Session::new(m.model.as_ref(), ctx);
+    let stdout = std::io::stdout();
+    let t0 = std::time::Instant::now();
+    let mut first_token = None;
+    let gen = if prompt_ids.is_empty() && a.n_predict > 0 {
+        anyhow::bail!("the prompt tokenized to nothing; give some text or --prompt-ids")
+    } else {
+        generate(m.model.as_ref(), tok, &mut session, &prompt_ids, &req, |step| {
+            first_token.get_or_insert_with(std::time::Instant::now);
+            if !a.json {
+                let mut out = stdout.lock();
+                let _ = out.write_all(step.text.as_bytes());
+                let _ = out.flush();
+            }
+            true
+        })?
+    };
+    if a.json {
+        let out = JsonOut {
+            prompt_ids,
+            generated_ids: gen.generated_ids.clone(),
+            text: gen.text.clone(),
+            steps: gen
+                .steps
+                .iter()
+                .map(|s| JsonStep { id: s.id, top: (a.top_logits > 0).then(|| s.top.clone()) })
+                .collect(),
+            finish_reason: match gen.finish {
+                whale_engine::generate::FinishReason::Stop => "stop",
+                _ => "length",
+            },
+        };
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!();
+        if let Some(ft) = first_token {
+            let n = gen.generated_ids.len();
+            let pp = ft.duration_since(t0).as_secs_f64();
+            let tg = ft.elapsed().as_secs_f64();
+            eprintln!(
+                "[{} prompt tokens in {:.2}s; {} tokens generated, {:.1} tok/s]",
+                prompt_ids.len(),
+                pp,
+                n,
+                if n > 1 && tg > 0.0 { (n - 1) as f64 / tg } else { 0.0 }
+            );
+        } else {
+            eprintln!("prompt ids: {prompt_ids:?}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! The `whale` binary: the command line over `whale-engine`.
+//!
+//! Each subcommand lives in `commands/`; model names are resolved (and fetched
+//! when needed) by `pull`. Errors from the libraries arrive here and are
+//! printed with their chain of causes, with a non-zero exit.
+
+mod commands;
+mod pull;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "whale", version, about = "Run DeepSeek models and the R1 distills (llama, qwen2) from GGUF or safetensors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt.
+    Run(commands::run::RunArgs),
+    /// Chat with a model in the terminal.
+    Chat(commands::chat::ChatArgs),
+    /// Show a model's architecture, hyper-parameters, tokenizer and tensors.
+    Info(commands::info::InfoArgs),
+    /// Fetch a model into the local cache.
+    Pull(PullArgs),
+    /// Perplexity of a text file, computed the way llama.cpp's llama-perplexity does.
+    Perplexity(commands::perplexity::PerplexityArgs),
+}
+
+#[derive(clap::Args)]
+struct PullArgs {
+    /// Catalog name, hf:OWNER/REPO[/FILE][@REV], or a URL.
+    spec: Option<String>,
+    /// Download again even if the file is cached.
+    #[arg(long)]
+    force: bool,
+    /// List the catalog.
+    #[arg(long)]
+    list: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("WHALE_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => commands::run::run(a),
+        Command::Chat(a) => commands::chat::run(a),
+        Command::Info(a) => commands::info::run(a),
+        Command::Perplexity(a) => commands::perplexity::run(a),
+        Command::Pull(a) => {
+            if a.list || a.spec.is_none() {
+                pull::print_catalog();
+                Ok(())
+            } else {
+                pull::pull(a.spec.as_deref().unwrap_or_default(), a.force).map(|_| ())
+            }
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
