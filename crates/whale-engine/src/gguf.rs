@@ -488,6 +488,11 @@ mod tests {
 
     /// Build a small GGUF image by hand: one string, one u32, one array, one tensor.
     pub(crate) fn tiny_gguf(version: u32, truncate_data: bool) -> Vec<u8> {
+        tiny_gguf_with_table_end(version, truncate_data).0
+    }
+
+    /// The image and the offset where its tensor table ends (before padding).
+    fn tiny_gguf_with_table_end(version: u32, truncate_data: bool) -> (Vec<u8>, usize) {
         let mut b = Vec::new();
         b.extend_from_slice(b"GGUF");
         b.extend_from_slice(&version.to_le_bytes());
@@ -515,6 +520,7 @@ mod tests {
         b.extend_from_slice(&2u64.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes()); // F32
         b.extend_from_slice(&0u64.to_le_bytes());
+        let table_end = b.len();
         while b.len() % 32 != 0 {
             b.push(0);
         }
@@ -522,7 +528,7 @@ mod tests {
         for i in 0..n {
             b.extend_from_slice(&(i as f32).to_le_bytes());
         }
-        b
+        (b, table_end)
     }
 
     #[test]
@@ -548,9 +554,8 @@ mod tests {
 
     #[test]
     fn every_truncation_of_the_header_is_an_error() {
-        let full = tiny_gguf(3, false);
-        let header_len = full.len() - 32;
-        for n in 0..header_len {
+        let (full, table_end) = tiny_gguf_with_table_end(3, false);
+        for n in 0..table_end {
             let r = GgufFile::from_bytes(full[..n].to_vec());
             assert!(r.is_err(), "prefix of {n} bytes parsed");
         }

@@ -3,7 +3,8 @@
 //! Data flows through the modules in this order:
 //! `gguf` / `safetensors` (weights, memory-mapped) → `config` (hyper-parameters
 //! resolved once) → `tokenizer` + `chat_template` (text → ids) → `model` and one
-//! file per architecture (`llama`, `qwen2`) → `sampler` → `generate` (the loop
+//! file per architecture (`llama`, `qwen2`, `deepseek_v3` with the shared
+//! `moe` routing) → `sampler` → `generate` (the loop
 //! that ties them together, with stop conditions and streaming detokenization).
 //!
 //! The engine has no async runtime and no HTTP: the binary crate builds the CLI
@@ -12,9 +13,11 @@
 pub mod chat_template;
 pub mod gguf;
 pub mod tokenizer;
+pub mod deepseek_v3;
 pub mod generate;
 pub mod llama;
 pub mod model;
+pub mod moe;
 pub mod names;
 pub mod ops;
 pub mod qwen2;

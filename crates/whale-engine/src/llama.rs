@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use crate::gguf::GgufFile;
-use crate::model::{attention, Architecture, KvCache, LoadOptions, Logits, Linear, Model, ModelError, ModelInfo};
+use crate::model::{attention, Architecture, AttnLayout, KvCache, LoadOptions, Logits, Linear, Model, ModelError, ModelInfo};
 use crate::names::{self, layer, name};
 use crate::ops::{self, Rope, RopeStyle};
 use crate::weights::WeightStore;
@@ -227,7 +227,15 @@ impl Model for Llama {
             self.rope.apply_rows(&mut k, p.n_kv_head, p.head_dim, pos0);
             cache.k[l][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k);
             cache.v[l][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v);
-            let attn = attention(&q, &cache.k[l], &cache.v[l], n, pos0, p.n_head, p.n_kv_head, p.head_dim, scale, th);
+            let lay = AttnLayout {
+                n_head: p.n_head,
+                n_kv_head: p.n_kv_head,
+                k_dim: p.head_dim,
+                v_dim: p.head_dim,
+                k_stride: kvd,
+                v_stride: kvd,
+            };
+            let attn = attention(&q, &cache.k[l], &cache.v[l], lay, n, pos0, scale, th);
             debug_assert_eq!(attn.len(), n * qd);
             let o = b.wo.forward(&attn, n, th); // [n, hidden]
             ops::add_assign(&mut x, &o);

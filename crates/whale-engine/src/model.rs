@@ -38,23 +38,38 @@ pub enum ModelError {
 pub enum Architecture {
     Llama,
     Qwen2,
+    /// DeepSeek-V2/V3/R1 (MLA + DeepSeekMoE).
+    Deepseek,
 }
 
 impl Architecture {
-    pub const ALL: [Architecture; 2] = [Architecture::Llama, Architecture::Qwen2];
+    pub const ALL: [Architecture; 3] = [Architecture::Llama, Architecture::Qwen2, Architecture::Deepseek];
 
     pub fn name(self) -> &'static str {
         match self {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
+            Architecture::Deepseek => "deepseek2",
+        }
+    }
+
+    /// Every name an architecture goes by: GGUF `general.architecture` first,
+    /// then Hugging Face `model_type`s.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Architecture::Llama => &["llama"],
+            Architecture::Qwen2 => &["qwen2"],
+            Architecture::Deepseek => &["deepseek2", "deepseek_v2", "deepseek_v3"],
         }
     }
 
     /// From GGUF `general.architecture` or config.json `model_type`.
     pub fn from_name(name: &str) -> Result<Architecture, ModelError> {
-        Architecture::ALL.into_iter().find(|a| a.name() == name).ok_or_else(|| ModelError::UnknownArchitecture {
-            found: name.to_string(),
-            known: Architecture::ALL.map(|a| a.name()).join(", "),
+        Architecture::ALL.into_iter().find(|a| a.aliases().contains(&name)).ok_or_else(|| {
+            ModelError::UnknownArchitecture {
+                found: name.to_string(),
+                known: Architecture::ALL.iter().flat_map(|a| a.aliases()).copied().collect::<Vec<_>>().join(", "),
+            }
         })
     }
 }
@@ -179,44 +194,58 @@ impl Linear {
     }
 }
 
-/// Causal multi-head attention over the cache, with grouped K/V heads.
+/// Where each head's keys and values sit in the cache rows.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnLayout {
+    pub n_head: usize,
+    /// Heads share K/V in groups of `n_head / n_kv_head` (1: multi-query).
+    pub n_kv_head: usize,
+    /// Length of a query/key head vector.
+    pub k_dim: usize,
+    /// Length of a value head vector.
+    pub v_dim: usize,
+    /// Values between consecutive positions in the K and V caches.
+    pub k_stride: usize,
+    pub v_stride: usize,
+}
+
+/// Causal attention over the cache: scores, softmax, weighted values.
 ///
-/// `q`: `[n_tok, n_head, head_dim]` for tokens at positions `pos0..`;
-/// `k_cache`/`v_cache`: `[capacity, n_kv_head, head_dim]` already holding
-/// positions `0 .. pos0 + n_tok`. Returns `[n_tok, n_head, head_dim]`.
+/// `q`: `[n_tok, n_head, k_dim]` for tokens at positions `pos0..`; the caches
+/// already hold positions `0 .. pos0 + n_tok`, kv head `g` of position `p` at
+/// `p * stride + g * dim`. Returns `[n_tok, n_head, v_dim]`. MLA uses it with
+/// one KV head whose value is the first `v_dim` entries of the key row.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
     k_cache: &[f32],
     v_cache: &[f32],
+    lay: AttnLayout,
     n_tok: usize,
     pos0: usize,
-    n_head: usize,
-    n_kv_head: usize,
-    head_dim: usize,
     scale: f32,
     threads: usize,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; n_tok * n_head * head_dim];
+    let AttnLayout { n_head, n_kv_head, k_dim, v_dim, k_stride, v_stride } = lay;
+    let mut out = vec![0f32; n_tok * n_head * v_dim];
     let group = n_head / n_kv_head;
-    let kv_stride = n_kv_head * head_dim;
     // One (token, head) pair per work item; items split evenly across threads.
     let work = |items: std::ops::Range<usize>, out: &mut [f32]| {
         let mut scores = vec![0f32; pos0 + n_tok];
         for (slot, item) in items.enumerate() {
             let (t, h) = (item / n_head, item % n_head);
-            let kvh = h / group;
-            let qv = &q[(t * n_head + h) * head_dim..][..head_dim];
+            let g = h / group;
+            let qv = &q[(t * n_head + h) * k_dim..][..k_dim];
             let n_ctx = pos0 + t + 1; // causal: positions 0..=pos0+t
             for (p, s) in scores[..n_ctx].iter_mut().enumerate() {
-                let kv = &k_cache[p * kv_stride + kvh * head_dim..][..head_dim];
+                let kv = &k_cache[p * k_stride + g * k_dim..][..k_dim];
                 *s = whale_kernels::dot_f32(qv, kv) * scale;
             }
             ops::softmax(&mut scores[..n_ctx]);
-            let o = &mut out[slot * head_dim..][..head_dim];
+            let o = &mut out[slot * v_dim..][..v_dim];
             o.fill(0.0);
             for (p, &w) in scores[..n_ctx].iter().enumerate() {
-                let vv = &v_cache[p * kv_stride + kvh * head_dim..][..head_dim];
+                let vv = &v_cache[p * v_stride + g * v_dim..][..v_dim];
                 for (a, &b) in o.iter_mut().zip(vv) {
                     *a += w * b;
                 }
@@ -224,13 +253,13 @@ pub fn attention(
         }
     };
     let items = n_tok * n_head;
-    let threads = if items * (pos0 + n_tok) * head_dim < 1 << 15 { 1 } else { threads.clamp(1, items) };
+    let threads = if items * (pos0 + n_tok) * k_dim < 1 << 15 { 1 } else { threads.clamp(1, items) };
     if threads == 1 {
         work(0..items, &mut out);
     } else {
         let per = items.div_ceil(threads);
         std::thread::scope(|s| {
-            for (i, chunk) in out.chunks_mut(per * head_dim).enumerate() {
+            for (i, chunk) in out.chunks_mut(per * v_dim).enumerate() {
                 let start = i * per;
                 let end = (start + per).min(items);
                 let work = &work;
@@ -283,5 +312,6 @@ pub fn load_weights(store: &WeightStore, arch_name: &str, opts: LoadOptions) -> 
     Ok(match Architecture::from_name(arch_name)? {
         Architecture::Llama => Box::new(crate::llama::Llama::load(store, Architecture::Llama, opts)?),
         Architecture::Qwen2 => Box::new(crate::qwen2::load(store, opts)?),
+        Architecture::Deepseek => Box::new(crate::deepseek_v3::Deepseek::load(store, opts)?),
     })
 }

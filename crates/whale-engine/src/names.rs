@@ -36,3 +36,36 @@ pub const FFN_NORM: (&str, &str) = ("blk.{}.ffn_norm.weight", "model.layers.{}.p
 pub const FFN_GATE: (&str, &str) = ("blk.{}.ffn_gate.weight", "model.layers.{}.mlp.gate_proj.weight");
 pub const FFN_UP: (&str, &str) = ("blk.{}.ffn_up.weight", "model.layers.{}.mlp.up_proj.weight");
 pub const FFN_DOWN: (&str, &str) = ("blk.{}.ffn_down.weight", "model.layers.{}.mlp.down_proj.weight");
+
+// DeepSeek-V2/V3 (GGUF architecture `deepseek2`).
+pub const ATTN_Q_A: (&str, &str) = ("blk.{}.attn_q_a.weight", "model.layers.{}.self_attn.q_a_proj.weight");
+pub const ATTN_Q_A_NORM: (&str, &str) = ("blk.{}.attn_q_a_norm.weight", "model.layers.{}.self_attn.q_a_layernorm.weight");
+pub const ATTN_Q_B: (&str, &str) = ("blk.{}.attn_q_b.weight", "model.layers.{}.self_attn.q_b_proj.weight");
+pub const ATTN_KV_A_MQA: (&str, &str) =
+    ("blk.{}.attn_kv_a_mqa.weight", "model.layers.{}.self_attn.kv_a_proj_with_mqa.weight");
+pub const ATTN_KV_A_NORM: (&str, &str) =
+    ("blk.{}.attn_kv_a_norm.weight", "model.layers.{}.self_attn.kv_a_layernorm.weight");
+/// The up-projection of the latent to per-head K (no-rope part) and V; newer
+/// GGUFs split it into `attn_k_b` (K part, transposed) and `attn_v_b`.
+pub const ATTN_KV_B: (&str, &str) = ("blk.{}.attn_kv_b.weight", "model.layers.{}.self_attn.kv_b_proj.weight");
+pub const ATTN_K_B: (&str, &str) = ("blk.{}.attn_k_b.weight", "-");
+pub const ATTN_V_B: (&str, &str) = ("blk.{}.attn_v_b.weight", "-");
+pub const FFN_GATE_INP: (&str, &str) = ("blk.{}.ffn_gate_inp.weight", "model.layers.{}.mlp.gate.weight");
+pub const FFN_EXP_PROBS_B: (&str, &str) =
+    ("blk.{}.exp_probs_b.bias", "model.layers.{}.mlp.gate.e_score_correction_bias");
+/// Stacked experts in GGUF (`[n_expert, rows, cols]`); one tensor per expert in HF.
+pub const FFN_GATE_EXPS: (&str, &str) = ("blk.{}.ffn_gate_exps.weight", "-");
+pub const FFN_UP_EXPS: (&str, &str) = ("blk.{}.ffn_up_exps.weight", "-");
+pub const FFN_DOWN_EXPS: (&str, &str) = ("blk.{}.ffn_down_exps.weight", "-");
+pub const FFN_GATE_EXP: (&str, &str) = ("-", "model.layers.{}.mlp.experts.{e}.gate_proj.weight");
+pub const FFN_UP_EXP: (&str, &str) = ("-", "model.layers.{}.mlp.experts.{e}.up_proj.weight");
+pub const FFN_DOWN_EXP: (&str, &str) = ("-", "model.layers.{}.mlp.experts.{e}.down_proj.weight");
+pub const FFN_GATE_SHEXP: (&str, &str) = ("blk.{}.ffn_gate_shexp.weight", "model.layers.{}.mlp.shared_experts.gate_proj.weight");
+pub const FFN_UP_SHEXP: (&str, &str) = ("blk.{}.ffn_up_shexp.weight", "model.layers.{}.mlp.shared_experts.up_proj.weight");
+pub const FFN_DOWN_SHEXP: (&str, &str) = ("blk.{}.ffn_down_shexp.weight", "model.layers.{}.mlp.shared_experts.down_proj.weight");
+
+/// Name of expert `e` of layer `i` (HF spelling; GGUF stacks experts).
+pub fn expert(pair: (&str, &str), i: usize, e: usize) -> TensorName {
+    let t = layer(pair, i);
+    TensorName { gguf: t.gguf, hf: t.hf.replace("{e}", &e.to_string()) }
+}

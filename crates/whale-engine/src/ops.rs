@@ -123,6 +123,56 @@ impl Rope {
     }
 }
 
+/// YaRN parameters as DeepSeek's `rope_scaling` spells them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Yarn {
+    pub factor: f32,
+    pub original_max_position_embeddings: f32,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    pub mscale: f32,
+    pub mscale_all_dim: f32,
+}
+
+/// `0.1 · m · ln(f) + 1` for f > 1, else 1 (DeepSeek's `yarn_get_mscale`).
+pub fn yarn_get_mscale(factor: f32, m: f32) -> f32 {
+    if factor <= 1.0 {
+        1.0
+    } else {
+        0.1 * m * factor.ln() + 1.0
+    }
+}
+
+impl Rope {
+    /// YaRN RoPE (transformers' `_compute_yarn_parameters`, DeepSeek flavour):
+    /// per pair, blend the interpolated frequency (÷ factor) and the original
+    /// one with a linear ramp between the floor/ceil of the correction range,
+    /// clamped to [0, dim-1]; cos and sin are scaled by
+    /// mscale(f, mscale) / mscale(f, mscale_all_dim).
+    pub fn yarn(style: RopeStyle, dim: usize, theta: f32, y: &Yarn) -> Rope {
+        let d = dim as f64;
+        let base = theta as f64;
+        let orig = y.original_max_position_embeddings as f64;
+        let correction_dim =
+            |rot: f64| (d * (orig / (rot * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * base.ln());
+        let low = correction_dim(y.beta_fast as f64).floor().max(0.0);
+        let high = correction_dim(y.beta_slow as f64).ceil().min(d - 1.0);
+        // transformers nudges an empty range to avoid dividing by zero.
+        let high = if low == high { high + 0.001 } else { high };
+        let inv_freq = (0..dim / 2)
+            .map(|i| {
+                let extra = 1.0 / base.powf(2.0 * i as f64 / d);
+                let inter = extra / y.factor as f64;
+                let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                let extrapolate = 1.0 - ramp;
+                (inter * (1.0 - extrapolate) + extra * extrapolate) as f32
+            })
+            .collect();
+        let mscale = yarn_get_mscale(y.factor, y.mscale) / yarn_get_mscale(y.factor, y.mscale_all_dim);
+        Rope { style, dim, inv_freq, mscale }
+    }
+}
+
 /// llama3 RoPE scaling: per-pair divisors of the frequencies (as in the
 /// reference `_compute_llama3_parameters`).
 pub fn llama3_freq_factors(

@@ -157,10 +157,12 @@ const DEEPSEEK_V3_REGEXES: &[&str] = &[
     "[\u{4e00}-\u{9fa5}\u{3040}-\u{309f}\u{30a0}-\u{30ff}]+",
     r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##,
 ];
-/// DeepSeek LLM (V1, V2, V2-Lite) splits.
+/// DeepSeek LLM (V1, V2, V2-Lite) splits. The second class lists cased letters; the
+/// characters that Unicode normalization would replace by others (Ohm and Kelvin signs,
+/// some Greek) are written as escapes so that no editor or tool can silently change them.
 const DEEPSEEK_LLM_REGEXES: &[&str] = &[
     "[\r\n]",
-    r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
+    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-\u{1f7d}ᾀ-ᾴᾶ-ᾼ\u{1fbe}ῂ-ῄῆ-ῌῐ-\u{1fd3}ῖ-\u{1fdb}ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\u{2126}ℨ\u{212a}-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
     r"\s?[!-/:-~！-／：-～‘-‟　-。]+",
     r"\s+$",
     "[一-龥ࠀ-一가-퟿]+",
@@ -327,6 +329,7 @@ pub struct Tokenizer {
     kinds: Vec<TokenKind>,
     bos: Option<u32>,
     eos: Option<u32>,
+    pad: Option<u32>,
     eog: HashSet<u32>,
     add_bos: bool,
     add_eos: bool,
@@ -341,6 +344,7 @@ impl fmt::Debug for Tokenizer {
             .field("pre", &self.pre)
             .field("bos", &self.bos)
             .field("eos", &self.eos)
+            .field("pad", &self.pad)
             .field("eog", &self.eog)
             .field("add_bos", &self.add_bos)
             .field("add_eos", &self.add_eos)
@@ -560,6 +564,7 @@ impl Tokenizer {
 
         let bos = gguf_token_id(g, "tokenizer.ggml.bos_token_id", n)?;
         let eos = gguf_token_id(g, "tokenizer.ggml.eos_token_id", n)?;
+        let pad = gguf_token_id(g, "tokenizer.ggml.padding_token_id", n)?;
         let mut eog_ids: Vec<u32> = eos.into_iter().collect();
         for key in [
             "tokenizer.ggml.eot_token_id",
@@ -580,6 +585,7 @@ impl Tokenizer {
             kinds,
             bos,
             eos,
+            pad,
             eog_ids,
             add_bos,
             add_eos,
@@ -668,6 +674,7 @@ impl Tokenizer {
         let lookup = |t: &str| inner.token_to_id(t);
         let special_lookup = |t: &str| lookup(t).filter(|&id| kinds.get(id as usize) == Some(&TokenKind::Control));
         let pp_bos = json.get("post_processor").and_then(post_processor_bos);
+        let pad = config.and_then(|c| config_token_text(c.get("pad_token"))).and_then(lookup);
         let (bos, eos, add_bos, add_eos) = match config {
             Some(c) => {
                 let bos = config_token_text(c.get("bos_token")).and_then(lookup);
@@ -694,6 +701,7 @@ impl Tokenizer {
             kinds,
             bos,
             eos,
+            pad,
             eog_ids,
             add_bos,
             add_eos,
@@ -715,6 +723,7 @@ impl Tokenizer {
             kinds: p.kinds,
             bos: p.bos,
             eos: p.eos,
+            pad: p.pad,
             eog,
             add_bos: p.add_bos,
             add_eos: p.add_eos,
@@ -811,6 +820,11 @@ impl Tokenizer {
         self.eos
     }
 
+    /// The padding token (`tokenizer.ggml.padding_token_id`, `pad_token`), if any.
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad
+    }
+
     /// Whether generating `id` ends the turn (see the module docs for the set).
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog.contains(&id)
@@ -865,6 +879,7 @@ struct Parts {
     kinds: Vec<TokenKind>,
     bos: Option<u32>,
     eos: Option<u32>,
+    pad: Option<u32>,
     eog_ids: Vec<u32>,
     add_bos: bool,
     add_eos: bool,

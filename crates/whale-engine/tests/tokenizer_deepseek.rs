@@ -116,6 +116,7 @@ fn hf_dir_reads_config() {
     check_special_ids(&tok, "hf dir");
     // tokenizer_config.json says add_bos_token = false: the chat template writes BOS.
     assert!(!tok.add_bos());
+    assert_eq!(tok.pad_id(), tok.eos_id(), "pad_token is the end of sentence");
     assert_eq!(tok.chat_template(), None, "this fixture ships no chat template");
     // With add_special the ids are those HF gives with add_special_tokens=True.
     for c in cases() {
@@ -130,6 +131,7 @@ fn gguf_vocabulary_matches_hf_on_all_cases() {
     // (keys.json beside the GGUF says "joyai-llm", an alias with the same splits; the file says this.)
     assert_eq!(tok.pre_tokenizer(), Some("deepseek-v3"));
     assert!(!tok.add_bos());
+    assert_eq!(tok.pad_id(), tok.eos_id(), "tokenizer.ggml.padding_token_id");
     check_all_cases(&tok, "GGUF");
     check_special_ids(&tok, "GGUF");
     // The converter marks <｜User｜> control (tokenizer.json: a non-special added token) and

@@ -8,11 +8,21 @@
 //!
 //! * `WHALE_SIMD=scalar` forces the scalar kernels;
 //! * `WHALE_SIMD=avx2` asks for AVX2+FMA (used only if the CPU has it);
+//! * `WHALE_SIMD=avx512` asks for AVX-512 with VNNI (used only if the CPU
+//!   has it);
 //! * unset, empty, `auto` or anything else: the best level the CPU supports.
 //!
-//! Adding a level (e.g. AVX-512 or NEON) means: a variant here, a detection
-//! arm in [`SimdLevel::is_available`], and a kernel module beside
-//! `avx2.rs` that [`crate::dot`] calls for that variant.
+//! A level that names an unsupported instruction set falls back to the best
+//! available one (so `WHALE_SIMD=avx512` on an AVX2-only CPU runs AVX2).
+//!
+//! Kernels without a version at some level use the next lower one: the f32
+//! kernels ([`crate::vec_dot`], [`crate::matvec`], ...) run their AVX2 code at
+//! the AVX-512 level; the quantized-activation kernels ([`crate::qdot`]) have
+//! AVX-512 VNNI versions.
+//!
+//! Adding a level (e.g. NEON) means: a variant here, a detection arm in
+//! [`SimdLevel::is_available`], and kernel modules beside `avx2.rs` /
+//! `avx512_q8.rs` that [`crate::dot`] and [`crate::qdot`] call for it.
 
 use std::sync::OnceLock;
 
@@ -24,6 +34,10 @@ pub enum SimdLevel {
     /// x86-64 AVX2 with FMA3 and F16C (every AVX2 CPU has F16C; it is
     /// checked all the same).
     Avx2Fma,
+    /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd`), on top of everything
+    /// [`SimdLevel::Avx2Fma`] needs (Intel Ice Lake and later, AMD Zen 4 and
+    /// later).
+    Avx512Vnni,
 }
 
 /// Name of the environment variable read by [`active`].
@@ -31,13 +45,14 @@ pub const ENV_VAR: &str = "WHALE_SIMD";
 
 impl SimdLevel {
     /// Every level, slowest first.
-    pub const ALL: [SimdLevel; 2] = [SimdLevel::Scalar, SimdLevel::Avx2Fma];
+    pub const ALL: [SimdLevel; 3] = [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512Vnni];
 
     /// Short lower-case name, as accepted by `WHALE_SIMD`.
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2Fma => "avx2",
+            SimdLevel::Avx512Vnni => "avx512",
         }
     }
 
@@ -48,7 +63,23 @@ impl SimdLevel {
             SimdLevel::Avx2Fma => {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+                    std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                        && std::arch::is_x86_feature_detected!("f16c")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+            SimdLevel::Avx512Vnni => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    SimdLevel::Avx2Fma.is_available()
+                        && std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx512bw")
+                        && std::arch::is_x86_feature_detected!("avx512vl")
+                        && std::arch::is_x86_feature_detected!("avx512vnni")
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 {
@@ -81,6 +112,7 @@ pub fn choose(env_value: Option<&str>) -> SimdLevel {
     match env_value.map(|v| v.trim().to_ascii_lowercase()) {
         Some(v) if v == "scalar" => SimdLevel::Scalar,
         Some(v) if v == "avx2" && SimdLevel::Avx2Fma.is_available() => SimdLevel::Avx2Fma,
+        Some(v) if v == "avx512" && SimdLevel::Avx512Vnni.is_available() => SimdLevel::Avx512Vnni,
         _ => best,
     }
 }

@@ -1,0 +1,705 @@
+//! DeepSeek-V2, V2-Lite, V3 and R1: Multi-head Latent Attention (MLA) and
+//! DeepSeekMoE. Hugging Face `model_type` `deepseek_v2` / `deepseek_v3`, GGUF
+//! architecture `deepseek2`.
+//!
+//! **MLA caches the latent.** Per token and layer the cache holds the
+//! normalized KV latent `c` (`kv_lora_rank` values) and the rotated key part
+//! shared by all heads (`qk_rope_head_dim`): 576 values on V3, against
+//! 128 × (192 + 128) for decompressed per-head K and V. Attention never
+//! decompresses it: the K up-projection is absorbed into the query
+//! (`q_lat = W_UK[h]ᵀ q_nope`) so scores are `q_lat·c + q_rope·k_rope`, the
+//! softmax-weighted sum is taken over latents, and the V up-projection
+//! `W_UV[h]` is applied once per head after attention. With absorption MLA is
+//! multi-query attention with one KV head of width kv_lora_rank + rope, and
+//! prefill and decode share this one path.
+//!
+//! Order of this file: config (config.json names, then resolved), weights with
+//! their shapes, forward pass, loading from HF folders and GGUF.
+//!
+//! Where the reference implementation decides a detail, this file does what
+//! transformers 5.24 does; such places carry the tag `[hf-ref]`.
+
+use serde::Deserialize;
+use whale_kernels::GgmlType;
+
+use crate::gguf::GgufFile;
+use crate::model::{attention, Architecture, AttnLayout, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo};
+use crate::moe::{route, RouterConfig, TopkMethod};
+use crate::names::{self, expert, layer, name};
+use crate::ops::{self, yarn_get_mscale, Rope, RopeStyle, Yarn};
+use crate::storage::ByteSlice;
+use crate::weights::{TensorView, WeightStore};
+
+/// `[hf-ref]` q_a_layernorm and kv_a_layernorm use eps 1e-6, not rms_norm_eps.
+const LORA_NORM_EPS: f32 = 1e-6;
+
+/// config.json of DeepSeek-V2/V3, with DeepSeek's key names.
+#[derive(Debug, Deserialize)]
+pub struct DeepseekConfigJson {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub moe_intermediate_size: Option<usize>,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub q_lora_rank: Option<usize>,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
+    pub n_routed_experts: Option<usize>,
+    pub num_experts_per_tok: Option<usize>,
+    pub n_shared_experts: Option<usize>,
+    pub n_group: Option<usize>,
+    pub topk_group: Option<usize>,
+    pub topk_method: Option<String>,
+    pub scoring_func: Option<String>,
+    #[serde(default)]
+    pub norm_topk_prob: bool,
+    pub routed_scaling_factor: Option<f32>,
+    #[serde(default)]
+    pub first_k_dense_replace: usize,
+    pub moe_layer_freq: Option<usize>,
+    pub rope_theta: Option<f64>,
+    pub rope_scaling: Option<serde_json::Value>,
+    pub rms_norm_eps: f64,
+    pub max_position_embeddings: Option<usize>,
+    #[serde(default)]
+    pub num_nextn_predict_layers: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+}
+
+/// Resolved hyper-parameters.
+#[derive(Clone, Debug)]
+pub struct DeepseekParams {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    /// Dense layers' MLP width.
+    pub intermediate_size: usize,
+    /// Each expert's MLP width.
+    pub moe_intermediate_size: usize,
+    pub n_layers: usize,
+    pub n_head: usize,
+    pub q_lora_rank: Option<usize>,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
+    /// `None` for a model without MoE layers.
+    pub router: Option<RouterConfig>,
+    pub n_shared_experts: usize,
+    pub first_k_dense_replace: usize,
+    pub moe_layer_freq: usize,
+    pub rms_norm_eps: f32,
+    pub rope_theta: f32,
+    pub yarn: Option<Yarn>,
+    /// `(qk_nope + qk_rope)^-0.5`, × mscale(factor, mscale_all_dim)² under YaRN.
+    pub softmax_scale: f32,
+    pub context_length: usize,
+    /// Multi-token-prediction layers stored after the last layer (not run here).
+    pub num_nextn_predict_layers: usize,
+}
+
+fn cfg_err(msg: impl Into<String>) -> ModelError {
+    ModelError::Config(msg.into())
+}
+
+impl DeepseekParams {
+    pub fn qk_head_dim(&self) -> usize {
+        self.qk_nope_head_dim + self.qk_rope_head_dim
+    }
+
+    /// Values cached per token and layer: the latent and the shared rope key.
+    pub fn latent_width(&self) -> usize {
+        self.kv_lora_rank + self.qk_rope_head_dim
+    }
+
+    pub fn is_moe_layer(&self, i: usize) -> bool {
+        self.router.is_some() && i >= self.first_k_dense_replace && i % self.moe_layer_freq == 0
+    }
+
+    pub fn from_hf(cfg: &serde_json::Value) -> Result<DeepseekParams, ModelError> {
+        let c: DeepseekConfigJson = serde_json::from_value(cfg.clone()).map_err(|e| cfg_err(format!("config.json: {e}")))?;
+        let v3 = c.model_type == "deepseek_v3";
+        let router = match c.n_routed_experts {
+            Some(n) if n > 0 => {
+                // [hf-ref] DeepseekV3 always routes with sigmoid + bias-corrected groups,
+                // whatever topk_method says; V2 follows topk_method with softmax.
+                let method = if v3 {
+                    TopkMethod::NoauxTc
+                } else {
+                    match c.topk_method.as_deref().unwrap_or("greedy") {
+                        "greedy" => TopkMethod::Greedy,
+                        "group_limited_greedy" => TopkMethod::GroupLimitedGreedy,
+                        other => return Err(cfg_err(format!("topk_method {other:?} is not supported for deepseek_v2"))),
+                    }
+                };
+                if let Some(sf) = c.scoring_func.as_deref() {
+                    let want = if v3 { "sigmoid" } else { "softmax" };
+                    if sf != want {
+                        return Err(cfg_err(format!("scoring_func {sf:?} does not match {} (expects {want:?})", c.model_type)));
+                    }
+                }
+                Some(RouterConfig {
+                    n_experts: n,
+                    top_k: c.num_experts_per_tok.ok_or_else(|| cfg_err("num_experts_per_tok is missing"))?,
+                    n_group: c.n_group.unwrap_or(1),
+                    topk_group: c.topk_group.unwrap_or(1),
+                    method,
+                    norm_topk_prob: c.norm_topk_prob,
+                    routed_scaling_factor: c.routed_scaling_factor.unwrap_or(1.0),
+                })
+            }
+            _ => None,
+        };
+        let yarn = match c.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+            None => None,
+            Some(rs) => {
+                let ty = rs.get("type").or_else(|| rs.get("rope_type")).and_then(|v| v.as_str()).unwrap_or("");
+                if ty != "yarn" {
+                    return Err(cfg_err(format!("rope_scaling type {ty:?} is not supported for DeepSeek (only \"yarn\")")));
+                }
+                let num = |k: &str, d: f32| rs.get(k).and_then(|v| v.as_f64()).map_or(d, |v| v as f32);
+                Some(Yarn {
+                    factor: num("factor", 1.0),
+                    original_max_position_embeddings: num("original_max_position_embeddings", 4096.0),
+                    beta_fast: num("beta_fast", 32.0),
+                    beta_slow: num("beta_slow", 1.0),
+                    mscale: num("mscale", 1.0),
+                    mscale_all_dim: num("mscale_all_dim", 0.0),
+                })
+            }
+        };
+        let p = DeepseekParams {
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            moe_intermediate_size: c.moe_intermediate_size.unwrap_or(c.intermediate_size),
+            n_layers: c.num_hidden_layers,
+            n_head: c.num_attention_heads,
+            q_lora_rank: c.q_lora_rank.filter(|&r| r > 0),
+            kv_lora_rank: c.kv_lora_rank,
+            qk_nope_head_dim: c.qk_nope_head_dim,
+            qk_rope_head_dim: c.qk_rope_head_dim,
+            v_head_dim: c.v_head_dim,
+            router,
+            n_shared_experts: c.n_shared_experts.unwrap_or(0),
+            first_k_dense_replace: c.first_k_dense_replace,
+            moe_layer_freq: c.moe_layer_freq.unwrap_or(1),
+            rms_norm_eps: c.rms_norm_eps as f32,
+            rope_theta: c.rope_theta.unwrap_or(10000.0) as f32,
+            yarn,
+            softmax_scale: 0.0,
+            context_length: c.max_position_embeddings.unwrap_or(4096),
+            num_nextn_predict_layers: c.num_nextn_predict_layers,
+        };
+        p.resolve()
+    }
+
+    /// From llama.cpp's `deepseek2.*` keys.
+    ///
+    /// `[gguf-topk-method]` GGUF has no key for topk_method. As llama.cpp does,
+    /// it follows from the gating function: sigmoid (expert_gating_func 2) means
+    /// V3's bias-corrected group routing; softmax (1, or absent as in V2 files)
+    /// means V2's routing, group-limited when expert_group_count > 1.
+    /// `[gguf-yarn-mscale]` GGUF stores 0.1 × mscale_all_dim as
+    /// rope.scaling.yarn_log_multiplier and no separate mscale; whale takes
+    /// mscale = mscale_all_dim, which holds for every released DeepSeek model
+    /// (V3/R1: 1.0 and 1.0; V2: 0.707 and 0.707), so cos/sin are not rescaled.
+    pub fn from_gguf(g: &GgufFile) -> Result<DeepseekParams, ModelError> {
+        let a = "deepseek2";
+        let opt = |k: &str| g.get_u64(&format!("{a}.{k}")).map(|v| v as usize);
+        let req = |k: &str| opt(k).ok_or_else(|| cfg_err(format!("GGUF is missing {a}.{k}")));
+        let f = |k: &str| g.get_f64(&format!("{a}.{k}")).map(|v| v as f32);
+        let n_head = req("attention.head_count")?;
+        let rope = req("rope.dimension_count")?;
+        let kv_lora = req("attention.kv_lora_rank")?;
+        // Newer files describe the absorbed (MQA) form in key_length/value_length
+        // and the per-head sizes in *_mla; older ones only the per-head sizes.
+        let qk_head = opt("attention.key_length_mla").map_or_else(|| req("attention.key_length"), Ok)?;
+        let v_head = opt("attention.value_length_mla").map_or_else(|| req("attention.value_length"), Ok)?;
+        if qk_head <= rope {
+            return Err(cfg_err(format!("key length {qk_head} must exceed the rope dimension {rope}")));
+        }
+        let vocab_size = match g.tensor(names::TOKEN_EMBD.0) {
+            Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
+            _ => return Err(cfg_err("GGUF has no 2-D token_embd.weight")),
+        };
+        let n_experts = opt("expert_count").unwrap_or(0);
+        let router = if n_experts > 0 {
+            let sigmoid = opt("expert_gating_func") == Some(2);
+            let n_group = opt("expert_group_count").unwrap_or(1).max(1);
+            let method = match (sigmoid, n_group > 1) {
+                (true, _) => TopkMethod::NoauxTc,
+                (false, true) => TopkMethod::GroupLimitedGreedy,
+                (false, false) => TopkMethod::Greedy,
+            };
+            Some(RouterConfig {
+                n_experts,
+                top_k: req("expert_used_count")?,
+                n_group,
+                topk_group: opt("expert_group_used_count").unwrap_or(1).max(1),
+                method,
+                norm_topk_prob: g.get(&format!("{a}.expert_weights_norm")).and_then(|v| v.as_bool()).unwrap_or(false),
+                routed_scaling_factor: f("expert_weights_scale").unwrap_or(1.0),
+            })
+        } else {
+            None
+        };
+        let yarn = match g.get_str(&format!("{a}.rope.scaling.type")) {
+            Some("yarn") => {
+                let mscale_all_dim = f("rope.scaling.yarn_log_multiplier").map_or(0.0, |m| m / 0.1);
+                Some(Yarn {
+                    factor: f("rope.scaling.factor").unwrap_or(1.0),
+                    original_max_position_embeddings: f("rope.scaling.original_context_length").unwrap_or(4096.0),
+                    beta_fast: f("rope.scaling.yarn_beta_fast").unwrap_or(32.0),
+                    beta_slow: f("rope.scaling.yarn_beta_slow").unwrap_or(1.0),
+                    mscale: mscale_all_dim,
+                    mscale_all_dim,
+                })
+            }
+            None | Some("none") => None,
+            Some(other) => return Err(cfg_err(format!("rope scaling {other:?} is not supported for deepseek2"))),
+        };
+        let p = DeepseekParams {
+            vocab_size,
+            hidden_size: req("embedding_length")?,
+            intermediate_size: req("feed_forward_length")?,
+            moe_intermediate_size: opt("expert_feed_forward_length").unwrap_or(0),
+            n_layers: req("block_count")?,
+            n_head,
+            q_lora_rank: opt("attention.q_lora_rank").filter(|&r| r > 0),
+            kv_lora_rank: kv_lora,
+            qk_nope_head_dim: qk_head - rope,
+            qk_rope_head_dim: rope,
+            v_head_dim: v_head,
+            router,
+            n_shared_experts: opt("expert_shared_count").unwrap_or(0),
+            first_k_dense_replace: opt("leading_dense_block_count").unwrap_or(0),
+            moe_layer_freq: 1,
+            rms_norm_eps: f("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
+            rope_theta: f("rope.freq_base").unwrap_or(10000.0),
+            yarn,
+            softmax_scale: 0.0,
+            context_length: opt("context_length").unwrap_or(4096),
+            num_nextn_predict_layers: opt("nextn_predict_layers").unwrap_or(0),
+        };
+        p.resolve()
+    }
+
+    /// Check consistency and compute derived values.
+    fn resolve(mut self) -> Result<DeepseekParams, ModelError> {
+        let p = &self;
+        let nonzero = [
+            ("hidden_size", p.hidden_size),
+            ("num_hidden_layers", p.n_layers),
+            ("num_attention_heads", p.n_head),
+            ("kv_lora_rank", p.kv_lora_rank),
+            ("qk_nope_head_dim", p.qk_nope_head_dim),
+            ("qk_rope_head_dim", p.qk_rope_head_dim),
+            ("v_head_dim", p.v_head_dim),
+            ("vocab_size", p.vocab_size),
+        ];
+        if let Some((k, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(cfg_err(format!("{k} must be non-zero")));
+        }
+        if p.qk_rope_head_dim % 2 != 0 {
+            return Err(cfg_err(format!("qk_rope_head_dim {} must be even", p.qk_rope_head_dim)));
+        }
+        if p.n_layers > 1024 || p.hidden_size > 1 << 17 || p.n_head > 1024 || p.kv_lora_rank > 1 << 14 {
+            return Err(cfg_err("implausible sizes in the config"));
+        }
+        if p.moe_layer_freq == 0 {
+            return Err(cfg_err("moe_layer_freq must be at least 1"));
+        }
+        if let Some(r) = &p.router {
+            r.validate().map_err(cfg_err)?;
+            if p.moe_intermediate_size == 0 {
+                return Err(cfg_err("moe_intermediate_size must be non-zero for a MoE model"));
+            }
+        }
+        let mut scale = 1.0 / (self.qk_head_dim() as f32).sqrt();
+        if let Some(y) = &self.yarn {
+            // [hf-ref] the softmax scale grows by mscale(f, mscale_all_dim)² only
+            // when mscale_all_dim is non-zero.
+            if y.mscale_all_dim != 0.0 {
+                let m = yarn_get_mscale(y.factor, y.mscale_all_dim);
+                scale *= m * m;
+            }
+        }
+        self.softmax_scale = scale;
+        Ok(self)
+    }
+}
+
+/// A SwiGLU MLP: `down(silu(gate x) * up x)`.
+struct Mlp {
+    gate: Linear, // [ff, hidden]
+    up: Linear,   // [ff, hidden]
+    down: Linear, // [hidden, ff]
+}
+
+impl Mlp {
+    fn forward(&self, x: &[f32], m: usize, th: usize) -> Vec<f32> {
+        let mut g = self.gate.forward(x, m, th); // [m, ff]
+        let u = self.up.forward(x, m, th); // [m, ff]
+        ops::swiglu(&mut g, &u);
+        self.down.forward(&g, m, th) // [m, hidden]
+    }
+}
+
+enum QProj {
+    /// V2-Lite: `q_proj` `[n_head * qk_head, hidden]`.
+    Plain(Linear),
+    /// V2/V3: `q_b(RMSNorm(q_a(x)))`, `q_a` `[q_lora, hidden]`, `q_b` `[n_head * qk_head, q_lora]`.
+    Lora { a: Linear, norm: Vec<f32>, b: Linear },
+}
+
+struct Attn {
+    q: QProj,
+    kv_a: Linear,          // [kv_lora + rope, hidden]
+    kv_norm: Vec<f32>,     // [kv_lora]
+    k_b: Vec<Linear>,      // n_head × [kv_lora, qk_nope]: W_UKᵀ, absorbed into the query
+    v_b: Vec<Linear>,      // n_head × [v_head, kv_lora]: W_UV, applied after attention
+    o: Linear,             // [hidden, n_head * v_head]
+}
+
+enum Ffn {
+    Dense(Mlp),
+    Moe { router: Linear, bias: Option<Vec<f32>>, experts: Vec<Mlp>, shared: Option<Mlp> },
+}
+
+struct Block {
+    attn_norm: Vec<f32>, // [hidden]
+    attn: Attn,
+    ffn_norm: Vec<f32>, // [hidden]
+    ffn: Ffn,
+}
+
+/// The experts chosen for each token of one MoE layer (for tests and debugging).
+#[derive(Clone, Debug, Default)]
+pub struct LayerRouting {
+    pub layer: usize,
+    /// `[n_tok]` of (expert, weight), best first.
+    pub tokens: Vec<Vec<(usize, f32)>>,
+}
+
+pub struct Deepseek {
+    pub params: DeepseekParams,
+    info: ModelInfo,
+    embed: Linear, // [vocab, hidden]
+    blocks: Vec<Block>,
+    norm: Vec<f32>, // [hidden]
+    output: Linear, // [vocab, hidden]
+    rope: Rope,
+    threads: usize,
+}
+
+impl Model for Deepseek {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn new_cache(&self, capacity: usize) -> KvCache {
+        // Only the latent row: V is read from its first kv_lora_rank values.
+        KvCache::new(self.params.n_layers, self.params.latent_width(), 0, capacity)
+    }
+
+    fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
+        self.forward_traced(cache, tokens, logits, None)
+    }
+}
+
+impl Deepseek {
+    /// The forward pass; with `trace`, the routing of every MoE layer is recorded.
+    pub fn forward_traced(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: Logits,
+        mut trace: Option<&mut Vec<LayerRouting>>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let p = &self.params;
+        let (n, h, th) = (tokens.len(), p.hidden_size, self.threads);
+        if n == 0 {
+            return Err(ModelError::EmptyInput);
+        }
+        cache.reserve(n)?;
+        let pos0 = cache.len;
+        let (nope, rope, lat, lw) = (p.qk_nope_head_dim, p.qk_rope_head_dim, p.kv_lora_rank, p.latent_width());
+        let qk = p.qk_head_dim();
+
+        let mut x = vec![0f32; n * h]; // [n, hidden]
+        for (t, &id) in tokens.iter().enumerate() {
+            if id as usize >= p.vocab_size {
+                return Err(ModelError::TokenOutOfRange { id, vocab: p.vocab_size });
+            }
+            self.embed.row(id as usize, &mut x[t * h..(t + 1) * h]);
+        }
+        let mut xn = vec![0f32; n * h];
+        for (l, b) in self.blocks.iter().enumerate() {
+            for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
+                ops::rms_norm(src, &b.attn_norm, p.rms_norm_eps, dst);
+            }
+            // --- MLA ---
+            let a = &b.attn;
+            let q = match &a.q {
+                QProj::Plain(w) => w.forward(&xn, n, th),
+                QProj::Lora { a: qa, norm, b: qb } => {
+                    let mut c = qa.forward(&xn, n, th); // [n, q_lora]
+                    ops::rms_norm_rows(&mut c, norm, LORA_NORM_EPS);
+                    qb.forward(&c, n, th)
+                }
+            }; // [n, n_head, nope + rope]
+            let kv = a.kv_a.forward(&xn, n, th); // [n, kv_lora + rope]
+            // Cache rows [c | k_rope]: normalized latent, rotated shared key.
+            for t in 0..n {
+                let row = &mut cache.k[l][(pos0 + t) * lw..(pos0 + t + 1) * lw];
+                ops::rms_norm(&kv[t * lw..t * lw + lat], &a.kv_norm, LORA_NORM_EPS, &mut row[..lat]);
+                row[lat..].copy_from_slice(&kv[t * lw + lat..(t + 1) * lw]);
+                self.rope.apply(&mut row[lat..], pos0 + t);
+            }
+            // Absorbed queries [n, n_head, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
+            let mut q_abs = vec![0f32; n * p.n_head * lw];
+            let mut q_nope = vec![0f32; n * nope]; // [n, nope] for one head
+            for (hd, k_b) in a.k_b.iter().enumerate() {
+                for t in 0..n {
+                    q_nope[t * nope..(t + 1) * nope].copy_from_slice(&q[(t * p.n_head + hd) * qk..][..nope]);
+                }
+                let q_lat = k_b.forward(&q_nope, n, th); // [n, kv_lora]
+                for t in 0..n {
+                    let dst = &mut q_abs[(t * p.n_head + hd) * lw..][..lw];
+                    dst[..lat].copy_from_slice(&q_lat[t * lat..(t + 1) * lat]);
+                    dst[lat..].copy_from_slice(&q[(t * p.n_head + hd) * qk + nope..][..rope]);
+                    self.rope.apply(&mut dst[lat..], pos0 + t);
+                }
+            }
+            let lay = AttnLayout { n_head: p.n_head, n_kv_head: 1, k_dim: lw, v_dim: lat, k_stride: lw, v_stride: lw };
+            let o_lat = attention(&q_abs, &cache.k[l], &cache.k[l], lay, n, pos0, p.softmax_scale, th); // [n, n_head, kv_lora]
+            // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
+            let vh = p.v_head_dim;
+            let mut o = vec![0f32; n * p.n_head * vh];
+            let mut lat_h = vec![0f32; n * lat];
+            for (hd, v_b) in a.v_b.iter().enumerate() {
+                for t in 0..n {
+                    lat_h[t * lat..(t + 1) * lat].copy_from_slice(&o_lat[(t * p.n_head + hd) * lat..][..lat]);
+                }
+                let oh = v_b.forward(&lat_h, n, th); // [n, v_head]
+                for t in 0..n {
+                    o[(t * p.n_head + hd) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
+                }
+            }
+            let out = a.o.forward(&o, n, th); // [n, hidden]
+            ops::add_assign(&mut x, &out);
+            // --- FFN ---
+            for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
+                ops::rms_norm(src, &b.ffn_norm, p.rms_norm_eps, dst);
+            }
+            let y = match &b.ffn {
+                Ffn::Dense(mlp) => mlp.forward(&xn, n, th),
+                Ffn::Moe { router, bias, experts, shared } => {
+                    let cfg = p.router.as_ref().expect("MoE layer has a router config");
+                    let r_logits = router.forward(&xn, n, th); // [n, n_experts]
+                    let routes: Vec<Vec<(usize, f32)>> = r_logits
+                        .chunks_exact(cfg.n_experts)
+                        .map(|lg| route(cfg, lg, bias.as_deref()))
+                        .collect();
+                    let mut y = match shared {
+                        Some(s) => s.forward(&xn, n, th),
+                        None => vec![0f32; n * h],
+                    };
+                    // Group tokens by expert: each expert runs once on all its tokens.
+                    let mut by_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); cfg.n_experts];
+                    for (t, r) in routes.iter().enumerate() {
+                        for &(e, w) in r {
+                            by_expert[e].push((t, w));
+                        }
+                    }
+                    let mut xs = Vec::new();
+                    for (e, toks) in by_expert.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
+                        xs.clear();
+                        for &(t, _) in toks {
+                            xs.extend_from_slice(&xn[t * h..(t + 1) * h]);
+                        }
+                        let ye = experts[e].forward(&xs, toks.len(), th); // [m, hidden]
+                        for (i, &(t, w)) in toks.iter().enumerate() {
+                            for (dst, &v) in y[t * h..(t + 1) * h].iter_mut().zip(&ye[i * h..(i + 1) * h]) {
+                                *dst += w * v;
+                            }
+                        }
+                    }
+                    if let Some(tr) = trace.as_deref_mut() {
+                        tr.push(LayerRouting { layer: l, tokens: routes });
+                    }
+                    y
+                }
+            };
+            ops::add_assign(&mut x, &y);
+        }
+        cache.len = pos0 + n;
+        let rows: &[f32] = match logits {
+            Logits::Last => &x[(n - 1) * h..],
+            Logits::All => &x,
+        };
+        let m = rows.len() / h;
+        let mut normed = rows.to_vec();
+        ops::rms_norm_rows(&mut normed, &self.norm, p.rms_norm_eps);
+        Ok(self.output.forward(&normed, m, th)) // [m, vocab]
+    }
+
+    pub fn load(store: &WeightStore, opts: LoadOptions) -> Result<Deepseek, ModelError> {
+        let p = match store {
+            WeightStore::Gguf(g) => DeepseekParams::from_gguf(g)?,
+            WeightStore::Hf(hf) => DeepseekParams::from_hf(&hf.config)?,
+        };
+        let h = p.hidden_size;
+        let lin = |pair, i, shape: [usize; 2]| -> Result<Linear, ModelError> {
+            Ok(Linear::from_view(store.get(&layer(pair, i), &shape)?, None))
+        };
+        let mlp = |g, u, d, i, ff: usize| -> Result<Mlp, ModelError> {
+            Ok(Mlp { gate: lin(g, i, [ff, h])?, up: lin(u, i, [ff, h])?, down: lin(d, i, [h, ff])? })
+        };
+        let mut blocks = Vec::with_capacity(p.n_layers);
+        for i in 0..p.n_layers {
+            let (qk, lat, nh) = (p.qk_head_dim(), p.kv_lora_rank, p.n_head);
+            let q = match p.q_lora_rank {
+                None => QProj::Plain(lin(names::ATTN_Q, i, [nh * qk, h])?),
+                Some(r) => QProj::Lora {
+                    a: lin(names::ATTN_Q_A, i, [r, h])?,
+                    norm: store.vector(&layer(names::ATTN_Q_A_NORM, i), r)?,
+                    b: lin(names::ATTN_Q_B, i, [nh * qk, r])?,
+                },
+            };
+            let (k_b, v_b) = load_kv_b(store, &p, i)?;
+            let attn = Attn {
+                q,
+                kv_a: lin(names::ATTN_KV_A_MQA, i, [lat + p.qk_rope_head_dim, h])?,
+                kv_norm: store.vector(&layer(names::ATTN_KV_A_NORM, i), lat)?,
+                k_b,
+                v_b,
+                o: lin(names::ATTN_OUT, i, [h, nh * p.v_head_dim])?,
+            };
+            let ffn = if p.is_moe_layer(i) {
+                let r = p.router.as_ref().expect("is_moe_layer implies a router");
+                let ff = p.moe_intermediate_size;
+                let shared = if p.n_shared_experts > 0 {
+                    let sff = ff * p.n_shared_experts;
+                    Some(mlp(names::FFN_GATE_SHEXP, names::FFN_UP_SHEXP, names::FFN_DOWN_SHEXP, i, sff)?)
+                } else {
+                    None
+                };
+                Ffn::Moe {
+                    router: lin(names::FFN_GATE_INP, i, [r.n_experts, h])?,
+                    bias: store.optional_vector(&layer(names::FFN_EXP_PROBS_B, i), r.n_experts)?,
+                    experts: load_experts(store, i, r.n_experts, ff, h)?,
+                    shared,
+                }
+            } else {
+                Ffn::Dense(mlp(names::FFN_GATE, names::FFN_UP, names::FFN_DOWN, i, p.intermediate_size)?)
+            };
+            blocks.push(Block {
+                attn_norm: store.vector(&layer(names::ATTN_NORM, i), h)?,
+                attn,
+                ffn_norm: store.vector(&layer(names::FFN_NORM, i), h)?,
+                ffn,
+            });
+        }
+        let embed = Linear::from_view(store.get(&name(names::TOKEN_EMBD), &[p.vocab_size, h])?, None);
+        let output = match store.optional(&name(names::OUTPUT), &[p.vocab_size, h])? {
+            Some(t) => Linear::from_view(t, None),
+            None => embed.clone(),
+        };
+        // The rope part rotates adjacent pairs in every format ([hf-ref]
+        // rope_interleave; llama.cpp's deepseek2 uses the same pairing).
+        let rope = match &p.yarn {
+            Some(y) => Rope::yarn(RopeStyle::Interleaved, p.qk_rope_head_dim, p.rope_theta, y),
+            None => Rope::new(RopeStyle::Interleaved, p.qk_rope_head_dim, p.rope_theta, None),
+        };
+        let info = ModelInfo {
+            architecture: Architecture::Deepseek,
+            vocab_size: p.vocab_size,
+            hidden_size: h,
+            n_layers: p.n_layers,
+            context_length: p.context_length,
+            kv_values_per_token_layer: p.latent_width(),
+        };
+        Ok(Deepseek {
+            info,
+            embed,
+            blocks,
+            norm: store.vector(&name(names::OUTPUT_NORM), h)?,
+            output,
+            rope,
+            threads: opts.threads.max(1),
+            params: p,
+        })
+    }
+}
+
+/// An owned f32 matrix as a `Linear`.
+fn f32_linear(rows: usize, cols: usize, data: &[f32]) -> Linear {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    Linear { ty: GgmlType::F32, rows, cols, data: ByteSlice::from_vec(bytes), bias: None }
+}
+
+/// Rows `r0..r0+n` of a 2-D (or flattened 3-D) tensor as a `Linear`, without copying.
+fn row_slice(t: &TensorView, r0: usize, n: usize, cols: usize) -> Linear {
+    let rb = t.ty.row_bytes(cols).expect("checked by WeightStore");
+    Linear { ty: t.ty, rows: n, cols, data: t.data.sub(r0 * rb..(r0 + n) * rb), bias: None }
+}
+
+/// Per-head W_UKᵀ `[kv_lora, qk_nope]` and W_UV `[v_head, kv_lora]`.
+///
+/// Newer GGUFs store them split (`attn_k_b` already transposed, `attn_v_b`);
+/// HF folders and older GGUFs store `kv_b_proj` `[n_head * (qk_nope + v_head),
+/// kv_lora]`, whose K rows are transposed here once, at load.
+fn load_kv_b(store: &WeightStore, p: &DeepseekParams, i: usize) -> Result<(Vec<Linear>, Vec<Linear>), ModelError> {
+    let (nh, nope, vh, lat) = (p.n_head, p.qk_nope_head_dim, p.v_head_dim, p.kv_lora_rank);
+    if store.is_gguf() && store.contains(&layer(names::ATTN_K_B, i)) {
+        let k = store.get(&layer(names::ATTN_K_B, i), &[nh, lat, nope])?;
+        let v = store.get(&layer(names::ATTN_V_B, i), &[nh, vh, lat])?;
+        let k_b = (0..nh).map(|hd| row_slice(&k, hd * lat, lat, nope)).collect();
+        let v_b = (0..nh).map(|hd| row_slice(&v, hd * vh, vh, lat)).collect();
+        return Ok((k_b, v_b));
+    }
+    let kv_b = store.get(&layer(names::ATTN_KV_B, i), &[nh * (nope + vh), lat])?;
+    let full = kv_b.to_f32()?; // [nh * (nope + vh), lat]
+    let mut k_b = Vec::with_capacity(nh);
+    let mut v_b = Vec::with_capacity(nh);
+    for hd in 0..nh {
+        let base = hd * (nope + vh);
+        // W_UK[h] is rows base..base+nope ([nope, lat]); store its transpose.
+        let mut t = vec![0f32; lat * nope];
+        for r in 0..nope {
+            for c in 0..lat {
+                t[c * nope + r] = full[(base + r) * lat + c];
+            }
+        }
+        k_b.push(f32_linear(lat, nope, &t));
+        v_b.push(row_slice(&kv_b, base + nope, vh, lat));
+    }
+    Ok((k_b, v_b))
+}
+
+/// The routed experts of layer `i`: stacked `[n_exp, ff, hidden]` tensors in
+/// GGUF, one tensor per expert in HF folders.
+fn load_experts(store: &WeightStore, i: usize, n_exp: usize, ff: usize, h: usize) -> Result<Vec<Mlp>, ModelError> {
+    if store.is_gguf() {
+        let g = store.get(&layer(names::FFN_GATE_EXPS, i), &[n_exp, ff, h])?;
+        let u = store.get(&layer(names::FFN_UP_EXPS, i), &[n_exp, ff, h])?;
+        let d = store.get(&layer(names::FFN_DOWN_EXPS, i), &[n_exp, h, ff])?;
+        return Ok((0..n_exp)
+            .map(|e| Mlp { gate: row_slice(&g, e * ff, ff, h), up: row_slice(&u, e * ff, ff, h), down: row_slice(&d, e * h, h, ff) })
+            .collect());
+    }
+    (0..n_exp)
+        .map(|e| {
+            let get = |pair, shape: [usize; 2]| -> Result<Linear, ModelError> {
+                Ok(Linear::from_view(store.get(&expert(pair, i, e), &shape)?, None))
+            };
+            Ok(Mlp { gate: get(names::FFN_GATE_EXP, [ff, h])?, up: get(names::FFN_UP_EXP, [ff, h])?, down: get(names::FFN_DOWN_EXP, [h, ff])? })
+        })
+        .collect()
+}
