@@ -93,3 +93,44 @@ fn dsv3_b_noqlora_norope_scaling_matches_transformers() {
 fn dsv2_e_lite_greedy_matches_transformers() {
     check_model("dsv2_e_lite_greedy");
 }
+
+/// llama.cpp's converter output: `deepseek2` naming (attn_k_b/attn_v_b, stacked
+/// experts, exp_probs_b), the real 129,280-token vocabulary. Free-running
+/// greedy with the cache; at every step the expected top-5 logits must be
+/// within 1e-3 and the chosen id equal. The chat prompt is tokenized by whale.
+#[test]
+fn dsv3_gguf_made_by_llama_cpp_matches_transformers() {
+    let root = hf_reference();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("expected/dsv3_a_qlora_yarn_v129280.json")).unwrap(),
+    )
+    .unwrap();
+    let m = whale_engine::model::load(&root.join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf"), LoadOptions { threads: 2 })
+        .unwrap();
+    assert_eq!(m.model.info().kv_values_per_token_layer, 32 + 8, "the cache holds the latent and the rope key only");
+    let mut worst = 0f32;
+    for prompt in expected["prompts"].as_array().unwrap() {
+        let pname = prompt["name"].as_str().unwrap();
+        let want_ids = ids_of(&prompt["input_ids"]);
+        let ids = match prompt.get("text").and_then(|t| t.as_str()) {
+            Some(text) => m.tokenizer.encode(text, false).unwrap(),
+            None => want_ids.clone(),
+        };
+        assert_eq!(ids, want_ids, "{pname}: whale's tokenization");
+        let mut session = Session::new(m.model.as_ref(), 64);
+        let mut row = session.feed(m.model.as_ref(), &ids).unwrap();
+        for step in prompt["greedy"]["steps"].as_array().unwrap() {
+            let k = step["step"].as_u64().unwrap();
+            let top_ids = ids_of(&step["top5"]["ids"]);
+            for (j, (&id, v)) in top_ids.iter().zip(step["top5"]["values"].as_array().unwrap()).enumerate() {
+                let d = (row[id as usize] - v.as_f64().unwrap() as f32).abs();
+                assert!(d <= 1e-3, "{pname} step {k}: top-{j} id {id} logit off by {d:e}");
+                worst = worst.max(d);
+            }
+            let chosen = argmax(&row);
+            assert_eq!(chosen as u64, step["chosen"].as_u64().unwrap(), "{pname} step {k}: greedy id");
+            row = session.feed(m.model.as_ref(), &[chosen]).unwrap();
+        }
+    }
+    eprintln!("GGUF: worst top-5 |Δlogit| = {worst:e}");
+}

@@ -148,11 +148,11 @@ fn decode_row(v: Verified, ty: GgmlType, row: &[u8], out: &mut [f32]) {
     match v.level() {
         SimdLevel::Scalar => with_block_type!(ty, B => dequantize_blocks::<B>(row, out)),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a `Verified` at `Avx2Fma` means the CPU has AVX2, FMA and
-        // F16C; `row` holds `out.len()` elements (checked by the caller).
-        SimdLevel::Avx2Fma => unsafe { crate::avx2::dequantize_row(ty, row, out) },
+        // SAFETY: a `Verified` at `Avx2Fma` or `Avx512Vnni` means the CPU has
+        // AVX2, FMA and F16C; `row` holds `out.len()` elements (checked by the caller).
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2::dequantize_row(ty, row, out) },
         #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2Fma => unreachable!("AVX2 is never verified off x86-64"),
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
     }
 }
 
