@@ -87,9 +87,11 @@ impl HfDir {
             vec![dir.join("model.safetensors")]
         };
         let mut tensors = HashMap::new();
+        let mut fp8 = HashMap::new();
         for shard in &shards {
-            read_safetensors(shard, &mut tensors)?;
+            read_safetensors(shard, &mut tensors, &mut fp8)?;
         }
+        dequantize_fp8(&mut tensors, fp8)?;
         Ok(HfDir { dir: dir.to_path_buf(), config, tensors })
     }
 
@@ -98,8 +100,73 @@ impl HfDir {
     }
 }
 
+/// An FP8 (e4m3fn) tensor waiting for its block scales.
+struct Fp8Tensor {
+    shape: Vec<usize>,
+    data: ByteSlice,
+}
+
+/// Decode one float8 e4m3fn value (1 sign, 4 exponent bits with bias 7, 3
+/// mantissa bits; no infinities, 0x7f/0xff are NaN).
+pub fn f8_e4m3_to_f32(b: u8) -> f32 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let exp = ((b >> 3) & 0x0f) as i32;
+    let man = (b & 0x07) as f32;
+    if exp == 0x0f && b & 0x07 == 0x07 {
+        return f32::NAN;
+    }
+    if exp == 0 {
+        sign * man / 8.0 * 2f32.powi(-6)
+    } else {
+        sign * (1.0 + man / 8.0) * 2f32.powi(exp - 7)
+    }
+}
+
+/// DeepSeek's FP8 checkpoints: each `X.weight` in float8 e4m3fn has an
+/// `X.weight_scale_inv` of shape `[ceil(rows/128), ceil(cols/128)]`; the real
+/// weight is `w[r][c] * scale_inv[r/128][c/128]`. The product is exact in f32
+/// (3 mantissa bits times a float32), so whale dequantizes to f32 at load and
+/// the rest of the engine is unchanged. This costs 4 bytes a weight: fine for
+/// the distills and V2-Lite; full V3/R1 needs a native FP8 kernel (future work).
+fn dequantize_fp8(tensors: &mut HashMap<String, TensorView>, fp8: HashMap<String, Fp8Tensor>) -> Result<(), WeightError> {
+    const BLOCK: usize = 128;
+    for (name, t) in fp8 {
+        let scale_name = format!("{name}_scale_inv");
+        let Some(scale) = tensors.remove(&scale_name) else {
+            return Err(WeightError::Missing {
+                name: scale_name,
+                hint: format!(" (the block scales of FP8 tensor {name:?})"),
+            });
+        };
+        let (rows, cols) = match t.shape[..] {
+            [r, c] => (r, c),
+            [c] => (1, c),
+            _ => return Err(WeightError::Bad { name, msg: format!("FP8 tensor of shape {:?}: only 1-D and 2-D are supported", t.shape) }),
+        };
+        let want = if t.shape.len() == 2 { vec![rows.div_ceil(BLOCK), cols.div_ceil(BLOCK)] } else { vec![cols.div_ceil(BLOCK)] };
+        if scale.shape != want {
+            return Err(WeightError::Shape { name: scale_name, expected: want, found: scale.shape });
+        }
+        let s = scale.to_f32()?;
+        let sc = cols.div_ceil(BLOCK);
+        let mut out = Vec::with_capacity(rows * cols * 4);
+        for r in 0..rows {
+            for c in 0..cols {
+                let v = f8_e4m3_to_f32(t.data[r * cols + c]) * s[(r / BLOCK) * sc + c / BLOCK];
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        tensors.insert(name.clone(), TensorView { name, ty: GgmlType::F32, shape: t.shape, data: ByteSlice::from_vec(out) });
+    }
+    Ok(())
+}
+
 /// Parse one safetensors file: `u64 header length | JSON header | data`.
-fn read_safetensors(path: &Path, out: &mut HashMap<String, TensorView>) -> Result<(), WeightError> {
+fn read_safetensors(
+    path: &Path,
+    out: &mut HashMap<String, TensorView>,
+    fp8: &mut HashMap<String, Fp8Tensor>,
+) -> Result<(), WeightError> {
     let io = |source| WeightError::Io { path: path.to_path_buf(), source };
     let bad = |msg: String| WeightError::BadSafetensors { path: path.to_path_buf(), msg };
     let file = std::fs::File::open(path).map_err(io)?;
@@ -133,14 +200,16 @@ fn read_safetensors(path: &Path, out: &mut HashMap<String, TensorView>) -> Resul
             .map(|a| a.iter().filter_map(|d| d.as_u64()).collect())
             .filter(|o: &Vec<u64>| o.len() == 2)
             .ok_or_else(|| bad(format!("tensor {name:?} has no data_offsets")))?;
-        let ty = match dtype.as_str() {
-            "F32" => GgmlType::F32,
-            "F16" => GgmlType::F16,
-            "BF16" => GgmlType::BF16,
+        let (ty, width) = match dtype.as_str() {
+            "F32" => (Some(GgmlType::F32), 4),
+            "F16" => (Some(GgmlType::F16), 2),
+            "BF16" => (Some(GgmlType::BF16), 2),
+            "F8_E4M3" => (None, 1),
             _ => return Err(WeightError::UnsupportedDtype { name, dtype }),
         };
-        let n: u64 = shape.iter().map(|&d| d as u64).product();
-        let bytes = n * 4 / (if ty == GgmlType::F32 { 1 } else { 2 });
+        let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).filter(|&n| n < 1 << 48);
+        let Some(n) = n else { return Err(bad(format!("tensor {name:?} has an absurd shape {shape:?}"))) };
+        let bytes = n * width;
         let (s, e) = (offs[0], offs[1]);
         if e < s || e - s != bytes || data_start as u64 + e > storage.len() as u64 {
             return Err(bad(format!(
@@ -148,7 +217,14 @@ fn read_safetensors(path: &Path, out: &mut HashMap<String, TensorView>) -> Resul
             )));
         }
         let data = storage.slice(data_start + s as usize..data_start + e as usize);
-        out.insert(name.clone(), TensorView { name, ty, shape, data });
+        match ty {
+            Some(ty) => {
+                out.insert(name.clone(), TensorView { name, ty, shape, data });
+            }
+            None => {
+                fp8.insert(name, Fp8Tensor { shape, data });
+            }
+        }
     }
     Ok(())
 }
@@ -233,5 +309,52 @@ impl WeightStore {
 
     pub fn optional_vector(&self, name: &TensorName, n: usize) -> Result<Option<Vec<f32>>, WeightError> {
         self.optional(name, &[n])?.map(|t| t.to_f32()).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e4m3_values_by_hand() {
+        assert_eq!(f8_e4m3_to_f32(0x38), 1.0); // exponent 7 = bias
+        assert_eq!(f8_e4m3_to_f32(0xb8), -1.0);
+        assert_eq!(f8_e4m3_to_f32(0x7e), 448.0); // largest finite: 1.75 × 2^8
+        assert_eq!(f8_e4m3_to_f32(0x01), 2f32.powi(-9)); // smallest subnormal: 1/8 × 2^-6
+        assert_eq!(f8_e4m3_to_f32(0x00), 0.0);
+        assert!(f8_e4m3_to_f32(0x7f).is_nan());
+    }
+
+    fn fp8_case(rows: usize, cols: usize, scale_shape: Vec<usize>) -> Result<Vec<f32>, WeightError> {
+        let mut tensors = HashMap::new();
+        let n_scales: usize = scale_shape.iter().product();
+        // Scales 1, 2, 3, ... per block; every weight byte 0x38 (= 1.0).
+        let scales: Vec<u8> = (0..n_scales).flat_map(|i| ((i + 1) as f32).to_le_bytes()).collect();
+        tensors.insert(
+            "w.weight_scale_inv".to_string(),
+            TensorView { name: "w.weight_scale_inv".into(), ty: GgmlType::F32, shape: scale_shape, data: ByteSlice::from_vec(scales) },
+        );
+        let mut fp8 = HashMap::new();
+        fp8.insert("w.weight".to_string(), Fp8Tensor { shape: vec![rows, cols], data: ByteSlice::from_vec(vec![0x38; rows * cols]) });
+        dequantize_fp8(&mut tensors, fp8)?;
+        tensors["w.weight"].to_f32()
+    }
+
+    #[test]
+    fn fp8_blocks_of_128_get_their_own_scale() {
+        // 130 × 200: blocks (0,0) (0,1) (1,0) (1,1) have scales 1 2 3 4.
+        let w = fp8_case(130, 200, vec![2, 2]).unwrap();
+        assert_eq!(w[0], 1.0);
+        assert_eq!(w[127], 1.0);
+        assert_eq!(w[128], 2.0);
+        assert_eq!(w[128 * 200], 3.0);
+        assert_eq!(w[129 * 200 + 199], 4.0);
+    }
+
+    #[test]
+    fn fp8_wrong_block_scale_shape_names_the_tensor() {
+        let e = fp8_case(130, 200, vec![1, 2]).unwrap_err().to_string();
+        assert!(e.contains("w.weight_scale_inv") && e.contains("expected [2, 2]"), "{e}");
     }
 }

@@ -134,3 +134,30 @@ fn dsv3_gguf_made_by_llama_cpp_matches_transformers() {
     }
     eprintln!("GGUF: worst top-5 |Δlogit| = {worst:e}");
 }
+
+/// DeepSeek's FP8 layout (float8 e4m3fn + 128×128 `weight_scale_inv`), made
+/// from the dsv3_a fixture by `tests/data/fp8/make_fp8_fixture.py`, which also
+/// wrote the same weights dequantized by numpy. Loading the FP8 checkpoint must
+/// give the logits of the numpy-dequantized one (1e-5: identical f32 weights,
+/// so only summation order could differ, and it does not), while both differ
+/// from the unquantized model by the quantization error itself.
+#[test]
+fn fp8_block_scaled_checkpoint_matches_python_dequantization() {
+    let root = hf_reference();
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fp8");
+    let fp8 = Deepseek::load(&WeightStore::open(&data.join("fp8")).unwrap(), LoadOptions { threads: 2 }).unwrap();
+    let deq = Deepseek::load(&WeightStore::open(&data.join("dequant")).unwrap(), LoadOptions { threads: 2 }).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("expected/dsv3_a_qlora_yarn.json")).unwrap()).unwrap();
+    for prompt in expected["prompts"].as_array().unwrap() {
+        let ids = ids_of(&prompt["input_ids"]);
+        let a = fp8.forward(&mut fp8.new_cache(64), &ids, Logits::All).unwrap();
+        let b = deq.forward(&mut deq.new_cache(64), &ids, Logits::All).unwrap();
+        let (_, orig) = read_npy_f32(&root.join("expected").join(prompt["prefill"]["logits_file"].as_str().unwrap()));
+        let same = max_abs_diff(&a, &b);
+        let quant_err = max_abs_diff(&a, &orig);
+        eprintln!("{}: fp8 vs numpy-dequantized {same:e}; fp8 vs unquantized {quant_err:e}", prompt["name"]);
+        assert!(same <= 1e-5, "FP8 load differs from the Python dequantization by {same:e}");
+        assert!(quant_err > 10.0 * same.max(1e-7), "the FP8 fixture should show a quantization error ({quant_err:e})");
+    }
+}

@@ -178,7 +178,7 @@ impl Dequantize for BlockQ4_1 {
 
 /// The 5-bit quants of a Q5_0/Q5_1 block, unsigned (0..=31), in element order.
 #[inline(always)]
-fn q5_quants(qh: [u8; 4], qs: &[u8; 16]) -> [u8; 32] {
+pub(crate) fn q5_quants(qh: [u8; 4], qs: &[u8; 16]) -> [u8; 32] {
     let qh = u32::from_le_bytes(qh);
     let mut q = [0u8; 32];
     for (j, &b) in qs.iter().enumerate() {

@@ -62,7 +62,7 @@ pub fn vec_dot_with(level: SimdLevel, ty: GgmlType, row: &[u8], x: &[f32]) -> f3
 }
 
 #[track_caller]
-fn verify(level: SimdLevel) -> Verified {
+pub(crate) fn verify(level: SimdLevel) -> Verified {
     match Verified::new(level) {
         Some(v) => v,
         None => panic!("SIMD level {level} is not supported by this CPU"),

@@ -10,6 +10,8 @@ pub enum KernelError {
     BadLength { ty: GgmlType, elements: usize, bytes: usize },
     /// `elements` is not a whole number of `ty` blocks.
     NotBlockMultiple { ty: GgmlType, elements: usize },
+    /// `ty` is not an activation type (Q8_0, Q8_1, Q8_K, F16, BF16, F32).
+    NotActivationType { ty: GgmlType },
 }
 
 impl core::fmt::Display for KernelError {
@@ -22,6 +24,7 @@ impl core::fmt::Display for KernelError {
             KernelError::NotBlockMultiple { ty, elements } => {
                 write!(f, "{ty}: {elements} elements is not a multiple of the block size {}", ty.block_size())
             }
+            KernelError::NotActivationType { ty } => write!(f, "{ty} is not an activation type"),
         }
     }
 }
