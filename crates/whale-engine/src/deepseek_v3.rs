@@ -395,6 +395,7 @@ pub struct Deepseek {
     output: Linear, // [vocab, hidden]
     rope: Rope,
     threads: usize,
+    mtp: Vec<MtpLayer>,
 }
 
 impl Model for Deepseek {
@@ -555,57 +556,13 @@ impl Deepseek {
             WeightStore::Hf(hf) => DeepseekParams::from_hf(&hf.config)?,
         };
         let h = p.hidden_size;
-        let lin = |pair, i, shape: [usize; 2]| -> Result<Linear, ModelError> {
-            Ok(Linear::from_view(store.get(&layer(pair, i), &shape)?, None))
-        };
-        let mlp = |g, u, d, i, ff: usize| -> Result<Mlp, ModelError> {
-            Ok(Mlp { gate: lin(g, i, [ff, h])?, up: lin(u, i, [ff, h])?, down: lin(d, i, [h, ff])? })
-        };
-        let mut blocks = Vec::with_capacity(p.n_layers);
-        for i in 0..p.n_layers {
-            let (qk, lat, nh) = (p.qk_head_dim(), p.kv_lora_rank, p.n_head);
-            let q = match p.q_lora_rank {
-                None => QProj::Plain(lin(names::ATTN_Q, i, [nh * qk, h])?),
-                Some(r) => QProj::Lora {
-                    a: lin(names::ATTN_Q_A, i, [r, h])?,
-                    norm: store.vector(&layer(names::ATTN_Q_A_NORM, i), r)?,
-                    b: lin(names::ATTN_Q_B, i, [nh * qk, r])?,
-                },
-            };
-            let (k_b, v_b) = load_kv_b(store, &p, i)?;
-            let attn = Attn {
-                q,
-                kv_a: lin(names::ATTN_KV_A_MQA, i, [lat + p.qk_rope_head_dim, h])?,
-                kv_norm: store.vector(&layer(names::ATTN_KV_A_NORM, i), lat)?,
-                k_b,
-                v_b,
-                o: lin(names::ATTN_OUT, i, [h, nh * p.v_head_dim])?,
-            };
-            let ffn = if p.is_moe_layer(i) {
-                let r = p.router.as_ref().expect("is_moe_layer implies a router");
-                let ff = p.moe_intermediate_size;
-                let shared = if p.n_shared_experts > 0 {
-                    let sff = ff * p.n_shared_experts;
-                    Some(mlp(names::FFN_GATE_SHEXP, names::FFN_UP_SHEXP, names::FFN_DOWN_SHEXP, i, sff)?)
-                } else {
-                    None
-                };
-                Ffn::Moe {
-                    router: lin(names::FFN_GATE_INP, i, [r.n_experts, h])?,
-                    bias: store.optional_vector(&layer(names::FFN_EXP_PROBS_B, i), r.n_experts)?,
-                    experts: load_experts(store, i, r.n_experts, ff, h)?,
-                    shared,
-                }
-            } else {
-                Ffn::Dense(mlp(names::FFN_GATE, names::FFN_UP, names::FFN_DOWN, i, p.intermediate_size)?)
-            };
-            blocks.push(Block {
-                attn_norm: store.vector(&layer(names::ATTN_NORM, i), h)?,
-                attn,
-                ffn_norm: store.vector(&layer(names::FFN_NORM, i), h)?,
-                ffn,
-            });
-        }
+        let blocks = (0..p.n_layers).map(|i| load_block(store, &p, i)).collect::<Result<Vec<_>, _>>()?;
+        // Multi-token-prediction layers follow the last layer. They are loaded
+        // (so a checkpoint with them is complete and checked) but kept apart:
+        // the forward pass never runs them as ordinary layers.
+        let mtp = (p.n_layers..p.n_layers + p.num_nextn_predict_layers)
+            .map(|i| load_mtp(store, &p, i))
+            .collect::<Result<Vec<_>, _>>()?;
         let embed = Linear::from_view(store.get(&name(names::TOKEN_EMBD), &[p.vocab_size, h])?, None);
         let output = match store.optional(&name(names::OUTPUT), &[p.vocab_size, h])? {
             Some(t) => Linear::from_view(t, None),
@@ -633,9 +590,93 @@ impl Deepseek {
             output,
             rope,
             threads: opts.threads.max(1),
+            mtp,
             params: p,
         })
     }
+
+    /// Multi-token-prediction layers loaded from the checkpoint.
+    pub fn mtp_layers(&self) -> usize {
+        self.mtp.len()
+    }
+}
+
+fn lin(store: &WeightStore, pair: (&str, &str), i: usize, shape: [usize; 2]) -> Result<Linear, ModelError> {
+    Ok(Linear::from_view(store.get(&layer(pair, i), &shape)?, None))
+}
+
+fn mlp(store: &WeightStore, pairs: [(&str, &str); 3], i: usize, ff: usize, h: usize) -> Result<Mlp, ModelError> {
+    Ok(Mlp { gate: lin(store, pairs[0], i, [ff, h])?, up: lin(store, pairs[1], i, [ff, h])?, down: lin(store, pairs[2], i, [h, ff])? })
+}
+
+/// One decoder block (attention and dense or MoE feed-forward) of layer `i`.
+fn load_block(store: &WeightStore, p: &DeepseekParams, i: usize) -> Result<Block, ModelError> {
+    let h = p.hidden_size;
+    let (qk, lat, nh) = (p.qk_head_dim(), p.kv_lora_rank, p.n_head);
+    let q = match p.q_lora_rank {
+        None => QProj::Plain(lin(store, names::ATTN_Q, i, [nh * qk, h])?),
+        Some(r) => QProj::Lora {
+            a: lin(store, names::ATTN_Q_A, i, [r, h])?,
+            norm: store.vector(&layer(names::ATTN_Q_A_NORM, i), r)?,
+            b: lin(store, names::ATTN_Q_B, i, [nh * qk, r])?,
+        },
+    };
+    let (k_b, v_b) = load_kv_b(store, p, i)?;
+    let attn = Attn {
+        q,
+        kv_a: lin(store, names::ATTN_KV_A_MQA, i, [lat + p.qk_rope_head_dim, h])?,
+        kv_norm: store.vector(&layer(names::ATTN_KV_A_NORM, i), lat)?,
+        k_b,
+        v_b,
+        o: lin(store, names::ATTN_OUT, i, [h, nh * p.v_head_dim])?,
+    };
+    let ffn = if p.is_moe_layer(i) {
+        let r = p.router.as_ref().expect("is_moe_layer implies a router");
+        let ff = p.moe_intermediate_size;
+        let shared = if p.n_shared_experts > 0 {
+            let pairs = [names::FFN_GATE_SHEXP, names::FFN_UP_SHEXP, names::FFN_DOWN_SHEXP];
+            Some(mlp(store, pairs, i, ff * p.n_shared_experts, h)?)
+        } else {
+            None
+        };
+        Ffn::Moe {
+            router: lin(store, names::FFN_GATE_INP, i, [r.n_experts, h])?,
+            bias: store.optional_vector(&layer(names::FFN_EXP_PROBS_B, i), r.n_experts)?,
+            experts: load_experts(store, i, r.n_experts, ff, h)?,
+            shared,
+        }
+    } else {
+        Ffn::Dense(mlp(store, [names::FFN_GATE, names::FFN_UP, names::FFN_DOWN], i, p.intermediate_size, h)?)
+    };
+    Ok(Block {
+        attn_norm: store.vector(&layer(names::ATTN_NORM, i), h)?,
+        attn,
+        ffn_norm: store.vector(&layer(names::FFN_NORM, i), h)?,
+        ffn,
+    })
+}
+
+/// A multi-token-prediction layer: it combines the last hidden state
+/// (`hnorm`) with the embedding of the next token (`enorm`) through
+/// `eh_proj` `[hidden, 2 × hidden]`, then runs a full block and a final norm.
+#[allow(dead_code)] // run by speculative decoding, which is not built yet
+struct MtpLayer {
+    enorm: Vec<f32>,
+    hnorm: Vec<f32>,
+    eh_proj: Linear,
+    block: Block,
+    shared_head_norm: Vec<f32>,
+}
+
+fn load_mtp(store: &WeightStore, p: &DeepseekParams, i: usize) -> Result<MtpLayer, ModelError> {
+    let h = p.hidden_size;
+    Ok(MtpLayer {
+        enorm: store.vector(&layer(names::MTP_ENORM, i), h)?,
+        hnorm: store.vector(&layer(names::MTP_HNORM, i), h)?,
+        eh_proj: lin(store, names::MTP_EH_PROJ, i, [h, 2 * h])?,
+        block: load_block(store, p, i)?,
+        shared_head_norm: store.vector(&layer(names::MTP_SHARED_HEAD_NORM, i), h)?,
+    })
 }
 
 /// An owned f32 matrix as a `Linear`.

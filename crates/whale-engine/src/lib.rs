@@ -21,6 +21,7 @@ pub mod moe;
 pub mod names;
 pub mod ops;
 pub mod qwen2;
+pub mod reasoning;
 pub mod sampler;
 pub mod storage;
 pub mod weights;

@@ -69,3 +69,10 @@ pub fn expert(pair: (&str, &str), i: usize, e: usize) -> TensorName {
     let t = layer(pair, i);
     TensorName { gguf: t.gguf, hf: t.hf.replace("{e}", &e.to_string()) }
 }
+
+// DeepSeek-V3 multi-token prediction, stored as the layer after the last.
+pub const MTP_ENORM: (&str, &str) = ("blk.{}.nextn.enorm.weight", "model.layers.{}.enorm.weight");
+pub const MTP_HNORM: (&str, &str) = ("blk.{}.nextn.hnorm.weight", "model.layers.{}.hnorm.weight");
+pub const MTP_EH_PROJ: (&str, &str) = ("blk.{}.nextn.eh_proj.weight", "model.layers.{}.eh_proj.weight");
+pub const MTP_SHARED_HEAD_NORM: (&str, &str) =
+    ("blk.{}.nextn.shared_head_norm.weight", "model.layers.{}.shared_head.norm.weight");

@@ -1,7 +1,10 @@
 //! `whale info`: what a model file holds, printed before anything is checked
 //! that could fail, so a truncated download still shows its header.
 
+use anyhow::Context;
+use whale_engine::deepseek_v3::DeepseekParams;
 use whale_engine::gguf::GgufFile;
+use whale_engine::model::Architecture;
 use whale_engine::weights::{HfDir, WeightStore};
 
 #[derive(clap::Args, Debug)]
@@ -26,8 +29,40 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// KV-cache sizes of a DeepSeek model: the latent MLA caches against the
+/// decompressed per-head K and V a naive implementation would hold.
+fn mla_report(p: &DeepseekParams) {
+    let lat = p.latent_width();
+    let full = p.n_head * (p.qk_head_dim() + p.v_head_dim);
+    let l = p.n_layers;
+    println!("MLA KV cache per token ({} layers):", l);
+    println!("  latent (kv_lora_rank {} + rope {}) = {lat} values per layer", p.kv_lora_rank, p.qk_rope_head_dim);
+    println!("    as bf16: {} bytes; as f32 (whale's cache): {} bytes", lat * 2 * l, lat * 4 * l);
+    println!(
+        "  decompressed per-head K/V: {} × ({} + {}) = {full} values per layer, {} bytes as bf16 ({:.1}× the latent)",
+        p.n_head,
+        p.qk_head_dim(),
+        p.v_head_dim,
+        full * 2 * l,
+        full as f64 / lat as f64
+    );
+}
+
 pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let path = crate::pull::resolve_model(&a.model)?;
+    // A folder with only config.json: describe the architecture without weights.
+    if path.is_dir() && !path.join("model.safetensors").exists() && !path.join("model.safetensors.index.json").exists() {
+        let cfg_path = path.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
+        let cfg: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", cfg_path.display()))?;
+        let mt = cfg.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        println!("{} (config.json only, no weights)", path.display());
+        match Architecture::from_name(mt)? {
+            Architecture::Deepseek => mla_report(&DeepseekParams::from_hf(&cfg)?),
+            other => println!("architecture {}", other.name()),
+        }
+        return Ok(());
+    }
     let store = WeightStore::open(&path)?;
     match &store {
         WeightStore::Gguf(g) => gguf_info(g, &a)?,
@@ -39,6 +74,13 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         WeightStore::Gguf(g) => g.architecture().unwrap_or("").to_string(),
         WeightStore::Hf(h) => h.config.get("model_type").and_then(|v| v.as_str()).unwrap_or("").to_string(),
     };
+    if Architecture::from_name(&arch)? == Architecture::Deepseek {
+        let p = match &store {
+            WeightStore::Gguf(g) => DeepseekParams::from_gguf(g)?,
+            WeightStore::Hf(h) => DeepseekParams::from_hf(&h.config)?,
+        };
+        mla_report(&p);
+    }
     let model = whale_engine::model::load_weights(&store, &arch, Default::default())?;
     let i = model.info();
     println!("model:");

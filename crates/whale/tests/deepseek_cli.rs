@@ -1,0 +1,178 @@
+//! `whale info` and `whale run` on DeepSeek models, and DeepSeek-specific bad
+//! input: inconsistent configs, missing expert tensors, MTP layers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn whale(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_whale")).args(args).env("WHALE_LOG", "off").output().expect("run whale")
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/hf-reference")
+}
+
+fn expect_error(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "expected exit 1; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("whale-ds-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Safetensors tensors as (dtype, shape, bytes), read and written plainly.
+type Tensors = BTreeMap<String, (String, Vec<u64>, Vec<u8>)>;
+
+fn read_st(path: &Path) -> Tensors {
+    let b = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let mut out = Tensors::new();
+    for (name, v) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let o: Vec<usize> = v["data_offsets"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        let shape = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        out.insert(name, (v["dtype"].as_str().unwrap().to_string(), shape, b[8 + n + o[0]..8 + n + o[1]].to_vec()));
+    }
+    out
+}
+
+fn write_st(path: &Path, t: &Tensors) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, (dtype, shape, bytes)) in t {
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}),
+        );
+        data.extend_from_slice(bytes);
+    }
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).unwrap();
+}
+
+/// A copy of a fixture model whose config and tensors the closure may change.
+fn modified_model(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Value, &mut Tensors)) -> PathBuf {
+    let src = fixtures().join("models").join(name);
+    let d = temp_dir(tag);
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut t = read_st(&src.join("model.safetensors"));
+    edit(&mut cfg, &mut t);
+    std::fs::write(d.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    write_st(&d.join("model.safetensors"), &t);
+    d
+}
+
+#[test]
+fn info_reports_mla_cache_for_real_v3_dimensions() {
+    let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/deepseek-v3-config");
+    let o = whale(&["info", cfg.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // 576 values × 2 bytes × 61 layers; decompressed 128 × (192 + 128) values.
+    assert!(out.contains("576 values per layer") && out.contains("as bf16: 70272 bytes"), "{out}");
+    assert!(out.contains("40960 values per layer") && out.contains("71.1×"), "{out}");
+}
+
+#[test]
+fn info_and_run_on_the_llama_cpp_gguf() {
+    let g = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    let o = whale(&["info", g.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("deepseek2") && out.contains("40 values per layer"), "{out}");
+    // Greedy through the CLI contract equals transformers' ids (rand_len7).
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("expected/dsv3_a_qlora_yarn_v129280.json")).unwrap(),
+    )
+    .unwrap();
+    let p = &expected["prompts"][1];
+    let ids: Vec<String> = p["input_ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let o = whale(&[
+        "run",
+        g.to_str().unwrap(),
+        "--prompt-ids",
+        &ids.join(","),
+        "-n",
+        "16",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "--json",
+        "--top-logits",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["generated_ids"], p["greedy"]["generated_ids"]);
+    assert_eq!(v["steps"][0]["top"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn inconsistent_config_names_the_tensor() {
+    let d = modified_model("dsv3_a_qlora_yarn", "kvlora", |c, _| c["kv_lora_rank"] = 48.into());
+    expect_error(&whale(&["info", d.to_str().unwrap()]), &["model.layers.0.self_attn.kv_b_proj.weight", "has shape [128, 32], expected [128, 48]"]);
+    let d = modified_model("dsv3_a_qlora_yarn", "ngroup", |c, _| c["n_group"] = 3.into());
+    expect_error(&whale(&["info", d.to_str().unwrap()]), &["n_group 3 must divide n_routed_experts 8"]);
+}
+
+#[test]
+fn missing_expert_tensor_is_named() {
+    let d = modified_model("dsv3_a_qlora_yarn", "noexpert", |_, t| {
+        t.remove("model.layers.1.mlp.experts.5.up_proj.weight").expect("fixture has this tensor");
+    });
+    expect_error(&whale(&["info", d.to_str().unwrap()]), &["missing tensor \"model.layers.1.mlp.experts.5.up_proj.weight\""]);
+}
+
+/// Real V3/R1 checkpoints carry the multi-token-prediction layer after the
+/// last one. It must load (and be checked), not run as an ordinary layer.
+#[test]
+fn mtp_layer_loads_without_changing_the_model() {
+    let with_mtp = modified_model("dsv3_a_qlora_yarn", "mtp", |c, t| {
+        c["num_nextn_predict_layers"] = 1.into();
+        let layer2: Vec<(String, (String, Vec<u64>, Vec<u8>))> = t
+            .iter()
+            .filter(|(k, _)| k.starts_with("model.layers.2."))
+            .map(|(k, v)| (k.replace("model.layers.2.", "model.layers.3."), v.clone()))
+            .collect();
+        t.extend(layer2);
+        let norm = t["model.layers.2.input_layernorm.weight"].clone();
+        for n in ["enorm", "hnorm", "shared_head.norm"] {
+            t.insert(format!("model.layers.3.{n}.weight"), norm.clone());
+        }
+        t.insert("model.layers.3.eh_proj.weight".into(), ("F32".into(), vec![64, 128], vec![0u8; 64 * 128 * 4]));
+    });
+    let plain = fixtures().join("models/dsv3_a_qlora_yarn");
+    let run = |m: &Path| {
+        let o = whale(&["run", m.to_str().unwrap(), "--prompt-ids", "5,6,7", "-n", "4", "--temp", "0", "--json", "--top-logits", "3"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    // The fixture folders have no tokenizer.json; give both the DeepSeek one.
+    let tok = fixtures().join("tokenizer/tokenizer.json");
+    let plain_copy = temp_dir("plain");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(plain.join(f), plain_copy.join(f)).unwrap();
+    }
+    for d in [&with_mtp, &plain_copy] {
+        std::fs::copy(&tok, d.join("tokenizer.json")).unwrap();
+    }
+    assert_eq!(run(&with_mtp)["steps"], run(&plain_copy)["steps"]);
+    // A checkpoint that announces an MTP layer but lacks its tensors is an error.
+    let broken = modified_model("dsv3_a_qlora_yarn", "mtpmissing", |c, _| c["num_nextn_predict_layers"] = 1.into());
+    expect_error(&whale(&["info", broken.to_str().unwrap()]), &["model.layers.3."]);
+}
