@@ -2,11 +2,14 @@
 //! template. The session keeps its KV cache between turns, so each turn only
 //! computes the new tokens.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 
 use whale_engine::chat_template::ChatMessage;
 use whale_engine::generate::{generate, GenerateRequest, Session};
+use whale_engine::reasoning::{prompt_opens_thinking, split};
 use whale_engine::sampler::SamplerConfig;
+
+use super::run::ThinkingPrinter;
 
 use super::ModelArgs;
 
@@ -64,19 +67,23 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
             _ => {}
         }
         messages.push(ChatMessage::new("user", line));
-        let ids = super::run::chat_prompt_ids(tok, &messages)?;
+        let (text, ids) = super::run::chat_prompt(tok, &messages)?;
         if ids.len() + 1 >= ctx {
             eprintln!("(the conversation no longer fits the {ctx}-token context; /reset to start over)");
             messages.pop();
             continue;
         }
+        let in_thinking = prompt_opens_thinking(&text);
+        let mut printer = ThinkingPrinter::new(in_thinking);
         let gen = generate(m.model.as_ref(), tok, &mut session, &ids, &req, |step| {
-            let _ = stdout.write_all(step.text.as_bytes());
-            let _ = stdout.flush();
+            printer.push(&step.text, &mut stdout);
             true
         })?;
+        printer.finish(&mut stdout);
         println!();
-        messages.push(ChatMessage::new("assistant", &gen.text));
+        // Earlier turns go back without their thinking, as DeepSeek's API expects.
+        let (_, answer) = split(&gen.text, in_thinking);
+        messages.push(ChatMessage::new("assistant", &answer));
     }
     Ok(())
 }

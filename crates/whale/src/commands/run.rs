@@ -1,11 +1,12 @@
 //! `whale run`: one prompt in, text out (or JSON with ids and top logits).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use serde::Serialize;
 use whale_engine::chat_template::{ChatMessage, ChatTemplate};
 use whale_engine::generate::{generate, GenerateRequest, Session};
+use whale_engine::reasoning::{prompt_opens_thinking, split, ReasoningParser, Segment};
 use whale_engine::sampler::SamplerConfig;
 use whale_engine::tokenizer::Tokenizer;
 
@@ -75,19 +76,75 @@ struct JsonOut {
     prompt_ids: Vec<u32>,
     generated_ids: Vec<u32>,
     text: String,
+    /// With --chat on a reasoning model: the thinking, and the answer after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
     steps: Vec<JsonStep>,
     finish_reason: &'static str,
 }
 
-/// Render a one-turn chat and tokenize it; the template usually writes the
-/// BOS text itself, in which case no second BOS is added.
-pub fn chat_prompt_ids(tok: &Tokenizer, messages: &[ChatMessage]) -> anyhow::Result<Vec<u32>> {
+/// Render a chat and tokenize it; the template usually writes the BOS text
+/// itself, in which case no second BOS is added. Returns the rendered text too
+/// (it tells whether the template pre-filled `<think>`).
+pub fn chat_prompt(tok: &Tokenizer, messages: &[ChatMessage]) -> anyhow::Result<(String, Vec<u32>)> {
     let src = tok.chat_template().context("the model has no chat template; run without --chat")?;
     let tpl = ChatTemplate::new(src)?;
     let text = tpl.render(messages, true, &tok.bos_token(), &tok.eos_token(), None)?;
     let bos = tok.bos_token();
     let add_bos = bos.is_empty() || !text.starts_with(&bos);
-    Ok(tok.encode(&text, add_bos)?)
+    let ids = tok.encode(&text, add_bos)?;
+    Ok((text, ids))
+}
+
+/// Prints a reasoning model's output with the thinking set apart: dimmed on
+/// a terminal, under a "thinking" header otherwise.
+pub struct ThinkingPrinter {
+    parser: ReasoningParser,
+    tty: bool,
+    in_reasoning: bool,
+}
+
+impl ThinkingPrinter {
+    pub fn new(in_thinking: bool) -> ThinkingPrinter {
+        ThinkingPrinter { parser: ReasoningParser::new(in_thinking), tty: std::io::stdout().is_terminal(), in_reasoning: false }
+    }
+
+    fn print(&mut self, segs: Vec<Segment>, out: &mut impl Write) {
+        for s in segs {
+            match s {
+                Segment::Reasoning(t) => {
+                    if !self.in_reasoning {
+                        let _ = out.write_all(if self.tty { b"\x1b[2m" } else { b"[thinking]\n" });
+                        self.in_reasoning = true;
+                    }
+                    let _ = out.write_all(t.as_bytes());
+                }
+                Segment::Content(t) => {
+                    if self.in_reasoning {
+                        let _ = out.write_all(if self.tty { b"\x1b[0m\n\n" } else { b"\n[answer]\n" });
+                        self.in_reasoning = false;
+                    }
+                    let _ = out.write_all(t.as_bytes());
+                }
+            }
+        }
+        let _ = out.flush();
+    }
+
+    pub fn push(&mut self, text: &str, out: &mut impl Write) {
+        let segs = self.parser.push(text);
+        self.print(segs, out);
+    }
+
+    pub fn finish(&mut self, out: &mut impl Write) {
+        let segs = self.parser.finish();
+        self.print(segs, out);
+        if self.in_reasoning && self.tty {
+            let _ = out.write_all(b"\x1b[0m");
+        }
+    }
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -105,6 +162,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     sampler.validate().map_err(anyhow::Error::msg)?;
     let (m, ctx) = a.model_args.load(&a.model)?;
     let tok = &m.tokenizer;
+    // With --chat, whether the template left the model inside <think>.
+    let mut thinking: Option<bool> = None;
     let prompt_ids = match (&a.prompt, &a.prompt_ids) {
         (_, Some(ids)) => ids.clone(),
         (Some(p), None) if a.chat => {
@@ -113,7 +172,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 msgs.push(ChatMessage::new("system", s));
             }
             msgs.push(ChatMessage::new("user", p));
-            chat_prompt_ids(tok, &msgs)?
+            let (text, ids) = chat_prompt(tok, &msgs)?;
+            thinking = Some(prompt_opens_thinking(&text));
+            ids
         }
         (Some(p), None) => tok.encode(p, true)?,
         (None, None) => anyhow::bail!("give a prompt with --prompt TEXT or --prompt-ids 1,2,3"),
@@ -139,6 +200,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let t0 = std::time::Instant::now();
     let mut first_token = None;
+    let mut printer = thinking.map(ThinkingPrinter::new);
     let gen = if prompt_ids.is_empty() && a.n_predict > 0 {
         anyhow::bail!("the prompt tokenized to nothing; give some text or --prompt-ids")
     } else {
@@ -146,17 +208,30 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             first_token.get_or_insert_with(std::time::Instant::now);
             if !a.json {
                 let mut out = stdout.lock();
-                let _ = out.write_all(step.text.as_bytes());
-                let _ = out.flush();
+                match printer.as_mut() {
+                    Some(p) => p.push(&step.text, &mut out),
+                    None => {
+                        let _ = out.write_all(step.text.as_bytes());
+                        let _ = out.flush();
+                    }
+                }
             }
             true
         })?
     };
+    if let Some(p) = printer.as_mut() {
+        if !a.json {
+            p.finish(&mut stdout.lock());
+        }
+    }
+    let parts = thinking.map(|t| split(&gen.text, t));
     if a.json {
         let out = JsonOut {
             prompt_ids,
             generated_ids: gen.generated_ids.clone(),
             text: gen.text.clone(),
+            reasoning_content: parts.as_ref().map(|p| p.0.clone()),
+            content: parts.as_ref().map(|p| p.1.clone()),
             steps: gen
                 .steps
                 .iter()
