@@ -28,6 +28,8 @@ enum Command {
     Pull(PullArgs),
     /// Perplexity of a text file, computed the way llama.cpp's llama-perplexity does.
     Perplexity(commands::perplexity::PerplexityArgs),
+    /// Prompt and generation speed, shaped like llama-bench's output.
+    Bench(commands::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -53,6 +55,7 @@ fn main() {
         Command::Chat(a) => commands::chat::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
+        Command::Bench(a) => commands::bench::run(a),
         Command::Pull(a) => {
             if a.list || a.spec.is_none() {
                 pull::print_catalog();

@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share: loading a model by name.
 
+pub mod bench;
 pub mod chat;
 pub mod info;
 pub mod perplexity;

@@ -1,0 +1,178 @@
+//! `whale bench`: prompt-processing and generation speed, printed like
+//! llama-bench so the two can sit side by side.
+//!
+//! pp N: N prompt tokens from an empty cache, fed in chunks of the prefill
+//! batch. tg N: N tokens generated one at a time from an empty cache (as
+//! llama-bench does). Each test runs once to warm up, then `-r` times; the
+//! figure is mean ± sample standard deviation of tokens/s. Decode reads every
+//! weight once per token, so its bound is the memory bandwidth divided by the
+//! weight bytes; the bandwidth is measured here (or given with --bandwidth).
+
+use serde::Serialize;
+use whale_engine::generate::PREFILL_CHUNK;
+use whale_engine::model::Logits;
+
+use super::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// GGUF file, Hugging Face folder, or catalog name.
+    pub model: String,
+    /// Prompt tokens (0: skip the pp test).
+    #[arg(short = 'p', long, default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Generated tokens (0: skip the tg test).
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub n_gen: usize,
+    /// Repetitions.
+    #[arg(short = 'r', long, default_value_t = 5)]
+    pub reps: usize,
+    /// Memory read bandwidth in GB/s (default: measured).
+    #[arg(long)]
+    pub bandwidth: Option<f64>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+}
+
+#[derive(Serialize)]
+struct Out {
+    model: String,
+    threads: usize,
+    n_prompt: usize,
+    n_gen: usize,
+    pp_tok_s: f64,
+    pp_std: f64,
+    tg_tok_s: f64,
+    tg_std: f64,
+    peak_rss_bytes: u64,
+    weight_bytes: u64,
+    bandwidth_gb_s: f64,
+    /// Generation speed as a fraction of bandwidth / weight bytes.
+    tg_fraction_of_bound: f64,
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64 } else { 0.0 };
+    (m, var.sqrt())
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), 0 if unknown.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Read bandwidth with `threads` threads streaming over a 1 GiB buffer: best of 3.
+fn measure_bandwidth(threads: usize) -> f64 {
+    let n = (1usize << 30) / 8;
+    let buf: Vec<u64> = (0..n as u64).collect();
+    let per = n.div_ceil(threads);
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t0 = std::time::Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = buf.chunks(per).map(|c| s.spawn(move || c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))).collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0)).fold(0u64, |a, b| a.wrapping_add(b))
+        });
+        std::hint::black_box(total);
+        best = best.max((n * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.reps >= 1, "-r must be at least 1");
+    let mut margs = a.model_args.clone();
+    margs.ctx = Some(margs.ctx.unwrap_or(a.n_prompt + a.n_gen + 1).max(a.n_prompt.max(a.n_gen) + 1));
+    let path = crate::pull::resolve_model(&a.model)?;
+    let weight_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let (m, ctx) = margs.load(&a.model)?;
+    let threads = a.model_args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let model = m.model.as_ref();
+    let vocab = model.info().vocab_size as u32;
+    // Token ids spread over the vocabulary, fixed so runs compare.
+    let prompt: Vec<u32> = (0..a.n_prompt as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let mut cache = model.new_cache(ctx);
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for rep in 0..=a.reps {
+        if a.n_prompt > 0 {
+            cache.truncate(0);
+            let t0 = std::time::Instant::now();
+            for chunk in prompt.chunks(PREFILL_CHUNK) {
+                model.forward(&mut cache, chunk, Logits::Last)?;
+            }
+            let s = a.n_prompt as f64 / t0.elapsed().as_secs_f64();
+            if rep > 0 {
+                pp.push(s);
+            }
+        }
+        if a.n_gen > 0 {
+            cache.truncate(0);
+            let mut tok = 1 % vocab;
+            let t0 = std::time::Instant::now();
+            for _ in 0..a.n_gen {
+                let logits = model.forward(&mut cache, &[tok], Logits::Last)?;
+                tok = whale_engine::sampler::argmax(&logits);
+            }
+            let s = a.n_gen as f64 / t0.elapsed().as_secs_f64();
+            if rep > 0 {
+                tg.push(s);
+            }
+        }
+    }
+    let (pp_m, pp_s) = mean_std(&pp);
+    let (tg_m, tg_s) = mean_std(&tg);
+    let bw = match a.bandwidth {
+        Some(b) => b,
+        None if a.n_gen > 0 => measure_bandwidth(threads),
+        None => 0.0,
+    };
+    let bound = if weight_bytes > 0 { bw * 1e9 / weight_bytes as f64 } else { 0.0 };
+    let frac = if bound > 0.0 { tg_m / bound } else { 0.0 };
+    let out = Out {
+        model: a.model.clone(),
+        threads,
+        n_prompt: a.n_prompt,
+        n_gen: a.n_gen,
+        pp_tok_s: pp_m,
+        pp_std: pp_s,
+        tg_tok_s: tg_m,
+        tg_std: tg_s,
+        peak_rss_bytes: peak_rss(),
+        weight_bytes,
+        bandwidth_gb_s: bw,
+        tg_fraction_of_bound: frac,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    let name = path.file_name().map_or(a.model.clone(), |f| f.to_string_lossy().into_owned());
+    let size = format!("{:.2} MiB", weight_bytes as f64 / (1 << 20) as f64);
+    println!("| model                          |       size | backend | threads |  test |              t/s |");
+    println!("| ------------------------------ | ---------: | ------- | ------: | ----: | ---------------: |");
+    if a.n_prompt > 0 {
+        println!("| {name:<30} | {size:>10} | CPU     | {threads:>7} | pp{:<3} | {pp_m:>8.2} ± {pp_s:>5.2} |", a.n_prompt);
+    }
+    if a.n_gen > 0 {
+        println!("| {name:<30} | {size:>10} | CPU     | {threads:>7} | tg{:<3} | {tg_m:>8.2} ± {tg_s:>5.2} |", a.n_gen);
+        println!();
+        println!(
+            "decode bound {bound:.1} tok/s ({bw:.1} GB/s ÷ {size}); tg is {:.0} % of it; peak RSS {:.1} MiB",
+            frac * 100.0,
+            out.peak_rss_bytes as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(())
+}
