@@ -174,12 +174,22 @@ impl Linear {
     }
 
     /// `x`: `[m, cols]` → `[m, rows]`.
+    ///
+    /// Block-quantized weights take activations quantized to 8-bit blocks
+    /// (the weight type's `vec_dot_type`), exactly as llama.cpp computes: that is
+    /// what makes greedy output agree with it, and integer dot products are
+    /// faster. Float weights (F32/F16/BF16) take f32 activations, as the
+    /// Hugging Face reference does.
     pub fn forward(&self, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * self.rows];
-        if m == 1 {
-            whale_kernels::matvec(self.ty, &self.data, self.rows, self.cols, x, &mut y, threads);
-        } else {
-            whale_kernels::matmul(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads);
+        match self.ty {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 if m == 1 => {
+                whale_kernels::matvec(self.ty, &self.data, self.rows, self.cols, x, &mut y, threads)
+            }
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                whale_kernels::matmul(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads)
+            }
+            _ => whale_kernels::matmul_q(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads),
         }
         if let Some(b) = &self.bias {
             ops::add_bias_rows(&mut y, b);

@@ -188,7 +188,7 @@ unsafe fn half_row<const BF16: bool>(row: &[u8], x: &[f32]) -> f32 {
 /// Horizontal sum of the eight lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
@@ -233,7 +233,7 @@ unsafe fn sum32(x: &[f32]) -> __m256 {
 /// Loads 16 bytes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn load16(b: &[u8; 16]) -> __m128i {
+pub(crate) unsafe fn load16(b: &[u8; 16]) -> __m128i {
     // SAFETY: reads exactly the 16 bytes of `b`; loadu is unaligned.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
 }
@@ -241,7 +241,7 @@ unsafe fn load16(b: &[u8; 16]) -> __m128i {
 /// Loads 32 bytes starting at `b[at]` (bounds-checked).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn load32(b: &[u8], at: usize) -> __m256i {
+pub(crate) unsafe fn load32(b: &[u8], at: usize) -> __m256i {
     let s = &b[at..at + 32];
     // SAFETY: `s` has exactly 32 bytes; loadu is unaligned.
     unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
@@ -250,7 +250,7 @@ unsafe fn load32(b: &[u8], at: usize) -> __m256i {
 /// The 32 4-bit quants of a Q4_0/Q4_1/Q5 block, element order, 0..=15 per byte.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn nibbles32(qs: &[u8; 16]) -> __m256i {
+pub(crate) unsafe fn nibbles32(qs: &[u8; 16]) -> __m256i {
     let v = load16(qs);
     let m4 = _mm_set1_epi8(0x0F);
     let lo = _mm_and_si128(v, m4);
@@ -261,7 +261,7 @@ unsafe fn nibbles32(qs: &[u8; 16]) -> __m256i {
 /// Byte j (0..32) = 0x10 if bit j of the little-endian `qh` is set, else 0.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn high_bits32(qh: [u8; 4]) -> __m256i {
+pub(crate) unsafe fn high_bits32(qh: [u8; 4]) -> __m256i {
     // Broadcast qh; byte j takes qh byte j / 8 and tests bit j % 8.
     let spread = _mm256_setr_epi8(
         0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //

@@ -18,9 +18,22 @@
 //!   against those.
 //! * **Run-time SIMD dispatch** ([`dispatch`]): the fast kernels exist at a
 //!   portable scalar level (Rust written so the compiler vectorises it for
-//!   the build target) and, on x86-64, at an AVX2+FMA(+F16C) level chosen at
-//!   run time with `is_x86_feature_detected!`. `WHALE_SIMD=scalar` forces the
-//!   scalar path. New levels slot in beside `avx2.rs`.
+//!   the build target) and, on x86-64, at an AVX2+FMA(+F16C) level and an
+//!   AVX-512 VNNI level, chosen at run time with `is_x86_feature_detected!`.
+//!   `WHALE_SIMD=scalar|avx2|avx512` forces a level. New levels slot in
+//!   beside `avx2.rs` / `avx2_q8.rs`.
+//! * **Quantized activations, like llama.cpp** ([`q8`], [`qdot`]): llama.cpp
+//!   never dots quantized weights with f32 activations; it first rounds each
+//!   activation row to the weight type's "vec_dot type" (Q8_0, Q8_1, Q8_K, or
+//!   F16 / BF16 for half-precision weights) and then takes exact integer dot
+//!   products. That rounding changes greedy outputs (SmolLM2-135M Q4_1
+//!   diverges from exact f32 math at step 5), so whale reproduces it bit for
+//!   bit ([`quantize_acts`], checked against bytes produced by llama.cpp's own
+//!   CPU backend) and applies ggml's per-block formulas ([`vec_dot_q`],
+//!   [`matmul_q`]). It is also the fast path: 8-bit × 8-bit multiply-adds
+//!   (`vpmaddubsw`, `vpdpbusd`) instead of widening every weight to f32. The
+//!   engine uses [`matmul_q`] for every non-F32 weight; [`matvec`] /
+//!   [`matmul()`] remain as exact-f32 references.
 //! * **No allocation in the hot loop**: [`vec_dot`] decodes block by block
 //!   into a 256-float stack buffer (scalar) or in registers (AVX2), and
 //!   [`matmul()`] decodes each weight row once into a per-thread scratch row
@@ -36,6 +49,10 @@
 //! * [`dequant`] — scalar decoders and [`dequantize_row`].
 //! * [`dot`] — [`dot_f32`], [`vec_dot_ref`], [`vec_dot`].
 //! * [`mod@matmul`] — [`matvec`], [`matmul()`].
+//! * [`q8`] — activation quantization: [`vec_dot_type`], [`QuantizedActs`],
+//!   [`quantize_acts`].
+//! * [`qdot`] — dot products against quantized activations: [`vec_dot_q_ref`],
+//!   [`vec_dot_q`], [`matmul_q`], [`matmul_q_acts`].
 //! * [`dispatch`] — SIMD level detection and the `WHALE_SIMD` override.
 //! * [`error`] — [`KernelError`].
 //!
@@ -51,6 +68,15 @@
 //! of [`vec_dot`], [`matvec`] and [`matmul()`] are deterministic for a given
 //! SIMD level and never depend on the thread count; [`matmul()`] with `m > 1`
 //! may differ from [`matvec`] in the last bits (different summation order).
+//!
+//! The quantized-activation path is stricter: integer block sums are exact
+//! and the f32 operations are done in one fixed order, so [`vec_dot_q`] at
+//! every SIMD level, and every element of [`matmul_q`] whatever `m` and the
+//! thread count, is bit-identical to the scalar reference [`vec_dot_q_ref`]
+//! (F32 weights excepted: they keep f32 activations and the f32 kernels).
+//! Against llama.cpp the quantized activations are identical and the dot
+//! products agree to f32 rounding of the per-block sums (ggml sums the same
+//! block terms in another order).
 
 pub mod blocks;
 pub mod dequant;
@@ -58,14 +84,22 @@ pub mod dispatch;
 pub mod dot;
 pub mod error;
 pub mod matmul;
+pub mod q8;
+pub mod qdot;
 pub mod types;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_q8;
+#[cfg(target_arch = "x86_64")]
+mod avx512_q8;
 
 pub use dequant::dequantize_row;
 pub use dispatch::SimdLevel;
 pub use dot::{dot_f32, dot_f32_with, vec_dot, vec_dot_ref, vec_dot_with};
 pub use error::KernelError;
 pub use matmul::{matmul, matvec};
+pub use q8::{quantize_acts, quantize_acts_into, quantize_acts_with, vec_dot_type, QuantizedActs};
+pub use qdot::{matmul_q, matmul_q_acts, vec_dot_q, vec_dot_q_ref, vec_dot_q_with};
 pub use types::GgmlType;

@@ -173,7 +173,7 @@ fn checked_weight_shape(ty: GgmlType, w: &[u8], rows: usize, cols: usize, what: 
 
 /// Rows per thread: all of them when the work is small or one thread is
 /// asked for, else an even split over at most `threads` threads.
-fn rows_per_thread(threads: usize, rows: usize, work: usize) -> usize {
+pub(crate) fn rows_per_thread(threads: usize, rows: usize, work: usize) -> usize {
     let threads = threads.clamp(1, rows.max(1));
     if threads == 1 || work <= PARALLEL_MIN_WORK {
         rows.max(1)

@@ -76,7 +76,7 @@
 //! [`QuantizedActs::from_ggml_rows`] reads them (for fixtures and
 //! cross-checks).
 
-use half::{bf16, f16};
+use half::f16;
 
 use crate::blocks::*;
 use crate::dispatch::{SimdLevel, Verified};
@@ -211,7 +211,7 @@ impl QuantizedActs {
     /// BF16, F32). Q8_0/Q8_1 per-block quant sums are recomputed from the
     /// quants; Q8_1's `s` and Q8_K's `bsums` are taken as stored.
     pub fn from_ggml_rows(ty: GgmlType, m: usize, cols: usize, bytes: &[u8]) -> Result<QuantizedActs, KernelError> {
-        let elements = m.checked_mul(cols).unwrap_or(usize::MAX);
+        let elements = m.saturating_mul(cols);
         let expected = ty.row_bytes(elements).ok_or(KernelError::NotBlockMultiple { ty, elements })?;
         if bytes.len() != expected || ty.row_bytes(cols).is_none() {
             return Err(KernelError::BadLength { ty, elements, bytes: bytes.len() });
@@ -338,7 +338,7 @@ pub(crate) fn quantize_acts_verified(
         x.len()
     );
     assert!(
-        cols % ty.block_size() == 0,
+        cols.is_multiple_of(ty.block_size()),
         "quantize_acts: cols = {cols} is not a multiple of the {ty} block size {} (weights {wty})",
         ty.block_size()
     );
@@ -365,14 +365,10 @@ pub(crate) fn quantize_acts_verified(
                 *d = q8_k_block_verified(v, xb.try_into().unwrap(), qs.try_into().unwrap(), bsums.try_into().unwrap());
             }
         }
-        GgmlType::F16 => {
-            for (h, &f) in out.halves.iter_mut().zip(x) {
-                *h = f16::from_f32(f).to_bits();
-            }
-        }
+        GgmlType::F16 => f16_row_verified(v, x, &mut out.halves),
         GgmlType::BF16 => {
             for (h, &f) in out.halves.iter_mut().zip(x) {
-                *h = bf16::from_f32(f).to_bits();
+                *h = bf16_bits(f);
             }
         }
         _ => out.f32s.copy_from_slice(x),
@@ -411,6 +407,36 @@ fn q8_k_block_verified(v: Verified, x: &[f32; QK_K], qs: &mut [i8; QK_K], bsums:
         SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2_q8::quantize_q8_k_block(x, qs, bsums) },
         #[cfg(not(target_arch = "x86_64"))]
         SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+    }
+}
+
+/// f32 to f16 bits, round to nearest even, at a verified level.
+fn f16_row_verified(v: Verified, x: &[f32], out: &mut [u16]) {
+    match v.level() {
+        SimdLevel::Scalar => {
+            for (h, &f) in out.iter_mut().zip(x) {
+                *h = f16::from_f32(f).to_bits();
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: both x86 levels imply AVX2, FMA and F16C; `out` and `x` have
+        // the same length (both `m * cols`).
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2_q8::f16_row(x, out) },
+        #[cfg(not(target_arch = "x86_64"))]
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+    }
+}
+
+/// f32 to bf16 bits exactly as ggml's `GGML_FP32_TO_BF16`: round to nearest
+/// even, NaN made quiet. Plain integer code (the compiler vectorises it), the
+/// same at every level.
+#[inline(always)]
+pub(crate) fn bf16_bits(f: f32) -> u16 {
+    let u = f.to_bits();
+    if u & 0x7FFF_FFFF > 0x7F80_0000 {
+        ((u >> 16) | 64) as u16
+    } else {
+        (u.wrapping_add(0x7FFF + ((u >> 16) & 1)) >> 16) as u16
     }
 }
 

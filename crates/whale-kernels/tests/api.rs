@@ -156,6 +156,15 @@ fn simd_level_choice() {
     assert_eq!(dispatch::choose(Some("no-such-level")), best);
     let avx2 = dispatch::choose(Some("avx2"));
     assert!(avx2.is_available());
+    if SimdLevel::Avx2Fma.is_available() {
+        assert_eq!(avx2, SimdLevel::Avx2Fma);
+    }
+    let avx512 = dispatch::choose(Some("AVX512"));
+    assert_eq!(avx512, if SimdLevel::Avx512Vnni.is_available() { SimdLevel::Avx512Vnni } else { best });
+    // Levels are ordered: a CPU with a level has all the lower ones.
+    let avail = SimdLevel::available();
+    assert_eq!(avail, SimdLevel::ALL[..avail.len()].to_vec());
+    assert_eq!(best, *avail.last().unwrap());
     assert!(dispatch::active().is_available());
     for level in SimdLevel::ALL {
         assert!(dispatch::choose(Some(level.name())).is_available());

@@ -2,12 +2,16 @@
 //! test (its own process), so it can set the variable before the level is
 //! first read. It also runs `matvec` / `matmul` on the scalar level against
 //! the f64 reference (the other test files run them at the best level), with
-//! the tolerance explained in `kernels.rs`.
+//! the tolerance explained in `kernels.rs`, and `matmul_q` on the scalar
+//! level against `vec_dot_q_ref` (bit for bit, see `qdot.rs`).
 
 mod common;
 
 use common::{random_row, reference_dot, Rng};
-use whale_kernels::{dispatch, matmul, matvec, vec_dot, vec_dot_with, GgmlType, SimdLevel};
+use whale_kernels::{
+    dispatch, matmul, matmul_q, matvec, quantize_acts, vec_dot, vec_dot_q_ref, vec_dot_type, vec_dot_with, GgmlType,
+    SimdLevel,
+};
 
 #[test]
 fn whale_simd_scalar_forces_scalar_path() {
@@ -41,6 +45,18 @@ fn whale_simd_scalar_forces_scalar_path() {
                 assert!((got as f64 - reference).abs() <= tol, "matmul {ty} [{i}][{r}]");
                 if i == 0 {
                     assert!((y[r] as f64 - reference).abs() <= tol, "matvec {ty} [{r}]");
+                }
+            }
+        }
+        // Types with quantized (or 16-bit) activations: bit-identical to the reference.
+        if vec_dot_type(ty) != GgmlType::F32 {
+            let mut yq = vec![f32::NAN; m * rows];
+            matmul_q(ty, &w, rows, cols, &x, m, &mut yq, 2);
+            let acts = quantize_acts(ty, &x, m, cols);
+            for r in 0..rows {
+                for i in 0..m {
+                    let want = vec_dot_q_ref(ty, &w[r * rb..(r + 1) * rb], &acts, i);
+                    assert_eq!(yq[i * rows + r].to_bits(), want.to_bits(), "matmul_q {ty} [{i}][{r}]");
                 }
             }
         }

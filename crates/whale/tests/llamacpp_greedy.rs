@@ -3,20 +3,23 @@
 //! Reference: llama.cpp (commit 0c1e57098, CPU) greedy ids for the raw prompt
 //! "The capital of France is" (no BOS, no template), 32 tokens, recorded in the
 //! engine-core issue. Two engines that round differently can only be required
-//! to agree where the choice is clear: the ids must match up to the first step
-//! whose top-1/top-2 logit margin (in whale's own logits) is below
-//! `NEAR_TIE`; from such a step on, a divergence is explained by the tie and
-//! the rest is not compared. 0.05 is ~10× the gap llama.cpp itself shows at the
-//! known near-ties (0.005 and 0.008 in log-probability) and well below the
-//! margins of every other step.
+//! to agree where the choice is clear. So the ids must match at every step
+//! whose top-1/top-2 logit margin (in whale's own logits) is at least
+//! `NEAR_TIE`; where whale picks otherwise at a near-tie, the test feeds
+//! llama.cpp's token (teacher forcing through `--prompt-ids`) and requires the
+//! rest to match again. At most `MAX_TIES` such steps are allowed. 0.05 is
+//! well above the known near-ties (llama.cpp's own gaps there are 0.005 and
+//! 0.008 in log-probability) and well below every other step's margin.
 
 use std::process::Command;
 
 const NEAR_TIE: f32 = 0.05;
+const MAX_TIES: usize = 2;
 
-fn run_json(model: &str, prompt: &str, n: usize) -> serde_json::Value {
+fn run_json(model: &str, prompt_ids: &[u32], n: usize) -> serde_json::Value {
+    let ids: Vec<String> = prompt_ids.iter().map(|i| i.to_string()).collect();
     let out = Command::new(env!("CARGO_BIN_EXE_whale"))
-        .args(["run", model, "-p", prompt, "-n", &n.to_string(), "--temp", "0", "--json", "--top-logits", "2"])
+        .args(["run", model, "--prompt-ids", &ids.join(","), "-n", &n.to_string(), "--temp", "0", "--json", "--top-logits", "2"])
         .output()
         .expect("run whale");
     assert!(out.status.success(), "whale failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -24,20 +27,41 @@ fn run_json(model: &str, prompt: &str, n: usize) -> serde_json::Value {
 }
 
 fn check(model: &str, want_prompt: &[u32], want: &[u32]) {
-    let v = run_json(model, "The capital of France is", want.len());
-    let ids = |k: &str| -> Vec<u32> { v[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
-    assert_eq!(ids("prompt_ids"), want_prompt, "{model}: prompt tokens");
-    let got = ids("generated_ids");
-    for (k, step) in v["steps"].as_array().unwrap().iter().enumerate() {
-        let top = step["top"].as_array().unwrap();
-        let margin = top[0][1].as_f64().unwrap() as f32 - top[1][1].as_f64().unwrap() as f32;
-        if margin < NEAR_TIE {
-            eprintln!("{model}: step {k} is a near-tie (margin {margin}); compared {k} steps");
-            return;
+    // whale's own tokenization of the prompt.
+    let out = Command::new(env!("CARGO_BIN_EXE_whale"))
+        .args(["run", model, "-p", "The capital of France is", "-n", "0", "--json"])
+        .output()
+        .expect("run whale");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["prompt_ids"], serde_json::json!(want_prompt), "{model}: prompt tokens");
+    let mut done = 0;
+    let mut ties = 0;
+    while done < want.len() {
+        let mut prompt = want_prompt.to_vec();
+        prompt.extend_from_slice(&want[..done]);
+        let v = run_json(model, &prompt, want.len() - done);
+        let steps = v["steps"].as_array().unwrap();
+        let mut diverged = false;
+        for (j, step) in steps.iter().enumerate() {
+            let k = done + j;
+            let top = step["top"].as_array().unwrap();
+            let margin = top[0][1].as_f64().unwrap() as f32 - top[1][1].as_f64().unwrap() as f32;
+            let got = step["id"].as_u64().unwrap() as u32;
+            if got != want[k] {
+                assert!(margin < NEAR_TIE, "{model}: step {k} differs from llama.cpp ({got} vs {}) with margin {margin}", want[k]);
+                ties += 1;
+                assert!(ties <= MAX_TIES, "{model}: more than {MAX_TIES} near-tie divergences");
+                eprintln!("{model}: step {k} is a near-tie (margin {margin}); continuing from llama.cpp's token");
+                done = k + 1;
+                diverged = true;
+                break;
+            }
         }
-        assert_eq!(got[k], want[k], "{model}: step {k} differs from llama.cpp (margin {margin}); got {got:?}");
+        if !diverged {
+            assert_eq!(steps.len(), want.len() - done, "{model}: stopped early");
+            done = want.len();
+        }
     }
-    assert_eq!(got, want, "{model}: generated ids");
 }
 
 #[test]

@@ -1,0 +1,735 @@
+//! AVX2 kernels for quantized activations (x86-64 only): activation
+//! quantization and the integer dot products of [`crate::qdot`].
+//!
+//! Every function is an `unsafe fn` with
+//! `#[target_feature(enable = "avx2,fma,f16c")]`; callers must hold a
+//! `dispatch::Verified` at an x86 level (which implies those features), and
+//! pass rows and activation views whose shapes the public entry points have
+//! checked (a weight row of `n` elements, an activation row of `n` columns of
+//! the matching activation type).
+//!
+//! The integer sums use `vpmaddubsw` (unsigned weight quants × signed
+//! activation quants, pairs summed to i16 with saturation, which our ranges
+//! never reach: at most 63·127·2 = 16002, or 128·127·2 = 32512 for Q8_0
+//! weights of -128) and `vpmaddwd` (i16 pairs, optionally times a per-group
+//! scale, to i32). Signed weight quants are either offset to unsigned and
+//! corrected with the activation block sums (Q4_0: `-8·Σy`, Q5_0: `-16·Σy`,
+//! Q3_K: `-4·Σ sc·bsum`, Q6_K: `-32·Σ sc·bsum`) or, for Q8_0, multiplied as
+//! `|x| · sign(y, x)`. All integer results are exact, and the float part
+//! repeats [`crate::qdot`]'s operations lane for lane (mul, then add, never
+//! FMA), so results are bit-identical to the scalar level.
+//!
+//! The row-dot kernels are written once, in the `int8_kernels!` macro, over
+//! three level primitives (`dot_u8_i8`, `dot_acc_scaled`, `q8_0_dot`); this
+//! module instantiates them with AVX2 primitives and `avx512_q8` with VNNI
+//! ones, so both levels share every line of layout code.
+
+use core::arch::x86_64::*;
+
+use crate::avx2::hsum;
+use crate::blocks::*;
+use crate::q8::ActRow;
+use crate::types::{QK32, QK_K};
+
+// ----------------------------------------------------------------------------
+// Activation quantization
+// ----------------------------------------------------------------------------
+
+/// Q8_0 / Q8_1 quantization of one row (llama.cpp's x86 rule, see
+/// [`crate::q8`]); the outputs are as in `q8::q8_32_row_verified`:
+/// `qs` (`x.len()` quants), `d` and `sums` (one per block), `s` (one per block
+/// or empty).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `x.len()` must be a multiple of
+/// 32 with `qs.len() == x.len()` and `d`, `sums` (and `s` unless empty)
+/// holding `x.len() / 32` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_q8_32_row(x: &[f32], qs: &mut [i8], d: &mut [f32], sums: &mut [i32], s: &mut [f32]) {
+    let sign = _mm256_set1_ps(-0.0);
+    for (b, (xb, qb)) in x.chunks_exact(QK32).zip(qs.chunks_exact_mut(QK32)).enumerate() {
+        let v = [load8f(xb, 0), load8f(xb, 8), load8f(xb, 16), load8f(xb, 24)];
+        let m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+        let m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+        let amax = hmax(_mm256_max_ps(m01, m23));
+        let dd = amax / 127.0;
+        let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+        let q = v.map(|vi| {
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(vi, id));
+            _mm256_cvtps_epi32(r)
+        });
+        let sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+        store_i8x32(qb, pack_i32_to_i8(q));
+        d[b] = round_f16(dd);
+        sums[b] = sum;
+        if !s.is_empty() {
+            // Q8_1's `s`: f16(d * sum) with the unrounded d (`q8::q8_1_s`).
+            s[b] = round_f16(dd * sum as f32);
+        }
+    }
+}
+
+/// One Q8_K block (ggml's rule, see [`crate::q8`]); returns `d`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_q8_k_block(x: &[f32; QK_K], qs: &mut [i8; QK_K], bsums: &mut [i16; 16]) -> f32 {
+    let sign = _mm256_set1_ps(-0.0);
+    let mut vmax = _mm256_setzero_ps();
+    for c in 0..32 {
+        vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, load8f(x, 8 * c)));
+    }
+    let amax = hmax(vmax);
+    if amax == 0.0 {
+        qs.fill(0);
+        bsums.fill(0);
+        return 0.0;
+    }
+    // The signed value of the first element with |x| == amax (ggml keeps the
+    // first one it meets).
+    let target = _mm256_set1_ps(amax);
+    let mut max = amax;
+    for c in 0..32 {
+        let eq = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_andnot_ps(sign, load8f(x, 8 * c)), target);
+        let mask = _mm256_movemask_ps(eq);
+        if mask != 0 {
+            max = x[8 * c + mask.trailing_zeros() as usize];
+            break;
+        }
+    }
+    let iscale = -127.0 / max;
+    let is = _mm256_set1_ps(iscale);
+    for (c, qc) in qs.chunks_exact_mut(32).enumerate() {
+        let q = [0, 8, 16, 24].map(|o| {
+            let v = _mm256_mul_ps(load8f(x, 32 * c + o), is);
+            _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v))
+        });
+        // Groups 2c and 2c + 1 are q[0..2] and q[2..4].
+        bsums[2 * c] = hsum_i32(_mm256_add_epi32(q[0], q[1])) as i16;
+        bsums[2 * c + 1] = hsum_i32(_mm256_add_epi32(q[2], q[3])) as i16;
+        store_i8x32(qc, pack_i32_to_i8(q));
+    }
+    1.0 / iscale
+}
+
+/// f32 to f16 bits, round to nearest even (F16C), `out.len()` values.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `x.len() >= out.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn f16_row(x: &[f32], out: &mut [u16]) {
+    let n = out.len();
+    let full = n - n % 8;
+    for (o, xs) in out[..full].chunks_exact_mut(8).zip(x[..full].chunks_exact(8)) {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(load8f(xs, 0));
+        // SAFETY: `o` has exactly 8 u16 = 16 bytes; storeu is unaligned.
+        unsafe { _mm_storeu_si128(o.as_mut_ptr().cast(), h) };
+    }
+    for (o, &v) in out[full..].iter_mut().zip(&x[full..n]) {
+        *o = _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(v))) as u16;
+    }
+}
+
+/// `x` rounded to f16 (nearest even, as `half::f16::from_f32` and ggml's
+/// F16C conversion do) and widened back, inline.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn round_f16(x: f32) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))))
+}
+
+/// Packs 4×8 i32 (elements 0..32 in order) to 32 saturated i8, in order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn pack_i32_to_i8(q: [__m256i; 4]) -> __m256i {
+    // packs work within 128-bit halves: after both packs the 4-byte groups
+    // are in the order 0 2 4 6 1 3 5 7 (in units of 4 elements); undo it.
+    let a = _mm256_packs_epi32(q[0], q[1]);
+    let b = _mm256_packs_epi32(q[2], q[3]);
+    let p = _mm256_packs_epi16(a, b);
+    _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn store_i8x32(out: &mut [i8], v: __m256i) {
+    let out = &mut out[..32];
+    // SAFETY: `out` has exactly 32 bytes; storeu has no alignment requirement.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) }
+}
+
+/// Largest lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn hmax(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    _mm_cvtss_f32(m)
+}
+
+// ----------------------------------------------------------------------------
+// Small helpers
+// ----------------------------------------------------------------------------
+
+/// Loads 8 floats from `x[at..at + 8]` (bounds-checked).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load8f(x: &[f32], at: usize) -> __m256 {
+    let s = &x[at..at + 8];
+    // SAFETY: `s` has exactly 8 floats; loadu has no alignment requirement.
+    unsafe { _mm256_loadu_ps(s.as_ptr()) }
+}
+
+/// Loads 32 activation quants from `y[at..at + 32]` (bounds-checked).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn load_y(y: &[i8], at: usize) -> __m256i {
+    let s = &y[at..at + 32];
+    // SAFETY: `s` has exactly 32 bytes; loadu has no alignment requirement.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// Eight values from `v[at..]`, zero-padded past the end (all zeros if `v`
+/// is empty or shorter than `at`).
+#[inline(always)]
+pub(crate) fn take8<T: Copy + Default>(v: &[T], at: usize) -> [T; 8] {
+    let mut out = [T::default(); 8];
+    let end = v.len().min(at + 8);
+    if end > at {
+        out[..end - at].copy_from_slice(&v[at..end]);
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn f32x8(v: [f32; 8]) -> __m256 {
+    // SAFETY: reads the 8 floats of `v`; loadu is unaligned.
+    unsafe { _mm256_loadu_ps(v.as_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn i32x8(v: [i32; 8]) -> __m256i {
+    // SAFETY: reads the 32 bytes of `v`; loadu is unaligned.
+    unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
+}
+
+/// Eight f16 bit patterns widened to f32 (exact).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn f16x8(v: [u16; 8]) -> __m256 {
+    // SAFETY: reads the 16 bytes of `v`; loadu is unaligned.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
+}
+
+/// Sum of the eight i32 lanes (exact, wrapping never happens for our ranges).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Sum of all lanes of four vectors (the independent accumulators the K
+/// kernels use so that latency-bound multiply-accumulates can overlap).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn hsum4_i32(v: [__m256i; 4]) -> i32 {
+    hsum_i32(_mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3])))
+}
+
+/// Lane `k` of the result is the sum of the lanes of `v[k]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn hsum_8x8(v: [__m256i; 8]) -> __m256i {
+    // hadd works per 128-bit half: h0123 = [Σ lo(v0..v3) | Σ hi(v0..v3)] by
+    // quarter sums; adding the halves of (h0123, h4567) finishes it.
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    let h0123 = _mm256_hadd_epi32(h01, h23);
+    let h4567 = _mm256_hadd_epi32(h45, h67);
+    let lo = _mm256_permute2x128_si256::<0x20>(h0123, h4567);
+    let hi = _mm256_permute2x128_si256::<0x31>(h0123, h4567);
+    _mm256_add_epi32(lo, hi)
+}
+
+/// Σ u·y over 32 bytes in eight i32 lanes (`u` unsigned, `y` signed; every
+/// pair u·y + u'·y' fits i16 for our ranges).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_u8_i8(u: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1))
+}
+
+/// `acc + Σ u·y·sc` in eight i32 lanes, `sc` one i16 per pair of bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_acc_scaled(acc: __m256i, u: __m256i, y: __m256i, sc: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), sc))
+}
+
+/// Σ x·y for signed `x` (Q8_0 weights) in eight i32 lanes (nothing to
+/// correct afterwards: `Q8_0_OFF` is 0), computed as |x| · (y with the sign
+/// of x): exact for every i8 `x` (|-128| is 128 as an unsigned byte) and
+/// |y| <= 127.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_0_dot(x: __m256i, y: __m256i) -> __m256i {
+    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// What `q8_0_dot` leaves to subtract per block, times Σy.
+const Q8_0_OFF: i32 = 0;
+
+#[inline(always)]
+pub(crate) fn bits(h: F16Le) -> u16 {
+    u16::from_le_bytes(h.0)
+}
+
+/// f16 to f32 with the F16C instruction, inline (the `half` crate dispatches
+/// at run time through an out-of-line call). Exact, like every f16 widening.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn h2f(h: F16Le) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits(h) as i32)))
+}
+
+/// Byte-shuffle control that broadcasts i16 word `w` (0..8) of each 128-bit
+/// half to all eight words of that half.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn word_bcast(w: i32) -> __m256i {
+    _mm256_set1_epi16(((2 * w) | ((2 * w + 1) << 8)) as i16)
+}
+
+/// Control broadcasting word `lo` in the low half and word `hi` in the high half.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn word_bcast2(lo: i32, hi: i32) -> __m256i {
+    _mm256_set_m128i(
+        _mm_set1_epi16(((2 * hi) | ((2 * hi + 1) << 8)) as i16),
+        _mm_set1_epi16(((2 * lo) | ((2 * lo + 1) << 8)) as i16),
+    )
+}
+
+/// The 16 per-group i16 values `v16` with both 128-bit halves holding the
+/// eight of half `h` (groups 8h..8h+8).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn groups_of_half(v16: __m256i, h: usize) -> __m256i {
+    if h == 0 {
+        _mm256_permute2x128_si256::<0x00>(v16, v16)
+    } else {
+        _mm256_permute2x128_si256::<0x11>(v16, v16)
+    }
+}
+
+/// 16 bytes as i16 (sign-extended if `SIGNED`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn widen16<const SIGNED: bool>(v: [u8; 16]) -> __m256i {
+    // SAFETY: reads the 16 bytes of `v`; loadu is unaligned.
+    let x = unsafe { _mm_loadu_si128(v.as_ptr().cast()) };
+    if SIGNED {
+        _mm256_cvtepi8_epi16(x)
+    } else {
+        _mm256_cvtepu8_epi16(x)
+    }
+}
+
+/// The 16 Q8_K group sums of block `b` as i16.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn bsums(a: ActRow<'_>, b: usize) -> __m256i {
+    let s = &a.bsums[16 * b..16 * b + 16];
+    // SAFETY: `s` has exactly 16 i16 = 32 bytes; loadu is unaligned.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// The scale vector for the 32 quants at element 128h + 32s of a K block
+/// with 16-element groups (Q2_K, Q3_K, Q6_K): groups g = 8h + 2s (low half)
+/// and g + 1 (high half); `sc_h = groups_of_half(scales, h)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn group_scales(sc_h: __m256i, s: usize) -> __m256i {
+    _mm256_shuffle_epi8(sc_h, word_bcast2(2 * s as i32, 2 * s as i32 + 1))
+}
+
+/// The float step of one group of eight 32-element blocks, shared by every
+/// x86 level so all do the same f32 operations: `is` holds Σ u·y per block;
+/// subtract `off·ys` (`ys` the blocks' activation quant sums), then
+/// `acc += (dw·da)·isum` and (if `MIN`) `accm += mw·sa`, lane k = block k of
+/// the group. Lanes past the end of a row carry zero scales and sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn legacy_group<const MIN: bool>(
+    acc: &mut __m256,
+    accm: &mut __m256,
+    mut is: __m256i,
+    off: i32,
+    ys: [i32; 8],
+    da: [f32; 8],
+    sa: [f32; 8],
+    dw: [u16; 8],
+    mw: [u16; 8],
+) {
+    if off != 0 {
+        is = _mm256_sub_epi32(is, _mm256_mullo_epi32(i32x8(ys), _mm256_set1_epi32(off)));
+    }
+    let dd = _mm256_mul_ps(f16x8(dw), f32x8(da));
+    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(is)));
+    if MIN {
+        *accm = _mm256_add_ps(*accm, _mm256_mul_ps(f16x8(mw), f32x8(sa)));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Row dots
+// ----------------------------------------------------------------------------
+
+/// The integer-dot kernels, generated once per x86 level. The invoking
+/// module supplies the level's primitives, each a `#[target_feature]`
+/// function of that level:
+///
+/// * `dot_u8_i8(u, y)`: Σ u·y (unsigned × signed bytes) in eight i32 lanes;
+/// * `dot_acc_scaled(acc, u, y, sc)`: `acc + Σ u·y·sc`, `sc` one i16 per
+///   pair of bytes;
+/// * `q8_0_dot(x, y)` and `Q8_0_OFF`: Σ (x + Q8_0_OFF)·y for signed `x`.
+///
+/// All the layout work (unpacking, scale broadcasts, offsets, the f32 step)
+/// is shared, so every level computes the same exact integers and the same
+/// floats.
+macro_rules! int8_kernels {
+    ($features:literal) => {
+        use $crate::avx2::{high_bits32, hsum, load32, nibbles32};
+        use $crate::avx2_q8::{
+            bits, bsums, group_scales, groups_of_half, h2f, hsum4_i32, hsum_8x8, hsum_i32, legacy_group, load_y, take8,
+            widen16, word_bcast,
+        };
+        use $crate::blocks::*;
+        use $crate::q8::ActRow;
+        use $crate::qdot::{k4_scales_mins, reduce8, term, term_k};
+        use $crate::types::{GgmlType, QK32, QK_K};
+
+        /// Row dot for every quantized-activation type (not F32 / Q8_1 /
+        /// Q8_K weights, which the caller routes to the f32 kernels).
+        ///
+        /// # Safety
+        /// The CPU must support this module's target features; `row` must
+        /// hold exactly as many `wty` elements as `a` has columns, and `a`
+        /// must be of type `vec_dot_type(wty)`.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn vec_dot(wty: GgmlType, row: &[u8], a: ActRow<'_>) -> f32 {
+            use bytemuck::cast_slice;
+            use GgmlType as G;
+            match wty {
+                G::Q4_0 => legacy::<_, false>(
+                    cast_slice::<u8, BlockQ4_0>(row),
+                    a,
+                    8,
+                    |b| (bits(b.d), 0),
+                    |b, y| dot_u8_i8(nibbles32(&b.qs), y),
+                ),
+                G::Q4_1 => legacy::<_, true>(
+                    cast_slice::<u8, BlockQ4_1>(row),
+                    a,
+                    0,
+                    |b| (bits(b.d), bits(b.m)),
+                    |b, y| dot_u8_i8(nibbles32(&b.qs), y),
+                ),
+                G::Q5_0 => legacy::<_, false>(
+                    cast_slice::<u8, BlockQ5_0>(row),
+                    a,
+                    16,
+                    |b| (bits(b.d), 0),
+                    |b, y| dot_u8_i8(_mm256_or_si256(nibbles32(&b.qs), high_bits32(b.qh)), y),
+                ),
+                G::Q5_1 => legacy::<_, true>(
+                    cast_slice::<u8, BlockQ5_1>(row),
+                    a,
+                    0,
+                    |b| (bits(b.d), bits(b.m)),
+                    |b, y| dot_u8_i8(_mm256_or_si256(nibbles32(&b.qs), high_bits32(b.qh)), y),
+                ),
+                G::Q8_0 => legacy::<_, false>(
+                    cast_slice::<u8, BlockQ8_0>(row),
+                    a,
+                    Q8_0_OFF,
+                    |b| (bits(b.d), 0),
+                    |b, y| q8_0_dot(load32(bytemuck::cast_slice(&b.qs), 0), y),
+                ),
+                G::Q2_K => q2_k(cast_slice(row), a),
+                G::Q3_K => q3_k(cast_slice(row), a),
+                G::Q4_K => {
+                    q45_k::<false, _>(cast_slice::<u8, BlockQ4_K>(row), a, |b| (b.d, b.dmin, &b.scales, &b.qs, None))
+                }
+                G::Q5_K => q45_k::<true, _>(cast_slice::<u8, BlockQ5_K>(row), a, |b| {
+                    (b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh))
+                }),
+                G::Q6_K => q6_k(cast_slice(row), a),
+                G::F16 => $crate::avx2_q8::half_row::<false>(row, a.halves),
+                G::BF16 => $crate::avx2_q8::half_row::<true>(row, a.halves),
+                G::F32 | G::Q8_1 | G::Q8_K => unreachable!("f32 activations are handled by the caller"),
+            }
+        }
+
+        /// The 32-element block types, eight blocks at a time: `isum(block,
+        /// y)` gives Σ u·y in eight i32 lanes (`u` the unsigned quants),
+        /// `off·Σy` is subtracted per block, and the f32 part is
+        /// `legacy_group`, one block per lane. `dm(block)` returns the f16
+        /// bits of `d` and (if `MIN`) `m`.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn legacy<B, const MIN: bool>(
+            blocks: &[B],
+            a: ActRow<'_>,
+            off: i32,
+            dm: impl Fn(&B) -> (u16, u16),
+            isum: impl Fn(&B, __m256i) -> __m256i,
+        ) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut accm = _mm256_setzero_ps();
+            let arr8 = |v: &[f32], g: usize| -> [f32; 8] {
+                if v.is_empty() {
+                    [0.0; 8]
+                } else {
+                    v[8 * g..8 * g + 8].try_into().unwrap()
+                }
+            };
+            // Whole groups of eight blocks: fixed-size views, fully unrolled.
+            let full = blocks.len() / 8;
+            for g in 0..full {
+                let grp: &[B; 8] = blocks[8 * g..8 * g + 8].try_into().unwrap();
+                let y: &[i8; 8 * QK32] = a.qs[8 * QK32 * g..8 * QK32 * (g + 1)].try_into().unwrap();
+                let parts: [__m256i; 8] = core::array::from_fn(|k| isum(&grp[k], load_y(y, QK32 * k)));
+                let mut dw = [0u16; 8];
+                let mut mw = [0u16; 8];
+                for k in 0..8 {
+                    (dw[k], mw[k]) = dm(&grp[k]);
+                }
+                let ys: [i32; 8] = if off != 0 { a.sums[8 * g..8 * g + 8].try_into().unwrap() } else { [0; 8] };
+                let sa = if MIN { arr8(a.s, g) } else { [0.0; 8] };
+                legacy_group::<MIN>(&mut acc, &mut accm, hsum_8x8(parts), off, ys, arr8(a.d, g), sa, dw, mw);
+            }
+            // The last, partial group: zero-padded lanes.
+            let rest = &blocks[8 * full..];
+            if !rest.is_empty() {
+                let base = 8 * full;
+                let mut parts = [_mm256_setzero_si256(); 8];
+                let mut dw = [0u16; 8];
+                let mut mw = [0u16; 8];
+                for (k, b) in rest.iter().enumerate() {
+                    parts[k] = isum(b, load_y(a.qs, QK32 * (base + k)));
+                    (dw[k], mw[k]) = dm(b);
+                }
+                let (ys, da, sa) = (take8(a.sums, base), take8(a.d, base), take8(a.s, base));
+                legacy_group::<MIN>(&mut acc, &mut accm, hsum_8x8(parts), off, ys, da, sa, dw, mw);
+            }
+            if MIN {
+                hsum(acc) + hsum(accm)
+            } else {
+                hsum(acc)
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn q2_k(blocks: &[BlockQ2_K], a: ActRow<'_>) -> f32 {
+            let m3 = _mm256_set1_epi8(3);
+            let m4 = _mm_set1_epi8(0x0F);
+            let mut acc = [0f32; 8];
+            for (b, blk) in blocks.iter().enumerate() {
+                let yb: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+                // SAFETY: reads the 16 scale bytes; loadu is unaligned.
+                let raw = unsafe { _mm_loadu_si128(blk.scales.as_ptr().cast()) };
+                let sc = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+                let mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
+                let mut is = [_mm256_setzero_si256(); 4];
+                for h in 0..2 {
+                    let sc_h = groups_of_half(sc, h);
+                    // Element 128h + 32s + l: bits 2s..2s+2 of qs[32h + l].
+                    let mut q = load32(&blk.qs, 32 * h);
+                    for s in 0..4 {
+                        let u = _mm256_and_si256(q, m3);
+                        let y = load_y(yb, 128 * h + 32 * s);
+                        is[s] = dot_acc_scaled(is[s], u, y, group_scales(sc_h, s));
+                        q = _mm256_srli_epi16::<2>(q);
+                    }
+                }
+                let msum = hsum_i32(_mm256_madd_epi16(bsums(a, b), mn));
+                acc[b % 8] += term_k(h2f(blk.d), h2f(blk.dmin), a.d[b], hsum4_i32(is), msum);
+            }
+            reduce8(acc)
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn q3_k(blocks: &[BlockQ3_K], a: ActRow<'_>) -> f32 {
+            let m3 = _mm256_set1_epi8(3);
+            let one = _mm256_set1_epi8(1);
+            let mut acc = [0f32; 8];
+            for (b, blk) in blocks.iter().enumerate() {
+                let yb: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+                let scales: [u8; 16] = bytemuck::cast($crate::dequant::q3_k_scales(&blk.scales));
+                let sc = widen16::<true>(scales);
+                // u = low two bits + 4 * (hmask bit 4h + s): 0..=7; value = u - 4.
+                let mut hm = load32(&blk.hmask, 0);
+                let mut is = [_mm256_setzero_si256(); 4];
+                for h in 0..2 {
+                    let sc_h = groups_of_half(sc, h);
+                    let mut q = load32(&blk.qs, 32 * h);
+                    for s in 0..4 {
+                        let hb = _mm256_slli_epi16::<2>(_mm256_and_si256(hm, one));
+                        let u = _mm256_or_si256(_mm256_and_si256(q, m3), hb);
+                        let y = load_y(yb, 128 * h + 32 * s);
+                        is[s] = dot_acc_scaled(is[s], u, y, group_scales(sc_h, s));
+                        q = _mm256_srli_epi16::<2>(q);
+                        hm = _mm256_srli_epi16::<1>(hm);
+                    }
+                }
+                let corr = hsum_i32(_mm256_madd_epi16(bsums(a, b), sc));
+                acc[b % 8] += term(h2f(blk.d), a.d[b], hsum4_i32(is) - 4 * corr);
+            }
+            reduce8(acc)
+        }
+
+        /// Q4_K and Q5_K (`HIGH`: with the fifth bit from `qh`).
+        /// `parts(block)` returns `(d, dmin, scales, qs, qh)`.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn q45_k<const HIGH: bool, B>(
+            blocks: &[B],
+            a: ActRow<'_>,
+            parts: impl Fn(&B) -> (F16Le, F16Le, &[u8; 12], &[u8; 128], Option<&[u8; 32]>),
+        ) -> f32 {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let one = _mm256_set1_epi8(1);
+            let mut acc = [0f32; 8];
+            for (b, blk) in blocks.iter().enumerate() {
+                let yb: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+                let (d, dmin, scales, qs, qh) = parts(blk);
+                let (sc8, mn8) = k4_scales_mins(scales);
+                let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(sc8))));
+                let mn = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn8)));
+                // Each min covers two groups of 16: [m0 m0 m1 m1 .. m7 m7].
+                let mn2 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
+                let mut hb = if HIGH { load32(qh.expect("Q5_K has qh"), 0) } else { _mm256_setzero_si256() };
+                let mut is = [_mm256_setzero_si256(); 4];
+                // Sub-block j = 2c + s (elements 32j..): nibble s of qs[32c..], bit j of qh.
+                for c in 0..4 {
+                    let v = load32(qs, 32 * c);
+                    let mut lo = _mm256_and_si256(v, m4);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                    if HIGH {
+                        lo = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(_mm256_and_si256(hb, one)));
+                        hb = _mm256_srli_epi16::<1>(hb);
+                        hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(_mm256_and_si256(hb, one)));
+                        hb = _mm256_srli_epi16::<1>(hb);
+                    }
+                    let j = 2 * c as i32;
+                    let y0 = load_y(yb, 64 * c);
+                    let y1 = load_y(yb, 64 * c + 32);
+                    let (k0, k1) = ((2 * c) % 4, (2 * c + 1) % 4);
+                    is[k0] = dot_acc_scaled(is[k0], lo, y0, _mm256_shuffle_epi8(sc, word_bcast(j)));
+                    is[k1] = dot_acc_scaled(is[k1], hi, y1, _mm256_shuffle_epi8(sc, word_bcast(j + 1)));
+                }
+                let msum = hsum_i32(_mm256_madd_epi16(bsums(a, b), mn2));
+                acc[b % 8] += term_k(h2f(d), h2f(dmin), a.d[b], hsum4_i32(is), msum);
+            }
+            reduce8(acc)
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn q6_k(blocks: &[BlockQ6_K], a: ActRow<'_>) -> f32 {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let m3 = _mm256_set1_epi8(0x03);
+            let mut acc = [0f32; 8];
+            for (b, blk) in blocks.iter().enumerate() {
+                let yb: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+                let sc = widen16::<true>(bytemuck::cast(blk.scales));
+                let mut is = [_mm256_setzero_si256(); 4];
+                for h in 0..2 {
+                    let sc_h = groups_of_half(sc, h);
+                    let ql0 = load32(&blk.ql, 64 * h);
+                    let ql1 = load32(&blk.ql, 64 * h + 32);
+                    let mut qh = load32(&blk.qh, 32 * h);
+                    // Element 128h + 32s + l: nibble s/2 of ql[64h + 32(s%2) + l],
+                    // bits 2s..2s+2 of qh[32h + l]; u = q + 32 in 0..=63.
+                    let lows = [
+                        _mm256_and_si256(ql0, m4),
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                    ];
+                    for (s, low) in lows.into_iter().enumerate() {
+                        let u = _mm256_or_si256(low, _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)));
+                        let y = load_y(yb, 128 * h + 32 * s);
+                        is[s] = dot_acc_scaled(is[s], u, y, group_scales(sc_h, s));
+                        qh = _mm256_srli_epi16::<2>(qh);
+                    }
+                }
+                let corr = hsum_i32(_mm256_madd_epi16(bsums(a, b), sc));
+                acc[b % 8] += term(h2f(blk.d), a.d[b], hsum4_i32(is) - 32 * corr);
+            }
+            reduce8(acc)
+        }
+    };
+}
+pub(crate) use int8_kernels;
+
+/// This level's kernels (the primitives above are AVX2's).
+mod kernels {
+    use super::{dot_acc_scaled, dot_u8_i8, q8_0_dot, Q8_0_OFF};
+    use core::arch::x86_64::*;
+    int8_kernels!("avx2,fma,f16c");
+}
+pub(crate) use kernels::vec_dot;
+
+/// Widens 8 packed 16-bit floats to f32: bfloat16 if `BF16`, else IEEE half.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn widen<const BF16: bool>(p: __m128i) -> __m256 {
+    if BF16 {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(p)))
+    } else {
+        _mm256_cvtph_ps(p)
+    }
+}
+
+/// F16 × F16 / BF16 × BF16 in `qdot`'s order: four 8-lane accumulators
+/// (lanes 0..32 of each 32-element chunk), mul then add.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn half_row<const BF16: bool>(row: &[u8], x: &[u16]) -> f32 {
+    let n = x.len();
+    let full = n - n % 32;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (wc, xc) in row[..2 * full].chunks_exact(64).zip(x[..full].chunks_exact(32)) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `wc` has 64 bytes and `xc` 32 values (64 bytes): the 16
+            // bytes at 16k are in bounds for k < 4; loadu is unaligned.
+            let (w, v) = unsafe {
+                (_mm_loadu_si128(wc.as_ptr().add(16 * k).cast()), _mm_loadu_si128(xc.as_ptr().add(8 * k).cast()))
+            };
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(widen::<BF16>(w), widen::<BF16>(v)));
+        }
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    let mut sum = hsum(v);
+    let widen1 = |h: u16| -> f32 {
+        if BF16 {
+            f32::from_bits((h as u32) << 16)
+        } else {
+            half::f16::from_bits(h).to_f32()
+        }
+    };
+    for (w, &xv) in row[2 * full..].chunks_exact(2).zip(&x[full..]) {
+        sum += widen1(u16::from_le_bytes([w[0], w[1]])) * widen1(xv);
+    }
+    sum
+}

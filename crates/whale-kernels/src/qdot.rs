@@ -1,0 +1,704 @@
+//! Dot products between weight rows and quantized activations
+//! ([`crate::q8`]), ggml's arithmetic, and [`matmul_q`].
+//!
+//! # Arithmetic (what every level computes)
+//!
+//! Per weight block `b` the integer part is exact (i32, no overflow for any
+//! input: the largest possible |sum| is below 2^28), and the float part
+//! follows ggml-cpu's `ggml_vec_dot_*` formulas, with `dw`, `mw`, `dminw` the
+//! weight block's f16 fields widened and `da`, `sa` the activation block's:
+//!
+//! | weights × acts   | block term                                                 |
+//! |------------------|------------------------------------------------------------|
+//! | Q4_0 × Q8_0      | `(dw*da) * Σ (q4-8)*q8`                                    |
+//! | Q5_0 × Q8_0      | `(dw*da) * Σ (q5-16)*q8`                                   |
+//! | Q8_0 × Q8_0      | `(dw*da) * Σ q8w*q8`                                       |
+//! | Q4_1/Q5_1 × Q8_1 | `(dw*da) * Σ q*q8`, plus `mw * sa` (kept in its own sum)   |
+//! | Q2_K/Q4_K/Q5_K × Q8_K | `(dw*da) * Σ_g sc_g Σ q*q8 - (dminw*da) * Σ_g m_g*bsum_g` |
+//! | Q3_K/Q6_K × Q8_K | `(dw*da) * Σ_g sc_g Σ q*q8` (signed `q`, signed scales)    |
+//!
+//! Each `*` is one f32 operation, in the order written (no fused
+//! multiply-add). Block terms are accumulated in eight f32 lanes, block `b`
+//! into lane `b % 8`, and the lanes are summed in the fixed order
+//! `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`; Q4_1/Q5_1 sum their `mw*sa`
+//! terms the same way in a second set of lanes and add the two totals.
+//!
+//! F16 × F16 and BF16 × BF16: each product of two 16-bit floats is exact in
+//! f32; element `j` of every full 32-element chunk goes to lane `j % 32`
+//! (mul then add), the 32 lanes reduce as `(l[k]+l[k+16]) + (l[k+8]+l[k+24])`
+//! to eight and then as above, and the `n % 32` tail is added in order.
+//!
+//! Because the order is fixed and integer sums are exact, **every SIMD level
+//! returns bit-identical results to [`vec_dot_q_ref`]** (for finite inputs).
+//! The SIMD kernels only compute the exact integers (and the same f32
+//! operations lane-wise); the tests check equality bit for bit.
+//!
+//! ggml sums the same terms in other orders (its AVX2 kernels keep eight
+//! lanes of partial block sums, its generic ones a running scalar), so
+//! whale and llama.cpp agree to f32 rounding of the per-block sums, not bit
+//! for bit; what matters for greedy parity, the quantization of the
+//! activations and the exact integer dot, is identical.
+//!
+//! F32 weights (and the activation formats Q8_1 / Q8_K used as weights) keep
+//! f32 activations and use [`crate::vec_dot`]; those results depend on the
+//! level by f32 rounding only.
+
+use crate::blocks::*;
+use crate::dequant::{k_scale_min, q3_k_scales, q5_quants};
+use crate::dispatch::{SimdLevel, Verified};
+use crate::dot::{check_row, verify};
+use crate::q8::{quantize_acts_verified, vec_dot_type, ActRow, QuantizedActs};
+use crate::types::{GgmlType, QK32, QK_K};
+
+/// Sums eight lanes in the fixed order all levels use (the same order as an
+/// AVX 8-lane horizontal add: halves, then quarters, then pairs).
+#[inline(always)]
+pub(crate) fn reduce8(a: [f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// Sums 32 lanes: to eight as `(l[k]+l[k+16]) + (l[k+8]+l[k+24])`, then [`reduce8`].
+#[inline(always)]
+pub(crate) fn reduce32(a: &[f32; 32]) -> f32 {
+    let mut v = [0f32; 8];
+    for (k, o) in v.iter_mut().enumerate() {
+        *o = (a[k] + a[k + 16]) + (a[k + 8] + a[k + 24]);
+    }
+    reduce8(v)
+}
+
+/// Block term of the legacy types: `(dw * da) * isum`.
+#[inline(always)]
+pub(crate) fn term(dw: f32, da: f32, isum: i32) -> f32 {
+    (dw * da) * isum as f32
+}
+
+/// Block term of the K-quants with mins: `(dw*da)*isum - (dminw*da)*msum`.
+#[inline(always)]
+pub(crate) fn term_k(dw: f32, dminw: f32, da: f32, isum: i32, msum: i32) -> f32 {
+    (dw * da) * isum as f32 - (dminw * da) * msum as f32
+}
+
+/// The eight 6-bit scales and eight 6-bit mins of a Q4_K / Q5_K block, as
+/// [`k_scale_min`] decodes them one at a time, unpacked four at a time from
+/// little-endian words: bytes 0..4 hold scales 0..4 (low six bits) and the
+/// top two bits of scales 4..8; bytes 4..8 likewise for the mins; bytes 8..12
+/// hold the low nibbles of scales 4..8 (low) and mins 4..8 (high).
+#[inline(always)]
+pub(crate) fn k4_scales_mins(sc: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let w = |i: usize| u32::from_le_bytes([sc[i], sc[i + 1], sc[i + 2], sc[i + 3]]);
+    let (w0, w1, w2) = (w(0), w(4), w(8));
+    let sc_lo = w0 & 0x3F3F_3F3F;
+    let mn_lo = w1 & 0x3F3F_3F3F;
+    let sc_hi = (w2 & 0x0F0F_0F0F) | (((w0 >> 6) & 0x0303_0303) << 4);
+    let mn_hi = ((w2 >> 4) & 0x0F0F_0F0F) | (((w1 >> 6) & 0x0303_0303) << 4);
+    let join = |lo: u32, hi: u32| ((lo as u64) | ((hi as u64) << 32)).to_le_bytes();
+    (join(sc_lo, sc_hi), join(mn_lo, mn_hi))
+}
+
+/// Which float formula a weight type's blocks use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Family {
+    /// `(dw*da)*isum`, 32-element blocks.
+    Legacy,
+    /// `(dw*da)*isum` plus `mw*sa` in its own lanes, 32-element blocks.
+    LegacyMin,
+    /// `(dw*da)*isum - (dminw*da)*msum`, 256-element blocks.
+    KMin,
+    /// `(dw*da)*isum`, 256-element blocks.
+    K,
+}
+
+pub(crate) fn family(wty: GgmlType) -> Family {
+    use GgmlType as G;
+    match wty {
+        G::Q4_1 | G::Q5_1 => Family::LegacyMin,
+        G::Q2_K | G::Q4_K | G::Q5_K => Family::KMin,
+        G::Q3_K | G::Q6_K => Family::K,
+        _ => Family::Legacy,
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Public entry points
+// ----------------------------------------------------------------------------
+
+/// Scalar reference: dot of one weight row (`wty`-encoded, `acts.cols()`
+/// elements) with activation row `i`.
+///
+/// Decodes every weight into its integer quant, scale and min, forms the
+/// exact integer sums naively (i64, element by element), then applies the
+/// float formula of the module docs. Slow and simple; the fast kernels
+/// ([`vec_dot_q`] at every level) must return the same bits.
+///
+/// Panics if `acts` is not of type `vec_dot_type(wty)`, `i >= acts.m()`, or
+/// `row` is not `wty.row_bytes(acts.cols())` bytes.
+pub fn vec_dot_q_ref(wty: GgmlType, row: &[u8], acts: &QuantizedActs, i: usize) -> f32 {
+    check_q(wty, row.len(), acts, i, "vec_dot_q_ref");
+    let a = acts.row(i);
+    match wty {
+        GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K => crate::dot::vec_dot_ref(wty, row, a.f32s),
+        GgmlType::F16 | GgmlType::BF16 => half_ref(wty == GgmlType::BF16, row, a.halves),
+        _ => quant_ref(wty, row, a),
+    }
+}
+
+/// Fast dot of one weight row with activation row `i` (same contract and,
+/// for every type but F32 / Q8_1 / Q8_K, the same bits as [`vec_dot_q_ref`]),
+/// at the process-wide SIMD level.
+pub fn vec_dot_q(wty: GgmlType, row: &[u8], acts: &QuantizedActs, i: usize) -> f32 {
+    check_q(wty, row.len(), acts, i, "vec_dot_q");
+    vec_dot_q_verified(Verified::active(), wty, row, acts.row(i))
+}
+
+/// [`vec_dot_q`] at an explicit level (tests, benchmarks). Panics if the
+/// CPU lacks `level`.
+pub fn vec_dot_q_with(level: SimdLevel, wty: GgmlType, row: &[u8], acts: &QuantizedActs, i: usize) -> f32 {
+    check_q(wty, row.len(), acts, i, "vec_dot_q_with");
+    vec_dot_q_verified(verify(level), wty, row, acts.row(i))
+}
+
+/// `y[i][r] = dot(weight row r, x[i])` through quantized activations: `x` is
+/// `[m, cols]` f32, row-major, quantized once with [`crate::quantize_acts`];
+/// `y` is `[m, rows]`; `w` holds `rows` rows of `wty.row_bytes(cols)` bytes.
+///
+/// Every `y[i][r]` equals `vec_dot_q(wty, row r, &acts, i)` bit for bit,
+/// whatever `m` and `threads` are (so a prompt processed in one batch gives
+/// the same numbers as token by token). Weight rows are split into
+/// contiguous ranges over up to `threads` scoped threads (the caller's thread
+/// takes one) when `rows * cols * m > PARALLEL_MIN_WORK`; `threads == 0`
+/// counts as 1.
+///
+/// Panics (programmer error) if `cols` is not a multiple of the weight or
+/// activation block size, or a slice length does not match.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_q(wty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], m: usize, y: &mut [f32], threads: usize) {
+    checked_shape(wty, w, rows, cols, "matmul_q");
+    assert!(
+        Some(x.len()) == m.checked_mul(cols),
+        "matmul_q: x has {} elements, expected m * cols = {m} * {cols}",
+        x.len()
+    );
+    let v = Verified::active();
+    let mut acts = QuantizedActs::new();
+    quantize_acts_verified(v, wty, x, m, cols, &mut acts);
+    matmul_q_verified(v, wty, w, rows, cols, &acts, y, threads);
+}
+
+/// [`matmul_q`] with activations already quantized (e.g. once for several
+/// weight matrices of the same type that read the same input, such as the
+/// Q, K and V projections). `acts` must be of type `vec_dot_type(wty)` with
+/// `acts.cols() == cols`; `y` is `[acts.m(), rows]`.
+pub fn matmul_q_acts(
+    wty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    acts: &QuantizedActs,
+    y: &mut [f32],
+    threads: usize,
+) {
+    checked_shape(wty, w, rows, cols, "matmul_q_acts");
+    matmul_q_verified(Verified::active(), wty, w, rows, cols, acts, y, threads);
+}
+
+#[track_caller]
+fn check_q(wty: GgmlType, row_len: usize, acts: &QuantizedActs, i: usize, what: &str) {
+    let want = vec_dot_type(wty);
+    assert!(acts.ty() == want, "{what}: {wty} weights need {want} activations, got {}", acts.ty());
+    assert!(i < acts.m(), "{what}: activation row {i} of {}", acts.m());
+    check_row(wty, row_len, acts.cols(), what);
+}
+
+#[track_caller]
+fn checked_shape(wty: GgmlType, w: &[u8], rows: usize, cols: usize, what: &str) -> usize {
+    let Some(rb) = wty.row_bytes(cols) else {
+        panic!("{what}: cols = {cols} is not a multiple of the {wty} block size {}", wty.block_size());
+    };
+    assert!(
+        Some(w.len()) == rows.checked_mul(rb),
+        "{what}: w has {} bytes, expected rows * row_bytes = {rows} * {rb} ({wty}, cols = {cols})",
+        w.len()
+    );
+    rb
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_q_verified(
+    v: Verified,
+    wty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    acts: &QuantizedActs,
+    y: &mut [f32],
+    threads: usize,
+) {
+    let rb = wty.row_bytes(cols).expect("checked by the caller");
+    let want = vec_dot_type(wty);
+    assert!(acts.ty() == want, "matmul_q: {wty} weights need {want} activations, got {}", acts.ty());
+    assert!(acts.cols() == cols, "matmul_q: activations have {} columns, expected cols = {cols}", acts.cols());
+    let m = acts.m();
+    assert!(
+        Some(y.len()) == m.checked_mul(rows),
+        "matmul_q: y has {} elements, expected m * rows = {m} * {rows}",
+        y.len()
+    );
+    if m == 0 || rows == 0 {
+        return;
+    }
+    if cols == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let work = rows.saturating_mul(cols).saturating_mul(m);
+    let chunk = crate::matmul::rows_per_thread(threads, rows, work);
+    let parts = rows.div_ceil(chunk);
+    // Part t owns columns [t*chunk, (t+1)*chunk) of every output row y[i].
+    let mut views: Vec<Vec<&mut [f32]>> = (0..parts).map(|_| Vec::with_capacity(m)).collect();
+    for yi in y.chunks_exact_mut(rows) {
+        for (view, part) in views.iter_mut().zip(yi.chunks_mut(chunk)) {
+            view.push(part);
+        }
+    }
+    if parts == 1 {
+        let view = views.pop().expect("one part");
+        matmul_q_rows(v, wty, w, rb, acts, view);
+        return;
+    }
+    std::thread::scope(|s| {
+        let mut jobs = views.into_iter().zip(w.chunks(chunk * rb));
+        let mine = jobs.next();
+        for (view, wp) in jobs {
+            s.spawn(move || matmul_q_rows(v, wty, wp, rb, acts, view));
+        }
+        if let Some((view, wp)) = mine {
+            matmul_q_rows(v, wty, wp, rb, acts, view);
+        }
+    });
+}
+
+/// `out[i][r] = dot(row r of w, acts row i)`: each weight row is read once
+/// and dotted with every activation row while it is in cache.
+fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &QuantizedActs, mut out: Vec<&mut [f32]>) {
+    let act_rows: Vec<ActRow<'_>> = (0..acts.m()).map(|i| acts.row(i)).collect();
+    for (r, row) in w.chunks_exact(rb).enumerate() {
+        for (yi, a) in out.iter_mut().zip(&act_rows) {
+            yi[r] = vec_dot_q_verified(v, wty, row, *a);
+        }
+    }
+}
+
+/// Row dot at a verified level; shapes already checked.
+#[inline]
+pub(crate) fn vec_dot_q_verified(v: Verified, wty: GgmlType, row: &[u8], a: ActRow<'_>) -> f32 {
+    if matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K) {
+        return crate::dot::vec_dot_verified(v, wty, row, a.f32s);
+    }
+    match v.level() {
+        SimdLevel::Scalar => scalar::vec_dot(wty, row, a),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Verified` at `Avx2Fma` means the CPU has AVX2, FMA and
+        // F16C; `row` holds exactly as many `wty` elements as `a` has
+        // columns, and `a` is of type `vec_dot_type(wty)` (checked by callers).
+        SimdLevel::Avx2Fma => unsafe { crate::avx2_q8::vec_dot(wty, row, a) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Verified` at `Avx512Vnni` means the CPU has AVX-512
+        // F/BW/VL/VNNI as well as AVX2, FMA and F16C; shapes as above.
+        SimdLevel::Avx512Vnni => unsafe { crate::avx512_q8::vec_dot(wty, row, a) },
+        #[cfg(not(target_arch = "x86_64"))]
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Reference
+// ----------------------------------------------------------------------------
+
+/// One weight block decoded for the reference: per element the integer
+/// quant `q` (with its offset applied), scale `sc` and min `mn`, so that
+/// weight = `d * sc * q - dmin * mn`; plus `d` and `dmin` (Q4_1/Q5_1: `m`).
+struct RefBlock {
+    q: Vec<i64>,
+    sc: Vec<i64>,
+    mn: Vec<i64>,
+    d: f32,
+    dmin: f32,
+}
+
+fn ref_block(wty: GgmlType, bytes: &[u8]) -> RefBlock {
+    use GgmlType as G;
+    let n = wty.block_size();
+    let mut q = vec![0i64; n];
+    let mut sc = vec![1i64; n];
+    let mut mn = vec![0i64; n];
+    let nib = |qs: &[u8], j: usize| -> i64 {
+        // Element j < 16: low nibble of qs[j]; j >= 16: high nibble of qs[j - 16].
+        if j < 16 {
+            (qs[j] & 0x0F) as i64
+        } else {
+            (qs[j - 16] >> 4) as i64
+        }
+    };
+    let (d, dmin) = match wty {
+        G::Q4_0 => {
+            let b: &BlockQ4_0 = bytemuck::from_bytes(bytes);
+            for (j, v) in q.iter_mut().enumerate() {
+                *v = nib(&b.qs, j) - 8;
+            }
+            (b.d.to_f32(), 0.0)
+        }
+        G::Q4_1 => {
+            let b: &BlockQ4_1 = bytemuck::from_bytes(bytes);
+            for (j, v) in q.iter_mut().enumerate() {
+                *v = nib(&b.qs, j);
+            }
+            (b.d.to_f32(), b.m.to_f32())
+        }
+        G::Q5_0 | G::Q5_1 => {
+            let (qh, qs, d, m, off) = if wty == G::Q5_0 {
+                let b: &BlockQ5_0 = bytemuck::from_bytes(bytes);
+                (u32::from_le_bytes(b.qh), b.qs, b.d.to_f32(), 0.0, 16)
+            } else {
+                let b: &BlockQ5_1 = bytemuck::from_bytes(bytes);
+                (u32::from_le_bytes(b.qh), b.qs, b.d.to_f32(), b.m.to_f32(), 0)
+            };
+            for (j, v) in q.iter_mut().enumerate() {
+                *v = nib(&qs, j) + 16 * ((qh >> j) & 1) as i64 - off;
+            }
+            (d, m)
+        }
+        G::Q8_0 => {
+            let b: &BlockQ8_0 = bytemuck::from_bytes(bytes);
+            for (v, &x) in q.iter_mut().zip(&b.qs) {
+                *v = x as i64;
+            }
+            (b.d.to_f32(), 0.0)
+        }
+        G::Q2_K => {
+            let b: &BlockQ2_K = bytemuck::from_bytes(bytes);
+            // Element e = 128h + 32s + l: bits 2s..2s+2 of qs[32h + l]; group e / 16.
+            for e in 0..QK_K {
+                let (h, s, l) = (e / 128, (e % 128) / 32, e % 32);
+                q[e] = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i64;
+                sc[e] = (b.scales[e / 16] & 0x0F) as i64;
+                mn[e] = (b.scales[e / 16] >> 4) as i64;
+            }
+            (b.d.to_f32(), b.dmin.to_f32())
+        }
+        G::Q3_K => {
+            let b: &BlockQ3_K = bytemuck::from_bytes(bytes);
+            let scales = q3_k_scales(&b.scales);
+            for e in 0..QK_K {
+                let (h, s, l) = (e / 128, (e % 128) / 32, e % 32);
+                let low = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i64;
+                let high_set = (b.hmask[l] >> (e / 32)) & 1 == 1;
+                q[e] = if high_set { low } else { low - 4 };
+                sc[e] = scales[e / 16] as i64;
+            }
+            (b.d.to_f32(), 0.0)
+        }
+        G::Q4_K | G::Q5_K => {
+            let (scales, qs, qh, d, dmin) = if wty == G::Q4_K {
+                let b: &BlockQ4_K = bytemuck::from_bytes(bytes);
+                (b.scales, b.qs, None, b.d.to_f32(), b.dmin.to_f32())
+            } else {
+                let b: &BlockQ5_K = bytemuck::from_bytes(bytes);
+                (b.scales, b.qs, Some(b.qh), b.d.to_f32(), b.dmin.to_f32())
+            };
+            // Sub-block j = e / 32 = 2c + s: nibble s of qs[32c + l]; bit j of qh[l].
+            for e in 0..QK_K {
+                let (j, l) = (e / 32, e % 32);
+                let low = ((qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0F) as i64;
+                let high = qh.map_or(0, |h| ((h[l] >> j) & 1) as i64);
+                q[e] = low + 16 * high;
+                let (s, m) = k_scale_min(&scales, j);
+                sc[e] = s as i64;
+                mn[e] = m as i64;
+            }
+            (d, dmin)
+        }
+        G::Q6_K => {
+            let b: &BlockQ6_K = bytemuck::from_bytes(bytes);
+            for e in 0..QK_K {
+                let (h, s, l) = (e / 128, (e % 128) / 32, e % 32);
+                let low = ((b.ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0x0F) as i64;
+                let high = ((b.qh[32 * h + l] >> (2 * s)) & 3) as i64;
+                q[e] = low + 16 * high - 32;
+                sc[e] = b.scales[e / 16] as i64;
+            }
+            (b.d.to_f32(), 0.0)
+        }
+        other => unreachable!("{other} has no quantized-activation dot"),
+    };
+    RefBlock { q, sc, mn, d, dmin }
+}
+
+fn quant_ref(wty: GgmlType, row: &[u8], a: ActRow<'_>) -> f32 {
+    let n = wty.block_size();
+    let ts = wty.type_size();
+    let fam = family(wty);
+    let mut acc = [0f32; 8];
+    let mut accm = [0f32; 8];
+    for (b, bytes) in row.chunks_exact(ts).enumerate() {
+        let blk = ref_block(wty, bytes);
+        let ys = &a.qs[b * n..(b + 1) * n];
+        let mut isum = 0i64;
+        let mut msum = 0i64;
+        for (j, &y) in ys.iter().enumerate() {
+            isum += blk.sc[j] * blk.q[j] * y as i64;
+            msum += blk.mn[j] * y as i64;
+        }
+        let (isum, msum) = (i32::try_from(isum).unwrap(), i32::try_from(msum).unwrap());
+        let da = a.d[b];
+        let lane = b % 8;
+        match fam {
+            Family::Legacy | Family::K => acc[lane] += term(blk.d, da, isum),
+            Family::LegacyMin => {
+                acc[lane] += term(blk.d, da, isum);
+                accm[lane] += blk.dmin * a.s[b];
+            }
+            Family::KMin => acc[lane] += term_k(blk.d, blk.dmin, da, isum, msum),
+        }
+    }
+    match fam {
+        Family::LegacyMin => reduce8(acc) + reduce8(accm),
+        _ => reduce8(acc),
+    }
+}
+
+/// F16 / BF16 weights × activations of the same type (module docs order).
+fn half_ref(bf16: bool, row: &[u8], a: &[u16]) -> f32 {
+    let widen = |h: u16| -> f32 {
+        if bf16 {
+            f32::from_bits((h as u32) << 16)
+        } else {
+            half::f16::from_bits(h).to_f32()
+        }
+    };
+    let w: Vec<f32> = row.chunks_exact(2).map(|c| widen(u16::from_le_bytes([c[0], c[1]]))).collect();
+    let x: Vec<f32> = a.iter().map(|&h| widen(h)).collect();
+    let full = w.len() - w.len() % 32;
+    let mut lanes = [0f32; 32];
+    for j in 0..full {
+        lanes[j % 32] += w[j] * x[j];
+    }
+    let mut sum = reduce32(&lanes);
+    for j in full..w.len() {
+        sum += w[j] * x[j];
+    }
+    sum
+}
+
+// ----------------------------------------------------------------------------
+// Portable kernels (the `Scalar` level)
+// ----------------------------------------------------------------------------
+
+pub(crate) mod scalar {
+    use super::*;
+
+    pub(crate) fn vec_dot(wty: GgmlType, row: &[u8], a: ActRow<'_>) -> f32 {
+        use bytemuck::cast_slice;
+        use GgmlType as G;
+        match wty {
+            G::Q4_0 => legacy(cast_slice::<u8, BlockQ4_0>(row), a, |b, y, ys| {
+                let mut s = 0i32;
+                for j in 0..16 {
+                    s += (b.qs[j] & 0x0F) as i32 * y[j] as i32 + (b.qs[j] >> 4) as i32 * y[j + 16] as i32;
+                }
+                (b.d.to_f32(), s - 8 * ys)
+            }),
+            G::Q4_1 => legacy_min(cast_slice::<u8, BlockQ4_1>(row), a, |b, y| {
+                let mut s = 0i32;
+                for j in 0..16 {
+                    s += (b.qs[j] & 0x0F) as i32 * y[j] as i32 + (b.qs[j] >> 4) as i32 * y[j + 16] as i32;
+                }
+                (b.d.to_f32(), b.m.to_f32(), s)
+            }),
+            G::Q5_0 => legacy(cast_slice::<u8, BlockQ5_0>(row), a, |b, y, ys| {
+                let q = q5_quants(b.qh, &b.qs);
+                let s: i32 = q.iter().zip(y).map(|(&q, &y)| q as i32 * y as i32).sum();
+                (b.d.to_f32(), s - 16 * ys)
+            }),
+            G::Q5_1 => legacy_min(cast_slice::<u8, BlockQ5_1>(row), a, |b, y| {
+                let q = q5_quants(b.qh, &b.qs);
+                let s: i32 = q.iter().zip(y).map(|(&q, &y)| q as i32 * y as i32).sum();
+                (b.d.to_f32(), b.m.to_f32(), s)
+            }),
+            G::Q8_0 => legacy(cast_slice::<u8, BlockQ8_0>(row), a, |b, y, _| {
+                let s: i32 = b.qs.iter().zip(y).map(|(&q, &y)| q as i32 * y as i32).sum();
+                (b.d.to_f32(), s)
+            }),
+            G::Q2_K => k_quant::<_, true>(cast_slice::<u8, BlockQ2_K>(row), a, |b, y, bsums| {
+                let mut isum = 0i32;
+                let mut msum = 0i32;
+                for g in 0..16 {
+                    let (h, s, half) = (g / 8, (g % 8) / 2, g % 2);
+                    let qs = &b.qs[32 * h + 16 * half..][..16];
+                    let yg = &y[16 * g..16 * g + 16];
+                    let dot: i32 = qs.iter().zip(yg).map(|(&q, &y)| ((q >> (2 * s)) & 3) as i32 * y as i32).sum();
+                    isum += (b.scales[g] & 0x0F) as i32 * dot;
+                    msum += (b.scales[g] >> 4) as i32 * bsums[g] as i32;
+                }
+                (b.d.to_f32(), b.dmin.to_f32(), isum, msum)
+            }),
+            G::Q3_K => k_quant::<_, false>(cast_slice::<u8, BlockQ3_K>(row), a, |b, y, _| {
+                let scales = q3_k_scales(&b.scales);
+                let mut isum = 0i32;
+                for g in 0..16 {
+                    let (h, s, half) = (g / 8, (g % 8) / 2, g % 2);
+                    let qs = &b.qs[32 * h + 16 * half..][..16];
+                    let hm = &b.hmask[16 * half..][..16];
+                    let bit = 4 * h + s;
+                    let yg = &y[16 * g..16 * g + 16];
+                    let mut dot = 0i32;
+                    for ((&q, &m), &y) in qs.iter().zip(hm).zip(yg) {
+                        let v = ((q >> (2 * s)) & 3) as i32 - (((!(m >> bit)) & 1) as i32) * 4;
+                        dot += v * y as i32;
+                    }
+                    isum += scales[g] as i32 * dot;
+                }
+                (b.d.to_f32(), 0.0, isum, 0)
+            }),
+            G::Q4_K => k_quant::<_, true>(cast_slice::<u8, BlockQ4_K>(row), a, |b, y, bsums| {
+                let mut isum = 0i32;
+                let mut msum = 0i32;
+                for j in 0..8 {
+                    let (c, s) = (j / 2, j % 2);
+                    let qs = &b.qs[32 * c..32 * c + 32];
+                    let yj = &y[32 * j..32 * j + 32];
+                    let dot: i32 = qs.iter().zip(yj).map(|(&q, &y)| ((q >> (4 * s)) & 0x0F) as i32 * y as i32).sum();
+                    let (sc, m) = k_scale_min(&b.scales, j);
+                    isum += sc as i32 * dot;
+                    msum += m as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32);
+                }
+                (b.d.to_f32(), b.dmin.to_f32(), isum, msum)
+            }),
+            G::Q5_K => k_quant::<_, true>(cast_slice::<u8, BlockQ5_K>(row), a, |b, y, bsums| {
+                let mut isum = 0i32;
+                let mut msum = 0i32;
+                for j in 0..8 {
+                    let (c, s) = (j / 2, j % 2);
+                    let qs = &b.qs[32 * c..32 * c + 32];
+                    let yj = &y[32 * j..32 * j + 32];
+                    let mut dot = 0i32;
+                    for ((&q, &h), &y) in qs.iter().zip(&b.qh).zip(yj) {
+                        let v = ((q >> (4 * s)) & 0x0F) | (((h >> j) & 1) << 4);
+                        dot += v as i32 * y as i32;
+                    }
+                    let (sc, m) = k_scale_min(&b.scales, j);
+                    isum += sc as i32 * dot;
+                    msum += m as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32);
+                }
+                (b.d.to_f32(), b.dmin.to_f32(), isum, msum)
+            }),
+            G::Q6_K => k_quant::<_, false>(cast_slice::<u8, BlockQ6_K>(row), a, |b, y, _| {
+                let mut isum = 0i32;
+                for g in 0..16 {
+                    let (h, s, half) = (g / 8, (g % 8) / 2, g % 2);
+                    let ql = &b.ql[64 * h + 32 * (s % 2) + 16 * half..][..16];
+                    let qh = &b.qh[32 * h + 16 * half..][..16];
+                    let yg = &y[16 * g..16 * g + 16];
+                    let mut dot = 0i32;
+                    for ((&lo, &hi), &y) in ql.iter().zip(qh).zip(yg) {
+                        let v = (((lo >> (4 * (s / 2))) & 0x0F) | (((hi >> (2 * s)) & 3) << 4)) as i32 - 32;
+                        dot += v * y as i32;
+                    }
+                    isum += b.scales[g] as i32 * dot;
+                }
+                (b.d.to_f32(), 0.0, isum, 0)
+            }),
+            G::F16 => half_row::<false>(row, a.halves),
+            G::BF16 => half_row::<true>(row, a.halves),
+            G::F32 | G::Q8_1 | G::Q8_K => unreachable!("f32 activations are handled by the caller"),
+        }
+    }
+
+    /// Legacy types without min: `f(block, quants, sum of quants)` returns
+    /// `(dw, isum)`.
+    #[inline(always)]
+    fn legacy<B>(blocks: &[B], a: ActRow<'_>, f: impl Fn(&B, &[i8], i32) -> (f32, i32)) -> f32 {
+        let mut acc = [0f32; 8];
+        for (b, blk) in blocks.iter().enumerate() {
+            let (dw, isum) = f(blk, &a.qs[QK32 * b..QK32 * b + QK32], a.sums[b]);
+            acc[b % 8] += term(dw, a.d[b], isum);
+        }
+        reduce8(acc)
+    }
+
+    /// Q4_1 / Q5_1: `f(block, quants)` returns `(dw, mw, isum)`.
+    #[inline(always)]
+    fn legacy_min<B>(blocks: &[B], a: ActRow<'_>, f: impl Fn(&B, &[i8]) -> (f32, f32, i32)) -> f32 {
+        let mut acc = [0f32; 8];
+        let mut accm = [0f32; 8];
+        for (b, blk) in blocks.iter().enumerate() {
+            let (dw, mw, isum) = f(blk, &a.qs[QK32 * b..QK32 * b + QK32]);
+            acc[b % 8] += term(dw, a.d[b], isum);
+            accm[b % 8] += mw * a.s[b];
+        }
+        reduce8(acc) + reduce8(accm)
+    }
+
+    /// K-quants: `f(block, quants, bsums)` returns `(dw, dminw, isum, msum)`;
+    /// `MIN` selects [`term_k`] (Q2_K, Q4_K, Q5_K) over [`term`].
+    #[inline(always)]
+    fn k_quant<B, const MIN: bool>(
+        blocks: &[B],
+        a: ActRow<'_>,
+        f: impl Fn(&B, &[i8], &[i16]) -> (f32, f32, i32, i32),
+    ) -> f32 {
+        let mut acc = [0f32; 8];
+        for (b, blk) in blocks.iter().enumerate() {
+            let y = &a.qs[QK_K * b..QK_K * b + QK_K];
+            let (dw, dminw, isum, msum) = f(blk, y, &a.bsums[16 * b..16 * b + 16]);
+            acc[b % 8] += if MIN { term_k(dw, dminw, a.d[b], isum, msum) } else { term(dw, a.d[b], isum) };
+        }
+        reduce8(acc)
+    }
+
+    fn half_row<const BF16: bool>(row: &[u8], x: &[u16]) -> f32 {
+        let widen = |h: u16| -> f32 {
+            if BF16 {
+                f32::from_bits((h as u32) << 16)
+            } else {
+                half::f16::from_bits(h).to_f32()
+            }
+        };
+        let n = x.len();
+        let full = n - n % 32;
+        let mut lanes = [0f32; 32];
+        for (wc, xc) in row[..2 * full].chunks_exact(64).zip(x[..full].chunks_exact(32)) {
+            for (l, (w, &xv)) in lanes.iter_mut().zip(wc.chunks_exact(2).zip(xc)) {
+                *l += widen(u16::from_le_bytes([w[0], w[1]])) * widen(xv);
+            }
+        }
+        let mut sum = reduce32(&lanes);
+        for (w, &xv) in row[2 * full..].chunks_exact(2).zip(&x[full..]) {
+            sum += widen(u16::from_le_bytes([w[0], w[1]])) * widen(xv);
+        }
+        sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-wise unpack agrees with the per-index decoder (which the
+    /// dequantization fixtures check against gguf-py) on random bytes.
+    #[test]
+    fn k4_scales_mins_matches_k_scale_min() {
+        let mut s = 0x1234_5678_9abc_def0u64;
+        for _ in 0..2000 {
+            let mut sc = [0u8; 12];
+            for b in sc.iter_mut() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *b = (s >> 56) as u8;
+            }
+            let (scales, mins) = k4_scales_mins(&sc);
+            for j in 0..8 {
+                assert_eq!((scales[j], mins[j]), k_scale_min(&sc, j), "{sc:?} j={j}");
+            }
+        }
+    }
+}
