@@ -268,13 +268,10 @@ pub fn attention(
         work(0..items, &mut out);
     } else {
         let per = items.div_ceil(threads);
-        std::thread::scope(|s| {
-            for (i, chunk) in out.chunks_mut(per * v_dim).enumerate() {
-                let start = i * per;
-                let end = (start + per).min(items);
-                let work = &work;
-                s.spawn(move || work(start..end, chunk));
-            }
+        let parts: Vec<_> = out.chunks_mut(per * v_dim).enumerate().collect();
+        whale_kernels::pool::run_parts(threads, parts, |(i, chunk)| {
+            let start = i * per;
+            work(start..(start + per).min(items), chunk)
         });
     }
     out

@@ -39,7 +39,7 @@
 //!   [`matmul()`] decodes each weight row once into a per-thread scratch row
 //!   reused for all `m` input vectors.
 //! * **Threads**: [`matvec`] and [`matmul()`] split weight rows across scoped
-//!   OS threads (`std::thread::scope`) when the product is large enough;
+//!   the persistent worker pool (`pool`) when the product is large enough;
 //!   results never depend on the thread count.
 //!
 //! # Modules
@@ -84,6 +84,7 @@ pub mod dispatch;
 pub mod dot;
 pub mod error;
 pub mod matmul;
+pub mod pool;
 pub mod q8;
 pub mod qdot;
 pub mod types;

@@ -7,7 +7,7 @@ use crate::dot::{dot4_verified, vec_dot_verified};
 use crate::types::GgmlType;
 
 /// Below this many multiply-adds a product runs on the calling thread only:
-/// spawning threads costs more than it saves.
+/// waking the pool costs more than it saves.
 pub const PARALLEL_MIN_WORK: usize = 1 << 16;
 
 /// `y[r] = dot(row r of w, x)` for `r in 0..rows`.
@@ -39,16 +39,8 @@ pub fn matvec(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], y: &m
         matvec_rows(v, ty, w, rb, x, y);
         return;
     }
-    std::thread::scope(|s| {
-        let mut parts = y.chunks_mut(chunk).zip(w.chunks(chunk * rb));
-        let mine = parts.next();
-        for (yp, wp) in parts {
-            s.spawn(move || matvec_rows(v, ty, wp, rb, x, yp));
-        }
-        if let Some((yp, wp)) = mine {
-            matvec_rows(v, ty, wp, rb, x, yp);
-        }
-    });
+    let parts: Vec<_> = y.chunks_mut(chunk).zip(w.chunks(chunk * rb)).collect();
+    crate::pool::run_parts(threads, parts, |(yp, wp)| matvec_rows(v, ty, wp, rb, x, yp));
 }
 
 fn matvec_rows(v: Verified, ty: GgmlType, w: &[u8], rb: usize, x: &[f32], y: &mut [f32]) {
@@ -110,16 +102,8 @@ pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], m: us
         matmul_rows(v, ty, w, rb, cols, x, view);
         return;
     }
-    std::thread::scope(|s| {
-        let mut jobs = views.into_iter().zip(w.chunks(chunk * rb));
-        let mine = jobs.next();
-        for (view, wp) in jobs {
-            s.spawn(move || matmul_rows(v, ty, wp, rb, cols, x, view));
-        }
-        if let Some((view, wp)) = mine {
-            matmul_rows(v, ty, wp, rb, cols, x, view);
-        }
-    });
+    let jobs: Vec<_> = views.into_iter().zip(w.chunks(chunk * rb)).collect();
+    crate::pool::run_parts(threads, jobs, |(view, wp)| matmul_rows(v, ty, wp, rb, cols, x, view));
 }
 
 /// Decodes each row of `w` once into a scratch row and dots it with every

@@ -266,16 +266,8 @@ fn matmul_q_verified(
         matmul_q_rows(v, wty, w, rb, acts, view);
         return;
     }
-    std::thread::scope(|s| {
-        let mut jobs = views.into_iter().zip(w.chunks(chunk * rb));
-        let mine = jobs.next();
-        for (view, wp) in jobs {
-            s.spawn(move || matmul_q_rows(v, wty, wp, rb, acts, view));
-        }
-        if let Some((view, wp)) = mine {
-            matmul_q_rows(v, wty, wp, rb, acts, view);
-        }
-    });
+    let jobs: Vec<_> = views.into_iter().zip(w.chunks(chunk * rb)).collect();
+    crate::pool::run_parts(threads, jobs, |(view, wp)| matmul_q_rows(v, wty, wp, rb, acts, view));
 }
 
 /// `out[i][r] = dot(row r of w, acts row i)`: each weight row is read once
