@@ -23,7 +23,9 @@ use serde::Deserialize;
 use whale_kernels::GgmlType;
 
 use crate::gguf::GgufFile;
-use crate::model::{attention, Architecture, AttnLayout, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo};
+use crate::model::{
+    attention, Architecture, AttnLayout, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
+};
 use crate::moe::{route, RouterConfig, TopkMethod};
 use crate::names::{self, expert, layer, name};
 use crate::ops::{self, yarn_get_mscale, Rope, RopeStyle, Yarn};
@@ -121,7 +123,8 @@ impl DeepseekParams {
     }
 
     pub fn from_hf(cfg: &serde_json::Value) -> Result<DeepseekParams, ModelError> {
-        let c: DeepseekConfigJson = serde_json::from_value(cfg.clone()).map_err(|e| cfg_err(format!("config.json: {e}")))?;
+        let c: DeepseekConfigJson =
+            serde_json::from_value(cfg.clone()).map_err(|e| cfg_err(format!("config.json: {e}")))?;
         let v3 = c.model_type == "deepseek_v3";
         let router = match c.n_routed_experts {
             Some(n) if n > 0 => {
@@ -133,13 +136,18 @@ impl DeepseekParams {
                     match c.topk_method.as_deref().unwrap_or("greedy") {
                         "greedy" => TopkMethod::Greedy,
                         "group_limited_greedy" => TopkMethod::GroupLimitedGreedy,
-                        other => return Err(cfg_err(format!("topk_method {other:?} is not supported for deepseek_v2"))),
+                        other => {
+                            return Err(cfg_err(format!("topk_method {other:?} is not supported for deepseek_v2")))
+                        }
                     }
                 };
                 if let Some(sf) = c.scoring_func.as_deref() {
                     let want = if v3 { "sigmoid" } else { "softmax" };
                     if sf != want {
-                        return Err(cfg_err(format!("scoring_func {sf:?} does not match {} (expects {want:?})", c.model_type)));
+                        return Err(cfg_err(format!(
+                            "scoring_func {sf:?} does not match {} (expects {want:?})",
+                            c.model_type
+                        )));
                     }
                 }
                 Some(RouterConfig {
@@ -159,7 +167,9 @@ impl DeepseekParams {
             Some(rs) => {
                 let ty = rs.get("type").or_else(|| rs.get("rope_type")).and_then(|v| v.as_str()).unwrap_or("");
                 if ty != "yarn" {
-                    return Err(cfg_err(format!("rope_scaling type {ty:?} is not supported for DeepSeek (only \"yarn\")")));
+                    return Err(cfg_err(format!(
+                        "rope_scaling type {ty:?} is not supported for DeepSeek (only \"yarn\")"
+                    )));
                 }
                 let num = |k: &str, d: f32| rs.get(k).and_then(|v| v.as_f64()).map_or(d, |v| v as f32);
                 Some(Yarn {
@@ -359,11 +369,11 @@ enum QProj {
 
 struct Attn {
     q: QProj,
-    kv_a: Linear,          // [kv_lora + rope, hidden]
-    kv_norm: Vec<f32>,     // [kv_lora]
-    k_b: Vec<Linear>,      // n_head × [kv_lora, qk_nope]: W_UKᵀ, absorbed into the query
-    v_b: Vec<Linear>,      // n_head × [v_head, kv_lora]: W_UV, applied after attention
-    o: Linear,             // [hidden, n_head * v_head]
+    kv_a: Linear,      // [kv_lora + rope, hidden]
+    kv_norm: Vec<f32>, // [kv_lora]
+    k_b: Vec<Linear>,  // n_head × [kv_lora, qk_nope]: W_UKᵀ, absorbed into the query
+    v_b: Vec<Linear>,  // n_head × [v_head, kv_lora]: W_UV, applied after attention
+    o: Linear,         // [hidden, n_head * v_head]
 }
 
 enum Ffn {
@@ -455,7 +465,7 @@ impl Deepseek {
                 }
             }; // [n, n_head, nope + rope]
             let kv = a.kv_a.forward(&xn, n, th); // [n, kv_lora + rope]
-            // Cache rows [c | k_rope]: normalized latent, rotated shared key.
+                                                 // Cache rows [c | k_rope]: normalized latent, rotated shared key.
             for t in 0..n {
                 let row = &mut cache.k[l][(pos0 + t) * lw..(pos0 + t + 1) * lw];
                 ops::rms_norm(&kv[t * lw..t * lw + lat], &a.kv_norm, LORA_NORM_EPS, &mut row[..lat]);
@@ -479,7 +489,7 @@ impl Deepseek {
             }
             let lay = AttnLayout { n_head: p.n_head, n_kv_head: 1, k_dim: lw, v_dim: lat, k_stride: lw, v_stride: lw };
             let o_lat = attention(&q_abs, &cache.k[l], &cache.k[l], lay, n, pos0, p.softmax_scale, th); // [n, n_head, kv_lora]
-            // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
+                                                                                                        // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
             let vh = p.v_head_dim;
             let mut o = vec![0f32; n * p.n_head * vh];
             let mut lat_h = vec![0f32; n * lat];
@@ -503,10 +513,8 @@ impl Deepseek {
                 Ffn::Moe { router, bias, experts, shared } => {
                     let cfg = p.router.as_ref().expect("MoE layer has a router config");
                     let r_logits = router.forward(&xn, n, th); // [n, n_experts]
-                    let routes: Vec<Vec<(usize, f32)>> = r_logits
-                        .chunks_exact(cfg.n_experts)
-                        .map(|lg| route(cfg, lg, bias.as_deref()))
-                        .collect();
+                    let routes: Vec<Vec<(usize, f32)>> =
+                        r_logits.chunks_exact(cfg.n_experts).map(|lg| route(cfg, lg, bias.as_deref())).collect();
                     let mut y = match shared {
                         Some(s) => s.forward(&xn, n, th),
                         None => vec![0f32; n * h],
@@ -606,7 +614,11 @@ fn lin(store: &WeightStore, pair: (&str, &str), i: usize, shape: [usize; 2]) -> 
 }
 
 fn mlp(store: &WeightStore, pairs: [(&str, &str); 3], i: usize, ff: usize, h: usize) -> Result<Mlp, ModelError> {
-    Ok(Mlp { gate: lin(store, pairs[0], i, [ff, h])?, up: lin(store, pairs[1], i, [ff, h])?, down: lin(store, pairs[2], i, [h, ff])? })
+    Ok(Mlp {
+        gate: lin(store, pairs[0], i, [ff, h])?,
+        up: lin(store, pairs[1], i, [ff, h])?,
+        down: lin(store, pairs[2], i, [h, ff])?,
+    })
 }
 
 /// One decoder block (attention and dense or MoE feed-forward) of layer `i`.
@@ -732,7 +744,11 @@ fn load_experts(store: &WeightStore, i: usize, n_exp: usize, ff: usize, h: usize
         let u = store.get(&layer(names::FFN_UP_EXPS, i), &[n_exp, ff, h])?;
         let d = store.get(&layer(names::FFN_DOWN_EXPS, i), &[n_exp, h, ff])?;
         return Ok((0..n_exp)
-            .map(|e| Mlp { gate: row_slice(&g, e * ff, ff, h), up: row_slice(&u, e * ff, ff, h), down: row_slice(&d, e * h, h, ff) })
+            .map(|e| Mlp {
+                gate: row_slice(&g, e * ff, ff, h),
+                up: row_slice(&u, e * ff, ff, h),
+                down: row_slice(&d, e * h, h, ff),
+            })
             .collect());
     }
     (0..n_exp)
@@ -740,7 +756,11 @@ fn load_experts(store: &WeightStore, i: usize, n_exp: usize, ff: usize, h: usize
             let get = |pair, shape: [usize; 2]| -> Result<Linear, ModelError> {
                 Ok(Linear::from_view(store.get(&expert(pair, i, e), &shape)?, None))
             };
-            Ok(Mlp { gate: get(names::FFN_GATE_EXP, [ff, h])?, up: get(names::FFN_UP_EXP, [ff, h])?, down: get(names::FFN_DOWN_EXP, [h, ff])? })
+            Ok(Mlp {
+                gate: get(names::FFN_GATE_EXP, [ff, h])?,
+                up: get(names::FFN_UP_EXP, [ff, h])?,
+                down: get(names::FFN_DOWN_EXP, [h, ff])?,
+            })
         })
         .collect()
 }

@@ -41,7 +41,9 @@ pub enum GgufError {
     UnknownTensorType { name: String, ty: u32 },
     #[error("tensor {name:?} has {n_dims} dimensions (at most 4 are allowed)")]
     TooManyDims { name: String, n_dims: u32 },
-    #[error("tensor {name:?} has shape {shape:?} whose first dimension is not a multiple of the {ty} block size {block}")]
+    #[error(
+        "tensor {name:?} has shape {shape:?} whose first dimension is not a multiple of the {ty} block size {block}"
+    )]
     BadBlockShape { name: String, shape: Vec<u64>, ty: &'static str, block: usize },
     #[error("tensor {name:?} is too large ({shape:?})")]
     TensorTooLarge { name: String, shape: Vec<u64> },
@@ -390,7 +392,8 @@ impl GgufFile {
             }
             let ty_id = c.u32(&what)?;
             let offset = c.u64(&what)?;
-            let ty = GgmlType::from_u32(ty_id).ok_or_else(|| GgufError::UnknownTensorType { name: name.clone(), ty: ty_id })?;
+            let ty = GgmlType::from_u32(ty_id)
+                .ok_or_else(|| GgufError::UnknownTensorType { name: name.clone(), ty: ty_id })?;
             let n_el = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             let Some(n_el) = n_el.filter(|&n| n < (1u64 << 48)) else {
                 return Err(GgufError::TensorTooLarge { name, shape: dims });

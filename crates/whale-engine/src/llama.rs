@@ -7,7 +7,9 @@
 use serde::Deserialize;
 
 use crate::gguf::GgufFile;
-use crate::model::{attention, Architecture, AttnLayout, KvCache, LoadOptions, Logits, Linear, Model, ModelError, ModelInfo};
+use crate::model::{
+    attention, Architecture, AttnLayout, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
+};
 use crate::names::{self, layer, name};
 use crate::ops::{self, Rope, RopeStyle};
 use crate::weights::WeightStore;
@@ -60,7 +62,8 @@ fn cfg_err(msg: impl Into<String>) -> ModelError {
 impl LlamaParams {
     /// From a Hugging Face config. Hugging Face checkpoints rotate halves.
     pub fn from_hf(cfg: &serde_json::Value, qkv_bias: bool) -> Result<LlamaParams, ModelError> {
-        let c: LlamaConfigJson = serde_json::from_value(cfg.clone()).map_err(|e| cfg_err(format!("config.json: {e}")))?;
+        let c: LlamaConfigJson =
+            serde_json::from_value(cfg.clone()).map_err(|e| cfg_err(format!("config.json: {e}")))?;
         if let Some(act) = &c.hidden_act {
             if act != "silu" {
                 return Err(cfg_err(format!("hidden_act {act:?} is not supported (only \"silu\")")));
@@ -110,7 +113,12 @@ impl LlamaParams {
     }
 
     /// From GGUF metadata (`{arch}.*` keys as llama.cpp writes them).
-    pub fn from_gguf(g: &GgufFile, arch: &str, rope_style: RopeStyle, qkv_bias: bool) -> Result<LlamaParams, ModelError> {
+    pub fn from_gguf(
+        g: &GgufFile,
+        arch: &str,
+        rope_style: RopeStyle,
+        qkv_bias: bool,
+    ) -> Result<LlamaParams, ModelError> {
         let req = |k: &str| {
             let key = format!("{arch}.{k}");
             g.get_u64(&key).map(|v| v as usize).ok_or_else(|| cfg_err(format!("GGUF is missing {key}")))
@@ -147,7 +155,10 @@ impl LlamaParams {
     fn validate(self) -> Result<LlamaParams, ModelError> {
         let p = self;
         if p.n_kv_head == 0 || p.n_head % p.n_kv_head != 0 {
-            return Err(cfg_err(format!("{} attention heads cannot be grouped over {} KV heads", p.n_head, p.n_kv_head)));
+            return Err(cfg_err(format!(
+                "{} attention heads cannot be grouped over {} KV heads",
+                p.n_head, p.n_kv_head
+            )));
         }
         if p.head_dim == 0 || p.head_dim % 2 != 0 {
             return Err(cfg_err(format!("head dimension {} must be even and non-zero", p.head_dim)));
@@ -156,7 +167,10 @@ impl LlamaParams {
             return Err(cfg_err("hidden size, layers, vocabulary and intermediate size must be non-zero"));
         }
         if p.n_layers > 1024 || p.hidden_size > 1 << 17 || p.n_head > 1024 {
-            return Err(cfg_err(format!("implausible sizes: {} layers, hidden {}, {} heads", p.n_layers, p.hidden_size, p.n_head)));
+            return Err(cfg_err(format!(
+                "implausible sizes: {} layers, hidden {}, {} heads",
+                p.n_layers, p.hidden_size, p.n_head
+            )));
         }
         Ok(p)
     }
@@ -281,7 +295,12 @@ impl Llama {
         Self::from_params(store, params, arch, opts)
     }
 
-    fn from_params(store: &WeightStore, p: LlamaParams, arch: Architecture, opts: LoadOptions) -> Result<Llama, ModelError> {
+    fn from_params(
+        store: &WeightStore,
+        p: LlamaParams,
+        arch: Architecture,
+        opts: LoadOptions,
+    ) -> Result<Llama, ModelError> {
         let (h, qd, kvd, ff) = (p.hidden_size, p.n_head * p.head_dim, p.n_kv_head * p.head_dim, p.intermediate_size);
         let lin = |pair, i, shape: [usize; 2], bias: Option<(&str, &str)>| -> Result<Linear, ModelError> {
             let w = store.get(&layer(pair, i), &shape)?;

@@ -35,7 +35,10 @@ pub struct RouterConfig {
 impl RouterConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.n_experts == 0 || self.top_k == 0 || self.top_k > self.n_experts {
-            return Err(format!("num_experts_per_tok {} must be in 1..={} (n_routed_experts)", self.top_k, self.n_experts));
+            return Err(format!(
+                "num_experts_per_tok {} must be in 1..={} (n_routed_experts)",
+                self.top_k, self.n_experts
+            ));
         }
         if self.n_group == 0 || self.n_experts % self.n_group != 0 {
             return Err(format!("n_group {} must divide n_routed_experts {}", self.n_group, self.n_experts));

@@ -39,7 +39,8 @@ pub const FFN_DOWN: (&str, &str) = ("blk.{}.ffn_down.weight", "model.layers.{}.m
 
 // DeepSeek-V2/V3 (GGUF architecture `deepseek2`).
 pub const ATTN_Q_A: (&str, &str) = ("blk.{}.attn_q_a.weight", "model.layers.{}.self_attn.q_a_proj.weight");
-pub const ATTN_Q_A_NORM: (&str, &str) = ("blk.{}.attn_q_a_norm.weight", "model.layers.{}.self_attn.q_a_layernorm.weight");
+pub const ATTN_Q_A_NORM: (&str, &str) =
+    ("blk.{}.attn_q_a_norm.weight", "model.layers.{}.self_attn.q_a_layernorm.weight");
 pub const ATTN_Q_B: (&str, &str) = ("blk.{}.attn_q_b.weight", "model.layers.{}.self_attn.q_b_proj.weight");
 pub const ATTN_KV_A_MQA: (&str, &str) =
     ("blk.{}.attn_kv_a_mqa.weight", "model.layers.{}.self_attn.kv_a_proj_with_mqa.weight");
@@ -60,9 +61,12 @@ pub const FFN_DOWN_EXPS: (&str, &str) = ("blk.{}.ffn_down_exps.weight", "-");
 pub const FFN_GATE_EXP: (&str, &str) = ("-", "model.layers.{}.mlp.experts.{e}.gate_proj.weight");
 pub const FFN_UP_EXP: (&str, &str) = ("-", "model.layers.{}.mlp.experts.{e}.up_proj.weight");
 pub const FFN_DOWN_EXP: (&str, &str) = ("-", "model.layers.{}.mlp.experts.{e}.down_proj.weight");
-pub const FFN_GATE_SHEXP: (&str, &str) = ("blk.{}.ffn_gate_shexp.weight", "model.layers.{}.mlp.shared_experts.gate_proj.weight");
-pub const FFN_UP_SHEXP: (&str, &str) = ("blk.{}.ffn_up_shexp.weight", "model.layers.{}.mlp.shared_experts.up_proj.weight");
-pub const FFN_DOWN_SHEXP: (&str, &str) = ("blk.{}.ffn_down_shexp.weight", "model.layers.{}.mlp.shared_experts.down_proj.weight");
+pub const FFN_GATE_SHEXP: (&str, &str) =
+    ("blk.{}.ffn_gate_shexp.weight", "model.layers.{}.mlp.shared_experts.gate_proj.weight");
+pub const FFN_UP_SHEXP: (&str, &str) =
+    ("blk.{}.ffn_up_shexp.weight", "model.layers.{}.mlp.shared_experts.up_proj.weight");
+pub const FFN_DOWN_SHEXP: (&str, &str) =
+    ("blk.{}.ffn_down_shexp.weight", "model.layers.{}.mlp.shared_experts.down_proj.weight");
 
 /// Name of expert `e` of layer `i` (HF spelling; GGUF stacks experts).
 pub fn expert(pair: (&str, &str), i: usize, e: usize) -> TensorName {

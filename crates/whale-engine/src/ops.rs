@@ -153,8 +153,7 @@ impl Rope {
         let d = dim as f64;
         let base = theta as f64;
         let orig = y.original_max_position_embeddings as f64;
-        let correction_dim =
-            |rot: f64| (d * (orig / (rot * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * base.ln());
+        let correction_dim = |rot: f64| (d * (orig / (rot * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * base.ln());
         let low = correction_dim(y.beta_fast as f64).floor().max(0.0);
         let high = correction_dim(y.beta_slow as f64).ceil().min(d - 1.0);
         // transformers nudges an empty range to avoid dividing by zero.

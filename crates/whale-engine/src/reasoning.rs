@@ -48,14 +48,21 @@ pub fn prompt_opens_thinking(prompt: &str) -> bool {
 
 /// Length of the longest suffix of `s` that is a proper prefix of `tag`.
 fn partial_tag_suffix(s: &str, tag: &str) -> usize {
-    (1..tag.len()).rev().find(|&n| s.len() >= n && s.is_char_boundary(s.len() - n) && tag.starts_with(&s[s.len() - n..])).unwrap_or(0)
+    (1..tag.len())
+        .rev()
+        .find(|&n| s.len() >= n && s.is_char_boundary(s.len() - n) && tag.starts_with(&s[s.len() - n..]))
+        .unwrap_or(0)
 }
 
 impl ReasoningParser {
     /// `in_thinking`: the prompt already opened `<think>` (see
     /// [`prompt_opens_thinking`]).
     pub fn new(in_thinking: bool) -> ReasoningParser {
-        ReasoningParser { state: if in_thinking { State::Thinking } else { State::Start }, held: String::new(), skip_ws: in_thinking }
+        ReasoningParser {
+            state: if in_thinking { State::Thinking } else { State::Start },
+            held: String::new(),
+            skip_ws: in_thinking,
+        }
     }
 
     /// Whether the parser is currently inside the thinking part.
@@ -202,7 +209,10 @@ mod tests {
 
     #[test]
     fn no_tags_is_all_answer() {
-        assert_eq!(all_cuts("Paris is the capital. <b>bold</b>", false), (String::new(), "Paris is the capital. <b>bold</b>".into()));
+        assert_eq!(
+            all_cuts("Paris is the capital. <b>bold</b>", false),
+            (String::new(), "Paris is the capital. <b>bold</b>".into())
+        );
         // A look-alike of the tag at the start is not a tag.
         assert_eq!(all_cuts("<thinking> is not a tag", false), (String::new(), "<thinking> is not a tag".into()));
     }

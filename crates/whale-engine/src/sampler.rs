@@ -50,7 +50,8 @@ impl SamplerConfig {
 
     /// Reject values that make no sense, with a message naming the field.
     pub fn validate(&self) -> Result<(), String> {
-        let finite = |v: f32, name: &str| if v.is_finite() { Ok(()) } else { Err(format!("{name} must be a finite number")) };
+        let finite =
+            |v: f32, name: &str| if v.is_finite() { Ok(()) } else { Err(format!("{name} must be a finite number")) };
         finite(self.temperature, "temperature")?;
         finite(self.top_p, "top_p")?;
         finite(self.min_p, "min_p")?;
@@ -205,7 +206,14 @@ mod tests {
 
     #[test]
     fn seeded_draws_repeat_and_follow_probabilities() {
-        let cfg = SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: Some(7), ..SamplerConfig::default() };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: Some(7),
+            ..SamplerConfig::default()
+        };
         // logits ln(1), ln(3): probabilities 1/4 and 3/4.
         let logits = [0.0, 3f32.ln()];
         let draw = |seed| {
@@ -223,7 +231,14 @@ mod tests {
     fn top_p_and_min_p_cut_the_tail() {
         // probabilities ≈ [0.665, 0.245, 0.090]: top_p 0.6 keeps only the first.
         let logits = [2.0, 1.0, 0.0];
-        let cfg = SamplerConfig { temperature: 1.0, top_k: 0, top_p: 0.6, min_p: 0.0, seed: Some(3), ..SamplerConfig::default() };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.6,
+            min_p: 0.0,
+            seed: Some(3),
+            ..SamplerConfig::default()
+        };
         let mut s = Sampler::new(cfg.clone());
         assert!((0..200).all(|_| s.sample(&mut logits.clone(), &[]) == 0));
         // min_p 0.2: 0.090 < 0.2 × 0.665 is cut, 0.245 stays.

@@ -61,7 +61,11 @@ impl ByteSlice {
     /// A window of this window (`r` relative to its start). Panics when out of
     /// bounds: callers compute `r` from shapes already checked.
     pub fn sub(&self, r: Range<usize>) -> ByteSlice {
-        assert!(r.start <= r.end && self.start + r.end <= self.end, "sub-slice {r:?} out of {} bytes", self.end - self.start);
+        assert!(
+            r.start <= r.end && self.start + r.end <= self.end,
+            "sub-slice {r:?} out of {} bytes",
+            self.end - self.start
+        );
         ByteSlice { storage: self.storage.clone(), start: self.start + r.start, end: self.start + r.end }
     }
 }

@@ -66,18 +66,21 @@ pub struct HfDir {
 impl HfDir {
     pub fn open(dir: &Path) -> Result<HfDir, WeightError> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|source| WeightError::Io { path: cfg_path.clone(), source })?;
-        let config: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| WeightError::BadSafetensors { path: cfg_path.clone(), msg: format!("config.json is not valid JSON: {e}") })?;
+        let text =
+            std::fs::read_to_string(&cfg_path).map_err(|source| WeightError::Io { path: cfg_path.clone(), source })?;
+        let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| WeightError::BadSafetensors {
+            path: cfg_path.clone(),
+            msg: format!("config.json is not valid JSON: {e}"),
+        })?;
         // Shards: from the index if there is one, else the single file.
         let index_path = dir.join("model.safetensors.index.json");
         let shards: Vec<PathBuf> = if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path).map_err(|source| WeightError::Io { path: index_path.clone(), source })?;
+            let text = std::fs::read_to_string(&index_path)
+                .map_err(|source| WeightError::Io { path: index_path.clone(), source })?;
             let index: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| WeightError::BadSafetensors { path: index_path.clone(), msg: e.to_string() })?;
-            let map = index.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| WeightError::BadSafetensors {
-                path: index_path.clone(),
-                msg: "no \"weight_map\" object".into(),
+            let map = index.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+                WeightError::BadSafetensors { path: index_path.clone(), msg: "no \"weight_map\" object".into() }
             })?;
             let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
             files.sort();
@@ -128,7 +131,10 @@ pub fn f8_e4m3_to_f32(b: u8) -> f32 {
 /// (3 mantissa bits times a float32), so whale dequantizes to f32 at load and
 /// the rest of the engine is unchanged. This costs 4 bytes a weight: fine for
 /// the distills and V2-Lite; full V3/R1 needs a native FP8 kernel (future work).
-fn dequantize_fp8(tensors: &mut HashMap<String, TensorView>, fp8: HashMap<String, Fp8Tensor>) -> Result<(), WeightError> {
+fn dequantize_fp8(
+    tensors: &mut HashMap<String, TensorView>,
+    fp8: HashMap<String, Fp8Tensor>,
+) -> Result<(), WeightError> {
     const BLOCK: usize = 128;
     for (name, t) in fp8 {
         let scale_name = format!("{name}_scale_inv");
@@ -141,9 +147,18 @@ fn dequantize_fp8(tensors: &mut HashMap<String, TensorView>, fp8: HashMap<String
         let (rows, cols) = match t.shape[..] {
             [r, c] => (r, c),
             [c] => (1, c),
-            _ => return Err(WeightError::Bad { name, msg: format!("FP8 tensor of shape {:?}: only 1-D and 2-D are supported", t.shape) }),
+            _ => {
+                return Err(WeightError::Bad {
+                    name,
+                    msg: format!("FP8 tensor of shape {:?}: only 1-D and 2-D are supported", t.shape),
+                })
+            }
         };
-        let want = if t.shape.len() == 2 { vec![rows.div_ceil(BLOCK), cols.div_ceil(BLOCK)] } else { vec![cols.div_ceil(BLOCK)] };
+        let want = if t.shape.len() == 2 {
+            vec![rows.div_ceil(BLOCK), cols.div_ceil(BLOCK)]
+        } else {
+            vec![cols.div_ceil(BLOCK)]
+        };
         if scale.shape != want {
             return Err(WeightError::Shape { name: scale_name, expected: want, found: scale.shape });
         }
@@ -156,7 +171,10 @@ fn dequantize_fp8(tensors: &mut HashMap<String, TensorView>, fp8: HashMap<String
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
-        tensors.insert(name.clone(), TensorView { name, ty: GgmlType::F32, shape: t.shape, data: ByteSlice::from_vec(out) });
+        tensors.insert(
+            name.clone(),
+            TensorView { name, ty: GgmlType::F32, shape: t.shape, data: ByteSlice::from_vec(out) },
+        );
     }
     Ok(())
 }
@@ -333,10 +351,18 @@ mod tests {
         let scales: Vec<u8> = (0..n_scales).flat_map(|i| ((i + 1) as f32).to_le_bytes()).collect();
         tensors.insert(
             "w.weight_scale_inv".to_string(),
-            TensorView { name: "w.weight_scale_inv".into(), ty: GgmlType::F32, shape: scale_shape, data: ByteSlice::from_vec(scales) },
+            TensorView {
+                name: "w.weight_scale_inv".into(),
+                ty: GgmlType::F32,
+                shape: scale_shape,
+                data: ByteSlice::from_vec(scales),
+            },
         );
         let mut fp8 = HashMap::new();
-        fp8.insert("w.weight".to_string(), Fp8Tensor { shape: vec![rows, cols], data: ByteSlice::from_vec(vec![0x38; rows * cols]) });
+        fp8.insert(
+            "w.weight".to_string(),
+            Fp8Tensor { shape: vec![rows, cols], data: ByteSlice::from_vec(vec![0x38; rows * cols]) },
+        );
         dequantize_fp8(&mut tensors, fp8)?;
         tensors["w.weight"].to_f32()
     }

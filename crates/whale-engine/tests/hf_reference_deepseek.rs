@@ -39,7 +39,8 @@ fn check_model(name: &str) {
             let mut cache = model.new_cache(64);
             let mut trace: Vec<LayerRouting> = Vec::new();
             let logits = model.forward_traced(&mut cache, &ids, Logits::All, Some(&mut trace)).unwrap();
-            let (_, want) = read_npy_f32(&root.join("expected").join(prompt["prefill"]["logits_file"].as_str().unwrap()));
+            let (_, want) =
+                read_npy_f32(&root.join("expected").join(prompt["prefill"]["logits_file"].as_str().unwrap()));
             let d = max_abs_diff(&logits, &want);
             assert!(d <= TOL, "{name}/{pname} prefill: max |Δlogit| = {d:e}");
             worst = worst.max(d);
@@ -54,7 +55,12 @@ fn check_model(name: &str) {
                     let mut got = r.clone();
                     got.sort_by_key(|x| x.0);
                     for j in 0..k {
-                        assert_eq!(got[j].0 as f64, want_ids[t * k + j], "{name}/{pname} layer {} token {t}: experts", lr.layer);
+                        assert_eq!(
+                            got[j].0 as f64,
+                            want_ids[t * k + j],
+                            "{name}/{pname} layer {} token {t}: experts",
+                            lr.layer
+                        );
                         let dw = (got[j].1 as f64 - want_w[t * k + j]).abs();
                         assert!(dw <= 1e-5, "{name}/{pname} layer {} token {t}: weight off by {dw:e}", lr.layer);
                     }
@@ -62,7 +68,8 @@ fn check_model(name: &str) {
             }
             // Teacher-forced decode through the latent cache.
             let gen = ids_of(&prompt["greedy"]["generated_ids"]);
-            let (_, dec) = read_npy_f32(&root.join("expected").join(prompt["greedy"]["decode_logits_file"].as_str().unwrap()));
+            let (_, dec) =
+                read_npy_f32(&root.join("expected").join(prompt["greedy"]["decode_logits_file"].as_str().unwrap()));
             let mut session = Session::new(&model, 64);
             let mut row = session.feed(&model, &ids).unwrap();
             let mut free = Vec::new();
@@ -101,12 +108,12 @@ fn dsv2_e_lite_greedy_matches_transformers() {
 #[test]
 fn dsv3_gguf_made_by_llama_cpp_matches_transformers() {
     let root = hf_reference();
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("expected/dsv3_a_qlora_yarn_v129280.json")).unwrap(),
-    )
-    .unwrap();
-    let m = whale_engine::model::load(&root.join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf"), LoadOptions { threads: 2 })
-        .unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("expected/dsv3_a_qlora_yarn_v129280.json")).unwrap())
+            .unwrap();
+    let m =
+        whale_engine::model::load(&root.join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf"), LoadOptions { threads: 2 })
+            .unwrap();
     assert_eq!(m.model.info().kv_values_per_token_layer, 32 + 8, "the cache holds the latent and the rope key only");
     let mut worst = 0f32;
     for prompt in expected["prompts"].as_array().unwrap() {

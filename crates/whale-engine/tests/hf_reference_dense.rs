@@ -29,19 +29,26 @@ fn check_model(name: &str, arch: &str) {
         let vocab = model.info().vocab_size;
         for prompt in expected["prompts"].as_array().unwrap() {
             let pname = prompt["name"].as_str().unwrap();
-            let ids: Vec<u32> = prompt["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let ids: Vec<u32> =
+                prompt["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
             // Prefill: all positions in one pass.
             let mut cache = model.new_cache(64);
             let logits = model.forward(&mut cache, &ids, Logits::All).unwrap();
-            let (shape, want) = read_npy_f32(&root.join("expected").join(prompt["prefill"]["logits_file"].as_str().unwrap()));
+            let (shape, want) =
+                read_npy_f32(&root.join("expected").join(prompt["prefill"]["logits_file"].as_str().unwrap()));
             assert_eq!(shape, vec![ids.len(), vocab]);
             let d = max_abs_diff(&logits, &want);
             assert!(d <= TOL, "{name}/{pname} prefill: max |Δlogit| = {d:e} > {TOL:e}");
             worst = worst.max(d);
             // Teacher-forced decode with the cache.
-            let gen: Vec<u32> =
-                prompt["greedy"]["generated_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-            let (_, dec) = read_npy_f32(&root.join("expected").join(prompt["greedy"]["decode_logits_file"].as_str().unwrap()));
+            let gen: Vec<u32> = prompt["greedy"]["generated_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let (_, dec) =
+                read_npy_f32(&root.join("expected").join(prompt["greedy"]["decode_logits_file"].as_str().unwrap()));
             let mut session = Session::new(model.as_ref(), 64);
             let mut row = session.feed(model.as_ref(), &ids).unwrap();
             let mut free_running = Vec::new();

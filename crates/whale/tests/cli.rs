@@ -121,7 +121,10 @@ fn empty_and_missing_files() {
 fn unknown_tensor_type_names_the_tensor() {
     let d = temp_dir("ttype");
     let p = d.join("t.gguf");
-    GgufWriter::new().kv_str("general.architecture", "llama").tensor("blk.0.attn_q.weight", &[32, 1], 99, vec![0; 32]).write(&p);
+    GgufWriter::new()
+        .kv_str("general.architecture", "llama")
+        .tensor("blk.0.attn_q.weight", &[32, 1], 99, vec![0; 32])
+        .write(&p);
     expect_error(&whale(&["info", p.to_str().unwrap()]), &["blk.0.attn_q.weight", "unknown or unsupported type id 99"]);
 }
 
@@ -160,9 +163,14 @@ fn hf_folder_with_inconsistent_config_names_the_tensor() {
     for f in ["model.safetensors", "generation_config.json"] {
         std::fs::copy(src.join(f), d.join(f)).unwrap();
     }
-    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"intermediate_size\": 160", "\"intermediate_size\": 170");
+    let cfg = std::fs::read_to_string(src.join("config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 160", "\"intermediate_size\": 170");
     std::fs::write(d.join("config.json"), cfg).unwrap();
-    expect_error(&whale(&["info", d.to_str().unwrap()]), &["model.layers.0.mlp.gate_proj.weight", "expected [170, 64]"]);
+    expect_error(
+        &whale(&["info", d.to_str().unwrap()]),
+        &["model.layers.0.mlp.gate_proj.weight", "expected [170, 64]"],
+    );
 }
 
 #[test]

@@ -41,7 +41,8 @@ fn read_st(path: &Path) -> Tensors {
         if name == "__metadata__" {
             continue;
         }
-        let o: Vec<usize> = v["data_offsets"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        let o: Vec<usize> =
+            v["data_offsets"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
         let shape = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
         out.insert(name, (v["dtype"].as_str().unwrap().to_string(), shape, b[8 + n + o[0]..8 + n + o[1]].to_vec()));
     }
@@ -69,7 +70,8 @@ fn write_st(path: &Path, t: &Tensors) {
 fn modified_model(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Value, &mut Tensors)) -> PathBuf {
     let src = fixtures().join("models").join(name);
     let d = temp_dir(tag);
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     let mut t = read_st(&src.join("model.safetensors"));
     edit(&mut cfg, &mut t);
     std::fs::write(d.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
@@ -125,7 +127,10 @@ fn info_and_run_on_the_llama_cpp_gguf() {
 #[test]
 fn inconsistent_config_names_the_tensor() {
     let d = modified_model("dsv3_a_qlora_yarn", "kvlora", |c, _| c["kv_lora_rank"] = 48.into());
-    expect_error(&whale(&["info", d.to_str().unwrap()]), &["model.layers.0.self_attn.kv_b_proj.weight", "has shape [128, 32], expected [128, 48]"]);
+    expect_error(
+        &whale(&["info", d.to_str().unwrap()]),
+        &["model.layers.0.self_attn.kv_b_proj.weight", "has shape [128, 32], expected [128, 48]"],
+    );
     let d = modified_model("dsv3_a_qlora_yarn", "ngroup", |c, _| c["n_group"] = 3.into());
     expect_error(&whale(&["info", d.to_str().unwrap()]), &["n_group 3 must divide n_routed_experts 8"]);
 }
@@ -135,7 +140,10 @@ fn missing_expert_tensor_is_named() {
     let d = modified_model("dsv3_a_qlora_yarn", "noexpert", |_, t| {
         t.remove("model.layers.1.mlp.experts.5.up_proj.weight").expect("fixture has this tensor");
     });
-    expect_error(&whale(&["info", d.to_str().unwrap()]), &["missing tensor \"model.layers.1.mlp.experts.5.up_proj.weight\""]);
+    expect_error(
+        &whale(&["info", d.to_str().unwrap()]),
+        &["missing tensor \"model.layers.1.mlp.experts.5.up_proj.weight\""],
+    );
 }
 
 /// Real V3/R1 checkpoints carry the multi-token-prediction layer after the
@@ -158,7 +166,19 @@ fn mtp_layer_loads_without_changing_the_model() {
     });
     let plain = fixtures().join("models/dsv3_a_qlora_yarn");
     let run = |m: &Path| {
-        let o = whale(&["run", m.to_str().unwrap(), "--prompt-ids", "5,6,7", "-n", "4", "--temp", "0", "--json", "--top-logits", "3"]);
+        let o = whale(&[
+            "run",
+            m.to_str().unwrap(),
+            "--prompt-ids",
+            "5,6,7",
+            "-n",
+            "4",
+            "--temp",
+            "0",
+            "--json",
+            "--top-logits",
+            "3",
+        ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };

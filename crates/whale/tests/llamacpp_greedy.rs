@@ -19,7 +19,19 @@ const MAX_TIES: usize = 2;
 fn run_json(model: &str, prompt_ids: &[u32], n: usize) -> serde_json::Value {
     let ids: Vec<String> = prompt_ids.iter().map(|i| i.to_string()).collect();
     let out = Command::new(env!("CARGO_BIN_EXE_whale"))
-        .args(["run", model, "--prompt-ids", &ids.join(","), "-n", &n.to_string(), "--temp", "0", "--json", "--top-logits", "2"])
+        .args([
+            "run",
+            model,
+            "--prompt-ids",
+            &ids.join(","),
+            "-n",
+            &n.to_string(),
+            "--temp",
+            "0",
+            "--json",
+            "--top-logits",
+            "2",
+        ])
         .output()
         .expect("run whale");
     assert!(out.status.success(), "whale failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -48,7 +60,11 @@ fn check(model: &str, want_prompt: &[u32], want: &[u32]) {
             let margin = top[0][1].as_f64().unwrap() as f32 - top[1][1].as_f64().unwrap() as f32;
             let got = step["id"].as_u64().unwrap() as u32;
             if got != want[k] {
-                assert!(margin < NEAR_TIE, "{model}: step {k} differs from llama.cpp ({got} vs {}) with margin {margin}", want[k]);
+                assert!(
+                    margin < NEAR_TIE,
+                    "{model}: step {k} differs from llama.cpp ({got} vs {}) with margin {margin}",
+                    want[k]
+                );
                 ties += 1;
                 assert!(ties <= MAX_TIES, "{model}: more than {MAX_TIES} near-tie divergences");
                 eprintln!("{model}: step {k} is a near-tie (margin {margin}); continuing from llama.cpp's token");
@@ -70,8 +86,8 @@ fn qwen25_coder_05b_q4_k_m_matches_llama_cpp() {
         "qwen2.5-coder-0.5b",
         &[785, 6722, 315, 9625, 374],
         &[
-            12095, 13, 12095, 374, 7407, 304, 279, 10200, 30282, 949, 315, 9625, 13, 576, 6722, 315, 9625, 374, 7407, 304,
-            279, 10200, 30282, 949, 315, 9625, 13, 12095, 374, 7407, 304, 279,
+            12095, 13, 12095, 374, 7407, 304, 279, 10200, 30282, 949, 315, 9625, 13, 576, 6722, 315, 9625, 374, 7407,
+            304, 279, 10200, 30282, 949, 315, 9625, 13, 12095, 374, 7407, 304, 279,
         ],
     );
 }
@@ -82,8 +98,8 @@ fn smollm2_135m_q4_1_matches_llama_cpp() {
         "smollm2-135m",
         &[504, 3575, 282, 4649, 314],
         &[
-            7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35, 33, 33, 2215, 701, 30, 198, 198, 504,
-            1797, 1918, 553, 253, 2155, 282, 4723, 216, 35, 33,
+            7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35, 33, 33, 2215, 701, 30, 198, 198,
+            504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35, 33,
         ],
     );
 }
@@ -98,7 +114,17 @@ fn smollm2_135m_q4_1_matches_llama_cpp() {
 #[test]
 fn smollm2_perplexity_matches_llama_cpp() {
     let out = Command::new(env!("CARGO_BIN_EXE_whale"))
-        .args(["perplexity", "smollm2-135m", "-f", "/usr/share/common-licenses/GPL-3", "-c", "256", "--chunks", "10", "--json"])
+        .args([
+            "perplexity",
+            "smollm2-135m",
+            "-f",
+            "/usr/share/common-licenses/GPL-3",
+            "-c",
+            "256",
+            "--chunks",
+            "10",
+            "--json",
+        ])
         .output()
         .expect("run whale");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -32,9 +32,54 @@ fn stop_string_ends_generation_before_it() {
 
 #[test]
 fn seeds_repeat_and_differ() {
-    let a = run_json(&["-p", "Once upon a time", "-n", "24", "--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0", "--seed", "7"]);
-    let b = run_json(&["-p", "Once upon a time", "-n", "24", "--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0", "--seed", "7"]);
-    let c = run_json(&["-p", "Once upon a time", "-n", "24", "--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0", "--seed", "8"]);
+    let a = run_json(&[
+        "-p",
+        "Once upon a time",
+        "-n",
+        "24",
+        "--temp",
+        "1.5",
+        "--top-k",
+        "0",
+        "--top-p",
+        "1",
+        "--min-p",
+        "0",
+        "--seed",
+        "7",
+    ]);
+    let b = run_json(&[
+        "-p",
+        "Once upon a time",
+        "-n",
+        "24",
+        "--temp",
+        "1.5",
+        "--top-k",
+        "0",
+        "--top-p",
+        "1",
+        "--min-p",
+        "0",
+        "--seed",
+        "7",
+    ]);
+    let c = run_json(&[
+        "-p",
+        "Once upon a time",
+        "-n",
+        "24",
+        "--temp",
+        "1.5",
+        "--top-k",
+        "0",
+        "--top-p",
+        "1",
+        "--min-p",
+        "0",
+        "--seed",
+        "8",
+    ]);
     assert_eq!(a["generated_ids"], b["generated_ids"], "same seed, same tokens");
     assert_ne!(a["generated_ids"], c["generated_ids"], "24 tokens at temperature 1.5 over the full vocabulary");
 }
@@ -62,7 +107,12 @@ fn chat_session_over_stdin() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"What is the capital of France?\n/reset\nWhat is the capital of France?\n/exit\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\n/reset\nWhat is the capital of France?\n/exit\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);

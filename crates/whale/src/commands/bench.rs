@@ -81,7 +81,8 @@ fn measure_bandwidth(threads: usize) -> f64 {
     for _ in 0..3 {
         let t0 = std::time::Instant::now();
         let total: u64 = std::thread::scope(|s| {
-            let hs: Vec<_> = buf.chunks(per).map(|c| s.spawn(move || c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))).collect();
+            let hs: Vec<_> =
+                buf.chunks(per).map(|c| s.spawn(move || c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))).collect();
             hs.into_iter().map(|h| h.join().unwrap_or(0)).fold(0u64, |a, b| a.wrapping_add(b))
         });
         std::hint::black_box(total);
@@ -163,7 +164,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     println!("| model                          |       size | backend | threads |  test |              t/s |");
     println!("| ------------------------------ | ---------: | ------- | ------: | ----: | ---------------: |");
     if a.n_prompt > 0 {
-        println!("| {name:<30} | {size:>10} | CPU     | {threads:>7} | pp{:<3} | {pp_m:>8.2} ± {pp_s:>5.2} |", a.n_prompt);
+        println!(
+            "| {name:<30} | {size:>10} | CPU     | {threads:>7} | pp{:<3} | {pp_m:>8.2} ± {pp_s:>5.2} |",
+            a.n_prompt
+        );
     }
     if a.n_gen > 0 {
         println!("| {name:<30} | {size:>10} | CPU     | {threads:>7} | tg{:<3} | {tg_m:>8.2} ± {tg_s:>5.2} |", a.n_gen);

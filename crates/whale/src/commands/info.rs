@@ -51,10 +51,12 @@ fn mla_report(p: &DeepseekParams) {
 pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let path = crate::pull::resolve_model(&a.model)?;
     // A folder with only config.json: describe the architecture without weights.
-    if path.is_dir() && !path.join("model.safetensors").exists() && !path.join("model.safetensors.index.json").exists() {
+    if path.is_dir() && !path.join("model.safetensors").exists() && !path.join("model.safetensors.index.json").exists()
+    {
         let cfg_path = path.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
-        let cfg: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", cfg_path.display()))?;
+        let cfg: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", cfg_path.display()))?;
         let mt = cfg.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
         println!("{} (config.json only, no weights)", path.display());
         match Architecture::from_name(mt)? {
@@ -89,12 +91,22 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     println!("  hidden size        {}", i.hidden_size);
     println!("  vocabulary         {}", i.vocab_size);
     println!("  context length     {}", i.context_length);
-    println!("  KV cache per token {} ({} f32 values per layer)", human(i.kv_bytes_per_token() as u64), i.kv_values_per_token_layer);
+    println!(
+        "  KV cache per token {} ({} f32 values per layer)",
+        human(i.kv_bytes_per_token() as u64),
+        i.kv_values_per_token_layer
+    );
     Ok(())
 }
 
 fn gguf_info(g: &GgufFile, a: &InfoArgs) -> anyhow::Result<()> {
-    println!("GGUF version {}, {} metadata entries, {} tensors, {} bytes", g.version, g.metadata.len(), g.tensors.len(), g.file_len());
+    println!(
+        "GGUF version {}, {} metadata entries, {} tensors, {} bytes",
+        g.version,
+        g.metadata.len(),
+        g.tensors.len(),
+        g.file_len()
+    );
     println!("metadata:");
     for (k, v) in &g.metadata {
         if k == "tokenizer.chat_template" {

@@ -108,7 +108,11 @@ pub struct ThinkingPrinter {
 
 impl ThinkingPrinter {
     pub fn new(in_thinking: bool) -> ThinkingPrinter {
-        ThinkingPrinter { parser: ReasoningParser::new(in_thinking), tty: std::io::stdout().is_terminal(), in_reasoning: false }
+        ThinkingPrinter {
+            parser: ReasoningParser::new(in_thinking),
+            tty: std::io::stdout().is_terminal(),
+            in_reasoning: false,
+        }
     }
 
     fn print(&mut self, segs: Vec<Segment>, out: &mut impl Write) {
