@@ -119,7 +119,7 @@ impl DeepseekParams {
     }
 
     pub fn is_moe_layer(&self, i: usize) -> bool {
-        self.router.is_some() && i >= self.first_k_dense_replace && i % self.moe_layer_freq == 0
+        self.router.is_some() && i >= self.first_k_dense_replace && i.is_multiple_of(self.moe_layer_freq)
     }
 
     pub fn from_hf(cfg: &serde_json::Value) -> Result<DeepseekParams, ModelError> {
@@ -315,7 +315,7 @@ impl DeepseekParams {
         if let Some((k, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(cfg_err(format!("{k} must be non-zero")));
         }
-        if p.qk_rope_head_dim % 2 != 0 {
+        if !p.qk_rope_head_dim.is_multiple_of(2) {
             return Err(cfg_err(format!("qk_rope_head_dim {} must be even", p.qk_rope_head_dim)));
         }
         if p.n_layers > 1024 || p.hidden_size > 1 << 17 || p.n_head > 1024 || p.kv_lora_rank > 1 << 14 {

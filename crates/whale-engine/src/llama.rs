@@ -154,13 +154,13 @@ impl LlamaParams {
 
     fn validate(self) -> Result<LlamaParams, ModelError> {
         let p = self;
-        if p.n_kv_head == 0 || p.n_head % p.n_kv_head != 0 {
+        if p.n_kv_head == 0 || !p.n_head.is_multiple_of(p.n_kv_head) {
             return Err(cfg_err(format!(
                 "{} attention heads cannot be grouped over {} KV heads",
                 p.n_head, p.n_kv_head
             )));
         }
-        if p.head_dim == 0 || p.head_dim % 2 != 0 {
+        if p.head_dim == 0 || !p.head_dim.is_multiple_of(2) {
             return Err(cfg_err(format!("head dimension {} must be even and non-zero", p.head_dim)));
         }
         if p.n_layers == 0 || p.hidden_size == 0 || p.vocab_size == 0 || p.intermediate_size == 0 {

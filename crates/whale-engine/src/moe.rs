@@ -40,7 +40,7 @@ impl RouterConfig {
                 self.top_k, self.n_experts
             ));
         }
-        if self.n_group == 0 || self.n_experts % self.n_group != 0 {
+        if self.n_group == 0 || !self.n_experts.is_multiple_of(self.n_group) {
             return Err(format!("n_group {} must divide n_routed_experts {}", self.n_group, self.n_experts));
         }
         if self.topk_group == 0 || self.topk_group > self.n_group {

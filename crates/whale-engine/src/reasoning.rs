@@ -95,9 +95,8 @@ impl ReasoningParser {
             match self.state {
                 State::Start => {
                     let t = self.held.trim_start();
-                    if t.starts_with(OPEN) {
-                        let rest = t[OPEN.len()..].to_string();
-                        self.held = rest;
+                    if let Some(rest) = t.strip_prefix(OPEN) {
+                        self.held = rest.to_string();
                         self.state = State::Thinking;
                         self.skip_ws = true;
                         continue;
