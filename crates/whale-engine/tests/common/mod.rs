@@ -23,7 +23,11 @@ pub fn cached_model(file: &str) -> PathBuf {
         base.join("whale")
     });
     let p = home.join("models").join(file);
-    assert!(p.exists(), "{} is missing: run scripts/fetch-test-models.sh first (the README's test command does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-test-models.sh first (the README's test command does)",
+        p.display()
+    );
     p
 }
 
@@ -39,7 +43,8 @@ pub fn read_npy_f32(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
     let header = std::str::from_utf8(&bytes[hstart..hstart + hlen]).unwrap();
     assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
     let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let shape: Vec<usize> =
+        shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
     let data: Vec<f32> =
         bytes[hstart + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(data.len(), shape.iter().product::<usize>());
@@ -84,7 +89,8 @@ pub fn npy_values(bytes: &[u8]) -> (Vec<usize>, Vec<f64>) {
     let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
     let descr = header.split("'descr': '").nth(1).unwrap().split('\'').next().unwrap();
     let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let shape: Vec<usize> =
+        shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
     let data = &bytes[10 + hlen..];
     let vals: Vec<f64> = match descr {
         "<f4" => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
