@@ -115,16 +115,23 @@ pub struct Generation {
 }
 
 /// Holds back text that could be the start of a stop string.
-struct StopScanner<'a> {
-    stops: &'a [String],
+pub struct StopScanner {
+    stops: Vec<String>,
     text: String,
     emitted: usize,
 }
 
-impl<'a> StopScanner<'a> {
+impl StopScanner {
+    pub fn new(stops: Vec<String>) -> StopScanner {
+        StopScanner { stops, text: String::new(), emitted: 0 }
+    }
+
     /// Add text; returns (text now safe to emit, whether a stop string was hit).
-    fn push(&mut self, piece: &str) -> (String, bool) {
-        let search_from = self.emitted.saturating_sub(self.stops.iter().map(|s| s.len()).max().unwrap_or(0));
+    pub fn push(&mut self, piece: &str) -> (String, bool) {
+        let mut search_from = self.emitted.saturating_sub(self.stops.iter().map(|s| s.len()).max().unwrap_or(0));
+        while !self.text.is_char_boundary(search_from) {
+            search_from -= 1;
+        }
         self.text.push_str(piece);
         let hit = self
             .stops
@@ -140,7 +147,7 @@ impl<'a> StopScanner<'a> {
         }
         // Hold back the longest suffix that is a proper prefix of a stop string.
         let mut hold = 0;
-        for s in self.stops {
+        for s in &self.stops {
             for (i, _) in s.char_indices().skip(1) {
                 if self.text.ends_with(&s[..i]) {
                     hold = hold.max(i);
@@ -153,7 +160,8 @@ impl<'a> StopScanner<'a> {
         (out, false)
     }
 
-    fn finish(&mut self) -> String {
+    /// End of output: everything still held back.
+    pub fn finish(&mut self) -> String {
         let out = self.text[self.emitted..].to_string();
         self.emitted = self.text.len();
         out
@@ -172,7 +180,7 @@ pub fn generate(
 ) -> Result<Generation, ModelError> {
     let mut sampler = Sampler::new(req.sampler.clone());
     let mut decoder = StreamDecoder::new(tokenizer);
-    let mut scanner = StopScanner { stops: &req.stop, text: String::new(), emitted: 0 };
+    let mut scanner = StopScanner::new(req.stop.clone());
     let mut out = Generation {
         generated_ids: Vec::new(),
         text: String::new(),
@@ -231,13 +239,18 @@ mod tests {
     #[test]
     fn stop_scanner_holds_back_and_cuts() {
         let stops = vec!["<end>".to_string()];
-        let mut s = StopScanner { stops: &stops, text: String::new(), emitted: 0 };
+        let mut s = StopScanner::new(stops.clone());
         assert_eq!(s.push("hello <e"), ("hello ".to_string(), false));
         assert_eq!(s.push("n"), (String::new(), false));
         assert_eq!(s.push("d> more"), (String::new(), true));
         assert_eq!(s.text, "hello ");
-        let mut s = StopScanner { stops: &stops, text: String::new(), emitted: 0 };
+        let mut s = StopScanner::new(stops);
         assert_eq!(s.push("a <"), ("a ".to_string(), false));
         assert_eq!(s.push("b"), ("<b".to_string(), false));
+        // The search window may start inside a multi-byte character.
+        let mut s = StopScanner::new(vec!["ab".to_string()]);
+        assert_eq!(s.push("x猛"), ("x猛".to_string(), false));
+        assert_eq!(s.push("ab"), (String::new(), true));
+        assert_eq!(s.text, "x猛");
     }
 }

@@ -1,16 +1,22 @@
 //! The `whale` binary: the command line over `whale-engine`.
 //!
-//! Each subcommand lives in `commands/`; model names are resolved (and fetched
-//! when needed) by `pull`. Errors from the libraries arrive here and are
-//! printed with their chain of causes, with a non-zero exit.
+//! Each subcommand lives in `commands/`, the HTTP server (`whale serve`) in
+//! `server/`; model names are resolved (and fetched when needed) by `pull`.
+//! Errors from the libraries arrive here and are printed with their chain of
+//! causes, with a non-zero exit.
 
 mod commands;
 mod pull;
+mod server;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "whale", version, about = "Run DeepSeek models and the R1 distills (llama, qwen2) from GGUF or safetensors")]
+#[command(
+    name = "whale",
+    version,
+    about = "Run DeepSeek models and the R1 distills (llama, qwen2) from GGUF or safetensors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +36,8 @@ enum Command {
     Perplexity(commands::perplexity::PerplexityArgs),
     /// Prompt and generation speed, shaped like llama-bench's output.
     Bench(commands::bench::BenchArgs),
+    /// Serve the model over HTTP with DeepSeek's (and OpenAI's) API.
+    Serve(server::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -55,6 +63,7 @@ fn main() {
         Command::Chat(a) => commands::chat::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
+        Command::Serve(a) => server::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Pull(a) => {
             if a.list || a.spec.is_none() {

@@ -30,7 +30,8 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Safetensors tensors as (dtype, shape, bytes), read and written plainly.
-type Tensors = BTreeMap<String, (String, Vec<u64>, Vec<u8>)>;
+type Tensor = (String, Vec<u64>, Vec<u8>);
+type Tensors = BTreeMap<String, Tensor>;
 
 fn read_st(path: &Path) -> Tensors {
     let b = std::fs::read(path).unwrap();
@@ -152,7 +153,7 @@ fn missing_expert_tensor_is_named() {
 fn mtp_layer_loads_without_changing_the_model() {
     let with_mtp = modified_model("dsv3_a_qlora_yarn", "mtp", |c, t| {
         c["num_nextn_predict_layers"] = 1.into();
-        let layer2: Vec<(String, (String, Vec<u64>, Vec<u8>))> = t
+        let layer2: Vec<(String, Tensor)> = t
             .iter()
             .filter(|(k, _)| k.starts_with("model.layers.2."))
             .map(|(k, v)| (k.replace("model.layers.2.", "model.layers.3."), v.clone()))

@@ -25,13 +25,13 @@ impl ModelArgs {
         let path = crate::pull::resolve_model(spec)?;
         let mut opts = LoadOptions::default();
         if let Some(t) = self.threads {
-            anyhow::ensure!(t >= 1 && t <= 1024, "--threads must be between 1 and 1024, got {t}");
+            anyhow::ensure!((1..=1024).contains(&t), "--threads must be between 1 and 1024, got {t}");
             opts.threads = t;
         }
         let m = whale_engine::model::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
         let ctx = match self.ctx {
             Some(c) => {
-                anyhow::ensure!(c >= 1 && c <= 1 << 20, "--ctx must be between 1 and 1048576, got {c}");
+                anyhow::ensure!((1..=1 << 20).contains(&c), "--ctx must be between 1 and 1048576, got {c}");
                 c
             }
             None => m.model.info().context_length.clamp(1, 4096),

@@ -1,0 +1,722 @@
+//! The serving engine: one thread owns the model and every sequence's KV
+//! cache; callers hold an [`EngineHandle`] and [`EngineHandle::submit`] a
+//! validated request to get an [`EventStream`] of its tokens. Dropping the
+//! stream cancels the request.
+//!
+//! # Design
+//!
+//! Continuous batching. The engine thread loops over *steps*: take new
+//! requests from the channel, admit waiting ones while fewer than `parallel`
+//! run, draw one token for every running sequence that has logits, then run
+//! one forward pass over the batch: each decoding sequence feeds its new token,
+//! each sequence still reading its prompt feeds its next chunk (at most
+//! [`PREFILL_BUDGET`] prompt tokens per step over all of them, so a long prompt
+//! does not stall the others' streams). A request that arrives mid-generation
+//! joins at the next step.
+//!
+//! The forward pass of a step is [`Engine::forward_batch`]. Today the [`Model`]
+//! trait runs one sequence at a time, so the batch is run sequence by sequence;
+//! a multi-sequence forward (one pass over the weights for the whole batch) is
+//! meant to replace that one function. Because each sequence has its own cache
+//! and its own sampler, its greedy output does not depend on what else runs.
+//!
+//! Admission control is one atomic count of requests in flight (waiting or
+//! running): [`EngineHandle::submit`] refuses with [`SubmitError::QueueFull`]
+//! once `parallel + max_queue` are in flight.
+//!
+//! Cancellation: the stream's `Drop` raises a flag the engine checks before
+//! every step of that sequence, and a failed send (receiver gone) counts the
+//! same. A cancelled sequence leaves the batch at once and its session goes
+//! to the prefix cache.
+//!
+//! Prefix cache: see [`crate::prefix_cache`]. On admission a request takes the
+//! pooled session sharing the longest prefix with its prompt, or copies the
+//! prefix out of a running session when that one matches better; the tokens
+//! reused are reported as `cached_tokens`.
+//!
+//! The engine thread talks through `std::sync::mpsc` only; an async caller
+//! passes a [`Waker`] that the engine calls after each event it sends.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::generate::{FinishReason, Session, StopScanner};
+use crate::json_constraint::{JsonState, TokenTable};
+use crate::model::Model;
+use crate::prefix_cache::{common_prefix, copy_prefix, grow_cache, SessionPool};
+use crate::sampler::{top_k, Sampler, SamplerConfig};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// Most prompt tokens fed in one step, over all sequences that are reading
+/// their prompts.
+pub const PREFILL_BUDGET: usize = crate::generate::PREFILL_CHUNK;
+
+/// Session capacities are rounded up to a multiple of this many tokens.
+const CAPACITY_STEP: usize = 256;
+
+/// Most alternatives `logprobs` may ask for per token.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// How the engine is sized.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Most sequences running at once.
+    pub parallel: usize,
+    /// Most requests waiting for a slot; beyond, submit answers `QueueFull`.
+    pub max_queue: usize,
+    /// Most tokens per sequence (prompt and generated together).
+    pub ctx: usize,
+    /// Bound of the prefix cache, in bytes of KV cache.
+    pub cache_bytes: usize,
+}
+
+/// A request ready for the engine: token ids and resolved options.
+#[derive(Clone, Debug)]
+pub struct ValidRequest {
+    pub prompt: Vec<u32>,
+    /// At least 1.
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Generation stops before the first occurrence of any of these.
+    pub stop: Vec<String>,
+    /// Stop at the model's end-of-generation tokens.
+    pub stop_at_eog: bool,
+    /// Report each token's log-probability and this many alternatives
+    /// (`None`: no log-probabilities).
+    pub logprobs: Option<usize>,
+    /// Constrain the output to a JSON object (see [`crate::json_constraint`]).
+    pub json_object: bool,
+}
+
+/// A token's log-probability under the model (log-softmax of the raw logits,
+/// before penalties, constraints and temperature).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+    /// The most likely tokens with their log-probabilities, highest first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// One generated token.
+#[derive(Clone, Debug)]
+pub struct TokenEvent {
+    pub id: u32,
+    /// Text that became final with this token (may be empty).
+    pub text: String,
+    pub logprob: Option<TokenLogprob>,
+}
+
+/// How a request ended.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub finish: FinishReason,
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// What a request's stream carries, in this order: `Started`, any number of
+/// `Token`, then `Done` or `Failed`.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The request left the queue and got a slot.
+    Started {
+        prompt_tokens: usize,
+        cached_tokens: usize,
+        queued: Duration,
+    },
+    Token(TokenEvent),
+    Done(Done),
+    /// The model failed on this request (not the caller's fault).
+    Failed(String),
+}
+
+/// Called by the engine thread after it sends an event (to wake an async task).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("the server is busy: {in_flight} requests are running or waiting and the queue is full; retry later")]
+    QueueFull { in_flight: usize },
+    #[error("the prompt is empty: at least one token is needed")]
+    EmptyPrompt,
+    #[error("max_tokens must be at least 1")]
+    NoTokens,
+    #[error(
+        "the prompt ({prompt} tokens) and max_tokens ({max_tokens}) do not fit the context of {ctx} tokens; \
+         shorten the prompt or lower max_tokens"
+    )]
+    TooLong { prompt: usize, max_tokens: usize, ctx: usize },
+    #[error("token id {id} is outside the vocabulary (size {vocab})")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("top_logprobs must be at most {MAX_TOP_LOGPROBS}, got {0}")]
+    TooManyLogprobs(usize),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Counters shared between the engine thread and the handles.
+#[derive(Default)]
+struct Shared {
+    /// Requests submitted and not yet finished (waiting or running).
+    in_flight: AtomicUsize,
+    running: AtomicUsize,
+    requests: AtomicU64,
+    prompt_tokens: AtomicU64,
+    cache_hit_tokens: AtomicU64,
+    generated_tokens: AtomicU64,
+    cancelled: AtomicU64,
+    pool_sessions: AtomicUsize,
+    pool_bytes: AtomicUsize,
+}
+
+/// A snapshot of the engine's counters, for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub running: usize,
+    pub waiting: usize,
+    /// Requests admitted (given a slot) since start.
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub cache_hit_tokens: u64,
+    pub generated_tokens: u64,
+    pub cancelled: u64,
+    pub cached_sessions: usize,
+    pub cached_bytes: usize,
+}
+
+struct Job {
+    req: ValidRequest,
+    /// `None` only while the job is dropped.
+    tx: Option<Sender<Event>>,
+    cancel: Arc<AtomicBool>,
+    waker: Option<Waker>,
+    submitted: Instant,
+}
+
+impl Job {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Send an event; `false` if the receiver is gone.
+    fn send(&self, ev: Event) -> bool {
+        let ok = self.tx.as_ref().is_some_and(|tx| tx.send(ev).is_ok());
+        if let Some(w) = &self.waker {
+            w();
+        }
+        ok
+    }
+}
+
+impl Drop for Job {
+    /// Close the channel, then wake the receiver: an async caller waiting for
+    /// the next event must learn that none will come.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = &self.waker {
+            w();
+        }
+    }
+}
+
+/// The receiving end of a request. Dropping it cancels the request.
+pub struct EventStream {
+    rx: Receiver<Event>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// What [`EventStream::try_next`] found.
+#[derive(Debug)]
+pub enum TryNext {
+    Event(Event),
+    /// Nothing yet.
+    Empty,
+    /// The engine will send nothing more.
+    Closed,
+}
+
+impl EventStream {
+    /// The next event, waiting for it; `None` once the request is over.
+    pub fn recv(&self) -> Option<Event> {
+        self.rx.recv().ok()
+    }
+
+    /// The next event if one is there.
+    pub fn try_next(&self) -> TryNext {
+        match self.rx.try_recv() {
+            Ok(ev) => TryNext::Event(ev),
+            Err(TryRecvError::Empty) => TryNext::Empty,
+            Err(TryRecvError::Disconnected) => TryNext::Closed,
+        }
+    }
+
+    /// Stop the request (as dropping the stream does).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = Event;
+    fn next(&mut self) -> Option<Event> {
+        self.recv()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// A cheap, cloneable handle to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: Sender<Job>,
+    shared: Arc<Shared>,
+    config: EngineConfig,
+    vocab: usize,
+}
+
+impl EngineHandle {
+    /// Start the engine thread; it runs until every handle is dropped.
+    pub fn start(model: Box<dyn Model>, tokenizer: Arc<Tokenizer>, config: EngineConfig) -> EngineHandle {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let shared = Arc::new(Shared::default());
+        let vocab = model.info().vocab_size;
+        let cfg = EngineConfig { parallel: config.parallel.max(1), ..config };
+        let (thread_shared, thread_cfg) = (shared.clone(), cfg.clone());
+        let spawned = std::thread::Builder::new().name("whale-engine".into()).spawn(move || {
+            let mut engine = Engine::new(model.as_ref(), &tokenizer, thread_cfg, thread_shared);
+            engine.run(rx);
+        });
+        if let Err(e) = spawned {
+            // No engine: every submit will answer `Stopped`.
+            tracing::error!("cannot start the engine thread: {e}");
+        }
+        EngineHandle { tx, shared, config: cfg, vocab }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Queue a request. The returned stream yields its events; drop it to cancel.
+    pub fn submit(&self, req: ValidRequest, waker: Option<Waker>) -> Result<EventStream, SubmitError> {
+        if req.prompt.is_empty() {
+            return Err(SubmitError::EmptyPrompt);
+        }
+        if req.max_tokens == 0 {
+            return Err(SubmitError::NoTokens);
+        }
+        if req.prompt.len() + req.max_tokens > self.config.ctx {
+            return Err(SubmitError::TooLong {
+                prompt: req.prompt.len(),
+                max_tokens: req.max_tokens,
+                ctx: self.config.ctx,
+            });
+        }
+        if let Some(&id) = req.prompt.iter().find(|&&id| id as usize >= self.vocab) {
+            return Err(SubmitError::TokenOutOfRange { id, vocab: self.vocab });
+        }
+        if let Some(k) = req.logprobs.filter(|&k| k > MAX_TOP_LOGPROBS) {
+            return Err(SubmitError::TooManyLogprobs(k));
+        }
+        let limit = self.config.parallel + self.config.max_queue;
+        let admitted =
+            self.shared.in_flight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1));
+        if let Err(n) = admitted {
+            return Err(SubmitError::QueueFull { in_flight: n });
+        }
+        let (etx, erx) = mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = Job { req, tx: Some(etx), cancel: cancel.clone(), waker, submitted: Instant::now() };
+        if self.tx.send(job).is_err() {
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::Stopped);
+        }
+        Ok(EventStream { rx: erx, cancel })
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let s = &self.shared;
+        let in_flight = s.in_flight.load(Ordering::SeqCst);
+        let running = s.running.load(Ordering::SeqCst);
+        EngineStats {
+            running,
+            waiting: in_flight.saturating_sub(running),
+            requests: s.requests.load(Ordering::Relaxed),
+            prompt_tokens: s.prompt_tokens.load(Ordering::Relaxed),
+            cache_hit_tokens: s.cache_hit_tokens.load(Ordering::Relaxed),
+            generated_tokens: s.generated_tokens.load(Ordering::Relaxed),
+            cancelled: s.cancelled.load(Ordering::Relaxed),
+            cached_sessions: s.pool_sessions.load(Ordering::Relaxed),
+            cached_bytes: s.pool_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Log-softmax of `logits` at `id`, and the `k` most likely tokens.
+pub fn logprobs_of(logits: &[f32], id: u32, k: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    let top = if k > 0 { top_k(logits, k).into_iter().map(|(t, l)| (t, l - lse)).collect() } else { Vec::new() };
+    TokenLogprob { logprob: logits.get(id as usize).map_or(f32::NEG_INFINITY, |&l| l - lse), top }
+}
+
+/// A running sequence.
+struct Seq<'t> {
+    job: Job,
+    session: Session,
+    /// Logits after the last token fed, once the prompt is read: a token is due.
+    logits: Option<Vec<f32>>,
+    /// The token drawn last step, to feed this step.
+    next: Option<u32>,
+    sampler: Sampler,
+    decoder: StreamDecoder<'t>,
+    scanner: StopScanner,
+    /// Prompt and generated tokens (the penalties look at them).
+    history: Vec<u32>,
+    generated: usize,
+    cached: usize,
+    json: Option<JsonState>,
+    finish: Option<FinishReason>,
+    failed: Option<String>,
+    /// A panic hit this sequence: its session is not reused.
+    poisoned: bool,
+}
+
+impl Seq<'_> {
+    fn prompt(&self) -> &[u32] {
+        &self.job.req.prompt
+    }
+
+    /// Prompt tokens not yet in the cache.
+    fn prompt_left(&self) -> usize {
+        if self.logits.is_some() || self.next.is_some() || self.finish.is_some() {
+            0
+        } else {
+            self.prompt().len() - self.session.tokens.len()
+        }
+    }
+}
+
+struct Engine<'t> {
+    model: &'t dyn Model,
+    tok: &'t Tokenizer,
+    /// Token bytes for JSON mode, built on first use.
+    table: OnceLock<TokenTable>,
+    cfg: EngineConfig,
+    shared: Arc<Shared>,
+    waiting: VecDeque<Job>,
+    running: Vec<Seq<'t>>,
+    pool: SessionPool,
+    /// KV cache bytes per token of this model.
+    bytes_per_token: usize,
+}
+
+impl<'t> Engine<'t> {
+    fn new(model: &'t dyn Model, tok: &'t Tokenizer, cfg: EngineConfig, shared: Arc<Shared>) -> Engine<'t> {
+        let pool = SessionPool::new(cfg.cache_bytes);
+        let probe = model.new_cache(0);
+        let bytes_per_token = probe.k.len() * (probe.k_width + probe.v_width) * std::mem::size_of::<f32>();
+        let (waiting, running) = (VecDeque::new(), Vec::new());
+        Engine { model, tok, table: OnceLock::new(), cfg, shared, waiting, running, pool, bytes_per_token }
+    }
+
+    fn run(&mut self, rx: Receiver<Job>) {
+        let mut open = true;
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() {
+                if !open {
+                    return;
+                }
+                match rx.recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            while open {
+                match rx.try_recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => open = false,
+                }
+            }
+            self.admit();
+            for i in 0..self.running.len() {
+                self.guarded(i, Engine::draw);
+            }
+            self.retire();
+            self.forward_batch();
+            self.retire();
+        }
+    }
+
+    /// Give waiting requests a slot while there is one.
+    fn admit(&mut self) {
+        // A cancelled request leaves the queue at once.
+        let (gone, kept): (Vec<Job>, Vec<Job>) = self.waiting.drain(..).partition(Job::cancelled);
+        self.waiting = kept.into();
+        for _ in gone {
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        while self.running.len() < self.cfg.parallel {
+            let Some(job) = self.waiting.pop_front() else { break };
+            let (session, cached) = self.session_for(&job.req);
+            let prompt_tokens = job.req.prompt.len();
+            let started = Event::Started { prompt_tokens, cached_tokens: cached, queued: job.submitted.elapsed() };
+            if !job.send(started) {
+                self.pool.put(session);
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.shared.requests.fetch_add(1, Ordering::Relaxed);
+            self.shared.prompt_tokens.fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+            self.shared.cache_hit_tokens.fetch_add(cached as u64, Ordering::Relaxed);
+            let req = &job.req;
+            let json = req.json_object.then(|| {
+                self.table.get_or_init(|| TokenTable::new(self.tok));
+                JsonState::new()
+            });
+            self.running.push(Seq {
+                sampler: Sampler::new(req.sampler.clone()),
+                decoder: StreamDecoder::new(self.tok),
+                scanner: StopScanner::new(req.stop.clone()),
+                history: req.prompt.clone(),
+                generated: 0,
+                cached,
+                json,
+                session,
+                logits: None,
+                next: None,
+                finish: None,
+                failed: None,
+                poisoned: false,
+                job,
+            });
+        }
+        self.shared.running.store(self.running.len(), Ordering::SeqCst);
+        self.publish_pool();
+    }
+
+    /// A session for `req`, holding the longest cached prefix of its prompt
+    /// (at most all but the last prompt token: its logits must be computed).
+    fn session_for(&mut self, req: &ValidRequest) -> (Session, usize) {
+        let prompt = &req.prompt;
+        let capacity = (prompt.len() + req.max_tokens).next_multiple_of(CAPACITY_STEP).min(self.cfg.ctx);
+        let pooled = self.pool.best_match(prompt);
+        let live = self
+            .running
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (i, common_prefix(&s.session.tokens[..s.session.cache.len.min(s.session.tokens.len())], prompt))
+            })
+            .max_by_key(|&(_, c)| c);
+        let (mut session, common) = match live {
+            Some((i, c)) if c > pooled => {
+                let mut s = self.fresh_session(capacity);
+                copy_prefix(&self.running[i].session, &mut s, c);
+                (s, c)
+            }
+            _ => match self.pool.take_best(prompt) {
+                Some(found) => found,
+                None => (self.fresh_session(capacity), 0),
+            },
+        };
+        grow_cache(&mut session.cache, capacity);
+        let reuse = common.min(prompt.len() - 1);
+        session.cache.truncate(reuse);
+        session.tokens.truncate(reuse);
+        (session, reuse)
+    }
+
+    /// An empty session of at least `capacity` tokens: the memory of the
+    /// least recently used cached session when the cache is full, else new.
+    fn fresh_session(&mut self, capacity: usize) -> Session {
+        if !self.pool.has_room_for(self.bytes_per_token * capacity) {
+            if let Some(mut s) = self.pool.take_lru() {
+                s.reset();
+                grow_cache(&mut s.cache, capacity);
+                return s;
+            }
+        }
+        Session::new(self.model, capacity)
+    }
+
+    /// Draw the next token of sequence `i` if it has logits, and send it.
+    fn draw(&mut self, i: usize) {
+        let table = self.table.get();
+        let tok = self.tok;
+        let seq = &mut self.running[i];
+        if seq.finish.is_some() {
+            return;
+        }
+        if seq.job.cancelled() {
+            seq.finish = Some(FinishReason::Cancelled);
+            return;
+        }
+        let Some(mut logits) = seq.logits.take() else { return };
+        let req = &seq.job.req;
+        let raw = req.logprobs.map(|_| logits.clone());
+        if let (Some(js), Some(table)) = (&seq.json, table) {
+            js.mask(table, &mut logits);
+            if logits.iter().all(|l| *l == f32::NEG_INFINITY) {
+                // Nothing can follow (cannot happen with a byte-level vocabulary).
+                seq.finish = Some(FinishReason::Stop);
+                return;
+            }
+        }
+        let id = seq.sampler.sample(&mut logits, &seq.history);
+        let logprob = raw.map(|raw| logprobs_of(&raw, id, req.logprobs.unwrap_or(0)));
+        seq.history.push(id);
+        seq.generated += 1;
+        self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
+        let json_done = match (&mut seq.json, table) {
+            (Some(js), Some(table)) => {
+                js.advance(table, id);
+                js.is_complete()
+            }
+            _ => false,
+        };
+        // The same rules as `generate::generate`, so a greedy request gives
+        // the same text as `whale run`.
+        let eog = req.stop_at_eog && tok.is_eog(id);
+        let piece = if eog { seq.decoder.flush() } else { seq.decoder.push(id) };
+        let (mut text, hit_stop) = seq.scanner.push(&piece);
+        let done_len = seq.generated >= req.max_tokens;
+        let cache_full = seq.session.cache.len + 1 > seq.session.cache.capacity;
+        if eog || done_len || json_done || cache_full {
+            text.push_str(&seq.scanner.finish());
+        }
+        let sent = seq.job.send(Event::Token(TokenEvent { id, text, logprob }));
+        seq.finish = if eog || hit_stop || json_done {
+            Some(FinishReason::Stop)
+        } else if done_len || cache_full {
+            Some(FinishReason::Length)
+        } else if !sent {
+            Some(FinishReason::Cancelled)
+        } else {
+            seq.next = Some(id);
+            None
+        };
+    }
+
+    /// One forward pass over the batch: each decoding sequence feeds its new
+    /// token, sequences reading their prompt feed their next chunk.
+    fn forward_batch(&mut self) {
+        // (sequence, tokens to feed, whether they end its prompt or are a drawn token)
+        let mut batch: Vec<(usize, Vec<u32>, bool)> = Vec::new();
+        let mut budget = PREFILL_BUDGET;
+        for (i, seq) in self.running.iter_mut().enumerate() {
+            if seq.finish.is_some() {
+                continue;
+            }
+            if seq.job.cancelled() {
+                seq.finish = Some(FinishReason::Cancelled);
+                continue;
+            }
+            if let Some(id) = seq.next.take() {
+                batch.push((i, vec![id], true));
+                continue;
+            }
+            let left = seq.prompt_left();
+            if left == 0 || budget == 0 {
+                continue;
+            }
+            let n = left.min(budget);
+            budget -= n;
+            let from = seq.session.tokens.len();
+            batch.push((i, seq.job.req.prompt[from..from + n].to_vec(), n == left));
+        }
+        // The model runs one sequence at a time today; a batched forward (one
+        // pass over the weights for every sequence) replaces this loop.
+        for (i, tokens, wants_logits) in batch {
+            self.guarded(i, |e, i| e.feed(i, &tokens, wants_logits));
+        }
+    }
+
+    /// Feed `tokens` to sequence `i`; keep the logits if a token is due next.
+    fn feed(&mut self, i: usize, tokens: &[u32], wants_logits: bool) {
+        let seq = &mut self.running[i];
+        match seq.session.feed(self.model, tokens) {
+            Ok(logits) => {
+                if wants_logits {
+                    seq.logits = Some(logits);
+                }
+            }
+            Err(e) => {
+                seq.failed = Some(e.to_string());
+                seq.finish = Some(FinishReason::Stop);
+            }
+        }
+    }
+
+    /// Run `f` on sequence `i`; a panic fails that request only (its session
+    /// is dropped) instead of taking the engine down with every other one.
+    fn guarded(&mut self, i: usize, f: impl FnOnce(&mut Self, usize)) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self, i)));
+        if let Err(payload) = r {
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            tracing::error!("engine: request failed with a panic: {msg}");
+            let seq = &mut self.running[i];
+            seq.failed = Some(format!("internal error: {msg}"));
+            seq.finish = Some(FinishReason::Stop);
+            seq.poisoned = true;
+        }
+    }
+
+    /// Take finished sequences out of the batch: their sessions go to the
+    /// prefix cache, their callers get `Done` (or `Failed`).
+    fn retire(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            let Some(finish) = self.running[i].finish else {
+                i += 1;
+                continue;
+            };
+            let seq = self.running.swap_remove(i);
+            self.shared.running.store(self.running.len(), Ordering::SeqCst);
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let ev = match seq.failed {
+                Some(msg) => Event::Failed(msg),
+                None => Event::Done(Done {
+                    finish,
+                    prompt_tokens: seq.job.req.prompt.len(),
+                    cached_tokens: seq.cached,
+                    completion_tokens: seq.generated,
+                }),
+            };
+            if !seq.poisoned {
+                self.pool.put(seq.session);
+                self.publish_pool();
+            }
+            if finish == FinishReason::Cancelled {
+                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+            } else {
+                seq.job.send(ev);
+            }
+        }
+        // Keep admission order (swap_remove shuffles); the step order does not
+        // change any output, but a stable order is easier to reason about.
+        self.running.sort_by_key(|s| s.job.submitted);
+    }
+
+    fn publish_pool(&self) {
+        self.shared.pool_sessions.store(self.pool.len(), Ordering::Relaxed);
+        self.shared.pool_bytes.store(self.pool.bytes(), Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,288 @@
+//! The serving engine on real weights: the tiny DeepSeek-V3 GGUF (real
+//! 129,280-token vocabulary, random weights; fast) and SmolLM2-135M.
+//!
+//! What must hold: a greedy request gives the same tokens as the plain
+//! generation loop, alone or among others, with or without a prefix-cache hit;
+//! cancelling frees the slot; the queue bound is enforced; JSON mode yields
+//! JSON.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use whale_engine::engine::{Done, EngineConfig, EngineHandle, Event, SubmitError, ValidRequest};
+use whale_engine::generate::{generate, FinishReason, GenerateRequest, Session};
+use whale_engine::json_constraint::JsonState;
+use whale_engine::model::{load, LoadOptions, LoadedModel};
+use whale_engine::sampler::SamplerConfig;
+
+fn tiny_deepseek() -> LoadedModel {
+    let path = common::hf_reference().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    load(&path, LoadOptions { threads: 1 }).expect("load the tiny DeepSeek GGUF")
+}
+
+fn config(parallel: usize, max_queue: usize) -> EngineConfig {
+    EngineConfig { parallel, max_queue, ctx: 512, cache_bytes: 64 << 20 }
+}
+
+fn start(m: LoadedModel, cfg: EngineConfig) -> (EngineHandle, Arc<whale_engine::tokenizer::Tokenizer>) {
+    let tok = Arc::new(m.tokenizer);
+    (EngineHandle::start(m.model, tok.clone(), cfg), tok)
+}
+
+fn greedy(prompt: Vec<u32>, max_tokens: usize) -> ValidRequest {
+    ValidRequest {
+        prompt,
+        max_tokens,
+        sampler: SamplerConfig::greedy(),
+        stop: Vec::new(),
+        stop_at_eog: false,
+        logprobs: None,
+        json_object: false,
+    }
+}
+
+/// Everything a request produced: (generated ids, text, Done).
+fn collect(stream: whale_engine::engine::EventStream) -> (Vec<u32>, String, Done) {
+    let (mut ids, mut text) = (Vec::new(), String::new());
+    for ev in stream {
+        match ev {
+            Event::Started { .. } => {}
+            Event::Token(t) => {
+                ids.push(t.id);
+                text.push_str(&t.text);
+            }
+            Event::Done(d) => return (ids, text, d),
+            Event::Failed(m) => panic!("request failed: {m}"),
+        }
+    }
+    panic!("stream ended without Done");
+}
+
+/// Prompts of different lengths over the real vocabulary (no shared prefix).
+fn prompts(n: usize) -> Vec<Vec<u32>> {
+    (0..n)
+        .map(|i| (0..(3 + 5 * i) as u32).map(|j| 1000 + 7919 * (i as u32 + 1) * (j + 1) % 120_000).collect())
+        .collect()
+}
+
+#[test]
+fn greedy_matches_the_generation_loop_alone_and_in_a_batch() {
+    let m = tiny_deepseek();
+    // Reference: the plain loop, one fresh session per prompt.
+    let reference: Vec<Vec<u32>> = prompts(8)
+        .into_iter()
+        .map(|p| {
+            let mut s = Session::new(m.model.as_ref(), 512);
+            let req = GenerateRequest {
+                max_tokens: 12,
+                sampler: SamplerConfig::greedy(),
+                stop_at_eog: false,
+                ..GenerateRequest::default()
+            };
+            generate(m.model.as_ref(), &m.tokenizer, &mut s, &p, &req, |_| true).unwrap().generated_ids
+        })
+        .collect();
+    let (engine, _) = start(m, EngineConfig { cache_bytes: 0, ..config(8, 8) });
+    // Alone, one after the other.
+    for (p, want) in prompts(8).into_iter().zip(&reference) {
+        let (ids, _, done) = collect(engine.submit(greedy(p, 12), None).unwrap());
+        assert_eq!(&ids, want);
+        assert_eq!((done.finish, done.completion_tokens), (FinishReason::Length, 12));
+    }
+    // All eight at once, sharing the steps.
+    let streams: Vec<_> = prompts(8).into_iter().map(|p| engine.submit(greedy(p, 12), None).unwrap()).collect();
+    for (s, want) in streams.into_iter().zip(&reference) {
+        assert_eq!(&collect(s).0, want);
+    }
+}
+
+#[test]
+fn prefix_cache_hit_gives_the_same_tokens() {
+    let m = tiny_deepseek();
+    let (engine, _) = start(m, config(2, 4));
+    let system: Vec<u32> = (0..300).map(|i| 2000 + i * 13).collect();
+    let with = |tail: &[u32]| [system.as_slice(), tail].concat();
+    // Fresh: nothing cached.
+    let (a, _, done_a) = collect(engine.submit(greedy(with(&[50, 51, 52]), 8), None).unwrap());
+    assert_eq!(done_a.cached_tokens, 0);
+    // Another prompt with the same 300-token start reuses them.
+    let (b, _, done_b) = collect(engine.submit(greedy(with(&[60, 61]), 8), None).unwrap());
+    assert_eq!(done_b.cached_tokens, 300);
+    assert_eq!(done_b.prompt_tokens, 302);
+    // The first prompt again: everything but its last token is cached
+    // (its session went back to the pool)... and the tokens are the same.
+    let (a2, _, done_a2) = collect(engine.submit(greedy(with(&[50, 51, 52]), 8), None).unwrap());
+    assert!(done_a2.cached_tokens >= 300, "{done_a2:?}");
+    assert_eq!(a2, a);
+    // While a request with the prefix runs (it took the only pooled session),
+    // a new one copies the shared prefix out of its session.
+    let running = engine.submit(greedy(with(&[70, 71, 72, 73]), 40), None).unwrap();
+    assert!(matches!(running.recv(), Some(Event::Started { .. })));
+    assert!(matches!(running.recv(), Some(Event::Token(_))));
+    let (b2, _, done_b2) = collect(engine.submit(greedy(with(&[60, 61]), 8), None).unwrap());
+    assert_eq!(done_b2.cached_tokens, 300);
+    assert_eq!(b2, b);
+    drop(running);
+    let stats = engine.stats();
+    assert!(stats.cache_hit_tokens >= 600, "{stats:?}");
+    assert!(stats.cached_sessions >= 1);
+}
+
+#[test]
+fn cache_is_bounded_by_bytes() {
+    let m = tiny_deepseek();
+    // Room for about one 256-token session of this model (3 layers x 40 floats).
+    let per_session = 3 * 40 * 4 * 256;
+    let (engine, _) = start(m, EngineConfig { cache_bytes: per_session, ..config(1, 4) });
+    for p in prompts(4) {
+        collect(engine.submit(greedy(p, 4), None).unwrap());
+    }
+    let s = engine.stats();
+    assert!(s.cached_bytes <= per_session, "{s:?}");
+    assert!(s.cached_sessions <= 1, "{s:?}");
+}
+
+#[test]
+fn dropping_the_stream_frees_the_slot_and_queue_is_bounded() {
+    let m = tiny_deepseek();
+    let (engine, _) = start(m, config(1, 1));
+    let long = engine.submit(greedy(vec![5, 6, 7], 400), None).unwrap();
+    // Wait until it runs.
+    match long.recv() {
+        Some(Event::Started { .. }) => {}
+        other => panic!("expected Started, got {other:?}"),
+    }
+    let queued = engine.submit(greedy(vec![8, 9], 2), None).unwrap();
+    let refused = engine.submit(greedy(vec![8, 9], 2), None);
+    assert!(matches!(refused, Err(SubmitError::QueueFull { in_flight: 2 })), "{:?}", refused.err());
+    // Cancel the long one after a token: the queued one gets the slot and ends.
+    assert!(matches!(long.recv(), Some(Event::Token(_))));
+    drop(long);
+    let t0 = Instant::now();
+    let (_, _, done) = collect(queued);
+    assert_eq!(done.completion_tokens, 2);
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.stats().running + engine.stats().waiting > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s = engine.stats();
+    assert_eq!((s.running, s.waiting, s.cancelled), (0, 0, 1), "{s:?}");
+    // The slot is free again.
+    collect(engine.submit(greedy(vec![8, 9], 2), None).unwrap());
+}
+
+#[test]
+fn bad_requests_are_refused_at_submit() {
+    let (engine, _) = start(tiny_deepseek(), config(1, 1));
+    assert_eq!(engine.submit(greedy(vec![], 4), None).err(), Some(SubmitError::EmptyPrompt));
+    assert_eq!(engine.submit(greedy(vec![1], 0), None).err(), Some(SubmitError::NoTokens));
+    assert_eq!(
+        engine.submit(greedy(vec![1; 500], 13), None).err(),
+        Some(SubmitError::TooLong { prompt: 500, max_tokens: 13, ctx: 512 })
+    );
+    assert_eq!(
+        engine.submit(greedy(vec![1, 999_999], 1), None).err(),
+        Some(SubmitError::TokenOutOfRange { id: 999_999, vocab: 129_280 })
+    );
+}
+
+#[test]
+fn stop_strings_logprobs_and_seeds() {
+    let m = tiny_deepseek();
+    let (engine, tok) = start(m, config(2, 2));
+    let prompt = vec![100, 200, 300];
+    let (ids, text, _) = collect(engine.submit(greedy(prompt.clone(), 10), None).unwrap());
+    assert_eq!(text, tok.decode(&ids));
+    // Stop at a piece of the greedy text: the text ends right before it.
+    let cut = text.char_indices().nth(text.chars().count() / 2).map(|(i, _)| i).unwrap();
+    let stop = text[cut..].chars().take(3).collect::<String>();
+    let want = &text[..text.find(&stop).unwrap()];
+    let req = ValidRequest { stop: vec![stop.clone()], ..greedy(prompt.clone(), 10) };
+    let (_, stopped, done) = collect(engine.submit(req, None).unwrap());
+    assert_eq!(stopped, want, "stop {stop:?}");
+    assert_eq!(done.finish, FinishReason::Stop);
+    // Log-probabilities: the greedy token is the top alternative, and the
+    // alternatives are sorted and are log-probabilities (≤ 0).
+    let req = ValidRequest { logprobs: Some(3), ..greedy(prompt.clone(), 4) };
+    for ev in engine.submit(req, None).unwrap() {
+        if let Event::Token(t) = ev {
+            let lp = t.logprob.expect("logprob");
+            assert_eq!(lp.top.len(), 3);
+            assert_eq!(lp.top[0].0, t.id);
+            assert_eq!(lp.top[0].1, lp.logprob);
+            assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1) && lp.top[0].1 <= 0.0);
+        }
+    }
+    // A seed repeats a sampled output; another seed gives another one.
+    let sampled = |seed| {
+        let sampler = SamplerConfig {
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: Some(seed),
+            ..SamplerConfig::default()
+        };
+        collect(engine.submit(ValidRequest { sampler, ..greedy(prompt.clone(), 12) }, None).unwrap()).0
+    };
+    assert_eq!(sampled(1), sampled(1));
+    assert_ne!(sampled(1), sampled(2));
+}
+
+#[test]
+fn json_mode_output_is_json() {
+    let m = common::cached_model("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let m = load(&m, LoadOptions::default()).unwrap();
+    let prompt_text = "<|im_start|>user\nGive me a JSON object describing a cat, with name and age.<|im_end|>\n<|im_start|>assistant\n";
+    let prompt = m.tokenizer.encode(prompt_text, false).unwrap();
+    let (engine, _) = start(m, config(1, 1));
+    let req = ValidRequest { json_object: true, stop_at_eog: true, ..greedy(prompt, 48) };
+    let (_, text, done) = collect(engine.submit(req, None).unwrap());
+    let mut st = JsonState::new();
+    assert!(st.push_bytes(text.as_bytes()), "not a JSON prefix: {text:?}");
+    if done.finish == FinishReason::Stop {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+        assert!(v.is_object());
+    }
+    assert!(text.trim_start().starts_with('{'), "{text:?}");
+}
+
+/// An async-style consumer: sleeps until the waker runs whenever the stream is
+/// empty. It must see the end of the stream (the engine wakes it after closing
+/// the channel), never sleep forever after `Done`.
+#[test]
+fn waker_runs_after_the_stream_closes() {
+    use std::sync::{Condvar, Mutex};
+    use whale_engine::engine::TryNext;
+    let (engine, _) = start(tiny_deepseek(), config(2, 2));
+    for round in 0..20 {
+        let wakes = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let w = wakes.clone();
+        let waker: whale_engine::engine::Waker = Arc::new(move || {
+            *w.0.lock().unwrap() += 1;
+            w.1.notify_all();
+        });
+        let stream = engine.submit(greedy(vec![7, 8, 9], 2), Some(waker)).unwrap();
+        let mut seen = 0;
+        let (mut events, mut done) = (0, false);
+        loop {
+            match stream.try_next() {
+                TryNext::Event(ev) => {
+                    events += 1;
+                    done |= matches!(ev, Event::Done(_));
+                }
+                TryNext::Closed => break,
+                TryNext::Empty => {
+                    let g = wakes.0.lock().unwrap();
+                    let (g, timeout) = wakes.1.wait_timeout_while(g, Duration::from_secs(10), |n| *n == seen).unwrap();
+                    assert!(!timeout.timed_out(), "round {round}: no wake-up after {events} events (done: {done})");
+                    seen = *g;
+                }
+            }
+        }
+        assert!(done && events == 4, "round {round}: {events} events");
+    }
+}

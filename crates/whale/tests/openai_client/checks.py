@@ -1,0 +1,236 @@
+"""Checks of `whale serve` through the official `openai` Python package.
+
+Run by crates/whale/tests/server_openai.rs as
+
+    python checks.py BASE_URL API_KEY CHECK [ARG]
+
+Each CHECK is a function below; it raises (non-zero exit, traceback on
+stderr) when the server's answer is not what the client expects. The client
+parses every response into its typed models, so a shape the package does not
+accept fails here too.
+"""
+
+import json
+import sys
+import time
+
+import openai
+
+BASE, KEY, CHECK = sys.argv[1], sys.argv[2], sys.argv[3]
+ARG = sys.argv[4] if len(sys.argv) > 4 else None
+
+client = openai.OpenAI(base_url=BASE + "/v1", api_key=KEY, max_retries=0, timeout=300)
+
+USER = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def extra(obj, key):
+    """A field the package does not model (DeepSeek's additions)."""
+    return (obj.model_extra or {}).get(key)
+
+
+def check_chat():
+    """Non-streamed greedy chat equals `whale run --chat` (ARG), with DeepSeek's usage."""
+    r = client.chat.completions.create(model="smollm2", messages=USER, max_tokens=16, temperature=0)
+    assert r.object == "chat.completion", r
+    c = r.choices[0]
+    assert c.message.role == "assistant"
+    assert c.message.content == ARG, (c.message.content, ARG)
+    assert c.finish_reason in ("stop", "length"), c.finish_reason
+    u = r.usage
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+    hit, miss = extra(u, "prompt_cache_hit_tokens"), extra(u, "prompt_cache_miss_tokens")
+    assert hit is not None and hit + miss == u.prompt_tokens, u
+    assert u.prompt_tokens_details.cached_tokens == hit
+
+
+def check_stream():
+    """Streamed chat adds up to the non-streamed answer; usage comes last."""
+    full = client.chat.completions.create(model="m", messages=USER, max_tokens=16, temperature=0)
+    stream = client.chat.completions.create(
+        model="m", messages=USER, max_tokens=16, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
+    text, finish, usage, roles = "", None, None, []
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for ch in chunk.choices:
+            if ch.delta.role:
+                roles.append(ch.delta.role)
+            text += ch.delta.content or ""
+            finish = ch.finish_reason or finish
+    assert roles == ["assistant"], roles
+    assert text == full.choices[0].message.content, (text, full.choices[0].message.content)
+    assert finish == full.choices[0].finish_reason
+    assert usage is not None and usage.completion_tokens == full.usage.completion_tokens, usage
+
+
+def check_completions():
+    """Legacy completions with log-probabilities."""
+    r = client.completions.create(model="m", prompt="The capital of France is", max_tokens=6, temperature=0, logprobs=2)
+    c = r.choices[0]
+    assert c.text, r
+    lp = c.logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == r.usage.completion_tokens
+    assert all(l <= 0 for l in lp.token_logprobs)
+    assert all(max(t.values()) == l for t, l in zip(lp.top_logprobs, lp.token_logprobs)), lp
+
+
+def check_logprobs():
+    """Chat log-probabilities: the greedy token is the top alternative."""
+    r = client.chat.completions.create(
+        model="m", messages=USER, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3
+    )
+    entries = r.choices[0].logprobs.content
+    assert len(entries) == r.usage.completion_tokens
+    for e in entries:
+        assert len(e.top_logprobs) == 3
+        assert e.top_logprobs[0].token == e.token and e.top_logprobs[0].logprob == e.logprob
+        assert bytes(e.bytes).decode("utf-8", "replace") == e.token
+
+
+def check_json_mode():
+    """JSON mode answers with a JSON object."""
+    r = client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "Describe a cat as JSON with the keys name and age."}],
+        max_tokens=64,
+        temperature=0,
+        response_format={"type": "json_object"},
+    )
+    obj = json.loads(r.choices[0].message.content)
+    assert isinstance(obj, dict), obj
+
+
+def check_prefix():
+    """DeepSeek's chat prefix completion (beta base URL, `prefix: true`)."""
+    beta = openai.OpenAI(base_url=BASE + "/beta", api_key=KEY, max_retries=0)
+    full = client.chat.completions.create(model="m", messages=USER, max_tokens=12, temperature=0).choices[0].message.content
+    words = full.split(" ")
+    prefix = " ".join(words[:3])
+    r = beta.chat.completions.create(
+        model="m",
+        messages=USER + [{"role": "assistant", "content": prefix, "prefix": True}],
+        max_tokens=4,
+        temperature=0,
+    )
+    joined = prefix + r.choices[0].message.content
+    assert full.startswith(joined) or joined.startswith(full), (prefix, r.choices[0].message.content, full)
+
+
+def check_seed():
+    """A seed repeats a sampled answer."""
+    kw = dict(model="m", messages=USER, max_tokens=10, temperature=1.3, seed=77)
+    a = client.chat.completions.create(**kw).choices[0].message.content
+    b = client.chat.completions.create(**kw).choices[0].message.content
+    assert a == b, (a, b)
+
+
+def check_errors():
+    """400s come as BadRequestError with the server's message."""
+    for kwargs, needle in [
+        (dict(messages=[{"role": "wizard", "content": "x"}]), "unknown role"),
+        (dict(messages=USER, temperature=2.5), "temperature"),
+        (dict(messages=USER, max_tokens=100000), "beyond the context"),
+    ]:
+        try:
+            client.chat.completions.create(model="m", **kwargs)
+        except openai.BadRequestError as e:
+            assert e.status_code == 400 and needle in e.message, e.message
+            assert e.body["type"] == "invalid_request_error", e.body
+        else:
+            raise AssertionError(f"no error for {kwargs}")
+
+
+def check_auth():
+    """A wrong key is an AuthenticationError; the right one (KEY) works."""
+    bad = openai.OpenAI(base_url=BASE + "/v1", api_key="sk-wrong", max_retries=0)
+    try:
+        bad.models.list()
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401
+    else:
+        raise AssertionError("no 401 for a wrong key")
+    ids = [m.id for m in client.models.list()]
+    assert len(ids) == 1, ids
+
+
+def check_fim():
+    """Fill-in-the-middle through `suffix` (Qwen2.5-Coder)."""
+    r = client.completions.create(
+        model="m", prompt="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n", max_tokens=6, temperature=0
+    )
+    assert "a + b" in r.choices[0].text, r.choices[0].text
+
+
+def check_tools():
+    """Tool calls parsed from the model's own format (Qwen2.5-Coder: <tool_call>)."""
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather of a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(model="m", messages=msgs, tools=tools, max_tokens=40, temperature=0)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls", c
+    call = c.message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments)["city"] == "Paris", call
+    # The call and its result go back through the template (this 0.5B model
+    # then tends to repeat the call before it uses the result; tool_choice
+    # none keeps that as text, and the result shows).
+    msgs.append(c.message.model_dump(exclude_none=True))
+    msgs.append({"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21}'})
+    r2 = client.chat.completions.create(
+        model="m", messages=msgs, tools=tools, tool_choice="none", max_tokens=24, temperature=0
+    )
+    assert "21" in r2.choices[0].message.content, r2
+    # Streamed tool calls.
+    calls = []
+    for chunk in client.chat.completions.create(model="m", messages=msgs[:1], tools=tools, max_tokens=40, temperature=0, stream=True):
+        for ch in chunk.choices:
+            calls.extend(ch.delta.tool_calls or [])
+    assert len(calls) == 1 and calls[0].function.name == "get_weather", calls
+
+
+def check_queue_full():
+    """429 as a RateLimitError while the only slot and the queue are taken
+    (the Rust side fills them first)."""
+    try:
+        client.chat.completions.create(model="m", messages=USER, max_tokens=2)
+    except openai.RateLimitError as e:
+        assert e.status_code == 429 and e.body["code"] == "queue_full", e.body
+    else:
+        raise AssertionError("no 429")
+
+
+def check_disconnect():
+    """Open a stream, read one chunk, close it: the server must free the slot."""
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+        max_tokens=400, temperature=0, stream=True,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()
+    # The slot is free again: the next request is served (the server runs
+    # with --parallel 1 --max-queue 0, so a held slot would be a 429).
+    deadline = time.time() + 10
+    while True:
+        try:
+            client.chat.completions.create(model="m", messages=USER, max_tokens=2, temperature=0)
+            return
+        except openai.RateLimitError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+globals()["check_" + CHECK]()
+print("ok", CHECK)

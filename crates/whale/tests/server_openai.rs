@@ -1,0 +1,80 @@
+//! `whale serve` through the official `openai` Python package: every answer
+//! must parse into the package's types and mean what the client expects.
+//!
+//! The checks are in `openai_client/checks.py`; they run with the virtual
+//! environment `scripts/test` makes (`target/pyenv`, with `openai`), or the
+//! Python named by `WHALE_TEST_PYTHON`.
+
+mod server_common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use server_common::*;
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("WHALE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/test creates it (python3 -m venv target/pyenv && target/pyenv/bin/pip install openai)",
+        p.display()
+    );
+    p
+}
+
+/// Run one check of `checks.py` against `server`.
+fn check(server: &Server, key: &str, name: &str, arg: Option<&str>) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client/checks.py");
+    let out =
+        Command::new(python()).arg(&script).args([&server.base, key, name]).args(arg).output().expect("run python");
+    assert!(
+        out.status.success(),
+        "check {name} failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}
+
+#[test]
+fn openai_client_chat_stream_completions_logprobs_json_prefix_seed_errors() {
+    let model = smollm2();
+    let want = whale_run_chat(&model, "What is the capital of France?", 16);
+    let s = Server::start(&model, &["--ctx", "512"]);
+    check(&s, "none", "chat", Some(&want));
+    for name in ["stream", "completions", "logprobs", "json_mode", "prefix", "seed", "errors"] {
+        check(&s, "none", name, None);
+    }
+}
+
+#[test]
+fn openai_client_authentication() {
+    let s = Server::start(&tiny_deepseek(), &["--ctx", "128", "--api-key", "sk-local"]);
+    check(&s, "sk-local", "auth", None);
+}
+
+#[test]
+fn openai_client_fim_and_tool_calls_on_qwen_coder() {
+    let s = Server::start(&qwen_coder(), &["--ctx", "1024"]);
+    check(&s, "none", "fim", None);
+    check(&s, "none", "tools", None);
+}
+
+#[test]
+fn openai_client_queue_full_and_disconnect() {
+    let s = Server::start(&smollm2(), &["--ctx", "512", "--parallel", "1", "--max-queue", "0"]);
+    // Hold the only slot with a long stream, then the client must get a 429.
+    let long = json!({"messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+                      "max_tokens": 400, "temperature": 0, "stream": true});
+    let holder = StreamingCurl::start(&s, &long);
+    holder.until(Duration::from_secs(60), |l| l.contains("\"content\""));
+    check(&s, "none", "queue_full", None);
+    holder.disconnect();
+    assert!(wait_until(Duration::from_secs(10), || s.metric("whale_running_requests") == 0.0));
+    // The client closes a stream after one chunk; its slot frees at once.
+    check(&s, "none", "disconnect", None);
+}
