@@ -24,7 +24,8 @@ use whale_kernels::GgmlType;
 
 use crate::gguf::GgufFile;
 use crate::model::{
-    attention, Architecture, AttnLayout, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
+    attention, cfg_err, embed_tokens, final_logits, load_embed_output, Architecture, AttnLayout, KvCache, Linear,
+    LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
 use crate::moe::{route, RouterConfig, TopkMethod};
 use crate::names::{self, expert, layer, name};
@@ -102,10 +103,6 @@ pub struct DeepseekParams {
     pub context_length: usize,
     /// Multi-token-prediction layers stored after the last layer (not run here).
     pub num_nextn_predict_layers: usize,
-}
-
-fn cfg_err(msg: impl Into<String>) -> ModelError {
-    ModelError::Config(msg.into())
 }
 
 impl DeepseekParams {
@@ -442,13 +439,7 @@ impl Deepseek {
         let (nope, rope, lat, lw) = (p.qk_nope_head_dim, p.qk_rope_head_dim, p.kv_lora_rank, p.latent_width());
         let qk = p.qk_head_dim();
 
-        let mut x = vec![0f32; n * h]; // [n, hidden]
-        for (t, &id) in tokens.iter().enumerate() {
-            if id as usize >= p.vocab_size {
-                return Err(ModelError::TokenOutOfRange { id, vocab: p.vocab_size });
-            }
-            self.embed.row(id as usize, &mut x[t * h..(t + 1) * h]);
-        }
+        let mut x = embed_tokens(&self.embed, tokens)?; // [n, hidden]
         let mut xn = vec![0f32; n * h];
         for (l, b) in self.blocks.iter().enumerate() {
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
@@ -548,14 +539,8 @@ impl Deepseek {
             ops::add_assign(&mut x, &y);
         }
         cache.len = pos0 + n;
-        let rows: &[f32] = match logits {
-            Logits::Last => &x[(n - 1) * h..],
-            Logits::All => &x,
-        };
-        let m = rows.len() / h;
-        let mut normed = rows.to_vec();
-        ops::rms_norm_rows(&mut normed, &self.norm, p.rms_norm_eps);
-        Ok(self.output.forward(&normed, m, th)) // [m, vocab]
+        Ok(final_logits(&x, logits, &self.norm, p.rms_norm_eps, &self.output, th))
+        // [m, vocab]
     }
 
     pub fn load(store: &WeightStore, opts: LoadOptions) -> Result<Deepseek, ModelError> {
@@ -571,11 +556,7 @@ impl Deepseek {
         let mtp = (p.n_layers..p.n_layers + p.num_nextn_predict_layers)
             .map(|i| load_mtp(store, &p, i))
             .collect::<Result<Vec<_>, _>>()?;
-        let embed = Linear::from_view(store.get(&name(names::TOKEN_EMBD), &[p.vocab_size, h])?, None);
-        let output = match store.optional(&name(names::OUTPUT), &[p.vocab_size, h])? {
-            Some(t) => Linear::from_view(t, None),
-            None => embed.clone(),
-        };
+        let (embed, output) = load_embed_output(store, p.vocab_size, h)?;
         // The rope part rotates adjacent pairs in every format ([hf-ref]
         // rope_interleave; llama.cpp's deepseek2 uses the same pairing).
         let rope = match &p.yarn {

@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use crate::gguf::GgufFile;
 use crate::model::{
-    attention, Architecture, AttnLayout, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
+    attention, cfg_err, embed_tokens, final_logits, load_embed_output, Architecture, AttnLayout, KvCache, Linear,
+    LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
 use crate::names::{self, layer, name};
 use crate::ops::{self, Rope, RopeStyle};
@@ -53,10 +54,6 @@ pub struct LlamaParams {
     pub context_length: usize,
     /// Q/K/V projections carry biases (Qwen2).
     pub qkv_bias: bool,
-}
-
-fn cfg_err(msg: impl Into<String>) -> ModelError {
-    ModelError::Config(msg.into())
 }
 
 impl LlamaParams {
@@ -221,13 +218,7 @@ impl Model for Llama {
         let (qd, kvd) = (p.n_head * p.head_dim, p.n_kv_head * p.head_dim);
         let scale = 1.0 / (p.head_dim as f32).sqrt();
 
-        let mut x = vec![0f32; n * h]; // [n, hidden]
-        for (t, &id) in tokens.iter().enumerate() {
-            if id as usize >= p.vocab_size {
-                return Err(ModelError::TokenOutOfRange { id, vocab: p.vocab_size });
-            }
-            self.embed.row(id as usize, &mut x[t * h..(t + 1) * h]);
-        }
+        let mut x = embed_tokens(&self.embed, tokens)?; // [n, hidden]
         let mut xn = vec![0f32; n * h];
         for (l, b) in self.blocks.iter().enumerate() {
             // Attention.
@@ -264,15 +255,8 @@ impl Model for Llama {
             ops::add_assign(&mut x, &d);
         }
         cache.len = pos0 + n;
-        // Final norm and output projection, only for the rows asked for.
-        let rows: &[f32] = match logits {
-            Logits::Last => &x[(n - 1) * h..],
-            Logits::All => &x,
-        };
-        let m = rows.len() / h;
-        let mut normed = rows.to_vec();
-        ops::rms_norm_rows(&mut normed, &self.norm, p.rms_norm_eps);
-        Ok(self.output.forward(&normed, m, th)) // [m, vocab]
+        Ok(final_logits(&x, logits, &self.norm, p.rms_norm_eps, &self.output, th))
+        // [m, vocab]
     }
 }
 
@@ -325,12 +309,7 @@ impl Llama {
                 w_down: lin(names::FFN_DOWN, i, [h, ff], None)?,
             });
         }
-        let embed = Linear::from_view(store.get(&name(names::TOKEN_EMBD), &[p.vocab_size, h])?, None);
-        // Tied embeddings: no output tensor in the file, the embedding serves.
-        let output = match store.optional(&name(names::OUTPUT), &[p.vocab_size, h])? {
-            Some(t) => Linear::from_view(t, None),
-            None => embed.clone(),
-        };
+        let (embed, output) = load_embed_output(store, p.vocab_size, h)?;
         let rope = Rope::new(p.rope_style, p.head_dim, p.rope_theta, p.rope_freq_factors.as_deref());
         let info = ModelInfo {
             architecture: arch,

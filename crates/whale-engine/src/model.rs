@@ -277,6 +277,48 @@ pub fn attention(
     out
 }
 
+/// A configuration error (the shorthand every architecture file uses).
+pub(crate) fn cfg_err(msg: impl Into<String>) -> ModelError {
+    ModelError::Config(msg.into())
+}
+
+/// Look up the embedding rows of `tokens`: `[n_tok, hidden]`.
+pub fn embed_tokens(embed: &Linear, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+    let h = embed.cols;
+    let mut x = vec![0f32; tokens.len() * h];
+    for (t, &id) in tokens.iter().enumerate() {
+        if id as usize >= embed.rows {
+            return Err(ModelError::TokenOutOfRange { id, vocab: embed.rows });
+        }
+        embed.row(id as usize, &mut x[t * h..(t + 1) * h]);
+    }
+    Ok(x)
+}
+
+/// Final RMSNorm and output projection of the hidden states `x`
+/// (`[n_tok, hidden]`), for the last row or all rows: `[m, vocab]`.
+pub fn final_logits(x: &[f32], logits: Logits, norm: &[f32], eps: f32, output: &Linear, threads: usize) -> Vec<f32> {
+    let h = norm.len();
+    let rows: &[f32] = match logits {
+        Logits::Last => &x[x.len() - h..],
+        Logits::All => x,
+    };
+    let mut normed = rows.to_vec();
+    ops::rms_norm_rows(&mut normed, norm, eps);
+    output.forward(&normed, rows.len() / h, threads)
+}
+
+/// The token embedding `[vocab, hidden]` and the output projection, which is
+/// the embedding itself when the file has none (tied embeddings).
+pub fn load_embed_output(store: &WeightStore, vocab: usize, h: usize) -> Result<(Linear, Linear), ModelError> {
+    let embed = Linear::from_view(store.get(&crate::names::name(crate::names::TOKEN_EMBD), &[vocab, h])?, None);
+    let output = match store.optional(&crate::names::name(crate::names::OUTPUT), &[vocab, h])? {
+        Some(t) => Linear::from_view(t, None),
+        None => embed.clone(),
+    };
+    Ok((embed, output))
+}
+
 /// How a model should be run.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
