@@ -134,6 +134,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let (pp_m, pp_s) = mean_std(&pp);
     let (tg_m, tg_s) = mean_std(&tg);
+    // Read before the bandwidth probe, whose 1 GiB buffer is not the model's.
+    let peak_rss_bytes = peak_rss();
     let bw = match a.bandwidth {
         Some(b) => b,
         None if a.n_gen > 0 => measure_bandwidth(threads),
@@ -150,7 +152,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         pp_std: pp_s,
         tg_tok_s: tg_m,
         tg_std: tg_s,
-        peak_rss_bytes: peak_rss(),
+        peak_rss_bytes,
         weight_bytes,
         bandwidth_gb_s: bw,
         tg_fraction_of_bound: frac,
