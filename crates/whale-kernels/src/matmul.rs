@@ -89,15 +89,8 @@ pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], m: us
     let v = Verified::active();
     let work = rows.saturating_mul(cols).saturating_mul(m);
     let chunk = rows_per_thread(threads, rows, work);
-    let parts = rows.div_ceil(chunk);
-    // Thread t owns columns [t*chunk, (t+1)*chunk) of every output row y[i].
-    let mut views: Vec<Vec<&mut [f32]>> = (0..parts).map(|_| Vec::with_capacity(m)).collect();
-    for yi in y.chunks_exact_mut(rows) {
-        for (view, part) in views.iter_mut().zip(yi.chunks_mut(chunk)) {
-            view.push(part);
-        }
-    }
-    if parts == 1 {
+    let mut views = column_views(y, rows, chunk, m);
+    if views.len() == 1 {
         let view = views.pop().expect("one part");
         matmul_rows(v, ty, w, rb, cols, x, view);
         return;
@@ -157,6 +150,19 @@ fn checked_weight_shape(ty: GgmlType, w: &[u8], rows: usize, cols: usize, what: 
 
 /// Rows per thread: all of them when the work is small or one thread is
 /// asked for, else an even split over at most `threads` threads.
+/// Split `y` (`[m, rows]`) by weight rows: part t holds columns
+/// `[t*chunk, (t+1)*chunk)` of every output row, so threads that own
+/// different weight rows write disjoint slices.
+pub(crate) fn column_views(y: &mut [f32], rows: usize, chunk: usize, m: usize) -> Vec<Vec<&mut [f32]>> {
+    let mut views: Vec<Vec<&mut [f32]>> = (0..rows.div_ceil(chunk)).map(|_| Vec::with_capacity(m)).collect();
+    for yi in y.chunks_exact_mut(rows) {
+        for (view, part) in views.iter_mut().zip(yi.chunks_mut(chunk)) {
+            view.push(part);
+        }
+    }
+    views
+}
+
 pub(crate) fn rows_per_thread(threads: usize, rows: usize, work: usize) -> usize {
     let threads = threads.clamp(1, rows.max(1));
     if threads == 1 || work <= PARALLEL_MIN_WORK {

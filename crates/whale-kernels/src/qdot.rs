@@ -253,15 +253,8 @@ fn matmul_q_verified(
     }
     let work = rows.saturating_mul(cols).saturating_mul(m);
     let chunk = crate::matmul::rows_per_thread(threads, rows, work);
-    let parts = rows.div_ceil(chunk);
-    // Part t owns columns [t*chunk, (t+1)*chunk) of every output row y[i].
-    let mut views: Vec<Vec<&mut [f32]>> = (0..parts).map(|_| Vec::with_capacity(m)).collect();
-    for yi in y.chunks_exact_mut(rows) {
-        for (view, part) in views.iter_mut().zip(yi.chunks_mut(chunk)) {
-            view.push(part);
-        }
-    }
-    if parts == 1 {
+    let mut views = crate::matmul::column_views(y, rows, chunk, m);
+    if views.len() == 1 {
         let view = views.pop().expect("one part");
         matmul_q_rows(v, wty, w, rb, acts, view);
         return;
