@@ -10,6 +10,35 @@ use crate::types::GgmlType;
 /// waking the pool costs more than it saves.
 pub const PARALLEL_MIN_WORK: usize = 1 << 16;
 
+/// How far ahead of the row being multiplied the weight stream is
+/// prefetched, in bytes. Decode streams every weight once from DRAM; the
+/// hardware prefetcher alone left a core waiting on loads (SmolLM2 decode,
+/// 1 thread: 50 tok/s without, 91 with; 512 B to 16 KiB all helped, 2-3 KiB
+/// measured best on the development machine).
+pub(crate) const PREFETCH_DISTANCE: usize = 2048;
+
+/// Asks the CPU to start loading `w[at..at + len]` (clamped to `w`) into
+/// L1, one request per 64-byte line. A hint only: no effect on results.
+#[inline(always)]
+pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let end = at.saturating_add(len).min(w.len());
+        let mut p = at;
+        while p < end {
+            // SAFETY: `p < w.len()`, so the address is inside `w`; a
+            // prefetch reads nothing architecturally and never faults.
+            unsafe {
+                use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().add(p).cast());
+            }
+            p += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, at, len);
+}
+
 /// `y[r] = dot(row r of w, x)` for `r in 0..rows`.
 ///
 /// `w` holds `rows` contiguous rows of `cols` elements each, `ty`-encoded
@@ -44,7 +73,8 @@ pub fn matvec(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], y: &m
 }
 
 fn matvec_rows(v: Verified, ty: GgmlType, w: &[u8], rb: usize, x: &[f32], y: &mut [f32]) {
-    for (out, row) in y.iter_mut().zip(w.chunks_exact(rb)) {
+    for (r, (out, row)) in y.iter_mut().zip(w.chunks_exact(rb)).enumerate() {
+        prefetch(w, r * rb + PREFETCH_DISTANCE, rb);
         *out = vec_dot_verified(v, ty, row, x);
     }
 }

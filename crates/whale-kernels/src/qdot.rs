@@ -268,6 +268,7 @@ fn matmul_q_verified(
 fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &QuantizedActs, mut out: Vec<&mut [f32]>) {
     let act_rows: Vec<ActRow<'_>> = (0..acts.m()).map(|i| acts.row(i)).collect();
     for (r, row) in w.chunks_exact(rb).enumerate() {
+        crate::matmul::prefetch(w, r * rb + crate::matmul::PREFETCH_DISTANCE, rb);
         for (yi, a) in out.iter_mut().zip(&act_rows) {
             yi[r] = vec_dot_q_verified(v, wty, row, *a);
         }
