@@ -195,12 +195,9 @@ pub(crate) unsafe fn load_y(y: &[i8], at: usize) -> __m256i {
 /// is empty or shorter than `at`).
 #[inline(always)]
 pub(crate) fn take8<T: Copy + Default>(v: &[T], at: usize) -> [T; 8] {
-    let mut out = [T::default(); 8];
-    let end = v.len().min(at + 8);
-    if end > at {
-        out[..end - at].copy_from_slice(&v[at..end]);
-    }
-    out
+    // Element by element: a variable-length copy would become a call to
+    // memcpy (and a vzeroupper) in the middle of a kernel.
+    core::array::from_fn(|k| v.get(at + k).copied().unwrap_or_default())
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -391,6 +388,31 @@ pub(crate) unsafe fn legacy_group<const MIN: bool>(
     }
 }
 
+/// A 256-element K-quant block unpacked for the integer dot: `u[t]` holds
+/// the unsigned quants of elements `32t..32t + 32`, `sc[t]` their group
+/// scales (one i16 per pair of bytes, for `dot_acc_scaled`), and `mv` the
+/// 16 i16 multipliers of the activation's Q8_K group sums. The block term is
+/// `term_k(d, dmin, da, isum, Σ mv·bsum)` when `off == 0` (types with mins),
+/// else `term(d, da, isum - off·Σ mv·bsum)` (signed quants stored offset).
+#[derive(Clone, Copy)]
+pub(crate) struct KBlock {
+    pub u: [__m256i; 8],
+    pub sc: [__m256i; 8],
+    pub d: f32,
+    pub dmin: f32,
+    pub mv: __m256i,
+    pub off: i32,
+}
+
+impl KBlock {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn new(d: f32, dmin: f32, mv: __m256i, off: i32) -> KBlock {
+        let z = _mm256_setzero_si256();
+        KBlock { u: [z; 8], sc: [z; 8], d, dmin, mv, off }
+    }
+}
+
 // ----------------------------------------------------------------------------
 // Row dots
 // ----------------------------------------------------------------------------
@@ -412,91 +434,106 @@ macro_rules! int8_kernels {
         use $crate::avx2::{high_bits32, hsum, load32, nibbles32};
         use $crate::avx2_q8::{
             bits, bsums, group_scales, groups_of_half, h2f, hsum4_i32, hsum_8x8, hsum_i32, legacy_group, load_y, take8,
-            widen16, word_bcast,
+            widen16, word_bcast, KBlock,
         };
         use $crate::blocks::*;
         use $crate::q8::ActRow;
         use $crate::qdot::{k4_scales_mins, reduce8, term, term_k};
         use $crate::types::{GgmlType, QK32, QK_K};
 
-        /// Row dot for every quantized-activation type (not F32 / Q8_1 /
-        /// Q8_K weights, which the caller routes to the f32 kernels).
+        /// Row dots for every quantized-activation type (not F32 / Q8_1 /
+        /// Q8_K weights, which the caller routes to the f32 kernels): one
+        /// weight row against `N` activation rows. Each weight block is
+        /// unpacked once and used `N` times (prefill; decode is `N = 1`).
+        /// Result `j` does not depend on `N` or on the other rows: per
+        /// activation row the integer sums are the same exact numbers and
+        /// the f32 operations the same, in the same order.
         ///
         /// # Safety
         /// The CPU must support this module's target features; `row` must
-        /// hold exactly as many `wty` elements as `a` has columns, and `a`
-        /// must be of type `vec_dot_type(wty)`.
+        /// hold exactly as many `wty` elements as each `a[j]` has columns,
+        /// and every `a[j]` must be of type `vec_dot_type(wty)`.
         #[target_feature(enable = $features)]
-        pub(crate) unsafe fn vec_dot(wty: GgmlType, row: &[u8], a: ActRow<'_>) -> f32 {
+        pub(crate) unsafe fn vec_dot_n<const N: usize>(wty: GgmlType, row: &[u8], a: [ActRow<'_>; N]) -> [f32; N] {
             use bytemuck::cast_slice;
             use GgmlType as G;
+            let nib = |b: &[u8; 16], _qh: [u8; 4]| nibbles32(b);
+            let nib5 = |b: &[u8; 16], qh: [u8; 4]| _mm256_or_si256(nibbles32(b), high_bits32(qh));
+            let plain = |u: __m256i, y: __m256i| dot_u8_i8(u, y);
             match wty {
-                G::Q4_0 => legacy::<_, false>(
+                G::Q4_0 => legacy::<_, false, N>(
                     cast_slice::<u8, BlockQ4_0>(row),
                     a,
                     8,
                     |b| (bits(b.d), 0),
-                    |b, y| dot_u8_i8(nibbles32(&b.qs), y),
+                    |b| nib(&b.qs, [0; 4]),
+                    plain,
                 ),
-                G::Q4_1 => legacy::<_, true>(
+                G::Q4_1 => legacy::<_, true, N>(
                     cast_slice::<u8, BlockQ4_1>(row),
                     a,
                     0,
                     |b| (bits(b.d), bits(b.m)),
-                    |b, y| dot_u8_i8(nibbles32(&b.qs), y),
+                    |b| nib(&b.qs, [0; 4]),
+                    plain,
                 ),
-                G::Q5_0 => legacy::<_, false>(
+                G::Q5_0 => legacy::<_, false, N>(
                     cast_slice::<u8, BlockQ5_0>(row),
                     a,
                     16,
                     |b| (bits(b.d), 0),
-                    |b, y| dot_u8_i8(_mm256_or_si256(nibbles32(&b.qs), high_bits32(b.qh)), y),
+                    |b| nib5(&b.qs, b.qh),
+                    plain,
                 ),
-                G::Q5_1 => legacy::<_, true>(
+                G::Q5_1 => legacy::<_, true, N>(
                     cast_slice::<u8, BlockQ5_1>(row),
                     a,
                     0,
                     |b| (bits(b.d), bits(b.m)),
-                    |b, y| dot_u8_i8(_mm256_or_si256(nibbles32(&b.qs), high_bits32(b.qh)), y),
+                    |b| nib5(&b.qs, b.qh),
+                    plain,
                 ),
-                G::Q8_0 => legacy::<_, false>(
+                G::Q8_0 => legacy::<_, false, N>(
                     cast_slice::<u8, BlockQ8_0>(row),
                     a,
                     Q8_0_OFF,
                     |b| (bits(b.d), 0),
-                    |b, y| q8_0_dot(load32(bytemuck::cast_slice(&b.qs), 0), y),
+                    |b| load32(bytemuck::cast_slice(&b.qs), 0),
+                    |x, y| q8_0_dot(x, y),
                 ),
-                G::Q2_K => q2_k(cast_slice(row), a),
-                G::Q3_K => q3_k(cast_slice(row), a),
-                G::Q4_K => {
-                    q45_k::<false, _>(cast_slice::<u8, BlockQ4_K>(row), a, |b| (b.d, b.dmin, &b.scales, &b.qs, None))
-                }
-                G::Q5_K => q45_k::<true, _>(cast_slice::<u8, BlockQ5_K>(row), a, |b| {
-                    (b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh))
+                G::Q2_K => kquant::<_, N>(cast_slice::<u8, BlockQ2_K>(row), a, |b| unpack_q2_k(b)),
+                G::Q3_K => kquant::<_, N>(cast_slice::<u8, BlockQ3_K>(row), a, |b| unpack_q3_k(b)),
+                G::Q4_K => kquant::<_, N>(cast_slice::<u8, BlockQ4_K>(row), a, |b| {
+                    unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None)
                 }),
-                G::Q6_K => q6_k(cast_slice(row), a),
-                G::F16 => $crate::avx2_q8::half_row::<false>(row, a.halves),
-                G::BF16 => $crate::avx2_q8::half_row::<true>(row, a.halves),
+                G::Q5_K => kquant::<_, N>(cast_slice::<u8, BlockQ5_K>(row), a, |b| {
+                    unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh))
+                }),
+                G::Q6_K => kquant::<_, N>(cast_slice::<u8, BlockQ6_K>(row), a, |b| unpack_q6_k(b)),
+                G::F16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<false>(row, a[j].halves)),
+                G::BF16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<true>(row, a[j].halves)),
                 G::F32 | G::Q8_1 | G::Q8_K => unreachable!("f32 activations are handled by the caller"),
             }
         }
 
-        /// The 32-element block types, eight blocks at a time: `isum(block,
-        /// y)` gives Σ u·y in eight i32 lanes (`u` the unsigned quants),
-        /// `off·Σy` is subtracted per block, and the f32 part is
+        /// The 32-element block types, eight blocks at a time: `unpack`
+        /// gives a block's quants as 32 bytes, `idot(u, y)` Σ u·y in eight
+        /// i32 lanes, `off·Σy` is subtracted per block, and the f32 part is
         /// `legacy_group`, one block per lane. `dm(block)` returns the f16
-        /// bits of `d` and (if `MIN`) `m`.
+        /// bits of `d` and (if `MIN`) `m`. A group of eight blocks is
+        /// unpacked once for all `N` activation rows.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn legacy<B, const MIN: bool>(
+        unsafe fn legacy<B, const MIN: bool, const N: usize>(
             blocks: &[B],
-            a: ActRow<'_>,
+            a: [ActRow<'_>; N],
             off: i32,
             dm: impl Fn(&B) -> (u16, u16),
-            isum: impl Fn(&B, __m256i) -> __m256i,
-        ) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut accm = _mm256_setzero_ps();
+            unpack: impl Fn(&B) -> __m256i,
+            idot: impl Fn(__m256i, __m256i) -> __m256i,
+        ) -> [f32; N] {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut accm = [_mm256_setzero_ps(); N];
             let arr8 = |v: &[f32], g: usize| -> [f32; 8] {
                 if v.is_empty() {
                     [0.0; 8]
@@ -508,176 +545,185 @@ macro_rules! int8_kernels {
             let full = blocks.len() / 8;
             for g in 0..full {
                 let grp: &[B; 8] = blocks[8 * g..8 * g + 8].try_into().unwrap();
-                let y: &[i8; 8 * QK32] = a.qs[8 * QK32 * g..8 * QK32 * (g + 1)].try_into().unwrap();
-                let parts: [__m256i; 8] = core::array::from_fn(|k| isum(&grp[k], load_y(y, QK32 * k)));
+                let u: [__m256i; 8] = core::array::from_fn(|k| unpack(&grp[k]));
                 let mut dw = [0u16; 8];
                 let mut mw = [0u16; 8];
                 for k in 0..8 {
                     (dw[k], mw[k]) = dm(&grp[k]);
                 }
-                let ys: [i32; 8] = if off != 0 { a.sums[8 * g..8 * g + 8].try_into().unwrap() } else { [0; 8] };
-                let sa = if MIN { arr8(a.s, g) } else { [0.0; 8] };
-                legacy_group::<MIN>(&mut acc, &mut accm, hsum_8x8(parts), off, ys, arr8(a.d, g), sa, dw, mw);
+                for j in 0..N {
+                    let y: &[i8; 8 * QK32] = a[j].qs[8 * QK32 * g..8 * QK32 * (g + 1)].try_into().unwrap();
+                    let parts: [__m256i; 8] = core::array::from_fn(|k| idot(u[k], load_y(y, QK32 * k)));
+                    let ys: [i32; 8] = if off != 0 { a[j].sums[8 * g..8 * g + 8].try_into().unwrap() } else { [0; 8] };
+                    let sa = if MIN { arr8(a[j].s, g) } else { [0.0; 8] };
+                    let is = hsum_8x8(parts);
+                    legacy_group::<MIN>(&mut acc[j], &mut accm[j], is, off, ys, arr8(a[j].d, g), sa, dw, mw);
+                }
             }
             // The last, partial group: zero-padded lanes.
             let rest = &blocks[8 * full..];
             if !rest.is_empty() {
                 let base = 8 * full;
-                let mut parts = [_mm256_setzero_si256(); 8];
+                let mut u = [_mm256_setzero_si256(); 8];
                 let mut dw = [0u16; 8];
                 let mut mw = [0u16; 8];
                 for (k, b) in rest.iter().enumerate() {
-                    parts[k] = isum(b, load_y(a.qs, QK32 * (base + k)));
+                    u[k] = unpack(b);
                     (dw[k], mw[k]) = dm(b);
                 }
-                let (ys, da, sa) = (take8(a.sums, base), take8(a.d, base), take8(a.s, base));
-                legacy_group::<MIN>(&mut acc, &mut accm, hsum_8x8(parts), off, ys, da, sa, dw, mw);
+                for j in 0..N {
+                    let mut parts = [_mm256_setzero_si256(); 8];
+                    for k in 0..rest.len() {
+                        parts[k] = idot(u[k], load_y(a[j].qs, QK32 * (base + k)));
+                    }
+                    let (ys, da, sa) = (take8(a[j].sums, base), take8(a[j].d, base), take8(a[j].s, base));
+                    legacy_group::<MIN>(&mut acc[j], &mut accm[j], hsum_8x8(parts), off, ys, da, sa, dw, mw);
+                }
             }
-            if MIN {
-                hsum(acc) + hsum(accm)
-            } else {
-                hsum(acc)
+            core::array::from_fn(|j| if MIN { hsum(acc[j]) + hsum(accm[j]) } else { hsum(acc[j]) })
+        }
+
+        /// The 256-element K blocks: a block is unpacked once (`unpack`, see
+        /// `KBlock`) and dotted with each of the `N` activation rows.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn kquant<B, const N: usize>(
+            blocks: &[B],
+            a: [ActRow<'_>; N],
+            unpack: impl Fn(&B) -> KBlock,
+        ) -> [f32; N] {
+            let mut acc = [[0f32; 8]; N];
+            for (b, blk) in blocks.iter().enumerate() {
+                let kb = unpack(blk);
+                for j in 0..N {
+                    let yb: &[i8; QK_K] = a[j].qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+                    let mut is = [_mm256_setzero_si256(); 4];
+                    for t in 0..8 {
+                        is[t % 4] = dot_acc_scaled(is[t % 4], kb.u[t], load_y(yb, 32 * t), kb.sc[t]);
+                    }
+                    let m = hsum_i32(_mm256_madd_epi16(bsums(a[j], b), kb.mv));
+                    acc[j][b % 8] += if kb.off == 0 {
+                        term_k(kb.d, kb.dmin, a[j].d[b], hsum4_i32(is), m)
+                    } else {
+                        term(kb.d, a[j].d[b], hsum4_i32(is) - kb.off * m)
+                    };
+                }
             }
+            core::array::from_fn(|j| reduce8(acc[j]))
         }
 
         #[target_feature(enable = $features)]
-        unsafe fn q2_k(blocks: &[BlockQ2_K], a: ActRow<'_>) -> f32 {
+        #[inline]
+        unsafe fn unpack_q2_k(blk: &BlockQ2_K) -> KBlock {
             let m3 = _mm256_set1_epi8(3);
             let m4 = _mm_set1_epi8(0x0F);
-            let mut acc = [0f32; 8];
-            for (b, blk) in blocks.iter().enumerate() {
-                let yb: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-                // SAFETY: reads the 16 scale bytes; loadu is unaligned.
-                let raw = unsafe { _mm_loadu_si128(blk.scales.as_ptr().cast()) };
-                let sc = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
-                let mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
-                let mut is = [_mm256_setzero_si256(); 4];
-                for h in 0..2 {
-                    let sc_h = groups_of_half(sc, h);
-                    // Element 128h + 32s + l: bits 2s..2s+2 of qs[32h + l].
-                    let mut q = load32(&blk.qs, 32 * h);
-                    for s in 0..4 {
-                        let u = _mm256_and_si256(q, m3);
-                        let y = load_y(yb, 128 * h + 32 * s);
-                        is[s] = dot_acc_scaled(is[s], u, y, group_scales(sc_h, s));
-                        q = _mm256_srli_epi16::<2>(q);
-                    }
+            // SAFETY: reads the 16 scale bytes; loadu is unaligned.
+            let raw = unsafe { _mm_loadu_si128(blk.scales.as_ptr().cast()) };
+            let sc = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+            let mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), m4));
+            let mut kb = KBlock::new(h2f(blk.d), h2f(blk.dmin), mn, 0);
+            for h in 0..2 {
+                let sc_h = groups_of_half(sc, h);
+                // Element 128h + 32s + l: bits 2s..2s+2 of qs[32h + l].
+                let mut q = load32(&blk.qs, 32 * h);
+                for s in 0..4 {
+                    kb.u[4 * h + s] = _mm256_and_si256(q, m3);
+                    kb.sc[4 * h + s] = group_scales(sc_h, s);
+                    q = _mm256_srli_epi16::<2>(q);
                 }
-                let msum = hsum_i32(_mm256_madd_epi16(bsums(a, b), mn));
-                acc[b % 8] += term_k(h2f(blk.d), h2f(blk.dmin), a.d[b], hsum4_i32(is), msum);
             }
-            reduce8(acc)
+            kb
         }
 
         #[target_feature(enable = $features)]
-        unsafe fn q3_k(blocks: &[BlockQ3_K], a: ActRow<'_>) -> f32 {
+        #[inline]
+        unsafe fn unpack_q3_k(blk: &BlockQ3_K) -> KBlock {
             let m3 = _mm256_set1_epi8(3);
             let one = _mm256_set1_epi8(1);
-            let mut acc = [0f32; 8];
-            for (b, blk) in blocks.iter().enumerate() {
-                let yb: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-                let scales: [u8; 16] = bytemuck::cast($crate::dequant::q3_k_scales(&blk.scales));
-                let sc = widen16::<true>(scales);
-                // u = low two bits + 4 * (hmask bit 4h + s): 0..=7; value = u - 4.
-                let mut hm = load32(&blk.hmask, 0);
-                let mut is = [_mm256_setzero_si256(); 4];
-                for h in 0..2 {
-                    let sc_h = groups_of_half(sc, h);
-                    let mut q = load32(&blk.qs, 32 * h);
-                    for s in 0..4 {
-                        let hb = _mm256_slli_epi16::<2>(_mm256_and_si256(hm, one));
-                        let u = _mm256_or_si256(_mm256_and_si256(q, m3), hb);
-                        let y = load_y(yb, 128 * h + 32 * s);
-                        is[s] = dot_acc_scaled(is[s], u, y, group_scales(sc_h, s));
-                        q = _mm256_srli_epi16::<2>(q);
-                        hm = _mm256_srli_epi16::<1>(hm);
-                    }
+            let scales: [u8; 16] = bytemuck::cast($crate::dequant::q3_k_scales(&blk.scales));
+            let sc = widen16::<true>(scales);
+            // u = low two bits + 4 * (hmask bit 4h + s): 0..=7; value = u - 4.
+            let mut kb = KBlock::new(h2f(blk.d), 0.0, sc, 4);
+            let mut hm = load32(&blk.hmask, 0);
+            for h in 0..2 {
+                let sc_h = groups_of_half(sc, h);
+                let mut q = load32(&blk.qs, 32 * h);
+                for s in 0..4 {
+                    let hb = _mm256_slli_epi16::<2>(_mm256_and_si256(hm, one));
+                    kb.u[4 * h + s] = _mm256_or_si256(_mm256_and_si256(q, m3), hb);
+                    kb.sc[4 * h + s] = group_scales(sc_h, s);
+                    q = _mm256_srli_epi16::<2>(q);
+                    hm = _mm256_srli_epi16::<1>(hm);
                 }
-                let corr = hsum_i32(_mm256_madd_epi16(bsums(a, b), sc));
-                acc[b % 8] += term(h2f(blk.d), a.d[b], hsum4_i32(is) - 4 * corr);
             }
-            reduce8(acc)
+            kb
         }
 
         /// Q4_K and Q5_K (`HIGH`: with the fifth bit from `qh`).
-        /// `parts(block)` returns `(d, dmin, scales, qs, qh)`.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn q45_k<const HIGH: bool, B>(
-            blocks: &[B],
-            a: ActRow<'_>,
-            parts: impl Fn(&B) -> (F16Le, F16Le, &[u8; 12], &[u8; 128], Option<&[u8; 32]>),
-        ) -> f32 {
+        unsafe fn unpack_q45_k<const HIGH: bool>(
+            d: F16Le,
+            dmin: F16Le,
+            scales: &[u8; 12],
+            qs: &[u8; 128],
+            qh: Option<&[u8; 32]>,
+        ) -> KBlock {
             let m4 = _mm256_set1_epi8(0x0F);
             let one = _mm256_set1_epi8(1);
-            let mut acc = [0f32; 8];
-            for (b, blk) in blocks.iter().enumerate() {
-                let yb: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-                let (d, dmin, scales, qs, qh) = parts(blk);
-                let (sc8, mn8) = k4_scales_mins(scales);
-                let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(sc8))));
-                let mn = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn8)));
-                // Each min covers two groups of 16: [m0 m0 m1 m1 .. m7 m7].
-                let mn2 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
-                let mut hb = if HIGH { load32(qh.expect("Q5_K has qh"), 0) } else { _mm256_setzero_si256() };
-                let mut is = [_mm256_setzero_si256(); 4];
-                // Sub-block j = 2c + s (elements 32j..): nibble s of qs[32c..], bit j of qh.
-                for c in 0..4 {
-                    let v = load32(qs, 32 * c);
-                    let mut lo = _mm256_and_si256(v, m4);
-                    let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-                    if HIGH {
-                        lo = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(_mm256_and_si256(hb, one)));
-                        hb = _mm256_srli_epi16::<1>(hb);
-                        hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(_mm256_and_si256(hb, one)));
-                        hb = _mm256_srli_epi16::<1>(hb);
-                    }
-                    let j = 2 * c as i32;
-                    let y0 = load_y(yb, 64 * c);
-                    let y1 = load_y(yb, 64 * c + 32);
-                    let (k0, k1) = ((2 * c) % 4, (2 * c + 1) % 4);
-                    is[k0] = dot_acc_scaled(is[k0], lo, y0, _mm256_shuffle_epi8(sc, word_bcast(j)));
-                    is[k1] = dot_acc_scaled(is[k1], hi, y1, _mm256_shuffle_epi8(sc, word_bcast(j + 1)));
+            let (sc8, mn8) = k4_scales_mins(scales);
+            let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(sc8))));
+            let mn = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn8)));
+            // Each min covers two groups of 16: [m0 m0 m1 m1 .. m7 m7].
+            let mn2 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
+            let mut kb = KBlock::new(h2f(d), h2f(dmin), mn2, 0);
+            let mut hb = if HIGH { load32(qh.expect("Q5_K has qh"), 0) } else { _mm256_setzero_si256() };
+            // Sub-block j = 2c + s (elements 32j..): nibble s of qs[32c..], bit j of qh.
+            for c in 0..4 {
+                let v = load32(qs, 32 * c);
+                let mut lo = _mm256_and_si256(v, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                if HIGH {
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(_mm256_and_si256(hb, one)));
+                    hb = _mm256_srli_epi16::<1>(hb);
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(_mm256_and_si256(hb, one)));
+                    hb = _mm256_srli_epi16::<1>(hb);
                 }
-                let msum = hsum_i32(_mm256_madd_epi16(bsums(a, b), mn2));
-                acc[b % 8] += term_k(h2f(d), h2f(dmin), a.d[b], hsum4_i32(is), msum);
+                kb.u[2 * c] = lo;
+                kb.u[2 * c + 1] = hi;
+                kb.sc[2 * c] = _mm256_shuffle_epi8(sc, word_bcast(2 * c as i32));
+                kb.sc[2 * c + 1] = _mm256_shuffle_epi8(sc, word_bcast(2 * c as i32 + 1));
             }
-            reduce8(acc)
+            kb
         }
 
         #[target_feature(enable = $features)]
-        unsafe fn q6_k(blocks: &[BlockQ6_K], a: ActRow<'_>) -> f32 {
+        #[inline]
+        unsafe fn unpack_q6_k(blk: &BlockQ6_K) -> KBlock {
             let m4 = _mm256_set1_epi8(0x0F);
             let m3 = _mm256_set1_epi8(0x03);
-            let mut acc = [0f32; 8];
-            for (b, blk) in blocks.iter().enumerate() {
-                let yb: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-                let sc = widen16::<true>(bytemuck::cast(blk.scales));
-                let mut is = [_mm256_setzero_si256(); 4];
-                for h in 0..2 {
-                    let sc_h = groups_of_half(sc, h);
-                    let ql0 = load32(&blk.ql, 64 * h);
-                    let ql1 = load32(&blk.ql, 64 * h + 32);
-                    let mut qh = load32(&blk.qh, 32 * h);
-                    // Element 128h + 32s + l: nibble s/2 of ql[64h + 32(s%2) + l],
-                    // bits 2s..2s+2 of qh[32h + l]; u = q + 32 in 0..=63.
-                    let lows = [
-                        _mm256_and_si256(ql0, m4),
-                        _mm256_and_si256(ql1, m4),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                    ];
-                    for (s, low) in lows.into_iter().enumerate() {
-                        let u = _mm256_or_si256(low, _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)));
-                        let y = load_y(yb, 128 * h + 32 * s);
-                        is[s] = dot_acc_scaled(is[s], u, y, group_scales(sc_h, s));
-                        qh = _mm256_srli_epi16::<2>(qh);
-                    }
+            let sc = widen16::<true>(bytemuck::cast(blk.scales));
+            let mut kb = KBlock::new(h2f(blk.d), 0.0, sc, 32);
+            for h in 0..2 {
+                let sc_h = groups_of_half(sc, h);
+                let ql0 = load32(&blk.ql, 64 * h);
+                let ql1 = load32(&blk.ql, 64 * h + 32);
+                let mut qh = load32(&blk.qh, 32 * h);
+                // Element 128h + 32s + l: nibble s/2 of ql[64h + 32(s%2) + l],
+                // bits 2s..2s+2 of qh[32h + l]; u = q + 32 in 0..=63.
+                let lows = [
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                ];
+                for (s, low) in lows.into_iter().enumerate() {
+                    kb.u[4 * h + s] = _mm256_or_si256(low, _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)));
+                    kb.sc[4 * h + s] = group_scales(sc_h, s);
+                    qh = _mm256_srli_epi16::<2>(qh);
                 }
-                let corr = hsum_i32(_mm256_madd_epi16(bsums(a, b), sc));
-                acc[b % 8] += term(h2f(blk.d), a.d[b], hsum4_i32(is) - 32 * corr);
             }
-            reduce8(acc)
+            kb
         }
     };
 }
@@ -689,7 +735,7 @@ mod kernels {
     use core::arch::x86_64::*;
     int8_kernels!("avx2,fma,f16c");
 }
-pub(crate) use kernels::vec_dot;
+pub(crate) use kernels::vec_dot_n;
 
 /// Widens 8 packed 16-bit floats to f32: bfloat16 if `BF16`, else IEEE half.
 #[target_feature(enable = "avx2,fma,f16c")]

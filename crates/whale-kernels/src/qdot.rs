@@ -263,15 +263,66 @@ fn matmul_q_verified(
     crate::pool::run_parts(threads, jobs, |(view, wp)| matmul_q_rows(v, wty, wp, rb, acts, view));
 }
 
-/// `out[i][r] = dot(row r of w, acts row i)`: each weight row is read once
-/// and dotted with every activation row while it is in cache.
+/// Activation rows that one weight row meets per kernel call (prefill).
+const ACTS_PER_CALL: usize = 4;
+
+/// Bytes of quantized activations kept hot (in L2) while the weight rows
+/// pass over them; larger prompts are processed in blocks of this size.
+const ACT_BLOCK_BYTES: usize = 512 * 1024;
+
+/// `out[i][r] = dot(row r of w, acts row i)`. The activations are taken in
+/// blocks that fit in L2; within a block each weight row is read once and
+/// dotted with four activation rows per kernel call, which unpacks each
+/// weight block once for the four. Every result is bit-identical to
+/// [`vec_dot_q`] of its pair.
 fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &QuantizedActs, mut out: Vec<&mut [f32]>) {
     let act_rows: Vec<ActRow<'_>> = (0..acts.m()).map(|i| acts.row(i)).collect();
-    for (r, row) in w.chunks_exact(rb).enumerate() {
-        crate::matmul::prefetch(w, r * rb + crate::matmul::PREFETCH_DISTANCE, rb);
-        for (yi, a) in out.iter_mut().zip(&act_rows) {
-            yi[r] = vec_dot_q_verified(v, wty, row, *a);
+    let m = act_rows.len();
+    let act_bytes = act_row_bytes(acts).max(1);
+    let block = (ACT_BLOCK_BYTES / act_bytes).clamp(ACTS_PER_CALL, m.max(ACTS_PER_CALL));
+    let block = block / ACTS_PER_CALL * ACTS_PER_CALL;
+    for i0 in (0..m).step_by(block) {
+        let i1 = (i0 + block).min(m);
+        for (r, row) in w.chunks_exact(rb).enumerate() {
+            crate::matmul::prefetch(w, r * rb + crate::matmul::PREFETCH_DISTANCE, rb);
+            let mut i = i0;
+            while i + ACTS_PER_CALL <= i1 {
+                let four = [act_rows[i], act_rows[i + 1], act_rows[i + 2], act_rows[i + 3]];
+                let dots = vec_dot_q4_verified(v, wty, row, four);
+                for (k, d) in dots.into_iter().enumerate() {
+                    out[i + k][r] = d;
+                }
+                i += ACTS_PER_CALL;
+            }
+            for (yi, a) in out[i..i1].iter_mut().zip(&act_rows[i..i1]) {
+                yi[r] = vec_dot_q_verified(v, wty, row, *a);
+            }
         }
+    }
+}
+
+/// Approximate bytes of one quantized activation row (for cache blocking).
+fn act_row_bytes(acts: &QuantizedActs) -> usize {
+    let a = acts.row(0);
+    a.qs.len() + 4 * (a.d.len() + a.s.len() + a.sums.len() + a.f32s.len()) + 2 * (a.bsums.len() + a.halves.len())
+}
+
+/// One weight row against four activation rows; result `k` is bit-identical
+/// to `vec_dot_q_verified(v, wty, row, a[k])`.
+#[inline]
+fn vec_dot_q4_verified(v: Verified, wty: GgmlType, row: &[u8], a: [ActRow<'_>; 4]) -> [f32; 4] {
+    match v.level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `vec_dot_q_verified`, for each of the four rows.
+        SimdLevel::Avx2Fma if !matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K) => unsafe {
+            crate::avx2_q8::vec_dot_n::<4>(wty, row, a)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `vec_dot_q_verified`, for each of the four rows.
+        SimdLevel::Avx512Vnni if !matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K) => unsafe {
+            crate::avx512_q8::vec_dot_n::<4>(wty, row, a)
+        },
+        _ => a.map(|ai| vec_dot_q_verified(v, wty, row, ai)),
     }
 }
 
@@ -287,11 +338,11 @@ pub(crate) fn vec_dot_q_verified(v: Verified, wty: GgmlType, row: &[u8], a: ActR
         // SAFETY: a `Verified` at `Avx2Fma` means the CPU has AVX2, FMA and
         // F16C; `row` holds exactly as many `wty` elements as `a` has
         // columns, and `a` is of type `vec_dot_type(wty)` (checked by callers).
-        SimdLevel::Avx2Fma => unsafe { crate::avx2_q8::vec_dot(wty, row, a) },
+        SimdLevel::Avx2Fma => unsafe { crate::avx2_q8::vec_dot_n::<1>(wty, row, [a])[0] },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Verified` at `Avx512Vnni` means the CPU has AVX-512
         // F/BW/VL/VNNI as well as AVX2, FMA and F16C; shapes as above.
-        SimdLevel::Avx512Vnni => unsafe { crate::avx512_q8::vec_dot(wty, row, a) },
+        SimdLevel::Avx512Vnni => unsafe { crate::avx512_q8::vec_dot_n::<1>(wty, row, [a])[0] },
         #[cfg(not(target_arch = "x86_64"))]
         SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
     }

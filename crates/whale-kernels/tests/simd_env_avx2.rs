@@ -5,7 +5,7 @@
 mod common;
 
 use common::{random_row, Rng};
-use whale_kernels::{dispatch, matmul_q, quantize_acts, vec_dot_q, vec_dot_q_with, GgmlType, SimdLevel};
+use whale_kernels::{dispatch, matmul_q, quantize_acts, vec_dot_q, vec_dot_q_ref, vec_dot_q_with, GgmlType, SimdLevel};
 
 #[test]
 fn whale_simd_avx2_forces_avx2() {
@@ -22,5 +22,31 @@ fn whale_simd_avx2_forces_avx2() {
         let mut y = [f32::NAN];
         matmul_q(ty, &row, 1, n, &rng.vec_f32(n), 1, &mut y, 1);
         assert!(y[0].is_finite());
+    }
+
+    // Batched products (four activation rows per kernel call, then a tail)
+    // at this level equal the scalar reference bit for bit, for every type
+    // whose activations are quantized (F32 / Q8_1 / Q8_K weights keep f32
+    // activations and may differ by f32 rounding).
+    for wty in GgmlType::ALL {
+        if matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K) {
+            continue;
+        }
+        let cols = wty.block_size().max(32) * 9;
+        let rows = 6;
+        let rb = wty.row_bytes(cols).unwrap();
+        let w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, wty, cols)).collect();
+        for m in [4, 7] {
+            let x = rng.vec_f32(m * cols);
+            let acts = quantize_acts(wty, &x, m, cols);
+            let mut y = vec![f32::NAN; m * rows];
+            matmul_q(wty, &w, rows, cols, &x, m, &mut y, 1);
+            for i in 0..m {
+                for r in 0..rows {
+                    let want = vec_dot_q_ref(wty, &w[r * rb..(r + 1) * rb], &acts, i);
+                    assert_eq!(y[i * rows + r].to_bits(), want.to_bits(), "{wty} m={m} [{i}][{r}]");
+                }
+            }
+        }
     }
 }
