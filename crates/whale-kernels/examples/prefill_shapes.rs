@@ -1,0 +1,55 @@
+//! Prefill products at Qwen2.5-0.5B shapes (M tokens, one thread):
+//!
+//!     cargo run --release -p whale-kernels --example prefill_shapes [m] [threads]
+
+use std::time::Instant;
+use whale_kernels::{matmul_q, GgmlType};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let m: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(512);
+    let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let shapes = [
+        ("ffn_gate/up", GgmlType::Q5_0, 4864, 896),
+        ("ffn_down", GgmlType::Q6_K, 896, 4864),
+        ("attn_q/o", GgmlType::Q5_0, 896, 896),
+        ("attn_v", GgmlType::Q8_0, 128, 896),
+        ("768 cols", GgmlType::Q5_0, 4864, 768),
+        ("1024 cols", GgmlType::Q5_0, 4864, 1024),
+        ("ffn_down q4_K", GgmlType::Q4_K, 896, 4864),
+    ];
+    for (name, ty, rows, cols) in shapes {
+        let mut s = 7u64;
+        let mut w: Vec<u8> = (0..rows * ty.row_bytes(cols).unwrap())
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 33) as u8
+            })
+            .collect();
+        // Small finite f16 scales: set the high byte of every block's leading f16.
+        let bb = ty.type_size();
+        for blk in w.chunks_exact_mut(bb) {
+            blk[1] = 0x1c;
+            if matches!(ty, GgmlType::Q6_K) {
+                blk[bb - 1] = 0x1c;
+            }
+            if matches!(ty, GgmlType::Q4_K) {
+                blk[3] = 0x1c;
+            }
+        }
+        let x: Vec<f32> = (0..m * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut y = vec![0f32; m * rows];
+        matmul_q(ty, &w, rows, cols, &x, m, &mut y, threads);
+        let reps = 3;
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            matmul_q(ty, &w, rows, cols, &x, m, &mut y, threads);
+        }
+        let dt = t0.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "{name:16} {ty:5} {rows}x{cols} m={m}: {:.2} ms, {:.1} GMAC/s",
+            dt * 1e3,
+            (rows * cols * m) as f64 / dt / 1e9
+        );
+    }
+}
