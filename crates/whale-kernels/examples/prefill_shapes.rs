@@ -9,6 +9,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let m: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(512);
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let only = args.next();
     let shapes = [
         ("ffn_gate/up", GgmlType::Q5_0, 4864, 896),
         ("ffn_down", GgmlType::Q6_K, 896, 4864),
@@ -19,6 +20,9 @@ fn main() {
         ("ffn_down q4_K", GgmlType::Q4_K, 896, 4864),
     ];
     for (name, ty, rows, cols) in shapes {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let mut s = 7u64;
         let mut w: Vec<u8> = (0..rows * ty.row_bytes(cols).unwrap())
             .map(|_| {
@@ -40,7 +44,7 @@ fn main() {
         let x: Vec<f32> = (0..m * cols).map(|i| (i as f32 * 0.37).sin()).collect();
         let mut y = vec![0f32; m * rows];
         matmul_q(ty, &w, rows, cols, &x, m, &mut y, threads);
-        let reps = 3;
+        let reps = 10;
         let t0 = Instant::now();
         for _ in 0..reps {
             matmul_q(ty, &w, rows, cols, &x, m, &mut y, threads);

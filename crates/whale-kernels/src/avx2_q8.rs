@@ -222,6 +222,40 @@ pub(crate) unsafe fn f16x8(v: [u16; 8]) -> __m256 {
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
 }
 
+/// 8×8 transpose of i32 lanes: lane k of result t is lane t of `v[k]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn transpose_8x8_i32(v: [__m256i; 8]) -> [__m256i; 8] {
+    // Within 128-bit halves: pairs of rows, then quads; then swap halves.
+    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
+    let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
+    let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    // s0: lane t of v0..v3 for t = 0 (low half) and 4 (high half); s1: 1/5; s2: 2/6; s3: 3/7.
+    let s0 = _mm256_unpacklo_epi64(t0, t2);
+    let s1 = _mm256_unpackhi_epi64(t0, t2);
+    let s2 = _mm256_unpacklo_epi64(t1, t3);
+    let s3 = _mm256_unpackhi_epi64(t1, t3);
+    let s4 = _mm256_unpacklo_epi64(t4, t6);
+    let s5 = _mm256_unpackhi_epi64(t4, t6);
+    let s6 = _mm256_unpacklo_epi64(t5, t7);
+    let s7 = _mm256_unpackhi_epi64(t5, t7);
+    [
+        _mm256_permute2x128_si256::<0x20>(s0, s4),
+        _mm256_permute2x128_si256::<0x20>(s1, s5),
+        _mm256_permute2x128_si256::<0x20>(s2, s6),
+        _mm256_permute2x128_si256::<0x20>(s3, s7),
+        _mm256_permute2x128_si256::<0x31>(s0, s4),
+        _mm256_permute2x128_si256::<0x31>(s1, s5),
+        _mm256_permute2x128_si256::<0x31>(s2, s6),
+        _mm256_permute2x128_si256::<0x31>(s3, s7),
+    ]
+}
+
 /// Sum of the eight i32 lanes (exact, wrapping never happens for our ranges).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -434,7 +468,7 @@ macro_rules! int8_kernels {
         use $crate::avx2::{high_bits32, hsum, load32, nibbles32};
         use $crate::avx2_q8::{
             bits, bsums, group_scales, groups_of_half, h2f, hsum4_i32, hsum_8x8, hsum_i32, legacy_group, load_y, take8,
-            widen16, word_bcast, KBlock,
+            transpose_8x8_i32, widen16, word_bcast, KBlock,
         };
         use $crate::blocks::*;
         use $crate::q8::ActRow;
@@ -454,48 +488,58 @@ macro_rules! int8_kernels {
         /// hold exactly as many `wty` elements as each `a[j]` has columns,
         /// and every `a[j]` must be of type `vec_dot_type(wty)`.
         #[target_feature(enable = $features)]
-        pub(crate) unsafe fn vec_dot_n<const N: usize>(wty: GgmlType, row: &[u8], a: [ActRow<'_>; N]) -> [f32; N] {
+        pub(crate) unsafe fn vec_dot_n<const N: usize, const T: bool>(
+            wty: GgmlType,
+            row: &[u8],
+            a: &[ActRow<'_>; N],
+            at: &[&[i8]; N],
+        ) -> [f32; N] {
             use bytemuck::cast_slice;
             use GgmlType as G;
             let nib = |b: &[u8; 16], _qh: [u8; 4]| nibbles32(b);
             let nib5 = |b: &[u8; 16], qh: [u8; 4]| _mm256_or_si256(nibbles32(b), high_bits32(qh));
             let plain = |u: __m256i, y: __m256i| dot_u8_i8(u, y);
             match wty {
-                G::Q4_0 => legacy::<_, false, N>(
+                G::Q4_0 => legacy::<_, false, N, T>(
                     cast_slice::<u8, BlockQ4_0>(row),
                     a,
+                    at,
                     8,
                     |b| (bits(b.d), 0),
                     |b| nib(&b.qs, [0; 4]),
                     plain,
                 ),
-                G::Q4_1 => legacy::<_, true, N>(
+                G::Q4_1 => legacy::<_, true, N, T>(
                     cast_slice::<u8, BlockQ4_1>(row),
                     a,
+                    at,
                     0,
                     |b| (bits(b.d), bits(b.m)),
                     |b| nib(&b.qs, [0; 4]),
                     plain,
                 ),
-                G::Q5_0 => legacy::<_, false, N>(
+                G::Q5_0 => legacy::<_, false, N, T>(
                     cast_slice::<u8, BlockQ5_0>(row),
                     a,
+                    at,
                     16,
                     |b| (bits(b.d), 0),
                     |b| nib5(&b.qs, b.qh),
                     plain,
                 ),
-                G::Q5_1 => legacy::<_, true, N>(
+                G::Q5_1 => legacy::<_, true, N, T>(
                     cast_slice::<u8, BlockQ5_1>(row),
                     a,
+                    at,
                     0,
                     |b| (bits(b.d), bits(b.m)),
                     |b| nib5(&b.qs, b.qh),
                     plain,
                 ),
-                G::Q8_0 => legacy::<_, false, N>(
+                G::Q8_0 => legacy::<_, false, N, T>(
                     cast_slice::<u8, BlockQ8_0>(row),
                     a,
+                    at,
                     Q8_0_OFF,
                     |b| (bits(b.d), 0),
                     |b| load32(bytemuck::cast_slice(&b.qs), 0),
@@ -516,17 +560,39 @@ macro_rules! int8_kernels {
             }
         }
 
+        /// Legacy types only (`vec_dot_n` with `T`): the activation quants
+        /// `at[j]` of row `j` stored group-transposed (see
+        /// `qdot::transpose_groups`).
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn vec_dot_legacy_t<const N: usize>(
+            wty: GgmlType,
+            row: &[u8],
+            a: &[ActRow<'_>; N],
+            at: &[&[i8]; N],
+        ) -> [f32; N] {
+            vec_dot_n::<N, true>(wty, row, a, at)
+        }
+
         /// The 32-element block types, eight blocks at a time: `unpack`
         /// gives a block's quants as 32 bytes, `idot(u, y)` Σ u·y in eight
         /// i32 lanes, `off·Σy` is subtracted per block, and the f32 part is
         /// `legacy_group`, one block per lane. `dm(block)` returns the f16
         /// bits of `d` and (if `MIN`) `m`. A group of eight blocks is
         /// unpacked once for all `N` activation rows.
+        ///
+        /// The per-block integer sums come out in lane k = block k either
+        /// way: without `T`, from eight 8-lane partial sums by `hsum_8x8`;
+        /// with `T` (prefill), the group's weights are transposed once so
+        /// that lane k of `tw[t]` holds bytes 4t..4t+4 of block k, and the
+        /// activations come pre-transposed the same way (`at`), so eight
+        /// multiply-adds give the block sums with no horizontal step.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn legacy<B, const MIN: bool, const N: usize>(
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn legacy<B, const MIN: bool, const N: usize, const T: bool>(
             blocks: &[B],
-            a: [ActRow<'_>; N],
+            a: &[ActRow<'_>; N],
+            at: &[&[i8]; N],
             off: i32,
             dm: impl Fn(&B) -> (u16, u16),
             unpack: impl Fn(&B) -> __m256i,
@@ -534,50 +600,57 @@ macro_rules! int8_kernels {
         ) -> [f32; N] {
             let mut acc = [_mm256_setzero_ps(); N];
             let mut accm = [_mm256_setzero_ps(); N];
-            let arr8 = |v: &[f32], g: usize| -> [f32; 8] {
-                if v.is_empty() {
-                    [0.0; 8]
-                } else {
-                    v[8 * g..8 * g + 8].try_into().unwrap()
-                }
-            };
-            // Whole groups of eight blocks: fixed-size views, fully unrolled.
-            let full = blocks.len() / 8;
-            for g in 0..full {
-                let grp: &[B; 8] = blocks[8 * g..8 * g + 8].try_into().unwrap();
-                let u: [__m256i; 8] = core::array::from_fn(|k| unpack(&grp[k]));
-                let mut dw = [0u16; 8];
-                let mut mw = [0u16; 8];
-                for k in 0..8 {
-                    (dw[k], mw[k]) = dm(&grp[k]);
-                }
-                for j in 0..N {
-                    let y: &[i8; 8 * QK32] = a[j].qs[8 * QK32 * g..8 * QK32 * (g + 1)].try_into().unwrap();
-                    let parts: [__m256i; 8] = core::array::from_fn(|k| idot(u[k], load_y(y, QK32 * k)));
-                    let ys: [i32; 8] = if off != 0 { a[j].sums[8 * g..8 * g + 8].try_into().unwrap() } else { [0; 8] };
-                    let sa = if MIN { arr8(a[j].s, g) } else { [0.0; 8] };
-                    let is = hsum_8x8(parts);
-                    legacy_group::<MIN>(&mut acc[j], &mut accm[j], is, off, ys, arr8(a[j].d, g), sa, dw, mw);
-                }
-            }
-            // The last, partial group: zero-padded lanes.
-            let rest = &blocks[8 * full..];
-            if !rest.is_empty() {
-                let base = 8 * full;
+            let nb = blocks.len();
+            for g in 0..nb.div_ceil(8) {
+                let base = 8 * g;
+                let full = base + 8 <= nb;
                 let mut u = [_mm256_setzero_si256(); 8];
                 let mut dw = [0u16; 8];
                 let mut mw = [0u16; 8];
-                for (k, b) in rest.iter().enumerate() {
-                    u[k] = unpack(b);
-                    (dw[k], mw[k]) = dm(b);
-                }
-                for j in 0..N {
-                    let mut parts = [_mm256_setzero_si256(); 8];
-                    for k in 0..rest.len() {
-                        parts[k] = idot(u[k], load_y(a[j].qs, QK32 * (base + k)));
+                if full {
+                    // Fixed-size view: fully unrolled.
+                    let grp: &[B; 8] = blocks[base..base + 8].try_into().unwrap();
+                    u = core::array::from_fn(|k| unpack(&grp[k]));
+                    for k in 0..8 {
+                        (dw[k], mw[k]) = dm(&grp[k]);
                     }
-                    let (ys, da, sa) = (take8(a[j].sums, base), take8(a[j].d, base), take8(a[j].s, base));
-                    legacy_group::<MIN>(&mut acc[j], &mut accm[j], hsum_8x8(parts), off, ys, da, sa, dw, mw);
+                } else {
+                    // The last, partial group: zero-padded lanes.
+                    for (k, b) in blocks[base..].iter().enumerate() {
+                        u[k] = unpack(b);
+                        (dw[k], mw[k]) = dm(b);
+                    }
+                }
+                let tw = if T { transpose_8x8_i32(u) } else { u };
+                for j in 0..N {
+                    let is = if T {
+                        let y: &[i8; 8 * QK32] = at[j][8 * QK32 * g..8 * QK32 * (g + 1)].try_into().unwrap();
+                        let mut is0 = idot(tw[0], load_y(y, 0));
+                        let mut is1 = idot(tw[1], load_y(y, QK32));
+                        for t in (2..8).step_by(2) {
+                            is0 = _mm256_add_epi32(is0, idot(tw[t], load_y(y, QK32 * t)));
+                            is1 = _mm256_add_epi32(is1, idot(tw[t + 1], load_y(y, QK32 * (t + 1))));
+                        }
+                        _mm256_add_epi32(is0, is1)
+                    } else if full {
+                        let y: &[i8; 8 * QK32] = a[j].qs[8 * QK32 * g..8 * QK32 * (g + 1)].try_into().unwrap();
+                        hsum_8x8(core::array::from_fn(|k| idot(u[k], load_y(y, QK32 * k))))
+                    } else {
+                        let mut parts = [_mm256_setzero_si256(); 8];
+                        for k in 0..nb - base {
+                            parts[k] = idot(u[k], load_y(a[j].qs, QK32 * (base + k)));
+                        }
+                        hsum_8x8(parts)
+                    };
+                    let (ys, da, sa) = if full {
+                        let ys: [i32; 8] =
+                            if off != 0 { a[j].sums[base..base + 8].try_into().unwrap() } else { [0; 8] };
+                        let sa: [f32; 8] = if MIN { a[j].s[base..base + 8].try_into().unwrap() } else { [0.0; 8] };
+                        (ys, a[j].d[base..base + 8].try_into().unwrap(), sa)
+                    } else {
+                        (take8(a[j].sums, base), take8(a[j].d, base), take8(a[j].s, base))
+                    };
+                    legacy_group::<MIN>(&mut acc[j], &mut accm[j], is, off, ys, da, sa, dw, mw);
                 }
             }
             core::array::from_fn(|j| if MIN { hsum(acc[j]) + hsum(accm[j]) } else { hsum(acc[j]) })
@@ -589,7 +662,7 @@ macro_rules! int8_kernels {
         #[inline]
         unsafe fn kquant<B, const N: usize>(
             blocks: &[B],
-            a: [ActRow<'_>; N],
+            a: &[ActRow<'_>; N],
             unpack: impl Fn(&B) -> KBlock,
         ) -> [f32; N] {
             let mut acc = [[0f32; 8]; N];
@@ -735,7 +808,7 @@ mod kernels {
     use core::arch::x86_64::*;
     int8_kernels!("avx2,fma,f16c");
 }
-pub(crate) use kernels::vec_dot_n;
+pub(crate) use kernels::{vec_dot_legacy_t, vec_dot_n};
 
 /// Widens 8 packed 16-bit floats to f32: bfloat16 if `BF16`, else IEEE half.
 #[target_feature(enable = "avx2,fma,f16c")]
