@@ -14,11 +14,13 @@
 //! does not stall the others' streams). A request that arrives mid-generation
 //! joins at the next step.
 //!
-//! The forward pass of a step is [`Engine::forward_batch`]. Today the [`Model`]
-//! trait runs one sequence at a time, so the batch is run sequence by sequence;
-//! a multi-sequence forward (one pass over the weights for the whole batch) is
-//! meant to replace that one function. Because each sequence has its own cache
-//! and its own sampler, its greedy output does not depend on what else runs.
+//! The forward pass of a step is [`Engine::forward_batch`]: one call of
+//! [`Model::forward_batch`] for every sequence that has tokens to feed, so the
+//! weights are read once per step for the whole batch (llama and qwen2 stack
+//! the sequences' rows; other architectures run them one after the other).
+//! Each sequence has its own cache and sampler, and the batched forward gives
+//! every sequence the same bits as running it alone, so its greedy output does
+//! not depend on what else runs.
 //!
 //! Admission control is one atomic count of requests in flight (waiting or
 //! running): [`EngineHandle::submit`] refuses with [`SubmitError::QueueFull`]
@@ -45,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use crate::generate::{FinishReason, Session, StopScanner};
 use crate::json_constraint::{JsonState, TokenTable};
-use crate::model::Model;
+use crate::model::{BatchSeq, Model};
 use crate::prefix_cache::{common_prefix, copy_prefix, grow_cache, SessionPool};
 use crate::sampler::{top_k, Sampler, SamplerConfig};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
@@ -638,10 +640,49 @@ impl<'t> Engine<'t> {
             let from = seq.session.tokens.len();
             batch.push((i, seq.job.req.prompt[from..from + n].to_vec(), n == left));
         }
-        // The model runs one sequence at a time today; a batched forward (one
-        // pass over the weights for every sequence) replaces this loop.
-        for (i, tokens, wants_logits) in batch {
-            self.guarded(i, |e, i| e.feed(i, &tokens, wants_logits));
+        // A sequence whose cache is full fails alone; the others run together.
+        batch.retain(|(i, tokens, _)| match self.running[*i].session.cache.reserve(tokens.len()) {
+            Ok(()) => true,
+            Err(e) => {
+                let seq = &mut self.running[*i];
+                seq.failed = Some(e.to_string());
+                seq.finish = Some(FinishReason::Stop);
+                false
+            }
+        });
+        if batch.is_empty() {
+            return;
+        }
+        let model = self.model;
+        let running = &mut self.running;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // `batch` is in ascending sequence order: pair each entry with its cache.
+            let mut entries = batch.iter().peekable();
+            let mut seqs = Vec::with_capacity(batch.len());
+            for (i, seq) in running.iter_mut().enumerate() {
+                if let Some((_, tokens, _)) = entries.next_if(|(j, _, _)| *j == i) {
+                    seqs.push(BatchSeq { cache: &mut seq.session.cache, tokens });
+                }
+            }
+            model.forward_batch(&mut seqs)
+        }));
+        match r {
+            Ok(Ok(logits)) => {
+                for ((i, tokens, wants_logits), l) in batch.into_iter().zip(logits) {
+                    let seq = &mut self.running[i];
+                    seq.session.tokens.extend_from_slice(&tokens);
+                    if wants_logits {
+                        seq.logits = Some(l);
+                    }
+                }
+            }
+            // An error or a panic (no cache has advanced): run the sequences
+            // one by one, so that only the one at fault fails.
+            _ => {
+                for (i, tokens, wants_logits) in batch {
+                    self.guarded(i, |e, i| e.feed(i, &tokens, wants_logits));
+                }
+            }
         }
     }
 

@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use crate::gguf::GgufFile;
 use crate::model::{
-    attention, cfg_err, embed_tokens, final_logits, load_embed_output, Architecture, AttnLayout, KvCache, Linear,
-    LoadOptions, Logits, Model, ModelError, ModelInfo,
+    attention, batch_logits, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout, BatchSeq,
+    KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
 use crate::names::{self, layer, name};
 use crate::ops::{self, Rope, RopeStyle};
@@ -208,59 +208,84 @@ impl Model for Llama {
     }
 
     fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
+        let mut seqs = [BatchSeq { cache, tokens }];
+        let mut out = self.run(&mut seqs, logits)?;
+        Ok(out.pop().expect("one sequence"))
+    }
+
+    fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.run(seqs, Logits::Last)
+    }
+}
+
+impl Llama {
+    /// The forward pass of a batch of sequences (one is the plain forward):
+    /// their rows are stacked so each weight matrix is read once for all;
+    /// RoPE, the cache writes and attention are per sequence.
+    fn run(&self, seqs: &mut [BatchSeq<'_>], logits: Logits) -> Result<Vec<Vec<f32>>, ModelError> {
         let p = &self.params;
-        let (n, h, th) = (tokens.len(), p.hidden_size, self.threads);
-        if n == 0 {
-            return Err(ModelError::EmptyInput);
+        let (h, th) = (p.hidden_size, self.threads);
+        for s in seqs.iter() {
+            if s.tokens.is_empty() {
+                return Err(ModelError::EmptyInput);
+            }
+            s.cache.reserve(s.tokens.len())?;
         }
-        cache.reserve(n)?;
-        let pos0 = cache.len;
+        let spans = batch_spans(seqs.iter().map(|s| s.tokens.len()));
+        let pos0: Vec<usize> = seqs.iter().map(|s| s.cache.len).collect();
         let (qd, kvd) = (p.n_head * p.head_dim, p.n_kv_head * p.head_dim);
         let scale = 1.0 / (p.head_dim as f32).sqrt();
+        let lay = AttnLayout {
+            n_head: p.n_head,
+            n_kv_head: p.n_kv_head,
+            k_dim: p.head_dim,
+            v_dim: p.head_dim,
+            k_stride: kvd,
+            v_stride: kvd,
+        };
 
-        let mut x = embed_tokens(&self.embed, tokens)?; // [n, hidden]
+        let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let n = tokens.len();
+        let mut x = embed_tokens(&self.embed, &tokens)?; // [n, hidden]
         let mut xn = vec![0f32; n * h];
+        let mut attn = vec![0f32; n * qd];
         for (l, b) in self.blocks.iter().enumerate() {
             // Attention.
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
                 ops::rms_norm(src, &b.attn_norm, p.rms_norm_eps, dst);
             }
-            let mut q = b.wq.forward(&xn, n, th); // [n, n_head, head_dim]
-            let mut k = b.wk.forward(&xn, n, th); // [n, n_kv_head, head_dim]
-            let v = b.wv.forward(&xn, n, th); // [n, n_kv_head, head_dim]
-            self.rope.apply_rows(&mut q, p.n_head, p.head_dim, pos0);
-            self.rope.apply_rows(&mut k, p.n_kv_head, p.head_dim, pos0);
-            cache.k[l][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k);
-            cache.v[l][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v);
-            let lay = AttnLayout {
-                n_head: p.n_head,
-                n_kv_head: p.n_kv_head,
-                k_dim: p.head_dim,
-                v_dim: p.head_dim,
-                k_stride: kvd,
-                v_stride: kvd,
-            };
-            let attn = attention(&q, &cache.k[l], &cache.v[l], lay, n, pos0, scale, th);
-            debug_assert_eq!(attn.len(), n * qd);
-            let o = b.wo.forward(&attn, n, th); // [n, hidden]
+            let mut q = b.wq.forward_spans(&xn, &spans, th); // [n, n_head, head_dim]
+            let mut k = b.wk.forward_spans(&xn, &spans, th); // [n, n_kv_head, head_dim]
+            let v = b.wv.forward_spans(&xn, &spans, th); // [n, n_kv_head, head_dim]
+            for ((s, span), &p0) in seqs.iter_mut().zip(&spans).zip(&pos0) {
+                let (t0, t1) = (span.start, span.end);
+                let qs = &mut q[t0 * qd..t1 * qd];
+                let ks = &mut k[t0 * kvd..t1 * kvd];
+                self.rope.apply_rows(qs, p.n_head, p.head_dim, p0);
+                self.rope.apply_rows(ks, p.n_kv_head, p.head_dim, p0);
+                let end = p0 + span.len();
+                s.cache.k[l][p0 * kvd..end * kvd].copy_from_slice(ks);
+                s.cache.v[l][p0 * kvd..end * kvd].copy_from_slice(&v[t0 * kvd..t1 * kvd]);
+                let o = attention(qs, &s.cache.k[l], &s.cache.v[l], lay, span.len(), p0, scale, th);
+                attn[t0 * qd..t1 * qd].copy_from_slice(&o);
+            }
+            let o = b.wo.forward_spans(&attn, &spans, th); // [n, hidden]
             ops::add_assign(&mut x, &o);
             // Feed-forward (SwiGLU).
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
                 ops::rms_norm(src, &b.ffn_norm, p.rms_norm_eps, dst);
             }
-            let mut g = b.w_gate.forward(&xn, n, th); // [n, intermediate]
-            let u = b.w_up.forward(&xn, n, th); // [n, intermediate]
+            let mut g = b.w_gate.forward_spans(&xn, &spans, th); // [n, intermediate]
+            let u = b.w_up.forward_spans(&xn, &spans, th); // [n, intermediate]
             ops::swiglu(&mut g, &u);
-            let d = b.w_down.forward(&g, n, th); // [n, hidden]
+            let d = b.w_down.forward_spans(&g, &spans, th); // [n, hidden]
             ops::add_assign(&mut x, &d);
         }
-        cache.len = pos0 + n;
-        Ok(final_logits(&x, logits, &self.norm, p.rms_norm_eps, &self.output, th))
-        // [m, vocab]
+        for (s, span) in seqs.iter_mut().zip(&spans) {
+            s.cache.len += span.len();
+        }
+        Ok(batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, th))
     }
-}
-
-impl Llama {
     /// Load from either format. `arch` selects the GGUF key prefix and the
     /// RoPE pairing: llama.cpp's converter permutes llama's Q/K so that adjacent
     /// pairs rotate, while Hugging Face files and qwen2 rotate halves.

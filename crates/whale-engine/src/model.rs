@@ -113,6 +113,42 @@ pub trait Model: Send + Sync {
     /// Run `tokens` at positions `cache.len ..`, append their K/V to the cache
     /// and return logits (`[vocab]` or `[n_tok, vocab]`).
     fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError>;
+
+    /// Run several sequences in one pass over the weights (continuous
+    /// batching): sequence `i` feeds `seqs[i].tokens` at positions
+    /// `cache.len ..` of its own cache. Returns each sequence's last-token
+    /// logits, in order.
+    ///
+    /// A sequence's logits and cache are bit for bit what [`Model::forward`]
+    /// of it alone gives: what else is in the batch never changes an output.
+    /// On an error no cache has advanced its length. The default runs the
+    /// sequences one after the other.
+    fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        for s in seqs.iter() {
+            if s.tokens.is_empty() {
+                return Err(ModelError::EmptyInput);
+            }
+            s.cache.reserve(s.tokens.len())?;
+        }
+        seqs.iter_mut().map(|s| self.forward(s.cache, s.tokens, Logits::Last)).collect()
+    }
+}
+
+/// One sequence's part of [`Model::forward_batch`].
+pub struct BatchSeq<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+}
+
+/// Where each sequence's rows sit when the rows of a batch are stacked.
+pub fn batch_spans(lens: impl IntoIterator<Item = usize>) -> Vec<std::ops::Range<usize>> {
+    let mut at = 0;
+    lens.into_iter()
+        .map(|n| {
+            at += n;
+            at - n..at
+        })
+        .collect()
 }
 
 /// Per-layer K and V rows, preallocated for `capacity` tokens.
@@ -197,6 +233,25 @@ impl Linear {
         y
     }
 
+    /// [`Linear::forward`] of rows stacked from several sequences (`spans`,
+    /// contiguous, covering `x`), such that each row's result is the same
+    /// bits as when its sequence runs alone. Block-quantized weights give
+    /// that for any batch (each row's dot products are independent of the
+    /// others'), so all rows go in one product that reads the weights once.
+    /// Float weights use a different kernel for one row than for several,
+    /// so they run sequence by sequence.
+    pub fn forward_spans(&self, x: &[f32], spans: &[std::ops::Range<usize>], threads: usize) -> Vec<f32> {
+        let m = spans.last().map_or(0, |s| s.end);
+        if spans.len() <= 1 || !matches!(self.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            return self.forward(x, m, threads);
+        }
+        let mut y = Vec::with_capacity(m * self.rows);
+        for s in spans {
+            y.extend(self.forward(&x[s.start * self.cols..s.end * self.cols], s.len(), threads));
+        }
+        y
+    }
+
     /// Row `r` dequantized (an embedding lookup). `out`: `[cols]`.
     pub fn row(&self, r: usize, out: &mut [f32]) {
         let rb = self.ty.row_bytes(self.cols).expect("shape checked at load");
@@ -267,12 +322,30 @@ pub fn attention(
     if threads == 1 {
         work(0..items, &mut out);
     } else {
-        let per = items.div_ceil(threads);
-        let parts: Vec<_> = out.chunks_mut(per * v_dim).enumerate().collect();
-        whale_kernels::pool::run_parts(threads, parts, |(i, chunk)| {
-            let start = i * per;
-            work(start..(start + per).min(items), chunk)
-        });
+        // Causal: token t costs pos0 + t + 1, so equal item counts would
+        // give the last thread most of the work. Cut where the running cost
+        // reaches each thread's share.
+        let cost = |t: usize| (pos0 + t + 1) as u64 * n_head as u64;
+        let total: u64 = (0..n_tok).map(cost).sum();
+        let mut bounds = vec![0usize];
+        let mut acc = 0u64;
+        for t in 0..n_tok {
+            acc += cost(t);
+            if bounds.len() < threads && acc * threads as u64 >= total * bounds.len() as u64 {
+                bounds.push((t + 1) * n_head);
+            }
+        }
+        if *bounds.last().expect("starts at 0") != items {
+            bounds.push(items);
+        }
+        let mut parts = Vec::with_capacity(bounds.len() - 1);
+        let mut rest = out.as_mut_slice();
+        for w in bounds.windows(2) {
+            let (chunk, tail) = rest.split_at_mut((w[1] - w[0]) * v_dim);
+            parts.push((w[0]..w[1], chunk));
+            rest = tail;
+        }
+        whale_kernels::pool::run_parts(threads, parts, |(range, chunk)| work(range, chunk));
     }
     out
 }
@@ -298,14 +371,35 @@ pub fn embed_tokens(embed: &Linear, tokens: &[u32]) -> Result<Vec<f32>, ModelErr
 /// Final RMSNorm and output projection of the hidden states `x`
 /// (`[n_tok, hidden]`), for the last row or all rows: `[m, vocab]`.
 pub fn final_logits(x: &[f32], logits: Logits, norm: &[f32], eps: f32, output: &Linear, threads: usize) -> Vec<f32> {
+    let n = x.len() / norm.len();
+    let mut out = batch_logits(x, &batch_spans([n]), logits, norm, eps, output, threads);
+    out.pop().expect("one sequence")
+}
+
+/// [`final_logits`] for the stacked rows of a batch: per sequence (`spans`)
+/// its last row's logits or all of its rows', each the same bits as for
+/// that sequence alone.
+pub fn batch_logits(
+    x: &[f32],
+    spans: &[std::ops::Range<usize>],
+    logits: Logits,
+    norm: &[f32],
+    eps: f32,
+    output: &Linear,
+    threads: usize,
+) -> Vec<Vec<f32>> {
     let h = norm.len();
-    let rows: &[f32] = match logits {
-        Logits::Last => &x[x.len() - h..],
-        Logits::All => x,
+    let (mut rows, out_spans) = match logits {
+        Logits::Last => {
+            let rows: Vec<f32> = spans.iter().flat_map(|s| x[(s.end - 1) * h..s.end * h].iter().copied()).collect();
+            (rows, batch_spans(spans.iter().map(|_| 1)))
+        }
+        Logits::All => (x.to_vec(), spans.to_vec()),
     };
-    let mut normed = rows.to_vec();
-    ops::rms_norm_rows(&mut normed, norm, eps);
-    output.forward(&normed, rows.len() / h, threads)
+    ops::rms_norm_rows(&mut rows, norm, eps);
+    let y = output.forward_spans(&rows, &out_spans, threads);
+    let vocab = output.rows;
+    out_spans.iter().map(|s| y[s.start * vocab..s.end * vocab].to_vec()).collect()
 }
 
 /// The token embedding `[vocab, hidden]` and the output projection, which is
@@ -363,4 +457,65 @@ pub fn load_weights(store: &WeightStore, arch_name: &str, opts: LoadOptions) -> 
         Architecture::Qwen2 => Box::new(crate::qwen2::load(store, opts)?),
         Architecture::Deepseek => Box::new(crate::deepseek_v3::Deepseek::load(store, opts)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Naive causal attention in f64, for one (token, head) at a time.
+    fn reference(q: &[f32], k: &[f32], v: &[f32], lay: AttnLayout, n_tok: usize, pos0: usize, scale: f32) -> Vec<f64> {
+        let group = lay.n_head / lay.n_kv_head;
+        let mut out = Vec::new();
+        for t in 0..n_tok {
+            for h in 0..lay.n_head {
+                let g = h / group;
+                let qv = &q[(t * lay.n_head + h) * lay.k_dim..][..lay.k_dim];
+                let n_ctx = pos0 + t + 1;
+                let s: Vec<f64> = (0..n_ctx)
+                    .map(|p| {
+                        let kv = &k[p * lay.k_stride + g * lay.k_dim..][..lay.k_dim];
+                        qv.iter().zip(kv).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale as f64
+                    })
+                    .collect();
+                let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for d in 0..lay.v_dim {
+                    out.push((0..n_ctx).map(|p| e[p] / z * v[p * lay.v_stride + g * lay.v_dim + d] as f64).sum());
+                }
+            }
+        }
+        out
+    }
+
+    /// The causal split of (token, head) items over threads (cut by cost)
+    /// gives the same bits for any thread count, and matches an f64
+    /// reference within f32 rounding of sums over at most 80 positions
+    /// (|values| <= 1, so 1e-5 absolute is ~100 ulps of slack).
+    #[test]
+    fn attention_is_thread_independent_and_correct() {
+        let lay = AttnLayout { n_head: 6, n_kv_head: 2, k_dim: 32, v_dim: 32, k_stride: 64, v_stride: 64 };
+        let (n_tok, pos0) = (50, 30);
+        let mut seed = 12345u64;
+        let mut rnd = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let q = rnd(n_tok * lay.n_head * lay.k_dim);
+        let k = rnd((pos0 + n_tok) * lay.k_stride);
+        let v = rnd((pos0 + n_tok) * lay.v_stride);
+        let one = attention(&q, &k, &v, lay, n_tok, pos0, 0.2, 1);
+        for threads in [2, 3, 7] {
+            let many = attention(&q, &k, &v, lay, n_tok, pos0, 0.2, threads);
+            assert!(one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()), "threads = {threads}");
+        }
+        let want = reference(&q, &k, &v, lay, n_tok, pos0, 0.2);
+        let worst = one.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-5, "max |Δ| = {worst:e}");
+    }
 }

@@ -1,0 +1,97 @@
+//! `Model::forward_batch` (continuous batching) gives every sequence the
+//! same bits as `Model::forward` of that sequence alone: logits and the K/V
+//! rows it leaves in its cache. Checked on a block-quantized GGUF (SmolLM2
+//! Q4_1: one product over the stacked rows) and on float safetensors models
+//! (llama and qwen2 with Q/K/V biases: products per sequence), with batches
+//! that mix prompt chunks, single decode tokens and caches at different
+//! lengths. Exact equality is the contract (see the trait docs), so there is
+//! no tolerance.
+
+mod common;
+
+use whale_engine::model::{load, load_weights, BatchSeq, KvCache, LoadOptions, Logits, Model};
+use whale_engine::weights::WeightStore;
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Cache contents up to its length, as bits.
+fn cache_bits(c: &KvCache) -> Vec<Vec<u32>> {
+    let mut out = Vec::new();
+    for (k, v) in c.k.iter().zip(&c.v) {
+        out.push(bits(&k[..c.len * c.k_width]));
+        out.push(bits(&v[..c.len * c.v_width]));
+    }
+    out
+}
+
+fn ids(n: usize, seed: u32, vocab: u32) -> Vec<u32> {
+    (0..n as u32).map(|j| (seed.wrapping_mul(7919).wrapping_add(j * 104_729)) % vocab).collect()
+}
+
+fn check(model: &dyn Model, threads_note: &str) {
+    let vocab = model.info().vocab_size as u32;
+    // (tokens already in the cache, tokens fed now)
+    let shapes = [(0, 7), (5, 1), (0, 1), (12, 3), (3, 1)];
+    let mut alone_caches = Vec::new();
+    let mut alone_logits = Vec::new();
+    let mut batch_caches = Vec::new();
+    let mut feeds = Vec::new();
+    for (s, &(before, now)) in shapes.iter().enumerate() {
+        let history = ids(before, s as u32 + 1, vocab);
+        let feed = ids(now, s as u32 + 100, vocab);
+        let mut c = model.new_cache(32);
+        if before > 0 {
+            model.forward(&mut c, &history, Logits::Last).unwrap();
+        }
+        batch_caches.push(c.clone());
+        alone_logits.push(model.forward(&mut c, &feed, Logits::Last).unwrap());
+        alone_caches.push(c);
+        feeds.push(feed);
+    }
+    let mut seqs: Vec<BatchSeq<'_>> =
+        batch_caches.iter_mut().zip(&feeds).map(|(cache, tokens)| BatchSeq { cache, tokens }).collect();
+    let batch_logits = model.forward_batch(&mut seqs).unwrap();
+    assert_eq!(batch_logits.len(), shapes.len());
+    for s in 0..shapes.len() {
+        assert_eq!(bits(&batch_logits[s]), bits(&alone_logits[s]), "{threads_note}: sequence {s} logits differ");
+        assert_eq!(batch_caches[s].len, alone_caches[s].len, "{threads_note}: sequence {s} cache length");
+        assert!(cache_bits(&batch_caches[s]) == cache_bits(&alone_caches[s]), "{threads_note}: sequence {s} cache");
+    }
+
+    // A failing batch (one sequence's cache is full) advances no cache.
+    let mut full = model.new_cache(2);
+    let mut ok = model.new_cache(8);
+    let long = ids(3, 9, vocab);
+    let one = ids(1, 10, vocab);
+    let mut seqs = [BatchSeq { cache: &mut ok, tokens: &one }, BatchSeq { cache: &mut full, tokens: &long }];
+    assert!(model.forward_batch(&mut seqs).is_err(), "{threads_note}: a full cache must fail the batch");
+    assert_eq!((ok.len, full.len), (0, 0), "{threads_note}: a failed batch advanced a cache");
+}
+
+#[test]
+fn quantized_gguf_batch_equals_each_sequence_alone() {
+    let path = common::cached_model("SmolLM2-135M-Instruct.Q4_1.gguf");
+    for threads in [1, 2] {
+        let m = load(&path, LoadOptions { threads }).unwrap();
+        check(m.model.as_ref(), &format!("SmolLM2 Q4_1, {threads} threads"));
+    }
+}
+
+#[test]
+fn float_safetensors_batch_equals_each_sequence_alone() {
+    let root = common::hf_reference();
+    for (name, arch) in [("llama_tiny_gqa_tied", "llama"), ("qwen2_tiny_gqa_bias", "qwen2")] {
+        let store = WeightStore::open(&root.join(format!("models/{name}"))).unwrap();
+        let model = load_weights(&store, arch, LoadOptions { threads: 2 }).unwrap();
+        check(model.as_ref(), name);
+    }
+}
+
+#[test]
+fn deepseek_default_batch_equals_each_sequence_alone() {
+    let path = common::hf_reference().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    let m = load(&path, LoadOptions { threads: 1 }).unwrap();
+    check(m.model.as_ref(), "tiny DeepSeek-V3");
+}
