@@ -266,14 +266,6 @@ pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Sum of all lanes of four vectors (the independent accumulators the K
-/// kernels use so that latency-bound multiply-accumulates can overlap).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-pub(crate) unsafe fn hsum4_i32(v: [__m256i; 4]) -> i32 {
-    hsum_i32(_mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3])))
-}
-
 /// Lane `k` of the result is the sum of the lanes of `v[k]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -291,12 +283,12 @@ pub(crate) unsafe fn hsum_8x8(v: [__m256i; 8]) -> __m256i {
     _mm256_add_epi32(lo, hi)
 }
 
-/// Σ u·y over 32 bytes in eight i32 lanes (`u` unsigned, `y` signed; every
-/// pair u·y + u'·y' fits i16 for our ranges).
+/// `acc + Σ u·y` over 32 bytes in eight i32 lanes (`u` unsigned, `y`
+/// signed; every pair u·y + u'·y' fits i16 for our ranges).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn dot_u8_i8(u: __m256i, y: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1))
+unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, y: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1)))
 }
 
 /// `acc + Σ u·y·sc` in eight i32 lanes, `sc` one i16 per pair of bytes.
@@ -306,14 +298,14 @@ unsafe fn dot_acc_scaled(acc: __m256i, u: __m256i, y: __m256i, sc: __m256i) -> _
     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), sc))
 }
 
-/// Σ x·y for signed `x` (Q8_0 weights) in eight i32 lanes (nothing to
-/// correct afterwards: `Q8_0_OFF` is 0), computed as |x| · (y with the sign
-/// of x): exact for every i8 `x` (|-128| is 128 as an unsigned byte) and
-/// |y| <= 127.
+/// `acc + Σ x·y` for signed `x` (Q8_0 weights) in eight i32 lanes (nothing
+/// to correct afterwards: `Q8_0_OFF` is 0), computed as |x| · (y with the
+/// sign of x): exact for every i8 `x` (|-128| is 128 as an unsigned byte)
+/// and |y| <= 127.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn q8_0_dot(x: __m256i, y: __m256i) -> __m256i {
-    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+unsafe fn q8_0_dot(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+    dot_u8_i8(acc, _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
 /// What `q8_0_dot` leaves to subtract per block, times Σy.
@@ -409,16 +401,16 @@ pub(crate) unsafe fn legacy_group<const MIN: bool>(
     ys: [i32; 8],
     da: [f32; 8],
     sa: [f32; 8],
-    dw: [u16; 8],
-    mw: [u16; 8],
+    dw: __m256,
+    mw: __m256,
 ) {
     if off != 0 {
         is = _mm256_sub_epi32(is, _mm256_mullo_epi32(i32x8(ys), _mm256_set1_epi32(off)));
     }
-    let dd = _mm256_mul_ps(f16x8(dw), f32x8(da));
+    let dd = _mm256_mul_ps(dw, f32x8(da));
     *acc = _mm256_add_ps(*acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(is)));
     if MIN {
-        *accm = _mm256_add_ps(*accm, _mm256_mul_ps(f16x8(mw), f32x8(sa)));
+        *accm = _mm256_add_ps(*accm, _mm256_mul_ps(mw, f32x8(sa)));
     }
 }
 
@@ -455,10 +447,10 @@ impl KBlock {
 /// module supplies the level's primitives, each a `#[target_feature]`
 /// function of that level:
 ///
-/// * `dot_u8_i8(u, y)`: Σ u·y (unsigned × signed bytes) in eight i32 lanes;
+/// * `dot_u8_i8(acc, u, y)`: `acc +` Σ u·y (unsigned × signed bytes) in eight i32 lanes;
 /// * `dot_acc_scaled(acc, u, y, sc)`: `acc + Σ u·y·sc`, `sc` one i16 per
 ///   pair of bytes;
-/// * `q8_0_dot(x, y)` and `Q8_0_OFF`: Σ (x + Q8_0_OFF)·y for signed `x`.
+/// * `q8_0_dot(acc, x, y)` and `Q8_0_OFF`: `acc +` Σ (x + Q8_0_OFF)·y for signed `x`.
 ///
 /// All the layout work (unpacking, scale broadcasts, offsets, the f32 step)
 /// is shared, so every level computes the same exact integers and the same
@@ -467,12 +459,12 @@ macro_rules! int8_kernels {
     ($features:literal) => {
         use $crate::avx2::{high_bits32, hsum, load32, nibbles32};
         use $crate::avx2_q8::{
-            bits, bsums, group_scales, groups_of_half, h2f, hsum4_i32, hsum_8x8, hsum_i32, legacy_group, load_y, take8,
-            transpose_8x8_i32, widen16, word_bcast, KBlock,
+            bits, bsums, group_scales, groups_of_half, h2f, hsum_8x8, legacy_group, load_y, take8, transpose_8x8_i32,
+            widen16, word_bcast, KBlock,
         };
         use $crate::blocks::*;
         use $crate::q8::ActRow;
-        use $crate::qdot::{k4_scales_mins, reduce8, term, term_k};
+        use $crate::qdot::k4_scales_mins;
         use $crate::types::{GgmlType, QK32, QK_K};
 
         /// Row dots for every quantized-activation type (not F32 / Q8_1 /
@@ -498,7 +490,7 @@ macro_rules! int8_kernels {
             use GgmlType as G;
             let nib = |b: &[u8; 16], _qh: [u8; 4]| nibbles32(b);
             let nib5 = |b: &[u8; 16], qh: [u8; 4]| _mm256_or_si256(nibbles32(b), high_bits32(qh));
-            let plain = |u: __m256i, y: __m256i| dot_u8_i8(u, y);
+            let plain = |acc: __m256i, u: __m256i, y: __m256i| dot_u8_i8(acc, u, y);
             match wty {
                 G::Q4_0 => legacy::<_, false, N, T>(
                     cast_slice::<u8, BlockQ4_0>(row),
@@ -543,7 +535,7 @@ macro_rules! int8_kernels {
                     Q8_0_OFF,
                     |b| (bits(b.d), 0),
                     |b| load32(bytemuck::cast_slice(&b.qs), 0),
-                    |x, y| q8_0_dot(x, y),
+                    |acc, x, y| q8_0_dot(acc, x, y),
                 ),
                 G::Q2_K => kquant::<_, N>(cast_slice::<u8, BlockQ2_K>(row), a, |b| unpack_q2_k(b)),
                 G::Q3_K => kquant::<_, N>(cast_slice::<u8, BlockQ3_K>(row), a, |b| unpack_q3_k(b)),
@@ -574,7 +566,7 @@ macro_rules! int8_kernels {
         }
 
         /// The 32-element block types, eight blocks at a time: `unpack`
-        /// gives a block's quants as 32 bytes, `idot(u, y)` Σ u·y in eight
+        /// gives a block's quants as 32 bytes, `idot(acc, u, y)` acc + Σ u·y in eight
         /// i32 lanes, `off·Σy` is subtracted per block, and the f32 part is
         /// `legacy_group`, one block per lane. `dm(block)` returns the f16
         /// bits of `d` and (if `MIN`) `m`. A group of eight blocks is
@@ -596,7 +588,7 @@ macro_rules! int8_kernels {
             off: i32,
             dm: impl Fn(&B) -> (u16, u16),
             unpack: impl Fn(&B) -> __m256i,
-            idot: impl Fn(__m256i, __m256i) -> __m256i,
+            idot: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
         ) -> [f32; N] {
             let mut acc = [_mm256_setzero_ps(); N];
             let mut accm = [_mm256_setzero_ps(); N];
@@ -622,23 +614,25 @@ macro_rules! int8_kernels {
                     }
                 }
                 let tw = if T { transpose_8x8_i32(u) } else { u };
+                let (dwf, mwf) = ($crate::avx2_q8::f16x8(dw), $crate::avx2_q8::f16x8(mw));
                 for j in 0..N {
                     let is = if T {
                         let y: &[i8; 8 * QK32] = at[j][8 * QK32 * g..8 * QK32 * (g + 1)].try_into().unwrap();
-                        let mut is0 = idot(tw[0], load_y(y, 0));
-                        let mut is1 = idot(tw[1], load_y(y, QK32));
+                        let z = _mm256_setzero_si256();
+                        let mut is0 = idot(z, tw[0], load_y(y, 0));
+                        let mut is1 = idot(z, tw[1], load_y(y, QK32));
                         for t in (2..8).step_by(2) {
-                            is0 = _mm256_add_epi32(is0, idot(tw[t], load_y(y, QK32 * t)));
-                            is1 = _mm256_add_epi32(is1, idot(tw[t + 1], load_y(y, QK32 * (t + 1))));
+                            is0 = idot(is0, tw[t], load_y(y, QK32 * t));
+                            is1 = idot(is1, tw[t + 1], load_y(y, QK32 * (t + 1)));
                         }
                         _mm256_add_epi32(is0, is1)
                     } else if full {
                         let y: &[i8; 8 * QK32] = a[j].qs[8 * QK32 * g..8 * QK32 * (g + 1)].try_into().unwrap();
-                        hsum_8x8(core::array::from_fn(|k| idot(u[k], load_y(y, QK32 * k))))
+                        hsum_8x8(core::array::from_fn(|k| idot(_mm256_setzero_si256(), u[k], load_y(y, QK32 * k))))
                     } else {
                         let mut parts = [_mm256_setzero_si256(); 8];
                         for k in 0..nb - base {
-                            parts[k] = idot(u[k], load_y(a[j].qs, QK32 * (base + k)));
+                            parts[k] = idot(_mm256_setzero_si256(), u[k], load_y(a[j].qs, QK32 * (base + k)));
                         }
                         hsum_8x8(parts)
                     };
@@ -650,14 +644,19 @@ macro_rules! int8_kernels {
                     } else {
                         (take8(a[j].sums, base), take8(a[j].d, base), take8(a[j].s, base))
                     };
-                    legacy_group::<MIN>(&mut acc[j], &mut accm[j], is, off, ys, da, sa, dw, mw);
+                    legacy_group::<MIN>(&mut acc[j], &mut accm[j], is, off, ys, da, sa, dwf, mwf);
                 }
             }
             core::array::from_fn(|j| if MIN { hsum(acc[j]) + hsum(accm[j]) } else { hsum(acc[j]) })
         }
 
-        /// The 256-element K blocks: a block is unpacked once (`unpack`, see
-        /// `KBlock`) and dotted with each of the `N` activation rows.
+        /// The 256-element K blocks, eight at a time: each block is unpacked
+        /// once (`unpack`, see `KBlock`) and its integer sums formed for
+        /// each of the `N` activation rows; then per row one `hsum_8x8`
+        /// puts the eight blocks' sums in lanes 0..8 and the block terms
+        /// are computed lane-wise (lane k = block 8g + k, the lane
+        /// `acc[b % 8]` of the reference; a last partial group has zero
+        /// lanes, whose terms are +0).
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn kquant<B, const N: usize>(
@@ -665,24 +664,51 @@ macro_rules! int8_kernels {
             a: &[ActRow<'_>; N],
             unpack: impl Fn(&B) -> KBlock,
         ) -> [f32; N] {
-            let mut acc = [[0f32; 8]; N];
-            for (b, blk) in blocks.iter().enumerate() {
-                let kb = unpack(blk);
-                for j in 0..N {
-                    let yb: &[i8; QK_K] = a[j].qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-                    let mut is = [_mm256_setzero_si256(); 4];
-                    for t in 0..8 {
-                        is[t % 4] = dot_acc_scaled(is[t % 4], kb.u[t], load_y(yb, 32 * t), kb.sc[t]);
+            let z = _mm256_setzero_si256();
+            let mut acc = [_mm256_setzero_ps(); N];
+            let nb = blocks.len();
+            for g in 0..nb.div_ceil(8) {
+                let base = 8 * g;
+                let n = (nb - base).min(8);
+                let mut isv = [[z; 8]; N];
+                let mut mv = [[z; 8]; N];
+                let mut d = [0f32; 8];
+                let mut dmin = [0f32; 8];
+                let mut off = 0;
+                for k in 0..n {
+                    let b = base + k;
+                    let kb = unpack(&blocks[b]);
+                    (d[k], dmin[k], off) = (kb.d, kb.dmin, kb.off);
+                    for j in 0..N {
+                        let yb: &[i8; QK_K] = a[j].qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+                        let mut is = [z; 4];
+                        for t in 0..8 {
+                            is[t % 4] = dot_acc_scaled(is[t % 4], kb.u[t], load_y(yb, 32 * t), kb.sc[t]);
+                        }
+                        isv[j][k] = _mm256_add_epi32(_mm256_add_epi32(is[0], is[1]), _mm256_add_epi32(is[2], is[3]));
+                        mv[j][k] = _mm256_madd_epi16(bsums(a[j], b), kb.mv);
                     }
-                    let m = hsum_i32(_mm256_madd_epi16(bsums(a[j], b), kb.mv));
-                    acc[j][b % 8] += if kb.off == 0 {
-                        term_k(kb.d, kb.dmin, a[j].d[b], hsum4_i32(is), m)
+                }
+                let (d8, dmin8) = ($crate::avx2_q8::f32x8(d), $crate::avx2_q8::f32x8(dmin));
+                for j in 0..N {
+                    let isum = hsum_8x8(isv[j]);
+                    let m = hsum_8x8(mv[j]);
+                    let da = $crate::avx2_q8::f32x8(take8(a[j].d, base));
+                    let term = if off == 0 {
+                        // (d·da)·isum - (dmin·da)·Σ m·bsum
+                        _mm256_sub_ps(
+                            _mm256_mul_ps(_mm256_mul_ps(d8, da), _mm256_cvtepi32_ps(isum)),
+                            _mm256_mul_ps(_mm256_mul_ps(dmin8, da), _mm256_cvtepi32_ps(m)),
+                        )
                     } else {
-                        term(kb.d, a[j].d[b], hsum4_i32(is) - kb.off * m)
+                        // (d·da)·(isum - off·Σ sc·bsum)
+                        let corr = _mm256_mullo_epi32(m, _mm256_set1_epi32(off));
+                        _mm256_mul_ps(_mm256_mul_ps(d8, da), _mm256_cvtepi32_ps(_mm256_sub_epi32(isum, corr)))
                     };
+                    acc[j] = _mm256_add_ps(acc[j], term);
                 }
             }
-            core::array::from_fn(|j| reduce8(acc[j]))
+            core::array::from_fn(|j| hsum(acc[j]))
         }
 
         #[target_feature(enable = $features)]

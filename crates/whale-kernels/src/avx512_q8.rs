@@ -23,11 +23,11 @@
 
 use core::arch::x86_64::*;
 
-/// Σ u·y (unsigned × signed bytes) in eight i32 lanes.
+/// `acc +` Σ u·y (unsigned × signed bytes) in eight i32 lanes.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn dot_u8_i8(u: __m256i, y: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y)
+unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, u, y)
 }
 
 /// `acc + Σ u·y·sc`, `sc` one i16 per pair of bytes (the i16 pair sums of
@@ -38,11 +38,11 @@ unsafe fn dot_acc_scaled(acc: __m256i, u: __m256i, y: __m256i, sc: __m256i) -> _
     _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, y), sc)
 }
 
-/// Σ (x + 128)·y for signed `x`: `x ^ 0x80` is `x + 128` as an unsigned byte.
+/// `acc +` Σ (x + 128)·y for signed `x`: `x ^ 0x80` is `x + 128` as an unsigned byte.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn q8_0_dot(x: __m256i, y: __m256i) -> __m256i {
-    dot_u8_i8(_mm256_xor_si256(x, _mm256_set1_epi8(-128)), y)
+unsafe fn q8_0_dot(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+    dot_u8_i8(acc, _mm256_xor_si256(x, _mm256_set1_epi8(-128)), y)
 }
 
 /// `q8_0_dot` adds 128·Σy per block; the kernel subtracts it.
