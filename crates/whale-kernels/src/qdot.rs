@@ -263,16 +263,11 @@ fn matmul_q_verified(
     crate::pool::run_parts(threads, jobs, |(view, wp)| matmul_q_rows(v, wty, wp, rb, acts, view));
 }
 
-/// Activation rows that one weight row meets per kernel call (prefill;
-/// 8 measured faster than 4 at Qwen2.5-0.5B shapes, see
-/// `examples/prefill_shapes.rs`).
-const ACTS_PER_CALL: usize = 8;
-
 /// Bytes of weight rows that one pass over the activations reuses (L2).
 const W_TILE_BYTES: usize = 256 * 1024;
 
 /// `out[i][r] = dot(row r of w, acts row i)`. Weight rows go in tiles of
-/// `W_TILE_BYTES`; each group of `ACTS_PER_CALL` activation rows passes over
+/// `W_TILE_BYTES`; each group of 8 (or 4, 2, 1) activation rows passes over
 /// a tile in one kernel call per weight row, which unpacks each weight block
 /// once for the group (and, for 32-element block types, transposes it once so
 /// block sums need no horizontal adds). Every result is bit-identical to
@@ -281,8 +276,8 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Quantiz
     let act_rows: Vec<ActRow<'_>> = (0..acts.m()).map(|i| acts.row(i)).collect();
     let m = act_rows.len();
     // The 32-element block types take their activations group-transposed
-    // (see `transpose_groups`) when they run four rows per call.
-    let transposed = m >= ACTS_PER_CALL
+    // (see `transpose_groups`) when several rows share a kernel call.
+    let transposed = m >= 2
         && v.level() != SimdLevel::Scalar
         && matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0);
     let t_len = if transposed { transposed_len(acts.cols()) } else { 0 };
@@ -293,38 +288,56 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Quantiz
         }
     }
     let t_rows: Vec<&[i8]> = (0..m).map(|i| if transposed { &tq[i * t_len..(i + 1) * t_len] } else { &[] }).collect();
+    let job = GroupJob { v, wty, w, rb, act_rows: &act_rows, t_rows: &t_rows, transposed };
     // Blocking: a tile of weight rows (`W_TILE_BYTES`, kept in L2) meets
     // every group of activation rows in turn (a group stays in L1 while it
-    // passes over the tile's rows).
+    // passes over the tile's rows). Groups are of 8 rows (8 measured faster
+    // than 4 at Qwen2.5-0.5B shapes, see `examples/prefill_shapes.rs`), the
+    // rest of 4, 2 and 1 (a batch of decoding sequences is often not a
+    // multiple of 8).
     let tile_rows = (W_TILE_BYTES / rb.max(1)).max(1);
     let rows = w.len() / rb;
     for r0 in (0..rows).step_by(tile_rows) {
-        let r1 = (r0 + tile_rows).min(rows);
+        let tile = r0..(r0 + tile_rows).min(rows);
         let mut i = 0;
-        while i + ACTS_PER_CALL <= m {
-            let group: &[ActRow<'_>; ACTS_PER_CALL] = act_rows[i..i + ACTS_PER_CALL].try_into().unwrap();
-            let tgroup: &[&[i8]; ACTS_PER_CALL] = t_rows[i..i + ACTS_PER_CALL].try_into().unwrap();
-            for r in r0..r1 {
-                let row = &w[r * rb..(r + 1) * rb];
-                if i == 0 {
-                    crate::matmul::prefetch(w, r * rb + crate::matmul::PREFETCH_DISTANCE, rb);
-                }
-                let dots = vec_dot_group_verified(v, wty, row, group, transposed.then_some(tgroup));
-                for (k, d) in dots.into_iter().enumerate() {
-                    out[i + k][r] = d;
-                }
-            }
-            i += ACTS_PER_CALL;
+        while i < m {
+            i += match m - i {
+                8.. => job.pass::<8>(i, tile.clone(), &mut out),
+                4..=7 => job.pass::<4>(i, tile.clone(), &mut out),
+                2..=3 => job.pass::<2>(i, tile.clone(), &mut out),
+                _ => job.pass::<1>(i, tile.clone(), &mut out),
+            };
         }
-        for r in r0..r1 {
-            let row = &w[r * rb..(r + 1) * rb];
+    }
+}
+
+/// What `matmul_q_rows` passes to each group of activation rows.
+struct GroupJob<'a, 'b> {
+    v: Verified,
+    wty: GgmlType,
+    w: &'a [u8],
+    rb: usize,
+    act_rows: &'a [ActRow<'b>],
+    t_rows: &'a [&'a [i8]],
+    transposed: bool,
+}
+
+impl GroupJob<'_, '_> {
+    /// Activation rows `i..i + N` against weight rows `tile`; returns `N`.
+    fn pass<const N: usize>(&self, i: usize, tile: std::ops::Range<usize>, out: &mut [&mut [f32]]) -> usize {
+        let group: &[ActRow<'_>; N] = self.act_rows[i..i + N].try_into().unwrap();
+        let tgroup: &[&[i8]; N] = self.t_rows[i..i + N].try_into().unwrap();
+        for r in tile {
+            let row = &self.w[r * self.rb..(r + 1) * self.rb];
             if i == 0 {
-                crate::matmul::prefetch(w, r * rb + crate::matmul::PREFETCH_DISTANCE, rb);
+                crate::matmul::prefetch(self.w, r * self.rb + crate::matmul::PREFETCH_DISTANCE, self.rb);
             }
-            for (yi, a) in out[i..].iter_mut().zip(&act_rows[i..]) {
-                yi[r] = vec_dot_q_verified(v, wty, row, *a);
+            let dots = vec_dot_group_verified(self.v, self.wty, row, group, self.transposed.then_some(tgroup));
+            for (k, d) in dots.into_iter().enumerate() {
+                out[i + k][r] = d;
             }
         }
+        N
     }
 }
 
@@ -349,37 +362,35 @@ fn transposed_len(cols: usize) -> usize {
     cols.div_ceil(8 * QK32) * 8 * QK32
 }
 
-/// One weight row against `ACTS_PER_CALL` activation rows; result `k` is bit-identical
+/// One weight row against `N` activation rows; result `k` is bit-identical
 /// to `vec_dot_q_verified(v, wty, row, a[k])`. `at`: the rows' quants from
 /// `transpose_groups` (32-element block types at an x86 level only).
 #[inline]
-fn vec_dot_group_verified(
+fn vec_dot_group_verified<const N: usize>(
     v: Verified,
     wty: GgmlType,
     row: &[u8],
-    a: &[ActRow<'_>; ACTS_PER_CALL],
-    at: Option<&[&[i8]; ACTS_PER_CALL]>,
-) -> [f32; ACTS_PER_CALL] {
+    a: &[ActRow<'_>; N],
+    at: Option<&[&[i8]; N]>,
+) -> [f32; N] {
     let f32_acts = matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K);
     match (v.level(), at) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `vec_dot_q_verified`, for each of the four rows; the
+        // SAFETY: as in `vec_dot_q_verified`, for each of the rows; the
         // caller passes `at` only for 32-element block types.
-        (SimdLevel::Avx2Fma, Some(at)) => unsafe { crate::avx2_q8::vec_dot_legacy_t::<ACTS_PER_CALL>(wty, row, a, at) },
+        (SimdLevel::Avx2Fma, Some(at)) => unsafe { crate::avx2_q8::vec_dot_legacy_t::<N>(wty, row, a, at) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        (SimdLevel::Avx512Vnni, Some(at)) => unsafe {
-            crate::avx512_q8::vec_dot_legacy_t::<ACTS_PER_CALL>(wty, row, a, at)
-        },
+        (SimdLevel::Avx512Vnni, Some(at)) => unsafe { crate::avx512_q8::vec_dot_legacy_t::<N>(wty, row, a, at) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `vec_dot_q_verified`, for each of the four rows.
+        // SAFETY: as in `vec_dot_q_verified`, for each of the rows.
         (SimdLevel::Avx2Fma, None) if !f32_acts => unsafe {
-            crate::avx2_q8::vec_dot_n::<ACTS_PER_CALL, false>(wty, row, a, &[&[]; ACTS_PER_CALL])
+            crate::avx2_q8::vec_dot_n::<N, false>(wty, row, a, &[&[]; N])
         },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `vec_dot_q_verified`, for each of the four rows.
+        // SAFETY: as in `vec_dot_q_verified`, for each of the rows.
         (SimdLevel::Avx512Vnni, None) if !f32_acts => unsafe {
-            crate::avx512_q8::vec_dot_n::<ACTS_PER_CALL, false>(wty, row, a, &[&[]; ACTS_PER_CALL])
+            crate::avx512_q8::vec_dot_n::<N, false>(wty, row, a, &[&[]; N])
         },
         _ => a.map(|ai| vec_dot_q_verified(v, wty, row, ai)),
     }
