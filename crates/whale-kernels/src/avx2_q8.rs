@@ -202,14 +202,14 @@ pub(crate) fn take8<T: Copy + Default>(v: &[T], at: usize) -> [T; 8] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(crate) unsafe fn f32x8(v: [f32; 8]) -> __m256 {
+pub(crate) unsafe fn f32x8(v: &[f32; 8]) -> __m256 {
     // SAFETY: reads the 8 floats of `v`; loadu is unaligned.
     unsafe { _mm256_loadu_ps(v.as_ptr()) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(crate) unsafe fn i32x8(v: [i32; 8]) -> __m256i {
+pub(crate) unsafe fn i32x8(v: &[i32; 8]) -> __m256i {
     // SAFETY: reads the 32 bytes of `v`; loadu is unaligned.
     unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
 }
@@ -217,7 +217,7 @@ pub(crate) unsafe fn i32x8(v: [i32; 8]) -> __m256i {
 /// Eight f16 bit patterns widened to f32 (exact).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(crate) unsafe fn f16x8(v: [u16; 8]) -> __m256 {
+pub(crate) unsafe fn f16x8(v: &[u16; 8]) -> __m256 {
     // SAFETY: reads the 16 bytes of `v`; loadu is unaligned.
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
 }
@@ -309,7 +309,7 @@ unsafe fn q8_0_dot(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
 }
 
 /// What `q8_0_dot` leaves to subtract per block, times Σy.
-const Q8_0_OFF: i32 = 0;
+pub(crate) const Q8_0_OFF: i32 = 0;
 
 #[inline(always)]
 pub(crate) fn bits(h: F16Le) -> u16 {
@@ -398,9 +398,9 @@ pub(crate) unsafe fn legacy_group<const MIN: bool>(
     accm: &mut __m256,
     mut is: __m256i,
     off: i32,
-    ys: [i32; 8],
-    da: [f32; 8],
-    sa: [f32; 8],
+    ys: &[i32; 8],
+    da: &[f32; 8],
+    sa: &[f32; 8],
     dw: __m256,
     mw: __m256,
 ) {
@@ -464,7 +464,7 @@ macro_rules! int8_kernels {
         };
         use $crate::blocks::*;
         use $crate::q8::ActRow;
-        use $crate::qdot::k4_scales_mins;
+        use $crate::qdot::{k4_scales_mins, Q4_0_OFF, Q5_0_OFF, T_GROUP_BYTES};
         use $crate::types::{GgmlType, QK32, QK_K};
 
         /// Row dots for every quantized-activation type (not F32 / Q8_1 /
@@ -496,7 +496,7 @@ macro_rules! int8_kernels {
                     cast_slice::<u8, BlockQ4_0>(row),
                     a,
                     at,
-                    8,
+                    Q4_0_OFF,
                     |b| (bits(b.d), 0),
                     |b| nib(&b.qs, [0; 4]),
                     plain,
@@ -514,7 +514,7 @@ macro_rules! int8_kernels {
                     cast_slice::<u8, BlockQ5_0>(row),
                     a,
                     at,
-                    16,
+                    Q5_0_OFF,
                     |b| (bits(b.d), 0),
                     |b| nib5(&b.qs, b.qh),
                     plain,
@@ -577,7 +577,8 @@ macro_rules! int8_kernels {
         /// with `T` (prefill), the group's weights are transposed once so
         /// that lane k of `tw[t]` holds bytes 4t..4t+4 of block k, and the
         /// activations come pre-transposed the same way (`at`), so eight
-        /// multiply-adds give the block sums with no horizontal step.
+        /// multiply-adds give the block sums with no horizontal step; they
+        /// start from the row's `-off·Σy` per block, stored after the quants.
         #[target_feature(enable = $features)]
         #[inline]
         #[allow(clippy::too_many_arguments)]
@@ -614,12 +615,14 @@ macro_rules! int8_kernels {
                     }
                 }
                 let tw = if T { transpose_8x8_i32(u) } else { u };
-                let (dwf, mwf) = ($crate::avx2_q8::f16x8(dw), $crate::avx2_q8::f16x8(mw));
+                let (dwf, mwf) = ($crate::avx2_q8::f16x8(&dw), $crate::avx2_q8::f16x8(&mw));
                 for j in 0..N {
                     let is = if T {
-                        let y: &[i8; 8 * QK32] = at[j][8 * QK32 * g..8 * QK32 * (g + 1)].try_into().unwrap();
+                        let y: &[i8; T_GROUP_BYTES] =
+                            at[j][T_GROUP_BYTES * g..T_GROUP_BYTES * (g + 1)].try_into().unwrap();
                         let z = _mm256_setzero_si256();
-                        let mut is0 = idot(z, tw[0], load_y(y, 0));
+                        // Starts from the group's `-off·Σy` (bytes 256..288).
+                        let mut is0 = idot(load_y(y, 8 * QK32), tw[0], load_y(y, 0));
                         let mut is1 = idot(z, tw[1], load_y(y, QK32));
                         for t in (2..8).step_by(2) {
                             is0 = idot(is0, tw[t], load_y(y, QK32 * t));
@@ -636,14 +639,22 @@ macro_rules! int8_kernels {
                         }
                         hsum_8x8(parts)
                     };
-                    let (ys, da, sa) = if full {
-                        let ys: [i32; 8] =
-                            if off != 0 { a[j].sums[base..base + 8].try_into().unwrap() } else { [0; 8] };
-                        let sa: [f32; 8] = if MIN { a[j].s[base..base + 8].try_into().unwrap() } else { [0.0; 8] };
-                        (ys, a[j].d[base..base + 8].try_into().unwrap(), sa)
+                    // References into the rows (a copy into a local array
+                    // would cost a store-forwarding stall per load).
+                    let zf = [0f32; 8];
+                    let zi = [0i32; 8];
+                    let (pys, pda, psa);
+                    let (ys, da, sa): (&[i32; 8], &[f32; 8], &[f32; 8]) = if full {
+                        (
+                            if off != 0 { a[j].sums[base..base + 8].try_into().unwrap() } else { &zi },
+                            a[j].d[base..base + 8].try_into().unwrap(),
+                            if MIN { a[j].s[base..base + 8].try_into().unwrap() } else { &zf },
+                        )
                     } else {
-                        (take8(a[j].sums, base), take8(a[j].d, base), take8(a[j].s, base))
+                        (pys, pda, psa) = (take8(a[j].sums, base), take8(a[j].d, base), take8(a[j].s, base));
+                        (&pys, &pda, &psa)
                     };
+                    let off = if T { 0 } else { off };
                     legacy_group::<MIN>(&mut acc[j], &mut accm[j], is, off, ys, da, sa, dwf, mwf);
                 }
             }
@@ -689,11 +700,14 @@ macro_rules! int8_kernels {
                         mv[j][k] = _mm256_madd_epi16(bsums(a[j], b), kb.mv);
                     }
                 }
-                let (d8, dmin8) = ($crate::avx2_q8::f32x8(d), $crate::avx2_q8::f32x8(dmin));
+                let (d8, dmin8) = ($crate::avx2_q8::f32x8(&d), $crate::avx2_q8::f32x8(&dmin));
                 for j in 0..N {
                     let isum = hsum_8x8(isv[j]);
                     let m = hsum_8x8(mv[j]);
-                    let da = $crate::avx2_q8::f32x8(take8(a[j].d, base));
+                    let da = match a[j].d.get(base..base + 8) {
+                        Some(d) => $crate::avx2_q8::f32x8(d.try_into().unwrap()),
+                        None => $crate::avx2_q8::f32x8(&take8(a[j].d, base)),
+                    };
                     let term = if off == 0 {
                         // (d·da)·isum - (dmin·da)·Σ m·bsum
                         _mm256_sub_ps(

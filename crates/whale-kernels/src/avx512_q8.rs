@@ -46,6 +46,6 @@ unsafe fn q8_0_dot(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
 }
 
 /// `q8_0_dot` adds 128·Σy per block; the kernel subtracts it.
-const Q8_0_OFF: i32 = 128;
+pub(crate) const Q8_0_OFF: i32 = 128;
 
 crate::avx2_q8::int8_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");

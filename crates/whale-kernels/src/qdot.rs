@@ -283,8 +283,9 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Quantiz
     let t_len = if transposed { transposed_len(acts.cols()) } else { 0 };
     let mut tq = vec![0i8; m * t_len];
     if transposed {
+        let off = legacy_offset(v.level(), wty);
         for (a, out) in act_rows.iter().zip(tq.chunks_exact_mut(t_len)) {
-            transpose_groups(a.qs, out);
+            transpose_groups(a.qs, a.sums, off, out);
         }
     }
     let t_rows: Vec<&[i8]> = (0..m).map(|i| if transposed { &tq[i * t_len..(i + 1) * t_len] } else { &[] }).collect();
@@ -341,25 +342,54 @@ impl GroupJob<'_, '_> {
     }
 }
 
-/// One activation row's quants (32-element blocks) regrouped for the
-/// transposed kernels, into `out` (`transposed_len(cols)` bytes): per group of eight blocks, 256 bytes where bytes
-/// `32t + 4k .. 32t + 4k + 4` are bytes `4t .. 4t + 4` of block `k` (a 8×8
-/// transpose of 4-byte words); a last partial group is zero-padded.
-fn transpose_groups(qs: &[i8], out: &mut [i8]) {
+/// One activation row of a 32-element block type regrouped for the
+/// transposed kernels, into `out` (`transposed_len(cols)` bytes): per group
+/// of eight blocks, 256 bytes where bytes `32t + 4k .. 32t + 4k + 4` are
+/// bytes `4t .. 4t + 4` of block `k` (an 8×8 transpose of 4-byte words),
+/// then eight little-endian i32 `-off · Σy` of the blocks (`sums`; the
+/// kernels start their integer sums from it). A last partial group is
+/// zero-padded.
+fn transpose_groups(qs: &[i8], sums: &[i32], off: i32, out: &mut [i8]) {
     out.fill(0);
     for (b, blk) in qs.chunks_exact(QK32).enumerate() {
-        let dst = &mut out[(b / 8) * 8 * QK32 + 4 * (b % 8)..];
+        let group = &mut out[(b / 8) * T_GROUP_BYTES..];
+        let k = b % 8;
         for t in 0..8 {
             for e in 0..4 {
-                dst[32 * t + e] = blk[4 * t + e];
+                group[32 * t + 4 * k + e] = blk[4 * t + e];
             }
+        }
+        let corr = -off * sums.get(b).copied().unwrap_or(0);
+        for (e, byte) in corr.to_le_bytes().into_iter().enumerate() {
+            group[8 * QK32 + 4 * k + e] = byte as i8;
         }
     }
 }
 
-/// Bytes of a row's quants after [`transpose_groups`].
+/// Bytes per group in [`transpose_groups`]' layout.
+pub(crate) const T_GROUP_BYTES: usize = 8 * QK32 + 32;
+
+/// Offsets that make Q4_0 / Q5_0 quants unsigned for the integer kernels.
+pub(crate) const Q4_0_OFF: i32 = 8;
+pub(crate) const Q5_0_OFF: i32 = 16;
+
+/// Bytes of a row after [`transpose_groups`].
 fn transposed_len(cols: usize) -> usize {
-    cols.div_ceil(8 * QK32) * 8 * QK32
+    cols.div_ceil(8 * QK32) * T_GROUP_BYTES
+}
+
+/// What the kernels of `level` add to each `wty` weight quant before the
+/// integer dot (and subtract as `off · Σy` per block).
+fn legacy_offset(level: SimdLevel, wty: GgmlType) -> i32 {
+    match (wty, level) {
+        (GgmlType::Q4_0, _) => Q4_0_OFF,
+        (GgmlType::Q5_0, _) => Q5_0_OFF,
+        #[cfg(target_arch = "x86_64")]
+        (GgmlType::Q8_0, SimdLevel::Avx2Fma) => crate::avx2_q8::Q8_0_OFF,
+        #[cfg(target_arch = "x86_64")]
+        (GgmlType::Q8_0, SimdLevel::Avx512Vnni) => crate::avx512_q8::Q8_0_OFF,
+        _ => 0,
+    }
 }
 
 /// One weight row against `N` activation rows; result `k` is bit-identical
