@@ -302,19 +302,10 @@ pub fn attention(
             let g = h / group;
             let qv = &q[(t * n_head + h) * k_dim..][..k_dim];
             let n_ctx = pos0 + t + 1; // causal: positions 0..=pos0+t
-            for (p, s) in scores[..n_ctx].iter_mut().enumerate() {
-                let kv = &k_cache[p * k_stride + g * k_dim..][..k_dim];
-                *s = whale_kernels::dot_f32(qv, kv) * scale;
-            }
+            whale_kernels::attn_scores(qv, &k_cache[g * k_dim..], k_stride, scale, &mut scores[..n_ctx]);
             ops::softmax(&mut scores[..n_ctx]);
             let o = &mut out[slot * v_dim..][..v_dim];
-            o.fill(0.0);
-            for (p, &w) in scores[..n_ctx].iter().enumerate() {
-                let vv = &v_cache[p * v_stride + g * v_dim..][..v_dim];
-                for (a, &b) in o.iter_mut().zip(vv) {
-                    *a += w * b;
-                }
-            }
+            whale_kernels::attn_weighted_sum(&scores[..n_ctx], &v_cache[g * v_dim..], v_stride, o);
         }
     };
     let items = n_tok * n_head;

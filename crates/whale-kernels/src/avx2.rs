@@ -427,3 +427,74 @@ unsafe fn q6_k(blocks: &[BlockQ6_K], x: &[f32]) -> f32 {
     }
     hsum(acc)
 }
+
+/// See [`crate::attn::attn_scores`] (rows checked by the caller).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_scores(q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    let dim = q.len();
+    let d8 = dim / 8 * 8;
+    for (p, o) in out.iter_mut().enumerate() {
+        let k = &keys[p * stride..p * stride + dim];
+        let (pq, pk) = (q.as_ptr(), k.as_ptr());
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 16 <= d8 {
+            // SAFETY: i + 16 <= dim, the length of both `q` and `k`.
+            unsafe {
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pq.add(i)), _mm256_loadu_ps(pk.add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(pq.add(i + 8)), _mm256_loadu_ps(pk.add(i + 8)), acc1);
+            }
+            i += 16;
+        }
+        if i < d8 {
+            // SAFETY: i + 8 <= d8 <= dim.
+            unsafe { acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pq.add(i)), _mm256_loadu_ps(pk.add(i)), acc0) };
+        }
+        let mut s = hsum(_mm256_add_ps(acc0, acc1));
+        for j in d8..dim {
+            s += q[j] * k[j];
+        }
+        *o = s * scale;
+    }
+}
+
+/// See [`crate::attn::attn_weighted_sum`] (rows checked by the caller):
+/// output columns in register-sized chunks, each chunk summed over every
+/// position before the next.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_weighted_sum(w: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
+    let dim = out.len();
+    let mut c = 0;
+    while c + 64 <= dim {
+        wsum_chunk::<8>(w, values, stride, c, out);
+        c += 64;
+    }
+    while c + 8 <= dim {
+        wsum_chunk::<1>(w, values, stride, c, out);
+        c += 8;
+    }
+    for j in c..dim {
+        out[j] = w.iter().enumerate().map(|(p, &wp)| wp * values[p * stride + j]).sum();
+    }
+}
+
+/// Columns `c .. c + 8R` of the weighted sum, in `R` registers.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn wsum_chunk<const R: usize>(w: &[f32], values: &[f32], stride: usize, c: usize, out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); R];
+    for (p, &wp) in w.iter().enumerate() {
+        let b = _mm256_set1_ps(wp);
+        let row = &values[p * stride + c..p * stride + c + 8 * R];
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `row` holds 8R floats.
+            *a = _mm256_fmadd_ps(b, unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * r)) }, *a);
+        }
+    }
+    let dst = &mut out[c..c + 8 * R];
+    for (r, a) in acc.iter().enumerate() {
+        // SAFETY: `dst` holds 8R floats.
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(8 * r), *a) };
+    }
+}

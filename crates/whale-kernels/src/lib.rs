@@ -78,6 +78,7 @@
 //! products agree to f32 rounding of the per-block sums (ggml sums the same
 //! block terms in another order).
 
+pub mod attn;
 pub mod blocks;
 pub mod dequant;
 pub mod dispatch;
@@ -96,6 +97,7 @@ mod avx2_q8;
 #[cfg(target_arch = "x86_64")]
 mod avx512_q8;
 
+pub use attn::{attn_scores, attn_scores_with, attn_weighted_sum, attn_weighted_sum_with};
 pub use dequant::dequantize_row;
 pub use dispatch::SimdLevel;
 pub use dot::{dot_f32, dot_f32_with, vec_dot, vec_dot_ref, vec_dot_with};
