@@ -4,8 +4,10 @@
 //! side by side in the cache).
 //!
 //! Each has a scalar reference and an AVX2/FMA version (also used at the
-//! AVX-512 level), chosen once per call rather than once per position; the
-//! levels differ only by f32 rounding (summation order, fused multiply-add).
+//! AVX-512 level), chosen once per call rather than once per position.
+//! Scores are [`crate::dot_f32`] at the level (so they differ between levels
+//! by f32 rounding); the weighted sum adds `w[p] * v[p]` in position order
+//! with separate multiplies and adds at every level (bit-identical).
 
 use crate::dispatch::{SimdLevel, Verified};
 use crate::dot::verify;
@@ -52,8 +54,7 @@ fn attn_scores_verified(v: Verified, q: &[f32], keys: &[f32], stride: usize, sca
         SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2::attn_scores(q, keys, stride, scale, out) },
         _ => {
             for (p, o) in out.iter_mut().enumerate() {
-                let k = &keys[p * stride..p * stride + q.len()];
-                *o = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                *o = crate::dot::dot_f32_verified(v, q, &keys[p * stride..p * stride + q.len()]) * scale;
             }
         }
     }

@@ -53,6 +53,7 @@ pub(crate) unsafe fn vec_dot(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
 pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -428,40 +429,22 @@ unsafe fn q6_k(blocks: &[BlockQ6_K], x: &[f32]) -> f32 {
     hsum(acc)
 }
 
-/// See [`crate::attn::attn_scores`] (rows checked by the caller).
+/// See [`crate::attn::attn_scores`] (rows checked by the caller): each
+/// score is [`dot_f32`] (the summation order of ggml's `ggml_vec_dot_f32`:
+/// four 8-lane FMA accumulators over 32-element steps), inlined.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn attn_scores(q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
     let dim = q.len();
-    let d8 = dim / 8 * 8;
     for (p, o) in out.iter_mut().enumerate() {
-        let k = &keys[p * stride..p * stride + dim];
-        let (pq, pk) = (q.as_ptr(), k.as_ptr());
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
-        let mut i = 0;
-        while i + 16 <= d8 {
-            // SAFETY: i + 16 <= dim, the length of both `q` and `k`.
-            unsafe {
-                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pq.add(i)), _mm256_loadu_ps(pk.add(i)), acc0);
-                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(pq.add(i + 8)), _mm256_loadu_ps(pk.add(i + 8)), acc1);
-            }
-            i += 16;
-        }
-        if i < d8 {
-            // SAFETY: i + 8 <= d8 <= dim.
-            unsafe { acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pq.add(i)), _mm256_loadu_ps(pk.add(i)), acc0) };
-        }
-        let mut s = hsum(_mm256_add_ps(acc0, acc1));
-        for j in d8..dim {
-            s += q[j] * k[j];
-        }
-        *o = s * scale;
+        *o = dot_f32(q, &keys[p * stride..p * stride + dim]) * scale;
     }
 }
 
 /// See [`crate::attn::attn_weighted_sum`] (rows checked by the caller):
 /// output columns in register-sized chunks, each chunk summed over every
-/// position before the next.
+/// position before the next. Each column is `o += w[p] * v[p]` in position
+/// order with a separate multiply and add (no FMA), the arithmetic of the
+/// scalar reference.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn attn_weighted_sum(w: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
     let dim = out.len();
@@ -475,7 +458,7 @@ pub(crate) unsafe fn attn_weighted_sum(w: &[f32], values: &[f32], stride: usize,
         c += 8;
     }
     for j in c..dim {
-        out[j] = w.iter().enumerate().map(|(p, &wp)| wp * values[p * stride + j]).sum();
+        out[j] = w.iter().enumerate().fold(0.0, |acc, (p, &wp)| acc + wp * values[p * stride + j]);
     }
 }
 
@@ -489,7 +472,7 @@ unsafe fn wsum_chunk<const R: usize>(w: &[f32], values: &[f32], stride: usize, c
         let row = &values[p * stride + c..p * stride + c + 8 * R];
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: `row` holds 8R floats.
-            *a = _mm256_fmadd_ps(b, unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * r)) }, *a);
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(b, unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * r)) }));
         }
     }
     let dst = &mut out[c..c + 8 * R];

@@ -32,6 +32,10 @@ fn scores_and_weighted_sums_match_f64_at_every_level() {
             let w: Vec<f32> = raw.iter().map(|x| x / total).collect();
             let mut out = vec![f32::NAN; dim];
             attn_weighted_sum_with(level, &w, &rows, stride, &mut out);
+            // Same operations in the same order at every level.
+            let mut scalar = vec![f32::NAN; dim];
+            attn_weighted_sum_with(SimdLevel::Scalar, &w, &rows, stride, &mut scalar);
+            assert!(out.iter().zip(&scalar).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} weighted sum bits");
             for (j, o) in out.iter().enumerate() {
                 let want: f64 = (0..n).map(|p| w[p] as f64 * rows[p * stride + j] as f64).sum();
                 assert!((*o as f64 - want).abs() < 1e-5, "{level} weighted sum dim={dim} n={n} j={j}: {o} vs {want}");
