@@ -294,45 +294,68 @@ pub fn attention(
     let AttnLayout { n_head, n_kv_head, k_dim, v_dim, k_stride, v_stride } = lay;
     let mut out = vec![0f32; n_tok * n_head * v_dim];
     let group = n_head / n_kv_head;
-    // One (token, head) pair per work item; items split evenly across threads.
-    let work = |items: std::ops::Range<usize>, out: &mut [f32]| {
-        let mut scores = vec![0f32; pos0 + n_tok];
-        for (slot, item) in items.enumerate() {
-            let (t, h) = (item / n_head, item % n_head);
-            let g = h / group;
-            let qv = &q[(t * n_head + h) * k_dim..][..k_dim];
+    // A work item is a run of query heads of one token that share a KV head:
+    // each cached row is read once for all of them. Groups are split into
+    // `chunks` runs when there are too few items to keep every thread busy
+    // (decode; MLA has one KV head for all heads).
+    let threads = if n_tok * n_head * (pos0 + n_tok) * k_dim < 1 << 15 { 1 } else { threads.max(1) };
+    let chunks = (2 * threads).div_ceil(n_tok * n_kv_head).clamp(1, group);
+    let per = group.div_ceil(chunks);
+    let chunks = group.div_ceil(per);
+    // Item i: token t, KV head g, heads h0..h1 of the group.
+    let item = |i: usize| {
+        let (t, rest) = (i / (n_kv_head * chunks), i % (n_kv_head * chunks));
+        let (g, c) = (rest / chunks, rest % chunks);
+        (t, g, c * per, ((c + 1) * per).min(group))
+    };
+    let items = n_tok * n_kv_head * chunks;
+    let work = |range: std::ops::Range<usize>, out: &mut [f32]| {
+        let mut scores = vec![0f32; per * (pos0 + n_tok)];
+        let mut at = 0;
+        for i in range {
+            let (t, g, h0, h1) = item(i);
+            let nh = h1 - h0;
+            let first = t * n_head + g * group + h0;
+            let qs = &q[first * k_dim..(first + nh) * k_dim];
             let n_ctx = pos0 + t + 1; // causal: positions 0..=pos0+t
-            whale_kernels::attn_scores(qv, &k_cache[g * k_dim..], k_stride, scale, &mut scores[..n_ctx]);
-            ops::softmax(&mut scores[..n_ctx]);
-            let o = &mut out[slot * v_dim..][..v_dim];
-            whale_kernels::attn_weighted_sum(&scores[..n_ctx], &v_cache[g * v_dim..], v_stride, o);
+            let sc = &mut scores[..nh * n_ctx];
+            whale_kernels::attn_scores(qs, k_dim, &k_cache[g * k_dim..], k_stride, scale, sc);
+            for row in sc.chunks_exact_mut(n_ctx) {
+                ops::softmax(row);
+            }
+            let o = &mut out[at..at + nh * v_dim];
+            whale_kernels::attn_weighted_sum(sc, n_ctx, &v_cache[g * v_dim..], v_stride, v_dim, o);
+            at += nh * v_dim;
         }
     };
-    let items = n_tok * n_head;
-    let threads = if items * (pos0 + n_tok) * k_dim < 1 << 15 { 1 } else { threads.clamp(1, items) };
+    let threads = threads.min(items);
     if threads == 1 {
         work(0..items, &mut out);
     } else {
-        // Causal: token t costs pos0 + t + 1, so equal item counts would
-        // give the last thread most of the work. Cut where the running cost
-        // reaches each thread's share.
-        let cost = |t: usize| (pos0 + t + 1) as u64 * n_head as u64;
-        let total: u64 = (0..n_tok).map(cost).sum();
+        // Causal: token t costs pos0 + t + 1 per head, so equal item counts
+        // would give the last thread most of the work. Cut where the running
+        // cost reaches each thread's share.
+        let cost = |i: usize| {
+            let (t, _, h0, h1) = item(i);
+            (pos0 + t + 1) as u64 * (h1 - h0) as u64
+        };
+        let total: u64 = (0..items).map(cost).sum();
         let mut bounds = vec![0usize];
         let mut acc = 0u64;
-        for t in 0..n_tok {
-            acc += cost(t);
+        for i in 0..items {
+            acc += cost(i);
             if bounds.len() < threads && acc * threads as u64 >= total * bounds.len() as u64 {
-                bounds.push((t + 1) * n_head);
+                bounds.push(i + 1);
             }
         }
         if *bounds.last().expect("starts at 0") != items {
             bounds.push(items);
         }
+        let heads = |r: std::ops::Range<usize>| r.map(|i| item(i).3 - item(i).2).sum::<usize>();
         let mut parts = Vec::with_capacity(bounds.len() - 1);
         let mut rest = out.as_mut_slice();
         for w in bounds.windows(2) {
-            let (chunk, tail) = rest.split_at_mut((w[1] - w[0]) * v_dim);
+            let (chunk, tail) = rest.split_at_mut(heads(w[0]..w[1]) * v_dim);
             parts.push((w[0]..w[1], chunk));
             rest = tail;
         }
@@ -482,12 +505,12 @@ mod tests {
 
     /// The causal split of (token, head) items over threads (cut by cost)
     /// gives the same bits for any thread count, and matches an f64
-    /// reference within f32 rounding of sums over at most 80 positions
-    /// (|values| <= 1, so 1e-5 absolute is ~100 ulps of slack).
+    /// reference within f32 rounding of sums over at most 201 positions
+    /// (|values| <= 1 and softmax weights sum to one, so 1e-5 absolute is
+    /// ~100 ulps of slack).
     #[test]
     fn attention_is_thread_independent_and_correct() {
         let lay = AttnLayout { n_head: 6, n_kv_head: 2, k_dim: 32, v_dim: 32, k_stride: 64, v_stride: 64 };
-        let (n_tok, pos0) = (50, 30);
         let mut seed = 12345u64;
         let mut rnd = |n: usize| -> Vec<f32> {
             (0..n)
@@ -497,16 +520,20 @@ mod tests {
                 })
                 .collect()
         };
-        let q = rnd(n_tok * lay.n_head * lay.k_dim);
-        let k = rnd((pos0 + n_tok) * lay.k_stride);
-        let v = rnd((pos0 + n_tok) * lay.v_stride);
-        let one = attention(&q, &k, &v, lay, n_tok, pos0, 0.2, 1);
-        for threads in [2, 3, 7] {
-            let many = attention(&q, &k, &v, lay, n_tok, pos0, 0.2, threads);
-            assert!(one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()), "threads = {threads}");
+        // Prefill and decode (one token), GQA and one KV head for all (MLA).
+        let mla = AttnLayout { n_head: 8, n_kv_head: 1, k_dim: 48, v_dim: 32, k_stride: 48, v_stride: 48 };
+        for (lay, n_tok, pos0) in [(lay, 50, 30), (lay, 1, 120), (mla, 1, 200), (mla, 9, 40)] {
+            let q = rnd(n_tok * lay.n_head * lay.k_dim);
+            let k = rnd((pos0 + n_tok) * lay.k_stride);
+            let v = rnd((pos0 + n_tok) * lay.v_stride);
+            let one = attention(&q, &k, &v, lay, n_tok, pos0, 0.2, 1);
+            for threads in [2, 3, 7] {
+                let many = attention(&q, &k, &v, lay, n_tok, pos0, 0.2, threads);
+                assert!(one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()), "threads = {threads}");
+            }
+            let want = reference(&q, &k, &v, lay, n_tok, pos0, 0.2);
+            let worst = one.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+            assert!(worst < 1e-5, "n_tok {n_tok}, {} KV heads: max |Δ| = {worst:e}", lay.n_kv_head);
         }
-        let want = reference(&q, &k, &v, lay, n_tok, pos0, 0.2);
-        let worst = one.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
-        assert!(worst < 1e-5, "max |Δ| = {worst:e}");
     }
 }

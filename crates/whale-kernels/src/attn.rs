@@ -1,37 +1,58 @@
-//! The two inner loops of attention over a KV cache, for one query head:
-//! scores against every cached key, and the score-weighted sum of the
-//! cached values. Rows sit `stride` floats apart (heads of a position are
-//! side by side in the cache).
+//! The two inner loops of attention over a KV cache, for the query heads
+//! that share one KV head (all of them for MLA, a GQA group otherwise):
+//! scores against every cached key, and the score-weighted sums of the
+//! cached values. Each cached row is read once for all those heads. Rows
+//! sit `stride` floats apart (the KV heads of a position are side by side
+//! in the cache).
 //!
 //! Each has a scalar reference and an AVX2/FMA version (also used at the
-//! AVX-512 level), chosen once per call rather than once per position.
-//! Scores are [`crate::dot_f32`] at the level (so they differ between levels
-//! by f32 rounding); the weighted sum adds `w[p] * v[p]` in position order
-//! with separate multiplies and adds at every level (bit-identical).
+//! AVX-512 level), chosen once per call. A score is [`crate::dot_f32`] at
+//! the level (levels differ by f32 rounding); a weighted sum adds
+//! `w[p] * v[p]` in position order with separate multiplies and adds at
+//! every level (bit-identical). Neither depends on how many heads share
+//! the call.
 
 use crate::dispatch::{SimdLevel, Verified};
 use crate::dot::verify;
 
-/// `out[p] = dot(q, keys[p * stride ..][.. q.len()]) * scale` for every
-/// `p < out.len()`. Panics if `keys` is too short.
-pub fn attn_scores(q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
-    attn_scores_verified(Verified::active(), q, keys, stride, scale, out)
+/// Scores of `nh = q.len() / dim` query heads (rows of `q`) against `n =
+/// out.len() / nh` keys: `out[i * n + p] = dot(q_i, keys[p * stride ..][..
+/// dim]) * scale`. Panics if the shapes disagree or `keys` is too short.
+pub fn attn_scores(q: &[f32], dim: usize, keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    attn_scores_verified(Verified::active(), q, dim, keys, stride, scale, out)
 }
 
 /// [`attn_scores`] at an explicit level (tests). Panics if the CPU lacks it.
-pub fn attn_scores_with(level: SimdLevel, q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
-    attn_scores_verified(verify(level), q, keys, stride, scale, out)
+pub fn attn_scores_with(
+    level: SimdLevel,
+    q: &[f32],
+    dim: usize,
+    keys: &[f32],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    attn_scores_verified(verify(level), q, dim, keys, stride, scale, out)
 }
 
-/// `out = Σ_p w[p] · values[p * stride ..][.. out.len()]`. Panics if
-/// `values` is too short.
-pub fn attn_weighted_sum(w: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
-    attn_weighted_sum_verified(Verified::active(), w, values, stride, out)
+/// Weighted sums for `nh = out.len() / dim` heads over `n` positions:
+/// `out[i * dim + j] = Σ_p w[i * n + p] · values[p * stride + j]`. Panics if
+/// the shapes disagree or `values` is too short.
+pub fn attn_weighted_sum(w: &[f32], n: usize, values: &[f32], stride: usize, dim: usize, out: &mut [f32]) {
+    attn_weighted_sum_verified(Verified::active(), w, n, values, stride, dim, out)
 }
 
 /// [`attn_weighted_sum`] at an explicit level (tests).
-pub fn attn_weighted_sum_with(level: SimdLevel, w: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
-    attn_weighted_sum_verified(verify(level), w, values, stride, out)
+pub fn attn_weighted_sum_with(
+    level: SimdLevel,
+    w: &[f32],
+    n: usize,
+    values: &[f32],
+    stride: usize,
+    dim: usize,
+    out: &mut [f32],
+) {
+    attn_weighted_sum_verified(verify(level), w, n, values, stride, dim, out)
 }
 
 #[track_caller]
@@ -45,33 +66,62 @@ fn check_rows(what: &str, n: usize, dim: usize, stride: usize, len: usize) {
     }
 }
 
-fn attn_scores_verified(v: Verified, q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
-    check_rows("attn_scores", out.len(), q.len(), stride, keys.len());
+/// `a.len() / per`, checking that it divides exactly.
+#[track_caller]
+fn count(what: &str, a: usize, per: usize) -> usize {
+    assert!(per > 0 && a.is_multiple_of(per), "{what}: {a} values are not whole rows of {per}");
+    a / per
+}
+
+fn attn_scores_verified(v: Verified, q: &[f32], dim: usize, keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    let nh = count("attn_scores", q.len(), dim);
+    let n = if nh == 0 { 0 } else { count("attn_scores", out.len(), nh) };
+    check_rows("attn_scores", n, dim, stride, keys.len());
     match v.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a verified x86 level implies AVX2 and FMA; the rows were
-        // checked to lie inside `keys`.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2::attn_scores(q, keys, stride, scale, out) },
+        // SAFETY: a verified x86 level implies AVX2 and FMA; the shapes
+        // were checked above.
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe {
+            crate::avx2::attn_scores(q, dim, nh, n, keys, stride, scale, out)
+        },
         _ => {
-            for (p, o) in out.iter_mut().enumerate() {
-                *o = crate::dot::dot_f32_verified(v, q, &keys[p * stride..p * stride + q.len()]) * scale;
+            for p in 0..n {
+                let k = &keys[p * stride..p * stride + dim];
+                for (i, qi) in q.chunks_exact(dim).enumerate() {
+                    out[i * n + p] = crate::dot::dot_f32_verified(v, qi, k) * scale;
+                }
             }
         }
     }
 }
 
-fn attn_weighted_sum_verified(v: Verified, w: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
-    check_rows("attn_weighted_sum", w.len(), out.len(), stride, values.len());
+fn attn_weighted_sum_verified(
+    v: Verified,
+    w: &[f32],
+    n: usize,
+    values: &[f32],
+    stride: usize,
+    dim: usize,
+    out: &mut [f32],
+) {
+    let nh = count("attn_weighted_sum", out.len(), dim);
+    assert!(w.len() == nh * n, "attn_weighted_sum: {} weights for {nh} heads of {n} positions", w.len());
+    check_rows("attn_weighted_sum", n, dim, stride, values.len());
     match v.level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for `values`.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2::attn_weighted_sum(w, values, stride, out) },
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe {
+            crate::avx2::attn_weighted_sum(w, n, values, stride, dim, out)
+        },
         _ => {
             out.fill(0.0);
-            for (p, &wp) in w.iter().enumerate() {
-                let vr = &values[p * stride..p * stride + out.len()];
-                for (o, &x) in out.iter_mut().zip(vr) {
-                    *o += wp * x;
+            for p in 0..n {
+                let vr = &values[p * stride..p * stride + dim];
+                for (i, o) in out.chunks_exact_mut(dim).enumerate() {
+                    let wp = w[i * n + p];
+                    for (o, &x) in o.iter_mut().zip(vr) {
+                        *o += wp * x;
+                    }
                 }
             }
         }

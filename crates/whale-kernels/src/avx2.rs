@@ -429,55 +429,70 @@ unsafe fn q6_k(blocks: &[BlockQ6_K], x: &[f32]) -> f32 {
     hsum(acc)
 }
 
-/// See [`crate::attn::attn_scores`] (rows checked by the caller): each
-/// score is [`dot_f32`] (the summation order of ggml's `ggml_vec_dot_f32`:
-/// four 8-lane FMA accumulators over 32-element steps), inlined.
+/// See [`crate::attn::attn_scores`] (shapes checked by the caller): each
+/// key row is read once for all `nh` heads; each score is [`dot_f32`] (the
+/// summation order of ggml's `ggml_vec_dot_f32`: four 8-lane FMA
+/// accumulators over 32-element steps), inlined.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn attn_scores(q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
-    let dim = q.len();
-    for (p, o) in out.iter_mut().enumerate() {
-        *o = dot_f32(q, &keys[p * stride..p * stride + dim]) * scale;
-    }
-}
-
-/// See [`crate::attn::attn_weighted_sum`] (rows checked by the caller):
-/// output columns in register-sized chunks, each chunk summed over every
-/// position before the next. Each column is `o += w[p] * v[p]` in position
-/// order with a separate multiply and add (no FMA), the arithmetic of the
-/// scalar reference.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn attn_weighted_sum(w: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
-    let dim = out.len();
-    let mut c = 0;
-    while c + 64 <= dim {
-        wsum_chunk::<8>(w, values, stride, c, out);
-        c += 64;
-    }
-    while c + 8 <= dim {
-        wsum_chunk::<1>(w, values, stride, c, out);
-        c += 8;
-    }
-    for j in c..dim {
-        out[j] = w.iter().enumerate().fold(0.0, |acc, (p, &wp)| acc + wp * values[p * stride + j]);
-    }
-}
-
-/// Columns `c .. c + 8R` of the weighted sum, in `R` registers.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn wsum_chunk<const R: usize>(w: &[f32], values: &[f32], stride: usize, c: usize, out: &mut [f32]) {
-    let mut acc = [_mm256_setzero_ps(); R];
-    for (p, &wp) in w.iter().enumerate() {
-        let b = _mm256_set1_ps(wp);
-        let row = &values[p * stride + c..p * stride + c + 8 * R];
-        for (r, a) in acc.iter_mut().enumerate() {
-            // SAFETY: `row` holds 8R floats.
-            *a = _mm256_add_ps(*a, _mm256_mul_ps(b, unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * r)) }));
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn attn_scores(
+    q: &[f32],
+    dim: usize,
+    nh: usize,
+    n: usize,
+    keys: &[f32],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    for p in 0..n {
+        let k = &keys[p * stride..p * stride + dim];
+        for i in 0..nh {
+            out[i * n + p] = dot_f32(&q[i * dim..(i + 1) * dim], k) * scale;
         }
     }
-    let dst = &mut out[c..c + 8 * R];
-    for (r, a) in acc.iter().enumerate() {
-        // SAFETY: `dst` holds 8R floats.
-        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(8 * r), *a) };
+}
+
+/// See [`crate::attn::attn_weighted_sum`] (shapes checked by the caller):
+/// eight output columns of up to eight heads at a time, in registers, over
+/// every position (each value chunk loaded once for those heads). Each
+/// column is `o += w[p] * v[p]` in position order with a separate multiply
+/// and add (no FMA), the arithmetic of the scalar reference.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attn_weighted_sum(
+    w: &[f32],
+    n: usize,
+    values: &[f32],
+    stride: usize,
+    dim: usize,
+    out: &mut [f32],
+) {
+    let nh = out.len() / dim;
+    for h0 in (0..nh).step_by(8) {
+        let hb = (nh - h0).min(8);
+        let mut c = 0;
+        while c + 8 <= dim {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for p in 0..n {
+                let row = &values[p * stride + c..p * stride + c + 8];
+                // SAFETY: `row` holds 8 floats.
+                let v = unsafe { _mm256_loadu_ps(row.as_ptr()) };
+                for (i, a) in acc.iter_mut().enumerate().take(hb) {
+                    let wp = _mm256_set1_ps(w[(h0 + i) * n + p]);
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wp, v));
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(hb) {
+                let dst = &mut out[(h0 + i) * dim + c..(h0 + i) * dim + c + 8];
+                // SAFETY: `dst` holds 8 floats.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *a) };
+            }
+            c += 8;
+        }
+        for j in c..dim {
+            for i in h0..h0 + hb {
+                out[i * dim + j] = (0..n).fold(0.0, |acc, p| acc + w[i * n + p] * values[p * stride + j]);
+            }
+        }
     }
 }

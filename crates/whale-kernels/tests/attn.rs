@@ -1,12 +1,11 @@
 //! Attention inner loops at every SIMD level against an f64 reference.
 //!
-//! Tolerance: each output is a sum of at most 200 products of values in
-//! [-1, 1] (scores) or a convex combination of such values (weighted sums
-//! with weights summing to 1 here); f32 summation in any order stays within
-//! n·eps·Σ|terms| ≈ 200 · 6e-8 · 200 = 2.4e-3 for scores in the worst case,
-//! far less in practice, so 1e-4 absolute (scores, scaled by 0.125) and 1e-5
-//! (weighted sums) leave room for any order while catching a wrong index,
-//! stride or tail.
+//! Tolerance: a score is a sum of at most 128 products of values in
+//! [-1, 1], scaled by 0.125; f32 summation in any order is within
+//! n·eps·Σ|terms| ≈ 128 · 6e-8 · 128 · 0.125 ≈ 1.2e-4 in the worst case and
+//! far less in practice, so 1e-4 absolute. A weighted sum here is a convex
+//! combination of values in [-1, 1] (weights sum to one): 1e-5. Both catch
+//! a wrong index, stride, head or tail.
 
 mod common;
 
@@ -17,28 +16,55 @@ use whale_kernels::{attn_scores_with, attn_weighted_sum_with, SimdLevel};
 fn scores_and_weighted_sums_match_f64_at_every_level() {
     let mut rng = Rng::new(7);
     for level in SimdLevel::available() {
-        for (dim, stride, n) in [(64, 192, 37), (128, 128, 5), (72, 80, 200), (3, 7, 4), (8, 8, 1), (64, 64, 0)] {
-            let q = rng.vec_f32(dim);
+        for (nh, dim, stride, n) in
+            [(1, 64, 192, 37), (7, 128, 256, 5), (3, 72, 80, 200), (9, 3, 7, 4), (16, 8, 8, 1), (2, 64, 64, 0)]
+        {
+            let q = rng.vec_f32(nh * dim);
             let rows = rng.vec_f32(if n == 0 { 0 } else { (n - 1) * stride + dim });
-            let mut scores = vec![f32::NAN; n];
-            attn_scores_with(level, &q, &rows, stride, 0.125, &mut scores);
-            for (p, s) in scores.iter().enumerate() {
-                let want: f64 =
-                    q.iter().zip(&rows[p * stride..]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * 0.125;
-                assert!((*s as f64 - want).abs() < 1e-4, "{level} scores dim={dim} n={n} p={p}: {s} vs {want}");
+            let mut scores = vec![f32::NAN; nh * n];
+            attn_scores_with(level, &q, dim, &rows, stride, 0.125, &mut scores);
+            for i in 0..nh {
+                for p in 0..n {
+                    let s = scores[i * n + p];
+                    let want: f64 = q[i * dim..(i + 1) * dim]
+                        .iter()
+                        .zip(&rows[p * stride..])
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>()
+                        * 0.125;
+                    assert!((s as f64 - want).abs() < 1e-4, "{level} scores nh={nh} dim={dim} n={n} [{i}][{p}]");
+                }
             }
-            let raw: Vec<f32> = (0..n).map(|_| rng.uniform(0.0, 1.0)).collect();
-            let total: f32 = raw.iter().sum();
-            let w: Vec<f32> = raw.iter().map(|x| x / total).collect();
-            let mut out = vec![f32::NAN; dim];
-            attn_weighted_sum_with(level, &w, &rows, stride, &mut out);
-            // Same operations in the same order at every level.
-            let mut scalar = vec![f32::NAN; dim];
-            attn_weighted_sum_with(SimdLevel::Scalar, &w, &rows, stride, &mut scalar);
+            let mut w = Vec::new();
+            for _ in 0..nh {
+                let raw: Vec<f32> = (0..n).map(|_| rng.uniform(0.0, 1.0)).collect();
+                let total: f32 = raw.iter().sum();
+                w.extend(raw.iter().map(|x| x / total));
+            }
+            let mut out = vec![f32::NAN; nh * dim];
+            attn_weighted_sum_with(level, &w, n, &rows, stride, dim, &mut out);
+            for i in 0..nh {
+                for j in 0..dim {
+                    let want: f64 = (0..n).map(|p| w[i * n + p] as f64 * rows[p * stride + j] as f64).sum();
+                    let o = out[i * dim + j];
+                    assert!((o as f64 - want).abs() < 1e-5, "{level} weighted sum nh={nh} dim={dim} n={n} [{i}][{j}]");
+                }
+            }
+            // Same operations in the same order at every level, and per head
+            // the same bits as that head alone.
+            let mut scalar = vec![f32::NAN; nh * dim];
+            attn_weighted_sum_with(SimdLevel::Scalar, &w, n, &rows, stride, dim, &mut scalar);
             assert!(out.iter().zip(&scalar).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} weighted sum bits");
-            for (j, o) in out.iter().enumerate() {
-                let want: f64 = (0..n).map(|p| w[p] as f64 * rows[p * stride + j] as f64).sum();
-                assert!((*o as f64 - want).abs() < 1e-5, "{level} weighted sum dim={dim} n={n} j={j}: {o} vs {want}");
+            for i in 0..nh {
+                let mut one = vec![f32::NAN; dim];
+                attn_weighted_sum_with(level, &w[i * n..(i + 1) * n], n, &rows, stride, dim, &mut one);
+                assert!(one.iter().zip(&out[i * dim..]).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} head {i}");
+                let mut s1 = vec![f32::NAN; n];
+                attn_scores_with(level, &q[i * dim..(i + 1) * dim], dim, &rows, stride, 0.125, &mut s1);
+                assert!(
+                    s1.iter().zip(&scores[i * n..]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{level} scores head {i}"
+                );
             }
         }
     }
@@ -50,5 +76,12 @@ fn rows_past_the_end_are_refused() {
     let q = vec![0f32; 8];
     let mut out = vec![0f32; 3];
     // Three rows of 8 at stride 10 need 28 floats.
-    attn_scores_with(SimdLevel::Scalar, &q, &[0f32; 27], 10, 1.0, &mut out);
+    attn_scores_with(SimdLevel::Scalar, &q, 8, &[0f32; 27], 10, 1.0, &mut out);
+}
+
+#[test]
+#[should_panic(expected = "not whole rows")]
+fn ragged_heads_are_refused() {
+    let mut out = vec![0f32; 10];
+    attn_weighted_sum_with(SimdLevel::Scalar, &[0.5; 4], 2, &[0f32; 64], 8, 8, &mut out);
 }
