@@ -19,13 +19,15 @@
 //! Where the reference implementation decides a detail, this file does what
 //! transformers 5.24 does; such places carry the tag `[hf-ref]`.
 
+use std::ops::Range;
+
 use serde::Deserialize;
 use whale_kernels::GgmlType;
 
 use crate::gguf::GgufFile;
 use crate::model::{
-    attention, cfg_err, embed_tokens, final_logits, load_embed_output, Architecture, AttnLayout, KvCache, Linear,
-    LoadOptions, Logits, Model, ModelError, ModelInfo,
+    attention, batch_logits, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout, BatchSeq,
+    KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
 use crate::moe::{route, RouterConfig, TopkMethod};
 use crate::names::{self, expert, layer, name};
@@ -349,11 +351,12 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &[f32], m: usize, th: usize) -> Vec<f32> {
-        let mut g = self.gate.forward(x, m, th); // [m, ff]
-        let u = self.up.forward(x, m, th); // [m, ff]
+    /// `x`: rows stacked from the sequences `spans` (see [`Linear::forward_spans`]).
+    fn forward_spans(&self, x: &[f32], spans: &[Range<usize>], th: usize) -> Vec<f32> {
+        let mut g = self.gate.forward_spans(x, spans, th); // [m, ff]
+        let u = self.up.forward_spans(x, spans, th); // [m, ff]
         ops::swiglu(&mut g, &u);
-        self.down.forward(&g, m, th) // [m, hidden]
+        self.down.forward_spans(&g, spans, th) // [m, hidden]
     }
 }
 
@@ -418,6 +421,10 @@ impl Model for Deepseek {
     fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
         self.forward_traced(cache, tokens, logits, None)
     }
+
+    fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.run(seqs, Logits::Last, None)
+    }
 }
 
 impl Deepseek {
@@ -427,19 +434,43 @@ impl Deepseek {
         cache: &mut KvCache,
         tokens: &[u32],
         logits: Logits,
-        mut trace: Option<&mut Vec<LayerRouting>>,
+        trace: Option<&mut Vec<LayerRouting>>,
     ) -> Result<Vec<f32>, ModelError> {
+        let mut seqs = [BatchSeq { cache, tokens }];
+        let mut out = self.run(&mut seqs, logits, trace)?;
+        Ok(out.pop().expect("one sequence"))
+    }
+
+    /// The forward pass of a batch of sequences (one is the plain forward):
+    /// their rows are stacked for every product, including each routed
+    /// expert's (tokens of all sequences grouped by expert); the latent cache
+    /// writes, RoPE positions and attention are per sequence.
+    fn run(
+        &self,
+        seqs: &mut [BatchSeq<'_>],
+        logits: Logits,
+        mut trace: Option<&mut Vec<LayerRouting>>,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
         let p = &self.params;
-        let (n, h, th) = (tokens.len(), p.hidden_size, self.threads);
-        if n == 0 {
-            return Err(ModelError::EmptyInput);
+        let (h, th) = (p.hidden_size, self.threads);
+        for s in seqs.iter() {
+            if s.tokens.is_empty() {
+                return Err(ModelError::EmptyInput);
+            }
+            s.cache.reserve(s.tokens.len())?;
         }
-        cache.reserve(n)?;
-        let pos0 = cache.len;
+        let spans = batch_spans(seqs.iter().map(|s| s.tokens.len()));
+        let pos0: Vec<usize> = seqs.iter().map(|s| s.cache.len).collect();
+        // Position of every stacked row.
+        let pos: Vec<usize> =
+            spans.iter().zip(&pos0).flat_map(|(sp, &p0)| (0..sp.len()).map(move |t| p0 + t)).collect();
         let (nope, rope, lat, lw) = (p.qk_nope_head_dim, p.qk_rope_head_dim, p.kv_lora_rank, p.latent_width());
         let qk = p.qk_head_dim();
+        let vh = p.v_head_dim;
 
-        let mut x = embed_tokens(&self.embed, tokens)?; // [n, hidden]
+        let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let n = tokens.len();
+        let mut x = embed_tokens(&self.embed, &tokens)?; // [n, hidden]
         let mut xn = vec![0f32; n * h];
         for (l, b) in self.blocks.iter().enumerate() {
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
@@ -448,20 +479,22 @@ impl Deepseek {
             // --- MLA ---
             let a = &b.attn;
             let q = match &a.q {
-                QProj::Plain(w) => w.forward(&xn, n, th),
+                QProj::Plain(w) => w.forward_spans(&xn, &spans, th),
                 QProj::Lora { a: qa, norm, b: qb } => {
-                    let mut c = qa.forward(&xn, n, th); // [n, q_lora]
+                    let mut c = qa.forward_spans(&xn, &spans, th); // [n, q_lora]
                     ops::rms_norm_rows(&mut c, norm, LORA_NORM_EPS);
-                    qb.forward(&c, n, th)
+                    qb.forward_spans(&c, &spans, th)
                 }
             }; // [n, n_head, nope + rope]
-            let kv = a.kv_a.forward(&xn, n, th); // [n, kv_lora + rope]
-                                                 // Cache rows [c | k_rope]: normalized latent, rotated shared key.
-            for t in 0..n {
-                let row = &mut cache.k[l][(pos0 + t) * lw..(pos0 + t + 1) * lw];
-                ops::rms_norm(&kv[t * lw..t * lw + lat], &a.kv_norm, LORA_NORM_EPS, &mut row[..lat]);
-                row[lat..].copy_from_slice(&kv[t * lw + lat..(t + 1) * lw]);
-                self.rope.apply(&mut row[lat..], pos0 + t);
+            let kv = a.kv_a.forward_spans(&xn, &spans, th); // [n, kv_lora + rope]
+                                                            // Cache rows [c | k_rope]: normalized latent, rotated shared key.
+            for (s, span) in seqs.iter_mut().zip(&spans) {
+                for t in span.clone() {
+                    let row = &mut s.cache.k[l][pos[t] * lw..(pos[t] + 1) * lw];
+                    ops::rms_norm(&kv[t * lw..t * lw + lat], &a.kv_norm, LORA_NORM_EPS, &mut row[..lat]);
+                    row[lat..].copy_from_slice(&kv[t * lw + lat..(t + 1) * lw]);
+                    self.rope.apply(&mut row[lat..], pos[t]);
+                }
             }
             // Absorbed queries [n, n_head, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
             let mut q_abs = vec![0f32; n * p.n_head * lw];
@@ -470,60 +503,75 @@ impl Deepseek {
                 for t in 0..n {
                     q_nope[t * nope..(t + 1) * nope].copy_from_slice(&q[(t * p.n_head + hd) * qk..][..nope]);
                 }
-                let q_lat = k_b.forward(&q_nope, n, th); // [n, kv_lora]
+                let q_lat = k_b.forward_spans(&q_nope, &spans, th); // [n, kv_lora]
                 for t in 0..n {
                     let dst = &mut q_abs[(t * p.n_head + hd) * lw..][..lw];
                     dst[..lat].copy_from_slice(&q_lat[t * lat..(t + 1) * lat]);
                     dst[lat..].copy_from_slice(&q[(t * p.n_head + hd) * qk + nope..][..rope]);
-                    self.rope.apply(&mut dst[lat..], pos0 + t);
+                    self.rope.apply(&mut dst[lat..], pos[t]);
                 }
             }
             let lay = AttnLayout { n_head: p.n_head, n_kv_head: 1, k_dim: lw, v_dim: lat, k_stride: lw, v_stride: lw };
-            let o_lat = attention(&q_abs, &cache.k[l], &cache.k[l], lay, n, pos0, p.softmax_scale, th); // [n, n_head, kv_lora]
-                                                                                                        // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
-            let vh = p.v_head_dim;
+            let mut o_lat = vec![0f32; n * p.n_head * lat]; // [n, n_head, kv_lora]
+            for ((s, span), &p0) in seqs.iter().zip(&spans).zip(&pos0) {
+                let (t0, t1) = (span.start, span.end);
+                let qs = &q_abs[t0 * p.n_head * lw..t1 * p.n_head * lw];
+                let c = &s.cache.k[l];
+                let os = attention(qs, c, c, lay, span.len(), p0, p.softmax_scale, th);
+                o_lat[t0 * p.n_head * lat..t1 * p.n_head * lat].copy_from_slice(&os);
+            }
+            // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
             let mut o = vec![0f32; n * p.n_head * vh];
             let mut lat_h = vec![0f32; n * lat];
             for (hd, v_b) in a.v_b.iter().enumerate() {
                 for t in 0..n {
                     lat_h[t * lat..(t + 1) * lat].copy_from_slice(&o_lat[(t * p.n_head + hd) * lat..][..lat]);
                 }
-                let oh = v_b.forward(&lat_h, n, th); // [n, v_head]
+                let oh = v_b.forward_spans(&lat_h, &spans, th); // [n, v_head]
                 for t in 0..n {
                     o[(t * p.n_head + hd) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
                 }
             }
-            let out = a.o.forward(&o, n, th); // [n, hidden]
+            let out = a.o.forward_spans(&o, &spans, th); // [n, hidden]
             ops::add_assign(&mut x, &out);
             // --- FFN ---
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
                 ops::rms_norm(src, &b.ffn_norm, p.rms_norm_eps, dst);
             }
             let y = match &b.ffn {
-                Ffn::Dense(mlp) => mlp.forward(&xn, n, th),
+                Ffn::Dense(mlp) => mlp.forward_spans(&xn, &spans, th),
                 Ffn::Moe { router, bias, experts, shared } => {
                     let cfg = p.router.as_ref().expect("MoE layer has a router config");
-                    let r_logits = router.forward(&xn, n, th); // [n, n_experts]
+                    let r_logits = router.forward_spans(&xn, &spans, th); // [n, n_experts]
                     let routes: Vec<Vec<(usize, f32)>> =
                         r_logits.chunks_exact(cfg.n_experts).map(|lg| route(cfg, lg, bias.as_deref())).collect();
                     let mut y = match shared {
-                        Some(s) => s.forward(&xn, n, th),
+                        Some(s) => s.forward_spans(&xn, &spans, th),
                         None => vec![0f32; n * h],
                     };
-                    // Group tokens by expert: each expert runs once on all its tokens.
+                    // Group tokens by expert: each expert runs once on all its
+                    // tokens, of every sequence (in stacked order, so each
+                    // sequence's tokens are contiguous among them).
                     let mut by_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); cfg.n_experts];
                     for (t, r) in routes.iter().enumerate() {
                         for &(e, w) in r {
                             by_expert[e].push((t, w));
                         }
                     }
+                    let seq_of = |t: usize| spans.partition_point(|sp| sp.end <= t);
                     let mut xs = Vec::new();
                     for (e, toks) in by_expert.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
                         xs.clear();
                         for &(t, _) in toks {
                             xs.extend_from_slice(&xn[t * h..(t + 1) * h]);
                         }
-                        let ye = experts[e].forward(&xs, toks.len(), th); // [m, hidden]
+                        let counts = spans
+                            .iter()
+                            .enumerate()
+                            .map(|(i, _)| toks.iter().filter(|&&(t, _)| seq_of(t) == i).count());
+                        let e_spans: Vec<Range<usize>> =
+                            batch_spans(counts).into_iter().filter(|r| !r.is_empty()).collect();
+                        let ye = experts[e].forward_spans(&xs, &e_spans, th); // [m, hidden]
                         for (i, &(t, w)) in toks.iter().enumerate() {
                             for (dst, &v) in y[t * h..(t + 1) * h].iter_mut().zip(&ye[i * h..(i + 1) * h]) {
                                 *dst += w * v;
@@ -538,9 +586,10 @@ impl Deepseek {
             };
             ops::add_assign(&mut x, &y);
         }
-        cache.len = pos0 + n;
-        Ok(final_logits(&x, logits, &self.norm, p.rms_norm_eps, &self.output, th))
-        // [m, vocab]
+        for (s, span) in seqs.iter_mut().zip(&spans) {
+            s.cache.len += span.len();
+        }
+        Ok(batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, th))
     }
 
     pub fn load(store: &WeightStore, opts: LoadOptions) -> Result<Deepseek, ModelError> {

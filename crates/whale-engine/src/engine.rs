@@ -16,8 +16,9 @@
 //!
 //! The forward pass of a step is [`Engine::forward_batch`]: one call of
 //! [`Model::forward_batch`] for every sequence that has tokens to feed, so the
-//! weights are read once per step for the whole batch (llama and qwen2 stack
-//! the sequences' rows; other architectures run them one after the other).
+//! weights are read once per step for the whole batch (every architecture
+//! stacks the sequences' rows; DeepSeek's routed experts see the tokens of
+//! all sequences at once).
 //! Each sequence has its own cache and sampler, and the batched forward gives
 //! every sequence the same bits as running it alone, so its greedy output does
 //! not depend on what else runs.

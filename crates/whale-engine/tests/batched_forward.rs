@@ -1,8 +1,9 @@
 //! `Model::forward_batch` (continuous batching) gives every sequence the
 //! same bits as `Model::forward` of that sequence alone: logits and the K/V
 //! rows it leaves in its cache. Checked on a block-quantized GGUF (SmolLM2
-//! Q4_1: one product over the stacked rows) and on float safetensors models
-//! (llama and qwen2 with Q/K/V biases: products per sequence), with batches
+//! Q4_1: one product over the stacked rows), on float safetensors models
+//! (llama and qwen2 with Q/K/V biases: products per sequence) and on the tiny
+//! DeepSeek-V3 (MLA, routed experts fed by several sequences), with batches
 //! that mix prompt chunks, single decode tokens and caches at different
 //! lengths. Exact equality is the contract (see the trait docs), so there is
 //! no tolerance.
@@ -90,7 +91,7 @@ fn float_safetensors_batch_equals_each_sequence_alone() {
 }
 
 #[test]
-fn deepseek_default_batch_equals_each_sequence_alone() {
+fn deepseek_batch_equals_each_sequence_alone() {
     let path = common::hf_reference().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
     let m = load(&path, LoadOptions { threads: 1 }).unwrap();
     check(m.model.as_ref(), "tiny DeepSeek-V3");
