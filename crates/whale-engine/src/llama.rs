@@ -254,9 +254,9 @@ impl Llama {
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
                 ops::rms_norm(src, &b.attn_norm, p.rms_norm_eps, dst);
             }
-            let mut q = b.wq.forward_spans(&xn, &spans, th); // [n, n_head, head_dim]
-            let mut k = b.wk.forward_spans(&xn, &spans, th); // [n, n_kv_head, head_dim]
-            let v = b.wv.forward_spans(&xn, &spans, th); // [n, n_kv_head, head_dim]
+            let [mut q, mut k, v]: [Vec<f32>; 3] =
+                Linear::forward_spans_many(&[&b.wq, &b.wk, &b.wv], &xn, &spans, th).try_into().expect("three products");
+            // q: [n, n_head, head_dim]; k, v: [n, n_kv_head, head_dim]
             for ((s, span), &p0) in seqs.iter_mut().zip(&spans).zip(&pos0) {
                 let (t0, t1) = (span.start, span.end);
                 let qs = &mut q[t0 * qd..t1 * qd];
@@ -275,8 +275,8 @@ impl Llama {
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
                 ops::rms_norm(src, &b.ffn_norm, p.rms_norm_eps, dst);
             }
-            let mut g = b.w_gate.forward_spans(&xn, &spans, th); // [n, intermediate]
-            let u = b.w_up.forward_spans(&xn, &spans, th); // [n, intermediate]
+            let [mut g, u]: [Vec<f32>; 2] =
+                Linear::forward_spans_many(&[&b.w_gate, &b.w_up], &xn, &spans, th).try_into().expect("two products"); // [n, intermediate] each
             ops::swiglu(&mut g, &u);
             let d = b.w_down.forward_spans(&g, &spans, th); // [n, hidden]
             ops::add_assign(&mut x, &d);

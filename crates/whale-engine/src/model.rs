@@ -252,6 +252,38 @@ impl Linear {
         y
     }
 
+    /// [`Linear::forward_spans`] of several matrices that read the same
+    /// input (Q/K/V, gate/up): when all are block-quantized they run as one
+    /// job of the worker pool, with the activations quantized once per type
+    /// (same bits as one by one).
+    pub fn forward_spans_many(
+        lins: &[&Linear],
+        x: &[f32],
+        spans: &[std::ops::Range<usize>],
+        threads: usize,
+    ) -> Vec<Vec<f32>> {
+        let float = |l: &&Linear| matches!(l.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        let Some(first) = lins.first() else { return Vec::new() };
+        if lins.iter().any(float) || lins.iter().any(|l| l.cols != first.cols) {
+            return lins.iter().map(|l| l.forward_spans(x, spans, threads)).collect();
+        }
+        let m = spans.last().map_or(0, |s| s.end);
+        let mut ys: Vec<Vec<f32>> = lins.iter().map(|l| vec![0f32; m * l.rows]).collect();
+        let mut products: Vec<whale_kernels::QProduct<'_>> = lins
+            .iter()
+            .zip(ys.iter_mut())
+            .map(|(l, y)| whale_kernels::QProduct { wty: l.ty, w: &l.data, rows: l.rows, y })
+            .collect();
+        whale_kernels::matmul_q_many(&mut products, first.cols, x, m, threads);
+        drop(products);
+        for (l, y) in lins.iter().zip(ys.iter_mut()) {
+            if let Some(b) = &l.bias {
+                ops::add_bias_rows(y, b);
+            }
+        }
+        ys
+    }
+
     /// Row `r` dequantized (an embedding lookup). `out`: `[cols]`.
     pub fn row(&self, r: usize, out: &mut [f32]) {
         let rb = self.ty.row_bytes(self.cols).expect("shape checked at load");

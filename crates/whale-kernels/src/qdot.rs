@@ -202,6 +202,63 @@ pub fn matmul_q_acts(
     matmul_q_verified(Verified::active(), wty, w, rows, cols, acts, y, threads);
 }
 
+/// One weight matrix of [`matmul_q_many`] and its output (`[m, rows]`).
+pub struct QProduct<'a> {
+    pub wty: GgmlType,
+    pub w: &'a [u8],
+    pub rows: usize,
+    pub y: &'a mut [f32],
+}
+
+/// Several [`matmul_q`] products of the same input `x` (`[m, cols]`), e.g.
+/// the Q, K and V projections, as one job for the worker pool: the
+/// activations are quantized once per activation type and every matrix's
+/// rows are split over the threads together, so the products cost one
+/// synchronisation instead of one each. Every output is bit-identical to
+/// [`matmul_q`] of its matrix alone.
+///
+/// Panics (programmer error) as [`matmul_q`] does, for any product.
+pub fn matmul_q_many(products: &mut [QProduct<'_>], cols: usize, x: &[f32], m: usize, threads: usize) {
+    assert!(
+        Some(x.len()) == m.checked_mul(cols),
+        "matmul_q_many: x has {} elements, expected m * cols = {m} * {cols}",
+        x.len()
+    );
+    let v = Verified::active();
+    let mut acts: Vec<(GgmlType, QuantizedActs)> = Vec::new();
+    for p in products.iter() {
+        checked_shape(p.wty, p.w, p.rows, cols, "matmul_q_many");
+        assert!(
+            Some(p.y.len()) == m.checked_mul(p.rows),
+            "matmul_q_many: y has {} elements, expected m * rows = {m} * {}",
+            p.y.len(),
+            p.rows
+        );
+        let at = vec_dot_type(p.wty);
+        if !acts.iter().any(|(t, _)| *t == at) {
+            let mut a = QuantizedActs::new();
+            quantize_acts_verified(v, p.wty, x, m, cols, &mut a);
+            acts.push((at, a));
+        }
+    }
+    if m == 0 || cols == 0 {
+        products.iter_mut().for_each(|p| p.y.fill(0.0));
+        return;
+    }
+    let mut jobs = Vec::new();
+    for p in products.iter_mut().filter(|p| p.rows > 0) {
+        let rb = p.wty.row_bytes(cols).expect("checked above");
+        let a = &acts.iter().find(|(t, _)| *t == vec_dot_type(p.wty)).expect("quantized above").1;
+        let work = p.rows.saturating_mul(cols).saturating_mul(m);
+        let chunk = crate::matmul::rows_per_thread(threads, p.rows, work);
+        let views = crate::matmul::column_views(p.y, p.rows, chunk, m);
+        for (view, wp) in views.into_iter().zip(p.w.chunks(chunk * rb)) {
+            jobs.push((p.wty, wp, rb, a, view));
+        }
+    }
+    crate::pool::run_parts(threads, jobs, |(wty, wp, rb, a, view)| matmul_q_rows(v, wty, wp, rb, a, view));
+}
+
 #[track_caller]
 fn check_q(wty: GgmlType, row_len: usize, acts: &QuantizedActs, i: usize, what: &str) {
     let want = vec_dot_type(wty);

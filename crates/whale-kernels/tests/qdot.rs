@@ -655,3 +655,46 @@ fn matmul_q_acts_bad_w_panics() {
     let mut y = [0f32; 3];
     matmul_q_acts(GgmlType::Q8_0, &[0u8; 100], 3, 32, &acts, &mut y, 1);
 }
+
+/// `matmul_q_many`: each product equals `matmul_q` of its matrix alone, bit
+/// for bit, with mixed weight types (two sharing Q8_0 activations, one
+/// Q8_K), empty matrices and any thread count.
+#[test]
+fn matmul_q_many_equals_each_product_alone() {
+    use whale_kernels::{matmul_q_many, QProduct};
+    let mut rng = Rng::new(53);
+    let cols = 512;
+    let specs = [(GgmlType::Q5_0, 37), (GgmlType::Q8_0, 5), (GgmlType::Q4_K, 19), (GgmlType::Q4_1, 0)];
+    let ws: Vec<Vec<u8>> =
+        specs.iter().map(|&(t, r)| (0..r).flat_map(|_| random_row(&mut rng, t, cols)).collect()).collect();
+    for m in [1, 3, 9] {
+        let x = rng.vec_f32(m * cols);
+        let alone: Vec<Vec<f32>> = specs
+            .iter()
+            .zip(&ws)
+            .map(|(&(t, r), w)| {
+                let mut y = vec![f32::NAN; m * r];
+                matmul_q(t, w, r, cols, &x, m, &mut y, 1);
+                y
+            })
+            .collect();
+        for threads in [1, 2, 5] {
+            let mut ys: Vec<Vec<f32>> = specs.iter().map(|&(_, r)| vec![f32::NAN; m * r]).collect();
+            let mut products: Vec<QProduct<'_>> = specs
+                .iter()
+                .zip(&ws)
+                .zip(ys.iter_mut())
+                .map(|((&(wty, rows), w), y)| QProduct { wty, w, rows, y })
+                .collect();
+            matmul_q_many(&mut products, cols, &x, m, threads);
+            drop(products);
+            for (k, (a, b)) in alone.iter().zip(&ys).enumerate() {
+                assert!(
+                    a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "product {k} ({}) m={m} threads={threads}",
+                    specs[k].0
+                );
+            }
+        }
+    }
+}
