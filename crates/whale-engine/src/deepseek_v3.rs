@@ -26,8 +26,8 @@ use whale_kernels::GgmlType;
 
 use crate::gguf::GgufFile;
 use crate::model::{
-    attention, batch_logits, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout, BatchSeq,
-    KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
+    attention, batch_logits, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout,
+    BatchRows, BatchSeq, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
 use crate::moe::{route, RouterConfig, TopkMethod};
 use crate::names::{self, expert, layer, name};
@@ -453,14 +453,7 @@ impl Deepseek {
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let p = &self.params;
         let (h, th) = (p.hidden_size, self.threads);
-        for s in seqs.iter() {
-            if s.tokens.is_empty() {
-                return Err(ModelError::EmptyInput);
-            }
-            s.cache.reserve(s.tokens.len())?;
-        }
-        let spans = batch_spans(seqs.iter().map(|s| s.tokens.len()));
-        let pos0: Vec<usize> = seqs.iter().map(|s| s.cache.len).collect();
+        let BatchRows { spans, pos0, tokens } = BatchRows::new(seqs)?;
         // Position of every stacked row.
         let pos: Vec<usize> =
             spans.iter().zip(&pos0).flat_map(|(sp, &p0)| (0..sp.len()).map(move |t| p0 + t)).collect();
@@ -468,7 +461,6 @@ impl Deepseek {
         let qk = p.qk_head_dim();
         let vh = p.v_head_dim;
 
-        let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let n = tokens.len();
         let mut x = embed_tokens(&self.embed, &tokens)?; // [n, hidden]
         let mut xn = vec![0f32; n * h];

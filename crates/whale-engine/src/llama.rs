@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::gguf::GgufFile;
 use crate::model::{
-    attention, batch_logits, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout, BatchSeq,
+    attention, batch_logits, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout, BatchRows, BatchSeq,
     KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
 use crate::names::{self, layer, name};
@@ -225,14 +225,7 @@ impl Llama {
     fn run(&self, seqs: &mut [BatchSeq<'_>], logits: Logits) -> Result<Vec<Vec<f32>>, ModelError> {
         let p = &self.params;
         let (h, th) = (p.hidden_size, self.threads);
-        for s in seqs.iter() {
-            if s.tokens.is_empty() {
-                return Err(ModelError::EmptyInput);
-            }
-            s.cache.reserve(s.tokens.len())?;
-        }
-        let spans = batch_spans(seqs.iter().map(|s| s.tokens.len()));
-        let pos0: Vec<usize> = seqs.iter().map(|s| s.cache.len).collect();
+        let BatchRows { spans, pos0, tokens } = BatchRows::new(seqs)?;
         let (qd, kvd) = (p.n_head * p.head_dim, p.n_kv_head * p.head_dim);
         let scale = 1.0 / (p.head_dim as f32).sqrt();
         let lay = AttnLayout {
@@ -244,7 +237,6 @@ impl Llama {
             v_stride: kvd,
         };
 
-        let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let n = tokens.len();
         let mut x = embed_tokens(&self.embed, &tokens)?; // [n, hidden]
         let mut xn = vec![0f32; n * h];

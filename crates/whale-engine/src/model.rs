@@ -124,13 +124,39 @@ pub trait Model: Send + Sync {
     /// On an error no cache has advanced its length. The default runs the
     /// sequences one after the other.
     fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        for s in seqs.iter() {
-            if s.tokens.is_empty() {
-                return Err(ModelError::EmptyInput);
-            }
-            s.cache.reserve(s.tokens.len())?;
-        }
+        check_batch(seqs)?;
         seqs.iter_mut().map(|s| self.forward(s.cache, s.tokens, Logits::Last)).collect()
+    }
+}
+
+/// Every sequence of a batch has tokens and room for them in its cache
+/// (checked before anything runs, so a failed batch advances no cache).
+pub fn check_batch(seqs: &[BatchSeq<'_>]) -> Result<(), ModelError> {
+    for s in seqs {
+        if s.tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        s.cache.reserve(s.tokens.len())?;
+    }
+    Ok(())
+}
+
+/// Where a checked batch's rows go when stacked: each sequence's row range,
+/// its first position (its cache length) and all tokens in order.
+pub struct BatchRows {
+    pub spans: Vec<std::ops::Range<usize>>,
+    pub pos0: Vec<usize>,
+    pub tokens: Vec<u32>,
+}
+
+impl BatchRows {
+    pub fn new(seqs: &[BatchSeq<'_>]) -> Result<BatchRows, ModelError> {
+        check_batch(seqs)?;
+        Ok(BatchRows {
+            spans: batch_spans(seqs.iter().map(|s| s.tokens.len())),
+            pos0: seqs.iter().map(|s| s.cache.len).collect(),
+            tokens: seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect(),
+        })
     }
 }
 
