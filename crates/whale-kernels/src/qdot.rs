@@ -245,10 +245,16 @@ pub fn matmul_q_many(products: &mut [QProduct<'_>], cols: usize, x: &[f32], m: u
         products.iter_mut().for_each(|p| p.y.fill(0.0));
         return;
     }
+    let prepared: Vec<PreparedActs<'_>> = products
+        .iter()
+        .map(|p| {
+            let a = &acts.iter().find(|(t, _)| *t == vec_dot_type(p.wty)).expect("quantized above").1;
+            PreparedActs::new(v, p.wty, a)
+        })
+        .collect();
     let mut jobs = Vec::new();
-    for p in products.iter_mut().filter(|p| p.rows > 0) {
+    for (p, a) in products.iter_mut().zip(&prepared).filter(|(p, _)| p.rows > 0) {
         let rb = p.wty.row_bytes(cols).expect("checked above");
-        let a = &acts.iter().find(|(t, _)| *t == vec_dot_type(p.wty)).expect("quantized above").1;
         let work = p.rows.saturating_mul(cols).saturating_mul(m);
         let chunk = crate::matmul::rows_per_thread(threads, p.rows, work);
         let views = crate::matmul::column_views(p.y, p.rows, chunk, m);
@@ -311,13 +317,14 @@ fn matmul_q_verified(
     let work = rows.saturating_mul(cols).saturating_mul(m);
     let chunk = crate::matmul::rows_per_thread(threads, rows, work);
     let mut views = crate::matmul::column_views(y, rows, chunk, m);
+    let acts = PreparedActs::new(v, wty, acts);
     if views.len() == 1 {
         let view = views.pop().expect("one part");
-        matmul_q_rows(v, wty, w, rb, acts, view);
+        matmul_q_rows(v, wty, w, rb, &acts, view);
         return;
     }
     let jobs: Vec<_> = views.into_iter().zip(w.chunks(chunk * rb)).collect();
-    crate::pool::run_parts(threads, jobs, |(view, wp)| matmul_q_rows(v, wty, wp, rb, acts, view));
+    crate::pool::run_parts(threads, jobs, |(view, wp)| matmul_q_rows(v, wty, wp, rb, &acts, view));
 }
 
 /// Bytes of weight rows that one pass over the activations reuses (L2).
@@ -329,24 +336,10 @@ const W_TILE_BYTES: usize = 256 * 1024;
 /// once for the group (and, for 32-element block types, transposes it once so
 /// block sums need no horizontal adds). Every result is bit-identical to
 /// [`vec_dot_q`] of its pair, whatever `m` and the grouping.
-fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &QuantizedActs, mut out: Vec<&mut [f32]>) {
-    let act_rows: Vec<ActRow<'_>> = (0..acts.m()).map(|i| acts.row(i)).collect();
-    let m = act_rows.len();
-    // The 32-element block types take their activations group-transposed
-    // (see `transpose_groups`) when several rows share a kernel call.
-    let transposed = m >= 2
-        && v.level() != SimdLevel::Scalar
-        && matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0);
-    let t_len = if transposed { transposed_len(acts.cols()) } else { 0 };
-    let mut tq = vec![0i8; m * t_len];
-    if transposed {
-        let off = legacy_offset(v.level(), wty);
-        for (a, out) in act_rows.iter().zip(tq.chunks_exact_mut(t_len)) {
-            transpose_groups(a.qs, a.sums, off, out);
-        }
-    }
-    let t_rows: Vec<&[i8]> = (0..m).map(|i| if transposed { &tq[i * t_len..(i + 1) * t_len] } else { &[] }).collect();
-    let job = GroupJob { v, wty, w, rb, act_rows: &act_rows, t_rows: &t_rows, transposed };
+fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &PreparedActs<'_>, mut out: Vec<&mut [f32]>) {
+    let m = acts.rows.len();
+    let t_rows: Vec<&[i8]> = (0..m).map(|i| acts.transposed_row(i)).collect();
+    let job = GroupJob { v, wty, w, rb, act_rows: &acts.rows, t_rows: &t_rows, transposed: acts.t_len > 0 };
     // Blocking: a tile of weight rows (`W_TILE_BYTES`, kept in L2) meets
     // every group of activation rows in turn (a group stays in L1 while it
     // passes over the tile's rows). Groups are of 8 rows (8 measured faster
@@ -366,6 +359,39 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Quantiz
                 _ => job.pass::<1>(i, tile.clone(), &mut out),
             };
         }
+    }
+}
+
+/// Quantized activations as the kernels of one weight type read them,
+/// prepared once per product (not once per thread): the row views and, for
+/// the 32-element block types when several rows share a kernel call, the
+/// rows group-transposed (see `transpose_groups`).
+struct PreparedActs<'a> {
+    rows: Vec<ActRow<'a>>,
+    tq: Vec<i8>,
+    /// Bytes per transposed row; 0 when not transposed.
+    t_len: usize,
+}
+
+impl<'a> PreparedActs<'a> {
+    fn new(v: Verified, wty: GgmlType, acts: &'a QuantizedActs) -> PreparedActs<'a> {
+        let rows: Vec<ActRow<'a>> = (0..acts.m()).map(|i| acts.row(i)).collect();
+        let transposed = rows.len() >= 2
+            && v.level() != SimdLevel::Scalar
+            && matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0);
+        let t_len = if transposed { transposed_len(acts.cols()) } else { 0 };
+        let mut tq = vec![0i8; rows.len() * t_len];
+        if transposed {
+            let off = legacy_offset(v.level(), wty);
+            for (a, out) in rows.iter().zip(tq.chunks_exact_mut(t_len)) {
+                transpose_groups(a.qs, a.sums, off, out);
+            }
+        }
+        PreparedActs { rows, tq, t_len }
+    }
+
+    fn transposed_row(&self, i: usize) -> &[i8] {
+        &self.tq[i * self.t_len..(i + 1) * self.t_len]
     }
 }
 
