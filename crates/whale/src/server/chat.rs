@@ -20,9 +20,9 @@ use whale_engine::tokenizer::Tokenizer;
 use whale_engine::tool_calls::{ToolCall, ToolCallSplitter, ToolFormat};
 
 use super::errors::{ApiError, RequestError};
-use super::request::{budget, parse_body, parse_messages, parse_tools, validate_common, ChatRequest, ToolChoice};
+use super::request::{budget, parse_messages, parse_tools, validate_common, ChatRequest, ToolChoice};
 use super::sse::{chunks, sse_response, AsyncEvents, ChunkWriter};
-use super::{body_error, new_id, unix_now, AppState};
+use super::{new_id, parse_and_prepare, unix_now, AppState};
 
 /// How the answer's tool calls come out.
 #[derive(Clone, Debug)]
@@ -51,13 +51,8 @@ pub async fn chat_completions(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| body_error(r, app.max_body_bytes))?;
-    let req: ChatRequest = parse_body(&body)?;
     let t0 = Instant::now();
-    let app2 = app.clone();
-    let prep = tokio::task::spawn_blocking(move || prepare(&app2, req))
-        .await
-        .map_err(|e| ApiError::Internal(format!("request preparation failed: {e}")))??;
+    let prep = parse_and_prepare(&app, body, prepare).await?;
     let events = AsyncEvents::submit(&app.engine, prep.valid.clone())?;
     let run = ChatRun::new(app.clone(), &prep, t0);
     if prep.stream {

@@ -17,9 +17,9 @@ use whale_engine::generate::FinishReason;
 
 use super::chat::{token_text, usage_json};
 use super::errors::{ApiError, RequestError};
-use super::request::{budget, parse_body, validate_common, CompletionRequest, PromptField};
+use super::request::{budget, validate_common, CompletionRequest, PromptField};
 use super::sse::{chunks, sse_response, AsyncEvents, ChunkWriter};
-use super::{body_error, new_id, unix_now, AppState};
+use super::{new_id, parse_and_prepare, unix_now, AppState};
 
 /// `system_fingerprint` of every response.
 pub const FINGERPRINT: &str = concat!("fp_whale_", env!("CARGO_PKG_VERSION"));
@@ -39,13 +39,8 @@ pub async fn completions(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| body_error(r, app.max_body_bytes))?;
-    let req: CompletionRequest = parse_body(&body)?;
     let t0 = Instant::now();
-    let app2 = app.clone();
-    let prep = tokio::task::spawn_blocking(move || prepare(&app2, req))
-        .await
-        .map_err(|e| ApiError::Internal(format!("request preparation failed: {e}")))??;
+    let prep = parse_and_prepare(&app, body, prepare).await?;
     let mut events = AsyncEvents::submit(&app.engine, prep.valid.clone())?;
     let mut run = CompletionRun::new(app.clone(), prep.logprobs, t0);
     if prep.stream {

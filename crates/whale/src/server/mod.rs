@@ -327,6 +327,26 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The start of every generation route: read the body (within the size
+/// limit), parse it as `R`, and run `prepare` (templates, tokenization,
+/// validation) on a blocking thread so the async workers stay free.
+pub async fn parse_and_prepare<R, P>(
+    app: &Arc<AppState>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+    prepare: fn(&AppState, R) -> Result<P, ApiError>,
+) -> Result<P, ApiError>
+where
+    R: serde::de::DeserializeOwned + Send + 'static,
+    P: Send + 'static,
+{
+    let body = body.map_err(|r| body_error(r, app.max_body_bytes))?;
+    let req: R = request::parse_body(&body)?;
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || prepare(&app, req))
+        .await
+        .map_err(|e| ApiError::Internal(format!("request preparation failed: {e}")))?
+}
+
 /// A body the extractor refused: too large (413) or unreadable (400).
 pub fn body_error(r: BytesRejection, limit: usize) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
