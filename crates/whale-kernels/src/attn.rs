@@ -81,7 +81,7 @@ fn attn_scores_verified(v: Verified, q: &[f32], dim: usize, keys: &[f32], stride
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a verified x86 level implies AVX2 and FMA; the shapes
         // were checked above.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe {
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
             crate::avx2::attn_scores(q, dim, nh, n, keys, stride, scale, out)
         },
         _ => {
@@ -110,7 +110,7 @@ fn attn_weighted_sum_verified(
     match v.level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for `values`.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe {
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
             crate::avx2::attn_weighted_sum(w, n, values, stride, dim, out)
         },
         _ => {

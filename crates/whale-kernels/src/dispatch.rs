@@ -9,7 +9,10 @@
 //! * `WHALE_SIMD=scalar` forces the scalar kernels;
 //! * `WHALE_SIMD=avx2` asks for AVX2+FMA (used only if the CPU has it);
 //! * `WHALE_SIMD=avx512` asks for AVX-512 with VNNI (used only if the CPU
-//!   has it);
+//!   has it), without AMX;
+//! * `WHALE_SIMD=amx` asks for AVX-512 VNNI plus AMX-INT8 tiles for
+//!   products with 16 or more activation rows (used only if the CPU has AMX
+//!   and the OS grants it, see [`crate::amx`]);
 //! * unset, empty, `auto` or anything else: the best level the CPU supports.
 //!
 //! A level that names an unsupported instruction set falls back to the best
@@ -38,6 +41,10 @@ pub enum SimdLevel {
     /// [`SimdLevel::Avx2Fma`] needs (Intel Ice Lake and later, AMD Zen 4 and
     /// later).
     Avx512Vnni,
+    /// [`SimdLevel::Avx512Vnni`] plus Intel AMX-INT8 tiles (Sapphire Rapids
+    /// and later, Linux 5.16+), used by [`crate::matmul_q`] for groups of 16
+    /// activation rows (prefill); every other kernel runs its AVX-512 code.
+    Amx,
 }
 
 /// Name of the environment variable read by [`active`].
@@ -45,7 +52,7 @@ pub const ENV_VAR: &str = "WHALE_SIMD";
 
 impl SimdLevel {
     /// Every level, slowest first.
-    pub const ALL: [SimdLevel; 3] = [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512Vnni];
+    pub const ALL: [SimdLevel; 4] = [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512Vnni, SimdLevel::Amx];
 
     /// Short lower-case name, as accepted by `WHALE_SIMD`.
     pub fn name(self) -> &'static str {
@@ -53,6 +60,7 @@ impl SimdLevel {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2Fma => "avx2",
             SimdLevel::Avx512Vnni => "avx512",
+            SimdLevel::Amx => "amx",
         }
     }
 
@@ -86,6 +94,16 @@ impl SimdLevel {
                     false
                 }
             }
+            SimdLevel::Amx => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    SimdLevel::Avx512Vnni.is_available() && crate::amx::available()
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
         }
     }
 
@@ -113,6 +131,7 @@ pub fn choose(env_value: Option<&str>) -> SimdLevel {
         Some(v) if v == "scalar" => SimdLevel::Scalar,
         Some(v) if v == "avx2" && SimdLevel::Avx2Fma.is_available() => SimdLevel::Avx2Fma,
         Some(v) if v == "avx512" && SimdLevel::Avx512Vnni.is_available() => SimdLevel::Avx512Vnni,
+        Some(v) if v == "amx" && SimdLevel::Amx.is_available() => SimdLevel::Amx,
         _ => best,
     }
 }
@@ -141,7 +160,14 @@ impl Verified {
         *ACTIVE.get_or_init(|| Verified::new(active()).unwrap_or(Verified(SimdLevel::Scalar)))
     }
 
+    /// The level; kernels without tile code run their AVX-512 VNNI version
+    /// at [`SimdLevel::Amx`].
     pub(crate) fn level(self) -> SimdLevel {
         self.0
+    }
+
+    /// Whether the AMX tile products may run (the level is [`SimdLevel::Amx`]).
+    pub(crate) fn amx(self) -> bool {
+        self.0 == SimdLevel::Amx
     }
 }

@@ -87,9 +87,11 @@ pub(crate) fn dot_f32_verified(v: Verified, a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: a `Verified` holding `Avx2Fma` or `Avx512Vnni` is only made
         // after checking that the CPU supports AVX2, FMA and F16C (the AVX-512
         // level requires them too, see `SimdLevel::is_available`).
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2::dot_f32(a, b) },
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { crate::avx2::dot_f32(a, b) },
         #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => {
+            unreachable!("x86 levels are never verified off x86-64")
+        }
     }
 }
 
@@ -106,9 +108,11 @@ pub(crate) fn dot4_verified(v: Verified, rows: [&[f32]; 4], x: &[f32]) -> [f32; 
         SimdLevel::Scalar => dot4_scalar(rows, x),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `dot_f32_verified`, the CPU supports AVX2, FMA and F16C.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2::dot4(rows, x) },
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { crate::avx2::dot4(rows, x) },
         #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => {
+            unreachable!("x86 levels are never verified off x86-64")
+        }
     }
 }
 
@@ -147,9 +151,11 @@ pub(crate) fn vec_dot_verified(v: Verified, ty: GgmlType, row: &[u8], x: &[f32])
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `dot_f32_verified`, the CPU supports AVX2, FMA and
         // F16C; `row` holds `x.len()` elements (checked by the callers).
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2::vec_dot(ty, row, x) },
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { crate::avx2::vec_dot(ty, row, x) },
         #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => {
+            unreachable!("x86 levels are never verified off x86-64")
+        }
     }
 }
 

@@ -20,7 +20,8 @@
 //!   portable scalar level (Rust written so the compiler vectorises it for
 //!   the build target) and, on x86-64, at an AVX2+FMA(+F16C) level and an
 //!   AVX-512 VNNI level, chosen at run time with `is_x86_feature_detected!`.
-//!   `WHALE_SIMD=scalar|avx2|avx512` forces a level. New levels slot in
+//!   `WHALE_SIMD=scalar|avx2|avx512|amx` forces a level (AMX-INT8 tiles,
+//!   where the CPU and OS have them, do the integer part of prefill products). New levels slot in
 //!   beside `avx2.rs` / `avx2_q8.rs`.
 //! * **Quantized activations, like llama.cpp** ([`q8`], [`qdot`]): llama.cpp
 //!   never dots quantized weights with f32 activations; it first rounds each
@@ -90,6 +91,8 @@ pub mod q8;
 pub mod qdot;
 pub mod types;
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]

@@ -157,9 +157,13 @@ fn decode_row(v: Verified, ty: GgmlType, row: &[u8], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Verified` at `Avx2Fma` or `Avx512Vnni` means the CPU has
         // AVX2, FMA and F16C; `row` holds `out.len()` elements (checked by the caller).
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2::dequantize_row(ty, row, out) },
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
+            crate::avx2::dequantize_row(ty, row, out)
+        },
         #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => {
+            unreachable!("x86 levels are never verified off x86-64")
+        }
     }
 }
 

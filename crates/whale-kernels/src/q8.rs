@@ -393,9 +393,13 @@ fn q8_32_row_verified(v: Verified, x: &[f32], qs: &mut [i8], d: &mut [f32], sums
         #[cfg(target_arch = "x86_64")]
         // SAFETY: both x86 levels imply AVX2, FMA and F16C (`SimdLevel::is_available`);
         // the slices have the lengths the function documents (checked above).
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2_q8::quantize_q8_32_row(x, qs, d, sums, s) },
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
+            crate::avx2_q8::quantize_q8_32_row(x, qs, d, sums, s)
+        },
         #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => {
+            unreachable!("x86 levels are never verified off x86-64")
+        }
     }
 }
 
@@ -404,9 +408,13 @@ fn q8_k_block_verified(v: Verified, x: &[f32; QK_K], qs: &mut [i8; QK_K], bsums:
         SimdLevel::Scalar => q8_k_block(x, qs, bsums),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: both x86 levels imply AVX2, FMA and F16C.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2_q8::quantize_q8_k_block(x, qs, bsums) },
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
+            crate::avx2_q8::quantize_q8_k_block(x, qs, bsums)
+        },
         #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => {
+            unreachable!("x86 levels are never verified off x86-64")
+        }
     }
 }
 
@@ -421,9 +429,11 @@ fn f16_row_verified(v: Verified, x: &[f32], out: &mut [u16]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: both x86 levels imply AVX2, FMA and F16C; `out` and `x` have
         // the same length (both `m * cols`).
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unsafe { crate::avx2_q8::f16_row(x, out) },
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { crate::avx2_q8::f16_row(x, out) },
         #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => {
+            unreachable!("x86 levels are never verified off x86-64")
+        }
     }
 }
 

@@ -338,6 +338,13 @@ const W_TILE_BYTES: usize = 256 * 1024;
 /// [`vec_dot_q`] of its pair, whatever `m` and the grouping.
 fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &PreparedActs<'_>, mut out: Vec<&mut [f32]>) {
     let m = acts.rows.len();
+    // The first `acts.tiled` rows go through the AMX tiles, 16 at a time.
+    #[cfg(target_arch = "x86_64")]
+    if acts.tiled > 0 {
+        let cols = acts.rows[0].qs.len();
+        // SAFETY: `tiled > 0` only at a verified AMX level (see `PreparedActs::new`).
+        unsafe { crate::amx::matmul_tiles(wty, w, rb, cols, &acts.rows[..acts.tiled], &mut out[..acts.tiled]) };
+    }
     let t_rows: Vec<&[i8]> = (0..m).map(|i| acts.transposed_row(i)).collect();
     let job = GroupJob { v, wty, w, rb, act_rows: &acts.rows, t_rows: &t_rows, transposed: acts.t_len > 0 };
     // Blocking: a tile of weight rows (`W_TILE_BYTES`, kept in L2) meets
@@ -350,7 +357,7 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
     let rows = w.len() / rb;
     for r0 in (0..rows).step_by(tile_rows) {
         let tile = r0..(r0 + tile_rows).min(rows);
-        let mut i = 0;
+        let mut i = acts.tiled;
         while i < m {
             i += match m - i {
                 8.. => job.pass::<8>(i, tile.clone(), &mut out),
@@ -368,6 +375,9 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
 /// rows group-transposed (see `transpose_groups`).
 struct PreparedActs<'a> {
     rows: Vec<ActRow<'a>>,
+    /// Rows `0..tiled` (a multiple of 16) go through the AMX tiles.
+    tiled: usize,
+    /// Rows `tiled..` transposed, `t_len` bytes each.
     tq: Vec<i8>,
     /// Bytes per transposed row; 0 when not transposed.
     t_len: usize,
@@ -376,22 +386,32 @@ struct PreparedActs<'a> {
 impl<'a> PreparedActs<'a> {
     fn new(v: Verified, wty: GgmlType, acts: &'a QuantizedActs) -> PreparedActs<'a> {
         let rows: Vec<ActRow<'a>> = (0..acts.m()).map(|i| acts.row(i)).collect();
-        let transposed = rows.len() >= 2
+        #[cfg(target_arch = "x86_64")]
+        let tiled =
+            if v.amx() && crate::amx::supports(wty) { rows.len() / crate::amx::TILE * crate::amx::TILE } else { 0 };
+        #[cfg(not(target_arch = "x86_64"))]
+        let tiled = 0;
+        let rest = rows.len() - tiled;
+        let transposed = rest >= 2
             && v.level() != SimdLevel::Scalar
             && matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0);
         let t_len = if transposed { transposed_len(acts.cols()) } else { 0 };
-        let mut tq = vec![0i8; rows.len() * t_len];
+        let mut tq = vec![0i8; rest * t_len];
         if transposed {
             let off = legacy_offset(v.level(), wty);
-            for (a, out) in rows.iter().zip(tq.chunks_exact_mut(t_len)) {
+            for (a, out) in rows[tiled..].iter().zip(tq.chunks_exact_mut(t_len)) {
                 transpose_groups(a.qs, a.sums, off, out);
             }
         }
-        PreparedActs { rows, tq, t_len }
+        PreparedActs { rows, tiled, tq, t_len }
     }
 
+    /// Row `i`'s transposed quants (empty for tiled rows or when not transposed).
     fn transposed_row(&self, i: usize) -> &[i8] {
-        &self.tq[i * self.t_len..(i + 1) * self.t_len]
+        match i.checked_sub(self.tiled) {
+            Some(j) if self.t_len > 0 => &self.tq[j * self.t_len..(j + 1) * self.t_len],
+            _ => &[],
+        }
     }
 }
 
@@ -470,7 +490,7 @@ fn legacy_offset(level: SimdLevel, wty: GgmlType) -> i32 {
         #[cfg(target_arch = "x86_64")]
         (GgmlType::Q8_0, SimdLevel::Avx2Fma) => crate::avx2_q8::Q8_0_OFF,
         #[cfg(target_arch = "x86_64")]
-        (GgmlType::Q8_0, SimdLevel::Avx512Vnni) => crate::avx512_q8::Q8_0_OFF,
+        (GgmlType::Q8_0, SimdLevel::Avx512Vnni | SimdLevel::Amx) => crate::avx512_q8::Q8_0_OFF,
         _ => 0,
     }
 }
@@ -494,7 +514,9 @@ fn vec_dot_group_verified<const N: usize>(
         (SimdLevel::Avx2Fma, Some(at)) => unsafe { crate::avx2_q8::vec_dot_legacy_t::<N>(wty, row, a, at) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        (SimdLevel::Avx512Vnni, Some(at)) => unsafe { crate::avx512_q8::vec_dot_legacy_t::<N>(wty, row, a, at) },
+        (SimdLevel::Avx512Vnni | SimdLevel::Amx, Some(at)) => unsafe {
+            crate::avx512_q8::vec_dot_legacy_t::<N>(wty, row, a, at)
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `vec_dot_q_verified`, for each of the rows.
         (SimdLevel::Avx2Fma, None) if !f32_acts => unsafe {
@@ -502,7 +524,7 @@ fn vec_dot_group_verified<const N: usize>(
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `vec_dot_q_verified`, for each of the rows.
-        (SimdLevel::Avx512Vnni, None) if !f32_acts => unsafe {
+        (SimdLevel::Avx512Vnni | SimdLevel::Amx, None) if !f32_acts => unsafe {
             crate::avx512_q8::vec_dot_n::<N, false>(wty, row, a, &[&[]; N])
         },
         _ => a.map(|ai| vec_dot_q_verified(v, wty, row, ai)),
@@ -525,9 +547,13 @@ pub(crate) fn vec_dot_q_verified(v: Verified, wty: GgmlType, row: &[u8], a: ActR
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Verified` at `Avx512Vnni` means the CPU has AVX-512
         // F/BW/VL/VNNI as well as AVX2, FMA and F16C; shapes as above.
-        SimdLevel::Avx512Vnni => unsafe { crate::avx512_q8::vec_dot_n::<1, false>(wty, row, &[a], &[&[]])[0] },
+        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
+            crate::avx512_q8::vec_dot_n::<1, false>(wty, row, &[a], &[&[]])[0]
+        },
         #[cfg(not(target_arch = "x86_64"))]
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni => unreachable!("x86 levels are never verified off x86-64"),
+        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => {
+            unreachable!("x86 levels are never verified off x86-64")
+        }
     }
 }
 

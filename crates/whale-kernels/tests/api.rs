@@ -161,6 +161,8 @@ fn simd_level_choice() {
     }
     let avx512 = dispatch::choose(Some("AVX512"));
     assert_eq!(avx512, if SimdLevel::Avx512Vnni.is_available() { SimdLevel::Avx512Vnni } else { best });
+    let amx = dispatch::choose(Some("amx"));
+    assert_eq!(amx, if SimdLevel::Amx.is_available() { SimdLevel::Amx } else { best });
     // Levels are ordered: a CPU with a level has all the lower ones.
     let avail = SimdLevel::available();
     assert_eq!(avail, SimdLevel::ALL[..avail.len()].to_vec());

@@ -568,7 +568,7 @@ fn matmul_q_matches_vec_dot_q_and_is_thread_independent() {
         for (rows, cols) in shapes {
             let rb = wty.row_bytes(cols).unwrap();
             let w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, wty, cols)).collect();
-            for m in [1, 2, 3, 5, 8, 15] {
+            for m in [1, 2, 3, 5, 8, 15, 16, 35] {
                 let x = rng.vec_f32(m * cols);
                 let acts = quantize_acts(wty, &x, m, cols);
                 let mut y1 = vec![f32::NAN; m * rows];

@@ -1,0 +1,700 @@
+//! AMX-INT8 tile products for many activation rows (x86-64 Linux only).
+//!
+//! Intel's Advanced Matrix Extensions (Sapphire Rapids and later) add eight
+//! tile registers of up to 16 rows × 64 bytes and `tdpbssd`, which multiplies
+//! a 16×K tile of signed bytes by a K×16 one into a 16×16 tile of i32 sums
+//! in one instruction. Prefill multiplies hundreds of activation rows by the
+//! same weights, and there the vector kernels of `avx2_q8` spend most of
+//! their time unpacking weights and issuing 32-byte multiply-adds; the tiles
+//! do the integer part of a whole 16×16 block of outputs at once.
+//!
+//! # Exactly the reference's arithmetic
+//!
+//! The block formulas of [`crate::qdot`] scale each block's (or K-quant
+//! sub-block's) exact integer sum by a float that depends on both the weight
+//! row and the activation row, so a tile product can only span one scale
+//! group: 32 elements (legacy types, Q4_K, Q5_K) or 16 (Q2_K, Q3_K, Q6_K).
+//! After each group the 16×16 integer sums are stored and:
+//!
+//! * legacy types: `acc[b % 8] += (dw * da) * isum` (and `mw * sa` for
+//!   Q4_1 / Q5_1 in a second set of lanes), per output, in block order;
+//! * K-quants: `isum += sc_g * dot_g` (exact i32), and once per 256-element
+//!   block the float term of [`crate::qdot::term`] / `term_k`.
+//!
+//! These are the f32 operations of the scalar reference in the same order,
+//! computed for sixteen outputs per AVX-512 register, and the integer sums
+//! are exact whatever the order, so every output is bit-identical to
+//! `vec_dot_q_ref`, as at every other level (tested in `tests/qdot.rs`).
+//!
+//! # Layout
+//!
+//! Weights are unpacked once per 16 weight rows (an "N tile") into signed
+//! bytes in the tile layout `tdpbssd` wants for its second operand (four
+//! consecutive elements of one weight row per 32-bit column), with the
+//! blocks' scales as 16-wide vectors. Unpacking is scalar: its cost is
+//! shared by every activation row (512 in a pp512 prefill). Activation rows
+//! are read in place: a 16-row tile of quants is 16 rows of 32 (or 16)
+//! bytes at a stride of `cols` bytes in the [`crate::QuantizedActs`] buffer.
+//!
+//! # Operating-system support
+//!
+//! Linux hands out AMX tile state only to processes that ask for it
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux 5.16+).
+//! [`available`] checks the CPUID bits and asks once; if either fails, the
+//! AMX level is simply not available and the AVX-512 kernels run.
+
+use crate::blocks::*;
+use crate::dequant::{k_scale_min, q3_k_scales, q5_quants};
+use crate::q8::ActRow;
+use crate::types::{GgmlType, QK32, QK_K};
+use core::arch::asm;
+use core::arch::x86_64::*;
+
+/// Whether the CPU has AMX-TILE and AMX-INT8 and the OS lets this process
+/// use them (asked once per process).
+pub(crate) fn available() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| cpu_has_amx_int8() && request_tile_permission())
+}
+
+fn cpu_has_amx_int8() -> bool {
+    // CPUID leaf 7, sub-leaf 0: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
+    let max_leaf = __cpuid(0).eax;
+    if max_leaf < 7 {
+        return false;
+    }
+    let edx = __cpuid_count(7, 0).edx;
+    edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+}
+
+#[cfg(target_os = "linux")]
+fn request_tile_permission() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: the arch_prctl system call with these arguments only changes
+    // the process's permission to use extended state; it reads and writes no
+    // memory of ours. `syscall` clobbers rcx and r11.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_permission() -> bool {
+    false
+}
+
+/// The weight types the tile kernels take (every type with 8-bit
+/// activations).
+pub(crate) fn supports(wty: GgmlType) -> bool {
+    use GgmlType as G;
+    matches!(wty, G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 | G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K)
+}
+
+/// Rows per tile (activation rows and weight rows alike).
+pub(crate) const TILE: usize = 16;
+
+// ----------------------------------------------------------------------------
+// Tile instructions
+// ----------------------------------------------------------------------------
+
+/// The 64-byte tile configuration `ldtilecfg` reads (palette 1).
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// Tile registers, two sets so that two products are in flight at once:
+/// tmm0/tmm1 the 16×16 i32 sums, tmm2/tmm3 16 activation rows of `group`
+/// bytes, tmm4/tmm5 the weights (`group / 4` rows of 16 × 4 bytes).
+struct Tiles;
+
+impl Tiles {
+    /// Configures this thread's tiles for scale groups of `group` (16 or 32)
+    /// elements. Pair with [`Tiles::release`].
+    ///
+    /// # Safety
+    /// [`available`] must have returned true.
+    unsafe fn configure(group: usize) -> Tiles {
+        let mut cfg = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
+        for t in 0..2 {
+            cfg.colsb[t] = 64;
+            cfg.rows[t] = TILE as u8;
+            cfg.colsb[2 + t] = group as u16;
+            cfg.rows[2 + t] = TILE as u8;
+            cfg.colsb[4 + t] = 64;
+            cfg.rows[4 + t] = (group / 4) as u8;
+        }
+        // SAFETY: (caller) AMX is enabled for this process; the configuration
+        // is valid for palette 1 (at most 16 rows, 64 bytes per row).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly)) };
+        Tiles
+    }
+
+    /// `out[m][n] = Σ_k a[m * a_stride + k] * b[(k / 4) * 64 + 4n + k % 4]`
+    /// for 16 activation rows `m` and 16 weight rows `n`, `k < group`.
+    ///
+    /// # Safety
+    /// `a` must be readable for 15 strides plus `group` bytes; `b` for
+    /// `group * 16` bytes.
+    #[inline(always)]
+    unsafe fn dot(&self, a: *const i8, a_stride: usize, b: *const u8, out: &mut CTile) {
+        // SAFETY: (caller) the tile loads stay inside `a` and `b`; the store
+        // writes the 1 KiB of `out`.
+        unsafe {
+            asm!(
+                "tileloadd tmm2, [{a} + {sa}*1]",
+                "tileloadd tmm4, [{b} + {s64}*1]",
+                "tilezero tmm0",
+                "tdpbssd tmm0, tmm2, tmm4",
+                "tilestored [{c} + {s64}*1], tmm0",
+                a = in(reg) a,
+                sa = in(reg) a_stride,
+                b = in(reg) b,
+                c = in(reg) out.0.as_mut_ptr(),
+                s64 = in(reg) 64usize,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Two independent [`Tiles::dot`]s, `(a0, b0)` into `out0` and `(a1, b1)`
+    /// into `out1`, interleaved so that the tile unit overlaps them.
+    ///
+    /// # Safety
+    /// As [`Tiles::dot`], for both.
+    #[inline(always)]
+    unsafe fn dot2(&self, a: [*const i8; 2], a_stride: usize, b: [*const u8; 2], out: [&mut CTile; 2]) {
+        let [o0, o1] = out;
+        // SAFETY: as in `dot`, for each pair.
+        unsafe {
+            asm!(
+                "tileloadd tmm2, [{a0} + {sa}*1]",
+                "tileloadd tmm4, [{b0} + {s64}*1]",
+                "tilezero tmm0",
+                "tileloadd tmm3, [{a1} + {sa}*1]",
+                "tileloadd tmm5, [{b1} + {s64}*1]",
+                "tilezero tmm1",
+                "tdpbssd tmm0, tmm2, tmm4",
+                "tdpbssd tmm1, tmm3, tmm5",
+                "tilestored [{c0} + {s64}*1], tmm0",
+                "tilestored [{c1} + {s64}*1], tmm1",
+                a0 = in(reg) a[0],
+                a1 = in(reg) a[1],
+                sa = in(reg) a_stride,
+                b0 = in(reg) b[0],
+                b1 = in(reg) b[1],
+                c0 = in(reg) o0.0.as_mut_ptr(),
+                c1 = in(reg) o1.0.as_mut_ptr(),
+                s64 = in(reg) 64usize,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Returns the tile state to the initial state (so the OS need not save it).
+    fn release(self) {
+        // SAFETY: `tilerelease` only resets tile state, which this thread
+        // configured in `configure`.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// 16×16 i32 sums, as `tilestored` writes them (row `m`, 16 columns).
+#[repr(C, align(64))]
+struct CTile([i32; TILE * TILE]);
+
+// ----------------------------------------------------------------------------
+// Weight unpacking
+// ----------------------------------------------------------------------------
+
+/// One weight block decoded: signed quants with the type's offset applied,
+/// and per 16 elements the integer scale and min (K-quants), so that weight
+/// `e` = `d * sc[e / 16] * q[e] - dmin * mn[e / 16]` (legacy types: `d * q`,
+/// plus `dmin` = `m` for Q4_1 / Q5_1).
+struct Decoded {
+    q: [i8; QK_K],
+    sc: [i32; 16],
+    mn: [i32; 16],
+    d: f32,
+    dmin: f32,
+}
+
+fn decode(wty: GgmlType, bytes: &[u8], o: &mut Decoded) {
+    use GgmlType as G;
+    let nib = |qs: &[u8; 16], q: &mut [i8], off: i8| {
+        for (j, &b) in qs.iter().enumerate() {
+            q[j] = (b & 0x0F) as i8 - off;
+            q[j + 16] = (b >> 4) as i8 - off;
+        }
+    };
+    match wty {
+        G::Q4_0 => {
+            let b: &BlockQ4_0 = bytemuck::from_bytes(bytes);
+            nib(&b.qs, &mut o.q, 8);
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
+        G::Q4_1 => {
+            let b: &BlockQ4_1 = bytemuck::from_bytes(bytes);
+            nib(&b.qs, &mut o.q, 0);
+            (o.d, o.dmin) = (b.d.to_f32(), b.m.to_f32());
+        }
+        G::Q5_0 => {
+            let b: &BlockQ5_0 = bytemuck::from_bytes(bytes);
+            for (q, v) in o.q.iter_mut().zip(q5_quants(b.qh, &b.qs)) {
+                *q = v as i8 - 16;
+            }
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
+        G::Q5_1 => {
+            let b: &BlockQ5_1 = bytemuck::from_bytes(bytes);
+            for (q, v) in o.q.iter_mut().zip(q5_quants(b.qh, &b.qs)) {
+                *q = v as i8;
+            }
+            (o.d, o.dmin) = (b.d.to_f32(), b.m.to_f32());
+        }
+        G::Q8_0 => {
+            let b: &BlockQ8_0 = bytemuck::from_bytes(bytes);
+            o.q[..QK32].copy_from_slice(&b.qs);
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
+        G::Q2_K => {
+            let b: &BlockQ2_K = bytemuck::from_bytes(bytes);
+            // Element 128h + 32s + l: bits 2s..2s+2 of qs[32h + l].
+            for h in 0..2 {
+                for s in 0..4 {
+                    for l in 0..32 {
+                        o.q[128 * h + 32 * s + l] = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i8;
+                    }
+                }
+            }
+            for g in 0..16 {
+                o.sc[g] = (b.scales[g] & 0x0F) as i32;
+                o.mn[g] = (b.scales[g] >> 4) as i32;
+            }
+            (o.d, o.dmin) = (b.d.to_f32(), b.dmin.to_f32());
+        }
+        G::Q3_K => {
+            let b: &BlockQ3_K = bytemuck::from_bytes(bytes);
+            let scales = q3_k_scales(&b.scales);
+            for h in 0..2 {
+                for s in 0..4 {
+                    for l in 0..32 {
+                        let e = 128 * h + 32 * s + l;
+                        let low = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i8;
+                        let high_set = (b.hmask[l] >> (e / 32)) & 1 == 1;
+                        o.q[e] = if high_set { low } else { low - 4 };
+                    }
+                }
+            }
+            for (sc, &v) in o.sc.iter_mut().zip(&scales) {
+                *sc = v as i32;
+            }
+            o.mn = [0; 16];
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
+        G::Q4_K | G::Q5_K => {
+            let (scales, qs, qh, d, dmin) = if wty == G::Q4_K {
+                let b: &BlockQ4_K = bytemuck::from_bytes(bytes);
+                (&b.scales, &b.qs, None, b.d.to_f32(), b.dmin.to_f32())
+            } else {
+                let b: &BlockQ5_K = bytemuck::from_bytes(bytes);
+                (&b.scales, &b.qs, Some(&b.qh), b.d.to_f32(), b.dmin.to_f32())
+            };
+            // Sub-block j = 2c + s: nibble s of qs[32c + l], bit j of qh[l].
+            for j in 0..8 {
+                let (c, s) = (j / 2, j % 2);
+                for l in 0..32 {
+                    let low = (qs[32 * c + l] >> (4 * s)) & 0x0F;
+                    let high = qh.map_or(0, |h| (h[l] >> j) & 1);
+                    o.q[32 * j + l] = (low | (high << 4)) as i8;
+                }
+                let (sc, m) = k_scale_min(scales, j);
+                o.sc[2 * j..2 * j + 2].fill(sc as i32);
+                o.mn[2 * j..2 * j + 2].fill(m as i32);
+            }
+            (o.d, o.dmin) = (d, dmin);
+        }
+        G::Q6_K => {
+            let b: &BlockQ6_K = bytemuck::from_bytes(bytes);
+            for h in 0..2 {
+                for s in 0..4 {
+                    for l in 0..32 {
+                        let low = (b.ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0x0F;
+                        let high = (b.qh[32 * h + l] >> (2 * s)) & 3;
+                        o.q[128 * h + 32 * s + l] = (low | (high << 4)) as i8 - 32;
+                    }
+                }
+            }
+            for g in 0..16 {
+                o.sc[g] = b.scales[g] as i32;
+                o.mn[g] = 0;
+            }
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
+        other => unreachable!("{other} has no tile kernel"),
+    }
+}
+
+/// Sixteen weight rows (an N tile) unpacked for the tiles.
+struct Unpacked {
+    /// Elements per scale group (one `tdpbssd`): 32 or 16.
+    group: usize,
+    /// Per group `g` of the row, `group * 16` bytes: byte `64r + 4n + e` is
+    /// quant `group * g + 4r + e` of weight row `n`.
+    b: Vec<u8>,
+    /// Per weight block: `d` (and `dmin`, or `m`) of the 16 rows.
+    d: Vec<[f32; TILE]>,
+    dmin: Vec<[f32; TILE]>,
+    /// K-quants, per 16 elements: scale and min of the 16 rows.
+    sc: Vec<[i32; TILE]>,
+    mn: Vec<[i32; TILE]>,
+}
+
+impl Unpacked {
+    fn new(wty: GgmlType, cols: usize) -> Unpacked {
+        let group = match wty {
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q6_K => 16,
+            _ => 32,
+        };
+        let nb = cols / wty.block_size();
+        let k = wty.block_size() == QK_K;
+        Unpacked {
+            group,
+            b: vec![0; cols * TILE],
+            d: vec![[0.0; TILE]; nb],
+            dmin: vec![[0.0; TILE]; nb],
+            sc: vec![[0; TILE]; if k { cols / 16 } else { 0 }],
+            mn: vec![[0; TILE]; if k { cols / 16 } else { 0 }],
+        }
+    }
+
+    /// Unpacks `rows` (at most 16 rows of `rb` bytes); missing rows are zero.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW/VL (only so that the decoding loops
+    /// vectorise with them).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+    unsafe fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize, dec: &mut Decoded) {
+        let bs = wty.block_size();
+        let ts = wty.type_size();
+        let k = bs == QK_K;
+        let group = self.group;
+        let nrows = rows.len() / rb;
+        if nrows < TILE {
+            self.b.fill(0);
+            self.d.iter_mut().for_each(|v| v.fill(0.0));
+            self.dmin.iter_mut().for_each(|v| v.fill(0.0));
+            self.sc.iter_mut().for_each(|v| v.fill(0));
+            self.mn.iter_mut().for_each(|v| v.fill(0));
+        }
+        for (n, row) in rows.chunks_exact(rb).enumerate() {
+            for (blk, bytes) in row.chunks_exact(ts).enumerate() {
+                decode(wty, bytes, dec);
+                self.d[blk][n] = dec.d;
+                self.dmin[blk][n] = dec.dmin;
+                if k {
+                    for g in 0..16 {
+                        self.sc[blk * 16 + g][n] = dec.sc[g];
+                        self.mn[blk * 16 + g][n] = dec.mn[g];
+                    }
+                }
+                // Group j of the block is group `blk * bs / group + j` of the
+                // row; its elements 4r..4r+4 go to tile row r, column n.
+                let q: &[u8] = bytemuck::cast_slice(&dec.q[..bs]);
+                let first = blk * bs / group;
+                for (j, gq) in q.chunks_exact(group).enumerate() {
+                    let tile = &mut self.b[(first + j) * group * TILE..][..group * TILE];
+                    for (r, quad) in gq.chunks_exact(4).enumerate() {
+                        tile[64 * r + 4 * n..64 * r + 4 * n + 4].copy_from_slice(quad);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Products
+// ----------------------------------------------------------------------------
+
+/// One 16-row activation tile: where its quants start and its per-block
+/// fields transposed to one 16-wide vector per block (row `m` in lane `m`).
+struct ActTile {
+    base: *const i8,
+    /// Per block: `d` of the 16 rows.
+    d: Vec<[f32; TILE]>,
+    /// Q8_1 (Q4_1 / Q5_1 weights), per block: `s` of the 16 rows.
+    s: Vec<[f32; TILE]>,
+    /// Q8_K (K-quants with mins), per 16 elements: the sum of the quants.
+    bsums: Vec<[i32; TILE]>,
+}
+
+impl ActTile {
+    fn new(rows: &[ActRow<'_>], cols: usize, wty: GgmlType) -> ActTile {
+        let nb = cols / wty.block_size();
+        fn transpose(rows: &[ActRow<'_>], nb: usize, field: fn(&ActRow<'_>, usize) -> f32) -> Vec<[f32; TILE]> {
+            (0..nb).map(|b| core::array::from_fn(|m| field(&rows[m], b))).collect()
+        }
+        let s = if matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+            transpose(rows, nb, |a, b| a.s[b])
+        } else {
+            Vec::new()
+        };
+        let bsums = if matches!(wty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
+            (0..cols / 16).map(|g| core::array::from_fn(|m| rows[m].bsums[g] as i32)).collect()
+        } else {
+            Vec::new()
+        };
+        ActTile { base: rows[0].qs.as_ptr(), d: transpose(rows, nb, |a, b| a.d[b]), s, bsums }
+    }
+}
+
+/// `out[i][r] = dot(weight row r of w, acts[i])` for every activation row
+/// (`acts.len()` a multiple of 16) and every weight row of `w` (`rb` bytes
+/// each, `cols` elements), bit-identical to `vec_dot_q_ref`.
+///
+/// The activation rows must be consecutive rows of one `QuantizedActs`
+/// (their quants `cols` bytes apart); this is checked.
+///
+/// # Safety
+/// [`available`] must have returned true; the AVX-512 F/BW/VL features must
+/// be present (the AMX level implies them).
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+pub(crate) unsafe fn matmul_tiles(
+    wty: GgmlType,
+    w: &[u8],
+    rb: usize,
+    cols: usize,
+    acts: &[ActRow<'_>],
+    out: &mut [&mut [f32]],
+) {
+    assert!(supports(wty) && acts.len().is_multiple_of(TILE) && out.len() == acts.len());
+    let act_tiles: Vec<ActTile> = acts
+        .chunks_exact(TILE)
+        .map(|tile| {
+            let base = tile[0].qs.as_ptr();
+            for (m, a) in tile.iter().enumerate() {
+                // The tile loads read row m at `base + m * cols`.
+                assert!(a.qs.len() == cols && core::ptr::eq(a.qs.as_ptr(), base.wrapping_add(m * cols)));
+            }
+            ActTile::new(tile, cols, wty)
+        })
+        .collect();
+    let mut unpacked = Unpacked::new(wty, cols);
+    let mut dec = Decoded { q: [0; QK_K], sc: [0; 16], mn: [0; 16], d: 0.0, dmin: 0.0 };
+    let zero = _mm512_setzero_ps();
+    let mut scratch = Scratch { c: [CTile([0; TILE * TILE]), CTile([0; TILE * TILE])], lanes: [[zero; TILE]; 8] };
+    // SAFETY: (caller) AMX is available.
+    let tiles = unsafe { Tiles::configure(unpacked.group) };
+    let nrows = w.len() / rb;
+    for n0 in (0..nrows).step_by(TILE) {
+        let nv = TILE.min(nrows - n0);
+        // SAFETY: (caller) AVX-512.
+        unsafe { unpacked.fill(wty, &w[n0 * rb..(n0 + nv) * rb], rb, &mut dec) };
+        for (t, at) in act_tiles.iter().enumerate() {
+            // SAFETY: (caller) AMX and AVX-512; `at` and `unpacked` describe
+            // `cols` elements.
+            let sums = match wty.block_size() {
+                QK_K => unsafe { k_tile(wty, &tiles, &unpacked, at, cols, &mut scratch) },
+                _ => unsafe { legacy_tile(wty, &tiles, &unpacked, at, cols, &mut scratch) },
+            };
+            let mask: __mmask16 = if nv == TILE { 0xFFFF } else { (1u16 << nv) - 1 };
+            for (m, s) in sums.iter().enumerate() {
+                let dst = &mut out[t * TILE + m][n0..n0 + nv];
+                // SAFETY: `dst` has `nv` elements and the mask writes the
+                // first `nv` lanes only.
+                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, *s) };
+            }
+        }
+    }
+    tiles.release();
+}
+
+/// Adds the eight lanes of each of the 16 rows in the order of
+/// [`crate::qdot::reduce8`], sixteen outputs at a time.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[inline]
+fn reduce_lanes(l: &[[__m512; TILE]; 8]) -> [__m512; TILE] {
+    core::array::from_fn(|m| {
+        let a = _mm512_add_ps(_mm512_add_ps(l[0][m], l[4][m]), _mm512_add_ps(l[2][m], l[6][m]));
+        let b = _mm512_add_ps(_mm512_add_ps(l[1][m], l[5][m]), _mm512_add_ps(l[3][m], l[7][m]));
+        _mm512_add_ps(a, b)
+    })
+}
+
+/// Per-thread scratch of the tile kernels, made once per [`matmul_tiles`]
+/// call (zeroing it per tile cost more than the float work).
+struct Scratch {
+    /// Two 16×16 sums, as `tilestored` writes them.
+    c: [CTile; 2],
+    /// The eight lanes of the sixteen rows' sixteen outputs.
+    lanes: [[__m512; TILE]; 8],
+}
+
+/// `acc[m] += (dw * da[m]) * c[m]` for the 16 rows of one block's sums.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[inline]
+fn legacy_terms(acc: &mut [__m512; TILE], c: &CTile, dw: &[f32; TILE], da: &[f32; TILE]) {
+    // SAFETY: 16 floats.
+    let dwv = unsafe { _mm512_loadu_ps(dw.as_ptr()) };
+    for (m, a) in acc.iter_mut().enumerate() {
+        // SAFETY: row m of the 16×16 sums (64-byte aligned).
+        let isum = unsafe { _mm512_load_si512(c.0.as_ptr().add(TILE * m).cast()) };
+        let t = _mm512_mul_ps(_mm512_mul_ps(dwv, _mm512_set1_ps(da[m])), _mm512_cvtepi32_ps(isum));
+        *a = _mm512_add_ps(*a, t);
+    }
+}
+
+/// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0: the 16×16 outputs of one activation
+/// tile against one N tile (row `m` of the result holds `out[m][n0..n0+16]`).
+///
+/// Block `b` goes to lane `b % 8`, and each lane sums its blocks in order,
+/// as the reference does; the lanes are done one after another (so one
+/// lane's sixteen accumulators stay in registers) with blocks `b` and `b + 8`
+/// in flight together.
+///
+/// # Safety
+/// As [`matmul_tiles`], with `tiles` configured for 32-element groups.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn legacy_tile(
+    wty: GgmlType,
+    tiles: &Tiles,
+    u: &Unpacked,
+    at: &ActTile,
+    cols: usize,
+    sc: &mut Scratch,
+) -> [__m512; TILE] {
+    let zero = _mm512_setzero_ps();
+    let nb = u.d.len();
+    let [c0, c1] = &mut sc.c;
+    let a_at = |b: usize| at.base.wrapping_add(QK32 * b);
+    let b_at = |b: usize| u.b.as_ptr().wrapping_add(QK32 * TILE * b);
+    for (lane, lane_acc) in sc.lanes.iter_mut().enumerate() {
+        let mut acc = [zero; TILE];
+        let mut b = lane;
+        while b + 8 < nb {
+            // SAFETY: blocks b and b + 8 exist: their activation bytes are
+            // `32b..32b+32` of each of the 16 rows (checked by the caller)
+            // and `u.b` holds 512 bytes per block.
+            unsafe { tiles.dot2([a_at(b), a_at(b + 8)], cols, [b_at(b), b_at(b + 8)], [c0, c1]) };
+            legacy_terms(&mut acc, c0, &u.d[b], &at.d[b]);
+            legacy_terms(&mut acc, c1, &u.d[b + 8], &at.d[b + 8]);
+            b += 16;
+        }
+        if b < nb {
+            // SAFETY: as above, for block b.
+            unsafe { tiles.dot(a_at(b), cols, b_at(b), c0) };
+            legacy_terms(&mut acc, c0, &u.d[b], &at.d[b]);
+        }
+        *lane_acc = acc;
+    }
+    let mut res = reduce_lanes(&sc.lanes);
+    if matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+        // The `mw * sa` terms, in their own lanes.
+        for (lane, lane_acc) in sc.lanes.iter_mut().enumerate() {
+            let mut acc = [zero; TILE];
+            for b in (lane..nb).step_by(8) {
+                // SAFETY: 16 floats.
+                let mwv = unsafe { _mm512_loadu_ps(u.dmin[b].as_ptr()) };
+                for (a, &s) in acc.iter_mut().zip(&at.s[b]) {
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(mwv, _mm512_set1_ps(s)));
+                }
+            }
+            *lane_acc = acc;
+        }
+        let mins = reduce_lanes(&sc.lanes);
+        for (r, m) in res.iter_mut().zip(mins) {
+            *r = _mm512_add_ps(*r, m);
+        }
+    }
+    res
+}
+
+/// `isum[m] += sc * c[m]` (exact i32) for the 16 rows of one group's sums.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[inline]
+fn scaled_sums(isum: &mut [__m512i; TILE], c: &CTile, sc: &[i32; TILE]) {
+    // SAFETY: 16 i32.
+    let scv = unsafe { _mm512_loadu_si512(sc.as_ptr().cast()) };
+    for (m, s) in isum.iter_mut().enumerate() {
+        // SAFETY: row m of the 16×16 sums (64-byte aligned).
+        let dot = unsafe { _mm512_load_si512(c.0.as_ptr().add(TILE * m).cast()) };
+        *s = _mm512_add_epi32(*s, _mm512_mullo_epi32(dot, scv));
+    }
+}
+
+/// Q2_K / Q3_K / Q4_K / Q5_K / Q6_K, as [`legacy_tile`]: per 256-element
+/// block the exact `Σ_g sc_g · dot_g` from one tile product per scale group
+/// (two in flight), then the block's float term into lane `b % 8`.
+///
+/// # Safety
+/// As [`matmul_tiles`], with `tiles` configured for `u.group`.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn k_tile(
+    wty: GgmlType,
+    tiles: &Tiles,
+    u: &Unpacked,
+    at: &ActTile,
+    cols: usize,
+    sc: &mut Scratch,
+) -> [__m512; TILE] {
+    let with_min = matches!(wty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K);
+    let zero = _mm512_setzero_ps();
+    let group = u.group;
+    let groups = QK_K / group;
+    let nb = u.d.len();
+    let [c0, c1] = &mut sc.c;
+    let a_at = |g: usize| at.base.wrapping_add(group * g);
+    let b_at = |g: usize| u.b.as_ptr().wrapping_add(group * TILE * g);
+    for (lane, lane_acc) in sc.lanes.iter_mut().enumerate() {
+        let mut acc = [zero; TILE];
+        for b in (lane..nb).step_by(8) {
+            let mut isum = [_mm512_setzero_si512(); TILE];
+            for j in (0..groups).step_by(2) {
+                let g = b * groups + j;
+                // SAFETY: groups g and g + 1 of the row exist (`groups` is
+                // even): their activation bytes are `group*g..group*(g+2)` of
+                // each row, and `u.b` holds `group * 16` bytes per group.
+                unsafe { tiles.dot2([a_at(g), a_at(g + 1)], cols, [b_at(g), b_at(g + 1)], [c0, c1]) };
+                // Each group's 16-element scales are equal (Q4_K / Q5_K
+                // repeat each 32-element scale twice).
+                scaled_sums(&mut isum, c0, &u.sc[g * group / 16]);
+                scaled_sums(&mut isum, c1, &u.sc[(g + 1) * group / 16]);
+            }
+            // SAFETY: 16 floats each.
+            let (dwv, dminv) = unsafe { (_mm512_loadu_ps(u.d[b].as_ptr()), _mm512_loadu_ps(u.dmin[b].as_ptr())) };
+            for (m, a) in acc.iter_mut().enumerate() {
+                let da = _mm512_set1_ps(at.d[b][m]);
+                let mut t = _mm512_mul_ps(_mm512_mul_ps(dwv, da), _mm512_cvtepi32_ps(isum[m]));
+                if with_min {
+                    let mut msum = _mm512_setzero_si512();
+                    for g in 16 * b..16 * b + 16 {
+                        // SAFETY: 16 i32.
+                        let mnv = unsafe { _mm512_loadu_si512(u.mn[g].as_ptr().cast()) };
+                        msum = _mm512_add_epi32(msum, _mm512_mullo_epi32(mnv, _mm512_set1_epi32(at.bsums[g][m])));
+                    }
+                    t = _mm512_sub_ps(t, _mm512_mul_ps(_mm512_mul_ps(dminv, da), _mm512_cvtepi32_ps(msum)));
+                }
+                *a = _mm512_add_ps(*a, t);
+            }
+        }
+        *lane_acc = acc;
+    }
+    reduce_lanes(&sc.lanes)
+}
