@@ -434,7 +434,7 @@ impl GroupJob<'_, '_> {
         for r in tile {
             let row = &self.w[r * self.rb..(r + 1) * self.rb];
             if i == 0 {
-                crate::matmul::prefetch(self.w, r * self.rb + crate::matmul::PREFETCH_DISTANCE, self.rb);
+                crate::matmul::prefetch(self.w, r * self.rb, self.rb);
             }
             let dots = vec_dot_group_verified(self.v, self.wty, row, group, self.transposed.then_some(tgroup));
             for (k, d) in dots.into_iter().enumerate() {
