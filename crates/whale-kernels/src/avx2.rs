@@ -496,3 +496,26 @@ pub(crate) unsafe fn attn_weighted_sum(
         }
     }
 }
+
+/// Wrapping sum of `words`, read with 256-bit loads into four accumulators
+/// (the read pattern of the kernels, for the bandwidth probe).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn sum_words(words: &[u64]) -> u64 {
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let mut chunks = words.chunks_exact(16);
+    for c in &mut chunks {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: words 4k..4k+4 of a 16-word chunk.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().add(4 * k).cast()) };
+            *a = _mm256_add_epi64(*a, v);
+        }
+    }
+    let mut lanes = [0u64; 4];
+    let total = _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
+    // SAFETY: four u64.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), total) };
+    lanes.iter().chain(chunks.remainder()).fold(0u64, |s, &w| s.wrapping_add(w))
+}

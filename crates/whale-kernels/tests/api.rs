@@ -172,3 +172,21 @@ fn simd_level_choice() {
         assert!(dispatch::choose(Some(level.name())).is_available());
     }
 }
+
+/// The bandwidth probe's reader sums every word (any length, wrapping).
+#[test]
+fn sum_words_is_the_wrapping_sum() {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let words: Vec<u64> = (0..1000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+        .collect();
+    for n in [0, 1, 15, 16, 17, 333, 1000] {
+        let want = words[..n].iter().fold(0u64, |s, &w| s.wrapping_add(w));
+        assert_eq!(whale_kernels::matmul::sum_words(&words[..n]), want, "n = {n}");
+    }
+}

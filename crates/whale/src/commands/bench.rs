@@ -72,7 +72,8 @@ fn peak_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Read bandwidth with `threads` threads streaming over a 1 GiB buffer: best of 3.
+/// Read bandwidth with `threads` threads streaming over a 1 GiB buffer with
+/// the kernels' loads (`sum_words`): best of 3.
 fn measure_bandwidth(threads: usize) -> f64 {
     let n = (1usize << 30) / 8;
     let buf: Vec<u64> = (0..n as u64).collect();
@@ -82,7 +83,7 @@ fn measure_bandwidth(threads: usize) -> f64 {
         let t0 = std::time::Instant::now();
         let total: u64 = std::thread::scope(|s| {
             let hs: Vec<_> =
-                buf.chunks(per).map(|c| s.spawn(move || c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))).collect();
+                buf.chunks(per).map(|c| s.spawn(move || whale_kernels::matmul::sum_words(c))).collect();
             hs.into_iter().map(|h| h.join().unwrap_or(0)).fold(0u64, |a, b| a.wrapping_add(b))
         });
         std::hint::black_box(total);
