@@ -27,7 +27,7 @@ use whale_kernels::GgmlType;
 use crate::gguf::GgufFile;
 use crate::model::{
     attention, batch_logits, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout,
-    BatchRows, BatchSeq, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
+    BatchRows, BatchSeq, CacheType, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
 use crate::moe::{route, RouterConfig, TopkMethod};
 use crate::names::{self, expert, layer, name};
@@ -405,6 +405,7 @@ pub struct Deepseek {
     output: Linear, // [vocab, hidden]
     rope: Rope,
     threads: usize,
+    cache_type: CacheType,
     mtp: Vec<MtpLayer>,
 }
 
@@ -415,7 +416,7 @@ impl Model for Deepseek {
 
     fn new_cache(&self, capacity: usize) -> KvCache {
         // Only the latent row: V is read from its first kv_lora_rank values.
-        KvCache::new(self.params.n_layers, self.params.latent_width(), 0, capacity)
+        KvCache::new(self.params.n_layers, self.params.latent_width(), 0, capacity, self.cache_type)
     }
 
     fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
@@ -480,12 +481,13 @@ impl Deepseek {
             }; // [n, n_head, nope + rope]
             let kv = a.kv_a.forward_spans(&xn, &spans, th); // [n, kv_lora + rope]
                                                             // Cache rows [c | k_rope]: normalized latent, rotated shared key.
+            let mut row = vec![0f32; lw];
             for (s, span) in seqs.iter_mut().zip(&spans) {
                 for t in span.clone() {
-                    let row = &mut s.cache.k[l][pos[t] * lw..(pos[t] + 1) * lw];
                     ops::rms_norm(&kv[t * lw..t * lw + lat], &a.kv_norm, LORA_NORM_EPS, &mut row[..lat]);
                     row[lat..].copy_from_slice(&kv[t * lw + lat..(t + 1) * lw]);
                     self.rope.apply(&mut row[lat..], pos[t]);
+                    s.cache.k[l].write(pos[t] * lw, &row);
                 }
             }
             // Absorbed queries [n, n_head, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
@@ -508,7 +510,7 @@ impl Deepseek {
             for ((s, span), &p0) in seqs.iter().zip(&spans).zip(&pos0) {
                 let (t0, t1) = (span.start, span.end);
                 let qs = &q_abs[t0 * p.n_head * lw..t1 * p.n_head * lw];
-                let c = &s.cache.k[l];
+                let c = s.cache.k[l].view();
                 let os = attention(qs, c, c, lay, span.len(), p0, p.softmax_scale, th);
                 o_lat[t0 * p.n_head * lat..t1 * p.n_head * lat].copy_from_slice(&os);
             }
@@ -620,6 +622,7 @@ impl Deepseek {
             output,
             rope,
             threads: opts.threads.max(1),
+            cache_type: opts.cache_type,
             mtp,
             params: p,
         })

@@ -428,7 +428,7 @@ impl<'t> Engine<'t> {
     fn new(model: &'t dyn Model, tok: &'t Tokenizer, cfg: EngineConfig, shared: Arc<Shared>) -> Engine<'t> {
         let pool = SessionPool::new(cfg.cache_bytes);
         let probe = model.new_cache(0);
-        let bytes_per_token = probe.k.len() * (probe.k_width + probe.v_width) * std::mem::size_of::<f32>();
+        let bytes_per_token = probe.bytes_per_token();
         let (waiting, running) = (VecDeque::new(), Vec::new());
         Engine { model, tok, table: OnceLock::new(), cfg, shared, waiting, running, pool, bytes_per_token }
     }

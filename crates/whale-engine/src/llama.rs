@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::gguf::GgufFile;
 use crate::model::{
     attention, batch_logits, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout, BatchRows, BatchSeq,
-    KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
+    CacheType, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
 use crate::names::{self, layer, name};
 use crate::ops::{self, Rope, RopeStyle};
@@ -195,6 +195,7 @@ pub struct Llama {
     output: Linear, // [vocab, hidden], the embedding itself when tied
     rope: Rope,
     threads: usize,
+    cache_type: CacheType,
 }
 
 impl Model for Llama {
@@ -204,7 +205,7 @@ impl Model for Llama {
 
     fn new_cache(&self, capacity: usize) -> KvCache {
         let kv = self.params.n_kv_head * self.params.head_dim;
-        KvCache::new(self.params.n_layers, kv, kv, capacity)
+        KvCache::new(self.params.n_layers, kv, kv, capacity, self.cache_type)
     }
 
     fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
@@ -256,9 +257,10 @@ impl Llama {
                 self.rope.apply_rows(qs, p.n_head, p.head_dim, p0);
                 self.rope.apply_rows(ks, p.n_kv_head, p.head_dim, p0);
                 let end = p0 + span.len();
-                s.cache.k[l][p0 * kvd..end * kvd].copy_from_slice(ks);
-                s.cache.v[l][p0 * kvd..end * kvd].copy_from_slice(&v[t0 * kvd..t1 * kvd]);
-                let o = attention(qs, &s.cache.k[l], &s.cache.v[l], lay, span.len(), p0, scale, th);
+                debug_assert!(end * kvd <= s.cache.k[l].len());
+                s.cache.k[l].write(p0 * kvd, ks);
+                s.cache.v[l].write(p0 * kvd, &v[t0 * kvd..t1 * kvd]);
+                let o = attention(qs, s.cache.k[l].view(), s.cache.v[l].view(), lay, span.len(), p0, scale, th);
                 attn[t0 * qd..t1 * qd].copy_from_slice(&o);
             }
             let o = b.wo.forward_spans(&attn, &spans, th); // [n, hidden]
@@ -344,6 +346,7 @@ impl Llama {
             output,
             rope,
             threads: opts.threads.max(1),
+            cache_type: opts.cache_type,
             params: p,
         })
     }

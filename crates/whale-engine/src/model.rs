@@ -177,13 +177,149 @@ pub fn batch_spans(lens: impl IntoIterator<Item = usize>) -> Vec<std::ops::Range
         .collect()
 }
 
+/// Element type of the KV cache, as llama.cpp's `--cache-type-k/-v`.
+///
+/// `F16` (the default, as in llama.cpp) halves the cache: keys and values
+/// are rounded to f16 (nearest even) when stored and widened exactly when
+/// read. `F32` keeps them exact, as Hugging Face transformers computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheType {
+    F32,
+    #[default]
+    F16,
+}
+
+impl CacheType {
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheType::F32 => "f32",
+            CacheType::F16 => "f16",
+        }
+    }
+
+    /// Bytes per cached value.
+    pub fn bytes(self) -> usize {
+        match self {
+            CacheType::F32 => 4,
+            CacheType::F16 => 2,
+        }
+    }
+}
+
+impl std::str::FromStr for CacheType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(CacheType::F32),
+            "f16" => Ok(CacheType::F16),
+            other => Err(format!("unknown cache type {other:?} (expected f16 or f32)")),
+        }
+    }
+}
+
+/// One layer's cached rows (keys or values), `[capacity, width]`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KvRows {
+    F32(Vec<f32>),
+    /// f16 bit patterns.
+    F16(Vec<u16>),
+}
+
+impl KvRows {
+    pub fn zeros(ty: CacheType, n: usize) -> KvRows {
+        match ty {
+            CacheType::F32 => KvRows::F32(vec![0.0; n]),
+            CacheType::F16 => KvRows::F16(vec![0; n]),
+        }
+    }
+
+    pub fn cache_type(&self) -> CacheType {
+        match self {
+            KvRows::F32(_) => CacheType::F32,
+            KvRows::F16(_) => CacheType::F16,
+        }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            KvRows::F32(v) => v.len(),
+            KvRows::F16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        match self {
+            KvRows::F32(v) => v.capacity() * 4,
+            KvRows::F16(v) => v.capacity() * 2,
+        }
+    }
+
+    /// Stores `x` at values `at..at + x.len()` (rounded for f16).
+    pub fn write(&mut self, at: usize, x: &[f32]) {
+        match self {
+            KvRows::F32(v) => v[at..at + x.len()].copy_from_slice(x),
+            KvRows::F16(v) => whale_kernels::f32_to_f16(x, &mut v[at..at + x.len()]),
+        }
+    }
+
+    /// Values `at..at + out.len()`, widened to f32.
+    pub fn read(&self, at: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            KvRows::F32(v) => out.copy_from_slice(&v[at..at + n]),
+            KvRows::F16(v) => {
+                for (o, &h) in out.iter_mut().zip(&v[at..at + n]) {
+                    *o = half::f16::from_bits(h).to_f32();
+                }
+            }
+        }
+    }
+
+    /// The rows, as the attention kernels read them.
+    pub fn view(&self) -> whale_kernels::KvSlice<'_> {
+        match self {
+            KvRows::F32(v) => whale_kernels::KvSlice::F32(v),
+            KvRows::F16(v) => whale_kernels::KvSlice::F16(v),
+        }
+    }
+
+    /// Copies the first `n` values of `src` (same type; panics otherwise).
+    pub fn copy_prefix_from(&mut self, src: &KvRows, n: usize) {
+        match (self, src) {
+            (KvRows::F32(d), KvRows::F32(s)) => d[..n].copy_from_slice(&s[..n]),
+            (KvRows::F16(d), KvRows::F16(s)) => d[..n].copy_from_slice(&s[..n]),
+            _ => panic!("copy_prefix_from: caches of different types"),
+        }
+    }
+
+    /// Grows to `n` values (zeros), keeping the contents.
+    pub fn grow(&mut self, n: usize) {
+        match self {
+            KvRows::F32(v) => {
+                v.reserve_exact(n.saturating_sub(v.len()));
+                v.resize(n.max(v.len()), 0.0);
+            }
+            KvRows::F16(v) => {
+                v.reserve_exact(n.saturating_sub(v.len()));
+                v.resize(n.max(v.len()), 0);
+            }
+        }
+    }
+}
+
 /// Per-layer K and V rows, preallocated for `capacity` tokens.
 #[derive(Clone, Debug)]
 pub struct KvCache {
     /// `[n_layers]` of `[capacity, k_width]`.
-    pub k: Vec<Vec<f32>>,
+    pub k: Vec<KvRows>,
     /// `[n_layers]` of `[capacity, v_width]`.
-    pub v: Vec<Vec<f32>>,
+    pub v: Vec<KvRows>,
     pub k_width: usize,
     pub v_width: usize,
     /// Tokens stored so far.
@@ -192,15 +328,21 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(n_layers: usize, k_width: usize, v_width: usize, capacity: usize) -> KvCache {
+    pub fn new(n_layers: usize, k_width: usize, v_width: usize, capacity: usize, ty: CacheType) -> KvCache {
         KvCache {
-            k: vec![vec![0f32; capacity * k_width]; n_layers],
-            v: vec![vec![0f32; capacity * v_width]; n_layers],
+            k: vec![KvRows::zeros(ty, capacity * k_width); n_layers],
+            v: vec![KvRows::zeros(ty, capacity * v_width); n_layers],
             k_width,
             v_width,
             len: 0,
             capacity,
         }
+    }
+
+    /// Bytes per cached token (all layers, keys and values).
+    pub fn bytes_per_token(&self) -> usize {
+        let ty = self.k.first().map_or(CacheType::F32, KvRows::cache_type);
+        self.k.len() * (self.k_width + self.v_width) * ty.bytes()
     }
 
     /// Forget everything after the first `len` tokens (keeps the allocation).
@@ -341,8 +483,8 @@ pub struct AttnLayout {
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
+    k_cache: whale_kernels::KvSlice<'_>,
+    v_cache: whale_kernels::KvSlice<'_>,
     lay: AttnLayout,
     n_tok: usize,
     pos0: usize,
@@ -377,12 +519,12 @@ pub fn attention(
             let qs = &q[first * k_dim..(first + nh) * k_dim];
             let n_ctx = pos0 + t + 1; // causal: positions 0..=pos0+t
             let sc = &mut scores[..nh * n_ctx];
-            whale_kernels::attn_scores(qs, k_dim, &k_cache[g * k_dim..], k_stride, scale, sc);
+            whale_kernels::attn_scores(qs, k_dim, k_cache.tail(g * k_dim), k_stride, scale, sc);
             for row in sc.chunks_exact_mut(n_ctx) {
                 ops::softmax(row);
             }
             let o = &mut out[at..at + nh * v_dim];
-            whale_kernels::attn_weighted_sum(sc, n_ctx, &v_cache[g * v_dim..], v_stride, v_dim, o);
+            whale_kernels::attn_weighted_sum(sc, n_ctx, v_cache.tail(g * v_dim), v_stride, v_dim, o);
             at += nh * v_dim;
         }
     };
@@ -490,11 +632,16 @@ pub fn load_embed_output(store: &WeightStore, vocab: usize, h: usize) -> Result<
 pub struct LoadOptions {
     /// Worker threads for matrix products and attention.
     pub threads: usize,
+    /// Element type of the KV caches the model makes.
+    pub cache_type: CacheType,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { threads: std::thread::available_parallelism().map_or(1, |n| n.get()) }
+        LoadOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cache_type: CacheType::default(),
+        }
     }
 }
 
@@ -584,9 +731,9 @@ mod tests {
             let q = rnd(n_tok * lay.n_head * lay.k_dim);
             let k = rnd((pos0 + n_tok) * lay.k_stride);
             let v = rnd((pos0 + n_tok) * lay.v_stride);
-            let one = attention(&q, &k, &v, lay, n_tok, pos0, 0.2, 1);
+            let one = attention(&q, (&k).into(), (&v).into(), lay, n_tok, pos0, 0.2, 1);
             for threads in [2, 3, 7] {
-                let many = attention(&q, &k, &v, lay, n_tok, pos0, 0.2, threads);
+                let many = attention(&q, (&k).into(), (&v).into(), lay, n_tok, pos0, 0.2, threads);
                 assert!(one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()), "threads = {threads}");
             }
             let want = reference(&q, &k, &v, lay, n_tok, pos0, 0.2);

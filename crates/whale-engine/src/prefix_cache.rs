@@ -24,8 +24,7 @@ pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 
 /// Bytes held by a KV cache (its whole allocation, used or not).
 pub fn cache_bytes(c: &KvCache) -> usize {
-    let floats: usize = c.k.iter().chain(&c.v).map(|v| v.capacity()).sum();
-    floats * std::mem::size_of::<f32>()
+    c.k.iter().chain(&c.v).map(|v| v.bytes()).sum()
 }
 
 /// Make `cache` hold at least `capacity` tokens, keeping its contents. The
@@ -37,8 +36,7 @@ pub fn grow_cache(cache: &mut KvCache, capacity: usize) {
     for (layer, width) in
         cache.k.iter_mut().map(|l| (l, cache.k_width)).chain(cache.v.iter_mut().map(|l| (l, cache.v_width)))
     {
-        layer.reserve_exact((capacity * width).saturating_sub(layer.len()));
-        layer.resize(capacity * width, 0.0);
+        layer.grow(capacity * width);
     }
     cache.capacity = capacity;
 }
@@ -50,10 +48,10 @@ pub fn copy_prefix(src: &Session, dst: &mut Session, n: usize) {
     let n = n.min(src.tokens.len()).min(src.cache.len).min(dst.cache.capacity);
     let (kw, vw) = (src.cache.k_width, src.cache.v_width);
     for (d, s) in dst.cache.k.iter_mut().zip(&src.cache.k) {
-        d[..n * kw].copy_from_slice(&s[..n * kw]);
+        d.copy_prefix_from(s, n * kw);
     }
     for (d, s) in dst.cache.v.iter_mut().zip(&src.cache.v) {
-        d[..n * vw].copy_from_slice(&s[..n * vw]);
+        d.copy_prefix_from(s, n * vw);
     }
     dst.cache.len = n;
     dst.tokens.clear();
@@ -149,33 +147,42 @@ impl SessionPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::CacheType;
 
-    fn session(tokens: &[u32], capacity: usize) -> Session {
-        let mut cache = KvCache::new(2, 3, 1, capacity);
+    fn session(tokens: &[u32], capacity: usize, ty: CacheType) -> Session {
+        let mut cache = KvCache::new(2, 3, 1, capacity, ty);
         for (p, &t) in tokens.iter().enumerate() {
             for l in 0..2 {
-                cache.k[l][p * 3..p * 3 + 3].fill(t as f32 + l as f32);
-                cache.v[l][p] = -(t as f32);
+                cache.k[l].write(p * 3, &[t as f32 + l as f32; 3]);
+                cache.v[l].write(p, &[-(t as f32)]);
             }
         }
         cache.len = tokens.len();
         Session { cache, tokens: tokens.to_vec() }
     }
 
+    fn read(rows: &crate::model::KvRows, at: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; n];
+        rows.read(at, &mut out);
+        out
+    }
+
     #[test]
     fn takes_the_longest_prefix_and_evicts_lru() {
-        let one = cache_bytes(&session(&[1], 8).cache);
-        assert_eq!(one, 2 * (8 * 3 + 8) * 4);
+        let ty = CacheType::F16;
+        let one = cache_bytes(&session(&[1], 8, ty).cache);
+        assert_eq!(one, 2 * (8 * 3 + 8) * 2);
+        assert_eq!(cache_bytes(&session(&[1], 8, CacheType::F32).cache), 2 * one);
         let mut pool = SessionPool::new(2 * one);
-        pool.put(session(&[1, 2, 3], 8));
-        pool.put(session(&[1, 2, 9, 9], 8));
+        pool.put(session(&[1, 2, 3], 8, ty));
+        pool.put(session(&[1, 2, 9, 9], 8, ty));
         assert_eq!(pool.best_match(&[1, 2, 9, 5]), 3);
         let (s, c) = pool.take_best(&[1, 2, 9, 5]).unwrap();
         assert_eq!((s.tokens.as_slice(), c), (&[1, 2, 9, 9][..], 3));
         assert!(pool.take_best(&[7]).is_none());
         pool.put(s);
         // A third session evicts the least recently used ([1, 2, 3]).
-        pool.put(session(&[5], 8));
+        pool.put(session(&[5], 8, ty));
         assert_eq!(pool.len(), 2);
         assert_eq!(pool.bytes(), 2 * one);
         assert_eq!(pool.best_match(&[1, 2, 3]), 2);
@@ -183,15 +190,17 @@ mod tests {
 
     #[test]
     fn grow_keeps_rows_and_copy_takes_a_prefix() {
-        let mut s = session(&[4, 5, 6], 3);
-        grow_cache(&mut s.cache, 10);
-        assert_eq!((s.cache.capacity, s.cache.k[1].len(), s.cache.v[0].len()), (10, 30, 10));
-        assert_eq!(&s.cache.k[1][3..6], &[6.0, 6.0, 6.0]);
-        let mut d = session(&[], 4);
-        copy_prefix(&s, &mut d, 2);
-        assert_eq!(d.tokens, [4, 5]);
-        assert_eq!(d.cache.len, 2);
-        assert_eq!(&d.cache.k[0][..6], &[4.0, 4.0, 4.0, 5.0, 5.0, 5.0]);
-        assert_eq!(&d.cache.v[1][..2], &[-4.0, -5.0]);
+        for ty in [CacheType::F32, CacheType::F16] {
+            let mut s = session(&[4, 5, 6], 3, ty);
+            grow_cache(&mut s.cache, 10);
+            assert_eq!((s.cache.capacity, s.cache.k[1].len(), s.cache.v[0].len()), (10, 30, 10));
+            assert_eq!(read(&s.cache.k[1], 3, 3), [6.0, 6.0, 6.0]);
+            let mut d = session(&[], 4, ty);
+            copy_prefix(&s, &mut d, 2);
+            assert_eq!(d.tokens, [4, 5]);
+            assert_eq!(d.cache.len, 2);
+            assert_eq!(read(&d.cache.k[0], 0, 6), [4.0, 4.0, 4.0, 5.0, 5.0, 5.0]);
+            assert_eq!(read(&d.cache.v[1], 0, 2), [-4.0, -5.0]);
+        }
     }
 }

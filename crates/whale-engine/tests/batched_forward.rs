@@ -21,8 +21,11 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn cache_bits(c: &KvCache) -> Vec<Vec<u32>> {
     let mut out = Vec::new();
     for (k, v) in c.k.iter().zip(&c.v) {
-        out.push(bits(&k[..c.len * c.k_width]));
-        out.push(bits(&v[..c.len * c.v_width]));
+        let (mut kf, mut vf) = (vec![0f32; c.len * c.k_width], vec![0f32; c.len * c.v_width]);
+        k.read(0, &mut kf);
+        v.read(0, &mut vf);
+        out.push(bits(&kf));
+        out.push(bits(&vf));
     }
     out
 }
@@ -75,7 +78,7 @@ fn check(model: &dyn Model, threads_note: &str) {
 fn quantized_gguf_batch_equals_each_sequence_alone() {
     let path = common::cached_model("SmolLM2-135M-Instruct.Q4_1.gguf");
     for threads in [1, 2] {
-        let m = load(&path, LoadOptions { threads }).unwrap();
+        let m = load(&path, LoadOptions { threads, ..Default::default() }).unwrap();
         check(m.model.as_ref(), &format!("SmolLM2 Q4_1, {threads} threads"));
     }
 }
@@ -85,7 +88,7 @@ fn float_safetensors_batch_equals_each_sequence_alone() {
     let root = common::hf_reference();
     for (name, arch) in [("llama_tiny_gqa_tied", "llama"), ("qwen2_tiny_gqa_bias", "qwen2")] {
         let store = WeightStore::open(&root.join(format!("models/{name}"))).unwrap();
-        let model = load_weights(&store, arch, LoadOptions { threads: 2 }).unwrap();
+        let model = load_weights(&store, arch, LoadOptions { threads: 2, ..Default::default() }).unwrap();
         check(model.as_ref(), name);
     }
 }
@@ -93,6 +96,6 @@ fn float_safetensors_batch_equals_each_sequence_alone() {
 #[test]
 fn deepseek_batch_equals_each_sequence_alone() {
     let path = common::hf_reference().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
-    let m = load(&path, LoadOptions { threads: 1 }).unwrap();
+    let m = load(&path, LoadOptions { threads: 1, ..Default::default() }).unwrap();
     check(m.model.as_ref(), "tiny DeepSeek-V3");
 }

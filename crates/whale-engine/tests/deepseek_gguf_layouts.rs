@@ -139,7 +139,7 @@ fn older_attn_kv_b_layout_gives_the_same_logits() {
     let old = WeightStore::Gguf(GgufFile::from_bytes(b).unwrap());
     assert!(old.contains(&whale_engine::names::layer(whale_engine::names::ATTN_KV_B, 0)));
     let new = WeightStore::Gguf(g);
-    let opts = LoadOptions { threads: 2 };
+    let opts = LoadOptions { threads: 2, ..Default::default() };
     let (m_old, m_new) =
         (load_weights(&old, "deepseek2", opts).unwrap(), load_weights(&new, "deepseek2", opts).unwrap());
     let ids = [0u32, 128803, 21750, 260, 535, 16251, 943, 270, 8343, 16, 128804];

@@ -19,7 +19,7 @@ use whale_engine::sampler::SamplerConfig;
 
 fn tiny_deepseek() -> LoadedModel {
     let path = common::hf_reference().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
-    load(&path, LoadOptions { threads: 1 }).expect("load the tiny DeepSeek GGUF")
+    load(&path, LoadOptions { threads: 1, ..Default::default() }).expect("load the tiny DeepSeek GGUF")
 }
 
 fn config(parallel: usize, max_queue: usize) -> EngineConfig {
@@ -133,8 +133,9 @@ fn prefix_cache_hit_gives_the_same_tokens() {
 #[test]
 fn cache_is_bounded_by_bytes() {
     let m = tiny_deepseek();
-    // Room for about one 256-token session of this model (3 layers x 40 floats).
-    let per_session = 3 * 40 * 4 * 256;
+    // Room for about one 256-token session of this model (3 layers x 40
+    // values, f16: the default cache type).
+    let per_session = 3 * 40 * 2 * 256;
     let (engine, _) = start(m, EngineConfig { cache_bytes: per_session, ..config(1, 4) });
     for p in prompts(4) {
         collect(engine.submit(greedy(p, 4), None).unwrap());

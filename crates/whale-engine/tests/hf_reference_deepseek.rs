@@ -14,7 +14,9 @@ mod common;
 use common::{hf_reference, max_abs_diff, npy_values, read_npy_f32, read_npz};
 use whale_engine::deepseek_v3::{Deepseek, LayerRouting};
 use whale_engine::generate::Session;
-use whale_engine::model::{LoadOptions, Logits, Model};
+// Transformers keeps keys and values in f32, so these comparisons use an
+// f32 KV cache (the default f16 cache rounds them, as llama.cpp does).
+use whale_engine::model::{CacheType, LoadOptions, Logits, Model};
 use whale_engine::sampler::argmax;
 use whale_engine::weights::WeightStore;
 
@@ -31,7 +33,7 @@ fn check_model(name: &str) {
     let store = WeightStore::open(&root.join(format!("models/{name}"))).unwrap();
     let mut worst = 0f32;
     for threads in [1, 2] {
-        let model = Deepseek::load(&store, LoadOptions { threads }).unwrap();
+        let model = Deepseek::load(&store, LoadOptions { threads, cache_type: CacheType::F32 }).unwrap();
         let vocab = model.info().vocab_size;
         for prompt in expected["prompts"].as_array().unwrap() {
             let pname = prompt["name"].as_str().unwrap();
@@ -111,9 +113,11 @@ fn dsv3_gguf_made_by_llama_cpp_matches_transformers() {
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("expected/dsv3_a_qlora_yarn_v129280.json")).unwrap())
             .unwrap();
-    let m =
-        whale_engine::model::load(&root.join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf"), LoadOptions { threads: 2 })
-            .unwrap();
+    let m = whale_engine::model::load(
+        &root.join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf"),
+        LoadOptions { threads: 2, cache_type: CacheType::F32 },
+    )
+    .unwrap();
     assert_eq!(m.model.info().kv_values_per_token_layer, 32 + 8, "the cache holds the latent and the rope key only");
     let mut worst = 0f32;
     for prompt in expected["prompts"].as_array().unwrap() {
@@ -152,8 +156,16 @@ fn dsv3_gguf_made_by_llama_cpp_matches_transformers() {
 fn fp8_block_scaled_checkpoint_matches_python_dequantization() {
     let root = hf_reference();
     let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fp8");
-    let fp8 = Deepseek::load(&WeightStore::open(&data.join("fp8")).unwrap(), LoadOptions { threads: 2 }).unwrap();
-    let deq = Deepseek::load(&WeightStore::open(&data.join("dequant")).unwrap(), LoadOptions { threads: 2 }).unwrap();
+    let fp8 = Deepseek::load(
+        &WeightStore::open(&data.join("fp8")).unwrap(),
+        LoadOptions { threads: 2, cache_type: CacheType::F32 },
+    )
+    .unwrap();
+    let deq = Deepseek::load(
+        &WeightStore::open(&data.join("dequant")).unwrap(),
+        LoadOptions { threads: 2, cache_type: CacheType::F32 },
+    )
+    .unwrap();
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("expected/dsv3_a_qlora_yarn.json")).unwrap()).unwrap();
     for prompt in expected["prompts"].as_array().unwrap() {

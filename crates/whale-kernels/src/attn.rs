@@ -11,48 +11,127 @@
 //! `w[p] * v[p]` in position order with separate multiplies and adds at
 //! every level (bit-identical). Neither depends on how many heads share
 //! the call.
+//!
+//! The cached rows are f32 or f16 ([`KvSlice`]; f16 halves the cache, as
+//! llama.cpp's default `f16` cache type does). f16 rows are widened to f32
+//! (exactly) as they are read, so a result from f16 rows is bit-identical
+//! to the result from the same rows widened to f32.
 
 use crate::dispatch::{SimdLevel, Verified};
 use crate::dot::verify;
 
+/// Cached rows, as f32 or as f16 bit patterns.
+#[derive(Clone, Copy, Debug)]
+pub enum KvSlice<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+}
+
+impl<'a> KvSlice<'a> {
+    /// Number of values.
+    pub fn len(self) -> usize {
+        match self {
+            KvSlice::F32(x) => x.len(),
+            KvSlice::F16(x) => x.len(),
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values from `at` on. Panics if `at > len`.
+    pub fn tail(self, at: usize) -> KvSlice<'a> {
+        match self {
+            KvSlice::F32(x) => KvSlice::F32(&x[at..]),
+            KvSlice::F16(x) => KvSlice::F16(&x[at..]),
+        }
+    }
+
+    /// `out[j] = self[at + j]` widened to f32 (scalar).
+    fn widen_into(self, at: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            KvSlice::F32(x) => out.copy_from_slice(&x[at..at + n]),
+            KvSlice::F16(x) => {
+                for (o, &h) in out.iter_mut().zip(&x[at..at + n]) {
+                    *o = half::f16::from_bits(h).to_f32();
+                }
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a [f32]> for KvSlice<'a> {
+    fn from(x: &'a [f32]) -> Self {
+        KvSlice::F32(x)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for KvSlice<'a> {
+    fn from(x: &'a Vec<f32>) -> Self {
+        KvSlice::F32(x)
+    }
+}
+
+impl<'a> From<&'a [u16]> for KvSlice<'a> {
+    fn from(x: &'a [u16]) -> Self {
+        KvSlice::F16(x)
+    }
+}
+
 /// Scores of `nh = q.len() / dim` query heads (rows of `q`) against `n =
 /// out.len() / nh` keys: `out[i * n + p] = dot(q_i, keys[p * stride ..][..
 /// dim]) * scale`. Panics if the shapes disagree or `keys` is too short.
-pub fn attn_scores(q: &[f32], dim: usize, keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
-    attn_scores_verified(Verified::active(), q, dim, keys, stride, scale, out)
-}
-
-/// [`attn_scores`] at an explicit level (tests). Panics if the CPU lacks it.
-pub fn attn_scores_with(
-    level: SimdLevel,
+pub fn attn_scores<'a>(
     q: &[f32],
     dim: usize,
-    keys: &[f32],
+    keys: impl Into<KvSlice<'a>>,
     stride: usize,
     scale: f32,
     out: &mut [f32],
 ) {
-    attn_scores_verified(verify(level), q, dim, keys, stride, scale, out)
+    attn_scores_verified(Verified::active(), q, dim, keys.into(), stride, scale, out)
+}
+
+/// [`attn_scores`] at an explicit level (tests). Panics if the CPU lacks it.
+pub fn attn_scores_with<'a>(
+    level: SimdLevel,
+    q: &[f32],
+    dim: usize,
+    keys: impl Into<KvSlice<'a>>,
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    attn_scores_verified(verify(level), q, dim, keys.into(), stride, scale, out)
 }
 
 /// Weighted sums for `nh = out.len() / dim` heads over `n` positions:
 /// `out[i * dim + j] = Σ_p w[i * n + p] · values[p * stride + j]`. Panics if
 /// the shapes disagree or `values` is too short.
-pub fn attn_weighted_sum(w: &[f32], n: usize, values: &[f32], stride: usize, dim: usize, out: &mut [f32]) {
-    attn_weighted_sum_verified(Verified::active(), w, n, values, stride, dim, out)
-}
-
-/// [`attn_weighted_sum`] at an explicit level (tests).
-pub fn attn_weighted_sum_with(
-    level: SimdLevel,
+pub fn attn_weighted_sum<'a>(
     w: &[f32],
     n: usize,
-    values: &[f32],
+    values: impl Into<KvSlice<'a>>,
     stride: usize,
     dim: usize,
     out: &mut [f32],
 ) {
-    attn_weighted_sum_verified(verify(level), w, n, values, stride, dim, out)
+    attn_weighted_sum_verified(Verified::active(), w, n, values.into(), stride, dim, out)
+}
+
+/// [`attn_weighted_sum`] at an explicit level (tests).
+pub fn attn_weighted_sum_with<'a>(
+    level: SimdLevel,
+    w: &[f32],
+    n: usize,
+    values: impl Into<KvSlice<'a>>,
+    stride: usize,
+    dim: usize,
+    out: &mut [f32],
+) {
+    attn_weighted_sum_verified(verify(level), w, n, values.into(), stride, dim, out)
 }
 
 #[track_caller]
@@ -73,7 +152,15 @@ fn count(what: &str, a: usize, per: usize) -> usize {
     a / per
 }
 
-fn attn_scores_verified(v: Verified, q: &[f32], dim: usize, keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+fn attn_scores_verified(
+    v: Verified,
+    q: &[f32],
+    dim: usize,
+    keys: KvSlice<'_>,
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
     let nh = count("attn_scores", q.len(), dim);
     let n = if nh == 0 { 0 } else { count("attn_scores", out.len(), nh) };
     check_rows("attn_scores", n, dim, stride, keys.len());
@@ -85,10 +172,11 @@ fn attn_scores_verified(v: Verified, q: &[f32], dim: usize, keys: &[f32], stride
             crate::avx2::attn_scores(q, dim, nh, n, keys, stride, scale, out)
         },
         _ => {
+            let mut k = vec![0f32; dim];
             for p in 0..n {
-                let k = &keys[p * stride..p * stride + dim];
+                keys.widen_into(p * stride, &mut k);
                 for (i, qi) in q.chunks_exact(dim).enumerate() {
-                    out[i * n + p] = crate::dot::dot_f32_verified(v, qi, k) * scale;
+                    out[i * n + p] = crate::dot::dot_f32_verified(v, qi, &k) * scale;
                 }
             }
         }
@@ -99,7 +187,7 @@ fn attn_weighted_sum_verified(
     v: Verified,
     w: &[f32],
     n: usize,
-    values: &[f32],
+    values: KvSlice<'_>,
     stride: usize,
     dim: usize,
     out: &mut [f32],
@@ -115,11 +203,12 @@ fn attn_weighted_sum_verified(
         },
         _ => {
             out.fill(0.0);
+            let mut vr = vec![0f32; dim];
             for p in 0..n {
-                let vr = &values[p * stride..p * stride + dim];
+                values.widen_into(p * stride, &mut vr);
                 for (i, o) in out.chunks_exact_mut(dim).enumerate() {
                     let wp = w[i * n + p];
-                    for (o, &x) in o.iter_mut().zip(vr) {
+                    for (o, &x) in o.iter_mut().zip(&vr) {
                         *o += wp * x;
                     }
                 }

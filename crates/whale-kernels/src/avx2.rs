@@ -429,10 +429,48 @@ unsafe fn q6_k(blocks: &[BlockQ6_K], x: &[f32]) -> f32 {
     hsum(acc)
 }
 
+/// Eight cached values at a time, widened to f32 (see [`crate::attn::KvSlice`]).
+trait Rows: Copy {
+    /// Values `at..at + 8`.
+    ///
+    /// # Safety
+    /// `at + 8 <= len`; the CPU must support AVX2 and F16C.
+    unsafe fn load8(self, at: usize) -> __m256;
+    /// Value `at`, widened.
+    fn get(self, at: usize) -> f32;
+}
+
+impl Rows for &[f32] {
+    #[inline(always)]
+    unsafe fn load8(self, at: usize) -> __m256 {
+        debug_assert!(at + 8 <= self.len());
+        // SAFETY: (caller) eight floats from `at` are in bounds.
+        unsafe { _mm256_loadu_ps(self.as_ptr().add(at)) }
+    }
+    #[inline(always)]
+    fn get(self, at: usize) -> f32 {
+        self[at]
+    }
+}
+
+impl Rows for &[u16] {
+    #[inline(always)]
+    unsafe fn load8(self, at: usize) -> __m256 {
+        debug_assert!(at + 8 <= self.len());
+        // SAFETY: (caller) eight halves from `at` are in bounds; F16C.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(self.as_ptr().add(at).cast())) }
+    }
+    #[inline(always)]
+    fn get(self, at: usize) -> f32 {
+        half::f16::from_bits(self[at]).to_f32()
+    }
+}
+
 /// See [`crate::attn::attn_scores`] (shapes checked by the caller): each
 /// key row is read once for all `nh` heads; each score is [`dot_f32`] (the
 /// summation order of ggml's `ggml_vec_dot_f32`: four 8-lane FMA
-/// accumulators over 32-element steps), inlined.
+/// accumulators over 32-element steps), inlined. f16 rows are widened into
+/// a scratch row first.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn attn_scores(
@@ -440,33 +478,68 @@ pub(crate) unsafe fn attn_scores(
     dim: usize,
     nh: usize,
     n: usize,
-    keys: &[f32],
+    keys: crate::attn::KvSlice<'_>,
     stride: usize,
     scale: f32,
     out: &mut [f32],
 ) {
-    for p in 0..n {
-        let k = &keys[p * stride..p * stride + dim];
-        for i in 0..nh {
-            out[i * n + p] = dot_f32(&q[i * dim..(i + 1) * dim], k) * scale;
+    match keys {
+        crate::attn::KvSlice::F32(keys) => {
+            for p in 0..n {
+                let k = &keys[p * stride..p * stride + dim];
+                for i in 0..nh {
+                    out[i * n + p] = dot_f32(&q[i * dim..(i + 1) * dim], k) * scale;
+                }
+            }
+        }
+        crate::attn::KvSlice::F16(keys) => {
+            let mut k = vec![0f32; dim];
+            for p in 0..n {
+                widen_row(&keys[p * stride..p * stride + dim], &mut k);
+                for i in 0..nh {
+                    out[i * n + p] = dot_f32(&q[i * dim..(i + 1) * dim], &k) * scale;
+                }
+            }
         }
     }
 }
 
-/// See [`crate::attn::attn_weighted_sum`] (shapes checked by the caller):
-/// eight output columns of up to eight heads at a time, in registers, over
-/// every position (each value chunk loaded once for those heads). Each
-/// column is `o += w[p] * v[p]` in position order with a separate multiply
-/// and add (no FMA), the arithmetic of the scalar reference.
+/// `out[j] = f32(h[j])`, exact.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn widen_row(h: &[u16], out: &mut [f32]) {
+    let mut j = 0;
+    while j + 8 <= out.len() {
+        // SAFETY: j + 8 <= len of both (equal lengths); F16C.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(j), h.load8(j)) };
+        j += 8;
+    }
+    for (o, &x) in out[j..].iter_mut().zip(&h[j..]) {
+        *o = half::f16::from_bits(x).to_f32();
+    }
+}
+
+/// See [`crate::attn::attn_weighted_sum`] (shapes checked by the caller).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn attn_weighted_sum(
     w: &[f32],
     n: usize,
-    values: &[f32],
+    values: crate::attn::KvSlice<'_>,
     stride: usize,
     dim: usize,
     out: &mut [f32],
 ) {
+    match values {
+        crate::attn::KvSlice::F32(v) => weighted_sum(w, n, v, stride, dim, out),
+        crate::attn::KvSlice::F16(v) => weighted_sum(w, n, v, stride, dim, out),
+    }
+}
+
+/// Eight output columns of up to eight heads at a time, in registers, over
+/// every position (each value chunk loaded once for those heads). Each
+/// column is `o += w[p] * v[p]` in position order with a separate multiply
+/// and add (no FMA), the arithmetic of the scalar reference.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn weighted_sum<R: Rows>(w: &[f32], n: usize, values: R, stride: usize, dim: usize, out: &mut [f32]) {
     let nh = out.len() / dim;
     for h0 in (0..nh).step_by(8) {
         let hb = (nh - h0).min(8);
@@ -474,9 +547,9 @@ pub(crate) unsafe fn attn_weighted_sum(
         while c + 8 <= dim {
             let mut acc = [_mm256_setzero_ps(); 8];
             for p in 0..n {
-                let row = &values[p * stride + c..p * stride + c + 8];
-                // SAFETY: `row` holds 8 floats.
-                let v = unsafe { _mm256_loadu_ps(row.as_ptr()) };
+                // SAFETY: the caller checked that `n` rows of `dim` at
+                // `stride` fit, and c + 8 <= dim.
+                let v = unsafe { values.load8(p * stride + c) };
                 for (i, a) in acc.iter_mut().enumerate().take(hb) {
                     let wp = _mm256_set1_ps(w[(h0 + i) * n + p]);
                     *a = _mm256_add_ps(*a, _mm256_mul_ps(wp, v));
@@ -491,7 +564,7 @@ pub(crate) unsafe fn attn_weighted_sum(
         }
         for j in c..dim {
             for i in h0..h0 + hb {
-                out[i * dim + j] = (0..n).fold(0.0, |acc, p| acc + w[i * n + p] * values[p * stride + j]);
+                out[i * dim + j] = (0..n).fold(0.0, |acc, p| acc + w[i * n + p] * values.get(p * stride + j));
             }
         }
     }

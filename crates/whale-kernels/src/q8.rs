@@ -418,6 +418,13 @@ fn q8_k_block_verified(v: Verified, x: &[f32; QK_K], qs: &mut [i8; QK_K], bsums:
     }
 }
 
+/// `out[j]` = the f16 bits of `x[j]`, rounded to nearest even (as
+/// llama.cpp stores an f16 KV cache). Panics if the lengths differ.
+pub fn f32_to_f16(x: &[f32], out: &mut [u16]) {
+    assert!(x.len() == out.len(), "f32_to_f16: {} values into {} halves", x.len(), out.len());
+    f16_row_verified(Verified::active(), x, out)
+}
+
 /// f32 to f16 bits, round to nearest even, at a verified level.
 fn f16_row_verified(v: Verified, x: &[f32], out: &mut [u16]) {
     match v.level() {

@@ -10,7 +10,7 @@
 mod common;
 
 use common::Rng;
-use whale_kernels::{attn_scores_with, attn_weighted_sum_with, SimdLevel};
+use whale_kernels::{attn_scores_with, attn_weighted_sum_with, f32_to_f16, KvSlice, SimdLevel};
 
 #[test]
 fn scores_and_weighted_sums_match_f64_at_every_level() {
@@ -70,18 +70,48 @@ fn scores_and_weighted_sums_match_f64_at_every_level() {
     }
 }
 
+/// f16 rows (an f16 KV cache) give the bits the same rows widened to f32
+/// give, at every level: widening is exact and the arithmetic is shared.
+#[test]
+fn f16_rows_equal_their_f32_widening() {
+    let mut rng = Rng::new(11);
+    for level in SimdLevel::available() {
+        for (nh, dim, stride, n) in [(3, 64, 192, 37), (2, 72, 80, 9), (4, 5, 7, 3)] {
+            let q = rng.vec_f32(nh * dim);
+            let rows = rng.vec_f32((n - 1) * stride + dim);
+            let mut h = vec![0u16; rows.len()];
+            f32_to_f16(&rows, &mut h);
+            let wide: Vec<f32> = h.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect();
+            let (mut s16, mut s32) = (vec![f32::NAN; nh * n], vec![f32::NAN; nh * n]);
+            attn_scores_with(level, &q, dim, KvSlice::F16(&h), stride, 0.125, &mut s16);
+            attn_scores_with(level, &q, dim, &wide, stride, 0.125, &mut s32);
+            assert!(s16.iter().zip(&s32).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} scores");
+            let w: Vec<f32> = (0..nh * n).map(|_| rng.uniform(0.0, 0.2)).collect();
+            let (mut o16, mut o32) = (vec![f32::NAN; nh * dim], vec![f32::NAN; nh * dim]);
+            attn_weighted_sum_with(level, &w, n, KvSlice::F16(&h), stride, dim, &mut o16);
+            attn_weighted_sum_with(level, &w, n, &wide, stride, dim, &mut o32);
+            assert!(o16.iter().zip(&o32).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} weighted sums");
+        }
+    }
+    // Round to nearest even, as llama.cpp's f16 cache: 1 + 2^-11 is a tie
+    // between 1 and 1 + 2^-10 and goes to the even 1.0; 1 + 3·2^-11 to 1 + 2^-9.
+    let mut h = [0u16; 3];
+    f32_to_f16(&[1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), -65504.0], &mut h);
+    assert_eq!(h, [0x3C00, 0x3C02, 0xFBFF]);
+}
+
 #[test]
 #[should_panic(expected = "need more than")]
 fn rows_past_the_end_are_refused() {
     let q = vec![0f32; 8];
     let mut out = vec![0f32; 3];
     // Three rows of 8 at stride 10 need 28 floats.
-    attn_scores_with(SimdLevel::Scalar, &q, 8, &[0f32; 27], 10, 1.0, &mut out);
+    attn_scores_with(SimdLevel::Scalar, &q, 8, &[0f32; 27][..], 10, 1.0, &mut out);
 }
 
 #[test]
 #[should_panic(expected = "not whole rows")]
 fn ragged_heads_are_refused() {
     let mut out = vec![0f32; 10];
-    attn_weighted_sum_with(SimdLevel::Scalar, &[0.5; 4], 2, &[0f32; 64], 8, 8, &mut out);
+    attn_weighted_sum_with(SimdLevel::Scalar, &[0.5; 4], 2, &[0f32; 64][..], 8, 8, &mut out);
 }

@@ -82,8 +82,7 @@ fn measure_bandwidth(threads: usize) -> f64 {
     for _ in 0..3 {
         let t0 = std::time::Instant::now();
         let total: u64 = std::thread::scope(|s| {
-            let hs: Vec<_> =
-                buf.chunks(per).map(|c| s.spawn(move || whale_kernels::matmul::sum_words(c))).collect();
+            let hs: Vec<_> = buf.chunks(per).map(|c| s.spawn(move || whale_kernels::matmul::sum_words(c))).collect();
             hs.into_iter().map(|h| h.join().unwrap_or(0)).fold(0u64, |a, b| a.wrapping_add(b))
         });
         std::hint::black_box(total);

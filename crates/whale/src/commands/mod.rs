@@ -18,12 +18,16 @@ pub struct ModelArgs {
     /// Context size in tokens (default: the model's, at most 4096).
     #[arg(short = 'c', long)]
     pub ctx: Option<usize>,
+    /// KV cache element type: f16 (as llama.cpp, half the memory) or f32
+    /// (keys and values exact, as Hugging Face transformers keeps them).
+    #[arg(long, default_value = "f16")]
+    pub cache_type: whale_engine::model::CacheType,
 }
 
 impl ModelArgs {
     pub fn load(&self, spec: &str) -> anyhow::Result<(LoadedModel, usize)> {
         let path = crate::pull::resolve_model(spec)?;
-        let mut opts = LoadOptions::default();
+        let mut opts = LoadOptions { cache_type: self.cache_type, ..LoadOptions::default() };
         if let Some(t) = self.threads {
             anyhow::ensure!((1..=1024).contains(&t), "--threads must be between 1 and 1024, got {t}");
             opts.threads = t;
