@@ -5,8 +5,9 @@
 //! sit `stride` floats apart (the KV heads of a position are side by side
 //! in the cache).
 //!
-//! Each has a scalar reference and an AVX2/FMA version (also used at the
-//! AVX-512 level), chosen once per call. A score is [`crate::dot_f32`] at
+//! Each has a scalar reference and an AVX2/FMA version (the weighted sum
+//! also an AVX-512 one; the scores use AVX2 at the AVX-512 levels), chosen
+//! once per call. A score is [`crate::dot_f32`] at
 //! the level (levels differ by f32 rounding); a weighted sum adds
 //! `w[p] * v[p]` in position order with separate multiplies and adds at
 //! every level (bit-identical). Neither depends on how many heads share
@@ -80,21 +81,27 @@ impl<'a> From<&'a [u16]> for KvSlice<'a> {
     }
 }
 
-/// Scores of `nh = q.len() / dim` query heads (rows of `q`) against `n =
-/// out.len() / nh` keys: `out[i * n + p] = dot(q_i, keys[p * stride ..][..
-/// dim]) * scale`. Panics if the shapes disagree or `keys` is too short.
+/// Scores of `nh = q.len() / dim` query rows against `n = out.len() / nh`
+/// keys: `out[i * n + p] = dot(q_i, keys[p * stride ..][..dim]) * scale` for
+/// `p < lens[i]` (row `i` sees the first `lens[i]` keys: causal masking when
+/// rows of several tokens share a call); `out[i * n + p]` for `p >=
+/// lens[i]` is left as it was. Each key row is read once for all rows.
+/// Panics if the shapes disagree, `lens` is not one per row, a length
+/// exceeds `n`, or `keys` is too short.
 pub fn attn_scores<'a>(
     q: &[f32],
     dim: usize,
     keys: impl Into<KvSlice<'a>>,
     stride: usize,
     scale: f32,
+    lens: &[usize],
     out: &mut [f32],
 ) {
-    attn_scores_verified(Verified::active(), q, dim, keys.into(), stride, scale, out)
+    attn_scores_verified(Verified::active(), q, dim, keys.into(), stride, scale, lens, out)
 }
 
 /// [`attn_scores`] at an explicit level (tests). Panics if the CPU lacks it.
+#[allow(clippy::too_many_arguments)]
 pub fn attn_scores_with<'a>(
     level: SimdLevel,
     q: &[f32],
@@ -102,26 +109,30 @@ pub fn attn_scores_with<'a>(
     keys: impl Into<KvSlice<'a>>,
     stride: usize,
     scale: f32,
+    lens: &[usize],
     out: &mut [f32],
 ) {
-    attn_scores_verified(verify(level), q, dim, keys.into(), stride, scale, out)
+    attn_scores_verified(verify(level), q, dim, keys.into(), stride, scale, lens, out)
 }
 
-/// Weighted sums for `nh = out.len() / dim` heads over `n` positions:
-/// `out[i * dim + j] = Σ_p w[i * n + p] · values[p * stride + j]`. Panics if
-/// the shapes disagree or `values` is too short.
+/// Weighted sums for `nh = out.len() / dim` rows: `out[i * dim + j] =
+/// Σ_{p < lens[i]} w[i * n + p] · values[p * stride + j]`, `w` laid out
+/// `[nh, n]`. Panics if the shapes disagree, `lens` is not one per row, a
+/// length exceeds `n`, or `values` is too short.
 pub fn attn_weighted_sum<'a>(
     w: &[f32],
     n: usize,
     values: impl Into<KvSlice<'a>>,
     stride: usize,
     dim: usize,
+    lens: &[usize],
     out: &mut [f32],
 ) {
-    attn_weighted_sum_verified(Verified::active(), w, n, values.into(), stride, dim, out)
+    attn_weighted_sum_verified(Verified::active(), w, n, values.into(), stride, dim, lens, out)
 }
 
 /// [`attn_weighted_sum`] at an explicit level (tests).
+#[allow(clippy::too_many_arguments)]
 pub fn attn_weighted_sum_with<'a>(
     level: SimdLevel,
     w: &[f32],
@@ -129,9 +140,10 @@ pub fn attn_weighted_sum_with<'a>(
     values: impl Into<KvSlice<'a>>,
     stride: usize,
     dim: usize,
+    lens: &[usize],
     out: &mut [f32],
 ) {
-    attn_weighted_sum_verified(verify(level), w, n, values.into(), stride, dim, out)
+    attn_weighted_sum_verified(verify(level), w, n, values.into(), stride, dim, lens, out)
 }
 
 #[track_caller]
@@ -152,6 +164,13 @@ fn count(what: &str, a: usize, per: usize) -> usize {
     a / per
 }
 
+#[track_caller]
+fn check_lens(what: &str, lens: &[usize], nh: usize, n: usize) {
+    assert!(lens.len() == nh, "{what}: {} lengths for {nh} rows", lens.len());
+    assert!(lens.iter().all(|&l| l <= n), "{what}: a row length exceeds the {n} positions");
+}
+
+#[allow(clippy::too_many_arguments)]
 fn attn_scores_verified(
     v: Verified,
     q: &[f32],
@@ -159,23 +178,25 @@ fn attn_scores_verified(
     keys: KvSlice<'_>,
     stride: usize,
     scale: f32,
+    lens: &[usize],
     out: &mut [f32],
 ) {
     let nh = count("attn_scores", q.len(), dim);
     let n = if nh == 0 { 0 } else { count("attn_scores", out.len(), nh) };
+    check_lens("attn_scores", lens, nh, n);
     check_rows("attn_scores", n, dim, stride, keys.len());
     match v.level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a verified x86 level implies AVX2 and FMA; the shapes
         // were checked above.
         SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
-            crate::avx2::attn_scores(q, dim, nh, n, keys, stride, scale, out)
+            crate::avx2::attn_scores(q, dim, n, keys, stride, scale, lens, out)
         },
         _ => {
             let mut k = vec![0f32; dim];
             for p in 0..n {
                 keys.widen_into(p * stride, &mut k);
-                for (i, qi) in q.chunks_exact(dim).enumerate() {
+                for (i, qi) in q.chunks_exact(dim).enumerate().filter(|&(i, _)| p < lens[i]) {
                     out[i * n + p] = crate::dot::dot_f32_verified(v, qi, &k) * scale;
                 }
             }
@@ -183,6 +204,7 @@ fn attn_scores_verified(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn attn_weighted_sum_verified(
     v: Verified,
     w: &[f32],
@@ -190,23 +212,28 @@ fn attn_weighted_sum_verified(
     values: KvSlice<'_>,
     stride: usize,
     dim: usize,
+    lens: &[usize],
     out: &mut [f32],
 ) {
     let nh = count("attn_weighted_sum", out.len(), dim);
     assert!(w.len() == nh * n, "attn_weighted_sum: {} weights for {nh} heads of {n} positions", w.len());
+    check_lens("attn_weighted_sum", lens, nh, n);
     check_rows("attn_weighted_sum", n, dim, stride, values.len());
     match v.level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for `values`.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
-            crate::avx2::attn_weighted_sum(w, n, values, stride, dim, out)
+        SimdLevel::Avx2Fma => unsafe { crate::avx2::attn_weighted_sum(w, n, values, stride, dim, lens, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; the AVX-512 levels imply AVX-512F.
+        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
+            crate::avx512::attn_weighted_sum(w, n, values, stride, dim, lens, out)
         },
         _ => {
             out.fill(0.0);
             let mut vr = vec![0f32; dim];
             for p in 0..n {
                 values.widen_into(p * stride, &mut vr);
-                for (i, o) in out.chunks_exact_mut(dim).enumerate() {
+                for (i, o) in out.chunks_exact_mut(dim).enumerate().filter(|&(i, _)| p < lens[i]) {
                     let wp = w[i * n + p];
                     for (o, &x) in o.iter_mut().zip(&vr) {
                         *o += wp * x;

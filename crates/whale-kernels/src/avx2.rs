@@ -476,29 +476,26 @@ impl Rows for &[u16] {
 pub(crate) unsafe fn attn_scores(
     q: &[f32],
     dim: usize,
-    nh: usize,
     n: usize,
     keys: crate::attn::KvSlice<'_>,
     stride: usize,
     scale: f32,
+    lens: &[usize],
     out: &mut [f32],
 ) {
-    match keys {
-        crate::attn::KvSlice::F32(keys) => {
-            for p in 0..n {
-                let k = &keys[p * stride..p * stride + dim];
-                for i in 0..nh {
-                    out[i * n + p] = dot_f32(&q[i * dim..(i + 1) * dim], k) * scale;
-                }
+    let mut wide = Vec::new();
+    for p in 0..n {
+        let k = match keys {
+            crate::attn::KvSlice::F32(keys) => &keys[p * stride..p * stride + dim],
+            crate::attn::KvSlice::F16(keys) => {
+                wide.resize(dim, 0.0);
+                widen_row(&keys[p * stride..p * stride + dim], &mut wide);
+                &wide[..]
             }
-        }
-        crate::attn::KvSlice::F16(keys) => {
-            let mut k = vec![0f32; dim];
-            for p in 0..n {
-                widen_row(&keys[p * stride..p * stride + dim], &mut k);
-                for i in 0..nh {
-                    out[i * n + p] = dot_f32(&q[i * dim..(i + 1) * dim], &k) * scale;
-                }
+        };
+        for (i, &len) in lens.iter().enumerate() {
+            if p < len {
+                out[i * n + p] = dot_f32(&q[i * dim..(i + 1) * dim], k) * scale;
             }
         }
     }
@@ -526,11 +523,12 @@ pub(crate) unsafe fn attn_weighted_sum(
     values: crate::attn::KvSlice<'_>,
     stride: usize,
     dim: usize,
+    lens: &[usize],
     out: &mut [f32],
 ) {
     match values {
-        crate::attn::KvSlice::F32(v) => weighted_sum(w, n, v, stride, dim, out),
-        crate::attn::KvSlice::F16(v) => weighted_sum(w, n, v, stride, dim, out),
+        crate::attn::KvSlice::F32(v) => weighted_sum(w, n, v, stride, dim, lens, out),
+        crate::attn::KvSlice::F16(v) => weighted_sum(w, n, v, stride, dim, lens, out),
     }
 }
 
@@ -539,20 +537,40 @@ pub(crate) unsafe fn attn_weighted_sum(
 /// column is `o += w[p] * v[p]` in position order with a separate multiply
 /// and add (no FMA), the arithmetic of the scalar reference.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn weighted_sum<R: Rows>(w: &[f32], n: usize, values: R, stride: usize, dim: usize, out: &mut [f32]) {
+fn weighted_sum<R: Rows>(w: &[f32], n: usize, values: R, stride: usize, dim: usize, lens: &[usize], out: &mut [f32]) {
+    weighted_sum_from(w, n, values, stride, dim, 0, lens, out)
+}
+
+/// Columns `c0..dim` of [`weighted_sum`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn weighted_sum_from<R: Rows>(
+    w: &[f32],
+    n: usize,
+    values: R,
+    stride: usize,
+    dim: usize,
+    c0: usize,
+    lens: &[usize],
+    out: &mut [f32],
+) {
     let nh = out.len() / dim;
     for h0 in (0..nh).step_by(8) {
         let hb = (nh - h0).min(8);
-        let mut c = 0;
+        let lens = &lens[h0..h0 + hb];
+        let longest = lens.iter().copied().max().unwrap_or(0);
+        let mut c = c0;
         while c + 8 <= dim {
             let mut acc = [_mm256_setzero_ps(); 8];
-            for p in 0..n {
+            for p in 0..longest {
                 // SAFETY: the caller checked that `n` rows of `dim` at
-                // `stride` fit, and c + 8 <= dim.
+                // `stride` fit, p < n, and c + 8 <= dim.
                 let v = unsafe { values.load8(p * stride + c) };
                 for (i, a) in acc.iter_mut().enumerate().take(hb) {
-                    let wp = _mm256_set1_ps(w[(h0 + i) * n + p]);
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wp, v));
+                    if p < lens[i] {
+                        let wp = _mm256_set1_ps(w[(h0 + i) * n + p]);
+                        *a = _mm256_add_ps(*a, _mm256_mul_ps(wp, v));
+                    }
                 }
             }
             for (i, a) in acc.iter().enumerate().take(hb) {
@@ -563,10 +581,32 @@ fn weighted_sum<R: Rows>(w: &[f32], n: usize, values: R, stride: usize, dim: usi
             c += 8;
         }
         for j in c..dim {
-            for i in h0..h0 + hb {
-                out[i * dim + j] = (0..n).fold(0.0, |acc, p| acc + w[i * n + p] * values.get(p * stride + j));
+            for (i, &len) in (h0..h0 + hb).zip(lens) {
+                out[i * dim + j] = (0..len).fold(0.0, |acc, p| acc + w[i * n + p] * values.get(p * stride + j));
             }
         }
+    }
+}
+
+/// Columns `c0..dim` of [`attn_weighted_sum`] (the AVX-512 kernel's tail).
+///
+/// # Safety
+/// As [`attn_weighted_sum`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn attn_weighted_sum_cols(
+    w: &[f32],
+    n: usize,
+    values: crate::attn::KvSlice<'_>,
+    stride: usize,
+    dim: usize,
+    c0: usize,
+    lens: &[usize],
+    out: &mut [f32],
+) {
+    match values {
+        crate::attn::KvSlice::F32(v) => weighted_sum_from(w, n, v, stride, dim, c0, lens, out),
+        crate::attn::KvSlice::F16(v) => weighted_sum_from(w, n, v, stride, dim, c0, lens, out),
     }
 }
 

@@ -98,6 +98,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_q8;
 #[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
 mod avx512_q8;
 
 pub use attn::{attn_scores, attn_scores_with, attn_weighted_sum, attn_weighted_sum_with, KvSlice};

@@ -22,7 +22,7 @@ fn scores_and_weighted_sums_match_f64_at_every_level() {
             let q = rng.vec_f32(nh * dim);
             let rows = rng.vec_f32(if n == 0 { 0 } else { (n - 1) * stride + dim });
             let mut scores = vec![f32::NAN; nh * n];
-            attn_scores_with(level, &q, dim, &rows, stride, 0.125, &mut scores);
+            attn_scores_with(level, &q, dim, &rows, stride, 0.125, &vec![n; nh], &mut scores);
             for i in 0..nh {
                 for p in 0..n {
                     let s = scores[i * n + p];
@@ -42,7 +42,7 @@ fn scores_and_weighted_sums_match_f64_at_every_level() {
                 w.extend(raw.iter().map(|x| x / total));
             }
             let mut out = vec![f32::NAN; nh * dim];
-            attn_weighted_sum_with(level, &w, n, &rows, stride, dim, &mut out);
+            attn_weighted_sum_with(level, &w, n, &rows, stride, dim, &vec![n; nh], &mut out);
             for i in 0..nh {
                 for j in 0..dim {
                     let want: f64 = (0..n).map(|p| w[i * n + p] as f64 * rows[p * stride + j] as f64).sum();
@@ -53,14 +53,14 @@ fn scores_and_weighted_sums_match_f64_at_every_level() {
             // Same operations in the same order at every level, and per head
             // the same bits as that head alone.
             let mut scalar = vec![f32::NAN; nh * dim];
-            attn_weighted_sum_with(SimdLevel::Scalar, &w, n, &rows, stride, dim, &mut scalar);
+            attn_weighted_sum_with(SimdLevel::Scalar, &w, n, &rows, stride, dim, &vec![n; nh], &mut scalar);
             assert!(out.iter().zip(&scalar).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} weighted sum bits");
             for i in 0..nh {
                 let mut one = vec![f32::NAN; dim];
-                attn_weighted_sum_with(level, &w[i * n..(i + 1) * n], n, &rows, stride, dim, &mut one);
+                attn_weighted_sum_with(level, &w[i * n..(i + 1) * n], n, &rows, stride, dim, &[n], &mut one);
                 assert!(one.iter().zip(&out[i * dim..]).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} head {i}");
                 let mut s1 = vec![f32::NAN; n];
-                attn_scores_with(level, &q[i * dim..(i + 1) * dim], dim, &rows, stride, 0.125, &mut s1);
+                attn_scores_with(level, &q[i * dim..(i + 1) * dim], dim, &rows, stride, 0.125, &[n], &mut s1);
                 assert!(
                     s1.iter().zip(&scores[i * n..]).all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{level} scores head {i}"
@@ -83,13 +83,13 @@ fn f16_rows_equal_their_f32_widening() {
             f32_to_f16(&rows, &mut h);
             let wide: Vec<f32> = h.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect();
             let (mut s16, mut s32) = (vec![f32::NAN; nh * n], vec![f32::NAN; nh * n]);
-            attn_scores_with(level, &q, dim, KvSlice::F16(&h), stride, 0.125, &mut s16);
-            attn_scores_with(level, &q, dim, &wide, stride, 0.125, &mut s32);
+            attn_scores_with(level, &q, dim, KvSlice::F16(&h), stride, 0.125, &vec![n; nh], &mut s16);
+            attn_scores_with(level, &q, dim, &wide, stride, 0.125, &vec![n; nh], &mut s32);
             assert!(s16.iter().zip(&s32).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} scores");
             let w: Vec<f32> = (0..nh * n).map(|_| rng.uniform(0.0, 0.2)).collect();
             let (mut o16, mut o32) = (vec![f32::NAN; nh * dim], vec![f32::NAN; nh * dim]);
-            attn_weighted_sum_with(level, &w, n, KvSlice::F16(&h), stride, dim, &mut o16);
-            attn_weighted_sum_with(level, &w, n, &wide, stride, dim, &mut o32);
+            attn_weighted_sum_with(level, &w, n, KvSlice::F16(&h), stride, dim, &vec![n; nh], &mut o16);
+            attn_weighted_sum_with(level, &w, n, &wide, stride, dim, &vec![n; nh], &mut o32);
             assert!(o16.iter().zip(&o32).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} weighted sums");
         }
     }
@@ -100,18 +100,54 @@ fn f16_rows_equal_their_f32_widening() {
     assert_eq!(h, [0x3C00, 0x3C02, 0xFBFF]);
 }
 
+/// Rows that see fewer keys (`lens`, causal masking of several tokens in
+/// one call) get the bits of a call for that row alone over its keys, at
+/// every level and for f16 rows too; scores past a row's length are left
+/// untouched.
+#[test]
+fn per_row_lengths_equal_rows_alone() {
+    let mut rng = Rng::new(13);
+    for level in SimdLevel::available() {
+        let (dim, stride, n) = (64, 130, 23);
+        let lens = [1, 5, 5, 8, 9, 16, 17, 22, 23, 23, 0];
+        let nh = lens.len();
+        let q = rng.vec_f32(nh * dim);
+        let rows = rng.vec_f32((n - 1) * stride + dim);
+        let mut h = vec![0u16; rows.len()];
+        f32_to_f16(&rows, &mut h);
+        for kv in [KvSlice::F32(&rows), KvSlice::F16(&h)] {
+            let mut scores = vec![f32::NAN; nh * n];
+            attn_scores_with(level, &q, dim, kv, stride, 0.125, &lens, &mut scores);
+            let w: Vec<f32> = (0..nh * n).map(|_| rng.uniform(0.0, 0.2)).collect();
+            let mut out = vec![f32::NAN; nh * dim];
+            attn_weighted_sum_with(level, &w, n, kv, stride, dim, &lens, &mut out);
+            for (i, &len) in lens.iter().enumerate() {
+                let mut alone = vec![f32::NAN; len];
+                attn_scores_with(level, &q[i * dim..(i + 1) * dim], dim, kv, stride, 0.125, &[len], &mut alone);
+                let got = &scores[i * n..(i + 1) * n];
+                assert!(got[..len].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} scores {i}");
+                assert!(got[len..].iter().all(|x| x.is_nan()), "{level} row {i} past its length");
+                let mut one = vec![f32::NAN; dim];
+                attn_weighted_sum_with(level, &w[i * n..i * n + len], len, kv, stride, dim, &[len], &mut one);
+                let got = &out[i * dim..(i + 1) * dim];
+                assert!(got.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()), "{level} sums {i}");
+            }
+        }
+    }
+}
+
 #[test]
 #[should_panic(expected = "need more than")]
 fn rows_past_the_end_are_refused() {
     let q = vec![0f32; 8];
     let mut out = vec![0f32; 3];
     // Three rows of 8 at stride 10 need 28 floats.
-    attn_scores_with(SimdLevel::Scalar, &q, 8, &[0f32; 27][..], 10, 1.0, &mut out);
+    attn_scores_with(SimdLevel::Scalar, &q, 8, &[0f32; 27][..], 10, 1.0, &[3], &mut out);
 }
 
 #[test]
 #[should_panic(expected = "not whole rows")]
 fn ragged_heads_are_refused() {
     let mut out = vec![0f32; 10];
-    attn_weighted_sum_with(SimdLevel::Scalar, &[0.5; 4], 2, &[0f32; 64][..], 8, 8, &mut out);
+    attn_weighted_sum_with(SimdLevel::Scalar, &[0.5; 4], 2, &[0f32; 64][..], 8, 8, &[2, 2], &mut out);
 }

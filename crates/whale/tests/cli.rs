@@ -203,3 +203,26 @@ fn absurd_parameters_are_rejected() {
     expect_error(&whale(&["run", m, "-p", "hi", "--temp", "NaN"]), &["temperature"]);
     expect_error(&whale(&["run", m, "-p", "hi", "--threads", "0"]), &["--threads"]);
 }
+
+/// `whale bench --json` reports its figures (speeds are not checked: timings
+/// belong in benchmarks), at a depth, with the bound from `--bandwidth`;
+/// bad arguments are refused.
+#[test]
+fn bench_reports_json_at_a_depth() {
+    let m = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    let m = m.to_str().unwrap();
+    let o = whale(&["bench", m, "-p", "8", "-n", "4", "-r", "1", "-d", "16", "-t", "1", "--bandwidth", "10", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!((v["depth"].as_u64(), v["n_prompt"].as_u64(), v["n_gen"].as_u64()), (Some(16), Some(8), Some(4)));
+    for key in ["pp_tok_s", "tg_tok_s", "peak_rss_bytes", "weight_bytes"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    assert_eq!((v["pp_std"].as_f64(), v["tg_std"].as_f64()), (Some(0.0), Some(0.0)), "one repetition");
+    let bound = 10e9 / v["weight_bytes"].as_f64().unwrap();
+    let frac = v["tg_tok_s"].as_f64().unwrap() / bound;
+    assert!((v["tg_fraction_of_bound"].as_f64().unwrap() - frac).abs() <= 1e-9 * frac, "{v}");
+    expect_error(&whale(&["bench", m, "-r", "0"]), &["-r must be at least 1"]);
+    let o = whale(&["bench", m, "--cache-type", "f8"]);
+    assert!(!o.status.success() && stderr(&o).contains("unknown cache type"), "{}", stderr(&o));
+}

@@ -24,6 +24,10 @@ pub struct BenchArgs {
     /// Generated tokens (0: skip the tg test).
     #[arg(short = 'n', long, default_value_t = 128)]
     pub n_gen: usize,
+    /// Tokens already in the context before each test (as llama-bench's
+    /// `-d`): prefilled, not timed, so pp and tg run at that depth.
+    #[arg(short = 'd', long, default_value_t = 0)]
+    pub depth: usize,
     /// Repetitions.
     #[arg(short = 'r', long, default_value_t = 5)]
     pub reps: usize,
@@ -43,6 +47,7 @@ struct Out {
     threads: usize,
     n_prompt: usize,
     n_gen: usize,
+    depth: usize,
     pp_tok_s: f64,
     pp_std: f64,
     tg_tok_s: f64,
@@ -94,7 +99,8 @@ fn measure_bandwidth(threads: usize) -> f64 {
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.reps >= 1, "-r must be at least 1");
     let mut margs = a.model_args.clone();
-    margs.ctx = Some(margs.ctx.unwrap_or(a.n_prompt + a.n_gen + 1).max(a.n_prompt.max(a.n_gen) + 1));
+    let need = a.depth.saturating_add(a.n_prompt.max(a.n_gen)).saturating_add(1);
+    margs.ctx = Some(margs.ctx.unwrap_or(a.depth + a.n_prompt + a.n_gen + 1).max(need));
     let path = crate::pull::resolve_model(&a.model)?;
     let weight_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let (m, ctx) = margs.load(&a.model)?;
@@ -104,11 +110,16 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     // Token ids spread over the vocabulary, fixed so runs compare.
     let prompt: Vec<u32> = (0..a.n_prompt as u32).map(|i| (i * 7919 + 13) % vocab).collect();
     let mut cache = model.new_cache(ctx);
+    // The context of depth `-d`, prefilled once; each test truncates back to it.
+    let context: Vec<u32> = (0..a.depth as u32).map(|i| (i * 104_729 + 7) % vocab).collect();
+    for chunk in context.chunks(PREFILL_CHUNK) {
+        model.forward(&mut cache, chunk, Logits::Last)?;
+    }
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     for rep in 0..=a.reps {
         if a.n_prompt > 0 {
-            cache.truncate(0);
+            cache.truncate(a.depth);
             let t0 = std::time::Instant::now();
             for chunk in prompt.chunks(PREFILL_CHUNK) {
                 model.forward(&mut cache, chunk, Logits::Last)?;
@@ -119,7 +130,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             }
         }
         if a.n_gen > 0 {
-            cache.truncate(0);
+            cache.truncate(a.depth);
             let mut tok = 1 % vocab;
             let t0 = std::time::Instant::now();
             for _ in 0..a.n_gen {
@@ -148,6 +159,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         threads,
         n_prompt: a.n_prompt,
         n_gen: a.n_gen,
+        depth: a.depth,
         pp_tok_s: pp_m,
         pp_std: pp_s,
         tg_tok_s: tg_m,
@@ -162,17 +174,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let name = path.file_name().map_or(a.model.clone(), |f| f.to_string_lossy().into_owned());
+    let at = if a.depth > 0 { format!(" @ d{}", a.depth) } else { String::new() };
     let size = format!("{:.2} MiB", weight_bytes as f64 / (1 << 20) as f64);
     println!("| model                          |       size | backend | threads |  test |              t/s |");
     println!("| ------------------------------ | ---------: | ------- | ------: | ----: | ---------------: |");
     if a.n_prompt > 0 {
-        println!(
-            "| {name:<30} | {size:>10} | CPU     | {threads:>7} | pp{:<3} | {pp_m:>8.2} ± {pp_s:>5.2} |",
-            a.n_prompt
-        );
+        let test = format!("pp{}{at}", a.n_prompt);
+        println!("| {name:<30} | {size:>10} | CPU     | {threads:>7} | {test:<5} | {pp_m:>8.2} ± {pp_s:>5.2} |");
     }
     if a.n_gen > 0 {
-        println!("| {name:<30} | {size:>10} | CPU     | {threads:>7} | tg{:<3} | {tg_m:>8.2} ± {tg_s:>5.2} |", a.n_gen);
+        let test = format!("tg{}{at}", a.n_gen);
+        println!("| {name:<30} | {size:>10} | CPU     | {threads:>7} | {test:<5} | {tg_m:>8.2} ± {tg_s:>5.2} |");
         println!();
         println!(
             "decode bound {bound:.1} tok/s ({bw:.1} GB/s ÷ {size}); tg is {:.0} % of it; peak RSS {:.1} MiB",
