@@ -10,6 +10,7 @@
 //! * `WHALE_SIMD=avx2` asks for AVX2+FMA (used only if the CPU has it);
 //! * `WHALE_SIMD=avx512` asks for AVX-512 with VNNI (used only if the CPU
 //!   has it), without AMX;
+//! * `WHALE_SIMD=neon` asks for the AArch64 NEON kernels (the default there);
 //! * `WHALE_SIMD=amx` asks for AVX-512 VNNI plus AMX-INT8 tiles for
 //!   products with 16 or more activation rows (used only if the CPU has AMX
 //!   and the OS grants it, see [`crate::amx`]);
@@ -45,6 +46,11 @@ pub enum SimdLevel {
     /// and later, Linux 5.16+), used by [`crate::matmul_q`] for groups of 16
     /// activation rows (prefill); every other kernel runs its AVX-512 code.
     Amx,
+    /// AArch64 Advanced SIMD (every AArch64 CPU has it): hand-written
+    /// kernels for the integer dots of the quantized products; the other
+    /// kernels run the portable code, which the compiler vectorises with
+    /// NEON on AArch64 anyway.
+    Neon,
 }
 
 /// Name of the environment variable read by [`active`].
@@ -52,7 +58,8 @@ pub const ENV_VAR: &str = "WHALE_SIMD";
 
 impl SimdLevel {
     /// Every level, slowest first.
-    pub const ALL: [SimdLevel; 4] = [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512Vnni, SimdLevel::Amx];
+    pub const ALL: [SimdLevel; 5] =
+        [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512Vnni, SimdLevel::Amx, SimdLevel::Neon];
 
     /// Short lower-case name, as accepted by `WHALE_SIMD`.
     pub fn name(self) -> &'static str {
@@ -61,6 +68,7 @@ impl SimdLevel {
             SimdLevel::Avx2Fma => "avx2",
             SimdLevel::Avx512Vnni => "avx512",
             SimdLevel::Amx => "amx",
+            SimdLevel::Neon => "neon",
         }
     }
 
@@ -104,6 +112,16 @@ impl SimdLevel {
                     false
                 }
             }
+            SimdLevel::Neon => {
+                #[cfg(target_arch = "aarch64")]
+                {
+                    std::arch::is_aarch64_feature_detected!("neon")
+                }
+                #[cfg(not(target_arch = "aarch64"))]
+                {
+                    false
+                }
+            }
         }
     }
 
@@ -132,6 +150,7 @@ pub fn choose(env_value: Option<&str>) -> SimdLevel {
         Some(v) if v == "avx2" && SimdLevel::Avx2Fma.is_available() => SimdLevel::Avx2Fma,
         Some(v) if v == "avx512" && SimdLevel::Avx512Vnni.is_available() => SimdLevel::Avx512Vnni,
         Some(v) if v == "amx" && SimdLevel::Amx.is_available() => SimdLevel::Amx,
+        Some(v) if v == "neon" && SimdLevel::Neon.is_available() => SimdLevel::Neon,
         _ => best,
     }
 }
@@ -167,6 +186,7 @@ impl Verified {
     }
 
     /// Whether the AMX tile products may run (the level is [`SimdLevel::Amx`]).
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn amx(self) -> bool {
         self.0 == SimdLevel::Amx
     }

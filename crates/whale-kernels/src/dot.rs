@@ -82,7 +82,7 @@ pub(crate) fn check_row(ty: GgmlType, row_len: usize, n: usize, what: &str) {
 #[inline]
 pub(crate) fn dot_f32_verified(v: Verified, a: &[f32], b: &[f32]) -> f32 {
     match v.level() {
-        SimdLevel::Scalar => dot_f32_scalar(a, b),
+        SimdLevel::Scalar | SimdLevel::Neon => dot_f32_scalar(a, b),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Verified` holding `Avx2Fma` or `Avx512Vnni` is only made
         // after checking that the CPU supports AVX2, FMA and F16C (the AVX-512
@@ -105,7 +105,7 @@ pub(crate) fn dot4_verified(v: Verified, rows: [&[f32]; 4], x: &[f32]) -> [f32; 
         debug_assert_eq!(r.len(), x.len());
     }
     match v.level() {
-        SimdLevel::Scalar => dot4_scalar(rows, x),
+        SimdLevel::Scalar | SimdLevel::Neon => dot4_scalar(rows, x),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `dot_f32_verified`, the CPU supports AVX2, FMA and F16C.
         SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { crate::avx2::dot4(rows, x) },
@@ -147,7 +147,7 @@ pub(crate) fn dot4_scalar(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
 #[inline]
 pub(crate) fn vec_dot_verified(v: Verified, ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
     match v.level() {
-        SimdLevel::Scalar => vec_dot_scalar(ty, row, x),
+        SimdLevel::Scalar | SimdLevel::Neon => vec_dot_scalar(ty, row, x),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `dot_f32_verified`, the CPU supports AVX2, FMA and
         // F16C; `row` holds `x.len()` elements (checked by the callers).

@@ -20,7 +20,7 @@
 //!   portable scalar level (Rust written so the compiler vectorises it for
 //!   the build target) and, on x86-64, at an AVX2+FMA(+F16C) level and an
 //!   AVX-512 VNNI level, chosen at run time with `is_x86_feature_detected!`.
-//!   `WHALE_SIMD=scalar|avx2|avx512|amx` forces a level (AMX-INT8 tiles,
+//!   `WHALE_SIMD=scalar|avx2|avx512|amx|neon` forces a level (AMX-INT8 tiles,
 //!   where the CPU and OS have them, do the integer part of prefill products). New levels slot in
 //!   beside `avx2.rs` / `avx2_q8.rs`.
 //! * **Quantized activations, like llama.cpp** ([`q8`], [`qdot`]): llama.cpp
@@ -101,6 +101,8 @@ mod avx2_q8;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_q8;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 pub use attn::{attn_scores, attn_scores_with, attn_weighted_sum, attn_weighted_sum_with, KvSlice};
 pub use dequant::dequantize_row;

@@ -21,6 +21,7 @@ pub const PARALLEL_MIN_WORK: usize = 1 << 16;
 /// the line arrives from DRAM, and the core stalled on `prefetcht0` with
 /// the buffers full; an L2 prefetch does not hold one. L2 distances of
 /// 2-4 KiB measured alike, 8 KiB worse, and non-temporal hints much worse.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const PREFETCH_DISTANCE: usize = 3072;
 
 /// Prefetches the bytes `PREFETCH_DISTANCE` ahead of `w[at..at + len]`
@@ -60,7 +61,7 @@ pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
 /// development machine than these loads.
 pub fn sum_words(words: &[u64]) -> u64 {
     #[cfg(target_arch = "x86_64")]
-    if Verified::active().level() != SimdLevel::Scalar {
+    if matches!(Verified::active().level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx) {
         // SAFETY: every level above scalar has AVX2.
         return unsafe { crate::avx2::sum_words(words) };
     }
@@ -181,7 +182,7 @@ fn matmul_rows(v: Verified, ty: GgmlType, w: &[u8], rb: usize, cols: usize, x: &
 /// Decodes one weight row at a verified level.
 fn decode_row(v: Verified, ty: GgmlType, row: &[u8], out: &mut [f32]) {
     match v.level() {
-        SimdLevel::Scalar => with_block_type!(ty, B => dequantize_blocks::<B>(row, out)),
+        SimdLevel::Scalar | SimdLevel::Neon => with_block_type!(ty, B => dequantize_blocks::<B>(row, out)),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Verified` at `Avx2Fma` or `Avx512Vnni` means the CPU has
         // AVX2, FMA and F16C; `row` holds `out.len()` elements (checked by the caller).

@@ -380,7 +380,7 @@ pub(crate) fn quantize_acts_verified(
 /// is non-empty, Q8_1's `f16(d * sum)` (widened) into `s`.
 fn q8_32_row_verified(v: Verified, x: &[f32], qs: &mut [i8], d: &mut [f32], sums: &mut [i32], s: &mut [f32]) {
     match v.level() {
-        SimdLevel::Scalar => {
+        SimdLevel::Scalar | SimdLevel::Neon => {
             for (b, (xb, qb)) in x.chunks_exact(QK32).zip(qs.chunks_exact_mut(QK32)).enumerate() {
                 let (dd, sum) = q8_32_x86(xb.try_into().unwrap(), qb.try_into().unwrap());
                 d[b] = f16::from_f32(dd).to_f32();
@@ -405,7 +405,7 @@ fn q8_32_row_verified(v: Verified, x: &[f32], qs: &mut [i8], d: &mut [f32], sums
 
 fn q8_k_block_verified(v: Verified, x: &[f32; QK_K], qs: &mut [i8; QK_K], bsums: &mut [i16; 16]) -> f32 {
     match v.level() {
-        SimdLevel::Scalar => q8_k_block(x, qs, bsums),
+        SimdLevel::Scalar | SimdLevel::Neon => q8_k_block(x, qs, bsums),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: both x86 levels imply AVX2, FMA and F16C.
         SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
@@ -428,7 +428,7 @@ pub fn f32_to_f16(x: &[f32], out: &mut [u16]) {
 /// f32 to f16 bits, round to nearest even, at a verified level.
 fn f16_row_verified(v: Verified, x: &[f32], out: &mut [u16]) {
     match v.level() {
-        SimdLevel::Scalar => {
+        SimdLevel::Scalar | SimdLevel::Neon => {
             for (h, &f) in out.iter_mut().zip(x) {
                 *h = f16::from_f32(f).to_bits();
             }

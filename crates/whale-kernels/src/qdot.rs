@@ -84,6 +84,7 @@ pub(crate) fn term_k(dw: f32, dminw: f32, da: f32, isum: i32, msum: i32) -> f32 
 /// little-endian words: bytes 0..4 hold scales 0..4 (low six bits) and the
 /// top two bits of scales 4..8; bytes 4..8 likewise for the mins; bytes 8..12
 /// hold the low nibbles of scales 4..8 (low) and mins 4..8 (high).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn k4_scales_mins(sc: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     let w = |i: usize| u32::from_le_bytes([sc[i], sc[i + 1], sc[i + 2], sc[i + 3]]);
@@ -393,7 +394,7 @@ impl<'a> PreparedActs<'a> {
         let tiled = 0;
         let rest = rows.len() - tiled;
         let transposed = rest >= 2
-            && v.level() != SimdLevel::Scalar
+            && matches!(v.level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx)
             && matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0);
         let t_len = if transposed { transposed_len(acts.cols()) } else { 0 };
         let mut tq = vec![0i8; rest * t_len];
@@ -506,6 +507,7 @@ fn vec_dot_group_verified<const N: usize>(
     a: &[ActRow<'_>; N],
     at: Option<&[&[i8]; N]>,
 ) -> [f32; N] {
+    #[cfg(target_arch = "x86_64")]
     let f32_acts = matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K);
     match (v.level(), at) {
         #[cfg(target_arch = "x86_64")]
@@ -539,6 +541,11 @@ pub(crate) fn vec_dot_q_verified(v: Verified, wty: GgmlType, row: &[u8], a: ActR
     }
     match v.level() {
         SimdLevel::Scalar => scalar::vec_dot(wty, row, a),
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: a `Verified` at `Neon` means the CPU has NEON; shapes as above.
+        SimdLevel::Neon => unsafe { crate::neon::vec_dot(wty, row, a) },
+        #[cfg(not(target_arch = "aarch64"))]
+        SimdLevel::Neon => unreachable!("NEON is never verified off AArch64"),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Verified` at `Avx2Fma` means the CPU has AVX2, FMA and
         // F16C; `row` holds exactly as many `wty` elements as `a` has
@@ -863,7 +870,7 @@ pub(crate) mod scalar {
     /// Legacy types without min: `f(block, quants, sum of quants)` returns
     /// `(dw, isum)`.
     #[inline(always)]
-    fn legacy<B>(blocks: &[B], a: ActRow<'_>, f: impl Fn(&B, &[i8], i32) -> (f32, i32)) -> f32 {
+    pub(crate) fn legacy<B>(blocks: &[B], a: ActRow<'_>, f: impl Fn(&B, &[i8], i32) -> (f32, i32)) -> f32 {
         let mut acc = [0f32; 8];
         for (b, blk) in blocks.iter().enumerate() {
             let (dw, isum) = f(blk, &a.qs[QK32 * b..QK32 * b + QK32], a.sums[b]);
@@ -874,7 +881,7 @@ pub(crate) mod scalar {
 
     /// Q4_1 / Q5_1: `f(block, quants)` returns `(dw, mw, isum)`.
     #[inline(always)]
-    fn legacy_min<B>(blocks: &[B], a: ActRow<'_>, f: impl Fn(&B, &[i8]) -> (f32, f32, i32)) -> f32 {
+    pub(crate) fn legacy_min<B>(blocks: &[B], a: ActRow<'_>, f: impl Fn(&B, &[i8]) -> (f32, f32, i32)) -> f32 {
         let mut acc = [0f32; 8];
         let mut accm = [0f32; 8];
         for (b, blk) in blocks.iter().enumerate() {
@@ -888,7 +895,7 @@ pub(crate) mod scalar {
     /// K-quants: `f(block, quants, bsums)` returns `(dw, dminw, isum, msum)`;
     /// `MIN` selects [`term_k`] (Q2_K, Q4_K, Q5_K) over [`term`].
     #[inline(always)]
-    fn k_quant<B, const MIN: bool>(
+    pub(crate) fn k_quant<B, const MIN: bool>(
         blocks: &[B],
         a: ActRow<'_>,
         f: impl Fn(&B, &[i8], &[i16]) -> (f32, f32, i32, i32),

@@ -163,9 +163,16 @@ fn simd_level_choice() {
     assert_eq!(avx512, if SimdLevel::Avx512Vnni.is_available() { SimdLevel::Avx512Vnni } else { best });
     let amx = dispatch::choose(Some("amx"));
     assert_eq!(amx, if SimdLevel::Amx.is_available() { SimdLevel::Amx } else { best });
-    // Levels are ordered: a CPU with a level has all the lower ones.
+    // Levels are ordered: a CPU with a level has all the lower ones of its
+    // architecture (x86-64: scalar, avx2, avx512, amx; AArch64: scalar, neon).
     let avail = SimdLevel::available();
-    assert_eq!(avail, SimdLevel::ALL[..avail.len()].to_vec());
+    let arch: Vec<SimdLevel> = if cfg!(target_arch = "aarch64") {
+        vec![SimdLevel::Scalar, SimdLevel::Neon]
+    } else {
+        SimdLevel::ALL.iter().copied().filter(|&l| l != SimdLevel::Neon).collect()
+    };
+    assert_eq!(avail, arch[..avail.len()].to_vec());
+    assert_eq!(dispatch::choose(Some("neon")), if SimdLevel::Neon.is_available() { SimdLevel::Neon } else { best });
     assert_eq!(best, *avail.last().unwrap());
     assert!(dispatch::active().is_available());
     for level in SimdLevel::ALL {
