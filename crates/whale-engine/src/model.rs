@@ -97,9 +97,9 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    /// Bytes of KV cache per token (f32 cache).
-    pub fn kv_bytes_per_token(&self) -> usize {
-        self.kv_values_per_token_layer * self.n_layers * std::mem::size_of::<f32>()
+    /// Bytes of KV cache per token with a cache of type `ty`.
+    pub fn kv_bytes_per_token(&self, ty: CacheType) -> usize {
+        self.kv_values_per_token_layer * self.n_layers * ty.bytes()
     }
 }
 
@@ -260,11 +260,22 @@ impl KvRows {
         }
     }
 
-    /// Stores `x` at values `at..at + x.len()` (rounded for f16).
+    /// Stores `x` at values `at..at + x.len()`. f16 rounds to nearest even
+    /// and saturates at ±65504 (f16's largest finite value), where a plain
+    /// conversion would store ±inf and turn every later score into NaN.
     pub fn write(&mut self, at: usize, x: &[f32]) {
         match self {
             KvRows::F32(v) => v[at..at + x.len()].copy_from_slice(x),
-            KvRows::F16(v) => whale_kernels::f32_to_f16(x, &mut v[at..at + x.len()]),
+            KvRows::F16(v) => {
+                const F16_MAX: f32 = 65504.0;
+                let dst = &mut v[at..at + x.len()];
+                if x.iter().all(|v| v.abs() <= F16_MAX) {
+                    whale_kernels::f32_to_f16(x, dst);
+                } else {
+                    let clamped: Vec<f32> = x.iter().map(|v| v.clamp(-F16_MAX, F16_MAX)).collect();
+                    whale_kernels::f32_to_f16(&clamped, dst);
+                }
+            }
         }
     }
 
@@ -289,12 +300,17 @@ impl KvRows {
         }
     }
 
-    /// Copies the first `n` values of `src` (same type; panics otherwise).
+    /// Copies the first `n` values of `src`, converting between cache types
+    /// (f16 to f32 exactly; f32 to f16 as [`KvRows::write`] rounds).
     pub fn copy_prefix_from(&mut self, src: &KvRows, n: usize) {
         match (self, src) {
             (KvRows::F32(d), KvRows::F32(s)) => d[..n].copy_from_slice(&s[..n]),
             (KvRows::F16(d), KvRows::F16(s)) => d[..n].copy_from_slice(&s[..n]),
-            _ => panic!("copy_prefix_from: caches of different types"),
+            (d, s) => {
+                let mut wide = vec![0f32; n];
+                s.read(0, &mut wide);
+                d.write(0, &wide);
+            }
         }
     }
 
@@ -774,6 +790,29 @@ mod tests {
     /// reference within f32 rounding of sums over at most 201 positions
     /// (|values| <= 1 and softmax weights sum to one, so 1e-5 absolute is
     /// ~100 ulps of slack).
+    #[test]
+    fn f16_cache_rows_round_saturate_and_convert() {
+        let mut h = KvRows::zeros(CacheType::F16, 6);
+        h.write(0, &[1.0 + 2f32.powi(-11), 1e6, -1e6, 65504.0, 0.1, f32::NAN]);
+        let mut back = [0f32; 6];
+        h.read(0, &mut back);
+        // Ties to even; beyond f16's range saturates instead of storing inf.
+        assert_eq!(&back[..5], &[1.0, 65504.0, -65504.0, 65504.0, half::f16::from_f32(0.1).to_f32()]);
+        assert!(back[5].is_nan());
+        // Prefix copies convert between types: f16 -> f32 exactly, f32 -> f16 as `write`.
+        let mut f = KvRows::zeros(CacheType::F32, 6);
+        f.copy_prefix_from(&h, 5);
+        let mut wide = [0f32; 5];
+        f.read(0, &mut wide);
+        assert_eq!(wide, back[..5]);
+        let mut h2 = KvRows::zeros(CacheType::F16, 6);
+        h2.copy_prefix_from(&KvRows::F32(vec![3.0, 1e9, 0.1, 0.0, 0.0, 0.0]), 3);
+        let mut r = [0f32; 3];
+        h2.read(0, &mut r);
+        assert_eq!(r, [3.0, 65504.0, half::f16::from_f32(0.1).to_f32()]);
+        assert_eq!((h.bytes(), f.bytes()), (12, 24));
+    }
+
     #[test]
     fn attention_is_thread_independent_and_correct() {
         let lay = AttnLayout { n_head: 6, n_kv_head: 2, k_dim: 32, v_dim: 32, k_stride: 64, v_stride: 64 };

@@ -47,6 +47,10 @@ pub fn grow_cache(cache: &mut KvCache, capacity: usize) {
 pub fn copy_prefix(src: &Session, dst: &mut Session, n: usize) {
     let n = n.min(src.tokens.len()).min(src.cache.len).min(dst.cache.capacity);
     let (kw, vw) = (src.cache.k_width, src.cache.v_width);
+    assert!(
+        (dst.cache.k_width, dst.cache.v_width, dst.cache.k.len()) == (kw, vw, src.cache.k.len()),
+        "copy_prefix: caches of different shapes"
+    );
     for (d, s) in dst.cache.k.iter_mut().zip(&src.cache.k) {
         d.copy_prefix_from(s, n * kw);
     }

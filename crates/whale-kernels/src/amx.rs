@@ -126,7 +126,7 @@ struct Tiles;
 
 impl Tiles {
     /// Configures this thread's tiles for scale groups of `group` (16 or 32)
-    /// elements. Pair with [`Tiles::release`].
+    /// elements, until the returned value is dropped.
     ///
     /// # Safety
     /// [`available`] must have returned true.
@@ -206,9 +206,12 @@ impl Tiles {
             );
         }
     }
+}
 
-    /// Returns the tile state to the initial state (so the OS need not save it).
-    fn release(self) {
+impl Drop for Tiles {
+    /// Returns the tile state to the initial state (so the OS need not save
+    /// it), also when a panic unwinds.
+    fn drop(&mut self) {
         // SAFETY: `tilerelease` only resets tile state, which this thread
         // configured in `configure`.
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
@@ -389,7 +392,7 @@ impl Unpacked {
     /// # Safety
     /// The CPU must have AVX-512 F/BW/VL (only so that the decoding loops
     /// vectorise with them).
-    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
     unsafe fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize, dec: &mut Decoded) {
         let bs = wty.block_size();
         let ts = wty.type_size();
@@ -446,7 +449,9 @@ struct ActTile {
 }
 
 impl ActTile {
-    fn new(rows: &[ActRow<'_>], cols: usize, wty: GgmlType) -> ActTile {
+    /// `qs`: the 16 rows' quants, `16 * cols` bytes (the tile loads read them
+    /// all through `base`).
+    fn new(rows: &[ActRow<'_>], qs: &[i8], cols: usize, wty: GgmlType) -> ActTile {
         let nb = cols / wty.block_size();
         fn transpose(rows: &[ActRow<'_>], nb: usize, field: fn(&ActRow<'_>, usize) -> f32) -> Vec<[f32; TILE]> {
             (0..nb).map(|b| core::array::from_fn(|m| field(&rows[m], b))).collect()
@@ -461,7 +466,8 @@ impl ActTile {
         } else {
             Vec::new()
         };
-        ActTile { base: rows[0].qs.as_ptr(), d: transpose(rows, nb, |a, b| a.d[b]), s, bsums }
+        assert!(qs.len() == TILE * cols);
+        ActTile { base: qs.as_ptr(), d: transpose(rows, nb, |a, b| a.d[b]), s, bsums }
     }
 }
 
@@ -469,31 +475,33 @@ impl ActTile {
 /// (`acts.len()` a multiple of 16) and every weight row of `w` (`rb` bytes
 /// each, `cols` elements), bit-identical to `vec_dot_q_ref`.
 ///
-/// The activation rows must be consecutive rows of one `QuantizedActs`
-/// (their quants `cols` bytes apart); this is checked.
+/// `qs` holds the quants of the activation rows, `cols` bytes per row, and
+/// `acts` views the same rows (checked).
 ///
 /// # Safety
 /// [`available`] must have returned true; the AVX-512 F/BW/VL features must
 /// be present (the AMX level implies them).
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 pub(crate) unsafe fn matmul_tiles(
     wty: GgmlType,
     w: &[u8],
     rb: usize,
     cols: usize,
     acts: &[ActRow<'_>],
+    qs: &[i8],
     out: &mut [&mut [f32]],
 ) {
     assert!(supports(wty) && acts.len().is_multiple_of(TILE) && out.len() == acts.len());
+    assert!(qs.len() == acts.len() * cols);
     let act_tiles: Vec<ActTile> = acts
         .chunks_exact(TILE)
-        .map(|tile| {
-            let base = tile[0].qs.as_ptr();
+        .zip(qs.chunks_exact(TILE * cols))
+        .map(|(tile, tq)| {
             for (m, a) in tile.iter().enumerate() {
-                // The tile loads read row m at `base + m * cols`.
-                assert!(a.qs.len() == cols && core::ptr::eq(a.qs.as_ptr(), base.wrapping_add(m * cols)));
+                // The tile loads read row m at `tq[m * cols..]`.
+                assert!(a.qs.len() == cols && core::ptr::eq(a.qs.as_ptr(), tq[m * cols..].as_ptr()));
             }
-            ActTile::new(tile, cols, wty)
+            ActTile::new(tile, tq, cols, wty)
         })
         .collect();
     let mut unpacked = Unpacked::new(wty, cols);
@@ -523,12 +531,12 @@ pub(crate) unsafe fn matmul_tiles(
             }
         }
     }
-    tiles.release();
+    drop(tiles);
 }
 
 /// Adds the eight lanes of each of the 16 rows in the order of
 /// [`crate::qdot::reduce8`], sixteen outputs at a time.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 #[inline]
 fn reduce_lanes(l: &[[__m512; TILE]; 8]) -> [__m512; TILE] {
     core::array::from_fn(|m| {
@@ -548,7 +556,7 @@ struct Scratch {
 }
 
 /// `acc[m] += (dw * da[m]) * c[m]` for the 16 rows of one block's sums.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 #[inline]
 fn legacy_terms(acc: &mut [__m512; TILE], c: &CTile, dw: &[f32; TILE], da: &[f32; TILE]) {
     // SAFETY: 16 floats.
@@ -571,7 +579,7 @@ fn legacy_terms(acc: &mut [__m512; TILE], c: &CTile, dw: &[f32; TILE], da: &[f32
 ///
 /// # Safety
 /// As [`matmul_tiles`], with `tiles` configured for 32-element groups.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 unsafe fn legacy_tile(
     wty: GgmlType,
     tiles: &Tiles,
@@ -627,7 +635,7 @@ unsafe fn legacy_tile(
 }
 
 /// `isum[m] += sc * c[m]` (exact i32) for the 16 rows of one group's sums.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 #[inline]
 fn scaled_sums(isum: &mut [__m512i; TILE], c: &CTile, sc: &[i32; TILE]) {
     // SAFETY: 16 i32.
@@ -645,7 +653,7 @@ fn scaled_sums(isum: &mut [__m512i; TILE], c: &CTile, sc: &[i32; TILE]) {
 ///
 /// # Safety
 /// As [`matmul_tiles`], with `tiles` configured for `u.group`.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 unsafe fn k_tile(
     wty: GgmlType,
     tiles: &Tiles,

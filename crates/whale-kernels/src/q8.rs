@@ -251,6 +251,11 @@ impl QuantizedActs {
         Ok(a)
     }
 
+    /// Every row's quants, row-major (empty for 16-bit and f32 types).
+    pub(crate) fn all_qs(&self) -> &[i8] {
+        &self.qs
+    }
+
     /// The view of row `i` the kernels read. `i < m` must hold.
     pub(crate) fn row(&self, i: usize) -> ActRow<'_> {
         debug_assert!(i < self.m);

@@ -344,7 +344,17 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
     if acts.tiled > 0 {
         let cols = acts.rows[0].qs.len();
         // SAFETY: `tiled > 0` only at a verified AMX level (see `PreparedActs::new`).
-        unsafe { crate::amx::matmul_tiles(wty, w, rb, cols, &acts.rows[..acts.tiled], &mut out[..acts.tiled]) };
+        unsafe {
+            crate::amx::matmul_tiles(
+                wty,
+                w,
+                rb,
+                cols,
+                &acts.rows[..acts.tiled],
+                &acts.qs[..acts.tiled * cols],
+                &mut out[..acts.tiled],
+            )
+        };
     }
     let t_rows: Vec<&[i8]> = (0..m).map(|i| acts.transposed_row(i)).collect();
     let job = GroupJob { v, wty, w, rb, act_rows: &acts.rows, t_rows: &t_rows, transposed: acts.t_len > 0 };
@@ -376,6 +386,9 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
 /// rows group-transposed (see `transpose_groups`).
 struct PreparedActs<'a> {
     rows: Vec<ActRow<'a>>,
+    /// Every row's quants (8-bit activation types), row-major.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    qs: &'a [i8],
     /// Rows `0..tiled` (a multiple of 16) go through the AMX tiles.
     tiled: usize,
     /// Rows `tiled..` transposed, `t_len` bytes each.
@@ -404,7 +417,7 @@ impl<'a> PreparedActs<'a> {
                 transpose_groups(a.qs, a.sums, off, out);
             }
         }
-        PreparedActs { rows, tiled, tq, t_len }
+        PreparedActs { rows, qs: acts.all_qs(), tiled, tq, t_len }
     }
 
     /// Row `i`'s transposed quants (empty for tiled rows or when not transposed).

@@ -37,7 +37,12 @@ fn mla_report(p: &DeepseekParams) {
     let l = p.n_layers;
     println!("MLA KV cache per token ({} layers):", l);
     println!("  latent (kv_lora_rank {} + rope {}) = {lat} values per layer", p.kv_lora_rank, p.qk_rope_head_dim);
-    println!("    as bf16: {} bytes; as f32 (whale's cache): {} bytes", lat * 2 * l, lat * 4 * l);
+    println!(
+        "    as bf16: {} bytes; as f16 (whale's default cache): {} bytes; as f32: {} bytes",
+        lat * 2 * l,
+        lat * 2 * l,
+        lat * 4 * l
+    );
     println!(
         "  decompressed per-head K/V: {} × ({} + {}) = {full} values per layer, {} bytes as bf16 ({:.1}× the latent)",
         p.n_head,
@@ -92,8 +97,9 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     println!("  vocabulary         {}", i.vocab_size);
     println!("  context length     {}", i.context_length);
     println!(
-        "  KV cache per token {} ({} f32 values per layer)",
-        human(i.kv_bytes_per_token() as u64),
+        "  KV cache per token {} as f16, {} as f32 ({} values per layer)",
+        human(i.kv_bytes_per_token(whale_engine::model::CacheType::F16) as u64),
+        human(i.kv_bytes_per_token(whale_engine::model::CacheType::F32) as u64),
         i.kv_values_per_token_layer
     );
     Ok(())
