@@ -222,7 +222,7 @@ fn attn_weighted_sum_verified(
     match v.level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for `values`.
-        SimdLevel::Avx2Fma => unsafe { crate::avx2::attn_weighted_sum(w, n, values, stride, dim, lens, out) },
+        SimdLevel::Avx2Fma => unsafe { crate::avx2::attn_weighted_sum_cols(w, n, values, stride, dim, 0, lens, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; the AVX-512 levels imply AVX-512F.
         SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {

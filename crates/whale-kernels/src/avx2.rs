@@ -515,33 +515,10 @@ fn widen_row(h: &[u16], out: &mut [f32]) {
     }
 }
 
-/// See [`crate::attn::attn_weighted_sum`] (shapes checked by the caller).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn attn_weighted_sum(
-    w: &[f32],
-    n: usize,
-    values: crate::attn::KvSlice<'_>,
-    stride: usize,
-    dim: usize,
-    lens: &[usize],
-    out: &mut [f32],
-) {
-    match values {
-        crate::attn::KvSlice::F32(v) => weighted_sum(w, n, v, stride, dim, lens, out),
-        crate::attn::KvSlice::F16(v) => weighted_sum(w, n, v, stride, dim, lens, out),
-    }
-}
-
 /// Eight output columns of up to eight heads at a time, in registers, over
 /// every position (each value chunk loaded once for those heads). Each
 /// column is `o += w[p] * v[p]` in position order with a separate multiply
 /// and add (no FMA), the arithmetic of the scalar reference.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn weighted_sum<R: Rows>(w: &[f32], n: usize, values: R, stride: usize, dim: usize, lens: &[usize], out: &mut [f32]) {
-    weighted_sum_from(w, n, values, stride, dim, 0, lens, out)
-}
-
-/// Columns `c0..dim` of [`weighted_sum`].
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 fn weighted_sum_from<R: Rows>(
@@ -588,10 +565,12 @@ fn weighted_sum_from<R: Rows>(
     }
 }
 
-/// Columns `c0..dim` of [`attn_weighted_sum`] (the AVX-512 kernel's tail).
+/// Columns `c0..dim` of [`crate::attn::attn_weighted_sum`] (shapes checked
+/// by the caller): all of them at the AVX2 level, the tail of the AVX-512
+/// kernel's.
 ///
 /// # Safety
-/// As [`attn_weighted_sum`].
+/// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn attn_weighted_sum_cols(
