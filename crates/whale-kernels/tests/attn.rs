@@ -10,7 +10,7 @@
 mod common;
 
 use common::Rng;
-use whale_kernels::{attn_scores_with, attn_weighted_sum_with, f32_to_f16, KvSlice, SimdLevel};
+use whale_kernels::{attn_scores_with, attn_weighted_sum_with, dot_f32_with, f32_to_f16, KvSlice, SimdLevel};
 
 #[test]
 fn scores_and_weighted_sums_match_f64_at_every_level() {
@@ -98,6 +98,32 @@ fn f16_rows_equal_their_f32_widening() {
     let mut h = [0u16; 3];
     f32_to_f16(&[1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), -65504.0], &mut h);
     assert_eq!(h, [0x3C00, 0x3C02, 0xFBFF]);
+}
+
+/// A score is `dot_f32` at the level times the scale, bit for bit, however
+/// the kernel groups keys (blocks of eight for rows a multiple of 32 long,
+/// one at a time otherwise) and whatever the row lengths.
+#[test]
+fn scores_are_dot_f32_bits() {
+    let mut rng = Rng::new(17);
+    for level in SimdLevel::available() {
+        for (nh, dim, stride, n) in
+            [(5, 64, 64, 29), (3, 128, 136, 17), (2, 576, 576, 11), (4, 72, 72, 13), (3, 32, 40, 8)]
+        {
+            let q = rng.vec_f32(nh * dim);
+            let rows = rng.vec_f32((n - 1) * stride + dim);
+            let lens: Vec<usize> = (0..nh).map(|i| n - (i * 3) % n).collect();
+            let mut out = vec![f32::NAN; nh * n];
+            attn_scores_with(level, &q, dim, &rows, stride, 0.3, &lens, &mut out);
+            for (i, &len) in lens.iter().enumerate() {
+                for p in 0..len {
+                    let want =
+                        dot_f32_with(level, &q[i * dim..(i + 1) * dim], &rows[p * stride..p * stride + dim]) * 0.3;
+                    assert_eq!(out[i * n + p].to_bits(), want.to_bits(), "{level} dim {dim} row {i} key {p}");
+                }
+            }
+        }
+    }
 }
 
 /// Rows that see fewer keys (`lens`, causal masking of several tokens in
