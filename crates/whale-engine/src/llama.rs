@@ -256,8 +256,6 @@ impl Llama {
                 let ks = &mut k[t0 * kvd..t1 * kvd];
                 self.rope.apply_rows(qs, p.n_head, p.head_dim, p0);
                 self.rope.apply_rows(ks, p.n_kv_head, p.head_dim, p0);
-                let end = p0 + span.len();
-                debug_assert!(end * kvd <= s.cache.k[l].len());
                 s.cache.k[l].write(p0 * kvd, ks);
                 s.cache.v[l].write(p0 * kvd, &v[t0 * kvd..t1 * kvd]);
                 let o = attention(qs, s.cache.k[l].view(), s.cache.v[l].view(), lay, span.len(), p0, scale, th);

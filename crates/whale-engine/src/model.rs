@@ -281,15 +281,7 @@ impl KvRows {
 
     /// Values `at..at + out.len()`, widened to f32.
     pub fn read(&self, at: usize, out: &mut [f32]) {
-        let n = out.len();
-        match self {
-            KvRows::F32(v) => out.copy_from_slice(&v[at..at + n]),
-            KvRows::F16(v) => {
-                for (o, &h) in out.iter_mut().zip(&v[at..at + n]) {
-                    *o = half::f16::from_bits(h).to_f32();
-                }
-            }
-        }
+        self.view().read(at, out)
     }
 
     /// The rows, as the attention kernels read them.

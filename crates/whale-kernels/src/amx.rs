@@ -43,8 +43,7 @@
 //! [`available`] checks the CPUID bits and asks once; if either fails, the
 //! AMX level is simply not available and the AVX-512 kernels run.
 
-use crate::blocks::*;
-use crate::dequant::{k_scale_min, q3_k_scales, q5_quants};
+use crate::dequant::{decode_ints, IntBlock};
 use crate::q8::ActRow;
 use crate::types::{GgmlType, QK32, QK_K};
 use core::arch::asm;
@@ -226,134 +225,6 @@ struct CTile([i32; TILE * TILE]);
 // Weight unpacking
 // ----------------------------------------------------------------------------
 
-/// One weight block decoded: signed quants with the type's offset applied,
-/// and per 16 elements the integer scale and min (K-quants), so that weight
-/// `e` = `d * sc[e / 16] * q[e] - dmin * mn[e / 16]` (legacy types: `d * q`,
-/// plus `dmin` = `m` for Q4_1 / Q5_1).
-struct Decoded {
-    q: [i8; QK_K],
-    sc: [i32; 16],
-    mn: [i32; 16],
-    d: f32,
-    dmin: f32,
-}
-
-fn decode(wty: GgmlType, bytes: &[u8], o: &mut Decoded) {
-    use GgmlType as G;
-    let nib = |qs: &[u8; 16], q: &mut [i8], off: i8| {
-        for (j, &b) in qs.iter().enumerate() {
-            q[j] = (b & 0x0F) as i8 - off;
-            q[j + 16] = (b >> 4) as i8 - off;
-        }
-    };
-    match wty {
-        G::Q4_0 => {
-            let b: &BlockQ4_0 = bytemuck::from_bytes(bytes);
-            nib(&b.qs, &mut o.q, 8);
-            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
-        }
-        G::Q4_1 => {
-            let b: &BlockQ4_1 = bytemuck::from_bytes(bytes);
-            nib(&b.qs, &mut o.q, 0);
-            (o.d, o.dmin) = (b.d.to_f32(), b.m.to_f32());
-        }
-        G::Q5_0 => {
-            let b: &BlockQ5_0 = bytemuck::from_bytes(bytes);
-            for (q, v) in o.q.iter_mut().zip(q5_quants(b.qh, &b.qs)) {
-                *q = v as i8 - 16;
-            }
-            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
-        }
-        G::Q5_1 => {
-            let b: &BlockQ5_1 = bytemuck::from_bytes(bytes);
-            for (q, v) in o.q.iter_mut().zip(q5_quants(b.qh, &b.qs)) {
-                *q = v as i8;
-            }
-            (o.d, o.dmin) = (b.d.to_f32(), b.m.to_f32());
-        }
-        G::Q8_0 => {
-            let b: &BlockQ8_0 = bytemuck::from_bytes(bytes);
-            o.q[..QK32].copy_from_slice(&b.qs);
-            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
-        }
-        G::Q2_K => {
-            let b: &BlockQ2_K = bytemuck::from_bytes(bytes);
-            // Element 128h + 32s + l: bits 2s..2s+2 of qs[32h + l].
-            for h in 0..2 {
-                for s in 0..4 {
-                    for l in 0..32 {
-                        o.q[128 * h + 32 * s + l] = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i8;
-                    }
-                }
-            }
-            for g in 0..16 {
-                o.sc[g] = (b.scales[g] & 0x0F) as i32;
-                o.mn[g] = (b.scales[g] >> 4) as i32;
-            }
-            (o.d, o.dmin) = (b.d.to_f32(), b.dmin.to_f32());
-        }
-        G::Q3_K => {
-            let b: &BlockQ3_K = bytemuck::from_bytes(bytes);
-            let scales = q3_k_scales(&b.scales);
-            for h in 0..2 {
-                for s in 0..4 {
-                    for l in 0..32 {
-                        let e = 128 * h + 32 * s + l;
-                        let low = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i8;
-                        let high_set = (b.hmask[l] >> (e / 32)) & 1 == 1;
-                        o.q[e] = if high_set { low } else { low - 4 };
-                    }
-                }
-            }
-            for (sc, &v) in o.sc.iter_mut().zip(&scales) {
-                *sc = v as i32;
-            }
-            o.mn = [0; 16];
-            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
-        }
-        G::Q4_K | G::Q5_K => {
-            let (scales, qs, qh, d, dmin) = if wty == G::Q4_K {
-                let b: &BlockQ4_K = bytemuck::from_bytes(bytes);
-                (&b.scales, &b.qs, None, b.d.to_f32(), b.dmin.to_f32())
-            } else {
-                let b: &BlockQ5_K = bytemuck::from_bytes(bytes);
-                (&b.scales, &b.qs, Some(&b.qh), b.d.to_f32(), b.dmin.to_f32())
-            };
-            // Sub-block j = 2c + s: nibble s of qs[32c + l], bit j of qh[l].
-            for j in 0..8 {
-                let (c, s) = (j / 2, j % 2);
-                for l in 0..32 {
-                    let low = (qs[32 * c + l] >> (4 * s)) & 0x0F;
-                    let high = qh.map_or(0, |h| (h[l] >> j) & 1);
-                    o.q[32 * j + l] = (low | (high << 4)) as i8;
-                }
-                let (sc, m) = k_scale_min(scales, j);
-                o.sc[2 * j..2 * j + 2].fill(sc as i32);
-                o.mn[2 * j..2 * j + 2].fill(m as i32);
-            }
-            (o.d, o.dmin) = (d, dmin);
-        }
-        G::Q6_K => {
-            let b: &BlockQ6_K = bytemuck::from_bytes(bytes);
-            for h in 0..2 {
-                for s in 0..4 {
-                    for l in 0..32 {
-                        let low = (b.ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0x0F;
-                        let high = (b.qh[32 * h + l] >> (2 * s)) & 3;
-                        o.q[128 * h + 32 * s + l] = (low | (high << 4)) as i8 - 32;
-                    }
-                }
-            }
-            for g in 0..16 {
-                o.sc[g] = b.scales[g] as i32;
-                o.mn[g] = 0;
-            }
-            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
-        }
-        other => unreachable!("{other} has no tile kernel"),
-    }
-}
-
 /// Sixteen weight rows (an N tile) unpacked for the tiles.
 struct Unpacked {
     /// Elements per scale group (one `tdpbssd`): 32 or 16.
@@ -393,7 +264,7 @@ impl Unpacked {
     /// The CPU must have AVX-512 F/BW/VL (only so that the decoding loops
     /// vectorise with them).
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
-    unsafe fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize, dec: &mut Decoded) {
+    unsafe fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize, dec: &mut IntBlock) {
         let bs = wty.block_size();
         let ts = wty.type_size();
         let k = bs == QK_K;
@@ -408,7 +279,7 @@ impl Unpacked {
         }
         for (n, row) in rows.chunks_exact(rb).enumerate() {
             for (blk, bytes) in row.chunks_exact(ts).enumerate() {
-                decode(wty, bytes, dec);
+                decode_ints(wty, bytes, dec);
                 self.d[blk][n] = dec.d;
                 self.dmin[blk][n] = dec.dmin;
                 if k {
@@ -436,10 +307,12 @@ impl Unpacked {
 // Products
 // ----------------------------------------------------------------------------
 
-/// One 16-row activation tile: where its quants start and its per-block
-/// fields transposed to one 16-wide vector per block (row `m` in lane `m`).
-struct ActTile {
-    base: *const i8,
+/// One 16-row activation tile: its quants and its per-block fields
+/// transposed to one 16-wide vector per block (row `m` in lane `m`). Made
+/// once per product ([`act_tiles`]) and shared by every thread's part.
+pub(crate) struct ActTile<'a> {
+    /// The 16 rows' quants, `16 * cols` bytes: tile loads read all of them.
+    qs: &'a [i8],
     /// Per block: `d` of the 16 rows.
     d: Vec<[f32; TILE]>,
     /// Q8_1 (Q4_1 / Q5_1 weights), per block: `s` of the 16 rows.
@@ -448,35 +321,41 @@ struct ActTile {
     bsums: Vec<[i32; TILE]>,
 }
 
-impl ActTile {
-    /// `qs`: the 16 rows' quants, `16 * cols` bytes (the tile loads read them
-    /// all through `base`).
-    fn new(rows: &[ActRow<'_>], qs: &[i8], cols: usize, wty: GgmlType) -> ActTile {
-        let nb = cols / wty.block_size();
-        fn transpose(rows: &[ActRow<'_>], nb: usize, field: fn(&ActRow<'_>, usize) -> f32) -> Vec<[f32; TILE]> {
-            (0..nb).map(|b| core::array::from_fn(|m| field(&rows[m], b))).collect()
-        }
-        let s = if matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_1) {
-            transpose(rows, nb, |a, b| a.s[b])
-        } else {
-            Vec::new()
-        };
-        let bsums = if matches!(wty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
-            (0..cols / 16).map(|g| core::array::from_fn(|m| rows[m].bsums[g] as i32)).collect()
-        } else {
-            Vec::new()
-        };
-        assert!(qs.len() == TILE * cols);
-        ActTile { base: qs.as_ptr(), d: transpose(rows, nb, |a, b| a.d[b]), s, bsums }
+/// The activation tiles of `acts` (rows in groups of 16; a last partial
+/// group is left to the caller) for `wty` weights. `qs` holds the quants of
+/// those rows, `cols` bytes per row, and `acts` views the same rows
+/// (checked: the tile loads read row `m` of a tile at `m * cols`).
+pub(crate) fn act_tiles<'a>(wty: GgmlType, cols: usize, acts: &[ActRow<'_>], qs: &'a [i8]) -> Vec<ActTile<'a>> {
+    assert!(supports(wty) && acts.len().is_multiple_of(TILE) && qs.len() == acts.len() * cols);
+    let nb = cols / wty.block_size();
+    fn transpose(rows: &[ActRow<'_>], nb: usize, field: fn(&ActRow<'_>, usize) -> f32) -> Vec<[f32; TILE]> {
+        (0..nb).map(|b| core::array::from_fn(|m| field(&rows[m], b))).collect()
     }
+    acts.chunks_exact(TILE)
+        .zip(qs.chunks_exact(TILE * cols))
+        .map(|(rows, tq)| {
+            for (m, a) in rows.iter().enumerate() {
+                assert!(a.qs.len() == cols && core::ptr::eq(a.qs.as_ptr(), tq[m * cols..].as_ptr()));
+            }
+            let s = if matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                transpose(rows, nb, |a, b| a.s[b])
+            } else {
+                Vec::new()
+            };
+            let bsums = if matches!(wty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
+                (0..cols / 16).map(|g| core::array::from_fn(|m| rows[m].bsums[g] as i32)).collect()
+            } else {
+                Vec::new()
+            };
+            ActTile { qs: tq, d: transpose(rows, nb, |a, b| a.d[b]), s, bsums }
+        })
+        .collect()
 }
 
-/// `out[i][r] = dot(weight row r of w, acts[i])` for every activation row
-/// (`acts.len()` a multiple of 16) and every weight row of `w` (`rb` bytes
-/// each, `cols` elements), bit-identical to `vec_dot_q_ref`.
-///
-/// `qs` holds the quants of the activation rows, `cols` bytes per row, and
-/// `acts` views the same rows (checked).
+/// `out[i][r] = dot(weight row r of w, activation row i)` for every row of
+/// the activation tiles (`out.len() == 16 * tiles.len()`) and every weight
+/// row of `w` (`rb` bytes each, `cols` elements), bit-identical to
+/// `vec_dot_q_ref`.
 ///
 /// # Safety
 /// [`available`] must have returned true; the AVX-512 F/BW/VL features must
@@ -487,25 +366,13 @@ pub(crate) unsafe fn matmul_tiles(
     w: &[u8],
     rb: usize,
     cols: usize,
-    acts: &[ActRow<'_>],
-    qs: &[i8],
+    act_tiles: &[ActTile<'_>],
     out: &mut [&mut [f32]],
 ) {
-    assert!(supports(wty) && acts.len().is_multiple_of(TILE) && out.len() == acts.len());
-    assert!(qs.len() == acts.len() * cols);
-    let act_tiles: Vec<ActTile> = acts
-        .chunks_exact(TILE)
-        .zip(qs.chunks_exact(TILE * cols))
-        .map(|(tile, tq)| {
-            for (m, a) in tile.iter().enumerate() {
-                // The tile loads read row m at `tq[m * cols..]`.
-                assert!(a.qs.len() == cols && core::ptr::eq(a.qs.as_ptr(), tq[m * cols..].as_ptr()));
-            }
-            ActTile::new(tile, tq, cols, wty)
-        })
-        .collect();
+    assert!(supports(wty) && out.len() == act_tiles.len() * TILE);
+    assert!(act_tiles.iter().all(|t| t.qs.len() == TILE * cols));
     let mut unpacked = Unpacked::new(wty, cols);
-    let mut dec = Decoded { q: [0; QK_K], sc: [0; 16], mn: [0; 16], d: 0.0, dmin: 0.0 };
+    let mut dec = IntBlock::default();
     let zero = _mm512_setzero_ps();
     let mut scratch = Scratch { c: [CTile([0; TILE * TILE]), CTile([0; TILE * TILE])], lanes: [[zero; TILE]; 8] };
     // SAFETY: (caller) AMX is available.
@@ -584,14 +451,14 @@ unsafe fn legacy_tile(
     wty: GgmlType,
     tiles: &Tiles,
     u: &Unpacked,
-    at: &ActTile,
+    at: &ActTile<'_>,
     cols: usize,
     sc: &mut Scratch,
 ) -> [__m512; TILE] {
     let zero = _mm512_setzero_ps();
     let nb = u.d.len();
     let [c0, c1] = &mut sc.c;
-    let a_at = |b: usize| at.base.wrapping_add(QK32 * b);
+    let a_at = |b: usize| at.qs.as_ptr().wrapping_add(QK32 * b);
     let b_at = |b: usize| u.b.as_ptr().wrapping_add(QK32 * TILE * b);
     for (lane, lane_acc) in sc.lanes.iter_mut().enumerate() {
         let mut acc = [zero; TILE];
@@ -658,7 +525,7 @@ unsafe fn k_tile(
     wty: GgmlType,
     tiles: &Tiles,
     u: &Unpacked,
-    at: &ActTile,
+    at: &ActTile<'_>,
     cols: usize,
     sc: &mut Scratch,
 ) -> [__m512; TILE] {
@@ -668,7 +535,7 @@ unsafe fn k_tile(
     let groups = QK_K / group;
     let nb = u.d.len();
     let [c0, c1] = &mut sc.c;
-    let a_at = |g: usize| at.base.wrapping_add(group * g);
+    let a_at = |g: usize| at.qs.as_ptr().wrapping_add(group * g);
     let b_at = |g: usize| u.b.as_ptr().wrapping_add(group * TILE * g);
     for (lane, lane_acc) in sc.lanes.iter_mut().enumerate() {
         let mut acc = [zero; TILE];

@@ -49,8 +49,9 @@ impl<'a> KvSlice<'a> {
         }
     }
 
-    /// `out[j] = self[at + j]` widened to f32 (scalar).
-    fn widen_into(self, at: usize, out: &mut [f32]) {
+    /// `out[j] = self[at + j]` widened to f32 (exact). Panics if the values
+    /// run past the end.
+    pub fn read(self, at: usize, out: &mut [f32]) {
         let n = out.len();
         match self {
             KvSlice::F32(x) => out.copy_from_slice(&x[at..at + n]),
@@ -195,7 +196,7 @@ fn attn_scores_verified(
         _ => {
             let mut k = vec![0f32; dim];
             for p in 0..n {
-                keys.widen_into(p * stride, &mut k);
+                keys.read(p * stride, &mut k);
                 for (i, qi) in q.chunks_exact(dim).enumerate().filter(|&(i, _)| p < lens[i]) {
                     out[i * n + p] = crate::dot::dot_f32_verified(v, qi, &k) * scale;
                 }
@@ -232,7 +233,7 @@ fn attn_weighted_sum_verified(
             out.fill(0.0);
             let mut vr = vec![0f32; dim];
             for p in 0..n {
-                values.widen_into(p * stride, &mut vr);
+                values.read(p * stride, &mut vr);
                 for (i, o) in out.chunks_exact_mut(dim).enumerate().filter(|&(i, _)| p < lens[i]) {
                     let wp = w[i * n + p];
                     for (o, &x) in o.iter_mut().zip(&vr) {

@@ -401,3 +401,147 @@ impl Dequantize for BlockQ8_K {
         }
     }
 }
+
+/// One weight block as the integer kernels see it: signed quants with the
+/// type's offset applied and, per 16 elements, the integer scale and min,
+/// so that weight `e` = `d * sc[e / 16] * q[e] - dmin * mn[e / 16]`
+/// (legacy 32-element types: `sc` 1 and `mn` 0, and `dmin` holds `m` of
+/// Q4_1 / Q5_1, whose weight is `d * q + m`). The scalar reference of the
+/// quantized dots and the AMX / NEON unpacking share it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IntBlock {
+    pub q: [i8; QK_K],
+    pub sc: [i32; 16],
+    pub mn: [i32; 16],
+    pub d: f32,
+    pub dmin: f32,
+}
+
+impl Default for IntBlock {
+    fn default() -> Self {
+        IntBlock { q: [0; QK_K], sc: [1; 16], mn: [0; 16], d: 0.0, dmin: 0.0 }
+    }
+}
+
+/// Decodes one `wty` block (`bytes` is exactly one block) into `o`.
+/// Panics for types without 8-bit-activation dots (F32, F16, BF16, Q8_1,
+/// Q8_K).
+pub(crate) fn decode_ints(wty: GgmlType, bytes: &[u8], o: &mut IntBlock) {
+    if wty.block_size() == QK32 {
+        o.sc = [1; 16];
+        o.mn = [0; 16];
+    }
+    use GgmlType as G;
+    let nib = |qs: &[u8; 16], q: &mut [i8], off: i8| {
+        for (j, &b) in qs.iter().enumerate() {
+            q[j] = (b & 0x0F) as i8 - off;
+            q[j + 16] = (b >> 4) as i8 - off;
+        }
+    };
+    match wty {
+        G::Q4_0 => {
+            let b: &BlockQ4_0 = bytemuck::from_bytes(bytes);
+            nib(&b.qs, &mut o.q, 8);
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
+        G::Q4_1 => {
+            let b: &BlockQ4_1 = bytemuck::from_bytes(bytes);
+            nib(&b.qs, &mut o.q, 0);
+            (o.d, o.dmin) = (b.d.to_f32(), b.m.to_f32());
+        }
+        G::Q5_0 => {
+            let b: &BlockQ5_0 = bytemuck::from_bytes(bytes);
+            for (q, v) in o.q.iter_mut().zip(q5_quants(b.qh, &b.qs)) {
+                *q = v as i8 - 16;
+            }
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
+        G::Q5_1 => {
+            let b: &BlockQ5_1 = bytemuck::from_bytes(bytes);
+            for (q, v) in o.q.iter_mut().zip(q5_quants(b.qh, &b.qs)) {
+                *q = v as i8;
+            }
+            (o.d, o.dmin) = (b.d.to_f32(), b.m.to_f32());
+        }
+        G::Q8_0 => {
+            let b: &BlockQ8_0 = bytemuck::from_bytes(bytes);
+            o.q[..QK32].copy_from_slice(&b.qs);
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
+        G::Q2_K => {
+            let b: &BlockQ2_K = bytemuck::from_bytes(bytes);
+            // Element 128h + 32s + l: bits 2s..2s+2 of qs[32h + l].
+            for h in 0..2 {
+                for s in 0..4 {
+                    for l in 0..32 {
+                        o.q[128 * h + 32 * s + l] = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i8;
+                    }
+                }
+            }
+            for g in 0..16 {
+                o.sc[g] = (b.scales[g] & 0x0F) as i32;
+                o.mn[g] = (b.scales[g] >> 4) as i32;
+            }
+            (o.d, o.dmin) = (b.d.to_f32(), b.dmin.to_f32());
+        }
+        G::Q3_K => {
+            let b: &BlockQ3_K = bytemuck::from_bytes(bytes);
+            let scales = q3_k_scales(&b.scales);
+            for h in 0..2 {
+                for s in 0..4 {
+                    for l in 0..32 {
+                        let e = 128 * h + 32 * s + l;
+                        let low = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i8;
+                        let high_set = (b.hmask[l] >> (e / 32)) & 1 == 1;
+                        o.q[e] = if high_set { low } else { low - 4 };
+                    }
+                }
+            }
+            for (sc, &v) in o.sc.iter_mut().zip(&scales) {
+                *sc = v as i32;
+            }
+            o.mn = [0; 16];
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
+        G::Q4_K | G::Q5_K => {
+            let (scales, qs, qh, d, dmin) = if wty == G::Q4_K {
+                let b: &BlockQ4_K = bytemuck::from_bytes(bytes);
+                (&b.scales, &b.qs, None, b.d.to_f32(), b.dmin.to_f32())
+            } else {
+                let b: &BlockQ5_K = bytemuck::from_bytes(bytes);
+                (&b.scales, &b.qs, Some(&b.qh), b.d.to_f32(), b.dmin.to_f32())
+            };
+            // Sub-block j = 2c + s: nibble s of qs[32c + l], bit j of qh[l].
+            for j in 0..8 {
+                let (c, s) = (j / 2, j % 2);
+                for l in 0..32 {
+                    let low = (qs[32 * c + l] >> (4 * s)) & 0x0F;
+                    let high = qh.map_or(0, |h| (h[l] >> j) & 1);
+                    o.q[32 * j + l] = (low | (high << 4)) as i8;
+                }
+                let (sc, m) = k_scale_min(scales, j);
+                o.sc[2 * j..2 * j + 2].fill(sc as i32);
+                o.mn[2 * j..2 * j + 2].fill(m as i32);
+            }
+            (o.d, o.dmin) = (d, dmin);
+        }
+        G::Q6_K => {
+            let b: &BlockQ6_K = bytemuck::from_bytes(bytes);
+            for h in 0..2 {
+                for s in 0..4 {
+                    for l in 0..32 {
+                        let low = (b.ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0x0F;
+                        let high = (b.qh[32 * h + l] >> (2 * s)) & 3;
+                        o.q[128 * h + 32 * s + l] = (low | (high << 4)) as i8 - 32;
+                    }
+                }
+            }
+            for g in 0..16 {
+                o.sc[g] = b.scales[g] as i32;
+                o.mn[g] = 0;
+            }
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
+        other => unreachable!("{other} has no integer dot"),
+    }
+}

@@ -12,7 +12,7 @@
 use core::arch::aarch64::*;
 
 use crate::blocks::*;
-use crate::dequant::{k_scale_min, q5_quants};
+use crate::dequant::{decode_ints, k_scale_min, q5_quants, IntBlock};
 use crate::q8::ActRow;
 use crate::qdot::scalar;
 use crate::types::GgmlType;
@@ -104,10 +104,11 @@ pub(crate) unsafe fn vec_dot(wty: GgmlType, row: &[u8], a: ActRow<'_>) -> f32 {
             (b.d.to_f32(), b.dmin.to_f32(), isum, msum)
         }),
         G::Q6_K => scalar::k_quant::<_, false>(cast_slice::<u8, BlockQ6_K>(row), a, |b, y, _| {
-            let q = q6_k_quants(b);
+            let mut blk = IntBlock::default();
+            decode_ints(G::Q6_K, bytemuck::bytes_of(b), &mut blk);
             let mut isum = 0i32;
             for g in 0..16 {
-                let d = vaddvq_s32(dot16(vdupq_n_s32(0), load16(&q, 16 * g), load16(y, 16 * g)));
+                let d = vaddvq_s32(dot16(vdupq_n_s32(0), load16(&blk.q, 16 * g), load16(y, 16 * g)));
                 isum += b.scales[g] as i32 * d;
             }
             (b.d.to_f32(), 0.0, isum, 0)
@@ -134,19 +135,4 @@ fn nibbles_32(qs: &[u8]) -> [[i8; 32]; 2] {
         }
     }
     out
-}
-
-/// The 256 signed quants of a Q6_K block, in element order.
-fn q6_k_quants(b: &BlockQ6_K) -> [i8; 256] {
-    let mut q = [0i8; 256];
-    for h in 0..2 {
-        for s in 0..4 {
-            for l in 0..32 {
-                let low = (b.ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0x0F;
-                let high = (b.qh[32 * h + l] >> (2 * s)) & 3;
-                q[128 * h + 32 * s + l] = (low | (high << 4)) as i8 - 32;
-            }
-        }
-    }
-    q
 }

@@ -252,6 +252,7 @@ impl QuantizedActs {
     }
 
     /// Every row's quants, row-major (empty for 16-bit and f32 types).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn all_qs(&self) -> &[i8] {
         &self.qs
     }

@@ -44,7 +44,7 @@
 //! level by f32 rounding only.
 
 use crate::blocks::*;
-use crate::dequant::{k_scale_min, q3_k_scales, q5_quants};
+use crate::dequant::{decode_ints, k_scale_min, q3_k_scales, q5_quants, IntBlock};
 use crate::dispatch::{SimdLevel, Verified};
 use crate::dot::{check_row, verify};
 use crate::q8::{quantize_acts_verified, vec_dot_type, ActRow, QuantizedActs};
@@ -344,17 +344,7 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
     if acts.tiled > 0 {
         let cols = acts.rows[0].qs.len();
         // SAFETY: `tiled > 0` only at a verified AMX level (see `PreparedActs::new`).
-        unsafe {
-            crate::amx::matmul_tiles(
-                wty,
-                w,
-                rb,
-                cols,
-                &acts.rows[..acts.tiled],
-                &acts.qs[..acts.tiled * cols],
-                &mut out[..acts.tiled],
-            )
-        };
+        unsafe { crate::amx::matmul_tiles(wty, w, rb, cols, &acts.tiles, &mut out[..acts.tiled]) };
     }
     let t_rows: Vec<&[i8]> = (0..m).map(|i| acts.transposed_row(i)).collect();
     let job = GroupJob { v, wty, w, rb, act_rows: &acts.rows, t_rows: &t_rows, transposed: acts.t_len > 0 };
@@ -386,9 +376,9 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
 /// rows group-transposed (see `transpose_groups`).
 struct PreparedActs<'a> {
     rows: Vec<ActRow<'a>>,
-    /// Every row's quants (8-bit activation types), row-major.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    qs: &'a [i8],
+    /// Rows `0..tiled` as AMX activation tiles.
+    #[cfg(target_arch = "x86_64")]
+    tiles: Vec<crate::amx::ActTile<'a>>,
     /// Rows `0..tiled` (a multiple of 16) go through the AMX tiles.
     tiled: usize,
     /// Rows `tiled..` transposed, `t_len` bytes each.
@@ -417,7 +407,20 @@ impl<'a> PreparedActs<'a> {
                 transpose_groups(a.qs, a.sums, off, out);
             }
         }
-        PreparedActs { rows, qs: acts.all_qs(), tiled, tq, t_len }
+        #[cfg(target_arch = "x86_64")]
+        let tiles = if tiled > 0 {
+            crate::amx::act_tiles(wty, acts.cols(), &rows[..tiled], &acts.all_qs()[..tiled * acts.cols()])
+        } else {
+            Vec::new()
+        };
+        PreparedActs {
+            rows,
+            #[cfg(target_arch = "x86_64")]
+            tiles,
+            tiled,
+            tq,
+            t_len,
+        }
     }
 
     /// Row `i`'s transposed quants (empty for tiled rows or when not transposed).
@@ -581,139 +584,21 @@ pub(crate) fn vec_dot_q_verified(v: Verified, wty: GgmlType, row: &[u8], a: ActR
 // Reference
 // ----------------------------------------------------------------------------
 
-/// One weight block decoded for the reference: per element the integer
-/// quant `q` (with its offset applied), scale `sc` and min `mn`, so that
-/// weight = `d * sc * q - dmin * mn`; plus `d` and `dmin` (Q4_1/Q5_1: `m`).
-struct RefBlock {
-    q: Vec<i64>,
-    sc: Vec<i64>,
-    mn: Vec<i64>,
-    d: f32,
-    dmin: f32,
-}
-
-fn ref_block(wty: GgmlType, bytes: &[u8]) -> RefBlock {
-    use GgmlType as G;
-    let n = wty.block_size();
-    let mut q = vec![0i64; n];
-    let mut sc = vec![1i64; n];
-    let mut mn = vec![0i64; n];
-    let nib = |qs: &[u8], j: usize| -> i64 {
-        // Element j < 16: low nibble of qs[j]; j >= 16: high nibble of qs[j - 16].
-        if j < 16 {
-            (qs[j] & 0x0F) as i64
-        } else {
-            (qs[j - 16] >> 4) as i64
-        }
-    };
-    let (d, dmin) = match wty {
-        G::Q4_0 => {
-            let b: &BlockQ4_0 = bytemuck::from_bytes(bytes);
-            for (j, v) in q.iter_mut().enumerate() {
-                *v = nib(&b.qs, j) - 8;
-            }
-            (b.d.to_f32(), 0.0)
-        }
-        G::Q4_1 => {
-            let b: &BlockQ4_1 = bytemuck::from_bytes(bytes);
-            for (j, v) in q.iter_mut().enumerate() {
-                *v = nib(&b.qs, j);
-            }
-            (b.d.to_f32(), b.m.to_f32())
-        }
-        G::Q5_0 | G::Q5_1 => {
-            let (qh, qs, d, m, off) = if wty == G::Q5_0 {
-                let b: &BlockQ5_0 = bytemuck::from_bytes(bytes);
-                (u32::from_le_bytes(b.qh), b.qs, b.d.to_f32(), 0.0, 16)
-            } else {
-                let b: &BlockQ5_1 = bytemuck::from_bytes(bytes);
-                (u32::from_le_bytes(b.qh), b.qs, b.d.to_f32(), b.m.to_f32(), 0)
-            };
-            for (j, v) in q.iter_mut().enumerate() {
-                *v = nib(&qs, j) + 16 * ((qh >> j) & 1) as i64 - off;
-            }
-            (d, m)
-        }
-        G::Q8_0 => {
-            let b: &BlockQ8_0 = bytemuck::from_bytes(bytes);
-            for (v, &x) in q.iter_mut().zip(&b.qs) {
-                *v = x as i64;
-            }
-            (b.d.to_f32(), 0.0)
-        }
-        G::Q2_K => {
-            let b: &BlockQ2_K = bytemuck::from_bytes(bytes);
-            // Element e = 128h + 32s + l: bits 2s..2s+2 of qs[32h + l]; group e / 16.
-            for e in 0..QK_K {
-                let (h, s, l) = (e / 128, (e % 128) / 32, e % 32);
-                q[e] = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i64;
-                sc[e] = (b.scales[e / 16] & 0x0F) as i64;
-                mn[e] = (b.scales[e / 16] >> 4) as i64;
-            }
-            (b.d.to_f32(), b.dmin.to_f32())
-        }
-        G::Q3_K => {
-            let b: &BlockQ3_K = bytemuck::from_bytes(bytes);
-            let scales = q3_k_scales(&b.scales);
-            for e in 0..QK_K {
-                let (h, s, l) = (e / 128, (e % 128) / 32, e % 32);
-                let low = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i64;
-                let high_set = (b.hmask[l] >> (e / 32)) & 1 == 1;
-                q[e] = if high_set { low } else { low - 4 };
-                sc[e] = scales[e / 16] as i64;
-            }
-            (b.d.to_f32(), 0.0)
-        }
-        G::Q4_K | G::Q5_K => {
-            let (scales, qs, qh, d, dmin) = if wty == G::Q4_K {
-                let b: &BlockQ4_K = bytemuck::from_bytes(bytes);
-                (b.scales, b.qs, None, b.d.to_f32(), b.dmin.to_f32())
-            } else {
-                let b: &BlockQ5_K = bytemuck::from_bytes(bytes);
-                (b.scales, b.qs, Some(b.qh), b.d.to_f32(), b.dmin.to_f32())
-            };
-            // Sub-block j = e / 32 = 2c + s: nibble s of qs[32c + l]; bit j of qh[l].
-            for e in 0..QK_K {
-                let (j, l) = (e / 32, e % 32);
-                let low = ((qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0F) as i64;
-                let high = qh.map_or(0, |h| ((h[l] >> j) & 1) as i64);
-                q[e] = low + 16 * high;
-                let (s, m) = k_scale_min(&scales, j);
-                sc[e] = s as i64;
-                mn[e] = m as i64;
-            }
-            (d, dmin)
-        }
-        G::Q6_K => {
-            let b: &BlockQ6_K = bytemuck::from_bytes(bytes);
-            for e in 0..QK_K {
-                let (h, s, l) = (e / 128, (e % 128) / 32, e % 32);
-                let low = ((b.ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0x0F) as i64;
-                let high = ((b.qh[32 * h + l] >> (2 * s)) & 3) as i64;
-                q[e] = low + 16 * high - 32;
-                sc[e] = b.scales[e / 16] as i64;
-            }
-            (b.d.to_f32(), 0.0)
-        }
-        other => unreachable!("{other} has no quantized-activation dot"),
-    };
-    RefBlock { q, sc, mn, d, dmin }
-}
-
 fn quant_ref(wty: GgmlType, row: &[u8], a: ActRow<'_>) -> f32 {
     let n = wty.block_size();
     let ts = wty.type_size();
     let fam = family(wty);
     let mut acc = [0f32; 8];
     let mut accm = [0f32; 8];
+    let mut blk = IntBlock::default();
     for (b, bytes) in row.chunks_exact(ts).enumerate() {
-        let blk = ref_block(wty, bytes);
+        decode_ints(wty, bytes, &mut blk);
         let ys = &a.qs[b * n..(b + 1) * n];
         let mut isum = 0i64;
         let mut msum = 0i64;
         for (j, &y) in ys.iter().enumerate() {
-            isum += blk.sc[j] * blk.q[j] * y as i64;
-            msum += blk.mn[j] * y as i64;
+            isum += blk.sc[j / 16] as i64 * blk.q[j] as i64 * y as i64;
+            msum += blk.mn[j / 16] as i64 * y as i64;
         }
         let (isum, msum) = (i32::try_from(isum).unwrap(), i32::try_from(msum).unwrap());
         let da = a.d[b];
