@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use whale_engine::gguf::GgufFile;
+use whale_engine::formats::gguf::GgufFile;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(g) = GgufFile::from_bytes(data.to_vec()) {
@@ -14,8 +14,8 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = g.architecture();
         // The tokenizer and model loaders read the same metadata.
-        let _ = whale_engine::tokenizer::Tokenizer::from_gguf(&g);
-        let store = whale_engine::weights::WeightStore::Gguf(g);
-        let _ = whale_engine::model::load_weights(&store, "llama", Default::default());
+        let _ = whale_engine::text::tokenizer::Tokenizer::from_gguf(&g);
+        let store = whale_engine::formats::weights::WeightStore::Gguf(g);
+        let _ = whale_engine::models::load_weights(&store, "llama", Default::default());
     }
 });

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use whale_engine::weights::WeightStore;
+use whale_engine::formats::weights::WeightStore;
 
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -28,6 +28,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     if let Ok(store) = WeightStore::open(d) {
-        let _ = whale_engine::model::load_weights(&store, "llama", Default::default());
+        let _ = whale_engine::models::load_weights(&store, "llama", Default::default());
     }
 });

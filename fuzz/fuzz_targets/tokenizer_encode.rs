@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use whale_engine::tokenizer::{StreamDecoder, Tokenizer};
+use whale_engine::text::tokenizer::{StreamDecoder, Tokenizer};
 
 fn tokenizer() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();

@@ -10,8 +10,8 @@
 
 mod common;
 
-use whale_engine::model::{load, load_weights, BatchSeq, KvCache, LoadOptions, Logits, Model};
-use whale_engine::weights::WeightStore;
+use whale_engine::formats::weights::WeightStore;
+use whale_engine::models::{load, load_weights, BatchSeq, KvCache, LoadOptions, Logits, Model};
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()

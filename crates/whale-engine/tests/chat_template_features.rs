@@ -1,7 +1,7 @@
 //! The jinja2 / transformers behaviours the chat templates rely on, on small templates
 //! whose output is written out by hand (Python's output for the same template).
 
-use whale_engine::chat_template::{ChatMessage, ChatTemplate, TemplateError};
+use whale_engine::text::chat_template::{ChatMessage, ChatTemplate, TemplateError};
 
 fn render(src: &str, messages: &[ChatMessage]) -> Result<String, TemplateError> {
     ChatTemplate::new(src)?.render(messages, false, "<s>", "</s>", None)

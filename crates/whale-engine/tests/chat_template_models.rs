@@ -6,9 +6,9 @@
 mod common;
 
 use serde_json::Value;
-use whale_engine::chat_template::{ChatMessage, ChatTemplate};
-use whale_engine::gguf::GgufFile;
-use whale_engine::tokenizer::Tokenizer;
+use whale_engine::formats::gguf::GgufFile;
+use whale_engine::text::chat_template::{ChatMessage, ChatTemplate};
+use whale_engine::text::tokenizer::Tokenizer;
 
 fn reference() -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenizer/chat_templates.json");

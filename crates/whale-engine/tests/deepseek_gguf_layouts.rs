@@ -7,9 +7,9 @@
 mod common;
 
 use common::{hf_reference, max_abs_diff};
-use whale_engine::gguf::{GgufFile, MetaValue};
-use whale_engine::model::{load_weights, LoadOptions, Logits};
-use whale_engine::weights::WeightStore;
+use whale_engine::formats::gguf::{GgufFile, MetaValue};
+use whale_engine::formats::weights::WeightStore;
+use whale_engine::models::{load_weights, LoadOptions, Logits};
 
 fn put_str(b: &mut Vec<u8>, s: &str) {
     b.extend_from_slice(&(s.len() as u64).to_le_bytes());
@@ -137,7 +137,7 @@ fn older_attn_kv_b_layout_gives_the_same_logits() {
         }
     }
     let old = WeightStore::Gguf(GgufFile::from_bytes(b).unwrap());
-    assert!(old.contains(&whale_engine::names::layer(whale_engine::names::ATTN_KV_B, 0)));
+    assert!(old.contains(&whale_engine::formats::names::layer(whale_engine::formats::names::ATTN_KV_B, 0)));
     let new = WeightStore::Gguf(g);
     let opts = LoadOptions { threads: 2, ..Default::default() };
     let (m_old, m_new) =

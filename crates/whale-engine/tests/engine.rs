@@ -11,11 +11,11 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use whale_engine::engine::{Done, EngineConfig, EngineHandle, Event, SubmitError, ValidRequest};
-use whale_engine::generate::{generate, FinishReason, GenerateRequest, Session};
-use whale_engine::json_constraint::JsonState;
-use whale_engine::model::{load, LoadOptions, LoadedModel};
-use whale_engine::sampler::SamplerConfig;
+use whale_engine::models::{load, LoadOptions, LoadedModel};
+use whale_engine::serving::engine::{Done, EngineConfig, EngineHandle, Event, SubmitError, ValidRequest};
+use whale_engine::serving::generate::{generate, FinishReason, GenerateRequest, Session};
+use whale_engine::serving::sampler::SamplerConfig;
+use whale_engine::text::json_constraint::JsonState;
 
 fn tiny_deepseek() -> LoadedModel {
     let path = common::hf_reference().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
@@ -26,7 +26,7 @@ fn config(parallel: usize, max_queue: usize) -> EngineConfig {
     EngineConfig { parallel, max_queue, ctx: 512, cache_bytes: 64 << 20 }
 }
 
-fn start(m: LoadedModel, cfg: EngineConfig) -> (EngineHandle, Arc<whale_engine::tokenizer::Tokenizer>) {
+fn start(m: LoadedModel, cfg: EngineConfig) -> (EngineHandle, Arc<whale_engine::text::tokenizer::Tokenizer>) {
     let tok = Arc::new(m.tokenizer);
     (EngineHandle::start(m.model, tok.clone(), cfg), tok)
 }
@@ -44,7 +44,7 @@ fn greedy(prompt: Vec<u32>, max_tokens: usize) -> ValidRequest {
 }
 
 /// Everything a request produced: (generated ids, text, Done).
-fn collect(stream: whale_engine::engine::EventStream) -> (Vec<u32>, String, Done) {
+fn collect(stream: whale_engine::serving::engine::EventStream) -> (Vec<u32>, String, Done) {
     let (mut ids, mut text) = (Vec::new(), String::new());
     for ev in stream {
         match ev {
@@ -257,12 +257,12 @@ fn json_mode_output_is_json() {
 #[test]
 fn waker_runs_after_the_stream_closes() {
     use std::sync::{Condvar, Mutex};
-    use whale_engine::engine::TryNext;
+    use whale_engine::serving::engine::TryNext;
     let (engine, _) = start(tiny_deepseek(), config(2, 2));
     for round in 0..20 {
         let wakes = Arc::new((Mutex::new(0u64), Condvar::new()));
         let w = wakes.clone();
-        let waker: whale_engine::engine::Waker = Arc::new(move || {
+        let waker: whale_engine::serving::engine::Waker = Arc::new(move || {
             *w.0.lock().unwrap() += 1;
             w.1.notify_all();
         });

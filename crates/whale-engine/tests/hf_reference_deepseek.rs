@@ -12,13 +12,13 @@
 mod common;
 
 use common::{hf_reference, max_abs_diff, npy_values, read_npy_f32, read_npz};
-use whale_engine::deepseek_v3::{Deepseek, LayerRouting};
-use whale_engine::generate::Session;
+use whale_engine::models::deepseek_v3::{Deepseek, LayerRouting};
+use whale_engine::serving::generate::Session;
 // Transformers keeps keys and values in f32, so these comparisons use an
 // f32 KV cache (the default f16 cache rounds them, as llama.cpp does).
-use whale_engine::model::{CacheType, LoadOptions, Logits, Model};
-use whale_engine::sampler::argmax;
-use whale_engine::weights::WeightStore;
+use whale_engine::formats::weights::WeightStore;
+use whale_engine::models::{CacheType, LoadOptions, Logits, Model};
+use whale_engine::serving::sampler::argmax;
 
 const TOL: f32 = 1e-4;
 
@@ -113,7 +113,7 @@ fn dsv3_gguf_made_by_llama_cpp_matches_transformers() {
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("expected/dsv3_a_qlora_yarn_v129280.json")).unwrap())
             .unwrap();
-    let m = whale_engine::model::load(
+    let m = whale_engine::models::load(
         &root.join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf"),
         LoadOptions { threads: 2, cache_type: CacheType::F32 },
     )

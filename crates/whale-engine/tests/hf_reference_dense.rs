@@ -11,12 +11,12 @@
 mod common;
 
 use common::{hf_reference, max_abs_diff, read_npy_f32};
-use whale_engine::generate::Session;
+use whale_engine::serving::generate::Session;
 // Transformers keeps keys and values in f32, so these comparisons use an
 // f32 KV cache (the default f16 cache rounds them, as llama.cpp does).
-use whale_engine::model::{load_weights, CacheType, LoadOptions, Logits};
-use whale_engine::sampler::argmax;
-use whale_engine::weights::WeightStore;
+use whale_engine::formats::weights::WeightStore;
+use whale_engine::models::{load_weights, CacheType, LoadOptions, Logits};
+use whale_engine::serving::sampler::argmax;
 
 const TOL: f32 = 1e-4;
 

@@ -9,8 +9,8 @@ mod common;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use whale_engine::gguf::GgufFile;
-use whale_engine::tokenizer::{StreamDecoder, Tokenizer};
+use whale_engine::formats::gguf::GgufFile;
+use whale_engine::text::tokenizer::{StreamDecoder, Tokenizer};
 
 struct Case {
     name: String,

@@ -2,8 +2,8 @@
 //! unsupported vocabularies, and the BOS/EOS and token-kind rules on a toy vocabulary
 //! whose expected ids are worked out by hand.
 
-use whale_engine::gguf::GgufFile;
-use whale_engine::tokenizer::{TokenKind, Tokenizer, TokenizerError};
+use whale_engine::formats::gguf::GgufFile;
+use whale_engine::text::tokenizer::{TokenKind, Tokenizer, TokenizerError};
 
 enum V {
     Str(&'static str),

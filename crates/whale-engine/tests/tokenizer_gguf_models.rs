@@ -7,8 +7,8 @@
 mod common;
 
 use serde_json::Value;
-use whale_engine::gguf::GgufFile;
-use whale_engine::tokenizer::{StreamDecoder, Tokenizer};
+use whale_engine::formats::gguf::GgufFile;
+use whale_engine::text::tokenizer::{StreamDecoder, Tokenizer};
 
 fn reference(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/tokenizer/gguf_{name}.json"));

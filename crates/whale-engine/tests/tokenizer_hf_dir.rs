@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use serde_json::json;
-use whale_engine::chat_template::ChatTemplate;
-use whale_engine::tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
+use whale_engine::text::chat_template::ChatTemplate;
+use whale_engine::text::tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
 
 /// GPT-2's spelling of each byte: printable Latin-1 as itself, the rest from U+0100 on.
 fn byte_chars() -> Vec<String> {
@@ -123,7 +123,7 @@ fn llama3_like_folder() {
 
     let src = tok.chat_template().expect("the \"default\" template");
     let tpl = ChatTemplate::new(src).unwrap();
-    let msgs = [whale_engine::chat_template::ChatMessage::new("user", "hi")];
+    let msgs = [whale_engine::text::chat_template::ChatMessage::new("user", "hi")];
     assert_eq!(
         tpl.render(&msgs, false, &tok.bos_token(), &tok.eos_token(), None).unwrap(),
         "<|begin_of_text|>hi<|eot_id|>"

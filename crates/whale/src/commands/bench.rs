@@ -9,8 +9,8 @@
 //! weight bytes; the bandwidth is measured here (or given with --bandwidth).
 
 use serde::Serialize;
-use whale_engine::generate::PREFILL_CHUNK;
-use whale_engine::model::Logits;
+use whale_engine::models::Logits;
+use whale_engine::serving::generate::PREFILL_CHUNK;
 
 use super::ModelArgs;
 
@@ -135,7 +135,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             let t0 = std::time::Instant::now();
             for _ in 0..a.n_gen {
                 let logits = model.forward(&mut cache, &[tok], Logits::Last)?;
-                tok = whale_engine::sampler::argmax(&logits);
+                tok = whale_engine::serving::sampler::argmax(&logits);
             }
             let s = a.n_gen as f64 / t0.elapsed().as_secs_f64();
             if rep > 0 {

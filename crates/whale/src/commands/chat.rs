@@ -4,10 +4,10 @@
 
 use std::io::BufRead;
 
-use whale_engine::chat_template::ChatMessage;
-use whale_engine::generate::{generate, GenerateRequest, Session};
-use whale_engine::reasoning::{prompt_opens_thinking, split};
-use whale_engine::sampler::SamplerConfig;
+use whale_engine::serving::generate::{generate, GenerateRequest, Session};
+use whale_engine::serving::sampler::SamplerConfig;
+use whale_engine::text::chat_template::ChatMessage;
+use whale_engine::text::reasoning::{prompt_opens_thinking, split};
 
 use super::run::ThinkingPrinter;
 

@@ -2,10 +2,10 @@
 //! that could fail, so a truncated download still shows its header.
 
 use anyhow::Context;
-use whale_engine::deepseek_v3::DeepseekParams;
-use whale_engine::gguf::GgufFile;
-use whale_engine::model::Architecture;
-use whale_engine::weights::{HfDir, WeightStore};
+use whale_engine::formats::gguf::GgufFile;
+use whale_engine::formats::weights::{HfDir, WeightStore};
+use whale_engine::models::deepseek_v3::DeepseekParams;
+use whale_engine::models::Architecture;
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
@@ -88,7 +88,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         };
         mla_report(&p);
     }
-    let model = whale_engine::model::load_weights(&store, &arch, Default::default())?;
+    let model = whale_engine::models::load_weights(&store, &arch, Default::default())?;
     let i = model.info();
     println!("model:");
     println!("  architecture       {}", i.architecture.name());
@@ -98,8 +98,8 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     println!("  context length     {}", i.context_length);
     println!(
         "  KV cache per token {} as f16, {} as f32 ({} values per layer)",
-        human(i.kv_bytes_per_token(whale_engine::model::CacheType::F16) as u64),
-        human(i.kv_bytes_per_token(whale_engine::model::CacheType::F32) as u64),
+        human(i.kv_bytes_per_token(whale_engine::models::CacheType::F16) as u64),
+        human(i.kv_bytes_per_token(whale_engine::models::CacheType::F32) as u64),
         i.kv_values_per_token_layer
     );
     Ok(())

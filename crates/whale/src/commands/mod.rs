@@ -7,7 +7,7 @@ pub mod perplexity;
 pub mod run;
 
 use anyhow::Context;
-use whale_engine::model::{LoadOptions, LoadedModel};
+use whale_engine::models::{LoadOptions, LoadedModel};
 
 /// Options every model-running command takes.
 #[derive(clap::Args, Clone, Debug)]
@@ -21,7 +21,7 @@ pub struct ModelArgs {
     /// KV cache element type: f16 (as llama.cpp, half the memory) or f32
     /// (keys and values exact, as Hugging Face transformers keeps them).
     #[arg(long, default_value = "f16")]
-    pub cache_type: whale_engine::model::CacheType,
+    pub cache_type: whale_engine::models::CacheType,
 }
 
 impl ModelArgs {
@@ -32,7 +32,7 @@ impl ModelArgs {
             anyhow::ensure!((1..=1024).contains(&t), "--threads must be between 1 and 1024, got {t}");
             opts.threads = t;
         }
-        let m = whale_engine::model::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
+        let m = whale_engine::models::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
         let ctx = match self.ctx {
             Some(c) => {
                 anyhow::ensure!((1..=1 << 20).contains(&c), "--ctx must be between 1 and 1048576, got {c}");

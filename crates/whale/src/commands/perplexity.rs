@@ -9,7 +9,7 @@
 
 use anyhow::Context;
 use serde::Serialize;
-use whale_engine::model::Logits;
+use whale_engine::models::Logits;
 
 use super::ModelArgs;
 

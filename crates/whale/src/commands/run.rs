@@ -4,11 +4,11 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use serde::Serialize;
-use whale_engine::chat_template::{ChatMessage, ChatTemplate};
-use whale_engine::generate::{generate, GenerateRequest, Session};
-use whale_engine::reasoning::{prompt_opens_thinking, split, ReasoningParser, Segment};
-use whale_engine::sampler::SamplerConfig;
-use whale_engine::tokenizer::Tokenizer;
+use whale_engine::serving::generate::{generate, GenerateRequest, Session};
+use whale_engine::serving::sampler::SamplerConfig;
+use whale_engine::text::chat_template::{ChatMessage, ChatTemplate};
+use whale_engine::text::reasoning::{prompt_opens_thinking, split, ReasoningParser, Segment};
+use whale_engine::text::tokenizer::Tokenizer;
 
 use super::ModelArgs;
 
@@ -242,7 +242,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 .map(|s| JsonStep { id: s.id, top: (a.top_logits > 0).then(|| s.top.clone()) })
                 .collect(),
             finish_reason: match gen.finish {
-                whale_engine::generate::FinishReason::Stop => "stop",
+                whale_engine::serving::generate::FinishReason::Stop => "stop",
                 _ => "length",
             },
         };

@@ -12,12 +12,12 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use whale_engine::chat_template::ChatMessage;
-use whale_engine::engine::{Done, Event, TokenEvent, TokenLogprob, ValidRequest};
-use whale_engine::generate::FinishReason;
-use whale_engine::reasoning::{prompt_opens_thinking, ReasoningParser, Segment};
-use whale_engine::tokenizer::Tokenizer;
-use whale_engine::tool_calls::{ToolCall, ToolCallSplitter, ToolFormat};
+use whale_engine::serving::engine::{Done, Event, TokenEvent, TokenLogprob, ValidRequest};
+use whale_engine::serving::generate::FinishReason;
+use whale_engine::text::chat_template::ChatMessage;
+use whale_engine::text::reasoning::{prompt_opens_thinking, ReasoningParser, Segment};
+use whale_engine::text::tokenizer::Tokenizer;
+use whale_engine::text::tool_calls::{ToolCall, ToolCallSplitter, ToolFormat};
 
 use super::errors::{ApiError, RequestError};
 use super::request::{budget, parse_messages, parse_tools, validate_common, ChatRequest, ToolChoice};
@@ -70,7 +70,7 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
     let logprobs = req.logprobs.unwrap_or(false);
     let top_logprobs = match req.top_logprobs {
         None => 0,
-        Some(n) if !(0..=whale_engine::engine::MAX_TOP_LOGPROBS as i64).contains(&n) => {
+        Some(n) if !(0..=whale_engine::serving::engine::MAX_TOP_LOGPROBS as i64).contains(&n) => {
             return Err(RequestError::TopLogprobs(n).into())
         }
         Some(n) if n > 0 && !logprobs => return Err(RequestError::TopLogprobsWithoutLogprobs.into()),

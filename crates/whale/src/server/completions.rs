@@ -12,8 +12,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
-use whale_engine::engine::{Done, Event, TokenEvent, ValidRequest};
-use whale_engine::generate::FinishReason;
+use whale_engine::serving::engine::{Done, Event, TokenEvent, ValidRequest};
+use whale_engine::serving::generate::FinishReason;
 
 use super::chat::{token_text, usage_json};
 use super::errors::{ApiError, RequestError};
@@ -70,7 +70,7 @@ fn prepare(app: &AppState, req: CompletionRequest) -> Result<Prepared, ApiError>
     }
     let logprobs = match req.logprobs {
         None => None,
-        Some(n) if !(0..=whale_engine::engine::MAX_TOP_LOGPROBS as i64).contains(&n) => {
+        Some(n) if !(0..=whale_engine::serving::engine::MAX_TOP_LOGPROBS as i64).contains(&n) => {
             return Err(RequestError::CompletionLogprobs(n).into())
         }
         Some(n) => Some(n as usize),

@@ -9,7 +9,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use whale_engine::engine::SubmitError;
+use whale_engine::serving::engine::SubmitError;
 
 /// A request body that breaks a rule. Always a 400.
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +49,11 @@ pub enum RequestError {
     EmptyStop,
     #[error("n must be 1 (whale returns one choice), got {0}")]
     UnsupportedN(i64),
-    #[error("top_logprobs must be between 0 and {max}, got {0}", max = whale_engine::engine::MAX_TOP_LOGPROBS)]
+    #[error("top_logprobs must be between 0 and {max}, got {0}", max = whale_engine::serving::engine::MAX_TOP_LOGPROBS)]
     TopLogprobs(i64),
     #[error("top_logprobs needs \"logprobs\": true")]
     TopLogprobsWithoutLogprobs,
-    #[error("logprobs must be between 0 and {max}, got {0}", max = whale_engine::engine::MAX_TOP_LOGPROBS)]
+    #[error("logprobs must be between 0 and {max}, got {0}", max = whale_engine::serving::engine::MAX_TOP_LOGPROBS)]
     CompletionLogprobs(i64),
     #[error("response_format type {0:?} is not supported; use \"text\" or \"json_object\"")]
     ResponseFormat(String),

@@ -3,7 +3,7 @@
 //!
 //! The HTTP side (requests by route and status, time to first token) is
 //! counted here; the engine side (tokens, cache hits, queue) comes from
-//! [`whale_engine::engine::EngineHandle::stats`].
+//! [`whale_engine::serving::engine::EngineHandle::stats`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -30,10 +30,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use whale_engine::chat_template::ChatTemplate;
-use whale_engine::engine::{EngineConfig, EngineHandle};
-use whale_engine::tokenizer::Tokenizer;
-use whale_engine::tool_calls::ToolFormat;
+use whale_engine::serving::engine::{EngineConfig, EngineHandle};
+use whale_engine::text::chat_template::ChatTemplate;
+use whale_engine::text::tokenizer::Tokenizer;
+use whale_engine::text::tool_calls::ToolFormat;
 
 use crate::commands::ModelArgs;
 use errors::ApiError;

@@ -5,9 +5,9 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use whale_engine::chat_template::ChatMessage;
-use whale_engine::sampler::SamplerConfig;
-use whale_engine::tool_calls::ToolFormat;
+use whale_engine::serving::sampler::SamplerConfig;
+use whale_engine::text::chat_template::ChatMessage;
+use whale_engine::text::tool_calls::ToolFormat;
 
 use super::errors::RequestError;
 

@@ -16,7 +16,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use tokio::sync::Notify;
-use whale_engine::engine::{EngineHandle, Event, EventStream, SubmitError, TryNext, ValidRequest};
+use whale_engine::serving::engine::{EngineHandle, Event, EventStream, SubmitError, TryNext, ValidRequest};
 
 /// A submitted request's events, awaited.
 pub struct AsyncEvents {

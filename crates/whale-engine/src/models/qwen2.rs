@@ -5,9 +5,9 @@
 //! so it reuses the Llama blocks. config.json has no `attention_bias` key for
 //! qwen2: the biases are always there.
 
-use crate::llama::Llama;
-use crate::model::{Architecture, LoadOptions, ModelError};
-use crate::weights::WeightStore;
+use crate::formats::weights::WeightStore;
+use crate::models::llama::Llama;
+use crate::models::{Architecture, LoadOptions, ModelError};
 
 pub fn load(store: &WeightStore, opts: LoadOptions) -> Result<Llama, ModelError> {
     Llama::load(store, Architecture::Qwen2, opts)

@@ -74,7 +74,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
-use crate::gguf::{GgufFile, MetaValue};
+use crate::formats::gguf::{GgufFile, MetaValue};
 
 /// Why a tokenizer could not be built or could not encode.
 #[derive(Debug, thiserror::Error)]

@@ -14,8 +14,8 @@
 //! prefix out of a *running* session when that matches better (two requests
 //! with the same system prompt arriving together); see `engine.rs`.
 
-use crate::generate::Session;
-use crate::model::KvCache;
+use crate::models::KvCache;
+use crate::serving::generate::Session;
 
 /// Number of leading tokens `a` and `b` share.
 pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -151,7 +151,7 @@ impl SessionPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::CacheType;
+    use crate::models::CacheType;
 
     fn session(tokens: &[u32], capacity: usize, ty: CacheType) -> Session {
         let mut cache = KvCache::new(2, 3, 1, capacity, ty);
@@ -165,7 +165,7 @@ mod tests {
         Session { cache, tokens: tokens.to_vec() }
     }
 
-    fn read(rows: &crate::model::KvRows, at: usize, n: usize) -> Vec<f32> {
+    fn read(rows: &crate::models::KvRows, at: usize, n: usize) -> Vec<f32> {
         let mut out = vec![0f32; n];
         rows.read(at, &mut out);
         out

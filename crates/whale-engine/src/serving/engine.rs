@@ -32,7 +32,7 @@
 //! same. A cancelled sequence leaves the batch at once and its session goes
 //! to the prefix cache.
 //!
-//! Prefix cache: see [`crate::prefix_cache`]. On admission a request takes the
+//! Prefix cache: see [`crate::serving::prefix_cache`]. On admission a request takes the
 //! pooled session sharing the longest prefix with its prompt, or copies the
 //! prefix out of a running session when that one matches better; the tokens
 //! reused are reported as `cached_tokens`.
@@ -46,16 +46,16 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::generate::{FinishReason, Session, StopScanner};
-use crate::json_constraint::{JsonState, TokenTable};
-use crate::model::{BatchSeq, Model};
-use crate::prefix_cache::{common_prefix, copy_prefix, grow_cache, SessionPool};
-use crate::sampler::{top_k, Sampler, SamplerConfig};
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::models::{BatchSeq, Model};
+use crate::serving::generate::{FinishReason, Session, StopScanner};
+use crate::serving::prefix_cache::{common_prefix, copy_prefix, grow_cache, SessionPool};
+use crate::serving::sampler::{top_k, Sampler, SamplerConfig};
+use crate::text::json_constraint::{JsonState, TokenTable};
+use crate::text::tokenizer::{StreamDecoder, Tokenizer};
 
 /// Most prompt tokens fed in one step, over all sequences that are reading
 /// their prompts.
-pub const PREFILL_BUDGET: usize = crate::generate::PREFILL_CHUNK;
+pub const PREFILL_BUDGET: usize = crate::serving::generate::PREFILL_CHUNK;
 
 /// Session capacities are rounded up to a multiple of this many tokens.
 const CAPACITY_STEP: usize = 256;
@@ -90,7 +90,7 @@ pub struct ValidRequest {
     /// Report each token's log-probability and this many alternatives
     /// (`None`: no log-probabilities).
     pub logprobs: Option<usize>,
-    /// Constrain the output to a JSON object (see [`crate::json_constraint`]).
+    /// Constrain the output to a JSON object (see [`crate::text::json_constraint`]).
     pub json_object: bool,
 }
 

@@ -6,14 +6,14 @@
 
 use serde::Deserialize;
 
-use crate::gguf::GgufFile;
-use crate::model::{
+use crate::formats::gguf::GgufFile;
+use crate::formats::names::{self, layer, name};
+use crate::formats::weights::WeightStore;
+use crate::models::ops::{self, Rope, RopeStyle};
+use crate::models::{
     attention, batch_logits, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout, BatchRows, BatchSeq,
     CacheType, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
-use crate::names::{self, layer, name};
-use crate::ops::{self, Rope, RopeStyle};
-use crate::weights::WeightStore;
 
 /// `config.json` of a Llama or Qwen2 model, with Hugging Face's key names.
 #[derive(Debug, Deserialize)]

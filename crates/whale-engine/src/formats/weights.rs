@@ -2,7 +2,7 @@
 //! behind one lookup by name, with shapes checked against what the
 //! architecture declares.
 //!
-//! Each architecture asks for tensors through the [`names`](crate::names)
+//! Each architecture asks for tensors through the [`names`](crate::formats::names)
 //! table, which gives both the GGUF name (llama.cpp's `blk.N.attn_q.weight`) and
 //! the Hugging Face name (`model.layers.N.self_attn.q_proj.weight`). Shapes are
 //! always spoken in PyTorch order, outermost first: a projection from `in` to
@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use whale_kernels::GgmlType;
 
-use crate::gguf::{GgufError, GgufFile};
-use crate::names::TensorName;
-use crate::storage::{ByteSlice, Storage};
+use crate::formats::gguf::{GgufError, GgufFile};
+use crate::formats::names::TensorName;
+use crate::formats::storage::{ByteSlice, Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightError {

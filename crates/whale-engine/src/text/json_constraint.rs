@@ -23,7 +23,7 @@
 //! - strings must be UTF-8 (lead and continuation bytes are checked, so a
 //!   character may be split across tokens), without raw control characters.
 
-use crate::tokenizer::{TokenKind, Tokenizer};
+use crate::text::tokenizer::{TokenKind, Tokenizer};
 
 /// Deepest nesting of objects and arrays.
 pub const MAX_DEPTH: usize = 32;

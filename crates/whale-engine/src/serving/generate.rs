@@ -5,9 +5,9 @@
 //! new prompt that starts with the same tokens (the earlier turns of a chat)
 //! only computes what is new.
 
-use crate::model::{KvCache, Logits, Model, ModelError};
-use crate::sampler::{top_k, Sampler, SamplerConfig};
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::models::{KvCache, Logits, Model, ModelError};
+use crate::serving::sampler::{top_k, Sampler, SamplerConfig};
+use crate::text::tokenizer::{StreamDecoder, Tokenizer};
 
 /// Longest batch given to one forward pass during prefill (bounds memory).
 pub const PREFILL_CHUNK: usize = 512;

@@ -73,7 +73,7 @@ pub fn route(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> Vec<(u
         TopkMethod::NoauxTc => logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect(),
         _ => {
             let mut p = logits.to_vec();
-            crate::ops::softmax(&mut p);
+            crate::models::ops::softmax(&mut p);
             p
         }
     };

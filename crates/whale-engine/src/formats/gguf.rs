@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use whale_kernels::GgmlType;
 
-use crate::storage::{ByteSlice, Storage};
+use crate::formats::storage::{ByteSlice, Storage};
 
 /// Errors while reading a GGUF file. Each names what was wrong and where.
 #[derive(Debug, thiserror::Error)]

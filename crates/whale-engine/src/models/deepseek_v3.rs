@@ -24,16 +24,16 @@ use std::ops::Range;
 use serde::Deserialize;
 use whale_kernels::GgmlType;
 
-use crate::gguf::GgufFile;
-use crate::model::{
+use crate::formats::gguf::GgufFile;
+use crate::formats::names::{self, expert, layer, name};
+use crate::formats::storage::ByteSlice;
+use crate::formats::weights::{TensorView, WeightStore};
+use crate::models::moe::{route, RouterConfig, TopkMethod};
+use crate::models::ops::{self, yarn_get_mscale, Rope, RopeStyle, Yarn};
+use crate::models::{
     attention, batch_logits, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout,
     BatchRows, BatchSeq, CacheType, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
-use crate::moe::{route, RouterConfig, TopkMethod};
-use crate::names::{self, expert, layer, name};
-use crate::ops::{self, yarn_get_mscale, Rope, RopeStyle, Yarn};
-use crate::storage::ByteSlice;
-use crate::weights::{TensorView, WeightStore};
 
 /// `[hf-ref]` q_a_layernorm and kv_a_layernorm use eps 1e-6, not rms_norm_eps.
 const LORA_NORM_EPS: f32 = 1e-6;

@@ -1,0 +1,167 @@
+//! Linear layers over weights in any stored format, the token embedding
+//! and the output head (final norm and projection to the vocabulary).
+
+use whale_kernels::GgmlType;
+
+use crate::formats::names;
+use crate::formats::storage::ByteSlice;
+use crate::formats::weights::{TensorView, WeightStore};
+use crate::models::{batch_spans, ops, Logits, ModelError};
+
+/// A linear layer `y = W x (+ b)` with `W` `[rows, cols]` in any stored format.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    pub data: ByteSlice,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn from_view(t: TensorView, bias: Option<Vec<f32>>) -> Linear {
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        Linear { ty: t.ty, rows, cols, data: t.data, bias }
+    }
+
+    /// `x`: `[m, cols]` → `[m, rows]`.
+    ///
+    /// Block-quantized weights take activations quantized to 8-bit blocks
+    /// (the weight type's `vec_dot_type`), exactly as llama.cpp computes: that is
+    /// what makes greedy output agree with it, and integer dot products are
+    /// faster. Float weights (F32/F16/BF16) take f32 activations, as the
+    /// Hugging Face reference does.
+    pub fn forward(&self, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * self.rows];
+        match self.ty {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 if m == 1 => {
+                whale_kernels::matvec(self.ty, &self.data, self.rows, self.cols, x, &mut y, threads)
+            }
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                whale_kernels::matmul(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads)
+            }
+            _ => whale_kernels::matmul_q(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads),
+        }
+        if let Some(b) = &self.bias {
+            ops::add_bias_rows(&mut y, b);
+        }
+        y
+    }
+
+    /// [`Linear::forward`] of rows stacked from several sequences (`spans`,
+    /// contiguous, covering `x`), such that each row's result is the same
+    /// bits as when its sequence runs alone. Block-quantized weights give
+    /// that for any batch (each row's dot products are independent of the
+    /// others'), so all rows go in one product that reads the weights once.
+    /// Float weights use a different kernel for one row than for several,
+    /// so they run sequence by sequence.
+    pub fn forward_spans(&self, x: &[f32], spans: &[std::ops::Range<usize>], threads: usize) -> Vec<f32> {
+        let m = spans.last().map_or(0, |s| s.end);
+        if spans.len() <= 1 || !matches!(self.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            return self.forward(x, m, threads);
+        }
+        let mut y = Vec::with_capacity(m * self.rows);
+        for s in spans {
+            y.extend(self.forward(&x[s.start * self.cols..s.end * self.cols], s.len(), threads));
+        }
+        y
+    }
+
+    /// [`Linear::forward_spans`] of several matrices that read the same
+    /// input (Q/K/V, gate/up): when all are block-quantized they run as one
+    /// job of the worker pool, with the activations quantized once per type
+    /// (same bits as one by one).
+    pub fn forward_spans_many(
+        lins: &[&Linear],
+        x: &[f32],
+        spans: &[std::ops::Range<usize>],
+        threads: usize,
+    ) -> Vec<Vec<f32>> {
+        let float = |l: &&Linear| matches!(l.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        let Some(first) = lins.first() else { return Vec::new() };
+        if lins.iter().any(float) || lins.iter().any(|l| l.cols != first.cols) {
+            return lins.iter().map(|l| l.forward_spans(x, spans, threads)).collect();
+        }
+        let m = spans.last().map_or(0, |s| s.end);
+        let mut ys: Vec<Vec<f32>> = lins.iter().map(|l| vec![0f32; m * l.rows]).collect();
+        let mut products: Vec<whale_kernels::QProduct<'_>> = lins
+            .iter()
+            .zip(ys.iter_mut())
+            .map(|(l, y)| whale_kernels::QProduct { wty: l.ty, w: &l.data, rows: l.rows, y })
+            .collect();
+        whale_kernels::matmul_q_many(&mut products, first.cols, x, m, threads);
+        drop(products);
+        for (l, y) in lins.iter().zip(ys.iter_mut()) {
+            if let Some(b) = &l.bias {
+                ops::add_bias_rows(y, b);
+            }
+        }
+        ys
+    }
+
+    /// Row `r` dequantized (an embedding lookup). `out`: `[cols]`.
+    pub fn row(&self, r: usize, out: &mut [f32]) {
+        let rb = self.ty.row_bytes(self.cols).expect("shape checked at load");
+        whale_kernels::dequantize_row(self.ty, &self.data[r * rb..(r + 1) * rb], out).expect("shape checked at load");
+    }
+}
+
+/// Look up the embedding rows of `tokens`: `[n_tok, hidden]`.
+pub fn embed_tokens(embed: &Linear, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+    let h = embed.cols;
+    let mut x = vec![0f32; tokens.len() * h];
+    for (t, &id) in tokens.iter().enumerate() {
+        if id as usize >= embed.rows {
+            return Err(ModelError::TokenOutOfRange { id, vocab: embed.rows });
+        }
+        embed.row(id as usize, &mut x[t * h..(t + 1) * h]);
+    }
+    Ok(x)
+}
+
+/// Final RMSNorm and output projection of the hidden states `x`
+/// (`[n_tok, hidden]`), for the last row or all rows: `[m, vocab]`.
+pub fn final_logits(x: &[f32], logits: Logits, norm: &[f32], eps: f32, output: &Linear, threads: usize) -> Vec<f32> {
+    let n = x.len() / norm.len();
+    let mut out = batch_logits(x, &batch_spans([n]), logits, norm, eps, output, threads);
+    out.pop().expect("one sequence")
+}
+
+/// [`final_logits`] for the stacked rows of a batch: per sequence (`spans`)
+/// its last row's logits or all of its rows', each the same bits as for
+/// that sequence alone.
+pub fn batch_logits(
+    x: &[f32],
+    spans: &[std::ops::Range<usize>],
+    logits: Logits,
+    norm: &[f32],
+    eps: f32,
+    output: &Linear,
+    threads: usize,
+) -> Vec<Vec<f32>> {
+    let h = norm.len();
+    let (mut rows, out_spans) = match logits {
+        Logits::Last => {
+            let rows: Vec<f32> = spans.iter().flat_map(|s| x[(s.end - 1) * h..s.end * h].iter().copied()).collect();
+            (rows, batch_spans(spans.iter().map(|_| 1)))
+        }
+        Logits::All => (x.to_vec(), spans.to_vec()),
+    };
+    ops::rms_norm_rows(&mut rows, norm, eps);
+    let y = output.forward_spans(&rows, &out_spans, threads);
+    let vocab = output.rows;
+    out_spans.iter().map(|s| y[s.start * vocab..s.end * vocab].to_vec()).collect()
+}
+
+/// The token embedding `[vocab, hidden]` and the output projection, which is
+/// the embedding itself when the file has none (tied embeddings).
+pub fn load_embed_output(store: &WeightStore, vocab: usize, h: usize) -> Result<(Linear, Linear), ModelError> {
+    let embed = Linear::from_view(store.get(&names::name(names::TOKEN_EMBD), &[vocab, h])?, None);
+    let output = match store.optional(&names::name(names::OUTPUT), &[vocab, h])? {
+        Some(t) => Linear::from_view(t, None),
+        None => embed.clone(),
+    };
+    Ok((embed, output))
+}

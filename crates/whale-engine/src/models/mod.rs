@@ -1,0 +1,138 @@
+//! The models: what every architecture shares, then one file per
+//! architecture.
+//!
+//! # What lives here
+//! - this file: the [`Model`] trait (token ids in, logits out, state in a
+//!   [`KvCache`]), [`ModelError`], [`ModelInfo`] and [`LoadOptions`];
+//! - [`registry`]: the architecture list ([`Architecture`]) and loading a
+//!   model file into a `Box<dyn Model>` with its tokenizer;
+//! - [`kv_cache`]: the preallocated per-layer K/V rows (f16 or f32);
+//! - [`linear`]: linear layers over (possibly quantized) weights, the
+//!   embedding lookup and the output head;
+//! - [`attention`]: causal attention over the cache, split over threads;
+//! - [`batch`]: stacking several sequences' rows for one forward pass;
+//! - [`ops`]: norms, activations, RoPE and YaRN; [`moe`]: DeepSeekMoE routing;
+//! - one file per architecture, named after its Hugging Face `model_type`:
+//!   [`llama`], [`qwen2`] (the llama path with biases) and [`deepseek_v3`]
+//!   (MLA with a latent cache, DeepSeekMoE; also V2).
+//!
+//! # What it may call
+//! [`crate::formats`] for weights and [`crate::text`] for the tokenizer a
+//! model is loaded with, and the kernels crate. Never [`crate::serving`]:
+//! the engine thread, sampler and generation loop sit above the models.
+
+use crate::formats::weights::WeightError;
+use crate::text::tokenizer::TokenizerError;
+
+pub mod attention;
+pub mod batch;
+pub mod deepseek_v3;
+pub mod kv_cache;
+pub mod linear;
+pub mod llama;
+pub mod moe;
+pub mod ops;
+pub mod qwen2;
+pub mod registry;
+
+pub use attention::{attention, AttnLayout};
+pub use batch::{batch_spans, check_batch, BatchRows, BatchSeq};
+pub use kv_cache::{CacheType, KvCache, KvRows};
+pub use linear::{batch_logits, embed_tokens, final_logits, load_embed_output, Linear};
+pub use registry::{load, load_weights, Architecture, LoadedModel};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("unknown architecture {found:?}: whale runs {known}")]
+    UnknownArchitecture { found: String, known: String },
+    #[error("model config: {0}")]
+    Config(String),
+    #[error("the context is full: {needed} tokens needed but the cache holds {capacity} (raise --ctx)")]
+    ContextFull { needed: usize, capacity: usize },
+    #[error("token id {id} is outside the vocabulary (size {vocab})")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("empty input: at least one token is needed")]
+    EmptyInput,
+}
+
+/// Which logits a forward pass returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's: `[vocab]`.
+    Last,
+    /// Every token's: `[n_tok, vocab]`.
+    All,
+}
+
+/// Facts about a loaded model, for `whale info` and for callers.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub architecture: Architecture,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub n_layers: usize,
+    /// Longest context the model was trained for.
+    pub context_length: usize,
+    /// Values cached per token and layer (K and V together), for sizing the cache.
+    pub kv_values_per_token_layer: usize,
+}
+
+impl ModelInfo {
+    /// Bytes of KV cache per token with a cache of type `ty`.
+    pub fn kv_bytes_per_token(&self, ty: CacheType) -> usize {
+        self.kv_values_per_token_layer * self.n_layers * ty.bytes()
+    }
+}
+
+/// A causal language model: token ids in, logits out, state in a [`KvCache`].
+pub trait Model: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+
+    /// A cache for up to `capacity` tokens, allocated once.
+    fn new_cache(&self, capacity: usize) -> KvCache;
+
+    /// Run `tokens` at positions `cache.len ..`, append their K/V to the cache
+    /// and return logits (`[vocab]` or `[n_tok, vocab]`).
+    fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError>;
+
+    /// Run several sequences in one pass over the weights (continuous
+    /// batching): sequence `i` feeds `seqs[i].tokens` at positions
+    /// `cache.len ..` of its own cache. Returns each sequence's last-token
+    /// logits, in order.
+    ///
+    /// A sequence's logits and cache are bit for bit what [`Model::forward`]
+    /// of it alone gives: what else is in the batch never changes an output.
+    /// On an error no cache has advanced its length. The default runs the
+    /// sequences one after the other.
+    fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        check_batch(seqs)?;
+        seqs.iter_mut().map(|s| self.forward(s.cache, s.tokens, Logits::Last)).collect()
+    }
+}
+
+/// A configuration error (the shorthand every architecture file uses).
+pub(crate) fn cfg_err(msg: impl Into<String>) -> ModelError {
+    ModelError::Config(msg.into())
+}
+
+/// How a model should be run.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Worker threads for matrix products and attention.
+    pub threads: usize,
+    /// Element type of the KV caches the model makes.
+    pub cache_type: CacheType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cache_type: CacheType::default(),
+        }
+    }
+}

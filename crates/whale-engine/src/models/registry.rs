@@ -1,0 +1,85 @@
+//! The architectures whale runs and loading a model file into one of them.
+//!
+//! Adding an architecture touches this list, the tensor-name table
+//! ([`crate::formats::names`]) and one file in this folder.
+
+use std::path::Path;
+
+use crate::formats::weights::WeightStore;
+use crate::models::{LoadOptions, Model, ModelError};
+use crate::text::tokenizer::Tokenizer;
+
+/// The architectures whale runs, by their Hugging Face `model_type` and GGUF
+/// `general.architecture` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    Qwen2,
+    /// DeepSeek-V2/V3/R1 (MLA + DeepSeekMoE).
+    Deepseek,
+}
+
+impl Architecture {
+    pub const ALL: [Architecture; 3] = [Architecture::Llama, Architecture::Qwen2, Architecture::Deepseek];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Deepseek => "deepseek2",
+        }
+    }
+
+    /// Every name an architecture goes by: GGUF `general.architecture` first,
+    /// then Hugging Face `model_type`s.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Architecture::Llama => &["llama"],
+            Architecture::Qwen2 => &["qwen2"],
+            Architecture::Deepseek => &["deepseek2", "deepseek_v2", "deepseek_v3"],
+        }
+    }
+
+    /// From GGUF `general.architecture` or config.json `model_type`.
+    pub fn from_name(name: &str) -> Result<Architecture, ModelError> {
+        Architecture::ALL.into_iter().find(|a| a.aliases().contains(&name)).ok_or_else(|| {
+            ModelError::UnknownArchitecture {
+                found: name.to_string(),
+                known: Architecture::ALL.iter().flat_map(|a| a.aliases()).copied().collect::<Vec<_>>().join(", "),
+            }
+        })
+    }
+}
+
+/// A model ready to run, with its tokenizer.
+pub struct LoadedModel {
+    pub model: Box<dyn Model>,
+    pub tokenizer: Tokenizer,
+}
+
+/// Open a GGUF file or Hugging Face folder and build the model it holds.
+pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
+    let store = WeightStore::open(path)?;
+    let (arch_name, tokenizer) = match &store {
+        WeightStore::Gguf(g) => {
+            let arch = g.architecture().ok_or_else(|| ModelError::Config("GGUF has no general.architecture".into()))?;
+            (arch.to_string(), Tokenizer::from_gguf(g)?)
+        }
+        WeightStore::Hf(h) => {
+            let mt = h.config.get("model_type").and_then(|v| v.as_str());
+            let mt = mt.ok_or_else(|| ModelError::Config("config.json has no \"model_type\"".into()))?;
+            (mt.to_string(), Tokenizer::from_hf_dir(&h.dir)?)
+        }
+    };
+    let model = load_weights(&store, &arch_name, opts)?;
+    Ok(LoadedModel { model, tokenizer })
+}
+
+/// Build the model from already-opened weights (no tokenizer needed).
+pub fn load_weights(store: &WeightStore, arch_name: &str, opts: LoadOptions) -> Result<Box<dyn Model>, ModelError> {
+    Ok(match Architecture::from_name(arch_name)? {
+        Architecture::Llama => Box::new(crate::models::llama::Llama::load(store, Architecture::Llama, opts)?),
+        Architecture::Qwen2 => Box::new(crate::models::qwen2::load(store, opts)?),
+        Architecture::Deepseek => Box::new(crate::models::deepseek_v3::Deepseek::load(store, opts)?),
+    })
+}
