@@ -6,7 +6,7 @@
 //! 1. [`formats`]: model files as they are downloaded (GGUF, safetensors
 //!    folders), memory-mapped, behind one lookup by tensor name.
 //! 2. [`text`]: the tokenizer, chat templates, the reasoning split, tool-call
-//!    formats and the JSON-mode token mask.
+//!    formats and structured-output grammars.
 //! 3. [`models`]: the [`models::Model`] trait, the KV cache, linear layers,
 //!    attention and MoE routing, then one file per architecture (`llama`,
 //!    `qwen2`, `deepseek_v3`), and loading a file into one of them.

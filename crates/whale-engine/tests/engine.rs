@@ -15,7 +15,7 @@ use whale_engine::models::{load, LoadOptions, LoadedModel};
 use whale_engine::serving::engine::{Done, EngineConfig, EngineHandle, Event, SubmitError, ValidRequest};
 use whale_engine::serving::generate::{generate, FinishReason, GenerateRequest, Session};
 use whale_engine::serving::sampler::SamplerConfig;
-use whale_engine::text::json_constraint::JsonState;
+use whale_engine::text::constraint::{ConstraintEnv, Grammar};
 
 fn tiny_deepseek() -> LoadedModel {
     let path = common::hf_reference().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
@@ -39,7 +39,7 @@ fn greedy(prompt: Vec<u32>, max_tokens: usize) -> ValidRequest {
         stop: Vec::new(),
         stop_at_eog: false,
         logprobs: None,
-        json_object: false,
+        constraint: None,
     }
 }
 
@@ -233,22 +233,41 @@ fn stop_strings_logprobs_and_seeds() {
     assert_ne!(sampled(1), sampled(2));
 }
 
+/// JSON mode and a JSON schema through the engine on a real model: greedy
+/// output, with every draw masked by the grammar, parses and follows the
+/// schema, and generation ends when the object closes.
 #[test]
-fn json_mode_output_is_json() {
+fn json_mode_and_schema_outputs_are_json() {
     let m = common::cached_model("SmolLM2-135M-Instruct.Q4_1.gguf");
     let m = load(&m, LoadOptions::default()).unwrap();
+    let env = ConstraintEnv::new(&m.tokenizer).unwrap();
     let prompt_text = "<|im_start|>user\nGive me a JSON object describing a cat, with name and age.<|im_end|>\n<|im_start|>assistant\n";
     let prompt = m.tokenizer.encode(prompt_text, false).unwrap();
-    let (engine, _) = start(m, config(1, 1));
-    let req = ValidRequest { json_object: true, stop_at_eog: true, ..greedy(prompt, 48) };
-    let (_, text, done) = collect(engine.submit(req, None).unwrap());
-    let mut st = JsonState::new();
-    assert!(st.push_bytes(text.as_bytes()), "not a JSON prefix: {text:?}");
-    if done.finish == FinishReason::Stop {
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
-        assert!(v.is_object());
-    }
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": false
+    });
+    let object = env.compile(&Grammar::JsonObject, None).unwrap();
+    let with_schema = env.compile(&Grammar::JsonSchema(schema), None).unwrap();
+    let (engine, _) = start(m, config(2, 2));
+    let run = |c| {
+        let req = ValidRequest { constraint: Some(c), stop_at_eog: true, ..greedy(prompt.clone(), 64) };
+        collect(engine.submit(req, None).unwrap())
+    };
+    let (_, text, done) = run(object);
     assert!(text.trim_start().starts_with('{'), "{text:?}");
+    assert_eq!(done.finish, FinishReason::Stop, "{text:?}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert!(v.is_object(), "{text:?}");
+
+    let (_, text, done) = run(with_schema);
+    assert_eq!(done.finish, FinishReason::Stop, "{text:?}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["name", "age"], "{text:?}");
+    assert!(v["name"].is_string() && v["age"].is_i64(), "{text:?}");
 }
 
 /// An async-style consumer: sleeps until the waker runs whenever the stream is

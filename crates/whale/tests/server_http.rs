@@ -112,7 +112,27 @@ fn errors_have_their_status_and_shape_and_never_500() {
         (
             "/chat/completions",
             json!({"messages": msgs("hi"), "response_format": {"type": "json_schema"}}),
-            "\"json_schema\" is not supported",
+            "needs a \"json_schema\" object",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": msgs("hi"), "response_format": {"type": "xml"}}),
+            "use \"text\", \"json_object\" or \"json_schema\"",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": msgs("hi"), "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}}}}),
+            "response_format: the schema or grammar cannot be used",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": msgs("hi"), "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string", "minLength": 5, "maxLength": 2}}}}),
+            "response_format: the schema or grammar cannot be used",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": msgs("hi"), "tools": [{"type": "function", "function": {"name": "f", "strict": "yes"}}]}),
+            "\"strict\" must be true or false",
         ),
         (
             "/chat/completions",

@@ -20,7 +20,7 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python"));
     assert!(
         p.exists(),
-        "{} is missing: scripts/test creates it (python3 -m venv target/pyenv && target/pyenv/bin/pip install openai)",
+        "{} is missing: scripts/test creates it (python3 -m venv target/pyenv && target/pyenv/bin/pip install openai jsonschema)",
         p.display()
     );
     p
@@ -46,7 +46,7 @@ fn openai_client_chat_stream_completions_logprobs_json_prefix_seed_errors() {
     let want = whale_run_chat(&model, "What is the capital of France?", 16);
     let s = Server::start(&model, &["--ctx", "512"]);
     check(&s, "none", "chat", Some(&want));
-    for name in ["stream", "completions", "logprobs", "json_mode", "prefix", "seed", "errors"] {
+    for name in ["stream", "completions", "logprobs", "json_mode", "json_schema", "prefix", "seed", "errors"] {
         check(&s, "none", name, None);
     }
 }
@@ -62,6 +62,7 @@ fn openai_client_fim_and_tool_calls_on_qwen_coder() {
     let s = Server::start(&qwen_coder(), &["--ctx", "1024"]);
     check(&s, "none", "fim", None);
     check(&s, "none", "tools", None);
+    check(&s, "none", "strict_tools", None);
 }
 
 #[test]

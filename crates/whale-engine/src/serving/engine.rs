@@ -43,14 +43,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::models::{BatchSeq, Model};
 use crate::serving::generate::{FinishReason, Session, StopScanner};
 use crate::serving::prefix_cache::{common_prefix, copy_prefix, grow_cache, SessionPool};
 use crate::serving::sampler::{top_k, Sampler, SamplerConfig};
-use crate::text::json_constraint::{JsonState, TokenTable};
+use crate::text::constraint::{Commit, Constraint};
 use crate::text::tokenizer::{StreamDecoder, Tokenizer};
 
 /// Most prompt tokens fed in one step, over all sequences that are reading
@@ -90,8 +90,9 @@ pub struct ValidRequest {
     /// Report each token's log-probability and this many alternatives
     /// (`None`: no log-probabilities).
     pub logprobs: Option<usize>,
-    /// Constrain the output to a JSON object (see [`crate::text::json_constraint`]).
-    pub json_object: bool,
+    /// A grammar the output must match (JSON mode, a JSON schema, a strict
+    /// tool call; see [`crate::text::constraint`]), compiled already.
+    pub constraint: Option<Constraint>,
 }
 
 /// A token's log-probability under the model (log-softmax of the raw logits,
@@ -388,7 +389,7 @@ struct Seq<'t> {
     history: Vec<u32>,
     generated: usize,
     cached: usize,
-    json: Option<JsonState>,
+    constraint: Option<Constraint>,
     finish: Option<FinishReason>,
     failed: Option<String>,
     /// A panic hit this sequence: its session is not reused.
@@ -413,8 +414,6 @@ impl Seq<'_> {
 struct Engine<'t> {
     model: &'t dyn Model,
     tok: &'t Tokenizer,
-    /// Token bytes for JSON mode, built on first use.
-    table: OnceLock<TokenTable>,
     cfg: EngineConfig,
     shared: Arc<Shared>,
     waiting: VecDeque<Job>,
@@ -430,7 +429,7 @@ impl<'t> Engine<'t> {
         let probe = model.new_cache(0);
         let bytes_per_token = probe.bytes_per_token();
         let (waiting, running) = (VecDeque::new(), Vec::new());
-        Engine { model, tok, table: OnceLock::new(), cfg, shared, waiting, running, pool, bytes_per_token }
+        Engine { model, tok, cfg, shared, waiting, running, pool, bytes_per_token }
     }
 
     fn run(&mut self, rx: Receiver<Job>) {
@@ -457,7 +456,7 @@ impl<'t> Engine<'t> {
                 self.guarded(i, Engine::draw);
             }
             self.retire();
-            self.forward_batch();
+            self.forward_batch_with_masks();
             self.retire();
         }
     }
@@ -472,7 +471,7 @@ impl<'t> Engine<'t> {
             self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
         }
         while self.running.len() < self.cfg.parallel {
-            let Some(job) = self.waiting.pop_front() else { break };
+            let Some(mut job) = self.waiting.pop_front() else { break };
             let (session, cached) = self.session_for(&job.req);
             let prompt_tokens = job.req.prompt.len();
             let started = Event::Started { prompt_tokens, cached_tokens: cached, queued: job.submitted.elapsed() };
@@ -485,11 +484,9 @@ impl<'t> Engine<'t> {
             self.shared.requests.fetch_add(1, Ordering::Relaxed);
             self.shared.prompt_tokens.fetch_add(prompt_tokens as u64, Ordering::Relaxed);
             self.shared.cache_hit_tokens.fetch_add(cached as u64, Ordering::Relaxed);
+            // The compiled grammar moves to the sequence (the request keeps none).
+            let constraint = job.req.constraint.take();
             let req = &job.req;
-            let json = req.json_object.then(|| {
-                self.table.get_or_init(|| TokenTable::new(self.tok));
-                JsonState::new()
-            });
             self.running.push(Seq {
                 sampler: Sampler::new(req.sampler.clone()),
                 decoder: StreamDecoder::new(self.tok),
@@ -497,7 +494,7 @@ impl<'t> Engine<'t> {
                 history: req.prompt.clone(),
                 generated: 0,
                 cached,
-                json,
+                constraint,
                 session,
                 logits: None,
                 next: None,
@@ -558,7 +555,6 @@ impl<'t> Engine<'t> {
 
     /// Draw the next token of sequence `i` if it has logits, and send it.
     fn draw(&mut self, i: usize) {
-        let table = self.table.get();
         let tok = self.tok;
         let seq = &mut self.running[i];
         if seq.finish.is_some() {
@@ -571,12 +567,19 @@ impl<'t> Engine<'t> {
         let Some(mut logits) = seq.logits.take() else { return };
         let req = &seq.job.req;
         let raw = req.logprobs.map(|_| logits.clone());
-        if let (Some(js), Some(table)) = (&seq.json, table) {
-            js.mask(table, &mut logits);
-            if logits.iter().all(|l| *l == f32::NEG_INFINITY) {
-                // Nothing can follow (cannot happen with a byte-level vocabulary).
-                seq.finish = Some(FinishReason::Stop);
-                return;
+        if let Some(c) = &mut seq.constraint {
+            match c.apply(&mut logits) {
+                Ok(true) => {}
+                // Nothing can follow (the grammar allows no token of this vocabulary).
+                Ok(false) => {
+                    seq.finish = Some(FinishReason::Stop);
+                    return;
+                }
+                Err(e) => {
+                    seq.failed = Some(format!("the output grammar failed: {e}"));
+                    seq.finish = Some(FinishReason::Stop);
+                    return;
+                }
             }
         }
         let id = seq.sampler.sample(&mut logits, &seq.history);
@@ -584,12 +587,14 @@ impl<'t> Engine<'t> {
         seq.history.push(id);
         seq.generated += 1;
         self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
-        let json_done = match (&mut seq.json, table) {
-            (Some(js), Some(table)) => {
-                js.advance(table, id);
-                js.is_complete()
+        let grammar_done = match seq.constraint.as_mut().map(|c| c.commit(id)) {
+            None | Some(Ok(Commit::Continue)) => false,
+            Some(Ok(Commit::Complete)) => true,
+            Some(Err(e)) => {
+                seq.failed = Some(format!("the output grammar failed: {e}"));
+                seq.finish = Some(FinishReason::Stop);
+                return;
             }
-            _ => false,
         };
         // The same rules as `generate::generate`, so a greedy request gives
         // the same text as `whale run`.
@@ -598,11 +603,11 @@ impl<'t> Engine<'t> {
         let (mut text, hit_stop) = seq.scanner.push(&piece);
         let done_len = seq.generated >= req.max_tokens;
         let cache_full = seq.session.cache.len + 1 > seq.session.cache.capacity;
-        if eog || done_len || json_done || cache_full {
+        if eog || done_len || grammar_done || cache_full {
             text.push_str(&seq.scanner.finish());
         }
         let sent = seq.job.send(Event::Token(TokenEvent { id, text, logprob }));
-        seq.finish = if eog || hit_stop || json_done {
+        seq.finish = if eog || hit_stop || grammar_done {
             Some(FinishReason::Stop)
         } else if done_len || cache_full {
             Some(FinishReason::Length)
@@ -612,6 +617,54 @@ impl<'t> Engine<'t> {
             seq.next = Some(id);
             None
         };
+    }
+
+    /// [`Engine::forward_batch`], with the grammar masks of the next draw
+    /// computed on another thread meanwhile: a constrained sequence's mask
+    /// depends only on the tokens drawn so far, not on the logits this pass
+    /// computes, so it is off the critical path of the step.
+    fn forward_batch_with_masks(&mut self) {
+        let mut pending: Vec<(usize, Constraint)> = Vec::new();
+        for (i, seq) in self.running.iter_mut().enumerate() {
+            if seq.finish.is_none() && seq.constraint.as_ref().is_some_and(Constraint::is_active) {
+                pending.push((i, seq.constraint.take().expect("checked")));
+            }
+        }
+        if pending.is_empty() {
+            return self.forward_batch();
+        }
+        let out: Vec<usize> = pending.iter().map(|(i, _)| *i).collect();
+        let masks = std::thread::scope(|scope| {
+            let worker = scope.spawn(move || {
+                let errors: Vec<Option<String>> =
+                    pending.iter_mut().map(|(_, c)| c.prepare_mask().err().map(|e| e.to_string())).collect();
+                (pending, errors)
+            });
+            self.forward_batch();
+            worker.join()
+        });
+        match masks {
+            Ok((pending, errors)) => {
+                for ((i, c), err) in pending.into_iter().zip(errors) {
+                    let seq = &mut self.running[i];
+                    seq.constraint = Some(c);
+                    if let Some(e) = err {
+                        seq.failed = Some(format!("the output grammar failed: {e}"));
+                        seq.finish = Some(FinishReason::Stop);
+                    }
+                }
+            }
+            // The grammar library catches its own panics; should one escape,
+            // the sequences whose grammar was out fail and the others go on.
+            Err(_) => {
+                tracing::error!("engine: a grammar mask computation panicked");
+                for i in out {
+                    let seq = &mut self.running[i];
+                    seq.failed = Some("internal error: the output grammar failed".into());
+                    seq.finish = Some(FinishReason::Stop);
+                }
+            }
+        }
     }
 
     /// One forward pass over the batch: each decoding sequence feeds its new

@@ -10,7 +10,8 @@
 //!   streams;
 //! - [`tool_calls`]: the tool-call formats chat templates use (DeepSeek's
 //!   tokens, Hermes' `<tool_call>`), forcing and parsing calls;
-//! - [`json_constraint`]: the token mask for JSON mode.
+//! - [`constraint`]: structured outputs, the token mask that keeps the
+//!   output inside a JSON schema or grammar (through llguidance).
 //!
 //! # What it may call
 //! [`crate::formats`] (a tokenizer can come from GGUF metadata). Never
@@ -18,7 +19,7 @@
 //! the forward pass.
 
 pub mod chat_template;
-pub mod json_constraint;
+pub mod constraint;
 pub mod reasoning;
 pub mod tokenizer;
 pub mod tool_calls;

@@ -13,7 +13,10 @@
 //! assistant turn with `tool_calls` is rendered, which is how the model was
 //! trained to write them.
 
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use crate::text::constraint::lark_literal;
+use crate::text::tokenizer::Tokenizer;
 
 pub const DS_CALLS_BEGIN: &str = "<｜tool▁calls▁begin｜>";
 pub const DS_CALLS_END: &str = "<｜tool▁calls▁end｜>";
@@ -90,6 +93,58 @@ impl ToolFormat {
             ToolFormat::DeepSeek { typed: false } => format!("{DS_CALL_END}{DS_CALLS_END}"),
             ToolFormat::Hermes => format!("}}\n{HERMES_END}"),
         }
+    }
+
+    /// The token text that opens each call: where a lazy grammar for strict
+    /// tool calls switches on.
+    pub fn call_trigger(self) -> &'static str {
+        match self {
+            ToolFormat::DeepSeek { .. } => DS_CALL_BEGIN,
+            ToolFormat::Hermes => HERMES_BEGIN,
+        }
+    }
+
+    /// A Lark grammar (llguidance's syntax) for one call written after
+    /// [`ToolFormat::call_trigger`] (or, with `with_trigger`, from the
+    /// trigger on): one of `tools` by name, its arguments matching its JSON
+    /// schema (`None`: any object), up to the call's closing token. Fixed
+    /// text that is one control token of the vocabulary is written as that
+    /// token, since grammar text never matches a control token.
+    pub fn call_grammar(self, tok: &Tokenizer, tools: &[(String, Option<Value>)], with_trigger: bool) -> String {
+        let lit = |t: &str| lark_literal(tok, t);
+        let args = |schema: &Option<Value>| schema.clone().unwrap_or_else(|| json!({"type": "object"}));
+        let calls: Vec<String> = match self {
+            ToolFormat::Hermes => {
+                // One JSON object: {"name": NAME, "arguments": ARGS}, for any of the tools.
+                let any: Vec<Value> = tools
+                    .iter()
+                    .map(|(name, schema)| {
+                        json!({
+                            "type": "object",
+                            "properties": {"name": {"const": name}, "arguments": args(schema)},
+                            "required": ["name", "arguments"],
+                            "additionalProperties": false,
+                        })
+                    })
+                    .collect();
+                let body = json!({"anyOf": any});
+                vec![format!("\"\\n\" %json {body} \"\\n\" {}", lit(HERMES_END))]
+            }
+            ToolFormat::DeepSeek { typed } => tools
+                .iter()
+                .map(|(name, schema)| {
+                    let (sep, end, schema) = (lit(DS_SEP), lit(DS_CALL_END), args(schema));
+                    let name = serde_json::to_string(name).unwrap_or_default();
+                    if typed {
+                        format!("\"function\" {sep} {name} \"\\n```json\\n\" %json {schema} \"\\n```\" {end}")
+                    } else {
+                        format!("{name} {sep} %json {schema} {end}")
+                    }
+                })
+                .collect(),
+        };
+        let trigger = if with_trigger { format!("{} ", lit(self.call_trigger())) } else { String::new() };
+        format!("start: {trigger}call\ncall: {}\n", calls.join("\n    | "))
     }
 
     /// A system-prompt section describing `tools` and the call format, for

@@ -15,12 +15,13 @@ use serde_json::{json, Value};
 use whale_engine::serving::engine::{Done, Event, TokenEvent, TokenLogprob, ValidRequest};
 use whale_engine::serving::generate::FinishReason;
 use whale_engine::text::chat_template::ChatMessage;
+use whale_engine::text::constraint::{Constraint, Grammar};
 use whale_engine::text::reasoning::{prompt_opens_thinking, ReasoningParser, Segment};
 use whale_engine::text::tokenizer::Tokenizer;
 use whale_engine::text::tool_calls::{ToolCall, ToolCallSplitter, ToolFormat};
 
 use super::errors::{ApiError, RequestError};
-use super::request::{budget, parse_messages, parse_tools, validate_common, ChatRequest, ToolChoice};
+use super::request::{budget, parse_messages, parse_tools, validate_common, ChatRequest, ToolChoice, ToolSpec};
 use super::sse::{chunks, sse_response, AsyncEvents, ChunkWriter};
 use super::{new_id, parse_and_prepare, unix_now, AppState};
 
@@ -33,6 +34,8 @@ struct ToolMode {
     forced_prefix: Option<String>,
     /// What closes a forced call once its arguments are complete.
     closing: Option<String>,
+    /// The tool a forced call calls.
+    forced_name: Option<String>,
 }
 
 /// A chat request, validated and tokenized.
@@ -76,16 +79,20 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
         Some(n) if n > 0 && !logprobs => return Err(RequestError::TopLogprobsWithoutLogprobs.into()),
         Some(n) => n as usize,
     };
-    let json_object = match &req.response_format {
-        None => false,
+    let format_grammar = match &req.response_format {
+        None => None,
         Some(f) => match f.kind.as_str() {
-            "text" => false,
-            "json_object" => true,
+            "text" => None,
+            "json_object" => Some(Grammar::JsonObject),
+            "json_schema" => {
+                let js = f.json_schema.as_ref().ok_or(RequestError::NoJsonSchema)?;
+                Some(Grammar::JsonSchema(js.schema.clone().unwrap_or_else(|| json!({}))))
+            }
             other => return Err(RequestError::ResponseFormat(other.to_string()).into()),
         },
     };
     let tools = req.tools.clone().unwrap_or_default();
-    let (names, choice) = parse_tools(&tools, req.tool_choice.as_ref())?;
+    let (specs, choice) = parse_tools(&tools, req.tool_choice.as_ref())?;
     let mut conv = parse_messages(&req.messages, chat.tool_format)?;
     let tool_mode = match choice {
         ToolChoice::None => None,
@@ -94,7 +101,7 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
             let required = choice == ToolChoice::Required;
             let forced = match choice {
                 ToolChoice::Named(n) => Some(n),
-                ToolChoice::Required if names.len() == 1 => Some(names[0].clone()),
+                ToolChoice::Required if specs.len() == 1 => Some(specs[0].name.clone()),
                 _ => None,
             };
             let (forced_prefix, closing) = match (&forced, required) {
@@ -102,7 +109,7 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
                 (None, true) => (Some(format.opener().to_string()), None),
                 (None, false) => (None, None),
             };
-            Some(ToolMode { format, forced_prefix, closing })
+            Some(ToolMode { format, forced_prefix, closing, forced_name: forced })
         }
     };
     // Templates that render tool calls but not the tool list (R1's) get the
@@ -133,7 +140,7 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
     let in_thinking = prompt_opens_thinking(&text);
     let ids = tok.encode(&text, add_bos).map_err(|e| RequestError::Tokenize(e.to_string()))?;
     let max_tokens = budget(ids.len(), common.max_tokens, None, app.ctx)?;
-    let forced_args = tool_mode.as_ref().is_some_and(|t| t.closing.is_some());
+    let constraint = output_grammar(app, tool_mode.as_ref(), &specs, format_grammar)?;
     Ok(Prepared {
         valid: ValidRequest {
             prompt: ids,
@@ -142,7 +149,7 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
             stop: common.stop,
             stop_at_eog: true,
             logprobs: logprobs.then_some(top_logprobs),
-            json_object: json_object || forced_args,
+            constraint,
         },
         stream: common.stream,
         include_usage: common.include_usage,
@@ -151,6 +158,65 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
         reasoning_model: chat.reasoning,
         tools: tool_mode,
     })
+}
+
+/// The grammar the answer must follow, compiled (`None`: free text).
+///
+/// - A forced call (`tool_choice` naming a tool, or `required` with one
+///   tool): its arguments, the tool's schema when it is `strict`, else any
+///   JSON object.
+/// - `required` with several tools, one of them `strict`: one call in the
+///   model's format, each strict tool's arguments held to its schema.
+/// - `auto` with a `strict` tool: free text until the model writes its
+///   tool-call token, then the call as above, then free text again.
+/// - Otherwise `response_format` (`json_object`, `json_schema`).
+fn output_grammar(
+    app: &AppState,
+    tools: Option<&ToolMode>,
+    specs: &[ToolSpec],
+    format: Option<Grammar>,
+) -> Result<Option<Constraint>, RequestError> {
+    let any_strict = specs.iter().any(|t| t.strict);
+    let Some(tm) = tools else {
+        return format.map(|g| app.constraint(&g, None, "response_format")).transpose();
+    };
+    if let (Some(name), Some(_)) = (&tm.forced_name, &tm.closing) {
+        // The prompt ends inside the call, just before the arguments.
+        let tool = specs.iter().find(|t| &t.name == name && t.strict);
+        let g = match tool {
+            Some(t) => Grammar::JsonSchema(t.parameters.clone().unwrap_or_else(|| json!({"type": "object"}))),
+            None => Grammar::JsonObject,
+        };
+        return app.constraint(&g, None, "tools").map(Some);
+    }
+    if !any_strict {
+        return format.map(|g| app.constraint(&g, None, "response_format")).transpose();
+    }
+    if format.is_some() {
+        return Err(RequestError::Unsupported(
+            "response_format with strict tools under tool_choice \"auto\" is not supported: \
+             force the tool (tool_choice) or drop \"strict\"",
+        ));
+    }
+    let calls: Vec<(String, Option<Value>)> = specs
+        .iter()
+        .map(|t| {
+            let schema = t.strict.then(|| t.parameters.clone().unwrap_or_else(|| json!({"type": "object"})));
+            (t.name.clone(), schema)
+        })
+        .collect();
+    let trigger = tm.format.call_trigger();
+    if tm.forced_prefix.is_some() {
+        // `required`: the prompt ends with the format's opener.
+        let with_trigger = tm.format.opener() != trigger;
+        let g = Grammar::Lark(tm.format.call_grammar(&app.tok, &calls, with_trigger));
+        return app.constraint(&g, None, "tools").map(Some);
+    }
+    let id = app.tok.token_to_id(trigger).ok_or(RequestError::Unsupported(
+        "strict tools need the model's tool-call token, and this vocabulary has none",
+    ))?;
+    let g = Grammar::Lark(tm.format.call_grammar(&app.tok, &calls, false));
+    app.constraint(&g, Some(id), "tools").map(Some)
 }
 
 /// A token's text as the logprobs objects show it (bytes decoded lossily).

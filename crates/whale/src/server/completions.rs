@@ -109,7 +109,7 @@ fn prepare(app: &AppState, req: CompletionRequest) -> Result<Prepared, ApiError>
             stop: common.stop,
             stop_at_eog: true,
             logprobs,
-            json_object: false,
+            constraint: None,
         },
         stream: common.stream,
         include_usage: common.include_usage,

@@ -55,8 +55,16 @@ pub enum RequestError {
     TopLogprobsWithoutLogprobs,
     #[error("logprobs must be between 0 and {max}, got {0}", max = whale_engine::serving::engine::MAX_TOP_LOGPROBS)]
     CompletionLogprobs(i64),
-    #[error("response_format type {0:?} is not supported; use \"text\" or \"json_object\"")]
+    #[error("response_format type {0:?} is not supported; use \"text\", \"json_object\" or \"json_schema\"")]
     ResponseFormat(String),
+    #[error(
+        "response_format type \"json_schema\" needs a \"json_schema\" object: {{\"name\": ..., \"schema\": {{...}}}}"
+    )]
+    NoJsonSchema,
+    #[error("{param}: the schema or grammar cannot be used: {message}")]
+    Grammar { param: &'static str, message: String },
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("the model has no chat template: use /completions with a raw prompt, or start the server with --chat-template-file")]
     NoChatTemplate,
     #[error("the chat template rejected the messages: {0}")]
@@ -101,7 +109,9 @@ impl RequestError {
             UnsupportedN(_) => "n",
             TopLogprobs(_) | TopLogprobsWithoutLogprobs => "top_logprobs",
             CompletionLogprobs(_) => "logprobs",
-            ResponseFormat(_) => "response_format",
+            ResponseFormat(_) | NoJsonSchema => "response_format",
+            Grammar { param, .. } => param,
+            Unsupported(_) => return None,
             NoChatTemplate | Template(_) => "messages",
             NoFim => "suffix",
             NoToolFormat | BadTool { .. } => "tools",
@@ -116,7 +126,10 @@ impl RequestError {
         match self {
             Body(_) => "invalid_json",
             PromptTooLong { .. } | ContextExceeded { .. } | MaxTokensBeyondContext { .. } => "context_length_exceeded",
-            NoChatTemplate | NoFim | NoToolFormat | Echo | UnsupportedN(_) | ResponseFormat(_) => "unsupported_value",
+            NoChatTemplate | NoFim | NoToolFormat | Echo | UnsupportedN(_) | ResponseFormat(_) | Unsupported(_) => {
+                "unsupported_value"
+            }
+            Grammar { .. } => "invalid_schema",
             _ => "invalid_value",
         }
     }

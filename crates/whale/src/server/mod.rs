@@ -19,7 +19,7 @@ mod sse;
 use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -32,11 +32,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use whale_engine::serving::engine::{EngineConfig, EngineHandle};
 use whale_engine::text::chat_template::ChatTemplate;
+use whale_engine::text::constraint::{Constraint, ConstraintEnv, Grammar};
 use whale_engine::text::tokenizer::Tokenizer;
 use whale_engine::text::tool_calls::ToolFormat;
 
 use crate::commands::ModelArgs;
-use errors::ApiError;
+use errors::{ApiError, RequestError};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -129,6 +130,24 @@ pub struct AppState {
     /// Tokens per sequence.
     pub ctx: usize,
     pub max_body_bytes: usize,
+    /// The vocabulary as the grammar library sees it, built on the first
+    /// request with a grammar (JSON mode, a schema, strict tools).
+    pub constraints: OnceLock<Result<ConstraintEnv, String>>,
+}
+
+impl AppState {
+    /// Compile `grammar` for a request (on a blocking thread: a schema
+    /// compiles in about a millisecond, and llguidance bounds the work).
+    pub fn constraint(
+        &self,
+        grammar: &Grammar,
+        trigger: Option<u32>,
+        param: &'static str,
+    ) -> Result<Constraint, RequestError> {
+        let env = self.constraints.get_or_init(|| ConstraintEnv::new(&self.tok).map_err(|e| e.to_string()));
+        let env = env.as_ref().map_err(|e| RequestError::Grammar { param, message: e.clone() })?;
+        env.compile(grammar, trigger).map_err(|e| RequestError::Grammar { param, message: e.to_string() })
+    }
 }
 
 pub fn unix_now() -> u64 {
@@ -199,6 +218,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         keep_alive: Duration::from_millis(a.keep_alive_ms),
         ctx,
         max_body_bytes: a.max_body_bytes,
+        constraints: OnceLock::new(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {

@@ -31,10 +31,31 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
+/// `response_format`: `{"type": "text" | "json_object" | "json_schema"}`.
 #[derive(Deserialize, Debug)]
 pub struct ResponseFormat {
     #[serde(rename = "type")]
     pub kind: String,
+    /// With `json_schema`: OpenAI's `{"name", "schema", "strict", "description"}`.
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+/// `name`, `description` and `strict` are accepted and not needed: the
+/// output is held to the schema whether `strict` is set or not.
+#[derive(Deserialize, Debug)]
+pub struct JsonSchemaFormat {
+    /// The schema; none means any JSON value.
+    pub schema: Option<Value>,
+}
+
+/// One entry of `tools`, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    /// The arguments' JSON schema, if given.
+    pub parameters: Option<Value>,
+    /// `function.strict: true`: the arguments must match `parameters`.
+    pub strict: bool,
 }
 
 /// Fields `/chat/completions` and `/completions` share. `model` is accepted
@@ -267,9 +288,9 @@ pub enum ToolChoice {
     Named(String),
 }
 
-/// Check `tools` and `tool_choice`; returns the tools' names and the choice.
-pub fn parse_tools(tools: &[Value], choice: Option<&Value>) -> Result<(Vec<String>, ToolChoice), RequestError> {
-    let mut names = Vec::with_capacity(tools.len());
+/// Check `tools` and `tool_choice`; returns the tools and the choice.
+pub fn parse_tools(tools: &[Value], choice: Option<&Value>) -> Result<(Vec<ToolSpec>, ToolChoice), RequestError> {
+    let mut specs: Vec<ToolSpec> = Vec::with_capacity(tools.len());
     for (index, t) in tools.iter().enumerate() {
         let bad = |message: &str| RequestError::BadTool { index, message: message.to_string() };
         match t.get("type").and_then(Value::as_str) {
@@ -279,12 +300,16 @@ pub fn parse_tools(tools: &[Value], choice: Option<&Value>) -> Result<(Vec<Strin
         let f = t.get("function").ok_or_else(|| bad("has no \"function\""))?;
         let name = f.get("name").and_then(Value::as_str).filter(|n| !n.is_empty());
         let name = name.ok_or_else(|| bad("the function has no \"name\""))?;
-        if let Some(p) = f.get("parameters") {
-            if !p.is_object() {
-                return Err(bad("\"parameters\" must be a JSON schema object"));
-            }
+        let parameters = f.get("parameters").cloned();
+        if parameters.as_ref().is_some_and(|p| !p.is_object()) {
+            return Err(bad("\"parameters\" must be a JSON schema object"));
         }
-        names.push(name.to_string());
+        let strict = match f.get("strict") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(bad("\"strict\" must be true or false")),
+        };
+        specs.push(ToolSpec { name: name.to_string(), parameters, strict });
     }
     let choice = match choice {
         None | Some(Value::Null) => {
@@ -307,7 +332,7 @@ pub fn parse_tools(tools: &[Value], choice: Option<&Value>) -> Result<(Vec<Strin
         Some(v) => {
             let name = v.pointer("/function/name").and_then(Value::as_str);
             let name = name.ok_or_else(|| RequestError::ToolChoice("an object choice needs function.name".into()))?;
-            if !names.iter().any(|n| n == name) {
+            if !specs.iter().any(|t| t.name == name) {
                 return Err(RequestError::ToolChoice(format!("{name:?} is not one of the tools")));
             }
             ToolChoice::Named(name.to_string())
@@ -316,7 +341,7 @@ pub fn parse_tools(tools: &[Value], choice: Option<&Value>) -> Result<(Vec<Strin
     if tools.is_empty() && choice != ToolChoice::None {
         return Err(RequestError::ToolChoice("a tool choice needs \"tools\"".into()));
     }
-    Ok((names, choice))
+    Ok((specs, choice))
 }
 
 #[cfg(test)]

@@ -102,6 +102,113 @@ def check_json_mode():
     assert isinstance(obj, dict), obj
 
 
+def parse(**kw):
+    """The client's structured-output helper (its name moved out of beta)."""
+    chat = client.chat.completions
+    return (chat.parse if hasattr(chat, "parse") else client.beta.chat.completions.parse)(**kw)
+
+
+def check_json_schema():
+    """response_format json_schema: the client's parse() turns the answer into
+    the pydantic model, and the raw text validates against the schema
+    (jsonschema), streamed and not."""
+    import jsonschema
+    import pydantic
+
+    class Cat(pydantic.BaseModel):
+        name: str
+        age: int
+        color: str
+
+    msgs = [{"role": "user", "content": "Describe a cat as JSON."}]
+    r = parse(model="m", messages=msgs, max_tokens=64, temperature=0, response_format=Cat)
+    c = r.choices[0]
+    assert c.finish_reason == "stop", c
+    assert isinstance(c.message.parsed, Cat), c.message
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "lives": {"type": "integer", "minimum": 1, "maximum": 9},
+            "mood": {"enum": ["sleepy", "hungry", "curious"]},
+        },
+        "required": ["name", "lives", "mood"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "cat", "schema": schema, "strict": True}}
+    r = client.chat.completions.create(model="m", messages=msgs, max_tokens=64, temperature=0, response_format=fmt)
+    obj = json.loads(r.choices[0].message.content)
+    jsonschema.validate(obj, schema)
+    text = ""
+    for chunk in client.chat.completions.create(
+        model="m", messages=msgs, max_tokens=64, temperature=0, response_format=fmt, stream=True
+    ):
+        for ch in chunk.choices:
+            text += ch.delta.content or ""
+    assert json.loads(text) == obj, (text, obj)
+    # A schema the library cannot use is a 400 that names it.
+    try:
+        client.chat.completions.create(
+            model="m", messages=msgs, max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}},
+        )
+        raise AssertionError("an invalid schema was accepted")
+    except openai.BadRequestError as e:
+        assert e.status_code == 400 and "nope" in str(e), e
+
+
+def check_strict_tools():
+    """Tools with "strict": true: the arguments match the tool's schema under
+    tool_choice auto, a named tool and required (Qwen2.5-Coder, Hermes format)."""
+    import jsonschema
+
+    weather = {
+        "type": "object",
+        "properties": {"city": {"enum": ["Paris", "London", "Tokyo"]}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    }
+    clock = {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}}, "required": ["zone"],
+             "additionalProperties": False}
+    tools = [
+        {"type": "function", "function": {"name": "get_weather", "description": "Current weather of a city",
+                                          "parameters": weather, "strict": True}},
+        {"type": "function", "function": {"name": "get_time", "description": "Current time in a time zone",
+                                          "parameters": clock, "strict": True}},
+    ]
+    schemas = {"get_weather": weather, "get_time": clock}
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    # Under auto, with one tool (with both, this 0.5B model answers in text,
+    # which auto allows); required and a named tool choose among both.
+    for choice, offered in [("auto", tools[:1]), ("required", tools),
+                            ({"type": "function", "function": {"name": "get_weather"}}, tools)]:
+        r = client.chat.completions.create(
+            model="m", messages=msgs, tools=offered, tool_choice=choice, max_tokens=60, temperature=0
+        )
+        c = r.choices[0]
+        assert c.finish_reason == "tool_calls", (choice, c)
+        for call in c.message.tool_calls:
+            jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+        if isinstance(choice, dict):
+            assert c.message.tool_calls[0].function.name == "get_weather", c
+    # Streamed, under auto.
+    calls = []
+    for chunk in client.chat.completions.create(
+        model="m", messages=msgs, tools=tools[:1], max_tokens=60, temperature=0, stream=True
+    ):
+        for ch in chunk.choices:
+            calls.extend(ch.delta.tool_calls or [])
+    assert calls and calls[0].function.name in schemas, calls
+    jsonschema.validate(json.loads(calls[0].function.arguments), schemas[calls[0].function.name])
+    # A strict tool whose schema cannot be used is a 400 about the tools.
+    bad = [{"type": "function", "function": {"name": "f", "parameters": {"type": "nope"}, "strict": True}}]
+    try:
+        client.chat.completions.create(model="m", messages=msgs, tools=bad, max_tokens=8)
+        raise AssertionError("an invalid strict tool schema was accepted")
+    except openai.BadRequestError as e:
+        assert e.status_code == 400 and e.body["param"] == "tools" and "nope" in str(e), e.body
+
+
 def check_prefix():
     """DeepSeek's chat prefix completion (beta base URL, `prefix: true`)."""
     beta = openai.OpenAI(base_url=BASE + "/beta", api_key=KEY, max_retries=0)
