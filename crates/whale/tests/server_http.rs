@@ -4,6 +4,8 @@
 
 mod server_common;
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use server_common::*;
 
@@ -475,4 +477,47 @@ fn deepseek_template_reasoning_and_fim() {
     );
     assert_eq!(raw["usage"]["prompt_tokens"], v["usage"]["prompt_tokens"], "{raw} {v}");
     assert_eq!(raw["choices"][0]["text"], v["choices"][0]["text"]);
+}
+
+/// `/metrics` through prometheus-client: the HTTP counters by route and
+/// status, the per-request histograms (queue time, prefill and decode
+/// speed), and the KV-cache usage ratio, which is above zero while a
+/// request runs and zero once it is done.
+#[test]
+fn metrics_report_requests_speeds_and_kv_usage() {
+    let s = Server::start(&smollm2(), &["--ctx", "512", "--parallel", "2"]);
+    for _ in 0..2 {
+        let (code, v) = post(&s, "/chat/completions", &chat_body("Say hello.", 8));
+        assert_eq!(code, 200, "{v}");
+    }
+    let (_, text) = curl(&[&s.url("/metrics")]);
+    assert!(text.contains("whale_requests_total{route=\"/chat/completions\",status=\"200\"} 2"), "{text}");
+    for (name, kind) in [
+        ("whale_time_to_first_token_seconds", "histogram"),
+        ("whale_queue_time_seconds", "histogram"),
+        ("whale_prefill_tokens_per_second", "histogram"),
+        ("whale_decode_tokens_per_second", "histogram"),
+        ("whale_kv_cache_usage_ratio", "gauge"),
+        ("whale_prompt_tokens", "counter"),
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name}: {text}");
+    }
+    for name in ["whale_queue_time_seconds_count", "whale_prefill_tokens_per_second_count"] {
+        assert_eq!(s.metric(name), 2.0, "{name}: {text}");
+    }
+    assert!(s.metric("whale_decode_tokens_per_second_count") >= 1.0, "{text}");
+    assert!(s.metric("whale_decode_tokens_per_second_sum") > 0.0, "{text}");
+    assert!(s.metric("whale_completion_tokens_total") >= 2.0, "{text}");
+    assert_eq!(s.metric("whale_kv_cache_usage_ratio"), 0.0, "{text}");
+    // While a long stream runs, its cache counts.
+    let long = json!({"messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+                      "max_tokens": 400, "temperature": 0, "stream": true});
+    let holder = StreamingCurl::start(&s, &long);
+    holder.until(Duration::from_secs(60), |l| l.contains("\"content\""));
+    // (The first chunk comes at admission, before the prompt is in the cache.)
+    assert!(wait_until(Duration::from_secs(10), || s.metric("whale_kv_cache_usage_ratio") > 0.0));
+    let ratio = s.metric("whale_kv_cache_usage_ratio");
+    assert!(ratio > 0.0 && ratio <= 1.0, "ratio {ratio}");
+    holder.disconnect();
+    assert!(wait_until(Duration::from_secs(10), || s.metric("whale_kv_cache_usage_ratio") == 0.0));
 }

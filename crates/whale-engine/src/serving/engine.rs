@@ -121,6 +121,10 @@ pub struct Done {
     /// Prompt tokens whose KV came from the prefix cache.
     pub cached_tokens: usize,
     pub completion_tokens: usize,
+    /// From the request's slot to its first token (reading the prompt).
+    pub prefill_time: Duration,
+    /// From the first token to the last.
+    pub decode_time: Duration,
 }
 
 /// What a request's stream carries, in this order: `Started`, any number of
@@ -176,6 +180,8 @@ struct Shared {
     cancelled: AtomicU64,
     pool_sessions: AtomicUsize,
     pool_bytes: AtomicUsize,
+    /// Tokens in the caches of running sequences.
+    kv_tokens: AtomicUsize,
 }
 
 /// A snapshot of the engine's counters, for `/metrics`.
@@ -191,6 +197,10 @@ pub struct EngineStats {
     pub cancelled: u64,
     pub cached_sessions: usize,
     pub cached_bytes: usize,
+    /// Tokens held in the KV caches of running sequences, and the most they
+    /// can hold (`parallel` × `ctx`).
+    pub kv_tokens: usize,
+    pub kv_capacity_tokens: usize,
 }
 
 struct Job {
@@ -361,6 +371,8 @@ impl EngineHandle {
             cancelled: s.cancelled.load(Ordering::Relaxed),
             cached_sessions: s.pool_sessions.load(Ordering::Relaxed),
             cached_bytes: s.pool_bytes.load(Ordering::Relaxed),
+            kv_tokens: s.kv_tokens.load(Ordering::Relaxed),
+            kv_capacity_tokens: self.config.parallel * self.config.ctx,
         }
     }
 }
@@ -394,6 +406,9 @@ struct Seq<'t> {
     failed: Option<String>,
     /// A panic hit this sequence: its session is not reused.
     poisoned: bool,
+    /// When it got its slot, and when its first token was drawn.
+    admitted: Instant,
+    first_token: Option<Instant>,
 }
 
 impl Seq<'_> {
@@ -458,6 +473,8 @@ impl<'t> Engine<'t> {
             self.retire();
             self.forward_batch_with_masks();
             self.retire();
+            let kv: usize = self.running.iter().map(|s| s.session.cache.len).sum();
+            self.shared.kv_tokens.store(kv, Ordering::Relaxed);
         }
     }
 
@@ -501,6 +518,8 @@ impl<'t> Engine<'t> {
                 finish: None,
                 failed: None,
                 poisoned: false,
+                admitted: Instant::now(),
+                first_token: None,
                 job,
             });
         }
@@ -583,6 +602,7 @@ impl<'t> Engine<'t> {
             }
         }
         let id = seq.sampler.sample(&mut logits, &seq.history);
+        seq.first_token.get_or_insert_with(Instant::now);
         let logprob = raw.map(|raw| logprobs_of(&raw, id, req.logprobs.unwrap_or(0)));
         seq.history.push(id);
         seq.generated += 1;
@@ -784,6 +804,7 @@ impl<'t> Engine<'t> {
                 continue;
             };
             let seq = self.running.swap_remove(i);
+            let now = Instant::now();
             self.shared.running.store(self.running.len(), Ordering::SeqCst);
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             let ev = match seq.failed {
@@ -793,6 +814,8 @@ impl<'t> Engine<'t> {
                     prompt_tokens: seq.job.req.prompt.len(),
                     cached_tokens: seq.cached,
                     completion_tokens: seq.generated,
+                    prefill_time: seq.first_token.unwrap_or(now) - seq.admitted,
+                    decode_time: seq.first_token.map_or(Duration::ZERO, |t| now - t),
                 }),
             };
             if !seq.poisoned {

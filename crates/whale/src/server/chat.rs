@@ -4,7 +4,7 @@
 //! completion, as one JSON response or as SSE chunks.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -56,7 +56,7 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     let prep = parse_and_prepare(&app, body, prepare).await?;
-    let events = AsyncEvents::submit(&app.engine, prep.valid.clone())?;
+    let events = AsyncEvents::submit(&app.engine, app.metrics.clone(), prep.valid.clone())?;
     let run = ChatRun::new(app.clone(), &prep, t0);
     if prep.stream {
         let writer = ChatChunks { run, include_usage: prep.include_usage, pending_logprobs: Vec::new(), over: false };
@@ -405,6 +405,8 @@ impl ChatRun {
             prompt_tokens: 0,
             cached_tokens: 0,
             completion_tokens: 0,
+            prefill_time: Duration::ZERO,
+            decode_time: Duration::ZERO,
         });
         usage_json(&d, Some(self.reasoning_tokens))
     }

@@ -41,7 +41,7 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     let prep = parse_and_prepare(&app, body, prepare).await?;
-    let mut events = AsyncEvents::submit(&app.engine, prep.valid.clone())?;
+    let mut events = AsyncEvents::submit(&app.engine, app.metrics.clone(), prep.valid.clone())?;
     let mut run = CompletionRun::new(app.clone(), prep.logprobs, t0);
     if prep.stream {
         let writer = CompletionChunks { run, include_usage: prep.include_usage, over: false };

@@ -125,7 +125,7 @@ pub struct AppState {
     /// Unix time the server started (the model's `created`).
     pub created: u64,
     pub api_key: Option<String>,
-    pub metrics: metrics::Metrics,
+    pub metrics: Arc<metrics::Metrics>,
     pub keep_alive: Duration,
     /// Tokens per sequence.
     pub ctx: usize,
@@ -206,6 +206,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     let fim = Fim::detect(&tok);
     let config = EngineConfig { parallel: a.parallel, max_queue: a.max_queue, ctx, cache_bytes: a.cache_mb << 20 };
     let engine = EngineHandle::start(m.model, tok.clone(), config);
+    let metrics = Arc::new(metrics::Metrics::new(engine.clone()));
     let state = Arc::new(AppState {
         engine,
         tok,
@@ -214,7 +215,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         model_id: a.alias.clone().unwrap_or_else(|| model_id(&a.model)),
         created: unix_now(),
         api_key,
-        metrics: metrics::Metrics::default(),
+        metrics,
         keep_alive: Duration::from_millis(a.keep_alive_ms),
         ctx,
         max_body_bytes: a.max_body_bytes,

@@ -18,25 +18,36 @@ use futures_util::Stream;
 use tokio::sync::Notify;
 use whale_engine::serving::engine::{EngineHandle, Event, EventStream, SubmitError, TryNext, ValidRequest};
 
+use super::metrics::Metrics;
+
 /// A submitted request's events, awaited.
 pub struct AsyncEvents {
     stream: EventStream,
     notify: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 impl AsyncEvents {
-    pub fn submit(engine: &EngineHandle, req: ValidRequest) -> Result<AsyncEvents, SubmitError> {
+    pub fn submit(engine: &EngineHandle, metrics: Arc<Metrics>, req: ValidRequest) -> Result<AsyncEvents, SubmitError> {
         let notify = Arc::new(Notify::new());
         let waker = notify.clone();
         let stream = engine.submit(req, Some(Arc::new(move || waker.notify_one())))?;
-        Ok(AsyncEvents { stream, notify })
+        Ok(AsyncEvents { stream, notify, metrics })
     }
 
     /// The next event; `None` once the engine has nothing more to send.
+    /// Queue time and the request's speeds go to the metrics on the way.
     pub async fn next(&mut self) -> Option<Event> {
         loop {
             match self.stream.try_next() {
-                TryNext::Event(e) => return Some(e),
+                TryNext::Event(e) => {
+                    match &e {
+                        Event::Started { queued, .. } => self.metrics.observe_queued(*queued),
+                        Event::Done(d) => self.metrics.observe_done(d),
+                        _ => {}
+                    }
+                    return Some(e);
+                }
                 TryNext::Closed => return None,
                 TryNext::Empty => self.notify.notified().await,
             }
