@@ -11,11 +11,17 @@ and the mean and median time to first token.
     scripts/bench-serve.py [--model GGUF] [--whale target/release/whale]
                            [--llama-server PATH] [--levels 1,4,8]
                            [--max-tokens 64] [--threads 2] [--ctx 1024]
+    scripts/bench-serve.py --schema [--rounds 2] ...
+
+With --schema, whale alone runs each level without and with a JSON schema in
+`response_format` (a long string field, so that every request runs to
+max_tokens), alternating for --rounds rounds: the cost of grammar masks.
 
 Only the Python standard library is used.
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -58,7 +64,22 @@ def wait_healthy(port, proc, limit=300):
     raise RuntimeError("server did not become healthy")
 
 
-def one_request(port, prompt, max_tokens):
+# Long enough that a constrained answer runs to max_tokens, like a free one.
+SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "story",
+        "schema": {
+            "type": "object",
+            "properties": {"title": {"type": "string", "maxLength": 40}, "story": {"type": "string", "minLength": 2000}},
+            "required": ["title", "story"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def one_request(port, prompt, max_tokens, extra=None):
     """Stream one chat completion; returns (ttft seconds, generated tokens, total seconds)."""
     body = json.dumps(
         {
@@ -68,6 +89,7 @@ def one_request(port, prompt, max_tokens):
             "temperature": 0,
             "stream": True,
             "stream_options": {"include_usage": True},
+            **(extra or {}),
         }
     )
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
@@ -109,7 +131,7 @@ PROMPTS = [
 ]
 
 
-def run_level(port, concurrency, max_tokens):
+def run_level(port, concurrency, max_tokens, extra=None):
     n = 2 * concurrency
     jobs = [f"{PROMPTS[i % len(PROMPTS)]} (request {i})" for i in range(n)]
     results, lock = [], threading.Lock()
@@ -120,7 +142,7 @@ def run_level(port, concurrency, max_tokens):
                 if not jobs:
                     return
                 prompt = jobs.pop()
-            r = one_request(port, prompt, max_tokens)
+            r = one_request(port, prompt, max_tokens, extra)
             with lock:
                 results.append(r)
 
@@ -144,19 +166,38 @@ def run_level(port, concurrency, max_tokens):
     }
 
 
-def bench(name, cmd, port, levels, max_tokens):
+@contextlib.contextmanager
+def serving(name, cmd, port):
+    """A server started, healthy and warmed up; stopped on the way out."""
     log = open(f"/tmp/bench-serve-{name}.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_healthy(port, proc)
         one_request(port, "Warm up.", 4)
-        return [dict(server=name, **run_level(port, c, max_tokens)) for c in levels]
+        yield
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def bench(name, cmd, port, levels, max_tokens):
+    with serving(name, cmd, port):
+        return [dict(server=name, **run_level(port, c, max_tokens)) for c in levels]
+
+
+def bench_schema(cmd, port, levels, max_tokens, rounds):
+    """whale without and with a schema, alternating, on one server."""
+    rows = []
+    with serving("whale-schema", cmd, port):
+        one_request(port, "Warm up.", 4, {"response_format": SCHEMA})
+        for rnd in range(rounds):
+            for c in levels:
+                for name, extra in [("text", None), ("schema", {"response_format": SCHEMA})]:
+                    rows.append(dict(server=f"whale {name} r{rnd + 1}", **run_level(port, c, max_tokens, extra)))
+    return rows
 
 
 def main():
@@ -169,6 +210,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--ctx", type=int, default=1024, help="tokens per sequence")
     ap.add_argument("--json", action="store_true", help="print one JSON object per row")
+    ap.add_argument("--schema", action="store_true", help="whale without and with a JSON schema")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of --schema")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
     slots = max(levels)
@@ -176,23 +219,26 @@ def main():
     port = free_port()
     whale = [a.whale, "serve", a.model, "--port", str(port), "--parallel", str(slots), "--max-queue", "64",
              "--ctx", str(a.ctx), "--threads", str(a.threads)]
-    rows += bench("whale", whale, port, levels, a.max_tokens)
-    if os.path.exists(a.llama_server):
+    if a.schema:
+        rows += bench_schema(whale, port, levels, a.max_tokens, a.rounds)
+    else:
+        rows += bench("whale", whale, port, levels, a.max_tokens)
+    if not a.schema and os.path.exists(a.llama_server):
         port = free_port()
         # llama-server splits -c among its slots: give each slot the same context.
         llama = [a.llama_server, "-m", a.model, "--port", str(port), "--host", "127.0.0.1", "-np", str(slots),
                  "-c", str(a.ctx * slots), "-t", str(a.threads), "-ngl", "0"]
         rows += bench("llama-server", llama, port, levels, a.max_tokens)
-    else:
+    elif not a.schema:
         print(f"llama-server not found at {a.llama_server}; whale only", file=sys.stderr)
     if a.json:
         for r in rows:
             print(json.dumps(r))
         return
     print(f"model {os.path.basename(a.model)}, {a.threads} threads, max_tokens {a.max_tokens}, {slots} slots")
-    print(f"{'server':<13} {'conc':>4} {'reqs':>4} {'tokens':>6} {'wall s':>7} {'tok/s':>7} {'ttft mean':>9} {'ttft p50':>8}")
+    print(f"{'server':<16} {'conc':>4} {'reqs':>4} {'tokens':>6} {'wall s':>7} {'tok/s':>7} {'ttft mean':>9} {'ttft p50':>8}")
     for r in rows:
-        print(f"{r['server']:<13} {r['concurrency']:>4} {r['requests']:>4} {r['tokens']:>6} {r['wall_s']:>7.2f} "
+        print(f"{r['server']:<16} {r['concurrency']:>4} {r['requests']:>4} {r['tokens']:>6} {r['wall_s']:>7.2f} "
               f"{r['tok_per_s']:>7.1f} {r['ttft_mean_s']:>9.3f} {r['ttft_median_s']:>8.3f}")
 
 
