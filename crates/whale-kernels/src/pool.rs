@@ -10,8 +10,17 @@
 //! One job runs at a time (callers are serialized); a job started from inside
 //! a worker runs inline on that worker, so nested parallel loops cannot
 //! deadlock.
+//!
+//! Panics: a task that panics, on a worker or on the caller, stops the job
+//! from handing out further indices; the panic is caught where it happened,
+//! the caller waits until every worker has let go of the task (the task
+//! borrows the caller's stack), and only then re-raises the first panic on
+//! the caller. Workers survive their tasks' panics, so the pool keeps its
+//! size and serves the next job.
 
+use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
@@ -30,6 +39,10 @@ struct Shared {
     /// Workers finished with the current epoch.
     done: AtomicUsize,
     sleepers: AtomicUsize,
+    /// Set when a task of the current job panicked: no more indices start.
+    aborted: AtomicBool,
+    /// The first panic of the current job, re-raised on the caller.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
     lock: Mutex<()>,
     wake: Condvar,
     shutdown: AtomicBool,
@@ -64,6 +77,8 @@ impl Pool {
             next: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
+            aborted: AtomicBool::new(false),
+            panic: Mutex::new(None),
             lock: Mutex::new(()),
             wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
@@ -84,7 +99,9 @@ impl Pool {
     }
 
     /// Run `f(0..n)` across the workers and the calling thread; returns when
-    /// every call has finished.
+    /// every call has finished. If a call panics, indices not yet started
+    /// are skipped and the first panic is re-raised here once no worker
+    /// runs `f` any more.
     pub fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         if n == 0 {
             return;
@@ -104,20 +121,17 @@ impl Pool {
         unsafe { *s.job.get() = (task, n) };
         s.next.store(0, Ordering::Relaxed);
         s.done.store(0, Ordering::Relaxed);
+        s.aborted.store(false, Ordering::Relaxed);
         s.epoch.fetch_add(1, Ordering::Release);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
         IN_POOL.with(|w| w.set(true));
-        loop {
-            let i = s.next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                break;
-            }
-            f(i);
-        }
+        take_indices(s, n, f);
         IN_POOL.with(|w| w.set(false));
+        // Wait even when a task panicked: workers may still be inside `f`,
+        // which borrows from this caller's stack.
         let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) < self.workers {
             spins += 1;
@@ -126,6 +140,11 @@ impl Pool {
             } else {
                 std::thread::yield_now();
             }
+        }
+        let panic = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(payload) = panic {
+            drop(_one_job);
+            resume_unwind(payload);
         }
     }
 }
@@ -174,15 +193,31 @@ fn worker(s: Arc<Shared>) {
         // SAFETY: the caller wrote `job` before bumping the epoch we observed
         // (Acquire pairs with its Release) and keeps `f` alive until we report.
         let (task, n) = unsafe { *s.job.get() };
-        loop {
-            let i = s.next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                break;
-            }
-            // SAFETY: see above; the task is Sync.
-            unsafe { (*task)(i) };
-        }
+        // SAFETY: see above; the task is Sync and outlives this job.
+        take_indices(&s, n, unsafe { &*task });
         s.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Run indices of the current job until none is left or a task panicked;
+/// a panic is caught here and kept (the first one) for the caller.
+fn take_indices(s: &Shared, n: usize, f: &(dyn Fn(usize) + Sync)) {
+    let r = catch_unwind(AssertUnwindSafe(|| loop {
+        if s.aborted.load(Ordering::Relaxed) {
+            break;
+        }
+        let i = s.next.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            break;
+        }
+        f(i);
+    }));
+    if let Err(payload) = r {
+        s.aborted.store(true, Ordering::Relaxed);
+        let mut first = s.panic.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(payload);
+        }
     }
 }
 
@@ -249,6 +284,65 @@ mod tests {
         });
         // Inner jobs run inline on whichever thread runs the outer index.
         assert_eq!(total.load(Ordering::Relaxed), 12);
+    }
+
+    fn on_worker() -> bool {
+        std::thread::current().name().is_some_and(|n| n.starts_with("whale-worker"))
+    }
+
+    /// A panic in a task, on a worker or on the caller, comes out of `run` on
+    /// the caller, only after no task runs any more; the pool then serves the
+    /// next job with all its workers.
+    #[test]
+    fn a_panicking_task_is_raised_on_the_caller_after_the_workers_let_go() {
+        // Enough tasks that the job outlasts the panic's own handling (the
+        // panic hook may capture a backtrace, milliseconds).
+        const N: usize = 2000;
+        let pool = Pool::new(2);
+        for panic_on_worker in [true, false] {
+            for round in 0..5 {
+                let active = AtomicUsize::new(0);
+                let ran = AtomicUsize::new(0);
+                // Workers awake (spinning), so that they take part at once.
+                pool.run(8, &|_| std::thread::sleep(std::time::Duration::from_micros(100)));
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    pool.run(N, &|i| {
+                        active.fetch_add(1, Ordering::SeqCst);
+                        ran.fetch_add(1, Ordering::SeqCst);
+                        if on_worker() == panic_on_worker {
+                            active.fetch_sub(1, Ordering::SeqCst);
+                            panic!("injected in task {i}");
+                        }
+                        // Slow enough that other threads are mid-task when the panic comes.
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    })
+                }));
+                let payload = r.expect_err("the panic reaches the caller");
+                let msg = payload.downcast_ref::<String>().map(String::as_str).unwrap_or("");
+                assert!(msg.starts_with("injected in task"), "round {round}: {msg:?}");
+                assert_eq!(active.load(Ordering::SeqCst), 0, "a task still ran after run() returned");
+                assert!(
+                    ran.load(Ordering::SeqCst) < N,
+                    "the job was not cut short: {} ran (panic on worker: {panic_on_worker}, round {round})",
+                    ran.load(Ordering::SeqCst)
+                );
+                // The pool is whole: every index of the next job runs, on
+                // the caller and on the workers.
+                let hits: Vec<AtomicUsize> = (0..256).map(|_| AtomicUsize::new(0)).collect();
+                let workers_ran = AtomicBool::new(false);
+                pool.run(256, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                    if on_worker() {
+                        workers_ran.store(true, Ordering::Relaxed);
+                    }
+                    // Long enough in all for sleeping workers to wake and join.
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                assert!(workers_ran.load(Ordering::Relaxed), "no worker took part after the panic");
+            }
+        }
     }
 
     #[test]
