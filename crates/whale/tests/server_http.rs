@@ -131,6 +131,27 @@ fn errors_have_their_status_and_shape_and_never_500() {
             json!({"messages": msgs("hi"), "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string", "minLength": 5, "maxLength": 2}}}}),
             "response_format: the schema or grammar cannot be used",
         ),
+        // Shapes a template would index: a 400 naming the field, never a panic.
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [1]}]}),
+            "messages[1]: tool_calls[0] must be an object",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": 1}]}, {"role": "user", "content": "hi"}]}),
+            "tool_calls[0].function must be an object",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"type": 7, "function": {"name": "f"}}]}, {"role": "user", "content": "hi"}]}),
+            "tool_calls[0].type must be \"function\"",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": ["f"]}}]}, {"role": "user", "content": "hi"}]}),
+            "tool_calls[0].function.name must be a string",
+        ),
         (
             "/chat/completions",
             json!({"messages": msgs("hi"), "tools": [{"type": "function", "function": {"name": "f", "strict": "yes"}}]}),

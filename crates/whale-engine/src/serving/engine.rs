@@ -788,7 +788,7 @@ impl<'t> Engine<'t> {
                 .unwrap_or("unknown panic");
             tracing::error!("engine: request failed with a panic: {msg}");
             let seq = &mut self.running[i];
-            seq.failed = Some(format!("internal error: {msg}"));
+            seq.failed = Some("internal error".into());
             seq.finish = Some(FinishReason::Stop);
             seq.poisoned = true;
         }

@@ -48,6 +48,7 @@ pub struct Metrics {
     queue_time: Histogram,
     prefill_tps: Histogram,
     decode_tps: Histogram,
+    panics: Counter,
     /// Rendering goes through one buffer at a time.
     render_lock: Mutex<()>,
 }
@@ -80,12 +81,22 @@ impl Metrics {
             "Per request: tokens generated after the first, per second",
             decode_tps.clone(),
         );
+        let panics = Counter::default();
+        registry.register(
+            "whale_panics",
+            "Requests whose handling panicked (bugs; the server went on)",
+            panics.clone(),
+        );
         registry.register_collector(Box::new(EngineCollector(engine)));
-        Metrics { registry, requests, ttft, queue_time, prefill_tps, decode_tps, render_lock: Mutex::new(()) }
+        Metrics { registry, requests, ttft, queue_time, prefill_tps, decode_tps, panics, render_lock: Mutex::new(()) }
     }
 
     pub fn count_request(&self, route: &str, status: u16) {
         self.requests.get_or_create(&RouteStatus { route: route.to_string(), status }).inc();
+    }
+
+    pub fn count_panic(&self) {
+        self.panics.inc();
     }
 
     pub fn observe_ttft(&self, d: Duration) {

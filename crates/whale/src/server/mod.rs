@@ -363,9 +363,13 @@ where
     let body = body.map_err(|r| body_error(r, app.max_body_bytes))?;
     let req: R = request::parse_body(&body)?;
     let app = app.clone();
-    tokio::task::spawn_blocking(move || prepare(&app, req))
-        .await
-        .map_err(|e| ApiError::Internal(format!("request preparation failed: {e}")))?
+    let metrics = app.metrics.clone();
+    tokio::task::spawn_blocking(move || prepare(&app, req)).await.map_err(|e| {
+        // A panic is a bug: logged with its message, never shown to the client.
+        tracing::error!("request preparation failed: {e}");
+        metrics.count_panic();
+        ApiError::Internal("internal error".into())
+    })?
 }
 
 /// A body the extractor refused: too large (413) or unreadable (400).

@@ -258,9 +258,20 @@ pub fn parse_messages(raw: &[Value], tool_format: Option<ToolFormat>) -> Result<
 fn normalize_tool_calls(calls: &mut Value, format: Option<ToolFormat>) -> Result<(), String> {
     let list = calls.as_array_mut().ok_or("tool_calls must be a list")?;
     let as_string = format.is_some_and(ToolFormat::arguments_as_string);
-    for call in list {
-        if call.get("type").is_none() {
-            call["type"] = Value::String("function".into());
+    for (i, call) in list.iter_mut().enumerate() {
+        // Templates index these fields: check their shapes before they do.
+        let call = call.as_object_mut().ok_or(format!("tool_calls[{i}] must be an object"))?;
+        match call.entry("type").or_insert_with(|| Value::String("function".into())) {
+            Value::String(t) if t == "function" => {}
+            _ => return Err(format!("tool_calls[{i}].type must be \"function\"")),
+        }
+        let f = call.get_mut("function").and_then(Value::as_object_mut);
+        let f = f.ok_or(format!("tool_calls[{i}].function must be an object with a \"name\""))?;
+        if !f.get("name").is_some_and(Value::is_string) {
+            return Err(format!("tool_calls[{i}].function.name must be a string"));
+        }
+        if call.get("id").is_some_and(|id| !id.is_string()) {
+            return Err(format!("tool_calls[{i}].id must be a string"));
         }
         let Some(args) = call.get_mut("function").and_then(|f| f.get_mut("arguments")) else { continue };
         match (as_string, &*args) {
