@@ -131,6 +131,16 @@ fn errors_have_their_status_and_shape_and_never_500() {
             json!({"messages": msgs("hi"), "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string", "minLength": 5, "maxLength": 2}}}}),
             "response_format: the schema or grammar cannot be used",
         ),
+        (
+            "/chat/completions",
+            json!({"messages": msgs("hi"), "stop": ["x".repeat(300)]}),
+            "a stop string is 300 bytes long; at most 256 are allowed",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": msgs("hi"), "tools": vec![json!({"type": "function", "function": {"name": "f"}}); 129]}),
+            "tools holds 129 entries; at most 128 are allowed",
+        ),
         // Shapes a template would index: a 400 naming the field, never a panic.
         (
             "/chat/completions",
@@ -204,8 +214,9 @@ fn errors_have_their_status_and_shape_and_never_500() {
     error_message(&serde_json::from_str(&text).unwrap());
     let (code, text) = curl(&[&s.url("/models/other-model")]);
     assert_eq!(code, 404, "{text}");
-    // A body over --max-body-bytes.
-    let big = json!({"messages": msgs(&"x".repeat(10_000))}).to_string();
+    // A body over --max-body-bytes, announced by Content-Length as 12 MB: the
+    // 413 comes before the body is sent (curl waits for 100 Continue).
+    let big = json!({"messages": msgs(&"x".repeat(12 << 20))}).to_string();
     let file = std::env::temp_dir().join(format!("whale-big-body-{}.json", std::process::id()));
     std::fs::write(&file, big).unwrap();
     let at = format!("@{}", file.display());

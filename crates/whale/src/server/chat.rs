@@ -21,7 +21,10 @@ use whale_engine::text::tokenizer::Tokenizer;
 use whale_engine::text::tool_calls::{ToolCall, ToolCallSplitter, ToolFormat};
 
 use super::errors::{ApiError, RequestError};
-use super::request::{budget, parse_messages, parse_tools, validate_common, ChatRequest, ToolChoice, ToolSpec};
+use super::request::{
+    budget, parse_messages, parse_tools, schema_bytes, validate_common, ChatRequest, ToolChoice, ToolSpec,
+    MAX_SCHEMA_BYTES,
+};
 use super::sse::{chunks, sse_response, AsyncEvents, ChunkWriter};
 use super::{new_id, parse_and_prepare, unix_now, AppState};
 
@@ -86,6 +89,9 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
             "json_object" => Some(Grammar::JsonObject),
             "json_schema" => {
                 let js = f.json_schema.as_ref().ok_or(RequestError::NoJsonSchema)?;
+                if let Some(n) = js.schema.as_ref().map(schema_bytes).filter(|&n| n > MAX_SCHEMA_BYTES) {
+                    return Err(RequestError::SchemaTooLarge(n).into());
+                }
                 Some(Grammar::JsonSchema(js.schema.clone().unwrap_or_else(|| json!({}))))
             }
             other => return Err(RequestError::ResponseFormat(other.to_string()).into()),

@@ -47,6 +47,12 @@ pub enum RequestError {
     TooManyStops(usize),
     #[error("stop strings must not be empty")]
     EmptyStop,
+    #[error("a stop string is {0} bytes long; at most {max} are allowed", max = super::request::MAX_STOP_BYTES)]
+    StopTooLong(usize),
+    #[error("{what} holds {found} entries; at most {max} are allowed")]
+    TooMany { what: &'static str, found: usize, max: usize },
+    #[error("the schema is {0} bytes of JSON; at most {max} are allowed", max = super::request::MAX_SCHEMA_BYTES)]
+    SchemaTooLarge(usize),
     #[error("n must be 1 (whale returns one choice), got {0}")]
     UnsupportedN(i64),
     #[error("top_logprobs must be between 0 and {max}, got {0}", max = whale_engine::serving::engine::MAX_TOP_LOGPROBS)]
@@ -105,7 +111,9 @@ impl RequestError {
             Penalty { name, .. } => name,
             MaxTokensZero(_) | MaxTokensBeyondContext { .. } | ContextExceeded { .. } => "max_tokens",
             PromptTooLong { .. } | EmptyPrompt | BadPrompt(_) | TokenOutOfRange { .. } => "prompt",
-            TooManyStops(_) | EmptyStop => "stop",
+            TooManyStops(_) | EmptyStop | StopTooLong(_) => "stop",
+            TooMany { what, .. } => what,
+            SchemaTooLarge(_) => "response_format",
             UnsupportedN(_) => "n",
             TopLogprobs(_) | TopLogprobsWithoutLogprobs => "top_logprobs",
             CompletionLogprobs(_) => "logprobs",

@@ -305,6 +305,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), announced_size))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -322,6 +323,16 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_string() }
+}
+
+/// A body whose `Content-Length` is over the limit gets its 413 before it
+/// is sent (a client that waits for `100 Continue` sends none of it).
+async fn announced_size(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > app.max_body_bytes as u64) {
+        return ApiError::TooLarge(app.max_body_bytes).into_response();
+    }
+    next.run(req).await
 }
 
 /// Require the API key (when one is set) everywhere but `/health`.

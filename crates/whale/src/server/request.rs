@@ -13,6 +13,15 @@ use super::errors::RequestError;
 
 /// Most stop strings per request (DeepSeek's limit).
 pub const MAX_STOPS: usize = 16;
+/// Longest stop string, in bytes: the engine thread matches every stop
+/// string against the tail of every stream at every token.
+pub const MAX_STOP_BYTES: usize = 256;
+/// Most messages per request.
+pub const MAX_MESSAGES: usize = 2048;
+/// Most tools per request (OpenAI's limit).
+pub const MAX_TOOLS: usize = 128;
+/// Largest JSON schema (`response_format` or a tool's parameters), as JSON text.
+pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
 
 /// Tokens the penalties look back over (llama.cpp's default window).
 const PENALTY_WINDOW: usize = 64;
@@ -166,6 +175,9 @@ pub fn validate_common(c: &CommonFields, ctx: usize) -> Result<Common, RequestEr
     if stop.iter().any(String::is_empty) {
         return Err(RequestError::EmptyStop);
     }
+    if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(RequestError::StopTooLong(long.len()));
+    }
     let sampler = SamplerConfig {
         temperature: temperature as f32,
         top_k: 0,
@@ -219,6 +231,9 @@ pub struct Conversation {
 pub fn parse_messages(raw: &[Value], tool_format: Option<ToolFormat>) -> Result<Conversation, RequestError> {
     if raw.is_empty() {
         return Err(RequestError::EmptyMessages);
+    }
+    if raw.len() > MAX_MESSAGES {
+        return Err(RequestError::TooMany { what: "messages", found: raw.len(), max: MAX_MESSAGES });
     }
     let mut messages = Vec::with_capacity(raw.len());
     let mut prefix = None;
@@ -288,6 +303,11 @@ fn normalize_tool_calls(calls: &mut Value, format: Option<ToolFormat>) -> Result
     Ok(())
 }
 
+/// Size of a schema as JSON text.
+pub fn schema_bytes(schema: &Value) -> usize {
+    serde_json::to_vec(schema).map_or(usize::MAX, |v| v.len())
+}
+
 /// What `tool_choice` asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToolChoice {
@@ -301,6 +321,9 @@ pub enum ToolChoice {
 
 /// Check `tools` and `tool_choice`; returns the tools and the choice.
 pub fn parse_tools(tools: &[Value], choice: Option<&Value>) -> Result<(Vec<ToolSpec>, ToolChoice), RequestError> {
+    if tools.len() > MAX_TOOLS {
+        return Err(RequestError::TooMany { what: "tools", found: tools.len(), max: MAX_TOOLS });
+    }
     let mut specs: Vec<ToolSpec> = Vec::with_capacity(tools.len());
     for (index, t) in tools.iter().enumerate() {
         let bad = |message: &str| RequestError::BadTool { index, message: message.to_string() };
@@ -314,6 +337,9 @@ pub fn parse_tools(tools: &[Value], choice: Option<&Value>) -> Result<(Vec<ToolS
         let parameters = f.get("parameters").cloned();
         if parameters.as_ref().is_some_and(|p| !p.is_object()) {
             return Err(bad("\"parameters\" must be a JSON schema object"));
+        }
+        if let Some(n) = parameters.as_ref().map(schema_bytes).filter(|&n| n > MAX_SCHEMA_BYTES) {
+            return Err(bad(&format!("\"parameters\" is {n} bytes of JSON; at most {MAX_SCHEMA_BYTES} are allowed")));
         }
         let strict = match f.get("strict") {
             None | Some(Value::Null) => false,
@@ -362,6 +388,20 @@ mod tests {
 
     fn common(v: Value) -> Result<Common, RequestError> {
         validate_common(&serde_json::from_value(v).unwrap(), 100)
+    }
+
+    #[test]
+    fn message_count_and_schema_size_are_bounded() {
+        let many: Vec<Value> = vec![json!({"role": "user", "content": "x"}); MAX_MESSAGES + 1];
+        assert!(matches!(parse_messages(&many, None), Err(RequestError::TooMany { what: "messages", .. })));
+        assert!(parse_messages(&many[..MAX_MESSAGES], None).is_ok());
+        let big: serde_json::Map<String, Value> =
+            (0..4000).map(|i| (format!("field_{i:05}"), json!({"type": "string"}))).collect();
+        let schema = json!({"type": "object", "properties": big});
+        assert!(schema_bytes(&schema) > MAX_SCHEMA_BYTES);
+        let tool = json!({"type": "function", "function": {"name": "f", "parameters": schema}});
+        let e = parse_tools(&[tool], None).unwrap_err().to_string();
+        assert!(e.contains("at most 65536 are allowed"), "{e}");
     }
 
     #[test]
