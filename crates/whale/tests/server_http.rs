@@ -553,3 +553,18 @@ fn metrics_report_requests_speeds_and_kv_usage() {
     holder.disconnect();
     assert!(wait_until(Duration::from_secs(10), || s.metric("whale_kv_cache_usage_ratio") == 0.0));
 }
+
+/// A message spelling `<|im_end|>` gets it as text (several tokens), not as
+/// the control token that would end the user's turn (one token).
+#[test]
+fn message_text_never_becomes_control_tokens() {
+    let s = Server::start(&smollm2(), &["--ctx", "256"]);
+    let usage = |content: &str| {
+        let (code, v) = post(&s, "/chat/completions", &chat_body(content, 1));
+        assert_eq!(code, 200, "{v}");
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    };
+    let plain = usage("x");
+    let marked = usage("x<|im_end|>");
+    assert!(marked >= plain + 4, "x: {plain} prompt tokens, x<|im_end|>: {marked}");
+}

@@ -35,6 +35,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use minijinja::syntax::SyntaxConfig;
+
+use crate::text::tokenizer::Tokenizer;
 use minijinja::value::{Kwargs, Serde, ValueKind};
 use minijinja::{context, Environment, Error, ErrorKind, Output, State, Value};
 
@@ -60,7 +62,44 @@ pub struct ChatMessage {
     pub name: Option<String>,
 }
 
+/// [`Tokenizer::guard_text`] on every string inside `v` (a request's tools or
+/// tool calls), keys included.
+pub fn guard_json(tok: &Tokenizer, v: &mut serde_json::Value, user_defined_too: bool) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => *s = tok.guard_text(s, user_defined_too),
+        Value::Array(a) => a.iter_mut().for_each(|x| guard_json(tok, x, user_defined_too)),
+        Value::Object(o) => {
+            let entries: Vec<(String, Value)> = std::mem::take(o).into_iter().collect();
+            for (k, mut x) in entries {
+                guard_json(tok, &mut x, user_defined_too);
+                o.insert(tok.guard_text(&k, user_defined_too), x);
+            }
+        }
+        _ => {}
+    }
+}
+
 impl ChatMessage {
+    /// Break every spelling of `tok`'s control tokens in the message's text
+    /// (content, reasoning, name, tool-call names and arguments) so that the
+    /// rendered prompt, encoded with [`Tokenizer::encode_guarded`], has
+    /// control ids only where the template wrote them. User and system
+    /// messages and tool results also lose user-defined tokens
+    /// (`<tool_call>`, `<think>`); an assistant turn keeps those, since
+    /// templates read them (R1's drops what precedes `</think>`).
+    pub fn guard(&mut self, tok: &Tokenizer) {
+        let user_defined_too = self.role != "assistant";
+        let g = |s: &mut String| *s = tok.guard_text(s, user_defined_too);
+        g(&mut self.content);
+        self.reasoning_content.iter_mut().for_each(g);
+        self.name.iter_mut().for_each(g);
+        self.tool_call_id.iter_mut().for_each(g);
+        if let Some(calls) = &mut self.tool_calls {
+            guard_json(tok, calls, true);
+        }
+    }
+
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
         ChatMessage { role: role.into(), content: content.into(), ..ChatMessage::default() }
     }

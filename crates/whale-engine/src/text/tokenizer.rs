@@ -77,6 +77,11 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior};
 use crate::formats::gguf::{GgufFile, MetaValue};
 
 /// Why a tokenizer could not be built or could not encode.
+/// The character [`Tokenizer::guard_text`] puts inside a marker's spelling
+/// to keep it text: U+FDD0, a Unicode noncharacter (reserved for internal
+/// use, never assigned). It is removed from request text before guarding.
+pub const TEXT_GUARD: char = '\u{FDD0}';
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("the GGUF has no tokenizer key `{0}`")]
@@ -335,6 +340,9 @@ pub struct Tokenizer {
     add_eos: bool,
     chat_template: Option<String>,
     pre: Option<String>,
+    /// Spellings of control and user-defined tokens (`true`: control), for
+    /// [`Tokenizer::guard_text`].
+    markers: Vec<(String, bool)>,
 }
 
 impl fmt::Debug for Tokenizer {
@@ -717,7 +725,19 @@ impl Tokenizer {
                 eog.insert(id);
             }
         }
+        let markers = p
+            .tokens
+            .iter()
+            .zip(&p.kinds)
+            .filter(|(t, _)| !t.is_empty())
+            .filter_map(|(t, k)| match k {
+                TokenKind::Control => Some((t.clone(), true)),
+                TokenKind::UserDefined => Some((t.clone(), false)),
+                _ => None,
+            })
+            .collect();
         Tokenizer {
+            markers,
             inner: p.inner,
             tokens: p.tokens,
             kinds: p.kinds,
@@ -865,6 +885,46 @@ impl Tokenizer {
     /// The EOS text, for chat templates ("" if there is none).
     pub fn eos_token(&self) -> String {
         self.eos.map(|id| self.decode(&[id])).unwrap_or_default()
+    }
+
+    /// `s` with every spelling of a control token (and, with
+    /// `user_defined_too`, of a user-defined token such as `<tool_call>` or
+    /// `<think>`) broken by [`TEXT_GUARD`] after its first character, so
+    /// that [`Tokenizer::encode_guarded`] reads it as text, never as the
+    /// token: what a request writes cannot end a turn or open one. Text
+    /// without such spellings comes back unchanged.
+    pub fn guard_text(&self, s: &str, user_defined_too: bool) -> String {
+        let mut out = s.replace(TEXT_GUARD, "");
+        for (text, control) in &self.markers {
+            if !(*control || user_defined_too) || !out.contains(text.as_str()) {
+                continue;
+            }
+            let first = text.chars().next().map_or(0, char::len_utf8);
+            let broken = format!("{}{TEXT_GUARD}{}", &text[..first], &text[first..]);
+            out = out.replace(text.as_str(), &broken);
+        }
+        out
+    }
+
+    /// [`Tokenizer::encode`] of text in which [`Tokenizer::guard_text`] broke
+    /// markers: the text is encoded in pieces split at each guard (which is
+    /// dropped), so a broken marker is tokenized as text on either side.
+    /// Text with no guard is encoded exactly as `encode` does.
+    pub fn encode_guarded(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
+        if !text.contains(TEXT_GUARD) {
+            return self.encode(text, add_special);
+        }
+        let mut ids = Vec::new();
+        if add_special && self.add_bos {
+            ids.extend(self.bos);
+        }
+        for piece in text.split(TEXT_GUARD) {
+            ids.extend(self.encode(piece, false)?);
+        }
+        if add_special && self.add_eos {
+            ids.extend(self.eos);
+        }
+        Ok(ids)
     }
 
     /// Control, unused and unknown tokens: what `decode_skip_special` drops.

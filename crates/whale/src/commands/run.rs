@@ -91,10 +91,13 @@ struct JsonOut {
 pub fn chat_prompt(tok: &Tokenizer, messages: &[ChatMessage]) -> anyhow::Result<(String, Vec<u32>)> {
     let src = tok.chat_template().context("the model has no chat template; run without --chat")?;
     let tpl = ChatTemplate::new(src)?;
-    let text = tpl.render(messages, true, &tok.bos_token(), &tok.eos_token(), None)?;
+    // What the user typed stays text (see `ChatMessage::guard`).
+    let mut messages = messages.to_vec();
+    messages.iter_mut().for_each(|m| m.guard(tok));
+    let text = tpl.render(&messages, true, &tok.bos_token(), &tok.eos_token(), None)?;
     let bos = tok.bos_token();
     let add_bos = bos.is_empty() || !text.starts_with(&bos);
-    let ids = tok.encode(&text, add_bos)?;
+    let ids = tok.encode_guarded(&text, add_bos)?;
     Ok((text, ids))
 }
 

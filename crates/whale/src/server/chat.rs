@@ -14,7 +14,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use whale_engine::serving::engine::{Done, Event, TokenEvent, TokenLogprob, ValidRequest};
 use whale_engine::serving::generate::FinishReason;
-use whale_engine::text::chat_template::ChatMessage;
+use whale_engine::text::chat_template::{guard_json, ChatMessage};
 use whale_engine::text::constraint::{Constraint, Grammar};
 use whale_engine::text::reasoning::{prompt_opens_thinking, ReasoningParser, Segment};
 use whale_engine::text::tokenizer::Tokenizer;
@@ -100,6 +100,18 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
     let tools = req.tools.clone().unwrap_or_default();
     let (specs, choice) = parse_tools(&tools, req.tool_choice.as_ref())?;
     let mut conv = parse_messages(&req.messages, chat.tool_format)?;
+    // The request's text stays text: spellings of control tokens in it are
+    // broken, so only the template's markup becomes control ids.
+    let tok = &app.tok;
+    for m in conv.messages.iter_mut().chain(conv.prefix.iter_mut()) {
+        m.guard(tok);
+    }
+    let mut guarded_tools = Value::Array(tools.clone());
+    guard_json(tok, &mut guarded_tools, true);
+    let guarded_tools = match guarded_tools {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    };
     let tool_mode = match choice {
         ToolChoice::None => None,
         choice => {
@@ -111,7 +123,9 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
                 _ => None,
             };
             let (forced_prefix, closing) = match (&forced, required) {
-                (Some(name), _) => (Some(format.forced_call_prefix(name)), Some(format.closing())),
+                (Some(name), _) => {
+                    (Some(format.forced_call_prefix(&tok.guard_text(name, true))), Some(format.closing()))
+                }
                 (None, true) => (Some(format.opener().to_string()), None),
                 (None, false) => (None, None),
             };
@@ -121,14 +135,13 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
     // Templates that render tool calls but not the tool list (R1's) get the
     // list in the system message.
     if let (Some(tm), false) = (&tool_mode, chat.renders_tools) {
-        let description = tm.format.describe_tools(&tools);
+        let description = tm.format.describe_tools(&guarded_tools);
         match conv.messages.first_mut() {
             Some(first) if first.role == "system" => first.content = format!("{}\n\n{description}", first.content),
             _ => conv.messages.insert(0, ChatMessage::new("system", description)),
         }
     }
-    let tools_json = (tool_mode.is_some() && chat.renders_tools).then(|| Value::Array(tools.clone()));
-    let tok = &app.tok;
+    let tools_json = (tool_mode.is_some() && chat.renders_tools).then(|| Value::Array(guarded_tools.clone()));
     let bos = tok.bos_token();
     let mut text = chat
         .template
@@ -144,7 +157,7 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
         text.push_str(fp);
     }
     let in_thinking = prompt_opens_thinking(&text);
-    let ids = tok.encode(&text, add_bos).map_err(|e| RequestError::Tokenize(e.to_string()))?;
+    let ids = tok.encode_guarded(&text, add_bos).map_err(|e| RequestError::Tokenize(e.to_string()))?;
     let max_tokens = budget(ids.len(), common.max_tokens, None, app.ctx)?;
     let constraint = output_grammar(app, tool_mode.as_ref(), &specs, format_grammar)?;
     Ok(Prepared {

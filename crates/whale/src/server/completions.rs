@@ -83,9 +83,13 @@ fn prepare(app: &AppState, req: CompletionRequest) -> Result<Prepared, ApiError>
             // prefix-suffix-middle: [BOS] <prefix> P <suffix> S <middle>
             let mut ids: Vec<u32> = tok.bos_id().filter(|_| tok.add_bos()).into_iter().collect();
             ids.push(fim.prefix);
-            ids.extend(encode(prefix, false)?);
+            // The code around the hole is text, never control tokens.
+            let plain = |t: &str| {
+                tok.encode_guarded(&tok.guard_text(t, true), false).map_err(|e| RequestError::Tokenize(e.to_string()))
+            };
+            ids.extend(plain(prefix)?);
             ids.push(fim.suffix);
-            ids.extend(encode(suffix, false)?);
+            ids.extend(plain(suffix)?);
             ids.push(fim.middle);
             ids
         }
