@@ -191,7 +191,13 @@ fn truncated_gguf_prints_header_then_names_the_tensor() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("general.architecture") && text.contains("qwen2"), "{text}");
     assert!(text.contains("deepseek-r1-qwen"), "pre-tokenizer missing from: {text}");
-    assert!(text.contains("152064") || text.contains("152,064") || text.contains("tokenizer.ggml.tokens"), "{text}");
+    // The vocabulary as llama.cpp's gguf-py reads this header: 152,064 tokens,
+    // BOS 151646 and EOS 151643 (the R1 distill's own ids).
+    let line = |key: &str| text.lines().find(|l| l.trim_start().starts_with(key)).unwrap_or_default().to_string();
+    assert!(line("tokenizer.ggml.tokens ").ends_with("(152064 items)]"), "{text}");
+    assert!(line("tokenizer.ggml.token_type ").ends_with("(152064 items)]"), "{text}");
+    assert!(line("tokenizer.ggml.bos_token_id ").ends_with(" 151646"), "{text}");
+    assert!(line("tokenizer.ggml.eos_token_id ").ends_with(" 151643"), "{text}");
     expect_error(&out, &["lies past the end of the file"]);
 }
 
