@@ -412,6 +412,12 @@ struct Seq<'t> {
 }
 
 impl Seq<'_> {
+    /// End the sequence with an error for its caller.
+    fn fail(&mut self, message: impl Into<String>) {
+        self.failed = Some(message.into());
+        self.finish = Some(FinishReason::Stop);
+    }
+
     fn prompt(&self) -> &[u32] {
         &self.job.req.prompt
     }
@@ -594,11 +600,7 @@ impl<'t> Engine<'t> {
                     seq.finish = Some(FinishReason::Stop);
                     return;
                 }
-                Err(e) => {
-                    seq.failed = Some(format!("the output grammar failed: {e}"));
-                    seq.finish = Some(FinishReason::Stop);
-                    return;
-                }
+                Err(e) => return seq.fail(format!("the output grammar failed: {e}")),
             }
         }
         let id = seq.sampler.sample(&mut logits, &seq.history);
@@ -610,11 +612,7 @@ impl<'t> Engine<'t> {
         let grammar_done = match seq.constraint.as_mut().map(|c| c.commit(id)) {
             None | Some(Ok(Commit::Continue)) => false,
             Some(Ok(Commit::Complete)) => true,
-            Some(Err(e)) => {
-                seq.failed = Some(format!("the output grammar failed: {e}"));
-                seq.finish = Some(FinishReason::Stop);
-                return;
-            }
+            Some(Err(e)) => return seq.fail(format!("the output grammar failed: {e}")),
         };
         // The same rules as `generate::generate`, so a greedy request gives
         // the same text as `whale run`.
@@ -656,21 +654,19 @@ impl<'t> Engine<'t> {
         let out: Vec<usize> = pending.iter().map(|(i, _)| *i).collect();
         let masks = std::thread::scope(|scope| {
             let worker = scope.spawn(move || {
-                let errors: Vec<Option<String>> =
-                    pending.iter_mut().map(|(_, c)| c.prepare_mask().err().map(|e| e.to_string())).collect();
-                (pending, errors)
+                let prepared: Vec<_> = pending.into_iter().map(|(i, mut c)| (i, c.prepare_mask(), c)).collect();
+                prepared
             });
             self.forward_batch();
             worker.join()
         });
         match masks {
-            Ok((pending, errors)) => {
-                for ((i, c), err) in pending.into_iter().zip(errors) {
+            Ok(prepared) => {
+                for (i, r, c) in prepared {
                     let seq = &mut self.running[i];
                     seq.constraint = Some(c);
-                    if let Some(e) = err {
-                        seq.failed = Some(format!("the output grammar failed: {e}"));
-                        seq.finish = Some(FinishReason::Stop);
+                    if let Err(e) = r {
+                        seq.fail(format!("the output grammar failed: {e}"));
                     }
                 }
             }
@@ -679,9 +675,7 @@ impl<'t> Engine<'t> {
             Err(_) => {
                 tracing::error!("engine: a grammar mask computation panicked");
                 for i in out {
-                    let seq = &mut self.running[i];
-                    seq.failed = Some("internal error: the output grammar failed".into());
-                    seq.finish = Some(FinishReason::Stop);
+                    self.running[i].fail("internal error: the output grammar failed");
                 }
             }
         }
@@ -718,9 +712,7 @@ impl<'t> Engine<'t> {
         batch.retain(|(i, tokens, _)| match self.running[*i].session.cache.reserve(tokens.len()) {
             Ok(()) => true,
             Err(e) => {
-                let seq = &mut self.running[*i];
-                seq.failed = Some(e.to_string());
-                seq.finish = Some(FinishReason::Stop);
+                self.running[*i].fail(e.to_string());
                 false
             }
         });
@@ -769,10 +761,7 @@ impl<'t> Engine<'t> {
                     seq.logits = Some(logits);
                 }
             }
-            Err(e) => {
-                seq.failed = Some(e.to_string());
-                seq.finish = Some(FinishReason::Stop);
-            }
+            Err(e) => seq.fail(e.to_string()),
         }
     }
 
@@ -788,8 +777,7 @@ impl<'t> Engine<'t> {
                 .unwrap_or("unknown panic");
             tracing::error!("engine: request failed with a panic: {msg}");
             let seq = &mut self.running[i];
-            seq.failed = Some("internal error".into());
-            seq.finish = Some(FinishReason::Stop);
+            seq.fail("internal error");
             seq.poisoned = true;
         }
     }

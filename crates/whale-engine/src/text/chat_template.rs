@@ -35,10 +35,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use minijinja::syntax::SyntaxConfig;
-
-use crate::text::tokenizer::Tokenizer;
 use minijinja::value::{Kwargs, Serde, ValueKind};
 use minijinja::{context, Environment, Error, ErrorKind, Output, State, Value};
+
+use crate::text::tokenizer::Tokenizer;
 
 /// A chat message as the template sees it.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -76,12 +76,12 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::formats::gguf::{GgufFile, MetaValue};
 
-/// Why a tokenizer could not be built or could not encode.
 /// The character [`Tokenizer::guard_text`] puts inside a marker's spelling
 /// to keep it text: U+FDD0, a Unicode noncharacter (reserved for internal
 /// use, never assigned). It is removed from request text before guarding.
 pub const TEXT_GUARD: char = '\u{FDD0}';
 
+/// Why a tokenizer could not be built or could not encode.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("the GGUF has no tokenizer key `{0}`")]
@@ -756,12 +756,24 @@ impl Tokenizer {
     /// With `add_special`, BOS is prepended if the vocabulary asks for it
     /// ([`Tokenizer::add_bos`]) and has one, and EOS appended likewise.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        let mut ids = Vec::with_capacity(enc.len() + 2);
+        self.encode_pieces(std::iter::once(text), add_special)
+    }
+
+    /// The pieces encoded one after the other, between BOS and EOS as
+    /// [`Tokenizer::encode`] adds them.
+    fn encode_pieces<'a>(
+        &self,
+        pieces: impl Iterator<Item = &'a str>,
+        add_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let mut ids = Vec::new();
         if add_special && self.add_bos {
             ids.extend(self.bos);
         }
-        ids.extend_from_slice(enc.get_ids());
+        for piece in pieces {
+            let enc = self.inner.encode_fast(piece, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+            ids.extend_from_slice(enc.get_ids());
+        }
         if add_special && self.add_eos {
             ids.extend(self.eos);
         }
@@ -911,20 +923,7 @@ impl Tokenizer {
     /// dropped), so a broken marker is tokenized as text on either side.
     /// Text with no guard is encoded exactly as `encode` does.
     pub fn encode_guarded(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
-        if !text.contains(TEXT_GUARD) {
-            return self.encode(text, add_special);
-        }
-        let mut ids = Vec::new();
-        if add_special && self.add_bos {
-            ids.extend(self.bos);
-        }
-        for piece in text.split(TEXT_GUARD) {
-            ids.extend(self.encode(piece, false)?);
-        }
-        if add_special && self.add_eos {
-            ids.extend(self.eos);
-        }
-        Ok(ids)
+        self.encode_pieces(text.split(TEXT_GUARD), add_special)
     }
 
     /// Control, unused and unknown tokens: what `decode_skip_special` drops.

@@ -59,8 +59,9 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     let prep = parse_and_prepare(&app, body, prepare).await?;
-    let events = AsyncEvents::submit(&app.engine, app.metrics.clone(), prep.valid.clone())?;
     let run = ChatRun::new(app.clone(), &prep, t0);
+    // The request moves to the engine (its compiled grammar is not copied).
+    let events = AsyncEvents::submit(&app.engine, app.metrics.clone(), prep.valid)?;
     if prep.stream {
         let writer = ChatChunks { run, include_usage: prep.include_usage, pending_logprobs: Vec::new(), over: false };
         Ok(sse_response(chunks(events, writer), app.keep_alive))
@@ -106,12 +107,8 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
     for m in conv.messages.iter_mut().chain(conv.prefix.iter_mut()) {
         m.guard(tok);
     }
-    let mut guarded_tools = Value::Array(tools.clone());
-    guard_json(tok, &mut guarded_tools, true);
-    let guarded_tools = match guarded_tools {
-        Value::Array(a) => a,
-        _ => Vec::new(),
-    };
+    let mut guarded_tools = tools.clone();
+    guarded_tools.iter_mut().for_each(|t| guard_json(tok, t, true));
     let tool_mode = match choice {
         ToolChoice::None => None,
         choice => {
@@ -201,11 +198,8 @@ fn output_grammar(
     };
     if let (Some(name), Some(_)) = (&tm.forced_name, &tm.closing) {
         // The prompt ends inside the call, just before the arguments.
-        let tool = specs.iter().find(|t| &t.name == name && t.strict);
-        let g = match tool {
-            Some(t) => Grammar::JsonSchema(t.parameters.clone().unwrap_or_else(|| json!({"type": "object"}))),
-            None => Grammar::JsonObject,
-        };
+        let schema = specs.iter().find(|t| &t.name == name && t.strict).and_then(|t| t.parameters.clone());
+        let g = schema.map_or(Grammar::JsonObject, Grammar::JsonSchema);
         return app.constraint(&g, None, "tools").map(Some);
     }
     if !any_strict {
@@ -217,13 +211,9 @@ fn output_grammar(
              force the tool (tool_choice) or drop \"strict\"",
         ));
     }
-    let calls: Vec<(String, Option<Value>)> = specs
-        .iter()
-        .map(|t| {
-            let schema = t.strict.then(|| t.parameters.clone().unwrap_or_else(|| json!({"type": "object"})));
-            (t.name.clone(), schema)
-        })
-        .collect();
+    // Non-strict tools (and strict ones without parameters) take any object.
+    let calls: Vec<(String, Option<Value>)> =
+        specs.iter().map(|t| (t.name.clone(), t.parameters.clone().filter(|_| t.strict))).collect();
     let trigger = tm.format.call_trigger();
     if tm.forced_prefix.is_some() {
         // `required`: the prompt ends with the format's opener.

@@ -41,8 +41,8 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     let prep = parse_and_prepare(&app, body, prepare).await?;
-    let mut events = AsyncEvents::submit(&app.engine, app.metrics.clone(), prep.valid.clone())?;
     let mut run = CompletionRun::new(app.clone(), prep.logprobs, t0);
+    let mut events = AsyncEvents::submit(&app.engine, app.metrics.clone(), prep.valid)?;
     if prep.stream {
         let writer = CompletionChunks { run, include_usage: prep.include_usage, over: false };
         return Ok(sse_response(chunks(events, writer), app.keep_alive));

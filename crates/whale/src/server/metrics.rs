@@ -11,7 +11,7 @@
 //!   tokens, cache hits, queue, running requests, the prefix cache and the
 //!   KV-cache usage ratio.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -49,8 +49,6 @@ pub struct Metrics {
     prefill_tps: Histogram,
     decode_tps: Histogram,
     panics: Counter,
-    /// Rendering goes through one buffer at a time.
-    render_lock: Mutex<()>,
 }
 
 impl Metrics {
@@ -88,7 +86,7 @@ impl Metrics {
             panics.clone(),
         );
         registry.register_collector(Box::new(EngineCollector(engine)));
-        Metrics { registry, requests, ttft, queue_time, prefill_tps, decode_tps, panics, render_lock: Mutex::new(()) }
+        Metrics { registry, requests, ttft, queue_time, prefill_tps, decode_tps, panics }
     }
 
     pub fn count_request(&self, route: &str, status: u16) {
@@ -119,7 +117,6 @@ impl Metrics {
     }
 
     fn render(&self) -> String {
-        let _one = self.render_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!("metrics: encoding failed: {e}");
