@@ -351,10 +351,15 @@ struct Mlp {
 }
 
 impl Mlp {
+    fn bytes(&self) -> u64 {
+        self.gate.bytes() + self.up.bytes() + self.down.bytes()
+    }
+
     /// `x`: rows stacked from the sequences `spans` (see [`Linear::forward_spans`]).
     fn forward_spans(&self, x: &[f32], spans: &[Range<usize>], th: usize) -> Vec<f32> {
-        let mut g = self.gate.forward_spans(x, spans, th); // [m, ff]
-        let u = self.up.forward_spans(x, spans, th); // [m, ff]
+        // Gate and up read the same input: one product, activations quantized once.
+        let [mut g, u]: [Vec<f32>; 2] =
+            Linear::forward_spans_many(&[&self.gate, &self.up], x, spans, th).try_into().expect("two outputs"); // [m, ff] each
         ops::swiglu(&mut g, &u);
         self.down.forward_spans(&g, spans, th) // [m, hidden]
     }
@@ -425,6 +430,30 @@ impl Model for Deepseek {
 
     fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
         self.run(seqs, Logits::Last, None)
+    }
+
+    /// MTP layers are not counted: decoding never runs them.
+    fn active_weight_bytes(&self) -> u64 {
+        let top_k = self.params.router.as_ref().map_or(0, |r| r.top_k) as u64;
+        let block = |b: &Block| -> u64 {
+            let a = &b.attn;
+            let q = match &a.q {
+                QProj::Plain(w) => w.bytes(),
+                QProj::Lora { a, b, .. } => a.bytes() + b.bytes(),
+            };
+            let heads: u64 = a.k_b.iter().chain(&a.v_b).map(Linear::bytes).sum();
+            let attn = q + a.kv_a.bytes() + heads + a.o.bytes();
+            let ffn = match &b.ffn {
+                Ffn::Dense(m) => m.bytes(),
+                Ffn::Moe { router, experts, shared, .. } => {
+                    // Experts of one layer have the same shapes and types.
+                    let one = experts.first().map_or(0, Mlp::bytes);
+                    router.bytes() + shared.as_ref().map_or(0, Mlp::bytes) + top_k * one
+                }
+            };
+            attn + ffn
+        };
+        self.blocks.iter().map(block).sum::<u64>() + self.output.bytes()
     }
 }
 
@@ -539,10 +568,6 @@ impl Deepseek {
                     let r_logits = router.forward_spans(&xn, &spans, th); // [n, n_experts]
                     let routes: Vec<Vec<(usize, f32)>> =
                         r_logits.chunks_exact(cfg.n_experts).map(|lg| route(cfg, lg, bias.as_deref())).collect();
-                    let mut y = match shared {
-                        Some(s) => s.forward_spans(&xn, &spans, th),
-                        None => vec![0f32; n * h],
-                    };
                     // Group tokens by expert: each expert runs once on all its
                     // tokens, of every sequence (in stacked order, so each
                     // sequence's tokens are contiguous among them).
@@ -552,20 +577,47 @@ impl Deepseek {
                             by_expert[e].push((t, w));
                         }
                     }
+                    // Gate and up of the shared experts and of every routed
+                    // expert that all rows go to (each one when decoding one
+                    // sequence) read the same input: one product for all of
+                    // them, with the activations quantized once.
+                    let everyone: Vec<usize> = (0..cfg.n_experts).filter(|&e| by_expert[e].len() == n).collect();
+                    let mut common: Vec<&Linear> = Vec::new();
+                    for mlp in shared.iter().chain(everyone.iter().map(|&e| &experts[e])) {
+                        common.extend([&mlp.gate, &mlp.up]);
+                    }
+                    let mut gu = Linear::forward_spans_many(&common, &xn, &spans, th).into_iter();
+                    let mut y = match shared {
+                        Some(s) => {
+                            let (mut g, u) = (gu.next().expect("shared gate"), gu.next().expect("shared up"));
+                            ops::swiglu(&mut g, &u);
+                            s.down.forward_spans(&g, &spans, th)
+                        }
+                        None => vec![0f32; n * h],
+                    };
+                    let mut common_gu = everyone.iter().map(|&e| (e, gu.next(), gu.next()));
                     let seq_of = |t: usize| spans.partition_point(|sp| sp.end <= t);
                     let mut xs = Vec::new();
                     for (e, toks) in by_expert.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
-                        xs.clear();
-                        for &(t, _) in toks {
-                            xs.extend_from_slice(&xn[t * h..(t + 1) * h]);
-                        }
-                        let counts = spans
-                            .iter()
-                            .enumerate()
-                            .map(|(i, _)| toks.iter().filter(|&&(t, _)| seq_of(t) == i).count());
-                        let e_spans: Vec<Range<usize>> =
-                            batch_spans(counts).into_iter().filter(|r| !r.is_empty()).collect();
-                        let ye = experts[e].forward_spans(&xs, &e_spans, th); // [m, hidden]
+                        let ye = if toks.len() == n {
+                            let (ce, g, u) = common_gu.next().expect("every all-rows expert has its gate and up");
+                            debug_assert_eq!(ce, e);
+                            let (mut g, u) = (g.expect("gate"), u.expect("up"));
+                            ops::swiglu(&mut g, &u);
+                            experts[e].down.forward_spans(&g, &spans, th)
+                        } else {
+                            xs.clear();
+                            for &(t, _) in toks {
+                                xs.extend_from_slice(&xn[t * h..(t + 1) * h]);
+                            }
+                            let counts = spans
+                                .iter()
+                                .enumerate()
+                                .map(|(i, _)| toks.iter().filter(|&&(t, _)| seq_of(t) == i).count());
+                            let e_spans: Vec<Range<usize>> =
+                                batch_spans(counts).into_iter().filter(|r| !r.is_empty()).collect();
+                            experts[e].forward_spans(&xs, &e_spans, th)
+                        }; // [m, hidden]
                         for (i, &(t, w)) in toks.iter().enumerate() {
                             for (dst, &v) in y[t * h..(t + 1) * h].iter_mut().zip(&ye[i * h..(i + 1) * h]) {
                                 *dst += w * v;
@@ -613,6 +665,7 @@ impl Deepseek {
             n_layers: p.n_layers,
             context_length: p.context_length,
             kv_values_per_token_layer: p.latent_width(),
+            routed_experts: p.router.as_ref().map(|r| (r.top_k, r.n_experts)),
         };
         Ok(Deepseek {
             info,

@@ -101,6 +101,11 @@ impl Linear {
         ys
     }
 
+    /// Bytes of the weight matrix as held in memory.
+    pub fn bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+
     /// Row `r` dequantized (an embedding lookup). `out`: `[cols]`.
     pub fn row(&self, r: usize, out: &mut [f32]) {
         let rb = self.ty.row_bytes(self.cols).expect("shape checked at load");

@@ -214,6 +214,13 @@ impl Model for Llama {
         Ok(out.pop().expect("one sequence"))
     }
 
+    fn active_weight_bytes(&self) -> u64 {
+        let block = |b: &Block| {
+            [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down].iter().map(|l| l.bytes()).sum::<u64>()
+        };
+        self.blocks.iter().map(block).sum::<u64>() + self.output.bytes()
+    }
+
     fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
         self.run(seqs, Logits::Last)
     }
@@ -335,6 +342,7 @@ impl Llama {
             n_layers: p.n_layers,
             context_length: p.context_length,
             kv_values_per_token_layer: 2 * kvd,
+            routed_experts: None,
         };
         Ok(Llama {
             info,

@@ -39,7 +39,7 @@ pub use attention::{attention, AttnLayout};
 pub use batch::{batch_spans, check_batch, BatchRows, BatchSeq};
 pub use kv_cache::{CacheType, KvCache, KvRows};
 pub use linear::{batch_logits, embed_tokens, final_logits, load_embed_output, Linear};
-pub use registry::{load, load_weights, Architecture, LoadedModel};
+pub use registry::{load, load_gguf, load_weights, Architecture, LoadedModel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -79,6 +79,8 @@ pub struct ModelInfo {
     pub context_length: usize,
     /// Values cached per token and layer (K and V together), for sizing the cache.
     pub kv_values_per_token_layer: usize,
+    /// Mixture of experts: (experts each token is routed to, routed experts) a layer.
+    pub routed_experts: Option<(usize, usize)>,
 }
 
 impl ModelInfo {
@@ -112,6 +114,14 @@ pub trait Model: Send + Sync {
         check_batch(seqs)?;
         seqs.iter_mut().map(|s| self.forward(s.cache, s.tokens, Logits::Last)).collect()
     }
+
+    /// Bytes of matrix weights that decoding one token of one sequence
+    /// reads, as held in memory (what bounds decode speed): every projection
+    /// and the output head, not the embedding table (one row is looked up)
+    /// unless it is the tied output head, nor norm vectors. A MoE layer
+    /// counts its router, its shared experts and `top_k` routed experts:
+    /// one token reads exactly `top_k` distinct ones.
+    fn active_weight_bytes(&self) -> u64;
 }
 
 /// A configuration error (the shorthand every architecture file uses).

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::formats::gguf::GgufFile;
 use crate::formats::weights::WeightStore;
 use crate::models::{LoadOptions, Model, ModelError};
 use crate::text::tokenizer::Tokenizer;
@@ -72,6 +73,17 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
         }
     };
     let model = load_weights(&store, &arch_name, opts)?;
+    Ok(LoadedModel { model, tokenizer })
+}
+
+/// Build the model and tokenizer of a GGUF already open (or built in
+/// memory, as `whale bench --like` does).
+pub fn load_gguf(g: GgufFile, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
+    let arch =
+        g.architecture().ok_or_else(|| ModelError::Config("GGUF has no general.architecture".into()))?.to_string();
+    let tokenizer = Tokenizer::from_gguf(&g)?;
+    let store = WeightStore::Gguf(g);
+    let model = load_weights(&store, &arch, opts)?;
     Ok(LoadedModel { model, tokenizer })
 }
 
