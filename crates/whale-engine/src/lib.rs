@@ -17,10 +17,15 @@
 //! ([`serving::engine`]) → a batched forward pass ([`models`], over weights
 //! from [`formats`] and the kernels crate) → the sampler → events.
 //!
+//! Beside the flow, [`synth`] writes synthetic GGUF files (a real model's
+//! shapes and tokenizer, random weights) for benchmarks; it uses only
+//! [`formats`].
+//!
 //! The engine has no async runtime and no HTTP: the binary crate builds the
 //! CLI and the server on top of it.
 
 pub mod formats;
 pub mod models;
 pub mod serving;
+pub mod synth;
 pub mod text;

@@ -36,6 +36,8 @@ enum Command {
     Perplexity(commands::perplexity::PerplexityArgs),
     /// Prompt and generation speed, shaped like llama-bench's output.
     Bench(commands::bench::BenchArgs),
+    /// Write a GGUF with a real model's shapes and tokenizer and random weights, to benchmark it before downloading it.
+    Synth(commands::synth::SynthArgs),
     /// Serve the model over HTTP with DeepSeek's (and OpenAI's) API.
     Serve(server::ServeArgs),
 }
@@ -65,6 +67,7 @@ fn main() {
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Serve(a) => server::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Synth(a) => commands::synth::run(a),
         Command::Pull(a) => {
             if a.list || a.spec.is_none() {
                 pull::print_catalog();

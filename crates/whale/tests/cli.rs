@@ -225,7 +225,20 @@ fn bench_reports_json_at_a_depth() {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
     }
     assert_eq!((v["pp_std"].as_f64(), v["tg_std"].as_f64()), (Some(0.0), Some(0.0)), "one repetition");
-    let bound = 10e9 / v["weight_bytes"].as_f64().unwrap();
+    // The bytes one decoded token reads, counted here from the file's own
+    // tensor table: every matrix but the embedding (not tied in this
+    // fixture), the routed experts at expert_used_count of expert_count.
+    let g = whale_engine::formats::gguf::GgufFile::open(m).unwrap();
+    let (used, all) = (g.get_u64("deepseek2.expert_used_count").unwrap(), g.get_u64("deepseek2.expert_count").unwrap());
+    let active: u64 = g
+        .tensors
+        .iter()
+        .filter(|t| t.dims.len() >= 2 && t.name != "token_embd.weight")
+        .map(|t| if t.name.contains("_exps.") { t.size / all * used } else { t.size })
+        .sum();
+    assert!(active < g.file_len() / 2, "most of this file is the embedding and unread experts");
+    assert_eq!(v["active_bytes_per_token"].as_u64(), Some(active), "{v}");
+    let bound = 10e9 / active as f64;
     let frac = v["tg_tok_s"].as_f64().unwrap() / bound;
     assert!((v["tg_fraction_of_bound"].as_f64().unwrap() - frac).abs() <= 1e-9 * frac, "{v}");
     expect_error(&whale(&["bench", m, "-r", "0"]), &["-r must be at least 1"]);

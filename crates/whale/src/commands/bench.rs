@@ -4,9 +4,18 @@
 //! pp N: N prompt tokens from an empty cache, fed in chunks of the prefill
 //! batch. tg N: N tokens generated one at a time from an empty cache (as
 //! llama-bench does). Each test runs once to warm up, then `-r` times; the
-//! figure is mean ± sample standard deviation of tokens/s. Decode reads every
-//! weight once per token, so its bound is the memory bandwidth divided by the
-//! weight bytes; the bandwidth is measured here (or given with --bandwidth).
+//! figure is mean ± sample standard deviation of tokens/s. Decode is bound by
+//! memory bandwidth: its bound is the bandwidth (measured here, or given with
+//! --bandwidth) divided by the bytes one token reads
+//! ([`Model::active_weight_bytes`]): every matrix weight of a dense model, and
+//! for a Mixture-of-Experts model only the router, the shared experts and the
+//! `top_k` routed experts of each layer, not the whole file.
+//!
+//! `--like NAME [--layers N --type T --seed S]` benchmarks a synthetic model
+//! built in memory, exactly the file `whale synth` would write, so a model
+//! can be measured before it is downloaded.
+//!
+//! [`Model::active_weight_bytes`]: whale_engine::models::Model::active_weight_bytes
 
 use serde::Serialize;
 use whale_engine::models::Logits;
@@ -16,8 +25,15 @@ use super::ModelArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// GGUF file, Hugging Face folder, or catalog name.
-    pub model: String,
+    /// GGUF file, Hugging Face folder, or catalog name (or --like instead).
+    #[arg(required_unless_present = "like", conflicts_with = "like")]
+    pub model: Option<String>,
+    /// Benchmark a synthetic model like NAME, built in memory without a file
+    /// (as `whale synth` writes it; see `whale synth --like list`).
+    #[arg(long)]
+    pub like: Option<String>,
+    #[command(flatten)]
+    pub like_args: super::synth::LikeArgs,
     /// Prompt tokens (0: skip the pp test).
     #[arg(short = 'p', long, default_value_t = 512)]
     pub n_prompt: usize,
@@ -53,9 +69,12 @@ struct Out {
     tg_tok_s: f64,
     tg_std: f64,
     peak_rss_bytes: u64,
+    /// Size of the model file.
     weight_bytes: u64,
+    /// Matrix weight bytes one decoded token reads (MoE: routed experts at top_k).
+    active_bytes_per_token: u64,
     bandwidth_gb_s: f64,
-    /// Generation speed as a fraction of bandwidth / weight bytes.
+    /// Generation speed as a fraction of bandwidth / active bytes per token.
     tg_fraction_of_bound: f64,
 }
 
@@ -66,6 +85,13 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
     let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64 } else { 0.0 };
     (m, var.sqrt())
+}
+
+/// MemAvailable from /proc/meminfo, `None` where there is none.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), 0 if unknown.
@@ -101,11 +127,38 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut margs = a.model_args.clone();
     let need = a.depth.saturating_add(a.n_prompt.max(a.n_gen)).saturating_add(1);
     margs.ctx = Some(margs.ctx.unwrap_or(a.depth + a.n_prompt + a.n_gen + 1).max(need));
-    let path = crate::pull::resolve_model(&a.model)?;
-    let weight_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let (m, ctx) = margs.load(&a.model)?;
+    let (m, ctx, name, weight_bytes) = match (&a.model, &a.like) {
+        (Some(spec), _) => {
+            let path = crate::pull::resolve_model(spec)?;
+            let weight_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let (m, ctx) = margs.load(spec)?;
+            let name = path.file_name().map_or(spec.clone(), |f| f.to_string_lossy().into_owned());
+            (m, ctx, name, weight_bytes)
+        }
+        (None, Some(like)) => {
+            let s = super::synth::plan(like, &a.like_args)?;
+            let need = s.file_len();
+            if let Some(avail) = mem_available().filter(|&m| need > m / 10 * 9) {
+                anyhow::bail!(
+                    "a synthetic {} of {} layers needs {:.1} GiB in memory but {:.1} GiB is available: \
+                     ask for fewer --layers, or write it with `whale synth` and bench the file",
+                    s.preset.name,
+                    s.layers,
+                    need as f64 / (1u64 << 30) as f64,
+                    avail as f64 / (1u64 << 30) as f64
+                );
+            }
+            let g = whale_engine::formats::gguf::GgufFile::from_bytes(s.to_bytes())?;
+            let m = whale_engine::models::load_gguf(g, margs.options()?)?;
+            let ctx = margs.context_for(&m)?;
+            let name = format!("{like} synth {}L {}", s.layers, a.like_args.ftype.name());
+            (m, ctx, name, need)
+        }
+        (None, None) => anyhow::bail!("give a MODEL or --like NAME"),
+    };
     let threads = a.model_args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let model = m.model.as_ref();
+    let active = model.active_weight_bytes();
     let vocab = model.info().vocab_size as u32;
     // Token ids spread over the vocabulary, fixed so runs compare.
     let prompt: Vec<u32> = (0..a.n_prompt as u32).map(|i| (i * 7919 + 13) % vocab).collect();
@@ -152,10 +205,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         None if a.n_gen > 0 => measure_bandwidth(threads),
         None => 0.0,
     };
-    let bound = if weight_bytes > 0 { bw * 1e9 / weight_bytes as f64 } else { 0.0 };
+    let bound = if active > 0 { bw * 1e9 / active as f64 } else { 0.0 };
     let frac = if bound > 0.0 { tg_m / bound } else { 0.0 };
     let out = Out {
-        model: a.model.clone(),
+        model: name.clone(),
         threads,
         n_prompt: a.n_prompt,
         n_gen: a.n_gen,
@@ -166,6 +219,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         tg_std: tg_s,
         peak_rss_bytes,
         weight_bytes,
+        active_bytes_per_token: active,
         bandwidth_gb_s: bw,
         tg_fraction_of_bound: frac,
     };
@@ -173,7 +227,6 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    let name = path.file_name().map_or(a.model.clone(), |f| f.to_string_lossy().into_owned());
     let at = if a.depth > 0 { format!(" @ d{}", a.depth) } else { String::new() };
     let size = format!("{:.2} MiB", weight_bytes as f64 / (1 << 20) as f64);
     println!("| model                          |       size | backend | threads |  test |              t/s |");
@@ -186,10 +239,16 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let test = format!("tg{}{at}", a.n_gen);
         println!("| {name:<30} | {size:>10} | CPU     | {threads:>7} | {test:<5} | {tg_m:>8.2} ± {tg_s:>5.2} |");
         println!();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let what = match model.info().routed_experts {
+            Some((used, all)) => format!("weights one token reads: {used} of {all} routed experts a layer"),
+            None => "weights one token reads".to_string(),
+        };
         println!(
-            "decode bound {bound:.1} tok/s ({bw:.1} GB/s ÷ {size}); tg is {:.0} % of it; peak RSS {:.1} MiB",
+            "decode bound {bound:.1} tok/s ({bw:.1} GB/s ÷ {:.2} MiB of {what}); tg is {:.0} % of it; peak RSS {:.1} MiB",
+            mib(active),
             frac * 100.0,
-            out.peak_rss_bytes as f64 / (1 << 20) as f64
+            mib(out.peak_rss_bytes)
         );
     }
     Ok(())

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod info;
 pub mod perplexity;
 pub mod run;
+pub mod synth;
 
 use anyhow::Context;
 use whale_engine::models::{LoadOptions, LoadedModel};
@@ -25,21 +26,32 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn load(&self, spec: &str) -> anyhow::Result<(LoadedModel, usize)> {
-        let path = crate::pull::resolve_model(spec)?;
+    /// The load options these arguments ask for.
+    pub fn options(&self) -> anyhow::Result<LoadOptions> {
         let mut opts = LoadOptions { cache_type: self.cache_type, ..LoadOptions::default() };
         if let Some(t) = self.threads {
             anyhow::ensure!((1..=1024).contains(&t), "--threads must be between 1 and 1024, got {t}");
             opts.threads = t;
         }
-        let m = whale_engine::models::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
-        let ctx = match self.ctx {
+        Ok(opts)
+    }
+
+    /// The context size: `--ctx`, else the model's, at most 4096.
+    pub fn context_for(&self, m: &LoadedModel) -> anyhow::Result<usize> {
+        Ok(match self.ctx {
             Some(c) => {
                 anyhow::ensure!((1..=1 << 20).contains(&c), "--ctx must be between 1 and 1048576, got {c}");
                 c
             }
             None => m.model.info().context_length.clamp(1, 4096),
-        };
+        })
+    }
+
+    pub fn load(&self, spec: &str) -> anyhow::Result<(LoadedModel, usize)> {
+        let path = crate::pull::resolve_model(spec)?;
+        let opts = self.options()?;
+        let m = whale_engine::models::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
+        let ctx = self.context_for(&m)?;
         Ok((m, ctx))
     }
 }

@@ -1,0 +1,152 @@
+//! `whale synth OUT.gguf --like NAME`: a GGUF with a real model's shapes,
+//! metadata and tokenizer, and random but valid weights, to benchmark a
+//! model before downloading it (and to run it in llama.cpp side by side).
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use whale_engine::formats::gguf::{GgufFile, MetaValue};
+use whale_engine::synth::mix::FileType;
+use whale_engine::synth::presets::{self, Preset};
+use whale_engine::synth::{self, Synth, SynthSpec};
+
+/// What `whale synth` and `whale bench --like` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LikeArgs {
+    /// Layers to keep (default: all). A MoE model keeps at least one MoE layer.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// File type, as llama-quantize names it: f32, f16, bf16, q4_0, q4_1,
+    /// q5_0, q5_1, q8_0, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k. Tensor types
+    /// follow llama-quantize's mix for that type.
+    #[arg(long = "type", default_value = "q4_k_m")]
+    pub ftype: FileType,
+    /// Seed of the random weights (the same seed gives the same file).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where the tokenizer comes from: a GGUF file, a tokenizer.json (or the
+    /// folder holding it), a catalog name, or a hub repository OWNER/REPO
+    /// (its tokenizer.json and tokenizer_config.json are fetched). Default:
+    /// the model's own.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SynthArgs {
+    /// The GGUF file to write (not needed with `--like list`).
+    pub out: Option<PathBuf>,
+    /// The model to imitate; `--like list` prints the known ones.
+    #[arg(long)]
+    pub like: String,
+    #[command(flatten)]
+    pub like_args: LikeArgs,
+}
+
+/// The `tokenizer.*` keys from `spec` (or the preset's default source).
+fn tokenizer_keys(spec: Option<&str>, p: &Preset) -> anyhow::Result<Vec<(String, MetaValue)>> {
+    let spec = spec.unwrap_or(p.tokenizer);
+    let vocab = p.vocab_size();
+    let path = Path::new(spec);
+    let hf = |dir: &Path| synth::tokenizer::from_hf_dir(dir, p.pre_tokenizer, vocab).map_err(anyhow::Error::from);
+    if path.is_dir() {
+        return hf(path);
+    }
+    if path.is_file() && spec.ends_with(".json") {
+        return hf(path.parent().unwrap_or(Path::new(".")));
+    }
+    let looks_like_repo = !path.exists() && spec.split('/').count() == 2 && !spec.contains(':');
+    if looks_like_repo {
+        let tj = crate::pull::resolve_model(&format!("hf:{spec}/tokenizer.json"))?;
+        // Optional: some repositories have no tokenizer_config.json.
+        if let Err(e) = crate::pull::resolve_model(&format!("hf:{spec}/tokenizer_config.json")) {
+            eprintln!("note: no tokenizer_config.json from {spec} ({e:#}); BOS/EOS and the chat template are left out");
+        }
+        return hf(tj.parent().unwrap_or(Path::new(".")));
+    }
+    let file = crate::pull::resolve_model(spec)?;
+    let g = GgufFile::open(&file).with_context(|| format!("reading the tokenizer from {}", file.display()))?;
+    let keys = synth::tokenizer::from_gguf(&g);
+    if keys.is_empty() {
+        bail!("{} has no tokenizer.* keys", file.display());
+    }
+    Ok(keys)
+}
+
+fn list() {
+    println!("{:<32} {:>7}  shapes from", "model", "layers");
+    for p in presets::PRESETS {
+        let aka = if p.aliases.is_empty() { String::new() } else { format!(" (also {})", p.aliases.join(", ")) };
+        println!("{:<32} {:>7}  {}{aka}", p.name, p.num_hidden_layers(), p.hf_repo);
+    }
+}
+
+/// Plans the synthetic model `like` with `a`.
+pub fn plan(like: &str, a: &LikeArgs) -> anyhow::Result<Synth> {
+    let preset = presets::find(like).ok_or_else(|| synth::SynthError::UnknownModel(like.to_string()))?;
+    // Checked before the tokenizer is fetched, so a typo costs no download.
+    let max = preset.num_hidden_layers();
+    if let Some(l) = a.layers.filter(|&l| l == 0 || l > max) {
+        return Err(synth::SynthError::BadLayers { model: preset.name, asked: l, max }.into());
+    }
+    let tok = tokenizer_keys(a.tokenizer.as_deref(), preset)?;
+    let n_tok =
+        tok.iter().find(|(k, _)| k == "tokenizer.ggml.tokens").and_then(|(_, v)| v.as_array()).map_or(0, |a| a.len());
+    if n_tok != 0 && n_tok != preset.vocab_size() {
+        eprintln!(
+            "note: the tokenizer has {n_tok} tokens, {} has {}; the embedding follows the tokenizer",
+            preset.name,
+            preset.vocab_size()
+        );
+    }
+    let spec = SynthSpec { like: like.to_string(), layers: a.layers, ftype: a.ftype, seed: a.seed };
+    Ok(Synth::plan(&spec, tok)?)
+}
+
+pub fn run(a: SynthArgs) -> anyhow::Result<()> {
+    if a.like == "list" {
+        list();
+        return Ok(());
+    }
+    let Some(out_path) = a.out else { bail!("give the GGUF file to write: whale synth OUT.gguf --like NAME") };
+    let s = plan(&a.like, &a.like_args)?;
+    let total = s.file_len();
+    // Written beside the target and renamed at the end: no half file keeps the
+    // name, and a full disk leaves nothing behind.
+    let partial = out_path.with_extension("gguf.partial");
+    let file = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let written = s.write(&mut w, |n| bar.set_position(n)).and_then(|n| w.flush().map(|_| n));
+    bar.finish_and_clear();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e).with_context(|| format!("writing {}", partial.display()));
+    }
+    std::fs::rename(&partial, &out_path).with_context(|| format!("renaming to {}", out_path.display()))?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{}: like {} ({} of {} layers), {}, {:.2} GiB, seed {}",
+        out_path.display(),
+        s.preset.name,
+        s.layers,
+        s.preset.num_hidden_layers(),
+        a.like_args.ftype.name(),
+        gib(total),
+        a.like_args.seed
+    );
+    for (ty, n, bytes) in synth::type_counts(s.tensors()) {
+        let _ = writeln!(out, "  {:<5} {n:>5} tensors {:>10.2} MiB", ty.name(), bytes as f64 / (1 << 20) as f64);
+    }
+    Ok(())
+}
+
+fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
