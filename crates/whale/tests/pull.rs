@@ -464,3 +464,33 @@ fn list_prints_catalog() {
         assert!(text.contains(name), "{text}");
     }
 }
+
+/// `whale synth --like deepseek-v3` with no --tokenizer fetches
+/// tokenizer.json and tokenizer_config.json from the model's hub repository
+/// (here the DeepSeek tokenizer fixture, served the way the hub serves it)
+/// and converts them; a second run uses the cache.
+#[test]
+fn synth_fetches_the_tokenizer_from_the_hub() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/hf-reference/tokenizer");
+    let tj = std::fs::read(dir.join("tokenizer.json")).unwrap();
+    let tc = std::fs::read(dir.join("tokenizer_config.json")).unwrap();
+    let files = vec![
+        file("deepseek-ai/DeepSeek-V3", "tokenizer.json", tj, true),
+        file("deepseek-ai/DeepSeek-V3", "tokenizer_config.json", tc, false),
+    ];
+    let hub = serve(files, 8);
+    let home = home("synth-tok");
+    let out_file = home.join("v3.gguf");
+    let args = ["synth", out_file.to_str().unwrap(), "--like", "deepseek-r1", "--layers", "4", "--dry-run"];
+    let out = whale(&home, &hub.endpoint, None, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("would be like deepseek-v3 (4 of 61 layers), q4_k_m"), "{text}");
+    assert!(!out_file.exists(), "a dry run writes nothing");
+    assert!(home.join("models/deepseek-ai--DeepSeek-V3/tokenizer.json").exists());
+    let fetched = hub.log().len();
+    assert!(fetched >= 2, "{:?}", hub.log());
+    let out = whale(&home, &hub.endpoint, None, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(hub.log().len(), fetched, "cached: nothing fetched again");
+}

@@ -47,7 +47,7 @@ fn synth_writes_the_same_file_for_the_same_seed() {
         ok(&whale(&["synth", p.to_str().unwrap(), "--like", "qwen2.5-0.5b", "--layers", "2", "--seed", seed]))
     };
     let out = s(&a, "5");
-    assert!(out.contains("like qwen2.5-0.5b (2 of 24 layers), q4_k_m"), "{out}");
+    assert!(out.contains("written: like qwen2.5-0.5b (2 of 24 layers), q4_k_m"), "{out}");
     // The mix of a 896-wide model: Q4_K falls back to Q5_0, Q6_K to Q8_0.
     assert!(out.contains("Q5_0") && out.contains("Q8_0"), "{out}");
     s(&b, "5");

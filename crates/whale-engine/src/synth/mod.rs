@@ -201,10 +201,9 @@ fn layout(p: &Preset, layers: usize, vocab: usize) -> (Vec<(String, MetaValue)>,
                 ("leading_dense_block_count", u(dense)),
                 ("vocab_size", u(vocab)),
             ];
-            if let Some(q) = c.q_lora_rank {
-                kv.push(("attention.q_lora_rank", u(q)));
-            }
             kv.extend([
+                // 0 when queries are not low-rank (V2-Lite): llama.cpp requires the key.
+                ("attention.q_lora_rank", u(c.q_lora_rank.unwrap_or(0))),
                 ("attention.kv_lora_rank", u(c.kv_lora_rank)),
                 ("attention.key_length", u(c.kv_lora_rank + c.qk_rope_head_dim)),
                 ("attention.value_length", u(c.kv_lora_rank)),

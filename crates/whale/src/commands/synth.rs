@@ -40,6 +40,9 @@ pub struct SynthArgs {
     /// The model to imitate; `--like list` prints the known ones.
     #[arg(long)]
     pub like: String,
+    /// Print what would be written (types, sizes) without writing it.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub like_args: LikeArgs,
 }
@@ -111,6 +114,10 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
     }
     let Some(out_path) = a.out else { bail!("give the GGUF file to write: whale synth OUT.gguf --like NAME") };
     let s = plan(&a.like, &a.like_args)?;
+    if a.dry_run {
+        summary(&out_path, &s, &a.like_args, "would be");
+        return Ok(());
+    }
     let total = s.file_len();
     // Written beside the target and renamed at the end: no half file keeps the
     // name, and a full disk leaves nothing behind.
@@ -129,22 +136,26 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
         return Err(e).with_context(|| format!("writing {}", partial.display()));
     }
     std::fs::rename(&partial, &out_path).with_context(|| format!("renaming to {}", out_path.display()))?;
+    summary(&out_path, &s, &a.like_args, "written:");
+    Ok(())
+}
+
+fn summary(path: &Path, s: &Synth, a: &LikeArgs, what: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "{}: like {} ({} of {} layers), {}, {:.2} GiB, seed {}",
-        out_path.display(),
+        "{}: {what} like {} ({} of {} layers), {}, {:.2} GiB, seed {}",
+        path.display(),
         s.preset.name,
         s.layers,
         s.preset.num_hidden_layers(),
-        a.like_args.ftype.name(),
-        gib(total),
-        a.like_args.seed
+        a.ftype.name(),
+        gib(s.file_len()),
+        a.seed
     );
     for (ty, n, bytes) in synth::type_counts(s.tensors()) {
         let _ = writeln!(out, "  {:<5} {n:>5} tensors {:>10.2} MiB", ty.name(), bytes as f64 / (1 << 20) as f64);
     }
-    Ok(())
 }
 
 fn gib(b: u64) -> f64 {
