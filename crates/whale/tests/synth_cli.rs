@@ -128,3 +128,52 @@ fn bench_like_runs_a_synthetic_moe_in_memory() {
     fails_with(&whale(&["bench", "smollm2-135m", "--like", "qwen2.5-0.5b"]), &["cannot be used with"]);
     fails_with(&whale(&["bench"]), &["required"]);
 }
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("WHALE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python"));
+    assert!(p.exists(), "{} is missing: scripts/test creates it (with the gguf package)", p.display());
+    p
+}
+
+fn greedy_ids(model: &str) -> serde_json::Value {
+    let o = whale(&["run", model, "-p", "The capital of France is", "-n", "8", "--temp", "0", "--json"]);
+    serde_json::from_str::<serde_json::Value>(&ok(&o)).unwrap()["generated_ids"].clone()
+}
+
+/// Split files from whale's own writer (`--split-max-size`) and from gguf-py
+/// (llama.cpp's Python GGUF writer, `split_max_tensors`): any part loads the
+/// whole model, which decodes exactly as the unsplit file does.
+#[test]
+fn split_files_from_whale_and_from_gguf_py_run_as_the_whole_file() {
+    let d = tmp("split");
+    let whole = d.join("whole.gguf");
+    let base = ["--like", "qwen2.5-0.5b", "--layers", "2", "--seed", "9"];
+    let mut args = vec!["synth", whole.to_str().unwrap()];
+    args.extend(base);
+    ok(&whale(&args));
+    let want = greedy_ids(whole.to_str().unwrap());
+    assert_eq!(want.as_array().map(|a| a.len()), Some(8), "{want}");
+
+    let split = d.join("parts.gguf");
+    let mut args = vec!["synth", split.to_str().unwrap(), "--split-max-size", "100M"];
+    args.extend(base);
+    let out = ok(&whale(&args));
+    assert!(out.contains("in 3 parts"), "{out}");
+    for k in 1..=3 {
+        let part = d.join(format!("parts-{k:05}-of-00003.gguf"));
+        assert_eq!(greedy_ids(part.to_str().unwrap()), want, "whale's part {k}");
+    }
+    let info = ok(&whale(&["info", d.join("parts-00002-of-00003.gguf").to_str().unwrap()]));
+    assert!(info.contains("split into 3 parts"), "{info}");
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf_py_split.py");
+    let py = d.join("py");
+    let o = Command::new(python()).arg(&script).arg(&whole).arg(&py).arg("10").output().expect("run python");
+    assert!(o.status.success(), "gguf-py: {}", String::from_utf8_lossy(&o.stderr));
+    let first = d.join("py-00001-of-00003.gguf");
+    assert!(first.exists(), "27 tensors at 10 a part make 3 parts");
+    assert_eq!(greedy_ids(first.to_str().unwrap()), want, "gguf-py's parts");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -8,6 +8,13 @@
 //! padding to `general.alignment` (default 32)
 //! tensor data; each tensor at data_start + offset
 //! ```
+//! A model split by llama.cpp's `gguf-split` (or by gguf-py, or by
+//! `whale synth --split-max-size`) is several such files named
+//! `PREFIX-00001-of-0000N.gguf` …: the first holds all metadata, every part
+//! holds `split.no`, `split.count` and `split.tensors.count` and its own
+//! tensors. [`GgufFile::open`] on any part opens them all, each memory-mapped,
+//! as one file.
+//!
 //! Strings are a u64 length followed by UTF-8 bytes. Every count and length read
 //! from the file is checked against the bytes that remain before anything is
 //! allocated, so a corrupt or hostile header yields an error, never a huge
@@ -59,6 +66,8 @@ pub enum GgufError {
     MissingTensor(String),
     #[error("metadata key {key:?}: {msg}")]
     Metadata { key: String, msg: String },
+    #[error("split model: {0}")]
+    Split(String),
 }
 
 /// A metadata value, with the GGUF type it was stored as.
@@ -186,6 +195,8 @@ pub struct TensorInfo {
     pub offset: u64,
     /// Bytes the tensor occupies.
     pub size: u64,
+    /// The part of a split model that holds it (0 when not split).
+    pub part: usize,
 }
 
 impl TensorInfo {
@@ -203,9 +214,27 @@ pub struct GgufFile {
     pub tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
     pub alignment: u64,
-    /// Absolute file offset of the tensor data section.
+    /// Absolute file offset of the tensor data section (of the first part).
     pub data_offset: u64,
+    parts: Vec<Part>,
+}
+
+/// One file of a (possibly split) model.
+struct Part {
+    path: Option<PathBuf>,
     bytes: Storage,
+    data_offset: u64,
+}
+
+/// `PREFIX-00001-of-00003.gguf` for part 0 of 3, as llama.cpp names parts.
+pub fn split_path(prefix: &str, no: u64, count: u64) -> String {
+    format!("{prefix}-{:05}-of-{:05}.gguf", no + 1, count)
+}
+
+/// The prefix of a part's path, if it is named as part `no` of `count`.
+fn split_prefix(path: &Path, no: u64, count: u64) -> Option<String> {
+    let s = path.to_str()?;
+    s.strip_suffix(&format!("-{:05}-of-{:05}.gguf", no + 1, count)).map(str::to_string)
 }
 
 impl fmt::Debug for GgufFile {
@@ -322,7 +351,90 @@ impl GgufFile {
         // process while it is mapped; all offsets are bounds-checked against the
         // length seen at map time.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::parse(Storage::mapped(map))
+        let mut g = Self::parse(Storage::mapped(map))?;
+        g.parts[0].path = Some(path.to_path_buf());
+        let count = g.get_u64("split.count").unwrap_or(1);
+        if count <= 1 {
+            return Ok(g);
+        }
+        let no = g.get_u64("split.no").unwrap_or(0);
+        let prefix = split_prefix(path, no, count).ok_or_else(|| {
+            GgufError::Split(format!(
+                "{} says it is part {} of {count}, but its name does not end in -{:05}-of-{count:05}.gguf",
+                path.display(),
+                no + 1,
+                no + 1
+            ))
+        })?;
+        if no != 0 {
+            return Self::open(split_path(&prefix, 0, count));
+        }
+        for i in 1..count {
+            let p = PathBuf::from(split_path(&prefix, i, count));
+            if !p.exists() {
+                return Err(GgufError::Split(format!("part {} of {count} is missing: {}", i + 1, p.display())));
+            }
+            let part = match Self::open_part(&p) {
+                Ok(part) => part,
+                Err(e) => return Err(GgufError::Split(format!("part {}: {e}", p.display()))),
+            };
+            g.merge(part, i, count, &p)?;
+        }
+        if let Some(want) = g.get_u64("split.tensors.count") {
+            if want != g.tensors.len() as u64 {
+                return Err(GgufError::Split(format!(
+                    "the parts hold {} tensors but the first part announces {want}",
+                    g.tensors.len()
+                )));
+            }
+        }
+        Ok(g)
+    }
+
+    fn open_part(path: &Path) -> Result<GgufFile, GgufError> {
+        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: as in `open`.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let mut g = Self::parse(Storage::mapped(map))?;
+        g.parts[0].path = Some(path.to_path_buf());
+        Ok(g)
+    }
+
+    /// Adds part `i` of `count` (checked to say so) to this, the first part.
+    fn merge(&mut self, part: GgufFile, i: u64, count: u64, path: &Path) -> Result<(), GgufError> {
+        let (no, c) = (part.get_u64("split.no"), part.get_u64("split.count"));
+        if no != Some(i) || c != Some(count) {
+            let say = |v: Option<u64>| v.map_or("nothing".to_string(), |v| v.to_string());
+            return Err(GgufError::Split(format!(
+                "{} should be part {} of {count} (split.no {i}, split.count {count}) but says split.no {}, split.count {}: is it from another model?",
+                path.display(),
+                i + 1,
+                say(no),
+                say(c)
+            )));
+        }
+        let index = self.parts.len();
+        for mut t in part.tensors {
+            if self.tensor_index.contains_key(&t.name) {
+                return Err(GgufError::Split(format!(
+                    "tensor {:?} is in two parts (again in {})",
+                    t.name,
+                    path.display()
+                )));
+            }
+            t.part = index;
+            self.tensor_index.insert(t.name.clone(), self.tensors.len());
+            self.tensors.push(t);
+        }
+        self.parts.extend(part.parts);
+        Ok(())
+    }
+
+    /// The files of this model and their sizes (one entry unless split;
+    /// no path for an image held in memory).
+    pub fn parts(&self) -> Vec<(Option<&Path>, u64)> {
+        self.parts.iter().map(|p| (p.path.as_deref(), p.bytes.len() as u64)).collect()
     }
 
     /// Parse a GGUF image held in memory (used by tests and the fuzz target).
@@ -409,15 +521,16 @@ impl GgufFile {
             if tensor_index.insert(name.clone(), tensors.len()).is_some() {
                 return Err(GgufError::DuplicateTensor(name));
             }
-            tensors.push(TensorInfo { name, dims, ty, offset, size });
+            tensors.push(TensorInfo { name, dims, ty, offset, size, part: 0 });
         }
         let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
-        Ok(GgufFile { version, metadata, meta_index, tensors, tensor_index, alignment, data_offset, bytes })
+        let parts = vec![Part { path: None, bytes, data_offset }];
+        Ok(GgufFile { version, metadata, meta_index, tensors, tensor_index, alignment, data_offset, parts })
     }
 
-    /// Total file length in bytes.
+    /// Total length in bytes (of all parts).
     pub fn file_len(&self) -> u64 {
-        self.bytes.len() as u64
+        self.parts.iter().map(|p| p.bytes.len() as u64).sum()
     }
 
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
@@ -445,17 +558,19 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// Absolute byte range of a tensor, checked against the file length.
+    /// Absolute byte range of a tensor in its part, checked against that part's length.
     fn range(&self, t: &TensorInfo) -> Result<std::ops::Range<usize>, GgufError> {
-        let start = self.data_offset.checked_add(t.offset);
+        let part = &self.parts[t.part];
+        let len = part.bytes.len() as u64;
+        let start = part.data_offset.checked_add(t.offset);
         let end = start.and_then(|s| s.checked_add(t.size));
         match (start, end) {
-            (Some(s), Some(e)) if e <= self.file_len() => Ok(s as usize..e as usize),
+            (Some(s), Some(e)) if e <= len => Ok(s as usize..e as usize),
             _ => Err(GgufError::TensorPastEnd {
                 name: t.name.clone(),
                 start: start.unwrap_or(u64::MAX),
                 end: end.unwrap_or(u64::MAX),
-                file_len: self.file_len(),
+                file_len: len,
             }),
         }
     }
@@ -464,7 +579,7 @@ impl GgufFile {
     pub fn tensor_data(&self, name: &str) -> Result<(&TensorInfo, &[u8]), GgufError> {
         let t = self.tensor(name).ok_or_else(|| GgufError::MissingTensor(name.to_string()))?;
         let r = self.range(t)?;
-        Ok((t, &self.bytes[r]))
+        Ok((t, &self.parts[t.part].bytes[r]))
     }
 
     /// Like [`GgufFile::tensor_data`], but the bytes keep the mapping alive on
@@ -472,7 +587,7 @@ impl GgufFile {
     pub fn tensor_slice(&self, name: &str) -> Result<(&TensorInfo, ByteSlice), GgufError> {
         let t = self.tensor(name).ok_or_else(|| GgufError::MissingTensor(name.to_string()))?;
         let r = self.range(t)?;
-        Ok((t, self.bytes.slice(r)))
+        Ok((t, self.parts[t.part].bytes.slice(r)))
     }
 
     /// Check that every tensor lies inside the file; the first that does not is

@@ -65,8 +65,47 @@ impl GgufWriter {
         let size = (n / ty.block_size() as u64).checked_mul(ty.type_size() as u64).ok_or_else(|| err("too large"))?;
         let offset = align(self.data_len);
         self.data_len = offset + size;
-        self.tensors.push(TensorInfo { name: name.to_string(), dims: dims.to_vec(), ty, offset, size });
+        self.tensors.push(TensorInfo { name: name.to_string(), dims: dims.to_vec(), ty, offset, size, part: 0 });
         Ok(self.tensors.last().expect("just pushed"))
+    }
+
+    /// Splits the plan into parts of at most about `max_bytes` of tensor
+    /// data each (a part holds at least one tensor), as llama.cpp's
+    /// `gguf-split --split-max-size` does: the first part keeps all metadata,
+    /// every part gets `split.no`, `split.count` and `split.tensors.count`.
+    /// Returns each part with the indices of its tensors in this plan.
+    pub fn split(&self, max_bytes: u64) -> Vec<(GgufWriter, Vec<usize>)> {
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new()];
+        let mut size = 0u64;
+        for (i, t) in self.tensors.iter().enumerate() {
+            let last = groups.last_mut().expect("one group at least");
+            if !last.is_empty() && size + t.size > max_bytes {
+                groups.push(vec![i]);
+                size = t.size;
+            } else {
+                last.push(i);
+                size += t.size;
+            }
+        }
+        let count = groups.len();
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(no, idx)| {
+                let mut w = GgufWriter::new();
+                if no == 0 {
+                    w.metadata = self.metadata.clone();
+                }
+                w.set("split.no", MetaValue::U16(no as u16));
+                w.set("split.count", MetaValue::U16(count as u16));
+                w.set("split.tensors.count", MetaValue::I32(self.tensors.len() as i32));
+                for &i in &idx {
+                    let t = &self.tensors[i];
+                    w.add_tensor(&t.name, &t.dims, t.ty).expect("the shape was accepted once");
+                }
+                (w, idx)
+            })
+            .collect()
     }
 
     pub fn tensors(&self) -> &[TensorInfo] {

@@ -247,6 +247,20 @@ fn read_safetensors(
     Ok(())
 }
 
+/// In a folder without config.json, the first part of a split GGUF
+/// (`*-00001-of-*.gguf`), if there is exactly one such file.
+fn first_gguf_part(dir: &Path) -> Option<std::path::PathBuf> {
+    if dir.join("config.json").exists() {
+        return None;
+    }
+    let mut firsts = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        name.ends_with(".gguf") && name.contains("-00001-of-")
+    });
+    let first = firsts.next()?;
+    firsts.next().is_none().then_some(first)
+}
+
 /// A model's weights, from either format.
 pub enum WeightStore {
     Gguf(GgufFile),
@@ -256,6 +270,9 @@ pub enum WeightStore {
 impl WeightStore {
     /// Open a GGUF file or a Hugging Face folder.
     pub fn open(path: &Path) -> Result<WeightStore, WeightError> {
+        if let Some(first) = path.is_dir().then(|| first_gguf_part(path)).flatten() {
+            return Ok(WeightStore::Gguf(GgufFile::open(first)?));
+        }
         if path.is_dir() {
             Ok(WeightStore::Hf(HfDir::open(path)?))
         } else {

@@ -336,12 +336,43 @@ impl Synth {
     }
 
     /// Writes the file, calling `progress(bytes_so_far)` after each chunk.
-    pub fn write(&self, out: &mut impl Write, mut progress: impl FnMut(u64)) -> io::Result<u64> {
+    pub fn write(&self, out: &mut impl Write, progress: impl FnMut(u64)) -> io::Result<u64> {
+        let all: Vec<usize> = (0..self.inits.len()).collect();
+        self.write_with(&self.writer, &all, out, 0, progress)
+    }
+
+    /// The parts of this file split at about `max_bytes` each (see
+    /// [`GgufWriter::split`]); write part `k` with [`Synth::write_part`].
+    pub fn split(&self, max_bytes: u64) -> Vec<(GgufWriter, Vec<usize>)> {
+        self.writer.split(max_bytes)
+    }
+
+    /// Writes one part from [`Synth::split`]; the bytes of each tensor are the
+    /// same as in the unsplit file. `done` is where progress starts counting.
+    pub fn write_part(
+        &self,
+        part: &(GgufWriter, Vec<usize>),
+        out: &mut impl Write,
+        done: u64,
+        progress: impl FnMut(u64),
+    ) -> io::Result<u64> {
+        self.write_with(&part.0, &part.1, out, done, progress)
+    }
+
+    fn write_with(
+        &self,
+        writer: &GgufWriter,
+        index: &[usize],
+        out: &mut impl Write,
+        done: u64,
+        mut progress: impl FnMut(u64),
+    ) -> io::Result<u64> {
         // About 4 MiB at a time, in whole blocks.
         const CHUNK: u64 = 4 << 20;
         let mut buf = Vec::new();
-        let mut done = self.writer.header_len();
-        self.writer.write(out, |i, t, out| {
+        let mut done = done + writer.header_len();
+        writer.write(out, |k, t, out| {
+            let i = index[k];
             let mut rng = Rng::new(self.seed, &t.name);
             let bs = t.ty.type_size() as u64;
             let per_chunk = (CHUNK / bs).max(1) * bs;

@@ -56,7 +56,10 @@ fn mla_report(p: &DeepseekParams) {
 pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let path = crate::pull::resolve_model(&a.model)?;
     // A folder with only config.json: describe the architecture without weights.
-    if path.is_dir() && !path.join("model.safetensors").exists() && !path.join("model.safetensors.index.json").exists()
+    if path.is_dir()
+        && path.join("config.json").exists()
+        && !path.join("model.safetensors").exists()
+        && !path.join("model.safetensors.index.json").exists()
     {
         let cfg_path = path.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
@@ -113,6 +116,13 @@ fn gguf_info(g: &GgufFile, a: &InfoArgs) -> anyhow::Result<()> {
         g.tensors.len(),
         g.file_len()
     );
+    let parts = g.parts();
+    if parts.len() > 1 {
+        println!("split into {} parts:", parts.len());
+        for (path, len) in &parts {
+            println!("  {} ({len} bytes)", path.map_or("(in memory)".into(), |p| p.display().to_string()));
+        }
+    }
     println!("metadata:");
     for (k, v) in &g.metadata {
         if k == "tokenizer.chat_template" {

@@ -43,6 +43,11 @@ pub struct SynthArgs {
     /// Print what would be written (types, sizes) without writing it.
     #[arg(long)]
     pub dry_run: bool,
+    /// Split into parts of at most this much tensor data each (bytes, or
+    /// with K, M, G: `--split-max-size 4G`), named as llama.cpp's gguf-split
+    /// names them: OUT-00001-of-0000N.gguf, ...
+    #[arg(long, value_parser = parse_size)]
+    pub split_max_size: Option<u64>,
     #[command(flatten)]
     pub like_args: LikeArgs,
 }
@@ -119,25 +124,80 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let total = s.file_len();
-    // Written beside the target and renamed at the end: no half file keeps the
-    // name, and a full disk leaves nothing behind.
-    let partial = out_path.with_extension("gguf.partial");
-    let file = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
             .expect("valid template"),
     );
-    let written = s.write(&mut w, |n| bar.set_position(n)).and_then(|n| w.flush().map(|_| n));
+    let written = match a.split_max_size {
+        None => write_one(&out_path, |w| s.write(w, |n| bar.set_position(n))).map(|_| vec![out_path.clone()]),
+        Some(max) => {
+            let stem = out_path.to_string_lossy();
+            let prefix = stem.strip_suffix(".gguf").unwrap_or(&stem).to_string();
+            let parts = s.split(max);
+            let paths: Vec<PathBuf> = (0..parts.len())
+                .map(|k| PathBuf::from(whale_engine::formats::gguf::split_path(&prefix, k as u64, parts.len() as u64)))
+                .collect();
+            let mut done = 0;
+            let mut result = Ok(());
+            for (part, path) in parts.iter().zip(&paths) {
+                match write_one(path, |w| s.write_part(part, w, done, |n| bar.set_position(n))) {
+                    Ok(n) => done += n,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            if result.is_err() {
+                for p in &paths {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            result.map(|_| paths)
+        }
+    };
     bar.finish_and_clear();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e).with_context(|| format!("writing {}", partial.display()));
-    }
-    std::fs::rename(&partial, &out_path).with_context(|| format!("renaming to {}", out_path.display()))?;
+    let paths = written?;
     summary(&out_path, &s, &a.like_args, "written:");
+    if paths.len() > 1 {
+        println!("  in {} parts: {} … {}", paths.len(), paths[0].display(), paths[paths.len() - 1].display());
+    }
     Ok(())
+}
+
+/// Writes one file through `<path>.partial`, renamed when complete: no half
+/// file keeps the name, and a full disk leaves nothing behind.
+fn write_one(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<u64>,
+) -> anyhow::Result<u64> {
+    let partial = path.with_extension("gguf.partial");
+    let file = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let n = match write(&mut w).and_then(|n| w.flush().map(|_| n)) {
+        Ok(n) => n,
+        Err(e) => {
+            drop(w);
+            let _ = std::fs::remove_file(&partial);
+            return Err(e).with_context(|| format!("writing {}", partial.display()));
+        }
+    };
+    std::fs::rename(&partial, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(n)
+}
+
+/// `4G`, `500M`, `64K` or plain bytes; decimal units, as gguf-split's.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1_000),
+        Some((i, 'M' | 'm')) => (&t[..i], 1_000_000),
+        Some((i, 'G' | 'g')) => (&t[..i], 1_000_000_000),
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (bytes, or a number with K, M or G)"))?;
+    n.checked_mul(mul).filter(|&b| b > 0).ok_or_else(|| format!("{s:?}: the size must be between 1 byte and 16 EB"))
 }
 
 fn summary(path: &Path, s: &Synth, a: &LikeArgs, what: &str) {
