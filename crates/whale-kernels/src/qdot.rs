@@ -266,6 +266,67 @@ pub fn matmul_q_many(products: &mut [QProduct<'_>], cols: usize, x: &[f32], m: u
     crate::pool::run_parts(threads, jobs, |(wty, wp, rb, a, view)| matmul_q_rows(v, wty, wp, rb, a, view));
 }
 
+/// One product of [`matmul_q_each`]: a matrix (`rows` × `cols`), its own
+/// input `x` (`[m, cols]`) and its output `y` (`[m, rows]`).
+pub struct QProductOwn<'a> {
+    pub wty: GgmlType,
+    pub w: &'a [u8],
+    pub rows: usize,
+    pub cols: usize,
+    pub m: usize,
+    pub x: &'a [f32],
+    pub y: &'a mut [f32],
+}
+
+/// Several [`matmul_q`] products, each of its own input and row count
+/// (MLA's per-head up-projections, each head its own query or latent; the
+/// routed experts of a prefill, each its own tokens), as one job for the
+/// worker pool: one synchronisation for all of them instead of one each.
+/// Every output is bit-identical to [`matmul_q`] of its matrix and input
+/// alone.
+///
+/// Panics (programmer error) as [`matmul_q`] does, for any product.
+pub fn matmul_q_each(products: &mut [QProductOwn<'_>], threads: usize) {
+    let v = Verified::active();
+    let mut acts = Vec::with_capacity(products.len());
+    for p in products.iter() {
+        let m = p.m;
+        checked_shape(p.wty, p.w, p.rows, p.cols, "matmul_q_each");
+        assert!(
+            Some(p.x.len()) == m.checked_mul(p.cols),
+            "matmul_q_each: x has {} elements, expected m * cols = {m} * {}",
+            p.x.len(),
+            p.cols
+        );
+        assert!(
+            Some(p.y.len()) == m.checked_mul(p.rows),
+            "matmul_q_each: y has {} elements, expected m * rows = {m} * {}",
+            p.y.len(),
+            p.rows
+        );
+        let mut a = QuantizedActs::new();
+        quantize_acts_verified(v, p.wty, p.x, m, p.cols, &mut a);
+        acts.push(a);
+    }
+    let prepared: Vec<PreparedActs<'_>> =
+        products.iter().zip(&acts).map(|(p, a)| PreparedActs::new(v, p.wty, a)).collect();
+    let mut jobs = Vec::new();
+    for (p, a) in products.iter_mut().zip(&prepared).filter(|(p, _)| p.rows > 0 && p.m > 0) {
+        if p.cols == 0 {
+            p.y.fill(0.0);
+            continue;
+        }
+        let rb = p.wty.row_bytes(p.cols).expect("checked above");
+        let work = p.rows.saturating_mul(p.cols).saturating_mul(p.m);
+        let chunk = crate::matmul::rows_per_thread(threads, p.rows, work);
+        let views = crate::matmul::column_views(p.y, p.rows, chunk, p.m);
+        for (view, wp) in views.into_iter().zip(p.w.chunks(chunk * rb)) {
+            jobs.push((p.wty, wp, rb, a, view));
+        }
+    }
+    crate::pool::run_parts(threads, jobs, |(wty, wp, rb, a, view)| matmul_q_rows(v, wty, wp, rb, a, view));
+}
+
 #[track_caller]
 fn check_q(wty: GgmlType, row_len: usize, acts: &QuantizedActs, i: usize, what: &str) {
     let want = vec_dot_type(wty);

@@ -698,3 +698,81 @@ fn matmul_q_many_equals_each_product_alone() {
         }
     }
 }
+
+/// `matmul_q_each`: each product, of its own input and shape, equals
+/// `matmul_q` of its matrix and input alone, bit for bit, with mixed weight
+/// types and widths (MLA's 128-wide k_b beside 512-wide v_b), an empty
+/// matrix, row counts that differ between products, and any thread count.
+#[test]
+fn matmul_q_each_equals_each_product_alone() {
+    use whale_kernels::{matmul_q_each, QProductOwn};
+    let mut rng = Rng::new(59);
+    let specs =
+        [(GgmlType::Q5_0, 512, 128), (GgmlType::Q4_K, 128, 512), (GgmlType::Q8_0, 7, 64), (GgmlType::Q6_K, 0, 256)];
+    let ws: Vec<Vec<u8>> =
+        specs.iter().map(|&(t, r, c)| (0..r).flat_map(|_| random_row(&mut rng, t, c)).collect()).collect();
+    for m in [1, 4, 17] {
+        let xs: Vec<Vec<f32>> = specs.iter().map(|&(_, _, c)| rng.vec_f32(m * c)).collect();
+        let alone: Vec<Vec<f32>> = specs
+            .iter()
+            .zip(ws.iter().zip(&xs))
+            .map(|(&(t, r, c), (w, x))| {
+                let mut y = vec![f32::NAN; m * r];
+                matmul_q(t, w, r, c, x, m, &mut y, 1);
+                y
+            })
+            .collect();
+        for threads in [1, 2, 5] {
+            let mut ys: Vec<Vec<f32>> = specs.iter().map(|&(_, r, _)| vec![f32::NAN; m * r]).collect();
+            let mut products: Vec<QProductOwn<'_>> = specs
+                .iter()
+                .zip(ws.iter().zip(&xs))
+                .zip(ys.iter_mut())
+                .map(|((&(wty, rows, cols), (w, x)), y)| QProductOwn { wty, w, rows, cols, m, x, y })
+                .collect();
+            matmul_q_each(&mut products, threads);
+            drop(products);
+            for (k, (a, b)) in alone.iter().zip(&ys).enumerate() {
+                assert!(
+                    a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "product {k} ({}) m={m} threads={threads}",
+                    specs[k].0
+                );
+            }
+        }
+    }
+}
+
+/// `matmul_q_each` with a different row count per product (the routed
+/// experts of a prefill, each its own tokens), one of them empty.
+#[test]
+fn matmul_q_each_with_own_row_counts() {
+    use whale_kernels::{matmul_q_each, QProductOwn};
+    let mut rng = Rng::new(61);
+    let (cols, rows) = (256, 24);
+    let ms = [5usize, 0, 1, 12];
+    let ws: Vec<Vec<u8>> =
+        ms.iter().map(|_| (0..rows).flat_map(|_| random_row(&mut rng, GgmlType::Q4_K, cols)).collect()).collect();
+    let xs: Vec<Vec<f32>> = ms.iter().map(|&m| rng.vec_f32(m * cols)).collect();
+    let alone: Vec<Vec<f32>> = ms
+        .iter()
+        .zip(ws.iter().zip(&xs))
+        .map(|(&m, (w, x))| {
+            let mut y = vec![f32::NAN; m * rows];
+            matmul_q(GgmlType::Q4_K, w, rows, cols, x, m, &mut y, 1);
+            y
+        })
+        .collect();
+    let mut ys: Vec<Vec<f32>> = ms.iter().map(|&m| vec![f32::NAN; m * rows]).collect();
+    let mut products: Vec<QProductOwn<'_>> = ms
+        .iter()
+        .zip(ws.iter().zip(&xs))
+        .zip(ys.iter_mut())
+        .map(|((&m, (w, x)), y)| QProductOwn { wty: GgmlType::Q4_K, w, rows, cols, m, x, y })
+        .collect();
+    matmul_q_each(&mut products, 2);
+    drop(products);
+    for (k, (a, b)) in alone.iter().zip(&ys).enumerate() {
+        assert!(a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()), "product {k}");
+    }
+}

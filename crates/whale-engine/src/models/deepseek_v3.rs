@@ -37,6 +37,11 @@ use crate::models::{
 
 /// `[hf-ref]` q_a_layernorm and kv_a_layernorm use eps 1e-6, not rms_norm_eps.
 const LORA_NORM_EPS: f32 = 1e-6;
+/// Heads whose MLA up-projections (k_b, v_b) run as one pool job.
+const HEAD_GROUP: usize = 16;
+/// Gathered token rows of the routed experts that run as one pool job in a
+/// prefill (bounds the memory of a batch: 1024 rows of V3's 7168 floats).
+const EXPERT_ROWS: usize = 1024;
 
 /// config.json of DeepSeek-V2/V3, with DeepSeek's key names.
 #[derive(Debug, Deserialize)]
@@ -521,17 +526,26 @@ impl Deepseek {
             }
             // Absorbed queries [n, n_head, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
             let mut q_abs = vec![0f32; n * p.n_head * lw];
-            let mut q_nope = vec![0f32; n * nope]; // [n, nope] for one head
-            for (hd, k_b) in a.k_b.iter().enumerate() {
-                for t in 0..n {
-                    q_nope[t * nope..(t + 1) * nope].copy_from_slice(&q[(t * p.n_head + hd) * qk..][..nope]);
-                }
-                let q_lat = k_b.forward_spans(&q_nope, &spans, th); // [n, kv_lora]
-                for t in 0..n {
-                    let dst = &mut q_abs[(t * p.n_head + hd) * lw..][..lw];
-                    dst[..lat].copy_from_slice(&q_lat[t * lat..(t + 1) * lat]);
-                    dst[lat..].copy_from_slice(&q[(t * p.n_head + hd) * qk + nope..][..rope]);
-                    self.rope.apply(&mut dst[lat..], pos[t]);
+            // Per-head products in groups of HEAD_GROUP: one pool job a group
+            // rather than one a head (128 heads for V3), with the inputs of a
+            // group in memory at once.
+            for g0 in (0..p.n_head).step_by(HEAD_GROUP) {
+                let heads = g0..(g0 + HEAD_GROUP).min(p.n_head);
+                let q_nope: Vec<Vec<f32>> = heads
+                    .clone()
+                    .map(|hd| (0..n).flat_map(|t| q[(t * p.n_head + hd) * qk..][..nope].iter().copied()).collect())
+                    .collect();
+                let lins: Vec<&Linear> = a.k_b[heads.clone()].iter().collect();
+                let ins: Vec<&[f32]> = q_nope.iter().map(Vec::as_slice).collect();
+                let sp: Vec<&[Range<usize>]> = vec![&spans; lins.len()];
+                let q_lats = Linear::forward_each(&lins, &ins, &sp, th); // [n, kv_lora] each
+                for (hd, q_lat) in heads.zip(&q_lats) {
+                    for t in 0..n {
+                        let dst = &mut q_abs[(t * p.n_head + hd) * lw..][..lw];
+                        dst[..lat].copy_from_slice(&q_lat[t * lat..(t + 1) * lat]);
+                        dst[lat..].copy_from_slice(&q[(t * p.n_head + hd) * qk + nope..][..rope]);
+                        self.rope.apply(&mut dst[lat..], pos[t]);
+                    }
                 }
             }
             let lay = AttnLayout { n_head: p.n_head, n_kv_head: 1, k_dim: lw, v_dim: lat, k_stride: lw, v_stride: lw };
@@ -545,14 +559,20 @@ impl Deepseek {
             }
             // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
             let mut o = vec![0f32; n * p.n_head * vh];
-            let mut lat_h = vec![0f32; n * lat];
-            for (hd, v_b) in a.v_b.iter().enumerate() {
-                for t in 0..n {
-                    lat_h[t * lat..(t + 1) * lat].copy_from_slice(&o_lat[(t * p.n_head + hd) * lat..][..lat]);
-                }
-                let oh = v_b.forward_spans(&lat_h, &spans, th); // [n, v_head]
-                for t in 0..n {
-                    o[(t * p.n_head + hd) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
+            for g0 in (0..p.n_head).step_by(HEAD_GROUP) {
+                let heads = g0..(g0 + HEAD_GROUP).min(p.n_head);
+                let lat_h: Vec<Vec<f32>> = heads
+                    .clone()
+                    .map(|hd| (0..n).flat_map(|t| o_lat[(t * p.n_head + hd) * lat..][..lat].iter().copied()).collect())
+                    .collect();
+                let lins: Vec<&Linear> = a.v_b[heads.clone()].iter().collect();
+                let ins: Vec<&[f32]> = lat_h.iter().map(Vec::as_slice).collect();
+                let sp: Vec<&[Range<usize>]> = vec![&spans; lins.len()];
+                let ohs = Linear::forward_each(&lins, &ins, &sp, th); // [n, v_head] each
+                for (hd, oh) in heads.zip(&ohs) {
+                    for t in 0..n {
+                        o[(t * p.n_head + hd) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
+                    }
                 }
             }
             let out = a.o.forward_spans(&o, &spans, th); // [n, hidden]
@@ -596,8 +616,17 @@ impl Deepseek {
                         None => vec![0f32; n * h],
                     };
                     let mut common_gu = everyone.iter().map(|&e| (e, gu.next(), gu.next()));
+                    // The other experts (a prefill's: each its own tokens)
+                    // run in batches of about EXPERT_ROWS gathered rows, each
+                    // batch's gate and up as one pool job and its downs as
+                    // another, instead of two jobs an expert; computed when
+                    // the loop below first needs one, so that the sum keeps
+                    // its order (shared, then experts by index).
+                    let partial: Vec<usize> =
+                        (0..cfg.n_experts).filter(|&e| !by_expert[e].is_empty() && by_expert[e].len() < n).collect();
+                    let mut next_partial = 0;
+                    let mut ready: std::collections::VecDeque<(usize, Vec<f32>)> = Default::default();
                     let seq_of = |t: usize| spans.partition_point(|sp| sp.end <= t);
-                    let mut xs = Vec::new();
                     for (e, toks) in by_expert.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
                         let ye = if toks.len() == n {
                             let (ce, g, u) = common_gu.next().expect("every all-rows expert has its gate and up");
@@ -606,17 +635,54 @@ impl Deepseek {
                             ops::swiglu(&mut g, &u);
                             experts[e].down.forward_spans(&g, &spans, th)
                         } else {
-                            xs.clear();
-                            for &(t, _) in toks {
-                                xs.extend_from_slice(&xn[t * h..(t + 1) * h]);
+                            if ready.is_empty() {
+                                let mut batch = Vec::new();
+                                let mut rows = 0;
+                                while let Some(&pe) = partial.get(next_partial) {
+                                    if !batch.is_empty() && rows + by_expert[pe].len() > EXPERT_ROWS {
+                                        break;
+                                    }
+                                    batch.push(pe);
+                                    rows += by_expert[pe].len();
+                                    next_partial += 1;
+                                }
+                                let gathered: Vec<(Vec<f32>, Vec<Range<usize>>)> = batch
+                                    .iter()
+                                    .map(|&pe| {
+                                        let toks = &by_expert[pe];
+                                        let mut xs = Vec::with_capacity(toks.len() * h);
+                                        for &(t, _) in toks {
+                                            xs.extend_from_slice(&xn[t * h..(t + 1) * h]);
+                                        }
+                                        let counts = spans
+                                            .iter()
+                                            .enumerate()
+                                            .map(|(i, _)| toks.iter().filter(|&&(t, _)| seq_of(t) == i).count());
+                                        let e_spans =
+                                            batch_spans(counts).into_iter().filter(|r| !r.is_empty()).collect();
+                                        (xs, e_spans)
+                                    })
+                                    .collect();
+                                let lins: Vec<&Linear> =
+                                    batch.iter().flat_map(|&pe| [&experts[pe].gate, &experts[pe].up]).collect();
+                                let ins: Vec<&[f32]> = gathered.iter().flat_map(|(xs, _)| [&xs[..], &xs[..]]).collect();
+                                let sps: Vec<&[Range<usize>]> =
+                                    gathered.iter().flat_map(|(_, sp)| [&sp[..], &sp[..]]).collect();
+                                let mut gu = Linear::forward_each(&lins, &ins, &sps, th).into_iter();
+                                let mut gs = Vec::with_capacity(batch.len());
+                                for _ in &batch {
+                                    let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
+                                    ops::swiglu(&mut g, &u);
+                                    gs.push(g);
+                                }
+                                let downs: Vec<&Linear> = batch.iter().map(|&pe| &experts[pe].down).collect();
+                                let gins: Vec<&[f32]> = gs.iter().map(Vec::as_slice).collect();
+                                let dsps: Vec<&[Range<usize>]> = gathered.iter().map(|(_, sp)| &sp[..]).collect();
+                                ready.extend(batch.into_iter().zip(Linear::forward_each(&downs, &gins, &dsps, th)));
                             }
-                            let counts = spans
-                                .iter()
-                                .enumerate()
-                                .map(|(i, _)| toks.iter().filter(|&&(t, _)| seq_of(t) == i).count());
-                            let e_spans: Vec<Range<usize>> =
-                                batch_spans(counts).into_iter().filter(|r| !r.is_empty()).collect();
-                            experts[e].forward_spans(&xs, &e_spans, th)
+                            let (pe, ye) = ready.pop_front().expect("a batch holds at least this expert");
+                            debug_assert_eq!(pe, e);
+                            ye
                         }; // [m, hidden]
                         for (i, &(t, w)) in toks.iter().enumerate() {
                             for (dst, &v) in y[t * h..(t + 1) * h].iter_mut().zip(&ye[i * h..(i + 1) * h]) {

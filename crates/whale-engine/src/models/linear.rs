@@ -101,6 +101,49 @@ impl Linear {
         ys
     }
 
+    /// [`Linear::forward_spans`] of several matrices, each of its own input
+    /// and rows (`xs[i]`: `[m_i, lins[i].cols]` stacked from `spans[i]`),
+    /// such as MLA's per-head up-projections or the routed experts of a
+    /// prefill: when all are block-quantized they run as one job of the
+    /// worker pool (same bits as one by one).
+    pub fn forward_each(
+        lins: &[&Linear],
+        xs: &[&[f32]],
+        spans: &[&[std::ops::Range<usize>]],
+        threads: usize,
+    ) -> Vec<Vec<f32>> {
+        assert!(lins.len() == xs.len() && xs.len() == spans.len(), "forward_each: one input and span list per matrix");
+        let float = |l: &&Linear| matches!(l.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        if lins.iter().any(float) {
+            return lins.iter().zip(xs).zip(spans).map(|((l, x), sp)| l.forward_spans(x, sp, threads)).collect();
+        }
+        let ms: Vec<usize> = spans.iter().map(|sp| sp.last().map_or(0, |s| s.end)).collect();
+        let mut ys: Vec<Vec<f32>> = lins.iter().zip(&ms).map(|(l, &m)| vec![0f32; m * l.rows]).collect();
+        let mut products: Vec<whale_kernels::QProductOwn<'_>> = lins
+            .iter()
+            .zip(xs)
+            .zip(&ms)
+            .zip(ys.iter_mut())
+            .map(|(((l, x), &m), y)| whale_kernels::QProductOwn {
+                wty: l.ty,
+                w: &l.data,
+                rows: l.rows,
+                cols: l.cols,
+                m,
+                x,
+                y,
+            })
+            .collect();
+        whale_kernels::matmul_q_each(&mut products, threads);
+        drop(products);
+        for (l, y) in lins.iter().zip(ys.iter_mut()) {
+            if let Some(b) = &l.bias {
+                ops::add_bias_rows(y, b);
+            }
+        }
+        ys
+    }
+
     /// Bytes of the weight matrix as held in memory.
     pub fn bytes(&self) -> u64 {
         self.data.len() as u64
