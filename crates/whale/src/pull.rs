@@ -102,9 +102,20 @@ fn fetch(spec: &str, force: bool) -> Result<PathBuf> {
                 Source::Hub { repo, file } => http.hub_file(repo, file, "main", e.sha256, force),
             }
         }
-        Spec::HubFile { repo, path, revision, sha256 } => {
-            http.hub_file(&repo, &path, &revision, sha256.as_deref(), force)
-        }
+        Spec::HubFile { repo, path, revision, sha256 } => match split_parts(&path) {
+            // One part of a split model: every part, since none loads alone.
+            Some(parts) => {
+                eprintln!("{path} is one of {} parts: fetching them all", parts.len());
+                let mut first = None;
+                for part in &parts {
+                    let sha = if *part == path { sha256.as_deref() } else { None };
+                    let got = http.hub_file(&repo, part, &revision, sha, force)?;
+                    first.get_or_insert(got);
+                }
+                first.ok_or_else(|| anyhow!("a split model has at least one part"))
+            }
+            None => http.hub_file(&repo, &path, &revision, sha256.as_deref(), force),
+        },
         Spec::HubRepo { repo, revision } => http.hub_repo(&repo, &revision, force),
         Spec::Url { url, sha256 } => {
             let dest = models_dir()?.join(catalog::url_cache_path(&url)?);
@@ -115,6 +126,24 @@ fn fetch(spec: &str, force: bool) -> Result<PathBuf> {
             Ok(dest)
         }
     }
+}
+
+/// The paths of every part when `path` names one part of a split GGUF
+/// (`PREFIX-00002-of-00003.gguf`, as llama.cpp's gguf-split names parts);
+/// `None` for any other file.
+fn split_parts(path: &str) -> Option<Vec<String>> {
+    let stem = path.strip_suffix(".gguf")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (prefix, no) = rest.rsplit_once('-')?;
+    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(no) || !digits(count) {
+        return None;
+    }
+    let (no, count): (u32, u32) = (no.parse().ok()?, count.parse().ok()?);
+    if count < 2 || no == 0 || no > count {
+        return None;
+    }
+    Some((1..=count).map(|k| format!("{prefix}-{k:05}-of-{count:05}.gguf")).collect())
 }
 
 // ---------------------------------------------------------------- cache state

@@ -494,3 +494,38 @@ fn synth_fetches_the_tokenizer_from_the_hub() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(hub.log().len(), fetched, "cached: nothing fetched again");
 }
+
+/// Naming one part of a split GGUF fetches every part (none loads alone) and
+/// returns the first; a second pull fetches nothing; a part the hub lacks is
+/// an error naming it.
+#[test]
+fn one_part_of_a_split_model_fetches_every_part() {
+    let parts: Vec<Vec<u8>> = (0..3).map(|k| data(50_000 + k * 1000, 20 + k as u64)).collect();
+    let names = ["q/m-00001-of-00003.gguf", "q/m-00002-of-00003.gguf", "q/m-00003-of-00003.gguf"];
+    let files = names.iter().zip(&parts).map(|(n, b)| file("acme/big-GGUF", n, b.clone(), true)).collect();
+    let hub = serve(files, 20);
+    let home = home("split");
+    let out = whale(&home, &hub.endpoint, None, &["pull", "hf:acme/big-GGUF/q/m-00002-of-00003.gguf"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("one of 3 parts"), "{}", stderr(&out));
+    let dir = home.join("models/acme--big-GGUF/q");
+    assert_eq!(stdout(&out), dir.join("m-00001-of-00003.gguf").display().to_string());
+    for (n, b) in names.iter().zip(&parts) {
+        let f = dir.join(n.strip_prefix("q/").unwrap());
+        assert_eq!(&std::fs::read(&f).unwrap(), b, "{n}");
+    }
+    let fetched = hub.log().len();
+    let out = whale(&home, &hub.endpoint, None, &["pull", "hf:acme/big-GGUF/q/m-00003-of-00003.gguf"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(hub.log().len(), fetched, "cached: nothing fetched again");
+
+    // Two parts on the hub of a model that says it has four.
+    let files = names[..2].iter().zip(&parts).map(|(n, b)| {
+        let n4: &'static str = Box::leak(n.replace("of-00003", "of-00004").into_boxed_str());
+        file("acme/big-GGUF", n4, b.clone(), true)
+    });
+    let hub = serve(files.collect(), 20);
+    let out = whale(&home, &hub.endpoint, None, &["pull", "hf:acme/big-GGUF/q/m-00001-of-00004.gguf"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("m-00003-of-00004.gguf"), "{}", stderr(&out));
+}
