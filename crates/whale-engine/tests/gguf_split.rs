@@ -117,3 +117,32 @@ fn bad_parts_are_errors_that_name_them() {
     let _ = std::fs::remove_dir_all(&d);
     let _ = std::fs::remove_dir_all(&other);
 }
+
+/// The same checks on parts held in memory (the fuzz target's way in).
+#[test]
+fn part_images_in_memory() {
+    let s = plan();
+    let parts = s.split(60_000_000);
+    let images: Vec<Vec<u8>> = parts
+        .iter()
+        .map(|part| {
+            let mut v = Vec::new();
+            s.write_part(part, &mut v, 0, |_| {}).unwrap();
+            v
+        })
+        .collect();
+    let n = images.len();
+    let g = GgufFile::from_part_images(images.clone()).unwrap();
+    g.check_tensors().unwrap();
+    assert_eq!((g.parts().len(), g.tensors.len()), (n, s.tensors().len()));
+    assert_eq!(g.parts()[0].0, None, "no paths in memory");
+
+    let mut swapped = images.clone();
+    swapped.swap(1, 2);
+    let e = GgufFile::from_part_images(swapped).unwrap_err().to_string();
+    assert!(e.contains("part 2 of") && e.contains("split.no 2"), "{e}");
+    let e = GgufFile::from_part_images(images[..n - 1].to_vec()).unwrap_err().to_string();
+    assert!(e.contains(&format!("{} parts given, the first says {n}", n - 1)), "{e}");
+    let e = GgufFile::from_part_images(images[1..].to_vec()).unwrap_err().to_string();
+    assert!(e.contains("parts given") || e.contains("split.no 0"), "{e}");
+}

@@ -344,15 +344,7 @@ impl GgufFile {
     /// and [`GgufFile::tensor_data`] report them.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
-        let file = std::fs::File::open(path).map_err(io)?;
-        // SAFETY: the mapping is read-only and private to this process. Like every
-        // mmap-based loader we rely on the file not being truncated by another
-        // process while it is mapped; all offsets are bounds-checked against the
-        // length seen at map time.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let mut g = Self::parse(Storage::mapped(map))?;
-        g.parts[0].path = Some(path.to_path_buf());
+        let mut g = Self::open_part(path)?;
         let count = g.get_u64("split.count").unwrap_or(1);
         if count <= 1 {
             return Ok(g);
@@ -378,37 +370,66 @@ impl GgufFile {
                 Ok(part) => part,
                 Err(e) => return Err(GgufError::Split(format!("part {}: {e}", p.display()))),
             };
-            g.merge(part, i, count, &p)?;
+            g.merge(part, i, count, &p.display())?;
         }
-        if let Some(want) = g.get_u64("split.tensors.count") {
-            if want != g.tensors.len() as u64 {
-                return Err(GgufError::Split(format!(
-                    "the parts hold {} tensors but the first part announces {want}",
-                    g.tensors.len()
-                )));
-            }
-        }
+        g.check_split_count()?;
         Ok(g)
     }
 
+    /// One file, memory-mapped and parsed (a part, or a whole model).
     fn open_part(path: &Path) -> Result<GgufFile, GgufError> {
         let io = |source| GgufError::Io { path: path.to_path_buf(), source };
         let file = std::fs::File::open(path).map_err(io)?;
-        // SAFETY: as in `open`.
+        // SAFETY: the mapping is read-only and private to this process. Like every
+        // mmap-based loader we rely on the file not being truncated by another
+        // process while it is mapped; all offsets are bounds-checked against the
+        // length seen at map time.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let mut g = Self::parse(Storage::mapped(map))?;
         g.parts[0].path = Some(path.to_path_buf());
         Ok(g)
     }
 
+    /// A split model from the images of its parts, in order, held in memory
+    /// (the fuzz target's way in): the same checks as [`GgufFile::open`].
+    pub fn from_part_images(images: Vec<Vec<u8>>) -> Result<GgufFile, GgufError> {
+        let mut images = images.into_iter();
+        let first = images.next().ok_or_else(|| GgufError::Split("no parts".into()))?;
+        let mut g = Self::from_bytes(first)?;
+        let count = g.get_u64("split.count").unwrap_or(1).max(1);
+        let rest: Vec<Vec<u8>> = images.collect();
+        if rest.len() as u64 + 1 != count {
+            return Err(GgufError::Split(format!("{} parts given, the first says {count}", rest.len() + 1)));
+        }
+        if count > 1 && g.get_u64("split.no") != Some(0) {
+            return Err(GgufError::Split("the first part does not say split.no 0".into()));
+        }
+        for (i, img) in rest.into_iter().enumerate() {
+            let i = i as u64 + 1;
+            let part = Self::from_bytes(img).map_err(|e| GgufError::Split(format!("part {}: {e}", i + 1)))?;
+            g.merge(part, i, count, &format!("part {}", i + 1))?;
+        }
+        g.check_split_count()?;
+        Ok(g)
+    }
+
+    fn check_split_count(&self) -> Result<(), GgufError> {
+        match self.get_u64("split.tensors.count") {
+            Some(want) if want != self.tensors.len() as u64 => Err(GgufError::Split(format!(
+                "the parts hold {} tensors but the first part announces {want}",
+                self.tensors.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Adds part `i` of `count` (checked to say so) to this, the first part.
-    fn merge(&mut self, part: GgufFile, i: u64, count: u64, path: &Path) -> Result<(), GgufError> {
+    fn merge(&mut self, part: GgufFile, i: u64, count: u64, path: &dyn fmt::Display) -> Result<(), GgufError> {
         let (no, c) = (part.get_u64("split.no"), part.get_u64("split.count"));
         if no != Some(i) || c != Some(count) {
             let say = |v: Option<u64>| v.map_or("nothing".to_string(), |v| v.to_string());
             return Err(GgufError::Split(format!(
-                "{} should be part {} of {count} (split.no {i}, split.count {count}) but says split.no {}, split.count {}: is it from another model?",
-                path.display(),
+                "{path} should be part {} of {count} (split.no {i}, split.count {count}) but says split.no {}, split.count {}: is it from another model?",
                 i + 1,
                 say(no),
                 say(c)
@@ -417,11 +438,7 @@ impl GgufFile {
         let index = self.parts.len();
         for mut t in part.tensors {
             if self.tensor_index.contains_key(&t.name) {
-                return Err(GgufError::Split(format!(
-                    "tensor {:?} is in two parts (again in {})",
-                    t.name,
-                    path.display()
-                )));
+                return Err(GgufError::Split(format!("tensor {:?} is in two parts (again in {path})", t.name)));
             }
             t.part = index;
             self.tensor_index.insert(t.name.clone(), self.tensors.len());
