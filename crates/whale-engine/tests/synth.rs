@@ -119,3 +119,45 @@ fn hf_tokenizer_json_converts_to_the_same_ids() {
         assert_eq!(converted.encode(text, false).unwrap(), reference.encode(text, false).unwrap(), "{text:?}");
     }
 }
+
+/// Bad tokenizer.json / tokenizer_config.json texts: each a clear error
+/// naming what is wrong, never a panic or a huge allocation; a small good
+/// one converts with the token types convert_hf_to_gguf gives.
+#[test]
+fn hf_tokenizer_conversion_of_bad_texts() {
+    use synth::tokenizer::from_hf_json;
+    let bpe =
+        |vocab: &str, extra: &str| format!(r#"{{"model":{{"type":"BPE","vocab":{vocab},"merges":["a b"]}}{extra}}}"#);
+    for (text, cfg, want) in [
+        ("{not json", None, "tokenizer.json is not valid JSON"),
+        ("{}", None, "no \"model\""),
+        (r#"{"model":{"type":"Unigram"}}"#, None, "only BPE"),
+        (r#"{"model":{"type":"BPE"}}"#, None, "no model.vocab"),
+        (&bpe(r#"{"a":"x"}"#, ""), None, "vocab id of \"a\" is not a number"),
+        (&bpe(r#"{"a":1000000000000}"#, ""), None, "far beyond"),
+        (&bpe(r#"{"a":0}"#, r#","added_tokens":[{"id":1}]"#), None, "lacks \"id\" or \"content\""),
+        (r#"{"model":{"type":"BPE","vocab":{"a":0},"merges":[7]}}"#, None, "neither"),
+        (r#"{"model":{"type":"BPE","vocab":{"a":0}}}"#, None, "no model.merges"),
+        (&bpe(r#"{"a":0}"#, ""), Some("[1,"), "tokenizer_config.json is not valid JSON"),
+    ] {
+        let e = from_hf_json(text, cfg, "deepseek-v3", 8).unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+
+    let text = bpe(
+        r#"{"a":0,"b":1}"#,
+        r#","added_tokens":[{"id":3,"content":"<｜begin▁of▁sentence｜>","special":true},{"id":4,"content":"<think>","special":false}]"#,
+    );
+    let cfg =
+        r#"{"bos_token":{"content":"<｜begin▁of▁sentence｜>"},"add_bos_token":true,"chat_template":"{{ bos_token }}"}"#;
+    let keys = from_hf_json(&text, Some(cfg), "deepseek-v3", 6).unwrap();
+    let get = |k: &str| keys.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+    let types: Vec<i64> =
+        get("tokenizer.ggml.token_type").as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    // normal, normal, an unnamed id (unused, "[PAD2]"), control, user-defined, padding up to 6.
+    assert_eq!(types, [1, 1, 5, 3, 4, 5]);
+    assert_eq!(get("tokenizer.ggml.tokens").as_array().unwrap()[2].as_str(), Some("[PAD2]"));
+    assert_eq!(get("tokenizer.ggml.bos_token_id").as_i64(), Some(3));
+    assert_eq!(get("tokenizer.ggml.add_bos_token").as_bool(), Some(true));
+    assert_eq!(get("tokenizer.chat_template").as_str(), Some("{{ bos_token }}"));
+}

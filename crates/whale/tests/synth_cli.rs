@@ -82,6 +82,8 @@ fn synth_refuses_bad_arguments_clearly() {
         &["none.gguf"],
     );
     fails_with(&whale(&["synth", "--like", "qwen2.5-0.5b"]), &["OUT.gguf"]);
+    fails_with(&whale(&["synth", o, "--like", "qwen2.5-0.5b", "--split-max-size", "lots"]), &["is not a size"]);
+    fails_with(&whale(&["synth", o, "--like", "qwen2.5-0.5b", "--split-max-size", "0"]), &["between 1 byte"]);
     // A directory that does not exist: an error naming it, nothing written.
     let deep = d.join("no/such/dir/x.gguf");
     fails_with(

@@ -25,9 +25,12 @@ fn err(msg: impl Into<String>) -> SynthError {
     SynthError::Tokenizer(msg.into())
 }
 
-fn read_json(path: &Path) -> Result<Value, SynthError> {
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| err(format!("{} is not valid JSON: {e}", path.display())))
+fn read_text(path: &Path) -> Result<String, SynthError> {
+    std::fs::read_to_string(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))
+}
+
+fn parse_json(text: &str, what: &str) -> Result<Value, SynthError> {
+    serde_json::from_str(text).map_err(|e| err(format!("{what} is not valid JSON: {e}")))
 }
 
 /// A token named in `tokenizer_config.json`: a string or `{"content": …}`.
@@ -43,7 +46,21 @@ fn looks_special(t: &str) -> bool {
 /// present), padding the vocabulary to `vocab_size` and naming the
 /// pre-tokenizer `pre`.
 pub fn from_hf_dir(dir: &Path, pre: &str, vocab_size: usize) -> Result<Vec<(String, MetaValue)>, SynthError> {
-    let tj = read_json(&dir.join("tokenizer.json"))?;
+    let tj = read_text(&dir.join("tokenizer.json"))?;
+    let cfg_path = dir.join("tokenizer_config.json");
+    let cfg = if cfg_path.exists() { Some(read_text(&cfg_path)?) } else { None };
+    from_hf_json(&tj, cfg.as_deref(), pre, vocab_size)
+}
+
+/// [`from_hf_dir`] on the texts of `tokenizer.json` and (when there is one)
+/// `tokenizer_config.json`. Any text gives keys or an error (fuzzed).
+pub fn from_hf_json(
+    tokenizer_json: &str,
+    config_json: Option<&str>,
+    pre: &str,
+    vocab_size: usize,
+) -> Result<Vec<(String, MetaValue)>, SynthError> {
+    let tj = parse_json(tokenizer_json, "tokenizer.json")?;
     let model = tj.get("model").ok_or_else(|| err("tokenizer.json has no \"model\""))?;
     if model.get("type").and_then(Value::as_str) != Some("BPE") {
         return Err(err("only BPE tokenizers (tokenizer.json model.type \"BPE\") can be converted"));
@@ -110,9 +127,8 @@ pub fn from_hf_dir(dir: &Path, pre: &str, vocab_size: usize) -> Result<Vec<(Stri
         ("tokenizer.ggml.token_type".to_string(), MetaValue::Array(types)),
         ("tokenizer.ggml.merges".to_string(), MetaValue::Array(merges)),
     ];
-    let cfg_path = dir.join("tokenizer_config.json");
-    if cfg_path.exists() {
-        let cfg = read_json(&cfg_path)?;
+    if let Some(text) = config_json {
+        let cfg = parse_json(text, "tokenizer_config.json")?;
         for (field, key) in [
             ("bos_token", "tokenizer.ggml.bos_token_id"),
             ("eos_token", "tokenizer.ggml.eos_token_id"),
