@@ -253,17 +253,8 @@ pub fn matmul_q_many(products: &mut [QProduct<'_>], cols: usize, x: &[f32], m: u
             PreparedActs::new(v, p.wty, a)
         })
         .collect();
-    let mut jobs = Vec::new();
-    for (p, a) in products.iter_mut().zip(&prepared).filter(|(p, _)| p.rows > 0) {
-        let rb = p.wty.row_bytes(cols).expect("checked above");
-        let work = p.rows.saturating_mul(cols).saturating_mul(m);
-        let chunk = crate::matmul::rows_per_thread(threads, p.rows, work);
-        let views = crate::matmul::column_views(p.y, p.rows, chunk, m);
-        for (view, wp) in views.into_iter().zip(p.w.chunks(chunk * rb)) {
-            jobs.push((p.wty, wp, rb, a, view));
-        }
-    }
-    crate::pool::run_parts(threads, jobs, |(wty, wp, rb, a, view)| matmul_q_rows(v, wty, wp, rb, a, view));
+    let items = products.iter_mut().zip(&prepared).map(|(p, a)| (p.wty, p.w, p.rows, cols, m, a, &mut *p.y));
+    run_products(v, items, threads);
 }
 
 /// One product of [`matmul_q_each`]: a matrix (`rows` × `cols`), its own
@@ -310,18 +301,31 @@ pub fn matmul_q_each(products: &mut [QProductOwn<'_>], threads: usize) {
     }
     let prepared: Vec<PreparedActs<'_>> =
         products.iter().zip(&acts).map(|(p, a)| PreparedActs::new(v, p.wty, a)).collect();
+    let items = products.iter_mut().zip(&prepared).map(|(p, a)| (p.wty, p.w, p.rows, p.cols, p.m, a, &mut *p.y));
+    run_products(v, items, threads);
+}
+
+/// The products (weights, rows, cols, m, prepared activations, output) of
+/// [`matmul_q_many`] and [`matmul_q_each`], shapes checked: each split into
+/// row chunks over the threads, all chunks in one job of the pool.
+#[allow(clippy::type_complexity)]
+fn run_products<'a>(
+    v: Verified,
+    items: impl Iterator<Item = (GgmlType, &'a [u8], usize, usize, usize, &'a PreparedActs<'a>, &'a mut [f32])>,
+    threads: usize,
+) {
     let mut jobs = Vec::new();
-    for (p, a) in products.iter_mut().zip(&prepared).filter(|(p, _)| p.rows > 0 && p.m > 0) {
-        if p.cols == 0 {
-            p.y.fill(0.0);
+    for (wty, w, rows, cols, m, a, y) in items.filter(|i| i.2 > 0 && i.4 > 0) {
+        if cols == 0 {
+            y.fill(0.0);
             continue;
         }
-        let rb = p.wty.row_bytes(p.cols).expect("checked above");
-        let work = p.rows.saturating_mul(p.cols).saturating_mul(p.m);
-        let chunk = crate::matmul::rows_per_thread(threads, p.rows, work);
-        let views = crate::matmul::column_views(p.y, p.rows, chunk, p.m);
-        for (view, wp) in views.into_iter().zip(p.w.chunks(chunk * rb)) {
-            jobs.push((p.wty, wp, rb, a, view));
+        let rb = wty.row_bytes(cols).expect("checked by the caller");
+        let work = rows.saturating_mul(cols).saturating_mul(m);
+        let chunk = crate::matmul::rows_per_thread(threads, rows, work);
+        let views = crate::matmul::column_views(y, rows, chunk, m);
+        for (view, wp) in views.into_iter().zip(w.chunks(chunk * rb)) {
+            jobs.push((wty, wp, rb, a, view));
         }
     }
     crate::pool::run_parts(threads, jobs, |(wty, wp, rb, a, view)| matmul_q_rows(v, wty, wp, rb, a, view));

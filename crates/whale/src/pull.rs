@@ -132,18 +132,9 @@ fn fetch(spec: &str, force: bool) -> Result<PathBuf> {
 /// (`PREFIX-00002-of-00003.gguf`, as llama.cpp's gguf-split names parts);
 /// `None` for any other file.
 fn split_parts(path: &str) -> Option<Vec<String>> {
-    let stem = path.strip_suffix(".gguf")?;
-    let (rest, count) = stem.rsplit_once("-of-")?;
-    let (prefix, no) = rest.rsplit_once('-')?;
-    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(no) || !digits(count) {
-        return None;
-    }
-    let (no, count): (u32, u32) = (no.parse().ok()?, count.parse().ok()?);
-    if count < 2 || no == 0 || no > count {
-        return None;
-    }
-    Some((1..=count).map(|k| format!("{prefix}-{k:05}-of-{count:05}.gguf")).collect())
+    use whale_engine::formats::gguf::{parse_split_path, split_path};
+    let (prefix, _, count) = parse_split_path(path).filter(|&(_, _, count)| count > 1)?;
+    Some((0..count).map(|k| split_path(prefix, k, count)).collect())
 }
 
 // ---------------------------------------------------------------- cache state

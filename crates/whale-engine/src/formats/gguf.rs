@@ -231,10 +231,23 @@ pub fn split_path(prefix: &str, no: u64, count: u64) -> String {
     format!("{prefix}-{:05}-of-{:05}.gguf", no + 1, count)
 }
 
+/// `(prefix, no, count)` of a name [`split_path`] makes (`no` from 0), if
+/// `name` is one: `PREFIX-00002-of-00003.gguf` gives `(PREFIX, 1, 3)`.
+pub fn parse_split_path(name: &str) -> Option<(&str, u64, u64)> {
+    let (rest, count) = name.strip_suffix(".gguf")?.rsplit_once("-of-")?;
+    let (prefix, no) = rest.rsplit_once('-')?;
+    let five_digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !five_digits(no) || !five_digits(count) {
+        return None;
+    }
+    let (no, count): (u64, u64) = (no.parse().ok()?, count.parse().ok()?);
+    (no >= 1 && no <= count).then_some((prefix, no - 1, count))
+}
+
 /// The prefix of a part's path, if it is named as part `no` of `count`.
 fn split_prefix(path: &Path, no: u64, count: u64) -> Option<String> {
-    let s = path.to_str()?;
-    s.strip_suffix(&format!("-{:05}-of-{:05}.gguf", no + 1, count)).map(str::to_string)
+    let (prefix, n, c) = parse_split_path(path.to_str()?)?;
+    (n == no && c == count).then(|| prefix.to_string())
 }
 
 impl fmt::Debug for GgufFile {

@@ -255,7 +255,7 @@ fn first_gguf_part(dir: &Path) -> Option<std::path::PathBuf> {
     }
     let mut firsts = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        name.ends_with(".gguf") && name.contains("-00001-of-")
+        matches!(crate::formats::gguf::parse_split_path(name), Some((_, 0, count)) if count > 1)
     });
     let first = firsts.next()?;
     firsts.next().is_none().then_some(first)

@@ -462,6 +462,31 @@ impl Model for Deepseek {
     }
 }
 
+/// One matrix a head (MLA's k_b or v_b), HEAD_GROUP heads a pool job, with
+/// the inputs of a group in memory at once: head `hd` reads row `t` of its
+/// input from `input(t, hd)` (all `n` rows of `spans`), and its output
+/// (`[n, lins[hd].rows]`) goes to `output(hd, y)`.
+fn per_head<'a>(
+    lins: &[Linear],
+    n: usize,
+    spans: &[Range<usize>],
+    th: usize,
+    input: impl Fn(usize, usize) -> &'a [f32],
+    mut output: impl FnMut(usize, &[f32]),
+) {
+    for g0 in (0..lins.len()).step_by(HEAD_GROUP) {
+        let heads = g0..(g0 + HEAD_GROUP).min(lins.len());
+        let xs: Vec<Vec<f32>> =
+            heads.clone().map(|hd| (0..n).flat_map(|t| input(t, hd).iter().copied()).collect()).collect();
+        let group: Vec<&Linear> = lins[heads.clone()].iter().collect();
+        let ins: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        let sp: Vec<&[Range<usize>]> = vec![spans; group.len()];
+        for (hd, y) in heads.zip(Linear::forward_each(&group, &ins, &sp, th)) {
+            output(hd, &y);
+        }
+    }
+}
+
 impl Deepseek {
     /// The forward pass; with `trace`, the routing of every MoE layer is recorded.
     pub fn forward_traced(
@@ -526,28 +551,15 @@ impl Deepseek {
             }
             // Absorbed queries [n, n_head, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
             let mut q_abs = vec![0f32; n * p.n_head * lw];
-            // Per-head products in groups of HEAD_GROUP: one pool job a group
-            // rather than one a head (128 heads for V3), with the inputs of a
-            // group in memory at once.
-            for g0 in (0..p.n_head).step_by(HEAD_GROUP) {
-                let heads = g0..(g0 + HEAD_GROUP).min(p.n_head);
-                let q_nope: Vec<Vec<f32>> = heads
-                    .clone()
-                    .map(|hd| (0..n).flat_map(|t| q[(t * p.n_head + hd) * qk..][..nope].iter().copied()).collect())
-                    .collect();
-                let lins: Vec<&Linear> = a.k_b[heads.clone()].iter().collect();
-                let ins: Vec<&[f32]> = q_nope.iter().map(Vec::as_slice).collect();
-                let sp: Vec<&[Range<usize>]> = vec![&spans; lins.len()];
-                let q_lats = Linear::forward_each(&lins, &ins, &sp, th); // [n, kv_lora] each
-                for (hd, q_lat) in heads.zip(&q_lats) {
-                    for t in 0..n {
-                        let dst = &mut q_abs[(t * p.n_head + hd) * lw..][..lw];
-                        dst[..lat].copy_from_slice(&q_lat[t * lat..(t + 1) * lat]);
-                        dst[lat..].copy_from_slice(&q[(t * p.n_head + hd) * qk + nope..][..rope]);
-                        self.rope.apply(&mut dst[lat..], pos[t]);
-                    }
+            let q_head = |t: usize, hd: usize| &q[(t * p.n_head + hd) * qk..][..nope];
+            per_head(&a.k_b, n, &spans, th, q_head, |hd, q_lat| {
+                for t in 0..n {
+                    let dst = &mut q_abs[(t * p.n_head + hd) * lw..][..lw];
+                    dst[..lat].copy_from_slice(&q_lat[t * lat..(t + 1) * lat]);
+                    dst[lat..].copy_from_slice(&q[(t * p.n_head + hd) * qk + nope..][..rope]);
+                    self.rope.apply(&mut dst[lat..], pos[t]);
                 }
-            }
+            });
             let lay = AttnLayout { n_head: p.n_head, n_kv_head: 1, k_dim: lw, v_dim: lat, k_stride: lw, v_stride: lw };
             let mut o_lat = vec![0f32; n * p.n_head * lat]; // [n, n_head, kv_lora]
             for ((s, span), &p0) in seqs.iter().zip(&spans).zip(&pos0) {
@@ -559,22 +571,12 @@ impl Deepseek {
             }
             // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
             let mut o = vec![0f32; n * p.n_head * vh];
-            for g0 in (0..p.n_head).step_by(HEAD_GROUP) {
-                let heads = g0..(g0 + HEAD_GROUP).min(p.n_head);
-                let lat_h: Vec<Vec<f32>> = heads
-                    .clone()
-                    .map(|hd| (0..n).flat_map(|t| o_lat[(t * p.n_head + hd) * lat..][..lat].iter().copied()).collect())
-                    .collect();
-                let lins: Vec<&Linear> = a.v_b[heads.clone()].iter().collect();
-                let ins: Vec<&[f32]> = lat_h.iter().map(Vec::as_slice).collect();
-                let sp: Vec<&[Range<usize>]> = vec![&spans; lins.len()];
-                let ohs = Linear::forward_each(&lins, &ins, &sp, th); // [n, v_head] each
-                for (hd, oh) in heads.zip(&ohs) {
-                    for t in 0..n {
-                        o[(t * p.n_head + hd) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
-                    }
+            let lat_head = |t: usize, hd: usize| &o_lat[(t * p.n_head + hd) * lat..][..lat];
+            per_head(&a.v_b, n, &spans, th, lat_head, |hd, oh| {
+                for t in 0..n {
+                    o[(t * p.n_head + hd) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
                 }
-            }
+            });
             let out = a.o.forward_spans(&o, &spans, th); // [n, hidden]
             ops::add_assign(&mut x, &out);
             // --- FFN ---
