@@ -306,3 +306,83 @@ fn waker_runs_after_the_stream_closes() {
         assert!(done && events == 4, "round {round}: {events} events");
     }
 }
+
+/// The tiny model with injected faults: no cache of 400 tokens or more can
+/// be made (a panic while a request is admitted), and token 77 panics the
+/// forward pass.
+struct Faulty(Box<dyn whale_engine::models::Model>);
+
+const POISON: u32 = 77;
+
+impl whale_engine::models::Model for Faulty {
+    fn info(&self) -> &whale_engine::models::ModelInfo {
+        self.0.info()
+    }
+    fn new_cache(&self, capacity: usize) -> whale_engine::models::KvCache {
+        assert!(capacity < 400, "injected fault: no cache of {capacity} tokens");
+        self.0.new_cache(capacity)
+    }
+    fn forward(
+        &self,
+        cache: &mut whale_engine::models::KvCache,
+        tokens: &[u32],
+        logits: whale_engine::models::Logits,
+    ) -> Result<Vec<f32>, whale_engine::models::ModelError> {
+        assert!(!tokens.contains(&POISON), "injected fault: a poisoned token");
+        self.0.forward(cache, tokens, logits)
+    }
+    fn active_weight_bytes(&self) -> u64 {
+        self.0.active_weight_bytes()
+    }
+}
+
+/// What a request ended with: its ids, or the failure message.
+fn outcome(stream: whale_engine::serving::engine::EventStream) -> Result<Vec<u32>, String> {
+    let mut ids = Vec::new();
+    for ev in stream {
+        match ev {
+            Event::Token(t) => ids.push(t.id),
+            Event::Done(_) => return Ok(ids),
+            Event::Failed(m) => return Err(m),
+            Event::Started { .. } => {}
+        }
+    }
+    Err("the stream ended without Done or Failed".into())
+}
+
+#[test]
+fn a_panic_while_admitting_or_running_fails_that_request_alone() {
+    let m = tiny_deepseek();
+    let healthy = prompts(2);
+    let want: Vec<Vec<u32>> = healthy
+        .iter()
+        .map(|p| {
+            let mut s = Session::new(m.model.as_ref(), 512);
+            let req = GenerateRequest {
+                max_tokens: 8,
+                sampler: SamplerConfig::greedy(),
+                stop_at_eog: false,
+                ..Default::default()
+            };
+            generate(m.model.as_ref(), &m.tokenizer, &mut s, p, &req, |_| true).unwrap().generated_ids
+        })
+        .collect();
+    let tok = Arc::new(m.tokenizer);
+    let engine = EngineHandle::start(Box::new(Faulty(m.model)), tok, config(4, 8));
+    // Submitted together, so that the faults hit while the healthy requests run.
+    // The poisoned request comes last in the batch, after the healthy ones
+    // have gone through the forward pass that it breaks.
+    let too_big = engine.submit(greedy(vec![1; 300], 200), None).unwrap();
+    let ok: Vec<_> = healthy.iter().map(|p| engine.submit(greedy(p.clone(), 8), None).unwrap()).collect();
+    let poisoned = engine.submit(greedy(vec![5, POISON, 9], 8), None).unwrap();
+    assert_eq!(outcome(too_big), Err("internal error".to_string()));
+    assert_eq!(outcome(poisoned), Err("internal error".to_string()));
+    for (s, want) in ok.into_iter().zip(&want) {
+        assert_eq!(&outcome(s).unwrap(), want);
+    }
+    assert_eq!(engine.stats().panics, 2);
+    // The engine goes on: the slots were given back.
+    assert_eq!(&outcome(engine.submit(greedy(healthy[0].clone(), 8), None).unwrap()).unwrap(), &want[0]);
+    let s = engine.stats();
+    assert_eq!((s.running, s.waiting), (0, 0));
+}

@@ -47,9 +47,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::models::{BatchSeq, Model};
-use crate::serving::generate::{FinishReason, Session, StopScanner};
+use crate::serving::generate::{FinishReason, Session};
 use crate::serving::prefix_cache::{common_prefix, copy_prefix, grow_cache, SessionPool};
 use crate::serving::sampler::{top_k, Sampler, SamplerConfig};
+use crate::serving::stop::StopScanner;
 use crate::text::constraint::{Commit, Constraint};
 use crate::text::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -182,6 +183,8 @@ struct Shared {
     pool_bytes: AtomicUsize,
     /// Tokens in the caches of running sequences.
     kv_tokens: AtomicUsize,
+    /// Requests failed by a panic on the engine thread.
+    panics: AtomicU64,
 }
 
 /// A snapshot of the engine's counters, for `/metrics`.
@@ -201,6 +204,9 @@ pub struct EngineStats {
     /// can hold (`parallel` × `ctx`).
     pub kv_tokens: usize,
     pub kv_capacity_tokens: usize,
+    /// Requests failed by a panic on the engine thread (each a bug; the
+    /// engine went on with the others).
+    pub panics: u64,
 }
 
 struct Job {
@@ -373,8 +379,18 @@ impl EngineHandle {
             cached_bytes: s.pool_bytes.load(Ordering::Relaxed),
             kv_tokens: s.kv_tokens.load(Ordering::Relaxed),
             kv_capacity_tokens: self.config.parallel * self.config.ctx,
+            panics: s.panics.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The message a panic was raised with.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
 }
 
 /// Log-softmax of `logits` at `id`, and the `k` most likely tokens.
@@ -494,43 +510,63 @@ impl<'t> Engine<'t> {
             self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
         }
         while self.running.len() < self.cfg.parallel {
-            let Some(mut job) = self.waiting.pop_front() else { break };
-            let (session, cached) = self.session_for(&job.req);
-            let prompt_tokens = job.req.prompt.len();
-            let started = Event::Started { prompt_tokens, cached_tokens: cached, queued: job.submitted.elapsed() };
-            if !job.send(started) {
-                self.pool.put(session);
+            let Some(job) = self.waiting.pop_front() else { break };
+            // Under the same guard as the forward pass: a panic while taking
+            // a session fails this request alone.
+            let (reply, waker) = (job.tx.clone(), job.waker.clone());
+            let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.start(job)));
+            if let Err(payload) = failed {
+                tracing::error!("engine: admitting a request panicked: {}", panic_message(&*payload));
+                self.shared.panics.fetch_add(1, Ordering::Relaxed);
                 self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
-                continue;
+                if let Some(tx) = reply {
+                    let _ = tx.send(Event::Failed("internal error".into()));
+                }
+                if let Some(w) = waker {
+                    w();
+                }
             }
-            self.shared.requests.fetch_add(1, Ordering::Relaxed);
-            self.shared.prompt_tokens.fetch_add(prompt_tokens as u64, Ordering::Relaxed);
-            self.shared.cache_hit_tokens.fetch_add(cached as u64, Ordering::Relaxed);
-            // The compiled grammar moves to the sequence (the request keeps none).
-            let constraint = job.req.constraint.take();
-            let req = &job.req;
-            self.running.push(Seq {
-                sampler: Sampler::new(req.sampler.clone()),
-                decoder: StreamDecoder::new(self.tok),
-                scanner: StopScanner::new(req.stop.clone()),
-                history: req.prompt.clone(),
-                generated: 0,
-                cached,
-                constraint,
-                session,
-                logits: None,
-                next: None,
-                finish: None,
-                failed: None,
-                poisoned: false,
-                admitted: Instant::now(),
-                first_token: None,
-                job,
-            });
         }
         self.shared.running.store(self.running.len(), Ordering::SeqCst);
         self.publish_pool();
+    }
+
+    /// Give `job` a slot: a session holding the longest cached prefix of its
+    /// prompt, and a sequence in the batch.
+    fn start(&mut self, mut job: Job) {
+        let (session, cached) = self.session_for(&job.req);
+        let prompt_tokens = job.req.prompt.len();
+        let started = Event::Started { prompt_tokens, cached_tokens: cached, queued: job.submitted.elapsed() };
+        if !job.send(started) {
+            self.pool.put(session);
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        self.shared.prompt_tokens.fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+        self.shared.cache_hit_tokens.fetch_add(cached as u64, Ordering::Relaxed);
+        // The compiled grammar moves to the sequence (the request keeps none).
+        let constraint = job.req.constraint.take();
+        let req = &job.req;
+        self.running.push(Seq {
+            sampler: Sampler::new(req.sampler.clone()),
+            decoder: StreamDecoder::new(self.tok),
+            scanner: StopScanner::new(req.stop.clone()),
+            history: req.prompt.clone(),
+            generated: 0,
+            cached,
+            constraint,
+            session,
+            logits: None,
+            next: None,
+            finish: None,
+            failed: None,
+            poisoned: false,
+            admitted: Instant::now(),
+            first_token: None,
+            job,
+        });
     }
 
     /// A session for `req`, holding the longest cached prefix of its prompt
@@ -675,6 +711,7 @@ impl<'t> Engine<'t> {
             Err(_) => {
                 tracing::error!("engine: a grammar mask computation panicked");
                 for i in out {
+                    self.shared.panics.fetch_add(1, Ordering::Relaxed);
                     self.running[i].fail("internal error: the output grammar failed");
                 }
             }
@@ -720,6 +757,9 @@ impl<'t> Engine<'t> {
             return;
         }
         let model = self.model;
+        // Where each cache stood: a panic part-way through the batch may
+        // have advanced some of them, and they are run again one by one.
+        let lens: Vec<usize> = batch.iter().map(|(i, _, _)| self.running[*i].session.cache.len).collect();
         let running = &mut self.running;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // `batch` is in ascending sequence order: pair each entry with its cache.
@@ -745,7 +785,8 @@ impl<'t> Engine<'t> {
             // An error or a panic (no cache has advanced): run the sequences
             // one by one, so that only the one at fault fails.
             _ => {
-                for (i, tokens, wants_logits) in batch {
+                for ((i, tokens, wants_logits), len) in batch.into_iter().zip(lens) {
+                    self.running[i].session.cache.truncate(len);
                     self.guarded(i, |e, i| e.feed(i, &tokens, wants_logits));
                 }
             }
@@ -770,12 +811,8 @@ impl<'t> Engine<'t> {
     fn guarded(&mut self, i: usize, f: impl FnOnce(&mut Self, usize)) {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self, i)));
         if let Err(payload) = r {
-            let msg = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
-            tracing::error!("engine: request failed with a panic: {msg}");
+            tracing::error!("engine: request failed with a panic: {}", panic_message(&*payload));
+            self.shared.panics.fetch_add(1, Ordering::Relaxed);
             let seq = &mut self.running[i];
             seq.fail("internal error");
             seq.poisoned = true;

@@ -7,6 +7,7 @@
 
 use crate::models::{KvCache, Logits, Model, ModelError};
 use crate::serving::sampler::{top_k, Sampler, SamplerConfig};
+use crate::serving::stop::StopScanner;
 use crate::text::tokenizer::{StreamDecoder, Tokenizer};
 
 /// Longest batch given to one forward pass during prefill (bounds memory).
@@ -114,60 +115,6 @@ pub struct Generation {
     pub cached_prompt_tokens: usize,
 }
 
-/// Holds back text that could be the start of a stop string.
-pub struct StopScanner {
-    stops: Vec<String>,
-    text: String,
-    emitted: usize,
-}
-
-impl StopScanner {
-    pub fn new(stops: Vec<String>) -> StopScanner {
-        StopScanner { stops, text: String::new(), emitted: 0 }
-    }
-
-    /// Add text; returns (text now safe to emit, whether a stop string was hit).
-    pub fn push(&mut self, piece: &str) -> (String, bool) {
-        let mut search_from = self.emitted.saturating_sub(self.stops.iter().map(|s| s.len()).max().unwrap_or(0));
-        while !self.text.is_char_boundary(search_from) {
-            search_from -= 1;
-        }
-        self.text.push_str(piece);
-        let hit = self
-            .stops
-            .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| i + search_from))
-            .min();
-        if let Some(at) = hit {
-            self.text.truncate(at);
-            let out = self.text[self.emitted.min(at)..].to_string();
-            self.emitted = at;
-            return (out, true);
-        }
-        // Hold back the longest suffix that is a proper prefix of a stop string.
-        let mut hold = 0;
-        for s in &self.stops {
-            for (i, _) in s.char_indices().skip(1) {
-                if self.text.ends_with(&s[..i]) {
-                    hold = hold.max(i);
-                }
-            }
-        }
-        let safe = self.text.len() - hold;
-        let out = if safe > self.emitted { self.text[self.emitted..safe].to_string() } else { String::new() };
-        self.emitted = self.emitted.max(safe);
-        (out, false)
-    }
-
-    /// End of output: everything still held back.
-    pub fn finish(&mut self) -> String {
-        let out = self.text[self.emitted..].to_string();
-        self.emitted = self.text.len();
-        out
-    }
-}
-
 /// Generate from `prompt` in `session`. `on_step` sees each token as it comes
 /// and returns `false` to stop early.
 pub fn generate(
@@ -230,27 +177,4 @@ pub fn generate(
         logits = session.feed(model, &[id])?;
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_scanner_holds_back_and_cuts() {
-        let stops = vec!["<end>".to_string()];
-        let mut s = StopScanner::new(stops.clone());
-        assert_eq!(s.push("hello <e"), ("hello ".to_string(), false));
-        assert_eq!(s.push("n"), (String::new(), false));
-        assert_eq!(s.push("d> more"), (String::new(), true));
-        assert_eq!(s.text, "hello ");
-        let mut s = StopScanner::new(stops);
-        assert_eq!(s.push("a <"), ("a ".to_string(), false));
-        assert_eq!(s.push("b"), ("<b".to_string(), false));
-        // The search window may start inside a multi-byte character.
-        let mut s = StopScanner::new(vec!["ab".to_string()]);
-        assert_eq!(s.push("x猛"), ("x猛".to_string(), false));
-        assert_eq!(s.push("ab"), (String::new(), true));
-        assert_eq!(s.text, "x猛");
-    }
 }

@@ -10,6 +10,8 @@
 //! - [`engine`]: one thread that owns the model and every sequence's cache,
 //!   with continuous batching, admission control and cancellation; callers
 //!   get a handle with `submit(request) -> stream of events`;
+//! - [`stop`]: stop strings, matched by an Aho–Corasick automaton so that a
+//!   token costs the bytes of its text whatever the stop strings are;
 //! - [`prefix_cache`]: finished sequences kept so that a later prompt with the
 //!   same beginning skips recomputing it.
 //!
@@ -22,3 +24,4 @@ pub mod engine;
 pub mod generate;
 pub mod prefix_cache;
 pub mod sampler;
+pub mod stop;

@@ -24,6 +24,10 @@ pub struct SamplerConfig {
     pub frequency_penalty: f32,
     /// Seed of the draw; `None` seeds from the clock.
     pub seed: Option<u64>,
+    /// Added to these tokens' logits before anything else (OpenAI's
+    /// `logit_bias`; -100 all but bans a token). Ids past the vocabulary are
+    /// ignored.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplerConfig {
@@ -39,6 +43,7 @@ impl Default for SamplerConfig {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             seed: None,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -134,6 +139,11 @@ impl Sampler {
 
     /// Choose the next token. `logits` may be modified.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        for &(id, bias) in &self.config.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
         self.apply_penalties(logits, history);
         let c = &self.config;
         if c.temperature <= 0.0 {
@@ -225,6 +235,27 @@ mod tests {
         let ones = a.iter().filter(|&&t| t == 1).count() as f64 / a.len() as f64;
         // Binomial sd = sqrt(.75*.25/4000) ≈ 0.007; 0.04 is more than 5 sd.
         assert!((ones - 0.75).abs() < 0.04, "{ones}");
+    }
+
+    #[test]
+    fn logit_bias_moves_and_bans_tokens() {
+        let logits = [2.0, 1.0, 0.0];
+        // +5 makes token 2 the greedy choice; an id past the vocabulary is ignored.
+        let mut s = Sampler::new(SamplerConfig { logit_bias: vec![(2, 5.0), (9, 100.0)], ..SamplerConfig::greedy() });
+        assert_eq!(s.sample(&mut logits.clone(), &[]), 2);
+        // -100 on the top two: sampling at temperature 1 only ever draws token 2.
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: Some(1),
+            ..SamplerConfig::default()
+        };
+        let mut s = Sampler::new(SamplerConfig { logit_bias: vec![(0, -100.0), (1, -100.0)], ..cfg.clone() });
+        assert!((0..300).all(|_| s.sample(&mut logits.clone(), &[]) == 2));
+        let mut s = Sampler::new(cfg);
+        assert!((0..300).any(|_| s.sample(&mut logits.clone(), &[]) != 2));
     }
 
     #[test]

@@ -165,6 +165,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         presence_penalty: a.presence_penalty,
         frequency_penalty: a.frequency_penalty,
         seed: a.seed,
+        logit_bias: Vec::new(),
     };
     sampler.validate().map_err(anyhow::Error::msg)?;
     let (m, ctx) = a.model_args.load(&a.model)?;
