@@ -5,11 +5,8 @@
 //! Errors from the libraries arrive here and are printed with their chain of
 //! causes, with a non-zero exit.
 
-mod commands;
-mod pull;
-mod server;
-
 use clap::{Parser, Subcommand};
+use whale::{commands, pull, server};
 
 #[derive(Parser)]
 #[command(

@@ -91,7 +91,7 @@ fn errors_have_their_status_and_shape_and_never_500() {
         (
             "/chat/completions",
             json!({"messages": msgs("hi"), "temperature": "hot"}),
-            "not valid JSON for this endpoint",
+            "temperature: invalid type: string \"hot\"",
         ),
         ("/chat/completions", json!({"messages": msgs("hi"), "top_p": 0}), "top_p"),
         (
@@ -145,27 +145,32 @@ fn errors_have_their_status_and_shape_and_never_500() {
         (
             "/chat/completions",
             json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [1]}]}),
-            "messages[1]: tool_calls[0] must be an object",
+            "messages[1].tool_calls[0]: invalid type: integer `1`",
         ),
         (
             "/chat/completions",
             json!({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": 1}]}, {"role": "user", "content": "hi"}]}),
-            "tool_calls[0].function must be an object",
+            "messages[0].tool_calls[0].function: invalid type: integer `1`",
         ),
         (
             "/chat/completions",
             json!({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"type": 7, "function": {"name": "f"}}]}, {"role": "user", "content": "hi"}]}),
-            "tool_calls[0].type must be \"function\"",
+            "messages[0].tool_calls[0].type: invalid type: integer `7`",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"type": "retrieval", "function": {"name": "f"}}]}, {"role": "user", "content": "hi"}]}),
+            "messages[0]: tool_calls[0].type must be \"function\"",
         ),
         (
             "/chat/completions",
             json!({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": ["f"]}}]}, {"role": "user", "content": "hi"}]}),
-            "tool_calls[0].function.name must be a string",
+            "messages[0].tool_calls[0].function.name: invalid type: sequence",
         ),
         (
             "/chat/completions",
             json!({"messages": msgs("hi"), "tools": [{"type": "function", "function": {"name": "f", "strict": "yes"}}]}),
-            "\"strict\" must be true or false",
+            "tools[0]: function.strict: invalid type: string \"yes\", expected a boolean",
         ),
         (
             "/chat/completions",
@@ -177,7 +182,25 @@ fn errors_have_their_status_and_shape_and_never_500() {
             json!({"messages": [{"role": "assistant", "content": "x", "prefix": true}, {"role": "user", "content": "y"}]}),
             "only the last message may have",
         ),
-        ("/chat/completions", json!({"messages": [{"content": "no role"}]}), "has no \"role\""),
+        ("/chat/completions", json!({"messages": [{"content": "no role"}]}), "messages[0]: missing field `role`"),
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}),
+            "messages[0].content: only \"text\" content parts are supported",
+        ),
+        ("/chat/completions", json!({"messages": msgs("hi"), "tool_choice": 3}), "tool_choice: expected a string"),
+        (
+            "/chat/completions",
+            json!({"messages": msgs("hi"), "logit_bias": {"50000": 5}}),
+            "logit_bias: \"50000\": the vocabulary has 49152 tokens",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": msgs("hi"), "logit_bias": {"5": 500}}),
+            "between -100 and 100, got 500",
+        ),
+        ("/chat/completions", json!({"messages": "hi"}), "messages: invalid type: string \"hi\""),
+        ("/completions", json!({"prompt": "hi", "max_tokens": "many"}), "max_tokens: invalid type: string"),
         ("/completions", json!({"prompt": "def f(", "suffix": "return 1"}), "no fill-in-the-middle tokens"),
         ("/completions", json!({"prompt": "hi", "echo": true}), "echo is not supported"),
         ("/completions", json!({"prompt": ""}), "the prompt is empty"),
@@ -567,4 +590,32 @@ fn message_text_never_becomes_control_tokens() {
     let plain = usage("x");
     let marked = usage("x<|im_end|>");
     assert!(marked >= plain + 4, "x: {plain} prompt tokens, x<|im_end|>: {marked}");
+}
+
+#[test]
+fn a_body_sent_too_slowly_gets_408_and_the_server_goes_on() {
+    use std::io::{Read, Write};
+    let s = Server::start(&smollm2(), &["--body-timeout-ms", "400"]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // Announce 100 bytes and send 10 of them, then nothing (a slow or stuck
+    // client, or one that lies about the length).
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(b"{\"messages").unwrap();
+    let t0 = std::time::Instant::now();
+    let mut answer = String::new();
+    // The server answers and closes the connection, so this read ends.
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 400ms"), "{answer}");
+    // At the request's own timeout, not the 30 s default.
+    let waited = t0.elapsed();
+    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    // Other clients are served meanwhile and after.
+    let (code, v) = post(&s, "/chat/completions", &chat_body("Hi", 2));
+    assert_eq!(code, 200, "{v}");
 }

@@ -73,7 +73,7 @@ pub async fn chat_completions(
 /// Validate, render the template and tokenize (runs on a blocking thread).
 fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
     let chat = app.chat.as_ref().ok_or(RequestError::NoChatTemplate)?;
-    let common = validate_common(&req.common, app.ctx)?;
+    let common = validate_common(&req.common, app.ctx, app.tok.vocab_size())?;
     let logprobs = req.logprobs.unwrap_or(false);
     let top_logprobs = match req.top_logprobs {
         None => 0,
@@ -98,16 +98,17 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
             other => return Err(RequestError::ResponseFormat(other.to_string()).into()),
         },
     };
-    let tools = req.tools.clone().unwrap_or_default();
+    let tools = req.tools.unwrap_or_default();
     let (specs, choice) = parse_tools(&tools, req.tool_choice.as_ref())?;
-    let mut conv = parse_messages(&req.messages, chat.tool_format)?;
+    let mut conv = parse_messages(req.messages, chat.tool_format)?;
     // The request's text stays text: spellings of control tokens in it are
     // broken, so only the template's markup becomes control ids.
     let tok = &app.tok;
     for m in conv.messages.iter_mut().chain(conv.prefix.iter_mut()) {
         m.guard(tok);
     }
-    let mut guarded_tools = tools.clone();
+    // The tools as the client sent them (the template may print any field).
+    let mut guarded_tools: Vec<Value> = tools.into_iter().map(|t| t.raw).collect();
     guarded_tools.iter_mut().for_each(|t| guard_json(tok, t, true));
     let tool_mode = match choice {
         ToolChoice::None => None,

@@ -64,7 +64,7 @@ pub async fn completions(
 }
 
 fn prepare(app: &AppState, req: CompletionRequest) -> Result<Prepared, ApiError> {
-    let common = validate_common(&req.common, app.ctx)?;
+    let common = validate_common(&req.common, app.ctx, app.tok.vocab_size())?;
     if req.echo == Some(true) {
         return Err(RequestError::Echo.into());
     }

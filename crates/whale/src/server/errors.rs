@@ -16,6 +16,11 @@ use whale_engine::serving::engine::SubmitError;
 pub enum RequestError {
     #[error("the request body is not valid JSON for this endpoint: {0}")]
     Body(String),
+    /// A field of the wrong shape, named by its path (`messages[1].content`).
+    #[error("{path}: {message}")]
+    Field { path: String, message: String },
+    #[error("logit_bias: {0}")]
+    LogitBias(String),
     #[error("messages must hold at least one message")]
     EmptyMessages,
     #[error("messages[{index}]: unknown role {role:?}; the roles are system, user, assistant and tool")]
@@ -97,10 +102,13 @@ pub enum RequestError {
 
 impl RequestError {
     /// The request field the error is about.
-    pub fn param(&self) -> Option<&'static str> {
+    pub fn param(&self) -> Option<&str> {
         use RequestError::*;
         Some(match self {
             Body(_) | Tokenize(_) => return None,
+            // The top-level field the path starts with.
+            Field { path, .. } => return Some(top_field(path)),
+            LogitBias(_) => "logit_bias",
             EmptyMessages
             | UnknownRole { .. }
             | BadMessage { .. }
@@ -133,6 +141,7 @@ impl RequestError {
         use RequestError::*;
         match self {
             Body(_) => "invalid_json",
+            Field { .. } => "invalid_type",
             PromptTooLong { .. } | ContextExceeded { .. } | MaxTokensBeyondContext { .. } => "context_length_exceeded",
             NoChatTemplate | NoFim | NoToolFormat | Echo | UnsupportedN(_) | ResponseFormat(_) | Unsupported(_) => {
                 "unsupported_value"
@@ -141,6 +150,11 @@ impl RequestError {
             _ => "invalid_value",
         }
     }
+}
+
+/// `messages` of `messages[1].content`.
+fn top_field(path: &str) -> &str {
+    path.split(['.', '[']).next().unwrap_or(path)
 }
 
 /// Everything the server can answer with instead of a completion.
@@ -158,6 +172,8 @@ pub enum ApiError {
     ModelNotFound(String),
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("{0}")]
     Busy(String),
     #[error("{0}")]
@@ -174,6 +190,7 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -189,6 +206,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed", None),
             ApiError::ModelNotFound(_) => ("invalid_request_error", "model_not_found", Some("model")),
             ApiError::TooLarge(_) => ("invalid_request_error", "request_too_large", None),
+            ApiError::BodyTimeout(_) => ("invalid_request_error", "request_timeout", None),
             ApiError::Busy(_) => ("rate_limit_error", "queue_full", None),
             ApiError::Unavailable(_) => ("server_error", "unavailable", None),
             ApiError::Internal(_) => ("server_error", "internal_error", None),

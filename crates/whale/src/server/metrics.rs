@@ -162,6 +162,12 @@ impl Collector for EngineCollector {
         counter(&mut enc, "whale_completion_tokens", "Tokens generated", e.generated_tokens)?;
         counter(&mut enc, "whale_engine_requests", "Requests given a slot by the engine", e.requests)?;
         counter(&mut enc, "whale_cancelled_requests", "Requests cancelled by their client", e.cancelled)?;
+        counter(
+            &mut enc,
+            "whale_engine_panics",
+            "Requests failed by a panic on the engine thread (bugs; the engine went on with the others)",
+            e.panics,
+        )?;
         gauge(&mut enc, "whale_queue_length", "Requests waiting for a slot", e.waiting as i64)?;
         gauge(&mut enc, "whale_running_requests", "Requests generating", e.running as i64)?;
         gauge(

@@ -10,10 +10,10 @@
 
 mod chat;
 mod completions;
-mod errors;
+pub mod errors;
 mod metrics;
 mod models;
-mod request;
+pub mod request;
 mod sse;
 
 use std::future::IntoFuture;
@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
+    /// Time a client has to send the whole request body (ms); a slower one
+    /// gets 408 and its connection is closed.
+    #[arg(long, default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
     #[command(flatten)]
     pub model_args: ModelArgs,
 }
@@ -130,6 +134,7 @@ pub struct AppState {
     /// Tokens per sequence.
     pub ctx: usize,
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
     /// The vocabulary as the grammar library sees it, built on the first
     /// request with a grammar (JSON mode, a schema, strict tools).
     pub constraints: OnceLock<Result<ConstraintEnv, String>>,
@@ -174,6 +179,7 @@ fn model_id(spec: &str) -> String {
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.parallel >= 1 && a.parallel <= 256, "--parallel must be between 1 and 256, got {}", a.parallel);
     anyhow::ensure!(a.keep_alive_ms >= 1, "--keep-alive-ms must be at least 1");
+    anyhow::ensure!(a.body_timeout_ms >= 1, "--body-timeout-ms must be at least 1");
     let api_key = match (&a.api_key, &a.api_key_file) {
         (Some(k), _) => Some(k.trim().to_string()),
         (None, Some(f)) => {
@@ -219,6 +225,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         keep_alive: Duration::from_millis(a.keep_alive_ms),
         ctx,
         max_body_bytes: a.max_body_bytes,
+        body_timeout: Duration::from_millis(a.body_timeout_ms),
         constraints: OnceLock::new(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -304,6 +311,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     r.route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), read_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(state.clone(), announced_size))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
@@ -335,6 +343,32 @@ async fn announced_size(State(app): State<Arc<AppState>>, req: Request, next: Ne
     next.run(req).await
 }
 
+/// Read the whole body (after authentication) within the size limit and
+/// `--body-timeout-ms`: a client that sends it too slowly gets 408 and the
+/// connection is closed, instead of holding a task and a connection open.
+async fn read_body(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(app.body_timeout, axum::body::to_bytes(body, app.max_body_bytes)).await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let inner = e.into_inner();
+            return if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ApiError::TooLarge(app.max_body_bytes).into_response()
+            } else {
+                ApiError::from(errors::RequestError::Body(format!("the body could not be read: {inner}")))
+                    .into_response()
+            };
+        }
+        Err(_) => {
+            let mut resp = ApiError::BodyTimeout(app.body_timeout).into_response();
+            resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            return resp;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
 /// Require the API key (when one is set) everywhere but `/health`.
 async fn auth(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &app.api_key {
@@ -354,9 +388,11 @@ async fn auth(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Res
     next.run(req).await
 }
 
-/// Compare keys in time independent of where they differ.
+/// Compare keys in time independent of where they differ (`subtle`'s
+/// constant-time comparison; only the length can be learnt).
 fn same_key(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// The start of every generation route: read the body (within the size
@@ -368,7 +404,7 @@ pub async fn parse_and_prepare<R, P>(
     prepare: fn(&AppState, R) -> Result<P, ApiError>,
 ) -> Result<P, ApiError>
 where
-    R: serde::de::DeserializeOwned + Send + 'static,
+    R: serde::de::DeserializeOwned + request::HasCommon + Send + 'static,
     P: Send + 'static,
 {
     let body = body.map_err(|r| body_error(r, app.max_body_bytes))?;

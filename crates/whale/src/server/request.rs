@@ -1,7 +1,10 @@
 //! Request bodies as clients send them, and their validation into what the
-//! engine takes. Parsing is strict about meaning (every rule has its own
-//! [`RequestError`]) and lenient about form (unknown fields are ignored, as
-//! the OpenAI and DeepSeek APIs do).
+//! engine takes. Every field is read into a typed struct (serde); a value of
+//! the wrong shape is a 400 whose message names the field by its path
+//! (`messages[2].tool_calls[0].function.name: invalid type: ...`). Parsing is
+//! strict about meaning (every rule has its own [`RequestError`]) and
+//! lenient about form (unknown fields are ignored, as the OpenAI and
+//! DeepSeek APIs do).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,6 +25,9 @@ pub const MAX_MESSAGES: usize = 2048;
 pub const MAX_TOOLS: usize = 128;
 /// Largest JSON schema (`response_format` or a tool's parameters), as JSON text.
 pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
+/// Most `logit_bias` entries per request: each costs an addition per drawn
+/// token on the engine thread.
+pub const MAX_LOGIT_BIAS: usize = 1024;
 
 /// Tokens the penalties look back over (llama.cpp's default window).
 const PENALTY_WINDOW: usize = 64;
@@ -83,20 +89,194 @@ pub struct CommonFields {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub n: Option<i64>,
+    /// Token id (as a decimal string, OpenAI's form) → bias in [-100, 100],
+    /// added to the logit before sampling.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+/// A request type whose shared fields are read by a second pass over the
+/// body (`#[serde(flatten)]` would lose the path of a bad field).
+pub trait HasCommon {
+    fn common_mut(&mut self) -> &mut CommonFields;
 }
 
 /// `POST /chat/completions`.
 #[derive(Deserialize, Debug)]
 pub struct ChatRequest {
-    #[serde(flatten)]
+    #[serde(skip)]
     pub common: CommonFields,
-    /// Kept as JSON to report a bad message with its index.
-    pub messages: Vec<Value>,
+    pub messages: Vec<MessageIn>,
     pub response_format: Option<ResponseFormat>,
-    pub tools: Option<Vec<Value>>,
-    pub tool_choice: Option<Value>,
+    pub tools: Option<Vec<ToolIn>>,
+    pub tool_choice: Option<ToolChoiceIn>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
+}
+
+impl HasCommon for ChatRequest {
+    fn common_mut(&mut self) -> &mut CommonFields {
+        &mut self.common
+    }
+}
+
+/// One entry of `messages`.
+#[derive(Clone, Deserialize, Debug)]
+pub struct MessageIn {
+    pub role: String,
+    #[serde(default)]
+    pub content: Content,
+    pub reasoning_content: Option<String>,
+    pub name: Option<String>,
+    pub tool_call_id: Option<String>,
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    /// DeepSeek's chat prefix completion (on the last, assistant, message).
+    #[serde(default)]
+    pub prefix: bool,
+}
+
+/// A message's `content`: text, `null`, or a list of OpenAI content parts.
+#[derive(Clone, Debug, Default)]
+pub struct Content(pub String);
+
+/// One OpenAI content part. Only text parts are understood by a text model.
+#[derive(Deserialize, Debug)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentPart {
+    Text { text: String },
+    ImageUrl {},
+    InputAudio {},
+    File {},
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Content, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Content;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, null, or a list of content parts")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Content, E> {
+                Ok(Content(s.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Content, E> {
+                Ok(Content(s))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Content, E> {
+                Ok(Content::default())
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Content, E> {
+                Ok(Content::default())
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Content, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
+                let mut text = String::new();
+                while let Some(part) = seq.next_element::<ContentPart>()? {
+                    match part {
+                        ContentPart::Text { text: t } => text.push_str(&t),
+                        _ => {
+                            return Err(serde::de::Error::custom(
+                                "only \"text\" content parts are supported by this model",
+                            ))
+                        }
+                    }
+                }
+                Ok(Content(text))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One entry of an assistant message's `tool_calls`.
+#[derive(Clone, Deserialize, Debug)]
+pub struct ToolCallIn {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: FunctionCallIn,
+}
+
+#[derive(Clone, Deserialize, Debug)]
+pub struct FunctionCallIn {
+    pub name: String,
+    /// A JSON text (OpenAI's form) or a JSON value.
+    pub arguments: Option<Value>,
+}
+
+/// One entry of `tools`. The entry's JSON goes to the chat template as the
+/// client sent it (`raw`); the typed fields are what the server reads.
+#[derive(Clone, Debug)]
+pub struct ToolIn {
+    pub def: ToolDef,
+    pub raw: Value,
+}
+
+#[derive(Clone, Deserialize, Debug)]
+pub struct ToolDef {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: FunctionDef,
+}
+
+#[derive(Clone, Deserialize, Debug)]
+pub struct FunctionDef {
+    pub name: String,
+    pub description: Option<String>,
+    pub parameters: Option<serde_json::Map<String, Value>>,
+    pub strict: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for ToolIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ToolIn, D::Error> {
+        let raw = Value::deserialize(d)?;
+        let def = serde_path_to_error::deserialize::<_, ToolDef>(&raw).map_err(|e| {
+            let path = e.path().to_string();
+            serde::de::Error::custom(format!("{path}: {}", e.into_inner()))
+        })?;
+        Ok(ToolIn { def, raw })
+    }
+}
+
+/// `tool_choice`: `"none" | "auto" | "required"` or `{"type": "function", "function": {"name": ...}}`.
+#[derive(Clone, Debug)]
+pub enum ToolChoiceIn {
+    Mode(String),
+    Named(String),
+}
+
+#[derive(Deserialize)]
+struct NamedChoice {
+    function: NamedFunction,
+}
+
+#[derive(Deserialize)]
+struct NamedFunction {
+    name: String,
+}
+
+impl<'de> Deserialize<'de> for ToolChoiceIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ToolChoiceIn, D::Error> {
+        let expected =
+            "a string (\"none\", \"auto\", \"required\") or {\"type\": \"function\", \"function\": {\"name\": ...}}";
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(ToolChoiceIn::Mode(s)),
+            v @ Value::Object(_) => NamedChoice::deserialize(v)
+                .map(|c| ToolChoiceIn::Named(c.function.name))
+                .map_err(|e| serde::de::Error::custom(format!("{e}; expected {expected}"))),
+            other => {
+                let kind = match other {
+                    Value::Null => "null",
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    _ => "a list",
+                };
+                Err(serde::de::Error::custom(format!("expected {expected}, got {kind}")))
+            }
+        }
+    }
 }
 
 /// `prompt` of `/completions`: text, or token ids, or a list of one of them.
@@ -112,7 +292,7 @@ pub enum PromptField {
 /// `POST /completions` (and `/beta/completions`).
 #[derive(Deserialize, Debug)]
 pub struct CompletionRequest {
-    #[serde(flatten)]
+    #[serde(skip)]
     pub common: CommonFields,
     pub prompt: PromptField,
     /// Text after the gap: fill-in-the-middle.
@@ -122,9 +302,38 @@ pub struct CompletionRequest {
     pub logprobs: Option<i64>,
 }
 
-/// Parse a JSON body into `T`, with serde's message on failure.
-pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
-    serde_json::from_slice(body).map_err(|e| RequestError::Body(e.to_string()))
+impl HasCommon for CompletionRequest {
+    fn common_mut(&mut self) -> &mut CommonFields {
+        &mut self.common
+    }
+}
+
+/// Parse a JSON body into `T` and its shared fields; a bad field's error
+/// names it by its path.
+pub fn parse_body<T: serde::de::DeserializeOwned + HasCommon>(body: &[u8]) -> Result<T, RequestError> {
+    let mut req: T = parse_json(body)?;
+    *req.common_mut() = parse_json(body)?;
+    Ok(req)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
+    // serde would also read a struct from a list of its fields in order.
+    if body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
+        return Err(RequestError::Body("the body must be a JSON object".into()));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if path == "." {
+            RequestError::Body(message)
+        } else {
+            RequestError::Field { path, message }
+        }
+    })?;
+    // Nothing but white space may follow the value.
+    de.end().map_err(|e| RequestError::Body(e.to_string()))?;
+    Ok(value)
 }
 
 /// What the common fields resolve to.
@@ -137,8 +346,9 @@ pub struct Common {
     pub include_usage: bool,
 }
 
-/// Check the shared fields; `ctx` is the per-sequence context.
-pub fn validate_common(c: &CommonFields, ctx: usize) -> Result<Common, RequestError> {
+/// Check the shared fields; `ctx` is the per-sequence context and `vocab`
+/// the vocabulary size (for `logit_bias`).
+pub fn validate_common(c: &CommonFields, ctx: usize, vocab: usize) -> Result<Common, RequestError> {
     if let Some(n) = c.n.filter(|&n| n != 1) {
         return Err(RequestError::UnsupportedN(n));
     }
@@ -178,6 +388,7 @@ pub fn validate_common(c: &CommonFields, ctx: usize) -> Result<Common, RequestEr
     if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
         return Err(RequestError::StopTooLong(long.len()));
     }
+    let logit_bias = logit_bias(c.logit_bias.as_ref(), vocab)?;
     let sampler = SamplerConfig {
         temperature: temperature as f32,
         top_k: 0,
@@ -188,6 +399,7 @@ pub fn validate_common(c: &CommonFields, ctx: usize) -> Result<Common, RequestEr
         presence_penalty,
         frequency_penalty,
         seed: c.seed.map(|s| s as u64),
+        logit_bias,
     };
     Ok(Common {
         max_tokens,
@@ -196,6 +408,31 @@ pub fn validate_common(c: &CommonFields, ctx: usize) -> Result<Common, RequestEr
         stream: c.stream.unwrap_or(false),
         include_usage: c.stream_options.as_ref().is_some_and(|o| o.include_usage),
     })
+}
+
+/// `logit_bias` as (token id, bias) pairs: at most [`MAX_LOGIT_BIAS`]
+/// entries, ids inside the vocabulary, biases in [-100, 100] (OpenAI's rules).
+fn logit_bias(
+    bias: Option<&std::collections::BTreeMap<String, f64>>,
+    vocab: usize,
+) -> Result<Vec<(u32, f32)>, RequestError> {
+    let Some(bias) = bias else { return Ok(Vec::new()) };
+    if bias.len() > MAX_LOGIT_BIAS {
+        return Err(RequestError::TooMany { what: "logit_bias", found: bias.len(), max: MAX_LOGIT_BIAS });
+    }
+    let mut out = Vec::with_capacity(bias.len());
+    for (key, &value) in bias {
+        let bad = |m: String| RequestError::LogitBias(format!("{key:?}: {m}"));
+        let id: u32 = key.trim().parse().map_err(|_| bad("keys are token ids, as decimal strings".into()))?;
+        if id as usize >= vocab {
+            return Err(bad(format!("the vocabulary has {vocab} tokens")));
+        }
+        if !(-100.0..=100.0).contains(&value) {
+            return Err(bad(format!("a bias must be between -100 and 100, got {value}")));
+        }
+        out.push((id, value as f32));
+    }
+    Ok(out)
 }
 
 /// The generation budget for a prompt of `prompt` tokens: `max_tokens` if it
@@ -228,36 +465,42 @@ pub struct Conversation {
     pub prefix: Option<ChatMessage>,
 }
 
-pub fn parse_messages(raw: &[Value], tool_format: Option<ToolFormat>) -> Result<Conversation, RequestError> {
+pub fn parse_messages(raw: Vec<MessageIn>, tool_format: Option<ToolFormat>) -> Result<Conversation, RequestError> {
     if raw.is_empty() {
         return Err(RequestError::EmptyMessages);
     }
     if raw.len() > MAX_MESSAGES {
         return Err(RequestError::TooMany { what: "messages", found: raw.len(), max: MAX_MESSAGES });
     }
-    let mut messages = Vec::with_capacity(raw.len());
+    let count = raw.len();
+    let mut messages = Vec::with_capacity(count);
     let mut prefix = None;
-    for (index, v) in raw.iter().enumerate() {
-        let bad = |message: &str| RequestError::BadMessage { index, message: message.to_string() };
-        let obj = v.as_object().ok_or_else(|| bad("a message must be a JSON object"))?;
-        let role = obj.get("role").and_then(Value::as_str).ok_or_else(|| bad("the message has no \"role\""))?;
-        let role = match role {
-            "system" | "user" | "assistant" | "tool" => role,
+    for (index, m) in raw.into_iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "user" | "assistant" | "tool" => m.role,
             // OpenAI's newer name for the system role.
-            "developer" => "system",
-            other => return Err(RequestError::UnknownRole { index, role: other.to_string() }),
+            "developer" => "system".to_string(),
+            _ => return Err(RequestError::UnknownRole { index, role: m.role }),
         };
-        let mut msg: ChatMessage = serde_json::from_value(v.clone())
-            .map_err(|e| RequestError::BadMessage { index, message: e.to_string() })?;
-        msg.role = role.to_string();
-        if let Some(calls) = &mut msg.tool_calls {
-            normalize_tool_calls(calls, tool_format).map_err(|m| bad(&m))?;
+        let calls = m.tool_calls.iter().flatten();
+        if let Some(i) = calls.clone().position(|c| c.kind.as_deref().is_some_and(|k| k != "function")) {
+            let message = format!("tool_calls[{i}].type must be \"function\"");
+            return Err(RequestError::BadMessage { index, message });
         }
-        if obj.get("prefix").and_then(Value::as_bool).unwrap_or(false) {
-            if index + 1 != raw.len() {
+        let tool_calls = m.tool_calls.map(|calls| tool_calls_for_template(calls, tool_format));
+        let msg = ChatMessage {
+            role,
+            content: m.content.0,
+            reasoning_content: m.reasoning_content,
+            tool_calls,
+            tool_call_id: m.tool_call_id,
+            name: m.name,
+        };
+        if m.prefix {
+            if index + 1 != count {
                 return Err(RequestError::PrefixNotLast { index });
             }
-            if role != "assistant" {
+            if msg.role != "assistant" {
                 return Err(RequestError::PrefixNotAssistant { index });
             }
             prefix = Some(msg);
@@ -268,39 +511,33 @@ pub fn parse_messages(raw: &[Value], tool_format: Option<ToolFormat>) -> Result<
     Ok(Conversation { messages, prefix })
 }
 
-/// Give `tool_calls[i].function.arguments` the form the template expects: a
-/// JSON string for DeepSeek templates, an object for the others.
-fn normalize_tool_calls(calls: &mut Value, format: Option<ToolFormat>) -> Result<(), String> {
-    let list = calls.as_array_mut().ok_or("tool_calls must be a list")?;
+/// Tool calls as the template reads them, with `function.arguments` in the
+/// form it expects: a JSON string for DeepSeek templates, an object for the
+/// others.
+fn tool_calls_for_template(calls: Vec<ToolCallIn>, format: Option<ToolFormat>) -> Value {
     let as_string = format.is_some_and(ToolFormat::arguments_as_string);
-    for (i, call) in list.iter_mut().enumerate() {
-        // Templates index these fields: check their shapes before they do.
-        let call = call.as_object_mut().ok_or(format!("tool_calls[{i}] must be an object"))?;
-        match call.entry("type").or_insert_with(|| Value::String("function".into())) {
-            Value::String(t) if t == "function" => {}
-            _ => return Err(format!("tool_calls[{i}].type must be \"function\"")),
+    let calls = calls.into_iter().map(|call| {
+        let arguments = match (as_string, call.function.arguments) {
+            (_, None) => None,
+            (true, Some(Value::String(s))) => Some(Value::String(s)),
+            (true, Some(other)) => Some(Value::String(other.to_string())),
+            (false, Some(Value::String(s))) => Some(serde_json::from_str::<Value>(&s).unwrap_or(Value::String(s))),
+            (false, Some(other)) => Some(other),
+        };
+        let mut function = serde_json::Map::new();
+        function.insert("name".into(), Value::String(call.function.name));
+        if let Some(a) = arguments {
+            function.insert("arguments".into(), a);
         }
-        let f = call.get_mut("function").and_then(Value::as_object_mut);
-        let f = f.ok_or(format!("tool_calls[{i}].function must be an object with a \"name\""))?;
-        if !f.get("name").is_some_and(Value::is_string) {
-            return Err(format!("tool_calls[{i}].function.name must be a string"));
+        let mut out = serde_json::Map::new();
+        if let Some(id) = call.id {
+            out.insert("id".into(), Value::String(id));
         }
-        if call.get("id").is_some_and(|id| !id.is_string()) {
-            return Err(format!("tool_calls[{i}].id must be a string"));
-        }
-        let Some(args) = call.get_mut("function").and_then(|f| f.get_mut("arguments")) else { continue };
-        match (as_string, &*args) {
-            (true, Value::String(_)) | (false, Value::Object(_)) => {}
-            (true, other) => *args = Value::String(other.to_string()),
-            (false, Value::String(s)) => {
-                if let Ok(v) = serde_json::from_str::<Value>(s) {
-                    *args = v;
-                }
-            }
-            (false, _) => {}
-        }
-    }
-    Ok(())
+        out.insert("type".into(), Value::String(call.kind.unwrap_or_else(|| "function".into())));
+        out.insert("function".into(), Value::Object(function));
+        Value::Object(out)
+    });
+    Value::Array(calls.collect())
 }
 
 /// Size of a schema as JSON text.
@@ -320,43 +557,39 @@ pub enum ToolChoice {
 }
 
 /// Check `tools` and `tool_choice`; returns the tools and the choice.
-pub fn parse_tools(tools: &[Value], choice: Option<&Value>) -> Result<(Vec<ToolSpec>, ToolChoice), RequestError> {
+pub fn parse_tools(
+    tools: &[ToolIn],
+    choice: Option<&ToolChoiceIn>,
+) -> Result<(Vec<ToolSpec>, ToolChoice), RequestError> {
     if tools.len() > MAX_TOOLS {
         return Err(RequestError::TooMany { what: "tools", found: tools.len(), max: MAX_TOOLS });
     }
     let mut specs: Vec<ToolSpec> = Vec::with_capacity(tools.len());
     for (index, t) in tools.iter().enumerate() {
         let bad = |message: &str| RequestError::BadTool { index, message: message.to_string() };
-        match t.get("type").and_then(Value::as_str) {
+        match t.def.kind.as_deref() {
             Some("function") | None => {}
             Some(other) => return Err(bad(&format!("type {other:?} is not supported; use \"function\""))),
         }
-        let f = t.get("function").ok_or_else(|| bad("has no \"function\""))?;
-        let name = f.get("name").and_then(Value::as_str).filter(|n| !n.is_empty());
-        let name = name.ok_or_else(|| bad("the function has no \"name\""))?;
-        let parameters = f.get("parameters").cloned();
-        if parameters.as_ref().is_some_and(|p| !p.is_object()) {
-            return Err(bad("\"parameters\" must be a JSON schema object"));
+        let f = &t.def.function;
+        if f.name.is_empty() {
+            return Err(bad("the function has an empty \"name\""));
         }
+        let parameters = f.parameters.clone().map(Value::Object);
         if let Some(n) = parameters.as_ref().map(schema_bytes).filter(|&n| n > MAX_SCHEMA_BYTES) {
             return Err(bad(&format!("\"parameters\" is {n} bytes of JSON; at most {MAX_SCHEMA_BYTES} are allowed")));
         }
-        let strict = match f.get("strict") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(bad("\"strict\" must be true or false")),
-        };
-        specs.push(ToolSpec { name: name.to_string(), parameters, strict });
+        specs.push(ToolSpec { name: f.name.clone(), parameters, strict: f.strict.unwrap_or(false) });
     }
     let choice = match choice {
-        None | Some(Value::Null) => {
+        None => {
             if tools.is_empty() {
                 ToolChoice::None
             } else {
                 ToolChoice::Auto
             }
         }
-        Some(Value::String(s)) => match s.as_str() {
+        Some(ToolChoiceIn::Mode(s)) => match s.as_str() {
             "none" => ToolChoice::None,
             "auto" => ToolChoice::Auto,
             "required" => ToolChoice::Required,
@@ -366,13 +599,11 @@ pub fn parse_tools(tools: &[Value], choice: Option<&Value>) -> Result<(Vec<ToolS
                 )))
             }
         },
-        Some(v) => {
-            let name = v.pointer("/function/name").and_then(Value::as_str);
-            let name = name.ok_or_else(|| RequestError::ToolChoice("an object choice needs function.name".into()))?;
-            if !specs.iter().any(|t| t.name == name) {
+        Some(ToolChoiceIn::Named(name)) => {
+            if !specs.iter().any(|t| &t.name == name) {
                 return Err(RequestError::ToolChoice(format!("{name:?} is not one of the tools")));
             }
-            ToolChoice::Named(name.to_string())
+            ToolChoice::Named(name.clone())
         }
     };
     if tools.is_empty() && choice != ToolChoice::None {
@@ -387,20 +618,80 @@ mod tests {
     use serde_json::json;
 
     fn common(v: Value) -> Result<Common, RequestError> {
-        validate_common(&serde_json::from_value(v).unwrap(), 100)
+        validate_common(&serde_json::from_value(v).unwrap(), 100, 1000)
+    }
+
+    fn messages(v: Value) -> Vec<MessageIn> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn tools(v: Value) -> Vec<ToolIn> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn choice(v: Value) -> ToolChoiceIn {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// The error a whole chat body gets, as the client sees its message.
+    fn chat_error(body: Value) -> String {
+        parse_body::<ChatRequest>(body.to_string().as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_shape_is_named_by_its_path() {
+        let user = json!({"role": "user", "content": "hi"});
+        let cases = [
+            (json!({"messages": [user, {"role": "assistant", "tool_calls": [1]}]}), "messages[1].tool_calls[0]"),
+            (
+                json!({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": 5}}]}]}),
+                "messages[0].tool_calls[0].function.name",
+            ),
+            (json!({"messages": [{"role": 7}]}), "messages[0].role"),
+            (json!({"messages": [{"role": "user", "content": 3}]}), "messages[0].content"),
+            (json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}), "messages[0].content"),
+            (json!({"messages": [user], "temperature": "hot"}), "temperature"),
+            (json!({"messages": [user], "stop": 5}), "stop"),
+            (json!({"messages": [user], "tools": [{"function": {"name": "f", "parameters": [1]}}]}), "tools[0]"),
+            (json!({"messages": [user], "tool_choice": 5}), "tool_choice"),
+            (json!({"messages": [user], "response_format": {"type": 1}}), "response_format.type"),
+            (json!({"messages": [user], "logit_bias": {"5": "x"}}), "logit_bias.5"),
+            (json!({"messages": [user], "stream_options": {"include_usage": 1}}), "stream_options.include_usage"),
+        ];
+        for (body, path) in cases {
+            let e = chat_error(body.clone());
+            assert!(e.starts_with(&format!("{path}: ")), "{body}: {e}");
+        }
+        // Trailing bytes and a body that is not an object are the body's fault.
+        let e = parse_body::<ChatRequest>(b"{\"messages\": []} x").unwrap_err();
+        assert!(matches!(e, RequestError::Body(_)), "{e}");
+        let e = parse_body::<ChatRequest>(b"[1]").unwrap_err();
+        assert!(matches!(e, RequestError::Body(_)), "{e}");
+    }
+
+    #[test]
+    fn content_parts_join_their_text() {
+        let m = messages(
+            json!([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                               {"role": "assistant", "content": null}]),
+        );
+        let c = parse_messages(m, None).unwrap();
+        assert_eq!((c.messages[0].content.as_str(), c.messages[1].content.as_str()), ("ab", ""));
     }
 
     #[test]
     fn message_count_and_schema_size_are_bounded() {
-        let many: Vec<Value> = vec![json!({"role": "user", "content": "x"}); MAX_MESSAGES + 1];
-        assert!(matches!(parse_messages(&many, None), Err(RequestError::TooMany { what: "messages", .. })));
-        assert!(parse_messages(&many[..MAX_MESSAGES], None).is_ok());
+        let many = || messages(Value::Array(vec![json!({"role": "user", "content": "x"}); MAX_MESSAGES + 1]));
+        assert!(matches!(parse_messages(many(), None), Err(RequestError::TooMany { what: "messages", .. })));
+        let mut fewer = many();
+        fewer.pop();
+        assert!(parse_messages(fewer, None).is_ok());
         let big: serde_json::Map<String, Value> =
             (0..4000).map(|i| (format!("field_{i:05}"), json!({"type": "string"}))).collect();
         let schema = json!({"type": "object", "properties": big});
         assert!(schema_bytes(&schema) > MAX_SCHEMA_BYTES);
-        let tool = json!({"type": "function", "function": {"name": "f", "parameters": schema}});
-        let e = parse_tools(&[tool], None).unwrap_err().to_string();
+        let tool = tools(json!([{"type": "function", "function": {"name": "f", "parameters": schema}}]));
+        let e = parse_tools(&tool, None).unwrap_err().to_string();
         assert!(e.contains("at most 65536 are allowed"), "{e}");
     }
 
@@ -424,6 +715,25 @@ mod tests {
     }
 
     #[test]
+    fn logit_bias_is_checked_and_bounded() {
+        let c = common(json!({"logit_bias": {"5": -100, "999": 2.5}})).unwrap();
+        assert_eq!(c.sampler.logit_bias, vec![(5, -100.0), (999, 2.5)]);
+        for (bias, says) in [
+            (json!({"1000": 1}), "the vocabulary has 1000 tokens"),
+            (json!({"abc": 1}), "keys are token ids"),
+            (json!({"-1": 1}), "keys are token ids"),
+            (json!({"5": 101}), "between -100 and 100"),
+        ] {
+            let e = common(json!({ "logit_bias": bias })).unwrap_err().to_string();
+            assert!(e.starts_with("logit_bias: ") && e.contains(says), "{bias}: {e}");
+        }
+        let many: serde_json::Map<String, Value> = (0..=MAX_LOGIT_BIAS).map(|i| (i.to_string(), json!(1))).collect();
+        let e =
+            validate_common(&serde_json::from_value(json!({ "logit_bias": many })).unwrap(), 100, 5000).unwrap_err();
+        assert!(matches!(e, RequestError::TooMany { what: "logit_bias", .. }), "{e}");
+    }
+
+    #[test]
     fn budgets() {
         assert_eq!(budget(10, None, None, 100).unwrap(), 90);
         assert_eq!(budget(10, None, Some(16), 100).unwrap(), 16);
@@ -433,47 +743,53 @@ mod tests {
 
     #[test]
     fn messages_and_prefix() {
-        let m = json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hel", "prefix": true}]);
-        let c = parse_messages(m.as_array().unwrap(), None).unwrap();
+        let m = messages(
+            json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hel", "prefix": true}]),
+        );
+        let c = parse_messages(m, None).unwrap();
         assert_eq!((c.messages.len(), c.prefix.unwrap().content), (1, "Hel".to_string()));
-        let bad = json!([{"role": "wizard", "content": "x"}]);
-        assert!(matches!(
-            parse_messages(bad.as_array().unwrap(), None),
-            Err(RequestError::UnknownRole { index: 0, .. })
-        ));
-        let bad = json!([{"role": "assistant", "content": "x", "prefix": true}, {"role": "user", "content": "y"}]);
-        assert!(matches!(parse_messages(bad.as_array().unwrap(), None), Err(RequestError::PrefixNotLast { index: 0 })));
-        let bad = json!([{"role": "user", "content": "x", "prefix": true}]);
-        assert!(matches!(
-            parse_messages(bad.as_array().unwrap(), None),
-            Err(RequestError::PrefixNotAssistant { index: 0 })
-        ));
-        assert!(matches!(parse_messages(&[], None), Err(RequestError::EmptyMessages)));
+        let bad = messages(json!([{"role": "wizard", "content": "x"}]));
+        assert!(matches!(parse_messages(bad, None), Err(RequestError::UnknownRole { index: 0, .. })));
+        let bad =
+            messages(json!([{"role": "assistant", "content": "x", "prefix": true}, {"role": "user", "content": "y"}]));
+        assert!(matches!(parse_messages(bad, None), Err(RequestError::PrefixNotLast { index: 0 })));
+        let bad = messages(json!([{"role": "user", "content": "x", "prefix": true}]));
+        assert!(matches!(parse_messages(bad, None), Err(RequestError::PrefixNotAssistant { index: 0 })));
+        assert!(matches!(parse_messages(Vec::new(), None), Err(RequestError::EmptyMessages)));
+        let bad = messages(json!([{"role": "assistant", "tool_calls": [{"type": "x", "function": {"name": "f"}}]}]));
+        let e = parse_messages(bad, None).unwrap_err().to_string();
+        assert_eq!(e, "messages[0]: tool_calls[0].type must be \"function\"");
     }
 
     #[test]
     fn tool_call_arguments_follow_the_template() {
-        let m = json!([{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}]);
-        let c = parse_messages(m.as_array().unwrap(), Some(ToolFormat::Hermes)).unwrap();
+        let m = || {
+            messages(
+                json!([{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}]),
+            )
+        };
+        let c = parse_messages(m(), Some(ToolFormat::Hermes)).unwrap();
         assert_eq!(c.messages[0].tool_calls.as_ref().unwrap()[0]["function"]["arguments"], json!({"a": 1}));
-        let c = parse_messages(m.as_array().unwrap(), Some(ToolFormat::DeepSeek { typed: true })).unwrap();
+        let c = parse_messages(m(), Some(ToolFormat::DeepSeek { typed: true })).unwrap();
         let call = &c.messages[0].tool_calls.as_ref().unwrap()[0];
         assert_eq!((&call["function"]["arguments"], &call["type"]), (&json!("{\"a\": 1}"), &json!("function")));
     }
 
     #[test]
     fn tools_and_choices() {
-        let tools =
-            vec![json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}})];
-        assert_eq!(parse_tools(&tools, None).unwrap().1, ToolChoice::Auto);
-        let named = json!({"type": "function", "function": {"name": "get_weather"}});
-        assert_eq!(parse_tools(&tools, Some(&named)).unwrap().1, ToolChoice::Named("get_weather".into()));
-        let unknown = json!({"type": "function", "function": {"name": "nope"}});
-        assert!(matches!(parse_tools(&tools, Some(&unknown)), Err(RequestError::ToolChoice(_))));
-        assert!(matches!(
-            parse_tools(&[json!({"type": "function"})], None),
-            Err(RequestError::BadTool { index: 0, .. })
-        ));
-        assert!(matches!(parse_tools(&[], Some(&json!("required"))), Err(RequestError::ToolChoice(_))));
+        let t =
+            tools(json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]));
+        assert_eq!(parse_tools(&t, None).unwrap().1, ToolChoice::Auto);
+        let named = choice(json!({"type": "function", "function": {"name": "get_weather"}}));
+        assert_eq!(parse_tools(&t, Some(&named)).unwrap().1, ToolChoice::Named("get_weather".into()));
+        let unknown = choice(json!({"type": "function", "function": {"name": "nope"}}));
+        assert!(matches!(parse_tools(&t, Some(&unknown)), Err(RequestError::ToolChoice(_))));
+        assert!(serde_json::from_value::<Vec<ToolIn>>(json!([{"type": "function"}])).is_err());
+        let empty = tools(json!([{"function": {"name": ""}}]));
+        assert!(matches!(parse_tools(&empty, None), Err(RequestError::BadTool { index: 0, .. })));
+        let other = tools(json!([{"type": "retrieval", "function": {"name": "f"}}]));
+        assert!(matches!(parse_tools(&other, None), Err(RequestError::BadTool { index: 0, .. })));
+        assert!(matches!(parse_tools(&[], Some(&choice(json!("required")))), Err(RequestError::ToolChoice(_))));
+        assert!(matches!(parse_tools(&t, Some(&choice(json!("sometimes")))), Err(RequestError::ToolChoice(_))));
     }
 }
