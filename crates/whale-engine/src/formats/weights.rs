@@ -179,12 +179,15 @@ fn dequantize_fp8(
     Ok(())
 }
 
-/// Parse one safetensors file: `u64 header length | JSON header | data`.
+/// Read one safetensors file (`u64 header length | JSON header | data`) with
+/// the `safetensors` crate, which checks the header and that the tensors'
+/// data cover the file exactly; the data stay memory-mapped.
 fn read_safetensors(
     path: &Path,
     out: &mut HashMap<String, TensorView>,
     fp8: &mut HashMap<String, Fp8Tensor>,
 ) -> Result<(), WeightError> {
+    use safetensors::{Dtype, SafeTensorError, SafeTensors};
     let io = |source| WeightError::Io { path: path.to_path_buf(), source };
     let bad = |msg: String| WeightError::BadSafetensors { path: path.to_path_buf(), msg };
     let file = std::fs::File::open(path).map_err(io)?;
@@ -192,49 +195,34 @@ fn read_safetensors(
     // about other processes truncating the file.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
     let storage = Storage::mapped(map);
-    if storage.len() < 8 {
-        return Err(bad(format!("file has {} bytes, too short for a header", storage.len())));
-    }
-    let header_len = u64::from_le_bytes(storage[..8].try_into().expect("8 bytes"));
-    if header_len > storage.len() as u64 - 8 || header_len > 100 << 20 {
-        return Err(bad(format!("header length {header_len} exceeds the file ({} bytes)", storage.len())));
-    }
-    let data_start = 8 + header_len as usize;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&storage[8..data_start]).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
-    for (name, info) in header {
-        if name == "__metadata__" {
-            continue;
+    let (header_len, meta) = SafeTensors::read_metadata(&storage[..]).map_err(|e| match e {
+        // Say how far the header's offsets reach: a truncated download.
+        SafeTensorError::MetadataIncompleteBuffer => {
+            let header_len = u64::from_le_bytes(storage[..8].try_into().expect("checked by the crate")) as usize;
+            let declared = serde_json::from_slice::<safetensors::tensor::Metadata>(&storage[8..8 + header_len])
+                .map_or(0, |m| 8 + header_len + m.data_len());
+            bad(format!(
+                "the header's data_offsets reach byte {declared}, but the file has {} bytes (truncated or corrupt)",
+                storage.len()
+            ))
         }
-        let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("?").to_string();
-        let shape: Vec<usize> = info
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect())
-            .ok_or_else(|| bad(format!("tensor {name:?} has no shape")))?;
-        let offs: Vec<u64> = info
-            .get("data_offsets")
-            .and_then(|s| s.as_array())
-            .map(|a| a.iter().filter_map(|d| d.as_u64()).collect())
-            .filter(|o: &Vec<u64>| o.len() == 2)
-            .ok_or_else(|| bad(format!("tensor {name:?} has no data_offsets")))?;
-        let (ty, width) = match dtype.as_str() {
-            "F32" => (Some(GgmlType::F32), 4),
-            "F16" => (Some(GgmlType::F16), 2),
-            "BF16" => (Some(GgmlType::BF16), 2),
-            "F8_E4M3" => (None, 1),
-            _ => return Err(WeightError::UnsupportedDtype { name, dtype }),
+        e => bad(e.to_string()),
+    })?;
+    let data_start = 8 + header_len;
+    for (name, info) in meta.tensors() {
+        let ty = match info.dtype {
+            Dtype::F32 => Some(GgmlType::F32),
+            Dtype::F16 => Some(GgmlType::F16),
+            Dtype::BF16 => Some(GgmlType::BF16),
+            Dtype::F8_E4M3 => None,
+            other => return Err(WeightError::UnsupportedDtype { name, dtype: other.to_string() }),
         };
-        let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).filter(|&n| n < 1 << 48);
-        let Some(n) = n else { return Err(bad(format!("tensor {name:?} has an absurd shape {shape:?}"))) };
-        let bytes = n * width;
-        let (s, e) = (offs[0], offs[1]);
-        if e < s || e - s != bytes || data_start as u64 + e > storage.len() as u64 {
-            return Err(bad(format!(
-                "tensor {name:?} ({dtype}, shape {shape:?}) has data_offsets [{s}, {e}] that do not fit its size or the file"
-            )));
+        let shape = info.shape.clone();
+        if shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).is_none_or(|n| n >= 1 << 48) {
+            return Err(bad(format!("tensor {name:?} has an absurd shape {shape:?}")));
         }
-        let data = storage.slice(data_start + s as usize..data_start + e as usize);
+        let (s, e) = info.data_offsets;
+        let data = storage.slice(data_start + s..data_start + e);
         match ty {
             Some(ty) => {
                 out.insert(name.clone(), TensorView { name, ty, shape, data });

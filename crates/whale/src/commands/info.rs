@@ -16,17 +16,9 @@ pub struct InfoArgs {
     pub all_tensors: bool,
 }
 
+/// A size in decimal units (`4.68 GB`).
 fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 {
-        format!("{:.2} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.2} MB", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{:.1} kB", b / 1e3)
-    } else {
-        format!("{bytes} B")
-    }
+    indicatif::DecimalBytes(bytes).to_string()
 }
 
 /// KV-cache sizes of a DeepSeek model: the latent MLA caches against the
