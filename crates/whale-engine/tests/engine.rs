@@ -116,18 +116,52 @@ fn prefix_cache_hit_gives_the_same_tokens() {
     let (a2, _, done_a2) = collect(engine.submit(greedy(with(&[50, 51, 52]), 8), None).unwrap());
     assert!(done_a2.cached_tokens >= 300, "{done_a2:?}");
     assert_eq!(a2, a);
-    // While a request with the prefix runs (it took the only pooled session),
-    // a new one copies the shared prefix out of its session.
-    let running = engine.submit(greedy(with(&[70, 71, 72, 73]), 40), None).unwrap();
+    // The same prompt again: all but its last token come from the cache.
+    let (b2, _, done_b2) = collect(engine.submit(greedy(with(&[60, 61]), 8), None).unwrap());
+    assert_eq!(done_b2.cached_tokens, 301);
+    assert_eq!(b2, b);
+    // While a request with a new 200-token prefix runs, a second one with the
+    // same prefix copies it out of the running session.
+    let other: Vec<u32> = (0..200).map(|i| 3000 + i * 7).collect();
+    let running = engine.submit(greedy([other.as_slice(), &[70, 71, 72, 73]].concat(), 40), None).unwrap();
     assert!(matches!(running.recv(), Some(Event::Started { .. })));
     assert!(matches!(running.recv(), Some(Event::Token(_))));
-    let (b2, _, done_b2) = collect(engine.submit(greedy(with(&[60, 61]), 8), None).unwrap());
-    assert_eq!(done_b2.cached_tokens, 300);
-    assert_eq!(b2, b);
+    let (_, _, done_c) = collect(engine.submit(greedy([other.as_slice(), &[80, 81]].concat(), 8), None).unwrap());
+    assert_eq!(done_c.cached_tokens, 200);
     drop(running);
     let stats = engine.stats();
     assert!(stats.cache_hit_tokens >= 600, "{stats:?}");
     assert!(stats.cached_sessions >= 1);
+}
+
+/// Requests that alternate between a few system prompts (tenants) which share
+/// only their first tokens (the template's): each finds its own prefix again.
+/// A partial match is copied out of the cached session, which stays for the
+/// prompts it still serves; taking it over would cut it to the shared start.
+#[test]
+fn alternating_system_prompts_each_stay_cached() {
+    let (engine, _) = start(tiny_deepseek(), config(1, 4));
+    let template = [7u32, 8, 9, 10, 11];
+    let tenants: Vec<Vec<u32>> = (0..3u32)
+        .map(|t| [&template[..], &(0..150).map(|i| 5000 + t * 1000 + i).collect::<Vec<u32>>()].concat())
+        .collect();
+    for round in 0..3u32 {
+        for (t, system) in tenants.iter().enumerate() {
+            let prompt = [system.as_slice(), &[90 + round, 91 + round]].concat();
+            let (_, _, done) = collect(engine.submit(greedy(prompt, 4), None).unwrap());
+            let want = if round == 0 {
+                if t == 0 {
+                    0
+                } else {
+                    template.len()
+                }
+            } else {
+                system.len()
+            };
+            assert_eq!(done.cached_tokens, want, "round {round}, tenant {t}");
+        }
+    }
+    assert_eq!(engine.stats().cached_sessions, 3 * 3);
 }
 
 #[test]

@@ -209,6 +209,13 @@ pub struct EngineStats {
     pub panics: u64,
 }
 
+/// What a handle sends the engine thread.
+enum Msg {
+    Job(Box<Job>),
+    /// Drop the prefix cache's sessions; the count goes back.
+    FlushCache(Sender<usize>),
+}
+
 struct Job {
     req: ValidRequest,
     /// `None` only while the job is dropped.
@@ -297,7 +304,7 @@ impl Drop for EventStream {
 /// A cheap, cloneable handle to the engine thread.
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: Sender<Job>,
+    tx: Sender<Msg>,
     shared: Arc<Shared>,
     config: EngineConfig,
     vocab: usize,
@@ -306,7 +313,7 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Start the engine thread; it runs until every handle is dropped.
     pub fn start(model: Box<dyn Model>, tokenizer: Arc<Tokenizer>, config: EngineConfig) -> EngineHandle {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let shared = Arc::new(Shared::default());
         let vocab = model.info().vocab_size;
         let cfg = EngineConfig { parallel: config.parallel.max(1), ..config };
@@ -356,11 +363,21 @@ impl EngineHandle {
         let (etx, erx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job { req, tx: Some(etx), cancel: cancel.clone(), waker, submitted: Instant::now() };
-        if self.tx.send(job).is_err() {
+        if self.tx.send(Msg::Job(Box::new(job))).is_err() {
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(SubmitError::Stopped);
         }
         Ok(EventStream { rx: erx, cancel })
+    }
+
+    /// Empty the prefix cache, after every request submitted before this
+    /// call has been queued; returns the sessions dropped (`None` if the
+    /// engine has stopped). Blocks until the engine thread has done it: at
+    /// most one step of the running batch.
+    pub fn flush_cache(&self) -> Option<usize> {
+        let (tx, rx) = mpsc::channel();
+        self.tx.send(Msg::FlushCache(tx)).ok()?;
+        rx.recv().ok()
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -469,7 +486,7 @@ impl<'t> Engine<'t> {
         Engine { model, tok, cfg, shared, waiting, running, pool, bytes_per_token }
     }
 
-    fn run(&mut self, rx: Receiver<Job>) {
+    fn run(&mut self, rx: Receiver<Msg>) {
         let mut open = true;
         loop {
             if self.running.is_empty() && self.waiting.is_empty() {
@@ -477,13 +494,13 @@ impl<'t> Engine<'t> {
                     return;
                 }
                 match rx.recv() {
-                    Ok(job) => self.waiting.push_back(job),
+                    Ok(msg) => self.take(msg),
                     Err(_) => return,
                 }
             }
             while open {
                 match rx.try_recv() {
-                    Ok(job) => self.waiting.push_back(job),
+                    Ok(msg) => self.take(msg),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
                 }
@@ -497,6 +514,19 @@ impl<'t> Engine<'t> {
             self.retire();
             let kv: usize = self.running.iter().map(|s| s.session.cache.len).sum();
             self.shared.kv_tokens.store(kv, Ordering::Relaxed);
+        }
+    }
+
+    /// A message from a handle: a request joins the queue; a flush empties
+    /// the prefix cache (running sequences keep their caches).
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Job(job) => self.waiting.push_back(*job),
+            Msg::FlushCache(done) => {
+                let n = self.pool.clear();
+                self.publish_pool();
+                let _ = done.send(n);
+            }
         }
     }
 
@@ -590,7 +620,20 @@ impl<'t> Engine<'t> {
                 (s, c)
             }
             _ => match self.pool.take_best(prompt) {
-                Some(found) => found,
+                // The prompt continues the whole cached session (the next
+                // turn of a conversation): take it over, nothing is lost.
+                Some((s, c)) if c == s.tokens.len() => (s, c),
+                // Only a part is shared (a system prompt, then other text):
+                // copy that part out and keep the cached session for the
+                // prompts it still serves. Taking it over would truncate it,
+                // and requests that alternate between a few system prompts
+                // would then never find theirs.
+                Some((cached, c)) => {
+                    let mut s = self.fresh_session(capacity);
+                    copy_prefix(&cached, &mut s, c);
+                    self.pool.put(cached);
+                    (s, c)
+                }
                 None => (self.fresh_session(capacity), 0),
             },
         };

@@ -130,6 +130,14 @@ impl SessionPool {
         self.bytes + bytes <= self.max_bytes
     }
 
+    /// Drop every kept session; returns how many there were.
+    pub fn clear(&mut self) -> usize {
+        let n = self.entries.len();
+        self.entries.clear();
+        self.bytes = 0;
+        n
+    }
+
     /// Keep a finished session; evicts least recently used ones beyond the
     /// bound (the new one too, if it alone is larger than the bound).
     pub fn put(&mut self, session: Session) {
