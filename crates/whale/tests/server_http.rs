@@ -395,6 +395,20 @@ fn prefix_completion_continues_the_assistant_message() {
         );
         assert!(joined.len() > prefix.len());
     }
+    // vLLM's and SGLang's spelling of the same request (what the SGLang
+    // gateway forwards; it drops "prefix") gives the same answer.
+    let (_, want) = post(&s, "/chat/completions", &body);
+    let mut alias = body.clone();
+    alias["messages"][1].as_object_mut().unwrap().remove("prefix");
+    alias["continue_final_message"] = json!(true);
+    let (code, v) = post(&s, "/chat/completions", &alias);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(content(&v), content(&want));
+    let mut bad = alias.clone();
+    bad["messages"] = json!([{"role": "user", "content": "hi"}]);
+    let (code, v) = post(&s, "/chat/completions", &bad);
+    assert_eq!(code, 400, "{v}");
+    assert!(error_message(&v).contains("only for an assistant message"), "{v}");
 }
 
 #[test]
@@ -618,4 +632,46 @@ fn a_body_sent_too_slowly_gets_408_and_the_server_goes_on() {
     // Other clients are served meanwhile and after.
     let (code, v) = post(&s, "/chat/completions", &chat_body("Hi", 2));
     assert_eq!(code, 200, "{v}");
+}
+
+/// What a router in front of several workers (the SGLang Model Gateway) asks
+/// of each: server and model info, load, a cache flush, a generation check.
+#[test]
+fn endpoints_a_router_calls_on_a_worker() {
+    let s = Server::start(&smollm2(), &["--ctx", "256", "--parallel", "3", "--api-key", "k"]);
+    let auth = "Authorization: Bearer k";
+    let get = |path: &str| -> (u16, Value) {
+        let (code, text) = curl(&["-H", auth, &s.url(path)]);
+        (code, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}")))
+    };
+    let (_, models) = get("/v1/models");
+    for path in ["/server_info", "/get_server_info"] {
+        let (code, v) = get(path);
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["served_model_name"], models["data"][0]["id"], "{v}");
+        assert_eq!((v["max_running_requests"].as_u64(), v["context_length"].as_u64()), (Some(3), Some(256)), "{v}");
+        // From a model_path the gateway would try to fetch a tokenizer from the hub.
+        assert!(v.get("model_path").is_none(), "{v}");
+    }
+    let (_, info) = get("/model_info");
+    assert_eq!((info["model_type"].as_str(), info["is_generation"].as_bool()), (Some("llama"), Some(true)), "{info}");
+    let (_, load) = get("/get_load");
+    assert_eq!(load, json!([{"dp_rank": 0, "num_reqs": 0, "num_waiting_reqs": 0, "num_tokens": 0}]));
+    // A request leaves a session in the prefix cache; a flush drops it.
+    let body = chat_body("Tell me about whales.", 4);
+    let hit =
+        |s: &Server| post_with(s, "/v1/chat/completions", &body, &[auth]).1["usage"]["prompt_cache_hit_tokens"].clone();
+    hit(&s);
+    assert!(hit(&s).as_u64().unwrap() > 0);
+    let (code, v) = post_with(&s, "/flush_cache", &json!({}), &[auth]);
+    assert_eq!(code, 200, "{v}");
+    assert!(v["flushed_sessions"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(hit(&s), json!(0));
+    let (code, v) = get("/health_generate");
+    assert_eq!((code, v), (200, json!({"status": "ok"})));
+    // The API key guards them as it does the API (not /health).
+    let (code, _) = curl(&[&s.url("/server_info")]);
+    assert_eq!(code, 401);
+    let (code, _) = curl(&[&s.url("/health")]);
+    assert_eq!(code, 200);
 }

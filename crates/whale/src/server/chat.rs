@@ -100,7 +100,13 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
     };
     let tools = req.tools.unwrap_or_default();
     let (specs, choice) = parse_tools(&tools, req.tool_choice.as_ref())?;
-    let mut conv = parse_messages(req.messages, chat.tool_format)?;
+    let mut messages = req.messages;
+    if req.continue_final_message == Some(true) {
+        if let Some(last) = messages.last_mut() {
+            last.prefix = true;
+        }
+    }
+    let mut conv = parse_messages(messages, chat.tool_format)?;
     // The request's text stays text: spellings of control tokens in it are
     // broken, so only the template's markup becomes control ids.
     let tok = &app.tok;

@@ -15,6 +15,7 @@ mod metrics;
 mod models;
 pub mod request;
 mod sse;
+mod worker;
 
 use std::future::IntoFuture;
 use std::path::PathBuf;
@@ -126,6 +127,8 @@ pub struct AppState {
     pub chat: Option<ChatSetup>,
     pub fim: Option<Fim>,
     pub model_id: String,
+    /// The architecture's `model_type` (`qwen2`, `llama`, `deepseek_v3`).
+    pub architecture: String,
     /// Unix time the server started (the model's `created`).
     pub created: u64,
     pub api_key: Option<String>,
@@ -210,6 +213,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let fim = Fim::detect(&tok);
+    let architecture = m.model.info().architecture.name().to_string();
     let config = EngineConfig { parallel: a.parallel, max_queue: a.max_queue, ctx, cache_bytes: a.cache_mb << 20 };
     let engine = EngineHandle::start(m.model, tok.clone(), config);
     let metrics = Arc::new(metrics::Metrics::new(engine.clone()));
@@ -219,6 +223,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         chat,
         fim,
         model_id: a.alias.clone().unwrap_or_else(|| model_id(&a.model)),
+        architecture,
         created: unix_now(),
         api_key,
         metrics,
@@ -308,6 +313,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route(&format!("{base}/models/{{id}}"), get(models::one))
             .route(&format!("{base}/health"), get(health));
     }
+    // What a router in front of several workers calls (see worker.rs).
+    r = r
+        .route("/server_info", get(worker::server_info))
+        .route("/get_server_info", get(worker::server_info))
+        .route("/model_info", get(worker::model_info))
+        .route("/get_model_info", get(worker::model_info))
+        .route("/get_load", get(worker::load))
+        .route("/flush_cache", post(worker::flush_cache))
+        .route("/health_generate", get(worker::health_generate));
     r.route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -111,6 +111,9 @@ pub struct ChatRequest {
     pub tool_choice: Option<ToolChoiceIn>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
+    /// vLLM's and SGLang's name for prefix completion: the last (assistant)
+    /// message is continued, as with DeepSeek's `"prefix": true` on it.
+    pub continue_final_message: Option<bool>,
 }
 
 impl HasCommon for ChatRequest {

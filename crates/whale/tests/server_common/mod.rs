@@ -144,15 +144,19 @@ pub fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
 }
 
 pub fn post_with(server: &Server, path: &str, body: &Value, headers: &[&str]) -> (u16, Value) {
+    post_url(&server.url(path), body, headers)
+}
+
+/// POST a JSON body to any URL (a worker, or a gateway in front of workers).
+pub fn post_url(url: &str, body: &Value, headers: &[&str]) -> (u16, Value) {
     let data = body.to_string();
     let mut args = vec!["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", &data];
     for h in headers {
         args.extend(["-H", h]);
     }
-    let url = server.url(path);
-    args.push(&url);
+    args.push(url);
     let (code, text) = curl(&args);
-    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text:?}"));
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text:?}"));
     (code, v)
 }
 
