@@ -328,7 +328,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RequestE
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
-        if path == "." {
+        // "." is the body itself, "?" a place with no field name (a bad key).
+        if path == "." || path.starts_with('?') {
             RequestError::Body(message)
         } else {
             RequestError::Field { path, message }
@@ -669,6 +670,8 @@ mod tests {
         let e = parse_body::<ChatRequest>(b"{\"messages\": []} x").unwrap_err();
         assert!(matches!(e, RequestError::Body(_)), "{e}");
         let e = parse_body::<ChatRequest>(b"[1]").unwrap_err();
+        assert!(matches!(e, RequestError::Body(_)), "{e}");
+        let e = parse_body::<ChatRequest>(b"{oops").unwrap_err();
         assert!(matches!(e, RequestError::Body(_)), "{e}");
     }
 
