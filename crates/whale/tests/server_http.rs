@@ -186,7 +186,7 @@ fn errors_have_their_status_and_shape_and_never_500() {
         (
             "/chat/completions",
             json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}),
-            "messages[0].content: only \"text\" content parts are supported",
+            "messages[0].content: a content part of type \"image_url\" is not supported by this model",
         ),
         ("/chat/completions", json!({"messages": msgs("hi"), "tool_choice": 3}), "tool_choice: expected a string"),
         (
@@ -248,6 +248,22 @@ fn errors_have_their_status_and_shape_and_never_500() {
         "POST",
         "-H",
         "Content-Type: application/json",
+        "--data-binary",
+        &at,
+        &s.url("/chat/completions"),
+    ]);
+    assert_eq!(code, 413, "{text}");
+    assert!(error_message(&serde_json::from_str(&text).unwrap()).contains("larger than the limit of 8192 bytes"));
+    // The same without a length (chunked): refused once 8192 bytes have come.
+    let chunked = json!({"messages": msgs(&"x".repeat(20_000))}).to_string();
+    std::fs::write(&file, chunked).unwrap();
+    let (code, text) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        "Transfer-Encoding: chunked",
         "--data-binary",
         &at,
         &s.url("/chat/completions"),

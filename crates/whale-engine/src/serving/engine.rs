@@ -212,8 +212,8 @@ pub struct EngineStats {
 /// What a handle sends the engine thread.
 enum Msg {
     Job(Box<Job>),
-    /// Drop the prefix cache's sessions; the count goes back.
-    FlushCache(Sender<usize>),
+    /// Drop the prefix cache's sessions; the callback gets their count.
+    FlushCache(Box<dyn FnOnce(usize) + Send>),
 }
 
 struct Job {
@@ -370,14 +370,13 @@ impl EngineHandle {
         Ok(EventStream { rx: erx, cancel })
     }
 
-    /// Empty the prefix cache, after every request submitted before this
-    /// call has been queued; returns the sessions dropped (`None` if the
-    /// engine has stopped). Blocks until the engine thread has done it: at
-    /// most one step of the running batch.
-    pub fn flush_cache(&self) -> Option<usize> {
-        let (tx, rx) = mpsc::channel();
-        self.tx.send(Msg::FlushCache(tx)).ok()?;
-        rx.recv().ok()
+    /// Empty the prefix cache once every request submitted before this call
+    /// has been queued (requests submitted after it find nothing cached);
+    /// `done` gets the number of sessions dropped, on the engine thread,
+    /// within one step of the running batch. `false` if the engine has
+    /// stopped (`done` is not called).
+    pub fn flush_cache(&self, done: impl FnOnce(usize) + Send + 'static) -> bool {
+        self.tx.send(Msg::FlushCache(Box::new(done))).is_ok()
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -525,7 +524,7 @@ impl<'t> Engine<'t> {
             Msg::FlushCache(done) => {
                 let n = self.pool.clear();
                 self.publish_pool();
-                let _ = done.send(n);
+                done(n);
             }
         }
     }
@@ -620,14 +619,16 @@ impl<'t> Engine<'t> {
                 (s, c)
             }
             _ => match self.pool.take_best(prompt) {
-                // The prompt continues the whole cached session (the next
-                // turn of a conversation): take it over, nothing is lost.
-                Some((s, c)) if c == s.tokens.len() => (s, c),
-                // Only a part is shared (a system prompt, then other text):
-                // copy that part out and keep the cached session for the
-                // prompts it still serves. Taking it over would truncate it,
-                // and requests that alternate between a few system prompts
-                // would then never find theirs.
+                // The prompt continues (nearly) all of the cached session:
+                // the next turn of a conversation, whose last tokens the
+                // template may write differently, or another question after
+                // the same system prompt. Take it over; little is lost.
+                Some((s, c)) if s.tokens.len() - c <= s.tokens.len() / 8 => (s, c),
+                // Only a smaller part is shared (the template's first tokens,
+                // then another system prompt): copy that part out and keep
+                // the cached session for the prompts it still serves. Taking
+                // it over would cut it there, and requests that alternate
+                // between a few system prompts would never find theirs.
                 Some((cached, c)) => {
                     let mut s = self.fresh_session(capacity);
                     copy_prefix(&cached, &mut s, c);

@@ -157,6 +157,7 @@ impl StopScanner {
 
     /// End of output: everything still held back.
     pub fn finish(&mut self) -> String {
+        self.state = 0;
         std::mem::take(&mut self.held)
     }
 }
@@ -246,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn the_work_per_token_does_not_grow_with_the_stop_strings() {
+    fn sixteen_long_overlapping_stop_strings_stay_bounded() {
         // 16 stop strings of 256 bytes sharing long prefixes, and an output
         // that keeps almost matching them: the automaton has at most
         // 16 × 256 states, and each byte of output is one step.

@@ -103,7 +103,7 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
     let mut messages = req.messages;
     if req.continue_final_message == Some(true) {
         if let Some(last) = messages.last_mut() {
-            last.prefix = true;
+            last.prefix = Some(true);
         }
     }
     let mut conv = parse_messages(messages, chat.tool_format)?;

@@ -361,6 +361,11 @@ async fn announced_size(State(app): State<Arc<AppState>>, req: Request, next: Ne
 /// `--body-timeout-ms`: a client that sends it too slowly gets 408 and the
 /// connection is closed, instead of holding a task and a connection open.
 async fn read_body(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    // Only a POST has a body to read, and not on the routes open without the
+    // API key (an unauthenticated client must not make the server hold one).
+    if req.method() != Method::POST || is_open(req.uri().path()) {
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     let read = tokio::time::timeout(app.body_timeout, axum::body::to_bytes(body, app.max_body_bytes)).await;
     let bytes = match read {
@@ -383,10 +388,15 @@ async fn read_body(State(app): State<Arc<AppState>>, req: Request, next: Next) -
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
+/// The routes open without the API key.
+fn is_open(path: &str) -> bool {
+    matches!(path, "/health" | "/v1/health")
+}
+
 /// Require the API key (when one is set) everywhere but `/health`.
 async fn auth(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &app.api_key {
-        let open = matches!(req.uri().path(), "/health" | "/v1/health");
+        let open = is_open(req.uri().path());
         let given = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -133,22 +133,22 @@ pub struct MessageIn {
     pub tool_call_id: Option<String>,
     pub tool_calls: Option<Vec<ToolCallIn>>,
     /// DeepSeek's chat prefix completion (on the last, assistant, message).
-    #[serde(default)]
-    pub prefix: bool,
+    pub prefix: Option<bool>,
 }
 
 /// A message's `content`: text, `null`, or a list of OpenAI content parts.
 #[derive(Clone, Debug, Default)]
 pub struct Content(pub String);
 
-/// One OpenAI content part. Only text parts are understood by a text model.
+/// One OpenAI content part. A text model reads the text of `text` (and
+/// `input_text`) parts, or of any part with a `text` string, and an
+/// assistant's `refusal`; images, audio and files are refused by name.
 #[derive(Deserialize, Debug)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ContentPart {
-    Text { text: String },
-    ImageUrl {},
-    InputAudio {},
-    File {},
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+    refusal: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for Content {
@@ -178,11 +178,12 @@ impl<'de> Deserialize<'de> for Content {
                 let mut text = String::new();
                 while let Some(part) = seq.next_element::<ContentPart>()? {
                     match part {
-                        ContentPart::Text { text: t } => text.push_str(&t),
-                        _ => {
-                            return Err(serde::de::Error::custom(
-                                "only \"text\" content parts are supported by this model",
-                            ))
+                        ContentPart { text: Some(t), .. } | ContentPart { refusal: Some(t), .. } => text.push_str(&t),
+                        ContentPart { kind, .. } => {
+                            let kind = kind.as_deref().unwrap_or("(none)");
+                            return Err(serde::de::Error::custom(format!(
+                                "a content part of type {kind:?} is not supported by this model: only text parts are"
+                            )));
                         }
                     }
                 }
@@ -327,9 +328,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RequestE
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
+        // Broken JSON is the body's fault wherever it breaks.
+        let syntax = e.inner().is_syntax() || e.inner().is_eof();
         let message = e.into_inner().to_string();
         // "." is the body itself, "?" a place with no field name (a bad key).
-        if path == "." || path.starts_with('?') {
+        if syntax || path == "." || path.starts_with('?') {
             RequestError::Body(message)
         } else {
             RequestError::Field { path, message }
@@ -424,10 +427,12 @@ fn logit_bias(
     if bias.len() > MAX_LOGIT_BIAS {
         return Err(RequestError::TooMany { what: "logit_bias", found: bias.len(), max: MAX_LOGIT_BIAS });
     }
-    let mut out = Vec::with_capacity(bias.len());
+    let mut out: Vec<(u32, f32)> = Vec::with_capacity(bias.len());
     for (key, &value) in bias {
         let bad = |m: String| RequestError::LogitBias(format!("{key:?}: {m}"));
-        let id: u32 = key.trim().parse().map_err(|_| bad("keys are token ids, as decimal strings".into()))?;
+        // Canonical decimal only: "05" and " 5" would bias token 5 twice.
+        let id = key.parse::<u32>().ok().filter(|id| id.to_string() == *key);
+        let id = id.ok_or_else(|| bad("keys are token ids, as decimal strings".into()))?;
         if id as usize >= vocab {
             return Err(bad(format!("the vocabulary has {vocab} tokens")));
         }
@@ -500,7 +505,7 @@ pub fn parse_messages(raw: Vec<MessageIn>, tool_format: Option<ToolFormat>) -> R
             tool_call_id: m.tool_call_id,
             name: m.name,
         };
-        if m.prefix {
+        if m.prefix == Some(true) {
             if index + 1 != count {
                 return Err(RequestError::PrefixNotLast { index });
             }
@@ -677,12 +682,16 @@ mod tests {
 
     #[test]
     fn content_parts_join_their_text() {
-        let m = messages(
-            json!([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-                               {"role": "assistant", "content": null}]),
-        );
+        let m = messages(json!([
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"text": "b"}, {"type": "input_text", "text": "c"}]},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}], "prefix": null},
+            {"role": "assistant", "content": null, "tool_calls": null}]));
         let c = parse_messages(m, None).unwrap();
-        assert_eq!((c.messages[0].content.as_str(), c.messages[1].content.as_str()), ("ab", ""));
+        let texts: Vec<&str> = c.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["abc", "no", ""]);
+        // Broken JSON inside a message is the body's fault, not a field's.
+        let e = parse_body::<ChatRequest>(br#"{"messages":[{"role":"user""#).unwrap_err();
+        assert!(matches!(e, RequestError::Body(_)), "{e}");
     }
 
     #[test]
@@ -728,6 +737,8 @@ mod tests {
             (json!({"1000": 1}), "the vocabulary has 1000 tokens"),
             (json!({"abc": 1}), "keys are token ids"),
             (json!({"-1": 1}), "keys are token ids"),
+            (json!({"05": 1}), "keys are token ids"),
+            (json!({" 5": 1}), "keys are token ids"),
             (json!({"5": 101}), "between -100 and 100"),
         ] {
             let e = common(json!({ "logit_bias": bias })).unwrap_err().to_string();

@@ -63,9 +63,14 @@ pub async fn load(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
 
 /// `POST /flush_cache`: drop the finished sessions kept for prefix reuse.
 pub async fn flush_cache(State(app): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    let engine = app.engine.clone();
-    let flushed = tokio::task::spawn_blocking(move || engine.flush_cache()).await.ok().flatten();
-    let flushed = flushed.ok_or_else(|| ApiError::Unavailable("the engine has stopped".into()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stopped = || ApiError::Unavailable("the engine has stopped".into());
+    if !app.engine.flush_cache(move |n| {
+        let _ = tx.send(n);
+    }) {
+        return Err(stopped());
+    }
+    let flushed = rx.await.map_err(|_| stopped())?;
     Ok(Json(json!({"status": "ok", "flushed_sessions": flushed})))
 }
 
