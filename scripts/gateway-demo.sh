@@ -54,7 +54,7 @@ start_cluster() {
     done
     "$smg" launch --host 127.0.0.1 --port "$port" --policy "$policy" --worker-urls "${urls[@]}" \
         --health-check-interval-secs 2 --worker-startup-check-interval 1 --log-level warn \
-        2>target/gateway-demo-gateway.log &
+        >target/gateway-demo-gateway.log 2>&1 &
     pids+=($!)
     # Ready once every worker is registered and healthy.
     until [ "$(curl -sf "http://127.0.0.1:$port/workers" | python3 -c \
