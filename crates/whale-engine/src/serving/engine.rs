@@ -540,30 +540,27 @@ impl<'t> Engine<'t> {
         }
         while self.running.len() < self.cfg.parallel {
             let Some(job) = self.waiting.pop_front() else { break };
-            // Under the same guard as the forward pass: a panic while taking
-            // a session fails this request alone.
-            let (reply, waker) = (job.tx.clone(), job.waker.clone());
-            let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.start(job)));
-            if let Err(payload) = failed {
-                tracing::error!("engine: admitting a request panicked: {}", panic_message(&*payload));
-                self.shared.panics.fetch_add(1, Ordering::Relaxed);
-                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                if let Some(tx) = reply {
-                    let _ = tx.send(Event::Failed("internal error".into()));
-                }
-                if let Some(w) = waker {
-                    w();
-                }
-            }
+            self.start(job);
         }
         self.shared.running.store(self.running.len(), Ordering::SeqCst);
         self.publish_pool();
     }
 
     /// Give `job` a slot: a session holding the longest cached prefix of its
-    /// prompt, and a sequence in the batch.
+    /// prompt, and a sequence in the batch. Taking the session runs under the
+    /// same guard as the forward pass: a panic there fails this request alone.
     fn start(&mut self, mut job: Job) {
-        let (session, cached) = self.session_for(&job.req);
+        let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.session_for(&job.req)));
+        let (session, cached) = match taken {
+            Ok(found) => found,
+            Err(payload) => {
+                tracing::error!("engine: admitting a request panicked: {}", panic_message(&*payload));
+                self.shared.panics.fetch_add(1, Ordering::Relaxed);
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                job.send(Event::Failed("internal error".into()));
+                return;
+            }
+        };
         let prompt_tokens = job.req.prompt.len();
         let started = Event::Started { prompt_tokens, cached_tokens: cached, queued: job.submitted.elapsed() };
         if !job.send(started) {
