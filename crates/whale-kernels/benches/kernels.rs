@@ -19,6 +19,9 @@ fn scale_offsets(ty: GgmlType) -> &'static [usize] {
         G::Q2_K => &[80, 82],
         G::Q3_K => &[108],
         G::Q6_K => &[208],
+        G::IQ2_XXS | G::IQ2_XS | G::IQ2_S | G::IQ3_XXS | G::IQ3_S | G::IQ1_S | G::IQ4_NL | G::IQ4_XS => &[0],
+        G::TQ1_0 => &[52],
+        G::TQ2_0 => &[64],
         _ => &[],
     }
 }

@@ -549,6 +549,7 @@ macro_rules! int8_kernels {
                 G::F16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<false>(row, a[j].halves)),
                 G::BF16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<true>(row, a[j].halves)),
                 G::F32 | G::Q8_1 | G::Q8_K => unreachable!("f32 activations are handled by the caller"),
+                t => unreachable!("{t} is dotted by crate::iq"),
             }
         }
 

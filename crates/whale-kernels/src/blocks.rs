@@ -188,6 +188,126 @@ pub struct BlockQ8_K {
     pub bsums: [I16Le; 16],
 }
 
+// ---------------------------------------------------------------------------
+// The i-quants and ternary types (decoders and kernels in `crate::iq`). Every
+// multi-byte field is little-endian; `u16` arrays are kept as bytes.
+// ---------------------------------------------------------------------------
+
+/// IQ2_XXS (2.06 bits a weight): per 32 elements, 8 bytes: four 8-bit
+/// indices into the 256-entry E8 grid, then a little-endian u32 holding four
+/// 7-bit sign codes and (top 4 bits) the scale.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq2Xxs {
+    pub d: F16Le,
+    pub qs: [u8; 64],
+}
+
+/// IQ2_XS (2.31 bits): per 8 elements a u16: 9-bit grid index (512 entries)
+/// and a 7-bit sign code; a 4-bit scale per 16 elements.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq2Xs {
+    pub d: F16Le,
+    pub qs: [u8; 64],
+    pub scales: [u8; 8],
+}
+
+/// IQ2_S (2.5 bits): per 8 elements an 8-bit grid index (`qs[..32]`) with
+/// two more bits in `qh` (1024 entries) and 8 explicit sign bits
+/// (`qs[32..]`); a 4-bit scale per 16 elements.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq2S {
+    pub d: F16Le,
+    pub qs: [u8; 64],
+    pub qh: [u8; 8],
+    pub scales: [u8; 8],
+}
+
+/// IQ3_XXS (3.06 bits): per 4 elements an 8-bit index into a 256-entry grid
+/// (`qs[..64]`); per 32 elements a u32 of four 7-bit sign codes and a 4-bit
+/// scale (`qs[64..]`).
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq3Xxs {
+    pub d: F16Le,
+    pub qs: [u8; 96],
+}
+
+/// IQ3_S (3.44 bits): per 4 elements a 9-bit grid index (8 bits in `qs`, the
+/// ninth in `qh`; 512 entries), one sign bit per element, a 4-bit scale per
+/// 32 elements.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq3S {
+    pub d: F16Le,
+    pub qs: [u8; 64],
+    pub qh: [u8; 8],
+    pub signs: [u8; 32],
+    pub scales: [u8; 4],
+}
+
+/// IQ1_S (1.56 bits): per 8 elements an 11-bit index into the 2048-entry
+/// ternary grid (8 bits in `qs`, 3 in `qh`); per 32 elements (one u16 of
+/// `qh`) a 3-bit scale and the sign of a ±1/8 shift.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq1S {
+    pub d: F16Le,
+    pub qs: [u8; 32],
+    pub qh: [u8; 16],
+}
+
+/// IQ1_M (1.75 bits): as IQ1_S with the shift sign per 8 elements and a
+/// 3-bit scale per 16; the block's f16 `d` is spread over the top nibbles of
+/// the four u16 words of `scales`.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq1M {
+    pub qs: [u8; 32],
+    pub qh: [u8; 16],
+    pub scales: [u8; 8],
+}
+
+/// IQ4_NL (4.5 bits, 32-element blocks): 4-bit indices into a fixed
+/// non-linear table of 16 values, `x = d * table[q]`.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq4Nl {
+    pub d: F16Le,
+    pub qs: [u8; 16],
+}
+
+/// IQ4_XS (4.25 bits): IQ4_NL's table with a 6-bit scale per 32 elements
+/// (low 4 bits in `scales_l`, high 2 in the u16 `scales_h`).
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq4Xs {
+    pub d: F16Le,
+    pub scales_h: [u8; 2],
+    pub scales_l: [u8; 4],
+    pub qs: [u8; 128],
+}
+
+/// TQ1_0 (1.69 bits, ternary): base-3 digits packed five (`qs`) or four
+/// (`qh`) to a byte, `x = d * (digit - 1)`.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockTq1_0 {
+    pub qs: [u8; 48],
+    pub qh: [u8; 4],
+    pub d: F16Le,
+}
+
+/// TQ2_0 (2.06 bits, ternary): 2-bit `q`, `x = d * (q - 1)`.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockTq2_0 {
+    pub qs: [u8; 64],
+    pub d: F16Le,
+}
+
 macro_rules! assert_layout {
     ($($t:ty => $size:expr),* $(,)?) => {
         $(
@@ -213,4 +333,15 @@ assert_layout! {
     BlockQ5_K => 176,
     BlockQ6_K => 210,
     BlockQ8_K => 292,
+    BlockIq2Xxs => 66,
+    BlockIq2Xs => 74,
+    BlockIq2S => 82,
+    BlockIq3Xxs => 98,
+    BlockIq3S => 110,
+    BlockIq1S => 50,
+    BlockIq1M => 56,
+    BlockIq4Nl => 18,
+    BlockIq4Xs => 136,
+    BlockTq1_0 => 54,
+    BlockTq2_0 => 66,
 }

@@ -88,6 +88,50 @@ macro_rules! with_block_type {
                 type $B = BlockQ8_K;
                 $body
             }
+            G::IQ2_XXS => {
+                type $B = BlockIq2Xxs;
+                $body
+            }
+            G::IQ2_XS => {
+                type $B = BlockIq2Xs;
+                $body
+            }
+            G::IQ2_S => {
+                type $B = BlockIq2S;
+                $body
+            }
+            G::IQ3_XXS => {
+                type $B = BlockIq3Xxs;
+                $body
+            }
+            G::IQ3_S => {
+                type $B = BlockIq3S;
+                $body
+            }
+            G::IQ1_S => {
+                type $B = BlockIq1S;
+                $body
+            }
+            G::IQ1_M => {
+                type $B = BlockIq1M;
+                $body
+            }
+            G::IQ4_NL => {
+                type $B = BlockIq4Nl;
+                $body
+            }
+            G::IQ4_XS => {
+                type $B = BlockIq4Xs;
+                $body
+            }
+            G::TQ1_0 => {
+                type $B = BlockTq1_0;
+                $body
+            }
+            G::TQ2_0 => {
+                type $B = BlockTq2_0;
+                $body
+            }
         }
     }};
 }
@@ -542,6 +586,7 @@ pub(crate) fn decode_ints(wty: GgmlType, bytes: &[u8], o: &mut IntBlock) {
             }
             (o.d, o.dmin) = (b.d.to_f32(), 0.0);
         }
+        t if t.is_iquant() => crate::iq::decode_ints(t, bytes, o),
         other => unreachable!("{other} has no integer dot"),
     }
 }

@@ -48,6 +48,7 @@
 //! * [`types`] — [`GgmlType`], block sizes and row sizes.
 //! * [`blocks`] — the on-disk block structs.
 //! * [`dequant`] — scalar decoders and [`dequantize_row`].
+//! * [`iq`] — the i-quant and ternary formats: grids, decoders, kernels.
 //! * [`dot`] — [`dot_f32`], [`vec_dot_ref`], [`vec_dot`].
 //! * [`mod@matmul`] — [`matvec`], [`matmul()`].
 //! * [`q8`] — activation quantization: [`vec_dot_type`], [`QuantizedActs`],
@@ -85,6 +86,7 @@ pub mod dequant;
 pub mod dispatch;
 pub mod dot;
 pub mod error;
+pub mod iq;
 pub mod matmul;
 pub mod pool;
 pub mod q8;

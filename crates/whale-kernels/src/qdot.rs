@@ -16,6 +16,7 @@
 //! | Q4_1/Q5_1 × Q8_1 | `(dw*da) * Σ q*q8`, plus `mw * sa` (kept in its own sum)   |
 //! | Q2_K/Q4_K/Q5_K × Q8_K | `(dw*da) * Σ_g sc_g Σ q*q8 - (dminw*da) * Σ_g m_g*bsum_g` |
 //! | Q3_K/Q6_K × Q8_K | `(dw*da) * Σ_g sc_g Σ q*q8` (signed `q`, signed scales)    |
+//! | IQ*, TQ* × Q8_K (IQ4_NL × Q8_0) | as Q6_K, the total times a power of two (see [`crate::iq`]) |
 //!
 //! Each `*` is one f32 operation, in the order written (no fused
 //! multiply-add). Block terms are accumulated in eight f32 lanes, block `b`
@@ -116,6 +117,7 @@ pub(crate) fn family(wty: GgmlType) -> Family {
         G::Q4_1 | G::Q5_1 => Family::LegacyMin,
         G::Q2_K | G::Q4_K | G::Q5_K => Family::KMin,
         G::Q3_K | G::Q6_K => Family::K,
+        t if t.is_iquant() => Family::K,
         _ => Family::Legacy,
     }
 }
@@ -588,6 +590,9 @@ fn vec_dot_group_verified<const N: usize>(
     a: &[ActRow<'_>; N],
     at: Option<&[&[i8]; N]>,
 ) -> [f32; N] {
+    if wty.is_iquant() {
+        return crate::iq::vec_dot_group::<N>(v, wty, row, a);
+    }
     #[cfg(target_arch = "x86_64")]
     let f32_acts = matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K);
     match (v.level(), at) {
@@ -619,6 +624,9 @@ fn vec_dot_group_verified<const N: usize>(
 pub(crate) fn vec_dot_q_verified(v: Verified, wty: GgmlType, row: &[u8], a: ActRow<'_>) -> f32 {
     if matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K) {
         return crate::dot::vec_dot_verified(v, wty, row, a.f32s);
+    }
+    if wty.is_iquant() {
+        return crate::iq::vec_dot(v, wty, row, a);
     }
     match v.level() {
         SimdLevel::Scalar => scalar::vec_dot(wty, row, a),
@@ -679,6 +687,7 @@ fn quant_ref(wty: GgmlType, row: &[u8], a: ActRow<'_>) -> f32 {
     }
     match fam {
         Family::LegacyMin => reduce8(acc) + reduce8(accm),
+        _ if wty.is_iquant() => reduce8(acc) * crate::iq::post_scale(wty),
         _ => reduce8(acc),
     }
 }
@@ -827,6 +836,7 @@ pub(crate) mod scalar {
             G::F16 => half_row::<false>(row, a.halves),
             G::BF16 => half_row::<true>(row, a.halves),
             G::F32 | G::Q8_1 | G::Q8_K => unreachable!("f32 activations are handled by the caller"),
+            t => crate::iq::vec_dot(Verified::new(SimdLevel::Scalar).expect("scalar"), t, row, a),
         }
     }
 

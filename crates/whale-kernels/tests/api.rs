@@ -8,7 +8,7 @@ use whale_kernels::{dequantize_row, matmul, matvec, vec_dot, GgmlType, KernelErr
 
 /// (type, GGUF id, name, elements per block, bytes per block), as in the
 /// GGUF / ggml format description.
-const TABLE: [(GgmlType, u32, &str, usize, usize); 15] = [
+const TABLE: [(GgmlType, u32, &str, usize, usize); 26] = [
     (GgmlType::F32, 0, "F32", 1, 4),
     (GgmlType::F16, 1, "F16", 1, 2),
     (GgmlType::Q4_0, 2, "Q4_0", 32, 18),
@@ -24,6 +24,17 @@ const TABLE: [(GgmlType, u32, &str, usize, usize); 15] = [
     (GgmlType::Q6_K, 14, "Q6_K", 256, 210),
     (GgmlType::Q8_K, 15, "Q8_K", 256, 292),
     (GgmlType::BF16, 30, "BF16", 1, 2),
+    (GgmlType::IQ2_XXS, 16, "IQ2_XXS", 256, 66),
+    (GgmlType::IQ2_XS, 17, "IQ2_XS", 256, 74),
+    (GgmlType::IQ3_XXS, 18, "IQ3_XXS", 256, 98),
+    (GgmlType::IQ1_S, 19, "IQ1_S", 256, 50),
+    (GgmlType::IQ4_NL, 20, "IQ4_NL", 32, 18),
+    (GgmlType::IQ3_S, 21, "IQ3_S", 256, 110),
+    (GgmlType::IQ2_S, 22, "IQ2_S", 256, 82),
+    (GgmlType::IQ4_XS, 23, "IQ4_XS", 256, 136),
+    (GgmlType::IQ1_M, 29, "IQ1_M", 256, 56),
+    (GgmlType::TQ1_0, 34, "TQ1_0", 256, 54),
+    (GgmlType::TQ2_0, 35, "TQ2_0", 256, 66),
 ];
 
 #[test]
@@ -42,7 +53,7 @@ fn type_table() {
 
 #[test]
 fn unsupported_ids() {
-    // 4, 5: removed Q4_2/Q4_3; 16..=29: IQ*, I8..I64, F64; 31..: Q4_0_4_4 etc., TQ*, MXFP4.
+    // 4, 5: removed Q4_2/Q4_3; 24..=28: I8..I64, F64; 31..=33: Q4_0_4_4 etc.; 36..: IQ4_NL_4_4 etc., MXFP4.
     let supported: Vec<u32> = TABLE.iter().map(|t| t.1).collect();
     for id in 0..64 {
         assert_eq!(GgmlType::from_u32(id).is_some(), supported.contains(&id), "id {id}");

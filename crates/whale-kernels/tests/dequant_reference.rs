@@ -102,6 +102,17 @@ fixture_tests! {
     dequant_q5_k => Q5_K,
     dequant_q6_k => Q6_K,
     dequant_q8_k => Q8_K,
+    dequant_iq2_xxs => IQ2_XXS,
+    dequant_iq2_xs => IQ2_XS,
+    dequant_iq2_s => IQ2_S,
+    dequant_iq3_xxs => IQ3_XXS,
+    dequant_iq3_s => IQ3_S,
+    dequant_iq1_s => IQ1_S,
+    dequant_iq1_m => IQ1_M,
+    dequant_iq4_nl => IQ4_NL,
+    dequant_iq4_xs => IQ4_XS,
+    dequant_tq1_0 => TQ1_0,
+    dequant_tq2_0 => TQ2_0,
 }
 
 /// Every supported type has a fixture (so a new type cannot be added untested).

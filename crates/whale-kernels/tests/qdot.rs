@@ -111,7 +111,11 @@ struct LlamaRecord {
 }
 
 fn llamacpp_records() -> Vec<LlamaRecord> {
-    let (mut r, count) = Reader::open("q8_llamacpp.bin", b"WQ8L");
+    llamacpp_records_from("q8_llamacpp.bin")
+}
+
+fn llamacpp_records_from(file: &str) -> Vec<LlamaRecord> {
+    let (mut r, count) = Reader::open(file, b"WQ8L");
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let wty = GgmlType::from_u32(r.u32()).unwrap();
@@ -191,6 +195,37 @@ fn activations(rng: &mut Rng, n: usize, kind: usize) -> Vec<f32> {
         1 => (0..n).map(|_| rng.uniform(-1.0, 1.0) * 10f32.powi((rng.next_u64() % 7) as i32 - 4)).collect(),
         _ => (0..n).map(|j| if j % 32 == 0 { 127.0 } else { ((rng.next_u64() % 509) as f32 - 254.0) / 2.0 }).collect(),
     }
+}
+
+/// The i-quant and ternary weight types against llama.cpp's own CPU backend
+/// (`tests/data/iq_llamacpp.bin`, `gen_iq_fixtures.py`): the activation bytes
+/// bit for bit, the dots within `TOL_LLAMACPP` (same argument as above:
+/// both sides add the same exact integer block sums times the same scales,
+/// ggml in another order and, for IQ4_XS, with the per-32 scale applied in
+/// f32 before the block sum; chains are at most 72 blocks long), and every
+/// level bit-identical to the reference.
+#[test]
+fn iq_vec_dot_matches_llamacpp() {
+    let records = llamacpp_records_from("iq_llamacpp.bin");
+    let mut per_type = std::collections::BTreeMap::new();
+    for (k, r) in records.iter().enumerate() {
+        assert!(r.wty.is_iquant(), "record {k}: {}", r.wty);
+        assert_eq!(vec_dot_type(r.wty), r.aty, "record {k}: vec_dot_type({})", r.wty);
+        let n = r.x.len();
+        let acts = quantize_acts(r.wty, &r.x, 1, n);
+        assert_eq!(acts.ggml_row(0), r.acts, "record {k}: activation bytes");
+        let (_, s, _) = identity(r.wty, &r.w, r.aty, &r.acts, n);
+        let what = format!("record {k}: {} x {} n={n}", r.wty, r.aty);
+        let reference = vec_dot_q_ref(r.wty, &r.w, &acts, 0);
+        assert_close(&what, reference, r.dot as f64, s, TOL_LLAMACPP, 0.0);
+        for level in SimdLevel::available() {
+            let got = vec_dot_q_with(level, r.wty, &r.w, &acts, 0);
+            assert_eq!(got.to_bits(), reference.to_bits(), "{what} at {level}");
+        }
+        *per_type.entry(r.wty.name()).or_insert(0) += 1;
+    }
+    assert_eq!(per_type.len(), 11, "{per_type:?}");
+    assert!(per_type.values().all(|&c| c >= 13), "{per_type:?}");
 }
 
 // ----------------------------------------------------------------------------
@@ -474,12 +509,35 @@ fn f32_activation_types() {
 
 /// Sets every f16 scale field of a row to `v` (d, dmin, m).
 fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
+    if ty == GgmlType::IQ1_M {
+        // IQ1_M's f16 `d` is spread over the top nibbles of its scale words.
+        let d = u16::from_le_bytes(F16Le::from_f32(v).0);
+        for blk in row.chunks_exact_mut(ty.type_size()) {
+            for i in 0..4 {
+                let at = 48 + 2 * i;
+                let w = u16::from_le_bytes([blk[at], blk[at + 1]]);
+                let w = (w & 0x0FFF) | (((d >> (4 * i)) & 0xF) << 12);
+                blk[at..at + 2].copy_from_slice(&w.to_le_bytes());
+            }
+        }
+        return;
+    }
     let offs: &[usize] = match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
         GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
         GgmlType::Q2_K => &[80, 82],
         GgmlType::Q3_K => &[108],
         GgmlType::Q6_K => &[208],
+        GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S
+        | GgmlType::IQ3_XXS
+        | GgmlType::IQ3_S
+        | GgmlType::IQ1_S
+        | GgmlType::IQ4_NL
+        | GgmlType::IQ4_XS => &[0],
+        GgmlType::TQ1_0 => &[52],
+        GgmlType::TQ2_0 => &[64],
         _ => return,
     };
     let h = F16Le::from_f32(v).0;
@@ -529,7 +587,10 @@ fn vec_dot_q_exact_integer_cases() {
             };
             let acts = quantize_acts(wty, &x, 1, n);
             let (exact, _, _) = identity(wty, &row, acts.ty(), &acts.ggml_row(0), n);
-            assert_eq!(exact, exact.round(), "{wty}: integer-valued by construction");
+            // Integer-valued by construction; the i-quants' weights are
+            // multiples of 1/8 at d = 1 (module docs of `whale_kernels::iq`).
+            let unit = if wty.is_iquant() { 8.0 } else { 1.0 };
+            assert_eq!(exact * unit, (exact * unit).round(), "{wty}: exact by construction");
             assert!(exact.abs() < (1 << 24) as f64);
             for level in SimdLevel::available() {
                 let got = vec_dot_q_with(level, wty, &row, &acts, 0);

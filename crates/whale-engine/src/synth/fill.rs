@@ -180,7 +180,26 @@ fn fix_block(ty: GgmlType, std: f32, rng: &mut Rng, b: &mut [u8]) {
                 b[260 + 2 * g..262 + 2 * g].copy_from_slice(&(s as i16).to_le_bytes());
             }
         }
+        // The i-quants and ternary types: every index, sign and scale bit
+        // pattern is valid (random), and `d` is chosen so that the block's
+        // decoded values have the asked RMS.
+        t if t.is_iquant() => {
+            if t == GgmlType::TQ2_0 {
+                // 2-bit q of 3 (value 2) becomes 1 (value 0): values -1, 0, 1
+                // with probabilities 1/4, 1/2, 1/4, zero-mean.
+                for q in &mut b[..64] {
+                    *q &= !(((*q >> 1) & *q & 0x55) << 1);
+                }
+            }
+            whale_kernels::iq::set_block_d(t, b, 1.0);
+            let mut x = [0f32; 256];
+            let x = &mut x[..t.block_size()];
+            whale_kernels::dequantize_row(t, b, x).expect("one whole block");
+            let rms = (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+            whale_kernels::iq::set_block_d(t, b, if rms > 0.0 { std / rms } else { 0.0 });
+        }
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => unreachable!("float types are filled directly"),
+        other => unreachable!("{other} has its own arm above"),
     }
 }
 

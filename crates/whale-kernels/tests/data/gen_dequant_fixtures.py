@@ -70,7 +70,33 @@ LAYOUTS: dict[str, tuple[int, int, int, list[int], list[int]]] = {
     "Q5_K": (13, 256, 176, [0, 2], []),
     "Q6_K": (14, 256, 210, [208], []),
     "Q8_K": (15, 256, 292, [], [0]),
+    # The i-quants and ternary types (appended after the others so that
+    # the rng stream, and hence the older fixtures, are unchanged). Every
+    # byte pattern of their index fields is valid.
+    "IQ2_XXS": (16, 256, 66, [0], []),
+    "IQ2_XS": (17, 256, 74, [0], []),
+    "IQ3_XXS": (18, 256, 98, [0], []),
+    "IQ1_S": (19, 256, 50, [0], []),
+    "IQ4_NL": (20, 32, 18, [0], []),
+    "IQ3_S": (21, 256, 110, [0], []),
+    "IQ2_S": (22, 256, 82, [0], []),
+    "IQ4_XS": (23, 256, 136, [0], []),
+    "IQ1_M": (29, 256, 56, [], []),
+    "TQ1_0": (34, 256, 54, [52], []),
+    "TQ2_0": (35, 256, 66, [64], []),
 }
+
+
+def set_iq1_m_scale(rng: np.random.Generator, blocks: np.ndarray) -> None:
+    """IQ1_M keeps its f16 `d` in the top nibbles of the four u16 scale
+    words (bytes 48..56); give it a sane finite value like the others."""
+    for b in range(blocks.shape[0]):
+        d = np.float16(rng.uniform(-0.1, 0.1)) if b != 2 else np.float16(0.0)
+        bits = int(np.frombuffer(d.tobytes(), dtype=np.uint16)[0])
+        words = blocks[b, 48:56].copy().view(np.uint16)
+        for i in range(4):
+            words[i] = (words[i] & 0x0FFF) | (((bits >> (4 * i)) & 0xF) << 12)
+        blocks[b, 48:56] = words.view(np.uint8)
 
 
 def make_blocks(rng: np.random.Generator, n_blocks: int, type_size: int,
@@ -145,6 +171,8 @@ def main() -> None:
 
     for name, (type_id, block_size, type_size, f16_offs, f32_offs) in LAYOUTS.items():
         blocks = make_blocks(rng, N_BLOCKS, type_size, f16_offs, f32_offs)
+        if name == "IQ1_M":
+            set_iq1_m_scale(rng, blocks)
         if name == "Q8_1":
             values = ref_q8_1(blocks)
         elif name == "Q8_K":
