@@ -146,6 +146,8 @@ fn smollm2_perplexity_matches_llama_cpp() {
 
 const SYNTH_NEAR_TIE: f32 = 0.2;
 const SYNTH_MAX_TIES: usize = 6;
+const IQ_NEAR_TIE: f32 = 0.35;
+const IQ_MAX_TIES: usize = 8;
 
 /// A synthetic model written by `whale synth` (seed 0, Q4_K_M, 2 layers)
 /// into a temporary folder; its sha256 is checked first, because the
@@ -156,14 +158,20 @@ fn synth_file(tag: &str, args: &[&str], sha256: &str) -> (std::path::PathBuf, St
     let dir = std::env::temp_dir().join(format!("whale-synth-greedy-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{tag}.gguf"));
-    let mut a = vec!["synth", path.to_str().unwrap(), "--layers", "2", "--seed", "0", "--type", "q4_k_m"];
+    // A split file is checked (and then run) through its first part.
+    let first =
+        if args.contains(&"--split-max-size") { dir.join(format!("{tag}-00001-of-00003.gguf")) } else { path.clone() };
+    let mut a = vec!["synth", path.to_str().unwrap(), "--layers", "2", "--seed", "0"];
+    if !args.contains(&"--type") {
+        a.extend_from_slice(&["--type", "q4_k_m"]);
+    }
     a.extend_from_slice(args);
     let out = Command::new(env!("CARGO_BIN_EXE_whale")).args(&a).output().expect("run whale synth");
     assert!(out.status.success(), "whale synth: {}", String::from_utf8_lossy(&out.stderr));
-    let bytes = std::fs::read(&path).unwrap();
+    let bytes = std::fs::read(&first).unwrap();
     let got: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(got, sha256, "{tag}: synthetic file changed; record llama.cpp's ids again");
-    let p = path.to_string_lossy().into_owned();
+    let p = first.to_string_lossy().into_owned();
     (dir, p)
 }
 
@@ -241,6 +249,173 @@ fn synthetic_deepseek_v2_lite_matches_llama_cpp() {
             18330, 7176, 111327, 34090, 119762, 59944, 3564, 112149, 108340, 20537, 22605, 76660, 128377, 102280,
             44416, 537, 76695, 58529, 57380, 27819, 69264, 119611, 36946, 126504, 62713, 11797, 100252, 102410, 20425,
             3870, 80974, 105586,
+        ],
+        SYNTH_NEAR_TIE,
+        SYNTH_MAX_TIES,
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The i-quant and ternary file types, at DeepSeek-R1-Distill-Qwen-1.5B's
+/// shapes (hidden 1536 and intermediate 8960 are multiples of 256, so the
+/// layers really get these types; Qwen2.5-0.5B's 896 would fall back to
+/// IQ4_NL), 2 layers, seed 0: whale's greedy ids against llama.cpp's
+/// (`scripts/llamacpp-greedy-ids.cpp`, llama.cpp as vendored by
+/// llama-cpp-python 0.3.36, GGML_NATIVE=ON, Intel Xeon with AVX-512 VNNI),
+/// with the near-tie rule of the other synthetic files. The mixes follow
+/// llama-quantize's (`synth::mix`), so each file also has Q2_K, Q3_K,
+/// Q4_K, Q5_K, Q6_K or IQ3_S/IQ2_S tensors where llama-quantize puts them.
+///
+/// Tolerance: on these 1.5B-shaped files the two engines' logits differ by
+/// up to about 0.25 for every type, the established ones too (measured at
+/// the first step, same prompt ids: Q4_K_M 17.83 against llama.cpp's 18.06
+/// for one token, TQ1_0 17.95 against 18.17; IQ1_M 17.86 against 17.85),
+/// so a step is a near-tie below [`IQ_NEAR_TIE`] and up to
+/// [`IQ_MAX_TIES`] of 32 may be. A misread block (wrong bit order, grid,
+/// sign or scale) moves logits by whole units and breaks the run at once;
+/// the kernels themselves are checked against llama.cpp's dot products to
+/// 2e-5 in `whale-kernels/tests/qdot.rs`.
+#[test]
+fn synthetic_iquant_files_match_llama_cpp() {
+    let cases: [(&str, &str, &[u32]); 11] = [
+        (
+            "iq1_s",
+            "3d36a733176cf78e07387c9bc212c5f130e5add812c12bce5986805546e5c2b1",
+            &[
+                134015, 66779, 62133, 95877, 40413, 80589, 6268, 57065, 118803, 122381, 125830, 14784, 81299, 72544,
+                3082, 53135, 146124, 94759, 39681, 141230, 31592, 57969, 109027, 92122, 62209, 79673, 72522, 97585,
+                16377, 58041, 12557, 76924,
+            ],
+        ),
+        (
+            "iq1_m",
+            "50c8a40aac733493e8621447a349be377f5170b8d92578395ef6a11e20495b0f",
+            &[
+                139832, 74442, 143124, 48362, 96452, 53562, 96236, 53562, 54598, 126300, 102018, 63938, 85936, 63938,
+                114152, 55567, 18419, 44712, 130976, 17376, 150162, 107532, 65521, 27557, 64256, 73808, 120927, 55567,
+                114689, 59606, 150162, 27463,
+            ],
+        ),
+        (
+            "iq2_xxs",
+            "1b0bf40313a36ace069df405584c1b54f22304234fd50a327b543657eeeca929",
+            &[
+                72525, 100612, 34079, 150288, 121313, 143799, 94629, 96934, 123631, 94629, 94629, 13295, 117347,
+                122991, 150768, 96104, 15231, 140866, 13572, 134411, 97457, 118492, 81806, 143449, 19617, 22694, 93412,
+                87543, 124925, 97203, 93491, 7969,
+            ],
+        ),
+        (
+            "iq2_xs",
+            "a7f652e25a8fb6af155a2db53ea2675bbfb57183d7b0183e08293f9f0664a991",
+            &[
+                96049, 64596, 96449, 119935, 24586, 113555, 29105, 3999, 35025, 79428, 27511, 24377, 45390, 81783,
+                74925, 21390, 77017, 138566, 150962, 31593, 21517, 71023, 112104, 106737, 36215, 26157, 55107, 91691,
+                32729, 96449, 98525, 5383,
+            ],
+        ),
+        (
+            "iq2_s",
+            "8d76709494c5f296a8fc70907e331556314c473a929bcc75cf5f957ed5578ddc",
+            &[
+                119581, 20712, 85324, 68749, 134640, 147753, 32661, 81842, 112299, 8329, 40064, 136087, 144952, 37427,
+                93977, 40146, 46782, 105897, 33916, 144952, 5296, 77199, 24000, 83989, 134978, 65197, 51446, 51446,
+                86900, 29754, 28635, 71027,
+            ],
+        ),
+        (
+            "iq3_xxs",
+            "29468839078ad245a5f99525c516c38a4d9ef381d0edda06af2e3e10dadc5553",
+            &[
+                108075, 150995, 77755, 2958, 78087, 45511, 71688, 145964, 51846, 13452, 46236, 45437, 118625, 112965,
+                44698, 45437, 45437, 45437, 45437, 133286, 49376, 40932, 105100, 68700, 120713, 69719, 31497, 131225,
+                32084, 117980, 37663, 24457,
+            ],
+        ),
+        (
+            "iq3_s",
+            "edf730b4c85a2b9bbb3ccc6b98d0643abb027a65961d61eba80ef76c1b402154",
+            &[
+                138620, 38191, 94517, 67164, 19487, 52976, 94068, 82884, 74168, 33248, 32172, 130898, 85471, 34548,
+                114238, 114238, 114238, 55670, 32615, 17349, 177, 86730, 12282, 72446, 146799, 3953, 66798, 1327,
+                55670, 32615, 17349, 7576,
+            ],
+        ),
+        (
+            "iq4_nl",
+            "a7fcb790f6af387b81c57d1be32765fed128bd09546952cdb20e3556ba26a1a4",
+            &[
+                144977, 137501, 140439, 796, 100490, 46527, 1569, 109463, 12078, 77005, 119367, 150733, 11524, 144905,
+                79243, 133417, 29895, 82058, 72763, 58187, 97203, 140439, 55763, 50334, 40417, 42144, 99638, 19881,
+                55763, 129541, 124679, 85905,
+            ],
+        ),
+        (
+            "iq4_xs",
+            "4d6ab894b7f99f230c83f29aa71b2ca326b9e3a5915ad4e9713273d120396f19",
+            &[
+                20073, 72079, 27592, 23116, 23822, 55112, 94025, 23616, 22740, 132824, 50544, 127964, 58804, 96534,
+                20810, 22130, 70492, 115123, 130657, 134360, 46354, 146242, 104831, 80919, 109580, 86518, 60383, 40143,
+                142570, 43094, 259, 22775,
+            ],
+        ),
+        (
+            "tq1_0",
+            "555ffada3f070cd1700fb11c3751e40311c94996e942f0780bd1092e640b9416",
+            &[
+                1218, 10026, 93622, 60033, 96532, 68027, 91228, 101216, 41194, 48425, 25159, 34352, 121935, 105156,
+                129639, 17299, 66467, 144801, 82649, 29840, 27588, 19511, 8734, 8734, 126206, 73107, 136655, 125838,
+                124959, 113066, 91616, 26401,
+            ],
+        ),
+        (
+            "tq2_0",
+            "285ca05daf824f522e771998cae16717ce56db1d7614492537501080895dd40e",
+            &[
+                70687, 13831, 93646, 90646, 125496, 125138, 52034, 67449, 7836, 119996, 108936, 30733, 18103, 78759,
+                47675, 111413, 101352, 18103, 114429, 43935, 21038, 43496, 56355, 63422, 123650, 94486, 119996, 48877,
+                124683, 86195, 79555, 76064,
+            ],
+        ),
+    ];
+    for (ftype, sha, want) in cases {
+        let tag = format!("r1q15-{ftype}");
+        let (dir, f) = synth_file(&tag, &["--like", "deepseek-r1-distill-qwen-1.5b", "--type", ftype], sha);
+        check_with(&f, &[151646, 785, 6722, 315, 9625, 374], want, IQ_NEAR_TIE, IQ_MAX_TIES);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// unsloth's 1.58-bit DeepSeek-R1 mix (`ud-iq1_s`: routed experts IQ1_S,
+/// their down projections IQ2_XXS or, where V2-Lite's 1408 columns are not
+/// a multiple of 256, IQ4_NL; the rest Q4_K/Q6_K) at V2-Lite's shapes, split
+/// in three parts as llama.cpp's gguf-split names them. llama.cpp loads the
+/// parts from the first; its ids are those it gives on the unsplit file.
+#[test]
+fn synthetic_deepseek_ud_iq1_s_split_matches_llama_cpp() {
+    let tok = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/hf-reference/gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    let (dir, f) = synth_file(
+        "v2lud",
+        &[
+            "--like",
+            "deepseek-v2-lite",
+            "--type",
+            "ud-iq1_s",
+            "--split-max-size",
+            "256M",
+            "--tokenizer",
+            tok.to_str().unwrap(),
+        ],
+        "18bccdf3fb047d16090148e85fa4c39f056d09f8cda888e849bd61734329d05c",
+    );
+    check_with(
+        &f,
+        &[671, 6102, 294, 8760, 344],
+        &[
+            43687, 47090, 74622, 44552, 54226, 75936, 62518, 115693, 9541, 73218, 65467, 29837, 27099, 8479, 8843,
+            103308, 59439, 77127, 32862, 83737, 103436, 106498, 26437, 85406, 46454, 13691, 34131, 103923, 98454,
+            61269, 53368, 67815,
         ],
         SYNTH_NEAR_TIE,
         SYNTH_MAX_TIES,

@@ -175,7 +175,16 @@ fn layout(p: &Preset, layers: usize, vocab: usize) -> (Vec<(String, MetaValue)>,
                 t.push(matrix(b("attn_v.weight"), h, kv));
             }
             t.push(norm("output_norm.weight".into(), h));
-            (meta, t, MixModel { n_layer: layers, n_expert: 0, tied: c.tie_word_embeddings })
+            (
+                meta,
+                t,
+                MixModel {
+                    n_layer: layers,
+                    n_expert: 0,
+                    tied: c.tie_word_embeddings,
+                    n_gqa: c.num_attention_heads / c.num_key_value_heads.max(1),
+                },
+            )
         }
         Config::Deepseek2(c) => {
             let a = "deepseek2";
@@ -262,7 +271,8 @@ fn layout(p: &Preset, layers: usize, vocab: usize) -> (Vec<(String, MetaValue)>,
                 }
             }
             t.push(norm("output_norm.weight".into(), h));
-            (meta, t, MixModel { n_layer: layers, n_expert: c.n_routed_experts, tied: false })
+            // MLA stores as many KV heads as query heads.
+            (meta, t, MixModel { n_layer: layers, n_expert: c.n_routed_experts, tied: false, n_gqa: 1 })
         }
     }
 }

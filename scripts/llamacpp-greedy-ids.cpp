@@ -1,0 +1,90 @@
+// Greedy token ids from llama.cpp, for recording reference outputs in
+// whale's tests (crates/whale/tests/llamacpp_greedy.rs). Outside whale's
+// build: compile it against a llama.cpp build, e.g.
+//
+//   LC=/work/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp
+//   g++ -O2 -std=c++17 scripts/llamacpp-greedy-ids.cpp -I$LC/include -I$LC/ggml/include \
+//       -L$LC/build/bin -lllama -lggml -lggml-base -Wl,-rpath,$LC/build/bin -o /tmp/greedy-ids
+//   /tmp/greedy-ids MODEL.gguf 671,6102,294,8760,344 32 [threads]
+//
+// The prompt ids are decoded in one batch, then each chosen token alone (as
+// `whale run` does); prints the generated ids, comma-separated.
+
+#include "llama.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+#include <string>
+#include <vector>
+
+static bool decode(llama_context * ctx, llama_batch_ext * batch, const std::vector<llama_token> & ids, llama_pos pos0) {
+    llama_batch_ext_clear(batch);
+    for (size_t i = 0; i < ids.size(); i++) {
+        const int32_t idx = llama_batch_ext_add_token(batch, 0, ids[i]);
+        const llama_pos pos = pos0 + (llama_pos) i;
+        llama_batch_ext_set_pos(batch, idx, &pos);
+    }
+    llama_batch_ext_set_output_logits(batch, (int32_t) ids.size() - 1, true);
+    return llama_process(ctx, LLAMA_PROCESS_TYPE_DECODE, batch) == 0;
+}
+
+int main(int argc, char ** argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s MODEL.gguf ID,ID,... N [THREADS]\n", argv[0]);
+        return 2;
+    }
+    std::vector<llama_token> prompt;
+    for (std::string s = argv[2]; !s.empty();) {
+        size_t c = s.find(',');
+        prompt.push_back(std::atoi(s.substr(0, c).c_str()));
+        s = c == std::string::npos ? "" : s.substr(c + 1);
+    }
+    const int n = std::atoi(argv[3]);
+    const int threads = argc > 4 ? std::atoi(argv[4]) : 2;
+
+    llama_backend_init();
+    llama_model * model = llama_model_load_from_file(argv[1], llama_model_default_params());
+    if (!model) {
+        fprintf(stderr, "cannot load %s\n", argv[1]);
+        return 1;
+    }
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = prompt.size() + n + 8;
+    cp.n_batch = cp.n_ctx;
+    cp.n_threads = cp.n_threads_batch = threads;
+    llama_context * ctx = llama_init_from_model(model, cp);
+    llama_sampler * smpl = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    llama_sampler_chain_add(smpl, llama_sampler_init_greedy());
+    llama_batch_ext * batch = llama_batch_ext_init(ctx);
+
+    std::vector<llama_token> step = prompt;
+    llama_pos pos = 0;
+    for (int i = 0; i < n; i++) {
+        if (!decode(ctx, batch, step, pos)) {
+            fprintf(stderr, "decode failed\n");
+            return 1;
+        }
+        pos += (llama_pos) step.size();
+        const llama_token id = llama_sampler_sample(smpl, ctx, -1);
+        printf(i ? ",%d" : "%d", id);
+        if (getenv("GREEDY_IDS_TOP")) {
+            // The two best logits of this step, to stderr.
+            const float * l = llama_get_logits_ith(ctx, -1);
+            const int nv = llama_vocab_n_tokens(llama_model_get_vocab(model));
+            int a = 0, b = 1;
+            if (l[b] > l[a]) std::swap(a, b);
+            for (int t = 2; t < nv; t++) {
+                if (l[t] > l[a]) { b = a; a = t; } else if (l[t] > l[b]) { b = t; }
+            }
+            fprintf(stderr, "step %d: %d %.5f %d %.5f\n", i, a, l[a], b, l[b]);
+        }
+        step = {id};
+    }
+    printf("\n");
+    llama_batch_ext_free(batch);
+    llama_sampler_free(smpl);
+    llama_free(ctx);
+    llama_model_free(model);
+    return 0;
+}
