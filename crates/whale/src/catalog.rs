@@ -108,6 +108,60 @@ pub static CATALOG: &[Entry] = &[
         },
     },
     Entry {
+        name: "deepseek-v2-lite-chat",
+        file_name: "DeepSeek-V2-Lite-Chat-Q4_K_M.gguf",
+        size: 10_400_000_000,
+        sha256: None,
+        description: "DeepSeek-V2-Lite-Chat 16B MoE (2.4B active, MLA), Q4_K_M (Hugging Face hub)",
+        source: Source::Hub { repo: "bartowski/DeepSeek-V2-Lite-Chat-GGUF", file: "DeepSeek-V2-Lite-Chat-Q4_K_M.gguf" },
+    },
+    Entry {
+        name: "deepseek-r1-ud-iq1_s",
+        file_name: "DeepSeek-R1-UD-IQ1_S-00001-of-00003.gguf",
+        size: 131_000_000_000,
+        sha256: None,
+        description: "DeepSeek-R1 671B, unsloth's dynamic 1.58-bit mix (IQ1_S experts), 3 parts \
+                      (Hugging Face hub)",
+        source: Source::Hub {
+            repo: "unsloth/DeepSeek-R1-GGUF",
+            file: "DeepSeek-R1-UD-IQ1_S/DeepSeek-R1-UD-IQ1_S-00001-of-00003.gguf",
+        },
+    },
+    Entry {
+        name: "deepseek-r1-ud-iq2_xxs",
+        file_name: "DeepSeek-R1-UD-IQ2_XXS-00001-of-00004.gguf",
+        size: 183_000_000_000,
+        sha256: None,
+        description: "DeepSeek-R1 671B, unsloth's dynamic 2.22-bit mix (IQ2_XXS experts), 4 parts \
+                      (Hugging Face hub)",
+        source: Source::Hub {
+            repo: "unsloth/DeepSeek-R1-GGUF",
+            file: "DeepSeek-R1-UD-IQ2_XXS/DeepSeek-R1-UD-IQ2_XXS-00001-of-00004.gguf",
+        },
+    },
+    Entry {
+        name: "deepseek-r1-q4_k_m",
+        file_name: "DeepSeek-R1-Q4_K_M-00001-of-00009.gguf",
+        size: 404_000_000_000,
+        sha256: None,
+        description: "DeepSeek-R1 671B, Q4_K_M, 9 parts (Hugging Face hub)",
+        source: Source::Hub {
+            repo: "unsloth/DeepSeek-R1-GGUF",
+            file: "DeepSeek-R1-Q4_K_M/DeepSeek-R1-Q4_K_M-00001-of-00009.gguf",
+        },
+    },
+    Entry {
+        name: "deepseek-v3-q4_k_m",
+        file_name: "DeepSeek-V3-Q4_K_M-00001-of-00009.gguf",
+        size: 404_000_000_000,
+        sha256: None,
+        description: "DeepSeek-V3 671B, Q4_K_M, 9 parts (Hugging Face hub)",
+        source: Source::Hub {
+            repo: "unsloth/DeepSeek-V3-GGUF",
+            file: "DeepSeek-V3-Q4_K_M/DeepSeek-V3-Q4_K_M-00001-of-00009.gguf",
+        },
+    },
+    Entry {
         name: "deepseek-r1-distill-llama-8b",
         file_name: "DeepSeek-R1-Distill-Llama-8B-Q4_K_M.gguf",
         size: 4_920_000_000,
@@ -283,7 +337,7 @@ pub fn percent_encode(s: &str, keep_slash: bool) -> String {
 pub fn table(dir: Option<&Path>, cached: impl Fn(&Path) -> bool) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(out, "{:<34} {:>9}  {:<48} DESCRIPTION", "NAME", "SIZE", "SOURCE");
+    let _ = writeln!(out, "{:<34} {:>10}  {:<48} DESCRIPTION", "NAME", "SIZE", "SOURCE");
     for e in CATALOG {
         let default = if e.name == super::DEFAULT_MODEL { "*" } else { " " };
         let size = match e.source {
@@ -300,7 +354,7 @@ pub fn table(dir: Option<&Path>, cached: impl Fn(&Path) -> bool) -> String {
             (Some(d), Source::Pip(_)) if cached(&d.join(e.file_name)) => " [cached]",
             _ => "",
         };
-        let _ = writeln!(out, "{default}{:<33} {size:>9}  {source:<48} {}{cached}", e.name, e.description);
+        let _ = writeln!(out, "{default}{:<33} {size:>10}  {source:<48} {}{cached}", e.name, e.description);
     }
     let _ = writeln!(out, "\n* default model. Also accepted: hf:OWNER/REPO/FILE.gguf[@REV], hf:OWNER/REPO");
     let _ = writeln!(out, "(safetensors folder), https://huggingface.co/... and other URLs (URL#sha256=HEX).");

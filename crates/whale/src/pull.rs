@@ -9,7 +9,11 @@
 //! - `url/HOST/PATH`: any other URL.
 //!
 //! Every file is written to `<file>.partial` and renamed only once complete
-//! and verified, so the final name never holds a half file. After that a
+//! and verified, so the final name never holds a half file. A download that
+//! would not fit the disk (its remaining bytes plus `WHALE_MIN_FREE`, in
+//! bytes, default 0, more than the free space) is refused before it starts;
+//! the parts of a split model are sized first and checked together, and
+//! share one progress bar. After that a
 //! sidecar `<file>.sha256` ("HEX SIZE") records the verified hash: a later
 //! pull compares sizes (and the catalog hash) instead of re-hashing 500 MB.
 
@@ -20,6 +24,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use catalog::{Source, Spec};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -99,23 +104,12 @@ fn fetch(spec: &str, force: bool) -> Result<PathBuf> {
                     }
                     Ok(dest)
                 }
-                Source::Hub { repo, file } => http.hub_file(repo, file, "main", e.sha256, force),
+                Source::Hub { repo, file } => http.hub_model(repo, file, "main", e.sha256, force),
             }
         }
-        Spec::HubFile { repo, path, revision, sha256 } => match split_parts(&path) {
-            // One part of a split model: every part, since none loads alone.
-            Some(parts) => {
-                eprintln!("{path} is one of {} parts: fetching them all", parts.len());
-                let mut first = None;
-                for part in &parts {
-                    let sha = if *part == path { sha256.as_deref() } else { None };
-                    let got = http.hub_file(&repo, part, &revision, sha, force)?;
-                    first.get_or_insert(got);
-                }
-                first.ok_or_else(|| anyhow!("a split model has at least one part"))
-            }
-            None => http.hub_file(&repo, &path, &revision, sha256.as_deref(), force),
-        },
+        Spec::HubFile { repo, path, revision, sha256 } => {
+            http.hub_model(&repo, &path, &revision, sha256.as_deref(), force)
+        }
         Spec::HubRepo { repo, revision } => http.hub_repo(&repo, &revision, force),
         Spec::Url { url, sha256 } => {
             let dest = models_dir()?.join(catalog::url_cache_path(&url)?);
@@ -212,6 +206,59 @@ fn progress(total: Option<u64>, pos: u64, msg: &str) -> ProgressBar {
     pb
 }
 
+/// Bytes that an unprivileged user may still write on the file system that
+/// holds `dir` (or its nearest existing ancestor); `None` where unknown.
+fn free_space(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut p = dir;
+        while !p.exists() {
+            p = p.parent()?;
+        }
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+        // SAFETY: an all-zero `statvfs` is a valid value of that plain C struct.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// Refuses, before anything is written, a download of `need` more bytes
+/// into `dir` that would leave less than `WHALE_MIN_FREE` bytes free.
+fn check_space(dir: &Path, need: u64, what: &str) -> Result<()> {
+    let reserve = match std::env::var("WHALE_MIN_FREE") {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse::<u64>().map_err(|_| anyhow!("WHALE_MIN_FREE must be a number of bytes, got {v:?}"))?
+        }
+        _ => 0,
+    };
+    let Some(free) = free_space(dir) else { return Ok(()) };
+    if need.saturating_add(reserve) > free {
+        let keep = if reserve > 0 {
+            format!(" and WHALE_MIN_FREE keeps {} free", catalog::human(reserve))
+        } else {
+            String::new()
+        };
+        bail!(
+            "not enough disk space for {what}: it needs {} more, {} is free at {}{keep}; free some \
+             space or set WHALE_HOME to a folder on a larger disk",
+            catalog::human(need),
+            catalog::human(free),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 enum PumpError {
     Read(io::Error),
     Write(io::Error),
@@ -258,6 +305,9 @@ struct Http {
     agent: ureq::Agent,
     endpoint: String,
     token: Option<String>,
+    /// While the parts of a split model download: their one progress bar and
+    /// the bytes of the parts before the current one.
+    shared_bar: RefCell<Option<(ProgressBar, u64)>>,
 }
 
 /// What is being fetched: the URL, plus the hub coordinates for messages.
@@ -304,7 +354,7 @@ impl Http {
             .user_agent(concat!("whale/", env!("CARGO_PKG_VERSION")))
             .build();
         let endpoint = endpoint.trim_end_matches('/').to_string();
-        Http { agent, endpoint, token: env("HF_TOKEN") }
+        Http { agent, endpoint, token: env("HF_TOKEN"), shared_bar: RefCell::new(None) }
     }
 
     fn hub_target(&self, repo: &str, path: &str, rev: &str) -> Target {
@@ -321,6 +371,63 @@ impl Http {
             self.download(&self.hub_target(repo, path, rev), &dest, sha, false)?;
         }
         Ok(dest)
+    }
+
+    /// A hub GGUF; when `path` is one part of a split model
+    /// (`PREFIX-0000K-of-0000N.gguf`, as llama.cpp's gguf-split names them),
+    /// every part, since none loads alone: the missing ones are sized first
+    /// (one request each, no body), the disk space is checked for all of
+    /// them, and they download under one progress bar. Returns the first
+    /// part, which the loader opens the others from.
+    fn hub_model(&self, repo: &str, path: &str, rev: &str, sha: Option<&str>, force: bool) -> Result<PathBuf> {
+        let Some(parts) = split_parts(path) else { return self.hub_file(repo, path, rev, sha, force) };
+        eprintln!("{path} is one of {} parts: fetching them all", parts.len());
+        let dir = models_dir()?.join(catalog::repo_dir(repo, rev));
+        let (mut total, mut done, mut need) = (0u64, 0u64, 0u64);
+        let mut todo = Vec::new();
+        for part in &parts {
+            let dest = dir.join(part);
+            let part_sha = if part == path { sha } else { None };
+            if !force && is_verified(&dest, part_sha)? {
+                let n = fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+                (total, done) = (total + n, done + n);
+                continue;
+            }
+            let size = self.probe_size(&self.hub_target(repo, part, rev))?;
+            let have = fs::metadata(with_suffix(&dest, ".partial")).map(|m| m.len()).unwrap_or(0);
+            if let Some(n) = size {
+                total += n;
+                need += n.saturating_sub(have);
+            }
+            todo.push((part, dest, part_sha));
+        }
+        if !todo.is_empty() {
+            let what = format!("{} of the {} parts of {path}", todo.len(), parts.len());
+            check_space(&dir, need, &what)?;
+            let name = Path::new(&parts[0]).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let pb = progress(Some(total), done, &format!("{name} (+{} parts)", parts.len() - 1));
+            *self.shared_bar.borrow_mut() = Some((pb.clone(), done));
+            let result = todo.iter().try_for_each(|(part, dest, part_sha)| {
+                self.download(&self.hub_target(repo, part, rev), dest, *part_sha, false).map(|_| ())
+            });
+            *self.shared_bar.borrow_mut() = None;
+            pb.finish_and_clear();
+            result?;
+        }
+        Ok(dir.join(&parts[0]))
+    }
+
+    /// The size of a file without fetching it: the hub's `X-Linked-Size` on
+    /// its redirect, else the final answer's `Content-Length` (the answer is
+    /// dropped unread). A missing file is the error naming it.
+    fn probe_size(&self, t: &Target) -> Result<Option<u64>> {
+        match self.open_until(t, 0, None, false, None)? {
+            Ok(a) => {
+                let len = a.resp.as_ref().and_then(|r| r.header("Content-Length")).and_then(|v| v.trim().parse().ok());
+                Ok(a.linked_size.or(len))
+            }
+            Err(_) => Ok(None),
+        }
     }
 
     /// `hf:OWNER/REPO`: a safetensors model folder. Complete once the marker
@@ -415,7 +522,30 @@ impl Http {
 
     /// Sends the request, following redirects by hand, and collects what
     /// the hops say about the file. `Err(outcome)` ends the attempt early.
-    fn open(&self, t: &Target, have: u64, sha: Option<&str>, optional: bool) -> Result<Result<Answer, Attempt>> {
+    /// `dest`: where the file goes; once a hop gives its size, the disk
+    /// space is checked before the body is asked for.
+    fn open(
+        &self,
+        t: &Target,
+        have: u64,
+        sha: Option<&str>,
+        optional: bool,
+        dest: &Path,
+    ) -> Result<Result<Answer, Attempt>> {
+        self.open_until(t, have, sha, optional, Some(dest))
+    }
+
+    /// [`Self::open`]; with no `dest`, only the size is wanted: stops at
+    /// the first hop that gives it (the hub's redirect), so no body is asked for.
+    fn open_until(
+        &self,
+        t: &Target,
+        have: u64,
+        sha: Option<&str>,
+        optional: bool,
+        dest: Option<&Path>,
+    ) -> Result<Result<Answer, Attempt>> {
+        let size_only = dest.is_none();
         let mut a = Answer { expected: sha.map(str::to_ascii_lowercase), ..Answer::default() };
         let mut url = t.url.clone();
         for _ in 0..10 {
@@ -458,13 +588,16 @@ impl Http {
                     a.expected = Some(v);
                 }
             }
-            if let Some(n) = resp.header("X-Linked-Size").and_then(|v| v.trim().parse().ok()) {
+            if let Some(n) = resp.header("X-Linked-Size").and_then(|v| v.trim().parse::<u64>().ok()) {
                 a.linked_size = Some(n);
+                if let Some(dir) = dest.and_then(Path::parent) {
+                    check_space(dir, n.saturating_sub(have), &t.what())?;
+                }
             }
             if let Some(c) = resp.header("X-Repo-Commit") {
                 a.commit = Some(c.trim().to_string());
             }
-            if !(300..400).contains(&resp.status()) {
+            if !(300..400).contains(&resp.status()) || (size_only && a.linked_size.is_some()) {
                 a.resp = Some(resp);
                 return Ok(Ok(a));
             }
@@ -485,7 +618,7 @@ impl Http {
         optional: bool,
     ) -> Result<Attempt> {
         let have = if resume { fs::metadata(partial).map(|m| m.len()).unwrap_or(0) } else { 0 };
-        let a = match self.open(t, have, sha, optional)? {
+        let a = match self.open(t, have, sha, optional, dest)? {
             Ok(a) => a,
             Err(outcome) => return Ok(outcome),
         };
@@ -504,6 +637,9 @@ impl Http {
             200 => (0, len.or(linked_size)),
             s => bail!("{}: unexpected HTTP status {s} from {url}", t.what()),
         };
+        if let (Some(total), Some(dir)) = (total, dest.parent()) {
+            check_space(dir, total.saturating_sub(offset), &t.what())?;
+        }
         let mut hasher = Sha256::new();
         let mut file = if offset > 0 {
             // Hash what we already have, then append the rest.
@@ -518,7 +654,14 @@ impl Http {
         if offset > 0 {
             eprintln!("resuming {name} at byte {offset}");
         }
-        let pb = progress(total, offset, &name);
+        let shared = self.shared_bar.borrow().clone();
+        let pb = match &shared {
+            Some((bar, base)) => {
+                bar.set_position(base + offset);
+                bar.clone()
+            }
+            None => progress(total, offset, &name),
+        };
         let mut count = offset;
         let pumped = pump(&mut resp.into_reader(), &mut file, &mut hasher, &pb, &mut count);
         let resumable = expected.is_some();
@@ -536,7 +679,9 @@ impl Http {
             Err(PumpError::Write(e)) => return Err(e).with_context(|| format!("writing {}", partial.display())),
             Ok(()) => {}
         }
-        pb.finish_and_clear();
+        if shared.is_none() {
+            pb.finish_and_clear();
+        }
         file.sync_all().with_context(|| format!("writing {}", partial.display()))?;
         drop(file);
         if let Some(total) = total.filter(|&n| n != count) {
@@ -563,6 +708,9 @@ impl Http {
         }
         fs::rename(partial, dest).with_context(|| format!("renaming into {}", dest.display()))?;
         write_sidecar(dest, &hex, count)?;
+        if let Some((_, base)) = self.shared_bar.borrow_mut().as_mut() {
+            *base += count;
+        }
         match expected {
             Some(_) => eprintln!("{name}: verified sha256 {hex}"),
             None => eprintln!("{name}: no published checksum; sha256 {hex}"),

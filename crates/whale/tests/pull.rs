@@ -529,3 +529,88 @@ fn one_part_of_a_split_model_fetches_every_part() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("m-00003-of-00004.gguf"), "{}", stderr(&out));
 }
+
+/// A catalog model split in parts (unsloth's 1.58-bit R1, here three small
+/// stand-ins at the catalog's real hub paths): every part is sized first
+/// (the redirect only, no body), then each is fetched once and verified; the
+/// first part's path is printed.
+#[test]
+fn catalog_split_model_fetches_every_part_once() {
+    let dir = "DeepSeek-R1-UD-IQ1_S";
+    let names: [&'static str; 3] = [
+        "DeepSeek-R1-UD-IQ1_S/DeepSeek-R1-UD-IQ1_S-00001-of-00003.gguf",
+        "DeepSeek-R1-UD-IQ1_S/DeepSeek-R1-UD-IQ1_S-00002-of-00003.gguf",
+        "DeepSeek-R1-UD-IQ1_S/DeepSeek-R1-UD-IQ1_S-00003-of-00003.gguf",
+    ];
+    let parts: Vec<Vec<u8>> = (0..3).map(|k| data(40_000 + k * 777, 40 + k as u64)).collect();
+    let files = names.iter().zip(&parts).map(|(n, b)| file("unsloth/DeepSeek-R1-GGUF", n, b.clone(), true)).collect();
+    let hub = serve(files, 30);
+    let home = home("catsplit");
+    let out = whale(&home, &hub.endpoint, None, &["pull", "deepseek-r1-ud-iq1_s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let root = home.join("models/unsloth--DeepSeek-R1-GGUF");
+    assert_eq!(stdout(&out), root.join(names[0]).display().to_string());
+    for (n, b) in names.iter().zip(&parts) {
+        assert_eq!(&std::fs::read(root.join(n)).unwrap(), b, "{n}");
+    }
+    assert!(root.join(dir).is_dir());
+    let log = hub.log();
+    // Three size probes (redirects, no body), then per part the redirect
+    // and one CDN download.
+    assert!(log[..3].iter().all(|l| l.status == 302 && l.body_len == 0), "{log:#?}");
+    let cdn: Vec<_> = log.iter().filter(|l| l.path.starts_with("/cdn/")).collect();
+    assert_eq!(cdn.len(), 3, "each part downloaded once: {log:#?}");
+    assert!(cdn.iter().all(|l| l.status == 200));
+    assert!(stderr(&out).matches("verified sha256").count() == 3, "{}", stderr(&out));
+}
+
+/// Not enough disk for the download (simulated with WHALE_MIN_FREE, the
+/// free space whale must leave): refused before any byte is fetched, with
+/// the needed and free sizes named, for one file and for the parts of a
+/// split model together.
+#[test]
+fn a_download_that_does_not_fit_is_refused_up_front() {
+    let body = data(100_000, 7);
+    let parts: Vec<Vec<u8>> = (0..2).map(|k| data(60_000, 50 + k as u64)).collect();
+    let mut files = vec![file("acme/one-GGUF", "m.gguf", body, true)];
+    for (k, b) in parts.iter().enumerate() {
+        let n: &'static str = Box::leak(format!("s-0000{}-of-00002.gguf", k + 1).into_boxed_str());
+        files.push(file("acme/one-GGUF", n, b.clone(), true));
+    }
+    let hub = serve(files, 20);
+    let home = home("nospace");
+    let run = |spec: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_whale"));
+        cmd.args(["pull", spec])
+            .env("WHALE_HOME", &home)
+            .env("HF_ENDPOINT", &hub.endpoint)
+            .env_remove("HF_TOKEN")
+            .env("WHALE_MIN_FREE", "1000000000000000000");
+        cmd.output().unwrap()
+    };
+    for (spec, need) in
+        [("hf:acme/one-GGUF/m.gguf", "100.00 kB"), ("hf:acme/one-GGUF/s-00001-of-00002.gguf", "120.00 kB")]
+    {
+        let out = run(spec);
+        assert!(!out.status.success(), "{spec}");
+        let err = stderr(&out);
+        assert!(err.contains("not enough disk space"), "{spec}: {err}");
+        assert!(err.contains(&format!("needs {need} more")), "{spec}: {err}");
+        assert!(err.contains("WHALE_MIN_FREE"), "{spec}: {err}");
+    }
+    assert!(hub.log().iter().all(|l| !l.path.starts_with("/cdn/")), "nothing downloaded: {:#?}", hub.log());
+    let repo = home.join("models/acme--one-GGUF");
+    let left: Vec<_> = std::fs::read_dir(&repo).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "no file or partial written: {left:?}");
+
+    // A bad WHALE_MIN_FREE is an error, not ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_whale"))
+        .args(["pull", "hf:acme/one-GGUF/m.gguf"])
+        .env("WHALE_HOME", &home)
+        .env("HF_ENDPOINT", &hub.endpoint)
+        .env("WHALE_MIN_FREE", "lots")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("WHALE_MIN_FREE must be a number of bytes"), "{}", stderr(&out));
+}
