@@ -320,6 +320,15 @@ fn isum_scalar(u: &Unpacked, y: &[i8], groups: usize) -> i32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    //! The x86 kernels build each 32-weight chunk in registers, with no
+    //! trip through memory: per 8 weights one u64 load from the expanded
+    //! grid (four of them make a vector), sign codes as byte masks, IQ1's
+    //! ±1 shift by a byte add, IQ4's table by `vpshufb`, TQ2_0's 2-bit
+    //! fields by shifts. A chunk is `(u, v, sc)`: unsigned magnitudes `u`,
+    //! a vector `v` whose sign is the weight's sign (`vpsignb` moves it onto
+    //! the activations), and the two 16-weight scales as i16 lanes, so the
+    //! integer dot is `vpmaddwd(vpmaddubsw(u, sign(y, v)), sc)`. TQ1_0 (base-3
+    //! digits) goes through the portable unpacking into a buffer.
     use super::*;
     use core::arch::x86_64::*;
 
@@ -327,25 +336,268 @@ mod x86 {
     /// The CPU must have AVX2; shapes as [`vec_dot_group`].
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_avx2<const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        // SAFETY: this function's features are the ones `isum_avx2` needs.
-        dot_loop(wty, row, a, |u, y, g| unsafe { isum::<false>(u, y, g) })
+        use GgmlType as G;
+        // SAFETY (every arm): the caller's contract, passed on.
+        unsafe {
+            match wty {
+                G::IQ2_XXS => dot_chunks::<IQ2XXS, N>(wty, row, a),
+                G::IQ2_XS => dot_chunks::<IQ2XS, N>(wty, row, a),
+                G::IQ2_S => dot_chunks::<IQ2S, N>(wty, row, a),
+                G::IQ3_XXS => dot_chunks::<IQ3XXS, N>(wty, row, a),
+                G::IQ3_S => dot_chunks::<IQ3S, N>(wty, row, a),
+                G::IQ1_S => dot_chunks::<IQ1S, N>(wty, row, a),
+                G::IQ1_M => dot_chunks::<IQ1M, N>(wty, row, a),
+                G::IQ4_NL => dot_chunks::<IQ4NL, N>(wty, row, a),
+                G::IQ4_XS => dot_chunks::<IQ4XS, N>(wty, row, a),
+                G::TQ2_0 => dot_chunks::<TQ20, N>(wty, row, a),
+                // SAFETY: this function's features are the ones `isum` needs.
+                _ => dot_loop(wty, row, a, |u, y, g| isum(u, y, g)),
+            }
+        }
     }
 
     /// # Safety
     /// The CPU must have AVX-512 F/BW/VL/VNNI (and AVX2); shapes as above.
+    /// The AVX2 kernels: VNNI would fuse one add per chunk.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn dot_avx512<const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        // SAFETY: as above.
-        dot_loop(wty, row, a, |u, y, g| unsafe { isum::<true>(u, y, g) })
+        // SAFETY: AVX-512 implies the AVX2 set.
+        unsafe { dot_avx2(wty, row, a) }
     }
 
-    /// `Σ_g sc[g] Σ q·y` over `groups` groups of 16 (2 or 16): per 32 bytes,
-    /// `|q|` times `y` signed like `q` (`vpsignb`), pair sums (`vpmaddubsw`,
-    /// exact, see the module docs), times the two groups' scales and summed
-    /// to i32 (`vpmaddwd`, or VNNI's `vpdpwssd`).
+    const IQ2XXS: u8 = 0;
+    const IQ2XS: u8 = 1;
+    const IQ2S: u8 = 2;
+    const IQ3XXS: u8 = 3;
+    const IQ3S: u8 = 4;
+    const IQ1S: u8 = 5;
+    const IQ1M: u8 = 6;
+    const IQ4NL: u8 = 7;
+    const IQ4XS: u8 = 8;
+    const TQ20: u8 = 9;
+
+    /// Byte `i` of a block, as an index.
+    #[inline(always)]
+    fn at(b: &[u8], i: usize) -> usize {
+        b[i] as usize
+    }
+
+    /// `[E(0), E(1), E(2), E(3)]`, written out (no closure to inline).
+    macro_rules! quad {
+        ($k:ident => $e:expr) => {
+            [
+                {
+                    let $k = 0usize;
+                    $e
+                },
+                {
+                    let $k = 1usize;
+                    $e
+                },
+                {
+                    let $k = 2usize;
+                    $e
+                },
+                {
+                    let $k = 3usize;
+                    $e
+                },
+            ]
+        };
+    }
+
+    /// Chunk `$t` (weights 32t..32t+32) of block `$b` of the type tagged
+    /// `$T`, as `(u, v, sc)`. A macro, so that it is compiled inside the
+    /// caller's loop with its target features (an `#[inline]` function of
+    /// this size was left as a call). The caller guarantees that `$b` is one
+    /// whole block of that type and `$t` is below its chunk count.
+    macro_rules! chunk {
+        ($T:ident, $b:expr, $t:expr) => {{
+        let (b, t): (&[u8], usize) = ($b, $t);
+        match $T {
+            IQ2XXS => {
+                let q = &b[2 + 8 * t..10 + 8 * t];
+                let aux = le32(q, 1);
+                let g = v4(quad!(k => GRID_IQ2XXS[q[k] as usize]));
+                let m = v4(quad!(k => KSIGN_MASK[((aux >> (7 * k)) & 127) as usize]));
+                let s = (2 * (aux >> 28) + 1) as i16;
+                let (u, v) = signed(g, m);
+                (u, v, _mm256_set1_epi16(s))
+            }
+            IQ2XS => {
+                let w = |k: usize| le16(&b[2..66], 4 * t + k);
+                let g = v4(quad!(k => GRID_IQ2XS[(w(k) & 511) as usize]));
+                let m = v4(quad!(k => KSIGN_MASK[(w(k) >> 9) as usize]));
+                let sc = b[66 + t];
+                let (u, v) = signed(g, m);
+                (u, v, sc2(2 * (sc & 15) as i16 + 1, 2 * (sc >> 4) as i16 + 1))
+            }
+            IQ2S => {
+                let h = at(b, 66 + t);
+                let g = v4(quad!(k => GRID_IQ2S[at(b, 2 + 4 * t + k) | ((h >> (2 * k)) & 3) << 8]));
+                let m = v4(quad!(k => SIGN_MASK[at(b, 34 + 4 * t + k)]));
+                let sc = b[74 + t];
+                let (u, v) = signed(g, m);
+                (u, v, sc2(2 * (sc & 15) as i16 + 1, 2 * (sc >> 4) as i16 + 1))
+            }
+            IQ3XXS => {
+                let q = &b[2 + 8 * t..10 + 8 * t];
+                let aux = le32(&b[66..98], t);
+                let g = v4(quad!(k => {
+                    GRID_IQ3XXS[q[2 * k] as usize] as u64 | (GRID_IQ3XXS[q[2 * k + 1] as usize] as u64) << 32
+                }));
+                let m = v4(quad!(k => KSIGN_MASK[((aux >> (7 * k)) & 127) as usize]));
+                let (u, v) = signed(g, m);
+                (u, v, _mm256_set1_epi16((2 * (aux >> 28) + 1) as i16))
+            }
+            IQ3S => {
+                let h = at(b, 66 + t);
+                let idx = |k: usize| at(b, 2 + 8 * t + k) | ((h >> k) & 1) << 8;
+                let g = v4(quad!(k => GRID_IQ3S[idx(2 * k)] as u64 | (GRID_IQ3S[idx(2 * k + 1)] as u64) << 32));
+                let m = v4(quad!(k => SIGN_MASK[at(b, 74 + 4 * t + k)]));
+                let s = (2 * ((b[106 + t / 2] >> (4 * (t % 2))) & 15) + 1) as i16;
+                let (u, v) = signed(g, m);
+                (u, v, _mm256_set1_epi16(s))
+            }
+            IQ1S => {
+                let w = le16(&b[34..50], t) as usize;
+                let g = v4(quad!(k => GRID_IQ1S_X8[at(b, 2 + 4 * t + k) | ((w >> (3 * k)) & 7) << 8]));
+                let delta = _mm256_set1_epi8(if w & 0x8000 != 0 { -1 } else { 1 });
+                let (u, v) = plain(_mm256_add_epi8(g, delta));
+                (u, v, _mm256_set1_epi16((2 * ((w >> 12) & 7) + 1) as i16))
+            }
+            IQ1M => {
+                let nib = |k: usize| (at(b, 32 + 2 * t + k / 2) >> (4 * (k % 2))) & 15;
+                let g = v4(quad!(k => GRID_IQ1S_X8[at(b, 4 * t + k) | (nib(k) & 7) << 8]));
+                let delta = v4(quad!(k => if nib(k) & 8 != 0 { u64::MAX } else { LOW }));
+                let sw = |g: usize| ((le16(&b[48..56], g / 4) >> (3 * (g % 4))) & 7) as i16;
+                let (u, v) = plain(_mm256_add_epi8(g, delta));
+                (u, v, sc2(2 * sw(2 * t) + 1, 2 * sw(2 * t + 1) + 1))
+            }
+            IQ4NL => {
+                // SAFETY: bytes 2..18 of the block.
+                let (u, v) = plain(unsafe { iq4_chunk(&b[2..18]) });
+                (u, v, _mm256_set1_epi16(1))
+            }
+            IQ4XS => {
+                let lo = (b[4 + t / 2] >> (4 * (t % 2))) & 0x0F;
+                let s = (lo as i16 | (((le16(b, 1) >> (2 * t)) & 3) as i16) << 4) - 32;
+                // SAFETY: bytes 8 + 16t .. 24 + 16t of the block.
+                let (u, v) = plain(unsafe { iq4_chunk(&b[8 + 16 * t..24 + 16 * t]) });
+                (u, v, _mm256_set1_epi16(s))
+            }
+            TQ20 => {
+                let (c, sh) = (t / 4, t % 4);
+                // SAFETY: bytes 32c .. 32c + 32 of the 64 quant bytes.
+                let x = unsafe { _mm256_loadu_si256(b[32 * c..32 * c + 32].as_ptr() as *const __m256i) };
+                let f = _mm256_srl_epi16(x, _mm_cvtsi32_si128(2 * sh as i32));
+                let q = _mm256_sub_epi8(_mm256_and_si256(f, _mm256_set1_epi8(3)), _mm256_set1_epi8(1));
+                let (u, v) = plain(q);
+                (u, v, _mm256_set1_epi16(1))
+            }
+            _ => unreachable!("type tag {}", $T),
+        }
+        }};
+    }
+
+    /// The shared loop over blocks and chunks for type tag `T`: exact i32
+    /// sums per block (eight i32 lanes, summed at the block's end), then
+    /// the float step of the module docs.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn isum<const VNNI: bool>(u: &Unpacked, y: &[i8], groups: usize) -> i32 {
+    unsafe fn dot_chunks<const T: u8, const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        let (bs, ts) = (wty.block_size(), wty.type_size());
+        let chunks = bs / 32;
+        let mut acc = [[0f32; 8]; N];
+        for (b, blk) in row.chunks_exact(ts).enumerate() {
+            let mut iacc = [_mm256_setzero_si256(); N];
+            for t in 0..chunks {
+                // `blk` is one whole block of this type, `t` < its chunks.
+                let (u, v, sc) = chunk!(T, blk, t);
+                for (ia, aj) in iacc.iter_mut().zip(a) {
+                    let ys = &aj.qs[bs * b + 32 * t..bs * b + 32 * t + 32];
+                    // SAFETY: `ys` holds 32 bytes.
+                    let y = unsafe { _mm256_loadu_si256(ys.as_ptr() as *const __m256i) };
+                    let p = _mm256_maddubs_epi16(u, _mm256_sign_epi8(y, v));
+                    *ia = _mm256_add_epi32(*ia, _mm256_madd_epi16(p, sc));
+                }
+            }
+            let d = block_d::<T>(blk);
+            for ((l, ia), aj) in acc.iter_mut().zip(iacc).zip(a) {
+                l[b % 8] += term(d, aj.d[b], hsum(ia));
+            }
+        }
+        let f = post_scale(wty);
+        acc.map(|l| reduce8(l) * f)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn hsum(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+
+    #[inline(always)]
+    fn block_d<const T: u8>(b: &[u8]) -> f32 {
+        match T {
+            IQ1M => {
+                let w = |i: usize| u16::from_le_bytes([b[48 + 2 * i], b[49 + 2 * i]]);
+                let bits = (w(0) >> 12) | ((w(1) >> 8) & 0x00F0) | ((w(2) >> 4) & 0x0F00) | (w(3) & 0xF000);
+                F16Le(bits.to_le_bytes()).to_f32()
+            }
+            TQ20 => half(b[64], b[65]),
+            _ => half(b[0], b[1]),
+        }
+    }
+
+    /// Four u64 (elements 0..8 first) as one vector.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn v4(e: [u64; 4]) -> __m256i {
+        _mm256_setr_epi64x(e[0] as i64, e[1] as i64, e[2] as i64, e[3] as i64)
+    }
+
+    /// Scales of a chunk's two 16-weight halves as i16 lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn sc2(lo: i16, hi: i16) -> __m256i {
+        _mm256_setr_m128i(_mm_set1_epi16(lo), _mm_set1_epi16(hi))
+    }
+
+    /// Grid magnitudes `g` and sign masks `m` (0xFF = negative) as `(u, v)`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn signed(g: __m256i, m: __m256i) -> (__m256i, __m256i) {
+        (g, _mm256_or_si256(m, _mm256_set1_epi8(1)))
+    }
+
+    /// Signed weights `q` (|q| <= 127) as `(u, v)`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn plain(q: __m256i) -> (__m256i, __m256i) {
+        (_mm256_sign_epi8(q, q), q)
+    }
+
+    /// IQ4's 16 values for each nibble of 16 bytes: low nibbles then high.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn iq4_chunk(qs: &[u8]) -> __m256i {
+        // SAFETY: `qs` holds 16 bytes (callers slice it so).
+        let x = unsafe { _mm_loadu_si128(qs[..16].as_ptr() as *const __m128i) };
+        let m = _mm_set1_epi8(0x0F);
+        let nib = _mm256_setr_m128i(_mm_and_si128(x, m), _mm_and_si128(_mm_srli_epi16::<4>(x), m));
+        // SAFETY: the table holds 16 bytes.
+        let kv = unsafe { _mm_loadu_si128(KVALUES_IQ4.as_ptr() as *const __m128i) };
+        _mm256_shuffle_epi8(_mm256_setr_m128i(kv, kv), nib)
+    }
+
+    /// `Σ_g sc[g] Σ q·y` over `groups` groups of 16 of an unpacked block.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn isum(u: &Unpacked, y: &[i8], groups: usize) -> i32 {
         debug_assert!(y.len() >= 16 * groups && groups.is_multiple_of(2));
         let mut acc = _mm256_setzero_si256();
         for t in 0..groups / 2 {
@@ -357,24 +609,9 @@ mod x86 {
                 )
             };
             let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(yv, w));
-            let sc = _mm256_setr_m128i(_mm_set1_epi16(u.sc[2 * t]), _mm_set1_epi16(u.sc[2 * t + 1]));
-            acc = if VNNI {
-                // SAFETY: VNNI is only requested from `dot_avx512`.
-                unsafe { vnni_acc(acc, p, sc) }
-            } else {
-                _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc))
-            };
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc2(u.sc[2 * t], u.sc[2 * t + 1])));
         }
-        let s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256::<1>(acc));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    #[inline]
-    unsafe fn vnni_acc(acc: __m256i, p: __m256i, sc: __m256i) -> __m256i {
-        _mm256_dpwssd_epi32(acc, p, sc)
+        hsum(acc)
     }
 }
 
