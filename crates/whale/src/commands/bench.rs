@@ -94,6 +94,22 @@ fn mem_available() -> Option<u64> {
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
+/// Bytes of a model on disk: a file, every part of a split GGUF named by
+/// one of its parts, or a folder's files.
+fn model_file_bytes(path: &std::path::Path) -> u64 {
+    use whale_engine::formats::gguf::{parse_split_path, split_path};
+    let len = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    if path.is_dir() {
+        let entries = std::fs::read_dir(path).into_iter().flatten().flatten();
+        return entries.map(|e| len(&e.path())).sum();
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match parse_split_path(&name) {
+        Some((prefix, _, count)) => (0..count).map(|k| len(&path.with_file_name(split_path(prefix, k, count)))).sum(),
+        None => len(path),
+    }
+}
+
 /// Peak resident set size of this process (Linux `VmHWM`), 0 if unknown.
 fn peak_rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -130,7 +146,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let (m, ctx, name, weight_bytes) = match (&a.model, &a.like) {
         (Some(spec), _) => {
             let path = crate::pull::resolve_model(spec)?;
-            let weight_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let weight_bytes = model_file_bytes(&path);
             let (m, ctx) = margs.load(spec)?;
             let name = path.file_name().map_or(spec.clone(), |f| f.to_string_lossy().into_owned());
             (m, ctx, name, weight_bytes)
