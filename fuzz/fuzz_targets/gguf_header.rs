@@ -1,8 +1,10 @@
 //! Fuzz the GGUF reader: header, metadata, tensor table and tensor bounds, then
 //! the model loader's use of them, as one file or as the parts of a split
 //! model (split.no, split.count, split.tensors.count, tensors in two parts).
-//! Any input must give Ok or an error, never a panic, hang or huge
-//! allocation.
+//! The first row of every tensor is decoded and dotted with quantized
+//! activations, so arbitrary block bytes of every type (the i-quants' grid
+//! indices and sign codes included) reach the kernels. Any input must give
+//! Ok or an error, never a panic, hang or huge allocation.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -29,7 +31,16 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(g) = opened {
         let _ = g.check_tensors();
         for t in &g.tensors {
-            let _ = g.tensor_data(&t.name);
+            let Ok((t, bytes)) = g.tensor_data(&t.name) else { continue };
+            let n = t.dims.first().copied().unwrap_or(0) as usize;
+            let Some(rb) = t.ty.row_bytes(n).filter(|&rb| n <= 1 << 16 && rb <= bytes.len()) else { continue };
+            let mut out = vec![0f32; n];
+            let _ = whale_kernels::dequantize_row(t.ty, &bytes[..rb], &mut out);
+            if n > 0 && !matches!(t.ty, whale_kernels::GgmlType::Q8_1 | whale_kernels::GgmlType::Q8_K) {
+                let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();
+                let acts = whale_kernels::quantize_acts(t.ty, &x, 1, n);
+                let _ = whale_kernels::vec_dot_q(t.ty, &bytes[..rb], &acts, 0);
+            }
         }
         let _ = g.architecture();
         // The tokenizer and model loaders read the same metadata.
