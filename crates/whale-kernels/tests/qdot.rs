@@ -211,17 +211,9 @@ fn iq_vec_dot_matches_llamacpp() {
     for (k, r) in records.iter().enumerate() {
         assert!(r.wty.is_iquant(), "record {k}: {}", r.wty);
         assert_eq!(vec_dot_type(r.wty), r.aty, "record {k}: vec_dot_type({})", r.wty);
-        let n = r.x.len();
-        let acts = quantize_acts(r.wty, &r.x, 1, n);
+        let acts = quantize_acts(r.wty, &r.x, 1, r.x.len());
         assert_eq!(acts.ggml_row(0), r.acts, "record {k}: activation bytes");
-        let (_, s, _) = identity(r.wty, &r.w, r.aty, &r.acts, n);
-        let what = format!("record {k}: {} x {} n={n}", r.wty, r.aty);
-        let reference = vec_dot_q_ref(r.wty, &r.w, &acts, 0);
-        assert_close(&what, reference, r.dot as f64, s, TOL_LLAMACPP, 0.0);
-        for level in SimdLevel::available() {
-            let got = vec_dot_q_with(level, r.wty, &r.w, &acts, 0);
-            assert_eq!(got.to_bits(), reference.to_bits(), "{what} at {level}");
-        }
+        check_llamacpp_dot(k, r);
         *per_type.entry(r.wty.name()).or_insert(0) += 1;
     }
     assert_eq!(per_type.len(), 11, "{per_type:?}");
@@ -264,16 +256,22 @@ fn quantize_acts_matches_llamacpp_bytes() {
 #[test]
 fn vec_dot_q_matches_llamacpp() {
     for (k, r) in llamacpp_records().iter().enumerate() {
-        let n = r.x.len();
-        let acts = quantize_acts(r.wty, &r.x, 1, n);
-        let (_, s, _) = identity(r.wty, &r.w, r.aty, &r.acts, n);
-        let what = format!("record {k}: {} x {} n={n}", r.wty, r.aty);
-        let reference = vec_dot_q_ref(r.wty, &r.w, &acts, 0);
-        assert_close(&what, reference, r.dot as f64, s, TOL_LLAMACPP, 0.0);
-        for level in SimdLevel::available() {
-            let got = vec_dot_q_with(level, r.wty, &r.w, &acts, 0);
-            assert_eq!(got.to_bits(), reference.to_bits(), "{what} at {level}");
-        }
+        check_llamacpp_dot(k, r);
+    }
+}
+
+/// Record `k`'s dot: the reference within `TOL_LLAMACPP` of llama.cpp's,
+/// every level bit-identical to the reference.
+fn check_llamacpp_dot(k: usize, r: &LlamaRecord) {
+    let n = r.x.len();
+    let acts = quantize_acts(r.wty, &r.x, 1, n);
+    let (_, s, _) = identity(r.wty, &r.w, r.aty, &r.acts, n);
+    let what = format!("record {k}: {} x {} n={n}", r.wty, r.aty);
+    let reference = vec_dot_q_ref(r.wty, &r.w, &acts, 0);
+    assert_close(&what, reference, r.dot as f64, s, TOL_LLAMACPP, 0.0);
+    for level in SimdLevel::available() {
+        let got = vec_dot_q_with(level, r.wty, &r.w, &acts, 0);
+        assert_eq!(got.to_bits(), reference.to_bits(), "{what} at {level}");
     }
 }
 

@@ -90,16 +90,6 @@ fn put(q: &mut [i8; QK_K], at: usize, v: u64) {
 }
 
 #[inline(always)]
-fn le16(b: &[u8], i: usize) -> u16 {
-    u16::from_le_bytes([b[2 * i], b[2 * i + 1]])
-}
-
-#[inline(always)]
-fn le32(b: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
-}
-
-#[inline(always)]
 fn half(lo: u8, hi: u8) -> f32 {
     F16Le([lo, hi]).to_f32()
 }
@@ -113,7 +103,7 @@ pub(crate) fn unpack(wty: GgmlType, b: &[u8], u: &mut Unpacked) {
             u.d = half(b[0], b[1]);
             let qs = &b[2..66];
             for ib in 0..8 {
-                let aux = le32(qs, 2 * ib + 1);
+                let aux = u32_at(qs, 2 * ib + 1);
                 let s = (2 * (aux >> 28) + 1) as i16;
                 u.sc[2 * ib] = s;
                 u.sc[2 * ib + 1] = s;
@@ -131,7 +121,7 @@ pub(crate) fn unpack(wty: GgmlType, b: &[u8], u: &mut Unpacked) {
                 u.sc[g] = 2 * ((scales[g / 2] >> (4 * (g % 2))) & 0x0F) as i16 + 1;
             }
             for k in 0..32 {
-                let w = le16(qs, k);
+                let w = u16_at(qs, k);
                 put(&mut u.q, 8 * k, negate(GRID_IQ2XS[(w & 511) as usize], KSIGN_MASK[(w >> 9) as usize]));
             }
         }
@@ -150,7 +140,7 @@ pub(crate) fn unpack(wty: GgmlType, b: &[u8], u: &mut Unpacked) {
             u.d = half(b[0], b[1]);
             let (qs, ss) = (&b[2..66], &b[66..98]);
             for ib in 0..8 {
-                let aux = le32(ss, ib);
+                let aux = u32_at(ss, ib);
                 let s = (2 * (aux >> 28) + 1) as i16;
                 u.sc[2 * ib] = s;
                 u.sc[2 * ib + 1] = s;
@@ -179,7 +169,7 @@ pub(crate) fn unpack(wty: GgmlType, b: &[u8], u: &mut Unpacked) {
             u.d = half(b[0], b[1]);
             let (qs, qh) = (&b[2..34], &b[34..50]);
             for ib in 0..8 {
-                let w = le16(qh, ib);
+                let w = u16_at(qh, ib);
                 let s = 2 * ((w >> 12) & 7) as i16 + 1;
                 u.sc[2 * ib] = s;
                 u.sc[2 * ib + 1] = s;
@@ -192,7 +182,7 @@ pub(crate) fn unpack(wty: GgmlType, b: &[u8], u: &mut Unpacked) {
         }
         G::IQ1_M => {
             let (qs, qh, sc) = (&b[..32], &b[32..48], &b[48..56]);
-            let w = |i| le16(sc, i);
+            let w = |i| u16_at(sc, i);
             let bits = (w(0) >> 12) | ((w(1) >> 8) & 0x00F0) | ((w(2) >> 4) & 0x0F00) | (w(3) & 0xF000);
             u.d = F16Le(bits.to_le_bytes()).to_f32();
             for g in 0..16 {
@@ -214,7 +204,7 @@ pub(crate) fn unpack(wty: GgmlType, b: &[u8], u: &mut Unpacked) {
         }
         G::IQ4_XS => {
             u.d = half(b[0], b[1]);
-            let sh = le16(b, 1);
+            let sh = u16_at(b, 1);
             for ib in 0..8 {
                 let lo = (b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F;
                 let s = (lo as i16 | (((sh >> (2 * ib)) & 3) as i16) << 4) - 32;
@@ -417,7 +407,7 @@ mod x86 {
         match $T {
             IQ2XXS => {
                 let q = &b[2 + 8 * t..10 + 8 * t];
-                let aux = le32(q, 1);
+                let aux = u32_at(q, 1);
                 let g = v4(quad!(k => GRID_IQ2XXS[q[k] as usize]));
                 let m = v4(quad!(k => KSIGN_MASK[((aux >> (7 * k)) & 127) as usize]));
                 let s = (2 * (aux >> 28) + 1) as i16;
@@ -425,7 +415,7 @@ mod x86 {
                 (u, v, _mm256_set1_epi16(s))
             }
             IQ2XS => {
-                let w = |k: usize| le16(&b[2..66], 4 * t + k);
+                let w = |k: usize| u16_at(&b[2..66], 4 * t + k);
                 let g = v4(quad!(k => GRID_IQ2XS[(w(k) & 511) as usize]));
                 let m = v4(quad!(k => KSIGN_MASK[(w(k) >> 9) as usize]));
                 let sc = b[66 + t];
@@ -442,7 +432,7 @@ mod x86 {
             }
             IQ3XXS => {
                 let q = &b[2 + 8 * t..10 + 8 * t];
-                let aux = le32(&b[66..98], t);
+                let aux = u32_at(&b[66..98], t);
                 let g = v4(quad!(k => {
                     GRID_IQ3XXS[q[2 * k] as usize] as u64 | (GRID_IQ3XXS[q[2 * k + 1] as usize] as u64) << 32
                 }));
@@ -460,7 +450,7 @@ mod x86 {
                 (u, v, _mm256_set1_epi16(s))
             }
             IQ1S => {
-                let w = le16(&b[34..50], t) as usize;
+                let w = u16_at(&b[34..50], t) as usize;
                 let g = v4(quad!(k => GRID_IQ1S_X8[at(b, 2 + 4 * t + k) | ((w >> (3 * k)) & 7) << 8]));
                 let delta = _mm256_set1_epi8(if w & 0x8000 != 0 { -1 } else { 1 });
                 let (u, v) = plain(_mm256_add_epi8(g, delta));
@@ -470,7 +460,7 @@ mod x86 {
                 let nib = |k: usize| (at(b, 32 + 2 * t + k / 2) >> (4 * (k % 2))) & 15;
                 let g = v4(quad!(k => GRID_IQ1S_X8[at(b, 4 * t + k) | (nib(k) & 7) << 8]));
                 let delta = v4(quad!(k => if nib(k) & 8 != 0 { u64::MAX } else { LOW }));
-                let sw = |g: usize| ((le16(&b[48..56], g / 4) >> (3 * (g % 4))) & 7) as i16;
+                let sw = |g: usize| ((u16_at(&b[48..56], g / 4) >> (3 * (g % 4))) & 7) as i16;
                 let (u, v) = plain(_mm256_add_epi8(g, delta));
                 (u, v, sc2(2 * sw(2 * t) + 1, 2 * sw(2 * t + 1) + 1))
             }
@@ -481,7 +471,7 @@ mod x86 {
             }
             IQ4XS => {
                 let lo = (b[4 + t / 2] >> (4 * (t % 2))) & 0x0F;
-                let s = (lo as i16 | (((le16(b, 1) >> (2 * t)) & 3) as i16) << 4) - 32;
+                let s = (lo as i16 | (((u16_at(b, 1) >> (2 * t)) & 3) as i16) << 4) - 32;
                 // SAFETY: bytes 8 + 16t .. 24 + 16t of the block.
                 let (u, v) = plain(unsafe { iq4_chunk(&b[8 + 16 * t..24 + 16 * t]) });
                 (u, v, _mm256_set1_epi16(s))

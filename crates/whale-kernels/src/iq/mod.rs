@@ -169,6 +169,7 @@ pub fn set_block_d(ty: GgmlType, block: &mut [u8], d: f32) {
 // grids, not the expanded tables of the kernels.
 // ---------------------------------------------------------------------------
 
+/// Little-endian u16 number `i` of `b` (also the kernels').
 #[inline(always)]
 fn u16_at(b: &[u8], i: usize) -> u16 {
     u16::from_le_bytes([b[2 * i], b[2 * i + 1]])

@@ -24,15 +24,13 @@ exposed), so its AVX-512/AVX2 i-quant kernels produced the dots.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import struct
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gen_q8_fixtures import activations  # noqa: E402
+from gen_q8_fixtures import activations, ggml_cpu, llamacpp_dot, write_llamacpp_records  # noqa: E402
 
 OUT_DIR = os.path.dirname(os.path.abspath(__file__))
 SEED = 0x1C0DE
@@ -72,22 +70,7 @@ def weight_row(rng: np.random.Generator, name: str, n: int) -> bytes:
 def main() -> None:
     libdir = sys.argv[1] if len(sys.argv) > 1 else \
         "/work/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin"
-    ctypes.CDLL(os.path.join(libdir, "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
-    cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so"), mode=ctypes.RTLD_GLOBAL)
-
-    class Traits(ctypes.Structure):
-        _fields_ = [("from_float", ctypes.c_void_p), ("vec_dot", ctypes.c_void_p),
-                    ("vec_dot_type", ctypes.c_int), ("nrows", ctypes.c_int64)]
-
-    from_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
-    vec_dot_t = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
-                                 ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    cpu.ggml_get_type_traits_cpu.restype = ctypes.POINTER(Traits)
-    cpu.ggml_cpu_init()
-
-    def traits(tid: int) -> Traits:
-        return cpu.ggml_get_type_traits_cpu(tid).contents
-
+    traits = ggml_cpu(libdir)
     rng = np.random.default_rng(SEED)
     records = []
     for name, (tid, bs, _, _) in LAYOUTS.items():
@@ -99,22 +82,10 @@ def main() -> None:
         for n, kind in cases:
             x = activations(rng, n, kind)
             w = weight_row(rng, name, n)
-            act_buf = (ctypes.c_uint8 * ACT_ROW_BYTES[act](n))()
-            from_float_t(traits(act).from_float)(x.ctypes.data, ctypes.addressof(act_buf), n)
-            wbuf = (ctypes.c_uint8 * len(w)).from_buffer_copy(w)
-            out = ctypes.c_float(0)
-            vec_dot_t(tt.vec_dot)(n, ctypes.addressof(out), 0, ctypes.addressof(wbuf), 0,
-                                  ctypes.addressof(act_buf), 0, 1)
-            records.append((tid, act, n, x, w, bytes(act_buf), out.value))
+            a, dot = llamacpp_dot(traits, tid, act, ACT_ROW_BYTES[act](n), x, w)
+            records.append((tid, act, n, x, w, a, dot))
 
-    with open(os.path.join(OUT_DIR, "iq_llamacpp.bin"), "wb") as f:
-        f.write(b"WQ8L" + struct.pack("<II", 1, len(records)))
-        for tid, act, n, x, w, a, dot in records:
-            f.write(struct.pack("<III", tid, act, n))
-            f.write(x.astype("<f4").tobytes())
-            f.write(struct.pack("<I", len(w)) + w)
-            f.write(struct.pack("<I", len(a)) + a)
-            f.write(struct.pack("<f", dot))
+    write_llamacpp_records(os.path.join(OUT_DIR, "iq_llamacpp.bin"), records)
     print(f"{len(records)} llama.cpp records")
 
 

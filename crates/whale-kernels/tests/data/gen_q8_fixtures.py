@@ -117,24 +117,56 @@ def activations(rng: np.random.Generator, n: int, kind: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
+class Traits(ctypes.Structure):
+    """ggml-cpu's `ggml_type_traits_cpu`."""
+    _fields_ = [("from_float", ctypes.c_void_p), ("vec_dot", ctypes.c_void_p),
+                ("vec_dot_type", ctypes.c_int), ("nrows", ctypes.c_int64)]
+
+
+FROM_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                           ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+def ggml_cpu(libdir: str):
+    """Loads llama.cpp's CPU backend from a build's `bin` folder; returns
+    `traits(type_id) -> Traits`."""
+    ctypes.CDLL(os.path.join(libdir, "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
+    cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so"), mode=ctypes.RTLD_GLOBAL)
+    cpu.ggml_get_type_traits_cpu.restype = ctypes.POINTER(Traits)
+    cpu.ggml_cpu_init()
+    return lambda tid: cpu.ggml_get_type_traits_cpu(tid).contents
+
+
+def llamacpp_dot(traits, tid: int, act: int, act_len: int, x: np.ndarray, w: bytes) -> tuple[bytes, float]:
+    """llama.cpp's quantization of `x` to type `act` (`act_len` bytes) and
+    its `vec_dot` of weight row `w` (type `tid`) with it."""
+    n = x.size
+    act_buf = (ctypes.c_uint8 * act_len)()  # zero-filled
+    FROM_FLOAT(traits(act).from_float)(x.ctypes.data, ctypes.addressof(act_buf), n)
+    wbuf = (ctypes.c_uint8 * len(w)).from_buffer_copy(w)
+    out = ctypes.c_float(0)
+    VEC_DOT(traits(tid).vec_dot)(n, ctypes.addressof(out), 0, ctypes.addressof(wbuf), 0,
+                                 ctypes.addressof(act_buf), 0, 1)
+    return bytes(act_buf), out.value
+
+
+def write_llamacpp_records(path: str, records: list) -> None:
+    """The `WQ8L` file format of the module docs."""
+    with open(path, "wb") as f:
+        f.write(b"WQ8L" + struct.pack("<II", 1, len(records)))
+        for tid, act, n, x, w, a, dot in records:
+            f.write(struct.pack("<III", tid, act, n))
+            f.write(x.astype("<f4").tobytes())
+            f.write(struct.pack("<I", len(w)) + w)
+            f.write(struct.pack("<I", len(a)) + a)
+            f.write(struct.pack("<f", dot))
+
+
 def main() -> None:
     libdir = sys.argv[1] if len(sys.argv) > 1 else \
         "/work/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin"
-    ctypes.CDLL(os.path.join(libdir, "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
-    cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so"), mode=ctypes.RTLD_GLOBAL)
-
-    class Traits(ctypes.Structure):
-        _fields_ = [("from_float", ctypes.c_void_p), ("vec_dot", ctypes.c_void_p),
-                    ("vec_dot_type", ctypes.c_int), ("nrows", ctypes.c_int64)]
-
-    from_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
-    vec_dot_t = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
-                                 ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    cpu.ggml_get_type_traits_cpu.restype = ctypes.POINTER(Traits)
-    cpu.ggml_cpu_init()
-
-    def traits(tid: int) -> Traits:
-        return cpu.ggml_get_type_traits_cpu(tid).contents
+    traits = ggml_cpu(libdir)
 
     rng = np.random.default_rng(SEED)
 
@@ -155,22 +187,10 @@ def main() -> None:
         for n, kind in cases:
             x = activations(rng, n, kind)
             w = weight_row(rng, name, n)
-            act_buf = (ctypes.c_uint8 * ACT_ROW_BYTES[act](n))()  # zero-filled
-            from_float_t(traits(act).from_float)(x.ctypes.data, ctypes.addressof(act_buf), n)
-            wbuf = (ctypes.c_uint8 * len(w)).from_buffer_copy(w)
-            out = ctypes.c_float(0)
-            vec_dot_t(tt.vec_dot)(n, ctypes.addressof(out), 0, ctypes.addressof(wbuf), 0,
-                                  ctypes.addressof(act_buf), 0, 1)
-            records.append((tid, act, n, x, w, bytes(act_buf), out.value))
+            a, dot = llamacpp_dot(traits, tid, act, ACT_ROW_BYTES[act](n), x, w)
+            records.append((tid, act, n, x, w, a, dot))
 
-    with open(os.path.join(OUT_DIR, "q8_llamacpp.bin"), "wb") as f:
-        f.write(b"WQ8L" + struct.pack("<II", 1, len(records)))
-        for tid, act, n, x, w, a, dot in records:
-            f.write(struct.pack("<III", tid, act, n))
-            f.write(x.astype("<f4").tobytes())
-            f.write(struct.pack("<I", len(w)) + w)
-            f.write(struct.pack("<I", len(a)) + a)
-            f.write(struct.pack("<f", dot))
+    write_llamacpp_records(os.path.join(OUT_DIR, "q8_llamacpp.bin"), records)
 
     # --- gguf-py Q8_0 records (reference rounding) ---
     gg = []
