@@ -507,16 +507,9 @@ fn f32_activation_types() {
 
 /// Sets every f16 scale field of a row to `v` (d, dmin, m).
 fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
-    if ty == GgmlType::IQ1_M {
-        // IQ1_M's f16 `d` is spread over the top nibbles of its scale words.
-        let d = u16::from_le_bytes(F16Le::from_f32(v).0);
+    if ty.is_iquant() {
         for blk in row.chunks_exact_mut(ty.type_size()) {
-            for i in 0..4 {
-                let at = 48 + 2 * i;
-                let w = u16::from_le_bytes([blk[at], blk[at + 1]]);
-                let w = (w & 0x0FFF) | (((d >> (4 * i)) & 0xF) << 12);
-                blk[at..at + 2].copy_from_slice(&w.to_le_bytes());
-            }
+            whale_kernels::iq::set_block_d(ty, blk, v);
         }
         return;
     }
@@ -526,16 +519,6 @@ fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
         GgmlType::Q2_K => &[80, 82],
         GgmlType::Q3_K => &[108],
         GgmlType::Q6_K => &[208],
-        GgmlType::IQ2_XXS
-        | GgmlType::IQ2_XS
-        | GgmlType::IQ2_S
-        | GgmlType::IQ3_XXS
-        | GgmlType::IQ3_S
-        | GgmlType::IQ1_S
-        | GgmlType::IQ4_NL
-        | GgmlType::IQ4_XS => &[0],
-        GgmlType::TQ1_0 => &[52],
-        GgmlType::TQ2_0 => &[64],
         _ => return,
     };
     let h = F16Le::from_f32(v).0;

@@ -359,9 +359,10 @@ impl Mix {
     /// IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS below the output and the embedding.
     fn very_low_bit(&mut self, name: &str, base: GgmlType) -> GgmlType {
         let m = self.model;
+        // IQ2_S spends IQ3_S where the others spend Q2_K.
+        let low = if self.ftype == FileType::IQ2_S { GgmlType::IQ3_S } else { GgmlType::Q2_K };
         if is_v_like(name) {
             self.i_v_like += 1;
-            let low = if self.ftype == FileType::IQ2_S { GgmlType::IQ3_S } else { GgmlType::Q2_K };
             return if m.n_gqa >= 4 || m.n_expert >= 4 { GgmlType::Q4_K } else { low };
         }
         if m.n_expert == 8 && name.contains("attn_k.weight") {
@@ -370,7 +371,6 @@ impl Mix {
         if name.contains("ffn_down") {
             let i = self.i_ffn_down;
             self.i_ffn_down += 1;
-            let low = if self.ftype == FileType::IQ2_S { GgmlType::IQ3_S } else { GgmlType::Q2_K };
             return if i < m.n_layer / 8 { low } else { base };
         }
         if name.contains("attn_output.weight") {

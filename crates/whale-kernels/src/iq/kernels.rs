@@ -89,6 +89,14 @@ fn put(q: &mut [i8; QK_K], at: usize, v: u64) {
     q[at..at + 8].copy_from_slice(bytemuck::cast_slice(&v.to_le_bytes()));
 }
 
+/// IQ1_M's f16 `d`, spread over the top nibbles of its four scale words.
+#[inline(always)]
+fn iq1m_d(b: &[u8]) -> f32 {
+    let w = |i| u16_at(&b[48..56], i);
+    let bits = (w(0) >> 12) | ((w(1) >> 8) & 0x00F0) | ((w(2) >> 4) & 0x0F00) | (w(3) & 0xF000);
+    F16Le(bits.to_le_bytes()).to_f32()
+}
+
 #[inline(always)]
 fn half(lo: u8, hi: u8) -> f32 {
     F16Le([lo, hi]).to_f32()
@@ -183,8 +191,7 @@ pub(crate) fn unpack(wty: GgmlType, b: &[u8], u: &mut Unpacked) {
         G::IQ1_M => {
             let (qs, qh, sc) = (&b[..32], &b[32..48], &b[48..56]);
             let w = |i| u16_at(sc, i);
-            let bits = (w(0) >> 12) | ((w(1) >> 8) & 0x00F0) | ((w(2) >> 4) & 0x0F00) | (w(3) & 0xF000);
-            u.d = F16Le(bits.to_le_bytes()).to_f32();
+            u.d = iq1m_d(b);
             for g in 0..16 {
                 u.sc[g] = 2 * ((w(g / 4) >> (3 * (g % 4))) & 7) as i16 + 1;
             }
@@ -533,11 +540,7 @@ mod x86 {
     #[inline(always)]
     fn block_d<const T: u8>(b: &[u8]) -> f32 {
         match T {
-            IQ1M => {
-                let w = |i: usize| u16::from_le_bytes([b[48 + 2 * i], b[49 + 2 * i]]);
-                let bits = (w(0) >> 12) | ((w(1) >> 8) & 0x00F0) | ((w(2) >> 4) & 0x0F00) | (w(3) & 0xF000);
-                F16Le(bits.to_le_bytes()).to_f32()
-            }
+            IQ1M => iq1m_d(b),
             TQ20 => half(b[64], b[65]),
             _ => half(b[0], b[1]),
         }

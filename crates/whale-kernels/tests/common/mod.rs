@@ -81,26 +81,13 @@ pub fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
         }),
         GgmlType::Q6_K => fix!(BlockQ6_K, |b| b.d = scale(rng)),
         GgmlType::Q8_K => fix!(BlockQ8_K, |b| b.d = F32Le::from_f32(rng.uniform(-0.1, 0.1))),
-        // Every index / sign / scale bit pattern of these is valid.
-        GgmlType::IQ2_XXS => fix!(BlockIq2Xxs, |b| b.d = scale(rng)),
-        GgmlType::IQ2_XS => fix!(BlockIq2Xs, |b| b.d = scale(rng)),
-        GgmlType::IQ2_S => fix!(BlockIq2S, |b| b.d = scale(rng)),
-        GgmlType::IQ3_XXS => fix!(BlockIq3Xxs, |b| b.d = scale(rng)),
-        GgmlType::IQ3_S => fix!(BlockIq3S, |b| b.d = scale(rng)),
-        GgmlType::IQ1_S => fix!(BlockIq1S, |b| b.d = scale(rng)),
-        GgmlType::IQ1_M => fix!(BlockIq1M, |b| {
-            // The f16 `d` lives in the top nibbles of the four scale words.
-            let d = u16::from_le_bytes(scale(rng).0);
-            for i in 0..4 {
-                let w = u16::from_le_bytes([b.scales[2 * i], b.scales[2 * i + 1]]);
-                let w = (w & 0x0FFF) | (((d >> (4 * i)) & 0xF) << 12);
-                b.scales[2 * i..2 * i + 2].copy_from_slice(&w.to_le_bytes());
+        // The i-quants: every index / sign / scale bit pattern is valid.
+        t => {
+            assert!(t.is_iquant(), "{t}");
+            for b in row.chunks_exact_mut(t.type_size()) {
+                whale_kernels::iq::set_block_d(t, b, scale(rng).to_f32());
             }
-        }),
-        GgmlType::IQ4_NL => fix!(BlockIq4Nl, |b| b.d = scale(rng)),
-        GgmlType::IQ4_XS => fix!(BlockIq4Xs, |b| b.d = scale(rng)),
-        GgmlType::TQ1_0 => fix!(BlockTq1_0, |b| b.d = scale(rng)),
-        GgmlType::TQ2_0 => fix!(BlockTq2_0, |b| b.d = scale(rng)),
+        }
     }
     row
 }
