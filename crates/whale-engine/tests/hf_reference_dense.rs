@@ -27,7 +27,9 @@ fn check_model(name: &str, arch: &str) {
     let store = WeightStore::open(&root.join(format!("models/{name}"))).unwrap();
     let mut worst = 0f32;
     for threads in [1, 2] {
-        let model = load_weights(&store, arch, LoadOptions { threads, cache_type: CacheType::F32 }).unwrap();
+        let model =
+            load_weights(&store, arch, LoadOptions { threads, cache_type: CacheType::F32, ..Default::default() })
+                .unwrap();
         let vocab = model.info().vocab_size;
         for prompt in expected["prompts"].as_array().unwrap() {
             let pname = prompt["name"].as_str().unwrap();

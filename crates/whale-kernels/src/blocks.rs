@@ -40,6 +40,11 @@ impl Bf16Le {
     }
 }
 
+/// A float8 e4m3fn code (DeepSeek's FP8 weights; see [`crate::fp8`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+#[repr(transparent)]
+pub struct F8E4m3(pub [u8; 1]);
+
 /// A little-endian IEEE-754 binary32 value (unaligned).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 #[repr(transparent)]
@@ -321,6 +326,7 @@ assert_layout! {
     F32Le => 4,
     F16Le => 2,
     Bf16Le => 2,
+    F8E4m3 => 1,
     BlockQ4_0 => 18,
     BlockQ4_1 => 20,
     BlockQ5_0 => 22,

@@ -40,6 +40,10 @@ macro_rules! with_block_type {
                 type $B = Bf16Le;
                 $body
             }
+            G::F8_E4M3 => {
+                type $B = F8E4m3;
+                $body
+            }
             G::Q4_0 => {
                 type $B = BlockQ4_0;
                 $body
@@ -179,6 +183,17 @@ impl Dequantize for F16Le {
     #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         out[0] = self.to_f32();
+    }
+}
+
+/// The code's value before its block scale (the scales live beside the
+/// codes, see [`crate::fp8`]); exact, from the format's definition.
+impl Dequantize for F8E4m3 {
+    const TYPE: GgmlType = GgmlType::F8_E4M3;
+    const ELEMS: usize = 1;
+    #[inline(always)]
+    fn dequantize(&self, out: &mut [f32]) {
+        out[0] = crate::fp8::e4m3_to_f32_ref(self.0[0]);
     }
 }
 

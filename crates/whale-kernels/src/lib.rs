@@ -49,6 +49,7 @@
 //! * [`blocks`] — the on-disk block structs.
 //! * [`dequant`] — scalar decoders and [`dequantize_row`].
 //! * [`iq`] — the i-quant and ternary formats: grids, decoders, kernels.
+//! * [`fp8`] — DeepSeek's block-scaled float8 e4m3 weights, read in place.
 //! * [`dot`] — [`dot_f32`], [`vec_dot_ref`], [`vec_dot`].
 //! * [`mod@matmul`] — [`matvec`], [`matmul()`].
 //! * [`q8`] — activation quantization: [`vec_dot_type`], [`QuantizedActs`],
@@ -86,6 +87,7 @@ pub mod dequant;
 pub mod dispatch;
 pub mod dot;
 pub mod error;
+pub mod fp8;
 pub mod iq;
 pub mod matmul;
 pub mod pool;

@@ -96,7 +96,7 @@ pub fn vec_dot_type(wty: GgmlType) -> GgmlType {
         G::TQ1_0 | G::TQ2_0 => G::Q8_K,
         G::F16 => G::F16,
         G::BF16 => G::BF16,
-        G::F32 | G::Q8_1 | G::Q8_K => G::F32,
+        G::F32 | G::Q8_1 | G::Q8_K | G::F8_E4M3 => G::F32,
     }
 }
 

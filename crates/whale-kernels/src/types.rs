@@ -32,6 +32,13 @@ pub enum GgmlType {
     BF16 = 30,
     TQ1_0 = 34,
     TQ2_0 = 35,
+    /// Not a GGUF type (its id is outside GGUF's range and it is not in
+    /// [`GgmlType::ALL`], so no GGUF file can name it): the float8 e4m3fn
+    /// bytes of a DeepSeek FP8 safetensors checkpoint kept as they are. Their
+    /// 128×128 block scales travel beside them, and only [`crate::fp8`]
+    /// reads them scaled; [`crate::dequantize_row`] gives the codes' values
+    /// before their scales.
+    F8_E4M3 = 0x1_0000,
 }
 
 /// Elements per block of the 32-element ("legacy") quantization formats.
@@ -105,6 +112,7 @@ impl GgmlType {
             GgmlType::IQ1_M => "IQ1_M",
             GgmlType::TQ1_0 => "TQ1_0",
             GgmlType::TQ2_0 => "TQ2_0",
+            GgmlType::F8_E4M3 => "F8_E4M3",
         }
     }
 
@@ -113,7 +121,7 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         use GgmlType as G;
         match self {
-            G::F32 | G::F16 | G::BF16 => 1,
+            G::F32 | G::F16 | G::BF16 | G::F8_E4M3 => 1,
             G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 | G::Q8_1 | G::IQ4_NL => QK32,
             G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K | G::Q8_K => QK_K,
             G::IQ2_XXS | G::IQ2_XS | G::IQ2_S | G::IQ3_XXS | G::IQ3_S | G::IQ1_S | G::IQ1_M | G::IQ4_XS => QK_K,
@@ -172,6 +180,7 @@ impl GgmlType {
             GgmlType::IQ4_XS => size_of::<BlockIq4Xs>(),
             GgmlType::TQ1_0 => size_of::<BlockTq1_0>(),
             GgmlType::TQ2_0 => size_of::<BlockTq2_0>(),
+            GgmlType::F8_E4M3 => 1,
         }
     }
 

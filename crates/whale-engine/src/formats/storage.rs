@@ -58,6 +58,11 @@ impl ByteSlice {
 }
 
 impl ByteSlice {
+    /// Whether the bytes are pages of a memory-mapped file (not a copy).
+    pub fn is_mapped(&self) -> bool {
+        matches!(&*self.storage.0, Backing::Mapped(_))
+    }
+
     /// A window of this window (`r` relative to its start). Panics when out of
     /// bounds: callers compute `r` from shapes already checked.
     pub fn sub(&self, r: Range<usize>) -> ByteSlice {

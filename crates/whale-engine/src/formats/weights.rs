@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use whale_kernels::GgmlType;
 
@@ -43,16 +44,66 @@ pub struct TensorView {
     pub ty: GgmlType,
     pub shape: Vec<usize>,
     pub data: ByteSlice,
+    /// For FP8 kept as FP8 ([`GgmlType::F8_E4M3`], 2-D): the 128×128 block
+    /// scales, `[ceil(rows/128), ceil(cols/128)]` row-major.
+    pub scales: Option<Arc<[f32]>>,
 }
 
 impl TensorView {
-    /// Dequantize the whole tensor to f32 (for norms, biases and small tensors).
+    /// Dequantize the whole tensor to f32 (for norms, biases and small
+    /// tensors; FP8 with its block scales).
     pub fn to_f32(&self) -> Result<Vec<f32>, WeightError> {
         let n: usize = self.shape.iter().product();
         let mut out = vec![0f32; n];
+        if let Some(scales) = &self.scales {
+            let cols = *self.shape.last().unwrap_or(&1);
+            let rows = n / cols.max(1);
+            let m = whale_kernels::fp8::Fp8Matrix { w: &self.data, scales, rows, cols, row0: 0 };
+            for (r, o) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+                m.dequantize_row(r, o);
+            }
+            return Ok(out);
+        }
         whale_kernels::dequantize_row(self.ty, &self.data, &mut out)
             .map_err(|e| WeightError::Bad { name: self.name.clone(), msg: e.to_string() })?;
         Ok(out)
+    }
+}
+
+/// What loading does with the FP8 weights of a safetensors checkpoint
+/// (`--fp8`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fp8Mode {
+    /// Kept as FP8: 1 byte a weight, memory-mapped, read by the FP8 kernels
+    /// (`whale_kernels::fp8`). Results equal the f32 path's to f32 rounding.
+    #[default]
+    Keep,
+    /// Requantized to Q8_0 at load (1.06 bytes a weight, in anonymous memory),
+    /// for the 8-bit integer kernels. Adds Q8_0's rounding.
+    Q8_0,
+    /// Dequantized to f32 at load (4 bytes a weight): the exact reference.
+    F32,
+}
+
+impl std::str::FromStr for Fp8Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Fp8Mode, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "keep" | "fp8" => Ok(Fp8Mode::Keep),
+            "q8_0" | "q8" => Ok(Fp8Mode::Q8_0),
+            "f32" => Ok(Fp8Mode::F32),
+            _ => Err(format!("unknown FP8 mode {s:?} (keep, q8_0 or f32)")),
+        }
+    }
+}
+
+impl Fp8Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fp8Mode::Keep => "keep",
+            Fp8Mode::Q8_0 => "q8_0",
+            Fp8Mode::F32 => "f32",
+        }
     }
 }
 
@@ -64,7 +115,12 @@ pub struct HfDir {
 }
 
 impl HfDir {
+    /// Open with FP8 weights kept as FP8.
     pub fn open(dir: &Path) -> Result<HfDir, WeightError> {
+        HfDir::open_with(dir, Fp8Mode::Keep)
+    }
+
+    pub fn open_with(dir: &Path, fp8_mode: Fp8Mode) -> Result<HfDir, WeightError> {
         let cfg_path = dir.join("config.json");
         let text =
             std::fs::read_to_string(&cfg_path).map_err(|source| WeightError::Io { path: cfg_path.clone(), source })?;
@@ -94,12 +150,17 @@ impl HfDir {
         for shard in &shards {
             read_safetensors(shard, &mut tensors, &mut fp8)?;
         }
-        dequantize_fp8(&mut tensors, fp8)?;
+        attach_fp8(&mut tensors, fp8, fp8_mode)?;
         Ok(HfDir { dir: dir.to_path_buf(), config, tensors })
     }
 
     pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
+    }
+
+    /// A tensor by its Hugging Face name.
+    pub fn tensor(&self, name: &str) -> Option<&TensorView> {
+        self.tensors.get(name)
     }
 }
 
@@ -109,33 +170,18 @@ struct Fp8Tensor {
     data: ByteSlice,
 }
 
-/// Decode one float8 e4m3fn value (1 sign, 4 exponent bits with bias 7, 3
-/// mantissa bits; no infinities, 0x7f/0xff are NaN).
-pub fn f8_e4m3_to_f32(b: u8) -> f32 {
-    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
-    let exp = ((b >> 3) & 0x0f) as i32;
-    let man = (b & 0x07) as f32;
-    if exp == 0x0f && b & 0x07 == 0x07 {
-        return f32::NAN;
-    }
-    if exp == 0 {
-        sign * man / 8.0 * 2f32.powi(-6)
-    } else {
-        sign * (1.0 + man / 8.0) * 2f32.powi(exp - 7)
-    }
-}
-
 /// DeepSeek's FP8 checkpoints: each `X.weight` in float8 e4m3fn has an
 /// `X.weight_scale_inv` of shape `[ceil(rows/128), ceil(cols/128)]`; the real
-/// weight is `w[r][c] * scale_inv[r/128][c/128]`. The product is exact in f32
-/// (3 mantissa bits times a float32), so whale dequantizes to f32 at load and
-/// the rest of the engine is unchanged. This costs 4 bytes a weight: fine for
-/// the distills and V2-Lite; full V3/R1 needs a native FP8 kernel (future work).
-fn dequantize_fp8(
+/// weight is `w[r][c] * scale_inv[r/128][c/128]`. Each FP8 tensor gets its
+/// scales checked, then is kept as FP8 (the bytes stay in the memory map),
+/// requantized to Q8_0 or dequantized to f32, as `mode` says. 1-D FP8
+/// tensors (none in DeepSeek's checkpoints) are always dequantized.
+fn attach_fp8(
     tensors: &mut HashMap<String, TensorView>,
     fp8: HashMap<String, Fp8Tensor>,
+    mode: Fp8Mode,
 ) -> Result<(), WeightError> {
-    const BLOCK: usize = 128;
+    const BLOCK: usize = whale_kernels::fp8::BLOCK;
     for (name, t) in fp8 {
         let scale_name = format!("{name}_scale_inv");
         let Some(scale) = tensors.remove(&scale_name) else {
@@ -162,19 +208,33 @@ fn dequantize_fp8(
         if scale.shape != want {
             return Err(WeightError::Shape { name: scale_name, expected: want, found: scale.shape });
         }
-        let s = scale.to_f32()?;
-        let sc = cols.div_ceil(BLOCK);
-        let mut out = Vec::with_capacity(rows * cols * 4);
-        for r in 0..rows {
-            for c in 0..cols {
-                let v = f8_e4m3_to_f32(t.data[r * cols + c]) * s[(r / BLOCK) * sc + c / BLOCK];
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+        let scales: Arc<[f32]> = scale.to_f32()?.into();
+        if let Some(bad) = scales.iter().position(|s| !s.is_finite()) {
+            return Err(WeightError::Bad { name: scale_name, msg: format!("block scale {bad} is not finite") });
         }
-        tensors.insert(
-            name.clone(),
-            TensorView { name, ty: GgmlType::F32, shape: t.shape, data: ByteSlice::from_vec(out) },
-        );
+        let kept = TensorView {
+            name: name.clone(),
+            ty: GgmlType::F8_E4M3,
+            shape: t.shape,
+            data: t.data,
+            scales: Some(scales),
+        };
+        let view = match mode {
+            Fp8Mode::Keep if kept.shape.len() == 2 => kept,
+            Fp8Mode::Q8_0 if kept.shape.len() == 2 && cols % 32 == 0 => {
+                let f = kept.to_f32()?;
+                let mut q = Vec::with_capacity(rows * GgmlType::Q8_0.row_bytes(cols).expect("cols % 32 == 0"));
+                for row in f.chunks_exact(cols) {
+                    q.extend(whale_kernels::quantize_acts(GgmlType::Q8_0, row, 1, cols).ggml_row(0));
+                }
+                TensorView { name, ty: GgmlType::Q8_0, shape: kept.shape, data: ByteSlice::from_vec(q), scales: None }
+            }
+            _ => {
+                let out: Vec<u8> = kept.to_f32()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+                TensorView { name, ty: GgmlType::F32, shape: kept.shape, data: ByteSlice::from_vec(out), scales: None }
+            }
+        };
+        tensors.insert(view.name.clone(), view);
     }
     Ok(())
 }
@@ -225,7 +285,7 @@ fn read_safetensors(
         let data = storage.slice(data_start + s..data_start + e);
         match ty {
             Some(ty) => {
-                out.insert(name.clone(), TensorView { name, ty, shape, data });
+                out.insert(name.clone(), TensorView { name, ty, shape, data, scales: None });
             }
             None => {
                 fp8.insert(name, Fp8Tensor { shape, data });
@@ -256,13 +316,18 @@ pub enum WeightStore {
 }
 
 impl WeightStore {
-    /// Open a GGUF file or a Hugging Face folder.
+    /// Open a GGUF file or a Hugging Face folder (FP8 weights kept as FP8).
     pub fn open(path: &Path) -> Result<WeightStore, WeightError> {
+        WeightStore::open_with(path, Fp8Mode::Keep)
+    }
+
+    /// [`WeightStore::open`], with what to do with FP8 weights.
+    pub fn open_with(path: &Path, fp8_mode: Fp8Mode) -> Result<WeightStore, WeightError> {
         if let Some(first) = path.is_dir().then(|| first_gguf_part(path)).flatten() {
             return Ok(WeightStore::Gguf(GgufFile::open(first)?));
         }
         if path.is_dir() {
-            Ok(WeightStore::Hf(HfDir::open(path)?))
+            Ok(WeightStore::Hf(HfDir::open_with(path, fp8_mode)?))
         } else {
             Ok(WeightStore::Gguf(GgufFile::open(path)?))
         }
@@ -278,7 +343,7 @@ impl WeightStore {
                 let Some(_) = g.tensor(&name.gguf) else { return Ok(None) };
                 let (info, data) = g.tensor_slice(&name.gguf)?;
                 let shape = info.dims.iter().rev().map(|&d| d as usize).collect();
-                Ok(Some(TensorView { name: name.gguf.clone(), ty: info.ty, shape, data }))
+                Ok(Some(TensorView { name: name.gguf.clone(), ty: info.ty, shape, data, scales: None }))
             }
             WeightStore::Hf(h) => Ok(h.tensors.get(&name.hf).cloned()),
         }
@@ -339,17 +404,16 @@ impl WeightStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn e4m3_values_by_hand() {
-        assert_eq!(f8_e4m3_to_f32(0x38), 1.0); // exponent 7 = bias
-        assert_eq!(f8_e4m3_to_f32(0xb8), -1.0);
-        assert_eq!(f8_e4m3_to_f32(0x7e), 448.0); // largest finite: 1.75 × 2^8
-        assert_eq!(f8_e4m3_to_f32(0x01), 2f32.powi(-9)); // smallest subnormal: 1/8 × 2^-6
-        assert_eq!(f8_e4m3_to_f32(0x00), 0.0);
-        assert!(f8_e4m3_to_f32(0x7f).is_nan());
+    fn fp8_case(rows: usize, cols: usize, scale_shape: Vec<usize>) -> Result<Vec<f32>, WeightError> {
+        fp8_case_as(rows, cols, scale_shape, Fp8Mode::Keep).map(|(_, w)| w)
     }
 
-    fn fp8_case(rows: usize, cols: usize, scale_shape: Vec<usize>) -> Result<Vec<f32>, WeightError> {
+    fn fp8_case_as(
+        rows: usize,
+        cols: usize,
+        scale_shape: Vec<usize>,
+        fp8_mode: Fp8Mode,
+    ) -> Result<(GgmlType, Vec<f32>), WeightError> {
         let mut tensors = HashMap::new();
         let n_scales: usize = scale_shape.iter().product();
         // Scales 1, 2, 3, ... per block; every weight byte 0x38 (= 1.0).
@@ -361,6 +425,7 @@ mod tests {
                 ty: GgmlType::F32,
                 shape: scale_shape,
                 data: ByteSlice::from_vec(scales),
+                scales: None,
             },
         );
         let mut fp8 = HashMap::new();
@@ -368,8 +433,61 @@ mod tests {
             "w.weight".to_string(),
             Fp8Tensor { shape: vec![rows, cols], data: ByteSlice::from_vec(vec![0x38; rows * cols]) },
         );
-        dequantize_fp8(&mut tensors, fp8)?;
-        tensors["w.weight"].to_f32()
+        attach_fp8(&mut tensors, fp8, fp8_mode)?;
+        Ok((tensors["w.weight"].ty, tensors["w.weight"].to_f32()?))
+    }
+
+    #[test]
+    fn fp8_modes_keep_the_bytes_requantize_or_dequantize() {
+        let (ty, keep) = fp8_case_as(130, 256, vec![2, 2], Fp8Mode::Keep).unwrap();
+        assert_eq!(ty, GgmlType::F8_E4M3);
+        let (ty, f32s) = fp8_case_as(130, 256, vec![2, 2], Fp8Mode::F32).unwrap();
+        assert_eq!(ty, GgmlType::F32);
+        assert_eq!(keep, f32s, "kept FP8 dequantizes to the f32 path's values exactly");
+        let (ty, q8) = fp8_case_as(130, 256, vec![2, 2], Fp8Mode::Q8_0).unwrap();
+        assert_eq!(ty, GgmlType::Q8_0);
+        // Q8_0 of a constant row: 127 · f16(c/127), within f16's relative 2^-11.
+        for (a, b) in q8.iter().zip(&f32s) {
+            assert!((a - b).abs() <= b.abs() / 2048.0, "{a} vs {b}");
+        }
+        // Rows not a multiple of 32 stay exact (f32) under q8_0.
+        assert_eq!(fp8_case_as(2, 200, vec![1, 2], Fp8Mode::Q8_0).unwrap().0, GgmlType::F32);
+        assert_eq!("Q8_0".parse::<Fp8Mode>(), Ok(Fp8Mode::Q8_0));
+        assert!("fp4".parse::<Fp8Mode>().unwrap_err().contains("keep, q8_0 or f32"));
+    }
+
+    #[test]
+    fn fp8_missing_block_scales_name_the_tensor() {
+        let mut fp8 = HashMap::new();
+        fp8.insert(
+            "w.weight".to_string(),
+            Fp8Tensor { shape: vec![4, 256], data: ByteSlice::from_vec(vec![0x38; 1024]) },
+        );
+        let e = attach_fp8(&mut HashMap::new(), fp8, Fp8Mode::Keep).unwrap_err().to_string();
+        assert!(e.contains("\"w.weight_scale_inv\"") && e.contains("block scales of FP8 tensor \"w.weight\""), "{e}");
+    }
+
+    #[test]
+    fn fp8_non_finite_block_scale_is_refused() {
+        let mut tensors = HashMap::new();
+        let scales: Vec<u8> = [1.0f32, f32::INFINITY].iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.insert(
+            "w.weight_scale_inv".to_string(),
+            TensorView {
+                name: "w.weight_scale_inv".into(),
+                ty: GgmlType::F32,
+                shape: vec![1, 2],
+                data: ByteSlice::from_vec(scales),
+                scales: None,
+            },
+        );
+        let mut fp8 = HashMap::new();
+        fp8.insert(
+            "w.weight".to_string(),
+            Fp8Tensor { shape: vec![4, 256], data: ByteSlice::from_vec(vec![0x38; 1024]) },
+        );
+        let e = attach_fp8(&mut tensors, fp8, Fp8Mode::Keep).unwrap_err().to_string();
+        assert!(e.contains("w.weight_scale_inv") && e.contains("not finite"), "{e}");
     }
 
     #[test]

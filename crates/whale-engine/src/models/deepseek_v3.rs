@@ -22,12 +22,10 @@
 use std::ops::Range;
 
 use serde::Deserialize;
-use whale_kernels::GgmlType;
 
 use crate::formats::gguf::GgufFile;
 use crate::formats::names::{self, expert, layer, name};
-use crate::formats::storage::ByteSlice;
-use crate::formats::weights::{TensorView, WeightStore};
+use crate::formats::weights::WeightStore;
 use crate::models::moe::{route, RouterConfig, TopkMethod};
 use crate::models::ops::{self, yarn_get_mscale, Rope, RopeStyle, Yarn};
 use crate::models::{
@@ -837,18 +835,6 @@ fn load_mtp(store: &WeightStore, p: &DeepseekParams, i: usize) -> Result<MtpLaye
     })
 }
 
-/// An owned f32 matrix as a `Linear`.
-fn f32_linear(rows: usize, cols: usize, data: &[f32]) -> Linear {
-    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    Linear { ty: GgmlType::F32, rows, cols, data: ByteSlice::from_vec(bytes), bias: None }
-}
-
-/// Rows `r0..r0+n` of a 2-D (or flattened 3-D) tensor as a `Linear`, without copying.
-fn row_slice(t: &TensorView, r0: usize, n: usize, cols: usize) -> Linear {
-    let rb = t.ty.row_bytes(cols).expect("checked by WeightStore");
-    Linear { ty: t.ty, rows: n, cols, data: t.data.sub(r0 * rb..(r0 + n) * rb), bias: None }
-}
-
 /// Per-head W_UKᵀ `[kv_lora, qk_nope]` and W_UV `[v_head, kv_lora]`.
 ///
 /// Newer GGUFs store them split (`attn_k_b` already transposed, `attn_v_b`);
@@ -859,8 +845,8 @@ fn load_kv_b(store: &WeightStore, p: &DeepseekParams, i: usize) -> Result<(Vec<L
     if store.is_gguf() && store.contains(&layer(names::ATTN_K_B, i)) {
         let k = store.get(&layer(names::ATTN_K_B, i), &[nh, lat, nope])?;
         let v = store.get(&layer(names::ATTN_V_B, i), &[nh, vh, lat])?;
-        let k_b = (0..nh).map(|hd| row_slice(&k, hd * lat, lat, nope)).collect();
-        let v_b = (0..nh).map(|hd| row_slice(&v, hd * vh, vh, lat)).collect();
+        let k_b = (0..nh).map(|hd| Linear::row_slice(&k, hd * lat, lat, nope)).collect();
+        let v_b = (0..nh).map(|hd| Linear::row_slice(&v, hd * vh, vh, lat)).collect();
         return Ok((k_b, v_b));
     }
     let kv_b = store.get(&layer(names::ATTN_KV_B, i), &[nh * (nope + vh), lat])?;
@@ -876,8 +862,8 @@ fn load_kv_b(store: &WeightStore, p: &DeepseekParams, i: usize) -> Result<(Vec<L
                 t[c * nope + r] = full[(base + r) * lat + c];
             }
         }
-        k_b.push(f32_linear(lat, nope, &t));
-        v_b.push(row_slice(&kv_b, base + nope, vh, lat));
+        k_b.push(Linear::from_f32(lat, nope, &t));
+        v_b.push(Linear::row_slice(&kv_b, base + nope, vh, lat));
     }
     Ok((k_b, v_b))
 }
@@ -891,9 +877,9 @@ fn load_experts(store: &WeightStore, i: usize, n_exp: usize, ff: usize, h: usize
         let d = store.get(&layer(names::FFN_DOWN_EXPS, i), &[n_exp, h, ff])?;
         return Ok((0..n_exp)
             .map(|e| Mlp {
-                gate: row_slice(&g, e * ff, ff, h),
-                up: row_slice(&u, e * ff, ff, h),
-                down: row_slice(&d, e * h, h, ff),
+                gate: Linear::row_slice(&g, e * ff, ff, h),
+                up: Linear::row_slice(&u, e * ff, ff, h),
+                down: Linear::row_slice(&d, e * h, h, ff),
             })
             .collect());
     }

@@ -1,6 +1,9 @@
 //! Linear layers over weights in any stored format, the token embedding
 //! and the output head (final norm and projection to the vocabulary).
 
+use std::sync::Arc;
+
+use whale_kernels::fp8::Fp8Matrix;
 use whale_kernels::GgmlType;
 
 use crate::formats::names;
@@ -18,12 +21,49 @@ pub struct Linear {
     pub cols: usize,
     pub data: ByteSlice,
     pub bias: Option<Vec<f32>>,
+    /// FP8 weights ([`GgmlType::F8_E4M3`]) only: their block scales.
+    pub fp8: Option<Fp8Scales>,
+}
+
+/// The 128×128 block scales of an FP8 matrix, and the row of the tensor
+/// they belong to where this matrix starts (a slice of rows, such as one
+/// head of MLA's `kv_b_proj`, keeps the tensor's scale grid).
+#[derive(Clone, Debug)]
+pub struct Fp8Scales {
+    pub scales: Arc<[f32]>,
+    pub row0: usize,
 }
 
 impl Linear {
     pub fn from_view(t: TensorView, bias: Option<Vec<f32>>) -> Linear {
         let (rows, cols) = (t.shape[0], t.shape[1]);
-        Linear { ty: t.ty, rows, cols, data: t.data, bias }
+        let fp8 = t.scales.map(|scales| Fp8Scales { scales, row0: 0 });
+        Linear { ty: t.ty, rows, cols, data: t.data, bias, fp8 }
+    }
+
+    /// Rows `r0..r0 + n` of a 2-D (or flattened 3-D) tensor, without copying.
+    pub fn row_slice(t: &TensorView, r0: usize, n: usize, cols: usize) -> Linear {
+        let rb = t.ty.row_bytes(cols).expect("checked by WeightStore");
+        let fp8 = t.scales.clone().map(|scales| Fp8Scales { scales, row0: r0 });
+        Linear { ty: t.ty, rows: n, cols, data: t.data.sub(r0 * rb..(r0 + n) * rb), bias: None, fp8 }
+    }
+
+    /// An owned f32 matrix.
+    pub fn from_f32(rows: usize, cols: usize, data: &[f32]) -> Linear {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Linear { ty: GgmlType::F32, rows, cols, data: ByteSlice::from_vec(bytes), bias: None, fp8: None }
+    }
+
+    /// The weights as an FP8 matrix; `None` unless they are FP8.
+    fn fp8_matrix(&self) -> Option<Fp8Matrix<'_>> {
+        let s = self.fp8.as_ref().filter(|_| self.ty == GgmlType::F8_E4M3)?;
+        Some(Fp8Matrix { w: &self.data, scales: &s.scales, rows: self.rows, cols: self.cols, row0: s.row0 })
+    }
+
+    /// Whether products go through the quantized-activation kernels
+    /// (`matmul_q`), which can run several matrices as one pool job.
+    fn integer_kernels(&self) -> bool {
+        !matches!(self.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::F8_E4M3)
     }
 
     /// `x`: `[m, cols]` → `[m, rows]`.
@@ -31,11 +71,15 @@ impl Linear {
     /// Block-quantized weights take activations quantized to 8-bit blocks
     /// (the weight type's `vec_dot_type`), exactly as llama.cpp computes: that is
     /// what makes greedy output agree with it, and integer dot products are
-    /// faster. Float weights (F32/F16/BF16) take f32 activations, as the
-    /// Hugging Face reference does.
+    /// faster. Float weights (F32/F16/BF16, and FP8 with its block scales)
+    /// take f32 activations, as the Hugging Face reference does.
     pub fn forward(&self, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * self.rows];
         match self.ty {
+            GgmlType::F8_E4M3 => {
+                let w = self.fp8_matrix().expect("FP8 weights are loaded with their scales");
+                whale_kernels::fp8::matmul(w, x, m, &mut y, threads)
+            }
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 if m == 1 => {
                 whale_kernels::matvec(self.ty, &self.data, self.rows, self.cols, x, &mut y, threads)
             }
@@ -54,7 +98,8 @@ impl Linear {
     /// contiguous, covering `x`), such that each row's result is the same
     /// bits as when its sequence runs alone. Block-quantized weights give
     /// that for any batch (each row's dot products are independent of the
-    /// others'), so all rows go in one product that reads the weights once.
+    /// others'), and so do FP8 weights, so all rows go in one product that
+    /// reads the weights once.
     /// Float weights use a different kernel for one row than for several,
     /// so they run sequence by sequence.
     pub fn forward_spans(&self, x: &[f32], spans: &[std::ops::Range<usize>], threads: usize) -> Vec<f32> {
@@ -79,9 +124,8 @@ impl Linear {
         spans: &[std::ops::Range<usize>],
         threads: usize,
     ) -> Vec<Vec<f32>> {
-        let float = |l: &&Linear| matches!(l.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
         let Some(first) = lins.first() else { return Vec::new() };
-        if lins.iter().any(float) || lins.iter().any(|l| l.cols != first.cols) {
+        if !lins.iter().all(|l| l.integer_kernels()) || lins.iter().any(|l| l.cols != first.cols) {
             return lins.iter().map(|l| l.forward_spans(x, spans, threads)).collect();
         }
         let m = spans.last().map_or(0, |s| s.end);
@@ -113,8 +157,7 @@ impl Linear {
         threads: usize,
     ) -> Vec<Vec<f32>> {
         assert!(lins.len() == xs.len() && xs.len() == spans.len(), "forward_each: one input and span list per matrix");
-        let float = |l: &&Linear| matches!(l.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-        if lins.iter().any(float) {
+        if !lins.iter().all(|l| l.integer_kernels()) {
             return lins.iter().zip(xs).zip(spans).map(|((l, x), sp)| l.forward_spans(x, sp, threads)).collect();
         }
         let ms: Vec<usize> = spans.iter().map(|sp| sp.last().map_or(0, |s| s.end)).collect();
@@ -144,13 +187,18 @@ impl Linear {
         ys
     }
 
-    /// Bytes of the weight matrix as held in memory.
+    /// Bytes of the weight matrix as held in memory (FP8: with the scales
+    /// of its rows).
     pub fn bytes(&self) -> u64 {
-        self.data.len() as u64
+        let scales = self.fp8.as_ref().map_or(0, |_| self.rows.div_ceil(128) * self.cols.div_ceil(128) * 4);
+        (self.data.len() + scales) as u64
     }
 
     /// Row `r` dequantized (an embedding lookup). `out`: `[cols]`.
     pub fn row(&self, r: usize, out: &mut [f32]) {
+        if let Some(w) = self.fp8_matrix() {
+            return w.dequantize_row(r, out);
+        }
         let rb = self.ty.row_bytes(self.cols).expect("shape checked at load");
         whale_kernels::dequantize_row(self.ty, &self.data[r * rb..(r + 1) * rb], out).expect("shape checked at load");
     }

@@ -136,6 +136,8 @@ pub struct LoadOptions {
     pub threads: usize,
     /// Element type of the KV caches the model makes.
     pub cache_type: CacheType,
+    /// What to do with a safetensors checkpoint's FP8 weights.
+    pub fp8: crate::formats::weights::Fp8Mode,
 }
 
 impl Default for LoadOptions {
@@ -143,6 +145,7 @@ impl Default for LoadOptions {
         LoadOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cache_type: CacheType::default(),
+            fp8: Default::default(),
         }
     }
 }

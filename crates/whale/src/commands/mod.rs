@@ -23,12 +23,17 @@ pub struct ModelArgs {
     /// (keys and values exact, as Hugging Face transformers keeps them).
     #[arg(long, default_value = "f16")]
     pub cache_type: whale_engine::models::CacheType,
+    /// FP8 weights of a safetensors checkpoint (DeepSeek-V3/R1 as released):
+    /// keep (1 byte a weight, memory-mapped, read by the FP8 kernels), q8_0
+    /// (requantized at load, 1.06 bytes a weight) or f32 (exact, 4 bytes).
+    #[arg(long, default_value = "keep")]
+    pub fp8: whale_engine::formats::weights::Fp8Mode,
 }
 
 impl ModelArgs {
     /// The load options these arguments ask for.
     pub fn options(&self) -> anyhow::Result<LoadOptions> {
-        let mut opts = LoadOptions { cache_type: self.cache_type, ..LoadOptions::default() };
+        let mut opts = LoadOptions { cache_type: self.cache_type, fp8: self.fp8, ..LoadOptions::default() };
         if let Some(t) = self.threads {
             anyhow::ensure!((1..=1024).contains(&t), "--threads must be between 1 and 1024, got {t}");
             opts.threads = t;
