@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! whale's engine: everything between a model file and a stream of tokens.
 //!
 //! Four folders, in the order data flows through them; each may call only

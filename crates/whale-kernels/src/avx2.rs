@@ -186,6 +186,36 @@ unsafe fn half_row<const BF16: bool>(row: &[u8], x: &[f32]) -> f32 {
     sum
 }
 
+/// `R` rows' [`half_row`] (a whole number of 16-value chunks) sharing the
+/// loads of `x`: the same operations in the same order for each row, so
+/// each result is the bits of [`half_row`]; the rows' streams interleave,
+/// which keeps more cache lines in flight. Compiled with AVX-512VL for the
+/// 32 vector registers that 8 rows' accumulators need; the arithmetic stays
+/// 256-bit.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA, F16C, AVX-512 F and VL; every row holds
+/// `2 * x.len()` bytes and `x.len()` is a multiple of 16.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+#[allow(clippy::needless_range_loop)] // r indexes the rows and both accumulators
+pub(crate) unsafe fn half_rows<const BF16: bool, const R: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
+    let n = x.len();
+    debug_assert!(n.is_multiple_of(16) && rows.iter().all(|r| r.len() == 2 * n));
+    let mut acc0 = [_mm256_setzero_ps(); R];
+    let mut acc1 = [_mm256_setzero_ps(); R];
+    let mut i = 0;
+    while i + 16 <= n {
+        let (x0, x1) = (load8(x, i), load8(x, i + 8));
+        for r in 0..R {
+            let b = rows[r].as_ptr().add(2 * i);
+            acc0[r] = _mm256_fmadd_ps(widen::<BF16>(_mm_loadu_si128(b.cast())), x0, acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(widen::<BF16>(_mm_loadu_si128(b.add(16).cast())), x1, acc1[r]);
+        }
+        i += 16;
+    }
+    std::array::from_fn(|r| hsum(_mm256_add_ps(acc0[r], acc1[r])))
+}
+
 /// Horizontal sum of the eight lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]

@@ -10,7 +10,8 @@
 //! - [`mix`]: which type each tensor gets, as `llama-quantize` chooses;
 //! - [`fill`]: random valid bytes of each type;
 //! - [`tokenizer`]: the `tokenizer.*` keys, taken from a GGUF or converted
-//!   from a Hugging Face `tokenizer.json`.
+//!   from a Hugging Face `tokenizer.json`;
+//! - [`fp8`]: DeepSeek's FP8 safetensors folder instead of a GGUF.
 //!
 //! [`Synth::write`] streams: the file is written tensor by tensor, in chunks of
 //! a few MiB, so a file of any size needs only that much memory.
@@ -18,6 +19,7 @@
 //! May call: [`crate::formats`] and the kernels crate, nothing else.
 
 pub mod fill;
+pub mod fp8;
 pub mod mix;
 pub mod presets;
 pub mod tokenizer;
@@ -45,6 +47,8 @@ pub enum SynthError {
     Shape(#[from] ShapeError),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 fn known_names() -> String {

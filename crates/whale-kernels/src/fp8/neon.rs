@@ -3,18 +3,19 @@
 
 use core::arch::aarch64::*;
 
-use super::{reduce, Src, BLOCK, KEEP, LANES, TWO_POW_120};
+use super::{reduce, Src, BLOCK, KEEP32, LANES, TWO_POW_112, UNIT_INV};
 
-/// 16 e4m3 bytes at `p` as four vectors of f32, lanes 0-3, 4-7, 8-11, 12-15.
+/// 16 e4m3 bytes at `p` in the kernels' unit, as four vectors of f32
+/// (lanes 0-3, 4-7, 8-11, 12-15): f32 bit placement times 2^112.
 #[inline(always)]
 unsafe fn decode16(p: *const u8) -> [float32x4_t; 4] {
     let b = vld1q_s8(p.cast());
     let (lo, hi) = (vmovl_s8(vget_low_s8(b)), vmovl_high_s8(b));
     let ints = [vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo), vmovl_s16(vget_low_s16(hi)), vmovl_high_s16(hi)];
-    let keep = vdupq_n_u32(KEEP);
+    let keep = vdupq_n_u32(KEEP32);
     ints.map(|i| {
         let bits = vandq_u32(vreinterpretq_u32_s32(vshlq_n_s32::<20>(i)), keep);
-        vmulq_n_f32(vreinterpretq_f32_u32(bits), TWO_POW_120)
+        vmulq_n_f32(vreinterpretq_f32_u32(bits), TWO_POW_112)
     })
 }
 
@@ -46,7 +47,7 @@ pub(super) unsafe fn dot(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
             }
             for j in 0..hi - i {
                 let wi = match w {
-                    Src::Bytes(w) => super::e4m3_to_f32(w[i + j]),
+                    Src::Bytes(w) => super::decode_unit(w[i + j]),
                     Src::Decoded(w) => w[i + j],
                 };
                 a[j] = wi.mul_add(x[i + j], a[j]);
@@ -54,7 +55,7 @@ pub(super) unsafe fn dot(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
             acc = std::array::from_fn(|q| vld1q_f32(a.as_ptr().add(4 * q)));
         }
         for q in 0..4 {
-            tot[q] = vfmaq_n_f32(tot[q], acc[q], s);
+            tot[q] = vfmaq_n_f32(tot[q], acc[q], s * UNIT_INV);
         }
     }
     let mut t = [0f32; LANES];

@@ -3,7 +3,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{reduce, Src, BLOCK, KEEP, LANES, TWO_POW_120};
+use super::{reduce, Src, BLOCK, KEEP16, LANES, UNIT_INV};
 
 /// Lanes of a partial 16-chunk at the end of a block, added one by one as
 /// the scalar twin does (`acc[j] = fma(w, x, acc[j])` for `j < tail`).
@@ -11,33 +11,33 @@ use super::{reduce, Src, BLOCK, KEEP, LANES, TWO_POW_120};
 fn tail(acc: &mut [f32; LANES], w: Src<'_>, x: &[f32], at: usize, n: usize) {
     for j in 0..n {
         let wi = match w {
-            Src::Bytes(w) => super::e4m3_to_f32(w[at + j]),
+            Src::Bytes(w) => super::decode_unit(w[at + j]),
             Src::Decoded(w) => w[at + j],
         };
         acc[j] = wi.mul_add(x[at + j], acc[j]);
     }
 }
 
-/// 16 e4m3 bytes at `p` as f32 (bit placement, then × 2^120).
+/// 16 e4m3 bytes at `p` in the kernels' unit: sign-extended to 16 bits,
+/// placed as f16 bits, widened to f32 by `vcvtph2ps` (exact, subnormal
+/// halves included, without a microcode assist).
 #[inline(always)]
 unsafe fn decode16_512(p: *const u8) -> __m512 {
-    let i = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()));
-    let f = _mm512_castsi512_ps(_mm512_and_si512(_mm512_slli_epi32::<20>(i), _mm512_set1_epi32(KEEP as i32)));
-    _mm512_mul_ps(f, _mm512_set1_ps(TWO_POW_120))
+    let i = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast()));
+    _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16::<7>(i), _mm256_set1_epi16(KEEP16 as i16)))
 }
 
-/// 8 e4m3 bytes at `p` as f32.
+/// 8 e4m3 bytes at `p` in the kernels' unit.
 #[inline(always)]
 unsafe fn decode8_256(p: *const u8) -> __m256 {
-    let i = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()));
-    let f = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32::<20>(i), _mm256_set1_epi32(KEEP as i32)));
-    _mm256_mul_ps(f, _mm256_set1_ps(TWO_POW_120))
+    let i = _mm_cvtepi8_epi16(_mm_loadl_epi64(p.cast()));
+    _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16::<7>(i), _mm_set1_epi16(KEEP16 as i16)))
 }
 
 /// # Safety
 /// The CPU must have AVX-512 F and FMA; `x.len() == w.len()`,
 /// `scales.len() == ceil(len / 128)` (checked by the caller).
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
 pub(super) unsafe fn dot_avx512(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
     let n = x.len();
     let mut tot = _mm512_setzero_ps();
@@ -59,16 +59,55 @@ pub(super) unsafe fn dot_avx512(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
             tail(&mut a, w, x, i, hi - i);
             acc = _mm512_loadu_ps(a.as_ptr());
         }
-        tot = _mm512_fmadd_ps(_mm512_set1_ps(s), acc, tot);
+        tot = _mm512_fmadd_ps(_mm512_set1_ps(s * UNIT_INV), acc, tot);
     }
     let mut t = [0f32; LANES];
     _mm512_storeu_ps(t.as_mut_ptr(), tot);
     reduce(t)
 }
 
+/// `R` rows' [`dot_avx512`] sharing the loads of `x` (independent streams
+/// and dependency chains); each result is the bits of [`dot_avx512`] of its
+/// row. Byte rows only.
+///
+/// # Safety
+/// As for [`dot_avx512`], for every row.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // b and r index several arrays at once
+pub(super) unsafe fn dotn_avx512<const R: usize>(w: [&[u8]; R], scales: [&[f32]; R], x: &[f32]) -> [f32; R] {
+    let n = x.len();
+    let mut tot = [_mm512_setzero_ps(); R];
+    for b in 0..scales[0].len() {
+        let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut i = lo;
+        while i + LANES <= hi {
+            let xv = _mm512_loadu_ps(x.as_ptr().add(i));
+            for r in 0..R {
+                acc[r] = _mm512_fmadd_ps(decode16_512(w[r].as_ptr().add(i)), xv, acc[r]);
+            }
+            i += LANES;
+        }
+        for r in 0..R {
+            if i < hi {
+                let mut a = [0f32; LANES];
+                _mm512_storeu_ps(a.as_mut_ptr(), acc[r]);
+                tail(&mut a, Src::Bytes(w[r]), x, i, hi - i);
+                acc[r] = _mm512_loadu_ps(a.as_ptr());
+            }
+            tot[r] = _mm512_fmadd_ps(_mm512_set1_ps(scales[r][b] * UNIT_INV), acc[r], tot[r]);
+        }
+    }
+    tot.map(|t| {
+        let mut a = [0f32; LANES];
+        _mm512_storeu_ps(a.as_mut_ptr(), t);
+        reduce(a)
+    })
+}
+
 /// # Safety
 /// The CPU must have AVX2 and FMA; lengths as for [`dot_avx512`].
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_avx2(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
     let n = x.len();
     let (mut tot0, mut tot1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -93,7 +132,7 @@ pub(super) unsafe fn dot_avx2(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
             acc0 = _mm256_loadu_ps(a.as_ptr());
             acc1 = _mm256_loadu_ps(a.as_ptr().add(8));
         }
-        let sv = _mm256_set1_ps(s);
+        let sv = _mm256_set1_ps(s * UNIT_INV);
         tot0 = _mm256_fmadd_ps(sv, acc0, tot0);
         tot1 = _mm256_fmadd_ps(sv, acc1, tot1);
     }
@@ -105,7 +144,7 @@ pub(super) unsafe fn dot_avx2(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
 
 /// # Safety
 /// The CPU must have AVX-512 F; `out.len() == w.len()`.
-#[target_feature(enable = "avx512f,avx2")]
+#[target_feature(enable = "avx512f,avx2,f16c")]
 pub(super) unsafe fn decode_avx512(w: &[u8], out: &mut [f32]) {
     let mut i = 0;
     while i + LANES <= w.len() {
@@ -113,13 +152,13 @@ pub(super) unsafe fn decode_avx512(w: &[u8], out: &mut [f32]) {
         i += LANES;
     }
     for j in i..w.len() {
-        out[j] = super::e4m3_to_f32(w[j]);
+        out[j] = super::decode_unit(w[j]);
     }
 }
 
 /// # Safety
 /// The CPU must have AVX2; `out.len() == w.len()`.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 pub(super) unsafe fn decode_avx2(w: &[u8], out: &mut [f32]) {
     let mut i = 0;
     while i + 8 <= w.len() {
@@ -127,6 +166,6 @@ pub(super) unsafe fn decode_avx2(w: &[u8], out: &mut [f32]) {
         i += 8;
     }
     for j in i..w.len() {
-        out[j] = super::e4m3_to_f32(w[j]);
+        out[j] = super::decode_unit(w[j]);
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use whale_engine::formats::gguf::{GgufFile, MetaValue};
+use whale_engine::synth::fp8::Fp8Folder;
 use whale_engine::synth::mix::FileType;
 use whale_engine::synth::presets::{self, Preset};
 use whale_engine::synth::{self, Synth, SynthSpec};
@@ -21,9 +22,10 @@ pub struct LikeArgs {
     /// q5_0, q5_1, q8_0, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, iq1_s, iq1_m,
     /// iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq4_nl, iq4_xs, tq1_0, tq2_0; or ud-iq1_s, the mix of
     /// unsloth's 1.58-bit DeepSeek-R1. Tensor types follow llama-quantize's
-    /// mix for that type.
+    /// mix for that type. `fp8` (DeepSeek models, `whale synth` only) writes
+    /// a Hugging Face folder in DeepSeek-V3's FP8 layout instead of a GGUF.
     #[arg(long = "type", default_value = "q4_k_m")]
-    pub ftype: FileType,
+    pub ftype: SynthType,
     /// Seed of the random weights (the same seed gives the same file).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -35,9 +37,36 @@ pub struct LikeArgs {
     pub tokenizer: Option<String>,
 }
 
+/// `--type`: a GGUF file type, or DeepSeek's FP8 safetensors folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SynthType {
+    Gguf(FileType),
+    Fp8,
+}
+
+impl std::str::FromStr for SynthType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SynthType, String> {
+        if s.eq_ignore_ascii_case("fp8") {
+            return Ok(SynthType::Fp8);
+        }
+        s.parse::<FileType>().map(SynthType::Gguf).map_err(|e| format!("{e}, or fp8"))
+    }
+}
+
+impl SynthType {
+    pub fn name(self) -> &'static str {
+        match self {
+            SynthType::Gguf(t) => t.name(),
+            SynthType::Fp8 => "fp8",
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct SynthArgs {
-    /// The GGUF file to write (not needed with `--like list`).
+    /// The GGUF file to write, or with `--type fp8` the folder (not needed
+    /// with `--like list`).
     pub out: Option<PathBuf>,
     /// The model to imitate; `--like list` prints the known ones.
     #[arg(long)]
@@ -94,6 +123,9 @@ fn list() {
 
 /// Plans the synthetic model `like` with `a`.
 pub fn plan(like: &str, a: &LikeArgs) -> anyhow::Result<Synth> {
+    let SynthType::Gguf(ftype) = a.ftype else {
+        bail!("--type fp8 writes a Hugging Face folder: whale synth OUT_DIR --like {like} --type fp8, then use OUT_DIR")
+    };
     let preset = presets::find(like).ok_or_else(|| synth::SynthError::UnknownModel(like.to_string()))?;
     // Checked before the tokenizer is fetched, so a typo costs no download.
     let max = preset.num_hidden_layers();
@@ -110,7 +142,7 @@ pub fn plan(like: &str, a: &LikeArgs) -> anyhow::Result<Synth> {
             preset.vocab_size()
         );
     }
-    let spec = SynthSpec { like: like.to_string(), layers: a.layers, ftype: a.ftype, seed: a.seed };
+    let spec = SynthSpec { like: like.to_string(), layers: a.layers, ftype, seed: a.seed };
     Ok(Synth::plan(&spec, tok)?)
 }
 
@@ -119,7 +151,10 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
         list();
         return Ok(());
     }
-    let Some(out_path) = a.out else { bail!("give the GGUF file to write: whale synth OUT.gguf --like NAME") };
+    let Some(out_path) = a.out.clone() else { bail!("give the GGUF file to write: whale synth OUT.gguf --like NAME") };
+    if a.like_args.ftype == SynthType::Fp8 {
+        return run_fp8(&out_path, &a);
+    }
     let s = plan(&a.like, &a.like_args)?;
     if a.dry_run {
         summary(&out_path, &s, &a.like_args, "would be");
@@ -168,13 +203,97 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a Hugging Face tokenizer comes from: a folder, a tokenizer.json,
+/// or a hub repository OWNER/REPO (fetched as `whale pull` does).
+fn tokenizer_dir(spec: &str) -> anyhow::Result<PathBuf> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if path.is_file() && spec.ends_with(".json") {
+        return Ok(path.parent().unwrap_or(Path::new(".")).to_path_buf());
+    }
+    let tj = crate::pull::resolve_model(&format!("hf:{spec}/tokenizer.json"))
+        .with_context(|| format!("--type fp8 needs a tokenizer.json (folder, file or OWNER/REPO); {spec:?}"))?;
+    if let Err(e) = crate::pull::resolve_model(&format!("hf:{spec}/tokenizer_config.json")) {
+        eprintln!("note: no tokenizer_config.json from {spec} ({e:#})");
+    }
+    Ok(tj.parent().unwrap_or(Path::new(".")).to_path_buf())
+}
+
+/// `whale synth OUT_DIR --like NAME --type fp8`: DeepSeek's FP8 folder.
+/// Shards are written through `.partial` files; config.json comes last, so
+/// a folder cut short by a full disk or a kill does not load as a model.
+fn run_fp8(out: &Path, a: &SynthArgs) -> anyhow::Result<()> {
+    let la = &a.like_args;
+    let preset = presets::find(&a.like).ok_or_else(|| synth::SynthError::UnknownModel(a.like.clone()))?;
+    let f = Fp8Folder::plan(preset, la.layers, la.seed)?;
+    let shards = f.shards(a.split_max_size.unwrap_or(4_000_000_000));
+    let (all, f8) = f.weight_counts();
+    let report = |what: &str| {
+        println!(
+            "{}: {what} like {} ({} of {} layers), DeepSeek FP8 safetensors, {:.2} GiB in {} shard(s), seed {}",
+            out.display(),
+            preset.name,
+            f.layers,
+            preset.num_hidden_layers(),
+            gib(f.data_bytes()),
+            shards.len(),
+            la.seed
+        );
+        println!("  {f8} of {all} weights in float8 e4m3 with 128x128 block scales; the rest bf16 (embedding, head, norms, router)");
+    };
+    if a.dry_run {
+        report("would be");
+        return Ok(());
+    }
+    let tok = tokenizer_dir(la.tokenizer.as_deref().unwrap_or(preset.tokenizer))?;
+    if out.join("config.json").exists() {
+        bail!("{} already holds a model (config.json); choose another folder", out.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        let src = tok.join(name);
+        if src.exists() {
+            std::fs::copy(&src, out.join(name)).with_context(|| format!("copying {}", src.display()))?;
+        } else if name == "tokenizer.json" {
+            bail!("{} has no tokenizer.json", tok.display());
+        }
+    }
+    let bar = indicatif::ProgressBar::new(f.data_bytes());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let names = Fp8Folder::shard_names(shards.len());
+    let mut done = 0u64;
+    for (r, name) in shards.iter().zip(&names) {
+        let n = write_one(&out.join(name), |w| {
+            let mut here = 0;
+            f.write_shard(r.clone(), w, |n| {
+                here += n;
+                bar.set_position(done + here);
+            })
+            .map(|_| here)
+        })?;
+        done += n;
+    }
+    bar.finish_and_clear();
+    if shards.len() > 1 {
+        std::fs::write(out.join("model.safetensors.index.json"), f.index_json(&shards))?;
+    }
+    std::fs::write(out.join("config.json"), f.config())?;
+    report("written:");
+    Ok(())
+}
+
 /// Writes one file through `<path>.partial`, renamed when complete: no half
 /// file keeps the name, and a full disk leaves nothing behind.
 fn write_one(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<u64>,
 ) -> anyhow::Result<u64> {
-    let partial = path.with_extension("gguf.partial");
+    let partial = path.with_extension(format!("{}.partial", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     let file = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let n = match write(&mut w).and_then(|n| w.flush().map(|_| n)) {
