@@ -89,6 +89,34 @@ fn info_reports_mla_cache_for_real_v3_dimensions() {
     // 576 values × 2 bytes × 61 layers; decompressed 128 × (192 + 128) values.
     assert!(out.contains("576 values per layer") && out.contains("as bf16: 70272 bytes"), "{out}");
     assert!(out.contains("40960 values per layer") && out.contains("71.1×"), "{out}");
+    // DeepSeek's published sizes: 671B main, 685B with MTP, 37B activated;
+    // the FP8 release is 688.6 GB on the hub (weights plus headers).
+    assert!(out.contains("684.49 B (671.03 B without the 1 MTP layer(s)); one decoded token reads 36.62 B"), "{out}");
+    assert!(out.contains("kept (--fp8 keep): 686.6 GB"), "{out}");
+    assert!(out.contains("0.3 GB for 4096 tokens") && out.contains("11.5 GB for 163840 tokens"), "{out}");
+}
+
+/// `whale run` refuses a context whose KV cache cannot fit, before
+/// allocating it, and says what would fit.
+#[test]
+fn run_refuses_a_context_whose_cache_cannot_fit() {
+    let g = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    let run = |limit: &str, ctx: &str| {
+        Command::new(env!("CARGO_BIN_EXE_whale"))
+            .args(["run", g.to_str().unwrap(), "--prompt-ids", "1,2,3", "-n", "1", "--ctx", ctx, "--cache-type", "f32"])
+            .env("WHALE_LOG", "off")
+            .env("WHALE_MEM_LIMIT", limit)
+            .output()
+            .unwrap()
+    };
+    // 3 layers × 40 values × 4 bytes = 480 bytes a token: 1,000,000 tokens
+    // need 480 MB, more than the 1 MB allowed.
+    expect_error(
+        &run("1M", "1000000"),
+        &["KV cache for a context of 1000000 tokens needs 480.00 MB", "WHALE_MEM_LIMIT", "at most 2083"],
+    );
+    let o = run("1M", "1000");
+    assert!(o.status.success(), "480 kB fits in 1 MB: {}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

@@ -124,6 +124,74 @@ impl DeepseekParams {
         self.router.is_some() && i >= self.first_k_dense_replace && i.is_multiple_of(self.moe_layer_freq)
     }
 
+    /// Weights of the model by role, from the hyper-parameters alone (for
+    /// `whale info` on a config.json, before anything is downloaded).
+    pub fn parameter_counts(&self) -> ParamCounts {
+        let (h, nh) = (self.hidden_size, self.n_head);
+        let attn = match self.q_lora_rank {
+            Some(q) => h * q + q * nh * self.qk_head_dim(),
+            None => h * nh * self.qk_head_dim(),
+        } + h * self.latent_width()
+            + self.kv_lora_rank * nh * (self.qk_nope_head_dim + self.v_head_dim)
+            + nh * self.v_head_dim * h;
+        let dense_mlp = 3 * h * self.intermediate_size;
+        let expert = 3 * h * self.moe_intermediate_size;
+        let mut c = ParamCounts { embedding: self.vocab_size * h, head: self.vocab_size * h, ..Default::default() };
+        let layer = |c: &mut ParamCounts, i: usize| -> (usize, usize) {
+            // (matrices, active matrices) of layer i; norms and router to `other`.
+            c.other += 2 * h + self.kv_lora_rank + self.q_lora_rank.unwrap_or(0);
+            match &self.router {
+                Some(r) if self.is_moe_layer(i) => {
+                    c.other += r.n_experts * h + r.n_experts;
+                    let shared = self.n_shared_experts * expert;
+                    (attn + r.n_experts * expert + shared, attn + r.top_k * expert + shared + r.n_experts * h)
+                }
+                _ => (attn + dense_mlp, attn + dense_mlp),
+            }
+        };
+        for i in 0..self.n_layers {
+            let (m, a) = layer(&mut c, i);
+            c.matrices += m;
+            c.active += a;
+        }
+        for k in 0..self.num_nextn_predict_layers {
+            // An MTP layer: a decoder block of the last layer's kind, its
+            // projection of [embedding; hidden], three norms, and the copies
+            // of the embedding and head that V3's checkpoint stores with it.
+            let (m, _) = layer(&mut c, self.n_layers + k);
+            c.mtp += m + 2 * h * h + 3 * h + 2 * self.vocab_size * h;
+        }
+        c.active += c.head;
+        c.other += h;
+        c
+    }
+}
+
+/// Weights of a DeepSeek model by role (element counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParamCounts {
+    pub embedding: usize,
+    pub head: usize,
+    /// The projections of the decoder layers: what DeepSeek's FP8
+    /// checkpoints store in float8.
+    pub matrices: usize,
+    /// Norms, routers and their biases (bf16/f32 in every release).
+    pub other: usize,
+    /// The multi-token-prediction layers (stored, not part of decoding).
+    pub mtp: usize,
+    /// What one decoded token reads: every layer's attention and dense or
+    /// shared MLP, its router, `top_k` routed experts, and the head.
+    pub active: usize,
+}
+
+impl ParamCounts {
+    /// All weights, MTP layers included.
+    pub fn total(&self) -> usize {
+        self.embedding + self.head + self.matrices + self.other + self.mtp
+    }
+}
+
+impl DeepseekParams {
     pub fn from_hf(cfg: &serde_json::Value) -> Result<DeepseekParams, ModelError> {
         let c: DeepseekConfigJson =
             serde_json::from_value(cfg.clone()).map_err(|e| cfg_err(format!("config.json: {e}")))?;
@@ -895,4 +963,39 @@ fn load_experts(store: &WeightStore, i: usize, n_exp: usize, ff: usize, h: usize
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod param_count_tests {
+    use super::*;
+
+    /// deepseek-ai/DeepSeek-V3's config.json (the keys that size it).
+    fn v3() -> DeepseekParams {
+        DeepseekParams::from_hf(&serde_json::json!({
+            "model_type": "deepseek_v3", "vocab_size": 129280, "hidden_size": 7168,
+            "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61,
+            "num_nextn_predict_layers": 1, "num_attention_heads": 128, "n_shared_experts": 1,
+            "n_routed_experts": 256, "routed_scaling_factor": 2.5, "kv_lora_rank": 512,
+            "q_lora_rank": 1536, "qk_rope_head_dim": 64, "v_head_dim": 128, "qk_nope_head_dim": 128,
+            "topk_method": "noaux_tc", "n_group": 8, "topk_group": 4, "num_experts_per_tok": 8,
+            "moe_layer_freq": 1, "first_k_dense_replace": 3, "norm_topk_prob": true,
+            "scoring_func": "sigmoid", "rms_norm_eps": 1e-6, "rope_theta": 10000,
+            "max_position_embeddings": 163840,
+            "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
+                             "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
+        }))
+        .unwrap()
+    }
+
+    /// DeepSeek's own figures for V3: 671B weights in the main model, 37B
+    /// activated per token, 685B with the MTP module (its model card).
+    #[test]
+    fn v3_counts_match_the_published_sizes() {
+        let c = v3().parameter_counts();
+        let b = |n: usize| n as f64 / 1e9;
+        eprintln!("{c:?}: main {:.2}B, active {:.2}B, total {:.2}B", b(c.total() - c.mtp), b(c.active), b(c.total()));
+        assert!((b(c.total() - c.mtp) - 671.0).abs() < 1.0, "main model {:.2}B", b(c.total() - c.mtp));
+        assert!((b(c.active) - 37.0).abs() < 1.0, "active {:.2}B", b(c.active));
+        assert!((b(c.total()) - 685.0).abs() < 1.0, "with MTP {:.2}B", b(c.total()));
+    }
 }

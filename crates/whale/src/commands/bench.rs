@@ -89,9 +89,7 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// MemAvailable from /proc/meminfo, `None` where there is none.
 fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    super::meminfo("MemAvailable:")
 }
 
 /// Bytes of a model on disk: a file, every part of a split GGUF named by

@@ -43,6 +43,42 @@ fn mla_report(p: &DeepseekParams) {
         full * 2 * l,
         full as f64 / lat as f64
     );
+    weights_report(p);
+}
+
+/// What a DeepSeek model needs, from its hyper-parameters alone: weights
+/// per format, bytes one token reads, and the KV cache of a few contexts.
+fn weights_report(p: &DeepseekParams) {
+    let c = p.parameter_counts();
+    let gb = |b: f64| format!("{:.1} GB", b / 1e9);
+    let bn = |n: usize| format!("{:.2} B", n as f64 / 1e9);
+    let rest = (c.embedding + c.head + c.other) as f64;
+    // FP8 projections at 1 byte plus a 4-byte scale per 128×128 block.
+    let fp8 = |n: usize| n as f64 * (1.0 + 4.0 / 16384.0);
+    println!(
+        "weights: {} ({} without the {} MTP layer(s)); one decoded token reads {}",
+        bn(c.total()),
+        bn(c.total() - c.mtp),
+        p.num_nextn_predict_layers,
+        bn(c.active)
+    );
+    println!(
+        "  FP8 as released, kept (--fp8 keep): {} ({} read per token); --fp8 q8_0: {}; --fp8 f32: {}; bf16: {}",
+        gb(fp8(c.matrices + c.mtp) + 2.0 * rest),
+        gb(fp8(c.active - c.head) + 2.0 * c.head as f64),
+        gb((c.matrices + c.mtp) as f64 * 34.0 / 32.0 + 2.0 * rest),
+        gb(4.0 * c.total() as f64),
+        gb(2.0 * c.total() as f64)
+    );
+    let kv = p.latent_width() * p.n_layers * 2;
+    print!("  KV cache (f16 latent):");
+    for ctx in [4096usize, 32768, p.context_length] {
+        print!(" {} for {ctx} tokens;", gb((kv * ctx) as f64));
+    }
+    println!();
+    println!(
+        "  whale maps the weights (file pages: a model larger than RAM pages from disk) and holds the KV cache in RAM"
+    );
 }
 
 pub fn run(a: InfoArgs) -> anyhow::Result<()> {

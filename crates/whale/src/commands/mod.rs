@@ -57,6 +57,47 @@ impl ModelArgs {
         let opts = self.options()?;
         let m = whale_engine::models::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
         let ctx = self.context_for(&m)?;
+        let kv = m.model.info().kv_bytes_per_token(opts.cache_type) as u64 * ctx as u64;
+        if let Some((budget, from)) = memory_budget().filter(|&(b, _)| kv > b) {
+            anyhow::bail!(
+                "the KV cache for a context of {ctx} tokens needs {} ({} a token as {}), but {from} leaves {}; \
+                 ask for a smaller --ctx (at most {}), or --cache-type f16 if it is f32",
+                indicatif::DecimalBytes(kv),
+                indicatif::DecimalBytes(kv / ctx as u64),
+                self.cache_type.name(),
+                indicatif::DecimalBytes(budget),
+                budget / (kv / ctx as u64).max(1)
+            );
+        }
         Ok((m, ctx))
     }
+}
+
+/// The memory a KV cache may take, and where that figure comes from: the
+/// smallest of the kernel's MemAvailable, what the cgroup's `memory.max`
+/// leaves (a container or `systemd-run -p MemoryMax=`), and `WHALE_MEM_LIMIT`
+/// (bytes, or with K, M, G) when set. Weights are file pages and not counted:
+/// they can be paged out and in again; the cache cannot.
+pub fn memory_budget() -> Option<(u64, &'static str)> {
+    let mut best: Option<(u64, &'static str)> = None;
+    let mut take = |v: Option<u64>, from: &'static str| {
+        if let Some(v) = v.filter(|&v| best.is_none_or(|(b, _)| v < b)) {
+            best = Some((v, from));
+        }
+    };
+    take(meminfo("MemAvailable:"), "the memory available (MemAvailable)");
+    let cg = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok()?.trim().parse::<u64>().ok();
+    take(cg("memory.max").zip(cg("memory.current")).map(|(m, c)| m.saturating_sub(c)), "the cgroup's memory.max");
+    take(
+        std::env::var("WHALE_MEM_LIMIT").ok().and_then(|v| crate::commands::synth::parse_size(&v).ok()),
+        "WHALE_MEM_LIMIT",
+    );
+    best
+}
+
+/// A `/proc/meminfo` field in bytes.
+pub fn meminfo(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }

@@ -309,7 +309,7 @@ fn write_one(
 }
 
 /// `4G`, `500M`, `64K` or plain bytes; decimal units, as gguf-split's.
-fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mul) = match t.char_indices().last() {
         Some((i, 'K' | 'k')) => (&t[..i], 1_000),
