@@ -173,7 +173,7 @@ fn fp8_block_scaled_checkpoint_matches_python_dequantization() {
     let load = |dir: &str, fp8: Fp8Mode| {
         Deepseek::load(
             &WeightStore::open_with(&data.join(dir), fp8).unwrap(),
-            LoadOptions { threads: 2, cache_type: CacheType::F32, fp8 },
+            LoadOptions { threads: 2, cache_type: CacheType::F32, fp8, ..Default::default() },
         )
         .unwrap()
     };

@@ -119,6 +119,30 @@ fn run_refuses_a_context_whose_cache_cannot_fit() {
     assert!(o.status.success(), "480 kB fits in 1 MB: {}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// A model larger than the memory whale may use still runs (its weights
+/// page in from disk, routed experts prefetched as the router picks them),
+/// says so, and gives the same greedy ids as with the memory to hold it.
+#[test]
+fn model_larger_than_the_memory_limit_runs_the_same() {
+    let g = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    let run = |limit: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_whale"));
+        c.args(["run", g.to_str().unwrap(), "--prompt-ids", "5,6,7,8", "-n", "6", "--temp", "0", "--ctx", "16"]);
+        c.args(["--ignore-eos", "--json"]).env("WHALE_LOG", "off");
+        if let Some(l) = limit {
+            c.env("WHALE_MEM_LIMIT", l);
+        }
+        c.output().unwrap()
+    };
+    let (small, plenty) = (run(Some("1M")), run(None));
+    let err = String::from_utf8_lossy(&small.stderr);
+    assert!(small.status.success() && plenty.status.success(), "{err}");
+    assert!(err.contains("is larger than the memory whale may use (1.00 MB, from WHALE_MEM_LIMIT)"), "{err}");
+    let ids = |o: &Output| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["generated_ids"].clone();
+    assert_eq!(ids(&small), ids(&plenty));
+    assert_eq!(ids(&small).as_array().map(Vec::len), Some(6));
+}
+
 #[test]
 fn info_and_run_on_the_llama_cpp_gguf() {
     let g = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");

@@ -63,6 +63,17 @@ impl ByteSlice {
         matches!(&*self.storage.0, Backing::Mapped(_))
     }
 
+    /// Asks the kernel to read these bytes in ahead of use (`madvise`
+    /// WILLNEED, asynchronous) when they are file pages; a hint only.
+    pub fn will_need(&self) {
+        if let Backing::Mapped(m) = &*self.storage.0 {
+            #[cfg(unix)]
+            let _ = m.advise_range(memmap2::Advice::WillNeed, self.start, self.end - self.start);
+            #[cfg(not(unix))]
+            let _ = m;
+        }
+    }
+
     /// A window of this window (`r` relative to its start). Panics when out of
     /// bounds: callers compute `r` from shapes already checked.
     pub fn sub(&self, r: Range<usize>) -> ByteSlice {

@@ -481,6 +481,9 @@ pub struct Deepseek {
     output: Linear, // [vocab, hidden]
     rope: Rope,
     threads: usize,
+    /// Hint the kernel to read routed experts as the router picks them
+    /// ([`LoadOptions::prefetch_experts`]).
+    prefetch_experts: bool,
     cache_type: CacheType,
     mtp: Vec<MtpLayer>,
 }
@@ -665,6 +668,13 @@ impl Deepseek {
                             by_expert[e].push((t, w));
                         }
                     }
+                    if self.prefetch_experts {
+                        for (mlp, _) in experts.iter().zip(&by_expert).filter(|(_, t)| !t.is_empty()) {
+                            for lin in [&mlp.gate, &mlp.up, &mlp.down] {
+                                lin.data.will_need();
+                            }
+                        }
+                    }
                     // Gate and up of the shared experts and of every routed
                     // expert that all rows go to (each one when decoding one
                     // sequence) read the same input: one product for all of
@@ -809,6 +819,7 @@ impl Deepseek {
             output,
             rope,
             threads: opts.threads.max(1),
+            prefetch_experts: opts.prefetch_experts,
             cache_type: opts.cache_type,
             mtp,
             params: p,

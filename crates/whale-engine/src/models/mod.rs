@@ -138,6 +138,12 @@ pub struct LoadOptions {
     pub cache_type: CacheType,
     /// What to do with a safetensors checkpoint's FP8 weights.
     pub fp8: crate::formats::weights::Fp8Mode,
+    /// The weights do not all fit in memory: MoE layers ask the kernel to
+    /// read each routed expert in as soon as the router picks it, so its
+    /// I/O overlaps the shared experts and the other experts' products
+    /// instead of faulting page by page. Off when the model fits (the
+    /// hint then costs page-cache lookups for nothing).
+    pub prefetch_experts: bool,
 }
 
 impl Default for LoadOptions {
@@ -146,6 +152,7 @@ impl Default for LoadOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cache_type: CacheType::default(),
             fp8: Default::default(),
+            prefetch_experts: false,
         }
     }
 }

@@ -76,6 +76,11 @@ struct Out {
     bandwidth_gb_s: f64,
     /// Generation speed as a fraction of bandwidth / active bytes per token.
     tg_fraction_of_bound: f64,
+    /// What whale may fill ([`super::memory_budget`]), when known.
+    memory_budget_bytes: Option<u64>,
+    /// The share of the model's bytes that fits in that memory (1 when it
+    /// all fits, or nothing is known).
+    fraction_in_memory: f64,
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -90,22 +95,6 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 /// MemAvailable from /proc/meminfo, `None` where there is none.
 fn mem_available() -> Option<u64> {
     super::meminfo("MemAvailable:")
-}
-
-/// Bytes of a model on disk: a file, every part of a split GGUF named by
-/// one of its parts, or a folder's files.
-fn model_file_bytes(path: &std::path::Path) -> u64 {
-    use whale_engine::formats::gguf::{parse_split_path, split_path};
-    let len = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    if path.is_dir() {
-        let entries = std::fs::read_dir(path).into_iter().flatten().flatten();
-        return entries.map(|e| len(&e.path())).sum();
-    }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    match parse_split_path(&name) {
-        Some((prefix, _, count)) => (0..count).map(|k| len(&path.with_file_name(split_path(prefix, k, count)))).sum(),
-        None => len(path),
-    }
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), 0 if unknown.
@@ -144,7 +133,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let (m, ctx, name, weight_bytes) = match (&a.model, &a.like) {
         (Some(spec), _) => {
             let path = crate::pull::resolve_model(spec)?;
-            let weight_bytes = model_file_bytes(&path);
+            let weight_bytes = super::model_file_bytes(&path);
             let (m, ctx) = margs.load(spec)?;
             let name = path.file_name().map_or(spec.clone(), |f| f.to_string_lossy().into_owned());
             (m, ctx, name, weight_bytes)
@@ -220,6 +209,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         None => 0.0,
     };
     let bound = if active > 0 { bw * 1e9 / active as f64 } else { 0.0 };
+    let budget = super::memory_budget();
     let frac = if bound > 0.0 { tg_m / bound } else { 0.0 };
     let out = Out {
         model: name.clone(),
@@ -236,6 +226,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         active_bytes_per_token: active,
         bandwidth_gb_s: bw,
         tg_fraction_of_bound: frac,
+        memory_budget_bytes: budget.map(|b| b.0),
+        fraction_in_memory: budget.map_or(1.0, |(b, _)| (b as f64 / weight_bytes.max(1) as f64).min(1.0)),
     };
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
@@ -264,6 +256,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             frac * 100.0,
             mib(out.peak_rss_bytes)
         );
+        if let Some((b, from)) = budget.filter(|_| out.fraction_in_memory < 1.0) {
+            println!(
+                "memory: the model is {:.0} MiB and whale may use {:.0} MiB ({from}): {:.0} % of it fits, \
+                 the rest pages in from disk (the bound above assumes memory)",
+                mib(weight_bytes),
+                mib(b),
+                out.fraction_in_memory * 100.0
+            );
+        }
     }
     Ok(())
 }

@@ -54,7 +54,17 @@ impl ModelArgs {
 
     pub fn load(&self, spec: &str) -> anyhow::Result<(LoadedModel, usize)> {
         let path = crate::pull::resolve_model(spec)?;
-        let opts = self.options()?;
+        let mut opts = self.options()?;
+        let file = model_file_bytes(&path);
+        if let Some((budget, from)) = memory_budget().filter(|&(b, _)| file > b) {
+            opts.prefetch_experts = true;
+            eprintln!(
+                "note: the model ({}) is larger than the memory whale may use ({}, from {from}): \
+                 its weights page in from disk as they are read, routed experts as soon as the router picks them",
+                indicatif::DecimalBytes(file),
+                indicatif::DecimalBytes(budget)
+            );
+        }
         let m = whale_engine::models::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
         let ctx = self.context_for(&m)?;
         let kv = m.model.info().kv_bytes_per_token(opts.cache_type) as u64 * ctx as u64;
@@ -73,11 +83,12 @@ impl ModelArgs {
     }
 }
 
-/// The memory a KV cache may take, and where that figure comes from: the
-/// smallest of the kernel's MemAvailable, what the cgroup's `memory.max`
-/// leaves (a container or `systemd-run -p MemoryMax=`), and `WHALE_MEM_LIMIT`
-/// (bytes, or with K, M, G) when set. Weights are file pages and not counted:
-/// they can be paged out and in again; the cache cannot.
+/// The memory whale may fill (a KV cache, or weights' pages), and where
+/// that figure comes from: the smallest of the kernel's MemAvailable, what
+/// the process's memory cgroup leaves (its limit minus its anonymous memory:
+/// a container, `systemd-run -p MemoryMax=`, or a v1 `memory.limit_in_bytes`),
+/// and `WHALE_MEM_LIMIT` (bytes, or with K, M, G) when set. File pages are
+/// not subtracted: the kernel reclaims them when the cache needs the room.
 pub fn memory_budget() -> Option<(u64, &'static str)> {
     let mut best: Option<(u64, &'static str)> = None;
     let mut take = |v: Option<u64>, from: &'static str| {
@@ -86,13 +97,59 @@ pub fn memory_budget() -> Option<(u64, &'static str)> {
         }
     };
     take(meminfo("MemAvailable:"), "the memory available (MemAvailable)");
-    let cg = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok()?.trim().parse::<u64>().ok();
-    take(cg("memory.max").zip(cg("memory.current")).map(|(m, c)| m.saturating_sub(c)), "the cgroup's memory.max");
+    take(cgroup_room(), "the memory cgroup's limit");
     take(
         std::env::var("WHALE_MEM_LIMIT").ok().and_then(|v| crate::commands::synth::parse_size(&v).ok()),
         "WHALE_MEM_LIMIT",
     );
     best
+}
+
+/// The memory cgroup's limit minus its anonymous memory, cgroup v2 or v1;
+/// `None` without a limit.
+fn cgroup_room() -> Option<u64> {
+    let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let read = |dir: &str, f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+    let stat = |text: Option<String>, key: &str| -> Option<u64> {
+        text?.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    for line in groups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let (dir, limit, anon) = if controllers.is_empty() {
+            let dir = format!("/sys/fs/cgroup{path}");
+            let limit = read(&dir, "memory.max")?.trim().parse::<u64>().ok();
+            (dir.clone(), limit, stat(read(&dir, "memory.stat"), "anon"))
+        } else if controllers.split(',').any(|c| c == "memory") {
+            let dir = format!("/sys/fs/cgroup/memory{path}");
+            let limit = read(&dir, "memory.limit_in_bytes").and_then(|t| t.trim().parse::<u64>().ok());
+            (dir.clone(), limit, stat(read(&dir, "memory.stat"), "total_rss"))
+        } else {
+            continue;
+        };
+        let _ = dir;
+        // v1 reports "no limit" as a huge number (about 2^63).
+        if let Some(limit) = limit.filter(|&l| l < 1 << 60) {
+            return Some(limit.saturating_sub(anon.unwrap_or(0)));
+        }
+    }
+    None
+}
+
+/// Bytes of a model on disk: a file, every part of a split GGUF named by
+/// one of its parts, or a folder's files.
+pub fn model_file_bytes(path: &std::path::Path) -> u64 {
+    use whale_engine::formats::gguf::{parse_split_path, split_path};
+    let len = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    if path.is_dir() {
+        let entries = std::fs::read_dir(path).into_iter().flatten().flatten();
+        return entries.map(|e| len(&e.path())).sum();
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match parse_split_path(&name) {
+        Some((prefix, _, count)) => (0..count).map(|k| len(&path.with_file_name(split_path(prefix, k, count)))).sum(),
+        None => len(path),
+    }
 }
 
 /// A `/proc/meminfo` field in bytes.
