@@ -70,7 +70,8 @@ fn synthetic_fp8_folder_loads_and_keep_equals_f32() {
 
     let load = |fp8| {
         let store = WeightStore::open_with(&dir, fp8).unwrap();
-        Deepseek::load(&store, LoadOptions { threads: 2, cache_type: CacheType::F32, fp8, ..Default::default() }).unwrap()
+        Deepseek::load(&store, LoadOptions { threads: 2, cache_type: CacheType::F32, fp8, ..Default::default() })
+            .unwrap()
     };
     let (keep, exact) = (load(Fp8Mode::Keep), load(Fp8Mode::F32));
     let ids: Vec<u32> = (0..24).map(|i| (i * 37 + 5) % 512).collect();

@@ -201,9 +201,13 @@ fn missing_expert_tensor_is_named() {
 
 /// Real V3/R1 checkpoints carry the multi-token-prediction layer after the
 /// last one. It must load (and be checked), not run as an ordinary layer.
-#[test]
-fn mtp_layer_loads_without_changing_the_model() {
-    let with_mtp = modified_model("dsv3_a_qlora_yarn", "mtp", |c, t| {
+/// The dsv3_a fixture with an MTP layer appended: a copy of its last layer
+/// as the block, its norms as the MTP norms, and `eh_proj` as `fill`
+/// gives it (the fixture's weights were not trained with MTP, so any
+/// layer of the right shapes is as good a draft model; what matters is
+/// that the main model's output does not depend on it).
+fn with_mtp_layer(tag: &str, fill: impl Fn(usize) -> f32) -> PathBuf {
+    modified_model("dsv3_a_qlora_yarn", tag, |c, t| {
         c["num_nextn_predict_layers"] = 1.into();
         let layer2: Vec<(String, Tensor)> = t
             .iter()
@@ -215,8 +219,14 @@ fn mtp_layer_loads_without_changing_the_model() {
         for n in ["enorm", "hnorm", "shared_head.norm"] {
             t.insert(format!("model.layers.3.{n}.weight"), norm.clone());
         }
-        t.insert("model.layers.3.eh_proj.weight".into(), ("F32".into(), vec![64, 128], vec![0u8; 64 * 128 * 4]));
-    });
+        let eh: Vec<u8> = (0..64 * 128).flat_map(|i| fill(i).to_le_bytes()).collect();
+        t.insert("model.layers.3.eh_proj.weight".into(), ("F32".into(), vec![64, 128], eh));
+    })
+}
+
+#[test]
+fn mtp_layer_loads_without_changing_the_model() {
+    let with_mtp = with_mtp_layer("mtp", |_| 0.0);
     let plain = fixtures().join("models/dsv3_a_qlora_yarn");
     let run = |m: &Path| {
         let o = whale(&[
@@ -231,6 +241,8 @@ fn mtp_layer_loads_without_changing_the_model() {
             "--json",
             "--top-logits",
             "3",
+            "--spec",
+            "none",
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
@@ -248,4 +260,71 @@ fn mtp_layer_loads_without_changing_the_model() {
     // A checkpoint that announces an MTP layer but lacks its tensors is an error.
     let broken = modified_model("dsv3_a_qlora_yarn", "mtpmissing", |c, _| c["num_nextn_predict_layers"] = 1.into());
     expect_error(&whale(&["info", broken.to_str().unwrap()]), &["model.layers.3."]);
+}
+
+/// Speculative decoding with the MTP layer (`--spec mtp:K`): the greedy ids
+/// are those of decoding one token at a time, for K = 1, 2, 3 and for
+/// prompts of several lengths; the JSON reports the drafts. Without an MTP
+/// layer, or with sampling, `--spec mtp` is a clear error.
+#[test]
+fn mtp_speculative_decoding_gives_the_greedy_ids() {
+    // A draft layer that does draft: eh_proj passes the hidden half through
+    // (so the layer sees the main model's state), with a little noise.
+    let d = with_mtp_layer("mtpspec", |i| {
+        let (r, c) = (i / 128, i % 128);
+        (if c == 64 + r { 1.0 } else { 0.0 }) + ((i * 7919) % 13) as f32 * 1e-3
+    });
+    std::fs::copy(fixtures().join("tokenizer/tokenizer.json"), d.join("tokenizer.json")).unwrap();
+    let run = |ids: &str, spec: &str| {
+        let o = whale(&[
+            "run",
+            d.to_str().unwrap(),
+            "--prompt-ids",
+            ids,
+            "-n",
+            "24",
+            "--temp",
+            "0",
+            "--ignore-eos",
+            "--json",
+            "--spec",
+            spec,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let (mut drafted, mut accepted) = (0, 0);
+    for ids in ["5,6,7", "1", "900,31,4,4,77,512,3,9,10,11,12"] {
+        let plain = run(ids, "none");
+        assert!(plain.get("speculative").is_none());
+        assert_eq!(plain["generated_ids"].as_array().unwrap().len(), 24);
+        for k in 1..=3 {
+            let s = run(ids, &format!("mtp:{k}"));
+            assert_eq!(s["generated_ids"], plain["generated_ids"], "prompt {ids}, --spec mtp:{k}");
+            assert_eq!(s["text"], plain["text"]);
+            let sp = &s["speculative"];
+            assert_eq!(sp["draft_tokens"], k);
+            let (steps, d, a) =
+                (sp["steps"].as_u64().unwrap(), sp["drafted"].as_u64().unwrap(), sp["accepted"].as_u64().unwrap());
+            // 23 tokens after the first: each step yields its accepted drafts plus one.
+            assert_eq!(steps + a, 23, "prompt {ids}, k {k}: {sp}");
+            assert!(a <= d && d <= k as u64 * steps);
+            drafted += d;
+            accepted += a;
+        }
+        // The default with greedy sampling is mtp:1.
+        assert_eq!(run(ids, "auto")["speculative"]["draft_tokens"], 1);
+    }
+    eprintln!("drafts accepted: {accepted} of {drafted}");
+    // 11 of 383 with these weights: the accepting branch runs too.
+    assert!(accepted > 0, "no draft accepted: the acceptance path went untested");
+    // Errors: sampling, a bad K, a model without the layer.
+    let o = whale(&["run", d.to_str().unwrap(), "--prompt-ids", "5", "-n", "2", "--temp", "0.7", "--spec", "mtp"]);
+    expect_error(&o, &["--spec mtp decodes greedily only"]);
+    let o = whale(&["run", d.to_str().unwrap(), "--prompt-ids", "5", "--spec", "mtp:9"]);
+    assert_eq!(o.status.code(), Some(2), "a bad --spec value is a usage error");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("mtp:K with K from 1 to 8"));
+    let g = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    let o = whale(&["run", g.to_str().unwrap(), "--prompt-ids", "5", "-n", "2", "--temp", "0", "--spec", "mtp"]);
+    expect_error(&o, &["this model has no multi-token-prediction layer"]);
 }

@@ -30,7 +30,7 @@ use crate::models::moe::{route, RouterConfig, TopkMethod};
 use crate::models::ops::{self, yarn_get_mscale, Rope, RopeStyle, Yarn};
 use crate::models::{
     attention, batch_logits, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout,
-    BatchRows, BatchSeq, CacheType, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
+    BatchRows, BatchSeq, CacheType, Drafter, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
 };
 
 /// `[hf-ref]` q_a_layernorm and kv_a_layernorm use eps 1e-6, not rms_norm_eps.
@@ -506,7 +506,11 @@ impl Model for Deepseek {
         self.run(seqs, Logits::Last, None)
     }
 
-    /// MTP layers are not counted: decoding never runs them.
+    fn drafter(&self) -> Option<&dyn Drafter> {
+        (!self.mtp.is_empty()).then_some(self as &dyn Drafter)
+    }
+
+    /// MTP layers are not counted: plain decoding never runs them.
     fn active_weight_bytes(&self) -> u64 {
         let top_k = self.params.router.as_ref().map_or(0, |r| r.top_k) as u64;
         let block = |b: &Block| -> u64 {
@@ -556,6 +560,48 @@ fn per_head<'a>(
     }
 }
 
+/// DeepSeek-V3's MTP layer (the first, where a checkpoint has several):
+/// `eh_proj([enorm(embed(next)); hnorm(hidden)])`, a decoder block of its
+/// own, then `shared_head.norm` and the model's output head, as vLLM's and
+/// SGLang's DeepSeek MTP run it.
+impl Drafter for Deepseek {
+    fn new_draft_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(1, self.params.latent_width(), 0, capacity, self.cache_type)
+    }
+
+    fn forward_with_hidden(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+        let mut seqs = [BatchSeq { cache, tokens }];
+        let (x, spans) = self.run_hidden(&mut seqs, None)?;
+        let p = &self.params;
+        let mut out = batch_logits(&x, &spans, Logits::All, &self.norm, p.rms_norm_eps, &self.output, self.threads);
+        Ok((out.pop().expect("one sequence"), x))
+    }
+
+    fn draft(&self, cache: &mut KvCache, hidden: &[f32], next: &[u32]) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+        let m = self.mtp.first().ok_or_else(|| cfg_err("the model has no MTP layer to draft with"))?;
+        let (p, th) = (&self.params, self.threads);
+        let h = p.hidden_size;
+        if hidden.len() != next.len() * h {
+            return Err(cfg_err(format!("draft: {} hidden values for {} tokens of {h}", hidden.len(), next.len())));
+        }
+        let mut seqs = [BatchSeq { cache, tokens: next }];
+        let BatchRows { spans, pos0, tokens } = BatchRows::new(&seqs)?;
+        let pos = positions(&spans, &pos0);
+        let e = embed_tokens(&self.embed, &tokens)?;
+        let mut cat = vec![0f32; tokens.len() * 2 * h];
+        for ((c, er), hr) in cat.chunks_exact_mut(2 * h).zip(e.chunks_exact(h)).zip(hidden.chunks_exact(h)) {
+            let (ce, ch) = c.split_at_mut(h);
+            ops::rms_norm(er, &m.enorm, p.rms_norm_eps, ce);
+            ops::rms_norm(hr, &m.hnorm, p.rms_norm_eps, ch);
+        }
+        let mut x = m.eh_proj.forward_spans(&cat, &spans, th);
+        self.block_forward(0, &m.block, &mut x, &mut seqs, &spans, &pos, &pos0, None);
+        seqs[0].cache.len += tokens.len();
+        let mut out = batch_logits(&x, &spans, Logits::All, &m.shared_head_norm, p.rms_norm_eps, &self.output, th);
+        Ok((out.pop().expect("one sequence"), x))
+    }
+}
+
 impl Deepseek {
     /// The forward pass; with `trace`, the routing of every MoE layer is recorded.
     pub fn forward_traced(
@@ -578,208 +624,234 @@ impl Deepseek {
         &self,
         seqs: &mut [BatchSeq<'_>],
         logits: Logits,
-        mut trace: Option<&mut Vec<LayerRouting>>,
+        trace: Option<&mut Vec<LayerRouting>>,
     ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let (x, spans) = self.run_hidden(seqs, trace)?;
         let p = &self.params;
-        let (h, th) = (p.hidden_size, self.threads);
-        let BatchRows { spans, pos0, tokens } = BatchRows::new(seqs)?;
-        // Position of every stacked row.
-        let pos: Vec<usize> =
-            spans.iter().zip(&pos0).flat_map(|(sp, &p0)| (0..sp.len()).map(move |t| p0 + t)).collect();
-        let (nope, rope, lat, lw) = (p.qk_nope_head_dim, p.qk_rope_head_dim, p.kv_lora_rank, p.latent_width());
-        let qk = p.qk_head_dim();
-        let vh = p.v_head_dim;
+        Ok(batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, self.threads))
+    }
 
-        let n = tokens.len();
+    /// [`Deepseek::run`] up to the last block's output (`[n, hidden]`,
+    /// before the final norm), with the rows' spans.
+    fn run_hidden(
+        &self,
+        seqs: &mut [BatchSeq<'_>],
+        mut trace: Option<&mut Vec<LayerRouting>>,
+    ) -> Result<(Vec<f32>, Vec<Range<usize>>), ModelError> {
+        let BatchRows { spans, pos0, tokens } = BatchRows::new(seqs)?;
+        let pos = positions(&spans, &pos0);
         let mut x = embed_tokens(&self.embed, &tokens)?; // [n, hidden]
-        let mut xn = vec![0f32; n * h];
         for (l, b) in self.blocks.iter().enumerate() {
-            for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
-                ops::rms_norm(src, &b.attn_norm, p.rms_norm_eps, dst);
-            }
-            // --- MLA ---
-            let a = &b.attn;
-            let q = match &a.q {
-                QProj::Plain(w) => w.forward_spans(&xn, &spans, th),
-                QProj::Lora { a: qa, norm, b: qb } => {
-                    let mut c = qa.forward_spans(&xn, &spans, th); // [n, q_lora]
-                    ops::rms_norm_rows(&mut c, norm, LORA_NORM_EPS);
-                    qb.forward_spans(&c, &spans, th)
-                }
-            }; // [n, n_head, nope + rope]
-            let kv = a.kv_a.forward_spans(&xn, &spans, th); // [n, kv_lora + rope]
-                                                            // Cache rows [c | k_rope]: normalized latent, rotated shared key.
-            let mut row = vec![0f32; lw];
-            for (s, span) in seqs.iter_mut().zip(&spans) {
-                for t in span.clone() {
-                    ops::rms_norm(&kv[t * lw..t * lw + lat], &a.kv_norm, LORA_NORM_EPS, &mut row[..lat]);
-                    row[lat..].copy_from_slice(&kv[t * lw + lat..(t + 1) * lw]);
-                    self.rope.apply(&mut row[lat..], pos[t]);
-                    s.cache.k[l].write(pos[t] * lw, &row);
-                }
-            }
-            // Absorbed queries [n, n_head, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
-            let mut q_abs = vec![0f32; n * p.n_head * lw];
-            let q_head = |t: usize, hd: usize| &q[(t * p.n_head + hd) * qk..][..nope];
-            per_head(&a.k_b, n, &spans, th, q_head, |hd, q_lat| {
-                for t in 0..n {
-                    let dst = &mut q_abs[(t * p.n_head + hd) * lw..][..lw];
-                    dst[..lat].copy_from_slice(&q_lat[t * lat..(t + 1) * lat]);
-                    dst[lat..].copy_from_slice(&q[(t * p.n_head + hd) * qk + nope..][..rope]);
-                    self.rope.apply(&mut dst[lat..], pos[t]);
-                }
-            });
-            let lay = AttnLayout { n_head: p.n_head, n_kv_head: 1, k_dim: lw, v_dim: lat, k_stride: lw, v_stride: lw };
-            let mut o_lat = vec![0f32; n * p.n_head * lat]; // [n, n_head, kv_lora]
-            for ((s, span), &p0) in seqs.iter().zip(&spans).zip(&pos0) {
-                let (t0, t1) = (span.start, span.end);
-                let qs = &q_abs[t0 * p.n_head * lw..t1 * p.n_head * lw];
-                let c = s.cache.k[l].view();
-                let os = attention(qs, c, c, lay, span.len(), p0, p.softmax_scale, th);
-                o_lat[t0 * p.n_head * lat..t1 * p.n_head * lat].copy_from_slice(&os);
-            }
-            // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
-            let mut o = vec![0f32; n * p.n_head * vh];
-            let lat_head = |t: usize, hd: usize| &o_lat[(t * p.n_head + hd) * lat..][..lat];
-            per_head(&a.v_b, n, &spans, th, lat_head, |hd, oh| {
-                for t in 0..n {
-                    o[(t * p.n_head + hd) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
-                }
-            });
-            let out = a.o.forward_spans(&o, &spans, th); // [n, hidden]
-            ops::add_assign(&mut x, &out);
-            // --- FFN ---
-            for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
-                ops::rms_norm(src, &b.ffn_norm, p.rms_norm_eps, dst);
-            }
-            let y = match &b.ffn {
-                Ffn::Dense(mlp) => mlp.forward_spans(&xn, &spans, th),
-                Ffn::Moe { router, bias, experts, shared } => {
-                    let cfg = p.router.as_ref().expect("MoE layer has a router config");
-                    let r_logits = router.forward_spans(&xn, &spans, th); // [n, n_experts]
-                    let routes: Vec<Vec<(usize, f32)>> =
-                        r_logits.chunks_exact(cfg.n_experts).map(|lg| route(cfg, lg, bias.as_deref())).collect();
-                    // Group tokens by expert: each expert runs once on all its
-                    // tokens, of every sequence (in stacked order, so each
-                    // sequence's tokens are contiguous among them).
-                    let mut by_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); cfg.n_experts];
-                    for (t, r) in routes.iter().enumerate() {
-                        for &(e, w) in r {
-                            by_expert[e].push((t, w));
-                        }
-                    }
-                    if self.prefetch_experts {
-                        for (mlp, _) in experts.iter().zip(&by_expert).filter(|(_, t)| !t.is_empty()) {
-                            for lin in [&mlp.gate, &mlp.up, &mlp.down] {
-                                lin.data.will_need();
-                            }
-                        }
-                    }
-                    // Gate and up of the shared experts and of every routed
-                    // expert that all rows go to (each one when decoding one
-                    // sequence) read the same input: one product for all of
-                    // them, with the activations quantized once.
-                    let everyone: Vec<usize> = (0..cfg.n_experts).filter(|&e| by_expert[e].len() == n).collect();
-                    let mut common: Vec<&Linear> = Vec::new();
-                    for mlp in shared.iter().chain(everyone.iter().map(|&e| &experts[e])) {
-                        common.extend([&mlp.gate, &mlp.up]);
-                    }
-                    let mut gu = Linear::forward_spans_many(&common, &xn, &spans, th).into_iter();
-                    let mut y = match shared {
-                        Some(s) => {
-                            let (mut g, u) = (gu.next().expect("shared gate"), gu.next().expect("shared up"));
-                            ops::swiglu(&mut g, &u);
-                            s.down.forward_spans(&g, &spans, th)
-                        }
-                        None => vec![0f32; n * h],
-                    };
-                    let mut common_gu = everyone.iter().map(|&e| (e, gu.next(), gu.next()));
-                    // The other experts (a prefill's: each its own tokens)
-                    // run in batches of about EXPERT_ROWS gathered rows, each
-                    // batch's gate and up as one pool job and its downs as
-                    // another, instead of two jobs an expert; computed when
-                    // the loop below first needs one, so that the sum keeps
-                    // its order (shared, then experts by index).
-                    let partial: Vec<usize> =
-                        (0..cfg.n_experts).filter(|&e| !by_expert[e].is_empty() && by_expert[e].len() < n).collect();
-                    let mut next_partial = 0;
-                    let mut ready: std::collections::VecDeque<(usize, Vec<f32>)> = Default::default();
-                    let seq_of = |t: usize| spans.partition_point(|sp| sp.end <= t);
-                    for (e, toks) in by_expert.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
-                        let ye = if toks.len() == n {
-                            let (ce, g, u) = common_gu.next().expect("every all-rows expert has its gate and up");
-                            debug_assert_eq!(ce, e);
-                            let (mut g, u) = (g.expect("gate"), u.expect("up"));
-                            ops::swiglu(&mut g, &u);
-                            experts[e].down.forward_spans(&g, &spans, th)
-                        } else {
-                            if ready.is_empty() {
-                                let mut batch = Vec::new();
-                                let mut rows = 0;
-                                while let Some(&pe) = partial.get(next_partial) {
-                                    if !batch.is_empty() && rows + by_expert[pe].len() > EXPERT_ROWS {
-                                        break;
-                                    }
-                                    batch.push(pe);
-                                    rows += by_expert[pe].len();
-                                    next_partial += 1;
-                                }
-                                let gathered: Vec<(Vec<f32>, Vec<Range<usize>>)> = batch
-                                    .iter()
-                                    .map(|&pe| {
-                                        let toks = &by_expert[pe];
-                                        let mut xs = Vec::with_capacity(toks.len() * h);
-                                        for &(t, _) in toks {
-                                            xs.extend_from_slice(&xn[t * h..(t + 1) * h]);
-                                        }
-                                        let counts = spans
-                                            .iter()
-                                            .enumerate()
-                                            .map(|(i, _)| toks.iter().filter(|&&(t, _)| seq_of(t) == i).count());
-                                        let e_spans =
-                                            batch_spans(counts).into_iter().filter(|r| !r.is_empty()).collect();
-                                        (xs, e_spans)
-                                    })
-                                    .collect();
-                                let lins: Vec<&Linear> =
-                                    batch.iter().flat_map(|&pe| [&experts[pe].gate, &experts[pe].up]).collect();
-                                let ins: Vec<&[f32]> = gathered.iter().flat_map(|(xs, _)| [&xs[..], &xs[..]]).collect();
-                                let sps: Vec<&[Range<usize>]> =
-                                    gathered.iter().flat_map(|(_, sp)| [&sp[..], &sp[..]]).collect();
-                                let mut gu = Linear::forward_each(&lins, &ins, &sps, th).into_iter();
-                                let mut gs = Vec::with_capacity(batch.len());
-                                for _ in &batch {
-                                    let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
-                                    ops::swiglu(&mut g, &u);
-                                    gs.push(g);
-                                }
-                                let downs: Vec<&Linear> = batch.iter().map(|&pe| &experts[pe].down).collect();
-                                let gins: Vec<&[f32]> = gs.iter().map(Vec::as_slice).collect();
-                                let dsps: Vec<&[Range<usize>]> = gathered.iter().map(|(_, sp)| &sp[..]).collect();
-                                ready.extend(batch.into_iter().zip(Linear::forward_each(&downs, &gins, &dsps, th)));
-                            }
-                            let (pe, ye) = ready.pop_front().expect("a batch holds at least this expert");
-                            debug_assert_eq!(pe, e);
-                            ye
-                        }; // [m, hidden]
-                        for (i, &(t, w)) in toks.iter().enumerate() {
-                            for (dst, &v) in y[t * h..(t + 1) * h].iter_mut().zip(&ye[i * h..(i + 1) * h]) {
-                                *dst += w * v;
-                            }
-                        }
-                    }
-                    if let Some(tr) = trace.as_deref_mut() {
-                        tr.push(LayerRouting { layer: l, tokens: routes });
-                    }
-                    y
-                }
-            };
-            ops::add_assign(&mut x, &y);
+            self.block_forward(l, b, &mut x, seqs, &spans, &pos, &pos0, trace.as_deref_mut());
         }
         for (s, span) in seqs.iter_mut().zip(&spans) {
             s.cache.len += span.len();
         }
-        Ok(batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, th))
+        Ok((x, spans))
+    }
+
+    /// One decoder block on the stacked rows `x` (`[n, hidden]`, updated in
+    /// place), writing its latent cache rows into layer `l` of each
+    /// sequence's cache; `l` also names the layer in `trace`.
+    #[allow(clippy::too_many_arguments)]
+    fn block_forward(
+        &self,
+        l: usize,
+        b: &Block,
+        x: &mut [f32],
+        seqs: &mut [BatchSeq<'_>],
+        spans: &[Range<usize>],
+        pos: &[usize],
+        pos0: &[usize],
+        trace: Option<&mut Vec<LayerRouting>>,
+    ) {
+        let p = &self.params;
+        let (h, th) = (p.hidden_size, self.threads);
+        let (nope, rope, lat, lw) = (p.qk_nope_head_dim, p.qk_rope_head_dim, p.kv_lora_rank, p.latent_width());
+        let qk = p.qk_head_dim();
+        let vh = p.v_head_dim;
+        let n = x.len() / h;
+        let mut xn = vec![0f32; n * h];
+        for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
+            ops::rms_norm(src, &b.attn_norm, p.rms_norm_eps, dst);
+        }
+        // --- MLA ---
+        let a = &b.attn;
+        let q = match &a.q {
+            QProj::Plain(w) => w.forward_spans(&xn, spans, th),
+            QProj::Lora { a: qa, norm, b: qb } => {
+                let mut c = qa.forward_spans(&xn, spans, th); // [n, q_lora]
+                ops::rms_norm_rows(&mut c, norm, LORA_NORM_EPS);
+                qb.forward_spans(&c, spans, th)
+            }
+        }; // [n, n_head, nope + rope]
+        let kv = a.kv_a.forward_spans(&xn, spans, th); // [n, kv_lora + rope]
+                                                       // Cache rows [c | k_rope]: normalized latent, rotated shared key.
+        let mut row = vec![0f32; lw];
+        for (s, span) in seqs.iter_mut().zip(spans) {
+            for t in span.clone() {
+                ops::rms_norm(&kv[t * lw..t * lw + lat], &a.kv_norm, LORA_NORM_EPS, &mut row[..lat]);
+                row[lat..].copy_from_slice(&kv[t * lw + lat..(t + 1) * lw]);
+                self.rope.apply(&mut row[lat..], pos[t]);
+                s.cache.k[l].write(pos[t] * lw, &row);
+            }
+        }
+        // Absorbed queries [n, n_head, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
+        let mut q_abs = vec![0f32; n * p.n_head * lw];
+        let q_head = |t: usize, hd: usize| &q[(t * p.n_head + hd) * qk..][..nope];
+        per_head(&a.k_b, n, spans, th, q_head, |hd, q_lat| {
+            for t in 0..n {
+                let dst = &mut q_abs[(t * p.n_head + hd) * lw..][..lw];
+                dst[..lat].copy_from_slice(&q_lat[t * lat..(t + 1) * lat]);
+                dst[lat..].copy_from_slice(&q[(t * p.n_head + hd) * qk + nope..][..rope]);
+                self.rope.apply(&mut dst[lat..], pos[t]);
+            }
+        });
+        let lay = AttnLayout { n_head: p.n_head, n_kv_head: 1, k_dim: lw, v_dim: lat, k_stride: lw, v_stride: lw };
+        let mut o_lat = vec![0f32; n * p.n_head * lat]; // [n, n_head, kv_lora]
+        for ((s, span), &p0) in seqs.iter().zip(spans).zip(pos0) {
+            let (t0, t1) = (span.start, span.end);
+            let qs = &q_abs[t0 * p.n_head * lw..t1 * p.n_head * lw];
+            let c = s.cache.k[l].view();
+            let os = attention(qs, c, c, lay, span.len(), p0, p.softmax_scale, th);
+            o_lat[t0 * p.n_head * lat..t1 * p.n_head * lat].copy_from_slice(&os);
+        }
+        // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
+        let mut o = vec![0f32; n * p.n_head * vh];
+        let lat_head = |t: usize, hd: usize| &o_lat[(t * p.n_head + hd) * lat..][..lat];
+        per_head(&a.v_b, n, spans, th, lat_head, |hd, oh| {
+            for t in 0..n {
+                o[(t * p.n_head + hd) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
+            }
+        });
+        let out = a.o.forward_spans(&o, spans, th); // [n, hidden]
+        ops::add_assign(x, &out);
+        // --- FFN ---
+        for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
+            ops::rms_norm(src, &b.ffn_norm, p.rms_norm_eps, dst);
+        }
+        let y = match &b.ffn {
+            Ffn::Dense(mlp) => mlp.forward_spans(&xn, spans, th),
+            Ffn::Moe { router, bias, experts, shared } => {
+                let cfg = p.router.as_ref().expect("MoE layer has a router config");
+                let r_logits = router.forward_spans(&xn, spans, th); // [n, n_experts]
+                let routes: Vec<Vec<(usize, f32)>> =
+                    r_logits.chunks_exact(cfg.n_experts).map(|lg| route(cfg, lg, bias.as_deref())).collect();
+                // Group tokens by expert: each expert runs once on all its
+                // tokens, of every sequence (in stacked order, so each
+                // sequence's tokens are contiguous among them).
+                let mut by_expert: Vec<Vec<(usize, f32)>> = vec![Vec::new(); cfg.n_experts];
+                for (t, r) in routes.iter().enumerate() {
+                    for &(e, w) in r {
+                        by_expert[e].push((t, w));
+                    }
+                }
+                if self.prefetch_experts {
+                    for (mlp, _) in experts.iter().zip(&by_expert).filter(|(_, t)| !t.is_empty()) {
+                        for lin in [&mlp.gate, &mlp.up, &mlp.down] {
+                            lin.data.will_need();
+                        }
+                    }
+                }
+                // Gate and up of the shared experts and of every routed
+                // expert that all rows go to (each one when decoding one
+                // sequence) read the same input: one product for all of
+                // them, with the activations quantized once.
+                let everyone: Vec<usize> = (0..cfg.n_experts).filter(|&e| by_expert[e].len() == n).collect();
+                let mut common: Vec<&Linear> = Vec::new();
+                for mlp in shared.iter().chain(everyone.iter().map(|&e| &experts[e])) {
+                    common.extend([&mlp.gate, &mlp.up]);
+                }
+                let mut gu = Linear::forward_spans_many(&common, &xn, spans, th).into_iter();
+                let mut y = match shared {
+                    Some(s) => {
+                        let (mut g, u) = (gu.next().expect("shared gate"), gu.next().expect("shared up"));
+                        ops::swiglu(&mut g, &u);
+                        s.down.forward_spans(&g, spans, th)
+                    }
+                    None => vec![0f32; n * h],
+                };
+                let mut common_gu = everyone.iter().map(|&e| (e, gu.next(), gu.next()));
+                // The other experts (a prefill's: each its own tokens)
+                // run in batches of about EXPERT_ROWS gathered rows, each
+                // batch's gate and up as one pool job and its downs as
+                // another, instead of two jobs an expert; computed when
+                // the loop below first needs one, so that the sum keeps
+                // its order (shared, then experts by index).
+                let partial: Vec<usize> =
+                    (0..cfg.n_experts).filter(|&e| !by_expert[e].is_empty() && by_expert[e].len() < n).collect();
+                let mut next_partial = 0;
+                let mut ready: std::collections::VecDeque<(usize, Vec<f32>)> = Default::default();
+                let seq_of = |t: usize| spans.partition_point(|sp| sp.end <= t);
+                for (e, toks) in by_expert.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
+                    let ye = if toks.len() == n {
+                        let (ce, g, u) = common_gu.next().expect("every all-rows expert has its gate and up");
+                        debug_assert_eq!(ce, e);
+                        let (mut g, u) = (g.expect("gate"), u.expect("up"));
+                        ops::swiglu(&mut g, &u);
+                        experts[e].down.forward_spans(&g, spans, th)
+                    } else {
+                        if ready.is_empty() {
+                            let mut batch = Vec::new();
+                            let mut rows = 0;
+                            while let Some(&pe) = partial.get(next_partial) {
+                                if !batch.is_empty() && rows + by_expert[pe].len() > EXPERT_ROWS {
+                                    break;
+                                }
+                                batch.push(pe);
+                                rows += by_expert[pe].len();
+                                next_partial += 1;
+                            }
+                            let gathered: Vec<(Vec<f32>, Vec<Range<usize>>)> = batch
+                                .iter()
+                                .map(|&pe| {
+                                    let toks = &by_expert[pe];
+                                    let mut xs = Vec::with_capacity(toks.len() * h);
+                                    for &(t, _) in toks {
+                                        xs.extend_from_slice(&xn[t * h..(t + 1) * h]);
+                                    }
+                                    let counts = spans
+                                        .iter()
+                                        .enumerate()
+                                        .map(|(i, _)| toks.iter().filter(|&&(t, _)| seq_of(t) == i).count());
+                                    let e_spans = batch_spans(counts).into_iter().filter(|r| !r.is_empty()).collect();
+                                    (xs, e_spans)
+                                })
+                                .collect();
+                            let lins: Vec<&Linear> =
+                                batch.iter().flat_map(|&pe| [&experts[pe].gate, &experts[pe].up]).collect();
+                            let ins: Vec<&[f32]> = gathered.iter().flat_map(|(xs, _)| [&xs[..], &xs[..]]).collect();
+                            let sps: Vec<&[Range<usize>]> =
+                                gathered.iter().flat_map(|(_, sp)| [&sp[..], &sp[..]]).collect();
+                            let mut gu = Linear::forward_each(&lins, &ins, &sps, th).into_iter();
+                            let mut gs = Vec::with_capacity(batch.len());
+                            for _ in &batch {
+                                let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
+                                ops::swiglu(&mut g, &u);
+                                gs.push(g);
+                            }
+                            let downs: Vec<&Linear> = batch.iter().map(|&pe| &experts[pe].down).collect();
+                            let gins: Vec<&[f32]> = gs.iter().map(Vec::as_slice).collect();
+                            let dsps: Vec<&[Range<usize>]> = gathered.iter().map(|(_, sp)| &sp[..]).collect();
+                            ready.extend(batch.into_iter().zip(Linear::forward_each(&downs, &gins, &dsps, th)));
+                        }
+                        let (pe, ye) = ready.pop_front().expect("a batch holds at least this expert");
+                        debug_assert_eq!(pe, e);
+                        ye
+                    }; // [m, hidden]
+                    for (i, &(t, w)) in toks.iter().enumerate() {
+                        for (dst, &v) in y[t * h..(t + 1) * h].iter_mut().zip(&ye[i * h..(i + 1) * h]) {
+                            *dst += w * v;
+                        }
+                    }
+                }
+                if let Some(tr) = trace {
+                    tr.push(LayerRouting { layer: l, tokens: routes });
+                }
+                y
+            }
+        };
+        ops::add_assign(x, &y);
     }
 
     pub fn load(store: &WeightStore, opts: LoadOptions) -> Result<Deepseek, ModelError> {
@@ -894,7 +966,6 @@ fn load_block(store: &WeightStore, p: &DeepseekParams, i: usize) -> Result<Block
 /// A multi-token-prediction layer: it combines the last hidden state
 /// (`hnorm`) with the embedding of the next token (`enorm`) through
 /// `eh_proj` `[hidden, 2 × hidden]`, then runs a full block and a final norm.
-#[allow(dead_code)] // run by speculative decoding, which is not built yet
 struct MtpLayer {
     enorm: Vec<f32>,
     hnorm: Vec<f32>,
@@ -912,6 +983,11 @@ fn load_mtp(store: &WeightStore, p: &DeepseekParams, i: usize) -> Result<MtpLaye
         block: load_block(store, p, i)?,
         shared_head_norm: store.vector(&layer(names::MTP_SHARED_HEAD_NORM, i), h)?,
     })
+}
+
+/// Position of every stacked row.
+fn positions(spans: &[Range<usize>], pos0: &[usize]) -> Vec<usize> {
+    spans.iter().zip(pos0).flat_map(|(sp, &p0)| (0..sp.len()).map(move |t| p0 + t)).collect()
 }
 
 /// Per-head W_UKᵀ `[kv_lora, qk_nope]` and W_UV `[v_head, kv_lora]`.

@@ -122,6 +122,34 @@ pub trait Model: Send + Sync {
     /// counts its router, its shared experts and `top_k` routed experts:
     /// one token reads exactly `top_k` distinct ones.
     fn active_weight_bytes(&self) -> u64;
+
+    /// The model's multi-token-prediction layers, where it has them.
+    fn drafter(&self) -> Option<&dyn Drafter> {
+        None
+    }
+}
+
+/// A model with multi-token-prediction (MTP) layers, as DeepSeek-V3 has one:
+/// from the main model's last hidden state at position `i` and the token at
+/// `i + 1`, it predicts the token at `i + 2`. Speculative decoding
+/// ([`crate::serving::speculative`]) drafts with it and verifies with the
+/// main model.
+pub trait Drafter {
+    /// A cache for the draft layer's own attention (one latent row a
+    /// position, like a main layer's).
+    fn new_draft_cache(&self, capacity: usize) -> KvCache;
+
+    /// The main model's forward pass of `tokens` returning every row's
+    /// logits (`[n, vocab]`) and the last block's output before the final
+    /// norm (`[n, hidden]`), the draft layer's input.
+    fn forward_with_hidden(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>), ModelError>;
+
+    /// The draft layer on rows at positions `cache.len ..`: row `t` takes
+    /// `hidden[t]` (the main model's or its own previous output, `[n,
+    /// hidden]`) and `next[t]`, the token after that position. Returns its
+    /// logits for the token after `next[t]` (`[n, vocab]`) and its output
+    /// (`[n, hidden]`), which can feed it again to draft further.
+    fn draft(&self, cache: &mut KvCache, hidden: &[f32], next: &[u32]) -> Result<(Vec<f32>, Vec<f32>), ModelError>;
 }
 
 /// A configuration error (the shorthand every architecture file uses).

@@ -115,6 +115,99 @@ pub struct Generation {
     pub cached_prompt_tokens: usize,
 }
 
+/// Greedy generation of `prompt` with speculative decoding by the model's
+/// MTP layer, `k` drafts a step ([`crate::serving::speculative`]): the same
+/// tokens, text, stop handling and callback as [`generate`] with a greedy
+/// sampler, in its own caches (no session: nothing is kept for a next
+/// prompt). Only for samplers that are a plain argmax
+/// ([`crate::serving::sampler::SamplerConfig::is_plain_argmax`]), and
+/// without `top_logits` (the checked rows are not all kept).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_speculative(
+    model: &dyn Model,
+    drafter: &dyn crate::models::Drafter,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    req: &GenerateRequest,
+    k: usize,
+    capacity: usize,
+    mut on_step: impl FnMut(&Step) -> bool,
+) -> Result<(Generation, crate::serving::speculative::SpecStats), ModelError> {
+    if !req.sampler.is_plain_argmax() || req.top_logits > 0 {
+        return Err(ModelError::Config(
+            "speculative decoding runs greedy sampling only (temperature 0, no penalties or bias, no top logits)"
+                .into(),
+        ));
+    }
+    let mut em = Emitter::new(tokenizer, req);
+    if req.max_tokens == 0 {
+        return Ok((em.out, Default::default()));
+    }
+    let (_, stats) =
+        crate::serving::speculative::greedy(model, drafter, prompt, req.max_tokens, k, capacity, &mut |id| {
+            em.push(id, Vec::new(), &mut on_step).is_some()
+        })?;
+    Ok((em.out, stats))
+}
+
+/// Turns generated ids into [`Step`]s and text, as both generation loops
+/// need: end-of-generation tokens, the streaming decoder, stop strings,
+/// the token budget and the caller's callback.
+struct Emitter<'a> {
+    tokenizer: &'a Tokenizer,
+    req: &'a GenerateRequest,
+    decoder: StreamDecoder<'a>,
+    scanner: StopScanner,
+    out: Generation,
+}
+
+impl<'a> Emitter<'a> {
+    fn new(tokenizer: &'a Tokenizer, req: &'a GenerateRequest) -> Emitter<'a> {
+        Emitter {
+            tokenizer,
+            req,
+            decoder: StreamDecoder::new(tokenizer),
+            scanner: StopScanner::new(req.stop.clone()),
+            out: Generation {
+                generated_ids: Vec::new(),
+                text: String::new(),
+                steps: Vec::new(),
+                finish: FinishReason::Length,
+                cached_prompt_tokens: 0,
+            },
+        }
+    }
+
+    /// Records token `id`; `Some(reason)` (also set as the finish reason)
+    /// when generation ends with it.
+    fn push(&mut self, id: u32, top: Vec<(u32, f32)>, on_step: &mut impl FnMut(&Step) -> bool) -> Option<FinishReason> {
+        self.out.generated_ids.push(id);
+        let eog = self.req.stop_at_eog && self.tokenizer.is_eog(id);
+        // The end-of-generation token itself is not part of the text.
+        let piece = if eog { self.decoder.flush() } else { self.decoder.push(id) };
+        let (mut text, hit_stop) = self.scanner.push(&piece);
+        let done_len = self.out.generated_ids.len() >= self.req.max_tokens;
+        if eog || done_len {
+            text.push_str(&self.scanner.finish());
+        }
+        let step = Step { id, text, top };
+        self.out.text.push_str(&step.text);
+        let go_on = on_step(&step);
+        self.out.steps.push(step);
+        let finish = if eog || hit_stop {
+            FinishReason::Stop
+        } else if done_len {
+            FinishReason::Length
+        } else if !go_on {
+            FinishReason::Cancelled
+        } else {
+            return None;
+        };
+        self.out.finish = finish;
+        Some(finish)
+    }
+}
+
 /// Generate from `prompt` in `session`. `on_step` sees each token as it comes
 /// and returns `false` to stop early.
 pub fn generate(
@@ -126,55 +219,25 @@ pub fn generate(
     mut on_step: impl FnMut(&Step) -> bool,
 ) -> Result<Generation, ModelError> {
     let mut sampler = Sampler::new(req.sampler.clone());
-    let mut decoder = StreamDecoder::new(tokenizer);
-    let mut scanner = StopScanner::new(req.stop.clone());
-    let mut out = Generation {
-        generated_ids: Vec::new(),
-        text: String::new(),
-        steps: Vec::new(),
-        finish: FinishReason::Length,
-        cached_prompt_tokens: 0,
-    };
+    let mut em = Emitter::new(tokenizer, req);
     if req.max_tokens == 0 {
-        return Ok(out);
+        return Ok(em.out);
     }
     let (mut logits, cached) = session.prefill(model, prompt)?;
-    out.cached_prompt_tokens = cached;
+    em.out.cached_prompt_tokens = cached;
     let mut history = prompt.to_vec();
     loop {
         let top = if req.top_logits > 0 { top_k(&logits, req.top_logits) } else { Vec::new() };
         let id = sampler.sample(&mut logits, &history);
         history.push(id);
-        out.generated_ids.push(id);
-        let eog = req.stop_at_eog && tokenizer.is_eog(id);
-        // The end-of-generation token itself is not part of the text.
-        let piece = if eog { decoder.flush() } else { decoder.push(id) };
-        let (mut text, hit_stop) = scanner.push(&piece);
-        let done_len = out.generated_ids.len() >= req.max_tokens;
-        if eog || done_len {
-            text.push_str(&scanner.finish());
-        }
-        let step = Step { id, text, top };
-        out.text.push_str(&step.text);
-        let go_on = on_step(&step);
-        out.steps.push(step);
-        if eog || hit_stop {
-            out.finish = FinishReason::Stop;
-            break;
-        }
-        if done_len {
-            out.finish = FinishReason::Length;
-            break;
-        }
-        if !go_on {
-            out.finish = FinishReason::Cancelled;
+        if em.push(id, top, &mut on_step).is_some() {
             break;
         }
         if session.cache.len + 1 > session.cache.capacity {
-            out.finish = FinishReason::Length;
+            em.out.finish = FinishReason::Length;
             break;
         }
         logits = session.feed(model, &[id])?;
     }
-    Ok(out)
+    Ok(em.out)
 }

@@ -12,6 +12,8 @@
 //!   get a handle with `submit(request) -> stream of events`;
 //! - [`stop`]: stop strings, matched by an Aho–Corasick automaton so that a
 //!   token costs the bytes of its text whatever the stop strings are;
+//! - [`speculative`]: speculative decoding with the model's own MTP layer
+//!   (greedy), as `whale run --spec mtp:K` uses it;
 //! - [`prefix_cache`]: finished sequences kept so that a later prompt with the
 //!   same beginning skips recomputing it.
 //!
@@ -24,4 +26,5 @@ pub mod engine;
 pub mod generate;
 pub mod prefix_cache;
 pub mod sampler;
+pub mod speculative;
 pub mod stop;

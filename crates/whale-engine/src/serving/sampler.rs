@@ -49,6 +49,16 @@ impl Default for SamplerConfig {
 }
 
 impl SamplerConfig {
+    /// Whether sampling is the plain argmax of the model's logits (greedy,
+    /// no penalty or bias changes them): what speculative decoding checks
+    /// drafts against.
+    pub fn is_plain_argmax(&self) -> bool {
+        self.temperature <= 0.0
+            && self.logit_bias.is_empty()
+            && (self.penalty_last_n == 0
+                || (self.repeat_penalty == 1.0 && self.presence_penalty == 0.0 && self.frequency_penalty == 0.0))
+    }
+
     pub fn greedy() -> SamplerConfig {
         SamplerConfig { temperature: 0.0, ..SamplerConfig::default() }
     }

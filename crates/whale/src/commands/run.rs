@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use serde::Serialize;
-use whale_engine::serving::generate::{generate, GenerateRequest, Session};
+use whale_engine::serving::generate::{generate, generate_speculative, GenerateRequest, Session};
 use whale_engine::serving::sampler::SamplerConfig;
 use whale_engine::text::chat_template::{ChatMessage, ChatTemplate};
 use whale_engine::text::reasoning::{prompt_opens_thinking, split, ReasoningParser, Segment};
@@ -60,8 +60,39 @@ pub struct RunArgs {
     /// With --json: the K highest raw logits at each step.
     #[arg(long, default_value_t = 0)]
     pub top_logits: usize,
+    /// Speculative decoding: `mtp[:K]` drafts K tokens a step (default 1)
+    /// with the model's multi-token-prediction layer and checks them in one
+    /// pass (greedy sampling only: --temp 0); `none` decodes one token at a
+    /// time. Default: mtp where the model has the layer and sampling is
+    /// greedy.
+    #[arg(long, default_value = "auto")]
+    pub spec: Spec,
     #[command(flatten)]
     pub model_args: ModelArgs,
+}
+
+/// `--spec`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spec {
+    Auto,
+    None,
+    Mtp(usize),
+}
+
+impl std::str::FromStr for Spec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Spec, String> {
+        let bad = || format!("--spec {s:?}: use none, mtp or mtp:K with K from 1 to 8");
+        match s {
+            "auto" => Ok(Spec::Auto),
+            "none" => Ok(Spec::None),
+            "mtp" => Ok(Spec::Mtp(1)),
+            _ => match s.strip_prefix("mtp:").map(str::parse::<usize>) {
+                Some(Ok(k)) if (1..=8).contains(&k) => Ok(Spec::Mtp(k)),
+                _ => Err(bad()),
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -83,6 +114,20 @@ struct JsonOut {
     content: Option<String>,
     steps: Vec<JsonStep>,
     finish_reason: &'static str,
+    /// With speculative decoding: drafts a step, main passes, drafts made
+    /// and accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speculative: Option<SpecOut>,
+}
+
+#[derive(Serialize)]
+struct SpecOut {
+    method: &'static str,
+    draft_tokens: usize,
+    #[serde(flatten)]
+    stats: whale_engine::serving::speculative::SpecStats,
+    acceptance_rate: f64,
+    tokens_per_step: f64,
 }
 
 /// Render a chat and tokenize it; the template usually writes the BOS text
@@ -204,28 +249,57 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         stop_at_eog: !a.ignore_eos,
         top_logits: a.top_logits,
     };
+    let greedy = req.sampler.is_plain_argmax() && a.top_logits == 0;
+    let drafter = m.model.drafter();
+    let spec_k = match (a.spec, drafter.is_some()) {
+        (Spec::None, _) | (Spec::Auto, false) => None,
+        (Spec::Auto, true) => greedy.then_some(1),
+        (Spec::Mtp(_), false) => anyhow::bail!(
+            "--spec mtp: this model has no multi-token-prediction layer (num_nextn_predict_layers is 0, or its \
+             tensors were dropped in conversion); use --spec none"
+        ),
+        (Spec::Mtp(k), true) => {
+            anyhow::ensure!(
+                greedy,
+                "--spec mtp decodes greedily only: give --temp 0 (and no penalties, bias or --top-logits), or --spec none"
+            );
+            Some(k)
+        }
+    };
     let mut session = Session::new(m.model.as_ref(), ctx);
     let stdout = std::io::stdout();
     let t0 = std::time::Instant::now();
     let mut first_token = None;
     let mut printer = thinking.map(ThinkingPrinter::new);
-    let gen = if prompt_ids.is_empty() && a.n_predict > 0 {
-        anyhow::bail!("the prompt tokenized to nothing; give some text or --prompt-ids")
-    } else {
-        generate(m.model.as_ref(), tok, &mut session, &prompt_ids, &req, |step| {
-            first_token.get_or_insert_with(std::time::Instant::now);
-            if !a.json {
-                let mut out = stdout.lock();
-                match printer.as_mut() {
-                    Some(p) => p.push(&step.text, &mut out),
-                    None => {
-                        let _ = out.write_all(step.text.as_bytes());
-                        let _ = out.flush();
-                    }
+    let mut spec_stats = None;
+    let mut on_step = |step: &whale_engine::serving::generate::Step| {
+        first_token.get_or_insert_with(std::time::Instant::now);
+        if !a.json {
+            let mut out = stdout.lock();
+            match printer.as_mut() {
+                Some(p) => p.push(&step.text, &mut out),
+                None => {
+                    let _ = out.write_all(step.text.as_bytes());
+                    let _ = out.flush();
                 }
             }
-            true
-        })?
+        }
+        true
+    };
+    let gen = if prompt_ids.is_empty() && a.n_predict > 0 {
+        anyhow::bail!("the prompt tokenized to nothing; give some text or --prompt-ids")
+    } else if let (Some(k), Some(d)) = (spec_k, drafter) {
+        let (gen, stats) = generate_speculative(m.model.as_ref(), d, tok, &prompt_ids, &req, k, ctx, &mut on_step)?;
+        spec_stats = Some(SpecOut {
+            method: "mtp",
+            draft_tokens: k,
+            stats,
+            acceptance_rate: stats.acceptance_rate(),
+            tokens_per_step: stats.tokens_per_step(),
+        });
+        gen
+    } else {
+        generate(m.model.as_ref(), tok, &mut session, &prompt_ids, &req, &mut on_step)?
     };
     if let Some(p) = printer.as_mut() {
         if !a.json {
@@ -249,6 +323,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 whale_engine::serving::generate::FinishReason::Stop => "stop",
                 _ => "length",
             },
+            speculative: spec_stats,
         };
         println!("{}", serde_json::to_string(&out)?);
     } else {
