@@ -318,6 +318,28 @@ fn mtp_speculative_decoding_gives_the_greedy_ids() {
     eprintln!("drafts accepted: {accepted} of {drafted}");
     // 11 of 383 with these weights: the accepting branch runs too.
     assert!(accepted > 0, "no draft accepted: the acceptance path went untested");
+    // whale bench reports the same figures for its tg test.
+    let o = whale(&[
+        "bench",
+        d.to_str().unwrap(),
+        "-p",
+        "0",
+        "-n",
+        "12",
+        "-r",
+        "1",
+        "--bandwidth",
+        "10",
+        "--json",
+        "--spec",
+        "mtp:2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let sp = &b["speculative"];
+    assert_eq!(sp["draft_tokens"], 2, "{b}");
+    assert!((0.0..=1.0).contains(&sp["acceptance_rate"].as_f64().unwrap()), "{b}");
+    assert!((1.0..=3.0).contains(&sp["tokens_per_step"].as_f64().unwrap()), "{b}");
     // Errors: sampling, a bad K, a model without the layer.
     let o = whale(&["run", d.to_str().unwrap(), "--prompt-ids", "5", "-n", "2", "--temp", "0.7", "--spec", "mtp"]);
     expect_error(&o, &["--spec mtp decodes greedily only"]);

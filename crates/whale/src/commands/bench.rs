@@ -53,8 +53,21 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The tg test with speculative decoding, `mtp[:K]` (the model's
+    /// multi-token-prediction layer drafting K tokens a step, greedy), with
+    /// its acceptance rate; default `none`, one token a pass as llama-bench.
+    #[arg(long, default_value = "none")]
+    pub spec: super::Spec,
     #[command(flatten)]
     pub model_args: ModelArgs,
+}
+
+#[derive(Serialize)]
+struct SpecFigures {
+    draft_tokens: usize,
+    acceptance_rate: f64,
+    /// Tokens one main-model pass yielded on average.
+    tokens_per_step: f64,
 }
 
 #[derive(Serialize)]
@@ -76,6 +89,9 @@ struct Out {
     bandwidth_gb_s: f64,
     /// Generation speed as a fraction of bandwidth / active bytes per token.
     tg_fraction_of_bound: f64,
+    /// With `--spec mtp:K`: the drafts and how many the model accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speculative: Option<SpecFigures>,
     /// What whale may fill ([`super::memory_budget`]), when known.
     memory_budget_bytes: Option<u64>,
     /// The share of the model's bytes that fits in that memory (1 when it
@@ -171,6 +187,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     for chunk in context.chunks(PREFILL_CHUNK) {
         model.forward(&mut cache, chunk, Logits::Last)?;
     }
+    let spec_k = match a.spec {
+        super::Spec::None | super::Spec::Auto => None,
+        super::Spec::Mtp(k) => {
+            anyhow::ensure!(model.drafter().is_some(), "--spec mtp: this model has no multi-token-prediction layer");
+            anyhow::ensure!(a.depth == 0, "--spec mtp runs the tg test from an empty context: leave out -d");
+            Some(k)
+        }
+    };
+    let mut spec_total = whale_engine::serving::speculative::SpecStats::default();
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     for rep in 0..=a.reps {
@@ -185,7 +210,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 pp.push(s);
             }
         }
-        if a.n_gen > 0 {
+        if let (true, Some(k), Some(d)) = (a.n_gen > 0, spec_k, model.drafter()) {
+            let t0 = std::time::Instant::now();
+            let (_, st) =
+                whale_engine::serving::speculative::greedy(model, d, &[1 % vocab], a.n_gen, k, ctx, &mut |_| false)?;
+            let s = a.n_gen as f64 / t0.elapsed().as_secs_f64();
+            if rep > 0 {
+                tg.push(s);
+                spec_total.steps += st.steps;
+                spec_total.drafted += st.drafted;
+                spec_total.accepted += st.accepted;
+            }
+        } else if a.n_gen > 0 {
             cache.truncate(a.depth);
             let mut tok = 1 % vocab;
             let t0 = std::time::Instant::now();
@@ -228,6 +264,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         tg_fraction_of_bound: frac,
         memory_budget_bytes: budget.map(|b| b.0),
         fraction_in_memory: budget.map_or(1.0, |(b, _)| (b as f64 / weight_bytes.max(1) as f64).min(1.0)),
+        speculative: spec_k.map(|k| SpecFigures {
+            draft_tokens: k,
+            acceptance_rate: spec_total.acceptance_rate(),
+            tokens_per_step: spec_total.tokens_per_step(),
+        }),
     };
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
@@ -256,6 +297,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             frac * 100.0,
             mib(out.peak_rss_bytes)
         );
+        if let Some(sp) = &out.speculative {
+            println!(
+                "speculative: mtp:{} (greedy), {:.0} % of drafts accepted, {:.2} tokens a main pass",
+                sp.draft_tokens,
+                sp.acceptance_rate * 100.0,
+                sp.tokens_per_step
+            );
+        }
         if let Some((b, from)) = budget.filter(|_| out.fraction_in_memory < 1.0) {
             println!(
                 "memory: the model is {:.0} MiB and whale may use {:.0} MiB ({from}): {:.0} % of it fits, \

@@ -158,3 +158,27 @@ pub fn meminfo(field: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(field))?;
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
+
+/// `--spec`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spec {
+    Auto,
+    None,
+    Mtp(usize),
+}
+
+impl std::str::FromStr for Spec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Spec, String> {
+        let bad = || format!("--spec {s:?}: use none, mtp or mtp:K with K from 1 to 8");
+        match s {
+            "auto" => Ok(Spec::Auto),
+            "none" => Ok(Spec::None),
+            "mtp" => Ok(Spec::Mtp(1)),
+            _ => match s.strip_prefix("mtp:").map(str::parse::<usize>) {
+                Some(Ok(k)) if (1..=8).contains(&k) => Ok(Spec::Mtp(k)),
+                _ => Err(bad()),
+            },
+        }
+    }
+}

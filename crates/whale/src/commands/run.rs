@@ -10,7 +10,7 @@ use whale_engine::text::chat_template::{ChatMessage, ChatTemplate};
 use whale_engine::text::reasoning::{prompt_opens_thinking, split, ReasoningParser, Segment};
 use whale_engine::text::tokenizer::Tokenizer;
 
-use super::ModelArgs;
+use super::{ModelArgs, Spec};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -69,30 +69,6 @@ pub struct RunArgs {
     pub spec: Spec,
     #[command(flatten)]
     pub model_args: ModelArgs,
-}
-
-/// `--spec`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Spec {
-    Auto,
-    None,
-    Mtp(usize),
-}
-
-impl std::str::FromStr for Spec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Spec, String> {
-        let bad = || format!("--spec {s:?}: use none, mtp or mtp:K with K from 1 to 8");
-        match s {
-            "auto" => Ok(Spec::Auto),
-            "none" => Ok(Spec::None),
-            "mtp" => Ok(Spec::Mtp(1)),
-            _ => match s.strip_prefix("mtp:").map(str::parse::<usize>) {
-                Some(Ok(k)) if (1..=8).contains(&k) => Ok(Spec::Mtp(k)),
-                _ => Err(bad()),
-            },
-        }
-    }
 }
 
 #[derive(Serialize)]
