@@ -224,6 +224,14 @@ fn with_mtp_layer(tag: &str, fill: impl Fn(usize) -> f32) -> PathBuf {
     })
 }
 
+/// An `eh_proj` that passes the hidden half through (so the draft layer
+/// sees the main model's state), with a little noise: a draft layer that
+/// does draft, accepted now and then.
+fn drafting_eh_proj(i: usize) -> f32 {
+    let (r, c) = (i / 128, i % 128);
+    (if c == 64 + r { 1.0 } else { 0.0 }) + ((i * 7919) % 13) as f32 * 1e-3
+}
+
 #[test]
 fn mtp_layer_loads_without_changing_the_model() {
     let with_mtp = with_mtp_layer("mtp", |_| 0.0);
@@ -265,15 +273,12 @@ fn mtp_layer_loads_without_changing_the_model() {
 /// Speculative decoding with the MTP layer (`--spec mtp:K`): the greedy ids
 /// are those of decoding one token at a time, for K = 1, 2, 3 and for
 /// prompts of several lengths; the JSON reports the drafts. Without an MTP
-/// layer, or with sampling, `--spec mtp` is a clear error.
+/// layer, or with --top-logits, `--spec mtp` is a clear error.
 #[test]
 fn mtp_speculative_decoding_gives_the_greedy_ids() {
     // A draft layer that does draft: eh_proj passes the hidden half through
     // (so the layer sees the main model's state), with a little noise.
-    let d = with_mtp_layer("mtpspec", |i| {
-        let (r, c) = (i / 128, i % 128);
-        (if c == 64 + r { 1.0 } else { 0.0 }) + ((i * 7919) % 13) as f32 * 1e-3
-    });
+    let d = with_mtp_layer("mtpspec", drafting_eh_proj);
     std::fs::copy(fixtures().join("tokenizer/tokenizer.json"), d.join("tokenizer.json")).unwrap();
     let run = |ids: &str, spec: &str| {
         let o = whale(&[
@@ -340,13 +345,90 @@ fn mtp_speculative_decoding_gives_the_greedy_ids() {
     assert_eq!(sp["draft_tokens"], 2, "{b}");
     assert!((0.0..=1.0).contains(&sp["acceptance_rate"].as_f64().unwrap()), "{b}");
     assert!((1.0..=3.0).contains(&sp["tokens_per_step"].as_f64().unwrap()), "{b}");
-    // Errors: sampling, a bad K, a model without the layer.
-    let o = whale(&["run", d.to_str().unwrap(), "--prompt-ids", "5", "-n", "2", "--temp", "0.7", "--spec", "mtp"]);
-    expect_error(&o, &["--spec mtp decodes greedily only"]);
+    // Errors: top logits, a bad K, a model without the layer.
+    let o = whale(&["run", d.to_str().unwrap(), "--prompt-ids", "5", "-n", "2", "--top-logits", "3", "--spec", "mtp"]);
+    expect_error(&o, &["--spec mtp does not report --top-logits"]);
     let o = whale(&["run", d.to_str().unwrap(), "--prompt-ids", "5", "--spec", "mtp:9"]);
     assert_eq!(o.status.code(), Some(2), "a bad --spec value is a usage error");
     assert!(String::from_utf8_lossy(&o.stderr).contains("mtp:K with K from 1 to 8"));
     let g = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
     let o = whale(&["run", g.to_str().unwrap(), "--prompt-ids", "5", "-n", "2", "--temp", "0", "--spec", "mtp"]);
     expect_error(&o, &["this model has no multi-token-prediction layer"]);
+}
+
+/// Sampled speculative decoding keeps the model's distribution. With
+/// top-k 3 at temperature 1 the first three tokens after a prompt have 27
+/// possible values, whose exact probabilities the main model gives one
+/// token at a time. 4000 seeded runs with 2 drafts a step (the second and
+/// third tokens come from rejection sampling against the draft layer) must
+/// fit them: Pearson's chi-square below its 1e-4 critical value (cells
+/// expected below 5 pooled). Drafting from the draft layer's own
+/// distribution without the check fails this by far (the draft layer is
+/// not the model); the seeds are fixed, so the test is deterministic.
+#[test]
+fn mtp_rejection_sampling_keeps_the_distribution() {
+    use std::collections::HashMap;
+    use whale_engine::formats::weights::WeightStore;
+    use whale_engine::models::{load_weights, CacheType, LoadOptions, Logits};
+    use whale_engine::serving::sampler::{Sampler, SamplerConfig};
+    use whale_engine::serving::speculative;
+
+    let dir = with_mtp_layer("mtpstat", drafting_eh_proj);
+    let store = WeightStore::open(&dir).unwrap();
+    let opts = LoadOptions { threads: 1, cache_type: CacheType::F32, ..Default::default() };
+    let model = load_weights(&store, "deepseek_v3", opts).unwrap();
+    let d = model.drafter().expect("the model has an MTP layer");
+    let cfg = SamplerConfig { temperature: 1.0, top_k: 3, top_p: 1.0, min_p: 0.0, ..SamplerConfig::default() };
+    let prompt = [5u32, 6, 7];
+    let s = Sampler::new(cfg.clone());
+    let dist = |ids: &[u32]| {
+        let mut c = model.new_cache(16);
+        let mut l = model.forward(&mut c, ids, Logits::Last).unwrap();
+        s.distribution(&mut l, ids)
+    };
+    let mut exact: HashMap<Vec<u32>, f64> = HashMap::new();
+    for (a, pa) in dist(&prompt) {
+        let p1: Vec<u32> = prompt.iter().copied().chain([a]).collect();
+        for (b, pb) in dist(&p1) {
+            let p2: Vec<u32> = p1.iter().copied().chain([b]).collect();
+            for (c, pc) in dist(&p2) {
+                exact.insert(vec![a, b, c], pa as f64 * pb as f64 * pc as f64);
+            }
+        }
+    }
+    assert_eq!(exact.len(), 27);
+    let runs = 4000u64;
+    let mut counts: HashMap<Vec<u32>, u64> = HashMap::new();
+    let (mut drafted, mut accepted) = (0, 0);
+    for seed in 0..runs {
+        let mut sm = Sampler::new(SamplerConfig { seed: Some(seed), ..cfg.clone() });
+        let (toks, st) = speculative::generate(model.as_ref(), d, &prompt, 3, 2, 16, &mut sm, &mut |_| false).unwrap();
+        *counts.entry(toks).or_default() += 1;
+        drafted += st.drafted;
+        accepted += st.accepted;
+    }
+    assert!(counts.keys().all(|k| exact.contains_key(k)), "a sequence outside top-k 3: {counts:?}");
+    // Pearson's chi-square, cells with fewer than 5 expected pooled.
+    let (mut chi2, mut cells, mut pool_e, mut pool_o) = (0f64, 0usize, 0f64, 0f64);
+    for (k, &p) in &exact {
+        let (e, o) = (p * runs as f64, counts.get(k).copied().unwrap_or(0) as f64);
+        if e < 5.0 {
+            (pool_e, pool_o) = (pool_e + e, pool_o + o);
+        } else {
+            chi2 += (o - e).powi(2) / e;
+            cells += 1;
+        }
+    }
+    if pool_e > 0.0 {
+        chi2 += (pool_o - pool_e).powi(2) / pool_e;
+        cells += 1;
+    }
+    // Wilson-Hilferty: the chi-square quantile at 1 - 1e-4 (z = 3.719).
+    let df = (cells - 1) as f64;
+    let crit = df * (1.0 - 2.0 / (9.0 * df) + 3.719 * (2.0 / (9.0 * df)).sqrt()).powi(3);
+    eprintln!("chi-square {chi2:.1} over {cells} cells (critical {crit:.1}); drafts accepted {accepted} of {drafted}");
+    assert!(chi2 < crit, "sampled speculative decoding is off the model's distribution: chi2 {chi2:.1} >= {crit:.1}");
+    // 108 of 12000 with these weights (the draft layer is random, so its
+    // top 3 seldom overlap the model's): enough to run the accepting path.
+    assert!(accepted >= 50, "too few drafts accepted ({accepted} of {drafted}) to test the accepting path");
 }

@@ -115,13 +115,12 @@ pub struct Generation {
     pub cached_prompt_tokens: usize,
 }
 
-/// Greedy generation of `prompt` with speculative decoding by the model's
-/// MTP layer, `k` drafts a step ([`crate::serving::speculative`]): the same
-/// tokens, text, stop handling and callback as [`generate`] with a greedy
-/// sampler, in its own caches (no session: nothing is kept for a next
-/// prompt). Only for samplers that are a plain argmax
-/// ([`crate::serving::sampler::SamplerConfig::is_plain_argmax`]), and
-/// without `top_logits` (the checked rows are not all kept).
+/// Generation of `prompt` with speculative decoding by the model's MTP
+/// layer, `k` drafts a step ([`crate::serving::speculative`]): the text,
+/// stop handling and callback of [`generate`], tokens from the same
+/// distribution (with a greedy sampler, the same tokens), in its own
+/// caches (no session: nothing is kept for a next prompt). Without
+/// `top_logits` (the checked rows are not all kept).
 #[allow(clippy::too_many_arguments)]
 pub fn generate_speculative(
     model: &dyn Model,
@@ -133,20 +132,24 @@ pub fn generate_speculative(
     capacity: usize,
     mut on_step: impl FnMut(&Step) -> bool,
 ) -> Result<(Generation, crate::serving::speculative::SpecStats), ModelError> {
-    if !req.sampler.is_plain_argmax() || req.top_logits > 0 {
-        return Err(ModelError::Config(
-            "speculative decoding runs greedy sampling only (temperature 0, no penalties or bias, no top logits)"
-                .into(),
-        ));
+    if req.top_logits > 0 {
+        return Err(ModelError::Config("speculative decoding does not report top logits".into()));
     }
     let mut em = Emitter::new(tokenizer, req);
     if req.max_tokens == 0 {
         return Ok((em.out, Default::default()));
     }
-    let (_, stats) =
-        crate::serving::speculative::greedy(model, drafter, prompt, req.max_tokens, k, capacity, &mut |id| {
-            em.push(id, Vec::new(), &mut on_step).is_some()
-        })?;
+    let mut sampler = Sampler::new(req.sampler.clone());
+    let (_, stats) = crate::serving::speculative::generate(
+        model,
+        drafter,
+        prompt,
+        req.max_tokens,
+        k,
+        capacity,
+        &mut sampler,
+        &mut |id| em.push(id, Vec::new(), &mut on_step).is_some(),
+    )?;
     Ok((em.out, stats))
 }
 

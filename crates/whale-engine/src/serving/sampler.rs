@@ -149,6 +149,15 @@ impl Sampler {
 
     /// Choose the next token. `logits` may be modified.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let dist = self.distribution(logits, history);
+        self.draw(&dist)
+    }
+
+    /// The distribution [`Sampler::sample`] draws from: `(id, probability)`
+    /// pairs, highest first, after the bias, the penalties, top-k, top-p,
+    /// min-p and the temperature (greedy: the argmax with probability 1).
+    /// `logits` is changed in place by the bias and penalties.
+    pub fn distribution(&self, logits: &mut [f32], history: &[u32]) -> Vec<(u32, f32)> {
         for &(id, bias) in &self.config.logit_bias {
             if let Some(l) = logits.get_mut(id as usize) {
                 *l += bias;
@@ -157,7 +166,7 @@ impl Sampler {
         self.apply_penalties(logits, history);
         let c = &self.config;
         if c.temperature <= 0.0 {
-            return argmax(logits);
+            return vec![(argmax(logits), 1.0)];
         }
         // Candidates, highest first.
         let k = if c.top_k == 0 { logits.len() } else { c.top_k };
@@ -183,15 +192,30 @@ impl Sampler {
             cand.truncate(keep.max(1));
         }
         let probs = softmax_of(&cand, c.temperature);
+        cand.iter().zip(probs).map(|(&(id, _), p)| (id, p)).collect()
+    }
+
+    /// One draw from `dist` (as [`Sampler::distribution`] gives it, or any
+    /// distribution of the same shape); greedy sampling takes the first
+    /// candidate and uses no randomness.
+    pub fn draw(&mut self, dist: &[(u32, f32)]) -> u32 {
+        if self.config.temperature <= 0.0 {
+            return dist.first().map_or(0, |c| c.0);
+        }
         let r: f32 = self.rng.gen();
         let mut acc = 0.0;
-        for (p, &(id, _)) in probs.iter().zip(&cand) {
+        for &(id, p) in dist {
             acc += p;
             if r < acc {
                 return id;
             }
         }
-        cand.last().map_or(0, |c| c.0)
+        dist.last().map_or(0, |c| c.0)
+    }
+
+    /// A uniform draw in [0, 1) from the sampler's generator.
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.gen()
     }
 }
 

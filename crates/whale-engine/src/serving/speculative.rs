@@ -3,10 +3,17 @@
 //! checks them in one forward pass over `k + 1` rows, and both caches are
 //! cut back past the first rejected draft.
 //!
-//! Greedy only (for now): every emitted token is the main model's argmax at
-//! its position, so the output is the plain greedy output whatever the
-//! drafts were; the drafts only decide how many tokens one main pass
-//! yields. Sampled decoding (speculative rejection sampling) is not built.
+//! Drafts are drawn from the draft layer's distribution `q` (the sampler's
+//! chain applied to its logits) and checked by standard speculative
+//! rejection sampling (Leviathan et al. 2023; Chen et al. 2023): draft `d`
+//! is accepted with probability `min(1, p(d) / q(d))`, where `p` is the main
+//! model's distribution after the same chain; at the first rejection the
+//! token is drawn from `max(0, p - q)` renormalised, and when all are
+//! accepted one more is drawn from `p`. Every token then follows `p`
+//! exactly, whatever the drafts were; the drafts only decide how many
+//! tokens one main pass yields. Greedy sampling is the special case where
+//! `p` and `q` are point masses: a draft is accepted iff it is the main
+//! model's argmax, and the output is the plain greedy output.
 //!
 //! # The invariant between the two caches
 //! After each step the draft cache holds as many positions as the main
@@ -17,7 +24,7 @@
 //! and recomputed from the main model's states for the positions accepted.
 
 use crate::models::{Drafter, KvCache, Model, ModelError};
-use crate::serving::sampler::argmax;
+use crate::serving::sampler::{Sampler, SamplerConfig};
 
 /// What one run of [`greedy`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -51,10 +58,7 @@ impl SpecStats {
 }
 
 /// Greedy generation of up to `n` tokens after `prompt` with `k` drafts a
-/// step (1 ..= 8). `on_token` sees each token as it is decided and returns
-/// `true` to stop there. `capacity` bounds both caches (generation stops
-/// when the main one is full). The tokens are those of plain greedy
-/// decoding.
+/// step: [`generate`] with a greedy sampler.
 pub fn greedy(
     model: &dyn Model,
     d: &dyn Drafter,
@@ -62,6 +66,26 @@ pub fn greedy(
     n: usize,
     k: usize,
     capacity: usize,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<(Vec<u32>, SpecStats), ModelError> {
+    let mut sampler = Sampler::new(SamplerConfig::greedy());
+    generate(model, d, prompt, n, k, capacity, &mut sampler, on_token)
+}
+
+/// Generation of up to `n` tokens after `prompt` with `k` drafts a step
+/// (1 ..= 8), each token following `sampler`'s distribution over the main
+/// model's logits (see the module docs). `on_token` sees each token as it
+/// is decided and returns `true` to stop there. `capacity` bounds both
+/// caches (generation stops when the main one is full).
+#[allow(clippy::too_many_arguments)]
+pub fn generate(
+    model: &dyn Model,
+    d: &dyn Drafter,
+    prompt: &[u32],
+    n: usize,
+    k: usize,
+    capacity: usize,
+    sampler: &mut Sampler,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, SpecStats), ModelError> {
     if !(1..=8).contains(&k) {
@@ -74,11 +98,15 @@ pub fn greedy(
     if n == 0 {
         return Ok((out, stats));
     }
+    let mut history = prompt.to_vec();
     let mut main = model.new_cache(capacity);
     let mut draft: KvCache = d.new_draft_cache(capacity);
-    let (logits, hidden) = d.forward_with_hidden(&mut main, prompt)?;
-    let mut t = argmax(&logits[logits.len() - vocab..]);
+    let (mut logits, hidden) = d.forward_with_hidden(&mut main, prompt)?;
+    let last = logits.len() - vocab;
+    let p0 = sampler.distribution(&mut logits[last..], &history);
+    let mut t = sampler.draw(&p0);
     out.push(t);
+    history.push(t);
     if on_token(t) || out.len() >= n || main.len >= capacity {
         return Ok((out, stats));
     }
@@ -89,30 +117,55 @@ pub fn greedy(
     loop {
         // A step must leave room in the main cache for t and k drafts.
         let k = k.min(capacity.saturating_sub(main.len + 1)).min(n - out.len());
-        let mut drafts = vec![argmax(&dl[dl.len() - vocab..])];
+        let mut drafts = Vec::with_capacity(k);
+        let mut qs = Vec::with_capacity(k);
+        let mut row = dl[dl.len() - vocab..].to_vec();
         let mut last_h = dh[dh.len() - h..].to_vec();
+        let mut dhist = history.clone();
         while drafts.len() < k {
-            let (l, hh) = d.draft(&mut draft, &last_h, &drafts[drafts.len() - 1..])?;
-            drafts.push(argmax(&l));
-            last_h = hh;
+            if !drafts.is_empty() {
+                let (l, hh) = d.draft(&mut draft, &last_h, &drafts[drafts.len() - 1..])?;
+                (row, last_h) = (l, hh);
+            }
+            let q = sampler.distribution(&mut row, &dhist);
+            let x = sampler.draw(&q);
+            drafts.push(x);
+            dhist.push(x);
+            qs.push(q);
         }
-        drafts.truncate(k);
         let base = main.len;
         let rows: Vec<u32> = [t].into_iter().chain(drafts.iter().copied()).collect();
-        let (vl, vh) = d.forward_with_hidden(&mut main, &rows)?;
+        let (mut vl, vh) = d.forward_with_hidden(&mut main, &rows)?;
         stats.steps += 1;
         stats.drafted += drafts.len();
+        // Check the drafts in order; the first rejected one is replaced by
+        // a draw from the residual, and if none is, one more token is drawn.
         let mut a = 0;
-        while a < drafts.len() && argmax(&vl[a * vocab..(a + 1) * vocab]) == drafts[a] {
-            a += 1;
+        let mut last_tok = None;
+        while a <= drafts.len() {
+            let vhist: Vec<u32> = history.iter().chain(&drafts[..a]).copied().collect();
+            let p = sampler.distribution(&mut vl[a * vocab..(a + 1) * vocab], &vhist);
+            let Some(&x) = drafts.get(a) else {
+                last_tok = Some(sampler.draw(&p));
+                break;
+            };
+            let (px, qx) = (prob(&p, x), prob(&qs[a], x));
+            if qx > 0.0 && sampler.uniform() * qx < px {
+                a += 1;
+                continue;
+            }
+            let residual = residual(&p, &qs[a]);
+            last_tok = Some(sampler.draw(if residual.is_empty() { &p } else { &residual }));
+            break;
         }
+        let bonus = last_tok.expect("the loop ends with a draw");
         stats.accepted += a;
-        let bonus = argmax(&vl[a * vocab..(a + 1) * vocab]);
         main.truncate(base + 1 + a);
         draft.truncate(base);
         let mut done = false;
         for &tok in drafts[..a].iter().chain([&bonus]) {
             out.push(tok);
+            history.push(tok);
             if on_token(tok) || out.len() >= n {
                 done = true;
                 break;
@@ -126,5 +179,51 @@ pub fn greedy(
         // model's states; its last row drafts the next step.
         let next: Vec<u32> = drafts[..a].iter().copied().chain([t]).collect();
         (dl, dh) = d.draft(&mut draft, &vh[..(a + 1) * h], &next)?;
+    }
+}
+
+/// The probability of `id` in a sparse distribution.
+fn prob(dist: &[(u32, f32)], id: u32) -> f32 {
+    dist.iter().find(|c| c.0 == id).map_or(0.0, |c| c.1)
+}
+
+/// `max(0, p - q)` renormalised (empty when `q` covers `p`).
+fn residual(p: &[(u32, f32)], q: &[(u32, f32)]) -> Vec<(u32, f32)> {
+    let q: std::collections::HashMap<u32, f32> = q.iter().copied().collect();
+    let mut r: Vec<(u32, f32)> =
+        p.iter().map(|&(id, pp)| (id, pp - q.get(&id).copied().unwrap_or(0.0))).filter(|c| c.1 > 0.0).collect();
+    let sum: f32 = r.iter().map(|c| c.1).sum();
+    if sum <= 0.0 {
+        return Vec::new();
+    }
+    for c in &mut r {
+        c.1 /= sum;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn residual_is_the_renormalised_excess_of_p_over_q() {
+        let p = [(1, 0.5), (2, 0.3), (3, 0.2)];
+        let q = [(1, 0.7), (3, 0.1), (4, 0.2)];
+        // max(0, p - q) = {2: 0.3, 3: 0.1}, renormalised to {2: 0.75, 3: 0.25}.
+        let r = residual(&p, &q);
+        assert_eq!(r.len(), 2);
+        assert!((prob(&r, 2) - 0.75).abs() < 1e-6 && (prob(&r, 3) - 0.25).abs() < 1e-6, "{r:?}");
+        // q covering p leaves nothing (the caller then draws from p).
+        assert!(residual(&p, &p).is_empty());
+        assert_eq!(prob(&q, 9), 0.0);
+    }
+
+    #[test]
+    fn stats_rates() {
+        let s = SpecStats { steps: 4, drafted: 8, accepted: 6 };
+        assert_eq!(s.acceptance_rate(), 0.75);
+        assert_eq!(s.tokens_per_step(), 2.5);
+        assert_eq!(SpecStats::default().acceptance_rate(), 0.0);
     }
 }

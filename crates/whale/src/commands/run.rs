@@ -62,9 +62,9 @@ pub struct RunArgs {
     pub top_logits: usize,
     /// Speculative decoding: `mtp[:K]` drafts K tokens a step (default 1)
     /// with the model's multi-token-prediction layer and checks them in one
-    /// pass (greedy sampling only: --temp 0); `none` decodes one token at a
-    /// time. Default: mtp where the model has the layer and sampling is
-    /// greedy.
+    /// pass (rejection sampling: the tokens follow the model's own
+    /// distribution; with --temp 0 they are the greedy ones); `none` decodes
+    /// one token at a time. Default: mtp where the model has the layer.
     #[arg(long, default_value = "auto")]
     pub spec: Spec,
     #[command(flatten)]
@@ -225,20 +225,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         stop_at_eog: !a.ignore_eos,
         top_logits: a.top_logits,
     };
-    let greedy = req.sampler.is_plain_argmax() && a.top_logits == 0;
     let drafter = m.model.drafter();
     let spec_k = match (a.spec, drafter.is_some()) {
         (Spec::None, _) | (Spec::Auto, false) => None,
-        (Spec::Auto, true) => greedy.then_some(1),
+        (Spec::Auto, true) => (a.top_logits == 0).then_some(1),
         (Spec::Mtp(_), false) => anyhow::bail!(
             "--spec mtp: this model has no multi-token-prediction layer (num_nextn_predict_layers is 0, or its \
              tensors were dropped in conversion); use --spec none"
         ),
         (Spec::Mtp(k), true) => {
-            anyhow::ensure!(
-                greedy,
-                "--spec mtp decodes greedily only: give --temp 0 (and no penalties, bias or --top-logits), or --spec none"
-            );
+            anyhow::ensure!(a.top_logits == 0, "--spec mtp does not report --top-logits; use --spec none with it");
             Some(k)
         }
     };
