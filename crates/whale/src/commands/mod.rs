@@ -116,18 +116,17 @@ fn cgroup_room() -> Option<u64> {
     for line in groups.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let (dir, limit, anon) = if controllers.is_empty() {
-            let dir = format!("/sys/fs/cgroup{path}");
-            let limit = read(&dir, "memory.max")?.trim().parse::<u64>().ok();
-            (dir.clone(), limit, stat(read(&dir, "memory.stat"), "anon"))
+        // v2 ("0::/path": memory.max, "max" when unlimited) or v1 (the
+        // "memory" hierarchy: memory.limit_in_bytes).
+        let (dir, limit_file, anon_key) = if controllers.is_empty() {
+            (format!("/sys/fs/cgroup{path}"), "memory.max", "anon")
         } else if controllers.split(',').any(|c| c == "memory") {
-            let dir = format!("/sys/fs/cgroup/memory{path}");
-            let limit = read(&dir, "memory.limit_in_bytes").and_then(|t| t.trim().parse::<u64>().ok());
-            (dir.clone(), limit, stat(read(&dir, "memory.stat"), "total_rss"))
+            (format!("/sys/fs/cgroup/memory{path}"), "memory.limit_in_bytes", "total_rss")
         } else {
             continue;
         };
-        let _ = dir;
+        let limit = read(&dir, limit_file).and_then(|t| t.trim().parse::<u64>().ok());
+        let anon = stat(read(&dir, "memory.stat"), anon_key);
         // v1 reports "no limit" as a huge number (about 2^63).
         if let Some(limit) = limit.filter(|&l| l < 1 << 60) {
             return Some(limit.saturating_sub(anon.unwrap_or(0)));
