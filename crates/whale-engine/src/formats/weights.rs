@@ -217,15 +217,18 @@ fn attach_fp8(
             ty: GgmlType::F8_E4M3,
             shape: t.shape,
             data: t.data,
-            scales: Some(scales),
+            scales: Some(scales.clone()),
         };
         let view = match mode {
             Fp8Mode::Keep if kept.shape.len() == 2 => kept,
             Fp8Mode::Q8_0 if kept.shape.len() == 2 && cols % 32 == 0 => {
-                let f = kept.to_f32()?;
+                // Row by row: a whole matrix in f32 would be 4 bytes a weight at once.
+                let m = whale_kernels::fp8::Fp8Matrix { w: &kept.data, scales: &scales, rows, cols, row0: 0 };
                 let mut q = Vec::with_capacity(rows * GgmlType::Q8_0.row_bytes(cols).expect("cols % 32 == 0"));
-                for row in f.chunks_exact(cols) {
-                    q.extend(whale_kernels::quantize_acts(GgmlType::Q8_0, row, 1, cols).ggml_row(0));
+                let mut row = vec![0f32; cols];
+                for r in 0..rows {
+                    m.dequantize_row(r, &mut row);
+                    q.extend(whale_kernels::quantize_acts(GgmlType::Q8_0, &row, 1, cols).ggml_row(0));
                 }
                 TensorView { name, ty: GgmlType::Q8_0, shape: kept.shape, data: ByteSlice::from_vec(q), scales: None }
             }

@@ -569,15 +569,26 @@ impl Drafter for Deepseek {
         KvCache::new(1, self.params.latent_width(), 0, capacity, self.cache_type)
     }
 
-    fn forward_with_hidden(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+    fn forward_with_hidden(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
         let mut seqs = [BatchSeq { cache, tokens }];
         let (x, spans) = self.run_hidden(&mut seqs, None)?;
         let p = &self.params;
-        let mut out = batch_logits(&x, &spans, Logits::All, &self.norm, p.rms_norm_eps, &self.output, self.threads);
+        let mut out = batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, self.threads);
         Ok((out.pop().expect("one sequence"), x))
     }
 
-    fn draft(&self, cache: &mut KvCache, hidden: &[f32], next: &[u32]) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+    fn draft(
+        &self,
+        cache: &mut KvCache,
+        hidden: &[f32],
+        next: &[u32],
+        logits: Logits,
+    ) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
         let m = self.mtp.first().ok_or_else(|| cfg_err("the model has no MTP layer to draft with"))?;
         let (p, th) = (&self.params, self.threads);
         let h = p.hidden_size;
@@ -597,7 +608,7 @@ impl Drafter for Deepseek {
         let mut x = m.eh_proj.forward_spans(&cat, &spans, th);
         self.block_forward(0, &m.block, &mut x, &mut seqs, &spans, &pos, &pos0, None);
         seqs[0].cache.len += tokens.len();
-        let mut out = batch_logits(&x, &spans, Logits::All, &m.shared_head_norm, p.rms_norm_eps, &self.output, th);
+        let mut out = batch_logits(&x, &spans, logits, &m.shared_head_norm, p.rms_norm_eps, &self.output, th);
         Ok((out.pop().expect("one sequence"), x))
     }
 }

@@ -190,7 +190,8 @@ impl Linear {
     /// Bytes of the weight matrix as held in memory (FP8: with the scales
     /// of its rows).
     pub fn bytes(&self) -> u64 {
-        let scales = self.fp8.as_ref().map_or(0, |_| self.rows.div_ceil(128) * self.cols.div_ceil(128) * 4);
+        let block = whale_kernels::fp8::BLOCK;
+        let scales = self.fp8.as_ref().map_or(0, |_| self.rows.div_ceil(block) * self.cols.div_ceil(block) * 4);
         (self.data.len() + scales) as u64
     }
 

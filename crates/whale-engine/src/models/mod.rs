@@ -139,17 +139,30 @@ pub trait Drafter {
     /// position, like a main layer's).
     fn new_draft_cache(&self, capacity: usize) -> KvCache;
 
-    /// The main model's forward pass of `tokens` returning every row's
-    /// logits (`[n, vocab]`) and the last block's output before the final
-    /// norm (`[n, hidden]`), the draft layer's input.
-    fn forward_with_hidden(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>), ModelError>;
+    /// The main model's forward pass of `tokens` returning the logits that
+    /// `logits` asks for (`[vocab]` or `[n, vocab]`) and every row's last
+    /// block output before the final norm (`[n, hidden]`), the draft
+    /// layer's input.
+    fn forward_with_hidden(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<(Vec<f32>, Vec<f32>), ModelError>;
 
     /// The draft layer on rows at positions `cache.len ..`: row `t` takes
     /// `hidden[t]` (the main model's or its own previous output, `[n,
     /// hidden]`) and `next[t]`, the token after that position. Returns its
-    /// logits for the token after `next[t]` (`[n, vocab]`) and its output
-    /// (`[n, hidden]`), which can feed it again to draft further.
-    fn draft(&self, cache: &mut KvCache, hidden: &[f32], next: &[u32]) -> Result<(Vec<f32>, Vec<f32>), ModelError>;
+    /// logits for the token after `next[t]` (the rows `logits` asks for)
+    /// and its output (`[n, hidden]`), which can feed it again to draft
+    /// further.
+    fn draft(
+        &self,
+        cache: &mut KvCache,
+        hidden: &[f32],
+        next: &[u32],
+        logits: Logits,
+    ) -> Result<(Vec<f32>, Vec<f32>), ModelError>;
 }
 
 /// A configuration error (the shorthand every architecture file uses).

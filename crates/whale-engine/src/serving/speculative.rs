@@ -23,7 +23,7 @@
 //! the draft layer its own output; their rows are dropped after the check
 //! and recomputed from the main model's states for the positions accepted.
 
-use crate::models::{Drafter, KvCache, Model, ModelError};
+use crate::models::{Drafter, KvCache, Logits, Model, ModelError};
 use crate::serving::sampler::{Sampler, SamplerConfig};
 
 /// What one run of [`greedy`] did.
@@ -101,9 +101,8 @@ pub fn generate(
     let mut history = prompt.to_vec();
     let mut main = model.new_cache(capacity);
     let mut draft: KvCache = d.new_draft_cache(capacity);
-    let (mut logits, hidden) = d.forward_with_hidden(&mut main, prompt)?;
-    let last = logits.len() - vocab;
-    let p0 = sampler.distribution(&mut logits[last..], &history);
+    let (mut logits, hidden) = d.forward_with_hidden(&mut main, prompt, Logits::Last)?;
+    let p0 = sampler.distribution(&mut logits, &history);
     let mut t = sampler.draw(&p0);
     out.push(t);
     history.push(t);
@@ -113,29 +112,32 @@ pub fn generate(
     // The draft layer over the prompt: position i pairs the hidden state at
     // i with the token at i + 1 (the last with the token just chosen).
     let next: Vec<u32> = prompt[1..].iter().copied().chain([t]).collect();
-    let (mut dl, mut dh) = d.draft(&mut draft, &hidden, &next)?;
+    let (mut dl, mut dh) = d.draft(&mut draft, &hidden, &next, Logits::Last)?;
     loop {
         // A step must leave room in the main cache for t and k drafts.
         let k = k.min(capacity.saturating_sub(main.len + 1)).min(n - out.len());
+        // The penalties see the drafts as history: `history` holds them
+        // while they are drafted and checked, and is cut back after.
+        let hist_len = history.len();
         let mut drafts = Vec::with_capacity(k);
         let mut qs = Vec::with_capacity(k);
-        let mut row = dl[dl.len() - vocab..].to_vec();
+        let mut row = dl;
         let mut last_h = dh[dh.len() - h..].to_vec();
-        let mut dhist = history.clone();
         while drafts.len() < k {
             if !drafts.is_empty() {
-                let (l, hh) = d.draft(&mut draft, &last_h, &drafts[drafts.len() - 1..])?;
+                let (l, hh) = d.draft(&mut draft, &last_h, &drafts[drafts.len() - 1..], Logits::Last)?;
                 (row, last_h) = (l, hh);
             }
-            let q = sampler.distribution(&mut row, &dhist);
+            let q = sampler.distribution(&mut row, &history);
             let x = sampler.draw(&q);
             drafts.push(x);
-            dhist.push(x);
+            history.push(x);
             qs.push(q);
         }
+        history.truncate(hist_len);
         let base = main.len;
         let rows: Vec<u32> = [t].into_iter().chain(drafts.iter().copied()).collect();
-        let (mut vl, vh) = d.forward_with_hidden(&mut main, &rows)?;
+        let (mut vl, vh) = d.forward_with_hidden(&mut main, &rows, Logits::All)?;
         stats.steps += 1;
         stats.drafted += drafts.len();
         // Check the drafts in order; the first rejected one is replaced by
@@ -143,8 +145,9 @@ pub fn generate(
         let mut a = 0;
         let mut last_tok = None;
         while a <= drafts.len() {
-            let vhist: Vec<u32> = history.iter().chain(&drafts[..a]).copied().collect();
-            let p = sampler.distribution(&mut vl[a * vocab..(a + 1) * vocab], &vhist);
+            history.truncate(hist_len);
+            history.extend_from_slice(&drafts[..a]);
+            let p = sampler.distribution(&mut vl[a * vocab..(a + 1) * vocab], &history);
             let Some(&x) = drafts.get(a) else {
                 last_tok = Some(sampler.draw(&p));
                 break;
@@ -158,6 +161,7 @@ pub fn generate(
             last_tok = Some(sampler.draw(if residual.is_empty() { &p } else { &residual }));
             break;
         }
+        history.truncate(hist_len);
         let bonus = last_tok.expect("the loop ends with a draw");
         stats.accepted += a;
         main.truncate(base + 1 + a);
@@ -178,7 +182,7 @@ pub fn generate(
         // The draft layer catches up on the accepted positions from the main
         // model's states; its last row drafts the next step.
         let next: Vec<u32> = drafts[..a].iter().copied().chain([t]).collect();
-        (dl, dh) = d.draft(&mut draft, &vh[..(a + 1) * h], &next)?;
+        (dl, dh) = d.draft(&mut draft, &vh[..(a + 1) * h], &next, Logits::Last)?;
     }
 }
 

@@ -24,7 +24,7 @@ use super::SynthError;
 /// Standard deviation of the FP8 codes (before the block scale).
 pub const CODE_STD: f32 = 112.0;
 /// Rows and columns per scale block.
-const BLOCK: usize = 128;
+const BLOCK: usize = whale_kernels::fp8::BLOCK;
 
 /// How a tensor is stored and what its values look like.
 #[derive(Clone, Copy, Debug, PartialEq)]
