@@ -88,6 +88,7 @@ pub mod dispatch;
 pub mod dot;
 pub mod error;
 pub mod fp8;
+pub mod gemm;
 pub mod iq;
 pub mod matmul;
 pub mod pool;
@@ -113,6 +114,7 @@ pub use dequant::dequantize_row;
 pub use dispatch::SimdLevel;
 pub use dot::{dot_f32, dot_f32_with, vec_dot, vec_dot_ref, vec_dot_with};
 pub use error::KernelError;
+pub use gemm::{gemm_f32, gemm_f32_ref};
 pub use matmul::{matmul, matvec};
 pub use q8::{f32_to_f16, quantize_acts, quantize_acts_into, quantize_acts_with, vec_dot_type, QuantizedActs};
 pub use qdot::{

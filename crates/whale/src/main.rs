@@ -35,6 +35,8 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Write a GGUF with a real model's shapes and tokenizer and random weights, to benchmark it before downloading it.
     Synth(commands::synth::SynthArgs),
+    /// Train with DeepSeek-R1's recipe: GRPO on verifiable rewards (and the SFT start).
+    Train(commands::train::TrainArgs),
     /// Serve the model over HTTP with DeepSeek's (and OpenAI's) API.
     Serve(server::ServeArgs),
 }
@@ -65,6 +67,7 @@ fn main() {
         Command::Serve(a) => server::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Synth(a) => commands::synth::run(a),
+        Command::Train(a) => commands::train::run(a),
         Command::Pull(a) => {
             if a.list || a.spec.is_none() {
                 pull::print_catalog();

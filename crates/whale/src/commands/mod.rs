@@ -6,6 +6,7 @@ pub mod info;
 pub mod perplexity;
 pub mod run;
 pub mod synth;
+pub mod train;
 
 use anyhow::Context;
 use whale_engine::models::{LoadOptions, LoadedModel};

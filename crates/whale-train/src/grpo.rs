@@ -1,0 +1,634 @@
+//! The training loops: supervised imitation of the flawed teacher (`sft`,
+//! the starting policy) and GRPO on the verifier's rewards (`grpo`), with
+//! held-out evaluation.
+//!
+//! GRPO (DeepSeekMath §4.1; R1 eqs. 1–3): for each prompt, G completions are
+//! sampled from the current policy π_old; each gets a reward r_i and the
+//! group-normalised advantage A_i = (r_i − mean r) / std r (std-norm on)
+//! or r_i − mean r; every token of completion i is pushed by
+//! min(ρ A_i, clip(ρ, 1−ε_low, 1+ε_high) A_i) with ρ = π/π_old, minus
+//! β · KL(π ‖ π_ref) estimated per token by k3 = e^{ref−lp} − (ref−lp) − 1.
+//! The losses differ in how token terms are averaged: `grpo` averages over
+//! each completion and then over completions; `dr_grpo` divides every sum
+//! by the same constant (max tokens × completions), and does not divide by
+//! the std; `dapo` averages over all tokens of the batch, clips higher
+//! (ε_high 0.28) and can drop groups whose rewards are all equal.
+//!
+//! One policy-gradient step is taken per batch of rollouts, so π_old is the
+//! trainer's own log-probabilities before the step (ρ = 1, the clipped and
+//! plain objectives have the same gradient); the engine's sampling
+//! log-probabilities are compared with them every step (`logp_gap`).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, Log, RunState};
+use crate::model::{LlamaConfig, Model, Params};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::rollout::{self, Rollout};
+use crate::tasks::{self, Problem, Task};
+use crate::TrainError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    Grpo,
+    DrGrpo,
+    Dapo,
+}
+
+impl LossKind {
+    pub fn from_name(s: &str) -> Result<LossKind, TrainError> {
+        match s {
+            "grpo" => Ok(LossKind::Grpo),
+            "dr_grpo" => Ok(LossKind::DrGrpo),
+            "dapo" => Ok(LossKind::Dapo),
+            _ => Err(TrainError::Input(format!("unknown loss {s:?}: grpo, dr_grpo or dapo"))),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    /// The task's rule-based verifier (correctness + a small format reward).
+    Verifier,
+    /// A coin flip per completion, independent of it: the control arm.
+    Random,
+}
+
+/// Supervised imitation of the teacher.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SftSettings {
+    pub task: String,
+    pub seed: u64,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    /// The teacher's slip probability (see [`tasks::teacher`]).
+    pub slip: f64,
+    /// Shape of a model trained from scratch (ignored when starting from one).
+    pub hidden: usize,
+    pub layers: usize,
+}
+
+impl SftSettings {
+    pub fn new(task: Task, seed: u64) -> SftSettings {
+        SftSettings {
+            task: task.name().into(),
+            seed,
+            steps: 600,
+            batch: 64,
+            lr: 3e-3,
+            slip: 0.7,
+            hidden: 64,
+            layers: 2,
+        }
+    }
+}
+
+/// GRPO.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GrpoSettings {
+    pub task: String,
+    pub seed: u64,
+    pub steps: u64,
+    /// Prompts a step.
+    pub prompts: usize,
+    /// Completions a prompt (G).
+    pub group: usize,
+    pub lr: f32,
+    /// KL coefficient β (k3 to the starting policy); 0 skips the reference.
+    pub beta: f32,
+    pub eps_low: f32,
+    pub eps_high: f32,
+    pub loss: LossKind,
+    pub std_norm: bool,
+    pub dynamic_sampling: bool,
+    pub reward: RewardKind,
+    pub temperature: f32,
+    pub max_grad_norm: f64,
+}
+
+impl GrpoSettings {
+    pub fn new(task: Task, seed: u64) -> GrpoSettings {
+        GrpoSettings {
+            task: task.name().into(),
+            seed,
+            steps: 300,
+            prompts: 16,
+            group: 8,
+            lr: 3e-4,
+            beta: 0.0,
+            eps_low: 0.2,
+            eps_high: 0.2,
+            loss: LossKind::Grpo,
+            std_norm: true,
+            dynamic_sampling: false,
+            reward: RewardKind::Verifier,
+            temperature: 1.0,
+            max_grad_norm: 1.0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), TrainError> {
+        Task::from_name(&self.task)?;
+        let bad = |m: &str| Err(TrainError::Input(m.into()));
+        if self.group < 2 {
+            return bad("the group size G must be at least 2: advantages compare completions of one prompt");
+        }
+        if self.prompts == 0 || self.group * self.prompts > 4096 {
+            return bad("prompts × group must be between 2 and 4096");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("the learning rate must be positive and finite");
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0 && self.temperature <= 10.0) {
+            return bad("the rollout temperature must be in (0, 10]");
+        }
+        let ok =
+            self.beta >= 0.0 && self.beta.is_finite() && (0.0..1.0).contains(&self.eps_low) && self.eps_high >= 0.0;
+        if !ok {
+            return bad("beta must be ≥ 0, eps_low in [0, 1), eps_high ≥ 0");
+        }
+        Ok(())
+    }
+}
+
+/// What the loops report as they go (the binary draws the progress bar).
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub step: u64,
+    pub steps: u64,
+    pub reward: f64,
+    pub accuracy: f64,
+    pub heldout: Option<f64>,
+}
+
+/// Held-out scores of a policy.
+#[derive(Clone, Copy, Debug, Serialize, Default)]
+pub struct Eval {
+    /// Greedy exact match (strict: the tagged answer).
+    pub greedy: f64,
+    /// Greedy, lenient (the last number counts).
+    pub greedy_lenient: f64,
+    /// Mean exact match of samples at temperature 1.
+    pub pass1: f64,
+    /// Fraction of problems with a correct answer among 8 samples.
+    pub pass8: f64,
+    pub n: usize,
+}
+
+/// The fixed held-out problems of a task (the same for every seed).
+pub fn heldout_set(task: Task, n: usize) -> Vec<Problem> {
+    let mut rng = StdRng::seed_from_u64(0x5EED_0E7A);
+    let mut seen = HashSet::new();
+    let mut out = vec![];
+    let mut tries = 0;
+    while out.len() < n && tries < n * 50 {
+        tries += 1;
+        let p = Problem::heldout(task, &mut rng);
+        if seen.insert(p.prompt.clone()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn stops() -> [u32; 2] {
+    [tasks::EOS, tasks::ANSWER_CLOSE]
+}
+
+/// Score a policy on held-out problems with the engine: greedy, and
+/// optionally 8 samples each for pass@1 and pass@8.
+pub fn evaluate(
+    policy: &dyn whale_engine::models::Model,
+    problems: &[Problem],
+    samples: bool,
+) -> Result<Eval, TrainError> {
+    let Some(first) = problems.first() else { return Ok(Eval::default()) };
+    let max_new = first.task.max_answer_tokens();
+    let prompts: Vec<Vec<u32>> = problems.iter().map(Problem::prompt_ids).collect();
+    let mut rng = StdRng::seed_from_u64(0xE7A1);
+    let g = rollout::sample(policy, &prompts, 1, max_new, 0.0, &stops(), &mut rng)?;
+    let n = problems.len() as f64;
+    let mut e = Eval { n: problems.len(), ..Default::default() };
+    for (r, p) in g.iter().zip(problems) {
+        let s = tasks::score(p, &tasks::decode(&r.completion));
+        e.greedy += s.strict as u8 as f64 / n;
+        e.greedy_lenient += s.lenient as u8 as f64 / n;
+    }
+    if samples {
+        let k = 8;
+        let rs = rollout::sample(policy, &prompts, k, max_new, 1.0, &stops(), &mut rng)?;
+        for (i, p) in problems.iter().enumerate() {
+            let ok: Vec<bool> =
+                rs[i * k..(i + 1) * k].iter().map(|r| tasks::score(p, &tasks::decode(&r.completion)).strict).collect();
+            e.pass1 += ok.iter().filter(|&&b| b).count() as f64 / (k as f64 * n);
+            e.pass8 += ok.iter().any(|&b| b) as u8 as f64 / n;
+        }
+    }
+    Ok(e)
+}
+
+/// The 95 % Wilson score interval of `k` successes in `n`.
+pub fn wilson(p: f64, n: usize) -> (f64, f64) {
+    let (z, n) = (1.959_964, n as f64);
+    let d = 1.0 + z * z / n;
+    let c = (p + z * z / (2.0 * n)) / d;
+    let h = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / d;
+    ((c - h).max(0.0), (c + h).min(1.0))
+}
+
+/// The model folder the engine samples from, rewritten every step.
+fn policy_dir(run: &Path) -> PathBuf {
+    run.join("policy")
+}
+
+fn settings_json<T: Serialize>(kind: &str, s: &T) -> serde_json::Value {
+    serde_json::json!({ "kind": kind, "settings": s })
+}
+
+/// Start or resume a run in `run`: the checkpoint there if its settings
+/// match, else `init` (or a fresh model).
+fn start(
+    run: &Path,
+    settings: &serde_json::Value,
+    opt_cfg: AdamWConfig,
+    init: impl FnOnce() -> Result<(LlamaConfig, Params), TrainError>,
+) -> Result<(LlamaConfig, Params, AdamW, RunState), TrainError> {
+    std::fs::create_dir_all(run).map_err(crate::io_err(run))?;
+    if let Some((cfg, params, opt, state)) = checkpoint::load_checkpoint(run, opt_cfg)? {
+        if &state.settings != settings {
+            return Err(TrainError::Input(format!(
+                "{} holds a run with other settings ({}); use another --out or the same settings to resume",
+                run.display(),
+                state.settings
+            )));
+        }
+        return Ok((cfg, params, opt, state));
+    }
+    let (cfg, params) = init()?;
+    let opt = AdamW::new(opt_cfg, &params);
+    let state = RunState {
+        step: 0,
+        settings: settings.clone(),
+        heldout: vec![],
+        heldout_before: None,
+        rollouts: 0,
+        seconds: 0.0,
+    };
+    Ok((cfg, params, opt, state))
+}
+
+/// `lr` with a linear warm-up over the first 5 % of steps.
+fn lr_at(lr: f32, step: u64, steps: u64) -> f32 {
+    let warm = (steps / 20).max(1);
+    lr * ((step + 1) as f32 / warm as f32).min(1.0)
+}
+
+/// Supervised imitation of the flawed teacher: from `init` (a model folder)
+/// or a new model of `s.hidden × s.layers`. Returns the model folder of the
+/// result (`run/checkpoint`).
+pub fn sft(
+    run: &Path,
+    s: &SftSettings,
+    init: Option<&Path>,
+    threads: usize,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<PathBuf, TrainError> {
+    let task = Task::from_name(&s.task)?;
+    if s.batch == 0 || s.batch > 4096 || !(s.lr.is_finite() && s.lr > 0.0) || !(0.0..=1.0).contains(&s.slip) {
+        return Err(TrainError::Input("batch must be 1..=4096, lr positive, slip in [0, 1]".into()));
+    }
+    let settings = settings_json("sft", &(s, init.map(|p| p.display().to_string())));
+    let opt_cfg = AdamWConfig { lr: s.lr, weight_decay: 0.01, ..Default::default() };
+    let (cfg, params, mut opt, mut state) = start(run, &settings, opt_cfg, || match init {
+        Some(dir) => checkpoint::load_model(dir),
+        None => {
+            let cfg = LlamaConfig::tiny(tasks::VOCAB.len(), s.hidden, s.layers, tasks::BOS, tasks::EOS);
+            cfg.validate()?;
+            let params = Params::init(&cfg, &mut StdRng::seed_from_u64(s.seed ^ 0x1417));
+            Ok((cfg, params))
+        }
+    })?;
+    let mut model = Model::new(cfg, params)?;
+    let mut log = Log::open(&run.join("log.jsonl"))?;
+    let t0 = Instant::now();
+    let seconds0 = state.seconds;
+    while state.step < s.steps {
+        let step = state.step;
+        let mut rng = StdRng::seed_from_u64(s.seed.wrapping_mul(0x9E37_79B9).wrapping_add(step));
+        let mut seqs = vec![];
+        let mut plen = vec![];
+        for _ in 0..s.batch {
+            let p = Problem::train(task, &mut rng);
+            let mut ids = p.prompt_ids();
+            plen.push(ids.len());
+            ids.extend(tasks::encode(&tasks::teacher(&p, s.slip, &mut rng))?);
+            seqs.push(ids);
+        }
+        let refs: Vec<&[u32]> = seqs.iter().map(|v| &v[..]).collect();
+        let tape = model.forward(&refs, threads)?;
+        let n_tok: usize = seqs.iter().zip(&plen).map(|(s, &p)| s.len() - p).sum();
+        let mut dlogp = vec![0f32; tape.logp.len() / model.cfg.vocab_size];
+        let mut loss = 0f64;
+        for ((sp, &p), sq) in tape.spans.iter().zip(&plen).zip(&seqs) {
+            for j in 0..sq.len() - p {
+                let r = sp.start + p - 1 + j;
+                dlogp[r] = -1.0 / n_tok as f32;
+                loss -= tape.next_logp(r) as f64 / n_tok as f64;
+            }
+        }
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                checkpoint: checkpoint::checkpoint_dir(run).display().to_string(),
+            });
+        }
+        if step % 100 == 0 {
+            state.seconds = seconds0 + t0.elapsed().as_secs_f64();
+            checkpoint::save_checkpoint(run, &model.cfg, &model.params, &opt, &state)?;
+        }
+        let mut grads = model.params.zeros_like();
+        model.backward(&tape, &dlogp, &mut grads, threads);
+        let gnorm = clip_grad_norm(&mut grads, 1.0);
+        if !gnorm.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                checkpoint: checkpoint::checkpoint_dir(run).display().to_string(),
+            });
+        }
+        // Cosine decay to a tenth after the warm-up.
+        let frac = step as f32 / s.steps as f32;
+        let lr = lr_at(s.lr, step, s.steps) * (0.1 + 0.9 * 0.5 * (1.0 + (std::f32::consts::PI * frac).cos()));
+        opt.step(&mut model.params, &grads, lr);
+        state.step += 1;
+        log.write(&serde_json::json!({"step": state.step, "loss": loss, "grad_norm": gnorm, "lr": lr}))?;
+        progress(&Progress { step: state.step, steps: s.steps, reward: -loss, accuracy: f64::NAN, heldout: None });
+    }
+    state.seconds = seconds0 + t0.elapsed().as_secs_f64();
+    checkpoint::save_checkpoint(run, &model.cfg, &model.params, &opt, &state)?;
+    Ok(checkpoint::checkpoint_dir(run))
+}
+
+/// The result of a GRPO run, for `--json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct GrpoSummary {
+    pub heldout_before: f64,
+    pub heldout_after: f64,
+    pub heldout_before_ci95: (f64, f64),
+    pub heldout_after_ci95: (f64, f64),
+    pub heldout_lenient_before: f64,
+    pub heldout_lenient_after: f64,
+    pub pass1_before: f64,
+    pub pass1_after: f64,
+    pub pass8_before: f64,
+    pub pass8_after: f64,
+    pub heldout_n: usize,
+    pub steps: u64,
+    pub rollouts: u64,
+    pub seconds: f64,
+    /// Mean train reward over the first and last 10 % of steps.
+    pub reward_first10: f64,
+    pub reward_last10: f64,
+    pub rollout_tokens_per_s: f64,
+    pub train_tokens_per_s: f64,
+    pub log: String,
+    pub plot: String,
+    pub checkpoint: String,
+}
+
+/// Held-out problems evaluated per run.
+pub const HELDOUT_N: usize = 1000;
+
+/// GRPO from the model folder `init`. Resumes from `run/checkpoint` when it
+/// holds a run with the same settings.
+pub fn grpo(
+    run: &Path,
+    s: &GrpoSettings,
+    init: &Path,
+    threads: usize,
+    eval_every: u64,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<GrpoSummary, TrainError> {
+    s.validate()?;
+    let task = Task::from_name(&s.task)?;
+    let settings = settings_json("grpo", &(s, init.display().to_string()));
+    let opt_cfg = AdamWConfig { lr: s.lr, weight_decay: 0.0, ..Default::default() };
+    let (cfg, params, mut opt, mut state) = start(run, &settings, opt_cfg, || checkpoint::load_model(init))?;
+    let reference = if s.beta > 0.0 {
+        let (rc, rp) = checkpoint::load_model(init)?;
+        Some(Model::new(rc, rp)?)
+    } else {
+        None
+    };
+    let mut model = Model::new(cfg, params)?;
+    let heldout = heldout_set(task, HELDOUT_N);
+    let max_new = task.max_answer_tokens();
+    let log_path = run.join("log.jsonl");
+    let mut log = Log::open(&log_path)?;
+    let t0 = Instant::now();
+    let seconds0 = state.seconds;
+    let pdir = policy_dir(run);
+    checkpoint::save_model(&pdir, &model.cfg, &model.params)?;
+    let before = evaluate(&*rollout::load_policy(init, threads)?, &heldout, true)?;
+    if state.heldout_before.is_none() {
+        state.heldout_before = Some(before.greedy);
+        state.heldout.push((0, before.greedy));
+    }
+    let (mut rollout_s, mut train_s, mut rollout_tok, mut train_tok) = (0f64, 0f64, 0u64, 0u64);
+    while state.step < s.steps {
+        let step = state.step;
+        let mut rng = StdRng::seed_from_u64(s.seed.wrapping_mul(0x9E37_79B9).wrapping_add(step) ^ 0x6770);
+        // Rollouts through the engine, from the policy as it is now.
+        let t_roll = Instant::now();
+        let policy = rollout::load_policy(&pdir, threads)?;
+        let problems: Vec<Problem> = (0..s.prompts).map(|_| Problem::train(task, &mut rng)).collect();
+        let prompts: Vec<Vec<u32>> = problems.iter().map(Problem::prompt_ids).collect();
+        let rolls: Vec<Rollout> =
+            rollout::sample(&*policy, &prompts, s.group, max_new, s.temperature, &stops(), &mut rng)?;
+        drop(policy);
+        rollout_s += t_roll.elapsed().as_secs_f64();
+        rollout_tok += rolls.iter().map(|r| r.completion.len() as u64).sum::<u64>();
+        state.rollouts += rolls.len() as u64;
+        // Rewards and group-normalised advantages.
+        let scores: Vec<tasks::Score> =
+            rolls.iter().map(|r| tasks::score(&problems[r.group], &tasks::decode(&r.completion))).collect();
+        let rewards: Vec<f32> = match s.reward {
+            RewardKind::Verifier => scores.iter().map(|sc| sc.reward()).collect(),
+            RewardKind::Random => rolls.iter().map(|_| rng.gen_bool(0.5) as u8 as f32).collect(),
+        };
+        let mut adv = vec![0f32; rolls.len()];
+        let mut keep = vec![true; rolls.len()];
+        let mut zero_std = 0usize;
+        for (gi, chunk) in rewards.chunks(s.group).enumerate() {
+            let m = chunk.iter().sum::<f32>() / s.group as f32;
+            let var = chunk.iter().map(|r| (r - m) * (r - m)).sum::<f32>() / (s.group as f32 - 1.0);
+            let sd = var.sqrt();
+            if sd == 0.0 {
+                zero_std += 1;
+                if s.dynamic_sampling {
+                    keep[gi * s.group..(gi + 1) * s.group].fill(false);
+                }
+            }
+            for (j, r) in chunk.iter().enumerate() {
+                let a = r - m;
+                adv[gi * s.group + j] = if s.std_norm { a / (sd + 1e-4) } else { a };
+            }
+        }
+        // The trainer's forward on the kept sequences.
+        let t_train = Instant::now();
+        let idx: Vec<usize> = (0..rolls.len()).filter(|&i| keep[i]).collect();
+        let seqs: Vec<Vec<u32>> = idx
+            .iter()
+            .map(|&i| {
+                let mut v = prompts[rolls[i].group].clone();
+                v.extend(&rolls[i].completion);
+                v
+            })
+            .collect();
+        let refs: Vec<&[u32]> = seqs.iter().map(|v| &v[..]).collect();
+        let (mut gap_sum, mut gap_max, mut gap_n) = (0f64, 0f32, 0usize);
+        let (mut kl_sum, mut ent_sum, mut loss) = (0f64, 0f64, 0f64);
+        let mut gnorm = 0.0;
+        if !idx.is_empty() {
+            let tape = model.forward(&refs, threads)?;
+            let ref_tape = match &reference {
+                Some(r) => Some(r.forward(&refs, threads)?),
+                None => None,
+            };
+            let rows = tape.logp.len() / model.cfg.vocab_size;
+            let mut dlogp = vec![0f32; rows];
+            let total_tok: usize = idx.iter().map(|&i| rolls[i].completion.len()).sum();
+            for (k, &i) in idx.iter().enumerate() {
+                let r = &rolls[i];
+                let plen = prompts[r.group].len();
+                let len = r.completion.len();
+                let w = match s.loss {
+                    LossKind::Grpo => 1.0 / (idx.len() * len) as f32,
+                    LossKind::DrGrpo => 1.0 / (idx.len() * max_new) as f32,
+                    LossKind::Dapo => 1.0 / total_tok as f32,
+                };
+                let a = adv[i];
+                for j in 0..len {
+                    let row = tape.spans[k].start + plen - 1 + j;
+                    let lp = tape.next_logp(row);
+                    let gap = (lp - r.logp[j]).abs();
+                    gap_sum += gap as f64;
+                    gap_max = gap_max.max(gap);
+                    gap_n += 1;
+                    ent_sum += tape.entropy(row) as f64;
+                    // π_old is this forward (detached): ρ = 1.
+                    let rho = 1.0f32;
+                    let clipped = (a > 0.0 && rho > 1.0 + s.eps_high) || (a < 0.0 && rho < 1.0 - s.eps_low);
+                    let mut c = if clipped { 0.0 } else { -a * rho };
+                    loss -= (rho * a) as f64 * w as f64;
+                    if let Some(rt) = &ref_tape {
+                        let d = rt.next_logp(row) - lp;
+                        let k3 = d.exp() - d - 1.0;
+                        kl_sum += k3 as f64;
+                        loss += (s.beta * k3 * w) as f64;
+                        c += s.beta * (1.0 - d.exp());
+                    }
+                    dlogp[row] = c * w;
+                }
+            }
+            if !loss.is_finite() || gap_sum.is_nan() {
+                return Err(TrainError::NonFinite {
+                    step,
+                    checkpoint: checkpoint::checkpoint_dir(run).display().to_string(),
+                });
+            }
+            // The policy that produced a finite loss is the last good one.
+            state.seconds = seconds0 + t0.elapsed().as_secs_f64();
+            checkpoint::save_checkpoint(run, &model.cfg, &model.params, &opt, &state)?;
+            let mut grads = model.params.zeros_like();
+            model.backward(&tape, &dlogp, &mut grads, threads);
+            gnorm = clip_grad_norm(&mut grads, s.max_grad_norm);
+            if !gnorm.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step,
+                    checkpoint: checkpoint::checkpoint_dir(run).display().to_string(),
+                });
+            }
+            opt.step(&mut model.params, &grads, lr_at(s.lr, step, s.steps));
+            train_tok += seqs.iter().map(|v| v.len() as u64).sum::<u64>();
+        }
+        checkpoint::save_model(&pdir, &model.cfg, &model.params)?;
+        train_s += t_train.elapsed().as_secs_f64();
+        state.step += 1;
+        let n = rolls.len() as f64;
+        let reward = rewards.iter().map(|&r| r as f64).sum::<f64>() / n;
+        let accuracy = scores.iter().filter(|s| s.strict).count() as f64 / n;
+        let mut held = None;
+        if eval_every > 0 && (state.step % eval_every == 0 || state.step == s.steps) {
+            let e = evaluate(&*rollout::load_policy(&pdir, threads)?, &heldout, false)?;
+            held = Some(e.greedy);
+            state.heldout.push((state.step, e.greedy));
+        }
+        log.write(&serde_json::json!({
+            "step": state.step,
+            "reward": reward,
+            "accuracy": accuracy,
+            "response_length": rolls.iter().map(|r| r.completion.len()).sum::<usize>() as f64 / n,
+            "kl": if gap_n > 0 { kl_sum / gap_n as f64 } else { 0.0 },
+            "entropy": if gap_n > 0 { ent_sum / gap_n as f64 } else { 0.0 },
+            "loss": loss,
+            "grad_norm": gnorm,
+            "frac_zero_std": zero_std as f64 / s.prompts as f64,
+            "logp_gap_mean": if gap_n > 0 { gap_sum / gap_n as f64 } else { 0.0 },
+            "logp_gap_max": gap_max,
+            "heldout": held,
+            "rollout_s": rollout_s,
+            "train_s": train_s,
+            "seconds": seconds0 + t0.elapsed().as_secs_f64(),
+        }))?;
+        progress(&Progress { step: state.step, steps: s.steps, reward, accuracy, heldout: held });
+    }
+    state.seconds = seconds0 + t0.elapsed().as_secs_f64();
+    checkpoint::save_checkpoint(run, &model.cfg, &model.params, &opt, &state)?;
+    let after = evaluate(&*rollout::load_policy(&pdir, threads)?, &heldout, true)?;
+    // Curves from the log (a resumed run's log holds every step).
+    let text = std::fs::read_to_string(&log_path).map_err(crate::io_err(&log_path))?;
+    let recs: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let rewards: Vec<(f64, f64)> =
+        recs.iter().filter_map(|r| Some((r.get("step")?.as_f64()?, r.get("reward")?.as_f64()?))).collect();
+    let tenth = (rewards.len() / 10).max(1);
+    let mean = |v: &[(f64, f64)]| v.iter().map(|p| p.1).sum::<f64>() / v.len().max(1) as f64;
+    let plot_path = run.join("curves.svg");
+    let held: Vec<(f64, f64)> = state.heldout.iter().map(|&(s, a)| (s as f64, a)).collect();
+    let svg = checkpoint::plot_svg(
+        &format!("GRPO on {} (seed {})", s.task, s.seed),
+        &[("train reward", "#1f77b4", rewards.clone()), ("held-out greedy accuracy", "#d62728", held)],
+    );
+    std::fs::write(&plot_path, svg).map_err(crate::io_err(&plot_path))?;
+    Ok(GrpoSummary {
+        heldout_before: before.greedy,
+        heldout_after: after.greedy,
+        heldout_before_ci95: wilson(before.greedy, before.n),
+        heldout_after_ci95: wilson(after.greedy, after.n),
+        heldout_lenient_before: before.greedy_lenient,
+        heldout_lenient_after: after.greedy_lenient,
+        pass1_before: before.pass1,
+        pass1_after: after.pass1,
+        pass8_before: before.pass8,
+        pass8_after: after.pass8,
+        heldout_n: before.n,
+        steps: state.step,
+        rollouts: state.rollouts,
+        seconds: state.seconds,
+        reward_first10: mean(&rewards[..tenth.min(rewards.len())]),
+        reward_last10: mean(&rewards[rewards.len().saturating_sub(tenth)..]),
+        rollout_tokens_per_s: rollout_tok as f64 / rollout_s.max(1e-9),
+        train_tokens_per_s: train_tok as f64 / train_s.max(1e-9),
+        log: log_path.display().to_string(),
+        plot: plot_path.display().to_string(),
+        checkpoint: checkpoint::checkpoint_dir(run).display().to_string(),
+    })
+}
