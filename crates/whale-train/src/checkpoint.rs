@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{LlamaConfig, Params};
+use crate::model::{LlamaConfig, Lora, Model, Params};
 use crate::{io_err, TrainError};
 
 fn ck_err(path: &Path, msg: impl Into<String>) -> TrainError {
@@ -84,23 +84,137 @@ pub fn save_model(dir: &Path, cfg: &LlamaConfig, params: &Params) -> Result<(), 
     write_safetensors(&dir.join("model.safetensors"), params, "")
 }
 
-/// Read a model folder written by [`save_model`] (or by transformers, for a
-/// llama whose tensors are all f32/bf16).
-pub fn load_model(dir: &Path) -> Result<(LlamaConfig, Params), TrainError> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
-    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| ck_err(&cfg_path, e.to_string()))?;
-    if let Some(mt) = raw.get("model_type").and_then(|v| v.as_str()) {
-        if mt != "llama" {
-            return Err(TrainError::Unsupported(format!(
-                "model_type {mt:?}: whale's trainer differentiates llama models (tiny ones from `whale train sft`)"
-            )));
+/// Load a llama or qwen2 model to train, from anything the engine loads: a
+/// Hugging Face folder (f32/bf16/f16 safetensors, sharded or not; the
+/// folders [`save_model`] writes) or a GGUF file of any quantization,
+/// dequantized to f32. GGUF llama Q/K rows, which llama.cpp's converter
+/// permutes for its RoPE pairing, are put back in Hugging Face's order, so
+/// the trainer and everything it writes use one layout.
+pub fn load_model(path: &Path) -> Result<(LlamaConfig, Params), TrainError> {
+    use whale_engine::formats::names::{self, layer, name};
+    use whale_engine::formats::weights::WeightStore;
+    use whale_engine::models::llama::LlamaParams;
+    use whale_engine::models::ops::RopeStyle;
+    let store = WeightStore::open(path).map_err(whale_engine::models::ModelError::from)?;
+    let unsupported = |what: &str| {
+        Err(TrainError::Unsupported(format!(
+            "{what}: whale's trainer differentiates llama and qwen2 models (DeepSeek's MLA and MoE layers have no backward pass yet)"
+        )))
+    };
+    let (qwen2, p, gguf_llama) = match &store {
+        WeightStore::Gguf(g) => match g.get_str("general.architecture").unwrap_or("") {
+            "llama" => (false, LlamaParams::from_gguf(g, "llama", RopeStyle::Interleaved, false)?, true),
+            "qwen2" => (true, LlamaParams::from_gguf(g, "qwen2", RopeStyle::Halves, true)?, false),
+            other => return unsupported(&format!("GGUF architecture {other:?}")),
+        },
+        WeightStore::Hf(hf) => match hf.config.get("model_type").and_then(|v| v.as_str()).unwrap_or("") {
+            "llama" => (false, LlamaParams::from_hf(&hf.config, false)?, false),
+            "qwen2" => (true, LlamaParams::from_hf(&hf.config, true)?, false),
+            other => return unsupported(&format!("model_type {other:?}")),
+        },
+    };
+    if p.rope_freq_factors.is_some() || store.contains(&name(names::ROPE_FREQS)) {
+        return Err(TrainError::Unsupported("llama3 RoPE scaling is not supported by the trainer yet".into()));
+    }
+    let tied = !store.contains(&name(names::OUTPUT));
+    let mut cfg = LlamaConfig::from_engine(&p, qwen2, tied);
+    if let WeightStore::Hf(hf) = &store {
+        cfg.bos_token_id = hf.config.get("bos_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
+        cfg.eos_token_id = hf.config.get("eos_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
+    }
+    cfg.validate()?;
+    let mut params = Params::zeros(&cfg);
+    let hd = cfg.head_dim();
+    for i in 0..params.names.len() {
+        let hf = params.names[i].clone();
+        let tn = match hf.strip_prefix("model.layers.") {
+            None => name(match hf.as_str() {
+                "model.embed_tokens.weight" => names::TOKEN_EMBD,
+                "model.norm.weight" => names::OUTPUT_NORM,
+                _ => names::OUTPUT,
+            }),
+            Some(rest) => {
+                let (l, suffix) = rest.split_once('.').expect("layer names have a suffix");
+                let l: usize = l.parse().expect("layer index");
+                let pair = [
+                    names::ATTN_NORM,
+                    names::ATTN_Q,
+                    names::ATTN_K,
+                    names::ATTN_V,
+                    names::ATTN_Q_BIAS,
+                    names::ATTN_K_BIAS,
+                    names::ATTN_V_BIAS,
+                    names::ATTN_OUT,
+                    names::FFN_NORM,
+                    names::FFN_GATE,
+                    names::FFN_UP,
+                    names::FFN_DOWN,
+                ]
+                .into_iter()
+                .find(|pair| pair.1.ends_with(suffix))
+                .expect("every trainer tensor has an engine name");
+                layer(pair, l)
+            }
+        };
+        let mut w = store
+            .get(&tn, &params.shapes[i])
+            .map_err(whale_engine::models::ModelError::from)?
+            .to_f32()
+            .map_err(whale_engine::models::ModelError::from)?;
+        if gguf_llama && (hf.ends_with("q_proj.weight") || hf.ends_with("k_proj.weight")) {
+            w = unpermute_rows(&w, params.shapes[i][0] / hd, hd, params.shapes[i][1]);
+        }
+        params.data[i] = w;
+    }
+    Ok((cfg, params))
+}
+
+/// llama.cpp's converter stores each head's rows as adjacent rotation pairs
+/// (row `2i + j` of a head is Hugging Face's row `j·hd/2 + i`); undo it.
+pub fn unpermute_rows(w: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    let half = hd / 2;
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = (h * hd + 2 * i + j) * cols;
+                let dst = (h * hd + j * half + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
+            }
         }
     }
-    let cfg: LlamaConfig = serde_json::from_value(raw).map_err(|e| ck_err(&cfg_path, e.to_string()))?;
-    cfg.validate()?;
-    let params = read_safetensors(&dir.join("model.safetensors"), &Params::zeros(&cfg), "")?;
-    Ok((cfg, params))
+    out
+}
+
+/// The inverse of [`unpermute_rows`]: Hugging Face's order to llama.cpp's.
+pub fn permute_rows(w: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    let half = hd / 2;
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = (h * hd + j * half + i) * cols;
+                let dst = (h * hd + 2 * i + j) * cols;
+                out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Copy a Hugging Face folder's tokenizer files next to a model (nothing
+/// for a GGUF, whose tokenizer stays in the file).
+pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), TrainError> {
+    if !from.is_dir() {
+        return Ok(());
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
+        let src = from.join(f);
+        if src.exists() {
+            std::fs::copy(&src, to.join(f)).map_err(io_err(&src))?;
+        }
+    }
+    Ok(())
 }
 
 /// What a run needs to resume, beside the model and the optimiser.
@@ -123,29 +237,47 @@ pub fn checkpoint_dir(run: &Path) -> PathBuf {
     run.join("checkpoint")
 }
 
+/// Moments of the optimiser as one tensor set (`m.` and `v.` prefixes).
+fn moments_of(opt: &crate::optim::AdamW) -> Params {
+    let mut p = opt.m.clone();
+    p.names =
+        opt.m.names.iter().map(|n| format!("m.{n}")).chain(opt.v.names.iter().map(|n| format!("v.{n}"))).collect();
+    p.shapes.extend(opt.v.shapes.iter().cloned());
+    p.data.extend(opt.v.data.iter().cloned());
+    p
+}
+
 /// Replace the run's checkpoint with this one: everything is written into
 /// `checkpoint.tmp` first, then swapped in by renames, so a kill at any
-/// moment leaves a complete checkpoint (the old or the new one).
+/// moment leaves a complete checkpoint (the old or the new one). A full
+/// model is a model folder; under LoRA the folder holds the adapter as PEFT
+/// writes it (`adapter_model.safetensors`, `adapter_config.json` naming the
+/// base) beside the base's `config.json`.
 pub fn save_checkpoint(
     run: &Path,
-    cfg: &LlamaConfig,
-    params: &Params,
+    model: &Model,
+    base: &str,
     opt: &crate::optim::AdamW,
     state: &RunState,
 ) -> Result<(), TrainError> {
     let tmp = run.join("checkpoint.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
-    save_model(&tmp, cfg, params)?;
-    let mut moments = opt.m.clone();
-    moments.names =
-        opt.m.names.iter().map(|n| format!("m.{n}")).chain(opt.v.names.iter().map(|n| format!("v.{n}"))).collect();
-    moments.shapes.extend(opt.v.shapes.iter().cloned());
-    moments.data.extend(opt.v.data.iter().cloned());
-    write_safetensors(&tmp.join("optimizer.safetensors"), &moments, "")?;
+    match &model.lora {
+        None => save_model(&tmp, &model.cfg, &model.params)?,
+        Some(lora) => {
+            std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+            write_file(&tmp.join("config.json"), &serde_json::to_vec_pretty(&model.cfg).expect("config serialises"))?;
+            write_file(
+                &tmp.join("adapter_config.json"),
+                &serde_json::to_vec_pretty(&lora.peft_config(base)).expect("JSON"),
+            )?;
+            write_safetensors(&tmp.join("adapter_model.safetensors"), &lora.params, "")?;
+        }
+    }
+    write_safetensors(&tmp.join("optimizer.safetensors"), &moments_of(opt), "")?;
     let mut st = serde_json::to_value(state).expect("state serialises");
     st["adam_t"] = opt.t.into();
-    let sp = tmp.join("state.json");
-    write_file(&sp, &serde_json::to_vec_pretty(&st).expect("JSON"))?;
+    write_file(&tmp.join("state.json"), &serde_json::to_vec_pretty(&st).expect("JSON"))?;
     let cur = checkpoint_dir(run);
     let old = run.join("checkpoint.old");
     let _ = std::fs::remove_dir_all(&old);
@@ -157,11 +289,34 @@ pub fn save_checkpoint(
     Ok(())
 }
 
-/// The run's last complete checkpoint: model, optimiser moments, state.
+/// An adapter folder's rank and alpha, if `dir` holds one.
+pub fn adapter_config(dir: &Path) -> Result<Option<(usize, f32)>, TrainError> {
+    let p = dir.join("adapter_config.json");
+    if !p.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ck_err(&p, e.to_string()))?;
+    let r = v.get("r").and_then(|x| x.as_u64()).ok_or_else(|| ck_err(&p, "no rank \"r\""))? as usize;
+    let a = v.get("lora_alpha").and_then(|x| x.as_f64()).ok_or_else(|| ck_err(&p, "no \"lora_alpha\""))? as f32;
+    Ok(Some((r, a)))
+}
+
+/// Read an adapter saved by [`save_checkpoint`] onto the base `model`.
+pub fn load_adapter(dir: &Path, model: Model) -> Result<Model, TrainError> {
+    let (r, a) = adapter_config(dir)?.ok_or_else(|| ck_err(dir, "no adapter_config.json"))?;
+    let mut lora = Lora::zeros(&model.cfg, r, a);
+    lora.params = read_safetensors(&dir.join("adapter_model.safetensors"), &lora.params, "")?;
+    model.with_lora(lora)
+}
+
+/// The run's last complete checkpoint: model (a LoRA checkpoint on the
+/// base model at `base`), optimiser state, run state.
 pub fn load_checkpoint(
     run: &Path,
+    base: &Path,
     opt_cfg: crate::optim::AdamWConfig,
-) -> Result<Option<(LlamaConfig, Params, crate::optim::AdamW, RunState)>, TrainError> {
+) -> Result<Option<(Model, crate::optim::AdamW, RunState)>, TrainError> {
     let mut dir = checkpoint_dir(run);
     if !dir.exists() {
         // Killed between the two renames: the old one is complete.
@@ -170,15 +325,17 @@ pub fn load_checkpoint(
             return Ok(None);
         }
     }
-    let (cfg, params) = load_model(&dir)?;
-    let mut opt = crate::optim::AdamW::new(opt_cfg, &params);
-    let mut both = params.zeros_like();
-    both.names =
-        params.names.iter().map(|n| format!("m.{n}")).chain(params.names.iter().map(|n| format!("v.{n}"))).collect();
-    both.shapes.extend(params.shapes.iter().cloned());
-    both.data.extend(params.data.iter().map(|d| vec![0f32; d.len()]));
+    let model = if adapter_config(&dir)?.is_some() {
+        let (cfg, params) = load_model(base)?;
+        load_adapter(&dir, Model::new(cfg, params)?)?
+    } else {
+        let (cfg, params) = load_model(&dir)?;
+        Model::new(cfg, params)?
+    };
+    let mut opt = crate::optim::AdamW::new(opt_cfg, model.trainable());
+    let both = moments_of(&opt);
     let mo = read_safetensors(&dir.join("optimizer.safetensors"), &both, "")?;
-    let k = params.data.len();
+    let k = opt.m.data.len();
     opt.m.data = mo.data[..k].to_vec();
     opt.v.data = mo.data[k..].to_vec();
     let sp = dir.join("state.json");
@@ -186,7 +343,7 @@ pub fn load_checkpoint(
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ck_err(&sp, e.to_string()))?;
     opt.t = v.get("adam_t").and_then(|t| t.as_u64()).unwrap_or(0);
     let state: RunState = serde_json::from_value(v).map_err(|e| ck_err(&sp, e.to_string()))?;
-    Ok(Some((cfg, params, opt, state)))
+    Ok(Some((model, opt, state)))
 }
 
 /// The per-step JSONL log, flushed line by line.

@@ -28,11 +28,13 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, Log, RunState};
-use crate::model::{LlamaConfig, Model, Params};
+use crate::model::{LlamaConfig, Lora, Model, Params};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::rollout::{self, Rollout};
 use crate::tasks::{self, Problem, Task};
 use crate::TrainError;
+use whale_engine::text::chat_template::{ChatMessage, ChatTemplate};
+use whale_engine::text::tokenizer::Tokenizer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,6 +77,12 @@ pub struct SftSettings {
     /// Shape of a model trained from scratch (ignored when starting from one).
     pub hidden: usize,
     pub layers: usize,
+    /// LoRA rank on every linear layer (0: train every weight).
+    pub lora_rank: usize,
+    pub lora_alpha: f32,
+    /// Longest completion in tokens (0: the task's own for the tiny
+    /// vocabulary, 64 for a model that reads text).
+    pub max_new: usize,
 }
 
 impl SftSettings {
@@ -88,6 +96,9 @@ impl SftSettings {
             slip: 0.7,
             hidden: 64,
             layers: 2,
+            lora_rank: 0,
+            lora_alpha: 16.0,
+            max_new: 0,
         }
     }
 }
@@ -113,6 +124,12 @@ pub struct GrpoSettings {
     pub reward: RewardKind,
     pub temperature: f32,
     pub max_grad_norm: f64,
+    /// LoRA rank on every linear layer (0: train every weight).
+    pub lora_rank: usize,
+    pub lora_alpha: f32,
+    /// Longest completion in tokens (0: the task's own for the tiny
+    /// vocabulary, 64 for a model that reads text).
+    pub max_new: usize,
 }
 
 impl GrpoSettings {
@@ -133,6 +150,9 @@ impl GrpoSettings {
             reward: RewardKind::Verifier,
             temperature: 1.0,
             max_grad_norm: 1.0,
+            lora_rank: 0,
+            lora_alpha: 16.0,
+            max_new: 0,
         }
     }
 
@@ -200,35 +220,149 @@ pub fn heldout_set(task: Task, n: usize) -> Vec<Problem> {
     out
 }
 
-fn stops() -> [u32; 2] {
-    [tasks::EOS, tasks::ANSWER_CLOSE]
+/// How problems become token ids and completions become text for the
+/// model being trained: the tiny character vocabulary, or a real model's
+/// tokenizer and chat template.
+pub enum Codec {
+    Tiny,
+    Text { tok: Box<Tokenizer>, template: Option<Box<ChatTemplate>> },
+}
+
+impl Codec {
+    /// The tiny vocabulary for a model of that size without a tokenizer of
+    /// its own; else the tokenizer of the model file or folder at `path`.
+    pub fn for_model(path: &Path, cfg: &LlamaConfig) -> Result<Codec, TrainError> {
+        use whale_engine::formats::weights::WeightStore;
+        let tok = if path.is_dir() && !path.join("tokenizer.json").exists() {
+            None
+        } else {
+            match WeightStore::open(path).map_err(whale_engine::models::ModelError::from)? {
+                WeightStore::Gguf(g) => Some(Tokenizer::from_gguf(&g).map_err(whale_engine::models::ModelError::from)?),
+                WeightStore::Hf(h) => {
+                    Some(Tokenizer::from_hf_dir(&h.dir).map_err(whale_engine::models::ModelError::from)?)
+                }
+            }
+        };
+        match tok {
+            None if cfg.vocab_size == tasks::VOCAB.len() => Ok(Codec::Tiny),
+            None => Err(TrainError::Input(format!("{} has no tokenizer.json", path.display()))),
+            Some(tok) => {
+                let template = match tok.chat_template() {
+                    Some(src) => {
+                        Some(ChatTemplate::new(src).map_err(|e| TrainError::Input(format!("chat template: {e}")))?)
+                    }
+                    None => None,
+                };
+                Ok(Codec::Text { tok: Box::new(tok), template: template.map(Box::new) })
+            }
+        }
+    }
+
+    pub fn prompt_ids(&self, p: &Problem) -> Result<Vec<u32>, TrainError> {
+        match self {
+            Codec::Tiny => Ok(p.prompt_ids()),
+            Codec::Text { tok, template } => {
+                let user = format!("{} Give the final answer between <answer> and </answer>.", p.question());
+                let text = match template {
+                    Some(t) => t
+                        .render(&[ChatMessage::new("user", user)], true, &tok.bos_token(), &tok.eos_token(), None)
+                        .map_err(|e| TrainError::Input(format!("chat template: {e}")))?,
+                    None => format!("{user}\\n"),
+                };
+                // The template writes the control tokens; the question is plain text.
+                tok.encode(&text, template.is_none() && tok.add_bos()).map_err(|e| TrainError::Input(e.to_string()))
+            }
+        }
+    }
+
+    /// A completion's ids (for imitation).
+    pub fn completion_ids(&self, text: &str) -> Result<Vec<u32>, TrainError> {
+        match self {
+            Codec::Tiny => tasks::encode(text),
+            Codec::Text { tok, .. } => {
+                let mut ids = tok.encode_guarded(text, false).map_err(|e| TrainError::Input(e.to_string()))?;
+                ids.extend(tok.eos_id());
+                Ok(ids)
+            }
+        }
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match self {
+            Codec::Tiny => tasks::decode(ids),
+            Codec::Text { tok, .. } => tok.decode_skip_special(ids),
+        }
+    }
+
+    fn stops(&self) -> Vec<u32> {
+        match self {
+            Codec::Tiny => vec![tasks::EOS, tasks::ANSWER_CLOSE],
+            Codec::Text { tok, .. } => tok.eog_ids(),
+        }
+    }
+
+    /// A completion is finished once its text closes the answer.
+    fn done(&self, ids: &[u32]) -> bool {
+        match self {
+            Codec::Tiny => false,
+            Codec::Text { tok, .. } => {
+                let tail = &ids[ids.len().saturating_sub(6)..];
+                tok.decode(tail).contains("</answer>")
+            }
+        }
+    }
+
+    fn max_new(&self, task: Task, asked: usize) -> usize {
+        match (asked, self) {
+            (0, Codec::Tiny) => task.max_answer_tokens(),
+            (0, Codec::Text { .. }) => 64,
+            (n, _) => n,
+        }
+    }
+}
+
+/// Sample through the engine with a codec's stops.
+#[allow(clippy::too_many_arguments)]
+fn rollouts(
+    policy: &dyn whale_engine::models::Model,
+    codec: &Codec,
+    prompts: &[Vec<u32>],
+    g: usize,
+    max_new: usize,
+    temperature: f32,
+    rng: &mut StdRng,
+) -> Result<Vec<Rollout>, TrainError> {
+    rollout::sample(policy, prompts, g, max_new, temperature, &codec.stops(), &|ids| codec.done(ids), rng)
 }
 
 /// Score a policy on held-out problems with the engine: greedy, and
 /// optionally 8 samples each for pass@1 and pass@8.
 pub fn evaluate(
     policy: &dyn whale_engine::models::Model,
+    codec: &Codec,
     problems: &[Problem],
+    max_new: usize,
     samples: bool,
 ) -> Result<Eval, TrainError> {
-    let Some(first) = problems.first() else { return Ok(Eval::default()) };
-    let max_new = first.task.max_answer_tokens();
-    let prompts: Vec<Vec<u32>> = problems.iter().map(Problem::prompt_ids).collect();
+    if problems.is_empty() {
+        return Ok(Eval::default());
+    }
+    let prompts: Vec<Vec<u32>> = problems.iter().map(|p| codec.prompt_ids(p)).collect::<Result<_, _>>()?;
     let mut rng = StdRng::seed_from_u64(0xE7A1);
-    let g = rollout::sample(policy, &prompts, 1, max_new, 0.0, &stops(), &mut rng)?;
+    let g = rollouts(policy, codec, &prompts, 1, max_new, 0.0, &mut rng)?;
     let n = problems.len() as f64;
     let mut e = Eval { n: problems.len(), ..Default::default() };
     for (r, p) in g.iter().zip(problems) {
-        let s = tasks::score(p, &tasks::decode(&r.completion));
+        let s = tasks::score(p, &codec.decode(&r.completion));
         e.greedy += s.strict as u8 as f64 / n;
         e.greedy_lenient += s.lenient as u8 as f64 / n;
     }
     if samples {
         let k = 8;
-        let rs = rollout::sample(policy, &prompts, k, max_new, 1.0, &stops(), &mut rng)?;
+        let rs = rollouts(policy, codec, &prompts, k, max_new, 1.0, &mut rng)?;
         for (i, p) in problems.iter().enumerate() {
             let ok: Vec<bool> =
-                rs[i * k..(i + 1) * k].iter().map(|r| tasks::score(p, &tasks::decode(&r.completion)).strict).collect();
+                rs[i * k..(i + 1) * k].iter().map(|r| tasks::score(p, &codec.decode(&r.completion)).strict).collect();
             e.pass1 += ok.iter().filter(|&&b| b).count() as f64 / (k as f64 * n);
             e.pass8 += ok.iter().any(|&b| b) as u8 as f64 / n;
         }
@@ -255,15 +389,19 @@ fn settings_json<T: Serialize>(kind: &str, s: &T) -> serde_json::Value {
 }
 
 /// Start or resume a run in `run`: the checkpoint there if its settings
-/// match, else `init` (or a fresh model).
+/// match, else `init()`; under LoRA (`rank > 0`) fresh adapters on it.
+#[allow(clippy::too_many_arguments)]
 fn start(
     run: &Path,
     settings: &serde_json::Value,
     opt_cfg: AdamWConfig,
+    base: &Path,
+    lora: (usize, f32),
+    seed: u64,
     init: impl FnOnce() -> Result<(LlamaConfig, Params), TrainError>,
-) -> Result<(LlamaConfig, Params, AdamW, RunState), TrainError> {
+) -> Result<(Model, AdamW, RunState), TrainError> {
     std::fs::create_dir_all(run).map_err(crate::io_err(run))?;
-    if let Some((cfg, params, opt, state)) = checkpoint::load_checkpoint(run, opt_cfg)? {
+    if let Some((model, opt, state)) = checkpoint::load_checkpoint(run, base, opt_cfg)? {
         if &state.settings != settings {
             return Err(TrainError::Input(format!(
                 "{} holds a run with other settings ({}); use another --out or the same settings to resume",
@@ -271,10 +409,15 @@ fn start(
                 state.settings
             )));
         }
-        return Ok((cfg, params, opt, state));
+        return Ok((model, opt, state));
     }
     let (cfg, params) = init()?;
-    let opt = AdamW::new(opt_cfg, &params);
+    let mut model = Model::new(cfg, params)?;
+    if lora.0 > 0 {
+        let adapters = Lora::new(&model.cfg, lora.0, lora.1, &mut StdRng::seed_from_u64(seed ^ 0x10AA))?;
+        model = model.with_lora(adapters)?;
+    }
+    let opt = AdamW::new(opt_cfg, model.trainable());
     let state = RunState {
         step: 0,
         settings: settings.clone(),
@@ -283,7 +426,21 @@ fn start(
         rollouts: 0,
         seconds: 0.0,
     };
-    Ok((cfg, params, opt, state))
+    Ok((model, opt, state))
+}
+
+/// Rows whose next token is a completion token: `(row mask, rows)`.
+fn completion_rows(spans: &[std::ops::Range<usize>], plens: &[usize]) -> (Vec<bool>, usize) {
+    let n = spans.last().map_or(0, |s| s.end);
+    let mut need = vec![false; n];
+    for (sp, &p) in spans.iter().zip(plens) {
+        need[sp.start + p - 1..sp.end - 1].iter_mut().for_each(|x| *x = true);
+    }
+    (need, n)
+}
+
+fn spans_of(seqs: &[Vec<u32>]) -> Vec<std::ops::Range<usize>> {
+    whale_engine::models::batch_spans(seqs.iter().map(Vec::len))
 }
 
 /// `lr` with a linear warm-up over the first 5 % of steps.
@@ -292,9 +449,9 @@ fn lr_at(lr: f32, step: u64, steps: u64) -> f32 {
     lr * ((step + 1) as f32 / warm as f32).min(1.0)
 }
 
-/// Supervised imitation of the flawed teacher: from `init` (a model folder)
-/// or a new model of `s.hidden × s.layers`. Returns the model folder of the
-/// result (`run/checkpoint`).
+/// Supervised imitation of the flawed teacher: from `init` (a model file or
+/// folder, fully or with LoRA) or a new tiny model of `s.hidden × s.layers`.
+/// Returns the checkpoint folder (`run/checkpoint`) and the codec.
 pub fn sft(
     run: &Path,
     s: &SftSettings,
@@ -306,18 +463,27 @@ pub fn sft(
     if s.batch == 0 || s.batch > 4096 || !(s.lr.is_finite() && s.lr > 0.0) || !(0.0..=1.0).contains(&s.slip) {
         return Err(TrainError::Input("batch must be 1..=4096, lr positive, slip in [0, 1]".into()));
     }
+    if s.lora_rank > 0 && init.is_none() {
+        return Err(TrainError::Input("LoRA needs a model to adapt (--init)".into()));
+    }
     let settings = settings_json("sft", &(s, init.map(|p| p.display().to_string())));
     let opt_cfg = AdamWConfig { lr: s.lr, weight_decay: 0.01, ..Default::default() };
-    let (cfg, params, mut opt, mut state) = start(run, &settings, opt_cfg, || match init {
-        Some(dir) => checkpoint::load_model(dir),
-        None => {
-            let cfg = LlamaConfig::tiny(tasks::VOCAB.len(), s.hidden, s.layers, tasks::BOS, tasks::EOS);
-            cfg.validate()?;
-            let params = Params::init(&cfg, &mut StdRng::seed_from_u64(s.seed ^ 0x1417));
-            Ok((cfg, params))
-        }
-    })?;
-    let mut model = Model::new(cfg, params)?;
+    let base = init.map(Path::to_path_buf).unwrap_or_default();
+    let (mut model, mut opt, mut state) =
+        start(run, &settings, opt_cfg, &base, (s.lora_rank, s.lora_alpha), s.seed, || match init {
+            Some(dir) => checkpoint::load_model(dir),
+            None => {
+                let cfg = LlamaConfig::tiny(tasks::VOCAB.len(), s.hidden, s.layers, tasks::BOS, tasks::EOS);
+                cfg.validate()?;
+                let params = Params::init(&cfg, &mut StdRng::seed_from_u64(s.seed ^ 0x1417));
+                Ok((cfg, params))
+            }
+        })?;
+    let codec = match init {
+        Some(p) => Codec::for_model(p, &model.cfg)?,
+        None => Codec::Tiny,
+    };
+    let base_name = base.display().to_string();
     let mut log = Log::open(&run.join("log.jsonl"))?;
     let t0 = Instant::now();
     let seconds0 = state.seconds;
@@ -328,22 +494,20 @@ pub fn sft(
         let mut plen = vec![];
         for _ in 0..s.batch {
             let p = Problem::train(task, &mut rng);
-            let mut ids = p.prompt_ids();
+            let mut ids = codec.prompt_ids(&p)?;
             plen.push(ids.len());
-            ids.extend(tasks::encode(&tasks::teacher(&p, s.slip, &mut rng))?);
+            ids.extend(codec.completion_ids(&tasks::teacher(&p, s.slip, &mut rng))?);
             seqs.push(ids);
         }
         let refs: Vec<&[u32]> = seqs.iter().map(|v| &v[..]).collect();
-        let tape = model.forward(&refs, threads)?;
-        let n_tok: usize = seqs.iter().zip(&plen).map(|(s, &p)| s.len() - p).sum();
-        let mut dlogp = vec![0f32; tape.logp.len() / model.cfg.vocab_size];
+        let (need, rows) = completion_rows(&spans_of(&seqs), &plen);
+        let tape = model.forward_rows(&refs, Some(&need), threads)?;
+        let n_tok = need.iter().filter(|&&b| b).count();
+        let mut dlogp = vec![0f32; rows];
         let mut loss = 0f64;
-        for ((sp, &p), sq) in tape.spans.iter().zip(&plen).zip(&seqs) {
-            for j in 0..sq.len() - p {
-                let r = sp.start + p - 1 + j;
-                dlogp[r] = -1.0 / n_tok as f32;
-                loss -= tape.next_logp(r) as f64 / n_tok as f64;
-            }
+        for r in (0..rows).filter(|&r| need[r]) {
+            dlogp[r] = -1.0 / n_tok as f32;
+            loss -= tape.next_logp(r) as f64 / n_tok as f64;
         }
         if !loss.is_finite() {
             return Err(TrainError::NonFinite {
@@ -353,9 +517,9 @@ pub fn sft(
         }
         if step % 100 == 0 {
             state.seconds = seconds0 + t0.elapsed().as_secs_f64();
-            checkpoint::save_checkpoint(run, &model.cfg, &model.params, &opt, &state)?;
+            checkpoint::save_checkpoint(run, &model, &base_name, &opt, &state)?;
         }
-        let mut grads = model.params.zeros_like();
+        let mut grads = model.trainable().zeros_like();
         model.backward(&tape, &dlogp, &mut grads, threads);
         let gnorm = clip_grad_norm(&mut grads, 1.0);
         if !gnorm.is_finite() {
@@ -367,14 +531,34 @@ pub fn sft(
         // Cosine decay to a tenth after the warm-up.
         let frac = step as f32 / s.steps as f32;
         let lr = lr_at(s.lr, step, s.steps) * (0.1 + 0.9 * 0.5 * (1.0 + (std::f32::consts::PI * frac).cos()));
-        opt.step(&mut model.params, &grads, lr);
+        opt.step(model.trainable_mut(), &grads, lr);
         state.step += 1;
         log.write(&serde_json::json!({"step": state.step, "loss": loss, "grad_norm": gnorm, "lr": lr}))?;
         progress(&Progress { step: state.step, steps: s.steps, reward: -loss, accuracy: f64::NAN, heldout: None });
     }
     state.seconds = seconds0 + t0.elapsed().as_secs_f64();
-    checkpoint::save_checkpoint(run, &model.cfg, &model.params, &opt, &state)?;
-    Ok(checkpoint::checkpoint_dir(run))
+    checkpoint::save_checkpoint(run, &model, &base_name, &opt, &state)?;
+    // The engine runs merged weights: a model folder beside the checkpoint.
+    let merged = run.join("model");
+    write_policy(&merged, &model, init)?;
+    Ok(merged)
+}
+
+/// The model folder the engine samples from: the weights (merged under
+/// LoRA), and the base's tokenizer files when it has them.
+fn write_policy(dir: &Path, model: &Model, base: Option<&Path>) -> Result<(), TrainError> {
+    let merged;
+    let params = if model.lora.is_some() {
+        merged = model.merged();
+        &merged
+    } else {
+        &model.params
+    };
+    checkpoint::save_model(dir, &model.cfg, params)?;
+    if let Some(b) = base {
+        checkpoint::copy_tokenizer(b, dir)?;
+    }
+    Ok(())
 }
 
 /// The result of a GRPO run, for `--json`.
@@ -402,13 +586,15 @@ pub struct GrpoSummary {
     pub log: String,
     pub plot: String,
     pub checkpoint: String,
+    /// The trained model as a folder the engine loads (merged under LoRA).
+    pub model: String,
 }
 
 /// Held-out problems evaluated per run.
 pub const HELDOUT_N: usize = 1000;
 
-/// GRPO from the model folder `init`. Resumes from `run/checkpoint` when it
-/// holds a run with the same settings.
+/// GRPO from the model `init` (a file or folder; fully or with LoRA).
+/// Resumes from `run/checkpoint` when it holds a run with the same settings.
 pub fn grpo(
     run: &Path,
     s: &GrpoSettings,
@@ -421,23 +607,25 @@ pub fn grpo(
     let task = Task::from_name(&s.task)?;
     let settings = settings_json("grpo", &(s, init.display().to_string()));
     let opt_cfg = AdamWConfig { lr: s.lr, weight_decay: 0.0, ..Default::default() };
-    let (cfg, params, mut opt, mut state) = start(run, &settings, opt_cfg, || checkpoint::load_model(init))?;
+    let (mut model, mut opt, mut state) =
+        start(run, &settings, opt_cfg, init, (s.lora_rank, s.lora_alpha), s.seed, || checkpoint::load_model(init))?;
+    let codec = Codec::for_model(init, &model.cfg)?;
     let reference = if s.beta > 0.0 {
         let (rc, rp) = checkpoint::load_model(init)?;
         Some(Model::new(rc, rp)?)
     } else {
         None
     };
-    let mut model = Model::new(cfg, params)?;
+    let base_name = init.display().to_string();
     let heldout = heldout_set(task, HELDOUT_N);
-    let max_new = task.max_answer_tokens();
+    let max_new = codec.max_new(task, s.max_new);
     let log_path = run.join("log.jsonl");
     let mut log = Log::open(&log_path)?;
     let t0 = Instant::now();
     let seconds0 = state.seconds;
     let pdir = policy_dir(run);
-    checkpoint::save_model(&pdir, &model.cfg, &model.params)?;
-    let before = evaluate(&*rollout::load_policy(init, threads)?, &heldout, true)?;
+    write_policy(&pdir, &model, Some(init))?;
+    let before = evaluate(&*rollout::load_policy(init, threads)?, &codec, &heldout, max_new, true)?;
     if state.heldout_before.is_none() {
         state.heldout_before = Some(before.greedy);
         state.heldout.push((0, before.greedy));
@@ -450,16 +638,15 @@ pub fn grpo(
         let t_roll = Instant::now();
         let policy = rollout::load_policy(&pdir, threads)?;
         let problems: Vec<Problem> = (0..s.prompts).map(|_| Problem::train(task, &mut rng)).collect();
-        let prompts: Vec<Vec<u32>> = problems.iter().map(Problem::prompt_ids).collect();
-        let rolls: Vec<Rollout> =
-            rollout::sample(&*policy, &prompts, s.group, max_new, s.temperature, &stops(), &mut rng)?;
+        let prompts: Vec<Vec<u32>> = problems.iter().map(|p| codec.prompt_ids(p)).collect::<Result<_, _>>()?;
+        let rolls = rollouts(&*policy, &codec, &prompts, s.group, max_new, s.temperature, &mut rng)?;
         drop(policy);
         rollout_s += t_roll.elapsed().as_secs_f64();
         rollout_tok += rolls.iter().map(|r| r.completion.len() as u64).sum::<u64>();
         state.rollouts += rolls.len() as u64;
         // Rewards and group-normalised advantages.
         let scores: Vec<tasks::Score> =
-            rolls.iter().map(|r| tasks::score(&problems[r.group], &tasks::decode(&r.completion))).collect();
+            rolls.iter().map(|r| tasks::score(&problems[r.group], &codec.decode(&r.completion))).collect();
         let rewards: Vec<f32> = match s.reward {
             RewardKind::Verifier => scores.iter().map(|sc| sc.reward()).collect(),
             RewardKind::Random => rolls.iter().map(|_| rng.gen_bool(0.5) as u8 as f32).collect(),
@@ -498,17 +685,18 @@ pub fn grpo(
         let (mut kl_sum, mut ent_sum, mut loss) = (0f64, 0f64, 0f64);
         let mut gnorm = 0.0;
         if !idx.is_empty() {
-            let tape = model.forward(&refs, threads)?;
+            let plens: Vec<usize> = idx.iter().map(|&i| prompts[rolls[i].group].len()).collect();
+            let spans = spans_of(&seqs);
+            let (need, rows) = completion_rows(&spans, &plens);
+            let tape = model.forward_rows(&refs, Some(&need), threads)?;
             let ref_tape = match &reference {
-                Some(r) => Some(r.forward(&refs, threads)?),
+                Some(r) => Some(r.forward_rows(&refs, Some(&need), threads)?),
                 None => None,
             };
-            let rows = tape.logp.len() / model.cfg.vocab_size;
             let mut dlogp = vec![0f32; rows];
             let total_tok: usize = idx.iter().map(|&i| rolls[i].completion.len()).sum();
             for (k, &i) in idx.iter().enumerate() {
                 let r = &rolls[i];
-                let plen = prompts[r.group].len();
                 let len = r.completion.len();
                 let w = match s.loss {
                     LossKind::Grpo => 1.0 / (idx.len() * len) as f32,
@@ -517,7 +705,7 @@ pub fn grpo(
                 };
                 let a = adv[i];
                 for j in 0..len {
-                    let row = tape.spans[k].start + plen - 1 + j;
+                    let row = spans[k].start + plens[k] - 1 + j;
                     let lp = tape.next_logp(row);
                     let gap = (lp - r.logp[j]).abs();
                     gap_sum += gap as f64;
@@ -547,8 +735,8 @@ pub fn grpo(
             }
             // The policy that produced a finite loss is the last good one.
             state.seconds = seconds0 + t0.elapsed().as_secs_f64();
-            checkpoint::save_checkpoint(run, &model.cfg, &model.params, &opt, &state)?;
-            let mut grads = model.params.zeros_like();
+            checkpoint::save_checkpoint(run, &model, &base_name, &opt, &state)?;
+            let mut grads = model.trainable().zeros_like();
             model.backward(&tape, &dlogp, &mut grads, threads);
             gnorm = clip_grad_norm(&mut grads, s.max_grad_norm);
             if !gnorm.is_finite() {
@@ -557,10 +745,10 @@ pub fn grpo(
                     checkpoint: checkpoint::checkpoint_dir(run).display().to_string(),
                 });
             }
-            opt.step(&mut model.params, &grads, lr_at(s.lr, step, s.steps));
+            opt.step(model.trainable_mut(), &grads, lr_at(s.lr, step, s.steps));
             train_tok += seqs.iter().map(|v| v.len() as u64).sum::<u64>();
         }
-        checkpoint::save_model(&pdir, &model.cfg, &model.params)?;
+        write_policy(&pdir, &model, None)?;
         train_s += t_train.elapsed().as_secs_f64();
         state.step += 1;
         let n = rolls.len() as f64;
@@ -568,7 +756,7 @@ pub fn grpo(
         let accuracy = scores.iter().filter(|s| s.strict).count() as f64 / n;
         let mut held = None;
         if eval_every > 0 && (state.step % eval_every == 0 || state.step == s.steps) {
-            let e = evaluate(&*rollout::load_policy(&pdir, threads)?, &heldout, false)?;
+            let e = evaluate(&*rollout::load_policy(&pdir, threads)?, &codec, &heldout, max_new, false)?;
             held = Some(e.greedy);
             state.heldout.push((state.step, e.greedy));
         }
@@ -592,8 +780,8 @@ pub fn grpo(
         progress(&Progress { step: state.step, steps: s.steps, reward, accuracy, heldout: held });
     }
     state.seconds = seconds0 + t0.elapsed().as_secs_f64();
-    checkpoint::save_checkpoint(run, &model.cfg, &model.params, &opt, &state)?;
-    let after = evaluate(&*rollout::load_policy(&pdir, threads)?, &heldout, true)?;
+    checkpoint::save_checkpoint(run, &model, &base_name, &opt, &state)?;
+    let after = evaluate(&*rollout::load_policy(&pdir, threads)?, &codec, &heldout, max_new, true)?;
     // Curves from the log (a resumed run's log holds every step).
     let text = std::fs::read_to_string(&log_path).map_err(crate::io_err(&log_path))?;
     let recs: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -630,5 +818,6 @@ pub fn grpo(
         log: log_path.display().to_string(),
         plot: plot_path.display().to_string(),
         checkpoint: checkpoint::checkpoint_dir(run).display().to_string(),
+        model: pdir.display().to_string(),
     })
 }

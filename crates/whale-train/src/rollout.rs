@@ -15,8 +15,12 @@ use crate::TrainError;
 /// can be compared with the trainer's).
 pub fn load_policy(dir: &Path, threads: usize) -> Result<Box<dyn Model>, TrainError> {
     let store = WeightStore::open(dir).map_err(whale_engine::models::ModelError::from)?;
+    let arch = match &store {
+        WeightStore::Hf(h) => h.config.get("model_type").and_then(|v| v.as_str()).unwrap_or("llama").to_string(),
+        WeightStore::Gguf(g) => g.architecture().unwrap_or("llama").to_string(),
+    };
     let opts = LoadOptions { threads, cache_type: CacheType::F32, ..Default::default() };
-    Ok(load_weights(&store, "llama", opts)?)
+    Ok(load_weights(&store, &arch, opts)?)
 }
 
 /// One sampled completion.
@@ -38,10 +42,11 @@ fn log_softmax(logits: &[f32]) -> Vec<f32> {
 }
 
 /// Sample `g` completions of each prompt, up to `max_new` tokens, stopping
-/// after any token of `stop`. `temperature` 0 takes the most likely token
+/// after any token of `stop` or when `done(completion)` says so. `temperature` 0 takes the most likely token
 /// (the first on ties); otherwise tokens are drawn from the softmax of
 /// logits / temperature, with no top-k or top-p, so at 1 they come from the
 /// policy itself. Results are ordered by prompt, then sample.
+#[allow(clippy::too_many_arguments)]
 pub fn sample(
     model: &dyn Model,
     prompts: &[Vec<u32>],
@@ -49,6 +54,7 @@ pub fn sample(
     max_new: usize,
     temperature: f32,
     stop: &[u32],
+    done: &dyn Fn(&[u32]) -> bool,
     rng: &mut impl Rng,
 ) -> Result<Vec<Rollout>, TrainError> {
     if prompts.is_empty() || g == 0 {
@@ -87,7 +93,7 @@ pub fn sample(
             let r = &mut out[k];
             r.completion.push(tok as u32);
             r.logp.push(lp[tok]);
-            if stop.contains(&(tok as u32)) {
+            if stop.contains(&(tok as u32)) || done(&r.completion) {
                 continue;
             }
             if r.completion.len() >= max_new {
@@ -153,7 +159,7 @@ mod tests {
         let trainer = TrainModel::new(cfg, params).unwrap();
         let prompts = vec![vec![0u32, 5, 6, 14, 7, 18], vec![0u32, 9, 9, 15, 4, 18]];
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let rolls = sample(&*engine, &prompts, 4, 12, 1.0, &[1, 3], &mut rng).unwrap();
+        let rolls = sample(&*engine, &prompts, 4, 12, 1.0, &[1, 3], &|_| false, &mut rng).unwrap();
         assert_eq!(rolls.len(), 8);
         let distinct: std::collections::HashSet<_> = rolls.iter().map(|r| r.completion.clone()).collect();
         assert!(distinct.len() > 2, "samples of a group differ");
@@ -169,7 +175,7 @@ mod tests {
         }
         assert!(worst < 1e-4, "largest |logp_engine - logp_train| = {worst}");
         // Greedy takes the trainer's argmax at every step.
-        let g = sample(&*engine, &prompts[..1], 1, 12, 0.0, &[1, 3], &mut rng).unwrap();
+        let g = sample(&*engine, &prompts[..1], 1, 12, 0.0, &[1, 3], &|_| false, &mut rng).unwrap();
         let mut seq = prompts[0].clone();
         seq.extend(&g[0].completion);
         let tape = trainer.forward(&[&seq], 1).unwrap();

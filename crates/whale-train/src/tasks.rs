@@ -192,7 +192,22 @@ impl Problem {
         }
     }
 
-    /// The prompt's token ids, `<s>` first.
+    /// The question in words, for a model that reads text.
+    pub fn question(&self) -> String {
+        let n = &self.numbers;
+        match self.task {
+            Task::Addition => format!("What is {} + {}?", n[0], n[1]),
+            Task::Multiplication => format!("What is {} * {}?", n[0], n[1]),
+            Task::Sorting => format!("Sort the digits {} in ascending order, separated by commas.", self.prompt.trim_end_matches('=')),
+            Task::Countdown => format!(
+                "Using some of the numbers {} once each, with + - * / and parentheses, write an expression equal to {}.",
+                n.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "),
+                self.target
+            ),
+        }
+    }
+
+    /// The prompt's token ids in the tiny vocabulary, `<s>` first.
     pub fn prompt_ids(&self) -> Vec<u32> {
         let mut ids = vec![BOS];
         ids.extend(encode(&self.prompt).expect("generated prompts are in the vocabulary"));

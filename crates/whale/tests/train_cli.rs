@@ -190,16 +190,15 @@ fn bad_input_is_refused_clearly() {
     fails_with(&["train", "grpo", "--lr", "NaN", "--out", o], "learning rate");
     fails_with(&["train", "grpo", "--loss", "ppo", "--out", o], "unknown loss");
     fails_with(&["train", "grpo", "--reward", "vibes", "--out", o], "unknown --reward");
-    // A model the trainer cannot differentiate.
-    let q = d.join("qwen");
-    std::fs::create_dir_all(&q).unwrap();
-    std::fs::write(q.join("config.json"), r#"{"model_type": "qwen2", "hidden_size": 8}"#).unwrap();
+    // A model the trainer cannot differentiate (DeepSeek-V3's MLA and MoE).
+    let ds = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/hf-reference/models/dsv3_b_noqlora_norope_scaling");
     fails_with(
-        &["train", "grpo", "--init", q.to_str().unwrap(), "--out", d.join("q").to_str().unwrap()],
+        &["train", "grpo", "--init", ds.to_str().unwrap(), "--out", d.join("q").to_str().unwrap()],
         "cannot train",
     );
     // A missing model folder.
-    fails_with(&["train", "grpo", "--init", d.join("nothing").to_str().unwrap(), "--out", o], "config.json");
+    fails_with(&["train", "grpo", "--init", d.join("nothing").to_str().unwrap(), "--out", o], "cannot open");
 
     // A learning rate that makes the loss blow up stops with a message, and
     // the checkpoint left is the last policy whose loss was finite.

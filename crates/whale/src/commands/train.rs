@@ -43,6 +43,16 @@ pub struct CommonArgs {
     /// Print one JSON object with the results at the end.
     #[arg(long)]
     pub json: bool,
+    /// Train LoRA adapters of this rank on every linear layer of --init
+    /// instead of every weight (0: every weight).
+    #[arg(long, default_value_t = 0)]
+    pub lora_rank: usize,
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f32,
+    /// Longest completion in tokens (default: the task's for a tiny model,
+    /// 64 for a model that reads text).
+    #[arg(long, default_value_t = 0)]
+    pub max_new: usize,
 }
 
 #[derive(clap::Args)]
@@ -146,12 +156,26 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 slip: a.slip,
                 hidden: a.hidden,
                 layers: a.layers,
+                lora_rank: c.lora_rank,
+                lora_alpha: c.lora_alpha,
+                max_new: c.max_new,
                 ..SftSettings::new(task, c.seed)
             };
             let t0 = std::time::Instant::now();
             let model = run_sft(&out, &s, c.init.as_deref(), th)?;
             let policy = whale_train::rollout::load_policy(&model, th)?;
-            let e = grpo::evaluate(&*policy, &grpo::heldout_set(task, grpo::HELDOUT_N), true)?;
+            let codec = match &c.init {
+                Some(p) => grpo::Codec::for_model(p, &whale_train::checkpoint::load_model(&model)?.0)?,
+                None => grpo::Codec::Tiny,
+            };
+            let max_new = if c.max_new > 0 {
+                c.max_new
+            } else if matches!(codec, grpo::Codec::Tiny) {
+                task.max_answer_tokens()
+            } else {
+                64
+            };
+            let e = grpo::evaluate(&*policy, &codec, &grpo::heldout_set(task, grpo::HELDOUT_N), max_new, true)?;
             if c.json {
                 let v = serde_json::json!({"model": model, "heldout": e.greedy, "heldout_lenient": e.greedy_lenient,
                     "pass1": e.pass1, "pass8": e.pass8, "heldout_n": e.n, "steps": a.steps, "seconds": t0.elapsed().as_secs_f64()});
@@ -190,6 +214,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 dynamic_sampling: a.dynamic_sampling,
                 reward,
                 temperature: a.temperature,
+                lora_rank: c.lora_rank,
+                lora_alpha: c.lora_alpha,
+                max_new: c.max_new,
                 ..GrpoSettings::new(task, c.seed)
             };
             s.validate()?;
@@ -213,8 +240,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "held-out greedy exact match {:.3} -> {:.3} (n={}), pass@8 {:.3} -> {:.3}\n{} steps, {} rollouts, {:.0} s\nlog {}\nplot {}\ncheckpoint {}",
-                    r.heldout_before, r.heldout_after, r.heldout_n, r.pass8_before, r.pass8_after, r.steps, r.rollouts, r.seconds, r.log, r.plot, r.checkpoint
+                    "held-out greedy exact match {:.3} -> {:.3} (n={}), pass@8 {:.3} -> {:.3}\n{} steps, {} rollouts, {:.0} s\nlog {}\nplot {}\ncheckpoint {}\nmodel {}",
+                    r.heldout_before, r.heldout_after, r.heldout_n, r.pass8_before, r.pass8_after, r.steps, r.rollouts, r.seconds, r.log, r.plot, r.checkpoint, r.model
                 );
             }
             Ok(())
