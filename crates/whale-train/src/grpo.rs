@@ -590,7 +590,7 @@ pub struct GrpoSummary {
     pub model: String,
 }
 
-/// Held-out problems evaluated per run.
+/// Held-out problems evaluated per run, by default.
 pub const HELDOUT_N: usize = 1000;
 
 /// GRPO from the model `init` (a file or folder; fully or with LoRA).
@@ -601,6 +601,7 @@ pub fn grpo(
     init: &Path,
     threads: usize,
     eval_every: u64,
+    heldout_n: usize,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<GrpoSummary, TrainError> {
     s.validate()?;
@@ -617,7 +618,7 @@ pub fn grpo(
         None
     };
     let base_name = init.display().to_string();
-    let heldout = heldout_set(task, HELDOUT_N);
+    let heldout = heldout_set(task, heldout_n);
     let max_new = codec.max_new(task, s.max_new);
     let log_path = run.join("log.jsonl");
     let mut log = Log::open(&log_path)?;

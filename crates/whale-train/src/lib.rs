@@ -16,6 +16,7 @@
 //! - [`rollout`]: sampling groups of answers through the engine
 //!   (`whale_engine::models::llama`), the prompt prefilled once and its KV
 //!   cache forked G ways, all sequences in one batched forward;
+//! - [`export`]: a trained model, adapters merged, as a GGUF with its tokenizer;
 //! - [`grpo`]: the objective (GRPO, Dr. GRPO, DAPO) and the training loops
 //!   (`sft` on the teacher, `grpo` on the rewards), with evaluation.
 //!
@@ -23,6 +24,7 @@
 //! draws the progress bar.
 
 pub mod checkpoint;
+pub mod export;
 pub mod grpo;
 pub mod model;
 pub mod ops;

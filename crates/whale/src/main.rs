@@ -37,6 +37,8 @@ enum Command {
     Synth(commands::synth::SynthArgs),
     /// Train with DeepSeek-R1's recipe: GRPO on verifiable rewards (and the SFT start).
     Train(commands::train::TrainArgs),
+    /// Write a trained model (LoRA merged) as a GGUF that run and serve load.
+    Export(commands::train::ExportArgs),
     /// Serve the model over HTTP with DeepSeek's (and OpenAI's) API.
     Serve(server::ServeArgs),
 }
@@ -68,6 +70,7 @@ fn main() {
         Command::Bench(a) => commands::bench::run(a),
         Command::Synth(a) => commands::synth::run(a),
         Command::Train(a) => commands::train::run(a),
+        Command::Export(a) => commands::train::export(a),
         Command::Pull(a) => {
             if a.list || a.spec.is_none() {
                 pull::print_catalog();

@@ -53,6 +53,9 @@ pub struct CommonArgs {
     /// 64 for a model that reads text).
     #[arg(long, default_value_t = 0)]
     pub max_new: usize,
+    /// Held-out problems scored before and after (greedy, and 8 samples each).
+    #[arg(long, default_value_t = whale_train::grpo::HELDOUT_N)]
+    pub heldout: usize,
 }
 
 #[derive(clap::Args)]
@@ -142,9 +145,19 @@ fn run_sft(dir: &Path, s: &SftSettings, init: Option<&Path>, threads: usize) -> 
     Ok(out)
 }
 
+/// `--init`: a path, or a catalog name / hub spec as `whale run` takes.
+fn resolve_init(init: &Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    match init {
+        Some(p) if p.exists() => Ok(Some(p.clone())),
+        Some(p) => Ok(Some(crate::pull::resolve_model(&p.to_string_lossy())?)),
+        None => Ok(None),
+    }
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     match args.command {
-        TrainCommand::Sft(a) => {
+        TrainCommand::Sft(mut a) => {
+            a.common.init = resolve_init(&a.common.init)?;
             let c = &a.common;
             let task = Task::from_name(&c.task)?;
             let th = threads(c.threads)?;
@@ -175,7 +188,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             } else {
                 64
             };
-            let e = grpo::evaluate(&*policy, &codec, &grpo::heldout_set(task, grpo::HELDOUT_N), max_new, true)?;
+            let e = grpo::evaluate(&*policy, &codec, &grpo::heldout_set(task, c.heldout), max_new, true)?;
             if c.json {
                 let v = serde_json::json!({"model": model, "heldout": e.greedy, "heldout_lenient": e.greedy_lenient,
                     "pass1": e.pass1, "pass8": e.pass8, "heldout_n": e.n, "steps": a.steps, "seconds": t0.elapsed().as_secs_f64()});
@@ -192,7 +205,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TrainCommand::Grpo(a) => {
+        TrainCommand::Grpo(mut a) => {
+            a.common.init = resolve_init(&a.common.init)?;
             let c = &a.common;
             let task = Task::from_name(&c.task)?;
             let th = threads(c.threads)?;
@@ -234,7 +248,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 let held = p.heldout.map_or(String::new(), |h| format!(" held-out {h:.3}"));
                 pb.set_message(format!("reward {:.3} acc {:.3}{held}", p.reward, p.accuracy));
             };
-            let r = grpo::grpo(&out.join("grpo"), &s, &init, th, a.eval_every, &mut report)?;
+            let r = grpo::grpo(&out.join("grpo"), &s, &init, th, a.eval_every, c.heldout, &mut report)?;
             pb.finish_and_clear();
             if c.json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -247,4 +261,62 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// A trained model folder, or a LoRA checkpoint (adapter_config.json).
+    pub model: PathBuf,
+    /// The GGUF file to write.
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    /// The base model a LoRA checkpoint adapts, and whose tokenizer the
+    /// GGUF carries (default: the adapter's base_model_name_or_path).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Matrix type: f32 or f16 (vectors stay f32).
+    #[arg(long, default_value = "f16")]
+    pub r#type: String,
+}
+
+/// `whale export`: merge LoRA and write a GGUF that `whale run` and
+/// `whale serve` load.
+pub fn export(a: ExportArgs) -> anyhow::Result<()> {
+    use whale_train::checkpoint;
+    use whale_train::export::{self, ExportType};
+    let ty = match a.r#type.as_str() {
+        "f32" => ExportType::F32,
+        "f16" => ExportType::F16,
+        other => anyhow::bail!("unknown --type {other:?}: f32 or f16"),
+    };
+    let adapter = checkpoint::adapter_config(&a.model)?;
+    let mut base = a.base.clone();
+    let model = if adapter.is_some() {
+        if base.is_none() {
+            let text = std::fs::read_to_string(a.model.join("adapter_config.json"))?;
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            base = v["base_model_name_or_path"].as_str().filter(|s| !s.is_empty()).map(PathBuf::from);
+        }
+        let b = base.as_ref().context("a LoRA checkpoint needs its base model (--base)")?;
+        let (cfg, params) = checkpoint::load_model(b).with_context(|| format!("loading the base {}", b.display()))?;
+        checkpoint::load_adapter(&a.model, whale_train::model::Model::new(cfg, params)?)?
+    } else {
+        let (cfg, params) = checkpoint::load_model(&a.model)?;
+        whale_train::model::Model::new(cfg, params)?
+    };
+    // A folder with its own tokenizer (a full fine-tune of a real model) is its own base.
+    if base.is_none() && a.model.join("tokenizer.json").exists() {
+        base = Some(a.model.clone());
+    }
+    let tok = export::tokenizer_metadata(base.as_deref(), model.cfg.vocab_size)?;
+    let name = a.model.file_name().map_or("whale-trained".into(), |n| n.to_string_lossy().into_owned());
+    let n = export::write_gguf(&model, tok, &name, ty, &a.out)?;
+    println!(
+        "wrote {} ({} bytes, {} parameters{})",
+        a.out.display(),
+        n,
+        model.params.count(),
+        if model.lora.is_some() { ", LoRA merged" } else { "" }
+    );
+    Ok(())
 }
