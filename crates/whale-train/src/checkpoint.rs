@@ -172,29 +172,22 @@ pub fn load_model(path: &Path) -> Result<(LlamaConfig, Params), TrainError> {
 /// llama.cpp's converter stores each head's rows as adjacent rotation pairs
 /// (row `2i + j` of a head is Hugging Face's row `j·hd/2 + i`); undo it.
 pub fn unpermute_rows(w: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; w.len()];
-    let half = hd / 2;
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = (h * hd + 2 * i + j) * cols;
-                let dst = (h * hd + j * half + i) * cols;
-                out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
-            }
-        }
-    }
-    out
+    reorder_rows(w, heads, hd, cols, false)
 }
 
 /// The inverse of [`unpermute_rows`]: Hugging Face's order to llama.cpp's.
 pub fn permute_rows(w: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32> {
+    reorder_rows(w, heads, hd, cols, true)
+}
+
+fn reorder_rows(w: &[f32], heads: usize, hd: usize, cols: usize, to_gguf: bool) -> Vec<f32> {
     let mut out = vec![0f32; w.len()];
     let half = hd / 2;
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
-                let src = (h * hd + j * half + i) * cols;
-                let dst = (h * hd + 2 * i + j) * cols;
+                let (hf, gguf) = ((h * hd + j * half + i) * cols, (h * hd + 2 * i + j) * cols);
+                let (src, dst) = if to_gguf { (hf, gguf) } else { (gguf, hf) };
                 out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
             }
         }

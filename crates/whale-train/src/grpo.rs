@@ -561,6 +561,34 @@ fn write_policy(dir: &Path, model: &Model, base: Option<&Path>) -> Result<(), Tr
     Ok(())
 }
 
+/// Group-normalised advantages: each reward minus its group's mean, divided
+/// by the group's sample standard deviation (+1e-4) when `std_norm`; and,
+/// per group, whether all its rewards were equal (no signal).
+pub fn group_advantages(rewards: &[f32], g: usize, std_norm: bool) -> (Vec<f32>, Vec<bool>) {
+    let mut adv = Vec::with_capacity(rewards.len());
+    let mut flat = vec![];
+    for chunk in rewards.chunks(g) {
+        let m = chunk.iter().sum::<f32>() / chunk.len() as f32;
+        let var = chunk.iter().map(|r| (r - m) * (r - m)).sum::<f32>() / (chunk.len() as f32 - 1.0).max(1.0);
+        let sd = var.sqrt();
+        flat.push(sd == 0.0);
+        adv.extend(chunk.iter().map(|r| if std_norm { (r - m) / (sd + 1e-4) } else { r - m }));
+    }
+    (adv, flat)
+}
+
+/// The weight of one token's term in the loss: `grpo` averages over each
+/// completion, then over the `n` completions; `dr_grpo` divides by the same
+/// constant everywhere (`n · max_new`), so long and short answers weigh by
+/// their length; `dapo` averages over every token of the batch.
+pub fn token_weight(loss: LossKind, n: usize, len: usize, max_new: usize, total_tokens: usize) -> f32 {
+    match loss {
+        LossKind::Grpo => 1.0 / (n * len) as f32,
+        LossKind::DrGrpo => 1.0 / (n * max_new) as f32,
+        LossKind::Dapo => 1.0 / total_tokens as f32,
+    }
+}
+
 /// The result of a GRPO run, for `--json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct GrpoSummary {
@@ -652,24 +680,9 @@ pub fn grpo(
             RewardKind::Verifier => scores.iter().map(|sc| sc.reward()).collect(),
             RewardKind::Random => rolls.iter().map(|_| rng.gen_bool(0.5) as u8 as f32).collect(),
         };
-        let mut adv = vec![0f32; rolls.len()];
-        let mut keep = vec![true; rolls.len()];
-        let mut zero_std = 0usize;
-        for (gi, chunk) in rewards.chunks(s.group).enumerate() {
-            let m = chunk.iter().sum::<f32>() / s.group as f32;
-            let var = chunk.iter().map(|r| (r - m) * (r - m)).sum::<f32>() / (s.group as f32 - 1.0);
-            let sd = var.sqrt();
-            if sd == 0.0 {
-                zero_std += 1;
-                if s.dynamic_sampling {
-                    keep[gi * s.group..(gi + 1) * s.group].fill(false);
-                }
-            }
-            for (j, r) in chunk.iter().enumerate() {
-                let a = r - m;
-                adv[gi * s.group + j] = if s.std_norm { a / (sd + 1e-4) } else { a };
-            }
-        }
+        let (adv, flat) = group_advantages(&rewards, s.group, s.std_norm);
+        let zero_std = flat.iter().filter(|&&f| f).count();
+        let keep: Vec<bool> = (0..rolls.len()).map(|i| !(s.dynamic_sampling && flat[i / s.group])).collect();
         // The trainer's forward on the kept sequences.
         let t_train = Instant::now();
         let idx: Vec<usize> = (0..rolls.len()).filter(|&i| keep[i]).collect();
@@ -699,11 +712,7 @@ pub fn grpo(
             for (k, &i) in idx.iter().enumerate() {
                 let r = &rolls[i];
                 let len = r.completion.len();
-                let w = match s.loss {
-                    LossKind::Grpo => 1.0 / (idx.len() * len) as f32,
-                    LossKind::DrGrpo => 1.0 / (idx.len() * max_new) as f32,
-                    LossKind::Dapo => 1.0 / total_tok as f32,
-                };
+                let w = token_weight(s.loss, idx.len(), len, max_new, total_tok);
                 let a = adv[i];
                 for j in 0..len {
                     let row = spans[k].start + plens[k] - 1 + j;
@@ -821,4 +830,46 @@ pub fn grpo(
         checkpoint: checkpoint::checkpoint_dir(run).display().to_string(),
         model: pdir.display().to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advantages_are_group_normalised_and_flat_groups_flagged() {
+        let r = [1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5];
+        let (a, flat) = group_advantages(&r, 4, true);
+        // Group 1: mean 0.5, sample std √(1/3); group 2 has no spread.
+        let sd = (1.0f32 / 3.0).sqrt() + 1e-4;
+        for (x, want) in a[..4].iter().zip([0.5 / sd, -0.5 / sd, -0.5 / sd, 0.5 / sd]) {
+            assert!((x - want).abs() < 1e-5);
+        }
+        assert_eq!(&a[4..], &[0.0; 4]);
+        assert_eq!(flat, vec![false, true]);
+        let (raw, _) = group_advantages(&r, 4, false);
+        assert_eq!(&raw[..4], &[0.5, -0.5, -0.5, 0.5]);
+    }
+
+    /// Two completions of 2 and 6 tokens, max 8: GRPO weighs each token of
+    /// the short one 3× a token of the long one, Dr. GRPO and DAPO weigh all
+    /// tokens alike; each sums to the number of completions' worth its
+    /// definition says.
+    #[test]
+    fn token_weights_follow_each_loss() {
+        let w = |k, len| token_weight(k, 2, len, 8, 8);
+        assert_eq!(w(LossKind::Grpo, 2) * 2.0 + w(LossKind::Grpo, 6) * 6.0, 1.0);
+        assert_eq!(w(LossKind::Grpo, 2), 3.0 * w(LossKind::Grpo, 6));
+        assert_eq!(w(LossKind::DrGrpo, 2), w(LossKind::DrGrpo, 6));
+        assert_eq!(w(LossKind::DrGrpo, 2) * 8.0, 0.5);
+        assert_eq!(w(LossKind::Dapo, 2) * 8.0, 1.0);
+        assert!(LossKind::from_name("ppo").is_err());
+    }
+
+    #[test]
+    fn wilson_interval_brackets_the_rate() {
+        let (lo, hi) = wilson(0.5, 1000);
+        assert!((lo - 0.469).abs() < 1e-3 && (hi - 0.531).abs() < 1e-3, "{lo} {hi}");
+        assert_eq!(wilson(0.0, 10).0, 0.0);
+    }
 }

@@ -6,15 +6,17 @@
 //! - [`tasks`]: seeded problem generators (addition, multiplication,
 //!   Countdown, sorting), their rule-based rewards, the flawed teacher that
 //!   gives the starting policy, and the character vocabulary;
-//! - [`model`]: a llama decoder with a forward pass that keeps a tape and
-//!   the backward pass, built from [`ops`] (each op's forward and backward,
-//!   checked against finite differences);
+//! - [`model`]: a llama/qwen2 decoder (Q/K/V biases, tied head, grouped KV
+//!   heads, optional LoRA adapters) with a forward pass that keeps a tape
+//!   and the backward pass, built from [`ops`] (each op's forward and
+//!   backward, checked against finite differences);
 //! - [`optim`]: AdamW and gradient clipping;
-//! - [`checkpoint`]: safetensors + `config.json` folders (which the engine
-//!   loads as any llama model), the resumable state file, the JSONL log and
-//!   the SVG plot;
+//! - [`checkpoint`]: loading a model to train from any GGUF or Hugging Face
+//!   folder the engine reads; safetensors + `config.json` folders (which the
+//!   engine loads as any llama/qwen2 model), PEFT adapters, the resumable
+//!   state file, the JSONL log and the SVG plot;
 //! - [`rollout`]: sampling groups of answers through the engine
-//!   (`whale_engine::models::llama`), the prompt prefilled once and its KV
+//!   (`whale_engine::models::llama`/`qwen2`), the prompt prefilled once and its KV
 //!   cache forked G ways, all sequences in one batched forward;
 //! - [`export`]: a trained model, adapters merged, as a GGUF with its tokenizer;
 //! - [`grpo`]: the objective (GRPO, Dr. GRPO, DAPO) and the training loops

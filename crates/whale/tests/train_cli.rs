@@ -312,3 +312,30 @@ fn lora_on_a_real_gguf_checkpoints_an_adapter_and_exports() {
     assert!(!String::from_utf8_lossy(&run.stdout).trim().is_empty());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Dr. GRPO and DAPO with dynamic sampling run through the same loop: every
+/// step logs how many groups had no reward spread, and DAPO with dynamic
+/// sampling skips the update when every group is flat (zero grad norm).
+#[test]
+fn dr_grpo_and_dapo_with_dynamic_sampling_run() {
+    let d = tmp("losses");
+    let sft_dir = d.join("sft");
+    json_of(&whale(&["train", "sft", "--steps", "30", "--out", sft_dir.to_str().unwrap(), "--json"]));
+    let init = sft_dir.join("model");
+    for extra in [&["--loss", "dr_grpo"][..], &["--loss", "dapo", "--dynamic-sampling"][..]] {
+        let out = d.join(extra[1]);
+        let mut args = vec!["train", "grpo", "--steps", "3", "--prompts", "4", "-G", "4", "--eval-every", "0"];
+        args.extend(["--heldout", "20", "--init", init.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
+        args.extend(extra);
+        let r = json_of(&whale(&args));
+        assert_eq!(r["steps"], 3);
+        for rec in log_records(&out.join("grpo/log.jsonl")) {
+            let flat = f(&rec, "frac_zero_std");
+            assert!((0.0..=1.0).contains(&flat));
+            if extra.len() == 3 && flat == 1.0 {
+                assert_eq!(f(&rec, "grad_norm"), 0.0, "no group left, no update");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
