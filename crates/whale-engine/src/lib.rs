@@ -1,7 +1,7 @@
 #![recursion_limit = "256"]
 //! whale's engine: everything between a model file and a stream of tokens.
 //!
-//! Four folders, in the order data flows through them; each may call only
+//! Five folders, in the order data flows through them; each may call only
 //! the ones before it:
 //!
 //! 1. [`formats`]: model files as they are downloaded (GGUF, safetensors
@@ -11,7 +11,9 @@
 //! 3. [`models`]: the [`models::Model`] trait, the KV cache, linear layers,
 //!    attention and MoE routing, then one file per architecture (`llama`,
 //!    `qwen2`, `deepseek_v3`), and loading a file into one of them.
-//! 4. [`serving`]: the sampler, the generation loop, and the engine thread
+//! 4. [`vision`]: images: Janus-Pro's vision encoder, image preprocessing,
+//!    image generation with its VQ decoder, PNG/JPEG in and out.
+//! 5. [`serving`]: the sampler, the generation loop, and the engine thread
 //!    with continuous batching and the prefix cache.
 //!
 //! A request reads top to bottom: text → ids ([`text`]) → the engine thread
@@ -30,3 +32,4 @@ pub mod models;
 pub mod serving;
 pub mod synth;
 pub mod text;
+pub mod vision;

@@ -1,11 +1,11 @@
 //! The engine's folders follow the data flow (formats → text → models →
-//! serving) and nothing calls upward: a file may name `crate::X` only for a
+//! vision → serving) and nothing calls upward: a file may name `crate::X` only for a
 //! folder `X` at or below its own. This reads the sources, so a `use` that
 //! breaks the rule fails here with the file and line.
 
 use std::path::{Path, PathBuf};
 
-const LAYERS: [&str; 4] = ["formats", "text", "models", "serving"];
+const LAYERS: [&str; 5] = ["formats", "text", "models", "vision", "serving"];
 
 fn rank(folder: &str) -> Option<usize> {
     LAYERS.iter().position(|l| *l == folder)

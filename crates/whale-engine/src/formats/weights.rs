@@ -162,6 +162,22 @@ impl HfDir {
     pub fn tensor(&self, name: &str) -> Option<&TensorView> {
         self.tensors.get(name)
     }
+
+    /// One part of a multimodal checkpoint seen as a model of its own: the
+    /// tensors under `from` renamed to start with `to` (the others kept as
+    /// they are), with `config` (the part's sub-config) as its
+    /// `config.json`. Tensors are shared, not copied.
+    pub fn sub_model(&self, from: &str, to: &str, config: serde_json::Value) -> HfDir {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(k, v)| match k.strip_prefix(from) {
+                Some(rest) => (format!("{to}{rest}"), v.clone()),
+                None => (k.clone(), v.clone()),
+            })
+            .collect();
+        HfDir { dir: self.dir.clone(), config, tensors }
+    }
 }
 
 /// An FP8 (e4m3fn) tensor waiting for its block scales.

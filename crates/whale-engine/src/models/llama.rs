@@ -28,6 +28,8 @@ pub struct LlamaConfigJson {
     pub rms_norm_eps: f64,
     pub rope_theta: Option<f64>,
     pub rope_scaling: Option<serde_json::Value>,
+    /// transformers 5 writes `rope_theta` and the scaling here instead.
+    pub rope_parameters: Option<serde_json::Value>,
     #[serde(default)]
     pub tie_word_embeddings: bool,
     #[serde(default)]
@@ -70,9 +72,10 @@ impl LlamaParams {
             return Err(cfg_err("num_attention_heads is 0"));
         }
         let head_dim = c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads);
-        let theta = c.rope_theta.unwrap_or(10000.0) as f32;
+        let rp = c.rope_parameters.as_ref().filter(|v| v.is_object());
+        let theta = c.rope_theta.or_else(|| rp.and_then(|v| v.get("rope_theta")?.as_f64())).unwrap_or(10000.0) as f32;
         let mut rope_freq_factors = None;
-        if let Some(rs) = c.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+        if let Some(rs) = c.rope_scaling.as_ref().filter(|v| !v.is_null()).or(rp) {
             let ty = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|v| v.as_str()).unwrap_or("");
             let num = |k: &str| rs.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
             match ty {
@@ -210,7 +213,7 @@ impl Model for Llama {
 
     fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, ModelError> {
         let mut seqs = [BatchSeq { cache, tokens }];
-        let mut out = self.run(&mut seqs, logits)?;
+        let mut out = self.run(&mut seqs, None, Head::Logits(logits))?;
         Ok(out.pop().expect("one sequence"))
     }
 
@@ -222,7 +225,45 @@ impl Model for Llama {
     }
 
     fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        self.run(seqs, Logits::Last)
+        self.run(seqs, None, Head::Logits(Logits::Last))
+    }
+}
+
+/// What the last layer's rows become.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// Logits over the vocabulary (the last row of each sequence, or all).
+    Logits(Logits),
+    /// The rows after the final norm, before the output projection
+    /// (`[hidden]` each): what another head (Janus's image-token head) reads.
+    Normed(Logits),
+}
+
+impl Llama {
+    /// The forward pass on rows of input embeddings instead of token ids
+    /// (Janus puts image features and image-code embeddings there).
+    /// `embeds` is `[Σ tokens, hidden]`, the rows of `seqs` stacked in
+    /// order; each sequence's `tokens` give only its row count.
+    pub fn forward_embeds(
+        &self,
+        seqs: &mut [BatchSeq<'_>],
+        embeds: Vec<f32>,
+        head: Head,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let rows: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        if embeds.len() != rows * self.params.hidden_size {
+            return Err(cfg_err(format!(
+                "{} embedding values given for {rows} rows of {}",
+                embeds.len(),
+                self.params.hidden_size
+            )));
+        }
+        self.run(seqs, Some(embeds), head)
+    }
+
+    /// The token embedding table `[vocab, hidden]`.
+    pub fn embedding(&self) -> &Linear {
+        &self.embed
     }
 }
 
@@ -230,7 +271,12 @@ impl Llama {
     /// The forward pass of a batch of sequences (one is the plain forward):
     /// their rows are stacked so each weight matrix is read once for all;
     /// RoPE, the cache writes and attention are per sequence.
-    fn run(&self, seqs: &mut [BatchSeq<'_>], logits: Logits) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn run(
+        &self,
+        seqs: &mut [BatchSeq<'_>],
+        embeds: Option<Vec<f32>>,
+        head: Head,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
         let p = &self.params;
         let (h, th) = (p.hidden_size, self.threads);
         let BatchRows { spans, pos0, tokens } = BatchRows::new(seqs)?;
@@ -246,7 +292,10 @@ impl Llama {
         };
 
         let n = tokens.len();
-        let mut x = embed_tokens(&self.embed, &tokens)?; // [n, hidden]
+        let mut x = match embeds {
+            Some(x) => x,
+            None => embed_tokens(&self.embed, &tokens)?,
+        }; // [n, hidden]
         let mut xn = vec![0f32; n * h];
         let mut attn = vec![0f32; n * qd];
         for (l, b) in self.blocks.iter().enumerate() {
@@ -283,7 +332,18 @@ impl Llama {
         for (s, span) in seqs.iter_mut().zip(&spans) {
             s.cache.len += span.len();
         }
-        Ok(batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, th))
+        Ok(match head {
+            Head::Logits(logits) => batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, th),
+            Head::Normed(rows) => spans
+                .iter()
+                .map(|s| {
+                    let r = if rows == Logits::Last { s.end - 1..s.end } else { s.clone() };
+                    let mut y = x[r.start * h..r.end * h].to_vec();
+                    ops::rms_norm_rows(&mut y, &self.norm, p.rms_norm_eps);
+                    y
+                })
+                .collect(),
+        })
     }
     /// Load from either format. `arch` selects the GGUF key prefix and the
     /// RoPE pairing: llama.cpp's converter permutes llama's Q/K so that adjacent
@@ -303,7 +363,24 @@ impl Llama {
         Self::from_params(store, params, arch, opts)
     }
 
-    fn from_params(
+    /// The language model of a Janus checkpoint in transformers' layout:
+    /// `text_config` holds its config and its tensors sit under
+    /// `model.language_model.` (the head stays `lm_head.weight`).
+    pub fn load_janus(store: &WeightStore, opts: LoadOptions) -> Result<Llama, ModelError> {
+        let WeightStore::Hf(hf) = store else {
+            return Err(cfg_err("a Janus model is read from a Hugging Face folder, not a GGUF"));
+        };
+        let text =
+            hf.config.get("text_config").cloned().ok_or_else(|| cfg_err("Janus config.json has no text_config"))?;
+        if let Some(mt) = text.get("model_type").and_then(|v| v.as_str()).filter(|&m| m != "llama") {
+            return Err(cfg_err(format!("Janus text_config model_type {mt:?}: only \"llama\" is supported")));
+        }
+        let params = LlamaParams::from_hf(&text, false)?;
+        let sub = WeightStore::Hf(hf.sub_model("model.language_model.", "model.", text));
+        Self::from_params(&sub, params, Architecture::Janus, opts)
+    }
+
+    pub(crate) fn from_params(
         store: &WeightStore,
         p: LlamaParams,
         arch: Architecture,

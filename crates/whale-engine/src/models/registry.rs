@@ -18,16 +18,21 @@ pub enum Architecture {
     Qwen2,
     /// DeepSeek-V2/V3/R1 (MLA + DeepSeekMoE).
     Deepseek,
+    /// Janus-Pro (transformers' layout): its llama language model here; the
+    /// image paths are loaded beside it by the engine's `vision` folder.
+    Janus,
 }
 
 impl Architecture {
-    pub const ALL: [Architecture; 3] = [Architecture::Llama, Architecture::Qwen2, Architecture::Deepseek];
+    pub const ALL: [Architecture; 4] =
+        [Architecture::Llama, Architecture::Qwen2, Architecture::Deepseek, Architecture::Janus];
 
     pub fn name(self) -> &'static str {
         match self {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
             Architecture::Deepseek => "deepseek2",
+            Architecture::Janus => "janus",
         }
     }
 
@@ -38,11 +43,21 @@ impl Architecture {
             Architecture::Llama => &["llama"],
             Architecture::Qwen2 => &["qwen2"],
             Architecture::Deepseek => &["deepseek2", "deepseek_v2", "deepseek_v3"],
+            Architecture::Janus => &["janus"],
         }
     }
 
     /// From GGUF `general.architecture` or config.json `model_type`.
     pub fn from_name(name: &str) -> Result<Architecture, ModelError> {
+        if name == "multi_modality" {
+            return Err(ModelError::Config(
+                "this is DeepSeek's original Janus layout (model_type \"multi_modality\"); whale reads the layout of \
+                 transformers' JanusForConditionalGeneration: convert it with transformers' \
+                 models/janus/convert_janus_weights_to_hf.py, or download a converted copy \
+                 (deepseek-community/Janus-Pro-1B or -7B)"
+                    .into(),
+            ));
+        }
         Architecture::ALL.into_iter().find(|a| a.aliases().contains(&name)).ok_or_else(|| {
             ModelError::UnknownArchitecture {
                 found: name.to_string(),
@@ -93,5 +108,6 @@ pub fn load_weights(store: &WeightStore, arch_name: &str, opts: LoadOptions) -> 
         Architecture::Llama => Box::new(crate::models::llama::Llama::load(store, Architecture::Llama, opts)?),
         Architecture::Qwen2 => Box::new(crate::models::qwen2::load(store, opts)?),
         Architecture::Deepseek => Box::new(crate::models::deepseek_v3::Deepseek::load(store, opts)?),
+        Architecture::Janus => Box::new(crate::models::llama::Llama::load_janus(store, opts)?),
     })
 }

@@ -97,6 +97,7 @@ pub fn npy_values(bytes: &[u8]) -> (Vec<usize>, Vec<f64>) {
         "<f8" => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
         "<i8" => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
         "<i4" => data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        "|u1" => data.iter().map(|&b| b as f64).collect(),
         other => panic!("unsupported npy dtype {other}"),
     };
     (shape, vals)

@@ -1,0 +1,345 @@
+//! Layers of the image models that language models lack.
+//!
+//! Feature maps are channel-last, `[height, width, channels]` row-major, so
+//! that a pixel's channels are one row of a matrix: a 1×1 convolution is a
+//! plain linear layer, and a k×k convolution is one after gathering each
+//! output pixel's k×k×C neighbourhood into a row (im2col). The GEMMs are
+//! whale's f32 kernels ([`Linear`]), run over bands of output rows so the
+//! gathered matrix stays a few MiB whatever the image size.
+
+use crate::formats::names::TensorName;
+use crate::formats::weights::WeightStore;
+use crate::models::Linear;
+use crate::vision::VisionError;
+
+/// The Hugging Face name `prefix.suffix` (vision tensors exist only in
+/// safetensors folders).
+pub fn hf(prefix: &str, suffix: &str) -> TensorName {
+    TensorName { gguf: "-".into(), hf: format!("{prefix}.{suffix}") }
+}
+
+/// A linear layer `prefix.weight` `[rows, cols]` with its bias `prefix.bias`.
+pub fn linear(store: &WeightStore, prefix: &str, rows: usize, cols: usize) -> Result<Linear, VisionError> {
+    let w = store.get(&hf(prefix, "weight"), &[rows, cols])?;
+    let b = store.vector(&hf(prefix, "bias"), rows)?;
+    Ok(Linear::from_view(w, Some(b)))
+}
+
+/// LayerNorm weights: `prefix.weight` and `prefix.bias`, `[n]` each.
+pub struct LayerNorm {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(store: &WeightStore, prefix: &str, n: usize, eps: f32) -> Result<LayerNorm, VisionError> {
+        Ok(LayerNorm {
+            weight: store.vector(&hf(prefix, "weight"), n)?,
+            bias: store.vector(&hf(prefix, "bias"), n)?,
+            eps,
+        })
+    }
+
+    /// Normalise each row of `x` (`[rows, n]`) in place: `(x − mean) / √(var + eps) · w + b`.
+    pub fn forward(&self, x: &mut [f32]) {
+        let n = self.weight.len();
+        for row in x.chunks_exact_mut(n) {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+            let inv = 1.0 / (var + self.eps as f64).sqrt();
+            for ((v, &w), &b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+                *v = ((*v as f64 - mean) * inv) as f32 * w + b;
+            }
+        }
+    }
+}
+
+/// GroupNorm over a channel-last map `[pixels, channels]`: statistics per
+/// group of `channels / groups` consecutive channels over all pixels, then a
+/// per-channel scale and shift (PyTorch's `nn.GroupNorm`).
+pub struct GroupNorm {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+impl GroupNorm {
+    pub fn load(store: &WeightStore, prefix: &str, channels: usize) -> Result<GroupNorm, VisionError> {
+        // Janus's VQ model uses 32 groups and eps 1e-6 everywhere.
+        if !channels.is_multiple_of(32) {
+            return Err(VisionError::Config(format!("{prefix}: {channels} channels cannot form 32 groups")));
+        }
+        Ok(GroupNorm {
+            weight: store.vector(&hf(prefix, "weight"), channels)?,
+            bias: store.vector(&hf(prefix, "bias"), channels)?,
+            groups: 32,
+            eps: 1e-6,
+        })
+    }
+
+    pub fn forward(&self, x: &mut [f32]) {
+        let c = self.weight.len();
+        let per = c / self.groups;
+        let pixels = x.len() / c;
+        let count = (pixels * per) as f64;
+        for g in 0..self.groups {
+            let ch = g * per..(g + 1) * per;
+            let (mut sum, mut sq) = (0f64, 0f64);
+            for px in x.chunks_exact(c) {
+                for &v in &px[ch.clone()] {
+                    sum += v as f64;
+                    sq += (v as f64) * (v as f64);
+                }
+            }
+            let mean = sum / count;
+            let var = (sq / count - mean * mean).max(0.0);
+            let inv = 1.0 / (var + self.eps as f64).sqrt();
+            for px in x.chunks_exact_mut(c) {
+                for (k, v) in px[ch.clone()].iter_mut().enumerate() {
+                    let j = ch.start + k;
+                    *v = ((*v as f64 - mean) * inv) as f32 * self.weight[j] + self.bias[j];
+                }
+            }
+        }
+    }
+}
+
+/// `x · sigmoid(x)`, in place.
+pub fn silu(x: &mut [f32]) {
+    for v in x {
+        *v /= 1.0 + (-*v).exp();
+    }
+}
+
+/// The exact GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))`, in place (transformers'
+/// `"gelu"`; not the tanh approximation).
+pub fn gelu(x: &mut [f32]) {
+    for v in x {
+        let z = *v as f64;
+        *v = (0.5 * z * (1.0 + erf(z / std::f64::consts::SQRT_2))) as f32;
+    }
+}
+
+/// The error function to about 1e-15 relative: its Maclaurin series for
+/// small arguments, a continued fraction of erfc for large ones.
+pub fn erf(x: f64) -> f64 {
+    let a = x.abs();
+    let r = if a < 2.5 {
+        // erf(a) = 2/√π Σ (−1)^n a^(2n+1) / (n! (2n+1))
+        let (mut term, mut sum, a2) = (a, a, a * a);
+        for n in 1..200 {
+            term *= -a2 / n as f64;
+            let add = term / (2 * n + 1) as f64;
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    } else {
+        // erfc(a) = e^(−a²)/√π · 1/(a + 1/2/(a + 1/(a + 3/2/(a + …)))), evaluated backwards.
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (a + f);
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f)
+    };
+    r.copysign(x)
+}
+
+/// A 2-D convolution with `[out, in, kh, kw]` weights (PyTorch's layout),
+/// stored reordered as a `[out, kh·kw·in]` matrix to match channel-last
+/// patches.
+pub struct Conv2d {
+    w: Linear,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+    /// Zero padding: (top/left, bottom/right).
+    pub pad: (usize, usize),
+}
+
+impl Conv2d {
+    /// `prefix.weight` `[c_out, c_in, k, k]` and `prefix.bias` `[c_out]`.
+    pub fn load(
+        store: &WeightStore,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: (usize, usize),
+    ) -> Result<Conv2d, VisionError> {
+        let w = store.get(&hf(prefix, "weight"), &[c_out, c_in, k, k])?.to_f32()?;
+        let bias = store.vector(&hf(prefix, "bias"), c_out)?;
+        let cols = k * k * c_in;
+        let mut m = vec![0f32; c_out * cols];
+        for o in 0..c_out {
+            for c in 0..c_in {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        m[o * cols + (ky * k + kx) * c_in + c] = w[((o * c_in + c) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+        let mut lin = Linear::from_f32(c_out, cols, &m);
+        lin.bias = Some(bias);
+        Ok(Conv2d { w: lin, c_in, c_out, k, stride, pad })
+    }
+
+    /// Output size along one axis of `n` input pixels.
+    pub fn out_len(&self, n: usize) -> usize {
+        (n + self.pad.0 + self.pad.1 - self.k) / self.stride + 1
+    }
+
+    /// `x`: `[h, w, c_in]` → `[h', w', c_out]`.
+    pub fn forward(&self, x: &[f32], h: usize, w: usize, threads: usize) -> (Vec<f32>, usize, usize) {
+        let (ho, wo) = (self.out_len(h), self.out_len(w));
+        let mut y = vec![0f32; ho * wo * self.c_out];
+        if self.k == 1 && self.stride == 1 && self.pad == (0, 0) {
+            return (self.w.forward(x, h * w, threads), h, w);
+        }
+        let cols = self.k * self.k * self.c_in;
+        // Output rows per band: about 4 Mi values of gathered patches.
+        let band = ((4 << 20) / (wo * cols).max(1)).clamp(1, ho);
+        let mut patches = vec![0f32; band * wo * cols];
+        for r0 in (0..ho).step_by(band) {
+            let rows = band.min(ho - r0);
+            let m = rows * wo;
+            let pm = &mut patches[..m * cols];
+            pm.fill(0.0);
+            for oy in r0..r0 + rows {
+                for ox in 0..wo {
+                    let dst = &mut pm[((oy - r0) * wo + ox) * cols..][..cols];
+                    for ky in 0..self.k {
+                        let iy = (oy * self.stride + ky) as isize - self.pad.0 as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..self.k {
+                            let ix = (ox * self.stride + kx) as isize - self.pad.0 as isize;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let src = (iy as usize * w + ix as usize) * self.c_in;
+                            dst[(ky * self.k + kx) * self.c_in..][..self.c_in]
+                                .copy_from_slice(&x[src..src + self.c_in]);
+                        }
+                    }
+                }
+            }
+            let out = self.w.forward(pm, m, threads); // [m, c_out]
+            y[r0 * wo * self.c_out..(r0 + rows) * wo * self.c_out].copy_from_slice(&out);
+        }
+        (y, ho, wo)
+    }
+}
+
+/// Nearest-neighbour upsampling by 2: `[h, w, c]` → `[2h, 2w, c]`.
+pub fn upsample2(x: &[f32], h: usize, w: usize, c: usize) -> Vec<f32> {
+    let mut y = vec![0f32; 4 * h * w * c];
+    for oy in 0..2 * h {
+        for ox in 0..2 * w {
+            let src = ((oy / 2) * w + ox / 2) * c;
+            y[(oy * 2 * w + ox) * c..][..c].copy_from_slice(&x[src..src + c]);
+        }
+    }
+    y
+}
+
+/// Full (non-causal) multi-head attention: every row attends to every row,
+/// scores scaled by `1/√d`. `q`, `k`, `v`: `[n, heads · d]`; returns
+/// `[n, heads · d]`. Scores and
+/// the weighted sum are GEMMs over whale's kernels, one head at a time.
+pub fn full_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, heads: usize, d: usize, threads: usize) -> Vec<f32> {
+    let width = heads * d;
+    let scale = (d as f32).powf(-0.5);
+    let mut out = vec![0f32; n * width];
+    let (mut qh, mut kh, mut vt) = (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; d * n]);
+    for hd in 0..heads {
+        for t in 0..n {
+            qh[t * d..(t + 1) * d].copy_from_slice(&q[t * width + hd * d..][..d]);
+            kh[t * d..(t + 1) * d].copy_from_slice(&k[t * width + hd * d..][..d]);
+            for j in 0..d {
+                vt[j * n + t] = v[t * width + hd * d + j];
+            }
+        }
+        let mut s = Linear::from_f32(n, d, &kh).forward(&qh, n, threads); // [n, n]
+        for row in s.chunks_exact_mut(n) {
+            for x in row.iter_mut() {
+                *x *= scale;
+            }
+            crate::models::ops::softmax(row);
+        }
+        let o = Linear::from_f32(d, n, &vt).forward(&s, n, threads); // [n, d]
+        for t in 0..n {
+            out[t * width + hd * d..][..d].copy_from_slice(&o[t * d..(t + 1) * d]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_matches_known_values() {
+        // Values from tables of erf (Abramowitz and Stegun, table 7.1) and erf(∞) = 1.
+        for (x, want) in
+            [(0.0, 0.0), (0.5, 0.520_499_877_8), (1.0, 0.842_700_792_9), (2.0, 0.995_322_265_0), (3.0, 0.999_977_909_5)]
+        {
+            assert!((erf(x) - want).abs() < 1e-9, "erf({x}) = {}", erf(x));
+            assert!((erf(-x) + want).abs() < 1e-9);
+        }
+        assert!((erf(2.4999) - erf(2.5001)).abs() < 1e-5, "the two branches meet");
+    }
+
+    #[test]
+    fn conv_matches_a_direct_sum() {
+        // A 3×3, stride-2 convolution with asymmetric padding against the definition.
+        let (c_in, c_out, k, h, w) = (3, 2, 3, 5, 6);
+        let wt: Vec<f32> = (0..c_out * c_in * k * k).map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0).collect();
+        let bias = [0.5f32, -1.0];
+        let x: Vec<f32> = (0..h * w * c_in).map(|i| ((i * 5 % 13) as f32 - 6.0) / 3.0).collect();
+        let cols = k * k * c_in;
+        let mut m = vec![0f32; c_out * cols];
+        for o in 0..c_out {
+            for c in 0..c_in {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        m[o * cols + (ky * k + kx) * c_in + c] = wt[((o * c_in + c) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+        let mut lin = Linear::from_f32(c_out, cols, &m);
+        lin.bias = Some(bias.to_vec());
+        let conv = Conv2d { w: lin, c_in, c_out, k, stride: 2, pad: (0, 1) };
+        let (y, ho, wo) = conv.forward(&x, h, w, 1);
+        assert_eq!((ho, wo), (2, 3)); // (5 + 1 − 3) / 2 + 1, (6 + 1 − 3) / 2 + 1
+        for oy in 0..ho {
+            for ox in 0..wo {
+                for o in 0..c_out {
+                    let mut s = bias[o] as f64;
+                    for c in 0..c_in {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) = (oy * 2 + ky, ox * 2 + kx);
+                                if iy < h && ix < w {
+                                    s += (wt[((o * c_in + c) * k + ky) * k + kx] * x[(iy * w + ix) * c_in + c]) as f64;
+                                }
+                            }
+                        }
+                    }
+                    let got = y[(oy * wo + ox) * c_out + o];
+                    assert!((got as f64 - s).abs() < 1e-4, "({oy},{ox},{o}): {got} vs {s}");
+                }
+            }
+        }
+    }
+}
