@@ -85,13 +85,13 @@ fn vision_encoder_aligner_and_logits_match_transformers() {
         // With the image's rows at the image tokens.
         let t = ids(&e["image_ids"]);
         let mut cache = j.lm.new_cache(t.len());
-        let got = j.forward_with_images(&mut cache, &t, std::slice::from_ref(&feats), Logits::All).unwrap();
+        let got = j.forward_with_images(&mut cache, &t, &feats, Logits::All).unwrap();
         let d = max_abs_diff(&got, &npy("image_logits.npy"));
         assert!(d <= 1e-4, "logits with an image: {d:e}");
         // The same rows fed in two pieces (a prefill split inside the image) agree.
         assert!(j.input_rows(&t, &[]).is_err(), "image tokens without image rows are refused");
         let h = j.lm.params.hidden_size;
-        let rows = j.input_rows(&t, std::slice::from_ref(&feats)).unwrap();
+        let rows = j.input_rows(&t, &feats).unwrap();
         let mut cache = j.lm.new_cache(t.len());
         let cut = 100;
         let mut all = Vec::new();

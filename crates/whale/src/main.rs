@@ -25,6 +25,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Chat with a model in the terminal.
     Chat(commands::chat::ChatArgs),
+    /// Draw a picture from a prompt with Janus-Pro (PNG).
+    Imagine(commands::imagine::ImagineArgs),
     /// Show a model's architecture, hyper-parameters, tokenizer and tensors.
     Info(commands::info::InfoArgs),
     /// Fetch a model into the local cache.
@@ -64,6 +66,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
         Command::Chat(a) => commands::chat::run(a),
+        Command::Imagine(a) => commands::imagine::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Serve(a) => server::run(a),

@@ -197,38 +197,38 @@ impl Janus {
     }
 
     /// The language model's input rows for `ids`: token embeddings, with
-    /// the image token's positions taken in order from `images` (each
-    /// `[576, hidden]`). The counts must agree.
-    pub fn input_rows(&self, ids: &[u32], images: &[Vec<f32>]) -> Result<Vec<f32>, VisionError> {
+    /// the image token's positions taken in order from `image_rows` (the
+    /// aligner's rows of the images, `[k, hidden]` stacked; a prompt may hold
+    /// part of an image when its prefill is split). The counts must agree.
+    pub fn input_rows(&self, ids: &[u32], image_rows: &[f32]) -> Result<Vec<f32>, VisionError> {
         let h = self.lm.params.hidden_size;
-        let per = self.image_rows();
         let slots = ids.iter().filter(|&&t| t == self.image_token_id).count();
-        if slots != images.len() * per {
+        if slots * h != image_rows.len() {
             return Err(VisionError::Request(format!(
-                "the prompt has {slots} image tokens but {} image(s) of {per} rows were given",
-                images.len()
+                "the prompt has {slots} image tokens but {} image rows were given ({} a whole image)",
+                image_rows.len() / h,
+                self.image_rows()
             )));
         }
         let mut x = crate::models::embed_tokens(self.lm.embedding(), ids)?;
-        let rows = images.iter().flat_map(|img| img.chunks_exact(h));
         let slots = ids.iter().enumerate().filter(|(_, &t)| t == self.image_token_id).map(|(i, _)| i);
-        for (i, row) in slots.zip(rows) {
+        for (i, row) in slots.zip(image_rows.chunks_exact(h)) {
             x[i * h..(i + 1) * h].copy_from_slice(row);
         }
         Ok(x)
     }
 
-    /// Run `ids` (with `images` at the image tokens) through the language
-    /// model at positions `cache.len ..`, returning the logits `which` asks
-    /// for.
+    /// Run `ids` (with `image_rows` at the image tokens) through the
+    /// language model at positions `cache.len ..`, returning the logits
+    /// `which` asks for.
     pub fn forward_with_images(
         &self,
         cache: &mut KvCache,
         ids: &[u32],
-        images: &[Vec<f32>],
+        image_rows: &[f32],
         which: Logits,
     ) -> Result<Vec<f32>, VisionError> {
-        let x = self.input_rows(ids, images)?;
+        let x = self.input_rows(ids, image_rows)?;
         let mut seqs = [BatchSeq { cache, tokens: ids }];
         Ok(self.lm.forward_embeds(&mut seqs, x, Head::Logits(which))?.pop().expect("one sequence"))
     }

@@ -81,8 +81,58 @@ fn weights_report(p: &DeepseekParams) {
     );
 }
 
+/// A Janus checkpoint: its three parts, after loading them (which checks
+/// every tensor's shape).
+fn janus_info(path: &std::path::Path) -> anyhow::Result<()> {
+    use whale_engine::vision::janus::Janus;
+    let store = WeightStore::open(path)?;
+    let j = Janus::load(&store, whale_engine::models::LoadOptions { threads: 1, ..Default::default() })
+        .with_context(|| format!("loading {}", path.display()))?;
+    let (lm, v, q) = (&j.lm.params, &j.vision.cfg, &j.vq.cfg);
+    println!("{} (Janus: understands and draws images)", path.display());
+    println!(
+        "language model: llama, {} layers, hidden {}, {} heads ({} KV), vocabulary {}, context {}",
+        lm.n_layers, lm.hidden_size, lm.n_head, lm.n_kv_head, lm.vocab_size, lm.context_length
+    );
+    println!(
+        "vision encoder: SigLIP, {} layers, hidden {}, {} heads, {}x{} images in {}-pixel patches = {} image tokens; \
+         aligner of depth {} to width {}; image token id {}",
+        v.num_hidden_layers,
+        v.hidden_size,
+        v.num_attention_heads,
+        v.image_size,
+        v.image_size,
+        v.patch_size,
+        j.image_rows(),
+        v.depth,
+        v.projection_dim,
+        j.image_token_id
+    );
+    println!(
+        "image generation: {} codes of a {}-entry codebook (dimension {}), head and aligner of width {}",
+        j.image_codes(),
+        q.num_embeddings,
+        q.embed_dim,
+        q.projection_dim
+    );
+    println!(
+        "VQ decoder: {}x{} codes to {}x{} pixels, channels {} x {:?}, {} ResNet blocks a level",
+        j.vq.grid,
+        j.vq.grid,
+        j.image_size(),
+        j.image_size(),
+        q.base_channels,
+        q.channel_multiplier,
+        q.num_res_blocks + 1
+    );
+    Ok(())
+}
+
 pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let path = crate::pull::resolve_model(&a.model)?;
+    if path.is_dir() && whale_engine::vision::janus::Janus::is_janus(&path) {
+        janus_info(&path)?;
+    }
     // A folder with only config.json: describe the architecture without weights.
     if path.is_dir()
         && path.join("config.json").exists()

@@ -2,11 +2,13 @@
 
 pub mod bench;
 pub mod chat;
+pub mod imagine;
 pub mod info;
 pub mod perplexity;
 pub mod run;
 pub mod synth;
 pub mod train;
+pub mod vision;
 
 use anyhow::Context;
 use whale_engine::models::{LoadOptions, LoadedModel};

@@ -51,6 +51,11 @@ pub struct RunArgs {
     /// Apply the model's chat template to the prompt as one user message.
     #[arg(long)]
     pub chat: bool,
+    /// An image (PNG or JPEG) for a Janus-Pro model to look at (repeatable).
+    /// With --chat or a plain prompt it goes before the text; with
+    /// --prompt-ids its 576 rows take the positions of the image token id.
+    #[arg(long)]
+    pub image: Vec<std::path::PathBuf>,
     /// System message (with --chat).
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
@@ -189,6 +194,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         logit_bias: Vec::new(),
     };
     sampler.validate().map_err(anyhow::Error::msg)?;
+    if !a.image.is_empty() {
+        return run_with_images(&a, sampler);
+    }
     let (m, ctx) = a.model_args.load(&a.model)?;
     let tok = &m.tokenizer;
     // With --chat, whether the template left the model inside <think>.
@@ -314,6 +322,104 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         } else {
             eprintln!("prompt ids: {prompt_ids:?}");
         }
+    }
+    Ok(())
+}
+
+/// `whale run` with `--image`: a Janus-Pro model reads the images with the prompt.
+fn run_with_images(a: &RunArgs, sampler: SamplerConfig) -> anyhow::Result<()> {
+    use super::vision::{Vision, MAX_IMAGES};
+    anyhow::ensure!(a.image.len() <= MAX_IMAGES, "{} images given; at most {MAX_IMAGES} fit one prompt", a.image.len());
+    anyhow::ensure!(matches!(a.spec, Spec::Auto | Spec::None), "--spec mtp does not apply to Janus models");
+    let v = Vision::load(&a.model, &a.model_args)?;
+    let mut rows = Vec::new();
+    for path in &a.image {
+        rows.extend(v.image_file(path)?);
+    }
+    let prompt_ids = match (&a.prompt, &a.prompt_ids) {
+        (_, Some(ids)) => ids.clone(),
+        (Some(p), None) if a.chat => {
+            let mut msgs = Vec::new();
+            let mut counts = Vec::new();
+            if let Some(s) = &a.system {
+                msgs.push(ChatMessage::new("system", s));
+                counts.push(0);
+            }
+            msgs.push(ChatMessage::new("user", p));
+            counts.push(a.image.len());
+            v.chat_ids(&msgs, &counts)?
+        }
+        (Some(p), None) => {
+            let text = v.tok.encode(p, false)?;
+            let mut ids: Vec<u32> = v.tok.bos_id().filter(|_| v.tok.add_bos()).into_iter().collect();
+            for _ in &a.image {
+                ids.extend(v.janus.image_prompt_ids(v.marks));
+            }
+            ids.extend(text);
+            ids
+        }
+        (None, None) => anyhow::bail!("give a prompt with --prompt TEXT or --prompt-ids 1,2,3"),
+    };
+    let vocab = v.janus.lm.params.vocab_size;
+    if let Some(&bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+        anyhow::bail!("prompt token id {bad} is outside the vocabulary (size {vocab})");
+    }
+    anyhow::ensure!(
+        prompt_ids.len() + a.n_predict <= v.ctx,
+        "the prompt ({} tokens, {} per image) and -n {} do not fit the context of {} tokens (raise --ctx)",
+        prompt_ids.len(),
+        v.janus.image_rows(),
+        a.n_predict,
+        v.ctx
+    );
+    let model: &dyn whale_engine::models::Model = &v.janus.lm;
+    let mut session = Session::new(model, v.ctx);
+    let t0 = std::time::Instant::now();
+    v.prefill(&mut session, &prompt_ids, &rows)?;
+    let req = GenerateRequest {
+        max_tokens: a.n_predict,
+        sampler,
+        stop: a.stop.clone(),
+        stop_at_eog: !a.ignore_eos,
+        top_logits: a.top_logits,
+    };
+    let stdout = std::io::stdout();
+    let gen = generate(model, &v.tok, &mut session, &prompt_ids, &req, |step| {
+        if !a.json {
+            let mut out = stdout.lock();
+            let _ = out.write_all(step.text.as_bytes());
+            let _ = out.flush();
+        }
+        true
+    })?;
+    if a.json {
+        let out = JsonOut {
+            prompt_ids: prompt_ids.clone(),
+            generated_ids: gen.generated_ids.clone(),
+            text: gen.text.clone(),
+            reasoning_content: None,
+            content: None,
+            steps: gen
+                .steps
+                .iter()
+                .map(|s| JsonStep { id: s.id, top: (a.top_logits > 0).then(|| s.top.clone()) })
+                .collect(),
+            finish_reason: match gen.finish {
+                whale_engine::serving::generate::FinishReason::Stop => "stop",
+                _ => "length",
+            },
+            speculative: None,
+        };
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!();
+        eprintln!(
+            "[{} image(s), {} prompt tokens, {} tokens generated in {:.2}s]",
+            a.image.len(),
+            prompt_ids.len(),
+            gen.generated_ids.len(),
+            t0.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
