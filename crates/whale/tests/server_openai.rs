@@ -79,3 +79,51 @@ fn openai_client_queue_full_and_disconnect() {
     // The client closes a stream after one chunk; its slot frees at once.
     check(&s, "none", "disconnect", None);
 }
+
+/// `images.generate` of the official client against a Janus model (the tiny
+/// random one whose codes match transformers): the served PNG is the one
+/// `whale imagine --temp 0` writes; the endpoint's rules answer 400.
+#[test]
+fn openai_client_images_generate() {
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../whale-engine/tests/data/janus/tiny");
+    let png = std::env::temp_dir().join(format!("whale-served-{}.png", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_whale"))
+        .args(["imagine", model.to_str().unwrap(), "-p", "A whale swims in a lake", "--temp", "0", "--cfg", "5"])
+        .args(["-o", png.to_str().unwrap(), "-t", "2"])
+        .output()
+        .expect("run whale imagine");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = Server::start(&model, &["--ctx", "1024"]);
+    check(&s, "none", "images", Some(png.to_str().unwrap()));
+    let _ = std::fs::remove_file(&png);
+    check(&s, "none", "chat_text_on_janus", None);
+    // A text-only model refuses the route with a clear 400.
+    let t = Server::start(&tiny_deepseek(), &["--ctx", "128"]);
+    let (code, body) = post(&t, "/v1/images/generations", &json!({"prompt": "a whale"}));
+    assert_eq!(code, 400, "{body}");
+    assert!(error_message(&body).contains("cannot generate images"), "{body}");
+    let (code, body) = post(&s, "/v1/images/generations", &json!({"prompt": 5}));
+    assert_eq!(code, 400, "{body}");
+    assert!(error_message(&body).contains("prompt"), "{body}");
+    // A client that gives up mid-generation: its job stops, and the next
+    // request is served.
+    let data = json!({"prompt": "a lake", "n": 4}).to_string();
+    let url = s.url("/v1/images/generations");
+    let (code, _) = curl(&[
+        "--max-time",
+        "0.5",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &data,
+        &url,
+    ]);
+    assert_eq!(code, 0, "the request should have timed out on the client's side");
+    let t0 = std::time::Instant::now();
+    let (code, body) = post(&s, "/v1/images/generations", &json!({"prompt": "a lake", "temperature": 0}));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"].as_array().map(Vec::len), Some(1));
+    eprintln!("one image after an abandoned request of four: {:.1}s", t0.elapsed().as_secs_f64());
+}

@@ -11,6 +11,7 @@
 mod chat;
 mod completions;
 pub mod errors;
+mod images;
 mod metrics;
 mod models;
 pub mod request;
@@ -141,6 +142,8 @@ pub struct AppState {
     /// The vocabulary as the grammar library sees it, built on the first
     /// request with a grammar (JSON mode, a schema, strict tools).
     pub constraints: OnceLock<Result<ConstraintEnv, String>>,
+    /// Image generation, when the model is Janus-Pro.
+    pub images: Option<images::ImageWorker>,
 }
 
 impl AppState {
@@ -201,6 +204,12 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let (m, ctx) = a.model_args.load(&a.model)?;
+    let path = crate::pull::resolve_model(&a.model)?;
+    let images = if path.is_dir() && whale_engine::vision::janus::Janus::is_janus(&path) {
+        Some(images::ImageWorker::start(crate::commands::vision::Vision::load(&a.model, &a.model_args)?))
+    } else {
+        None
+    };
     let tok = Arc::new(m.tokenizer);
     let template_src = template_src.or_else(|| tok.chat_template().map(str::to_string));
     let chat = match template_src {
@@ -232,6 +241,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: a.max_body_bytes,
         body_timeout: Duration::from_millis(a.body_timeout_ms),
         constraints: OnceLock::new(),
+        images,
     });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
@@ -309,6 +319,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route(&format!("{base}/beta/chat/completions"), post(chat::chat_completions))
             .route(&format!("{base}/completions"), post(completions::completions))
             .route(&format!("{base}/beta/completions"), post(completions::completions))
+            .route(&format!("{base}/images/generations"), post(images::generations))
             .route(&format!("{base}/models"), get(models::list))
             .route(&format!("{base}/models/{{id}}"), get(models::one))
             .route(&format!("{base}/health"), get(health));

@@ -339,5 +339,40 @@ def check_disconnect():
             time.sleep(0.05)
 
 
+def check_images():
+    """images.generate on a Janus model: PNGs as b64_json; ARG is the PNG
+    file that `whale imagine --temp 0` wrote for the same prompt;
+    the rules of the endpoint answer 400 naming the parameter."""
+    import base64
+
+    r = client.images.generate(
+        model="janus", prompt="A whale swims in a lake", n=1, size="384x384", response_format="b64_json",
+        extra_body={"temperature": 0, "cfg": 5},
+    )
+    png = base64.b64decode(r.data[0].b64_json)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", png[:8]
+    assert png == open(ARG, "rb").read(), "the served PNG differs from whale imagine's"
+    r = client.images.generate(model="janus", prompt="a lake", n=2, extra_body={"seed": 3})
+    assert len(r.data) == 2 and r.data[0].b64_json != r.data[1].b64_json
+    for kw, param in [
+        ({"size": "1024x1024"}, "size"),
+        ({"response_format": "url"}, "response_format"),
+        ({"n": 9}, "n"),
+        ({"extra_body": {"cfg": 100}}, "cfg"),
+    ]:
+        try:
+            client.images.generate(model="janus", prompt="x", **kw)
+        except openai.BadRequestError as e:
+            assert param in str(e), (param, str(e))
+        else:
+            raise AssertionError(f"{kw} was accepted")
+
+
+def check_chat_text_on_janus():
+    """A Janus model answers text chat through the ordinary engine."""
+    r = client.chat.completions.create(model="janus", messages=USER, max_tokens=4, temperature=0)
+    assert r.choices[0].message.role == "assistant"
+
+
 globals()["check_" + CHECK]()
 print("ok", CHECK)
