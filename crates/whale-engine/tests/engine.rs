@@ -40,6 +40,7 @@ fn greedy(prompt: Vec<u32>, max_tokens: usize) -> ValidRequest {
         stop_at_eog: false,
         logprobs: None,
         constraint: None,
+        images: None,
     }
 }
 

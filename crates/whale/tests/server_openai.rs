@@ -97,11 +97,61 @@ fn openai_client_images_generate() {
     check(&s, "none", "images", Some(png.to_str().unwrap()));
     let _ = std::fs::remove_file(&png);
     check(&s, "none", "chat_text_on_janus", None);
+    let img = model.join("../expected/image.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_whale"))
+        .args(["run", model.to_str().unwrap(), "--image", img.to_str().unwrap(), "--chat", "-p", "What is this?"])
+        .args(["-n", "5", "--temp", "0", "--json", "-t", "2"])
+        .output()
+        .expect("run whale");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arg = json!({"image": img, "text": run["text"]}).to_string();
+    check(&s, "none", "chat_image", Some(&arg));
     // A text-only model refuses the route with a clear 400.
-    let t = Server::start(&tiny_deepseek(), &["--ctx", "128"]);
+    let tpl = r1_template_file();
+    let t = Server::start(&tiny_deepseek(), &["--ctx", "128", "--chat-template-file", tpl.to_str().unwrap()]);
     let (code, body) = post(&t, "/v1/images/generations", &json!({"prompt": "a whale"}));
     assert_eq!(code, 400, "{body}");
     assert!(error_message(&body).contains("cannot generate images"), "{body}");
+    // An image sent to a text-only model, and a broken one to Janus.
+    let part = |url: &str| json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]});
+    let (code, body) = post(&t, "/v1/chat/completions", &part("data:image/png;base64,AAAA"));
+    assert_eq!(code, 400, "{body}");
+    assert!(error_message(&body).contains("does not read images"), "{body}");
+    let (code, body) = post(&s, "/v1/chat/completions", &part("data:image/png;base64,iVBORw0KGgo="));
+    assert_eq!(code, 400, "{body}");
+    assert!(error_message(&body).contains("image 0"), "{body}");
+    // The prefix cache never serves one image's rows for another: the same
+    // text with image A, then B, then A again gives A's log-probabilities
+    // twice and B's apart.
+    use base64::Engine as _;
+    let b64 = |f: &str| {
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(model.join("../expected").join(f)).unwrap())
+    };
+    let ask = |url: String| {
+        let body = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is this?"}]}],
+            "max_tokens": 1, "temperature": 0, "logprobs": true, "top_logprobs": 5});
+        // Too large for a command line: curl reads it from a file.
+        let f = std::env::temp_dir().join(format!("whale-img-body-{}.json", std::process::id()));
+        std::fs::write(&f, body.to_string()).unwrap();
+        let at = format!("@{}", f.display());
+        let url = s.url("/v1/chat/completions");
+        let (code, text) = curl(&["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", &at, &url]);
+        let _ = std::fs::remove_file(&f);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(code, 200, "{v}");
+        v["choices"][0]["logprobs"]["content"][0]["top_logprobs"].clone()
+    };
+    let (a_url, b_url) =
+        (format!("data:image/png;base64,{}", b64("image.png")), format!("data:image/jpeg;base64,{}", b64("image.jpg")));
+    let a1 = ask(a_url.clone());
+    let b = ask(b_url);
+    let a2 = ask(a_url);
+    assert_eq!(a1, a2);
+    assert_ne!(a1, b, "image B was answered from image A's cache");
+    let (code, body) = post(&s, "/v1/chat/completions", &part("data:text/plain;base64,aGk="));
+    assert_eq!(code, 400, "{body}");
+    assert!(error_message(&body).contains("not an image type"), "{body}");
     let (code, body) = post(&s, "/v1/images/generations", &json!({"prompt": 5}));
     assert_eq!(code, 400, "{body}");
     assert!(error_message(&body).contains("prompt"), "{body}");

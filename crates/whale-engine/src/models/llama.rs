@@ -227,6 +227,33 @@ impl Model for Llama {
     fn forward_batch(&self, seqs: &mut [BatchSeq<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
         self.run(seqs, None, Head::Logits(Logits::Last))
     }
+
+    fn forward_batch_rows(
+        &self,
+        seqs: &mut [BatchSeq<'_>],
+        image_token: u32,
+        rows: &[Option<&[f32]>],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let h = self.params.hidden_size;
+        let mut x = Vec::with_capacity(seqs.iter().map(|s| s.tokens.len()).sum::<usize>() * h);
+        for (s, r) in seqs.iter().zip(rows.iter().chain(std::iter::repeat(&None))) {
+            let mut e = embed_tokens(&self.embed, s.tokens)?; // [n, hidden]
+            let slots: Vec<usize> = (0..s.tokens.len()).filter(|&t| s.tokens[t] == image_token).collect();
+            let given = r.unwrap_or(&[]);
+            if slots.len() * h != given.len() {
+                return Err(cfg_err(format!(
+                    "{} image tokens but {} image rows of {h} values",
+                    slots.len(),
+                    given.len() as f64 / h as f64
+                )));
+            }
+            for (&t, row) in slots.iter().zip(given.chunks_exact(h)) {
+                e[t * h..(t + 1) * h].copy_from_slice(row);
+            }
+            x.extend(e);
+        }
+        self.run(seqs, Some(x), Head::Logits(Logits::Last))
+    }
 }
 
 /// What the last layer's rows become.

@@ -115,6 +115,24 @@ pub trait Model: Send + Sync {
         seqs.iter_mut().map(|s| self.forward(s.cache, s.tokens, Logits::Last)).collect()
     }
 
+    /// [`Model::forward_batch`] where the positions of `image_token` in a
+    /// sequence's tokens take given input rows instead of that token's
+    /// embedding (a multimodal model's image features): `rows[i]` is `None`
+    /// or the rows (`[k, hidden]`, in order) for the `k` image tokens of
+    /// `seqs[i].tokens`. Models without image input refuse rows.
+    fn forward_batch_rows(
+        &self,
+        seqs: &mut [BatchSeq<'_>],
+        image_token: u32,
+        rows: &[Option<&[f32]>],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let _ = image_token;
+        if rows.iter().all(Option::is_none) {
+            return self.forward_batch(seqs);
+        }
+        Err(ModelError::Config(format!("a {} model takes no image input", self.info().architecture.name())))
+    }
+
     /// Bytes of matrix weights that decoding one token of one sequence
     /// reads, as held in memory (what bounds decode speed): every projection
     /// and the output head, not the embedding table (one row is looked up)

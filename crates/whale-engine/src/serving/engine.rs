@@ -94,6 +94,33 @@ pub struct ValidRequest {
     /// A grammar the output must match (JSON mode, a JSON schema, a strict
     /// tool call; see [`crate::text::constraint`]), compiled already.
     pub constraint: Option<Constraint>,
+    /// Images in the prompt (a multimodal model's): the input rows of its
+    /// image tokens.
+    pub images: Option<Arc<ImageInput>>,
+}
+
+/// The input rows of a prompt's image tokens: `rows` is `[k, hidden]`, one
+/// row for each of the `k` positions of `token` in the prompt, in order.
+#[derive(Debug)]
+pub struct ImageInput {
+    pub token: u32,
+    pub rows: Vec<f32>,
+}
+
+impl ImageInput {
+    /// The rows of the image tokens in `prompt[from..to]`.
+    fn rows_for(&self, prompt: &[u32], from: usize, to: usize) -> &[f32] {
+        let count = |r: &[u32]| r.iter().filter(|&&t| t == self.token).count();
+        let (before, within) = (count(&prompt[..from]), count(&prompt[from..to]));
+        let h = self.rows.len() / count(prompt).max(1);
+        &self.rows[before * h..(before + within) * h]
+    }
+
+    /// Where the first image token of `prompt` is (a cached prefix must end
+    /// before it: rows of another image sit past it).
+    fn first_in(&self, prompt: &[u32]) -> usize {
+        prompt.iter().position(|&t| t == self.token).unwrap_or(prompt.len())
+    }
 }
 
 /// A token's log-probability under the model (log-softmax of the raw logits,
@@ -606,7 +633,9 @@ impl<'t> Engine<'t> {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                (i, common_prefix(&s.session.tokens[..s.session.cache.len.min(s.session.tokens.len())], prompt))
+                let held = &s.session.tokens[..s.session.cache.len.min(s.session.tokens.len())];
+                let c = common_prefix(held, prompt);
+                (i, s.job.req.images.as_ref().map_or(c, |im| c.min(im.first_in(held))))
             })
             .max_by_key(|&(_, c)| c);
         let (mut session, common) = match live {
@@ -636,6 +665,8 @@ impl<'t> Engine<'t> {
             },
         };
         grow_cache(&mut session.cache, capacity);
+        // Rows past an image token depend on the image, not only the ids.
+        let common = req.images.as_ref().map_or(common, |im| common.min(im.first_in(prompt)));
         let reuse = common.min(prompt.len() - 1);
         session.cache.truncate(reuse);
         session.tokens.truncate(reuse);
@@ -801,6 +832,24 @@ impl<'t> Engine<'t> {
         // Where each cache stood: a panic part-way through the batch may
         // have advanced some of them, and they are run again one by one.
         let lens: Vec<usize> = batch.iter().map(|(i, _, _)| self.running[*i].session.cache.len).collect();
+        // Image rows of prompt chunks: (the request's images, chunk start).
+        let images: Vec<Option<(Arc<ImageInput>, usize)>> = batch
+            .iter()
+            .zip(&lens)
+            .map(|((i, _, _), &from)| {
+                let seq = &self.running[*i];
+                let prompt_chunk = seq.session.tokens.len() < seq.job.req.prompt.len();
+                seq.job.req.images.clone().filter(|_| prompt_chunk).map(|im| (im, from))
+            })
+            .collect();
+        let rows: Vec<Option<&[f32]>> = batch
+            .iter()
+            .zip(&images)
+            .map(|((i, tokens, _), im)| {
+                im.as_ref().map(|(im, from)| im.rows_for(&self.running[*i].job.req.prompt, *from, from + tokens.len()))
+            })
+            .collect();
+        let image_token = images.iter().flatten().map(|(im, _)| im.token).next();
         let running = &mut self.running;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // `batch` is in ascending sequence order: pair each entry with its cache.
@@ -811,7 +860,10 @@ impl<'t> Engine<'t> {
                     seqs.push(BatchSeq { cache: &mut seq.session.cache, tokens });
                 }
             }
-            model.forward_batch(&mut seqs)
+            match image_token {
+                Some(t) => model.forward_batch_rows(&mut seqs, t, &rows),
+                None => model.forward_batch(&mut seqs),
+            }
         }));
         match r {
             Ok(Ok(logits)) => {
@@ -826,11 +878,29 @@ impl<'t> Engine<'t> {
             // An error or a panic (no cache has advanced): run the sequences
             // one by one, so that only the one at fault fails.
             _ => {
-                for ((i, tokens, wants_logits), len) in batch.into_iter().zip(lens) {
+                for (((i, tokens, wants_logits), len), r) in batch.into_iter().zip(lens).zip(rows) {
                     self.running[i].session.cache.truncate(len);
-                    self.guarded(i, |e, i| e.feed(i, &tokens, wants_logits));
+                    match (r, image_token) {
+                        (Some(r), Some(t)) => self.guarded(i, |e, i| e.feed_rows(i, &tokens, t, r, wants_logits)),
+                        _ => self.guarded(i, |e, i| e.feed(i, &tokens, wants_logits)),
+                    }
                 }
             }
+        }
+    }
+
+    /// [`Engine::feed`] of a prompt chunk holding image tokens, with their rows.
+    fn feed_rows(&mut self, i: usize, tokens: &[u32], image_token: u32, rows: &[f32], wants_logits: bool) {
+        let seq = &mut self.running[i];
+        let mut seqs = [BatchSeq { cache: &mut seq.session.cache, tokens }];
+        match self.model.forward_batch_rows(&mut seqs, image_token, &[Some(rows)]) {
+            Ok(mut logits) => {
+                seq.session.tokens.extend_from_slice(tokens);
+                if wants_logits {
+                    seq.logits = logits.pop();
+                }
+            }
+            Err(e) => seq.fail(e.to_string()),
         }
     }
 
@@ -885,7 +955,14 @@ impl<'t> Engine<'t> {
                 }),
             };
             if !seq.poisoned {
-                self.pool.put(seq.session);
+                let mut session = seq.session;
+                // Only the part before the first image is reusable by ids.
+                if let Some(im) = &seq.job.req.images {
+                    let keep = im.first_in(&session.tokens).min(session.cache.len);
+                    session.cache.truncate(keep);
+                    session.tokens.truncate(keep);
+                }
+                self.pool.put(session);
                 self.publish_pool();
             }
             if finish == FinishReason::Cancelled {

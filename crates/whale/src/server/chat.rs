@@ -12,17 +12,20 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use whale_engine::serving::engine::{Done, Event, TokenEvent, TokenLogprob, ValidRequest};
+use whale_engine::serving::engine::{Done, Event, ImageInput, TokenEvent, TokenLogprob, ValidRequest};
 use whale_engine::serving::generate::FinishReason;
 use whale_engine::text::chat_template::{guard_json, ChatMessage};
 use whale_engine::text::constraint::{Constraint, Grammar};
 use whale_engine::text::reasoning::{prompt_opens_thinking, ReasoningParser, Segment};
 use whale_engine::text::tokenizer::Tokenizer;
 use whale_engine::text::tool_calls::{ToolCall, ToolCallSplitter, ToolFormat};
+use whale_engine::vision::janus::IMAGE_TOKEN;
+
+use crate::commands::vision::{Vision, MAX_IMAGES};
 
 use super::errors::{ApiError, RequestError};
 use super::request::{
-    budget, parse_messages, parse_tools, schema_bytes, validate_common, ChatRequest, ToolChoice, ToolSpec,
+    budget, parse_messages, parse_tools, schema_bytes, validate_common, ChatRequest, ToolChoice, ToolSpec, IMAGE_MARK,
     MAX_SCHEMA_BYTES,
 };
 use super::sse::{chunks, sse_response, AsyncEvents, ChunkWriter};
@@ -161,7 +164,33 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
         text.push_str(fp);
     }
     let in_thinking = prompt_opens_thinking(&text);
-    let ids = tok.encode_guarded(&text, add_bos).map_err(|e| RequestError::Tokenize(e.to_string()))?;
+    // Images: each mark becomes the model's image token (then its 576).
+    let vision = match (&conv.images[..], app.vision.as_ref()) {
+        ([], _) => None,
+        (_, None) => return Err(RequestError::NoVision.into()),
+        (urls, Some(v)) => {
+            let rows = image_rows(v, urls)?;
+            text = text.replace(IMAGE_MARK, &format!("{IMAGE_TOKEN}\n"));
+            Some((v, rows))
+        }
+    };
+    let mut ids = tok.encode_guarded(&text, add_bos).map_err(|e| RequestError::Tokenize(e.to_string()))?;
+    let images = match vision {
+        None => None,
+        Some((v, rows)) => {
+            ids = v.expand(&ids);
+            let slots = ids.iter().filter(|&&t| t == v.marks.image).count();
+            if slots != conv.images.len() * v.janus.image_rows() {
+                return Err(RequestError::Image(format!(
+                    "the chat template kept {} of the {} images",
+                    slots / v.janus.image_rows(),
+                    conv.images.len()
+                ))
+                .into());
+            }
+            Some(Arc::new(ImageInput { token: v.marks.image, rows }))
+        }
+    };
     let max_tokens = budget(ids.len(), common.max_tokens, None, app.ctx)?;
     let constraint = output_grammar(app, tool_mode.as_ref(), &specs, format_grammar)?;
     Ok(Prepared {
@@ -173,6 +202,7 @@ fn prepare(app: &AppState, req: ChatRequest) -> Result<Prepared, ApiError> {
             stop_at_eog: true,
             logprobs: logprobs.then_some(top_logprobs),
             constraint,
+            images,
         },
         stream: common.stream,
         include_usage: common.include_usage,
@@ -595,4 +625,38 @@ impl ChunkWriter for ChatChunks {
             self.error("the engine stopped before the request finished")
         }
     }
+}
+
+/// The aligner's rows of every image of a request, in order. Images come
+/// as data URLs (`data:image/png;base64,...`, PNG or JPEG): the server
+/// fetches nothing from the network on a client's behalf.
+fn image_rows(v: &Vision, urls: &[String]) -> Result<Vec<f32>, RequestError> {
+    use base64::Engine as _;
+    if urls.len() > MAX_IMAGES {
+        return Err(RequestError::Image(format!("{} images sent; at most {MAX_IMAGES} fit one request", urls.len())));
+    }
+    let mut rows = Vec::new();
+    for (k, url) in urls.iter().enumerate() {
+        let bad = |m: String| RequestError::Image(format!("image {k}: {m}"));
+        let Some(rest) = url.strip_prefix("data:") else {
+            return Err(bad(
+                "remote image URLs are not fetched; send the image inline as a data URL (data:image/png;base64,...)"
+                    .into(),
+            ));
+        };
+        let (meta, data) =
+            rest.split_once(',').ok_or_else(|| bad("a data URL needs a comma before its data".into()))?;
+        let Some(mime) = meta.strip_suffix(";base64") else {
+            return Err(bad("only base64 data URLs are read (data:image/png;base64,...)".into()));
+        };
+        if !mime.starts_with("image/") {
+            return Err(bad(format!("{mime:?} is not an image type")));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| bad(format!("the base64 data cannot be decoded: {e}")))?;
+        let img = whale_engine::vision::image::decode(&bytes).map_err(|e| bad(e.to_string()))?;
+        rows.extend(v.janus.image_features(&img).map_err(|e| bad(e.to_string()))?);
+    }
+    Ok(rows)
 }

@@ -114,6 +114,7 @@ fn prepare(app: &AppState, req: CompletionRequest) -> Result<Prepared, ApiError>
             stop_at_eog: true,
             logprobs,
             constraint: None,
+            images: None,
         },
         stream: common.stream,
         include_usage: common.include_usage,

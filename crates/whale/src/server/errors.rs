@@ -78,6 +78,11 @@ pub enum RequestError {
     Unsupported(&'static str),
     #[error("the model has no chat template: use /completions with a raw prompt, or start the server with --chat-template-file")]
     NoChatTemplate,
+    /// An image the request sent that cannot be read, or one too many.
+    #[error("messages: {0}")]
+    Image(String),
+    #[error("messages: this model does not read images: serve a Janus-Pro model to send image_url parts")]
+    NoVision,
     #[error("the chat template rejected the messages: {0}")]
     Template(String),
     #[error("this model has no fill-in-the-middle tokens, so \"suffix\" is not supported")]
@@ -128,7 +133,7 @@ impl RequestError {
             ResponseFormat(_) | NoJsonSchema => "response_format",
             Grammar { param, .. } => param,
             Unsupported(_) => return None,
-            NoChatTemplate | Template(_) => "messages",
+            NoChatTemplate | Template(_) | Image(_) | NoVision => "messages",
             NoFim => "suffix",
             NoToolFormat | BadTool { .. } => "tools",
             ToolChoice(_) => "tool_choice",
@@ -143,9 +148,8 @@ impl RequestError {
             Body(_) => "invalid_json",
             Field { .. } => "invalid_type",
             PromptTooLong { .. } | ContextExceeded { .. } | MaxTokensBeyondContext { .. } => "context_length_exceeded",
-            NoChatTemplate | NoFim | NoToolFormat | Echo | UnsupportedN(_) | ResponseFormat(_) | Unsupported(_) => {
-                "unsupported_value"
-            }
+            NoChatTemplate | NoFim | NoToolFormat | Echo | UnsupportedN(_) | ResponseFormat(_) | Unsupported(_)
+            | NoVision => "unsupported_value",
             Grammar { .. } => "invalid_schema",
             _ => "invalid_value",
         }

@@ -65,7 +65,7 @@ pub struct ImageWorker {
 
 impl ImageWorker {
     /// Start the image thread on a loaded Janus model.
-    pub fn start(v: Vision) -> ImageWorker {
+    pub fn start(v: Arc<Vision>) -> ImageWorker {
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         let size = v.janus.image_size();
         let spawned = std::thread::Builder::new().name("whale-images".into()).spawn(move || {

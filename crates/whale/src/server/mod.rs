@@ -144,6 +144,8 @@ pub struct AppState {
     pub constraints: OnceLock<Result<ConstraintEnv, String>>,
     /// Image generation, when the model is Janus-Pro.
     pub images: Option<images::ImageWorker>,
+    /// The model's image paths, when it is Janus-Pro.
+    pub vision: Option<Arc<crate::commands::vision::Vision>>,
 }
 
 impl AppState {
@@ -205,11 +207,12 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     };
     let (m, ctx) = a.model_args.load(&a.model)?;
     let path = crate::pull::resolve_model(&a.model)?;
-    let images = if path.is_dir() && whale_engine::vision::janus::Janus::is_janus(&path) {
-        Some(images::ImageWorker::start(crate::commands::vision::Vision::load(&a.model, &a.model_args)?))
+    let vision = if path.is_dir() && whale_engine::vision::janus::Janus::is_janus(&path) {
+        Some(Arc::new(crate::commands::vision::Vision::load(&a.model, &a.model_args)?))
     } else {
         None
     };
+    let images = vision.clone().map(images::ImageWorker::start);
     let tok = Arc::new(m.tokenizer);
     let template_src = template_src.or_else(|| tok.chat_template().map(str::to_string));
     let chat = match template_src {
@@ -242,6 +245,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         body_timeout: Duration::from_millis(a.body_timeout_ms),
         constraints: OnceLock::new(),
         images,
+        vision,
     });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {

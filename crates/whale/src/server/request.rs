@@ -137,18 +137,31 @@ pub struct MessageIn {
 }
 
 /// A message's `content`: text, `null`, or a list of OpenAI content parts.
+/// Images (`image_url` parts) leave [`IMAGE_MARK`] in the text where they
+/// were and their URLs, in order, in the second field; a mark typed by the
+/// client is dropped, so only image parts make one.
 #[derive(Clone, Debug, Default)]
-pub struct Content(pub String);
+pub struct Content(pub String, pub Vec<String>);
+
+/// Where an image part sat in a message's text (U+FFFC, the object
+/// replacement character).
+pub const IMAGE_MARK: char = '\u{FFFC}';
+
+fn without_marks(s: &str) -> String {
+    s.replace(IMAGE_MARK, "")
+}
 
 /// One OpenAI content part. A text model reads the text of `text` (and
 /// `input_text`) parts, or of any part with a `text` string, and an
-/// assistant's `refusal`; images, audio and files are refused by name.
+/// assistant's `refusal`; `image_url` parts are images (refused later by a
+/// model that reads none); audio and files are refused by name.
 #[derive(Deserialize, Debug)]
 struct ContentPart {
     #[serde(rename = "type")]
     kind: Option<String>,
     text: Option<String>,
     refusal: Option<String>,
+    image_url: Option<Value>,
 }
 
 impl<'de> Deserialize<'de> for Content {
@@ -160,10 +173,10 @@ impl<'de> Deserialize<'de> for Content {
                 f.write_str("a string, null, or a list of content parts")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Content, E> {
-                Ok(Content(s.to_string()))
+                Ok(Content(without_marks(s), Vec::new()))
             }
             fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Content, E> {
-                Ok(Content(s))
+                Ok(Content(without_marks(&s), Vec::new()))
             }
             fn visit_unit<E: serde::de::Error>(self) -> Result<Content, E> {
                 Ok(Content::default())
@@ -175,10 +188,22 @@ impl<'de> Deserialize<'de> for Content {
                 d.deserialize_any(V)
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
-                let mut text = String::new();
+                let (mut text, mut images) = (String::new(), Vec::new());
                 while let Some(part) = seq.next_element::<ContentPart>()? {
                     match part {
-                        ContentPart { text: Some(t), .. } | ContentPart { refusal: Some(t), .. } => text.push_str(&t),
+                        ContentPart { text: Some(t), .. } | ContentPart { refusal: Some(t), .. } => {
+                            text.push_str(&without_marks(&t))
+                        }
+                        ContentPart { image_url: Some(u), .. } => {
+                            // {"url": "..."} as OpenAI sends it, or a bare string.
+                            let url = u.get("url").unwrap_or(&u).as_str().ok_or_else(|| {
+                                serde::de::Error::custom(
+                                    "an image_url part needs \"image_url\": {\"url\": \"data:image/png;base64,...\"}",
+                                )
+                            })?;
+                            text.push(IMAGE_MARK);
+                            images.push(url.to_string());
+                        }
                         ContentPart { kind, .. } => {
                             let kind = kind.as_deref().unwrap_or("(none)");
                             return Err(serde::de::Error::custom(format!(
@@ -187,7 +212,7 @@ impl<'de> Deserialize<'de> for Content {
                         }
                     }
                 }
-                Ok(Content(text))
+                Ok(Content(text, images))
             }
         }
         d.deserialize_any(V)
@@ -472,6 +497,8 @@ pub fn budget(
 pub struct Conversation {
     pub messages: Vec<ChatMessage>,
     pub prefix: Option<ChatMessage>,
+    /// The URLs of the images, in the order of their marks in the messages.
+    pub images: Vec<String>,
 }
 
 pub fn parse_messages(raw: Vec<MessageIn>, tool_format: Option<ToolFormat>) -> Result<Conversation, RequestError> {
@@ -484,6 +511,7 @@ pub fn parse_messages(raw: Vec<MessageIn>, tool_format: Option<ToolFormat>) -> R
     let count = raw.len();
     let mut messages = Vec::with_capacity(count);
     let mut prefix = None;
+    let mut images = Vec::new();
     for (index, m) in raw.into_iter().enumerate() {
         let role = match m.role.as_str() {
             "system" | "user" | "assistant" | "tool" => m.role,
@@ -497,6 +525,7 @@ pub fn parse_messages(raw: Vec<MessageIn>, tool_format: Option<ToolFormat>) -> R
             return Err(RequestError::BadMessage { index, message });
         }
         let tool_calls = m.tool_calls.map(|calls| tool_calls_for_template(calls, tool_format));
+        images.extend(m.content.1);
         let msg = ChatMessage {
             role,
             content: m.content.0,
@@ -517,7 +546,7 @@ pub fn parse_messages(raw: Vec<MessageIn>, tool_format: Option<ToolFormat>) -> R
             messages.push(msg);
         }
     }
-    Ok(Conversation { messages, prefix })
+    Ok(Conversation { messages, prefix, images })
 }
 
 /// Tool calls as the template reads them, with `function.arguments` in the

@@ -89,6 +89,7 @@ pub async fn health_generate(State(app): State<Arc<AppState>>) -> Response {
         stop_at_eog: false,
         logprobs: None,
         constraint: None,
+        images: None,
     };
     let mut events = match AsyncEvents::submit(&app.engine, app.metrics.clone(), req) {
         Ok(e) => e,

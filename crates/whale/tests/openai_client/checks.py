@@ -368,6 +368,33 @@ def check_images():
             raise AssertionError(f"{kw} was accepted")
 
 
+def check_chat_image():
+    """A chat with an image_url part (a data URL) answers as `whale run
+    --image --chat` does; ARG is JSON: {"image": PNG path, "text": its answer}.
+    Streamed the same. Remote URLs are refused with a 400."""
+    import base64
+
+    arg = json.loads(ARG)
+    url = "data:image/png;base64," + base64.b64encode(open(arg["image"], "rb").read()).decode()
+    msgs = [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}},
+        {"type": "text", "text": "What is this?"},
+    ]}]
+    r = client.chat.completions.create(model="janus", messages=msgs, max_tokens=5, temperature=0)
+    assert r.choices[0].message.content == arg["text"], (r.choices[0].message.content, arg["text"])
+    assert r.usage.prompt_tokens > 576, r.usage
+    parts = client.chat.completions.create(model="janus", messages=msgs, max_tokens=5, temperature=0, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in parts if c.choices)
+    assert streamed == arg["text"], (streamed, arg["text"])
+    remote = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}]}]
+    try:
+        client.chat.completions.create(model="janus", messages=remote, max_tokens=2)
+    except openai.BadRequestError as e:
+        assert "data URL" in str(e), str(e)
+    else:
+        raise AssertionError("a remote image URL was accepted")
+
+
 def check_chat_text_on_janus():
     """A Janus model answers text chat through the ordinary engine."""
     r = client.chat.completions.create(model="janus", messages=USER, max_tokens=4, temperature=0)
