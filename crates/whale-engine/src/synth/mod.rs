@@ -20,6 +20,7 @@
 
 pub mod fill;
 pub mod fp8;
+pub mod janus;
 pub mod mix;
 pub mod presets;
 pub mod tokenizer;
@@ -49,6 +50,8 @@ pub enum SynthError {
     Tokenizer(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("writing: {0}")]
+    Io(String),
 }
 
 fn known_names() -> String {

@@ -59,6 +59,11 @@ struct ImageOut {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     seed: Option<u64>,
     codes: Vec<u32>,
+    /// Seconds choosing the codes (the language model) and decoding them.
+    #[serde(default)]
+    codes_seconds: f64,
+    #[serde(default)]
+    decode_seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -136,17 +141,20 @@ pub fn run(a: ImagineArgs) -> anyhow::Result<()> {
     let mut images = Vec::new();
     let size = v.janus.image_size();
     let quiet = a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let save = |codes: &[u32], file: &Path| -> anyhow::Result<()> {
+    let save = |codes: &[u32], file: &Path| -> anyhow::Result<f64> {
+        let t = std::time::Instant::now();
         let px = v.janus.decode_codes(codes, |_, _| {})?;
+        let seconds = t.elapsed().as_secs_f64();
         let png = encode_png(&to_rgb8(&px, size, size))?;
-        std::fs::write(file, png).with_context(|| format!("writing {}", file.display()))
+        std::fs::write(file, png).with_context(|| format!("writing {}", file.display()))?;
+        Ok(seconds)
     };
     if let Some(path) = &a.from_codes {
         let sets = read_codes(path)?;
         for (k, codes) in sets.iter().enumerate() {
             let file = output_path(&a.output, k, sets.len());
-            save(codes, &file)?;
-            images.push(ImageOut { file, seed: None, codes: codes.clone() });
+            let decode_seconds = save(codes, &file)?;
+            images.push(ImageOut { file, seed: None, codes: codes.clone(), codes_seconds: 0.0, decode_seconds });
         }
     } else {
         let text = a.prompt.as_deref().unwrap_or_default();
@@ -163,17 +171,23 @@ pub fn run(a: ImagineArgs) -> anyhow::Result<()> {
                     .expect("valid template"),
             );
             bar.set_message(format!("image {}/{}", k + 1, a.count));
+            let t = std::time::Instant::now();
             let codes = v.janus.generate_codes(&prompt, &uncond, a.cfg, a.temp, seed, |_, _| {
                 bar.inc(1);
                 true
             })?;
             bar.finish_and_clear();
+            let codes_seconds = t.elapsed().as_secs_f64();
             let file = output_path(&a.output, k, a.count);
-            save(&codes, &file)?;
+            let decode_seconds = save(&codes, &file)?;
             if !a.json {
-                eprintln!("wrote {} (seed {seed})", file.display());
+                eprintln!(
+                    "wrote {} (seed {seed}; {n} codes in {codes_seconds:.1}s, {:.1} a second; decoded in {decode_seconds:.1}s)",
+                    file.display(),
+                    n as f64 / codes_seconds
+                );
             }
-            images.push(ImageOut { file, seed: Some(seed), codes });
+            images.push(ImageOut { file, seed: Some(seed), codes, codes_seconds, decode_seconds });
         }
     }
     let seconds = t0.elapsed().as_secs_f64();

@@ -333,9 +333,11 @@ fn run_with_images(a: &RunArgs, sampler: SamplerConfig) -> anyhow::Result<()> {
     anyhow::ensure!(matches!(a.spec, Spec::Auto | Spec::None), "--spec mtp does not apply to Janus models");
     let v = Vision::load(&a.model, &a.model_args)?;
     let mut rows = Vec::new();
+    let t_img = std::time::Instant::now();
     for path in &a.image {
         rows.extend(v.image_file(path)?);
     }
+    let image_seconds = t_img.elapsed().as_secs_f64();
     let prompt_ids = match (&a.prompt, &a.prompt_ids) {
         (_, Some(ids)) => ids.clone(),
         (Some(p), None) if a.chat => {
@@ -414,7 +416,7 @@ fn run_with_images(a: &RunArgs, sampler: SamplerConfig) -> anyhow::Result<()> {
     } else {
         println!();
         eprintln!(
-            "[{} image(s), {} prompt tokens, {} tokens generated in {:.2}s]",
+            "[{} image(s) read in {image_seconds:.2}s; {} prompt tokens, {} tokens generated in {:.2}s]",
             a.image.len(),
             prompt_ids.len(),
             gen.generated_ids.len(),

@@ -119,6 +119,24 @@ fn list() {
         let aka = if p.aliases.is_empty() { String::new() } else { format!(" (also {})", p.aliases.join(", ")) };
         println!("{:<32} {:>7}  {}{aka}", p.name, p.num_hidden_layers(), p.hf_repo);
     }
+    for j in synth::janus::JANUS_SHAPES {
+        println!("{:<32} {:>7}  a Hugging Face folder (transformers' Janus layout, bf16): --tokenizer DIR", j.name, j.layers);
+    }
+}
+
+/// `--like janus-pro-1b|7b`: a Janus folder at the real shapes, bf16, with
+/// the tokenizer of `--tokenizer DIR` (a folder with Janus's image tokens,
+/// such as the tiny test model's).
+fn run_janus(out: &Path, shape: &synth::janus::JanusShape, a: &SynthArgs) -> anyhow::Result<()> {
+    let dir = a.like_args.tokenizer.as_deref().context(
+        "--tokenizer DIR is needed for a Janus folder: a folder whose tokenizer.json has <image_placeholder>, \
+         <begin_of_image> and <end_of_image> (for example crates/whale-engine/tests/data/janus/tiny)",
+    )?;
+    let tok = whale_engine::text::tokenizer::Tokenizer::from_hf_dir(Path::new(dir))?;
+    let image = tok.token_to_id("<image_placeholder>").context("the tokenizer has no <image_placeholder>")?;
+    let bytes = synth::janus::write_janus(out, shape, a.like_args.layers, Path::new(dir), image, a.like_args.seed)?;
+    eprintln!("wrote {} ({}, {} of bf16 weights)", out.display(), shape.name, indicatif::DecimalBytes(bytes));
+    Ok(())
 }
 
 /// Plans the synthetic model `like` with `a`.
@@ -152,6 +170,9 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let Some(out_path) = a.out.clone() else { bail!("give the GGUF file to write: whale synth OUT.gguf --like NAME") };
+    if let Some(shape) = synth::janus::JANUS_SHAPES.iter().find(|s| s.name == a.like) {
+        return run_janus(&out_path, shape, &a);
+    }
     if a.like_args.ftype == SynthType::Fp8 {
         return run_fp8(&out_path, &a);
     }
