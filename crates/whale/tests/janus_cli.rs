@@ -208,6 +208,19 @@ fn bad_images_and_parameters_are_refused_clearly() {
     std::fs::write(&bad_codes, "{oops").unwrap();
     fails_with(&["imagine", &m, "--from-codes", bad_codes.to_str().unwrap()], "is not JSON");
     fails_with(&["imagine", text_model.to_str().unwrap(), "-p", "x"], "text-only model");
+    // DeepSeek's original layout: the error says how to convert it.
+    let orig = d.join("multi_modality");
+    std::fs::create_dir_all(&orig).unwrap();
+    std::fs::write(
+        orig.join("config.json"),
+        r#"{"model_type": "multi_modality", "architectures": ["MultiModalityCausalLM"]}"#,
+    )
+    .unwrap();
+    std::fs::copy(data().join("tiny/model.safetensors"), orig.join("model.safetensors")).unwrap();
+    std::fs::copy(data().join("tiny/tokenizer.json"), orig.join("tokenizer.json")).unwrap();
+    for args in [vec!["run", orig.to_str().unwrap(), "-p", "x"], vec!["imagine", orig.to_str().unwrap(), "-p", "x"]] {
+        fails_with(&args, "convert_janus_weights_to_hf");
+    }
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -120,7 +120,10 @@ fn list() {
         println!("{:<32} {:>7}  {}{aka}", p.name, p.num_hidden_layers(), p.hf_repo);
     }
     for j in synth::janus::JANUS_SHAPES {
-        println!("{:<32} {:>7}  a Hugging Face folder (transformers' Janus layout, bf16): --tokenizer DIR", j.name, j.layers);
+        println!(
+            "{:<32} {:>7}  a Hugging Face folder (transformers' Janus layout, bf16): --tokenizer DIR",
+            j.name, j.layers
+        );
     }
 }
 

@@ -28,6 +28,13 @@ impl Vision {
     /// Load `spec` as a Janus model, or say why it cannot take images.
     pub fn load(spec: &str, args: &ModelArgs) -> anyhow::Result<Vision> {
         let path = crate::pull::resolve_model(spec)?;
+        if let Ok(text) = std::fs::read_to_string(path.join("config.json")) {
+            let cfg: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            // DeepSeek's original Janus layout: the registry's error says how to convert it.
+            if let Some(mt) = cfg.get("model_type").and_then(|m| m.as_str()).filter(|&m| m == "multi_modality") {
+                whale_engine::models::Architecture::from_name(mt)?;
+            }
+        }
         anyhow::ensure!(
             path.is_dir() && Janus::is_janus(&path),
             "{spec} is a text-only model: images need a Janus-Pro model (a Hugging Face folder with model_type \"janus\")"
