@@ -230,7 +230,7 @@ pub fn write_janus(
     }
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut head = serde_json::to_string(&header).unwrap_or_default().into_bytes();
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let file = std::fs::File::create(out.join("model.safetensors")).map_err(io)?;
