@@ -175,6 +175,20 @@ impl Conv2d {
     ) -> Result<Conv2d, VisionError> {
         let w = store.get(&hf(prefix, "weight"), &[c_out, c_in, k, k])?.to_f32()?;
         let bias = store.vector(&hf(prefix, "bias"), c_out)?;
+        Ok(Conv2d::from_oihw(&w, bias, c_in, c_out, k, stride, pad))
+    }
+
+    /// From PyTorch-layout weights `[c_out, c_in, k, k]`, reordered to
+    /// `[c_out, k, k, c_in]` rows.
+    pub fn from_oihw(
+        w: &[f32],
+        bias: Vec<f32>,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: (usize, usize),
+    ) -> Conv2d {
         let cols = k * k * c_in;
         let mut m = vec![0f32; c_out * cols];
         for o in 0..c_out {
@@ -188,7 +202,7 @@ impl Conv2d {
         }
         let mut lin = Linear::from_f32(c_out, cols, &m);
         lin.bias = Some(bias);
-        Ok(Conv2d { w: lin, c_in, c_out, k, stride, pad })
+        Conv2d { w: lin, c_in, c_out, k, stride, pad }
     }
 
     /// Output size along one axis of `n` input pixels.
@@ -306,20 +320,7 @@ mod tests {
         let wt: Vec<f32> = (0..c_out * c_in * k * k).map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0).collect();
         let bias = [0.5f32, -1.0];
         let x: Vec<f32> = (0..h * w * c_in).map(|i| ((i * 5 % 13) as f32 - 6.0) / 3.0).collect();
-        let cols = k * k * c_in;
-        let mut m = vec![0f32; c_out * cols];
-        for o in 0..c_out {
-            for c in 0..c_in {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        m[o * cols + (ky * k + kx) * c_in + c] = wt[((o * c_in + c) * k + ky) * k + kx];
-                    }
-                }
-            }
-        }
-        let mut lin = Linear::from_f32(c_out, cols, &m);
-        lin.bias = Some(bias.to_vec());
-        let conv = Conv2d { w: lin, c_in, c_out, k, stride: 2, pad: (0, 1) };
+        let conv = Conv2d::from_oihw(&wt, bias.to_vec(), c_in, c_out, k, 2, (0, 1));
         let (y, ho, wo) = conv.forward(&x, h, w, 1);
         assert_eq!((ho, wo), (2, 3)); // (5 + 1 − 3) / 2 + 1, (6 + 1 − 3) / 2 + 1
         for oy in 0..ho {

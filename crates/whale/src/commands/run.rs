@@ -101,6 +101,33 @@ struct JsonOut {
     speculative: Option<SpecOut>,
 }
 
+impl JsonOut {
+    /// What `--json` prints for a generation (`parts`: the thinking and the
+    /// answer, for a reasoning model with --chat).
+    fn new(
+        prompt_ids: Vec<u32>,
+        gen: &whale_engine::serving::generate::Generation,
+        top: bool,
+        parts: Option<(String, String)>,
+        speculative: Option<SpecOut>,
+    ) -> JsonOut {
+        let (reasoning_content, content) = parts.map_or((None, None), |(r, c)| (Some(r), Some(c)));
+        JsonOut {
+            prompt_ids,
+            generated_ids: gen.generated_ids.clone(),
+            text: gen.text.clone(),
+            reasoning_content,
+            content,
+            steps: gen.steps.iter().map(|s| JsonStep { id: s.id, top: top.then(|| s.top.clone()) }).collect(),
+            finish_reason: match gen.finish {
+                whale_engine::serving::generate::FinishReason::Stop => "stop",
+                _ => "length",
+            },
+            speculative,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct SpecOut {
     method: &'static str,
@@ -288,23 +315,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let parts = thinking.map(|t| split(&gen.text, t));
     if a.json {
-        let out = JsonOut {
-            prompt_ids,
-            generated_ids: gen.generated_ids.clone(),
-            text: gen.text.clone(),
-            reasoning_content: parts.as_ref().map(|p| p.0.clone()),
-            content: parts.as_ref().map(|p| p.1.clone()),
-            steps: gen
-                .steps
-                .iter()
-                .map(|s| JsonStep { id: s.id, top: (a.top_logits > 0).then(|| s.top.clone()) })
-                .collect(),
-            finish_reason: match gen.finish {
-                whale_engine::serving::generate::FinishReason::Stop => "stop",
-                _ => "length",
-            },
-            speculative: spec_stats,
-        };
+        let out = JsonOut::new(prompt_ids, &gen, a.top_logits > 0, parts, spec_stats);
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!();
@@ -395,23 +406,7 @@ fn run_with_images(a: &RunArgs, sampler: SamplerConfig) -> anyhow::Result<()> {
         true
     })?;
     if a.json {
-        let out = JsonOut {
-            prompt_ids: prompt_ids.clone(),
-            generated_ids: gen.generated_ids.clone(),
-            text: gen.text.clone(),
-            reasoning_content: None,
-            content: None,
-            steps: gen
-                .steps
-                .iter()
-                .map(|s| JsonStep { id: s.id, top: (a.top_logits > 0).then(|| s.top.clone()) })
-                .collect(),
-            finish_reason: match gen.finish {
-                whale_engine::serving::generate::FinishReason::Stop => "stop",
-                _ => "length",
-            },
-            speculative: None,
-        };
+        let out = JsonOut::new(prompt_ids.clone(), &gen, a.top_logits > 0, None, None);
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!();
