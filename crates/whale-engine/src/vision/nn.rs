@@ -118,35 +118,22 @@ pub fn silu(x: &mut [f32]) {
 pub fn gelu(x: &mut [f32]) {
     for v in x {
         let z = *v as f64;
-        *v = (0.5 * z * (1.0 + erf(z / std::f64::consts::SQRT_2))) as f32;
+        *v = (0.5 * z * (1.0 + erf(z * std::f64::consts::FRAC_1_SQRT_2))) as f32;
     }
 }
 
-/// The error function to about 1e-15 relative: its Maclaurin series for
-/// small arguments, a continued fraction of erfc for large ones.
+/// The error function within 1.2e-7 (Abramowitz and Stegun 7.1.26, the
+/// error bound is theirs): a fifth-degree polynomial in `1/(1 + p·|x|)`
+/// times `e^(−x²)`, cheap enough for every activation of an image model. The
+/// GELU it gives differs from the exact one by at most 6e-8 · |x|, below
+/// the 1e-4 to which the encoder is compared with transformers.
 pub fn erf(x: f64) -> f64 {
+    const P: f64 = 0.327_591_1;
+    const A: [f64; 5] = [0.254_829_592, -0.284_496_736, 1.421_413_741, -1.453_152_027, 1.061_405_429];
     let a = x.abs();
-    let r = if a < 2.5 {
-        // erf(a) = 2/√π Σ (−1)^n a^(2n+1) / (n! (2n+1))
-        let (mut term, mut sum, a2) = (a, a, a * a);
-        for n in 1..200 {
-            term *= -a2 / n as f64;
-            let add = term / (2 * n + 1) as f64;
-            sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
-                break;
-            }
-        }
-        sum * std::f64::consts::FRAC_2_SQRT_PI
-    } else {
-        // erfc(a) = e^(−a²)/√π · 1/(a + 1/2/(a + 1/(a + 3/2/(a + …)))), evaluated backwards.
-        let mut f = 0.0;
-        for k in (1..60).rev() {
-            f = (k as f64 / 2.0) / (a + f);
-        }
-        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f)
-    };
-    r.copysign(x)
+    let t = 1.0 / (1.0 + P * a);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    (1.0 - poly * (-a * a).exp()).copysign(x)
 }
 
 /// A 2-D convolution with `[out, in, kh, kw]` weights (PyTorch's layout),
@@ -307,10 +294,9 @@ mod tests {
         for (x, want) in
             [(0.0, 0.0), (0.5, 0.520_499_877_8), (1.0, 0.842_700_792_9), (2.0, 0.995_322_265_0), (3.0, 0.999_977_909_5)]
         {
-            assert!((erf(x) - want).abs() < 1e-9, "erf({x}) = {}", erf(x));
-            assert!((erf(-x) + want).abs() < 1e-9);
+            assert!((erf(x) - want).abs() < 1.5e-7, "erf({x}) = {}", erf(x));
+            assert!((erf(-x) + want).abs() < 1.5e-7);
         }
-        assert!((erf(2.4999) - erf(2.5001)).abs() < 1e-5, "the two branches meet");
     }
 
     #[test]
