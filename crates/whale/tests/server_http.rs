@@ -186,7 +186,12 @@ fn errors_have_their_status_and_shape_and_never_500() {
         (
             "/chat/completions",
             json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}),
-            "messages[0].content: a content part of type \"image_url\" is not supported by this model",
+            "messages: this model does not read images",
+        ),
+        (
+            "/chat/completions",
+            json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
+            "messages[0].content: a content part of type \"input_audio\" is not supported by this model",
         ),
         ("/chat/completions", json!({"messages": msgs("hi"), "tool_choice": 3}), "tool_choice: expected a string"),
         (
