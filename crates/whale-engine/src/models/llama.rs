@@ -234,23 +234,9 @@ impl Model for Llama {
         image_token: u32,
         rows: &[Option<&[f32]>],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let h = self.params.hidden_size;
-        let mut x = Vec::with_capacity(seqs.iter().map(|s| s.tokens.len()).sum::<usize>() * h);
+        let mut x = Vec::new();
         for (s, r) in seqs.iter().zip(rows.iter().chain(std::iter::repeat(&None))) {
-            let mut e = embed_tokens(&self.embed, s.tokens)?; // [n, hidden]
-            let slots: Vec<usize> = (0..s.tokens.len()).filter(|&t| s.tokens[t] == image_token).collect();
-            let given = r.unwrap_or(&[]);
-            if slots.len() * h != given.len() {
-                return Err(cfg_err(format!(
-                    "{} image tokens but {} image rows of {h} values",
-                    slots.len(),
-                    given.len() as f64 / h as f64
-                )));
-            }
-            for (&t, row) in slots.iter().zip(given.chunks_exact(h)) {
-                e[t * h..(t + 1) * h].copy_from_slice(row);
-            }
-            x.extend(e);
+            x.extend(self.input_rows(s.tokens, image_token, r.unwrap_or(&[]))?);
         }
         self.run(seqs, Some(x), Head::Logits(Logits::Last))
     }
@@ -286,6 +272,26 @@ impl Llama {
             )));
         }
         self.run(seqs, Some(embeds), head)
+    }
+
+    /// The input rows of `tokens` (`[n, hidden]`): their embeddings, with
+    /// the positions of `image_token` taken in order from `rows` (`[k,
+    /// hidden]` for its `k` occurrences; the counts must agree).
+    pub fn input_rows(&self, tokens: &[u32], image_token: u32, rows: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let h = self.params.hidden_size;
+        let mut x = embed_tokens(&self.embed, tokens)?; // [n, hidden]
+        let slots: Vec<usize> = (0..tokens.len()).filter(|&t| tokens[t] == image_token).collect();
+        if slots.len() * h != rows.len() {
+            return Err(cfg_err(format!(
+                "{} image tokens but {} image rows of {h} values",
+                slots.len(),
+                rows.len() as f64 / h as f64
+            )));
+        }
+        for (&t, row) in slots.iter().zip(rows.chunks_exact(h)) {
+            x[t * h..(t + 1) * h].copy_from_slice(row);
+        }
+        Ok(x)
     }
 
     /// The token embedding table `[vocab, hidden]`.

@@ -201,21 +201,7 @@ impl Janus {
     /// aligner's rows of the images, `[k, hidden]` stacked; a prompt may hold
     /// part of an image when its prefill is split). The counts must agree.
     pub fn input_rows(&self, ids: &[u32], image_rows: &[f32]) -> Result<Vec<f32>, VisionError> {
-        let h = self.lm.params.hidden_size;
-        let slots = ids.iter().filter(|&&t| t == self.image_token_id).count();
-        if slots * h != image_rows.len() {
-            return Err(VisionError::Request(format!(
-                "the prompt has {slots} image tokens but {} image rows were given ({} a whole image)",
-                image_rows.len() / h,
-                self.image_rows()
-            )));
-        }
-        let mut x = crate::models::embed_tokens(self.lm.embedding(), ids)?;
-        let slots = ids.iter().enumerate().filter(|(_, &t)| t == self.image_token_id).map(|(i, _)| i);
-        for (i, row) in slots.zip(image_rows.chunks_exact(h)) {
-            x[i * h..(i + 1) * h].copy_from_slice(row);
-        }
-        Ok(x)
+        Ok(self.lm.input_rows(ids, self.image_token_id, image_rows)?)
     }
 
     /// Run `ids` (with `image_rows` at the image tokens) through the

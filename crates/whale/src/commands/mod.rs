@@ -46,12 +46,17 @@ impl ModelArgs {
 
     /// The context size: `--ctx`, else the model's, at most 4096.
     pub fn context_for(&self, m: &LoadedModel) -> anyhow::Result<usize> {
+        self.context(m.model.info().context_length)
+    }
+
+    /// `--ctx`, or the model's trained context (`trained`) up to 4096.
+    pub fn context(&self, trained: usize) -> anyhow::Result<usize> {
         Ok(match self.ctx {
             Some(c) => {
                 anyhow::ensure!((1..=1 << 20).contains(&c), "--ctx must be between 1 and 1048576, got {c}");
                 c
             }
-            None => m.model.info().context_length.clamp(1, 4096),
+            None => trained.clamp(1, 4096),
         })
     }
 

@@ -28,29 +28,26 @@ impl Vision {
     /// Load `spec` as a Janus model, or say why it cannot take images.
     pub fn load(spec: &str, args: &ModelArgs) -> anyhow::Result<Vision> {
         let path = crate::pull::resolve_model(spec)?;
-        if let Ok(text) = std::fs::read_to_string(path.join("config.json")) {
-            let cfg: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let cfg: serde_json::Value = std::fs::read_to_string(path.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        match cfg.get("model_type").and_then(|m| m.as_str()) {
+            Some("janus") => {}
             // DeepSeek's original Janus layout: the registry's error says how to convert it.
-            if let Some(mt) = cfg.get("model_type").and_then(|m| m.as_str()).filter(|&m| m == "multi_modality") {
+            Some(mt @ "multi_modality") => {
                 whale_engine::models::Architecture::from_name(mt)?;
             }
+            _ => anyhow::bail!(
+                "{spec} is a text-only model: images need a Janus-Pro model (a Hugging Face folder with model_type \"janus\")"
+            ),
         }
-        anyhow::ensure!(
-            path.is_dir() && Janus::is_janus(&path),
-            "{spec} is a text-only model: images need a Janus-Pro model (a Hugging Face folder with model_type \"janus\")"
-        );
         let opts = args.options()?;
         let store = WeightStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let janus = Janus::load(&store, opts).with_context(|| format!("loading {}", path.display()))?;
         let tok = Tokenizer::from_hf_dir(&path)?;
         let marks = ImageTokens::of(&tok, janus.image_token_id)?;
-        let ctx = match args.ctx {
-            Some(c) => {
-                anyhow::ensure!((1..=1 << 20).contains(&c), "--ctx must be between 1 and 1048576, got {c}");
-                c
-            }
-            None => janus.lm.params.context_length.clamp(1, 4096),
-        };
+        let ctx = args.context(janus.lm.params.context_length)?;
         Ok(Vision { janus, tok, marks, ctx })
     }
 

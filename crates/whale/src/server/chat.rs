@@ -25,8 +25,8 @@ use crate::commands::vision::{Vision, MAX_IMAGES};
 
 use super::errors::{ApiError, RequestError};
 use super::request::{
-    budget, parse_messages, parse_tools, schema_bytes, validate_common, ChatRequest, ToolChoice, ToolSpec, IMAGE_MARK,
-    MAX_SCHEMA_BYTES,
+    budget, data_url_bytes, parse_messages, parse_tools, schema_bytes, validate_common, ChatRequest, ToolChoice,
+    ToolSpec, IMAGE_MARK, MAX_SCHEMA_BYTES,
 };
 use super::sse::{chunks, sse_response, AsyncEvents, ChunkWriter};
 use super::{new_id, parse_and_prepare, unix_now, AppState};
@@ -631,30 +631,13 @@ impl ChunkWriter for ChatChunks {
 /// as data URLs (`data:image/png;base64,...`, PNG or JPEG): the server
 /// fetches nothing from the network on a client's behalf.
 fn image_rows(v: &Vision, urls: &[String]) -> Result<Vec<f32>, RequestError> {
-    use base64::Engine as _;
     if urls.len() > MAX_IMAGES {
         return Err(RequestError::Image(format!("{} images sent; at most {MAX_IMAGES} fit one request", urls.len())));
     }
     let mut rows = Vec::new();
     for (k, url) in urls.iter().enumerate() {
         let bad = |m: String| RequestError::Image(format!("image {k}: {m}"));
-        let Some(rest) = url.strip_prefix("data:") else {
-            return Err(bad(
-                "remote image URLs are not fetched; send the image inline as a data URL (data:image/png;base64,...)"
-                    .into(),
-            ));
-        };
-        let (meta, data) =
-            rest.split_once(',').ok_or_else(|| bad("a data URL needs a comma before its data".into()))?;
-        let Some(mime) = meta.strip_suffix(";base64") else {
-            return Err(bad("only base64 data URLs are read (data:image/png;base64,...)".into()));
-        };
-        if !mime.starts_with("image/") {
-            return Err(bad(format!("{mime:?} is not an image type")));
-        }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data.trim())
-            .map_err(|e| bad(format!("the base64 data cannot be decoded: {e}")))?;
+        let bytes = data_url_bytes(url).map_err(bad)?;
         let img = whale_engine::vision::image::decode(&bytes).map_err(|e| bad(e.to_string()))?;
         rows.extend(v.janus.image_features(&img).map_err(|e| bad(e.to_string()))?);
     }

@@ -147,6 +147,27 @@ pub struct Content(pub String, pub Vec<String>);
 /// replacement character).
 pub const IMAGE_MARK: char = '\u{FFFC}';
 
+/// The bytes of an image sent as a data URL (`data:image/png;base64,...`):
+/// the server fetches nothing from the network on a client's behalf.
+pub fn data_url_bytes(url: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let Some(rest) = url.strip_prefix("data:") else {
+        return Err(
+            "remote image URLs are not fetched; send the image inline as a data URL (data:image/png;base64,...)".into(),
+        );
+    };
+    let (meta, data) = rest.split_once(',').ok_or("a data URL needs a comma before its data")?;
+    let Some(mime) = meta.strip_suffix(";base64") else {
+        return Err("only base64 data URLs are read (data:image/png;base64,...)".into());
+    };
+    if !mime.starts_with("image/") {
+        return Err(format!("{mime:?} is not an image type"));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| format!("the base64 data cannot be decoded: {e}"))
+}
+
 fn without_marks(s: &str) -> String {
     s.replace(IMAGE_MARK, "")
 }
