@@ -54,7 +54,7 @@ struct Job {
     cfg: f32,
     temperature: f32,
     seed: u64,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<String>, String>>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<String>, ApiError>>,
 }
 
 /// The image thread's queue.
@@ -82,14 +82,18 @@ impl ImageWorker {
 }
 
 /// One job: `n` PNGs, base64, or why not.
-fn make_images(v: &Vision, job: &Job) -> Result<Vec<String>, String> {
-    let (prompt, uncond) = prompt_pair(v, &job.prompt).map_err(|e| format!("{e:#}"))?;
+fn make_images(v: &Vision, job: &Job) -> Result<Vec<String>, ApiError> {
+    let failed = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
+    let (prompt, uncond) = prompt_pair(v, &job.prompt).map_err(|e| ApiError::Internal(format!("{e:#}")))?;
     if prompt.len() + v.janus.image_codes() > v.ctx {
-        return Err(format!(
-            "the prompt is too long: {} tokens and {} image tokens exceed the context of {}",
-            prompt.len(),
-            v.janus.image_codes(),
-            v.ctx
+        return Err(rule(
+            format!(
+                "the prompt is too long: {} tokens and {} image tokens exceed the context of {}",
+                prompt.len(),
+                v.janus.image_codes(),
+                v.ctx
+            ),
+            "prompt",
         ));
     }
     let size = v.janus.image_size();
@@ -99,12 +103,12 @@ fn make_images(v: &Vision, job: &Job) -> Result<Vec<String>, String> {
         let codes = v
             .janus
             .generate_codes(&prompt, &uncond, job.cfg, job.temperature, seed, |_, _| !job.reply.is_closed())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(&e))?;
         if job.reply.is_closed() {
-            return Err("the client went away".into());
+            return Err(ApiError::Unavailable("the client went away".into()));
         }
-        let px = v.janus.decode_codes(&codes, |_, _| {}).map_err(|e| e.to_string())?;
-        let png = encode_png(&to_rgb8(&px, size, size)).map_err(|e| e.to_string())?;
+        let px = v.janus.decode_codes(&codes, |_, _| {}).map_err(|e| failed(&e))?;
+        let png = encode_png(&to_rgb8(&px, size, size)).map_err(|e| failed(&e))?;
         out.push(base64::engine::general_purpose::STANDARD.encode(png));
     }
     Ok(out)
@@ -189,12 +193,7 @@ pub async fn generations(
         }
         Err(TrySendError::Disconnected(_)) => return Err(ApiError::Unavailable("the image thread stopped".into())),
     }
-    let images = match rx.await {
-        Ok(Ok(images)) => images,
-        Ok(Err(msg)) if msg.starts_with("the prompt is too long") => return Err(rule(msg, "prompt")),
-        Ok(Err(msg)) => return Err(ApiError::Internal(msg)),
-        Err(_) => return Err(ApiError::Unavailable("the image thread stopped".into())),
-    };
+    let images = rx.await.map_err(|_| ApiError::Unavailable("the image thread stopped".into()))??;
     let data: Vec<Value> = images.into_iter().map(|b| json!({"b64_json": b, "revised_prompt": null})).collect();
     Ok(Json(
         json!({"created": unix_now(), "data": data, "output_format": "png", "size": format!("{0}x{0}", worker.size)}),
