@@ -23,7 +23,7 @@ fn tiny_deepseek() -> LoadedModel {
 }
 
 fn config(parallel: usize, max_queue: usize) -> EngineConfig {
-    EngineConfig { parallel, max_queue, ctx: 512, cache_bytes: 64 << 20 }
+    EngineConfig { parallel, max_queue, ctx: 512, cache_bytes: 64 << 20, spec_drafts: 0 }
 }
 
 fn start(m: LoadedModel, cfg: EngineConfig) -> (EngineHandle, Arc<whale_engine::text::tokenizer::Tokenizer>) {

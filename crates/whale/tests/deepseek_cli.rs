@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod server_common;
+
 fn whale(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_whale")).args(args).env("WHALE_LOG", "off").output().expect("run whale")
 }
@@ -354,6 +356,174 @@ fn mtp_speculative_decoding_gives_the_greedy_ids() {
     let g = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
     let o = whale(&["run", g.to_str().unwrap(), "--prompt-ids", "5", "-n", "2", "--temp", "0", "--spec", "mtp"]);
     expect_error(&o, &["this model has no multi-token-prediction layer"]);
+}
+
+/// The tiny DeepSeek GGUF with an MTP layer in llama.cpp's `nextn` naming
+/// (block_count counts it, `nextn_predict_layers` says it is the last,
+/// `blk.3.nextn.{eh_proj,enorm,hnorm,shared_head_norm}` beside the block's
+/// usual tensors): the same layer as [`with_mtp_layer`] gives the
+/// safetensors folder (a copy of layer 2, its norm, [`drafting_eh_proj`]).
+/// `edit` may change the tensor list before writing (for the bad-input cases).
+fn gguf_with_nextn(tag: &str, edit: impl FnOnce(&mut Vec<(String, Vec<u64>, Vec<u8>)>)) -> PathBuf {
+    use whale_engine::formats::gguf::{GgufFile, MetaValue};
+    use whale_engine::formats::gguf_write::GgufWriter;
+    let g = GgufFile::open(fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf")).unwrap();
+    let mut tensors: Vec<(String, Vec<u64>, Vec<u8>)> = Vec::new();
+    for t in &g.tensors {
+        let (_, data) = g.tensor_data(&t.name).unwrap();
+        tensors.push((t.name.clone(), t.dims.clone(), data.to_vec()));
+        if let Some(rest) = t.name.strip_prefix("blk.2.") {
+            tensors.push((format!("blk.3.{rest}"), t.dims.clone(), data.to_vec()));
+            if rest == "attn_norm.weight" {
+                for n in ["enorm", "hnorm", "shared_head_norm"] {
+                    tensors.push((format!("blk.3.nextn.{n}.weight"), t.dims.clone(), data.to_vec()));
+                }
+            }
+        }
+    }
+    let eh: Vec<u8> = (0..64 * 128).flat_map(|i| drafting_eh_proj(i).to_le_bytes()).collect();
+    tensors.push(("blk.3.nextn.eh_proj.weight".into(), vec![128, 64], eh));
+    edit(&mut tensors);
+    let mut w = GgufWriter::new();
+    for (k, v) in &g.metadata {
+        w.set(k, v.clone());
+    }
+    let blocks = g.get_u64("deepseek2.block_count").unwrap() as u32;
+    w.set("deepseek2.block_count", MetaValue::U32(blocks + 1));
+    w.set("deepseek2.nextn_predict_layers", MetaValue::U32(1));
+    for (name, dims, _) in &tensors {
+        w.add_tensor(name, dims, whale_kernels::GgmlType::F32).unwrap();
+    }
+    let p = temp_dir(tag).join("nextn.gguf");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
+    w.write(&mut f, |i, _, out| out.write_all(&tensors[i].2)).unwrap();
+    drop(f);
+    p
+}
+
+/// A GGUF's MTP layer in llama.cpp's `nextn` naming: block_count counts it,
+/// so the model without it is the original file's (the same top logits),
+/// and it drafts: `--spec mtp:K` gives the greedy ids of plain decoding. A
+/// nextn layer with a missing or wrongly shaped tensor is an error naming
+/// it. (The fixture GGUF has no safetensors twin with its vocabulary, so
+/// the drafts are not compared with the safetensors path; both load the
+/// layer through the same name table.)
+#[test]
+fn gguf_nextn_layer_loads_and_drafts() {
+    let g = gguf_with_nextn("nextn", |_| {});
+    let orig = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    let run = |m: &Path, ids: &str, spec: &str| {
+        let args = ["run", m.to_str().unwrap(), "--prompt-ids", ids, "-n", "24", "--temp", "0", "--ignore-eos"];
+        let o = whale(&[&args[..], &["--json", "--spec", spec]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let top = |m: &Path| {
+        let args = ["run", m.to_str().unwrap(), "--prompt-ids", "5,6,7", "-n", "4", "--temp", "0", "--json"];
+        let o = whale(&[&args[..], &["--top-logits", "3", "--spec", "none"]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["steps"].clone()
+    };
+    assert_eq!(top(&g), top(&orig), "the nextn layer changed the main model");
+    let mut drafted = 0;
+    for ids in ["5,6,7", "1", "900,31,4,4,77,512,3,9,10,11,12"] {
+        let plain = run(&g, ids, "none");
+        for k in 1..=3 {
+            let s = run(&g, ids, &format!("mtp:{k}"));
+            assert_eq!(s["generated_ids"], plain["generated_ids"], "prompt {ids}, mtp:{k}");
+            drafted += s["speculative"]["drafted"].as_u64().unwrap();
+        }
+    }
+    assert!(drafted > 0);
+    let o = whale(&["info", g.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let missing = gguf_with_nextn("nextn-missing", |t| t.retain(|x| x.0 != "blk.3.nextn.hnorm.weight"));
+    expect_error(&whale(&["info", missing.to_str().unwrap()]), &["blk.3.nextn.hnorm.weight"]);
+    let wrong = gguf_with_nextn("nextn-shape", |t| {
+        let eh = t.iter_mut().find(|x| x.0 == "blk.3.nextn.eh_proj.weight").unwrap();
+        eh.1 = vec![64, 128];
+    });
+    expect_error(&whale(&["info", wrong.to_str().unwrap()]), &["blk.3.nextn.eh_proj.weight"]);
+}
+
+/// `whale serve --spec mtp:K`: four requests at once, batched with their
+/// drafts checked in one main pass, give exactly what the server without
+/// speculation gives (texts, and log-probabilities within 1e-5: the checking
+/// pass computes the same rows as single-token steps, bit for bit by the
+/// batching contract, so only the summation order of the log-softmax could
+/// differ, far below that), and again when their prompts come back from the
+/// prefix cache with the draft layer's rows. A sampled request (seeded) and a
+/// JSON-mode one (no drafts under a grammar) run in the same batch. `/metrics`
+/// counts the drafts.
+#[test]
+fn mtp_in_the_server_batches_and_keeps_the_greedy_outputs() {
+    use serde_json::{json, Value};
+    use server_common::{post, Server};
+    let d = with_mtp_layer("mtpserve", drafting_eh_proj);
+    std::fs::copy(fixtures().join("tokenizer/tokenizer.json"), d.join("tokenizer.json")).unwrap();
+    let prompts: [&[u32]; 4] = [&[5, 6, 7], &[1], &[900, 31, 4, 4, 77, 512, 3, 9, 10, 11, 12], &[44, 45]];
+    let body = |ids: &[u32]| json!({"prompt": ids, "max_tokens": 20, "temperature": 0, "logprobs": 2});
+    let sampled = json!({"prompt": [7, 8, 9], "max_tokens": 12, "temperature": 1.0, "seed": 3});
+    let grammar = json!({"prompt": [7, 8], "max_tokens": 8, "temperature": 0,
+        "response_format": {"type": "json_object"}});
+    let together = |s: &Server| -> Vec<Value> {
+        std::thread::scope(|sc| {
+            let mut hs: Vec<_> =
+                prompts.iter().map(|p| sc.spawn(move || post(s, "/v1/completions", &body(p)))).collect();
+            hs.push(sc.spawn(|| post(s, "/v1/completions", &sampled)));
+            hs.push(sc.spawn(|| post(s, "/v1/completions", &grammar)));
+            hs.into_iter()
+                .map(|h| {
+                    let (status, v) = h.join().unwrap();
+                    assert_eq!(status, 200, "{v}");
+                    v
+                })
+                .collect()
+        })
+    };
+    let plain = Server::start(&d, &["--spec", "none", "--parallel", "6", "--ctx", "256"]);
+    let want = together(&plain);
+    assert_eq!(plain.metric("whale_spec_draft_tokens_total"), 0.0);
+    drop(plain);
+    let text = |v: &Value| v["choices"][0]["text"].as_str().unwrap().to_string();
+    let logprobs = |v: &Value| -> Vec<f64> {
+        v["choices"][0]["logprobs"]["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    };
+    for k in 1..=3 {
+        let s = Server::start(&d, &["--spec", &format!("mtp:{k}"), "--parallel", "6", "--ctx", "256"]);
+        for round in 0..2 {
+            let got = together(&s);
+            for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                if j == 4 {
+                    // Sampled: the same length and a valid answer; its draws
+                    // differ from the plain server's (drafts use the RNG too).
+                    assert_eq!(g["usage"]["completion_tokens"], w["usage"]["completion_tokens"], "{g}");
+                    continue;
+                }
+                assert_eq!(text(g), text(w), "request {j}, mtp:{k}, round {round}");
+                if j < 4 {
+                    let (a, b) = (logprobs(g), logprobs(w));
+                    assert_eq!(a.len(), b.len());
+                    for (x, y) in a.iter().zip(&b) {
+                        assert!((x - y).abs() <= 1e-5, "request {j}, mtp:{k}: logprob {x} vs {y}");
+                    }
+                }
+            }
+            if round == 1 {
+                assert!(got[0]["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "{}", got[0]);
+            }
+        }
+        let (steps, drafted, accepted) = (
+            s.metric("whale_spec_steps_total"),
+            s.metric("whale_spec_draft_tokens_total"),
+            s.metric("whale_spec_accepted_tokens_total"),
+        );
+        eprintln!("mtp:{k}: {steps} checking passes, {accepted} of {drafted} drafts accepted");
+        assert!(steps > 0.0 && drafted >= steps && drafted <= k as f64 * steps, "{steps} {drafted}");
+        assert!(accepted <= drafted);
+        let rate = s.metric("whale_spec_acceptance_ratio");
+        assert!((rate - accepted / drafted).abs() < 1e-9, "{rate}");
+    }
 }
 
 /// Sampled speculative decoding keeps the model's distribution. With

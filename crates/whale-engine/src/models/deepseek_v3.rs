@@ -29,8 +29,9 @@ use crate::formats::weights::WeightStore;
 use crate::models::moe::{route, RouterConfig, TopkMethod};
 use crate::models::ops::{self, yarn_get_mscale, Rope, RopeStyle, Yarn};
 use crate::models::{
-    attention, batch_logits, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout,
-    BatchRows, BatchSeq, CacheType, Drafter, KvCache, Linear, LoadOptions, Logits, Model, ModelError, ModelInfo,
+    attention, batch_logits, batch_logits_each, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture,
+    AttnLayout, BatchRows, BatchSeq, CacheType, Drafter, KvCache, Linear, LoadOptions, Logits, LogitsHidden, Model,
+    ModelError, ModelInfo,
 };
 
 /// `[hf-ref]` q_a_layernorm and kv_a_layernorm use eps 1e-6, not rms_norm_eps.
@@ -294,6 +295,7 @@ impl DeepseekParams {
         let req = |k: &str| opt(k).ok_or_else(|| cfg_err(format!("GGUF is missing {a}.{k}")));
         let f = |k: &str| g.get_f64(&format!("{a}.{k}")).map(|v| v as f32);
         let n_head = req("attention.head_count")?;
+        let nextn = opt("nextn_predict_layers").unwrap_or(0);
         let rope = req("rope.dimension_count")?;
         let kv_lora = req("attention.kv_lora_rank")?;
         // Newer files describe the absorbed (MQA) form in key_length/value_length
@@ -348,7 +350,11 @@ impl DeepseekParams {
             hidden_size: req("embedding_length")?,
             intermediate_size: req("feed_forward_length")?,
             moe_intermediate_size: opt("expert_feed_forward_length").unwrap_or(0),
-            n_layers: req("block_count")?,
+            // llama.cpp counts the nextn (MTP) layers in block_count and
+            // stores them last, as the checkpoints do.
+            n_layers: req("block_count")?
+                .checked_sub(nextn)
+                .ok_or_else(|| cfg_err(format!("{a}.nextn_predict_layers ({nextn}) exceeds {a}.block_count")))?,
             n_head,
             q_lora_rank: opt("attention.q_lora_rank").filter(|&r| r > 0),
             kv_lora_rank: kv_lora,
@@ -364,7 +370,7 @@ impl DeepseekParams {
             yarn,
             softmax_scale: 0.0,
             context_length: opt("context_length").unwrap_or(4096),
-            num_nextn_predict_layers: opt("nextn_predict_layers").unwrap_or(0),
+            num_nextn_predict_layers: nextn,
         };
         p.resolve()
     }
@@ -569,47 +575,50 @@ impl Drafter for Deepseek {
         KvCache::new(1, self.params.latent_width(), 0, capacity, self.cache_type)
     }
 
-    fn forward_with_hidden(
+    fn forward_batch_hidden(
         &self,
-        cache: &mut KvCache,
-        tokens: &[u32],
-        logits: Logits,
-    ) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
-        let mut seqs = [BatchSeq { cache, tokens }];
-        let (x, spans) = self.run_hidden(&mut seqs, None)?;
-        let p = &self.params;
-        let mut out = batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, self.threads);
-        Ok((out.pop().expect("one sequence"), x))
+        seqs: &mut [BatchSeq<'_>],
+        all_rows: &[bool],
+    ) -> Result<Vec<LogitsHidden>, ModelError> {
+        if all_rows.len() != seqs.len() {
+            return Err(cfg_err(format!("{} row choices for {} sequences", all_rows.len(), seqs.len())));
+        }
+        let (x, spans) = self.run_hidden(seqs, None)?;
+        let (p, h) = (&self.params, self.params.hidden_size);
+        let which: Vec<Logits> = all_rows.iter().map(|&a| if a { Logits::All } else { Logits::Last }).collect();
+        let logits = batch_logits_each(&x, &spans, &which, &self.norm, p.rms_norm_eps, &self.output, self.threads);
+        Ok(logits.into_iter().zip(&spans).map(|(l, s)| (l, x[s.start * h..s.end * h].to_vec())).collect())
     }
 
-    fn draft(
-        &self,
-        cache: &mut KvCache,
-        hidden: &[f32],
-        next: &[u32],
-        logits: Logits,
-    ) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+    fn draft_batch(&self, seqs: &mut [BatchSeq<'_>], hidden: &[&[f32]]) -> Result<Vec<LogitsHidden>, ModelError> {
         let m = self.mtp.first().ok_or_else(|| cfg_err("the model has no MTP layer to draft with"))?;
         let (p, th) = (&self.params, self.threads);
         let h = p.hidden_size;
-        if hidden.len() != next.len() * h {
-            return Err(cfg_err(format!("draft: {} hidden values for {} tokens of {h}", hidden.len(), next.len())));
+        if hidden.len() != seqs.len() {
+            return Err(cfg_err(format!("draft: hidden rows for {} sequences, {} given", seqs.len(), hidden.len())));
         }
-        let mut seqs = [BatchSeq { cache, tokens: next }];
-        let BatchRows { spans, pos0, tokens } = BatchRows::new(&seqs)?;
+        for (s, hd) in seqs.iter().zip(hidden) {
+            if hd.len() != s.tokens.len() * h {
+                return Err(cfg_err(format!("draft: {} hidden values for {} tokens of {h}", hd.len(), s.tokens.len())));
+            }
+        }
+        let BatchRows { spans, pos0, tokens } = BatchRows::new(seqs)?;
         let pos = positions(&spans, &pos0);
         let e = embed_tokens(&self.embed, &tokens)?;
         let mut cat = vec![0f32; tokens.len() * 2 * h];
-        for ((c, er), hr) in cat.chunks_exact_mut(2 * h).zip(e.chunks_exact(h)).zip(hidden.chunks_exact(h)) {
+        let rows = hidden.iter().flat_map(|hd| hd.chunks_exact(h));
+        for ((c, er), hr) in cat.chunks_exact_mut(2 * h).zip(e.chunks_exact(h)).zip(rows) {
             let (ce, ch) = c.split_at_mut(h);
             ops::rms_norm(er, &m.enorm, p.rms_norm_eps, ce);
             ops::rms_norm(hr, &m.hnorm, p.rms_norm_eps, ch);
         }
         let mut x = m.eh_proj.forward_spans(&cat, &spans, th);
-        self.block_forward(0, &m.block, &mut x, &mut seqs, &spans, &pos, &pos0, None);
-        seqs[0].cache.len += tokens.len();
-        let mut out = batch_logits(&x, &spans, logits, &m.shared_head_norm, p.rms_norm_eps, &self.output, th);
-        Ok((out.pop().expect("one sequence"), x))
+        self.block_forward(0, &m.block, &mut x, seqs, &spans, &pos, &pos0, None);
+        for (s, span) in seqs.iter_mut().zip(&spans) {
+            s.cache.len += span.len();
+        }
+        let logits = batch_logits(&x, &spans, Logits::Last, &m.shared_head_norm, p.rms_norm_eps, &self.output, th);
+        Ok(logits.into_iter().zip(&spans).map(|(l, s)| (l, x[(s.end - 1) * h..s.end * h].to_vec())).collect())
     }
 }
 

@@ -238,14 +238,30 @@ pub fn batch_logits(
     output: &Linear,
     threads: usize,
 ) -> Vec<Vec<f32>> {
+    batch_logits_each(x, spans, &vec![logits; spans.len()], norm, eps, output, threads)
+}
+
+/// [`batch_logits`] with each sequence's own choice of rows (`which[i]`).
+pub fn batch_logits_each(
+    x: &[f32],
+    spans: &[std::ops::Range<usize>],
+    which: &[Logits],
+    norm: &[f32],
+    eps: f32,
+    output: &Linear,
+    threads: usize,
+) -> Vec<Vec<f32>> {
     let h = norm.len();
-    let (mut rows, out_spans) = match logits {
-        Logits::Last => {
-            let rows: Vec<f32> = spans.iter().flat_map(|s| x[(s.end - 1) * h..s.end * h].iter().copied()).collect();
-            (rows, batch_spans(spans.iter().map(|_| 1)))
-        }
-        Logits::All => (x.to_vec(), spans.to_vec()),
-    };
+    let picked: Vec<std::ops::Range<usize>> = spans
+        .iter()
+        .zip(which)
+        .map(|(s, w)| match w {
+            Logits::Last => s.end - 1..s.end,
+            Logits::All => s.clone(),
+        })
+        .collect();
+    let mut rows: Vec<f32> = picked.iter().flat_map(|r| x[r.start * h..r.end * h].iter().copied()).collect();
+    let out_spans = batch_spans(picked.iter().map(|r| r.len()));
     ops::rms_norm_rows(&mut rows, norm, eps);
     let y = output.forward_spans(&rows, &out_spans, threads);
     let vocab = output.rows;

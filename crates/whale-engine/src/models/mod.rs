@@ -38,7 +38,7 @@ pub mod registry;
 pub use attention::{attention, AttnLayout};
 pub use batch::{batch_spans, check_batch, BatchRows, BatchSeq};
 pub use kv_cache::{CacheType, KvCache, KvRows};
-pub use linear::{batch_logits, embed_tokens, final_logits, load_embed_output, Linear};
+pub use linear::{batch_logits, batch_logits_each, embed_tokens, final_logits, load_embed_output, Linear};
 pub use registry::{load, load_gguf, load_weights, Architecture, LoadedModel};
 
 #[derive(Debug, thiserror::Error)]
@@ -152,35 +152,53 @@ pub trait Model: Send + Sync {
 /// `i + 1`, it predicts the token at `i + 2`. Speculative decoding
 /// ([`crate::serving::speculative`]) drafts with it and verifies with the
 /// main model.
+/// One sequence's logits and hidden rows, as [`Drafter`] returns them.
+pub type LogitsHidden = (Vec<f32>, Vec<f32>);
+
 pub trait Drafter {
     /// A cache for the draft layer's own attention (one latent row a
     /// position, like a main layer's).
     fn new_draft_cache(&self, capacity: usize) -> KvCache;
 
-    /// The main model's forward pass of `tokens` returning the logits that
-    /// `logits` asks for (`[vocab]` or `[n, vocab]`) and every row's last
-    /// block output before the final norm (`[n, hidden]`), the draft
-    /// layer's input.
+    /// [`Model::forward_batch`] that also returns every row's last block
+    /// output before the final norm (the draft layer's input): for each
+    /// sequence, its logits (every row's, `[n, vocab]`, where `all_rows[i]`,
+    /// else the last row's) and its hidden rows (`[n, hidden]`). Each
+    /// sequence gets the bits it would get alone.
+    fn forward_batch_hidden(
+        &self,
+        seqs: &mut [BatchSeq<'_>],
+        all_rows: &[bool],
+    ) -> Result<Vec<LogitsHidden>, ModelError>;
+
+    /// The draft layer over several sequences at once, each on rows at
+    /// positions `cache.len ..` of its draft cache: row `t` of sequence `i`
+    /// takes `hidden[i][t]` (the main model's or the draft layer's own
+    /// previous output, `[n, hidden]`) and `seqs[i].tokens[t]`, the token
+    /// after that position. Returns, for each sequence, the logits of its
+    /// last row (for the token after its last `next`) and that row's output
+    /// (`[hidden]`), which can feed the draft layer again to draft further.
+    fn draft_batch(&self, seqs: &mut [BatchSeq<'_>], hidden: &[&[f32]]) -> Result<Vec<LogitsHidden>, ModelError>;
+
+    /// [`Drafter::forward_batch_hidden`] of one sequence: the logits that
+    /// `logits` asks for (`[vocab]` or `[n, vocab]`) and the hidden rows.
     fn forward_with_hidden(
         &self,
         cache: &mut KvCache,
         tokens: &[u32],
         logits: Logits,
-    ) -> Result<(Vec<f32>, Vec<f32>), ModelError>;
+    ) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+        let mut seqs = [BatchSeq { cache, tokens }];
+        let all = matches!(logits, Logits::All);
+        Ok(self.forward_batch_hidden(&mut seqs, &[all])?.pop().expect("one sequence"))
+    }
 
-    /// The draft layer on rows at positions `cache.len ..`: row `t` takes
-    /// `hidden[t]` (the main model's or its own previous output, `[n,
-    /// hidden]`) and `next[t]`, the token after that position. Returns its
-    /// logits for the token after `next[t]` (the rows `logits` asks for)
-    /// and its output (`[n, hidden]`), which can feed it again to draft
-    /// further.
-    fn draft(
-        &self,
-        cache: &mut KvCache,
-        hidden: &[f32],
-        next: &[u32],
-        logits: Logits,
-    ) -> Result<(Vec<f32>, Vec<f32>), ModelError>;
+    /// [`Drafter::draft_batch`] of one sequence: the last row's logits and
+    /// output.
+    fn draft(&self, cache: &mut KvCache, hidden: &[f32], next: &[u32]) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+        let mut seqs = [BatchSeq { cache, tokens: next }];
+        Ok(self.draft_batch(&mut seqs, &[hidden])?.pop().expect("one sequence"))
+    }
 }
 
 /// A configuration error (the shorthand every architecture file uses).

@@ -46,10 +46,11 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::models::{BatchSeq, Model};
+use crate::models::{BatchSeq, Drafter, LogitsHidden, Model, ModelError};
 use crate::serving::generate::{FinishReason, Session};
 use crate::serving::prefix_cache::{common_prefix, copy_prefix, grow_cache, SessionPool};
 use crate::serving::sampler::{top_k, Sampler, SamplerConfig};
+use crate::serving::speculative::{self, SpecStats};
 use crate::serving::stop::StopScanner;
 use crate::text::constraint::{Commit, Constraint};
 use crate::text::tokenizer::{StreamDecoder, Tokenizer};
@@ -75,6 +76,9 @@ pub struct EngineConfig {
     pub ctx: usize,
     /// Bound of the prefix cache, in bytes of KV cache.
     pub cache_bytes: usize,
+    /// Speculative decoding with the model's multi-token-prediction layer:
+    /// draft tokens a step (0: off; ignored for a model without the layer).
+    pub spec_drafts: usize,
 }
 
 /// A request ready for the engine: token ids and resolved options.
@@ -212,6 +216,9 @@ struct Shared {
     kv_tokens: AtomicUsize,
     /// Requests failed by a panic on the engine thread.
     panics: AtomicU64,
+    spec_steps: AtomicU64,
+    spec_drafted: AtomicU64,
+    spec_accepted: AtomicU64,
 }
 
 /// A snapshot of the engine's counters, for `/metrics`.
@@ -234,6 +241,9 @@ pub struct EngineStats {
     /// Requests failed by a panic on the engine thread (each a bug; the
     /// engine went on with the others).
     pub panics: u64,
+    /// Speculative decoding: main-model passes that checked drafts, drafts
+    /// made and drafts accepted, summed over all sequences.
+    pub spec: SpecStats,
 }
 
 /// What a handle sends the engine thread.
@@ -423,6 +433,11 @@ impl EngineHandle {
             kv_tokens: s.kv_tokens.load(Ordering::Relaxed),
             kv_capacity_tokens: self.config.parallel * self.config.ctx,
             panics: s.panics.load(Ordering::Relaxed),
+            spec: SpecStats {
+                steps: s.spec_steps.load(Ordering::Relaxed) as usize,
+                drafted: s.spec_drafted.load(Ordering::Relaxed) as usize,
+                accepted: s.spec_accepted.load(Ordering::Relaxed) as usize,
+            },
         }
     }
 }
@@ -468,6 +483,10 @@ struct Seq<'t> {
     /// When it got its slot, and when its first token was drawn.
     admitted: Instant,
     first_token: Option<Instant>,
+    /// With speculative decoding: the main model's hidden rows of the
+    /// positions the draft layer has not seen yet (`draft.len .. cache.len`
+    /// of the session; each waits for the token after it).
+    pending: Vec<f32>,
 }
 
 impl Seq<'_> {
@@ -499,17 +518,32 @@ struct Engine<'t> {
     waiting: VecDeque<Job>,
     running: Vec<Seq<'t>>,
     pool: SessionPool,
-    /// KV cache bytes per token of this model.
+    /// KV cache bytes per token of this model (with the draft layer's).
     bytes_per_token: usize,
+    /// The model's draft layer, when speculative decoding is on, and the
+    /// drafts a step.
+    drafter: Option<&'t dyn Drafter>,
+    spec_drafts: usize,
+}
+
+/// What one sequence feeds in a step: its drawn token (`drawn`) or its next
+/// prompt chunk; `wants_logits` when a token is due after it.
+struct Feed {
+    seq: usize,
+    tokens: Vec<u32>,
+    wants_logits: bool,
+    drawn: bool,
 }
 
 impl<'t> Engine<'t> {
     fn new(model: &'t dyn Model, tok: &'t Tokenizer, cfg: EngineConfig, shared: Arc<Shared>) -> Engine<'t> {
         let pool = SessionPool::new(cfg.cache_bytes);
-        let probe = model.new_cache(0);
-        let bytes_per_token = probe.bytes_per_token();
+        let drafter = if cfg.spec_drafts > 0 { model.drafter() } else { None };
+        let spec_drafts = cfg.spec_drafts.min(8);
+        let draft_bytes = drafter.map_or(0, |d| d.new_draft_cache(0).bytes_per_token());
+        let bytes_per_token = model.new_cache(0).bytes_per_token() + draft_bytes;
         let (waiting, running) = (VecDeque::new(), Vec::new());
-        Engine { model, tok, cfg, shared, waiting, running, pool, bytes_per_token }
+        Engine { model, tok, cfg, shared, waiting, running, pool, bytes_per_token, drafter, spec_drafts }
     }
 
     fn run(&mut self, rx: Receiver<Msg>) {
@@ -618,6 +652,7 @@ impl<'t> Engine<'t> {
             poisoned: false,
             admitted: Instant::now(),
             first_token: None,
+            pending: Vec::new(),
             job,
         });
     }
@@ -667,9 +702,15 @@ impl<'t> Engine<'t> {
         grow_cache(&mut session.cache, capacity);
         // Rows past an image token depend on the image, not only the ids.
         let common = req.images.as_ref().map_or(common, |im| common.min(im.first_in(prompt)));
-        let reuse = common.min(prompt.len() - 1);
-        session.cache.truncate(reuse);
-        session.tokens.truncate(reuse);
+        let mut reuse = common.min(prompt.len() - 1);
+        if let Some(d) = &mut session.draft {
+            grow_cache(d, capacity);
+            // A draft row pairs a position with the token after it, which
+            // must be the prompt's too; and every position past the draft
+            // rows needs the main model's hidden state, so it is recomputed.
+            reuse = reuse.min(common.saturating_sub(1)).min(d.len);
+        }
+        session.truncate(reuse);
         (session, reuse)
     }
 
@@ -683,12 +724,14 @@ impl<'t> Engine<'t> {
                 return s;
             }
         }
-        Session::new(self.model, capacity)
+        match self.drafter {
+            Some(d) => Session::with_draft(self.model, d, capacity),
+            None => Session::new(self.model, capacity),
+        }
     }
 
     /// Draw the next token of sequence `i` if it has logits, and send it.
     fn draw(&mut self, i: usize) {
-        let tok = self.tok;
         let seq = &mut self.running[i];
         if seq.finish.is_some() {
             return;
@@ -712,8 +755,18 @@ impl<'t> Engine<'t> {
             }
         }
         let id = seq.sampler.sample(&mut logits, &seq.history);
-        seq.first_token.get_or_insert_with(Instant::now);
         let logprob = raw.map(|raw| logprobs_of(&raw, id, req.logprobs.unwrap_or(0)));
+        let pos = seq.session.cache.len;
+        self.emit(i, id, logprob, pos);
+    }
+
+    /// Sequence `i` generated `id` at position `pos`: send it, and end the
+    /// sequence or make `id` the token it feeds next.
+    fn emit(&mut self, i: usize, id: u32, logprob: Option<TokenLogprob>, pos: usize) {
+        let tok = self.tok;
+        let seq = &mut self.running[i];
+        let req = &seq.job.req;
+        seq.first_token.get_or_insert_with(Instant::now);
         seq.history.push(id);
         seq.generated += 1;
         self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
@@ -728,7 +781,7 @@ impl<'t> Engine<'t> {
         let piece = if eog { seq.decoder.flush() } else { seq.decoder.push(id) };
         let (mut text, hit_stop) = seq.scanner.push(&piece);
         let done_len = seq.generated >= req.max_tokens;
-        let cache_full = seq.session.cache.len + 1 > seq.session.cache.capacity;
+        let cache_full = pos + 1 > seq.session.cache.capacity;
         if eog || done_len || grammar_done || cache_full {
             text.push_str(&seq.scanner.finish());
         }
@@ -790,11 +843,11 @@ impl<'t> Engine<'t> {
         }
     }
 
-    /// One forward pass over the batch: each decoding sequence feeds its new
-    /// token, sequences reading their prompt feed their next chunk.
-    fn forward_batch(&mut self) {
-        // (sequence, tokens to feed, whether they end its prompt or are a drawn token)
-        let mut batch: Vec<(usize, Vec<u32>, bool)> = Vec::new();
+    /// What each sequence feeds this step: a decoding sequence its new token,
+    /// sequences reading their prompt their next chunk (within the prefill
+    /// budget); a sequence whose cache cannot take them fails alone.
+    fn plan_batch(&mut self) -> Vec<Feed> {
+        let mut batch: Vec<Feed> = Vec::new();
         let mut budget = PREFILL_BUDGET;
         for (i, seq) in self.running.iter_mut().enumerate() {
             if seq.finish.is_some() {
@@ -805,7 +858,7 @@ impl<'t> Engine<'t> {
                 continue;
             }
             if let Some(id) = seq.next.take() {
-                batch.push((i, vec![id], true));
+                batch.push(Feed { seq: i, tokens: vec![id], wants_logits: true, drawn: true });
                 continue;
             }
             let left = seq.prompt_left();
@@ -815,16 +868,28 @@ impl<'t> Engine<'t> {
             let n = left.min(budget);
             budget -= n;
             let from = seq.session.tokens.len();
-            batch.push((i, seq.job.req.prompt[from..from + n].to_vec(), n == left));
+            let tokens = seq.job.req.prompt[from..from + n].to_vec();
+            batch.push(Feed { seq: i, tokens, wants_logits: n == left, drawn: false });
         }
-        // A sequence whose cache is full fails alone; the others run together.
-        batch.retain(|(i, tokens, _)| match self.running[*i].session.cache.reserve(tokens.len()) {
+        batch.retain(|f| match self.running[f.seq].session.cache.reserve(f.tokens.len()) {
             Ok(()) => true,
             Err(e) => {
-                self.running[*i].fail(e.to_string());
+                self.running[f.seq].fail(e.to_string());
                 false
             }
         });
+        batch
+    }
+
+    /// One forward pass over the batch: each decoding sequence feeds its new
+    /// token, sequences reading their prompt feed their next chunk.
+    fn forward_batch(&mut self) {
+        if let Some(d) = self.drafter {
+            return self.forward_batch_spec(d);
+        }
+        // (sequence, tokens to feed, whether they end its prompt or are a drawn token)
+        let batch: Vec<(usize, Vec<u32>, bool)> =
+            self.plan_batch().into_iter().map(|f| (f.seq, f.tokens, f.wants_logits)).collect();
         if batch.is_empty() {
             return;
         }
@@ -887,6 +952,203 @@ impl<'t> Engine<'t> {
                 }
             }
         }
+    }
+
+    /// [`Engine::forward_batch`] with speculative decoding. Each sequence's
+    /// draft layer first catches up on the positions it has not seen (its
+    /// pending hidden rows, now that the token after each is known), which
+    /// also gives its first draft; each further draft takes one draft-layer
+    /// pass, all sequences together. Then one main pass checks every
+    /// sequence's token and drafts (and reads the prompt chunks), and each
+    /// sequence keeps the drafts accepted and the token after them
+    /// ([`speculative::verify`]). A failed step is rolled back and its
+    /// sequences run one by one, so that only the one at fault fails.
+    fn forward_batch_spec(&mut self, d: &'t dyn Drafter) {
+        let batch = self.plan_batch();
+        if batch.is_empty() {
+            return;
+        }
+        let marks: Vec<(usize, usize)> = batch.iter().map(|f| self.cache_marks(f.seq)).collect();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spec_pass(d, &batch)));
+        if matches!(r, Ok(Ok(()))) {
+            return;
+        }
+        for (f, &mark) in batch.iter().zip(&marks) {
+            self.roll_back(f.seq, mark);
+        }
+        for (f, mark) in batch.into_iter().zip(marks) {
+            self.guarded(f.seq, |e, i| {
+                if let Err(err) = e.spec_pass(d, std::slice::from_ref(&f)) {
+                    e.roll_back(i, mark);
+                    e.running[i].fail(err.to_string());
+                }
+            });
+        }
+    }
+
+    /// The lengths of sequence `i`'s main and draft caches.
+    fn cache_marks(&self, i: usize) -> (usize, usize) {
+        let s = &self.running[i].session;
+        (s.cache.len, s.draft.as_ref().map_or(0, |d| d.len))
+    }
+
+    /// Cut sequence `i`'s caches back to `marks`.
+    fn roll_back(&mut self, i: usize, (main, draft): (usize, usize)) {
+        let s = &mut self.running[i].session;
+        s.cache.truncate(main);
+        if let Some(d) = &mut s.draft {
+            d.truncate(draft);
+        }
+    }
+
+    /// Drafts sequence `i` may make this step: none under a grammar (the
+    /// grammar would have to step back past rejected drafts), and no more
+    /// than its cache and its token budget can take after the drawn token.
+    fn drafts_for(&self, i: usize) -> usize {
+        let seq = &self.running[i];
+        if seq.constraint.is_some() {
+            return 0;
+        }
+        let c = &seq.session.cache;
+        let room = c.capacity.saturating_sub(c.len + 1);
+        self.spec_drafts.min(room).min(seq.job.req.max_tokens.saturating_sub(seq.generated))
+    }
+
+    /// One speculative step of the sequences in `batch` (see
+    /// [`Engine::forward_batch_spec`]). Nothing of a sequence but its caches
+    /// and its sampler's state changes before every model pass has succeeded.
+    fn spec_pass(&mut self, d: &dyn Drafter, batch: &[Feed]) -> Result<(), ModelError> {
+        let (h, vocab) = (self.model.info().hidden_size, self.model.info().vocab_size);
+        let n = batch.len();
+        // The draft layer catches up: row `p` pairs the hidden state at `p`
+        // with the token at `p + 1` (the last with this step's first token).
+        let catch_up: Vec<Option<(Vec<u32>, Vec<f32>)>> = batch
+            .iter()
+            .map(|f| {
+                let seq = &self.running[f.seq];
+                let from = seq.session.draft.as_ref().filter(|_| !seq.pending.is_empty())?.len + 1;
+                let next = seq.session.tokens[from..].iter().copied().chain([f.tokens[0]]).collect();
+                Some((next, seq.pending.clone()))
+            })
+            .collect();
+        let mut cur = self.draft_pass(d, batch, &catch_up)?;
+        let ks: Vec<usize> = batch
+            .iter()
+            .zip(&cur)
+            .map(|(f, c)| if f.drawn && c.is_some() { self.drafts_for(f.seq) } else { 0 })
+            .collect();
+        let mut drafts: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut qs: Vec<Vec<Vec<(u32, f32)>>> = vec![Vec::new(); n];
+        loop {
+            for (j, f) in batch.iter().enumerate() {
+                let Some((logits, _)) = cur[j].as_mut().filter(|_| drafts[j].len() < ks[j]) else { continue };
+                let seq = &mut self.running[f.seq];
+                // The penalties see the drafts so far as history.
+                let hist_len = seq.history.len();
+                seq.history.extend_from_slice(&drafts[j]);
+                let q = seq.sampler.distribution(logits, &seq.history);
+                seq.history.truncate(hist_len);
+                drafts[j].push(seq.sampler.draw(&q));
+                qs[j].push(q);
+            }
+            let more: Vec<Option<(Vec<u32>, Vec<f32>)>> = (0..n)
+                .map(|j| match (&cur[j], drafts[j].last()) {
+                    (Some((_, hid)), Some(&x)) if drafts[j].len() < ks[j] => Some((vec![x], hid.clone())),
+                    _ => None,
+                })
+                .collect();
+            if more.iter().all(Option::is_none) {
+                break;
+            }
+            for (j, o) in self.draft_pass(d, batch, &more)?.into_iter().enumerate() {
+                if more[j].is_some() {
+                    cur[j] = o;
+                }
+            }
+        }
+        // The main pass: every sequence's tokens, with its drafts.
+        let feeds: Vec<Vec<u32>> =
+            batch.iter().zip(&drafts).map(|(f, dr)| f.tokens.iter().chain(dr).copied().collect()).collect();
+        let all_rows: Vec<bool> = drafts.iter().map(|dr| !dr.is_empty()).collect();
+        let out = {
+            let mut entries = batch.iter().zip(&feeds).peekable();
+            let mut seqs = Vec::with_capacity(n);
+            for (i, seq) in self.running.iter_mut().enumerate() {
+                if let Some((_, tokens)) = entries.next_if(|(f, _)| f.seq == i) {
+                    seqs.push(BatchSeq { cache: &mut seq.session.cache, tokens });
+                }
+            }
+            d.forward_batch_hidden(&mut seqs, &all_rows)?
+        };
+        // Every pass succeeded: keep the results.
+        for (j, (f, (mut logits, hidden))) in batch.iter().zip(out).enumerate() {
+            let i = f.seq;
+            let seq = &mut self.running[i];
+            if catch_up[j].is_some() {
+                seq.pending.clear();
+            }
+            let dr = &drafts[j];
+            if dr.is_empty() {
+                seq.session.tokens.extend_from_slice(&f.tokens);
+                if seq.session.draft.is_some() {
+                    seq.pending.extend_from_slice(&hidden);
+                }
+                if f.wants_logits {
+                    seq.logits = Some(logits);
+                }
+                continue;
+            }
+            let base = seq.session.cache.len - dr.len() - 1;
+            let top = seq.job.req.logprobs;
+            let raw = top.map(|_| logits.clone());
+            let (a, bonus) = speculative::verify(&mut seq.sampler, &mut logits, vocab, dr, &qs[j], &mut seq.history);
+            seq.session.cache.truncate(base + 1 + a);
+            seq.session.tokens.push(f.tokens[0]);
+            seq.session.tokens.extend_from_slice(&dr[..a]);
+            if let Some(c) = &mut seq.session.draft {
+                c.truncate(base);
+            }
+            seq.pending = hidden[..(a + 1) * h].to_vec();
+            self.shared.spec_steps.fetch_add(1, Ordering::Relaxed);
+            self.shared.spec_drafted.fetch_add(dr.len() as u64, Ordering::Relaxed);
+            self.shared.spec_accepted.fetch_add(a as u64, Ordering::Relaxed);
+            for (r, &id) in dr[..a].iter().chain([&bonus]).enumerate() {
+                let lp = raw.as_ref().map(|raw| logprobs_of(&raw[r * vocab..(r + 1) * vocab], id, top.unwrap_or(0)));
+                self.emit(i, id, lp, base + 1 + r);
+                if self.running[i].finish.is_some() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One draft-layer pass over the sequences of `batch` that have input
+    /// (`inputs[j]`: the tokens after its positions and their hidden rows),
+    /// all at once: for each, its last row's logits and output.
+    fn draft_pass(
+        &mut self,
+        d: &dyn Drafter,
+        batch: &[Feed],
+        inputs: &[Option<(Vec<u32>, Vec<f32>)>],
+    ) -> Result<Vec<Option<LogitsHidden>>, ModelError> {
+        let mut res = vec![None; batch.len()];
+        let mut entries = batch.iter().zip(inputs).enumerate().filter(|(_, (_, x))| x.is_some()).peekable();
+        let (mut seqs, mut hidden, mut at) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, seq) in self.running.iter_mut().enumerate() {
+            let Some((j, (_, Some((next, hid))))) = entries.next_if(|(_, (f, _))| f.seq == i) else { continue };
+            let Some(cache) = seq.session.draft.as_mut() else { continue };
+            seqs.push(BatchSeq { cache, tokens: next });
+            hidden.push(hid.as_slice());
+            at.push(j);
+        }
+        if seqs.is_empty() {
+            return Ok(res);
+        }
+        for (j, o) in at.into_iter().zip(d.draft_batch(&mut seqs, &hidden)?) {
+            res[j] = Some(o);
+        }
+        Ok(res)
     }
 
     /// [`Engine::feed`] of a prompt chunk holding image tokens, with their rows.
@@ -959,8 +1221,7 @@ impl<'t> Engine<'t> {
                 // Only the part before the first image is reusable by ids.
                 if let Some(im) = &seq.job.req.images {
                     let keep = im.first_in(&session.tokens).min(session.cache.len);
-                    session.cache.truncate(keep);
-                    session.tokens.truncate(keep);
+                    session.truncate(keep);
                 }
                 self.pool.put(session);
                 self.publish_pool();

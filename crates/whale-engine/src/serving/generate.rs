@@ -17,16 +17,34 @@ pub const PREFILL_CHUNK: usize = 512;
 pub struct Session {
     pub cache: KvCache,
     pub tokens: Vec<u32>,
+    /// With speculative decoding, the draft layer's cache: its row `i` pairs
+    /// the main model's state at `i` with the token at `i + 1`, so it holds
+    /// at most as many rows as `cache`, and often fewer (rows wait for their
+    /// next token).
+    pub draft: Option<KvCache>,
 }
 
 impl Session {
     pub fn new(model: &dyn Model, capacity: usize) -> Session {
-        Session { cache: model.new_cache(capacity), tokens: Vec::new() }
+        Session { cache: model.new_cache(capacity), tokens: Vec::new(), draft: None }
+    }
+
+    /// A session with a draft cache for speculative decoding.
+    pub fn with_draft(model: &dyn Model, drafter: &dyn crate::models::Drafter, capacity: usize) -> Session {
+        Session { draft: Some(drafter.new_draft_cache(capacity)), ..Session::new(model, capacity) }
     }
 
     pub fn reset(&mut self) {
-        self.cache.truncate(0);
-        self.tokens.clear();
+        self.truncate(0);
+    }
+
+    /// Keep the first `n` tokens (and their rows in both caches).
+    pub fn truncate(&mut self, n: usize) {
+        self.cache.truncate(n);
+        self.tokens.truncate(n);
+        if let Some(d) = &mut self.draft {
+            d.truncate(n.min(d.len));
+        }
     }
 
     /// Feed tokens (all of them; reuse of a common prefix is the caller's

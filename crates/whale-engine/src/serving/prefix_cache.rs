@@ -27,6 +27,11 @@ pub fn cache_bytes(c: &KvCache) -> usize {
     c.k.iter().chain(&c.v).map(|v| v.bytes()).sum()
 }
 
+/// Bytes held by a session's caches (the main one and the draft layer's).
+pub fn session_bytes(s: &Session) -> usize {
+    cache_bytes(&s.cache) + s.draft.as_ref().map_or(0, cache_bytes)
+}
+
 /// Make `cache` hold at least `capacity` tokens, keeping its contents. The
 /// rows of each layer are `[capacity, width]`, so growing appends zeroed rows.
 pub fn grow_cache(cache: &mut KvCache, capacity: usize) {
@@ -43,23 +48,32 @@ pub fn grow_cache(cache: &mut KvCache, capacity: usize) {
 
 /// Copy the first `n` tokens (and their KV rows) of `src` into `dst`, which
 /// must have the same layer shapes and room for them; `dst` then holds exactly
-/// those tokens.
+/// those tokens (and the draft rows `src` has of them, where both have a
+/// draft cache).
 pub fn copy_prefix(src: &Session, dst: &mut Session, n: usize) {
     let n = n.min(src.tokens.len()).min(src.cache.len).min(dst.cache.capacity);
-    let (kw, vw) = (src.cache.k_width, src.cache.v_width);
-    assert!(
-        (dst.cache.k_width, dst.cache.v_width, dst.cache.k.len()) == (kw, vw, src.cache.k.len()),
-        "copy_prefix: caches of different shapes"
-    );
-    for (d, s) in dst.cache.k.iter_mut().zip(&src.cache.k) {
-        d.copy_prefix_from(s, n * kw);
+    copy_rows(&src.cache, &mut dst.cache, n);
+    if let (Some(s), Some(d)) = (&src.draft, &mut dst.draft) {
+        copy_rows(s, d, n.min(s.len));
     }
-    for (d, s) in dst.cache.v.iter_mut().zip(&src.cache.v) {
-        d.copy_prefix_from(s, n * vw);
-    }
-    dst.cache.len = n;
     dst.tokens.clear();
     dst.tokens.extend_from_slice(&src.tokens[..n]);
+}
+
+/// Copy the first `n` rows of `src` into `dst`, which then holds exactly those.
+fn copy_rows(src: &KvCache, dst: &mut KvCache, n: usize) {
+    let (kw, vw) = (src.k_width, src.v_width);
+    assert!(
+        (dst.k_width, dst.v_width, dst.k.len()) == (kw, vw, src.k.len()),
+        "copy_prefix: caches of different shapes"
+    );
+    for (d, s) in dst.k.iter_mut().zip(&src.k) {
+        d.copy_prefix_from(s, n * kw);
+    }
+    for (d, s) in dst.v.iter_mut().zip(&src.v) {
+        d.copy_prefix_from(s, n * vw);
+    }
+    dst.len = n;
 }
 
 struct Entry {
@@ -145,7 +159,7 @@ impl SessionPool {
             return;
         }
         self.clock += 1;
-        let bytes = cache_bytes(&session.cache);
+        let bytes = session_bytes(&session);
         self.entries.push(Entry { session, bytes, last_used: self.clock });
         self.bytes += bytes;
         while self.bytes > self.max_bytes {
@@ -170,7 +184,7 @@ mod tests {
             }
         }
         cache.len = tokens.len();
-        Session { cache, tokens: tokens.to_vec() }
+        Session { cache, tokens: tokens.to_vec(), draft: None }
     }
 
     fn read(rows: &crate::models::KvRows, at: usize, n: usize) -> Vec<f32> {

@@ -24,6 +24,7 @@
 //! and recomputed from the main model's states for the positions accepted.
 
 use crate::models::{Drafter, KvCache, Logits, Model, ModelError};
+
 use crate::serving::sampler::{Sampler, SamplerConfig};
 
 /// What one run of [`greedy`] did.
@@ -112,7 +113,7 @@ pub fn generate(
     // The draft layer over the prompt: position i pairs the hidden state at
     // i with the token at i + 1 (the last with the token just chosen).
     let next: Vec<u32> = prompt[1..].iter().copied().chain([t]).collect();
-    let (mut dl, mut dh) = d.draft(&mut draft, &hidden, &next, Logits::Last)?;
+    let (mut dl, mut dh) = d.draft(&mut draft, &hidden, &next)?;
     loop {
         // A step must leave room in the main cache for t and k drafts.
         let k = k.min(capacity.saturating_sub(main.len + 1)).min(n - out.len());
@@ -122,11 +123,10 @@ pub fn generate(
         let mut drafts = Vec::with_capacity(k);
         let mut qs = Vec::with_capacity(k);
         let mut row = dl;
-        let mut last_h = dh[dh.len() - h..].to_vec();
+        let mut last_h = dh;
         while drafts.len() < k {
             if !drafts.is_empty() {
-                let (l, hh) = d.draft(&mut draft, &last_h, &drafts[drafts.len() - 1..], Logits::Last)?;
-                (row, last_h) = (l, hh);
+                (row, last_h) = d.draft(&mut draft, &last_h, &drafts[drafts.len() - 1..])?;
             }
             let q = sampler.distribution(&mut row, &history);
             let x = sampler.draw(&q);
@@ -140,29 +140,7 @@ pub fn generate(
         let (mut vl, vh) = d.forward_with_hidden(&mut main, &rows, Logits::All)?;
         stats.steps += 1;
         stats.drafted += drafts.len();
-        // Check the drafts in order; the first rejected one is replaced by
-        // a draw from the residual, and if none is, one more token is drawn.
-        let mut a = 0;
-        let mut last_tok = None;
-        while a <= drafts.len() {
-            history.truncate(hist_len);
-            history.extend_from_slice(&drafts[..a]);
-            let p = sampler.distribution(&mut vl[a * vocab..(a + 1) * vocab], &history);
-            let Some(&x) = drafts.get(a) else {
-                last_tok = Some(sampler.draw(&p));
-                break;
-            };
-            let (px, qx) = (prob(&p, x), prob(&qs[a], x));
-            if qx > 0.0 && sampler.uniform() * qx < px {
-                a += 1;
-                continue;
-            }
-            let residual = residual(&p, &qs[a]);
-            last_tok = Some(sampler.draw(if residual.is_empty() { &p } else { &residual }));
-            break;
-        }
-        history.truncate(hist_len);
-        let bonus = last_tok.expect("the loop ends with a draw");
+        let (a, bonus) = verify(sampler, &mut vl, vocab, &drafts, &qs, &mut history);
         stats.accepted += a;
         main.truncate(base + 1 + a);
         draft.truncate(base);
@@ -182,8 +160,45 @@ pub fn generate(
         // The draft layer catches up on the accepted positions from the main
         // model's states; its last row drafts the next step.
         let next: Vec<u32> = drafts[..a].iter().copied().chain([t]).collect();
-        (dl, dh) = d.draft(&mut draft, &vh[..(a + 1) * h], &next, Logits::Last)?;
+        (dl, dh) = d.draft(&mut draft, &vh[..(a + 1) * h], &next)?;
     }
+}
+
+/// The check of one step: `rows` holds the main model's logits (`[k + 1,
+/// vocab]`) after the token before the drafts and after each draft, `qs`
+/// the draft layer's distribution of each draft. Drafts are accepted in
+/// order with probability `min(1, p / q)`; the first rejected one is
+/// replaced by a draw from the residual, and if none is, one more token is
+/// drawn from the last row. Returns how many drafts were accepted and the
+/// token after them. The penalties see the accepted drafts as history;
+/// `history` is back to its length on return.
+pub(crate) fn verify(
+    sampler: &mut Sampler,
+    rows: &mut [f32],
+    vocab: usize,
+    drafts: &[u32],
+    qs: &[Vec<(u32, f32)>],
+    history: &mut Vec<u32>,
+) -> (usize, u32) {
+    let hist_len = history.len();
+    let mut a = 0;
+    let token = loop {
+        history.truncate(hist_len);
+        history.extend_from_slice(&drafts[..a]);
+        let p = sampler.distribution(&mut rows[a * vocab..(a + 1) * vocab], history);
+        let Some(&x) = drafts.get(a) else {
+            break sampler.draw(&p);
+        };
+        let (px, qx) = (prob(&p, x), prob(&qs[a], x));
+        if qx > 0.0 && sampler.uniform() * qx < px {
+            a += 1;
+            continue;
+        }
+        let residual = residual(&p, &qs[a]);
+        break sampler.draw(if residual.is_empty() { &p } else { &residual });
+    };
+    history.truncate(hist_len);
+    (a, token)
 }
 
 /// The probability of `id` in a sparse distribution.

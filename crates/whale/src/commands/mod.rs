@@ -174,6 +174,23 @@ pub enum Spec {
     Mtp(usize),
 }
 
+impl Spec {
+    /// Drafts a step for a model with (or without) a multi-token-prediction
+    /// layer: `auto` is mtp:1 where it has one; asking for mtp without the
+    /// layer is an error.
+    pub fn drafts(self, has_layer: bool) -> anyhow::Result<Option<usize>> {
+        match (self, has_layer) {
+            (Spec::None, _) | (Spec::Auto, false) => Ok(None),
+            (Spec::Auto, true) => Ok(Some(1)),
+            (Spec::Mtp(_), false) => anyhow::bail!(
+                "--spec mtp: this model has no multi-token-prediction layer (num_nextn_predict_layers is 0, or its \
+                 tensors were dropped in conversion); use --spec none"
+            ),
+            (Spec::Mtp(k), true) => Ok(Some(k)),
+        }
+    }
+}
+
 impl std::str::FromStr for Spec {
     type Err = String;
     fn from_str(s: &str) -> Result<Spec, String> {

@@ -261,17 +261,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         top_logits: a.top_logits,
     };
     let drafter = m.model.drafter();
-    let spec_k = match (a.spec, drafter.is_some()) {
-        (Spec::None, _) | (Spec::Auto, false) => None,
-        (Spec::Auto, true) => (a.top_logits == 0).then_some(1),
-        (Spec::Mtp(_), false) => anyhow::bail!(
-            "--spec mtp: this model has no multi-token-prediction layer (num_nextn_predict_layers is 0, or its \
-             tensors were dropped in conversion); use --spec none"
-        ),
-        (Spec::Mtp(k), true) => {
+    let spec_k = match a.spec.drafts(drafter.is_some())? {
+        // Auto turns itself off where the drafts could not be reported.
+        Some(_) if a.spec == Spec::Auto && a.top_logits > 0 => None,
+        Some(k) => {
             anyhow::ensure!(a.top_logits == 0, "--spec mtp does not report --top-logits; use --spec none with it");
             Some(k)
         }
+        None => None,
     };
     let mut session = Session::new(m.model.as_ref(), ctx);
     let stdout = std::io::stdout();

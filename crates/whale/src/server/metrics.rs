@@ -177,6 +177,31 @@ impl Collector for EngineCollector {
             e.cached_sessions as i64,
         )?;
         gauge(&mut enc, "whale_prefix_cache_bytes", "KV-cache bytes held by the prefix cache", e.cached_bytes as i64)?;
+        counter(
+            &mut enc,
+            "whale_spec_steps",
+            "Speculative decoding: main-model passes that checked drafts of the MTP layer",
+            e.spec.steps as u64,
+        )?;
+        counter(&mut enc, "whale_spec_draft_tokens", "Speculative decoding: tokens drafted", e.spec.drafted as u64)?;
+        counter(
+            &mut enc,
+            "whale_spec_accepted_tokens",
+            "Speculative decoding: drafted tokens the main model accepted",
+            e.spec.accepted as u64,
+        )?;
+        gauge(
+            &mut enc,
+            "whale_spec_acceptance_ratio",
+            "Speculative decoding: accepted over drafted tokens since start (0 before any draft)",
+            e.spec.acceptance_rate(),
+        )?;
+        gauge(
+            &mut enc,
+            "whale_spec_tokens_per_step",
+            "Speculative decoding: tokens one checking pass yielded on average since start (0 before any)",
+            e.spec.tokens_per_step(),
+        )?;
         let ratio = if e.kv_capacity_tokens == 0 { 0.0 } else { e.kv_tokens as f64 / e.kv_capacity_tokens as f64 };
         gauge(
             &mut enc,

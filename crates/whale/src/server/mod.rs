@@ -82,6 +82,15 @@ pub struct ServeArgs {
     /// gets 408 and its connection is closed.
     #[arg(long, default_value_t = 30_000)]
     pub body_timeout_ms: u64,
+    /// Speculative decoding with the model's multi-token-prediction layer
+    /// (DeepSeek-V3/R1's MTP): `mtp:K` drafts K tokens a step (1 to 8; `mtp`
+    /// is mtp:1) and the main model checks them for every running request in
+    /// one batched pass; `none` decodes one token at a time. Outputs follow
+    /// the same distribution either way (greedy ones are identical). Default:
+    /// mtp:1 where the model has the layer. Requests with a grammar
+    /// (response_format, strict tools) decode without drafts.
+    #[arg(long, default_value = "auto")]
+    pub spec: crate::commands::Spec,
     #[command(flatten)]
     pub model_args: ModelArgs,
 }
@@ -226,7 +235,14 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     };
     let fim = Fim::detect(&tok);
     let architecture = m.model.info().architecture.name().to_string();
-    let config = EngineConfig { parallel: a.parallel, max_queue: a.max_queue, ctx, cache_bytes: a.cache_mb << 20 };
+    let spec_drafts = a.spec.drafts(m.model.drafter().is_some())?.unwrap_or(0);
+    if spec_drafts > 0 {
+        tracing::info!(
+            "speculative decoding: the MTP layer drafts {spec_drafts} token(s) a step (--spec none turns it off)"
+        );
+    }
+    let config =
+        EngineConfig { parallel: a.parallel, max_queue: a.max_queue, ctx, cache_bytes: a.cache_mb << 20, spec_drafts };
     let engine = EngineHandle::start(m.model, tok.clone(), config);
     let metrics = Arc::new(metrics::Metrics::new(engine.clone()));
     let state = Arc::new(AppState {
