@@ -196,12 +196,65 @@ pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], m: us
     crate::pool::run_parts(threads, jobs, |(view, wp)| matmul_rows(v, ty, wp, rb, cols, x, view));
 }
 
+/// [`matmul`] of float weights (F32, F16, BF16) whose activation rows are
+/// made on demand: `x_row(i, out)` writes row `i` (`cols` values), as a
+/// convolution gathers its patches, so the `[m, cols]` matrix is never held
+/// whole. The same bits as [`matmul`] over the rows `x_row` writes. At the
+/// AVX-512 level each thread makes the rows it needs six at a time (every
+/// thread makes every row: the threads split the weight rows); elsewhere the
+/// rows are made once and [`matmul`] runs on them.
+///
+/// Panics (programmer error) on a quantized type or mismatched lengths.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_gather(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    m: usize,
+    x_row: &(dyn Fn(usize, &mut [f32]) + Sync),
+    y: &mut [f32],
+    threads: usize,
+) {
+    assert!(matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16), "matmul_gather: {ty} is not a float type");
+    let rb = checked_weight_shape(ty, w, rows, cols, "matmul_gather");
+    assert!(Some(y.len()) == m.checked_mul(rows), "matmul_gather: y has {} elements, expected {m} * {rows}", y.len());
+    let v = Verified::active();
+    #[cfg(target_arch = "x86_64")]
+    if matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx) && m > 1 && rows > 0 && cols > 0 {
+        let work = rows.saturating_mul(cols).saturating_mul(m);
+        let chunk = rows_per_thread(threads, rows, work);
+        let views = column_views(y, rows, chunk, m);
+        let jobs: Vec<_> = views.into_iter().zip(w.chunks(chunk * rb)).collect();
+        // SAFETY: a verified AVX-512 level has AVX-512F, AVX2, FMA and F16C;
+        // each part of `w` holds whole rows of `rb` bytes.
+        crate::pool::run_parts(threads, jobs, |(view, wp)| unsafe {
+            crate::avx512::matmul_rows_float_gather(ty, wp, rb, cols, x_row, view)
+        });
+        return;
+    }
+    let _ = v;
+    let mut x = vec![0f32; m * cols];
+    for (i, row) in x.chunks_exact_mut(cols.max(1)).enumerate().take(m) {
+        x_row(i, row);
+    }
+    matmul(ty, w, rows, cols, &x, m, y, threads);
+}
+
 /// Decodes each row of `w` once into a scratch row and dots it with every
 /// vector of `x`; `out[i][r]` receives row `r` times `x[i]`. Rows go four at
 /// a time through `dot4_verified`, which loads each `x[i]` once for four rows
 /// (a short last group repeats a row whose extra results are dropped), so
 /// every row is computed the same way whatever the thread split.
 fn matmul_rows(v: Verified, ty: GgmlType, w: &[u8], rb: usize, cols: usize, x: &[f32], mut out: Vec<&mut [f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
+        && matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    {
+        // SAFETY: a verified AVX-512 level has AVX-512F, AVX2, FMA and F16C;
+        // `w` holds whole rows of `rb` bytes (checked by `matmul`).
+        return unsafe { crate::avx512::matmul_rows_float(ty, w, rb, cols, x, out) };
+    }
     let mut scratch = vec![0f32; 4 * cols];
     for (g, rows) in w.chunks(4 * rb).enumerate() {
         let k = rows.len() / rb;
@@ -270,5 +323,92 @@ pub(crate) fn rows_per_thread(threads: usize, rows: usize, work: usize) -> usize
         rows.max(1)
     } else {
         rows.div_ceil(threads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The float product with several activation rows is, at the process's
+    /// level, the bits of `dot4` on the decoded weight rows at the AVX2
+    /// level (the AVX-512 kernel blocks six activation rows per call and
+    /// tiles them, and must not change a bit), for lengths with and without
+    /// 16- and 8-element remainders, short last groups of rows, and 1 or 2
+    /// threads; [`matmul_gather`] gives the same bits with the rows made on
+    /// demand.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn float_matmul_keeps_the_bits_of_dot4() {
+        let reference = if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            crate::dot::verify(SimdLevel::Avx2Fma)
+        } else {
+            crate::dot::verify(SimdLevel::Scalar)
+        };
+        let mut s = 0x9e37_79b9_u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s % 2001) as f32 - 1000.0) * 1e-3
+        };
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            for &(rows, cols, m) in &[
+                (1, 7, 2),
+                (5, 8, 7),
+                (9, 24, 13),
+                (4, 40, 6),
+                (7, 1000, 17),
+                (13, 33, 12),
+                (3, 1024, 25),
+                (5, 4096, 50),
+            ] {
+                let wf: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+                let w: Vec<u8> = match ty {
+                    GgmlType::F32 => wf.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    GgmlType::F16 => wf.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+                    _ => wf.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+                };
+                let x: Vec<f32> = (0..m * cols).map(|_| next()).collect();
+                let rb = ty.row_bytes(cols).unwrap();
+                let mut want = vec![0f32; m * rows];
+                let mut dec = vec![0f32; rows * cols];
+                for (r, d) in dec.chunks_exact_mut(cols).enumerate() {
+                    decode_row(reference, ty, &w[r * rb..(r + 1) * rb], d);
+                }
+                for g in 0..rows.div_ceil(4) {
+                    let k = (rows - 4 * g).min(4);
+                    let slot = |t: usize| &dec[(4 * g + t % k) * cols..][..cols];
+                    for i in 0..m {
+                        let d = crate::dot::dot4_verified(
+                            reference,
+                            [slot(0), slot(1), slot(2), slot(3)],
+                            &x[i * cols..][..cols],
+                        );
+                        want[i * rows + 4 * g..i * rows + 4 * g + k].copy_from_slice(&d[..k]);
+                    }
+                }
+                for threads in [1, 2] {
+                    let mut y = vec![0f32; m * rows];
+                    matmul(ty, &w, rows, cols, &x, m, &mut y, threads);
+                    // The same product with rows made on demand.
+                    let mut g = vec![0f32; m * rows];
+                    let x_row = |i: usize, out: &mut [f32]| out.copy_from_slice(&x[i * cols..][..cols]);
+                    matmul_gather(ty, &w, rows, cols, m, &x_row, &mut g, threads);
+                    for (i, ((a, b), c)) in y.iter().zip(&want).zip(&g).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{ty} [{rows}, {cols}] m {m}, {threads} threads, at {i}: {a} vs {b}"
+                        );
+                        assert_eq!(
+                            c.to_bits(),
+                            b.to_bits(),
+                            "gathered: {ty} [{rows}, {cols}] m {m}, at {i}: {c} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

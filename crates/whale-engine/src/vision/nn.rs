@@ -84,23 +84,30 @@ impl GroupNorm {
         let per = c / self.groups;
         let pixels = x.len() / c;
         let count = (pixels * per) as f64;
-        for g in 0..self.groups {
-            let ch = g * per..(g + 1) * per;
-            let (mut sum, mut sq) = (0f64, 0f64);
-            for px in x.chunks_exact(c) {
-                for &v in &px[ch.clone()] {
-                    sum += v as f64;
-                    sq += (v as f64) * (v as f64);
+        // One pass for every group's sums (each still in pixel order, then
+        // channel order, as group by group), one to normalise.
+        let (mut sum, mut sq) = (vec![0f64; self.groups], vec![0f64; self.groups]);
+        for px in x.chunks_exact(c) {
+            for ((s, q), ch) in sum.iter_mut().zip(&mut sq).zip(px.chunks_exact(per)) {
+                for &v in ch {
+                    *s += v as f64;
+                    *q += (v as f64) * (v as f64);
                 }
             }
-            let mean = sum / count;
-            let var = (sq / count - mean * mean).max(0.0);
-            let inv = 1.0 / (var + self.eps as f64).sqrt();
-            for px in x.chunks_exact_mut(c) {
-                for (k, v) in px[ch.clone()].iter_mut().enumerate() {
-                    let j = ch.start + k;
-                    *v = ((*v as f64 - mean) * inv) as f32 * self.weight[j] + self.bias[j];
-                }
+        }
+        let stats: Vec<(f64, f64)> = sum
+            .iter()
+            .zip(&sq)
+            .map(|(&s, &q)| {
+                let mean = s / count;
+                let var = (q / count - mean * mean).max(0.0);
+                (mean, 1.0 / (var + self.eps as f64).sqrt())
+            })
+            .collect();
+        for px in x.chunks_exact_mut(c) {
+            for (j, v) in px.iter_mut().enumerate() {
+                let (mean, inv) = stats[j / per];
+                *v = ((*v as f64 - mean) * inv) as f32 * self.weight[j] + self.bias[j];
             }
         }
     }
@@ -192,6 +199,25 @@ impl Conv2d {
         Conv2d { w: lin, c_in, c_out, k, stride, pad }
     }
 
+    /// The patch of output pixel (`oy`, `ox`) (`k·k·c_in` values, tap-major)
+    /// from `x` (`[h, w, c_in]`); taps in the padding are zeros.
+    fn gather(&self, x: &[f32], h: usize, w: usize, oy: usize, ox: usize, out: &mut [f32]) {
+        let (k, c) = (self.k, self.c_in);
+        for ky in 0..k {
+            let iy = (oy * self.stride + ky) as isize - self.pad.0 as isize;
+            for kx in 0..k {
+                let ix = (ox * self.stride + kx) as isize - self.pad.0 as isize;
+                let tap = &mut out[(ky * k + kx) * c..][..c];
+                if iy < 0 || iy >= h as isize || ix < 0 || ix >= w as isize {
+                    tap.fill(0.0);
+                } else {
+                    let src = (iy as usize * w + ix as usize) * c;
+                    tap.copy_from_slice(&x[src..src + c]);
+                }
+            }
+        }
+    }
+
     /// Output size along one axis of `n` input pixels.
     pub fn out_len(&self, n: usize) -> usize {
         (n + self.pad.0 + self.pad.1 - self.k) / self.stride + 1
@@ -204,37 +230,13 @@ impl Conv2d {
         if self.k == 1 && self.stride == 1 && self.pad == (0, 0) {
             return (self.w.forward(x, h * w, threads), h, w);
         }
-        let cols = self.k * self.k * self.c_in;
-        // Output rows per band: about 4 Mi values of gathered patches.
-        let band = ((4 << 20) / (wo * cols).max(1)).clamp(1, ho);
-        let mut patches = vec![0f32; band * wo * cols];
-        for r0 in (0..ho).step_by(band) {
-            let rows = band.min(ho - r0);
-            let m = rows * wo;
-            let pm = &mut patches[..m * cols];
-            pm.fill(0.0);
-            for oy in r0..r0 + rows {
-                for ox in 0..wo {
-                    let dst = &mut pm[((oy - r0) * wo + ox) * cols..][..cols];
-                    for ky in 0..self.k {
-                        let iy = (oy * self.stride + ky) as isize - self.pad.0 as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        for kx in 0..self.k {
-                            let ix = (ox * self.stride + kx) as isize - self.pad.0 as isize;
-                            if ix < 0 || ix >= w as isize {
-                                continue;
-                            }
-                            let src = (iy as usize * w + ix as usize) * self.c_in;
-                            dst[(ky * self.k + kx) * self.c_in..][..self.c_in]
-                                .copy_from_slice(&x[src..src + self.c_in]);
-                        }
-                    }
-                }
-            }
-            let out = self.w.forward(pm, m, threads); // [m, c_out]
-            y[r0 * wo * self.c_out..(r0 + rows) * wo * self.c_out].copy_from_slice(&out);
+        // The patches are gathered as the product needs them (a few rows at
+        // a time), never as the whole [ho·wo, k·k·c_in] matrix.
+        let x_row = |i: usize, out: &mut [f32]| self.gather(x, h, w, i / wo, i % wo, out);
+        let l = &self.w;
+        whale_kernels::matmul_gather(l.ty, &l.data, l.rows, l.cols, ho * wo, &x_row, &mut y, threads);
+        if let Some(b) = &l.bias {
+            crate::models::ops::add_bias_rows(&mut y, b);
         }
         (y, ho, wo)
     }
@@ -259,9 +261,12 @@ pub fn upsample2(x: &[f32], h: usize, w: usize, c: usize) -> Vec<f32> {
 pub fn full_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, heads: usize, d: usize, threads: usize) -> Vec<f32> {
     let width = heads * d;
     let scale = (d as f32).powf(-0.5);
-    let mut out = vec![0f32; n * width];
-    let (mut qh, mut kh, mut vt) = (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; d * n]);
-    for hd in 0..heads {
+    // Heads are independent: the pool runs them side by side, each with one
+    // thread (a product's bits do not depend on its thread count).
+    let mut per_head: Vec<Vec<f32>> = vec![Vec::new(); heads];
+    let parts: Vec<(usize, &mut Vec<f32>)> = per_head.iter_mut().enumerate().collect();
+    whale_kernels::pool::run_parts(threads, parts, |(hd, o)| {
+        let (mut qh, mut kh, mut vt) = (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; d * n]);
         for t in 0..n {
             qh[t * d..(t + 1) * d].copy_from_slice(&q[t * width + hd * d..][..d]);
             kh[t * d..(t + 1) * d].copy_from_slice(&k[t * width + hd * d..][..d]);
@@ -269,14 +274,17 @@ pub fn full_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, heads: usize, d
                 vt[j * n + t] = v[t * width + hd * d + j];
             }
         }
-        let mut s = Linear::from_f32(n, d, &kh).forward(&qh, n, threads); // [n, n]
+        let mut s = Linear::from_f32(n, d, &kh).forward(&qh, n, 1); // [n, n]
         for row in s.chunks_exact_mut(n) {
             for x in row.iter_mut() {
                 *x *= scale;
             }
             crate::models::ops::softmax(row);
         }
-        let o = Linear::from_f32(d, n, &vt).forward(&s, n, threads); // [n, d]
+        *o = Linear::from_f32(d, n, &vt).forward(&s, n, 1); // [n, d]
+    });
+    let mut out = vec![0f32; n * width];
+    for (hd, o) in per_head.iter().enumerate() {
         for t in 0..n {
             out[t * width + hd * d..][..d].copy_from_slice(&o[t * d..(t + 1) * d]);
         }
