@@ -2,7 +2,9 @@
 //! same bits as `Model::forward` of that sequence alone: logits and the K/V
 //! rows it leaves in its cache. Checked on a block-quantized GGUF (SmolLM2
 //! Q4_1: one product over the stacked rows), on float safetensors models
-//! (llama and qwen2 with Q/K/V biases: products per sequence) and on the tiny
+//! (llama and qwen2 with Q/K/V biases: products per sequence, and in bf16
+//! a decode step of several sequences as one product that reads the weights
+//! once) and on the tiny
 //! DeepSeek-V3 (MLA, routed experts fed by several sequences), with batches
 //! that mix prompt chunks, single decode tokens and caches at different
 //! lengths. Exact equality is the contract (see the trait docs), so there is
@@ -35,9 +37,15 @@ fn ids(n: usize, seed: u32, vocab: u32) -> Vec<u32> {
 }
 
 fn check(model: &dyn Model, threads_note: &str) {
-    let vocab = model.info().vocab_size as u32;
     // (tokens already in the cache, tokens fed now)
-    let shapes = [(0, 7), (5, 1), (0, 1), (12, 3), (3, 1)];
+    check_shapes(model, threads_note, &[(0, 7), (5, 1), (0, 1), (12, 3), (3, 1)]);
+    // A decode step: every sequence brings one token.
+    check_shapes(model, threads_note, &[(5, 1), (0, 1), (12, 1)]);
+    check_failing_batch(model, threads_note);
+}
+
+fn check_shapes(model: &dyn Model, threads_note: &str, shapes: &[(usize, usize)]) {
+    let vocab = model.info().vocab_size as u32;
     let mut alone_caches = Vec::new();
     let mut alone_logits = Vec::new();
     let mut batch_caches = Vec::new();
@@ -63,6 +71,11 @@ fn check(model: &dyn Model, threads_note: &str) {
         assert_eq!(batch_caches[s].len, alone_caches[s].len, "{threads_note}: sequence {s} cache length");
         assert!(cache_bits(&batch_caches[s]) == cache_bits(&alone_caches[s]), "{threads_note}: sequence {s} cache");
     }
+}
+
+/// `check`'s failing batch.
+fn check_failing_batch(model: &dyn Model, threads_note: &str) {
+    let vocab = model.info().vocab_size as u32;
 
     // A failing batch (one sequence's cache is full) advances no cache.
     let mut full = model.new_cache(2);
@@ -90,6 +103,53 @@ fn float_safetensors_batch_equals_each_sequence_alone() {
         let store = WeightStore::open(&root.join(format!("models/{name}"))).unwrap();
         let model = load_weights(&store, arch, LoadOptions { threads: 2, ..Default::default() }).unwrap();
         check(model.as_ref(), name);
+    }
+}
+
+/// A copy of a float32 safetensors model folder with every weight rounded
+/// to bf16 (the config beside it as it is).
+fn bf16_copy(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    std::fs::copy(src.join("config.json"), dst.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let (mut out_header, mut out_data) = (serde_json::Map::new(), Vec::new());
+    for (name, t) in header {
+        if name == "__metadata__" {
+            out_header.insert(name, t);
+            continue;
+        }
+        assert_eq!(t["dtype"], "F32", "{name}");
+        let (a, b) = (t["data_offsets"][0].as_u64().unwrap() as usize, t["data_offsets"][1].as_u64().unwrap() as usize);
+        let start = out_data.len();
+        for v in data[a..b].chunks_exact(4) {
+            out_data.extend(half::bf16::from_f32(f32::from_le_bytes(v.try_into().unwrap())).to_le_bytes());
+        }
+        out_header.insert(
+            name,
+            serde_json::json!({"dtype": "BF16", "shape": t["shape"], "data_offsets": [start, out_data.len()]}),
+        );
+    }
+    let h = serde_json::to_vec(&out_header).unwrap();
+    let mut file = (h.len() as u64).to_le_bytes().to_vec();
+    file.extend(h);
+    file.extend(out_data);
+    std::fs::write(dst.join("model.safetensors"), file).unwrap();
+}
+
+#[test]
+fn bf16_safetensors_batch_equals_each_sequence_alone() {
+    let root = common::hf_reference();
+    for (name, arch) in [("llama_tiny_gqa_tied", "llama"), ("qwen2_tiny_gqa_bias", "qwen2")] {
+        let dir = std::env::temp_dir().join(format!("whale-bf16-{name}-{}", std::process::id()));
+        bf16_copy(&root.join(format!("models/{name}")), &dir);
+        let store = WeightStore::open(&dir).unwrap();
+        let model = load_weights(&store, arch, LoadOptions { threads: 2, ..Default::default() }).unwrap();
+        check(model.as_ref(), &format!("{name} in bf16"));
+        drop((model, store));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

@@ -218,20 +218,22 @@ const XR: usize = 4;
 /// the weights.
 const X_BLOCK_BYTES: usize = 256 << 10;
 
-/// `avx2::dot4` of four weight rows (`rows`, raw bytes of `W`) with each of
-/// [`XR`] activation rows, the same bits for every pair: one register per pair
+/// `avx2::dot4` of `K` weight rows (`rows`, raw bytes of `W`; four in the
+/// GEMM) with each of `R` activation rows ([`XR`], or fewer for the last
+/// ones), the same bits for every pair: one register per pair
 /// holds dot4's two 8-lane accumulators (lanes 0-7 its `lo`: elements
 /// `16t + j`; lanes 8-15 its `hi`: `16t + 8 + j`), fed by the same fused
 /// multiply-adds in the same order; the epilogue is dot4's (a last 8-chunk
 /// into `lo`, `hsum(lo + hi)`, then the tail one product at a time). Each
-/// weight chunk is widened once for all [`XR`] rows and each activation
-/// chunk loaded once for four: 16 FMAs per 8 loads, where dot4 has 8 per 10.
+/// weight chunk is widened once for all `R` rows and each activation
+/// chunk loaded once for four: 16 FMAs per 8 loads at `R` = 4, where dot4
+/// has 8 per 10.
 ///
 /// Always inlined into its callers, which enable AVX-512F, AVX2, FMA and
 /// F16C (as a separate function it ran at half the speed).
 #[allow(clippy::needless_range_loop)] // r and k index several arrays at once
 #[inline(always)]
-unsafe fn dot4_xr<W: FloatRow>(rows: [&[u8]; 4], xs: [&[f32]; XR]) -> [[f32; 4]; XR] {
+unsafe fn dot4_xr<W: FloatRow, const K: usize, const R: usize>(rows: [&[u8]; K], xs: [&[f32]; R]) -> [[f32; K]; R] {
     let n = xs[0].len();
     let wp = rows.map(|r| {
         assert!(r.len() >= n * W::BYTES, "dot4_xr: a weight row is shorter than x");
@@ -241,15 +243,15 @@ unsafe fn dot4_xr<W: FloatRow>(rows: [&[u8]; 4], xs: [&[f32]; XR]) -> [[f32; 4];
         assert!(x.len() == n, "dot4_xr: activation rows of different lengths");
         x.as_ptr()
     });
-    let mut acc = [[_mm512_setzero_ps(); 4]; XR];
+    let mut acc = [[_mm512_setzero_ps(); K]; R];
     let mut i = 0;
     while i + 16 <= n {
         // SAFETY: i + 16 <= n, within every row (asserted above).
-        let w: [__m512; 4] = std::array::from_fn(|k| unsafe { W::load16(wp[k], i) });
-        for r in 0..XR {
+        let w: [__m512; K] = std::array::from_fn(|k| unsafe { W::load16(wp[k], i) });
+        for r in 0..R {
             // SAFETY: as above.
             let xv = unsafe { _mm512_loadu_ps(xp[r].add(i)) };
-            for k in 0..4 {
+            for k in 0..K {
                 acc[r][k] = _mm512_fmadd_ps(w[k], xv, acc[r][k]);
             }
         }
@@ -260,9 +262,9 @@ unsafe fn dot4_xr<W: FloatRow>(rows: [&[u8]; 4], xs: [&[f32]; XR]) -> [[f32; 4];
     // unrolls and `acc` stays in registers through the main loop: with one
     // pass the compiler kept `acc` in memory too and stored all 24
     // accumulators every step (bf16 at 80 instead of 150 GFLOPS, Zen 4).
-    let mut halves = [[_mm256_setzero_ps(); 4]; XR];
-    for r in 0..XR {
-        for k in 0..4 {
+    let mut halves = [[_mm256_setzero_ps(); K]; R];
+    for r in 0..R {
+        for k in 0..K {
             let a = acc[r][k];
             let mut lo = _mm512_castps512_ps256(a);
             let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
@@ -274,9 +276,9 @@ unsafe fn dot4_xr<W: FloatRow>(rows: [&[u8]; 4], xs: [&[f32]; XR]) -> [[f32; 4];
         }
     }
     let from = if eight { i + 8 } else { i };
-    let mut out = [[0f32; 4]; XR];
-    for r in 0..XR {
-        for k in 0..4 {
+    let mut out = [[0f32; K]; R];
+    for r in 0..R {
+        for k in 0..K {
             // SAFETY: AVX2 is enabled here.
             let mut sum = unsafe { crate::avx2::hsum(halves[r][k]) };
             for j in from..n {
@@ -292,7 +294,7 @@ unsafe fn dot4_xr<W: FloatRow>(rows: [&[u8]; 4], xs: [&[f32]; XR]) -> [[f32; 4];
 /// bits: [`XR`] activation rows at a time (copied into a small buffer)
 /// against every weight row of the share, four at a time (a short last
 /// group repeats a row whose results are dropped), by [`dot4_xr`]; the last
-/// rows through `avx2::dot4` on the widened weight rows. `out[i][r]` receives weight row `r` times `x[i]`.
+/// rows (fewer than [`XR`]) as one narrower block. `out[i][r]` receives weight row `r` times `x[i]`.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX2, FMA and F16C; `ty` is F32, F16 or
@@ -312,31 +314,6 @@ pub(crate) unsafe fn matmul_rows_float(
     let x_row = |i: usize, o: &mut [f32]| o.copy_from_slice(&x[i * cols..][..cols]);
     // SAFETY: (caller) as documented.
     unsafe { matmul_rows_float_gather(ty, w, rb, cols, &x_row, out) }
-}
-
-/// The last activation rows (fewer than [`XR`]) through `avx2::dot4` on the
-/// widened weight rows.
-#[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn rows_float_rest<W: FloatRow>(w: &[u8], rb: usize, cols: usize, x: &[f32], out: &mut [&mut [f32]]) {
-    if out.is_empty() {
-        return;
-    }
-    let mut scratch = vec![0f32; 4 * cols];
-    for (g, group) in w.chunks(4 * rb).enumerate() {
-        let k = group.len() / rb;
-        for (j, dst) in scratch.chunks_exact_mut(cols).enumerate() {
-            let src = &group[(j % k) * rb..][..rb];
-            for (c, d) in dst.iter_mut().enumerate() {
-                *d = W::get(src, c);
-            }
-        }
-        let s = |j: usize| &scratch[j * cols..][..cols];
-        for (o, xr) in out.iter_mut().zip(x.chunks_exact(cols)) {
-            // SAFETY: (caller) AVX2, FMA and F16C.
-            let dots = unsafe { crate::avx2::dot4([s(0), s(1), s(2), s(3)], xr) };
-            o[4 * g..4 * g + k].copy_from_slice(&dots[..k]);
-        }
-    }
 }
 
 /// [`matmul_rows_float`] with activation rows made on demand by
@@ -379,30 +356,100 @@ unsafe fn rows_float_gather<W: FloatRow>(
     // XR rows.
     let blocks = (X_BLOCK_BYTES / (XR * cols * 4).max(1)).clamp(1, 8);
     let mut xb = vec![0f32; blocks * XR * cols];
-    let groups = || w.chunks(4 * rb).map(|g| (g.len() / rb, g));
     let mut t = 0;
-    while t + XR <= m {
+    while t < m {
         let nb = ((m - t) / XR).min(blocks);
-        for (r, dst) in xb.chunks_exact_mut(cols).take(nb * XR).enumerate() {
+        // The last rows (fewer than XR) go as one narrower block.
+        let take = if nb == 0 { m - t } else { nb * XR };
+        for (r, dst) in xb.chunks_exact_mut(cols).take(take).enumerate() {
             x_row(t + r, dst);
         }
-        for (g, (k, group)) in groups().enumerate() {
-            let row = |j: usize| &group[(j % k) * rb..][..rb];
-            for b in 0..nb {
-                let xs: [&[f32]; XR] = std::array::from_fn(|r| &xb[(b * XR + r) * cols..][..cols]);
-                // SAFETY: (caller) the CPU features; rows hold `cols` values.
-                let dots = unsafe { dot4_xr::<W>([row(0), row(1), row(2), row(3)], xs) };
-                for (r, d) in dots.iter().enumerate() {
-                    out[t + b * XR + r][4 * g..4 * g + k].copy_from_slice(&d[..k]);
-                }
+        let (xs, outs) = (&xb[..take * cols], &mut out[t..t + take]);
+        // SAFETY: (caller) as documented.
+        unsafe {
+            match take {
+                1 => float_blocks::<W, 1>(w, rb, cols, xs, outs),
+                2 => float_blocks::<W, 2>(w, rb, cols, xs, outs),
+                3 => float_blocks::<W, 3>(w, rb, cols, xs, outs),
+                _ => float_blocks::<W, XR>(w, rb, cols, xs, outs),
             }
         }
-        t += nb * XR;
+        t += take;
     }
-    let left = m - t;
-    for (r, dst) in xb.chunks_exact_mut(cols).take(left).enumerate() {
-        x_row(t + r, dst);
+}
+
+/// Every group of four weight rows of `w` (a short last group repeats a row
+/// whose results are dropped) against the blocks of `R` activation rows in
+/// `xb`, which must hold a whole number of them; `out[i]` receives row `i`.
+///
+/// # Safety
+/// As for [`matmul_rows_float`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn float_blocks<W: FloatRow, const R: usize>(
+    w: &[u8],
+    rb: usize,
+    cols: usize,
+    xb: &[f32],
+    out: &mut [&mut [f32]],
+) {
+    debug_assert!(out.len().is_multiple_of(R) && xb.len() == out.len() * cols);
+    for (g, group) in w.chunks(4 * rb).enumerate() {
+        let k = group.len() / rb;
+        let row = |j: usize| &group[(j % k) * rb..][..rb];
+        for (b, outs) in out.chunks_exact_mut(R).enumerate() {
+            let xs: [&[f32]; R] = std::array::from_fn(|r| &xb[(b * R + r) * cols..][..cols]);
+            // SAFETY: (caller) the CPU features; rows hold `cols` values.
+            let dots = unsafe { dot4_xr::<W, 4, R>([row(0), row(1), row(2), row(3)], xs) };
+            for (o, d) in outs.iter_mut().zip(&dots) {
+                o[4 * g..4 * g + k].copy_from_slice(&d[..k]);
+            }
+        }
     }
-    // SAFETY: (caller) as documented.
-    unsafe { rows_float_rest::<W>(w, rb, cols, &xb[..left * cols], &mut out[t..]) };
+}
+
+/// `matmul::matvec` of each activation vector of `xs` (length a multiple of
+/// 16) against 16-bit float weight rows (`ty` F16 or BF16), eight rows and
+/// two vectors at a time through [`dot4_xr`], the weights widened once for
+/// both. With no remainder to handle, dot4_xr's arithmetic per pair is
+/// `avx2::half_row`'s (lanes 0-7 its first accumulator, 8-15 its second,
+/// `hsum` of their sum), so each result is the bits of the matvec. The last
+/// rows (fewer than eight) and an odd last vector go in narrower blocks.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2, FMA and F16C; `w` holds whole rows
+/// of `rb` bytes of `xs[i].len()` values, and `out[i]` has one value a row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+pub(crate) unsafe fn matvec_many_half(ty: crate::GgmlType, w: &[u8], rb: usize, xs: &[&[f32]], out: &mut [&mut [f32]]) {
+    match ty {
+        // SAFETY: (caller) as documented.
+        crate::GgmlType::F16 => unsafe { matvec_many_rows::<F16Row>(w, rb, xs, out) },
+        crate::GgmlType::BF16 => unsafe { matvec_many_rows::<Bf16Row>(w, rb, xs, out) },
+        other => unreachable!("matvec_many_half: {other} is not a 16-bit float type"),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn matvec_many_rows<W: FloatRow>(w: &[u8], rb: usize, xs: &[&[f32]], out: &mut [&mut [f32]]) {
+    /// Weight rows a block: eight streams in flight, 16 accumulators.
+    const K: usize = 8;
+    for (g, group) in w.chunks(K * rb).enumerate() {
+        let k = group.len() / rb;
+        let row = |j: usize| &group[(j % k) * rb..][..rb];
+        let rows: [&[u8]; K] = std::array::from_fn(row);
+        let cols = 8 * g..8 * g + k;
+        let mut i = 0;
+        while i < xs.len() {
+            // SAFETY: (caller) the CPU features; rows hold the vectors' length.
+            if i + 2 <= xs.len() {
+                let d = unsafe { dot4_xr::<W, K, 2>(rows, [xs[i], xs[i + 1]]) };
+                out[i][cols.clone()].copy_from_slice(&d[0][..k]);
+                out[i + 1][cols.clone()].copy_from_slice(&d[1][..k]);
+                i += 2;
+            } else {
+                let d = unsafe { dot4_xr::<W, K, 1>(rows, [xs[i]]) };
+                out[i][cols.clone()].copy_from_slice(&d[0][..k]);
+                i += 1;
+            }
+        }
+    }
 }

@@ -115,7 +115,7 @@ pub use dispatch::SimdLevel;
 pub use dot::{dot_f32, dot_f32_with, vec_dot, vec_dot_ref, vec_dot_with};
 pub use error::KernelError;
 pub use gemm::{gemm_f32, gemm_f32_ref};
-pub use matmul::{matmul, matmul_gather, matvec};
+pub use matmul::{matmul, matmul_gather, matvec, matvec_many};
 pub use q8::{f32_to_f16, quantize_acts, quantize_acts_into, quantize_acts_with, vec_dot_type, QuantizedActs};
 pub use qdot::{
     matmul_q, matmul_q_acts, matmul_q_each, matmul_q_many, vec_dot_q, vec_dot_q_ref, vec_dot_q_with, QProduct,

@@ -140,6 +140,69 @@ fn half_matvec_rows(ty: GgmlType, w: &[u8], rb: usize, x: &[f32], y: &mut [f32])
     }
 }
 
+/// [`matvec`] of `m` activation vectors at once: `x` is `[m, cols]`, `y` is
+/// `[m, rows]`, and row `i` of `y` is the bits of `matvec` of row `i` of `x`
+/// (which [`matmul`] does not promise). For 16-bit float weights at the
+/// AVX-512 level each weight is read once for all `m` vectors; otherwise
+/// this is one [`matvec`] per vector. Used where several sequences decode
+/// one token each and must give the bits of decoding alone.
+///
+/// Panics (programmer error) as [`matmul`] does.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_many(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+    threads: usize,
+) {
+    let rb = checked_weight_shape(ty, w, rows, cols, "matvec_many");
+    assert!(
+        Some(x.len()) == m.checked_mul(cols),
+        "matvec_many: x has {} elements, expected m * cols = {m} * {cols}",
+        x.len()
+    );
+    assert!(
+        Some(y.len()) == m.checked_mul(rows),
+        "matvec_many: y has {} elements, expected m * rows = {m} * {rows}",
+        y.len()
+    );
+    if m == 0 || rows == 0 {
+        return;
+    }
+    if cols == 0 {
+        y.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if m > 1
+        && matches!(ty, GgmlType::BF16 | GgmlType::F16)
+        && matches!(Verified::active().level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
+        && cols.is_multiple_of(16)
+    {
+        let chunk = rows_per_thread(threads, rows, rows.saturating_mul(cols).saturating_mul(m));
+        let jobs: Vec<_> = column_views(y, rows, chunk, m).into_iter().zip(w.chunks(chunk * rb)).collect();
+        crate::pool::run_parts(threads, jobs, |(view, wp)| half_matvec_many(ty, wp, rb, x, cols, view));
+        return;
+    }
+    for (xi, yi) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
+        matvec(ty, w, rows, cols, xi, yi, threads);
+    }
+}
+
+/// [`matvec_many`]'s share of weight rows at the AVX-512 level.
+#[cfg(target_arch = "x86_64")]
+fn half_matvec_many(ty: GgmlType, w: &[u8], rb: usize, x: &[f32], cols: usize, mut out: Vec<&mut [f32]>) {
+    let xs: Vec<&[f32]> = x.chunks_exact(cols).collect();
+    // SAFETY: the caller checked the AVX-512 level (AVX-512F, AVX2, FMA,
+    // F16C), the type and that `cols` is a multiple of 16; `w` holds whole
+    // rows of `rb` bytes and each `out` part one value a row.
+    unsafe { crate::avx512::matvec_many_half(ty, w, rb, &xs, &mut out) }
+}
+
 /// Rows the 16-bit float matvec dots together at the AVX-512 level, as the
 /// FP8 kernels do (see `fp8::ROWS`): a bf16 [18432, 7168] matvec, 2 threads,
 /// read 12.4-13.5 GB/s one row at a time on the development machine.
@@ -330,9 +393,45 @@ pub(crate) fn rows_per_thread(threads: usize, rows: usize, work: usize) -> usize
 mod tests {
     use super::*;
 
+    /// Every row of [`matvec_many`] is the bits of [`matvec`] of its vector,
+    /// for every weight type of the fast path and one outside it, lengths
+    /// with and without a 16-element remainder, short last groups of rows,
+    /// odd and even counts of vectors, and 1 or 2 threads.
+    #[test]
+    fn matvec_many_keeps_the_bits_of_matvec() {
+        let mut s = 0x2545_f491_u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s % 2001) as f32 - 1000.0) * 1e-3
+        };
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            for &(rows, cols, m) in &[(1, 16, 2), (5, 48, 3), (9, 40, 2), (4, 1024, 5), (37, 4096, 2), (13, 2048, 4)] {
+                let wf: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+                let w: Vec<u8> = match ty {
+                    GgmlType::F32 => wf.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    GgmlType::F16 => wf.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+                    _ => wf.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+                };
+                let x: Vec<f32> = (0..m * cols).map(|_| next()).collect();
+                let mut want = vec![0f32; m * rows];
+                for (xi, yi) in x.chunks_exact(cols).zip(want.chunks_exact_mut(rows)) {
+                    matvec(ty, &w, rows, cols, xi, yi, 1);
+                }
+                for threads in [1, 2] {
+                    let mut y = vec![f32::NAN; m * rows];
+                    matvec_many(ty, &w, rows, cols, &x, m, &mut y, threads);
+                    let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{ty} rows {rows} cols {cols} m {m} threads {threads}: {y:?} != {want:?}");
+                }
+            }
+        }
+    }
+
     /// The float product with several activation rows is, at the process's
     /// level, the bits of `dot4` on the decoded weight rows at the AVX2
-    /// level (the AVX-512 kernel blocks six activation rows per call and
+    /// level (the AVX-512 kernel blocks four activation rows per call and
     /// tiles them, and must not change a bit), for lengths with and without
     /// 16- and 8-element remainders, short last groups of rows, and 1 or 2
     /// threads; [`matmul_gather`] gives the same bits with the rows made on

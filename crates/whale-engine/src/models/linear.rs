@@ -101,11 +101,21 @@ impl Linear {
     /// others'), and so do FP8 weights, so all rows go in one product that
     /// reads the weights once.
     /// Float weights use a different kernel for one row than for several,
-    /// so they run sequence by sequence.
+    /// so they run sequence by sequence, except when every sequence brings
+    /// one row (decode): then `matvec_many` reads the weights once and gives
+    /// each row the bits of its own matvec.
     pub fn forward_spans(&self, x: &[f32], spans: &[std::ops::Range<usize>], threads: usize) -> Vec<f32> {
         let m = spans.last().map_or(0, |s| s.end);
         if spans.len() <= 1 || !matches!(self.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
             return self.forward(x, m, threads);
+        }
+        if spans.iter().all(|s| s.len() == 1) {
+            let mut y = vec![0f32; m * self.rows];
+            whale_kernels::matvec_many(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads);
+            if let Some(b) = &self.bias {
+                ops::add_bias_rows(&mut y, b);
+            }
+            return y;
         }
         let mut y = Vec::with_capacity(m * self.rows);
         for s in spans {
