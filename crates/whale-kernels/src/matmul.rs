@@ -159,17 +159,7 @@ pub fn matvec_many(
     y: &mut [f32],
     threads: usize,
 ) {
-    let rb = checked_weight_shape(ty, w, rows, cols, "matvec_many");
-    assert!(
-        Some(x.len()) == m.checked_mul(cols),
-        "matvec_many: x has {} elements, expected m * cols = {m} * {cols}",
-        x.len()
-    );
-    assert!(
-        Some(y.len()) == m.checked_mul(rows),
-        "matvec_many: y has {} elements, expected m * rows = {m} * {rows}",
-        y.len()
-    );
+    let rb = checked_batch_shape(ty, w, rows, cols, (x.len(), m, y.len()), "matvec_many");
     if m == 0 || rows == 0 {
         return;
     }
@@ -224,17 +214,7 @@ const HALF_ROWS: usize = 8;
 /// a slice length does not match.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], m: usize, y: &mut [f32], threads: usize) {
-    let rb = checked_weight_shape(ty, w, rows, cols, "matmul");
-    assert!(
-        Some(x.len()) == m.checked_mul(cols),
-        "matmul: x has {} elements, expected m * cols = {m} * {cols}",
-        x.len()
-    );
-    assert!(
-        Some(y.len()) == m.checked_mul(rows),
-        "matmul: y has {} elements, expected m * rows = {m} * {rows}",
-        y.len()
-    );
+    let rb = checked_batch_shape(ty, w, rows, cols, (x.len(), m, y.len()), "matmul");
     if m == 1 {
         matvec(ty, w, rows, cols, x, y, threads);
         return;
@@ -380,6 +360,22 @@ pub(crate) fn column_views(y: &mut [f32], rows: usize, chunk: usize, m: usize) -
     views
 }
 
+/// [`checked_weight_shape`] plus the activations' and results' lengths
+/// (`x_y`: `x.len()`, `m`, `y.len()`) of a product of `m` rows; the row bytes.
+fn checked_batch_shape(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    (x, m, y): (usize, usize, usize),
+    what: &str,
+) -> usize {
+    let rb = checked_weight_shape(ty, w, rows, cols, what);
+    assert!(Some(x) == m.checked_mul(cols), "{what}: x has {x} elements, expected m * cols = {m} * {cols}");
+    assert!(Some(y) == m.checked_mul(rows), "{what}: y has {y} elements, expected m * rows = {m} * {rows}");
+    rb
+}
+
 pub(crate) fn rows_per_thread(threads: usize, rows: usize, work: usize) -> usize {
     let threads = threads.clamp(1, rows.max(1));
     if threads == 1 || work <= PARALLEL_MIN_WORK {
@@ -393,27 +389,36 @@ pub(crate) fn rows_per_thread(threads: usize, rows: usize, work: usize) -> usize
 mod tests {
     use super::*;
 
+    /// Values in [-1, 1] in steps of 1e-3 from a xorshift seeded with `seed`.
+    fn values(mut s: u64) -> impl FnMut() -> f32 {
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s % 2001) as f32 - 1000.0) * 1e-3
+        }
+    }
+
+    /// `v` as the bytes of a float weight row of type `ty` (F32, F16, BF16).
+    fn float_bytes(ty: GgmlType, v: &[f32]) -> Vec<u8> {
+        match ty {
+            GgmlType::F32 => v.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            GgmlType::F16 => v.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+            _ => v.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+        }
+    }
+
     /// Every row of [`matvec_many`] is the bits of [`matvec`] of its vector,
     /// for every weight type of the fast path and one outside it, lengths
     /// with and without a 16-element remainder, short last groups of rows,
     /// odd and even counts of vectors, and 1 or 2 threads.
     #[test]
     fn matvec_many_keeps_the_bits_of_matvec() {
-        let mut s = 0x2545_f491_u64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s % 2001) as f32 - 1000.0) * 1e-3
-        };
+        let mut next = values(0x2545_f491);
         for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
             for &(rows, cols, m) in &[(1, 16, 2), (5, 48, 3), (9, 40, 2), (4, 1024, 5), (37, 4096, 2), (13, 2048, 4)] {
                 let wf: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
-                let w: Vec<u8> = match ty {
-                    GgmlType::F32 => wf.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    GgmlType::F16 => wf.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-                    _ => wf.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
-                };
+                let w = float_bytes(ty, &wf);
                 let x: Vec<f32> = (0..m * cols).map(|_| next()).collect();
                 let mut want = vec![0f32; m * rows];
                 for (xi, yi) in x.chunks_exact(cols).zip(want.chunks_exact_mut(rows)) {
@@ -444,13 +449,7 @@ mod tests {
         } else {
             crate::dot::verify(SimdLevel::Scalar)
         };
-        let mut s = 0x9e37_79b9_u64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s % 2001) as f32 - 1000.0) * 1e-3
-        };
+        let mut next = values(0x9e37_79b9);
         for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
             for &(rows, cols, m) in &[
                 (1, 7, 2),
@@ -463,11 +462,7 @@ mod tests {
                 (5, 4096, 50),
             ] {
                 let wf: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
-                let w: Vec<u8> = match ty {
-                    GgmlType::F32 => wf.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    GgmlType::F16 => wf.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-                    _ => wf.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
-                };
+                let w = float_bytes(ty, &wf);
                 let x: Vec<f32> = (0..m * cols).map(|_| next()).collect();
                 let rb = ty.row_bytes(cols).unwrap();
                 let mut want = vec![0f32; m * rows];
