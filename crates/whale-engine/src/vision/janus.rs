@@ -239,7 +239,7 @@ impl Janus {
     /// The image-token head on rows `[m, hidden]` → `[m, codes]`.
     fn head(&self, rows: &[f32], m: usize) -> Vec<f32> {
         let mut y = self.gen_head.0.forward(rows, m, self.threads);
-        nn::gelu(&mut y);
+        nn::gelu(&mut y, self.threads);
         self.gen_head.1.forward(&y, m, self.threads)
     }
 
@@ -249,7 +249,7 @@ impl Janus {
         let emb = &self.gen_embed[code as usize * e..][..e];
         let mut y = self.gen_aligner[0].forward(emb, 1, 1);
         for lin in &self.gen_aligner[1..] {
-            nn::gelu(&mut y);
+            nn::gelu(&mut y, 1);
             y = lin.forward(&y, 1, 1);
         }
         y

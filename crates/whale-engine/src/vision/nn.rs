@@ -121,12 +121,22 @@ pub fn silu(x: &mut [f32]) {
 }
 
 /// The exact GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))`, in place (transformers'
-/// `"gelu"`; not the tanh approximation).
-pub fn gelu(x: &mut [f32]) {
-    for v in x {
-        let z = *v as f64;
-        *v = (0.5 * z * (1.0 + erf(z * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+/// `"gelu"`; not the tanh approximation), on `threads` threads for large
+/// inputs (each value on its own, so the bits do not depend on them: the
+/// encoder's 24 × 576 × 4096 values took 0.35 s of one thread).
+pub fn gelu(x: &mut [f32], threads: usize) {
+    const PART: usize = 1 << 16;
+    let one = |x: &mut [f32]| {
+        for v in x {
+            let z = *v as f64;
+            *v = (0.5 * z * (1.0 + erf(z * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+        }
+    };
+    if threads <= 1 || x.len() <= PART {
+        return one(x);
     }
+    let part = x.len().div_ceil(threads).max(PART);
+    whale_kernels::pool::run_parts(threads, x.chunks_mut(part).collect(), one);
 }
 
 /// The error function within 1.2e-7 (Abramowitz and Stegun 7.1.26, the

@@ -205,7 +205,7 @@ impl VisionEncoder {
             let mut y = x.clone();
             l.ln2.forward(&mut y);
             let mut m = l.fc1.forward(&y, n, threads);
-            nn::gelu(&mut m);
+            nn::gelu(&mut m, threads);
             nn_add(&mut x, &l.fc2.forward(&m, n, threads));
         }
         self.post_ln.forward(&mut x);
@@ -217,7 +217,7 @@ impl VisionEncoder {
         let n = x.len() / self.cfg.hidden_size;
         let mut y = self.aligner[0].forward(x, n, threads);
         for lin in &self.aligner[1..] {
-            nn::gelu(&mut y);
+            nn::gelu(&mut y, threads);
             y = lin.forward(&y, n, threads);
         }
         y
