@@ -178,6 +178,7 @@ pub fn matvec_many(
         crate::pool::run_parts(threads, jobs, |(view, wp)| half_matvec_many(ty, wp, rb, x, cols, view));
         return;
     }
+    let _ = rb; // used above on x86-64 only
     for (xi, yi) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
         matvec(ty, w, rows, cols, xi, yi, threads);
     }
@@ -276,7 +277,7 @@ pub fn matmul_gather(
         });
         return;
     }
-    let _ = v;
+    let _ = (v, rb); // used above on x86-64 only
     let mut x = vec![0f32; m * cols];
     for (i, row) in x.chunks_exact_mut(cols.max(1)).enumerate().take(m) {
         x_row(i, row);
