@@ -1,5 +1,5 @@
 //! AVX-512 f32 kernels (x86-64 only): the attention weighted sum, and the
-//! float-weight GEMM of prefill and of the vision models (see [`dot4_xr`]).
+//! float-weight GEMM of prefill and of the vision models (see [`dot_block`]).
 //!
 //! Same contract as the AVX2 version in `avx2.rs` and the same arithmetic
 //! per output element (`o += w[p] * v[p]`, a multiply then an add, in
@@ -206,7 +206,7 @@ impl FloatRow for Bf16Row {
     }
 }
 
-/// Activation rows one call of [`dot4_xr`] takes: 16 accumulators, 4
+/// Activation rows one call of [`dot_block`] takes: 16 accumulators, 4
 /// widened weight chunks and 1 activation chunk fit the 32 registers with
 /// room to spare. Six (24 accumulators) looked better on paper, but the
 /// compiler spilled accumulators to the stack every step: bf16
@@ -233,14 +233,14 @@ const X_BLOCK_BYTES: usize = 256 << 10;
 /// F16C (as a separate function it ran at half the speed).
 #[allow(clippy::needless_range_loop)] // r and k index several arrays at once
 #[inline(always)]
-unsafe fn dot4_xr<W: FloatRow, const K: usize, const R: usize>(rows: [&[u8]; K], xs: [&[f32]; R]) -> [[f32; K]; R] {
+unsafe fn dot_block<W: FloatRow, const K: usize, const R: usize>(rows: [&[u8]; K], xs: [&[f32]; R]) -> [[f32; K]; R] {
     let n = xs[0].len();
     let wp = rows.map(|r| {
-        assert!(r.len() >= n * W::BYTES, "dot4_xr: a weight row is shorter than x");
+        assert!(r.len() >= n * W::BYTES, "dot_block: a weight row is shorter than x");
         r.as_ptr()
     });
     let xp = xs.map(|x| {
-        assert!(x.len() == n, "dot4_xr: activation rows of different lengths");
+        assert!(x.len() == n, "dot_block: activation rows of different lengths");
         x.as_ptr()
     });
     let mut acc = [[_mm512_setzero_ps(); K]; R];
@@ -293,7 +293,7 @@ unsafe fn dot4_xr<W: FloatRow, const K: usize, const R: usize>(rows: [&[u8]; K],
 /// `matmul::matmul_rows` for float weights at the AVX-512 level, the same
 /// bits: [`XR`] activation rows at a time (copied into a small buffer)
 /// against every weight row of the share, four at a time (a short last
-/// group repeats a row whose results are dropped), by [`dot4_xr`]; the last
+/// group repeats a row whose results are dropped), by [`dot_block`]; the last
 /// rows (fewer than [`XR`]) as one narrower block. `out[i][r]` receives weight row `r` times `x[i]`.
 ///
 /// # Safety
@@ -364,53 +364,60 @@ unsafe fn rows_float_gather<W: FloatRow>(
         for (r, dst) in xb.chunks_exact_mut(cols).take(take).enumerate() {
             x_row(t + r, dst);
         }
-        let (xs, outs) = (&xb[..take * cols], &mut out[t..t + take]);
+        let xs: Vec<&[f32]> = xb.chunks_exact(cols).take(take).collect();
+        let outs = &mut out[t..t + take];
         // SAFETY: (caller) as documented.
         unsafe {
             match take {
-                1 => float_blocks::<W, 1>(w, rb, cols, xs, outs),
-                2 => float_blocks::<W, 2>(w, rb, cols, xs, outs),
-                3 => float_blocks::<W, 3>(w, rb, cols, xs, outs),
-                _ => float_blocks::<W, XR>(w, rb, cols, xs, outs),
+                1 => float_blocks::<W, 4, 1>(w, rb, &xs, outs),
+                2 => float_blocks::<W, 4, 2>(w, rb, &xs, outs),
+                3 => float_blocks::<W, 4, 3>(w, rb, &xs, outs),
+                _ => float_blocks::<W, 4, XR>(w, rb, &xs, outs),
             }
         }
         t += take;
     }
 }
 
-/// Every group of four weight rows of `w` (a short last group repeats a row
-/// whose results are dropped) against the blocks of `R` activation rows in
-/// `xb`, which must hold a whole number of them; `out[i]` receives row `i`.
+/// Every group of `K` weight rows of `w` (a short last group repeats a row
+/// whose results are dropped) against the activation vectors `xs`, `R` at a
+/// time and the last ones (fewer than `R`) one by one, while the group stays
+/// in L1; `out[i]` receives the dots with `xs[i]`.
 ///
 /// # Safety
-/// As for [`matmul_rows_float`].
+/// The CPU must support AVX-512F, AVX2, FMA and F16C; `w` holds whole rows
+/// of `rb` bytes of `xs[i].len()` values.
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn float_blocks<W: FloatRow, const R: usize>(
+unsafe fn float_blocks<W: FloatRow, const K: usize, const R: usize>(
     w: &[u8],
     rb: usize,
-    cols: usize,
-    xb: &[f32],
+    xs: &[&[f32]],
     out: &mut [&mut [f32]],
 ) {
-    debug_assert!(out.len().is_multiple_of(R) && xb.len() == out.len() * cols);
-    for (g, group) in w.chunks(4 * rb).enumerate() {
+    let full = xs.len() / R * R;
+    for (g, group) in w.chunks(K * rb).enumerate() {
         let k = group.len() / rb;
-        let row = |j: usize| &group[(j % k) * rb..][..rb];
-        for (b, outs) in out.chunks_exact_mut(R).enumerate() {
-            let xs: [&[f32]; R] = std::array::from_fn(|r| &xb[(b * R + r) * cols..][..cols]);
-            // SAFETY: (caller) the CPU features; rows hold `cols` values.
-            let dots = unsafe { dot4_xr::<W, 4, R>([row(0), row(1), row(2), row(3)], xs) };
+        let rows: [&[u8]; K] = std::array::from_fn(|j| &group[(j % k) * rb..][..rb]);
+        let cols = K * g..K * g + k;
+        for (xb, outs) in xs[..full].chunks_exact(R).zip(out.chunks_exact_mut(R)) {
+            // SAFETY: (caller) the CPU features; rows hold the vectors' length.
+            let dots = unsafe { dot_block::<W, K, R>(rows, std::array::from_fn(|r| xb[r])) };
             for (o, d) in outs.iter_mut().zip(&dots) {
-                o[4 * g..4 * g + k].copy_from_slice(&d[..k]);
+                o[cols.clone()].copy_from_slice(&d[..k]);
             }
+        }
+        for (x, o) in xs[full..].iter().zip(&mut out[full..]) {
+            // SAFETY: as above.
+            let [d] = unsafe { dot_block::<W, K, 1>(rows, [x]) };
+            o[cols.clone()].copy_from_slice(&d[..k]);
         }
     }
 }
 
 /// `matmul::matvec` of each activation vector of `xs` (length a multiple of
-/// 16) against 16-bit float weight rows (`ty` F16 or BF16), eight rows and
-/// two vectors at a time through [`dot4_xr`], the weights widened once for
-/// both. With no remainder to handle, dot4_xr's arithmetic per pair is
+/// 16) against 16-bit float weight rows (`ty` F16 or BF16), eight rows
+/// (eight streams in flight) and two vectors at a time through
+/// [`float_blocks`], the weights widened once for both. With no remainder to handle, dot_block's arithmetic per pair is
 /// `avx2::half_row`'s (lanes 0-7 its first accumulator, 8-15 its second,
 /// `hsum` of their sum), so each result is the bits of the matvec. The last
 /// rows (fewer than eight) and an odd last vector go in narrower blocks.
@@ -422,34 +429,8 @@ unsafe fn float_blocks<W: FloatRow, const R: usize>(
 pub(crate) unsafe fn matvec_many_half(ty: crate::GgmlType, w: &[u8], rb: usize, xs: &[&[f32]], out: &mut [&mut [f32]]) {
     match ty {
         // SAFETY: (caller) as documented.
-        crate::GgmlType::F16 => unsafe { matvec_many_rows::<F16Row>(w, rb, xs, out) },
-        crate::GgmlType::BF16 => unsafe { matvec_many_rows::<Bf16Row>(w, rb, xs, out) },
+        crate::GgmlType::F16 => unsafe { float_blocks::<F16Row, 8, 2>(w, rb, xs, out) },
+        crate::GgmlType::BF16 => unsafe { float_blocks::<Bf16Row, 8, 2>(w, rb, xs, out) },
         other => unreachable!("matvec_many_half: {other} is not a 16-bit float type"),
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f")]
-unsafe fn matvec_many_rows<W: FloatRow>(w: &[u8], rb: usize, xs: &[&[f32]], out: &mut [&mut [f32]]) {
-    /// Weight rows a block: eight streams in flight, 16 accumulators.
-    const K: usize = 8;
-    for (g, group) in w.chunks(K * rb).enumerate() {
-        let k = group.len() / rb;
-        let row = |j: usize| &group[(j % k) * rb..][..rb];
-        let rows: [&[u8]; K] = std::array::from_fn(row);
-        let cols = 8 * g..8 * g + k;
-        let mut i = 0;
-        while i < xs.len() {
-            // SAFETY: (caller) the CPU features; rows hold the vectors' length.
-            if i + 2 <= xs.len() {
-                let d = unsafe { dot4_xr::<W, K, 2>(rows, [xs[i], xs[i + 1]]) };
-                out[i][cols.clone()].copy_from_slice(&d[0][..k]);
-                out[i + 1][cols.clone()].copy_from_slice(&d[1][..k]);
-                i += 2;
-            } else {
-                let d = unsafe { dot4_xr::<W, K, 1>(rows, [xs[i]]) };
-                out[i][cols.clone()].copy_from_slice(&d[0][..k]);
-                i += 1;
-            }
-        }
     }
 }

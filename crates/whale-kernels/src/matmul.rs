@@ -173,9 +173,7 @@ pub fn matvec_many(
         && matches!(Verified::active().level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
         && cols.is_multiple_of(16)
     {
-        let chunk = rows_per_thread(threads, rows, rows.saturating_mul(cols).saturating_mul(m));
-        let jobs: Vec<_> = column_views(y, rows, chunk, m).into_iter().zip(w.chunks(chunk * rb)).collect();
-        crate::pool::run_parts(threads, jobs, |(view, wp)| half_matvec_many(ty, wp, rb, x, cols, view));
+        split_rows(w, rb, cols, m, y, threads, |wp, view| half_matvec_many(ty, wp, rb, x, cols, view));
         return;
     }
     let _ = rb; // used above on x86-64 only
@@ -228,24 +226,15 @@ pub fn matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], m: us
         return;
     }
     let v = Verified::active();
-    let work = rows.saturating_mul(cols).saturating_mul(m);
-    let chunk = rows_per_thread(threads, rows, work);
-    let mut views = column_views(y, rows, chunk, m);
-    if views.len() == 1 {
-        let view = views.pop().expect("one part");
-        matmul_rows(v, ty, w, rb, cols, x, view);
-        return;
-    }
-    let jobs: Vec<_> = views.into_iter().zip(w.chunks(chunk * rb)).collect();
-    crate::pool::run_parts(threads, jobs, |(view, wp)| matmul_rows(v, ty, wp, rb, cols, x, view));
+    split_rows(w, rb, cols, m, y, threads, |wp, view| matmul_rows(v, ty, wp, rb, cols, x, view));
 }
 
 /// [`matmul`] of float weights (F32, F16, BF16) whose activation rows are
 /// made on demand: `x_row(i, out)` writes row `i` (`cols` values), as a
 /// convolution gathers its patches, so the `[m, cols]` matrix is never held
 /// whole. The same bits as [`matmul`] over the rows `x_row` writes. At the
-/// AVX-512 level each thread makes the rows it needs six at a time (every
-/// thread makes every row: the threads split the weight rows); elsewhere the
+/// AVX-512 level each thread makes the rows it needs a block at a time
+/// (every thread makes every row: the threads split the weight rows); elsewhere the
 /// rows are made once and [`matmul`] runs on them.
 ///
 /// Panics (programmer error) on a quantized type or mismatched lengths.
@@ -266,13 +255,9 @@ pub fn matmul_gather(
     let v = Verified::active();
     #[cfg(target_arch = "x86_64")]
     if matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx) && m > 1 && rows > 0 && cols > 0 {
-        let work = rows.saturating_mul(cols).saturating_mul(m);
-        let chunk = rows_per_thread(threads, rows, work);
-        let views = column_views(y, rows, chunk, m);
-        let jobs: Vec<_> = views.into_iter().zip(w.chunks(chunk * rb)).collect();
         // SAFETY: a verified AVX-512 level has AVX-512F, AVX2, FMA and F16C;
         // each part of `w` holds whole rows of `rb` bytes.
-        crate::pool::run_parts(threads, jobs, |(view, wp)| unsafe {
+        split_rows(w, rb, cols, m, y, threads, |wp, view| unsafe {
             crate::avx512::matmul_rows_float_gather(ty, wp, rb, cols, x_row, view)
         });
         return;
@@ -359,6 +344,25 @@ pub(crate) fn column_views(y: &mut [f32], rows: usize, chunk: usize, m: usize) -
         }
     }
     views
+}
+
+/// A product of `m` activation rows with the weight rows `w` (`rb` bytes
+/// each) split across up to `threads` threads of the pool (above
+/// [`PARALLEL_MIN_WORK`]): `f(part, view)` gets each share of the rows and
+/// the matching columns of every row of `y` (`[m, rows]`).
+fn split_rows(
+    w: &[u8],
+    rb: usize,
+    cols: usize,
+    m: usize,
+    y: &mut [f32],
+    threads: usize,
+    f: impl Fn(&[u8], Vec<&mut [f32]>) + Sync,
+) {
+    let rows = w.len() / rb;
+    let chunk = rows_per_thread(threads, rows, rows.saturating_mul(cols).saturating_mul(m));
+    let jobs: Vec<_> = column_views(y, rows, chunk, m).into_iter().zip(w.chunks(chunk * rb)).collect();
+    crate::pool::run_parts(threads, jobs, |(view, wp)| f(wp, view));
 }
 
 /// [`checked_weight_shape`] plus the activations' and results' lengths

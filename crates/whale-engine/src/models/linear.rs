@@ -88,10 +88,15 @@ impl Linear {
             }
             _ => whale_kernels::matmul_q(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads),
         }
-        if let Some(b) = &self.bias {
-            ops::add_bias_rows(&mut y, b);
-        }
+        self.add_bias(&mut y);
         y
+    }
+
+    /// Adds the bias, if any, to every row of `y` (`[m, rows]`).
+    pub(crate) fn add_bias(&self, y: &mut [f32]) {
+        if let Some(b) = &self.bias {
+            ops::add_bias_rows(y, b);
+        }
     }
 
     /// [`Linear::forward`] of rows stacked from several sequences (`spans`,
@@ -112,9 +117,7 @@ impl Linear {
         if spans.iter().all(|s| s.len() == 1) {
             let mut y = vec![0f32; m * self.rows];
             whale_kernels::matvec_many(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads);
-            if let Some(b) = &self.bias {
-                ops::add_bias_rows(&mut y, b);
-            }
+            self.add_bias(&mut y);
             return y;
         }
         let mut y = Vec::with_capacity(m * self.rows);
@@ -148,9 +151,7 @@ impl Linear {
         whale_kernels::matmul_q_many(&mut products, first.cols, x, m, threads);
         drop(products);
         for (l, y) in lins.iter().zip(ys.iter_mut()) {
-            if let Some(b) = &l.bias {
-                ops::add_bias_rows(y, b);
-            }
+            l.add_bias(y);
         }
         ys
     }
@@ -190,9 +191,7 @@ impl Linear {
         whale_kernels::matmul_q_each(&mut products, threads);
         drop(products);
         for (l, y) in lins.iter().zip(ys.iter_mut()) {
-            if let Some(b) = &l.bias {
-                ops::add_bias_rows(y, b);
-            }
+            l.add_bias(y);
         }
         ys
     }

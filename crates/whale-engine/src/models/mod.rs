@@ -147,14 +147,14 @@ pub trait Model: Send + Sync {
     }
 }
 
+/// One sequence's logits and hidden rows, as [`Drafter`] returns them.
+pub type LogitsHidden = (Vec<f32>, Vec<f32>);
+
 /// A model with multi-token-prediction (MTP) layers, as DeepSeek-V3 has one:
 /// from the main model's last hidden state at position `i` and the token at
 /// `i + 1`, it predicts the token at `i + 2`. Speculative decoding
 /// ([`crate::serving::speculative`]) drafts with it and verifies with the
 /// main model.
-/// One sequence's logits and hidden rows, as [`Drafter`] returns them.
-pub type LogitsHidden = (Vec<f32>, Vec<f32>);
-
 pub trait Drafter {
     /// A cache for the draft layer's own attention (one latent row a
     /// position, like a main layer's).
@@ -187,7 +187,7 @@ pub trait Drafter {
         cache: &mut KvCache,
         tokens: &[u32],
         logits: Logits,
-    ) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+    ) -> Result<LogitsHidden, ModelError> {
         let mut seqs = [BatchSeq { cache, tokens }];
         let all = matches!(logits, Logits::All);
         Ok(self.forward_batch_hidden(&mut seqs, &[all])?.pop().expect("one sequence"))
@@ -195,7 +195,7 @@ pub trait Drafter {
 
     /// [`Drafter::draft_batch`] of one sequence: the last row's logits and
     /// output.
-    fn draft(&self, cache: &mut KvCache, hidden: &[f32], next: &[u32]) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+    fn draft(&self, cache: &mut KvCache, hidden: &[f32], next: &[u32]) -> Result<LogitsHidden, ModelError> {
         let mut seqs = [BatchSeq { cache, tokens: next }];
         Ok(self.draft_batch(&mut seqs, &[hidden])?.pop().expect("one sequence"))
     }

@@ -535,6 +535,32 @@ struct Feed {
     drawn: bool,
 }
 
+/// A draft-layer input of one sequence: the tokens after its positions and
+/// the main model's hidden rows at those positions.
+type DraftInput = (Vec<u32>, Vec<f32>);
+
+/// Pairs each of `feeds` (a sequence's index in `running`, ascending, and
+/// the tokens it feeds) with that sequence's main cache, or with its draft
+/// cache when `draft` (a sequence without one is left out). Returns the
+/// positions in `feeds` of the entries kept, and their batch entries.
+fn batch_seqs<'a>(
+    running: &'a mut [Seq<'_>],
+    feeds: &[(usize, &'a [u32])],
+    draft: bool,
+) -> (Vec<usize>, Vec<BatchSeq<'a>>) {
+    let mut entries = feeds.iter().enumerate().peekable();
+    let (mut at, mut seqs) = (Vec::with_capacity(feeds.len()), Vec::with_capacity(feeds.len()));
+    for (i, seq) in running.iter_mut().enumerate() {
+        let Some((j, &(_, tokens))) = entries.next_if(|(_, (k, _))| *k == i) else { continue };
+        let cache = if draft { seq.session.draft.as_mut() } else { Some(&mut seq.session.cache) };
+        if let Some(cache) = cache {
+            at.push(j);
+            seqs.push(BatchSeq { cache, tokens });
+        }
+    }
+    (at, seqs)
+}
+
 impl<'t> Engine<'t> {
     fn new(model: &'t dyn Model, tok: &'t Tokenizer, cfg: EngineConfig, shared: Arc<Shared>) -> Engine<'t> {
         let pool = SessionPool::new(cfg.cache_bytes);
@@ -887,22 +913,20 @@ impl<'t> Engine<'t> {
         if let Some(d) = self.drafter {
             return self.forward_batch_spec(d);
         }
-        // (sequence, tokens to feed, whether they end its prompt or are a drawn token)
-        let batch: Vec<(usize, Vec<u32>, bool)> =
-            self.plan_batch().into_iter().map(|f| (f.seq, f.tokens, f.wants_logits)).collect();
+        let batch = self.plan_batch();
         if batch.is_empty() {
             return;
         }
         let model = self.model;
         // Where each cache stood: a panic part-way through the batch may
         // have advanced some of them, and they are run again one by one.
-        let lens: Vec<usize> = batch.iter().map(|(i, _, _)| self.running[*i].session.cache.len).collect();
+        let lens: Vec<usize> = batch.iter().map(|f| self.running[f.seq].session.cache.len).collect();
         // Image rows of prompt chunks: (the request's images, chunk start).
         let images: Vec<Option<(Arc<ImageInput>, usize)>> = batch
             .iter()
             .zip(&lens)
-            .map(|((i, _, _), &from)| {
-                let seq = &self.running[*i];
+            .map(|(f, &from)| {
+                let seq = &self.running[f.seq];
                 let prompt_chunk = seq.session.tokens.len() < seq.job.req.prompt.len();
                 seq.job.req.images.clone().filter(|_| prompt_chunk).map(|im| (im, from))
             })
@@ -910,21 +934,16 @@ impl<'t> Engine<'t> {
         let rows: Vec<Option<&[f32]>> = batch
             .iter()
             .zip(&images)
-            .map(|((i, tokens, _), im)| {
-                im.as_ref().map(|(im, from)| im.rows_for(&self.running[*i].job.req.prompt, *from, from + tokens.len()))
+            .map(|(f, im)| {
+                im.as_ref()
+                    .map(|(im, from)| im.rows_for(&self.running[f.seq].job.req.prompt, *from, from + f.tokens.len()))
             })
             .collect();
         let image_token = images.iter().flatten().map(|(im, _)| im.token).next();
         let running = &mut self.running;
+        let feeds: Vec<(usize, &[u32])> = batch.iter().map(|f| (f.seq, f.tokens.as_slice())).collect();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // `batch` is in ascending sequence order: pair each entry with its cache.
-            let mut entries = batch.iter().peekable();
-            let mut seqs = Vec::with_capacity(batch.len());
-            for (i, seq) in running.iter_mut().enumerate() {
-                if let Some((_, tokens, _)) = entries.next_if(|(j, _, _)| *j == i) {
-                    seqs.push(BatchSeq { cache: &mut seq.session.cache, tokens });
-                }
-            }
+            let (_, mut seqs) = batch_seqs(running, &feeds, false);
             match image_token {
                 Some(t) => model.forward_batch_rows(&mut seqs, t, &rows),
                 None => model.forward_batch(&mut seqs),
@@ -932,10 +951,10 @@ impl<'t> Engine<'t> {
         }));
         match r {
             Ok(Ok(logits)) => {
-                for ((i, tokens, wants_logits), l) in batch.into_iter().zip(logits) {
-                    let seq = &mut self.running[i];
-                    seq.session.tokens.extend_from_slice(&tokens);
-                    if wants_logits {
+                for (f, l) in batch.into_iter().zip(logits) {
+                    let seq = &mut self.running[f.seq];
+                    seq.session.tokens.extend_from_slice(&f.tokens);
+                    if f.wants_logits {
                         seq.logits = Some(l);
                     }
                 }
@@ -943,8 +962,9 @@ impl<'t> Engine<'t> {
             // An error or a panic (no cache has advanced): run the sequences
             // one by one, so that only the one at fault fails.
             _ => {
-                for (((i, tokens, wants_logits), len), r) in batch.into_iter().zip(lens).zip(rows) {
-                    self.running[i].session.cache.truncate(len);
+                for ((f, len), r) in batch.into_iter().zip(lens).zip(rows) {
+                    self.running[f.seq].session.cache.truncate(len);
+                    let Feed { seq: i, tokens, wants_logits, .. } = f;
                     match (r, image_token) {
                         (Some(r), Some(t)) => self.guarded(i, |e, i| e.feed_rows(i, &tokens, t, r, wants_logits)),
                         _ => self.guarded(i, |e, i| e.feed(i, &tokens, wants_logits)),
@@ -1022,7 +1042,7 @@ impl<'t> Engine<'t> {
         let n = batch.len();
         // The draft layer catches up: row `p` pairs the hidden state at `p`
         // with the token at `p + 1` (the last with this step's first token).
-        let catch_up: Vec<Option<(Vec<u32>, Vec<f32>)>> = batch
+        let catch_up: Vec<Option<DraftInput>> = batch
             .iter()
             .map(|f| {
                 let seq = &self.running[f.seq];
@@ -1051,7 +1071,7 @@ impl<'t> Engine<'t> {
                 drafts[j].push(seq.sampler.draw(&q));
                 qs[j].push(q);
             }
-            let more: Vec<Option<(Vec<u32>, Vec<f32>)>> = (0..n)
+            let more: Vec<Option<DraftInput>> = (0..n)
                 .map(|j| match (&cur[j], drafts[j].last()) {
                     (Some((_, hid)), Some(&x)) if drafts[j].len() < ks[j] => Some((vec![x], hid.clone())),
                     _ => None,
@@ -1071,13 +1091,8 @@ impl<'t> Engine<'t> {
             batch.iter().zip(&drafts).map(|(f, dr)| f.tokens.iter().chain(dr).copied().collect()).collect();
         let all_rows: Vec<bool> = drafts.iter().map(|dr| !dr.is_empty()).collect();
         let out = {
-            let mut entries = batch.iter().zip(&feeds).peekable();
-            let mut seqs = Vec::with_capacity(n);
-            for (i, seq) in self.running.iter_mut().enumerate() {
-                if let Some((_, tokens)) = entries.next_if(|(f, _)| f.seq == i) {
-                    seqs.push(BatchSeq { cache: &mut seq.session.cache, tokens });
-                }
-            }
+            let entries: Vec<(usize, &[u32])> = batch.iter().zip(&feeds).map(|(f, t)| (f.seq, t.as_slice())).collect();
+            let (_, mut seqs) = batch_seqs(&mut self.running, &entries, false);
             d.forward_batch_hidden(&mut seqs, &all_rows)?
         };
         // Every pass succeeded: keep the results.
@@ -1130,23 +1145,20 @@ impl<'t> Engine<'t> {
         &mut self,
         d: &dyn Drafter,
         batch: &[Feed],
-        inputs: &[Option<(Vec<u32>, Vec<f32>)>],
+        inputs: &[Option<DraftInput>],
     ) -> Result<Vec<Option<LogitsHidden>>, ModelError> {
         let mut res = vec![None; batch.len()];
-        let mut entries = batch.iter().zip(inputs).enumerate().filter(|(_, (_, x))| x.is_some()).peekable();
-        let (mut seqs, mut hidden, mut at) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, seq) in self.running.iter_mut().enumerate() {
-            let Some((j, (_, Some((next, hid))))) = entries.next_if(|(_, (f, _))| f.seq == i) else { continue };
-            let Some(cache) = seq.session.draft.as_mut() else { continue };
-            seqs.push(BatchSeq { cache, tokens: next });
-            hidden.push(hid.as_slice());
-            at.push(j);
-        }
+        let given: Vec<(usize, &DraftInput)> =
+            inputs.iter().enumerate().filter_map(|(j, x)| Some((j, x.as_ref()?))).collect();
+        let entries: Vec<(usize, &[u32])> =
+            given.iter().map(|(j, (next, _))| (batch[*j].seq, next.as_slice())).collect();
+        let (kept, mut seqs) = batch_seqs(&mut self.running, &entries, true);
         if seqs.is_empty() {
             return Ok(res);
         }
-        for (j, o) in at.into_iter().zip(d.draft_batch(&mut seqs, &hidden)?) {
-            res[j] = Some(o);
+        let hidden: Vec<&[f32]> = kept.iter().map(|&k| given[k].1 .1.as_slice()).collect();
+        for (k, o) in kept.into_iter().zip(d.draft_batch(&mut seqs, &hidden)?) {
+            res[given[k].0] = Some(o);
         }
         Ok(res)
     }

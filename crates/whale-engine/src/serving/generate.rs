@@ -43,7 +43,7 @@ impl Session {
         self.cache.truncate(n);
         self.tokens.truncate(n);
         if let Some(d) = &mut self.draft {
-            d.truncate(n.min(d.len));
+            d.truncate(n);
         }
     }
 

@@ -24,7 +24,6 @@
 //! and recomputed from the main model's states for the positions accepted.
 
 use crate::models::{Drafter, KvCache, Logits, Model, ModelError};
-
 use crate::serving::sampler::{Sampler, SamplerConfig};
 
 /// What one run of [`greedy`] did.

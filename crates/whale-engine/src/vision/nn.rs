@@ -245,9 +245,7 @@ impl Conv2d {
         let x_row = |i: usize, out: &mut [f32]| self.gather(x, h, w, i / wo, i % wo, out);
         let l = &self.w;
         whale_kernels::matmul_gather(l.ty, &l.data, l.rows, l.cols, ho * wo, &x_row, &mut y, threads);
-        if let Some(b) = &l.bias {
-            crate::models::ops::add_bias_rows(&mut y, b);
-        }
+        l.add_bias(&mut y);
         (y, ho, wo)
     }
 }
