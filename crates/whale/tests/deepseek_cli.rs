@@ -356,6 +356,31 @@ fn mtp_speculative_decoding_gives_the_greedy_ids() {
     let g = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
     let o = whale(&["run", g.to_str().unwrap(), "--prompt-ids", "5", "-n", "2", "--temp", "0", "--spec", "mtp"]);
     expect_error(&o, &["this model has no multi-token-prediction layer"]);
+    // The server refuses it before it listens (bounded: a server that
+    // starts anyway would never exit).
+    let o = whale_within(60, &["serve", g.to_str().unwrap(), "--port", "0", "--spec", "mtp:2"]);
+    expect_error(&o, &["this model has no multi-token-prediction layer"]);
+}
+
+/// [`whale`] that must exit within `secs` seconds (killed and failed after).
+fn whale_within(secs: u64, args: &[&str]) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_whale"))
+        .args(args)
+        .env("WHALE_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run whale");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("wait for whale").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("whale {args:?} still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("whale's output")
 }
 
 /// The tiny DeepSeek GGUF with an MTP layer in llama.cpp's `nextn` naming
