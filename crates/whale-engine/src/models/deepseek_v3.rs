@@ -697,16 +697,22 @@ impl Deepseek {
         }
         // --- MLA ---
         let a = &b.attn;
+        // The query's first product and kv_a read the same input: one job.
+        let q_in = match &a.q {
+            QProj::Plain(w) | QProj::Lora { a: w, .. } => w,
+        };
+        let [q0, kv]: [Vec<f32>; 2] =
+            Linear::forward_spans_many(&[q_in, &a.kv_a], &xn, spans, th).try_into().expect("two outputs");
+        // kv: [n, kv_lora + rope]
         let q = match &a.q {
-            QProj::Plain(w) => w.forward_spans(&xn, spans, th),
-            QProj::Lora { a: qa, norm, b: qb } => {
-                let mut c = qa.forward_spans(&xn, spans, th); // [n, q_lora]
+            QProj::Plain(_) => q0,
+            QProj::Lora { norm, b: qb, .. } => {
+                let mut c = q0; // [n, q_lora]
                 ops::rms_norm_rows(&mut c, norm, LORA_NORM_EPS);
                 qb.forward_spans(&c, spans, th)
             }
         }; // [n, n_head, nope + rope]
-        let kv = a.kv_a.forward_spans(&xn, spans, th); // [n, kv_lora + rope]
-                                                       // Cache rows [c | k_rope]: normalized latent, rotated shared key.
+           // Cache rows [c | k_rope]: normalized latent, rotated shared key.
         let mut row = vec![0f32; lw];
         for (s, span) in seqs.iter_mut().zip(spans) {
             for t in span.clone() {
@@ -783,15 +789,22 @@ impl Deepseek {
                     common.extend([&mlp.gate, &mlp.up]);
                 }
                 let mut gu = Linear::forward_spans_many(&common, &xn, spans, th).into_iter();
+                // Their downs, each of its own input, as one job too (not
+                // one pool synchronisation an expert when decoding).
+                let mut acts = Vec::with_capacity(common.len() / 2);
+                while let (Some(mut g), Some(u)) = (gu.next(), gu.next()) {
+                    ops::swiglu(&mut g, &u);
+                    acts.push(g);
+                }
+                let downs: Vec<&Linear> =
+                    shared.iter().chain(everyone.iter().map(|&e| &experts[e])).map(|m| &m.down).collect();
+                let ins: Vec<&[f32]> = acts.iter().map(Vec::as_slice).collect();
+                let mut common_down = Linear::forward_each(&downs, &ins, &vec![spans; downs.len()], th).into_iter();
                 let mut y = match shared {
-                    Some(s) => {
-                        let (mut g, u) = (gu.next().expect("shared gate"), gu.next().expect("shared up"));
-                        ops::swiglu(&mut g, &u);
-                        s.down.forward_spans(&g, spans, th)
-                    }
+                    Some(_) => common_down.next().expect("shared down"),
                     None => vec![0f32; n * h],
                 };
-                let mut common_gu = everyone.iter().map(|&e| (e, gu.next(), gu.next()));
+                let mut common_y = everyone.iter().map(|&e| (e, common_down.next()));
                 // The other experts (a prefill's: each its own tokens)
                 // run in batches of about EXPERT_ROWS gathered rows, each
                 // batch's gate and up as one pool job and its downs as
@@ -805,11 +818,9 @@ impl Deepseek {
                 let seq_of = |t: usize| spans.partition_point(|sp| sp.end <= t);
                 for (e, toks) in by_expert.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
                     let ye = if toks.len() == n {
-                        let (ce, g, u) = common_gu.next().expect("every all-rows expert has its gate and up");
+                        let (ce, ye) = common_y.next().expect("every all-rows expert has its output");
                         debug_assert_eq!(ce, e);
-                        let (mut g, u) = (g.expect("gate"), u.expect("up"));
-                        ops::swiglu(&mut g, &u);
-                        experts[e].down.forward_spans(&g, spans, th)
+                        ye.expect("down")
                     } else {
                         if ready.is_empty() {
                             let mut batch = Vec::new();
