@@ -1,6 +1,7 @@
-//! Prefill products at Qwen2.5-0.5B shapes (M tokens, one thread):
+//! Prefill products at Qwen2.5-0.5B and DeepSeek-V2-Lite shapes (M tokens,
+//! one thread; a third argument keeps the shapes whose name contains it):
 //!
-//!     cargo run --release -p whale-kernels --example prefill_shapes [m] [threads]
+//!     cargo run --release -p whale-kernels --example prefill_shapes [m] [threads] [name]
 
 use std::time::Instant;
 use whale_kernels::{matmul_q, GgmlType};
@@ -18,6 +19,13 @@ fn main() {
         ("768 cols", GgmlType::Q5_0, 4864, 768),
         ("1024 cols", GgmlType::Q5_0, 4864, 1024),
         ("ffn_down q4_K", GgmlType::Q4_K, 896, 4864),
+        // DeepSeek-V2-Lite: an expert's gate/up and down (1408 columns are
+        // not a multiple of 256, so llama-quantize stores downs as Q5_0 or
+        // Q8_0), the shared experts' down, the query.
+        ("v2l expert gate", GgmlType::Q4_K, 1408, 2048),
+        ("v2l expert down", GgmlType::Q5_0, 2048, 1408),
+        ("v2l shared down", GgmlType::Q6_K, 2048, 2816),
+        ("v2l attn_q", GgmlType::Q4_K, 3072, 2048),
     ];
     for (name, ty, rows, cols) in shapes {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {

@@ -414,6 +414,32 @@ pub(crate) unsafe fn legacy_group<const MIN: bool>(
     }
 }
 
+/// The f32 step of eight K blocks, lane k = block k, shared by every x86
+/// kernel so all do the same operations: `(d·da)·isum - (dmin·da)·m` for the
+/// types with mins (`off == 0`), else `(d·da)·(isum - off·m)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn k_group_term(
+    isum: __m256i,
+    m: __m256i,
+    d8: __m256,
+    dmin8: __m256,
+    da: __m256,
+    off: i32,
+) -> __m256 {
+    if off == 0 {
+        // (d·da)·isum - (dmin·da)·Σ m·bsum
+        _mm256_sub_ps(
+            _mm256_mul_ps(_mm256_mul_ps(d8, da), _mm256_cvtepi32_ps(isum)),
+            _mm256_mul_ps(_mm256_mul_ps(dmin8, da), _mm256_cvtepi32_ps(m)),
+        )
+    } else {
+        // (d·da)·(isum - off·Σ sc·bsum)
+        let corr = _mm256_mullo_epi32(m, _mm256_set1_epi32(off));
+        _mm256_mul_ps(_mm256_mul_ps(d8, da), _mm256_cvtepi32_ps(_mm256_sub_epi32(isum, corr)))
+    }
+}
+
 /// A 256-element K-quant block unpacked for the integer dot: `u[t]` holds
 /// the unsigned quants of elements `32t..32t + 32`, `sc[t]` their group
 /// scales (one i16 per pair of bytes, for `dot_acc_scaled`), and `mv` the
@@ -539,12 +565,33 @@ macro_rules! int8_kernels {
                 ),
                 G::Q2_K => kquant::<_, N>(cast_slice::<u8, BlockQ2_K>(row), a, |b| unpack_q2_k(b)),
                 G::Q3_K => kquant::<_, N>(cast_slice::<u8, BlockQ3_K>(row), a, |b| unpack_q3_k(b)),
+                G::Q4_K if T => kquant_t::<_, N>(
+                    cast_slice::<u8, BlockQ4_K>(row),
+                    a,
+                    at,
+                    |b| unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None),
+                    |b| sub_block_scales(&b.scales),
+                ),
                 G::Q4_K => kquant::<_, N>(cast_slice::<u8, BlockQ4_K>(row), a, |b| {
                     unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None)
                 }),
+                G::Q5_K if T => kquant_t::<_, N>(
+                    cast_slice::<u8, BlockQ5_K>(row),
+                    a,
+                    at,
+                    |b| unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh)),
+                    |b| sub_block_scales(&b.scales),
+                ),
                 G::Q5_K => kquant::<_, N>(cast_slice::<u8, BlockQ5_K>(row), a, |b| {
                     unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh))
                 }),
+                G::Q6_K if T => kquant_t::<_, N>(
+                    cast_slice::<u8, BlockQ6_K>(row),
+                    a,
+                    at,
+                    |b| unpack_q6_k(b),
+                    |b| half_block_scales(&b.scales),
+                ),
                 G::Q6_K => kquant::<_, N>(cast_slice::<u8, BlockQ6_K>(row), a, |b| unpack_q6_k(b)),
                 G::F16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<false>(row, a[j].halves)),
                 G::BF16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<true>(row, a[j].halves)),
@@ -725,21 +772,111 @@ macro_rules! int8_kernels {
                         Some(d) => $crate::avx2_q8::f32x8(d.try_into().unwrap()),
                         None => $crate::avx2_q8::f32x8(&take8(a[j].d, base)),
                     };
-                    let term = if off == 0 {
-                        // (d·da)·isum - (dmin·da)·Σ m·bsum
-                        _mm256_sub_ps(
-                            _mm256_mul_ps(_mm256_mul_ps(d8, da), _mm256_cvtepi32_ps(isum)),
-                            _mm256_mul_ps(_mm256_mul_ps(dmin8, da), _mm256_cvtepi32_ps(m)),
-                        )
-                    } else {
-                        // (d·da)·(isum - off·Σ sc·bsum)
-                        let corr = _mm256_mullo_epi32(m, _mm256_set1_epi32(off));
-                        _mm256_mul_ps(_mm256_mul_ps(d8, da), _mm256_cvtepi32_ps(_mm256_sub_epi32(isum, corr)))
-                    };
-                    acc[j] = _mm256_add_ps(acc[j], term);
+                    acc[j] = _mm256_add_ps(acc[j], $crate::avx2_q8::k_group_term(isum, m, d8, dmin8, da, off));
                 }
             }
             core::array::from_fn(|j| hsum(acc[j]))
+        }
+
+        /// The K blocks whose scales cover 32 or 16 elements (Q4_K, Q5_K,
+        /// Q6_K) against activations stored group-transposed (`at`, one
+        /// 256-element block a group, see `qdot::transpose_groups`): each
+        /// weight block's quants are transposed once for the `N` rows, so
+        /// that lane k of `tw[t]` holds bytes 4t..4t+4 of sub-block k
+        /// (elements 32k + 4t ..), and eight `dot_u8_i8` give the sums of
+        /// the eight sub-blocks in lanes 0..8 (elements 0..16 of each
+        /// sub-block from t < 4, 16..32 from t ≥ 4); one i32 multiply
+        /// each by `scales(block)` (the scales of those halves, lane k =
+        /// sub-block k) replaces the per-pair scaling of `kquant`. The
+        /// block's integer sum is the same exact number as `kquant`'s, and
+        /// the rest (mins, `hsum_8x8`, the f32 step) is `kquant`'s, so the
+        /// results are the same bits.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn kquant_t<B, const N: usize>(
+            blocks: &[B],
+            a: &[ActRow<'_>; N],
+            at: &[&[i8]; N],
+            unpack: impl Fn(&B) -> KBlock,
+            scales: impl Fn(&B) -> (__m256i, __m256i),
+        ) -> [f32; N] {
+            let z = _mm256_setzero_si256();
+            let mut acc = [_mm256_setzero_ps(); N];
+            let nb = blocks.len();
+            for g in 0..nb.div_ceil(8) {
+                let base = 8 * g;
+                let n = (nb - base).min(8);
+                // Written before they are read, as in `kquant`.
+                let mut isv = [[core::mem::MaybeUninit::<__m256i>::uninit(); 8]; N];
+                let mut mv = [[core::mem::MaybeUninit::<__m256i>::uninit(); 8]; N];
+                let mut d = [0f32; 8];
+                let mut dmin = [0f32; 8];
+                let mut off = 0;
+                for k in 0..n {
+                    let b = base + k;
+                    let kb = unpack(&blocks[b]);
+                    let tw = transpose_8x8_i32(kb.u);
+                    let (sc_lo, sc_hi) = scales(&blocks[b]);
+                    (d[k], dmin[k], off) = (kb.d, kb.dmin, kb.off);
+                    for j in 0..N {
+                        let y: &[i8; T_GROUP_BYTES] =
+                            at[j][T_GROUP_BYTES * b..T_GROUP_BYTES * (b + 1)].try_into().unwrap();
+                        let mut lo = dot_u8_i8(z, tw[0], load_y(y, 0));
+                        let mut hi = dot_u8_i8(z, tw[4], load_y(y, 128));
+                        for t in 1..4 {
+                            lo = dot_u8_i8(lo, tw[t], load_y(y, 32 * t));
+                            hi = dot_u8_i8(hi, tw[t + 4], load_y(y, 32 * (t + 4)));
+                        }
+                        let is = _mm256_add_epi32(_mm256_mullo_epi32(lo, sc_lo), _mm256_mullo_epi32(hi, sc_hi));
+                        isv[j][k].write(is);
+                        mv[j][k].write(_mm256_madd_epi16(bsums(a[j], b), kb.mv));
+                    }
+                }
+                for j in 0..N {
+                    for k in n..8 {
+                        isv[j][k].write(z);
+                        mv[j][k].write(z);
+                    }
+                }
+                let (d8, dmin8) = ($crate::avx2_q8::f32x8(&d), $crate::avx2_q8::f32x8(&dmin));
+                for j in 0..N {
+                    // SAFETY: every lane was written above.
+                    let (isum, m) = unsafe {
+                        (
+                            hsum_8x8(core::array::from_fn(|k| isv[j][k].assume_init())),
+                            hsum_8x8(core::array::from_fn(|k| mv[j][k].assume_init())),
+                        )
+                    };
+                    let da = match a[j].d.get(base..base + 8) {
+                        Some(d) => $crate::avx2_q8::f32x8(d.try_into().unwrap()),
+                        None => $crate::avx2_q8::f32x8(&take8(a[j].d, base)),
+                    };
+                    acc[j] = _mm256_add_ps(acc[j], $crate::avx2_q8::k_group_term(isum, m, d8, dmin8, da, off));
+                }
+            }
+            core::array::from_fn(|j| hsum(acc[j]))
+        }
+
+        /// Q4_K / Q5_K: the eight 6-bit sub-block scales as i32 lanes (the
+        /// same for both halves of each sub-block).
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn sub_block_scales(sc: &[u8; 12]) -> (__m256i, __m256i) {
+            let (sc8, _) = k4_scales_mins(sc);
+            let v = _mm256_cvtepu8_epi32(_mm_set_epi64x(0, i64::from_le_bytes(sc8)));
+            (v, v)
+        }
+
+        /// Q6_K: the signed scales of the 16-element groups, lane k = group
+        /// 2k (elements 32k..32k+16) in the first vector and 2k + 1 in the
+        /// second.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn half_block_scales(sc: &[i8; 16]) -> (__m256i, __m256i) {
+            // SAFETY: reads the 16 scale bytes; loadu is unaligned.
+            let raw = unsafe { _mm_loadu_si128(sc.as_ptr().cast()) };
+            let even_odd = _mm_shuffle_epi8(raw, _mm_set_epi8(15, 13, 11, 9, 7, 5, 3, 1, 14, 12, 10, 8, 6, 4, 2, 0));
+            (_mm256_cvtepi8_epi32(even_odd), _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(even_odd)))
         }
 
         #[target_feature(enable = $features)]

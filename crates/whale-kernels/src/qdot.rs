@@ -464,8 +464,17 @@ impl<'a> PreparedActs<'a> {
         let tiled = 0;
         let rest = rows.len() - tiled;
         let transposed = rest >= 2
-            && matches!(v.level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx)
-            && matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0);
+            && match wty {
+                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+                    matches!(v.level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx)
+                }
+                // The K types with 32- or 16-element scales (`kquant_t`):
+                // only where the byte products sum straight into i32 (VNNI).
+                GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                    matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
+                }
+                _ => false,
+            };
         let t_len = if transposed { transposed_len(acts.cols()) } else { 0 };
         let mut tq = vec![0i8; rest * t_len];
         if transposed {
@@ -581,7 +590,8 @@ fn legacy_offset(level: SimdLevel, wty: GgmlType) -> i32 {
 
 /// One weight row against `N` activation rows; result `k` is bit-identical
 /// to `vec_dot_q_verified(v, wty, row, a[k])`. `at`: the rows' quants from
-/// `transpose_groups` (32-element block types at an x86 level only).
+/// `transpose_groups` (32-element block types at an x86 level, Q4_K, Q5_K
+/// and Q6_K at the VNNI levels).
 #[inline]
 fn vec_dot_group_verified<const N: usize>(
     v: Verified,
@@ -598,7 +608,7 @@ fn vec_dot_group_verified<const N: usize>(
     match (v.level(), at) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `vec_dot_q_verified`, for each of the rows; the
-        // caller passes `at` only for 32-element block types.
+        // caller passes `at` only for the types `PreparedActs` transposes.
         (SimdLevel::Avx2Fma, Some(at)) => unsafe { crate::avx2_q8::vec_dot_legacy_t::<N>(wty, row, a, at) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
