@@ -26,6 +26,9 @@ fn main() {
         ("v2l expert down", GgmlType::Q5_0, 2048, 1408),
         ("v2l shared down", GgmlType::Q6_K, 2048, 2816),
         ("v2l attn_q", GgmlType::Q4_K, 3072, 2048),
+        // DeepSeek-V3: a slice of the dense gate/up and of the down.
+        ("v3 ffn_gate", GgmlType::Q4_K, 1024, 7168),
+        ("v3 ffn_down", GgmlType::Q6_K, 512, 18432),
     ];
     for (name, ty, rows, cols) in shapes {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
