@@ -308,6 +308,13 @@ unsafe fn q8_0_dot(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
     dot_u8_i8(acc, _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
+/// `lo` with 0x10 added to byte j where bit j of `qh` is set (`lo` < 0x10).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn or_high_bits(lo: __m256i, qh: [u8; 4]) -> __m256i {
+    _mm256_or_si256(lo, crate::avx2::high_bits32(qh))
+}
+
 /// What `q8_0_dot` leaves to subtract per block, times Σy.
 pub(crate) const Q8_0_OFF: i32 = 0;
 
@@ -476,14 +483,16 @@ impl KBlock {
 /// * `dot_u8_i8(acc, u, y)`: `acc +` Σ u·y (unsigned × signed bytes) in eight i32 lanes;
 /// * `dot_acc_scaled(acc, u, y, sc)`: `acc + Σ u·y·sc`, `sc` one i16 per
 ///   pair of bytes;
-/// * `q8_0_dot(acc, x, y)` and `Q8_0_OFF`: `acc +` Σ (x + Q8_0_OFF)·y for signed `x`.
+/// * `q8_0_dot(acc, x, y)` and `Q8_0_OFF`: `acc +` Σ (x + Q8_0_OFF)·y for signed `x`;
+/// * `or_high_bits(lo, qh)`: byte j of `lo` with 0x10 set where bit j of
+///   the little-endian `qh` is (the fifth bit of Q5_0 / Q5_1 quants).
 ///
 /// All the layout work (unpacking, scale broadcasts, offsets, the f32 step)
 /// is shared, so every level computes the same exact integers and the same
 /// floats.
 macro_rules! int8_kernels {
     ($features:literal) => {
-        use $crate::avx2::{high_bits32, hsum, load32, nibbles32};
+        use $crate::avx2::{hsum, load32, nibbles32};
         use $crate::avx2_q8::{
             bits, bsums, group_scales, groups_of_half, h2f, hsum_8x8, legacy_group, load_y, take8, transpose_8x8_i32,
             widen16, word_bcast, KBlock,
@@ -515,7 +524,7 @@ macro_rules! int8_kernels {
             use bytemuck::cast_slice;
             use GgmlType as G;
             let nib = |b: &[u8; 16], _qh: [u8; 4]| nibbles32(b);
-            let nib5 = |b: &[u8; 16], qh: [u8; 4]| _mm256_or_si256(nibbles32(b), high_bits32(qh));
+            let nib5 = |b: &[u8; 16], qh: [u8; 4]| or_high_bits(nibbles32(b), qh);
             let plain = |acc: __m256i, u: __m256i, y: __m256i| dot_u8_i8(acc, u, y);
             match wty {
                 G::Q4_0 => legacy::<_, false, N, T>(
@@ -998,7 +1007,7 @@ pub(crate) use int8_kernels;
 
 /// This level's kernels (the primitives above are AVX2's).
 mod kernels {
-    use super::{dot_acc_scaled, dot_u8_i8, q8_0_dot, Q8_0_OFF};
+    use super::{dot_acc_scaled, dot_u8_i8, or_high_bits, q8_0_dot, Q8_0_OFF};
     use core::arch::x86_64::*;
     int8_kernels!("avx2,fma,f16c");
 }

@@ -8,7 +8,8 @@
 //!   products summed straight into i32, no i16 intermediate;
 //! * `vpdpwssd` replaces `vpmaddwd(·, scales)` + add for the K-quant scales;
 //! * Q8_0 weights are biased to unsigned (`x + 128`, one xor) and corrected
-//!   with `-128·Σy` instead of the two `vpsignb` of AVX2.
+//!   with `-128·Σy` instead of the two `vpsignb` of AVX2;
+//! * the fifth bit of Q5_0 / Q5_1 quants is a byte mask (`vpaddb` under `qh`).
 //!
 //! Why not 512-bit registers: on the Intel Xeon (Sapphire Rapids class)
 //! development machine, 512-bit integer multiplies issue on one fused port
@@ -43,6 +44,16 @@ unsafe fn dot_acc_scaled(acc: __m256i, u: __m256i, y: __m256i, sc: __m256i) -> _
 #[inline]
 unsafe fn q8_0_dot(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
     dot_u8_i8(acc, _mm256_xor_si256(x, _mm256_set1_epi8(-128)), y)
+}
+
+/// `lo` with 0x10 added to byte j where bit j of `qh` is set: `qh` is the
+/// byte mask itself (one masked add instead of AVX2's broadcast, shuffle,
+/// test and select; the Q5_0 experts' downs of a DeepSeek-V2-Lite GGUF
+/// are read through it).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn or_high_bits(lo: __m256i, qh: [u8; 4]) -> __m256i {
+    _mm256_mask_add_epi8(lo, u32::from_le_bytes(qh), lo, _mm256_set1_epi8(0x10))
 }
 
 /// `q8_0_dot` adds 128·Σy per block; the kernel subtracts it.

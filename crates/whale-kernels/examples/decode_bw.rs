@@ -1,0 +1,53 @@
+//! Decode-shaped products (one activation row) streaming a large quantized
+//! matrix, per weight type: the weight bytes read per second, best of five
+//! timings, to compare with the bandwidth `whale bench` measures.
+//!
+//!     cargo run --release -p whale-kernels --example decode_bw [threads] [MB]
+//!
+//! With a small `MB` (2) the matrix stays in L2 and the figure is the
+//! kernel's compute rate instead.
+
+use std::time::Instant;
+use whale_kernels::{matmul_q_acts, quantize_acts, GgmlType};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
+    let mb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let cols = 2048;
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0, GgmlType::Q8_0] {
+        let rb = ty.row_bytes(cols).expect("2048 columns fit every block size");
+        let rows = (mb * 1_000_000 / rb).max(1);
+        let mut s = 7u64;
+        let mut w: Vec<u8> = (0..rows * rb)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 33) as u8
+            })
+            .collect();
+        // Small finite f16 scales: the high byte of each block's f16 fields.
+        let bb = ty.type_size();
+        for blk in w.chunks_exact_mut(bb) {
+            blk[1] = 0x1c;
+            match ty {
+                GgmlType::Q6_K => blk[bb - 1] = 0x1c,
+                GgmlType::Q4_K => blk[3] = 0x1c,
+                _ => {}
+            }
+        }
+        let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        let acts = quantize_acts(ty, &x, 1, cols);
+        let mut y = vec![0f32; rows];
+        matmul_q_acts(ty, &w, rows, cols, &acts, &mut y, threads);
+        let reps = (4000 / mb.max(1)).clamp(3, 1000);
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            for _ in 0..reps {
+                matmul_q_acts(ty, &w, rows, cols, &acts, &mut y, threads);
+            }
+            best = best.min(t0.elapsed().as_secs_f64() / reps as f64);
+        }
+        println!("{ty:5} {rows}x{cols}, {threads} threads: {:.1} GB/s", (rows * rb) as f64 / best / 1e9);
+    }
+}
