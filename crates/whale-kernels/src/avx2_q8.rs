@@ -720,17 +720,19 @@ macro_rules! int8_kernels {
 
         /// The 256-element K blocks, eight at a time: each block is unpacked
         /// once (`unpack`, see `KBlock`) and its integer sums formed for
-        /// each of the `N` activation rows; then per row one `hsum_8x8`
-        /// puts the eight blocks' sums in lanes 0..8 and the block terms
-        /// are computed lane-wise (lane k = block 8g + k, the lane
-        /// `acc[b % 8]` of the reference; a last partial group has zero
+        /// each of the `N` activation rows (`row_sum(kb, b, j)`: Σ sc·u·y of
+        /// block `b` and row `j` spread over eight i32 lanes); then per row
+        /// one `hsum_8x8` puts the eight blocks' sums in lanes 0..8 and the
+        /// block terms are computed lane-wise (lane k = block 8g + k, the
+        /// lane `acc[b % 8]` of the reference; a last partial group has zero
         /// lanes, whose terms are +0).
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn kquant<B, const N: usize>(
+        unsafe fn kgroups<B, const N: usize>(
             blocks: &[B],
             a: &[ActRow<'_>; N],
             unpack: impl Fn(&B) -> KBlock,
+            row_sum: impl Fn(&KBlock, usize, usize) -> __m256i,
         ) -> [f32; N] {
             let z = _mm256_setzero_si256();
             let mut acc = [_mm256_setzero_ps(); N];
@@ -752,13 +754,7 @@ macro_rules! int8_kernels {
                     let kb = unpack(&blocks[b]);
                     (d[k], dmin[k], off) = (kb.d, kb.dmin, kb.off);
                     for j in 0..N {
-                        let yb: &[i8; QK_K] = a[j].qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-                        let mut is = [z; 4];
-                        for t in 0..8 {
-                            is[t % 4] = dot_acc_scaled(is[t % 4], kb.u[t], load_y(yb, 32 * t), kb.sc[t]);
-                        }
-                        isv[j][k]
-                            .write(_mm256_add_epi32(_mm256_add_epi32(is[0], is[1]), _mm256_add_epi32(is[2], is[3])));
+                        isv[j][k].write(row_sum(&kb, b, j));
                         mv[j][k].write(_mm256_madd_epi16(bsums(a[j], b), kb.mv));
                     }
                 }
@@ -787,19 +783,39 @@ macro_rules! int8_kernels {
             core::array::from_fn(|j| hsum(acc[j]))
         }
 
+        /// The K blocks through `kgroups` with each pair of 32 quants and
+        /// 32 activations multiplied and scaled (`dot_acc_scaled`).
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn kquant<B, const N: usize>(
+            blocks: &[B],
+            a: &[ActRow<'_>; N],
+            unpack: impl Fn(&B) -> KBlock,
+        ) -> [f32; N] {
+            let z = _mm256_setzero_si256();
+            kgroups::<B, N>(blocks, a, unpack, |kb, b, j| {
+                let yb: &[i8; QK_K] = a[j].qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+                let mut is = [z; 4];
+                for t in 0..8 {
+                    is[t % 4] = dot_acc_scaled(is[t % 4], kb.u[t], load_y(yb, 32 * t), kb.sc[t]);
+                }
+                _mm256_add_epi32(_mm256_add_epi32(is[0], is[1]), _mm256_add_epi32(is[2], is[3]))
+            })
+        }
+
         /// The K blocks whose scales cover 32 or 16 elements (Q4_K, Q5_K,
         /// Q6_K) against activations stored group-transposed (`at`, one
-        /// 256-element block a group, see `qdot::transpose_groups`): each
-        /// weight block's quants are transposed once for the `N` rows, so
-        /// that lane k of `tw[t]` holds bytes 4t..4t+4 of sub-block k
-        /// (elements 32k + 4t ..), and eight `dot_u8_i8` give the sums of
-        /// the eight sub-blocks in lanes 0..8 (elements 0..16 of each
-        /// sub-block from t < 4, 16..32 from t ≥ 4); one i32 multiply
-        /// each by `scales(block)` (the scales of those halves, lane k =
-        /// sub-block k) replaces the per-pair scaling of `kquant`. The
-        /// block's integer sum is the same exact number as `kquant`'s, and
-        /// the rest (mins, `hsum_8x8`, the f32 step) is `kquant`'s, so the
-        /// results are the same bits.
+        /// 256-element block a group, see `qdot::transpose_groups`), through
+        /// `kgroups`: each weight block's quants are transposed once for
+        /// the `N` rows (kept in `u`), so that lane k of `u[t]` holds bytes
+        /// 4t..4t+4 of sub-block k (elements 32k + 4t ..), and eight
+        /// `dot_u8_i8` give the sums of the eight sub-blocks in lanes 0..8
+        /// (elements 0..16 of each sub-block from t < 4, 16..32 from
+        /// t ≥ 4); one i32 multiply each by `scales(block)` (the scales of
+        /// those halves, lane k = sub-block k, kept in `sc[0]` and `sc[1]`)
+        /// replaces the per-pair scaling of `kquant`. The block's integer
+        /// sum is the same exact number as `kquant`'s, so the results are
+        /// the same bits.
         #[target_feature(enable = $features)]
         #[inline]
         unsafe fn kquant_t<B, const N: usize>(
@@ -810,60 +826,22 @@ macro_rules! int8_kernels {
             scales: impl Fn(&B) -> (__m256i, __m256i),
         ) -> [f32; N] {
             let z = _mm256_setzero_si256();
-            let mut acc = [_mm256_setzero_ps(); N];
-            let nb = blocks.len();
-            for g in 0..nb.div_ceil(8) {
-                let base = 8 * g;
-                let n = (nb - base).min(8);
-                // Written before they are read, as in `kquant`.
-                let mut isv = [[core::mem::MaybeUninit::<__m256i>::uninit(); 8]; N];
-                let mut mv = [[core::mem::MaybeUninit::<__m256i>::uninit(); 8]; N];
-                let mut d = [0f32; 8];
-                let mut dmin = [0f32; 8];
-                let mut off = 0;
-                for k in 0..n {
-                    let b = base + k;
-                    let kb = unpack(&blocks[b]);
-                    let tw = transpose_8x8_i32(kb.u);
-                    let (sc_lo, sc_hi) = scales(&blocks[b]);
-                    (d[k], dmin[k], off) = (kb.d, kb.dmin, kb.off);
-                    for j in 0..N {
-                        let y: &[i8; T_GROUP_BYTES] =
-                            at[j][T_GROUP_BYTES * b..T_GROUP_BYTES * (b + 1)].try_into().unwrap();
-                        let mut lo = dot_u8_i8(z, tw[0], load_y(y, 0));
-                        let mut hi = dot_u8_i8(z, tw[4], load_y(y, 128));
-                        for t in 1..4 {
-                            lo = dot_u8_i8(lo, tw[t], load_y(y, 32 * t));
-                            hi = dot_u8_i8(hi, tw[t + 4], load_y(y, 32 * (t + 4)));
-                        }
-                        let is = _mm256_add_epi32(_mm256_mullo_epi32(lo, sc_lo), _mm256_mullo_epi32(hi, sc_hi));
-                        isv[j][k].write(is);
-                        mv[j][k].write(_mm256_madd_epi16(bsums(a[j], b), kb.mv));
-                    }
+            let unpack_t = |blk: &B| {
+                let mut kb = unpack(blk);
+                kb.u = transpose_8x8_i32(kb.u);
+                (kb.sc[0], kb.sc[1]) = scales(blk);
+                kb
+            };
+            kgroups::<B, N>(blocks, a, unpack_t, |kb, b, j| {
+                let y: &[i8; T_GROUP_BYTES] = at[j][T_GROUP_BYTES * b..T_GROUP_BYTES * (b + 1)].try_into().unwrap();
+                let mut lo = dot_u8_i8(z, kb.u[0], load_y(y, 0));
+                let mut hi = dot_u8_i8(z, kb.u[4], load_y(y, 128));
+                for t in 1..4 {
+                    lo = dot_u8_i8(lo, kb.u[t], load_y(y, 32 * t));
+                    hi = dot_u8_i8(hi, kb.u[t + 4], load_y(y, 32 * (t + 4)));
                 }
-                for j in 0..N {
-                    for k in n..8 {
-                        isv[j][k].write(z);
-                        mv[j][k].write(z);
-                    }
-                }
-                let (d8, dmin8) = ($crate::avx2_q8::f32x8(&d), $crate::avx2_q8::f32x8(&dmin));
-                for j in 0..N {
-                    // SAFETY: every lane was written above.
-                    let (isum, m) = unsafe {
-                        (
-                            hsum_8x8(core::array::from_fn(|k| isv[j][k].assume_init())),
-                            hsum_8x8(core::array::from_fn(|k| mv[j][k].assume_init())),
-                        )
-                    };
-                    let da = match a[j].d.get(base..base + 8) {
-                        Some(d) => $crate::avx2_q8::f32x8(d.try_into().unwrap()),
-                        None => $crate::avx2_q8::f32x8(&take8(a[j].d, base)),
-                    };
-                    acc[j] = _mm256_add_ps(acc[j], $crate::avx2_q8::k_group_term(isum, m, d8, dmin8, da, off));
-                }
-            }
-            core::array::from_fn(|j| hsum(acc[j]))
+                _mm256_add_epi32(_mm256_mullo_epi32(lo, kb.sc[0]), _mm256_mullo_epi32(hi, kb.sc[1]))
+            })
         }
 
         /// Q4_K / Q5_K: the eight 6-bit sub-block scales as i32 lanes (the
