@@ -7,6 +7,8 @@
 //! With a small `MB` (2) the matrix stays in L2 and the figure is the
 //! kernel's compute rate instead.
 
+mod common;
+
 use std::time::Instant;
 use whale_kernels::{matmul_q_acts, quantize_acts, GgmlType};
 
@@ -18,23 +20,7 @@ fn main() {
     for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0, GgmlType::Q8_0] {
         let rb = ty.row_bytes(cols).expect("2048 columns fit every block size");
         let rows = (mb * 1_000_000 / rb).max(1);
-        let mut s = 7u64;
-        let mut w: Vec<u8> = (0..rows * rb)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (s >> 33) as u8
-            })
-            .collect();
-        // Small finite f16 scales: the high byte of each block's f16 fields.
-        let bb = ty.type_size();
-        for blk in w.chunks_exact_mut(bb) {
-            blk[1] = 0x1c;
-            match ty {
-                GgmlType::Q6_K => blk[bb - 1] = 0x1c,
-                GgmlType::Q4_K => blk[3] = 0x1c,
-                _ => {}
-            }
-        }
+        let w = common::random_weights(ty, rows, cols);
         let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
         let acts = quantize_acts(ty, &x, 1, cols);
         let mut y = vec![0f32; rows];

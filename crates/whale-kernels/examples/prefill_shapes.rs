@@ -3,6 +3,8 @@
 //!
 //!     cargo run --release -p whale-kernels --example prefill_shapes [m] [threads] [name]
 
+mod common;
+
 use std::time::Instant;
 use whale_kernels::{matmul_q, GgmlType};
 
@@ -34,24 +36,7 @@ fn main() {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
-        let mut s = 7u64;
-        let mut w: Vec<u8> = (0..rows * ty.row_bytes(cols).unwrap())
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (s >> 33) as u8
-            })
-            .collect();
-        // Small finite f16 scales: set the high byte of every block's leading f16.
-        let bb = ty.type_size();
-        for blk in w.chunks_exact_mut(bb) {
-            blk[1] = 0x1c;
-            if matches!(ty, GgmlType::Q6_K) {
-                blk[bb - 1] = 0x1c;
-            }
-            if matches!(ty, GgmlType::Q4_K) {
-                blk[3] = 0x1c;
-            }
-        }
+        let w = common::random_weights(ty, rows, cols);
         let x: Vec<f32> = (0..m * cols).map(|i| (i as f32 * 0.37).sin()).collect();
         let mut y = vec![0f32; m * rows];
         matmul_q(ty, &w, rows, cols, &x, m, &mut y, threads);
