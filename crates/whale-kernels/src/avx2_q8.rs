@@ -574,34 +574,32 @@ macro_rules! int8_kernels {
                 ),
                 G::Q2_K => kquant::<_, N>(cast_slice::<u8, BlockQ2_K>(row), a, |b| unpack_q2_k(b)),
                 G::Q3_K => kquant::<_, N>(cast_slice::<u8, BlockQ3_K>(row), a, |b| unpack_q3_k(b)),
-                G::Q4_K if T => kquant_t::<_, N>(
-                    cast_slice::<u8, BlockQ4_K>(row),
-                    a,
-                    at,
-                    |b| unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None),
-                    |b| sub_block_scales(&b.scales),
-                ),
-                G::Q4_K => kquant::<_, N>(cast_slice::<u8, BlockQ4_K>(row), a, |b| {
-                    unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None)
-                }),
-                G::Q5_K if T => kquant_t::<_, N>(
-                    cast_slice::<u8, BlockQ5_K>(row),
-                    a,
-                    at,
-                    |b| unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh)),
-                    |b| sub_block_scales(&b.scales),
-                ),
-                G::Q5_K => kquant::<_, N>(cast_slice::<u8, BlockQ5_K>(row), a, |b| {
-                    unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh))
-                }),
-                G::Q6_K if T => kquant_t::<_, N>(
-                    cast_slice::<u8, BlockQ6_K>(row),
-                    a,
-                    at,
-                    |b| unpack_q6_k(b),
-                    |b| half_block_scales(&b.scales),
-                ),
-                G::Q6_K => kquant::<_, N>(cast_slice::<u8, BlockQ6_K>(row), a, |b| unpack_q6_k(b)),
+                G::Q4_K => {
+                    let un = |b: &BlockQ4_K| unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None);
+                    let blocks = cast_slice::<u8, BlockQ4_K>(row);
+                    if T {
+                        kquant_t::<_, N>(blocks, a, at, un, |b| sub_block_scales(&b.scales))
+                    } else {
+                        kquant::<_, N>(blocks, a, un)
+                    }
+                }
+                G::Q5_K => {
+                    let un = |b: &BlockQ5_K| unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh));
+                    let blocks = cast_slice::<u8, BlockQ5_K>(row);
+                    if T {
+                        kquant_t::<_, N>(blocks, a, at, un, |b| sub_block_scales(&b.scales))
+                    } else {
+                        kquant::<_, N>(blocks, a, un)
+                    }
+                }
+                G::Q6_K => {
+                    let blocks = cast_slice::<u8, BlockQ6_K>(row);
+                    if T {
+                        kquant_t::<_, N>(blocks, a, at, |b| unpack_q6_k(b), |b| half_block_scales(&b.scales))
+                    } else {
+                        kquant::<_, N>(blocks, a, |b| unpack_q6_k(b))
+                    }
+                }
                 G::F16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<false>(row, a[j].halves)),
                 G::BF16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<true>(row, a[j].halves)),
                 G::F32 | G::Q8_1 | G::Q8_K => unreachable!("f32 activations are handled by the caller"),
@@ -609,11 +607,12 @@ macro_rules! int8_kernels {
             }
         }
 
-        /// Legacy types only (`vec_dot_n` with `T`): the activation quants
-        /// `at[j]` of row `j` stored group-transposed (see
-        /// `qdot::transpose_groups`).
+        /// `vec_dot_n` with `T`, for the types whose activations
+        /// `qdot::PreparedActs` stores group-transposed (the 32-element
+        /// block types; Q4_K, Q5_K and Q6_K at the VNNI level): `at[j]` is
+        /// row `j`'s quants in that layout (see `qdot::transpose_groups`).
         #[target_feature(enable = $features)]
-        pub(crate) unsafe fn vec_dot_legacy_t<const N: usize>(
+        pub(crate) unsafe fn vec_dot_t<const N: usize>(
             wty: GgmlType,
             row: &[u8],
             a: &[ActRow<'_>; N],
@@ -989,7 +988,7 @@ mod kernels {
     use core::arch::x86_64::*;
     int8_kernels!("avx2,fma,f16c");
 }
-pub(crate) use kernels::{vec_dot_legacy_t, vec_dot_n};
+pub(crate) use kernels::{vec_dot_n, vec_dot_t};
 
 /// Widens 8 packed 16-bit floats to f32: bfloat16 if `BF16`, else IEEE half.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -544,7 +544,10 @@ impl GroupJob<'_, '_> {
 /// bytes `4t .. 4t + 4` of block `k` (an 8×8 transpose of 4-byte words),
 /// then eight little-endian i32 `-off · Σy` of the blocks (`sums`; the
 /// kernels start their integer sums from it). A last partial group is
-/// zero-padded.
+/// zero-padded. A Q8_K row (for Q4_K, Q5_K, Q6_K weights) is laid out the
+/// same way with its 32-element sub-blocks as the blocks, so a group is
+/// one 256-element block; its offset is 0 and the K kernels do not read
+/// the trailing words.
 fn transpose_groups(qs: &[i8], sums: &[i32], off: i32, out: &mut [i8]) {
     out.fill(0);
     for (b, blk) in qs.chunks_exact(QK32).enumerate() {
@@ -609,11 +612,11 @@ fn vec_dot_group_verified<const N: usize>(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `vec_dot_q_verified`, for each of the rows; the
         // caller passes `at` only for the types `PreparedActs` transposes.
-        (SimdLevel::Avx2Fma, Some(at)) => unsafe { crate::avx2_q8::vec_dot_legacy_t::<N>(wty, row, a, at) },
+        (SimdLevel::Avx2Fma, Some(at)) => unsafe { crate::avx2_q8::vec_dot_t::<N>(wty, row, a, at) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         (SimdLevel::Avx512Vnni | SimdLevel::Amx, Some(at)) => unsafe {
-            crate::avx512_q8::vec_dot_legacy_t::<N>(wty, row, a, at)
+            crate::avx512_q8::vec_dot_t::<N>(wty, row, a, at)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `vec_dot_q_verified`, for each of the rows.

@@ -442,6 +442,24 @@ impl Mlp {
     }
 }
 
+/// The downs of `mlps` on SwiGLU(gate, up), as one job of the worker pool:
+/// `gu` holds each MLP's gate output then its up output, in order, and
+/// `spans[i]` the sequence spans of MLP `i`'s rows.
+fn swiglu_downs(mlps: &[&Mlp], gu: Vec<Vec<f32>>, spans: &[&[Range<usize>]], th: usize) -> Vec<Vec<f32>> {
+    let mut gu = gu.into_iter();
+    let acts: Vec<Vec<f32>> = mlps
+        .iter()
+        .map(|_| {
+            let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
+            ops::swiglu(&mut g, &u);
+            g
+        })
+        .collect();
+    let downs: Vec<&Linear> = mlps.iter().map(|m| &m.down).collect();
+    let ins: Vec<&[f32]> = acts.iter().map(Vec::as_slice).collect();
+    Linear::forward_each(&downs, &ins, spans, th)
+}
+
 enum QProj {
     /// V2-Lite: `q_proj` `[n_head * qk_head, hidden]`.
     Plain(Linear),
@@ -701,9 +719,9 @@ impl Deepseek {
         let q_in = match &a.q {
             QProj::Plain(w) | QProj::Lora { a: w, .. } => w,
         };
+        // kv: [n, kv_lora + rope]
         let [q0, kv]: [Vec<f32>; 2] =
             Linear::forward_spans_many(&[q_in, &a.kv_a], &xn, spans, th).try_into().expect("two outputs");
-        // kv: [n, kv_lora + rope]
         let q = match &a.q {
             QProj::Plain(_) => q0,
             QProj::Lora { norm, b: qb, .. } => {
@@ -784,22 +802,12 @@ impl Deepseek {
                 // sequence) read the same input: one product for all of
                 // them, with the activations quantized once.
                 let everyone: Vec<usize> = (0..cfg.n_experts).filter(|&e| by_expert[e].len() == n).collect();
-                let mut common: Vec<&Linear> = Vec::new();
-                for mlp in shared.iter().chain(everyone.iter().map(|&e| &experts[e])) {
-                    common.extend([&mlp.gate, &mlp.up]);
-                }
-                let mut gu = Linear::forward_spans_many(&common, &xn, spans, th).into_iter();
-                // Their downs, each of its own input, as one job too (not
-                // one pool synchronisation an expert when decoding).
-                let mut acts = Vec::with_capacity(common.len() / 2);
-                while let (Some(mut g), Some(u)) = (gu.next(), gu.next()) {
-                    ops::swiglu(&mut g, &u);
-                    acts.push(g);
-                }
-                let downs: Vec<&Linear> =
-                    shared.iter().chain(everyone.iter().map(|&e| &experts[e])).map(|m| &m.down).collect();
-                let ins: Vec<&[f32]> = acts.iter().map(Vec::as_slice).collect();
-                let mut common_down = Linear::forward_each(&downs, &ins, &vec![spans; downs.len()], th).into_iter();
+                let common: Vec<&Mlp> = shared.iter().chain(everyone.iter().map(|&e| &experts[e])).collect();
+                let gu_lins: Vec<&Linear> = common.iter().flat_map(|m| [&m.gate, &m.up]).collect();
+                let gu = Linear::forward_spans_many(&gu_lins, &xn, spans, th);
+                // Their downs as one job too (not one pool synchronisation
+                // an expert when decoding).
+                let mut common_down = swiglu_downs(&common, gu, &vec![spans; common.len()], th).into_iter();
                 let mut y = match shared {
                     Some(_) => common_down.next().expect("shared down"),
                     None => vec![0f32; n * h],
@@ -849,22 +857,14 @@ impl Deepseek {
                                     (xs, e_spans)
                                 })
                                 .collect();
-                            let lins: Vec<&Linear> =
-                                batch.iter().flat_map(|&pe| [&experts[pe].gate, &experts[pe].up]).collect();
+                            let mlps: Vec<&Mlp> = batch.iter().map(|&pe| &experts[pe]).collect();
+                            let lins: Vec<&Linear> = mlps.iter().flat_map(|m| [&m.gate, &m.up]).collect();
                             let ins: Vec<&[f32]> = gathered.iter().flat_map(|(xs, _)| [&xs[..], &xs[..]]).collect();
                             let sps: Vec<&[Range<usize>]> =
                                 gathered.iter().flat_map(|(_, sp)| [&sp[..], &sp[..]]).collect();
-                            let mut gu = Linear::forward_each(&lins, &ins, &sps, th).into_iter();
-                            let mut gs = Vec::with_capacity(batch.len());
-                            for _ in &batch {
-                                let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
-                                ops::swiglu(&mut g, &u);
-                                gs.push(g);
-                            }
-                            let downs: Vec<&Linear> = batch.iter().map(|&pe| &experts[pe].down).collect();
-                            let gins: Vec<&[f32]> = gs.iter().map(Vec::as_slice).collect();
+                            let gu = Linear::forward_each(&lins, &ins, &sps, th);
                             let dsps: Vec<&[Range<usize>]> = gathered.iter().map(|(_, sp)| &sp[..]).collect();
-                            ready.extend(batch.into_iter().zip(Linear::forward_each(&downs, &gins, &dsps, th)));
+                            ready.extend(batch.into_iter().zip(swiglu_downs(&mlps, gu, &dsps, th)));
                         }
                         let (pe, ye) = ready.pop_front().expect("a batch holds at least this expert");
                         debug_assert_eq!(pe, e);
