@@ -44,6 +44,40 @@ fn check(model: &dyn Model, threads_note: &str) {
     check_failing_batch(model, threads_note);
 }
 
+/// `Logits::Last` finishes only each sequence's last row in the last block
+/// (the others only write their cache rows there): its logits must be the
+/// last row of `Logits::All`'s, and the caches (written before the rows
+/// part) the same, bit for bit. With `tol`, the logits may differ by
+/// `tol · max|logit|`: float weights go through a product whose summation
+/// order depends on the row count (one row against all of them), so the
+/// last block's products round differently; block-quantized products give
+/// the same bits whatever the row count, so there `tol` is `None`.
+fn check_last_equals_all(model: &dyn Model, threads_note: &str, tol: Option<f32>) {
+    let vocab = model.info().vocab_size;
+    for (s, (before, now)) in [(0, 9), (6, 5), (3, 1)].into_iter().enumerate() {
+        let history = ids(before, s as u32 + 30, vocab as u32);
+        let feed = ids(now, s as u32 + 60, vocab as u32);
+        let mut c = model.new_cache(32);
+        if before > 0 {
+            model.forward(&mut c, &history, Logits::Last).unwrap();
+        }
+        let mut c_all = c.clone();
+        let last = model.forward(&mut c, &feed, Logits::Last).unwrap();
+        let all = model.forward(&mut c_all, &feed, Logits::All).unwrap();
+        assert_eq!(all.len(), now * vocab);
+        let want = &all[(now - 1) * vocab..];
+        match tol {
+            None => assert_eq!(bits(&last), bits(want), "{threads_note}: {before}+{now} last logits"),
+            Some(tol) => {
+                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let diff = last.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(diff <= tol * scale, "{threads_note}: {before}+{now} last logits differ by {diff}");
+            }
+        }
+        assert!(cache_bits(&c) == cache_bits(&c_all), "{threads_note}: {before}+{now} cache");
+    }
+}
+
 fn check_shapes(model: &dyn Model, threads_note: &str, shapes: &[(usize, usize)]) {
     let vocab = model.info().vocab_size as u32;
     let mut alone_caches = Vec::new();
@@ -93,6 +127,7 @@ fn quantized_gguf_batch_equals_each_sequence_alone() {
     for threads in [1, 2] {
         let m = load(&path, LoadOptions { threads, ..Default::default() }).unwrap();
         check(m.model.as_ref(), &format!("SmolLM2 Q4_1, {threads} threads"));
+        check_last_equals_all(m.model.as_ref(), &format!("SmolLM2 Q4_1, {threads} threads"), None);
     }
 }
 
@@ -103,6 +138,8 @@ fn float_safetensors_batch_equals_each_sequence_alone() {
         let store = WeightStore::open(&root.join(format!("models/{name}"))).unwrap();
         let model = load_weights(&store, arch, LoadOptions { threads: 2, ..Default::default() }).unwrap();
         check(model.as_ref(), name);
+        // f32 rounding over a few hundred terms a product, a few layers deep.
+        check_last_equals_all(model.as_ref(), name, Some(1e-5));
     }
 }
 
@@ -156,6 +193,11 @@ fn bf16_safetensors_batch_equals_each_sequence_alone() {
 #[test]
 fn deepseek_batch_equals_each_sequence_alone() {
     let path = common::hf_reference().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
-    let m = load(&path, LoadOptions { threads: 1, ..Default::default() }).unwrap();
-    check(m.model.as_ref(), "tiny DeepSeek-V3");
+    for threads in [1, 2] {
+        let m = load(&path, LoadOptions { threads, ..Default::default() }).unwrap();
+        let note = format!("tiny DeepSeek-V3, {threads} threads");
+        check(m.model.as_ref(), &note);
+        // An f32 file: as for the float safetensors models.
+        check_last_equals_all(m.model.as_ref(), &note, Some(1e-5));
+    }
 }

@@ -51,3 +51,32 @@ pub fn batch_spans(lens: impl IntoIterator<Item = usize>) -> Vec<std::ops::Range
         })
         .collect()
 }
+
+/// The rows that the last block has to finish when only the last logits of
+/// each sequence are read (`Logits::Last`): the last row of each span. The
+/// other rows still write their cache entries in that block, but their
+/// queries, attention, output projection and feed-forward would only feed
+/// logits nobody reads (llama.cpp skips the last layer's feed-forward for
+/// them the same way).
+pub struct OutputRows {
+    /// Row index of each kept row in the full stack.
+    pub rows: Vec<usize>,
+    /// The kept rows' spans: one row each.
+    pub spans: Vec<std::ops::Range<usize>>,
+}
+
+impl OutputRows {
+    pub fn last_of(spans: &[std::ops::Range<usize>]) -> OutputRows {
+        OutputRows { rows: spans.iter().map(|s| s.end - 1).collect(), spans: batch_spans(spans.iter().map(|_| 1)) }
+    }
+
+    /// Rows `self.rows` of `x` (`[_, width]`), stacked.
+    pub fn gather(&self, x: &[f32], width: usize) -> Vec<f32> {
+        self.rows.iter().flat_map(|&t| &x[t * width..(t + 1) * width]).copied().collect()
+    }
+
+    /// `v[t]` for each kept row `t`.
+    pub fn pick<T: Copy>(&self, v: &[T]) -> Vec<T> {
+        self.rows.iter().map(|&t| v[t]).collect()
+    }
+}

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use crate::formats::gguf::GgufFile;
 use crate::formats::names::{self, expert, layer, name};
 use crate::formats::weights::WeightStore;
+use crate::models::batch::OutputRows;
 use crate::models::moe::{route, RouterConfig, TopkMethod};
 use crate::models::ops::{self, yarn_get_mscale, Rope, RopeStyle, Yarn};
 use crate::models::{
@@ -601,7 +602,7 @@ impl Drafter for Deepseek {
         if all_rows.len() != seqs.len() {
             return Err(cfg_err(format!("{} row choices for {} sequences", all_rows.len(), seqs.len())));
         }
-        let (x, spans) = self.run_hidden(seqs, None)?;
+        let (x, spans) = self.run_hidden(seqs, None, false)?;
         let (p, h) = (&self.params, self.params.hidden_size);
         let which: Vec<Logits> = all_rows.iter().map(|&a| if a { Logits::All } else { Logits::Last }).collect();
         let logits = batch_logits_each(&x, &spans, &which, &self.norm, p.rms_norm_eps, &self.output, self.threads);
@@ -631,7 +632,7 @@ impl Drafter for Deepseek {
             ops::rms_norm(hr, &m.hnorm, p.rms_norm_eps, ch);
         }
         let mut x = m.eh_proj.forward_spans(&cat, &spans, th);
-        self.block_forward(0, &m.block, &mut x, seqs, &spans, &pos, &pos0, None);
+        self.block_forward(0, &m.block, &mut x, seqs, &spans, &pos, None, None);
         for (s, span) in seqs.iter_mut().zip(&spans) {
             s.cache.len += span.len();
         }
@@ -664,43 +665,55 @@ impl Deepseek {
         logits: Logits,
         trace: Option<&mut Vec<LayerRouting>>,
     ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let (x, spans) = self.run_hidden(seqs, trace)?;
+        // Only the last row of each sequence reaches the output: the last
+        // block finishes those rows alone (the trace records every row).
+        let last_only = logits == Logits::Last && trace.is_none();
+        let (x, spans) = self.run_hidden(seqs, trace, last_only)?;
         let p = &self.params;
         Ok(batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, self.threads))
     }
 
     /// [`Deepseek::run`] up to the last block's output (`[n, hidden]`,
-    /// before the final norm), with the rows' spans.
+    /// before the final norm), with the rows' spans; with `last_only`, the
+    /// last block finishes only the last row of each sequence (see
+    /// [`OutputRows`]) and the result has those rows, one span each.
     fn run_hidden(
         &self,
         seqs: &mut [BatchSeq<'_>],
         mut trace: Option<&mut Vec<LayerRouting>>,
+        last_only: bool,
     ) -> Result<(Vec<f32>, Vec<Range<usize>>), ModelError> {
         let BatchRows { spans, pos0, tokens } = BatchRows::new(seqs)?;
         let pos = positions(&spans, &pos0);
         let mut x = embed_tokens(&self.embed, &tokens)?; // [n, hidden]
+        let n_blocks = self.blocks.len();
         for (l, b) in self.blocks.iter().enumerate() {
-            self.block_forward(l, b, &mut x, seqs, &spans, &pos, &pos0, trace.as_deref_mut());
+            let keep = (last_only && l + 1 == n_blocks).then(|| OutputRows::last_of(&spans));
+            self.block_forward(l, b, &mut x, seqs, &spans, &pos, keep.as_ref(), trace.as_deref_mut());
         }
         for (s, span) in seqs.iter_mut().zip(&spans) {
             s.cache.len += span.len();
         }
+        let spans = if last_only { OutputRows::last_of(&spans).spans } else { spans };
         Ok((x, spans))
     }
 
     /// One decoder block on the stacked rows `x` (`[n, hidden]`, updated in
     /// place), writing its latent cache rows into layer `l` of each
-    /// sequence's cache; `l` also names the layer in `trace`.
+    /// sequence's cache; `l` also names the layer in `trace`. With `keep`,
+    /// every row writes its cache row but only the kept rows go on (their
+    /// queries, attention, output projection and FFN), and `x` becomes
+    /// those rows.
     #[allow(clippy::too_many_arguments)]
     fn block_forward(
         &self,
         l: usize,
         b: &Block,
-        x: &mut [f32],
+        x: &mut Vec<f32>,
         seqs: &mut [BatchSeq<'_>],
         spans: &[Range<usize>],
         pos: &[usize],
-        pos0: &[usize],
+        keep: Option<&OutputRows>,
         trace: Option<&mut Vec<LayerRouting>>,
     ) {
         let p = &self.params;
@@ -722,15 +735,7 @@ impl Deepseek {
         // kv: [n, kv_lora + rope]
         let [q0, kv]: [Vec<f32>; 2] =
             Linear::forward_spans_many(&[q_in, &a.kv_a], &xn, spans, th).try_into().expect("two outputs");
-        let q = match &a.q {
-            QProj::Plain(_) => q0,
-            QProj::Lora { norm, b: qb, .. } => {
-                let mut c = q0; // [n, q_lora]
-                ops::rms_norm_rows(&mut c, norm, LORA_NORM_EPS);
-                qb.forward_spans(&c, spans, th)
-            }
-        }; // [n, n_head, nope + rope]
-           // Cache rows [c | k_rope]: normalized latent, rotated shared key.
+        // Cache rows [c | k_rope]: normalized latent, rotated shared key.
         let mut row = vec![0f32; lw];
         for (s, span) in seqs.iter_mut().zip(spans) {
             for t in span.clone() {
@@ -740,7 +745,25 @@ impl Deepseek {
                 s.cache.k[l].write(pos[t] * lw, &row);
             }
         }
-        // Absorbed queries [n, n_head, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
+        // From here on, only the rows that go on.
+        let kept_pos;
+        let (q0, spans, pos, n) = match keep {
+            Some(k) => {
+                *x = k.gather(x, h);
+                kept_pos = k.pick(pos);
+                (k.gather(&q0, q0.len() / n), &k.spans[..], &kept_pos[..], k.rows.len())
+            }
+            None => (q0, spans, pos, n),
+        };
+        let q = match &a.q {
+            QProj::Plain(_) => q0,
+            QProj::Lora { norm, b: qb, .. } => {
+                let mut c = q0; // [n, q_lora]
+                ops::rms_norm_rows(&mut c, norm, LORA_NORM_EPS);
+                qb.forward_spans(&c, spans, th)
+            }
+        }; // [n, n_head, nope + rope]
+           // Absorbed queries [n, n_head, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
         let mut q_abs = vec![0f32; n * p.n_head * lw];
         let q_head = |t: usize, hd: usize| &q[(t * p.n_head + hd) * qk..][..nope];
         per_head(&a.k_b, n, spans, th, q_head, |hd, q_lat| {
@@ -753,11 +776,11 @@ impl Deepseek {
         });
         let lay = AttnLayout { n_head: p.n_head, n_kv_head: 1, k_dim: lw, v_dim: lat, k_stride: lw, v_stride: lw };
         let mut o_lat = vec![0f32; n * p.n_head * lat]; // [n, n_head, kv_lora]
-        for ((s, span), &p0) in seqs.iter().zip(spans).zip(pos0) {
+        for (s, span) in seqs.iter().zip(spans) {
             let (t0, t1) = (span.start, span.end);
             let qs = &q_abs[t0 * p.n_head * lw..t1 * p.n_head * lw];
             let c = s.cache.k[l].view();
-            let os = attention(qs, c, c, lay, span.len(), p0, p.softmax_scale, th);
+            let os = attention(qs, c, c, lay, span.len(), pos[t0], p.softmax_scale, th);
             o_lat[t0 * p.n_head * lat..t1 * p.n_head * lat].copy_from_slice(&os);
         }
         // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
@@ -771,6 +794,7 @@ impl Deepseek {
         let out = a.o.forward_spans(&o, spans, th); // [n, hidden]
         ops::add_assign(x, &out);
         // --- FFN ---
+        xn.truncate(n * h);
         for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
             ops::rms_norm(src, &b.ffn_norm, p.rms_norm_eps, dst);
         }

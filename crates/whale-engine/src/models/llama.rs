@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::formats::gguf::GgufFile;
 use crate::formats::names::{self, layer, name};
 use crate::formats::weights::WeightStore;
+use crate::models::batch::OutputRows;
 use crate::models::ops::{self, Rope, RopeStyle};
 use crate::models::{
     attention, batch_logits, cfg_err, embed_tokens, load_embed_output, Architecture, AttnLayout, BatchRows, BatchSeq,
@@ -330,8 +331,12 @@ impl Llama {
             None => embed_tokens(&self.embed, &tokens)?,
         }; // [n, hidden]
         let mut xn = vec![0f32; n * h];
-        let mut attn = vec![0f32; n * qd];
+        // Only the last row of each sequence reaches the head: the last
+        // block finishes those rows alone (see `OutputRows`).
+        let last_only = matches!(head, Head::Logits(Logits::Last) | Head::Normed(Logits::Last));
+        let kept = OutputRows::last_of(&spans);
         for (l, b) in self.blocks.iter().enumerate() {
+            let keep = (last_only && l + 1 == self.blocks.len()).then_some(&kept);
             // Attention.
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
                 ops::rms_norm(src, &b.attn_norm, p.rms_norm_eps, dst);
@@ -339,6 +344,7 @@ impl Llama {
             let [mut q, mut k, v]: [Vec<f32>; 3] =
                 Linear::forward_spans_many(&[&b.wq, &b.wk, &b.wv], &xn, &spans, th).try_into().expect("three products");
             // q: [n, n_head, head_dim]; k, v: [n, n_kv_head, head_dim]
+            let mut attn = Vec::with_capacity(keep.map_or(n, |k| k.rows.len()) * qd);
             for ((s, span), &p0) in seqs.iter_mut().zip(&spans).zip(&pos0) {
                 let (t0, t1) = (span.start, span.end);
                 let qs = &mut q[t0 * qd..t1 * qd];
@@ -347,24 +353,33 @@ impl Llama {
                 self.rope.apply_rows(ks, p.n_kv_head, p.head_dim, p0);
                 s.cache.k[l].write(p0 * kvd, ks);
                 s.cache.v[l].write(p0 * kvd, &v[t0 * kvd..t1 * kvd]);
-                let o = attention(qs, s.cache.k[l].view(), s.cache.v[l].view(), lay, span.len(), p0, scale, th);
-                attn[t0 * qd..t1 * qd].copy_from_slice(&o);
+                // The queries that go on: all, or the last.
+                let first = if keep.is_some() { span.len() - 1 } else { 0 };
+                let qs = &qs[first * qd..];
+                let (k_c, v_c) = (s.cache.k[l].view(), s.cache.v[l].view());
+                attn.extend(attention(qs, k_c, v_c, lay, span.len() - first, p0 + first, scale, th));
             }
-            let o = b.wo.forward_spans(&attn, &spans, th); // [n, hidden]
+            let spans = keep.map_or(&spans[..], |k| &k.spans[..]);
+            if let Some(k) = keep {
+                x = k.gather(&x, h);
+                xn.truncate(k.rows.len() * h);
+            }
+            let o = b.wo.forward_spans(&attn, spans, th); // [n, hidden]
             ops::add_assign(&mut x, &o);
             // Feed-forward (SwiGLU).
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
                 ops::rms_norm(src, &b.ffn_norm, p.rms_norm_eps, dst);
             }
             let [mut g, u]: [Vec<f32>; 2] =
-                Linear::forward_spans_many(&[&b.w_gate, &b.w_up], &xn, &spans, th).try_into().expect("two products"); // [n, intermediate] each
+                Linear::forward_spans_many(&[&b.w_gate, &b.w_up], &xn, spans, th).try_into().expect("two products"); // [n, intermediate] each
             ops::swiglu(&mut g, &u);
-            let d = b.w_down.forward_spans(&g, &spans, th); // [n, hidden]
+            let d = b.w_down.forward_spans(&g, spans, th); // [n, hidden]
             ops::add_assign(&mut x, &d);
         }
         for (s, span) in seqs.iter_mut().zip(&spans) {
             s.cache.len += span.len();
         }
+        let spans = if last_only { kept.spans } else { spans };
         Ok(match head {
             Head::Logits(logits) => batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, th),
             Head::Normed(rows) => spans
