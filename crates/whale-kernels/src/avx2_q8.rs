@@ -843,6 +843,45 @@ macro_rules! int8_kernels {
             })
         }
 
+        /// One Q4_K / Q5_K / Q6_K block unpacked (`KBlock`: unsigned
+        /// quants, the multipliers of the activation's group sums, `d`,
+        /// `dmin`, the offset) with its group scales as integers (eight
+        /// 32-element groups, or sixteen 16-element ones for Q6_K), for
+        /// `crate::panel`.
+        ///
+        /// # Safety
+        /// The CPU must support this module's target features; `bytes` is
+        /// exactly one block of `wty`.
+        #[target_feature(enable = $features)]
+        #[allow(dead_code)]
+        pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8]) -> (KBlock, [i32; 16]) {
+            let mut sc = [0i32; 16];
+            match wty {
+                GgmlType::Q4_K | GgmlType::Q5_K => {
+                    let (kb, scales) = if wty == GgmlType::Q4_K {
+                        let b: &BlockQ4_K = bytemuck::from_bytes(bytes);
+                        (unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None), b.scales)
+                    } else {
+                        let b: &BlockQ5_K = bytemuck::from_bytes(bytes);
+                        (unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh)), b.scales)
+                    };
+                    let (sc8, _) = k4_scales_mins(&scales);
+                    for (o, &v) in sc.iter_mut().zip(&sc8) {
+                        *o = v as i32;
+                    }
+                    (kb, sc)
+                }
+                GgmlType::Q6_K => {
+                    let b: &BlockQ6_K = bytemuck::from_bytes(bytes);
+                    for (o, &v) in sc.iter_mut().zip(&b.scales) {
+                        *o = v as i32;
+                    }
+                    (unpack_q6_k(b), sc)
+                }
+                t => unreachable!("unpack_k: {t} is not Q4_K, Q5_K or Q6_K"),
+            }
+        }
+
         /// Q4_K / Q5_K: the eight 6-bit sub-block scales as i32 lanes (the
         /// same for both halves of each sub-block).
         #[target_feature(enable = $features)]

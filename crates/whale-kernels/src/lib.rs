@@ -108,6 +108,8 @@ mod avx512;
 mod avx512_q8;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(target_arch = "x86_64")]
+mod panel;
 
 pub use attn::{attn_scores, attn_scores_with, attn_weighted_sum, attn_weighted_sum_with, KvSlice};
 pub use dequant::dequantize_row;

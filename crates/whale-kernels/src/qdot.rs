@@ -413,6 +413,14 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
         // SAFETY: `tiled > 0` only at a verified AMX level (see `PreparedActs::new`).
         unsafe { crate::amx::matmul_tiles(wty, w, rb, cols, &acts.tiles, &mut out[..acts.tiled]) };
     }
+    // Or the VNNI panels (K-quants, many rows): all of them, and done.
+    #[cfg(target_arch = "x86_64")]
+    if acts.panel {
+        // SAFETY: `panel` only at a verified VNNI level, for the types
+        // `panel::supports`, with rows of `vec_dot_type(wty)` (Q8_K).
+        unsafe { crate::panel::matmul(wty, w, rb, &acts.rows[acts.tiled..], &mut out[acts.tiled..]) };
+        return;
+    }
     let t_rows: Vec<&[i8]> = (0..m).map(|i| acts.transposed_row(i)).collect();
     let job = GroupJob { v, wty, w, rb, act_rows: &acts.rows, t_rows: &t_rows, transposed: acts.t_len > 0 };
     // Blocking: a tile of weight rows (`W_TILE_BYTES`, kept in L2) meets
@@ -452,6 +460,9 @@ struct PreparedActs<'a> {
     tq: Vec<i8>,
     /// Bytes per transposed row; 0 when not transposed.
     t_len: usize,
+    /// Rows `tiled..` go through `crate::panel` (not transposed then).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    panel: bool,
 }
 
 impl<'a> PreparedActs<'a> {
@@ -463,7 +474,14 @@ impl<'a> PreparedActs<'a> {
         #[cfg(not(target_arch = "x86_64"))]
         let tiled = 0;
         let rest = rows.len() - tiled;
-        let transposed = rest >= 2
+        #[cfg(target_arch = "x86_64")]
+        let panel = matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
+            && crate::panel::supports(wty)
+            && rest >= crate::panel::MIN_ACT_ROWS;
+        #[cfg(not(target_arch = "x86_64"))]
+        let panel = false;
+        let transposed = !panel
+            && rest >= 2
             && match wty {
                 GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
                     matches!(v.level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx)
@@ -496,6 +514,7 @@ impl<'a> PreparedActs<'a> {
             tiled,
             tq,
             t_len,
+            panel,
         }
     }
 

@@ -606,7 +606,9 @@ fn matmul_q_matches_vec_dot_q_and_is_thread_independent() {
     let mut rng = Rng::new(37);
     for wty in GgmlType::ALL {
         let bs = wty.block_size().max(32);
-        let shapes = [(67, if bs == 256 { 1024 } else { 1056 }), (5, bs * 2), (1, bs)];
+        // 2304 columns: nine K blocks, so that lanes hold more than one
+        // block and the lane order of the float sums shows.
+        let shapes = [(67, if bs == 256 { 1024 } else { 1056 }), (18, 2304), (5, bs * 2), (1, bs)];
         for (rows, cols) in shapes {
             let rb = wty.row_bytes(cols).unwrap();
             let w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, wty, cols)).collect();

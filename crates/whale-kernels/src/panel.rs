@@ -1,0 +1,239 @@
+//! AVX-512 VNNI panel products of K-quant weights (Q4_K, Q5_K, Q6_K) with
+//! many activation rows (prefill), x86-64 only.
+//!
+//! The row kernels of `avx2_q8` unpack each weight block once per group of
+//! eight activation rows, transpose it, and reduce every block's partial sums
+//! across lanes; with hundreds of activation rows that per-block work, not
+//! the multiply-adds, is what they spend their time on. Here sixteen weight
+//! rows (a panel) are unpacked once for all the activation rows, into the
+//! layout where one 64-byte vector holds four consecutive quants of each of
+//! the sixteen rows. Four bytes of an activation row, broadcast, then meet
+//! all sixteen rows in one `vpdpbusd`: lane `r` of the sums is weight row
+//! `r`, so no lanes are ever reduced, and each weight vector serves `J`
+//! activation rows while it is in a register.
+//!
+//! # Exactly the reference's arithmetic
+//!
+//! As in `amx`: per 256-element block, the exact `Σ_g sc_g · dot_g` over the
+//! scale groups (32 elements for Q4_K / Q5_K, 16 for Q6_K), the exact
+//! `Σ mv · bsum` of the activation's 16-element sums (the mins, or for Q6_K
+//! the scales times its offset of 32: quants are unpacked unsigned, `q + 32`),
+//! then the block's float term of `qdot::term` / `term_k` into lane `b % 8`,
+//! each lane summing its blocks in order, and the lanes added as
+//! `qdot::reduce8` adds them. The integers are exact whatever the order, and
+//! the floats are the reference's operations in its order, so every output
+//! is bit-identical to `vec_dot_q_ref` (tested in `tests/qdot.rs` through
+//! `matmul_q`).
+
+use crate::q8::ActRow;
+use crate::types::{GgmlType, QK_K};
+use core::arch::x86_64::*;
+
+/// Weight rows per panel: one 16-lane vector of i32 sums.
+pub(crate) const ROWS: usize = 16;
+
+/// Activation rows a kernel call (each weight vector loaded once for them).
+const J_MAIN: usize = 4;
+
+/// Activation rows below which the row kernels stay faster (the panel's
+/// unpacking is shared by fewer rows than it costs).
+pub(crate) const MIN_ACT_ROWS: usize = 16;
+
+/// The weight types the panel kernel takes.
+pub(crate) fn supports(wty: GgmlType) -> bool {
+    matches!(wty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
+}
+
+/// Elements per scale group.
+fn group_len(wty: GgmlType) -> usize {
+    if wty == GgmlType::Q6_K {
+        16
+    } else {
+        32
+    }
+}
+
+/// Sixteen weight rows unpacked; missing rows of a last panel are zero.
+struct Panel {
+    /// Per block, 64 vectors of 64 bytes: vector `w` holds quants
+    /// `4w..4w + 4` of each row (row `r` at bytes `4r..4r + 4`), unsigned.
+    q: Vec<[u8; 64]>,
+    /// Per block and scale group: the rows' group scales.
+    sc: Vec<[i32; ROWS]>,
+    /// Per block, 8 pairs of 16-element groups: the rows' multipliers of the
+    /// activation's group sums as i16 pairs (`KBlock::mv`).
+    mv: Vec<[i32; ROWS]>,
+    /// Per block: `d` and `dmin` of the rows.
+    d: Vec<[f32; ROWS]>,
+    dmin: Vec<[f32; ROWS]>,
+    /// What `Σ mv · bsum` is: mins (0) or the quants' offset (Q6_K: 32).
+    off: i32,
+}
+
+impl Panel {
+    fn new(wty: GgmlType, nb: usize) -> Panel {
+        let groups = QK_K / group_len(wty);
+        Panel {
+            q: vec![[0; 64]; 64 * nb],
+            sc: vec![[0; ROWS]; groups * nb],
+            mv: vec![[0; ROWS]; 8 * nb],
+            d: vec![[0.0; ROWS]; nb],
+            dmin: vec![[0.0; ROWS]; nb],
+            off: 0,
+        }
+    }
+
+    /// Unpacks `rows` (at most 16 weight rows of `rb` bytes).
+    ///
+    /// # Safety
+    /// The CPU must support the VNNI level (`avx512_q8`).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize) {
+        let ts = wty.type_size();
+        let groups = QK_K / group_len(wty);
+        let nrows = rows.len() / rb;
+        if nrows < ROWS {
+            self.q.iter_mut().for_each(|v| v.fill(0));
+            self.sc.iter_mut().for_each(|v| v.fill(0));
+            self.mv.iter_mut().for_each(|v| v.fill(0));
+            self.d.iter_mut().for_each(|v| v.fill(0.0));
+            self.dmin.iter_mut().for_each(|v| v.fill(0.0));
+        }
+        let mut u = [0u8; QK_K];
+        let mut mv = [0i16; 16];
+        for (r, row) in rows.chunks_exact(rb).enumerate() {
+            for (b, bytes) in row.chunks_exact(ts).enumerate() {
+                // SAFETY: (caller) the VNNI level; `bytes` is one block.
+                let (kb, sc) = unsafe { crate::avx512_q8::unpack_k(wty, bytes) };
+                for (c, v) in kb.u.iter().enumerate() {
+                    // SAFETY: 32 bytes into `u[32c..32c + 32]`.
+                    unsafe { _mm256_storeu_si256(u.as_mut_ptr().add(32 * c).cast(), *v) };
+                }
+                // SAFETY: 16 i16 into `mv`.
+                unsafe { _mm256_storeu_si256(mv.as_mut_ptr().cast(), kb.mv) };
+                for (w, quad) in u.chunks_exact(4).enumerate() {
+                    self.q[64 * b + w][4 * r..4 * r + 4].copy_from_slice(quad);
+                }
+                for (dst, &v) in self.sc[groups * b..groups * (b + 1)].iter_mut().zip(&sc) {
+                    dst[r] = v;
+                }
+                for p in 0..8 {
+                    self.mv[8 * b + p][r] = (mv[2 * p] as u16 as u32 | (mv[2 * p + 1] as u16 as u32) << 16) as i32;
+                }
+                self.d[b][r] = kb.d;
+                self.dmin[b][r] = kb.dmin;
+                self.off = kb.off;
+            }
+        }
+    }
+}
+
+/// `out[i][r] = dot(weight row r of w, acts[i])` for every activation row
+/// and every weight row of `w` (`rb` bytes each), bit-identical to
+/// `vec_dot_q_ref`.
+///
+/// # Safety
+/// The CPU must support the VNNI level; `wty` must be one `supports` takes
+/// and every `acts[i]` a Q8_K row of the weight rows' length.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'_>], out: &mut [&mut [f32]]) {
+    debug_assert!(supports(wty) && out.len() == acts.len());
+    let nb = rb / wty.type_size();
+    let mut panel = Panel::new(wty, nb);
+    let nrows = w.len() / rb;
+    for r0 in (0..nrows).step_by(ROWS) {
+        let nv = ROWS.min(nrows - r0);
+        // SAFETY: (caller) the VNNI level.
+        unsafe { panel.fill(wty, &w[r0 * rb..(r0 + nv) * rb], rb) };
+        let mut i = 0;
+        while i < acts.len() {
+            // SAFETY: (caller) the VNNI level and Q8_K rows of `nb` blocks.
+            let res: Vec<[f32; ROWS]> = unsafe {
+                match acts.len() - i {
+                    J_MAIN.. => panel_dots::<J_MAIN>(wty, &panel, acts[i..i + J_MAIN].try_into().unwrap(), nb).to_vec(),
+                    _ => panel_dots::<1>(wty, &panel, acts[i..i + 1].try_into().unwrap(), nb).to_vec(),
+                }
+            };
+            for (k, v) in res.iter().enumerate() {
+                out[i + k][r0..r0 + nv].copy_from_slice(&v[..nv]);
+            }
+            i += res.len();
+        }
+    }
+}
+
+/// The 16 outputs of each of `J` activation rows against one panel.
+///
+/// # Safety
+/// As [`matmul`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn panel_dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
+    let gl = group_len(wty);
+    let groups = QK_K / gl;
+    let steps = gl / 4;
+    let zero = _mm512_setzero_ps();
+    let zi = _mm512_setzero_si512();
+    let with_min = p.off == 0;
+    let offv = _mm512_set1_epi32(p.off);
+    let mut lanes = [[zero; J]; 8];
+    for b in 0..nb {
+        let ys: [&[i8; QK_K]; J] = core::array::from_fn(|j| a[j].qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
+        let bsums: [&[i16; 16]; J] = core::array::from_fn(|j| a[j].bsums[16 * b..16 * (b + 1)].try_into().unwrap());
+        let mut is = [zi; J];
+        for g in 0..groups {
+            let mut dot = [zi; J];
+            for t in 0..steps {
+                let e = gl * g + 4 * t;
+                // SAFETY: 64 bytes of the panel.
+                let wv = unsafe { _mm512_loadu_si512(p.q[64 * b + e / 4].as_ptr().cast()) };
+                for j in 0..J {
+                    // SAFETY: bytes e..e + 4 of the block (e + 4 <= 256).
+                    let y = unsafe { core::ptr::read_unaligned(ys[j].as_ptr().add(e).cast::<i32>()) };
+                    dot[j] = _mm512_dpbusd_epi32(dot[j], wv, _mm512_set1_epi32(y));
+                }
+            }
+            // SAFETY: 16 i32.
+            let scv = unsafe { _mm512_loadu_si512(p.sc[groups * b + g].as_ptr().cast()) };
+            for j in 0..J {
+                is[j] = _mm512_add_epi32(is[j], _mm512_mullo_epi32(dot[j], scv));
+            }
+        }
+        let mut ms = [zi; J];
+        for q in 0..8 {
+            // SAFETY: 16 i32.
+            let mvv = unsafe { _mm512_loadu_si512(p.mv[8 * b + q].as_ptr().cast()) };
+            for j in 0..J {
+                // SAFETY: sums 2q and 2q + 1 of the block's 16, as one
+                // little-endian i32 holding the pair.
+                let pair = unsafe { core::ptr::read_unaligned(bsums[j].as_ptr().add(2 * q).cast::<i32>()) };
+                ms[j] = _mm512_dpwssd_epi32(ms[j], mvv, _mm512_set1_epi32(pair));
+            }
+        }
+        // SAFETY: 16 floats each.
+        let (dv, dminv) = unsafe { (_mm512_loadu_ps(p.d[b].as_ptr()), _mm512_loadu_ps(p.dmin[b].as_ptr())) };
+        for j in 0..J {
+            let da = _mm512_set1_ps(a[j].d[b]);
+            let t = if with_min {
+                _mm512_sub_ps(
+                    _mm512_mul_ps(_mm512_mul_ps(dv, da), _mm512_cvtepi32_ps(is[j])),
+                    _mm512_mul_ps(_mm512_mul_ps(dminv, da), _mm512_cvtepi32_ps(ms[j])),
+                )
+            } else {
+                let isum = _mm512_sub_epi32(is[j], _mm512_mullo_epi32(ms[j], offv));
+                _mm512_mul_ps(_mm512_mul_ps(dv, da), _mm512_cvtepi32_ps(isum))
+            };
+            lanes[b % 8][j] = _mm512_add_ps(lanes[b % 8][j], t);
+        }
+    }
+    core::array::from_fn(|j| {
+        let l = |k: usize| lanes[k][j];
+        let s = _mm512_add_ps(
+            _mm512_add_ps(_mm512_add_ps(l(0), l(4)), _mm512_add_ps(l(2), l(6))),
+            _mm512_add_ps(_mm512_add_ps(l(1), l(5)), _mm512_add_ps(l(3), l(7))),
+        );
+        let mut o = [0f32; ROWS];
+        // SAFETY: 16 floats.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), s) };
+        o
+    })
+}
