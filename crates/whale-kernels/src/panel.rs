@@ -36,8 +36,10 @@ pub(crate) const ROWS: usize = 16;
 const J_MAIN: usize = 4;
 
 /// Activation rows below which the row kernels stay faster (the panel's
-/// unpacking is shared by fewer rows than it costs).
-pub(crate) const MIN_ACT_ROWS: usize = 16;
+/// unpacking is shared by fewer rows than it costs): measured on Zen 4 at
+/// V2-Lite's expert and shared-expert shapes, the two were even at 12 rows
+/// (`examples/prefill_shapes.rs`).
+pub(crate) const MIN_ACT_ROWS: usize = 12;
 
 /// The weight types the panel kernel takes.
 pub(crate) fn supports(wty: GgmlType) -> bool {
@@ -93,39 +95,87 @@ impl Panel {
         let groups = QK_K / group_len(wty);
         let nrows = rows.len() / rb;
         if nrows < ROWS {
-            self.q.iter_mut().for_each(|v| v.fill(0));
             self.sc.iter_mut().for_each(|v| v.fill(0));
             self.mv.iter_mut().for_each(|v| v.fill(0));
             self.d.iter_mut().for_each(|v| v.fill(0.0));
             self.dmin.iter_mut().for_each(|v| v.fill(0.0));
         }
-        let mut u = [0u8; QK_K];
-        let mut mv = [0i16; 16];
-        for (r, row) in rows.chunks_exact(rb).enumerate() {
-            for (b, bytes) in row.chunks_exact(ts).enumerate() {
+        // One block of each row, unpacked (missing rows stay zero), then
+        // transposed in 16×16 words into the panel's vectors.
+        let mut u = [[0u8; QK_K]; ROWS];
+        for b in 0..rb / ts {
+            for (r, ur) in u.iter_mut().enumerate().take(nrows) {
+                let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
                 // SAFETY: (caller) the VNNI level; `bytes` is one block.
                 let (kb, sc) = unsafe { crate::avx512_q8::unpack_k(wty, bytes) };
                 for (c, v) in kb.u.iter().enumerate() {
-                    // SAFETY: 32 bytes into `u[32c..32c + 32]`.
-                    unsafe { _mm256_storeu_si256(u.as_mut_ptr().add(32 * c).cast(), *v) };
+                    // SAFETY: 32 bytes into `ur[32c..32c + 32]`.
+                    unsafe { _mm256_storeu_si256(ur.as_mut_ptr().add(32 * c).cast(), *v) };
                 }
-                // SAFETY: 16 i16 into `mv`.
+                let mut mv = [0i32; 8];
+                // SAFETY: the 16 i16 multipliers, as 8 i32 pairs, into `mv`.
                 unsafe { _mm256_storeu_si256(mv.as_mut_ptr().cast(), kb.mv) };
-                for (w, quad) in u.chunks_exact(4).enumerate() {
-                    self.q[64 * b + w][4 * r..4 * r + 4].copy_from_slice(quad);
+                for (dst, &v) in self.mv[8 * b..8 * (b + 1)].iter_mut().zip(&mv) {
+                    dst[r] = v;
                 }
                 for (dst, &v) in self.sc[groups * b..groups * (b + 1)].iter_mut().zip(&sc) {
                     dst[r] = v;
-                }
-                for p in 0..8 {
-                    self.mv[8 * b + p][r] = (mv[2 * p] as u16 as u32 | (mv[2 * p + 1] as u16 as u32) << 16) as i32;
                 }
                 self.d[b][r] = kb.d;
                 self.dmin[b][r] = kb.dmin;
                 self.off = kb.off;
             }
+            for quarter in 0..4 {
+                // SAFETY: 64 bytes of each row's block.
+                let v: [__m512i; ROWS] =
+                    core::array::from_fn(|r| unsafe { _mm512_loadu_si512(u[r].as_ptr().add(64 * quarter).cast()) });
+                for (k, t) in transpose_16x16(v).into_iter().enumerate() {
+                    // SAFETY: one 64-byte vector of the panel.
+                    unsafe { _mm512_storeu_si512(self.q[64 * b + 16 * quarter + k].as_mut_ptr().cast(), t) };
+                }
+            }
         }
     }
+}
+
+/// The 16×16 transpose of 32-bit words: word `r` of result `c` is word `c`
+/// of `v[r]`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose_16x16(v: [__m512i; 16]) -> [__m512i; 16] {
+    // Pairs of rows interleaved by words, then pairs of pairs by 64 bits:
+    // 128-bit lane L of u[4i + k] holds rows 4i..4i+4 of word 4L + k.
+    let t: [__m512i; 16] = core::array::from_fn(|x| {
+        let (a, b) = (v[x & !1], v[x | 1]);
+        if x % 2 == 0 {
+            _mm512_unpacklo_epi32(a, b)
+        } else {
+            _mm512_unpackhi_epi32(a, b)
+        }
+    });
+    let u: [__m512i; 16] = core::array::from_fn(|x| {
+        let (i, k) = (x / 4, x % 4);
+        let (a, b) = (t[4 * i + k / 2], t[4 * i + k / 2 + 2]);
+        if k % 2 == 0 {
+            _mm512_unpacklo_epi64(a, b)
+        } else {
+            _mm512_unpackhi_epi64(a, b)
+        }
+    });
+    // Then the 128-bit lanes gathered across the four row groups: word
+    // c = 4L + k is lane L of u[k], u[4 + k], u[8 + k], u[12 + k].
+    let mut out = [_mm512_setzero_si512(); 16];
+    for k in 0..4 {
+        let even01 = _mm512_shuffle_i32x4::<0x88>(u[k], u[4 + k]);
+        let odd01 = _mm512_shuffle_i32x4::<0xDD>(u[k], u[4 + k]);
+        let even23 = _mm512_shuffle_i32x4::<0x88>(u[8 + k], u[12 + k]);
+        let odd23 = _mm512_shuffle_i32x4::<0xDD>(u[8 + k], u[12 + k]);
+        out[k] = _mm512_shuffle_i32x4::<0x88>(even01, even23);
+        out[8 + k] = _mm512_shuffle_i32x4::<0xDD>(even01, even23);
+        out[4 + k] = _mm512_shuffle_i32x4::<0x88>(odd01, odd23);
+        out[12 + k] = _mm512_shuffle_i32x4::<0xDD>(odd01, odd23);
+    }
+    out
 }
 
 /// `out[i][r] = dot(weight row r of w, acts[i])` for every activation row
