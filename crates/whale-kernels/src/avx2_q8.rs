@@ -882,6 +882,45 @@ macro_rules! int8_kernels {
             }
         }
 
+        /// One block of a 32-element type unpacked as `vec_dot_n` reads it:
+        /// its 32 quants as unsigned bytes (`q + off`, `off` the type's
+        /// offset: 8 for Q4_0, 16 for Q5_0, this level's `Q8_0_OFF` for
+        /// Q8_0, 0 for Q4_1 / Q5_1), `d`, and `m` (Q4_1 / Q5_1; else 0),
+        /// for `crate::panel`.
+        ///
+        /// # Safety
+        /// The CPU must support this module's target features; `bytes` is
+        /// exactly one block of `wty`.
+        #[target_feature(enable = $features)]
+        #[allow(dead_code)]
+        pub(crate) unsafe fn unpack_legacy(wty: GgmlType, bytes: &[u8]) -> (__m256i, f32, f32) {
+            use GgmlType as G;
+            match wty {
+                G::Q4_0 => {
+                    let b: &BlockQ4_0 = bytemuck::from_bytes(bytes);
+                    (nibbles32(&b.qs), h2f(b.d), 0.0)
+                }
+                G::Q4_1 => {
+                    let b: &BlockQ4_1 = bytemuck::from_bytes(bytes);
+                    (nibbles32(&b.qs), h2f(b.d), h2f(b.m))
+                }
+                G::Q5_0 => {
+                    let b: &BlockQ5_0 = bytemuck::from_bytes(bytes);
+                    (or_high_bits(nibbles32(&b.qs), b.qh), h2f(b.d), 0.0)
+                }
+                G::Q5_1 => {
+                    let b: &BlockQ5_1 = bytemuck::from_bytes(bytes);
+                    (or_high_bits(nibbles32(&b.qs), b.qh), h2f(b.d), h2f(b.m))
+                }
+                G::Q8_0 => {
+                    let b: &BlockQ8_0 = bytemuck::from_bytes(bytes);
+                    let q = load32(bytemuck::cast_slice(&b.qs), 0);
+                    (_mm256_add_epi8(q, _mm256_set1_epi8(Q8_0_OFF as u8 as i8)), h2f(b.d), 0.0)
+                }
+                t => unreachable!("unpack_legacy: {t} is not a 32-element type with 8-bit activations"),
+            }
+        }
+
         /// Q4_K / Q5_K: the eight 6-bit sub-block scales as i32 lanes (the
         /// same for both halves of each sub-block).
         #[target_feature(enable = $features)]

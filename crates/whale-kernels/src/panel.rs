@@ -1,5 +1,6 @@
-//! AVX-512 VNNI panel products of K-quant weights (Q4_K, Q5_K, Q6_K) with
-//! many activation rows (prefill), x86-64 only.
+//! AVX-512 VNNI panel products of block-quantized weights (the K-quants
+//! Q4_K, Q5_K, Q6_K and the 32-element types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
+//! with many activation rows (prefill), x86-64 only.
 //!
 //! The row kernels of `avx2_q8` unpack each weight block once per group of
 //! eight activation rows, transpose it, and reduce every block's partial sums
@@ -14,7 +15,11 @@
 //!
 //! # Exactly the reference's arithmetic
 //!
-//! As in `amx`: per 256-element block, the exact `Σ_g sc_g · dot_g` over the
+//! As in `amx`. 32-element types: per block the exact integer dot of the
+//! unsigned quants (`q + off`, corrected by `off · Σy`), then
+//! `(d · da) · isum` into lane `b % 8` (and `m · s` into a second set of
+//! lanes for Q4_1 / Q5_1). K-quants: per 256-element block the exact
+//! `Σ_g sc_g · dot_g` over the
 //! scale groups (32 elements for Q4_K / Q5_K, 16 for Q6_K), the exact
 //! `Σ mv · bsum` of the activation's 16-element sums (the mins, or for Q6_K
 //! the scales times its offset of 32: quants are unpacked unsigned, `q + 32`),
@@ -26,7 +31,7 @@
 //! `matmul_q`).
 
 use crate::q8::ActRow;
-use crate::types::{GgmlType, QK_K};
+use crate::types::{GgmlType, QK32, QK_K};
 use core::arch::x86_64::*;
 
 /// Weight rows per panel: one 16-lane vector of i32 sums.
@@ -43,7 +48,13 @@ pub(crate) const MIN_ACT_ROWS: usize = 12;
 
 /// The weight types the panel kernel takes.
 pub(crate) fn supports(wty: GgmlType) -> bool {
-    matches!(wty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
+    use GgmlType as G;
+    matches!(wty, G::Q4_K | G::Q5_K | G::Q6_K | G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0)
+}
+
+/// Whether `wty` has 256-element blocks (else 32-element ones).
+fn is_k(wty: GgmlType) -> bool {
+    wty.block_size() == QK_K
 }
 
 /// Elements per scale group.
@@ -57,31 +68,32 @@ fn group_len(wty: GgmlType) -> usize {
 
 /// Sixteen weight rows unpacked; missing rows of a last panel are zero.
 struct Panel {
-    /// Per block, 64 vectors of 64 bytes: vector `w` holds quants
+    /// Per 256 elements, 64 vectors of 64 bytes: vector `w` holds quants
     /// `4w..4w + 4` of each row (row `r` at bytes `4r..4r + 4`), unsigned.
     q: Vec<[u8; 64]>,
-    /// Per block and scale group: the rows' group scales.
+    /// K-quants, per block and scale group: the rows' group scales.
     sc: Vec<[i32; ROWS]>,
-    /// Per block, 8 pairs of 16-element groups: the rows' multipliers of the
-    /// activation's group sums as i16 pairs (`KBlock::mv`).
+    /// K-quants, per block, 8 pairs of 16-element groups: the rows'
+    /// multipliers of the activation's group sums as i16 pairs (`KBlock::mv`).
     mv: Vec<[i32; ROWS]>,
-    /// Per block: `d` and `dmin` of the rows.
+    /// Per block: `d` and `dmin` of the rows (`m` for Q4_1 / Q5_1).
     d: Vec<[f32; ROWS]>,
     dmin: Vec<[f32; ROWS]>,
-    /// What `Σ mv · bsum` is: mins (0) or the quants' offset (Q6_K: 32).
+    /// K-quants: what `Σ mv · bsum` is, mins (0) or the quants' offset
+    /// (Q6_K: 32). 32-element types: the quants' offset.
     off: i32,
 }
 
 impl Panel {
     fn new(wty: GgmlType, nb: usize) -> Panel {
-        let groups = QK_K / group_len(wty);
+        let (chunks, groups) = if is_k(wty) { (nb, QK_K / group_len(wty)) } else { (nb.div_ceil(8), 0) };
         Panel {
-            q: vec![[0; 64]; 64 * nb],
+            q: vec![[0; 64]; 64 * chunks],
             sc: vec![[0; ROWS]; groups * nb],
-            mv: vec![[0; ROWS]; 8 * nb],
+            mv: vec![[0; ROWS]; if is_k(wty) { 8 * nb } else { 0 }],
             d: vec![[0.0; ROWS]; nb],
             dmin: vec![[0.0; ROWS]; nb],
-            off: 0,
+            off: legacy_off(wty),
         }
     }
 
@@ -100,9 +112,31 @@ impl Panel {
             self.d.iter_mut().for_each(|v| v.fill(0.0));
             self.dmin.iter_mut().for_each(|v| v.fill(0.0));
         }
-        // One block of each row, unpacked (missing rows stay zero), then
+        // 256 elements of each row, unpacked (missing rows stay zero), then
         // transposed in 16×16 words into the panel's vectors.
         let mut u = [[0u8; QK_K]; ROWS];
+        if !is_k(wty) {
+            let nb = rb / ts;
+            for c in 0..nb.div_ceil(8) {
+                let blocks = 8 * c..(8 * c + 8).min(nb);
+                if blocks.len() < 8 {
+                    u = [[0u8; QK_K]; ROWS];
+                }
+                for (r, ur) in u.iter_mut().enumerate().take(nrows) {
+                    for (k, b) in blocks.clone().enumerate() {
+                        let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
+                        // SAFETY: (caller) the VNNI level; `bytes` is one block.
+                        let (q, d, m) = unsafe { crate::avx512_q8::unpack_legacy(wty, bytes) };
+                        // SAFETY: 32 bytes into `ur[32k..32k + 32]`.
+                        unsafe { _mm256_storeu_si256(ur.as_mut_ptr().add(32 * k).cast(), q) };
+                        self.d[b][r] = d;
+                        self.dmin[b][r] = m;
+                    }
+                }
+                self.store_transposed(c, &u);
+            }
+            return;
+        }
         for b in 0..rb / ts {
             for (r, ur) in u.iter_mut().enumerate().take(nrows) {
                 let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
@@ -125,16 +159,33 @@ impl Panel {
                 self.dmin[b][r] = kb.dmin;
                 self.off = kb.off;
             }
-            for quarter in 0..4 {
-                // SAFETY: 64 bytes of each row's block.
-                let v: [__m512i; ROWS] =
-                    core::array::from_fn(|r| unsafe { _mm512_loadu_si512(u[r].as_ptr().add(64 * quarter).cast()) });
-                for (k, t) in transpose_16x16(v).into_iter().enumerate() {
-                    // SAFETY: one 64-byte vector of the panel.
-                    unsafe { _mm512_storeu_si512(self.q[64 * b + 16 * quarter + k].as_mut_ptr().cast(), t) };
-                }
+            self.store_transposed(b, &u);
+        }
+    }
+
+    /// The 256 unpacked elements `u` of each row into the vectors of chunk `c`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    fn store_transposed(&mut self, c: usize, u: &[[u8; QK_K]; ROWS]) {
+        for quarter in 0..4 {
+            // SAFETY: 64 bytes of each row's 256.
+            let v: [__m512i; ROWS] =
+                core::array::from_fn(|r| unsafe { _mm512_loadu_si512(u[r].as_ptr().add(64 * quarter).cast()) });
+            for (k, t) in transpose_16x16(v).into_iter().enumerate() {
+                // SAFETY: one 64-byte vector of the panel.
+                unsafe { _mm512_storeu_si512(self.q[64 * c + 16 * quarter + k].as_mut_ptr().cast(), t) };
             }
         }
+    }
+}
+
+/// The offset of a 32-element type's unsigned quants (0 for the K-quants,
+/// whose offset `unpack_k` gives).
+fn legacy_off(wty: GgmlType) -> i32 {
+    match wty {
+        GgmlType::Q4_0 => crate::qdot::Q4_0_OFF,
+        GgmlType::Q5_0 => crate::qdot::Q5_0_OFF,
+        GgmlType::Q8_0 => crate::avx512_q8::Q8_0_OFF,
+        _ => 0,
     }
 }
 
@@ -184,7 +235,7 @@ fn transpose_16x16(v: [__m512i; 16]) -> [__m512i; 16] {
 ///
 /// # Safety
 /// The CPU must support the VNNI level; `wty` must be one `supports` takes
-/// and every `acts[i]` a Q8_K row of the weight rows' length.
+/// and every `acts[i]` a row of `vec_dot_type(wty)` of the weight rows' length.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'_>], out: &mut [&mut [f32]]) {
     debug_assert!(supports(wty) && out.len() == acts.len());
@@ -197,11 +248,18 @@ pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'
         unsafe { panel.fill(wty, &w[r0 * rb..(r0 + nv) * rb], rb) };
         let mut i = 0;
         while i < acts.len() {
-            // SAFETY: (caller) the VNNI level and Q8_K rows of `nb` blocks.
+            // SAFETY: (caller) the VNNI level and rows of `nb` blocks of
+            // the activation type.
             let res: Vec<[f32; ROWS]> = unsafe {
-                match acts.len() - i {
-                    J_MAIN.. => panel_dots::<J_MAIN>(wty, &panel, acts[i..i + J_MAIN].try_into().unwrap(), nb).to_vec(),
-                    _ => panel_dots::<1>(wty, &panel, acts[i..i + 1].try_into().unwrap(), nb).to_vec(),
+                match (acts.len() - i, is_k(wty)) {
+                    (J_MAIN.., true) => {
+                        panel_dots::<J_MAIN>(wty, &panel, acts[i..i + J_MAIN].try_into().unwrap(), nb).to_vec()
+                    }
+                    (_, true) => panel_dots::<1>(wty, &panel, acts[i..i + 1].try_into().unwrap(), nb).to_vec(),
+                    (J_MAIN.., false) => {
+                        legacy_dots::<J_MAIN>(wty, &panel, acts[i..i + J_MAIN].try_into().unwrap(), nb).to_vec()
+                    }
+                    (_, false) => legacy_dots::<1>(wty, &panel, acts[i..i + 1].try_into().unwrap(), nb).to_vec(),
                 }
             };
             for (k, v) in res.iter().enumerate() {
@@ -276,11 +334,65 @@ unsafe fn panel_dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; 
         }
     }
     core::array::from_fn(|j| {
-        let l = |k: usize| lanes[k][j];
-        let s = _mm512_add_ps(
-            _mm512_add_ps(_mm512_add_ps(l(0), l(4)), _mm512_add_ps(l(2), l(6))),
-            _mm512_add_ps(_mm512_add_ps(l(1), l(5)), _mm512_add_ps(l(3), l(7))),
-        );
+        let mut o = [0f32; ROWS];
+        // SAFETY: 16 floats.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), reduce_lanes(&lanes, j)) };
+        o
+    })
+}
+
+/// Lanes `lanes[0..8][j]` added as `qdot::reduce8` adds eight lanes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn reduce_lanes<const J: usize>(lanes: &[[__m512; J]; 8], j: usize) -> __m512 {
+    let l = |k: usize| lanes[k][j];
+    _mm512_add_ps(
+        _mm512_add_ps(_mm512_add_ps(l(0), l(4)), _mm512_add_ps(l(2), l(6))),
+        _mm512_add_ps(_mm512_add_ps(l(1), l(5)), _mm512_add_ps(l(3), l(7))),
+    )
+}
+
+/// `panel_dots` for the 32-element types: per block, eight multiply-adds of
+/// four bytes each, `off · Σy` subtracted, `(d · da) · isum` into lane
+/// `b % 8`; Q4_1 / Q5_1 add `m · s` into lanes of their own, summed after.
+///
+/// # Safety
+/// As [`matmul`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn legacy_dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
+    let with_min = matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_1);
+    let zero = _mm512_setzero_ps();
+    let mut lanes = [[zero; J]; 8];
+    let mut lanes_m = [[zero; J]; 8];
+    for b in 0..nb {
+        let ys: [&[i8; QK32]; J] = core::array::from_fn(|j| a[j].qs[QK32 * b..QK32 * (b + 1)].try_into().unwrap());
+        let mut dot = [_mm512_setzero_si512(); J];
+        for t in 0..8 {
+            // SAFETY: 64 bytes of the panel.
+            let wv = unsafe { _mm512_loadu_si512(p.q[64 * (b / 8) + 8 * (b % 8) + t].as_ptr().cast()) };
+            for j in 0..J {
+                // SAFETY: bytes 4t..4t + 4 of the block.
+                let y = unsafe { core::ptr::read_unaligned(ys[j].as_ptr().add(4 * t).cast::<i32>()) };
+                dot[j] = _mm512_dpbusd_epi32(dot[j], wv, _mm512_set1_epi32(y));
+            }
+        }
+        // SAFETY: 16 floats each.
+        let (dv, mv) = unsafe { (_mm512_loadu_ps(p.d[b].as_ptr()), _mm512_loadu_ps(p.dmin[b].as_ptr())) };
+        for j in 0..J {
+            let isum =
+                if p.off != 0 { _mm512_sub_epi32(dot[j], _mm512_set1_epi32(p.off * a[j].sums[b])) } else { dot[j] };
+            let t = _mm512_mul_ps(_mm512_mul_ps(dv, _mm512_set1_ps(a[j].d[b])), _mm512_cvtepi32_ps(isum));
+            lanes[b % 8][j] = _mm512_add_ps(lanes[b % 8][j], t);
+            if with_min {
+                lanes_m[b % 8][j] = _mm512_add_ps(lanes_m[b % 8][j], _mm512_mul_ps(mv, _mm512_set1_ps(a[j].s[b])));
+            }
+        }
+    }
+    core::array::from_fn(|j| {
+        let mut s = reduce_lanes(&lanes, j);
+        if with_min {
+            s = _mm512_add_ps(s, reduce_lanes(&lanes_m, j));
+        }
         let mut o = [0f32; ROWS];
         // SAFETY: 16 floats.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), s) };
