@@ -2,7 +2,7 @@
 //! matrix, per weight type: the weight bytes read per second, best of five
 //! timings, to compare with the bandwidth `whale bench` measures.
 //!
-//!     cargo run --release -p whale-kernels --example decode_bw [threads] [MB]
+//!     cargo run --release -p whale-kernels --example decode_bw [threads] [MB] [cols]
 //!
 //! With a small `MB` (2) the matrix stays in L2 and the figure is the
 //! kernel's compute rate instead.
@@ -16,9 +16,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let mb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
-    let cols = 2048;
+    let cols: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2048);
     for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0, GgmlType::Q8_0] {
-        let rb = ty.row_bytes(cols).expect("2048 columns fit every block size");
+        let rb = ty.row_bytes(cols).expect("cols must be a multiple of 256");
         let rows = (mb * 1_000_000 / rb).max(1);
         let w = common::random_weights(ty, rows, cols);
         let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
