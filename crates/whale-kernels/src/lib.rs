@@ -21,7 +21,10 @@
 //!   the build target) and, on x86-64, at an AVX2+FMA(+F16C) level and an
 //!   AVX-512 VNNI level, chosen at run time with `is_x86_feature_detected!`.
 //!   `WHALE_SIMD=scalar|avx2|avx512|amx|neon` forces a level (AMX-INT8 tiles,
-//!   where the CPU and OS have them, do the integer part of prefill products). New levels slot in
+//!   where the CPU and OS have them, do the integer part of prefill products;
+//!   without them, at the VNNI level, prefill products of 12 or more rows
+//!   unpack 16 weight rows at a time into a panel that each activation row
+//!   meets with broadcast multiply-adds, `panel.rs`). New levels slot in
 //!   beside `avx2.rs` / `avx2_q8.rs`.
 //! * **Quantized activations, like llama.cpp** ([`q8`], [`qdot`]): llama.cpp
 //!   never dots quantized weights with f32 activations; it first rounds each

@@ -413,11 +413,12 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
         // SAFETY: `tiled > 0` only at a verified AMX level (see `PreparedActs::new`).
         unsafe { crate::amx::matmul_tiles(wty, w, rb, cols, &acts.tiles, &mut out[..acts.tiled]) };
     }
-    // Or the VNNI panels (K-quants, many rows): all of them, and done.
+    // Or the VNNI panels (many rows of a type `panel::supports`): all the
+    // other rows, and done.
     #[cfg(target_arch = "x86_64")]
     if acts.panel {
         // SAFETY: `panel` only at a verified VNNI level, for the types
-        // `panel::supports`, with rows of `vec_dot_type(wty)` (Q8_K).
+        // `panel::supports`, with rows of `vec_dot_type(wty)`.
         unsafe { crate::panel::matmul(wty, w, rb, &acts.rows[acts.tiled..], &mut out[acts.tiled..]) };
         return;
     }
