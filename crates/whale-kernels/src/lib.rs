@@ -22,7 +22,8 @@
 //!   AVX-512 VNNI level, chosen at run time with `is_x86_feature_detected!`.
 //!   `WHALE_SIMD=scalar|avx2|avx512|amx|neon` forces a level (AMX-INT8 tiles,
 //!   where the CPU and OS have them, do the integer part of prefill products;
-//!   without them, at the VNNI level, prefill products of 12 or more rows
+//!   without them, at the VNNI level, prefill products of 12 (K-quants) or
+//!   20 (32-element types) or more rows
 //!   unpack 16 weight rows at a time into a panel that each activation row
 //!   meets with broadcast multiply-adds, `panel.rs`). New levels slot in
 //!   beside `avx2.rs` / `avx2_q8.rs`.

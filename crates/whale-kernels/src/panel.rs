@@ -41,10 +41,18 @@ pub(crate) const ROWS: usize = 16;
 const J_MAIN: usize = 4;
 
 /// Activation rows below which the row kernels stay faster (the panel's
-/// unpacking is shared by fewer rows than it costs): measured on Zen 4 at
-/// V2-Lite's expert and shared-expert shapes, the two were even at 12 rows
-/// (`examples/prefill_shapes.rs`).
-pub(crate) const MIN_ACT_ROWS: usize = 12;
+/// unpacking is shared by fewer rows than it costs), measured on Zen 4 at
+/// V2-Lite's shapes with `examples/prefill_shapes.rs`: the K-quants were
+/// even at 12 rows; the 32-element types, whose float step comes every 32
+/// elements, were still slower at 16 (Q5_0 expert down: 56 against 62
+/// GMAC/s) and faster at 24 (66-71 against 54).
+pub(crate) fn min_act_rows(wty: GgmlType) -> usize {
+    if is_k(wty) {
+        12
+    } else {
+        20
+    }
+}
 
 /// The weight types the panel kernel takes.
 pub(crate) fn supports(wty: GgmlType) -> bool {

@@ -478,7 +478,7 @@ impl<'a> PreparedActs<'a> {
         #[cfg(target_arch = "x86_64")]
         let panel = matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
             && crate::panel::supports(wty)
-            && rest >= crate::panel::MIN_ACT_ROWS;
+            && rest >= crate::panel::min_act_rows(wty);
         #[cfg(not(target_arch = "x86_64"))]
         let panel = false;
         let transposed = !panel
