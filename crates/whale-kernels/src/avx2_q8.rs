@@ -574,31 +574,22 @@ macro_rules! int8_kernels {
                 ),
                 G::Q2_K => kquant::<_, N>(cast_slice::<u8, BlockQ2_K>(row), a, |b| unpack_q2_k(b)),
                 G::Q3_K => kquant::<_, N>(cast_slice::<u8, BlockQ3_K>(row), a, |b| unpack_q3_k(b)),
-                G::Q4_K => {
-                    let un = |b: &BlockQ4_K| unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None);
-                    let blocks = cast_slice::<u8, BlockQ4_K>(row);
-                    if T {
-                        kquant_t::<_, N>(blocks, a, at, un, |b| sub_block_scales(&b.scales))
-                    } else {
-                        kquant::<_, N>(blocks, a, un)
-                    }
-                }
-                G::Q5_K => {
-                    let un = |b: &BlockQ5_K| unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh));
-                    let blocks = cast_slice::<u8, BlockQ5_K>(row);
-                    if T {
-                        kquant_t::<_, N>(blocks, a, at, un, |b| sub_block_scales(&b.scales))
-                    } else {
-                        kquant::<_, N>(blocks, a, un)
-                    }
-                }
+                G::Q4_K => kquant_or_t::<BlockQ4_K, N, T>(
+                    row,
+                    a,
+                    at,
+                    |b| unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None),
+                    |b| sub_block_scales(&b.scales),
+                ),
+                G::Q5_K => kquant_or_t::<BlockQ5_K, N, T>(
+                    row,
+                    a,
+                    at,
+                    |b| unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh)),
+                    |b| sub_block_scales(&b.scales),
+                ),
                 G::Q6_K => {
-                    let blocks = cast_slice::<u8, BlockQ6_K>(row);
-                    if T {
-                        kquant_t::<_, N>(blocks, a, at, |b| unpack_q6_k(b), |b| half_block_scales(&b.scales))
-                    } else {
-                        kquant::<_, N>(blocks, a, |b| unpack_q6_k(b))
-                    }
+                    kquant_or_t::<BlockQ6_K, N, T>(row, a, at, |b| unpack_q6_k(b), |b| half_block_scales(&b.scales))
                 }
                 G::F16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<false>(row, a[j].halves)),
                 G::BF16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<true>(row, a[j].halves)),
@@ -857,26 +848,19 @@ macro_rules! int8_kernels {
         pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8]) -> (KBlock, [i32; 16]) {
             let mut sc = [0i32; 16];
             match wty {
-                GgmlType::Q4_K | GgmlType::Q5_K => {
-                    let (kb, scales) = if wty == GgmlType::Q4_K {
-                        let b: &BlockQ4_K = bytemuck::from_bytes(bytes);
-                        (unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None), b.scales)
-                    } else {
-                        let b: &BlockQ5_K = bytemuck::from_bytes(bytes);
-                        (unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh)), b.scales)
-                    };
-                    let (sc8, _) = k4_scales_mins(&scales);
-                    for (o, &v) in sc.iter_mut().zip(&sc8) {
-                        *o = v as i32;
-                    }
-                    (kb, sc)
+                GgmlType::Q4_K => {
+                    let b: &BlockQ4_K = bytemuck::from_bytes(bytes);
+                    sc[..8].copy_from_slice(&k4_scales_mins(&b.scales).0.map(i32::from));
+                    (unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None), sc)
+                }
+                GgmlType::Q5_K => {
+                    let b: &BlockQ5_K = bytemuck::from_bytes(bytes);
+                    sc[..8].copy_from_slice(&k4_scales_mins(&b.scales).0.map(i32::from));
+                    (unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh)), sc)
                 }
                 GgmlType::Q6_K => {
                     let b: &BlockQ6_K = bytemuck::from_bytes(bytes);
-                    for (o, &v) in sc.iter_mut().zip(&b.scales) {
-                        *o = v as i32;
-                    }
-                    (unpack_q6_k(b), sc)
+                    (unpack_q6_k(b), b.scales.map(i32::from))
                 }
                 t => unreachable!("unpack_k: {t} is not Q4_K, Q5_K or Q6_K"),
             }
@@ -918,6 +902,25 @@ macro_rules! int8_kernels {
                     (_mm256_add_epi8(q, _mm256_set1_epi8(Q8_0_OFF as u8 as i8)), h2f(b.d), 0.0)
                 }
                 t => unreachable!("unpack_legacy: {t} is not a 32-element type with 8-bit activations"),
+            }
+        }
+
+        /// A Q4_K / Q5_K / Q6_K row: `kquant_t` against transposed
+        /// activations (`T`), else `kquant`.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn kquant_or_t<B: bytemuck::Pod, const N: usize, const T: bool>(
+            row: &[u8],
+            a: &[ActRow<'_>; N],
+            at: &[&[i8]; N],
+            unpack: impl Fn(&B) -> KBlock,
+            scales: impl Fn(&B) -> (__m256i, __m256i),
+        ) -> [f32; N] {
+            let blocks = bytemuck::cast_slice::<u8, B>(row);
+            if T {
+                kquant_t::<B, N>(blocks, a, at, unpack, scales)
+            } else {
+                kquant::<B, N>(blocks, a, unpack)
             }
         }
 

@@ -90,6 +90,8 @@ struct Panel {
     /// K-quants: what `Σ mv · bsum` is, mins (0) or the quants' offset
     /// (Q6_K: 32). 32-element types: the quants' offset.
     off: i32,
+    /// K-quants: elements per scale group.
+    group_len: usize,
 }
 
 impl Panel {
@@ -102,6 +104,7 @@ impl Panel {
             d: vec![[0.0; ROWS]; nb],
             dmin: vec![[0.0; ROWS]; nb],
             off: legacy_off(wty),
+            group_len: group_len(wty),
         }
     }
 
@@ -111,40 +114,64 @@ impl Panel {
     /// The CPU must support the VNNI level (`avx512_q8`).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize) {
-        let ts = wty.type_size();
-        let groups = QK_K / group_len(wty);
-        let nrows = rows.len() / rb;
-        if nrows < ROWS {
+        if rows.len() / rb < ROWS {
             self.sc.iter_mut().for_each(|v| v.fill(0));
             self.mv.iter_mut().for_each(|v| v.fill(0));
             self.d.iter_mut().for_each(|v| v.fill(0.0));
             self.dmin.iter_mut().for_each(|v| v.fill(0.0));
         }
-        // 256 elements of each row, unpacked (missing rows stay zero), then
-        // transposed in 16×16 words into the panel's vectors.
-        let mut u = [[0u8; QK_K]; ROWS];
-        if !is_k(wty) {
-            let nb = rb / ts;
-            for c in 0..nb.div_ceil(8) {
-                let blocks = 8 * c..(8 * c + 8).min(nb);
-                if blocks.len() < 8 {
-                    u = [[0u8; QK_K]; ROWS];
-                }
-                for (r, ur) in u.iter_mut().enumerate().take(nrows) {
-                    for (k, b) in blocks.clone().enumerate() {
-                        let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
-                        // SAFETY: (caller) the VNNI level; `bytes` is one block.
-                        let (q, d, m) = unsafe { crate::avx512_q8::unpack_legacy(wty, bytes) };
-                        // SAFETY: 32 bytes into `ur[32k..32k + 32]`.
-                        unsafe { _mm256_storeu_si256(ur.as_mut_ptr().add(32 * k).cast(), q) };
-                        self.d[b][r] = d;
-                        self.dmin[b][r] = m;
-                    }
-                }
-                self.store_transposed(c, &u);
+        // SAFETY: (caller) the VNNI level.
+        unsafe {
+            if is_k(wty) {
+                self.fill_k(wty, rows, rb)
+            } else {
+                self.fill_legacy(wty, rows, rb)
             }
-            return;
         }
+    }
+
+    /// `fill` for the 32-element types: eight blocks of each row at a time
+    /// (missing rows, and blocks past the row's end, stay zero), then
+    /// transposed in 16×16 words into the panel's vectors.
+    ///
+    /// # Safety
+    /// As `fill`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn fill_legacy(&mut self, wty: GgmlType, rows: &[u8], rb: usize) {
+        let (ts, nrows) = (wty.type_size(), rows.len() / rb);
+        let nb = rb / ts;
+        let mut u = [[0u8; QK_K]; ROWS];
+        for c in 0..nb.div_ceil(8) {
+            let blocks = 8 * c..(8 * c + 8).min(nb);
+            if blocks.len() < 8 {
+                u = [[0u8; QK_K]; ROWS];
+            }
+            for (r, ur) in u.iter_mut().enumerate().take(nrows) {
+                for (k, b) in blocks.clone().enumerate() {
+                    let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
+                    // SAFETY: (caller) the VNNI level; `bytes` is one block.
+                    let (q, d, m) = unsafe { crate::avx512_q8::unpack_legacy(wty, bytes) };
+                    // SAFETY: 32 bytes into `ur[32k..32k + 32]`.
+                    unsafe { _mm256_storeu_si256(ur.as_mut_ptr().add(32 * k).cast(), q) };
+                    self.d[b][r] = d;
+                    self.dmin[b][r] = m;
+                }
+            }
+            self.store_transposed(c, &u);
+        }
+    }
+
+    /// `fill` for the K-quants: one block of each row at a time (missing
+    /// rows stay zero), transposed as in `fill_legacy`, with its scales,
+    /// multipliers, `d` and `dmin`.
+    ///
+    /// # Safety
+    /// As `fill`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn fill_k(&mut self, wty: GgmlType, rows: &[u8], rb: usize) {
+        let (ts, nrows) = (wty.type_size(), rows.len() / rb);
+        let groups = QK_K / self.group_len;
+        let mut u = [[0u8; QK_K]; ROWS];
         for b in 0..rb / ts {
             for (r, ur) in u.iter_mut().enumerate().take(nrows) {
                 let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
@@ -256,26 +283,46 @@ pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'
         unsafe { panel.fill(wty, &w[r0 * rb..(r0 + nv) * rb], rb) };
         let mut i = 0;
         while i < acts.len() {
+            let out = &mut out[i..];
             // SAFETY: (caller) the VNNI level and rows of `nb` blocks of
             // the activation type.
-            let res: Vec<[f32; ROWS]> = unsafe {
-                match (acts.len() - i, is_k(wty)) {
-                    (J_MAIN.., true) => {
-                        panel_dots::<J_MAIN>(wty, &panel, acts[i..i + J_MAIN].try_into().unwrap(), nb).to_vec()
-                    }
-                    (_, true) => panel_dots::<1>(wty, &panel, acts[i..i + 1].try_into().unwrap(), nb).to_vec(),
-                    (J_MAIN.., false) => {
-                        legacy_dots::<J_MAIN>(wty, &panel, acts[i..i + J_MAIN].try_into().unwrap(), nb).to_vec()
-                    }
-                    (_, false) => legacy_dots::<1>(wty, &panel, acts[i..i + 1].try_into().unwrap(), nb).to_vec(),
+            i += unsafe {
+                if acts.len() - i >= J_MAIN {
+                    dots::<J_MAIN>(wty, &panel, acts[i..i + J_MAIN].try_into().unwrap(), nb, out, r0..r0 + nv)
+                } else {
+                    dots::<1>(wty, &panel, acts[i..i + 1].try_into().unwrap(), nb, out, r0..r0 + nv)
                 }
             };
-            for (k, v) in res.iter().enumerate() {
-                out[i + k][r0..r0 + nv].copy_from_slice(&v[..nv]);
-            }
-            i += res.len();
         }
     }
+}
+
+/// The outputs `cols` of `J` activation rows against one panel, into
+/// `out[0..J]`; returns `J`.
+///
+/// # Safety
+/// As [`matmul`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dots<const J: usize>(
+    wty: GgmlType,
+    p: &Panel,
+    a: &[ActRow<'_>; J],
+    nb: usize,
+    out: &mut [&mut [f32]],
+    cols: std::ops::Range<usize>,
+) -> usize {
+    // SAFETY: (caller) as `matmul`.
+    let res = unsafe {
+        if is_k(wty) {
+            panel_dots::<J>(p, a, nb)
+        } else {
+            legacy_dots::<J>(wty, p, a, nb)
+        }
+    };
+    for (o, v) in out.iter_mut().zip(&res) {
+        o[cols.clone()].copy_from_slice(&v[..cols.len()]);
+    }
+    J
 }
 
 /// The 16 outputs of each of `J` activation rows against one panel.
@@ -283,8 +330,8 @@ pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'
 /// # Safety
 /// As [`matmul`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn panel_dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
-    let gl = group_len(wty);
+unsafe fn panel_dots<const J: usize>(p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
+    let gl = p.group_len;
     let groups = QK_K / gl;
     let steps = gl / 4;
     let zero = _mm512_setzero_ps();

@@ -66,8 +66,13 @@ pub struct OutputRows {
 }
 
 impl OutputRows {
-    pub fn last_of(spans: &[std::ops::Range<usize>]) -> OutputRows {
-        OutputRows { rows: spans.iter().map(|s| s.end - 1).collect(), spans: batch_spans(spans.iter().map(|_| 1)) }
+    /// The last row of each span; `None` when every span is one row (a
+    /// decode step), where there is nothing to drop.
+    pub fn last_of(spans: &[std::ops::Range<usize>]) -> Option<OutputRows> {
+        spans.iter().any(|s| s.len() > 1).then(|| OutputRows {
+            rows: spans.iter().map(|s| s.end - 1).collect(),
+            spans: batch_spans(spans.iter().map(|_| 1)),
+        })
     }
 
     /// Rows `self.rows` of `x` (`[_, width]`), stacked.

@@ -686,16 +686,16 @@ impl Deepseek {
         let BatchRows { spans, pos0, tokens } = BatchRows::new(seqs)?;
         let pos = positions(&spans, &pos0);
         let mut x = embed_tokens(&self.embed, &tokens)?; // [n, hidden]
+        let kept = if last_only { OutputRows::last_of(&spans) } else { None };
         let n_blocks = self.blocks.len();
         for (l, b) in self.blocks.iter().enumerate() {
-            let keep = (last_only && l + 1 == n_blocks).then(|| OutputRows::last_of(&spans));
-            self.block_forward(l, b, &mut x, seqs, &spans, &pos, keep.as_ref(), trace.as_deref_mut());
+            let keep = kept.as_ref().filter(|_| l + 1 == n_blocks);
+            self.block_forward(l, b, &mut x, seqs, &spans, &pos, keep, trace.as_deref_mut());
         }
         for (s, span) in seqs.iter_mut().zip(&spans) {
             s.cache.len += span.len();
         }
-        let spans = if last_only { OutputRows::last_of(&spans).spans } else { spans };
-        Ok((x, spans))
+        Ok((x, kept.map_or(spans, |k| k.spans)))
     }
 
     /// One decoder block on the stacked rows `x` (`[n, hidden]`, updated in

@@ -334,9 +334,9 @@ impl Llama {
         // Only the last row of each sequence reaches the head: the last
         // block finishes those rows alone (see `OutputRows`).
         let last_only = matches!(head, Head::Logits(Logits::Last) | Head::Normed(Logits::Last));
-        let kept = OutputRows::last_of(&spans);
+        let kept = if last_only { OutputRows::last_of(&spans) } else { None };
         for (l, b) in self.blocks.iter().enumerate() {
-            let keep = (last_only && l + 1 == self.blocks.len()).then_some(&kept);
+            let keep = kept.as_ref().filter(|_| l + 1 == self.blocks.len());
             // Attention.
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
                 ops::rms_norm(src, &b.attn_norm, p.rms_norm_eps, dst);
@@ -379,7 +379,7 @@ impl Llama {
         for (s, span) in seqs.iter_mut().zip(&spans) {
             s.cache.len += span.len();
         }
-        let spans = if last_only { kept.spans } else { spans };
+        let spans = kept.map_or(spans, |k| k.spans);
         Ok(match head {
             Head::Logits(logits) => batch_logits(&x, &spans, logits, &self.norm, p.rms_norm_eps, &self.output, th),
             Head::Normed(rows) => spans
