@@ -155,10 +155,12 @@ fn dsv3_gguf_made_by_llama_cpp_matches_transformers() {
 /// - `--fp8 f32` (dequantized at load): the same f32 weights through the
 ///   same kernels, so within 1e-5 (in practice identical);
 /// - `--fp8 keep` (the default; bytes read in place by the FP8 kernels):
-///   the same exact products summed in another order (16 lanes per
-///   128-block, then the block scale) than the f32 kernels, so each dot
-///   differs by a few f32 roundings of its Σ|w·x| (~1e-6 relative), which
-///   three layers carry into logits of magnitude ~1 well below 1e-4;
+///   each activation entering an FP8 matrix is rounded to bf16 (a relative
+///   step of 2^-7, 16 times finer than e4m3's 2^-3 for the weights; DeepSeek's
+///   own inference rounds them to e4m3), then the products are exact. An
+///   error of the same kind as FP8's and 16 times smaller, so it has to
+///   stay below 1/8 of the quantization error the fixture shows (a margin
+///   of 2; observed: 0.01 to 0.06 of it);
 /// - `--fp8 q8_0` adds Q8_0's rounding of the weights (a step of amax/127
 ///   per 32, about a third of e4m3's 3-bit relative step for Gaussian
 ///   weights) and of the activations, so it has to stay below the FP8
@@ -181,7 +183,9 @@ fn fp8_block_scaled_checkpoint_matches_python_dequantization() {
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("expected/dsv3_a_qlora_yarn.json")).unwrap()).unwrap();
     let mut bytes = Vec::new();
-    for (mode, tol) in [(Fp8Mode::F32, Some(1e-5)), (Fp8Mode::Keep, Some(1e-4)), (Fp8Mode::Q8_0, None)] {
+    // Allowed: an absolute bound, or a fraction of the quantization error.
+    for (mode, tol, frac) in [(Fp8Mode::F32, Some(1e-5), 0.0), (Fp8Mode::Keep, None, 0.125), (Fp8Mode::Q8_0, None, 1.0)]
+    {
         let fp8 = load("fp8", mode);
         bytes.push(fp8.active_weight_bytes());
         for prompt in expected["prompts"].as_array().unwrap() {
@@ -202,9 +206,11 @@ fn fp8_block_scaled_checkpoint_matches_python_dequantization() {
                     assert!(same <= tol, "--fp8 {}: differs from the Python dequantization by {same:e}", mode.name());
                     assert!(quant_err > 10.0 * tol, "the FP8 fixture should show a quantization error ({quant_err:e})");
                 }
-                None => {
-                    assert!(same < quant_err, "--fp8 {}: {same:e} against FP8's own error {quant_err:e}", mode.name())
-                }
+                None => assert!(
+                    same < frac * quant_err,
+                    "--fp8 {}: {same:e} against {frac} of FP8's own error {quant_err:e}",
+                    mode.name()
+                ),
             }
         }
     }

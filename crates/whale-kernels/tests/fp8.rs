@@ -3,13 +3,17 @@
 //! summed in f64, and every element of `matmul` the bits of `dot` whatever
 //! the number of activation rows and threads.
 //!
-//! Tolerance against the f64 sum: `1e-5 · Σ|w_i x_i|`. The products are
-//! exact in f32 (a 4-bit significand times a 24-bit one) and each of the 16
-//! lanes adds at most 8 of them per block before one scaled add per block,
-//! so the longest chain of dependent roundings for n columns is
-//! `8 + n/128 + 4` steps: 72 for the 7168 columns tested, i.e. below
-//! `72 · 2^-24 ≈ 4.3e-6` of `Σ|w_i x_i|`. A wrong decode or a scale applied
-//! to the wrong block moves the result by a sizable fraction of that sum.
+//! Tolerance against the f64 sum of the exact dequantization:
+//! `2^-8 · Σ|w_i x_i| + 1e-5 · Σ|w_i x_i|`. Each activation is rounded to
+//! bf16 (nearest: relative error at most 2^-8, half a unit in its 8th significant bit), which bounds the first
+//! term; after that the products are exact in f32 (a 4-bit significand
+//! times an 8-bit one) and each of the 16 lanes adds at most 8 of them per
+//! block before one scaled add per block, so the longest chain of dependent
+//! roundings for n columns is `8 + n/128 + 4` steps: 72 for the 7168
+//! columns tested, below `72 · 2^-24 ≈ 4.3e-6` of `Σ|w_i x_i|`. Against the
+//! same sum with the activations rounded first, only the second term is
+//! allowed. A wrong decode or a scale applied to the wrong block moves the
+//! result by a sizable fraction of `Σ|w_i x_i|`.
 
 mod common;
 
@@ -26,10 +30,13 @@ fn scales(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.uniform(1e-4, 3e-3)).collect()
 }
 
-fn reference(w: &[u8], s: &[f32], x: &[f32]) -> (f64, f64) {
+/// The exact sum in f64, with the activations as given or rounded to bf16
+/// as the kernels take them.
+fn reference(w: &[u8], s: &[f32], x: &[f32], rounded: bool) -> (f64, f64) {
     let (mut dot, mut abs) = (0f64, 0f64);
     for (c, (&b, &xi)) in w.iter().zip(x).enumerate() {
-        let t = (fp8::e4m3_to_f32_ref(b) * s[c / BLOCK]) as f64 * xi as f64;
+        let xi = if rounded { fp8::round_activation(xi) as f64 * 2f64.powi(-48) } else { xi as f64 };
+        let t = (fp8::e4m3_to_f32_ref(b) * s[c / BLOCK]) as f64 * xi;
         dot += t;
         abs += t.abs();
     }
@@ -51,6 +58,9 @@ fn every_level_is_bit_identical_to_the_scalar_twin() {
             for level in SimdLevel::available() {
                 let got = fp8::dot_with(level, &w, &s, &x);
                 assert_eq!(got.to_bits(), want.to_bits(), "{level}, {cols} columns: {got:e} vs scalar {want:e}");
+                // The FMA kernel too where the CPU has the vdpbf16ps one.
+                let got = fp8::dot_fma_with(level, &w, &s, &x);
+                assert_eq!(got.to_bits(), want.to_bits(), "{level} FMA kernel, {cols} columns");
                 fp8::decode_with(level, &w, &mut dec);
                 for (c, (&d, &b)) in dec.iter().zip(&w).enumerate() {
                     assert_eq!(d.to_bits(), fp8::decode_unit(b).to_bits(), "{level}: decode of column {c}");
@@ -70,9 +80,12 @@ fn dot_matches_the_exact_dequantization_summed_in_f64() {
             let w = codes(&mut rng, cols);
             let s = scales(&mut rng, cols.div_ceil(BLOCK));
             let x = rng.vec_f32(cols);
-            let (want, abs) = reference(&w, &s, &x);
             let got = fp8::dot(&w, &s, &x) as f64;
+            let (want, abs) = reference(&w, &s, &x, true);
             assert!((got - want).abs() <= 1e-5 * abs + 1e-30, "{cols} columns: {got:e} vs {want:e} (Σ|wx| {abs:e})");
+            let (want, abs) = reference(&w, &s, &x, false);
+            let tol = (2f64.powi(-8) + 1e-5) * abs + 1e-30;
+            assert!((got - want).abs() <= tol, "{cols} columns, unrounded x: {got:e} vs {want:e} (Σ|wx| {abs:e})");
         }
     }
     // A scale applied to the wrong block is caught: scales 1 and 1000.

@@ -19,30 +19,49 @@
 //! codes included (exponent biases 7 and 15). x86 widens those halves to
 //! f32 with `vcvtph2ps` (exact, and no microcode assist on subnormals, which
 //! an f32 bit placement would meet); NEON places the bits in an f32 and
-//! multiplies by 2^112 (exact). [`decode_unit`] is the scalar form. The 2^8
-//! goes back with the block scale (`scale · 256`, exact), so a dot is the
-//! same bits as with the values themselves unless a product underflows.
-//! It equals the format's definition for every non-NaN code (tested for all
+//! multiplies by 2^112 (exact). [`decode_unit`] is the scalar form. It
+//! equals the format's definition for every non-NaN code (tested for all
 //! 254 of them); the NaN codes read as ±480.
 //!
-//! # Why f32 products, in a fixed order
+//! # Activations rounded to bf16, products exact
 //!
-//! The kernels multiply the decoded weights with f32 activations by fused
-//! multiply-adds: the products are exact (4 significant bits times 24), so
-//! no activation is rounded (8-bit or bf16 activations would each lose
-//! precision against the f32 path that dequantizes at load), and decode
-//! reads 1 byte a weight, which bounds it, not the arithmetic.
+//! Each activation entering an FP8 matrix is scaled by 2^48 and rounded to
+//! bf16, to nearest with ties to even ([`round_activation`]: a relative
+//! error of at most 2^-8). From there on nothing is approximate: a weight
+//! (4 significant bits) times a bf16 activation (8) is exact in f32, and
+//! the sums round as f32 FMAs do. The 2^48 keeps every product and partial
+//! sum a multiple of 2^-125, so none is subnormal, and the scale goes
+//! back with the block scale (`scale · 2^-40` with the weights' 2^-8,
+//! exact).
+//!
+//! Why round them: CPUs with AVX-512 BF16 (Zen 4 and later, Sapphire
+//! Rapids and later) then add 32 products an instruction (`vdpbf16ps`),
+//! with the weights made bf16 by two byte lookups (exact), where the f32
+//! FMA path widens and adds 16. One-row decode was compute-bound on e4m3's
+//! widening at 2 threads on Zen 4 (17.5 GB/s a core from L2), and is now
+//! near the memory's speed (28 GB/s a core). The cost is bounded and small
+//! beside FP8's own: e4m3 rounds the weights to a relative step of 2^-3,
+//! bf16 the activations to 2^-7; DeepSeek's inference code rounds them to
+//! e4m3 as well, and the GGUF kernels here round them to 8-bit integers.
+//! `--fp8 f32` keeps the unrounded path (dequantized at load).
+//!
+//! # A fixed order
 //!
 //! Every level sums in the same order, so each is bit-identical to the
 //! scalar twin ([`dot_with`] at [`SimdLevel::Scalar`]): 16 lanes, element
 //! `i` of a 128-block into lane `i % 16` by one FMA each in element order
-//! (lanes start at zero per block; weights in the unit above); then
-//! `tot[j] = fma(scale · 256, acc[j], tot[j])` per block; then the lanes reduced pairwise (`j + 8`, `j + 4`,
-//! `j + 2`, `j + 1`). AVX-512 holds the 16 lanes in one register, AVX2 in
-//! two, NEON in four. Products with several activation rows decode each
-//! weight row once and run the same sums over the decoded row, so every
-//! element of [`matmul`] is the same bits whatever the number of rows,
-//! the grouping of a batch, or the thread count.
+//! (lanes start at zero per block; weights and activations in the units
+//! above); then `tot[j] = fma(scale · 2^-40, acc[j], tot[j])` per block;
+//! then the lanes reduced pairwise (`j + 8`, `j + 4`, `j + 2`, `j + 1`).
+//! AVX-512 holds the 16 lanes in one register, AVX2 in two, NEON in four.
+//! `vdpbf16ps` adds two products a lane, the odd word's first: its words
+//! are paired so that lane `j` adds element `j`, then `j + 16`, which is
+//! the same order (and the same roundings: each add is one f32 rounding of
+//! an exact product, and nothing is subnormal, where the instruction would
+//! flush). Products with several activation rows decode each weight row
+//! once and run the same sums over the decoded row, so every element of
+//! [`matmul`] is the same bits whatever the number of rows, the grouping of
+//! a batch, or the thread count.
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -64,8 +83,81 @@ pub(crate) const KEEP32: u32 = 0x87f0_0000;
 /// 2^112: an f32 bit placement times this is the value in the kernels' unit.
 #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(crate) const TWO_POW_112: f32 = f32::from_bits((127 + 112) << 23);
-/// 2^8: the kernels' unit back to values (folded into the block scales).
-pub(crate) const UNIT_INV: f32 = 256.0;
+/// 2^48: activations are scaled by this before their rounding to bf16
+/// (exact), so no product or sum of the kernels is ever subnormal.
+pub(crate) const X_SCALE: f32 = f32::from_bits((127 + 48) << 23);
+/// 2^-40: the products' unit (weights times 2^-8, activations times 2^48)
+/// back to values, folded into the block scales (exact).
+pub(crate) const S_SCALE: f32 = f32::from_bits((127 - 40) << 23);
+/// 2^8: the weights' unit back to values.
+const UNIT_INV: f32 = 256.0;
+
+/// The bf16 bits of e4m3 magnitude `m` (0..128) in the kernels' unit:
+/// normal codes `(1 + mant/8) · 2^(exp - 15)`, subnormal ones `mant · 2^-17`,
+/// all normal bf16 with 4 significant bits at most.
+const fn bf16_of_magnitude(m: u8) -> u16 {
+    let (e, man) = ((m >> 3) as u16, (m & 7) as u16);
+    if e > 0 {
+        ((e + 112) << 7) | (man << 4)
+    } else if man == 0 {
+        0
+    } else {
+        let p = 15 - man.leading_zeros() as u16; // floor(log2(man)), 0..=2
+        ((127 - 17 + p) << 7) | ((man << (7 - p)) & 0x7f)
+    }
+}
+
+const fn bf16_bytes(high: bool) -> [u8; 128] {
+    let mut t = [0u8; 128];
+    let mut m = 0;
+    while m < 128 {
+        let b = bf16_of_magnitude(m as u8);
+        t[m] = if high { (b >> 8) as u8 } else { b as u8 };
+        m += 1;
+    }
+    t
+}
+
+/// Low and high bytes of [`bf16_of_magnitude`], the `vpermi2b` tables.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) static BF16_LO: [u8; 128] = bf16_bytes(false);
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) static BF16_HI: [u8; 128] = bf16_bytes(true);
+
+/// One activation as the kernels take it: `x · 2^48` rounded to bf16
+/// (nearest, ties to even, as `vcvtneps2bf16`), widened back to f32. Its
+/// relative error is at most 2^-8 (8 significant bits); it is never subnormal (f32's smallest
+/// value times 2^48 is 2^-101), and finite for `|x| < 2^80`.
+#[inline]
+pub fn round_activation(x: f32) -> f32 {
+    let v = x * X_SCALE;
+    if v.is_nan() {
+        return v;
+    }
+    let b = v.to_bits();
+    f32::from_bits(b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000)
+}
+
+/// The rounded activations of one row.
+fn prepare(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| round_activation(v)).collect()
+}
+
+/// The bf16 words of `xb` (rounded activations) for the `vdpbf16ps`
+/// kernel, 32-element chunk by chunk in its pairing: word `2j` is element
+/// `16 + j`, word `2j + 1` element `j`. Whole 128-blocks only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn pair_words(xb: &[f32]) -> Vec<u16> {
+    let n = xb.len() / BLOCK * BLOCK;
+    let mut out = vec![0u16; n];
+    for (o, c) in out.chunks_exact_mut(32).zip(xb.chunks_exact(32)) {
+        for j in 0..16 {
+            o[2 * j] = (c[16 + j].to_bits() >> 16) as u16;
+            o[2 * j + 1] = (c[j].to_bits() >> 16) as u16;
+        }
+    }
+    out
+}
 
 /// One e4m3 code in the kernels' unit (its value times 2^-8), by bit
 /// placement into a half (see the module docs).
@@ -153,16 +245,29 @@ impl<'a> Fp8Matrix<'a> {
     }
 }
 
-/// `Σ_c e4m3(w[c]) · scales[c / 128] · x[c]` at the process's SIMD level.
+/// `Σ_c e4m3(w[c]) · scales[c / 128] · x[c]` at the process's SIMD level,
+/// with each `x[c]` rounded to bf16 ([`round_activation`]).
 /// `scales.len() == ceil(w.len() / 128)`, `x.len() == w.len()`.
 pub fn dot(w: &[u8], scales: &[f32], x: &[f32]) -> f32 {
-    dot_verified(Verified::active(), Src::Bytes(w), scales, x)
+    dot_with(Verified::active().level(), w, scales, x)
 }
 
 /// [`dot`] at a given level (panics if the CPU lacks it): every level gives
 /// the same bits as [`SimdLevel::Scalar`], the reference twin.
 pub fn dot_with(level: SimdLevel, w: &[u8], scales: &[f32], x: &[f32]) -> f32 {
-    dot_verified(crate::dot::verify(level), Src::Bytes(w), scales, x)
+    let v = crate::dot::verify(level);
+    check_dot(w.len(), scales, x);
+    let xb = prepare(x);
+    let xw = if bf16_dot(v) { pair_words(&xb) } else { Vec::new() };
+    dotn_verified::<1>(v, &xw, [w], [scales], &xb)[0]
+}
+
+/// [`dot_with`] by the level's FMA kernel even where the CPU has the
+/// `vdpbf16ps` one: the same bits (for tests of both).
+#[doc(hidden)]
+pub fn dot_fma_with(level: SimdLevel, w: &[u8], scales: &[f32], x: &[f32]) -> f32 {
+    check_dot(w.len(), scales, x);
+    dot_verified(crate::dot::verify(level), Src::Bytes(w), scales, &prepare(x))
 }
 
 /// Decodes `w` into `out` in the kernels' unit (values times 2^-8, before
@@ -175,7 +280,32 @@ pub fn decode_with(level: SimdLevel, w: &[u8], out: &mut [f32]) {
 /// [`dot`] of a row already decoded by [`decode_with`]: the same bits as
 /// [`dot`] on the bytes.
 pub fn dot_decoded_with(level: SimdLevel, wd: &[f32], scales: &[f32], x: &[f32]) -> f32 {
-    dot_verified(crate::dot::verify(level), Src::Decoded(wd), scales, x)
+    check_dot(wd.len(), scales, x);
+    dot_verified(crate::dot::verify(level), Src::Decoded(wd), scales, &prepare(x))
+}
+
+#[track_caller]
+fn check_dot(n: usize, scales: &[f32], x: &[f32]) {
+    assert!(x.len() == n, "fp8 dot: x has {} elements, the row {n}", x.len());
+    assert!(scales.len() == n.div_ceil(BLOCK), "fp8 dot: {} scales for {n} columns", scales.len());
+}
+
+/// Whether `v`'s dot products run on `vdpbf16ps` (AVX-512 BF16 and VBMI,
+/// at an AVX-512 level).
+fn bf16_dot(v: Verified) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
+            && *HAS.get_or_init(|| {
+                std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512vbmi")
+            })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = v;
+        false
+    }
 }
 
 /// The weights of one dot: bytes, or a row decoded by [`decode_verified`].
@@ -185,30 +315,20 @@ pub(crate) enum Src<'a> {
     Decoded(&'a [f32]),
 }
 
-impl Src<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Src::Bytes(w) => w.len(),
-            Src::Decoded(w) => w.len(),
-        }
-    }
-}
-
-fn dot_verified(v: Verified, w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
-    let n = w.len();
-    assert!(x.len() == n, "fp8 dot: x has {} elements, the row {n}", x.len());
-    assert!(scales.len() == n.div_ceil(BLOCK), "fp8 dot: {} scales for {n} columns", scales.len());
+/// One dot on prepared activations `xb` by the level's FMA kernel.
+fn dot_verified(v: Verified, w: Src<'_>, scales: &[f32], xb: &[f32]) -> f32 {
     match v.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a verified AVX-512 level has AVX-512 F (and AVX2, FMA).
-        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { x86::dot_avx512(w, scales, x) },
+        // SAFETY: a verified AVX-512 level has AVX-512 F (and AVX2, FMA);
+        // lengths checked by the callers.
+        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { x86::dot_avx512(w, scales, xb) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a verified AVX2 level has AVX2 and FMA.
-        SimdLevel::Avx2Fma => unsafe { x86::dot_avx2(w, scales, x) },
+        SimdLevel::Avx2Fma => unsafe { x86::dot_avx2(w, scales, xb) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: a verified NEON level has NEON.
-        SimdLevel::Neon => unsafe { neon::dot(w, scales, x) },
-        _ => dot_scalar(w, scales, x),
+        SimdLevel::Neon => unsafe { neon::dot(w, scales, xb) },
+        _ => dot_scalar(w, scales, xb),
     }
 }
 
@@ -222,15 +342,23 @@ fn dot_verified(v: Verified, w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
 /// no faster and is left out.
 const ROWS: usize = 8;
 
-/// [`ROWS`] rows' [`dot_verified`] on bytes: the same bits, with the rows'
-/// streams interleaved where a level has that.
-fn dotn_verified(v: Verified, w: [&[u8]; ROWS], scales: [&[f32]; ROWS], x: &[f32]) -> [f32; ROWS] {
+/// `R` rows' dots on bytes with prepared activations (`xw`: their
+/// [`pair_words`] where [`bf16_dot`]): the same bits as [`dot_verified`],
+/// with the rows' streams interleaved where a level has that.
+fn dotn_verified<const R: usize>(v: Verified, xw: &[u16], w: [&[u8]; R], scales: [&[f32]; R], xb: &[f32]) -> [f32; R] {
     match v.level() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a verified AVX-512 level has AVX-512 F, FMA and F16C;
-        // every row has x.len() bytes (rows of one matrix).
-        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { x86::dotn_avx512(w, scales, x) },
-        _ => std::array::from_fn(|r| dot_verified(v, Src::Bytes(w[r]), scales[r], x)),
+        // SAFETY: bf16_dot checked AVX-512 BF16 and VBMI at a verified
+        // AVX-512 level; every row has xb.len() bytes (rows of one matrix)
+        // and xw holds the pair words of xb's whole blocks.
+        SimdLevel::Avx512Vnni | SimdLevel::Amx if bf16_dot(v) => unsafe { x86::dotn_bf16(w, scales, xb, xw) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a verified AVX-512 level has AVX-512 F, FMA and F16C.
+        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { x86::dotn_avx512(w, scales, xb) },
+        _ => {
+            let _ = xw; // only the vdpbf16ps kernel reads the pair words
+            std::array::from_fn(|r| dot_verified(v, Src::Bytes(w[r]), scales[r], xb))
+        }
     }
 }
 
@@ -251,21 +379,22 @@ fn decode_verified(v: Verified, w: &[u8], out: &mut [f32]) {
     }
 }
 
-/// The scalar twin: the summation order every level follows.
-fn dot_scalar(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
+/// The scalar twin: the summation order every level follows, on prepared
+/// activations.
+fn dot_scalar(w: Src<'_>, scales: &[f32], xb: &[f32]) -> f32 {
     let mut tot = [0f32; LANES];
     for (b, &s) in scales.iter().enumerate() {
-        let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(x.len()));
+        let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(xb.len()));
         let mut acc = [0f32; LANES];
         for i in lo..hi {
             let wi = match w {
                 Src::Bytes(w) => decode_unit(w[i]),
                 Src::Decoded(w) => w[i],
             };
-            acc[i % LANES] = wi.mul_add(x[i], acc[i % LANES]);
+            acc[i % LANES] = wi.mul_add(xb[i], acc[i % LANES]);
         }
         for (t, a) in tot.iter_mut().zip(acc) {
-            *t = (s * UNIT_INV).mul_add(a, *t);
+            *t = (s * S_SCALE).mul_add(a, *t);
         }
     }
     reduce(tot)
@@ -311,15 +440,18 @@ pub fn matmul(wm: Fp8Matrix<'_>, x: &[f32], m: usize, y: &mut [f32], threads: us
         return;
     }
     let v = Verified::active();
+    let xb = prepare(x);
+    let xw = if m == 1 && bf16_dot(v) { pair_words(&xb) } else { Vec::new() };
     let work = wm.rows.saturating_mul(wm.cols).saturating_mul(m);
     let chunk = rows_per_thread(threads, wm.rows, work);
     let views = column_views(y, wm.rows, chunk, m);
     let jobs: Vec<_> = views.into_iter().enumerate().map(|(i, view)| (i * chunk, view)).collect();
-    crate::pool::run_parts(threads, jobs, |(r0, view)| matmul_rows(v, wm, x, r0, view));
+    crate::pool::run_parts(threads, jobs, |(r0, view)| matmul_rows(v, wm, &xb, &xw, r0, view));
 }
 
-/// Rows `r0..r0 + out[0].len()` of the product (`out[t]` is token `t`'s share).
-fn matmul_rows(v: Verified, wm: Fp8Matrix<'_>, x: &[f32], r0: usize, mut out: Vec<&mut [f32]>) {
+/// Rows `r0..r0 + out[0].len()` of the product (`out[t]` is token `t`'s
+/// share) on prepared activations.
+fn matmul_rows(v: Verified, wm: Fp8Matrix<'_>, xb: &[f32], xw: &[u16], r0: usize, mut out: Vec<&mut [f32]>) {
     let cols = wm.cols;
     let n = out.first().map_or(0, |o| o.len());
     if out.len() == 1 {
@@ -327,18 +459,18 @@ fn matmul_rows(v: Verified, wm: Fp8Matrix<'_>, x: &[f32], r0: usize, mut out: Ve
         let mut k = 0;
         while k + ROWS <= n {
             let rows: [(&[u8], &[f32]); ROWS] = std::array::from_fn(|j| wm.row(r0 + k + j));
-            let dots = dotn_verified(v, rows.map(|r| r.0), rows.map(|r| r.1), x);
+            let dots = dotn_verified(v, xw, rows.map(|r| r.0), rows.map(|r| r.1), xb);
             y[k..k + ROWS].copy_from_slice(&dots);
             k += ROWS;
         }
         for (j, o) in y.iter_mut().enumerate().skip(k) {
             let (w, s) = wm.row(r0 + j);
-            *o = dot_verified(v, Src::Bytes(w), s, x);
+            *o = dotn_verified::<1>(v, xw, [w], [s], xb)[0];
         }
         return;
     }
     let mut row = vec![0f32; cols];
-    for (tile, xs) in out.chunks_mut(TOKEN_TILE).zip(x.chunks(TOKEN_TILE * cols)) {
+    for (tile, xs) in out.chunks_mut(TOKEN_TILE).zip(xb.chunks(TOKEN_TILE * cols)) {
         for k in 0..n {
             let (w, s) = wm.row(r0 + k);
             decode_verified(v, w, &mut row);
@@ -366,6 +498,27 @@ mod tests {
         assert_eq!(e4m3_to_f32(0x7e), 448.0);
         assert_eq!(e4m3_to_f32(0x01), 2f32.powi(-9));
         assert_eq!(e4m3_to_f32(0x80).to_bits(), (-0f32).to_bits());
+    }
+
+    #[test]
+    fn bf16_tables_hold_every_magnitude_exactly() {
+        for m in 0..128u8 {
+            let bits = decode_unit(m).to_bits();
+            assert_eq!(bits & 0xffff, 0, "code {m:#04x} has more than bf16's bits");
+            let t = u16::from(BF16_LO[m as usize]) | u16::from(BF16_HI[m as usize]) << 8;
+            assert_eq!(t, (bits >> 16) as u16, "code {m:#04x}");
+        }
+    }
+
+    #[test]
+    fn activations_round_to_nearest_even_bf16() {
+        // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: even (1) wins; just
+        // above it rounds up; the scale is exact.
+        assert_eq!(round_activation(1.0 + 2f32.powi(-8)), X_SCALE);
+        assert_eq!(round_activation(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), (1.0 + 2f32.powi(-7)) * X_SCALE);
+        assert_eq!(round_activation(-3.0), -3.0 * X_SCALE);
+        assert_eq!(round_activation(f32::from_bits(1)), 2f32.powi(-101), "the smallest subnormal stays normal");
+        assert_eq!(round_activation(0.0).to_bits(), 0);
     }
 
     #[test]

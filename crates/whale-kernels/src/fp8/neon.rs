@@ -3,7 +3,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{reduce, Src, BLOCK, KEEP32, LANES, TWO_POW_112, UNIT_INV};
+use super::{reduce, Src, BLOCK, KEEP32, LANES, S_SCALE, TWO_POW_112};
 
 /// 16 e4m3 bytes at `p` in the kernels' unit, as four vectors of f32
 /// (lanes 0-3, 4-7, 8-11, 12-15): f32 bit placement times 2^112.
@@ -55,7 +55,7 @@ pub(super) unsafe fn dot(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
             acc = std::array::from_fn(|q| vld1q_f32(a.as_ptr().add(4 * q)));
         }
         for q in 0..4 {
-            tot[q] = vfmaq_n_f32(tot[q], acc[q], s * UNIT_INV);
+            tot[q] = vfmaq_n_f32(tot[q], acc[q], s * S_SCALE);
         }
     }
     let mut t = [0f32; LANES];

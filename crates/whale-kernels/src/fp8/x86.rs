@@ -1,20 +1,23 @@
-//! x86-64 FP8 kernels: AVX-512 (16 lanes in one register) and AVX2 (two),
-//! in the summation order of the scalar twin (see the module docs).
+//! x86-64 FP8 kernels: AVX-512 (16 lanes in one register), AVX2 (two), and
+//! AVX-512 BF16 with VBMI (`vdpbf16ps`, two elements a lane per
+//! instruction), all in the summation order of the scalar twin (see the
+//! module docs). Every kernel takes the prepared activations (`xb`: each
+//! `x` rounded to bf16 times 2^48, as f32).
 
 use core::arch::x86_64::*;
 
-use super::{reduce, Src, BLOCK, KEEP16, LANES, UNIT_INV};
+use super::{reduce, Src, BLOCK, KEEP16, LANES, S_SCALE};
 
 /// Lanes of a partial 16-chunk at the end of a block, added one by one as
-/// the scalar twin does (`acc[j] = fma(w, x, acc[j])` for `j < tail`).
+/// the scalar twin does (`acc[j] = fma(w, xb, acc[j])` for `j < tail`).
 #[inline(always)]
-fn tail(acc: &mut [f32; LANES], w: Src<'_>, x: &[f32], at: usize, n: usize) {
+fn tail(acc: &mut [f32; LANES], w: Src<'_>, xb: &[f32], at: usize, n: usize) {
     for j in 0..n {
         let wi = match w {
             Src::Bytes(w) => super::decode_unit(w[at + j]),
             Src::Decoded(w) => w[at + j],
         };
-        acc[j] = wi.mul_add(x[at + j], acc[j]);
+        acc[j] = wi.mul_add(xb[at + j], acc[j]);
     }
 }
 
@@ -35,11 +38,11 @@ unsafe fn decode8_256(p: *const u8) -> __m256 {
 }
 
 /// # Safety
-/// The CPU must have AVX-512 F and FMA; `x.len() == w.len()`,
+/// The CPU must have AVX-512 F and FMA; `xb.len() == w.len()`,
 /// `scales.len() == ceil(len / 128)` (checked by the caller).
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(super) unsafe fn dot_avx512(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
-    let n = x.len();
+pub(super) unsafe fn dot_avx512(w: Src<'_>, scales: &[f32], xb: &[f32]) -> f32 {
+    let n = xb.len();
     let mut tot = _mm512_setzero_ps();
     for (b, &s) in scales.iter().enumerate() {
         let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
@@ -50,54 +53,56 @@ pub(super) unsafe fn dot_avx512(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
                 Src::Bytes(w) => decode16_512(w.as_ptr().add(i)),
                 Src::Decoded(w) => _mm512_loadu_ps(w.as_ptr().add(i)),
             };
-            acc = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x.as_ptr().add(i)), acc);
+            acc = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xb.as_ptr().add(i)), acc);
             i += LANES;
         }
         if i < hi {
             let mut a = [0f32; LANES];
             _mm512_storeu_ps(a.as_mut_ptr(), acc);
-            tail(&mut a, w, x, i, hi - i);
+            tail(&mut a, w, xb, i, hi - i);
             acc = _mm512_loadu_ps(a.as_ptr());
         }
-        tot = _mm512_fmadd_ps(_mm512_set1_ps(s * UNIT_INV), acc, tot);
+        tot = _mm512_fmadd_ps(_mm512_set1_ps(s * S_SCALE), acc, tot);
     }
     let mut t = [0f32; LANES];
     _mm512_storeu_ps(t.as_mut_ptr(), tot);
     reduce(t)
 }
 
-/// `R` rows' [`dot_avx512`] sharing the loads of `x` (independent streams
-/// and dependency chains); each result is the bits of [`dot_avx512`] of its
-/// row. Byte rows only.
-///
-/// # Safety
-/// As for [`dot_avx512`], for every row.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
-#[allow(clippy::needless_range_loop)] // b and r index several arrays at once
-pub(super) unsafe fn dotn_avx512<const R: usize>(w: [&[u8]; R], scales: [&[f32]; R], x: &[f32]) -> [f32; R] {
-    let n = x.len();
-    let mut tot = [_mm512_setzero_ps(); R];
-    for b in 0..scales[0].len() {
-        let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
-        let mut acc = [_mm512_setzero_ps(); R];
-        let mut i = lo;
-        while i + LANES <= hi {
-            let xv = _mm512_loadu_ps(x.as_ptr().add(i));
-            for r in 0..R {
-                acc[r] = _mm512_fmadd_ps(decode16_512(w[r].as_ptr().add(i)), xv, acc[r]);
-            }
-            i += LANES;
-        }
+/// The last, partial block of `R` rows (columns `full * 128..`) in the
+/// 16-lane FMA form, added to `tot`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // r indexes several arrays at once
+unsafe fn partial_block<const R: usize>(
+    tot: &mut [__m512; R],
+    w: [&[u8]; R],
+    scales: [&[f32]; R],
+    xb: &[f32],
+    full: usize,
+) {
+    let n = xb.len();
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut i = full * BLOCK;
+    while i + LANES <= n {
+        let xv = _mm512_loadu_ps(xb.as_ptr().add(i));
         for r in 0..R {
-            if i < hi {
-                let mut a = [0f32; LANES];
-                _mm512_storeu_ps(a.as_mut_ptr(), acc[r]);
-                tail(&mut a, Src::Bytes(w[r]), x, i, hi - i);
-                acc[r] = _mm512_loadu_ps(a.as_ptr());
-            }
-            tot[r] = _mm512_fmadd_ps(_mm512_set1_ps(scales[r][b] * UNIT_INV), acc[r], tot[r]);
+            acc[r] = _mm512_fmadd_ps(decode16_512(w[r].as_ptr().add(i)), xv, acc[r]);
         }
+        i += LANES;
     }
+    for r in 0..R {
+        if i < n {
+            let mut a = [0f32; LANES];
+            _mm512_storeu_ps(a.as_mut_ptr(), acc[r]);
+            tail(&mut a, Src::Bytes(w[r]), xb, i, n - i);
+            acc[r] = _mm512_loadu_ps(a.as_ptr());
+        }
+        tot[r] = _mm512_fmadd_ps(_mm512_set1_ps(scales[r][full] * S_SCALE), acc[r], tot[r]);
+    }
+}
+
+#[inline(always)]
+unsafe fn reduce_all<const R: usize>(tot: [__m512; R]) -> [f32; R] {
     tot.map(|t| {
         let mut a = [0f32; LANES];
         _mm512_storeu_ps(a.as_mut_ptr(), t);
@@ -105,11 +110,118 @@ pub(super) unsafe fn dotn_avx512<const R: usize>(w: [&[u8]; R], scales: [&[f32];
     })
 }
 
+/// `R` rows' [`dot_avx512`] sharing the loads of `xb` (independent streams
+/// and dependency chains); each result is the bits of [`dot_avx512`] of its
+/// row. Byte rows only.
+///
+/// # Safety
+/// As for [`dot_avx512`], for every row.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // b and r index several arrays at once
+pub(super) unsafe fn dotn_avx512<const R: usize>(w: [&[u8]; R], scales: [&[f32]; R], xb: &[f32]) -> [f32; R] {
+    let full = xb.len() / BLOCK;
+    let mut tot = [_mm512_setzero_ps(); R];
+    // Whole blocks have a fixed trip count, so the accumulators stay in
+    // registers (the lane-by-lane tail of a partial block would send them
+    // through memory every block).
+    for b in 0..full {
+        let mut acc = [_mm512_setzero_ps(); R];
+        for k in 0..BLOCK / LANES {
+            let i = b * BLOCK + k * LANES;
+            let xv = _mm512_loadu_ps(xb.as_ptr().add(i));
+            for r in 0..R {
+                acc[r] = _mm512_fmadd_ps(decode16_512(w[r].as_ptr().add(i)), xv, acc[r]);
+            }
+        }
+        for r in 0..R {
+            tot[r] = _mm512_fmadd_ps(_mm512_set1_ps(scales[r][b] * S_SCALE), acc[r], tot[r]);
+        }
+    }
+    if full * BLOCK < xb.len() {
+        partial_block(&mut tot, w, scales, xb, full);
+    }
+    reduce_all(tot)
+}
+
+/// Where byte `i` of 64 codes comes from so that `vpunpck{l,h}bw` of
+/// their bf16 low and high bytes gives the words `vdpbf16ps` wants: in each
+/// 32-element half, word `2j` is element `16 + j` and word `2j + 1` element
+/// `j` (the instruction adds the odd word's product first, so lane `j` adds
+/// element `j`, then `j + 16`: the twin's order). The unpacks take bytes
+/// 0-7 (low) and 8-15 (high) of each 128-bit lane `L`, which are words
+/// `4L..4L + 3` of the first half and of the second.
+const fn code_order() -> [u8; 64] {
+    let mut idx = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        let (lane, k) = (i / 16, i % 16);
+        let half = if k < 8 { 0 } else { 32 };
+        let j = 4 * lane + (k % 8) / 2;
+        idx[i] = (half + if k % 2 == 0 { 16 + j } else { j }) as u8;
+        i += 1;
+    }
+    idx
+}
+
+const CODE_ORDER: [u8; 64] = code_order();
+
+/// `R` rows' dot products by `vdpbf16ps`, the same bits as
+/// [`dotn_avx512`]. Per 64 weight bytes: one `vpermb` puts the codes in
+/// the order above, two 128-entry byte lookups (`vpermi2b`) give the low
+/// and high bytes of each code's magnitude as a bf16 in the kernels' unit
+/// (exact: 4 significant bits, all normal), one `vpternlogd` puts the sign
+/// in, two unpacks pair the bytes into words, and two `vdpbf16ps` add 32
+/// products each, exact (bf16 times bf16) and rounded once per add as the
+/// twin's FMAs are.
+/// `xw` holds the activations' bf16 words in the same pairing
+/// ([`super::pair_words`]).
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW, VBMI and BF16; lengths as for
+/// [`dot_avx512`]; `xw.len() >= xb.len() / 128 * 128`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512bf16,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // b and r index several arrays at once
+pub(super) unsafe fn dotn_bf16<const R: usize>(w: [&[u8]; R], scales: [&[f32]; R], xb: &[f32], xw: &[u16]) -> [f32; R] {
+    let full = xb.len() / BLOCK;
+    let (tl, th) = (&super::BF16_LO, &super::BF16_HI);
+    let lo0 = _mm512_loadu_si512(tl.as_ptr().cast());
+    let lo1 = _mm512_loadu_si512(tl.as_ptr().add(64).cast());
+    let hi0 = _mm512_loadu_si512(th.as_ptr().cast());
+    let hi1 = _mm512_loadu_si512(th.as_ptr().add(64).cast());
+    let sign = _mm512_set1_epi8(0x80u8 as i8);
+    let order = _mm512_loadu_si512(CODE_ORDER.as_ptr().cast());
+    let mut tot = [_mm512_setzero_ps(); R];
+    for b in 0..full {
+        let mut acc = [_mm512_setzero_ps(); R];
+        for half in 0..2 {
+            let i = b * BLOCK + half * 64;
+            let x0: __m512bh = core::mem::transmute(_mm512_loadu_si512(xw.as_ptr().add(i).cast()));
+            let x1: __m512bh = core::mem::transmute(_mm512_loadu_si512(xw.as_ptr().add(i + 32).cast()));
+            for r in 0..R {
+                let codes = _mm512_permutexvar_epi8(order, _mm512_loadu_si512(w[r].as_ptr().add(i).cast()));
+                let lo = _mm512_permutex2var_epi8(lo0, codes, lo1);
+                let hi = _mm512_ternarylogic_epi32::<0xF8>(_mm512_permutex2var_epi8(hi0, codes, hi1), codes, sign);
+                let w0: __m512bh = core::mem::transmute(_mm512_unpacklo_epi8(lo, hi));
+                let w1: __m512bh = core::mem::transmute(_mm512_unpackhi_epi8(lo, hi));
+                acc[r] = _mm512_dpbf16_ps(acc[r], w0, x0);
+                acc[r] = _mm512_dpbf16_ps(acc[r], w1, x1);
+            }
+        }
+        for r in 0..R {
+            tot[r] = _mm512_fmadd_ps(_mm512_set1_ps(scales[r][b] * S_SCALE), acc[r], tot[r]);
+        }
+    }
+    if full * BLOCK < xb.len() {
+        partial_block(&mut tot, w, scales, xb, full);
+    }
+    reduce_all(tot)
+}
+
 /// # Safety
 /// The CPU must have AVX2 and FMA; lengths as for [`dot_avx512`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot_avx2(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
-    let n = x.len();
+pub(super) unsafe fn dot_avx2(w: Src<'_>, scales: &[f32], xb: &[f32]) -> f32 {
+    let n = xb.len();
     let (mut tot0, mut tot1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for (b, &s) in scales.iter().enumerate() {
         let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
@@ -120,19 +232,19 @@ pub(super) unsafe fn dot_avx2(w: Src<'_>, scales: &[f32], x: &[f32]) -> f32 {
                 Src::Bytes(w) => (decode8_256(w.as_ptr().add(i)), decode8_256(w.as_ptr().add(i + 8))),
                 Src::Decoded(w) => (_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_loadu_ps(w.as_ptr().add(i + 8))),
             };
-            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), acc1);
+            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xb.as_ptr().add(i)), acc0);
+            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xb.as_ptr().add(i + 8)), acc1);
             i += LANES;
         }
         if i < hi {
             let mut a = [0f32; LANES];
             _mm256_storeu_ps(a.as_mut_ptr(), acc0);
             _mm256_storeu_ps(a.as_mut_ptr().add(8), acc1);
-            tail(&mut a, w, x, i, hi - i);
+            tail(&mut a, w, xb, i, hi - i);
             acc0 = _mm256_loadu_ps(a.as_ptr());
             acc1 = _mm256_loadu_ps(a.as_ptr().add(8));
         }
-        let sv = _mm256_set1_ps(s * UNIT_INV);
+        let sv = _mm256_set1_ps(s * S_SCALE);
         tot0 = _mm256_fmadd_ps(sv, acc0, tot0);
         tot1 = _mm256_fmadd_ps(sv, acc1, tot1);
     }
