@@ -342,6 +342,11 @@ fn dot_verified(v: Verified, w: Src<'_>, scales: &[f32], xb: &[f32]) -> f32 {
 /// no faster and is left out.
 const ROWS: usize = 8;
 
+/// [`ROWS`] for the `vdpbf16ps` kernel, which does less work a byte: on
+/// Zen 4, 2 threads, 16 rows read 30.5-32.2 GB/s, 8 rows 26.9-30.7, 4 rows
+/// 22.5-24.7 (alternating, `fp8_bench 2`).
+const ROWS_BF16: usize = 16;
+
 /// `R` rows' dots on bytes with prepared activations (`xw`: their
 /// [`pair_words`] where [`bf16_dot`]): the same bits as [`dot_verified`],
 /// with the rows' streams interleaved where a level has that.
@@ -449,23 +454,31 @@ pub fn matmul(wm: Fp8Matrix<'_>, x: &[f32], m: usize, y: &mut [f32], threads: us
     crate::pool::run_parts(threads, jobs, |(r0, view)| matmul_rows(v, wm, &xb, &xw, r0, view));
 }
 
+/// One activation row's rows `r0..r0 + y.len()`, `R` rows at a time.
+fn matvec_rows<const R: usize>(v: Verified, wm: Fp8Matrix<'_>, xb: &[f32], xw: &[u16], r0: usize, y: &mut [f32]) {
+    let mut k = 0;
+    while k + R <= y.len() {
+        let rows: [(&[u8], &[f32]); R] = std::array::from_fn(|j| wm.row(r0 + k + j));
+        let dots = dotn_verified(v, xw, rows.map(|r| r.0), rows.map(|r| r.1), xb);
+        y[k..k + R].copy_from_slice(&dots);
+        k += R;
+    }
+    for (j, o) in y.iter_mut().enumerate().skip(k) {
+        let (w, s) = wm.row(r0 + j);
+        *o = dotn_verified::<1>(v, xw, [w], [s], xb)[0];
+    }
+}
+
 /// Rows `r0..r0 + out[0].len()` of the product (`out[t]` is token `t`'s
 /// share) on prepared activations.
 fn matmul_rows(v: Verified, wm: Fp8Matrix<'_>, xb: &[f32], xw: &[u16], r0: usize, mut out: Vec<&mut [f32]>) {
     let cols = wm.cols;
     let n = out.first().map_or(0, |o| o.len());
     if out.len() == 1 {
-        let y = &mut out[0];
-        let mut k = 0;
-        while k + ROWS <= n {
-            let rows: [(&[u8], &[f32]); ROWS] = std::array::from_fn(|j| wm.row(r0 + k + j));
-            let dots = dotn_verified(v, xw, rows.map(|r| r.0), rows.map(|r| r.1), xb);
-            y[k..k + ROWS].copy_from_slice(&dots);
-            k += ROWS;
-        }
-        for (j, o) in y.iter_mut().enumerate().skip(k) {
-            let (w, s) = wm.row(r0 + j);
-            *o = dotn_verified::<1>(v, xw, [w], [s], xb)[0];
+        if bf16_dot(v) {
+            matvec_rows::<ROWS_BF16>(v, wm, xb, xw, r0, out[0]);
+        } else {
+            matvec_rows::<ROWS>(v, wm, xb, xw, r0, out[0]);
         }
         return;
     }
