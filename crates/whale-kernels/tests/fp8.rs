@@ -97,7 +97,7 @@ fn dot_matches_the_exact_dequantization_summed_in_f64() {
 #[test]
 fn matmul_elements_are_the_bits_of_dot_for_any_batch_and_thread_count() {
     let mut rng = Rng::new(10);
-    for (rows, cols) in [(1, 64), (130, 200), (300, 256), (257, 1000)] {
+    for (rows, cols) in [(1, 64), (130, 200), (300, 256), (131, 384), (257, 1000)] {
         let w = codes(&mut rng, rows * cols);
         let sc = cols.div_ceil(BLOCK);
         let s = scales(&mut rng, rows.div_ceil(BLOCK) * sc);

@@ -59,9 +59,11 @@
 //! the same order (and the same roundings: each add is one f32 rounding of
 //! an exact product, and nothing is subnormal, where the instruction would
 //! flush). Products with several activation rows decode each weight row
-//! once and run the same sums over the decoded row, so every element of
-//! [`matmul`] is the same bits whatever the number of rows, the grouping of
-//! a batch, or the thread count.
+//! once (to f32, or with `vdpbf16ps` to its bf16 words, multiplied in
+//! register tiles of 2 weight rows by 4 activation rows) and run the same
+//! sums over the decoded row, so every element of [`matmul`] is the same
+//! bits whatever the number of rows, the grouping of a batch, or the thread
+//! count.
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -446,12 +448,64 @@ pub fn matmul(wm: Fp8Matrix<'_>, x: &[f32], m: usize, y: &mut [f32], threads: us
     }
     let v = Verified::active();
     let xb = prepare(x);
-    let xw = if m == 1 && bf16_dot(v) { pair_words(&xb) } else { Vec::new() };
+    let tiles = m > 1 && bf16_dot(v) && wm.cols.is_multiple_of(BLOCK);
+    let xw = if (m == 1 || tiles) && bf16_dot(v) { pair_words(&xb) } else { Vec::new() };
     let work = wm.rows.saturating_mul(wm.cols).saturating_mul(m);
     let chunk = rows_per_thread(threads, wm.rows, work);
     let views = column_views(y, wm.rows, chunk, m);
     let jobs: Vec<_> = views.into_iter().enumerate().map(|(i, view)| (i * chunk, view)).collect();
     crate::pool::run_parts(threads, jobs, |(r0, view)| matmul_rows(v, wm, &xb, &xw, r0, view));
+}
+
+/// Weight rows a `vdpbf16ps` tile holds ([`gemm_bf16`]).
+#[cfg(target_arch = "x86_64")]
+const TILE_ROWS: usize = 2;
+/// Activation rows a `vdpbf16ps` tile holds: 2 × 4 accumulators and their
+/// block totals, 2 weight and 4 activation vectors fit the 32 registers.
+#[cfg(target_arch = "x86_64")]
+const TILE_TOKENS: usize = 4;
+
+/// Several activation rows on `vdpbf16ps`: per [`TOKEN_TILE`] tokens, each
+/// weight row is decoded once to bf16 words ([`x86::decode_pairs`]) and
+/// multiplied by [`x86::tile_bf16`] in tiles of [`TILE_ROWS`] ×
+/// [`TILE_TOKENS`]. Every element is the bits of [`dot`] (whole blocks:
+/// `cols` is a multiple of 128, and the CPU has [`bf16_dot`]).
+#[cfg(target_arch = "x86_64")]
+fn gemm_bf16(wm: Fp8Matrix<'_>, xw: &[u16], r0: usize, mut out: Vec<&mut [f32]>) {
+    const R: usize = TILE_ROWS;
+    const T: usize = TILE_TOKENS;
+    let cols = wm.cols;
+    let n = out.first().map_or(0, |o| o.len());
+    let mut wd = vec![0u16; R * cols];
+    for (tile, xs) in out.chunks_mut(TOKEN_TILE).zip(xw.chunks(TOKEN_TILE * cols)) {
+        let x: Vec<&[u16]> = xs.chunks_exact(cols).collect();
+        let mut k = 0;
+        while k < n {
+            let rows = (n - k).min(R);
+            for (j, d) in wd.chunks_exact_mut(cols).take(rows).enumerate() {
+                // SAFETY: bf16_dot checked AVX-512 BW and VBMI; the row has
+                // cols bytes, a multiple of 128, as `d` has words.
+                unsafe { x86::decode_pairs(wm.row(r0 + k + j).0, d) };
+            }
+            let scales: [&[f32]; R] = std::array::from_fn(|j| wm.row(r0 + k + j.min(rows - 1)).1);
+            let words: [&[u16]; R] = std::array::from_fn(|j| &wd[j.min(rows - 1) * cols..][..cols]);
+            let mut t = 0;
+            while t < x.len() {
+                let take = (x.len() - t).min(T);
+                let xt: [&[u16]; T] = std::array::from_fn(|i| x[t + i.min(take - 1)]);
+                // SAFETY: bf16_dot checked AVX-512 BF16; every slice has
+                // cols elements, a multiple of 128, with cols / 128 scales.
+                let dots = unsafe { x86::tile_bf16::<R, T>(words, scales, xt) };
+                for (j, row) in dots.iter().enumerate().take(rows) {
+                    for (i, &d) in row.iter().enumerate().take(take) {
+                        tile[t + i][k + j] = d;
+                    }
+                }
+                t += take;
+            }
+            k += rows;
+        }
+    }
 }
 
 /// One activation row's rows `r0..r0 + y.len()`, `R` rows at a time.
@@ -481,6 +535,10 @@ fn matmul_rows(v: Verified, wm: Fp8Matrix<'_>, xb: &[f32], xw: &[u16], r0: usize
             matvec_rows::<ROWS>(v, wm, xb, xw, r0, out[0]);
         }
         return;
+    }
+    if bf16_dot(v) && cols.is_multiple_of(BLOCK) {
+        #[cfg(target_arch = "x86_64")]
+        return gemm_bf16(wm, xw, r0, out);
     }
     let mut row = vec![0f32; cols];
     for (tile, xs) in out.chunks_mut(TOKEN_TILE).zip(xb.chunks(TOKEN_TILE * cols)) {

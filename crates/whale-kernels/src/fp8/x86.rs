@@ -281,3 +281,71 @@ pub(super) unsafe fn decode_avx2(w: &[u8], out: &mut [f32]) {
         out[j] = super::decode_unit(w[j]);
     }
 }
+
+/// Whole blocks of `w` as the bf16 words [`dotn_bf16`] makes: exact
+/// weights in the kernels' unit, paired as its activation words are.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VBMI; `w.len()` is a multiple of
+/// 128 and `out.len() == w.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+pub(super) unsafe fn decode_pairs(w: &[u8], out: &mut [u16]) {
+    let (tl, th) = (&super::BF16_LO, &super::BF16_HI);
+    let lo0 = _mm512_loadu_si512(tl.as_ptr().cast());
+    let lo1 = _mm512_loadu_si512(tl.as_ptr().add(64).cast());
+    let hi0 = _mm512_loadu_si512(th.as_ptr().cast());
+    let hi1 = _mm512_loadu_si512(th.as_ptr().add(64).cast());
+    let sign = _mm512_set1_epi8(0x80u8 as i8);
+    let order = _mm512_loadu_si512(CODE_ORDER.as_ptr().cast());
+    let mut i = 0;
+    while i + 64 <= w.len() {
+        let codes = _mm512_permutexvar_epi8(order, _mm512_loadu_si512(w.as_ptr().add(i).cast()));
+        let lo = _mm512_permutex2var_epi8(lo0, codes, lo1);
+        let hi = _mm512_ternarylogic_epi32::<0xF8>(_mm512_permutex2var_epi8(hi0, codes, hi1), codes, sign);
+        _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), _mm512_unpacklo_epi8(lo, hi));
+        _mm512_storeu_si512(out.as_mut_ptr().add(i + 32).cast(), _mm512_unpackhi_epi8(lo, hi));
+        i += 64;
+    }
+}
+
+/// `R` weight rows (words from [`decode_pairs`]) times `T` activation rows
+/// (words from `pair_words`) by `vdpbf16ps`, the `R·T` accumulators in
+/// registers: each weight and activation load serves `T` or `R`
+/// products. Each result is the bits of [`dotn_bf16`] of its pair (the
+/// same instructions on the same words in the same order). Whole blocks
+/// only.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BF16; every slice has the same length,
+/// a multiple of 128, and `scales[r].len() == len / 128`.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma")]
+#[allow(clippy::needless_range_loop)] // r and t index several arrays at once
+pub(super) unsafe fn tile_bf16<const R: usize, const T: usize>(
+    wd: [&[u16]; R],
+    scales: [&[f32]; R],
+    xw: [&[u16]; T],
+) -> [[f32; T]; R] {
+    let full = xw[0].len() / BLOCK;
+    let mut tot = [[_mm512_setzero_ps(); T]; R];
+    for b in 0..full {
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        for c in 0..BLOCK / 32 {
+            let i = b * BLOCK + 32 * c;
+            let xv: [__m512bh; T] =
+                core::array::from_fn(|t| core::mem::transmute(_mm512_loadu_si512(xw[t].as_ptr().add(i).cast())));
+            for r in 0..R {
+                let wv: __m512bh = core::mem::transmute(_mm512_loadu_si512(wd[r].as_ptr().add(i).cast()));
+                for t in 0..T {
+                    acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv, xv[t]);
+                }
+            }
+        }
+        for r in 0..R {
+            let s = _mm512_set1_ps(scales[r][b] * S_SCALE);
+            for t in 0..T {
+                tot[r][t] = _mm512_fmadd_ps(s, acc[r][t], tot[r][t]);
+            }
+        }
+    }
+    tot.map(|row| reduce_all(row))
+}
