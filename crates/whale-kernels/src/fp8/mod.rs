@@ -128,8 +128,9 @@ pub(crate) static BF16_HI: [u8; 128] = bf16_bytes(true);
 
 /// One activation as the kernels take it: `x · 2^48` rounded to bf16
 /// (nearest, ties to even, as `vcvtneps2bf16`), widened back to f32. Its
-/// relative error is at most 2^-8 (8 significant bits); it is never subnormal (f32's smallest
-/// value times 2^48 is 2^-101), and finite for `|x| < 2^80`.
+/// relative error is at most 2^-8 (8 significant bits); it is never
+/// subnormal (f32's smallest value times 2^48 is 2^-101), and finite for
+/// `|x| < 2^80`.
 #[inline]
 pub fn round_activation(x: f32) -> f32 {
     let v = x * X_SCALE;
@@ -449,7 +450,7 @@ pub fn matmul(wm: Fp8Matrix<'_>, x: &[f32], m: usize, y: &mut [f32], threads: us
     let v = Verified::active();
     let xb = prepare(x);
     let tiles = m > 1 && bf16_dot(v) && wm.cols.is_multiple_of(BLOCK);
-    let xw = if (m == 1 || tiles) && bf16_dot(v) { pair_words(&xb) } else { Vec::new() };
+    let xw = if tiles || (m == 1 && bf16_dot(v)) { pair_words(&xb) } else { Vec::new() };
     let work = wm.rows.saturating_mul(wm.cols).saturating_mul(m);
     let chunk = rows_per_thread(threads, wm.rows, work);
     let views = column_views(y, wm.rows, chunk, m);

@@ -165,6 +165,47 @@ const fn code_order() -> [u8; 64] {
 
 const CODE_ORDER: [u8; 64] = code_order();
 
+/// 32 bf16 words as `vdpbf16ps` takes them.
+#[inline(always)]
+fn bh(v: __m512i) -> __m512bh {
+    // SAFETY: both are 64 plain bytes.
+    unsafe { core::mem::transmute::<__m512i, __m512bh>(v) }
+}
+
+/// The constants of the e4m3-to-bf16 words: the lookup tables, the sign
+/// mask and [`CODE_ORDER`].
+struct Bf16Words {
+    lo: [__m512i; 2],
+    hi: [__m512i; 2],
+    sign: __m512i,
+    order: __m512i,
+}
+
+impl Bf16Words {
+    #[inline(always)]
+    unsafe fn new() -> Bf16Words {
+        let (tl, th) = (&super::BF16_LO, &super::BF16_HI);
+        Bf16Words {
+            lo: [_mm512_loadu_si512(tl.as_ptr().cast()), _mm512_loadu_si512(tl.as_ptr().add(64).cast())],
+            hi: [_mm512_loadu_si512(th.as_ptr().cast()), _mm512_loadu_si512(th.as_ptr().add(64).cast())],
+            sign: _mm512_set1_epi8(0x80u8 as i8),
+            order: _mm512_loadu_si512(CODE_ORDER.as_ptr().cast()),
+        }
+    }
+
+    /// The 64 codes at `p` as two vectors of 32 bf16 words (the first and
+    /// second 32 elements, each in the pairing above).
+    #[inline(always)]
+    unsafe fn words(&self, p: *const u8) -> (__m512i, __m512i) {
+        let codes = _mm512_permutexvar_epi8(self.order, _mm512_loadu_si512(p.cast()));
+        let lo = _mm512_permutex2var_epi8(self.lo[0], codes, self.lo[1]);
+        let hi = _mm512_permutex2var_epi8(self.hi[0], codes, self.hi[1]);
+        // hi | (codes & 0x80): the sign.
+        let hi = _mm512_ternarylogic_epi32::<0xF8>(hi, codes, self.sign);
+        (_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi))
+    }
+}
+
 /// `R` rows' dot products by `vdpbf16ps`, the same bits as
 /// [`dotn_avx512`]. Per 64 weight bytes: one `vpermb` puts the codes in
 /// the order above, two 128-entry byte lookups (`vpermi2b`) give the low
@@ -183,28 +224,18 @@ const CODE_ORDER: [u8; 64] = code_order();
 #[allow(clippy::needless_range_loop)] // b and r index several arrays at once
 pub(super) unsafe fn dotn_bf16<const R: usize>(w: [&[u8]; R], scales: [&[f32]; R], xb: &[f32], xw: &[u16]) -> [f32; R] {
     let full = xb.len() / BLOCK;
-    let (tl, th) = (&super::BF16_LO, &super::BF16_HI);
-    let lo0 = _mm512_loadu_si512(tl.as_ptr().cast());
-    let lo1 = _mm512_loadu_si512(tl.as_ptr().add(64).cast());
-    let hi0 = _mm512_loadu_si512(th.as_ptr().cast());
-    let hi1 = _mm512_loadu_si512(th.as_ptr().add(64).cast());
-    let sign = _mm512_set1_epi8(0x80u8 as i8);
-    let order = _mm512_loadu_si512(CODE_ORDER.as_ptr().cast());
+    let conv = Bf16Words::new();
     let mut tot = [_mm512_setzero_ps(); R];
     for b in 0..full {
         let mut acc = [_mm512_setzero_ps(); R];
         for half in 0..2 {
             let i = b * BLOCK + half * 64;
-            let x0: __m512bh = core::mem::transmute(_mm512_loadu_si512(xw.as_ptr().add(i).cast()));
-            let x1: __m512bh = core::mem::transmute(_mm512_loadu_si512(xw.as_ptr().add(i + 32).cast()));
+            let x0 = bh(_mm512_loadu_si512(xw.as_ptr().add(i).cast()));
+            let x1 = bh(_mm512_loadu_si512(xw.as_ptr().add(i + 32).cast()));
             for r in 0..R {
-                let codes = _mm512_permutexvar_epi8(order, _mm512_loadu_si512(w[r].as_ptr().add(i).cast()));
-                let lo = _mm512_permutex2var_epi8(lo0, codes, lo1);
-                let hi = _mm512_ternarylogic_epi32::<0xF8>(_mm512_permutex2var_epi8(hi0, codes, hi1), codes, sign);
-                let w0: __m512bh = core::mem::transmute(_mm512_unpacklo_epi8(lo, hi));
-                let w1: __m512bh = core::mem::transmute(_mm512_unpackhi_epi8(lo, hi));
-                acc[r] = _mm512_dpbf16_ps(acc[r], w0, x0);
-                acc[r] = _mm512_dpbf16_ps(acc[r], w1, x1);
+                let (w0, w1) = conv.words(w[r].as_ptr().add(i));
+                acc[r] = _mm512_dpbf16_ps(acc[r], bh(w0), x0);
+                acc[r] = _mm512_dpbf16_ps(acc[r], bh(w1), x1);
             }
         }
         for r in 0..R {
@@ -290,20 +321,12 @@ pub(super) unsafe fn decode_avx2(w: &[u8], out: &mut [f32]) {
 /// 128 and `out.len() == w.len()`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 pub(super) unsafe fn decode_pairs(w: &[u8], out: &mut [u16]) {
-    let (tl, th) = (&super::BF16_LO, &super::BF16_HI);
-    let lo0 = _mm512_loadu_si512(tl.as_ptr().cast());
-    let lo1 = _mm512_loadu_si512(tl.as_ptr().add(64).cast());
-    let hi0 = _mm512_loadu_si512(th.as_ptr().cast());
-    let hi1 = _mm512_loadu_si512(th.as_ptr().add(64).cast());
-    let sign = _mm512_set1_epi8(0x80u8 as i8);
-    let order = _mm512_loadu_si512(CODE_ORDER.as_ptr().cast());
+    let conv = Bf16Words::new();
     let mut i = 0;
     while i + 64 <= w.len() {
-        let codes = _mm512_permutexvar_epi8(order, _mm512_loadu_si512(w.as_ptr().add(i).cast()));
-        let lo = _mm512_permutex2var_epi8(lo0, codes, lo1);
-        let hi = _mm512_ternarylogic_epi32::<0xF8>(_mm512_permutex2var_epi8(hi0, codes, hi1), codes, sign);
-        _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), _mm512_unpacklo_epi8(lo, hi));
-        _mm512_storeu_si512(out.as_mut_ptr().add(i + 32).cast(), _mm512_unpackhi_epi8(lo, hi));
+        let (w0, w1) = conv.words(w.as_ptr().add(i));
+        _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), w0);
+        _mm512_storeu_si512(out.as_mut_ptr().add(i + 32).cast(), w1);
         i += 64;
     }
 }
@@ -331,10 +354,9 @@ pub(super) unsafe fn tile_bf16<const R: usize, const T: usize>(
         let mut acc = [[_mm512_setzero_ps(); T]; R];
         for c in 0..BLOCK / 32 {
             let i = b * BLOCK + 32 * c;
-            let xv: [__m512bh; T] =
-                core::array::from_fn(|t| core::mem::transmute(_mm512_loadu_si512(xw[t].as_ptr().add(i).cast())));
+            let xv: [__m512bh; T] = core::array::from_fn(|t| bh(_mm512_loadu_si512(xw[t].as_ptr().add(i).cast())));
             for r in 0..R {
-                let wv: __m512bh = core::mem::transmute(_mm512_loadu_si512(wd[r].as_ptr().add(i).cast()));
+                let wv = bh(_mm512_loadu_si512(wd[r].as_ptr().add(i).cast()));
                 for t in 0..T {
                     acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv, xv[t]);
                 }
