@@ -75,7 +75,8 @@ impl TensorView {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Fp8Mode {
     /// Kept as FP8: 1 byte a weight, memory-mapped, read by the FP8 kernels
-    /// (`whale_kernels::fp8`). Results equal the f32 path's to f32 rounding.
+    /// (`whale_kernels::fp8`), which round the activations to bf16 (relative
+    /// error at most 2^-8) and multiply exactly after that.
     #[default]
     Keep,
     /// Requantized to Q8_0 at load (1.06 bytes a weight, in anonymous memory),

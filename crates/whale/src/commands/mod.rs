@@ -27,8 +27,9 @@ pub struct ModelArgs {
     #[arg(long, default_value = "f16")]
     pub cache_type: whale_engine::models::CacheType,
     /// FP8 weights of a safetensors checkpoint (DeepSeek-V3/R1 as released):
-    /// keep (1 byte a weight, memory-mapped, read by the FP8 kernels), q8_0
-    /// (requantized at load, 1.06 bytes a weight) or f32 (exact, 4 bytes).
+    /// keep (1 byte a weight, memory-mapped, read by the FP8 kernels with
+    /// activations rounded to bf16), q8_0 (requantized at load, 1.06 bytes
+    /// a weight) or f32 (exact, 4 bytes).
     #[arg(long, default_value = "keep")]
     pub fp8: whale_engine::formats::weights::Fp8Mode,
 }
