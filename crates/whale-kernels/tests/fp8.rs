@@ -95,6 +95,28 @@ fn dot_matches_the_exact_dequantization_summed_in_f64() {
 }
 
 #[test]
+fn every_level_decodes_rows_in_groups_with_the_bits_of_the_scalar_twin() {
+    // 35 rows: groups of 16, 8 or 4 and a remainder at every level; 200
+    // columns end in a partial block.
+    let mut rng = Rng::new(11);
+    for (rows, cols) in [(35, 256), (35, 200)] {
+        let w = codes(&mut rng, rows * cols);
+        let s = scales(&mut rng, rows.div_ceil(BLOCK) * cols.div_ceil(BLOCK));
+        let wm = Fp8Matrix { w: &w, scales: &s, rows, cols, row0: 0 };
+        let x = rng.vec_f32(cols);
+        for level in SimdLevel::available() {
+            let mut y = vec![f32::NAN; rows];
+            fp8::matvec_fma_with(level, wm, &x, &mut y);
+            for (r, &got) in y.iter().enumerate() {
+                let (wr, sr) = wm.row(r);
+                let want = fp8::dot_with(SimdLevel::Scalar, wr, sr, &x);
+                assert_eq!(got.to_bits(), want.to_bits(), "{level} FMA rows, [{rows}, {cols}]: row {r}");
+            }
+        }
+    }
+}
+
+#[test]
 fn matmul_elements_are_the_bits_of_dot_for_any_batch_and_thread_count() {
     let mut rng = Rng::new(10);
     for (rows, cols) in [(1, 64), (130, 200), (300, 256), (131, 384), (257, 1000)] {

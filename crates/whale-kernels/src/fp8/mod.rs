@@ -273,6 +273,21 @@ pub fn dot_fma_with(level: SimdLevel, w: &[u8], scales: &[f32], x: &[f32]) -> f3
     dot_verified(crate::dot::verify(level), Src::Bytes(w), scales, &prepare(x))
 }
 
+/// One activation row's [`matmul`] by the level's FMA kernels, as many
+/// rows at a time as its decode takes them, even where the CPU has the
+/// `vdpbf16ps` kernel: the same bits (for tests of both).
+#[doc(hidden)]
+pub fn matvec_fma_with(level: SimdLevel, wm: Fp8Matrix<'_>, x: &[f32], y: &mut [f32]) {
+    wm.check("fp8 matvec");
+    assert!(x.len() == wm.cols && y.len() == wm.rows, "fp8 matvec: x has {}, y {} elements", x.len(), y.len());
+    let v = crate::dot::verify(level);
+    let xb = prepare(x);
+    match level {
+        SimdLevel::Avx2Fma => matvec_rows::<ROWS_AVX2>(v, wm, &xb, &[], 0, y),
+        _ => matvec_rows::<ROWS>(v, wm, &xb, &[], 0, y),
+    }
+}
+
 /// Decodes `w` into `out` in the kernels' unit (values times 2^-8, before
 /// the block scales) at a given level; every level gives the bits of
 /// [`decode_unit`].
@@ -350,19 +365,32 @@ const ROWS: usize = 8;
 /// 22.5-24.7 (alternating, `fp8_bench 2`).
 const ROWS_BF16: usize = 16;
 
+/// [`ROWS`] at the AVX2 level (16 registers: each row holds 2 accumulators
+/// and 2 block totals). Zen 4 with `WHALE_SIMD=avx2`, `fp8_bench 2`,
+/// alternating: one row at a time 14.7-16.2 GB/s, 2 rows 13.6-13.9, 4 rows
+/// 20.1-20.7, 8 rows 21.1-21.9 but slower from L2 (12.6 GB/s a core
+/// against 13.4 with 4: its accumulators spill).
+const ROWS_AVX2: usize = 4;
+
 /// `R` rows' dots on bytes with prepared activations (`xw`: their
-/// [`pair_words`] where [`bf16_dot`]): the same bits as [`dot_verified`],
-/// with the rows' streams interleaved where a level has that.
+/// [`pair_words`], for the `vdpbf16ps` kernel where [`bf16_dot`]; empty for
+/// the FMA kernels): the same bits as [`dot_verified`], with the rows'
+/// streams interleaved where a level has that.
 fn dotn_verified<const R: usize>(v: Verified, xw: &[u16], w: [&[u8]; R], scales: [&[f32]; R], xb: &[f32]) -> [f32; R] {
     match v.level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: bf16_dot checked AVX-512 BF16 and VBMI at a verified
         // AVX-512 level; every row has xb.len() bytes (rows of one matrix)
         // and xw holds the pair words of xb's whole blocks.
-        SimdLevel::Avx512Vnni | SimdLevel::Amx if bf16_dot(v) => unsafe { x86::dotn_bf16(w, scales, xb, xw) },
+        SimdLevel::Avx512Vnni | SimdLevel::Amx if bf16_dot(v) && !xw.is_empty() => unsafe {
+            x86::dotn_bf16(w, scales, xb, xw)
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a verified AVX-512 level has AVX-512 F, FMA and F16C.
         SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { x86::dotn_avx512(w, scales, xb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a verified AVX2 level has AVX2, FMA and F16C.
+        SimdLevel::Avx2Fma => unsafe { x86::dotn_avx2(w, scales, xb) },
         _ => {
             let _ = xw; // only the vdpbf16ps kernel reads the pair words
             std::array::from_fn(|r| dot_verified(v, Src::Bytes(w[r]), scales[r], xb))
@@ -530,10 +558,10 @@ fn matmul_rows(v: Verified, wm: Fp8Matrix<'_>, xb: &[f32], xw: &[u16], r0: usize
     let cols = wm.cols;
     let n = out.first().map_or(0, |o| o.len());
     if out.len() == 1 {
-        if bf16_dot(v) {
-            matvec_rows::<ROWS_BF16>(v, wm, xb, xw, r0, out[0]);
-        } else {
-            matvec_rows::<ROWS>(v, wm, xb, xw, r0, out[0]);
+        match v.level() {
+            _ if bf16_dot(v) => matvec_rows::<ROWS_BF16>(v, wm, xb, xw, r0, out[0]),
+            SimdLevel::Avx2Fma => matvec_rows::<ROWS_AVX2>(v, wm, xb, xw, r0, out[0]),
+            _ => matvec_rows::<ROWS>(v, wm, xb, xw, r0, out[0]),
         }
         return;
     }

@@ -285,6 +285,60 @@ pub(super) unsafe fn dot_avx2(w: Src<'_>, scales: &[f32], xb: &[f32]) -> f32 {
     reduce(t)
 }
 
+/// `R` rows' [`dot_avx2`] sharing the loads of `xb`, whole blocks with
+/// their accumulators in registers as [`dotn_avx512`] has them; each result
+/// is the bits of [`dot_avx2`] of its row.
+///
+/// # Safety
+/// As for [`dot_avx2`], for every row.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // b and r index several arrays at once
+pub(super) unsafe fn dotn_avx2<const R: usize>(w: [&[u8]; R], scales: [&[f32]; R], xb: &[f32]) -> [f32; R] {
+    let n = xb.len();
+    let full = n / BLOCK;
+    let mut tot = [[_mm256_setzero_ps(); 2]; R];
+    for b in 0..full {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for k in 0..BLOCK / LANES {
+            let i = b * BLOCK + k * LANES;
+            let (x0, x1) = (_mm256_loadu_ps(xb.as_ptr().add(i)), _mm256_loadu_ps(xb.as_ptr().add(i + 8)));
+            for r in 0..R {
+                acc[r][0] = _mm256_fmadd_ps(decode8_256(w[r].as_ptr().add(i)), x0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(decode8_256(w[r].as_ptr().add(i + 8)), x1, acc[r][1]);
+            }
+        }
+        for r in 0..R {
+            let sv = _mm256_set1_ps(scales[r][b] * S_SCALE);
+            tot[r][0] = _mm256_fmadd_ps(sv, acc[r][0], tot[r][0]);
+            tot[r][1] = _mm256_fmadd_ps(sv, acc[r][1], tot[r][1]);
+        }
+    }
+    core::array::from_fn(|r| {
+        let mut t = [0f32; LANES];
+        _mm256_storeu_ps(t.as_mut_ptr(), tot[r][0]);
+        _mm256_storeu_ps(t.as_mut_ptr().add(8), tot[r][1]);
+        if full * BLOCK < n {
+            // The partial block as dot_avx2 adds it.
+            let (lo, mut acc) = (full * BLOCK, [0f32; LANES]);
+            let mut i = lo;
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            while i + LANES <= n {
+                a0 = _mm256_fmadd_ps(decode8_256(w[r].as_ptr().add(i)), _mm256_loadu_ps(xb.as_ptr().add(i)), a0);
+                a1 =
+                    _mm256_fmadd_ps(decode8_256(w[r].as_ptr().add(i + 8)), _mm256_loadu_ps(xb.as_ptr().add(i + 8)), a1);
+                i += LANES;
+            }
+            _mm256_storeu_ps(acc.as_mut_ptr(), a0);
+            _mm256_storeu_ps(acc.as_mut_ptr().add(8), a1);
+            tail(&mut acc, Src::Bytes(w[r]), xb, i, n - i);
+            for (tj, aj) in t.iter_mut().zip(acc) {
+                *tj = (scales[r][full] * S_SCALE).mul_add(aj, *tj);
+            }
+        }
+        reduce(t)
+    })
+}
+
 /// # Safety
 /// The CPU must have AVX-512 F; `out.len() == w.len()`.
 #[target_feature(enable = "avx512f,avx2,f16c")]
