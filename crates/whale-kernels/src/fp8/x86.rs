@@ -148,8 +148,9 @@ pub(super) unsafe fn dotn_avx512<const R: usize>(w: [&[u8]; R], scales: [&[f32];
 /// 32-element half, word `2j` is element `16 + j` and word `2j + 1` element
 /// `j` (the instruction adds the odd word's product first, so lane `j` adds
 /// element `j`, then `j + 16`: the twin's order). The unpacks take bytes
-/// 0-7 (low) and 8-15 (high) of each 128-bit lane `L`, which are words
-/// `4L..4L + 3` of the first half and of the second.
+/// 0-7 (low) and 8-15 (high) of each 128-bit lane `L`, which become the
+/// pairs `4L..4L + 4` (words `8L..8L + 8`) of the first half and of the
+/// second.
 const fn code_order() -> [u8; 64] {
     let mut idx = [0u8; 64];
     let mut i = 0;
