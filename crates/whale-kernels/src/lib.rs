@@ -23,9 +23,9 @@
 //!   `WHALE_SIMD=scalar|avx2|avx512|amx|neon` forces a level (AMX-INT8 tiles,
 //!   where the CPU and OS have them, do the integer part of prefill products;
 //!   without them, at the VNNI level, prefill products of 12 (K-quants) or
-//!   20 (32-element types) or more rows
-//!   unpack 16 weight rows at a time into a panel that each activation row
-//!   meets with broadcast multiply-adds, `panel.rs`). New levels slot in
+//!   20 (32-element types) or more rows unpack 16 weight rows at a time into
+//!   a panel that each activation row meets with broadcast multiply-adds,
+//!   `panel.rs`). New levels slot in
 //!   beside `avx2.rs` / `avx2_q8.rs`.
 //! * **Quantized activations, like llama.cpp** ([`q8`], [`qdot`]): llama.cpp
 //!   never dots quantized weights with f32 activations; it first rounds each

@@ -280,12 +280,7 @@ pub fn dot_fma_with(level: SimdLevel, w: &[u8], scales: &[f32], x: &[f32]) -> f3
 pub fn matvec_fma_with(level: SimdLevel, wm: Fp8Matrix<'_>, x: &[f32], y: &mut [f32]) {
     wm.check("fp8 matvec");
     assert!(x.len() == wm.cols && y.len() == wm.rows, "fp8 matvec: x has {}, y {} elements", x.len(), y.len());
-    let v = crate::dot::verify(level);
-    let xb = prepare(x);
-    match level {
-        SimdLevel::Avx2Fma => matvec_rows::<ROWS_AVX2>(v, wm, &xb, &[], 0, y),
-        _ => matvec_rows::<ROWS>(v, wm, &xb, &[], 0, y),
-    }
+    matvec(crate::dot::verify(level), wm, &prepare(x), &[], 0, y);
 }
 
 /// Decodes `w` into `out` in the kernels' unit (values times 2^-8, before
@@ -477,8 +472,10 @@ pub fn matmul(wm: Fp8Matrix<'_>, x: &[f32], m: usize, y: &mut [f32], threads: us
     }
     let v = Verified::active();
     let xb = prepare(x);
-    let tiles = m > 1 && bf16_dot(v) && wm.cols.is_multiple_of(BLOCK);
-    let xw = if tiles || (m == 1 && bf16_dot(v)) { pair_words(&xb) } else { Vec::new() };
+    // The activations' pair words exactly where the vdpbf16ps kernels run
+    // (several rows need whole blocks); the FMA kernels otherwise.
+    let dp = bf16_dot(v) && (m == 1 || wm.cols.is_multiple_of(BLOCK));
+    let xw = if dp { pair_words(&xb) } else { Vec::new() };
     let work = wm.rows.saturating_mul(wm.cols).saturating_mul(m);
     let chunk = rows_per_thread(threads, wm.rows, work);
     let views = column_views(y, wm.rows, chunk, m);
@@ -537,6 +534,17 @@ fn gemm_bf16(wm: Fp8Matrix<'_>, xw: &[u16], r0: usize, mut out: Vec<&mut [f32]>)
     }
 }
 
+/// One activation row's rows `r0..r0 + y.len()`, as many rows at a time
+/// as the kernel that runs takes: the `vdpbf16ps` one where `xw` holds the
+/// pair words, else the level's FMA one.
+fn matvec(v: Verified, wm: Fp8Matrix<'_>, xb: &[f32], xw: &[u16], r0: usize, y: &mut [f32]) {
+    match v.level() {
+        _ if bf16_dot(v) && !xw.is_empty() => matvec_rows::<ROWS_BF16>(v, wm, xb, xw, r0, y),
+        SimdLevel::Avx2Fma => matvec_rows::<ROWS_AVX2>(v, wm, xb, xw, r0, y),
+        _ => matvec_rows::<ROWS>(v, wm, xb, xw, r0, y),
+    }
+}
+
 /// One activation row's rows `r0..r0 + y.len()`, `R` rows at a time.
 fn matvec_rows<const R: usize>(v: Verified, wm: Fp8Matrix<'_>, xb: &[f32], xw: &[u16], r0: usize, y: &mut [f32]) {
     let mut k = 0;
@@ -558,15 +566,10 @@ fn matmul_rows(v: Verified, wm: Fp8Matrix<'_>, xb: &[f32], xw: &[u16], r0: usize
     let cols = wm.cols;
     let n = out.first().map_or(0, |o| o.len());
     if out.len() == 1 {
-        match v.level() {
-            _ if bf16_dot(v) => matvec_rows::<ROWS_BF16>(v, wm, xb, xw, r0, out[0]),
-            SimdLevel::Avx2Fma => matvec_rows::<ROWS_AVX2>(v, wm, xb, xw, r0, out[0]),
-            _ => matvec_rows::<ROWS>(v, wm, xb, xw, r0, out[0]),
-        }
-        return;
+        return matvec(v, wm, xb, xw, r0, out[0]);
     }
-    if bf16_dot(v) && cols.is_multiple_of(BLOCK) {
-        #[cfg(target_arch = "x86_64")]
+    #[cfg(target_arch = "x86_64")]
+    if bf16_dot(v) && !xw.is_empty() {
         return gemm_bf16(wm, xw, r0, out);
     }
     let mut row = vec![0f32; cols];

@@ -254,35 +254,52 @@ pub(super) unsafe fn dotn_bf16<const R: usize>(w: [&[u8]; R], scales: [&[f32]; R
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_avx2(w: Src<'_>, scales: &[f32], xb: &[f32]) -> f32 {
     let n = xb.len();
-    let (mut tot0, mut tot1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut tot = [_mm256_setzero_ps(); 2];
     for (b, &s) in scales.iter().enumerate() {
-        let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut i = lo;
-        while i + LANES <= hi {
-            let (w0, w1) = match w {
-                Src::Bytes(w) => (decode8_256(w.as_ptr().add(i)), decode8_256(w.as_ptr().add(i + 8))),
-                Src::Decoded(w) => (_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_loadu_ps(w.as_ptr().add(i + 8))),
-            };
-            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xb.as_ptr().add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xb.as_ptr().add(i + 8)), acc1);
-            i += LANES;
-        }
-        if i < hi {
-            let mut a = [0f32; LANES];
-            _mm256_storeu_ps(a.as_mut_ptr(), acc0);
-            _mm256_storeu_ps(a.as_mut_ptr().add(8), acc1);
-            tail(&mut a, w, xb, i, hi - i);
-            acc0 = _mm256_loadu_ps(a.as_ptr());
-            acc1 = _mm256_loadu_ps(a.as_ptr().add(8));
-        }
-        let sv = _mm256_set1_ps(s * S_SCALE);
-        tot0 = _mm256_fmadd_ps(sv, acc0, tot0);
-        tot1 = _mm256_fmadd_ps(sv, acc1, tot1);
+        let acc = block_avx2(w, xb, b * BLOCK, ((b + 1) * BLOCK).min(n));
+        add_block_avx2(&mut tot, s, acc);
     }
+    reduce_avx2(tot)
+}
+
+/// Columns `lo..hi` (one block) in the twin's 16 lanes, as two registers.
+#[inline(always)]
+unsafe fn block_avx2(w: Src<'_>, xb: &[f32], lo: usize, hi: usize) -> [__m256; 2] {
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = lo;
+    while i + LANES <= hi {
+        let (w0, w1) = match w {
+            Src::Bytes(w) => (decode8_256(w.as_ptr().add(i)), decode8_256(w.as_ptr().add(i + 8))),
+            Src::Decoded(w) => (_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_loadu_ps(w.as_ptr().add(i + 8))),
+        };
+        acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xb.as_ptr().add(i)), acc0);
+        acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xb.as_ptr().add(i + 8)), acc1);
+        i += LANES;
+    }
+    if i < hi {
+        let mut a = [0f32; LANES];
+        _mm256_storeu_ps(a.as_mut_ptr(), acc0);
+        _mm256_storeu_ps(a.as_mut_ptr().add(8), acc1);
+        tail(&mut a, w, xb, i, hi - i);
+        acc0 = _mm256_loadu_ps(a.as_ptr());
+        acc1 = _mm256_loadu_ps(a.as_ptr().add(8));
+    }
+    [acc0, acc1]
+}
+
+/// `tot += (scale · 2^-40) · acc`, lane by lane: the twin's block step.
+#[inline(always)]
+unsafe fn add_block_avx2(tot: &mut [__m256; 2], scale: f32, acc: [__m256; 2]) {
+    let sv = _mm256_set1_ps(scale * S_SCALE);
+    tot[0] = _mm256_fmadd_ps(sv, acc[0], tot[0]);
+    tot[1] = _mm256_fmadd_ps(sv, acc[1], tot[1]);
+}
+
+#[inline(always)]
+unsafe fn reduce_avx2(tot: [__m256; 2]) -> f32 {
     let mut t = [0f32; LANES];
-    _mm256_storeu_ps(t.as_mut_ptr(), tot0);
-    _mm256_storeu_ps(t.as_mut_ptr().add(8), tot1);
+    _mm256_storeu_ps(t.as_mut_ptr(), tot[0]);
+    _mm256_storeu_ps(t.as_mut_ptr().add(8), tot[1]);
     reduce(t)
 }
 
@@ -309,34 +326,14 @@ pub(super) unsafe fn dotn_avx2<const R: usize>(w: [&[u8]; R], scales: [&[f32]; R
             }
         }
         for r in 0..R {
-            let sv = _mm256_set1_ps(scales[r][b] * S_SCALE);
-            tot[r][0] = _mm256_fmadd_ps(sv, acc[r][0], tot[r][0]);
-            tot[r][1] = _mm256_fmadd_ps(sv, acc[r][1], tot[r][1]);
+            add_block_avx2(&mut tot[r], scales[r][b], acc[r]);
         }
     }
     core::array::from_fn(|r| {
-        let mut t = [0f32; LANES];
-        _mm256_storeu_ps(t.as_mut_ptr(), tot[r][0]);
-        _mm256_storeu_ps(t.as_mut_ptr().add(8), tot[r][1]);
         if full * BLOCK < n {
-            // The partial block as dot_avx2 adds it.
-            let (lo, mut acc) = (full * BLOCK, [0f32; LANES]);
-            let mut i = lo;
-            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            while i + LANES <= n {
-                a0 = _mm256_fmadd_ps(decode8_256(w[r].as_ptr().add(i)), _mm256_loadu_ps(xb.as_ptr().add(i)), a0);
-                a1 =
-                    _mm256_fmadd_ps(decode8_256(w[r].as_ptr().add(i + 8)), _mm256_loadu_ps(xb.as_ptr().add(i + 8)), a1);
-                i += LANES;
-            }
-            _mm256_storeu_ps(acc.as_mut_ptr(), a0);
-            _mm256_storeu_ps(acc.as_mut_ptr().add(8), a1);
-            tail(&mut acc, Src::Bytes(w[r]), xb, i, n - i);
-            for (tj, aj) in t.iter_mut().zip(acc) {
-                *tj = (scales[r][full] * S_SCALE).mul_add(aj, *tj);
-            }
+            add_block_avx2(&mut tot[r], scales[r][full], block_avx2(Src::Bytes(w[r]), xb, full * BLOCK, n));
         }
-        reduce(t)
+        reduce_avx2(tot[r])
     })
 }
 
