@@ -581,6 +581,48 @@ fn vec_dot_q_exact_integer_cases() {
     }
 }
 
+/// Decode (one activation row) takes weight rows in groups where a kernel
+/// does (`rows8`: Q4_K at the VNNI level, eight rows a call, transposed in
+/// registers). Every row's result stays the scalar reference's bits at the
+/// extremes of the integer sums (every quant, scale and min at its
+/// maximum, activations at ±127), with all-zero blocks, with rows at odd
+/// addresses, and with row counts and block counts that do not fill a
+/// group.
+#[test]
+fn matmul_q_decode_row_groups_match_scalar_at_extremes() {
+    let mut rng = Rng::new(38);
+    for wty in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        for (rows, cols) in [(8, 256), (16, 768), (19, 2816), (24, 2048)] {
+            let rb = wty.row_bytes(cols).unwrap();
+            for fill in ["max", "zero", "random"] {
+                let mut w: Vec<u8> = match fill {
+                    "max" => vec![0xFF; rows * rb],
+                    "zero" => vec![0; rows * rb],
+                    _ => (0..rows).flat_map(|_| random_row(&mut rng, wty, cols)).collect(),
+                };
+                if fill == "max" {
+                    set_scales(wty, &mut w, 1.0);
+                }
+                let x: Vec<f32> = match fill {
+                    "random" => rng.vec_f32(cols),
+                    _ => (0..cols).map(|j| if j % 3 == 0 { -1.0 } else { 1.0 }).collect(),
+                };
+                let acts = quantize_acts(wty, &x, 1, cols);
+                let mut shifted = vec![0u8; w.len() + 1];
+                shifted[1..].copy_from_slice(&w);
+                for (what, wv) in [("aligned", &w[..]), ("odd address", &shifted[1..])] {
+                    let mut y = vec![f32::NAN; rows];
+                    matmul_q(wty, wv, rows, cols, &x, 1, &mut y, 1);
+                    for r in 0..rows {
+                        let want = vec_dot_q_with(SimdLevel::Scalar, wty, &w[r * rb..(r + 1) * rb], &acts, 0);
+                        assert_eq!(y[r].to_bits(), want.to_bits(), "{wty} {rows}x{cols} {fill} {what} row {r}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Rows at odd addresses (block structs have alignment 1).
 #[test]
 fn vec_dot_q_unaligned_rows() {

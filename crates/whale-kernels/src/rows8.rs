@@ -1,0 +1,247 @@
+//! Decode products eight weight rows at a time (x86-64, AVX-512 VNNI
+//! level; Q4_K).
+//!
+//! A one-row K-quant dot (`avx2_q8::vec_dot_n` with one activation row)
+//! spends most of its instructions on work that does not depend on the
+//! activation: unpacking each block's scales (scalar bit work), broadcasting
+//! a scale to every pair of bytes, two multiplies per 32 quants
+//! (`vpmaddubsw`, then `vpdpwssd` by the scales) and two horizontal sums per
+//! eight blocks. On Zen 4 that held a core to 20 GB/s of Q4_K from L2, and
+//! a decode at 2 threads below the read speed.
+//!
+//! Here eight consecutive rows of a matrix share one pass over the
+//! activation row, with lane r of every vector holding row r:
+//!
+//! * each 32-byte piece of the eight rows' quants is transposed in registers
+//!   (an 8×8 transpose of 4-byte words), so one `vpdpbusd` multiplies 4
+//!   quants of each of the eight rows by one broadcast 4-byte group of the
+//!   activation: one multiply per 32 quants, and a sub-block's sums are
+//!   already per row;
+//! * a sub-block's scale is then one i32 multiply for the eight rows, and the
+//!   scale and min bytes of the eight blocks are unpacked together (the
+//!   blocks' first 16 bytes transposed to words: `d`/`dmin`, then the three
+//!   words of packed 6-bit scales and mins);
+//! * while a group is multiplied, the next group's bytes are prefetched
+//!   into L2, because eight rows read at once are eight short streams that
+//!   the hardware prefetcher does not follow (see `qdot::GroupJob`).
+//!
+//! One core from L2 (`examples/decode_bw 1 1 7168`, Zen 4): 26-29 GB/s of
+//! Q4_K, from 20. The same scheme for Q6_K measured slower than its one-row
+//! kernel (26-28 against 30 GB/s: three transposes per 128 weights, for the
+//! low nibbles, their second half and the high bits), so Q6_K is not here.
+//!
+//! llama.cpp repacks Q4_K rows at load into an interleaved layout for the
+//! same reason; here the transpose happens in registers, so the weights stay
+//! the file's mapped bytes, which prefill's panels read as well.
+//!
+//! Bits: the integer sums are the reference's exact integers, and the f32
+//! step is `avx2_q8::k_group_term` lane for lane (row r's block term in lane
+//! r); the terms of eight blocks are transposed so that row r's accumulator
+//! holds block b in lane b % 8, as the one-row kernels hold it, and finished
+//! by the same `avx2::hsum`. So every result equals `vec_dot_q` of its row
+//! bit for bit (`tests/qdot.rs` compares matrices of more than eight rows
+//! with the scalar reference, at the extremes of the integer sums too).
+
+use core::arch::x86_64::*;
+
+use crate::avx2::hsum;
+use crate::avx2_q8::{k_group_term, transpose_8x8_i32};
+use crate::blocks::BlockQ4_K;
+use crate::dispatch::{SimdLevel, Verified};
+use crate::q8::ActRow;
+use crate::types::{GgmlType, QK_K};
+
+/// Rows a call takes.
+pub(crate) const ROWS: usize = 8;
+
+/// `body` once for each literal in the list with `$k` bound to it, so
+/// that indexes into arrays of vectors are constants and the arrays stay in
+/// registers (a loop the compiler keeps rolled puts them on the stack).
+macro_rules! unroll {
+    ($k:ident in [$($n:literal),*] $body:block) => {
+        $({
+            let $k: usize = $n;
+            $body
+        })*
+    };
+}
+
+/// Whether `wty` rows go through this module at `v`'s level.
+pub(crate) fn supports(v: Verified, wty: GgmlType) -> bool {
+    matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx) && wty == GgmlType::Q4_K
+}
+
+/// Eight rows of `wty` (`w`: `8 * rb` bytes, row r at `r * rb`) against
+/// one activation row of `vec_dot_type(wty)` (Q8_K); `ahead` (the next
+/// rows, or empty) is prefetched into L2 over the call, a hint only.
+///
+/// # Safety
+/// `supports(v, wty)` for a `Verified` of this CPU; `rb` is a whole number
+/// of `wty` blocks and `a` has as many columns as a row has elements.
+pub(crate) unsafe fn dot(wty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
+    let rows = |r: usize| &w[r * rb..(r + 1) * rb];
+    match wty {
+        // SAFETY: the caller's contract.
+        GgmlType::Q4_K => unsafe { q4_k(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
+        t => unreachable!("rows8::dot: {t} is not Q4_K"),
+    }
+}
+
+/// Eight rows of blocks `B` through `term(rows, b)` (the eight rows' terms
+/// of block `b`, lane r = row r), accumulated as the one-row kernels do.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn rows_of<B>(rows: &[&[B]; ROWS], ahead: &[u8], term: impl Fn(&[&B; ROWS], usize) -> __m256) -> [f32; ROWS] {
+    let nb = rows[0].len();
+    // The bytes to prefetch while each block is multiplied.
+    let step = ahead.len().div_ceil(nb.max(1)).next_multiple_of(64);
+    assert!(rows.iter().all(|r| r.len() == nb), "rows8: rows of different lengths");
+    let mut acc = [_mm256_setzero_ps(); ROWS];
+    for g in 0..nb.div_ceil(8) {
+        // terms[k]: block 8g + k of the eight rows; the lanes past the end of
+        // a row add +0, as the one-row kernels' zero lanes do.
+        let mut terms = [_mm256_setzero_si256(); 8];
+        for (k, t) in terms.iter_mut().enumerate().take(nb - 8 * g) {
+            let b = 8 * g + k;
+            let mut p = b * step;
+            while p < ((b + 1) * step).min(ahead.len()) {
+                // SAFETY: `p` is inside `ahead`; a prefetch never faults.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(p).cast()) };
+                p += 64;
+            }
+            let blk: [&B; ROWS] = core::array::from_fn(|r| &rows[r][b]);
+            *t = _mm256_castps_si256(term(&blk, b));
+        }
+        let per_row = transpose_8x8_i32(terms);
+        for (acc_r, t) in acc.iter_mut().zip(per_row) {
+            *acc_r = _mm256_add_ps(*acc_r, _mm256_castsi256_ps(t));
+        }
+    }
+    let mut out = [0f32; ROWS];
+    for (o, acc_r) in out.iter_mut().zip(acc) {
+        *o = hsum(acc_r);
+    }
+    out
+}
+
+/// `[w0 w1 w2 w3]` words of 16 bytes at `p` of rows r (low half) and r + 4
+/// (high half) for r in 0..4, transposed: result t holds word t, lane r = row r.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn words4(p: [*const u8; ROWS]) -> [__m256i; 4] {
+    // SAFETY: the caller passes pointers to at least 16 readable bytes.
+    let x: [__m256i; 4] = core::array::from_fn(|r| unsafe {
+        _mm256_inserti128_si256::<1>(
+            _mm256_castsi128_si256(_mm_loadu_si128(p[r].cast())),
+            _mm_loadu_si128(p[r + 4].cast()),
+        )
+    });
+    let t0 = _mm256_unpacklo_epi32(x[0], x[1]);
+    let t1 = _mm256_unpackhi_epi32(x[0], x[1]);
+    let t2 = _mm256_unpacklo_epi32(x[2], x[3]);
+    let t3 = _mm256_unpackhi_epi32(x[2], x[3]);
+    [
+        _mm256_unpacklo_epi64(t0, t2),
+        _mm256_unpackhi_epi64(t0, t2),
+        _mm256_unpacklo_epi64(t1, t3),
+        _mm256_unpackhi_epi64(t1, t3),
+    ]
+}
+
+/// 32 bytes at `p[r]` of each row, transposed: result k holds bytes
+/// 4k..4k + 4 of each row, lane r = row r.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn bytes32(p: [*const u8; ROWS]) -> [__m256i; 8] {
+    // SAFETY: the caller passes pointers to at least 32 readable bytes.
+    transpose_8x8_i32(core::array::from_fn(|r| unsafe { _mm256_loadu_si256(p[r].cast()) }))
+}
+
+/// Activation bytes `y[at..at + 4]` in every lane.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn bcast4(y: &[i8; QK_K], at: usize) -> __m256i {
+    _mm256_set1_epi32(i32::from_le_bytes(bytemuck::cast([y[at], y[at + 1], y[at + 2], y[at + 3]])))
+}
+
+/// A `vpshufb` control with `ctl` (byte indices of a word, 0x80 for zero)
+/// for every 4-byte lane, the indices moved to that lane's word (`vpshufb`
+/// indexes bytes within each 128-bit half).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn word_control(ctl: [u8; 4]) -> __m256i {
+    let at = |l: u8| i32::from_le_bytes(ctl.map(|c| if c & 0x80 != 0 { c } else { c + 4 * l }));
+    _mm256_setr_epi32(at(0), at(1), at(2), at(3), at(0), at(1), at(2), at(3))
+}
+
+/// Byte `j` (0..4) of each lane's word, zero-extended to i32.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn byte_of(v: __m256i, j: u8) -> __m256i {
+    _mm256_shuffle_epi8(v, word_control([j, 0x80, 0x80, 0x80]))
+}
+
+/// Bytes `j` and `j + 1` of each lane's word as two zero-extended i16.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn byte_pair(v: __m256i, j: u8) -> __m256i {
+    _mm256_shuffle_epi8(v, word_control([j, 0x80, j + 1, 0x80]))
+}
+
+/// Q4_K: eight rows against one Q8_K row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
+    let nib = _mm256_set1_epi8(0x0F);
+    let m6 = _mm256_set1_epi8(0x3F);
+    let m2 = _mm256_set1_epi8(0x03);
+    rows_of(&rows, ahead, |blk, b| {
+        // d and dmin (f16), then the 12 bytes of packed scales and mins.
+        let [dm, w0, w1, w2] = words4(blk.map(|k| (k as *const BlockQ4_K).cast::<u8>()));
+        let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
+        let dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
+        // `qdot::k4_scales_mins`, eight rows at once: bytes 0..4 of the
+        // scales (mins) in `sc_lo` (`mn_lo`), 4..8 in `sc_hi` (`mn_hi`).
+        let sc_lo = _mm256_and_si256(w0, m6);
+        let mn_lo = _mm256_and_si256(w1, m6);
+        let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
+        let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0));
+        let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1));
+
+        // m = Σ_s mins[s] · (Σy of sub-block s), from the Q8_K group sums.
+        // The activation's sums of sub-blocks as i16 pairs: B_s = the two
+        // Q8_K group sums of sub-block s; `pair(i)` is (B_{2i}, B_{2i+1}) in
+        // every lane (after the pack, words (B0 B1 | B2 B3) are the low
+        // half's first two lanes and (B4 B5 | B6 B7) the high half's).
+        let bs = &a.bsums[16 * b..16 * b + 16];
+        let pair = |s: usize| {
+            let lo = (bs[4 * s] + bs[4 * s + 1]) as u16 as u32;
+            let hi = (bs[4 * s + 2] + bs[4 * s + 3]) as u16 as u32;
+            _mm256_set1_epi32((lo | (hi << 16)) as i32)
+        };
+        let mut m = _mm256_madd_epi16(byte_pair(mn_lo, 0), pair(0));
+        m = _mm256_dpwssd_epi32(m, byte_pair(mn_lo, 2), pair(1));
+        m = _mm256_dpwssd_epi32(m, byte_pair(mn_hi, 0), pair(2));
+        m = _mm256_dpwssd_epi32(m, byte_pair(mn_hi, 2), pair(3));
+
+        // isum = Σ_s scales[s] · Σ u·y over sub-block s. Sub-blocks 2c and
+        // 2c + 1 are the low and high nibbles of qs[32c..32c + 32].
+        let y: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+        let mut isum = _mm256_setzero_si256();
+        unroll!(c in [0, 1, 2, 3] {
+            let q = bytes32(blk.map(|k| k.qs[32 * c..].as_ptr()));
+            let z = _mm256_setzero_si256();
+            let (mut lo, mut hi) = ([z; 2], [z; 2]);
+            unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
+                let (ul, uh) = (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
+                lo[k % 2] = _mm256_dpbusd_epi32(lo[k % 2], ul, bcast4(y, 64 * c + 4 * k));
+                hi[k % 2] = _mm256_dpbusd_epi32(hi[k % 2], uh, bcast4(y, 64 * c + 32 + 4 * k));
+            });
+            let (scl, sch) = if c < 2 { (sc_lo, sc_lo) } else { (sc_hi, sc_hi) };
+            let j = 2 * (c as u8 % 2);
+            let s_lo = _mm256_mullo_epi32(_mm256_add_epi32(lo[0], lo[1]), byte_of(scl, j));
+            let s_hi = _mm256_mullo_epi32(_mm256_add_epi32(hi[0], hi[1]), byte_of(sch, j + 1));
+            isum = _mm256_add_epi32(isum, _mm256_add_epi32(s_lo, s_hi));
+        });
+        k_group_term(isum, m, d, dmin, _mm256_set1_ps(a.d[b]), 0)
+    })
+}
