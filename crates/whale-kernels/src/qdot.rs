@@ -561,9 +561,7 @@ impl GroupJob<'_, '_> {
         }
         N
     }
-}
 
-impl GroupJob<'_, '_> {
     /// Weight rows `tile` against activation row `i` (`a`), in groups of
     /// `rows8::ROWS` where `rows8` takes the type, each group prefetching
     /// the next into L2 (eight rows read at once are eight short streams,

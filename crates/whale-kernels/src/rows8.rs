@@ -207,11 +207,8 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
         let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0));
         let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1));
 
-        // m = Σ_s mins[s] · (Σy of sub-block s), from the Q8_K group sums.
-        // The activation's sums of sub-blocks as i16 pairs: B_s = the two
-        // Q8_K group sums of sub-block s; `pair(i)` is (B_{2i}, B_{2i+1}) in
-        // every lane (after the pack, words (B0 B1 | B2 B3) are the low
-        // half's first two lanes and (B4 B5 | B6 B7) the high half's).
+        // m = Σ_s mins[s] · B_s, B_s = Σy of sub-block s (two Q8_K group
+        // sums); `pair(i)` is (B_{2i}, B_{2i+1}) as i16 in every lane.
         let bs = &a.bsums[16 * b..16 * b + 16];
         let pair = |s: usize| {
             let lo = (bs[4 * s] + bs[4 * s + 1]) as u16 as u32;
@@ -236,10 +233,10 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
                 lo[k % 2] = _mm256_dpbusd_epi32(lo[k % 2], ul, bcast4(y, 64 * c + 4 * k));
                 hi[k % 2] = _mm256_dpbusd_epi32(hi[k % 2], uh, bcast4(y, 64 * c + 32 + 4 * k));
             });
-            let (scl, sch) = if c < 2 { (sc_lo, sc_lo) } else { (sc_hi, sc_hi) };
+            let sc = if c < 2 { sc_lo } else { sc_hi };
             let j = 2 * (c as u8 % 2);
-            let s_lo = _mm256_mullo_epi32(_mm256_add_epi32(lo[0], lo[1]), byte_of(scl, j));
-            let s_hi = _mm256_mullo_epi32(_mm256_add_epi32(hi[0], hi[1]), byte_of(sch, j + 1));
+            let s_lo = _mm256_mullo_epi32(_mm256_add_epi32(lo[0], lo[1]), byte_of(sc, j));
+            let s_hi = _mm256_mullo_epi32(_mm256_add_epi32(hi[0], hi[1]), byte_of(sc, j + 1));
             isum = _mm256_add_epi32(isum, _mm256_add_epi32(s_lo, s_hi));
         });
         k_group_term(isum, m, d, dmin, _mm256_set1_ps(a.d[b]), 0)
