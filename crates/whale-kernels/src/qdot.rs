@@ -572,7 +572,8 @@ impl GroupJob<'_, '_> {
     fn row_groups(&self, a: ActRow<'_>, i: usize, tile: std::ops::Range<usize>, out: &mut [&mut [f32]]) -> usize {
         use crate::rows8::ROWS;
         let mut r = tile.start;
-        if !crate::rows8::supports(self.v, self.wty) {
+        let cols = self.rb / self.wty.type_size() * self.wty.block_size();
+        if !crate::rows8::supports(self.v, self.wty, cols) {
             return r;
         }
         let rb = self.rb;

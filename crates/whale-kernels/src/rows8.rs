@@ -1,5 +1,5 @@
 //! Decode products eight weight rows at a time (x86-64, AVX-512 VNNI
-//! level; Q4_K).
+//! level; Q4_K, and Q6_K rows of 10240 columns or more).
 //!
 //! A one-row K-quant dot (`avx2_q8::vec_dot_n` with one activation row)
 //! spends most of its instructions on work that does not depend on the
@@ -23,12 +23,22 @@
 //!   words of packed 6-bit scales and mins);
 //! * while a group is multiplied, the next group's bytes are prefetched
 //!   into L2, because eight rows read at once are eight short streams that
-//!   the hardware prefetcher does not follow (see `qdot::GroupJob`).
+//!   the hardware prefetcher does not follow (see `qdot::GroupJob`);
+//! * Q6_K's offset (`u = q + 32`) starts each group's sum at `-32·Σy` of the
+//!   group instead of a correction afterwards.
 //!
-//! One core from L2 (`examples/decode_bw 1 1 7168`, Zen 4): 26-29 GB/s of
-//! Q4_K, from 20. The same scheme for Q6_K measured slower than its one-row
-//! kernel (26-28 against 30 GB/s: three transposes per 128 weights, for the
-//! low nibbles, their second half and the high bits), so Q6_K is not here.
+//! Measured on Zen 4 (`examples/decode_bw THREADS MB COLS`): Q4_K one core
+//! from L2 26-29 GB/s, from 20 one row at a time; two threads from memory
+//! 37, from 31-33. Q6_K takes three transposes per 128 weights (the low
+//! nibbles, their second half and the high bits), and one core from L2
+//! ran 26-27 GB/s against 30 one row at a time, so short Q6_K rows stay
+//! one at a time. Long rows are another matter: once the activation row no
+//! longer stays in L1 beside the weight stream (18432 columns: 19.7 KB of
+//! Q8_K), the one-row kernels re-read it for every row and fall to 10-11
+//! GB/s a core from memory, where eight rows a call read it once for
+//! eight: Q6_K 18.3 against 10.3 at one thread, 33.3 against 20.2 at two
+//! (V3's dense `ffn_down`, 18432 columns), level at about 10240 columns
+//! (`Q6_K_MIN_COLS`).
 //!
 //! llama.cpp repacks Q4_K rows at load into an interleaved layout for the
 //! same reason; here the transpose happens in registers, so the weights stay
@@ -46,7 +56,7 @@ use core::arch::x86_64::*;
 
 use crate::avx2::hsum;
 use crate::avx2_q8::{k_group_term, transpose_8x8_i32};
-use crate::blocks::BlockQ4_K;
+use crate::blocks::{BlockQ4_K, BlockQ6_K};
 use crate::dispatch::{SimdLevel, Verified};
 use crate::q8::ActRow;
 use crate::types::{GgmlType, QK_K};
@@ -66,10 +76,22 @@ macro_rules! unroll {
     };
 }
 
-/// Whether `wty` rows go through this module at `v`'s level.
-pub(crate) fn supports(v: Verified, wty: GgmlType) -> bool {
-    matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx) && wty == GgmlType::Q4_K
+/// Whether rows of `wty` with `cols` elements go through this module at
+/// `v`'s level: Q4_K always; Q6_K from `Q6_K_MIN_COLS` (see the module
+/// docs).
+pub(crate) fn supports(v: Verified, wty: GgmlType, cols: usize) -> bool {
+    matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
+        && match wty {
+            GgmlType::Q4_K => true,
+            GgmlType::Q6_K => cols >= Q6_K_MIN_COLS,
+            _ => false,
+        }
 }
+
+/// The shortest Q6_K rows taken eight at a time: at 9216 columns and fewer
+/// the one-row kernel was as fast or faster, from 10752 on this one, by
+/// 1.7× at 18432 (`examples/decode_bw 2 200 COLS` on Zen 4).
+pub(crate) const Q6_K_MIN_COLS: usize = 10240;
 
 /// Eight rows of `wty` (`w`: `8 * rb` bytes, row r at `r * rb`) against
 /// one activation row of `vec_dot_type(wty)` (Q8_K); `ahead` (the next
@@ -83,6 +105,8 @@ pub(crate) unsafe fn dot(wty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, ahea
     match wty {
         // SAFETY: the caller's contract.
         GgmlType::Q4_K => unsafe { q4_k(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
+        // SAFETY: the caller's contract.
+        GgmlType::Q6_K => unsafe { q6_k(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
         t => unreachable!("rows8::dot: {t} is not Q4_K"),
     }
 }
@@ -240,5 +264,75 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
             isum = _mm256_add_epi32(isum, _mm256_add_epi32(s_lo, s_hi));
         });
         k_group_term(isum, m, d, dmin, _mm256_set1_ps(a.d[b]), 0)
+    })
+}
+
+/// Q6_K: eight rows against one Q8_K row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q6_k(rows: [&[BlockQ6_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
+    let nib = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    rows_of(&rows, ahead, |blk, b| {
+        // The 16 signed group scales, four words (lane r = row r), and d.
+        let sc = words4(blk.map(|k| k.scales.as_ptr().cast::<u8>()));
+        let dv: [u16; ROWS] = blk.map(|k| u16::from_le_bytes(k.d.0));
+        // SAFETY: `dv` is 8 u16 = 16 bytes; loadu is unaligned.
+        let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(dv.as_ptr().cast()) });
+        // Scale of group g (0..16) as i32, sign-extended.
+        let scale = |g: usize| {
+            let w = sc[g / 4];
+            match g % 4 {
+                0 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(w)),
+                1 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(w)),
+                2 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(w)),
+                _ => _mm256_srai_epi32::<24>(w),
+            }
+        };
+        // Each group's sum starts at -32·Σy (u = q + 32), so the block's
+        // integer is Σ sc·(Σ u·y - 32·Σy) = isum - 32·Σ sc·Σy, the number
+        // the reference forms as `isum - off·m`.
+        let bs = &a.bsums[16 * b..16 * b + 16];
+        let y: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+        // One partial sum per pass, added at the end.
+        let mut part = [_mm256_setzero_si256(); 4];
+        unroll!(h in [0, 1] {
+            // Element 128h + 32s + l: nibble s/2 of ql[64h + 32(s%2) + l],
+            // bits 2s..2s+2 of qh[32h + l]. One pass over each half of
+            // ql[64h..64h + 64] (p = s % 2: sub-groups s = p and p + 2), so
+            // that fewer vectors are live at once.
+            let qh = bytes32(blk.map(|k| k.qh[32 * h..].as_ptr()));
+            unroll!(p in [0, 1] {
+                let q = bytes32(blk.map(|k| k.ql[64 * h + 32 * p..].as_ptr()));
+                // sums[i][hf]: group 8h + 2s + hf for s = p + 2i.
+                let mut sums: [[__m256i; 2]; 2] = core::array::from_fn(|i| {
+                    core::array::from_fn(|hf| _mm256_set1_epi32(-32 * i32::from(bs[8 * h + 2 * (p + 2 * i) + hf])))
+                });
+                unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    let hf = k / 4;
+                    let (hb_lo, hb_hi) = if p == 0 {
+                        (_mm256_slli_epi16::<4>(qh[k]), qh[k])
+                    } else {
+                        (_mm256_slli_epi16::<2>(qh[k]), _mm256_srli_epi16::<2>(qh[k]))
+                    };
+                    let u_lo = _mm256_or_si256(_mm256_and_si256(q[k], nib), _mm256_and_si256(hb_lo, m30));
+                    let u_hi = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib),
+                        _mm256_and_si256(hb_hi, m30),
+                    );
+                    sums[0][hf] = _mm256_dpbusd_epi32(sums[0][hf], u_lo, bcast4(y, 128 * h + 32 * p + 4 * k));
+                    sums[1][hf] = _mm256_dpbusd_epi32(sums[1][hf], u_hi, bcast4(y, 128 * h + 32 * (p + 2) + 4 * k));
+                });
+                let scaled: [__m256i; 4] = core::array::from_fn(|j| {
+                    let (i, hf) = (j / 2, j % 2);
+                    _mm256_mullo_epi32(sums[i][hf], scale(8 * h + 2 * (p + 2 * i) + hf))
+                });
+                part[2 * h + p] = _mm256_add_epi32(
+                    _mm256_add_epi32(scaled[0], scaled[1]),
+                    _mm256_add_epi32(scaled[2], scaled[3]),
+                );
+            });
+        });
+        let isum = _mm256_add_epi32(_mm256_add_epi32(part[0], part[1]), _mm256_add_epi32(part[2], part[3]));
+        k_group_term(isum, _mm256_setzero_si256(), d, _mm256_setzero_ps(), _mm256_set1_ps(a.d[b]), 32)
     })
 }
