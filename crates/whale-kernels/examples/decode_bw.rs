@@ -2,7 +2,9 @@
 //! matrix, per weight type: the weight bytes read per second, best of five
 //! timings, to compare with the bandwidth `whale bench` measures.
 //!
-//!     cargo run --release -p whale-kernels --example decode_bw [threads] [MB] [cols]
+//!     cargo run --release -p whale-kernels --example decode_bw [threads] [MB] [cols] [types]
+//!
+//! `types` is a comma-separated list (default `q4_k,q6_k,q5_0,q8_0`).
 //!
 //! With a small `MB` (2) the matrix stays in L2 and the figure is the
 //! kernel's compute rate instead.
@@ -17,7 +19,16 @@ fn main() {
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let mb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let cols: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2048);
-    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0, GgmlType::Q8_0] {
+    let types: Vec<GgmlType> = match args.next() {
+        Some(list) => list
+            .split(',')
+            .map(|n| {
+                GgmlType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(n)).expect("a type name such as q4_k")
+            })
+            .collect(),
+        None => vec![GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0, GgmlType::Q8_0],
+    };
+    for ty in types {
         let rb = ty.row_bytes(cols).expect("cols must be a multiple of 256");
         let rows = (mb * 1_000_000 / rb).max(1);
         let w = common::random_weights(ty, rows, cols);

@@ -582,8 +582,8 @@ fn vec_dot_q_exact_integer_cases() {
 }
 
 /// Decode (one activation row) takes weight rows in groups where a kernel
-/// does (`rows8` at the VNNI level: Q4_K, and Q6_K rows of 10240 columns
-/// or more, eight rows a call, transposed in registers). Every row's result stays the scalar reference's bits at the
+/// does (`rows8` at the VNNI level: Q4_K, Q5_0, and Q6_K rows of 10240
+/// columns or more, eight rows a call, transposed in registers). Every row's result stays the scalar reference's bits at the
 /// extremes of the integer sums (every quant, scale and min at its
 /// maximum, activations at ±127), with all-zero blocks, with rows at odd
 /// addresses, and with row counts and block counts that do not fill a
@@ -591,7 +591,7 @@ fn vec_dot_q_exact_integer_cases() {
 #[test]
 fn matmul_q_decode_row_groups_match_scalar_at_extremes() {
     let mut rng = Rng::new(38);
-    for wty in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+    for wty in quant_types() {
         for (rows, cols) in [(8, 256), (16, 768), (19, 2816), (24, 2048), (10, 10240), (9, 18432)] {
             let rb = wty.row_bytes(cols).unwrap();
             for fill in ["max", "zero", "random"] {
