@@ -1,5 +1,5 @@
 //! Decode products eight weight rows at a time (x86-64, AVX-512 VNNI
-//! level; Q4_K, Q5_0, and Q6_K rows of 10240 columns or more).
+//! level; Q4_K, Q4_1, Q5_0, and Q6_K rows of 10240 columns or more).
 //!
 //! A one-row K-quant dot (`avx2_q8::vec_dot_n` with one activation row)
 //! spends most of its instructions on work that does not depend on the
@@ -41,7 +41,9 @@
 //! (`Q6_K_MIN_COLS`). Q5_0 (Qwen2.5's 896-column matrices, DeepSeek-V2's
 //! expert downs) one core from L2: 16.4 GB/s against 12.2 at 896 columns,
 //! 17.1 against 13.7 at 1408, 18 against 16 at 4864; two threads from
-//! memory 25 against 23.5, 28.3 against 25.7, level at 4864.
+//! memory 25 against 23.5, 28.3 against 25.7, level at 4864. Q4_1
+//! (SmolLM2's 576-column rows): 15.1 against 8.2-9.4 from L2, 24 against
+//! 18.4 at two threads from memory.
 //!
 //! llama.cpp repacks Q4_K rows at load into an interleaved layout for the
 //! same reason; here the transpose happens in registers, so the weights stay
@@ -59,7 +61,7 @@ use core::arch::x86_64::*;
 
 use crate::avx2::hsum;
 use crate::avx2_q8::{k_group_term, transpose_8x8_i32};
-use crate::blocks::{BlockQ4_K, BlockQ5_0, BlockQ6_K};
+use crate::blocks::{BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K};
 use crate::dispatch::{SimdLevel, Verified};
 use crate::q8::ActRow;
 use crate::types::{GgmlType, QK_K};
@@ -80,12 +82,12 @@ macro_rules! unroll {
 }
 
 /// Whether rows of `wty` with `cols` elements go through this module at
-/// `v`'s level: Q4_K and Q5_0 always; Q6_K from `Q6_K_MIN_COLS` (see the
-/// module docs).
+/// `v`'s level: Q4_K, Q4_1 and Q5_0 always; Q6_K from `Q6_K_MIN_COLS`
+/// (see the module docs).
 pub(crate) fn supports(v: Verified, wty: GgmlType, cols: usize) -> bool {
     matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
         && match wty {
-            GgmlType::Q4_K | GgmlType::Q5_0 => true,
+            GgmlType::Q4_K | GgmlType::Q4_1 | GgmlType::Q5_0 => true,
             GgmlType::Q6_K => cols >= Q6_K_MIN_COLS,
             _ => false,
         }
@@ -109,6 +111,8 @@ pub(crate) unsafe fn dot(wty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, ahea
         // SAFETY: the caller's contract.
         GgmlType::Q4_K => unsafe { q4_k(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
         // SAFETY: the caller's contract.
+        GgmlType::Q4_1 => unsafe { q4_1(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
+        // SAFETY: the caller's contract.
         GgmlType::Q5_0 => unsafe { q5_0(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
         // SAFETY: the caller's contract.
         GgmlType::Q6_K => unsafe { q6_k(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
@@ -121,16 +125,31 @@ pub(crate) unsafe fn dot(wty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, ahea
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn rows_of<B>(rows: &[&[B]; ROWS], ahead: &[u8], term: impl Fn(&[&B; ROWS], usize) -> __m256) -> [f32; ROWS] {
+    rows_of_min::<B, false>(rows, ahead, |blk, b| (term(blk, b), _mm256_setzero_ps()))
+}
+
+/// [`rows_of`] with a second term per block (`MIN`: the types with mins
+/// in 32-element blocks, whose `m·Σy` terms the one-row kernels sum in
+/// lanes of their own, added to the others' sum at the end).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn rows_of_min<B, const MIN: bool>(
+    rows: &[&[B]; ROWS],
+    ahead: &[u8],
+    term: impl Fn(&[&B; ROWS], usize) -> (__m256, __m256),
+) -> [f32; ROWS] {
     let nb = rows[0].len();
     // The bytes to prefetch while each block is multiplied.
     let step = ahead.len().div_ceil(nb.max(1)).next_multiple_of(64);
     assert!(rows.iter().all(|r| r.len() == nb), "rows8: rows of different lengths");
     let mut acc = [_mm256_setzero_ps(); ROWS];
+    let mut accm = [_mm256_setzero_ps(); ROWS];
     for g in 0..nb.div_ceil(8) {
         // terms[k]: block 8g + k of the eight rows; the lanes past the end of
         // a row add +0, as the one-row kernels' zero lanes do.
         let mut terms = [_mm256_setzero_si256(); 8];
-        for (k, t) in terms.iter_mut().enumerate().take(nb - 8 * g) {
+        let mut mterms = [_mm256_setzero_si256(); 8];
+        for k in 0..(nb - 8 * g).min(8) {
             let b = 8 * g + k;
             let mut p = b * step;
             while p < ((b + 1) * step).min(ahead.len()) {
@@ -139,16 +158,22 @@ unsafe fn rows_of<B>(rows: &[&[B]; ROWS], ahead: &[u8], term: impl Fn(&[&B; ROWS
                 p += 64;
             }
             let blk: [&B; ROWS] = core::array::from_fn(|r| &rows[r][b]);
-            *t = _mm256_castps_si256(term(&blk, b));
+            let (t, m) = term(&blk, b);
+            terms[k] = _mm256_castps_si256(t);
+            mterms[k] = _mm256_castps_si256(m);
         }
-        let per_row = transpose_8x8_i32(terms);
-        for (acc_r, t) in acc.iter_mut().zip(per_row) {
+        for (acc_r, t) in acc.iter_mut().zip(transpose_8x8_i32(terms)) {
             *acc_r = _mm256_add_ps(*acc_r, _mm256_castsi256_ps(t));
+        }
+        if MIN {
+            for (acc_r, t) in accm.iter_mut().zip(transpose_8x8_i32(mterms)) {
+                *acc_r = _mm256_add_ps(*acc_r, _mm256_castsi256_ps(t));
+            }
         }
     }
     let mut out = [0f32; ROWS];
-    for (o, acc_r) in out.iter_mut().zip(acc) {
-        *o = hsum(acc_r);
+    for ((o, acc_r), accm_r) in out.iter_mut().zip(acc).zip(accm) {
+        *o = if MIN { hsum(acc_r) + hsum(accm_r) } else { hsum(acc_r) };
     }
     out
 }
@@ -378,6 +403,32 @@ unsafe fn q5_0(rows: [&[BlockQ5_0]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
         let isum = _mm256_add_epi32(lo, hi);
         // The reference's `legacy_group`: (d·da)·isum.
         _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d[b])), _mm256_cvtepi32_ps(isum))
+    })
+}
+
+/// Q4_1: eight rows against one Q8_1 row: the quant bytes as in Q5_0
+/// without a fifth bit or offset, and the reference's two terms,
+/// `(d·da)·isum` and `m·s` (`s` the activation block's `d·Σy`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_1(rows: [&[BlockQ4_1]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
+    let nib = _mm256_set1_epi8(0x0F);
+    rows_of_min::<BlockQ4_1, true>(&rows, ahead, |blk, b| {
+        // Bytes 0..16: d, m, qs[0..12]; then the 16 quant bytes.
+        let [dm, _, _, _] = words4(blk.map(|k| (k as *const BlockQ4_1).cast::<u8>()));
+        let q = words4(blk.map(|k| k.qs.as_ptr()));
+        let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
+        let m = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
+        let y: &[i8; 32] = a.qs[32 * b..32 * b + 32].try_into().unwrap();
+        let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        unroll!(k in [0, 1, 2, 3] {
+            lo = _mm256_dpbusd_epi32(lo, _mm256_and_si256(q[k], nib), bcast32(y, 4 * k));
+            hi = _mm256_dpbusd_epi32(hi, _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib), bcast32(y, 16 + 4 * k));
+        });
+        let isum = _mm256_add_epi32(lo, hi);
+        (
+            _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d[b])), _mm256_cvtepi32_ps(isum)),
+            _mm256_mul_ps(m, _mm256_set1_ps(a.s[b])),
+        )
     })
 }
 

@@ -582,8 +582,8 @@ fn vec_dot_q_exact_integer_cases() {
 }
 
 /// Decode (one activation row) takes weight rows in groups where a kernel
-/// does (`rows8` at the VNNI level: Q4_K, Q5_0, and Q6_K rows of 10240
-/// columns or more, eight rows a call, transposed in registers). Every row's result stays the scalar reference's bits at the
+/// does (`rows8` at the VNNI level: Q4_K, Q4_1, Q5_0, and Q6_K rows of
+/// 10240 columns or more, eight rows a call, transposed in registers). Every row's result stays the scalar reference's bits at the
 /// extremes of the integer sums (every quant, scale and min at its
 /// maximum, activations at ±127), with all-zero blocks, with rows at odd
 /// addresses, and with row counts and block counts that do not fill a
