@@ -214,7 +214,7 @@ unsafe fn bytes32(p: [*const u8; ROWS]) -> [__m256i; 8] {
 /// Activation bytes `y[at..at + 4]` in every lane.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn bcast4(y: &[i8; QK_K], at: usize) -> __m256i {
+unsafe fn bcast4<const L: usize>(y: &[i8; L], at: usize) -> __m256i {
     _mm256_set1_epi32(i32::from_le_bytes(bytemuck::cast([y[at], y[at + 1], y[at + 2], y[at + 3]])))
 }
 
@@ -397,8 +397,8 @@ unsafe fn q5_0(rows: [&[BlockQ5_0]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
             let uh = _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib);
             let ul = _mm256_mask_add_epi8(ul, high(qh, 4 * k as u8), ul, bit5);
             let uh = _mm256_mask_add_epi8(uh, high(qh, 16 + 4 * k as u8), uh, bit5);
-            lo = _mm256_dpbusd_epi32(lo, ul, bcast32(y, 4 * k));
-            hi = _mm256_dpbusd_epi32(hi, uh, bcast32(y, 16 + 4 * k));
+            lo = _mm256_dpbusd_epi32(lo, ul, bcast4(y, 4 * k));
+            hi = _mm256_dpbusd_epi32(hi, uh, bcast4(y, 16 + 4 * k));
         });
         let isum = _mm256_add_epi32(lo, hi);
         // The reference's `legacy_group`: (d·da)·isum.
@@ -421,8 +421,8 @@ unsafe fn q4_1(rows: [&[BlockQ4_1]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
         let y: &[i8; 32] = a.qs[32 * b..32 * b + 32].try_into().unwrap();
         let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         unroll!(k in [0, 1, 2, 3] {
-            lo = _mm256_dpbusd_epi32(lo, _mm256_and_si256(q[k], nib), bcast32(y, 4 * k));
-            hi = _mm256_dpbusd_epi32(hi, _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib), bcast32(y, 16 + 4 * k));
+            lo = _mm256_dpbusd_epi32(lo, _mm256_and_si256(q[k], nib), bcast4(y, 4 * k));
+            hi = _mm256_dpbusd_epi32(hi, _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib), bcast4(y, 16 + 4 * k));
         });
         let isum = _mm256_add_epi32(lo, hi);
         (
@@ -430,11 +430,4 @@ unsafe fn q4_1(rows: [&[BlockQ4_1]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
             _mm256_mul_ps(m, _mm256_set1_ps(a.s[b])),
         )
     })
-}
-
-/// Activation bytes `y[at..at + 4]` of a 32-byte block in every lane.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-unsafe fn bcast32(y: &[i8; 32], at: usize) -> __m256i {
-    _mm256_set1_epi32(i32::from_le_bytes(bytemuck::cast([y[at], y[at + 1], y[at + 2], y[at + 3]])))
 }
