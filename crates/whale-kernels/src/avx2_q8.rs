@@ -844,6 +844,7 @@ macro_rules! int8_kernels {
         /// The CPU must support this module's target features; `bytes` is
         /// exactly one block of `wty`.
         #[target_feature(enable = $features)]
+        #[inline]
         #[allow(dead_code)]
         pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8]) -> (KBlock, [i32; 16]) {
             let mut sc = [0i32; 16];
@@ -876,6 +877,7 @@ macro_rules! int8_kernels {
         /// The CPU must support this module's target features; `bytes` is
         /// exactly one block of `wty`.
         #[target_feature(enable = $features)]
+        #[inline]
         #[allow(dead_code)]
         pub(crate) unsafe fn unpack_legacy(wty: GgmlType, bytes: &[u8]) -> (__m256i, f32, f32) {
             use GgmlType as G;
