@@ -423,7 +423,17 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
         return;
     }
     let t_rows: Vec<&[i8]> = (0..m).map(|i| acts.transposed_row(i)).collect();
-    let job = GroupJob { v, wty, w, rb, act_rows: &acts.rows, t_rows: &t_rows, transposed: acts.t_len > 0 };
+    let cols = rb / wty.type_size() * wty.block_size();
+    let job = GroupJob {
+        v,
+        wty,
+        w,
+        rb,
+        act_rows: &acts.rows,
+        t_rows: &t_rows,
+        transposed: acts.t_len > 0,
+        grouped: row_groups_take(v, wty, cols),
+    };
     // Blocking: a tile of weight rows (`W_TILE_BYTES`, kept in L2) meets
     // every group of activation rows in turn (a group stays in L1 while it
     // passes over the tile's rows). Groups are of 8 rows (8 measured faster
@@ -538,6 +548,20 @@ struct GroupJob<'a, 'b> {
     act_rows: &'a [ActRow<'b>],
     t_rows: &'a [&'a [i8]],
     transposed: bool,
+    /// Whether one activation row meets the weight rows eight at a time
+    /// (`rows8`), decided once per product.
+    grouped: bool,
+}
+
+/// Whether `rows8` takes rows of `wty` with `cols` elements at `v`'s level.
+fn row_groups_take(v: Verified, wty: GgmlType, cols: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::rows8::supports(v, wty, cols);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (v, wty, cols);
+        false
+    }
 }
 
 impl GroupJob<'_, '_> {
@@ -547,7 +571,7 @@ impl GroupJob<'_, '_> {
         let tgroup: &[&[i8]; N] = self.t_rows[i..i + N].try_into().unwrap();
         // One activation row (decode): eight weight rows a call where a
         // kernel takes them (`rows8`), the rest one by one.
-        let first = if N == 1 { self.row_groups(group[0], i, tile.clone(), out) } else { tile.start };
+        let first = if N == 1 && self.grouped { self.row_groups(group[0], i, tile.clone(), out) } else { tile.start };
         let rest = first..tile.end;
         for r in rest {
             let row = &self.w[r * self.rb..(r + 1) * self.rb];
@@ -563,7 +587,7 @@ impl GroupJob<'_, '_> {
     }
 
     /// Weight rows `tile` against activation row `i` (`a`), in groups of
-    /// `rows8::ROWS` where `rows8` takes the type, each group prefetching
+    /// `rows8::ROWS` (where `self.grouped`), each group prefetching
     /// the next into L2 (eight rows read at once are eight short streams,
     /// which the hardware prefetcher of Zen 4 did not follow: 10.5 GB/s
     /// from memory at one thread without it, 20.5 with). Returns the first
@@ -572,16 +596,13 @@ impl GroupJob<'_, '_> {
     fn row_groups(&self, a: ActRow<'_>, i: usize, tile: std::ops::Range<usize>, out: &mut [&mut [f32]]) -> usize {
         use crate::rows8::ROWS;
         let mut r = tile.start;
-        let cols = self.rb / self.wty.type_size() * self.wty.block_size();
-        if !crate::rows8::supports(self.v, self.wty, cols) {
-            return r;
-        }
         let rb = self.rb;
         while r + ROWS <= tile.end {
             let next = &self.w[((r + ROWS) * rb).min(self.w.len())..((r + 2 * ROWS) * rb).min(self.w.len())];
-            // SAFETY: `supports` at this verified level; the rows are whole
-            // rows of `wty` and `a` is a row of its activation type with as
-            // many columns (checked by the public entry points).
+            // SAFETY: `rows8::supports` at this verified level (`grouped`);
+            // the rows are whole rows of `wty` and `a` is a row of its
+            // activation type with as many columns (checked by the public
+            // entry points).
             let dots = unsafe { crate::rows8::dot(self.wty, &self.w[r * rb..(r + ROWS) * rb], rb, a, next) };
             out[i][r..r + ROWS].copy_from_slice(&dots);
             r += ROWS;
@@ -589,7 +610,7 @@ impl GroupJob<'_, '_> {
         r
     }
 
-    /// No row groups off x86-64.
+    /// No row groups off x86-64 (`row_groups_take` is false there).
     #[cfg(not(target_arch = "x86_64"))]
     fn row_groups(&self, _a: ActRow<'_>, _i: usize, tile: std::ops::Range<usize>, _out: &mut [&mut [f32]]) -> usize {
         tile.start

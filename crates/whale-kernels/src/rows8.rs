@@ -99,25 +99,29 @@ pub(crate) fn supports(v: Verified, wty: GgmlType, cols: usize) -> bool {
 pub(crate) const Q6_K_MIN_COLS: usize = 10240;
 
 /// Eight rows of `wty` (`w`: `8 * rb` bytes, row r at `r * rb`) against
-/// one activation row of `vec_dot_type(wty)` (Q8_K); `ahead` (the next
-/// rows, or empty) is prefetched into L2 over the call, a hint only.
+/// one activation row of `vec_dot_type(wty)`; `ahead` (the next rows, or
+/// empty) is prefetched into L2 over the call, a hint only.
 ///
 /// # Safety
-/// `supports(v, wty)` for a `Verified` of this CPU; `rb` is a whole number
-/// of `wty` blocks and `a` has as many columns as a row has elements.
+/// `supports(v, wty, cols)` for a `Verified` of this CPU; `rb` is a whole
+/// number of `wty` blocks and `a` has as many columns as a row has
+/// elements.
 pub(crate) unsafe fn dot(wty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
-    let rows = |r: usize| &w[r * rb..(r + 1) * rb];
-    match wty {
-        // SAFETY: the caller's contract.
-        GgmlType::Q4_K => unsafe { q4_k(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
-        // SAFETY: the caller's contract.
-        GgmlType::Q4_1 => unsafe { q4_1(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
-        // SAFETY: the caller's contract.
-        GgmlType::Q5_0 => unsafe { q5_0(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
-        // SAFETY: the caller's contract.
-        GgmlType::Q6_K => unsafe { q6_k(core::array::from_fn(|r| bytemuck::cast_slice(rows(r))), a, ahead) },
-        t => unreachable!("rows8::dot: {t} is not Q4_K"),
+    // SAFETY (every arm): the caller's contract.
+    unsafe {
+        match wty {
+            GgmlType::Q4_K => q4_k(blocks(w, rb), a, ahead),
+            GgmlType::Q4_1 => q4_1(blocks(w, rb), a, ahead),
+            GgmlType::Q5_0 => q5_0(blocks(w, rb), a, ahead),
+            GgmlType::Q6_K => q6_k(blocks(w, rb), a, ahead),
+            t => unreachable!("rows8::dot: {t} is not a type of this module"),
+        }
     }
+}
+
+/// The eight rows of `w` (`rb` bytes each) as blocks.
+fn blocks<B: bytemuck::Pod>(w: &[u8], rb: usize) -> [&[B]; ROWS] {
+    core::array::from_fn(|r| bytemuck::cast_slice(&w[r * rb..(r + 1) * rb]))
 }
 
 /// Eight rows of blocks `B` through `term(rows, b)` (the eight rows' terms
