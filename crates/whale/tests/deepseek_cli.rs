@@ -24,11 +24,46 @@ fn expect_error(o: &Output, needles: &[&str]) {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A scratch folder (or a file in one) that is removed when dropped, pass
+/// or fail: the modified checkpoints here are up to 70 MB each, and a run
+/// that left them behind filled the temp folder.
+struct Scratch {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// The file `name` inside this folder, keeping the folder alive.
+    fn file(mut self, name: &str) -> Scratch {
+        self.path = self.dir.join(name);
+        self
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp_dir(name: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("whale-ds-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch { dir: d.clone(), path: d }
 }
 
 /// Safetensors tensors as (dtype, shape, bytes), read and written plainly.
@@ -70,7 +105,7 @@ fn write_st(path: &Path, t: &Tensors) {
 }
 
 /// A copy of a fixture model whose config and tensors the closure may change.
-fn modified_model(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Value, &mut Tensors)) -> PathBuf {
+fn modified_model(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Value, &mut Tensors)) -> Scratch {
     let src = fixtures().join("models").join(name);
     let d = temp_dir(tag);
     let mut cfg: serde_json::Value =
@@ -208,7 +243,7 @@ fn missing_expert_tensor_is_named() {
 /// gives it (the fixture's weights were not trained with MTP, so any
 /// layer of the right shapes is as good a draft model; what matters is
 /// that the main model's output does not depend on it).
-fn with_mtp_layer(tag: &str, fill: impl Fn(usize) -> f32) -> PathBuf {
+fn with_mtp_layer(tag: &str, fill: impl Fn(usize) -> f32) -> Scratch {
     modified_model("dsv3_a_qlora_yarn", tag, |c, t| {
         c["num_nextn_predict_layers"] = 1.into();
         let layer2: Vec<(String, Tensor)> = t
@@ -389,7 +424,7 @@ fn whale_within(secs: u64, args: &[&str]) -> Output {
 /// usual tensors): the same layer as [`with_mtp_layer`] gives the
 /// safetensors folder (a copy of layer 2, its norm, [`drafting_eh_proj`]).
 /// `edit` may change the tensor list before writing (for the bad-input cases).
-fn gguf_with_nextn(tag: &str, edit: impl FnOnce(&mut Vec<(String, Vec<u64>, Vec<u8>)>)) -> PathBuf {
+fn gguf_with_nextn(tag: &str, edit: impl FnOnce(&mut Vec<(String, Vec<u64>, Vec<u8>)>)) -> Scratch {
     use whale_engine::formats::gguf::{GgufFile, MetaValue};
     use whale_engine::formats::gguf_write::GgufWriter;
     let g = GgufFile::open(fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf")).unwrap();
@@ -419,7 +454,7 @@ fn gguf_with_nextn(tag: &str, edit: impl FnOnce(&mut Vec<(String, Vec<u64>, Vec<
     for (name, dims, _) in &tensors {
         w.add_tensor(name, dims, whale_kernels::GgmlType::F32).unwrap();
     }
-    let p = temp_dir(tag).join("nextn.gguf");
+    let p = temp_dir(tag).file("nextn.gguf");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
     w.write(&mut f, |i, _, out| out.write_all(&tensors[i].2)).unwrap();
     drop(f);
