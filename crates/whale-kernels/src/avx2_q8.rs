@@ -1071,7 +1071,7 @@ mod kernels {
     use core::arch::x86_64::*;
     int8_kernels!("avx2,fma,f16c");
 }
-pub(crate) use kernels::{vec_dot_n, vec_dot_t};
+pub(crate) use kernels::{unpack_k, unpack_legacy, vec_dot_n, vec_dot_t};
 
 /// Widens 8 packed 16-bit floats to f32: bfloat16 if `BF16`, else IEEE half.
 #[target_feature(enable = "avx2,fma,f16c")]

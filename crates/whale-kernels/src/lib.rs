@@ -115,6 +115,8 @@ mod neon;
 #[cfg(target_arch = "x86_64")]
 mod panel;
 #[cfg(target_arch = "x86_64")]
+mod panel_avx2;
+#[cfg(target_arch = "x86_64")]
 mod rows8;
 
 pub use attn::{attn_scores, attn_scores_with, attn_weighted_sum, attn_weighted_sum_with, KvSlice};

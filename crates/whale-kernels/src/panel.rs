@@ -215,7 +215,7 @@ impl Panel {
 
 /// The offset of a 32-element type's unsigned quants (0 for the K-quants,
 /// whose offset `unpack_k` gives).
-fn legacy_off(wty: GgmlType) -> i32 {
+pub(crate) fn legacy_off(wty: GgmlType) -> i32 {
     match wty {
         GgmlType::Q4_0 => crate::qdot::Q4_0_OFF,
         GgmlType::Q5_0 => crate::qdot::Q5_0_OFF,

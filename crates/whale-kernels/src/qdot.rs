@@ -413,14 +413,23 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
         // SAFETY: `tiled > 0` only at a verified AMX level (see `PreparedActs::new`).
         unsafe { crate::amx::matmul_tiles(wty, w, rb, cols, &acts.tiles, &mut out[..acts.tiled]) };
     }
-    // Or the VNNI panels (many rows of a type `panel::supports`): all the
-    // other rows, and done.
+    // Or the panels (many rows of a type the level's panels take): all
+    // the other rows, and done.
     #[cfg(target_arch = "x86_64")]
-    if acts.panel {
-        // SAFETY: `panel` only at a verified VNNI level, for the types
+    match acts.panel {
+        // SAFETY: `Vnni` only at a verified VNNI level, for the types
         // `panel::supports`, with rows of `vec_dot_type(wty)`.
-        unsafe { crate::panel::matmul(wty, w, rb, &acts.rows[acts.tiled..], &mut out[acts.tiled..]) };
-        return;
+        Panels::Vnni => {
+            unsafe { crate::panel::matmul(wty, w, rb, &acts.rows[acts.tiled..], &mut out[acts.tiled..]) };
+            return;
+        }
+        // SAFETY: `Avx2` only at a verified AVX2 level, for the types
+        // `panel_avx2::supports`, with rows of `vec_dot_type(wty)`.
+        Panels::Avx2 => {
+            unsafe { crate::panel_avx2::matmul(wty, w, rb, &acts.rows[acts.tiled..], &mut out[acts.tiled..]) };
+            return;
+        }
+        Panels::None => {}
     }
     let t_rows: Vec<&[i8]> = (0..m).map(|i| acts.transposed_row(i)).collect();
     let cols = rb / wty.type_size() * wty.block_size();
@@ -472,9 +481,21 @@ struct PreparedActs<'a> {
     tq: Vec<i8>,
     /// Bytes per transposed row; 0 when not transposed.
     t_len: usize,
-    /// Rows `tiled..` go through `crate::panel` (not transposed then).
+    /// Rows `tiled..` go through `crate::panel` or `crate::panel_avx2`
+    /// (not transposed then).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    panel: bool,
+    panel: Panels,
+}
+
+/// Which panel kernels take a product's many activation rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Panels {
+    None,
+    /// `crate::panel`, AVX-512 VNNI.
+    Vnni,
+    /// `crate::panel_avx2`.
+    Avx2,
 }
 
 impl<'a> PreparedActs<'a> {
@@ -487,12 +508,20 @@ impl<'a> PreparedActs<'a> {
         let tiled = 0;
         let rest = rows.len() - tiled;
         #[cfg(target_arch = "x86_64")]
-        let panel = matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
-            && crate::panel::supports(wty)
-            && rest >= crate::panel::min_act_rows(wty);
+        let panel = match v.level() {
+            SimdLevel::Avx512Vnni | SimdLevel::Amx
+                if crate::panel::supports(wty) && rest >= crate::panel::min_act_rows(wty) =>
+            {
+                Panels::Vnni
+            }
+            SimdLevel::Avx2Fma if crate::panel_avx2::supports(wty) && rest >= crate::panel_avx2::min_act_rows(wty) => {
+                Panels::Avx2
+            }
+            _ => Panels::None,
+        };
         #[cfg(not(target_arch = "x86_64"))]
-        let panel = false;
-        let transposed = !panel
+        let panel = Panels::None;
+        let transposed = panel == Panels::None
             && rest >= 2
             && match wty {
                 GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {

@@ -49,7 +49,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{lengths, random_row, Rng};
+use common::{lengths, random_row, set_scales, Rng};
 use whale_kernels::blocks::*;
 use whale_kernels::q8::{
     quantize_row_q8_0, quantize_row_q8_0_ggml_ref, quantize_row_q8_1, quantize_row_q8_1_ggml_ref, quantize_row_q8_k,
@@ -501,30 +501,6 @@ fn f32_activation_types() {
         for level in SimdLevel::available() {
             let got = vec_dot_q_with(level, wty, &row, &acts, 0);
             assert_close(&format!("{wty} at {level}"), got, exact, s, TOL_IDENTITY, 0.0);
-        }
-    }
-}
-
-/// Sets every f16 scale field of a row to `v` (d, dmin, m).
-fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
-    if ty.is_iquant() {
-        for blk in row.chunks_exact_mut(ty.type_size()) {
-            whale_kernels::iq::set_block_d(ty, blk, v);
-        }
-        return;
-    }
-    let offs: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q2_K => &[80, 82],
-        GgmlType::Q3_K => &[108],
-        GgmlType::Q6_K => &[208],
-        _ => return,
-    };
-    let h = F16Le::from_f32(v).0;
-    for blk in row.chunks_exact_mut(ty.type_size()) {
-        for &o in offs {
-            blk[o..o + 2].copy_from_slice(&h);
         }
     }
 }

@@ -24,27 +24,42 @@ fn whale_simd_avx2_forces_avx2() {
         assert!(y[0].is_finite());
     }
 
-    // Batched products (groups of 8, 4, 2 and 1 activation rows per call)
-    // at this level equal the scalar reference bit for bit, for every type
-    // whose activations are quantized (F32 / Q8_1 / Q8_K weights keep f32
-    // activations and may differ by f32 rounding).
+    // Batched products (groups of 8, 4, 2 and 1 activation rows per call,
+    // and from 12 or 20 rows the panels of `panel_avx2`) at this level equal
+    // the scalar reference bit for bit, for every type whose activations
+    // are quantized (F32 / Q8_1 / Q8_K weights keep f32 activations and may
+    // differ by f32 rounding): random weights, and every quant, scale and
+    // min at its maximum against activations of -1 (the largest i16 pair
+    // sums the panels add before widening).
     for wty in GgmlType::ALL {
         if matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K) {
             continue;
         }
         let cols = wty.block_size().max(32) * 9;
-        let rows = 6;
-        let rb = wty.row_bytes(cols).unwrap();
-        let w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, wty, cols)).collect();
-        for m in [2, 7, 11] {
-            let x = rng.vec_f32(m * cols);
-            let acts = quantize_acts(wty, &x, m, cols);
-            let mut y = vec![f32::NAN; m * rows];
-            matmul_q(wty, &w, rows, cols, &x, m, &mut y, 1);
-            for i in 0..m {
-                for r in 0..rows {
-                    let want = vec_dot_q_ref(wty, &w[r * rb..(r + 1) * rb], &acts, i);
-                    assert_eq!(y[i * rows + r].to_bits(), want.to_bits(), "{wty} m={m} [{i}][{r}]");
+        for (rows, fill) in [(6, "random"), (13, "random"), (9, "max")] {
+            let rb = wty.row_bytes(cols).unwrap();
+            let mut w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, wty, cols)).collect();
+            if fill == "max" {
+                w.fill(0xFF);
+                common::set_scales(wty, &mut w, 1.0);
+            }
+            for m in [2, 7, 11, 12, 20, 35] {
+                let x: Vec<f32> = match fill {
+                    "max" => vec![-1.0; m * cols],
+                    _ => rng.vec_f32(m * cols),
+                };
+                let acts = quantize_acts(wty, &x, m, cols);
+                let mut y = vec![f32::NAN; m * rows];
+                matmul_q(wty, &w, rows, cols, &x, m, &mut y, 1);
+                for i in 0..m {
+                    for r in 0..rows {
+                        let want = vec_dot_q_ref(wty, &w[r * rb..(r + 1) * rb], &acts, i);
+                        assert_eq!(
+                            y[i * rows + r].to_bits(),
+                            want.to_bits(),
+                            "{wty} {fill} {rows} rows m={m} [{i}][{r}]"
+                        );
+                    }
                 }
             }
         }

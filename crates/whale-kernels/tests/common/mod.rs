@@ -118,3 +118,27 @@ pub fn reference_dot(ty: GgmlType, row: &[u8], x: &[f32]) -> (f64, f64) {
     }
     (dot, abs)
 }
+
+/// Sets every f16 scale field of a row to `v` (d, dmin, m).
+pub fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
+    if ty.is_iquant() {
+        for blk in row.chunks_exact_mut(ty.type_size()) {
+            whale_kernels::iq::set_block_d(ty, blk, v);
+        }
+        return;
+    }
+    let offs: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        _ => return,
+    };
+    let h = F16Le::from_f32(v).0;
+    for blk in row.chunks_exact_mut(ty.type_size()) {
+        for &o in offs {
+            blk[o..o + 2].copy_from_slice(&h);
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! AVX2 panel products of block-quantized weights with many activation
+//! rows (prefill), for CPUs without AVX-512 VNNI (AMD Zen 2/3, Intel before
+//! Ice Lake), x86-64 only.
+//!
+//! `crate::panel`'s layout on 256-bit registers: eight weight rows (a
+//! panel) are unpacked once for all the activation rows, into vectors that
+//! hold four consecutive quants of each of the eight rows, and four bytes
+//! of an activation row, broadcast, meet all eight rows at once, lane `r`
+//! of the sums being weight row `r`, so nothing is reduced across lanes.
+//!
+//! Without VNNI a 4-byte multiply-add is `vpmaddubsw` (pairs of u8·i8
+//! summed to i16) and `vpmaddwd` (pairs of i16 to i32). The second one is
+//! paid once per several steps: the i16 pair sums of up to `i16_steps`
+//! steps are added as i16 first (they cannot overflow: a pair is at most
+//! 2·u_max·128, 3840 for 4-bit quants, 7936 for 5-bit, 16128 for Q6_K's
+//! `q + 32`), and the `vpmaddwd` that widens them multiplies by the
+//! K-quant group scale at the same time. Q8_0 (quants up to 255 once
+//! unsigned) would overflow the i16 pairs and stays on the row kernels.
+//!
+//! The integer sums are the reference's exact integers, and the float step
+//! is `crate::panel`'s (the reference's operations in its order, block `b`
+//! in lane `b % 8`), so every output is bit-identical to `vec_dot_q_ref`
+//! (`tests/simd_env_avx2.rs`).
+
+use crate::q8::ActRow;
+use crate::types::{GgmlType, QK32, QK_K};
+use core::arch::x86_64::*;
+
+/// Weight rows per panel: one 8-lane vector of i32 sums.
+const ROWS: usize = 8;
+
+/// Activation rows a kernel call (each weight vector loaded once for them).
+const J_MAIN: usize = 4;
+
+/// Activation rows from which the panels beat the row kernels, as at the
+/// VNNI level (`crate::panel::min_act_rows`).
+pub(crate) fn min_act_rows(wty: GgmlType) -> usize {
+    crate::panel::min_act_rows(wty)
+}
+
+/// The weight types the AVX2 panel takes: `crate::panel`'s but Q8_0.
+pub(crate) fn supports(wty: GgmlType) -> bool {
+    wty != GgmlType::Q8_0 && crate::panel::supports(wty)
+}
+
+/// Steps of four bytes whose i16 pair sums can be added before widening:
+/// the largest count whose sum of pairs, each at most 2·u_max·128, stays
+/// within i16.
+fn i16_steps(wty: GgmlType) -> usize {
+    use GgmlType as G;
+    let u_max: i32 = match wty {
+        G::Q4_0 | G::Q4_1 | G::Q4_K => 15,
+        G::Q5_0 | G::Q5_1 | G::Q5_K => 31,
+        G::Q6_K => 63,
+        t => unreachable!("panel_avx2: {t} is not a panel type"),
+    };
+    (i16::MAX as i32 / (2 * u_max * 128)) as usize
+}
+
+/// Eight weight rows unpacked; missing rows of a last panel are zero.
+struct Panel {
+    /// Per 256 elements, 64 vectors of 32 bytes: vector `w` holds quants
+    /// `4w..4w + 4` of each row (row `r` at bytes `4r..4r + 4`), unsigned.
+    q: Vec<[u8; 32]>,
+    /// K-quants, per block and scale group: the rows' group scales, each
+    /// in both i16 halves of its lane (the `vpmaddwd` multiplier).
+    sc: Vec<[i32; ROWS]>,
+    /// K-quants, per block, 8 pairs of 16-element groups: the rows'
+    /// multipliers of the activation's group sums as i16 pairs.
+    mv: Vec<[i32; ROWS]>,
+    /// Per block: `d` and `dmin` of the rows (`m` for Q4_1 / Q5_1).
+    d: Vec<[f32; ROWS]>,
+    dmin: Vec<[f32; ROWS]>,
+    /// K-quants: 0 (mins) or Q6_K's offset 32; 32-element types: the
+    /// quants' offset.
+    off: i32,
+    /// K-quants: elements per scale group.
+    group_len: usize,
+    /// Steps of four bytes summed in i16 before widening.
+    i16_steps: usize,
+}
+
+impl Panel {
+    fn new(wty: GgmlType, nb: usize) -> Panel {
+        let k = wty.block_size() == QK_K;
+        let group_len = if wty == GgmlType::Q6_K { 16 } else { 32 };
+        let (chunks, groups) = if k { (nb, QK_K / group_len) } else { (nb.div_ceil(8), 0) };
+        Panel {
+            q: vec![[0; 32]; 64 * chunks],
+            sc: vec![[0; ROWS]; groups * nb],
+            mv: vec![[0; ROWS]; if k { 8 * nb } else { 0 }],
+            d: vec![[0.0; ROWS]; nb],
+            dmin: vec![[0.0; ROWS]; nb],
+            off: crate::panel::legacy_off(wty),
+            group_len,
+            i16_steps: i16_steps(wty),
+        }
+    }
+
+    /// Unpacks `rows` (at most 8 weight rows of `rb` bytes).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize) {
+        let (ts, nrows) = (wty.type_size(), rows.len() / rb);
+        if nrows < ROWS {
+            self.sc.iter_mut().for_each(|v| v.fill(0));
+            self.mv.iter_mut().for_each(|v| v.fill(0));
+            self.d.iter_mut().for_each(|v| v.fill(0.0));
+            self.dmin.iter_mut().for_each(|v| v.fill(0.0));
+        }
+        let nb = rb / ts;
+        let mut u = [[0u8; QK_K]; ROWS];
+        if wty.block_size() == QK_K {
+            let groups = QK_K / self.group_len;
+            for b in 0..nb {
+                for (r, ur) in u.iter_mut().enumerate().take(nrows) {
+                    let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
+                    // SAFETY: (caller) AVX2; `bytes` is one block.
+                    let (kb, sc) = unsafe { crate::avx2_q8::unpack_k(wty, bytes) };
+                    for (c, v) in kb.u.iter().enumerate() {
+                        // SAFETY: 32 bytes into `ur[32c..32c + 32]`.
+                        unsafe { _mm256_storeu_si256(ur.as_mut_ptr().add(32 * c).cast(), *v) };
+                    }
+                    let mut mv = [0i32; 8];
+                    // SAFETY: the 16 i16 multipliers, as 8 i32 pairs, into `mv`.
+                    unsafe { _mm256_storeu_si256(mv.as_mut_ptr().cast(), kb.mv) };
+                    for (dst, &v) in self.mv[8 * b..8 * (b + 1)].iter_mut().zip(&mv) {
+                        dst[r] = v;
+                    }
+                    for (dst, &s) in self.sc[groups * b..groups * (b + 1)].iter_mut().zip(&sc) {
+                        dst[r] = (s & 0xFFFF) | (s << 16);
+                    }
+                    self.d[b][r] = kb.d;
+                    self.dmin[b][r] = kb.dmin;
+                    self.off = kb.off;
+                }
+                // SAFETY: (caller) AVX2.
+                unsafe { self.store_transposed(b, &u) };
+            }
+        } else {
+            for c in 0..nb.div_ceil(8) {
+                let blocks = 8 * c..(8 * c + 8).min(nb);
+                if blocks.len() < 8 {
+                    u = [[0u8; QK_K]; ROWS];
+                }
+                for (r, ur) in u.iter_mut().enumerate().take(nrows) {
+                    for (k, b) in blocks.clone().enumerate() {
+                        let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
+                        // SAFETY: (caller) AVX2; `bytes` is one block.
+                        let (q, d, m) = unsafe { crate::avx2_q8::unpack_legacy(wty, bytes) };
+                        // SAFETY: 32 bytes into `ur[32k..32k + 32]`.
+                        unsafe { _mm256_storeu_si256(ur.as_mut_ptr().add(32 * k).cast(), q) };
+                        self.d[b][r] = d;
+                        self.dmin[b][r] = m;
+                    }
+                }
+                // SAFETY: (caller) AVX2.
+                unsafe { self.store_transposed(c, &u) };
+            }
+        }
+    }
+
+    /// The 256 unpacked elements `u` of each row into the vectors of chunk
+    /// `c`: each 32 bytes of the eight rows, transposed as 8×8 words.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn store_transposed(&mut self, c: usize, u: &[[u8; QK_K]; ROWS]) {
+        for part in 0..8 {
+            // SAFETY: 32 bytes of each row's 256.
+            let v: [__m256i; ROWS] =
+                core::array::from_fn(|r| unsafe { _mm256_loadu_si256(u[r].as_ptr().add(32 * part).cast()) });
+            // SAFETY: (caller) AVX2.
+            for (k, t) in unsafe { crate::avx2_q8::transpose_8x8_i32(v) }.into_iter().enumerate() {
+                // SAFETY: one 32-byte vector of the panel.
+                unsafe { _mm256_storeu_si256(self.q[64 * c + 8 * part + k].as_mut_ptr().cast(), t) };
+            }
+        }
+    }
+}
+
+/// `out[i][r] = dot(weight row r of w, acts[i])` for every activation row
+/// and every weight row of `w` (`rb` bytes each), bit-identical to
+/// `vec_dot_q_ref`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `wty` must be one `supports` takes
+/// and every `acts[i]` a row of `vec_dot_type(wty)` of the weight rows' length.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'_>], out: &mut [&mut [f32]]) {
+    debug_assert!(supports(wty) && out.len() == acts.len());
+    let nb = rb / wty.type_size();
+    let mut panel = Panel::new(wty, nb);
+    let nrows = w.len() / rb;
+    for r0 in (0..nrows).step_by(ROWS) {
+        let nv = ROWS.min(nrows - r0);
+        // SAFETY: (caller) AVX2.
+        unsafe { panel.fill(wty, &w[r0 * rb..(r0 + nv) * rb], rb) };
+        let mut i = 0;
+        while i < acts.len() {
+            let out = &mut out[i..];
+            // SAFETY: (caller) AVX2 and rows of `nb` blocks of the
+            // activation type.
+            i += unsafe {
+                if acts.len() - i >= J_MAIN {
+                    dots::<J_MAIN>(wty, &panel, acts[i..i + J_MAIN].try_into().unwrap(), nb, out, r0..r0 + nv)
+                } else {
+                    dots::<1>(wty, &panel, acts[i..i + 1].try_into().unwrap(), nb, out, r0..r0 + nv)
+                }
+            };
+        }
+    }
+}
+
+/// The outputs `cols` of `J` activation rows against one panel, into
+/// `out[0..J]`; returns `J`.
+///
+/// # Safety
+/// As [`matmul`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots<const J: usize>(
+    wty: GgmlType,
+    p: &Panel,
+    a: &[ActRow<'_>; J],
+    nb: usize,
+    out: &mut [&mut [f32]],
+    cols: std::ops::Range<usize>,
+) -> usize {
+    // SAFETY: (caller) as `matmul`.
+    let res = unsafe {
+        if wty.block_size() == QK_K {
+            k_dots::<J>(p, a, nb)
+        } else {
+            legacy_dots::<J>(wty, p, a, nb)
+        }
+    };
+    for (o, v) in out.iter_mut().zip(&res) {
+        o[cols.clone()].copy_from_slice(&v[..cols.len()]);
+    }
+    J
+}
+
+/// Σ over `steps` steps from `first` of the panel's vector times the
+/// broadcast activation bytes, per activation row: the i16 pair sums of
+/// `i16_steps` steps at a time added as i16, then widened by `vpmaddwd`
+/// with `mul` (the group scales, or ones) and added as i32 into `acc`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn group_dot<const J: usize>(
+    p: &Panel,
+    first: usize,
+    steps: usize,
+    ys: &[*const i8; J],
+    mul: __m256i,
+    acc: &mut [__m256i; J],
+) {
+    let mut t = 0;
+    while t < steps {
+        let run = p.i16_steps.min(steps - t);
+        let mut s16 = [_mm256_setzero_si256(); J];
+        for s in t..t + run {
+            // SAFETY: 32 bytes of the panel.
+            let wv = unsafe { _mm256_loadu_si256(p.q[first + s].as_ptr().cast()) };
+            for j in 0..J {
+                // SAFETY: (caller) four bytes of row j's block at step s.
+                let y = unsafe { core::ptr::read_unaligned(ys[j].add(4 * s).cast::<i32>()) };
+                s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(wv, _mm256_set1_epi32(y)));
+            }
+        }
+        for j in 0..J {
+            acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(s16[j], mul));
+        }
+        t += run;
+    }
+}
+
+/// The 8 outputs of each of `J` activation rows against one panel of
+/// K-quants: per block, `Σ_g sc_g · dot_g` and `Σ mv · bsum` exactly, then
+/// `crate::panel`'s float step.
+///
+/// # Safety
+/// As [`matmul`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k_dots<const J: usize>(p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
+    let gl = p.group_len;
+    let groups = QK_K / gl;
+    let zero = _mm256_setzero_ps();
+    let zi = _mm256_setzero_si256();
+    let with_min = p.off == 0;
+    let offv = _mm256_set1_epi32(p.off);
+    let mut lanes = [[zero; J]; 8];
+    for b in 0..nb {
+        let mut is = [zi; J];
+        for g in 0..groups {
+            let e = gl * g;
+            let ys: [*const i8; J] = core::array::from_fn(|j| a[j].qs[QK_K * b + e..QK_K * b + e + gl].as_ptr());
+            // SAFETY: 8 i32.
+            let scv = unsafe { _mm256_loadu_si256(p.sc[groups * b + g].as_ptr().cast()) };
+            // SAFETY: `ys[j]` points at `gl` readable bytes, the group's steps.
+            unsafe { group_dot::<J>(p, 64 * b + e / 4, gl / 4, &ys, scv, &mut is) };
+        }
+        let mut ms = [zi; J];
+        for q in 0..8 {
+            // SAFETY: 8 i32.
+            let mvv = unsafe { _mm256_loadu_si256(p.mv[8 * b + q].as_ptr().cast()) };
+            for j in 0..J {
+                let bs = &a[j].bsums[16 * b + 2 * q..16 * b + 2 * q + 2];
+                let pair = (bs[0] as u16 as u32 | (bs[1] as u16 as u32) << 16) as i32;
+                ms[j] = _mm256_add_epi32(ms[j], _mm256_madd_epi16(mvv, _mm256_set1_epi32(pair)));
+            }
+        }
+        // SAFETY: 8 floats each.
+        let (dv, dminv) = unsafe { (_mm256_loadu_ps(p.d[b].as_ptr()), _mm256_loadu_ps(p.dmin[b].as_ptr())) };
+        for j in 0..J {
+            let da = _mm256_set1_ps(a[j].d[b]);
+            let t = if with_min {
+                _mm256_sub_ps(
+                    _mm256_mul_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(is[j])),
+                    _mm256_mul_ps(_mm256_mul_ps(dminv, da), _mm256_cvtepi32_ps(ms[j])),
+                )
+            } else {
+                let isum = _mm256_sub_epi32(is[j], _mm256_mullo_epi32(ms[j], offv));
+                _mm256_mul_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(isum))
+            };
+            lanes[b % 8][j] = _mm256_add_ps(lanes[b % 8][j], t);
+        }
+    }
+    // SAFETY: (caller) AVX2.
+    core::array::from_fn(|j| unsafe { store8(reduce_lanes(&lanes, j)) })
+}
+
+/// The 8 outputs of each of `J` activation rows against one panel of a
+/// 32-element type: per block the exact `Σ u·y`, `off · Σy` subtracted,
+/// `(d · da) · isum` into lane `b % 8`; Q4_1 / Q5_1 add `m · s` into lanes
+/// of their own, summed after.
+///
+/// # Safety
+/// As [`matmul`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn legacy_dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
+    let with_min = matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_1);
+    let zero = _mm256_setzero_ps();
+    let ones = _mm256_set1_epi16(1);
+    let mut lanes = [[zero; J]; 8];
+    let mut lanes_m = [[zero; J]; 8];
+    for b in 0..nb {
+        let ys: [*const i8; J] = core::array::from_fn(|j| a[j].qs[QK32 * b..QK32 * (b + 1)].as_ptr());
+        let mut dot = [_mm256_setzero_si256(); J];
+        // SAFETY: `ys[j]` points at the block's 32 bytes, its 8 steps.
+        unsafe { group_dot::<J>(p, 64 * (b / 8) + 8 * (b % 8), 8, &ys, ones, &mut dot) };
+        // SAFETY: 8 floats each.
+        let (dv, mv) = unsafe { (_mm256_loadu_ps(p.d[b].as_ptr()), _mm256_loadu_ps(p.dmin[b].as_ptr())) };
+        for j in 0..J {
+            let isum =
+                if p.off != 0 { _mm256_sub_epi32(dot[j], _mm256_set1_epi32(p.off * a[j].sums[b])) } else { dot[j] };
+            let t = _mm256_mul_ps(_mm256_mul_ps(dv, _mm256_set1_ps(a[j].d[b])), _mm256_cvtepi32_ps(isum));
+            lanes[b % 8][j] = _mm256_add_ps(lanes[b % 8][j], t);
+            if with_min {
+                lanes_m[b % 8][j] = _mm256_add_ps(lanes_m[b % 8][j], _mm256_mul_ps(mv, _mm256_set1_ps(a[j].s[b])));
+            }
+        }
+    }
+    core::array::from_fn(|j| {
+        let mut s = reduce_lanes(&lanes, j);
+        if with_min {
+            s = _mm256_add_ps(s, reduce_lanes(&lanes_m, j));
+        }
+        // SAFETY: (caller) AVX2.
+        unsafe { store8(s) }
+    })
+}
+
+/// Lanes `lanes[0..8][j]` added as `qdot::reduce8` adds eight lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn reduce_lanes<const J: usize>(lanes: &[[__m256; J]; 8], j: usize) -> __m256 {
+    let l = |k: usize| lanes[k][j];
+    _mm256_add_ps(
+        _mm256_add_ps(_mm256_add_ps(l(0), l(4)), _mm256_add_ps(l(2), l(6))),
+        _mm256_add_ps(_mm256_add_ps(l(1), l(5)), _mm256_add_ps(l(3), l(7))),
+    )
+}
+
+/// The eight lanes of `v`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn store8(v: __m256) -> [f32; ROWS] {
+    let mut o = [0f32; ROWS];
+    // SAFETY: 8 floats.
+    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+    o
+}
