@@ -228,10 +228,13 @@ unsafe fn dots<const J: usize>(
 ) -> usize {
     // SAFETY: (caller) as `matmul`.
     let res = unsafe {
-        if wty.block_size() == QK_K {
-            k_dots::<J>(p, a, nb)
-        } else {
-            legacy_dots::<J>(wty, p, a, nb)
+        use GgmlType as G;
+        match wty {
+            G::Q4_K => k_dots::<J, 8, 8>(p, a, nb),
+            G::Q5_K => k_dots::<J, 8, 4>(p, a, nb),
+            G::Q6_K => k_dots::<J, 4, 2>(p, a, nb),
+            G::Q4_0 | G::Q4_1 => legacy_dots::<J, 8>(wty, p, a, nb),
+            _ => legacy_dots::<J, 4>(wty, p, a, nb),
         }
     };
     for (o, v) in out.iter_mut().zip(&res) {
@@ -240,25 +243,24 @@ unsafe fn dots<const J: usize>(
     J
 }
 
-/// Σ over `steps` steps from `first` of the panel's vector times the
+/// Σ over `STEPS` steps from `first` of the panel's vector times the
 /// broadcast activation bytes, per activation row: the i16 pair sums of
-/// `i16_steps` steps at a time added as i16, then widened by `vpmaddwd`
-/// with `mul` (the group scales, or ones) and added as i32 into `acc`.
+/// `RUN` steps at a time (`i16_steps`) added as i16, then widened by
+/// `vpmaddwd` with `mul` (the group scales, or ones) and added as i32 into
+/// `acc`. Constant counts, so that the loops unroll and the sums stay in
+/// registers.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn group_dot<const J: usize>(
+unsafe fn group_dot<const J: usize, const STEPS: usize, const RUN: usize>(
     p: &Panel,
     first: usize,
-    steps: usize,
     ys: &[*const i8; J],
     mul: __m256i,
     acc: &mut [__m256i; J],
 ) {
-    let mut t = 0;
-    while t < steps {
-        let run = p.i16_steps.min(steps - t);
+    for t in (0..STEPS).step_by(RUN) {
         let mut s16 = [_mm256_setzero_si256(); J];
-        for s in t..t + run {
+        for s in t..t + RUN {
             // SAFETY: 32 bytes of the panel.
             let wv = unsafe { _mm256_loadu_si256(p.q[first + s].as_ptr().cast()) };
             for j in 0..J {
@@ -270,7 +272,6 @@ unsafe fn group_dot<const J: usize>(
         for j in 0..J {
             acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(s16[j], mul));
         }
-        t += run;
     }
 }
 
@@ -281,8 +282,13 @@ unsafe fn group_dot<const J: usize>(
 /// # Safety
 /// As [`matmul`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k_dots<const J: usize>(p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
-    let gl = p.group_len;
+unsafe fn k_dots<const J: usize, const STEPS: usize, const RUN: usize>(
+    p: &Panel,
+    a: &[ActRow<'_>; J],
+    nb: usize,
+) -> [[f32; ROWS]; J] {
+    debug_assert!(4 * STEPS == p.group_len && RUN == p.i16_steps);
+    let gl = 4 * STEPS;
     let groups = QK_K / gl;
     let zero = _mm256_setzero_ps();
     let zi = _mm256_setzero_si256();
@@ -297,7 +303,7 @@ unsafe fn k_dots<const J: usize>(p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [
             // SAFETY: 8 i32.
             let scv = unsafe { _mm256_loadu_si256(p.sc[groups * b + g].as_ptr().cast()) };
             // SAFETY: `ys[j]` points at `gl` readable bytes, the group's steps.
-            unsafe { group_dot::<J>(p, 64 * b + e / 4, gl / 4, &ys, scv, &mut is) };
+            unsafe { group_dot::<J, STEPS, RUN>(p, 64 * b + e / 4, &ys, scv, &mut is) };
         }
         let mut ms = [zi; J];
         for q in 0..8 {
@@ -337,7 +343,13 @@ unsafe fn k_dots<const J: usize>(p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [
 /// # Safety
 /// As [`matmul`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn legacy_dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
+unsafe fn legacy_dots<const J: usize, const RUN: usize>(
+    wty: GgmlType,
+    p: &Panel,
+    a: &[ActRow<'_>; J],
+    nb: usize,
+) -> [[f32; ROWS]; J] {
+    debug_assert!(RUN == p.i16_steps);
     let with_min = matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_1);
     let zero = _mm256_setzero_ps();
     let ones = _mm256_set1_epi16(1);
@@ -347,7 +359,7 @@ unsafe fn legacy_dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>;
         let ys: [*const i8; J] = core::array::from_fn(|j| a[j].qs[QK32 * b..QK32 * (b + 1)].as_ptr());
         let mut dot = [_mm256_setzero_si256(); J];
         // SAFETY: `ys[j]` points at the block's 32 bytes, its 8 steps.
-        unsafe { group_dot::<J>(p, 64 * (b / 8) + 8 * (b % 8), 8, &ys, ones, &mut dot) };
+        unsafe { group_dot::<J, 8, RUN>(p, 64 * (b / 8) + 8 * (b % 8), &ys, ones, &mut dot) };
         // SAFETY: 8 floats each.
         let (dv, mv) = unsafe { (_mm256_loadu_ps(p.d[b].as_ptr()), _mm256_loadu_ps(p.dmin[b].as_ptr())) };
         for j in 0..J {
