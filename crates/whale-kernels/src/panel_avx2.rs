@@ -32,10 +32,16 @@ const ROWS: usize = 8;
 /// Activation rows a kernel call (each weight vector loaded once for them).
 const J_MAIN: usize = 4;
 
-/// Activation rows from which the panels beat the row kernels, as at the
-/// VNNI level (`crate::panel::min_act_rows`).
-pub(crate) fn min_act_rows(wty: GgmlType) -> usize {
-    crate::panel::min_act_rows(wty)
+/// Activation rows from which the panels beat the row kernels: 12 for
+/// every type. Measured at V2-Lite's shapes with `WHALE_SIMD=avx2` on Zen 4
+/// (`examples/prefill_shapes M 1 v2l`, GMAC/s, row kernels against panels):
+/// at 8 rows even (Q4_K expert gate 55.4 / 55.5, Q5_0 expert down 36.0 /
+/// 37.7), at 12 the panels ahead (56.2 / 65.2, 34.1 / 42.8), at 16 more
+/// so (48.3 / 70.2, 35.9 / 46.5). The 32-element types cross over sooner
+/// than at the VNNI level (20 rows), where the row kernels' block sums
+/// need no horizontal adds.
+pub(crate) fn min_act_rows(_wty: GgmlType) -> usize {
+    12
 }
 
 /// The weight types the AVX2 panel takes: `crate::panel`'s but Q8_0.
