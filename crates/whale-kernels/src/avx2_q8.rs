@@ -472,6 +472,18 @@ impl KBlock {
     }
 }
 
+/// A K block as the panels keep it (`int8_kernels!`'s `unpack_k`, which
+/// writes the quants themselves out): `d`, `dmin` and the offset of
+/// `KBlock`, its 16 multipliers of the activation's group sums as 8 i32
+/// pairs, and its group scales as integers.
+pub(crate) struct KParts {
+    pub d: f32,
+    pub dmin: f32,
+    pub off: i32,
+    pub mv: [i32; 8],
+    pub sc: [i32; 16],
+}
+
 // ----------------------------------------------------------------------------
 // Row dots
 // ----------------------------------------------------------------------------
@@ -834,52 +846,69 @@ macro_rules! int8_kernels {
             })
         }
 
-        /// One Q4_K / Q5_K / Q6_K block unpacked (`KBlock`: unsigned
-        /// quants, the multipliers of the activation's group sums, `d`,
-        /// `dmin`, the offset) with its group scales as integers (eight
-        /// 32-element groups, or sixteen 16-element ones for Q6_K), for
-        /// `crate::panel`.
+        /// One Q4_K / Q5_K / Q6_K block unpacked for `crate::panel`: its 256
+        /// unsigned quants into `u`, and its `d`, `dmin`, offset, the
+        /// multipliers of the activation's group sums and the group scales
+        /// as integers (eight 32-element groups, or sixteen 16-element ones
+        /// for Q6_K), see `KParts`.
         ///
         /// # Safety
         /// The CPU must support this module's target features; `bytes` is
         /// exactly one block of `wty`.
         #[target_feature(enable = $features)]
         #[inline]
-        #[allow(dead_code)]
-        pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8]) -> (KBlock, [i32; 16]) {
+        pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -> $crate::avx2_q8::KParts {
             let mut sc = [0i32; 16];
-            match wty {
+            let kb = match wty {
                 GgmlType::Q4_K => {
                     let b: &BlockQ4_K = bytemuck::from_bytes(bytes);
                     sc[..8].copy_from_slice(&k4_scales_mins(&b.scales).0.map(i32::from));
-                    (unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None), sc)
+                    unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None)
                 }
                 GgmlType::Q5_K => {
                     let b: &BlockQ5_K = bytemuck::from_bytes(bytes);
                     sc[..8].copy_from_slice(&k4_scales_mins(&b.scales).0.map(i32::from));
-                    (unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh)), sc)
+                    unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh))
                 }
                 GgmlType::Q6_K => {
                     let b: &BlockQ6_K = bytemuck::from_bytes(bytes);
-                    (unpack_q6_k(b), b.scales.map(i32::from))
+                    sc = b.scales.map(i32::from);
+                    unpack_q6_k(b)
                 }
                 t => unreachable!("unpack_k: {t} is not Q4_K, Q5_K or Q6_K"),
+            };
+            for (c, v) in kb.u.iter().enumerate() {
+                // SAFETY: 32 bytes into `u[32c..32c + 32]`.
+                unsafe { _mm256_storeu_si256(u.as_mut_ptr().add(32 * c).cast(), *v) };
             }
+            let mut mv = [0i32; 8];
+            // SAFETY: the 16 i16 multipliers, as 8 i32 pairs, into `mv`.
+            unsafe { _mm256_storeu_si256(mv.as_mut_ptr().cast(), kb.mv) };
+            $crate::avx2_q8::KParts { d: kb.d, dmin: kb.dmin, off: kb.off, mv, sc }
         }
 
-        /// One block of a 32-element type unpacked as `vec_dot_n` reads it:
-        /// its 32 quants as unsigned bytes (`q + off`, `off` the type's
-        /// offset: 8 for Q4_0, 16 for Q5_0, this level's `Q8_0_OFF` for
-        /// Q8_0, 0 for Q4_1 / Q5_1), `d`, and `m` (Q4_1 / Q5_1; else 0),
-        /// for `crate::panel`.
+        /// One block of a 32-element type unpacked as `vec_dot_n` reads it,
+        /// for `crate::panel`: its 32 quants as unsigned bytes (`q + off`,
+        /// `off` the type's offset: 8 for Q4_0, 16 for Q5_0, this level's
+        /// `Q8_0_OFF` for Q8_0, 0 for Q4_1 / Q5_1) into `u`; returns `d`
+        /// and `m` (Q4_1 / Q5_1; else 0).
         ///
         /// # Safety
         /// The CPU must support this module's target features; `bytes` is
         /// exactly one block of `wty`.
         #[target_feature(enable = $features)]
         #[inline]
-        #[allow(dead_code)]
-        pub(crate) unsafe fn unpack_legacy(wty: GgmlType, bytes: &[u8]) -> (__m256i, f32, f32) {
+        pub(crate) unsafe fn unpack_legacy(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK32]) -> (f32, f32) {
+            let (q, d, m) = unpack_legacy_v(wty, bytes);
+            // SAFETY: 32 bytes into `u`.
+            unsafe { _mm256_storeu_si256(u.as_mut_ptr().cast(), q) };
+            (d, m)
+        }
+
+        /// `unpack_legacy`'s quants as a vector.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn unpack_legacy_v(wty: GgmlType, bytes: &[u8]) -> (__m256i, f32, f32) {
             use GgmlType as G;
             match wty {
                 G::Q4_0 => {

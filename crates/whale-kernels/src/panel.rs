@@ -74,141 +74,138 @@ fn group_len(wty: GgmlType) -> usize {
     }
 }
 
-/// Sixteen weight rows unpacked; missing rows of a last panel are zero.
-struct Panel {
-    /// Per 256 elements, 64 vectors of 64 bytes: vector `w` holds quants
-    /// `4w..4w + 4` of each row (row `r` at bytes `4r..4r + 4`), unsigned.
-    q: Vec<[u8; 64]>,
+/// `R` weight rows unpacked (`V = 4R` bytes a vector: sixteen rows in
+/// 64-byte vectors here, eight in 32-byte ones in `crate::panel_avx2`);
+/// missing rows of a last panel are zero.
+pub(crate) struct Panel<const R: usize, const V: usize> {
+    /// Per 256 elements, 64 vectors: vector `w` holds quants `4w..4w + 4`
+    /// of each row (row `r` at bytes `4r..4r + 4`), unsigned.
+    pub q: Vec<[u8; V]>,
     /// K-quants, per block and scale group: the rows' group scales.
-    sc: Vec<[i32; ROWS]>,
+    pub sc: Vec<[i32; R]>,
     /// K-quants, per block, 8 pairs of 16-element groups: the rows'
     /// multipliers of the activation's group sums as i16 pairs (`KBlock::mv`).
-    mv: Vec<[i32; ROWS]>,
+    pub mv: Vec<[i32; R]>,
     /// Per block: `d` and `dmin` of the rows (`m` for Q4_1 / Q5_1).
-    d: Vec<[f32; ROWS]>,
-    dmin: Vec<[f32; ROWS]>,
+    pub d: Vec<[f32; R]>,
+    pub dmin: Vec<[f32; R]>,
     /// K-quants: what `Σ mv · bsum` is, mins (0) or the quants' offset
     /// (Q6_K: 32). 32-element types: the quants' offset.
-    off: i32,
+    pub off: i32,
     /// K-quants: elements per scale group.
-    group_len: usize,
+    pub group_len: usize,
 }
 
-impl Panel {
-    fn new(wty: GgmlType, nb: usize) -> Panel {
+/// What a level supplies to fill a panel: its unpacking of one block (the
+/// same at every level, `int8_kernels!`'s `unpack_legacy` / `unpack_k`)
+/// and its transpose of the rows' unpacked elements into vectors. An
+/// implementation exists only where its level was verified, so its safe
+/// methods may run that level's code.
+pub(crate) trait Unpacker<const R: usize, const V: usize> {
+    /// One 32-element block's unsigned quants into `u`; `d` and `m`.
+    fn legacy(&self, wty: GgmlType, bytes: &[u8], u: &mut [u8; QK32]) -> (f32, f32);
+    /// One K block's unsigned quants into `u`, and the rest of it.
+    fn k(&self, wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -> crate::avx2_q8::KParts;
+    /// The 256 elements `u` of each row into the 64 vectors `q`.
+    fn store(&self, q: &mut [[u8; V]], u: &[[u8; QK_K]; R]);
+}
+
+impl<const R: usize, const V: usize> Panel<R, V> {
+    pub(crate) fn new(wty: GgmlType, nb: usize) -> Self {
         let (chunks, groups) = if is_k(wty) { (nb, QK_K / group_len(wty)) } else { (nb.div_ceil(8), 0) };
         Panel {
-            q: vec![[0; 64]; 64 * chunks],
-            sc: vec![[0; ROWS]; groups * nb],
-            mv: vec![[0; ROWS]; if is_k(wty) { 8 * nb } else { 0 }],
-            d: vec![[0.0; ROWS]; nb],
-            dmin: vec![[0.0; ROWS]; nb],
+            q: vec![[0; V]; 64 * chunks],
+            sc: vec![[0; R]; groups * nb],
+            mv: vec![[0; R]; if is_k(wty) { 8 * nb } else { 0 }],
+            d: vec![[0.0; R]; nb],
+            dmin: vec![[0.0; R]; nb],
             off: legacy_off(wty),
             group_len: group_len(wty),
         }
     }
 
-    /// Unpacks `rows` (at most 16 weight rows of `rb` bytes).
-    ///
-    /// # Safety
-    /// The CPU must support the VNNI level (`avx512_q8`).
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize) {
-        if rows.len() / rb < ROWS {
+    /// Unpacks `rows` (at most `R` weight rows of `rb` bytes) through
+    /// `lv`. K-quants a block of each row at a time, with its scales,
+    /// multipliers, `d` and `dmin`; the 32-element types eight blocks of
+    /// each row at a time (blocks past the row's end stay zero).
+    #[inline(always)]
+    pub(crate) fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize, lv: &impl Unpacker<R, V>) {
+        let (ts, nrows) = (wty.type_size(), rows.len() / rb);
+        let nb = rb / ts;
+        if nrows < R {
             self.sc.iter_mut().for_each(|v| v.fill(0));
             self.mv.iter_mut().for_each(|v| v.fill(0));
             self.d.iter_mut().for_each(|v| v.fill(0.0));
             self.dmin.iter_mut().for_each(|v| v.fill(0.0));
         }
-        // SAFETY: (caller) the VNNI level.
-        unsafe {
-            if is_k(wty) {
-                self.fill_k(wty, rows, rb)
-            } else {
-                self.fill_legacy(wty, rows, rb)
+        let block = |r: usize, b: usize| &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
+        let mut u = [[0u8; QK_K]; R];
+        if is_k(wty) {
+            let groups = QK_K / self.group_len;
+            for b in 0..nb {
+                for (r, ur) in u.iter_mut().enumerate().take(nrows) {
+                    let k = lv.k(wty, block(r, b), ur);
+                    for (dst, &v) in self.mv[8 * b..8 * (b + 1)].iter_mut().zip(&k.mv) {
+                        dst[r] = v;
+                    }
+                    for (dst, &v) in self.sc[groups * b..groups * (b + 1)].iter_mut().zip(&k.sc) {
+                        dst[r] = v;
+                    }
+                    (self.d[b][r], self.dmin[b][r], self.off) = (k.d, k.dmin, k.off);
+                }
+                lv.store(&mut self.q[64 * b..64 * (b + 1)], &u);
+            }
+        } else {
+            for c in 0..nb.div_ceil(8) {
+                let blocks = 8 * c..(8 * c + 8).min(nb);
+                if blocks.len() < 8 {
+                    u = [[0u8; QK_K]; R];
+                }
+                for (r, ur) in u.iter_mut().enumerate().take(nrows) {
+                    for (k, b) in blocks.clone().enumerate() {
+                        let uk: &mut [u8; QK32] = (&mut ur[QK32 * k..QK32 * (k + 1)]).try_into().unwrap();
+                        (self.d[b][r], self.dmin[b][r]) = lv.legacy(wty, block(r, b), uk);
+                    }
+                }
+                lv.store(&mut self.q[64 * c..64 * (c + 1)], &u);
             }
         }
     }
+}
 
-    /// `fill` for the 32-element types: eight blocks of each row at a time
-    /// (missing rows, and blocks past the row's end, stay zero), then
-    /// transposed in 16×16 words into the panel's vectors.
-    ///
-    /// # Safety
-    /// As `fill`.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn fill_legacy(&mut self, wty: GgmlType, rows: &[u8], rb: usize) {
-        let (ts, nrows) = (wty.type_size(), rows.len() / rb);
-        let nb = rb / ts;
-        let mut u = [[0u8; QK_K]; ROWS];
-        for c in 0..nb.div_ceil(8) {
-            let blocks = 8 * c..(8 * c + 8).min(nb);
-            if blocks.len() < 8 {
-                u = [[0u8; QK_K]; ROWS];
-            }
-            for (r, ur) in u.iter_mut().enumerate().take(nrows) {
-                for (k, b) in blocks.clone().enumerate() {
-                    let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
-                    // SAFETY: (caller) the VNNI level; `bytes` is one block.
-                    let (q, d, m) = unsafe { crate::avx512_q8::unpack_legacy(wty, bytes) };
-                    // SAFETY: 32 bytes into `ur[32k..32k + 32]`.
-                    unsafe { _mm256_storeu_si256(ur.as_mut_ptr().add(32 * k).cast(), q) };
-                    self.d[b][r] = d;
-                    self.dmin[b][r] = m;
-                }
-            }
-            self.store_transposed(c, &u);
-        }
+/// This level's `Unpacker`; made only in [`matmul`], whose caller vouches
+/// for the VNNI level.
+struct Vnni(());
+
+impl Unpacker<ROWS, 64> for Vnni {
+    #[inline(always)]
+    fn legacy(&self, wty: GgmlType, bytes: &[u8], u: &mut [u8; QK32]) -> (f32, f32) {
+        // SAFETY: a `Vnni` exists only at the VNNI level; `bytes` is one block.
+        unsafe { crate::avx512_q8::unpack_legacy(wty, bytes, u) }
     }
 
-    /// `fill` for the K-quants: one block of each row at a time (missing
-    /// rows stay zero), transposed as in `fill_legacy`, with its scales,
-    /// multipliers, `d` and `dmin`.
-    ///
-    /// # Safety
-    /// As `fill`.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn fill_k(&mut self, wty: GgmlType, rows: &[u8], rb: usize) {
-        let (ts, nrows) = (wty.type_size(), rows.len() / rb);
-        let groups = QK_K / self.group_len;
-        let mut u = [[0u8; QK_K]; ROWS];
-        for b in 0..rb / ts {
-            for (r, ur) in u.iter_mut().enumerate().take(nrows) {
-                let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
-                // SAFETY: (caller) the VNNI level; `bytes` is one block.
-                let (kb, sc) = unsafe { crate::avx512_q8::unpack_k(wty, bytes) };
-                for (c, v) in kb.u.iter().enumerate() {
-                    // SAFETY: 32 bytes into `ur[32c..32c + 32]`.
-                    unsafe { _mm256_storeu_si256(ur.as_mut_ptr().add(32 * c).cast(), *v) };
-                }
-                let mut mv = [0i32; 8];
-                // SAFETY: the 16 i16 multipliers, as 8 i32 pairs, into `mv`.
-                unsafe { _mm256_storeu_si256(mv.as_mut_ptr().cast(), kb.mv) };
-                for (dst, &v) in self.mv[8 * b..8 * (b + 1)].iter_mut().zip(&mv) {
-                    dst[r] = v;
-                }
-                for (dst, &v) in self.sc[groups * b..groups * (b + 1)].iter_mut().zip(&sc) {
-                    dst[r] = v;
-                }
-                self.d[b][r] = kb.d;
-                self.dmin[b][r] = kb.dmin;
-                self.off = kb.off;
-            }
-            self.store_transposed(b, &u);
-        }
+    #[inline(always)]
+    fn k(&self, wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -> crate::avx2_q8::KParts {
+        // SAFETY: as `legacy`.
+        unsafe { crate::avx512_q8::unpack_k(wty, bytes, u) }
     }
 
-    /// The 256 unpacked elements `u` of each row into the vectors of chunk `c`.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    fn store_transposed(&mut self, c: usize, u: &[[u8; QK_K]; ROWS]) {
-        for quarter in 0..4 {
-            // SAFETY: 64 bytes of each row's 256.
-            let v: [__m512i; ROWS] =
-                core::array::from_fn(|r| unsafe { _mm512_loadu_si512(u[r].as_ptr().add(64 * quarter).cast()) });
-            for (k, t) in transpose_16x16(v).into_iter().enumerate() {
-                // SAFETY: one 64-byte vector of the panel.
-                unsafe { _mm512_storeu_si512(self.q[64 * c + 16 * quarter + k].as_mut_ptr().cast(), t) };
-            }
+    fn store(&self, q: &mut [[u8; 64]], u: &[[u8; QK_K]; ROWS]) {
+        // SAFETY: as `legacy`.
+        unsafe { store_transposed(q, u) }
+    }
+}
+
+/// The 256 unpacked elements `u` of each row into the 64 vectors `q`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn store_transposed(q: &mut [[u8; 64]], u: &[[u8; QK_K]; ROWS]) {
+    for quarter in 0..4 {
+        // SAFETY: 64 bytes of each row's 256.
+        let v: [__m512i; ROWS] =
+            core::array::from_fn(|r| unsafe { _mm512_loadu_si512(u[r].as_ptr().add(64 * quarter).cast()) });
+        for (k, t) in transpose_16x16(v).into_iter().enumerate() {
+            // SAFETY: one 64-byte vector of the panel.
+            unsafe { _mm512_storeu_si512(q[16 * quarter + k].as_mut_ptr().cast(), t) };
         }
     }
 }
@@ -276,53 +273,56 @@ pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'
     debug_assert!(supports(wty) && out.len() == acts.len());
     let nb = rb / wty.type_size();
     let mut panel = Panel::new(wty, nb);
-    let nrows = w.len() / rb;
-    for r0 in (0..nrows).step_by(ROWS) {
-        let nv = ROWS.min(nrows - r0);
-        // SAFETY: (caller) the VNNI level.
-        unsafe { panel.fill(wty, &w[r0 * rb..(r0 + nv) * rb], rb) };
-        let mut i = 0;
-        while i < acts.len() {
-            let out = &mut out[i..];
-            // SAFETY: (caller) the VNNI level and rows of `nb` blocks of
-            // the activation type.
-            i += unsafe {
-                if acts.len() - i >= J_MAIN {
-                    dots::<J_MAIN>(wty, &panel, acts[i..i + J_MAIN].try_into().unwrap(), nb, out, r0..r0 + nv)
-                } else {
-                    dots::<1>(wty, &panel, acts[i..i + 1].try_into().unwrap(), nb, out, r0..r0 + nv)
-                }
-            };
-        }
-    }
+    let lv = Vnni(());
+    // SAFETY (the closures): (caller) the VNNI level, and rows of `nb`
+    // blocks of the activation type.
+    drive::<ROWS, J_MAIN, _>(
+        w,
+        rb,
+        acts,
+        out,
+        &mut panel,
+        |p, rows| p.fill(wty, rows, rb, &lv),
+        |p, a| unsafe { dots::<J_MAIN>(wty, p, a, nb) },
+        |p, a| unsafe { dots::<1>(wty, p, a, nb) },
+    );
 }
 
-/// The outputs `cols` of `J` activation rows against one panel, into
-/// `out[0..J]`; returns `J`.
-///
-/// # Safety
-/// As [`matmul`].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dots<const J: usize>(
-    wty: GgmlType,
-    p: &Panel,
-    a: &[ActRow<'_>; J],
-    nb: usize,
+/// The panel loop of every level: each `R` rows of `w` (`rb` bytes each)
+/// unpacked into `panel` by `fill`, then met by the activation rows `JM`
+/// at a time (`main`; the rest one at a time, `one`), whose `R` outputs
+/// each (`[..rows]` of a last, partial panel) go to `out[i][r0..]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn drive<const R: usize, const JM: usize, P>(
+    w: &[u8],
+    rb: usize,
+    acts: &[ActRow<'_>],
     out: &mut [&mut [f32]],
-    cols: std::ops::Range<usize>,
-) -> usize {
-    // SAFETY: (caller) as `matmul`.
-    let res = unsafe {
-        if is_k(wty) {
-            panel_dots::<J>(p, a, nb)
-        } else {
-            legacy_dots::<J>(wty, p, a, nb)
+    panel: &mut P,
+    fill: impl Fn(&mut P, &[u8]),
+    main: impl Fn(&P, &[ActRow<'_>; JM]) -> [[f32; R]; JM],
+    one: impl Fn(&P, &[ActRow<'_>; 1]) -> [[f32; R]; 1],
+) {
+    let nrows = w.len() / rb;
+    for r0 in (0..nrows).step_by(R) {
+        let nv = R.min(nrows - r0);
+        fill(panel, &w[r0 * rb..(r0 + nv) * rb]);
+        let put = |out: &mut [&mut [f32]], res: &[[f32; R]]| {
+            for (o, v) in out.iter_mut().zip(res) {
+                o[r0..r0 + nv].copy_from_slice(&v[..nv]);
+            }
+        };
+        let mut i = 0;
+        while i < acts.len() {
+            if acts.len() - i >= JM {
+                put(&mut out[i..i + JM], &main(panel, acts[i..i + JM].try_into().unwrap()));
+                i += JM;
+            } else {
+                put(&mut out[i..i + 1], &one(panel, acts[i..i + 1].try_into().unwrap()));
+                i += 1;
+            }
         }
-    };
-    for (o, v) in out.iter_mut().zip(&res) {
-        o[cols.clone()].copy_from_slice(&v[..cols.len()]);
     }
-    J
 }
 
 /// The 16 outputs of each of `J` activation rows against one panel.
@@ -330,7 +330,23 @@ unsafe fn dots<const J: usize>(
 /// # Safety
 /// As [`matmul`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn panel_dots<const J: usize>(p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
+unsafe fn dots<const J: usize>(wty: GgmlType, p: &Panel<ROWS, 64>, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
+    // SAFETY: (caller) as `matmul`.
+    unsafe {
+        if is_k(wty) {
+            panel_dots::<J>(p, a, nb)
+        } else {
+            legacy_dots::<J>(wty, p, a, nb)
+        }
+    }
+}
+
+/// The 16 outputs of each of `J` activation rows against one panel.
+///
+/// # Safety
+/// As [`matmul`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn panel_dots<const J: usize>(p: &Panel<ROWS, 64>, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
     let gl = p.group_len;
     let groups = QK_K / gl;
     let steps = gl / 4;
@@ -414,7 +430,12 @@ fn reduce_lanes<const J: usize>(lanes: &[[__m512; J]; 8], j: usize) -> __m512 {
 /// # Safety
 /// As [`matmul`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn legacy_dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
+unsafe fn legacy_dots<const J: usize>(
+    wty: GgmlType,
+    p: &Panel<ROWS, 64>,
+    a: &[ActRow<'_>; J],
+    nb: usize,
+) -> [[f32; ROWS]; J] {
     let with_min = matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_1);
     let zero = _mm512_setzero_ps();
     let mut lanes = [[zero; J]; 8];

@@ -10,7 +10,7 @@
 //!
 //! Without VNNI a 4-byte multiply-add is `vpmaddubsw` (pairs of u8·i8
 //! summed to i16) and `vpmaddwd` (pairs of i16 to i32). The second one is
-//! paid once per several steps: the i16 pair sums of up to `i16_steps`
+//! paid once per several steps: the i16 pair sums of up to `i16_run(u_max)`
 //! steps are added as i16 first (they cannot overflow: a pair is at most
 //! 2·u_max·128, 3840 for 4-bit quants, 7936 for 5-bit, 16128 for Q6_K's
 //! `q + 32`), and the `vpmaddwd` that widens them multiplies by the
@@ -22,6 +22,7 @@
 //! in lane `b % 8`), so every output is bit-identical to `vec_dot_q_ref`
 //! (`tests/simd_env_avx2.rs`).
 
+use crate::panel::Unpacker;
 use crate::q8::ActRow;
 use crate::types::{GgmlType, QK32, QK_K};
 use core::arch::x86_64::*;
@@ -49,138 +50,52 @@ pub(crate) fn supports(wty: GgmlType) -> bool {
     wty != GgmlType::Q8_0 && crate::panel::supports(wty)
 }
 
-/// Steps of four bytes whose i16 pair sums can be added before widening:
-/// the largest count whose sum of pairs, each at most 2·u_max·128, stays
-/// within i16.
-fn i16_steps(wty: GgmlType) -> usize {
-    use GgmlType as G;
-    let u_max: i32 = match wty {
-        G::Q4_0 | G::Q4_1 | G::Q4_K => 15,
-        G::Q5_0 | G::Q5_1 | G::Q5_K => 31,
-        G::Q6_K => 63,
-        t => unreachable!("panel_avx2: {t} is not a panel type"),
-    };
+/// Steps of four bytes whose i16 pair sums can be added before widening,
+/// for unsigned quants up to `u_max` against activations down to -128:
+/// the most whose sum of pairs, each at most 2·u_max·128 in magnitude,
+/// stays within i16 (8 for 4-bit quants, 4 for 5-bit, 2 for Q6_K's q + 32).
+const fn i16_run(u_max: i32) -> usize {
     (i16::MAX as i32 / (2 * u_max * 128)) as usize
 }
 
-/// Eight weight rows unpacked; missing rows of a last panel are zero.
-struct Panel {
-    /// Per 256 elements, 64 vectors of 32 bytes: vector `w` holds quants
-    /// `4w..4w + 4` of each row (row `r` at bytes `4r..4r + 4`), unsigned.
-    q: Vec<[u8; 32]>,
-    /// K-quants, per block and scale group: the rows' group scales, each
-    /// in both i16 halves of its lane (the `vpmaddwd` multiplier).
-    sc: Vec<[i32; ROWS]>,
-    /// K-quants, per block, 8 pairs of 16-element groups: the rows'
-    /// multipliers of the activation's group sums as i16 pairs.
-    mv: Vec<[i32; ROWS]>,
-    /// Per block: `d` and `dmin` of the rows (`m` for Q4_1 / Q5_1).
-    d: Vec<[f32; ROWS]>,
-    dmin: Vec<[f32; ROWS]>,
-    /// K-quants: 0 (mins) or Q6_K's offset 32; 32-element types: the
-    /// quants' offset.
-    off: i32,
-    /// K-quants: elements per scale group.
-    group_len: usize,
-    /// Steps of four bytes summed in i16 before widening.
-    i16_steps: usize,
+/// This level's panels: `crate::panel`'s, eight rows of 32-byte vectors.
+type Panel = crate::panel::Panel<ROWS, 32>;
+
+/// This level's `Unpacker`; made only in [`matmul`], whose caller vouches
+/// for AVX2.
+struct Avx2(());
+
+impl Unpacker<ROWS, 32> for Avx2 {
+    #[inline(always)]
+    fn legacy(&self, wty: GgmlType, bytes: &[u8], u: &mut [u8; QK32]) -> (f32, f32) {
+        // SAFETY: an `Avx2` exists only where AVX2 was verified; `bytes` is one block.
+        unsafe { crate::avx2_q8::unpack_legacy(wty, bytes, u) }
+    }
+
+    #[inline(always)]
+    fn k(&self, wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -> crate::avx2_q8::KParts {
+        // SAFETY: as `legacy`.
+        unsafe { crate::avx2_q8::unpack_k(wty, bytes, u) }
+    }
+
+    fn store(&self, q: &mut [[u8; 32]], u: &[[u8; QK_K]; ROWS]) {
+        // SAFETY: as `legacy`.
+        unsafe { store_transposed(q, u) }
+    }
 }
 
-impl Panel {
-    fn new(wty: GgmlType, nb: usize) -> Panel {
-        let k = wty.block_size() == QK_K;
-        let group_len = if wty == GgmlType::Q6_K { 16 } else { 32 };
-        let (chunks, groups) = if k { (nb, QK_K / group_len) } else { (nb.div_ceil(8), 0) };
-        Panel {
-            q: vec![[0; 32]; 64 * chunks],
-            sc: vec![[0; ROWS]; groups * nb],
-            mv: vec![[0; ROWS]; if k { 8 * nb } else { 0 }],
-            d: vec![[0.0; ROWS]; nb],
-            dmin: vec![[0.0; ROWS]; nb],
-            off: crate::panel::legacy_off(wty),
-            group_len,
-            i16_steps: i16_steps(wty),
-        }
-    }
-
-    /// Unpacks `rows` (at most 8 weight rows of `rb` bytes).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize) {
-        let (ts, nrows) = (wty.type_size(), rows.len() / rb);
-        if nrows < ROWS {
-            self.sc.iter_mut().for_each(|v| v.fill(0));
-            self.mv.iter_mut().for_each(|v| v.fill(0));
-            self.d.iter_mut().for_each(|v| v.fill(0.0));
-            self.dmin.iter_mut().for_each(|v| v.fill(0.0));
-        }
-        let nb = rb / ts;
-        let mut u = [[0u8; QK_K]; ROWS];
-        if wty.block_size() == QK_K {
-            let groups = QK_K / self.group_len;
-            for b in 0..nb {
-                for (r, ur) in u.iter_mut().enumerate().take(nrows) {
-                    let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
-                    // SAFETY: (caller) AVX2; `bytes` is one block.
-                    let (kb, sc) = unsafe { crate::avx2_q8::unpack_k(wty, bytes) };
-                    for (c, v) in kb.u.iter().enumerate() {
-                        // SAFETY: 32 bytes into `ur[32c..32c + 32]`.
-                        unsafe { _mm256_storeu_si256(ur.as_mut_ptr().add(32 * c).cast(), *v) };
-                    }
-                    let mut mv = [0i32; 8];
-                    // SAFETY: the 16 i16 multipliers, as 8 i32 pairs, into `mv`.
-                    unsafe { _mm256_storeu_si256(mv.as_mut_ptr().cast(), kb.mv) };
-                    for (dst, &v) in self.mv[8 * b..8 * (b + 1)].iter_mut().zip(&mv) {
-                        dst[r] = v;
-                    }
-                    for (dst, &s) in self.sc[groups * b..groups * (b + 1)].iter_mut().zip(&sc) {
-                        dst[r] = (s & 0xFFFF) | (s << 16);
-                    }
-                    self.d[b][r] = kb.d;
-                    self.dmin[b][r] = kb.dmin;
-                    self.off = kb.off;
-                }
-                // SAFETY: (caller) AVX2.
-                unsafe { self.store_transposed(b, &u) };
-            }
-        } else {
-            for c in 0..nb.div_ceil(8) {
-                let blocks = 8 * c..(8 * c + 8).min(nb);
-                if blocks.len() < 8 {
-                    u = [[0u8; QK_K]; ROWS];
-                }
-                for (r, ur) in u.iter_mut().enumerate().take(nrows) {
-                    for (k, b) in blocks.clone().enumerate() {
-                        let bytes = &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
-                        // SAFETY: (caller) AVX2; `bytes` is one block.
-                        let (q, d, m) = unsafe { crate::avx2_q8::unpack_legacy(wty, bytes) };
-                        // SAFETY: 32 bytes into `ur[32k..32k + 32]`.
-                        unsafe { _mm256_storeu_si256(ur.as_mut_ptr().add(32 * k).cast(), q) };
-                        self.d[b][r] = d;
-                        self.dmin[b][r] = m;
-                    }
-                }
-                // SAFETY: (caller) AVX2.
-                unsafe { self.store_transposed(c, &u) };
-            }
-        }
-    }
-
-    /// The 256 unpacked elements `u` of each row into the vectors of chunk
-    /// `c`: each 32 bytes of the eight rows, transposed as 8×8 words.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn store_transposed(&mut self, c: usize, u: &[[u8; QK_K]; ROWS]) {
-        for part in 0..8 {
-            // SAFETY: 32 bytes of each row's 256.
-            let v: [__m256i; ROWS] =
-                core::array::from_fn(|r| unsafe { _mm256_loadu_si256(u[r].as_ptr().add(32 * part).cast()) });
-            // SAFETY: (caller) AVX2.
-            for (k, t) in unsafe { crate::avx2_q8::transpose_8x8_i32(v) }.into_iter().enumerate() {
-                // SAFETY: one 32-byte vector of the panel.
-                unsafe { _mm256_storeu_si256(self.q[64 * c + 8 * part + k].as_mut_ptr().cast(), t) };
-            }
+/// The 256 unpacked elements `u` of each row into the 64 vectors `q`: each
+/// 32 bytes of the eight rows, transposed as 8×8 words.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_transposed(q: &mut [[u8; 32]], u: &[[u8; QK_K]; ROWS]) {
+    for part in 0..8 {
+        // SAFETY: 32 bytes of each row's 256.
+        let v: [__m256i; ROWS] =
+            core::array::from_fn(|r| unsafe { _mm256_loadu_si256(u[r].as_ptr().add(32 * part).cast()) });
+        // SAFETY: (caller) AVX2.
+        for (k, t) in unsafe { crate::avx2_q8::transpose_8x8_i32(v) }.into_iter().enumerate() {
+            // SAFETY: one 32-byte vector of the panel.
+            unsafe { _mm256_storeu_si256(q[8 * part + k].as_mut_ptr().cast(), t) };
         }
     }
 }
@@ -197,61 +112,45 @@ pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'
     debug_assert!(supports(wty) && out.len() == acts.len());
     let nb = rb / wty.type_size();
     let mut panel = Panel::new(wty, nb);
-    let nrows = w.len() / rb;
-    for r0 in (0..nrows).step_by(ROWS) {
-        let nv = ROWS.min(nrows - r0);
-        // SAFETY: (caller) AVX2.
-        unsafe { panel.fill(wty, &w[r0 * rb..(r0 + nv) * rb], rb) };
-        let mut i = 0;
-        while i < acts.len() {
-            let out = &mut out[i..];
-            // SAFETY: (caller) AVX2 and rows of `nb` blocks of the
-            // activation type.
-            i += unsafe {
-                if acts.len() - i >= J_MAIN {
-                    dots::<J_MAIN>(wty, &panel, acts[i..i + J_MAIN].try_into().unwrap(), nb, out, r0..r0 + nv)
-                } else {
-                    dots::<1>(wty, &panel, acts[i..i + 1].try_into().unwrap(), nb, out, r0..r0 + nv)
-                }
-            };
-        }
-    }
+    let lv = Avx2(());
+    // SAFETY (the closures): (caller) AVX2, and rows of `nb` blocks of the
+    // activation type.
+    crate::panel::drive::<ROWS, J_MAIN, _>(
+        w,
+        rb,
+        acts,
+        out,
+        &mut panel,
+        |p, rows| p.fill(wty, rows, rb, &lv),
+        |p, a| unsafe { dots::<J_MAIN>(wty, p, a, nb) },
+        |p, a| unsafe { dots::<1>(wty, p, a, nb) },
+    );
 }
 
-/// The outputs `cols` of `J` activation rows against one panel, into
-/// `out[0..J]`; returns `J`.
+/// The 8 outputs of each of `J` activation rows against one panel.
 ///
 /// # Safety
 /// As [`matmul`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dots<const J: usize>(
-    wty: GgmlType,
-    p: &Panel,
-    a: &[ActRow<'_>; J],
-    nb: usize,
-    out: &mut [&mut [f32]],
-    cols: std::ops::Range<usize>,
-) -> usize {
+unsafe fn dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
+    use GgmlType as G;
     // SAFETY: (caller) as `matmul`.
-    let res = unsafe {
-        use GgmlType as G;
+    unsafe {
         match wty {
-            G::Q4_K => k_dots::<J, 8, 8>(p, a, nb),
-            G::Q5_K => k_dots::<J, 8, 4>(p, a, nb),
-            G::Q6_K => k_dots::<J, 4, 2>(p, a, nb),
-            G::Q4_0 | G::Q4_1 => legacy_dots::<J, 8>(wty, p, a, nb),
-            _ => legacy_dots::<J, 4>(wty, p, a, nb),
+            // Steps per scale group (8 of 32 elements, Q6_K 4 of 16), and
+            // steps summed as i16 for the type's largest unsigned quant.
+            G::Q4_K => k_dots::<J, 8, { i16_run(15) }>(p, a, nb),
+            G::Q5_K => k_dots::<J, 8, { i16_run(31) }>(p, a, nb),
+            G::Q6_K => k_dots::<J, 4, { i16_run(63) }>(p, a, nb),
+            G::Q4_0 | G::Q4_1 => legacy_dots::<J, { i16_run(15) }>(wty, p, a, nb),
+            _ => legacy_dots::<J, { i16_run(31) }>(wty, p, a, nb),
         }
-    };
-    for (o, v) in out.iter_mut().zip(&res) {
-        o[cols.clone()].copy_from_slice(&v[..cols.len()]);
     }
-    J
 }
 
 /// Σ over `STEPS` steps from `first` of the panel's vector times the
 /// broadcast activation bytes, per activation row: the i16 pair sums of
-/// `RUN` steps at a time (`i16_steps`) added as i16, then widened by
+/// `RUN` steps at a time (`i16_run`) added as i16, then widened by
 /// `vpmaddwd` with `mul` (the group scales, or ones) and added as i32 into
 /// `acc`. Constant counts, so that the loops unroll and the sums stay in
 /// registers.
@@ -293,21 +192,24 @@ unsafe fn k_dots<const J: usize, const STEPS: usize, const RUN: usize>(
     a: &[ActRow<'_>; J],
     nb: usize,
 ) -> [[f32; ROWS]; J] {
-    debug_assert!(4 * STEPS == p.group_len && RUN == p.i16_steps);
+    debug_assert_eq!(4 * STEPS, p.group_len);
     let gl = 4 * STEPS;
     let groups = QK_K / gl;
     let zero = _mm256_setzero_ps();
     let zi = _mm256_setzero_si256();
     let with_min = p.off == 0;
     let offv = _mm256_set1_epi32(p.off);
+    let lo16 = _mm256_set1_epi32(0xFFFF);
     let mut lanes = [[zero; J]; 8];
     for b in 0..nb {
         let mut is = [zi; J];
         for g in 0..groups {
             let e = gl * g;
             let ys: [*const i8; J] = core::array::from_fn(|j| a[j].qs[QK_K * b + e..QK_K * b + e + gl].as_ptr());
-            // SAFETY: 8 i32.
+            // SAFETY: 8 i32. Each scale into both i16 halves of its lane,
+            // the `vpmaddwd` multiplier.
             let scv = unsafe { _mm256_loadu_si256(p.sc[groups * b + g].as_ptr().cast()) };
+            let scv = _mm256_or_si256(_mm256_and_si256(scv, lo16), _mm256_slli_epi32::<16>(scv));
             // SAFETY: `ys[j]` points at `gl` readable bytes, the group's steps.
             unsafe { group_dot::<J, STEPS, RUN>(p, 64 * b + e / 4, &ys, scv, &mut is) };
         }
@@ -355,7 +257,6 @@ unsafe fn legacy_dots<const J: usize, const RUN: usize>(
     a: &[ActRow<'_>; J],
     nb: usize,
 ) -> [[f32; ROWS]; J] {
-    debug_assert!(RUN == p.i16_steps);
     let with_min = matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_1);
     let zero = _mm256_setzero_ps();
     let ones = _mm256_set1_epi16(1);
