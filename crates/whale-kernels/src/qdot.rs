@@ -632,7 +632,7 @@ impl GroupJob<'_, '_> {
             // the rows are whole rows of `wty` and `a` is a row of its
             // activation type with as many columns (checked by the public
             // entry points).
-            let dots = unsafe { crate::rows8::dot(self.wty, &self.w[r * rb..(r + ROWS) * rb], rb, a, next) };
+            let dots = unsafe { crate::rows8::dot(self.v, self.wty, &self.w[r * rb..(r + ROWS) * rb], rb, a, next) };
             out[i][r..r + ROWS].copy_from_slice(&dots);
             r += ROWS;
         }

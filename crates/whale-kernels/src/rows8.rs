@@ -85,12 +85,15 @@ macro_rules! unroll {
 /// `v`'s level: Q4_K, Q4_1 and Q5_0 always; Q6_K from `Q6_K_MIN_COLS`
 /// (see the module docs).
 pub(crate) fn supports(v: Verified, wty: GgmlType, cols: usize) -> bool {
-    matches!(v.level(), SimdLevel::Avx512Vnni | SimdLevel::Amx)
-        && match wty {
+    match v.level() {
+        SimdLevel::Avx512Vnni | SimdLevel::Amx => match wty {
             GgmlType::Q4_K | GgmlType::Q4_1 | GgmlType::Q5_0 => true,
             GgmlType::Q6_K => cols >= Q6_K_MIN_COLS,
             _ => false,
-        }
+        },
+        SimdLevel::Avx2Fma => matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_0),
+        _ => false,
+    }
 }
 
 /// The shortest Q6_K rows taken eight at a time: at 9216 columns and fewer
@@ -106,9 +109,16 @@ pub(crate) const Q6_K_MIN_COLS: usize = 10240;
 /// `supports(v, wty, cols)` for a `Verified` of this CPU; `rb` is a whole
 /// number of `wty` blocks and `a` has as many columns as a row has
 /// elements.
-pub(crate) unsafe fn dot(wty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
+pub(crate) unsafe fn dot(v: Verified, wty: GgmlType, w: &[u8], rb: usize, a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
     // SAFETY (every arm): the caller's contract.
     unsafe {
+        if v.level() == SimdLevel::Avx2Fma {
+            return match wty {
+                GgmlType::Q4_1 => avx2::q4_1(blocks(w, rb), a, ahead),
+                GgmlType::Q5_0 => avx2::q5_0(blocks(w, rb), a, ahead),
+                t => unreachable!("rows8::dot: {t} is not a type of this module at the AVX2 level"),
+            };
+        }
         match wty {
             GgmlType::Q4_K => q4_k(blocks(w, rb), a, ahead),
             GgmlType::Q4_1 => q4_1(blocks(w, rb), a, ahead),
@@ -126,7 +136,7 @@ fn blocks<B: bytemuck::Pod>(w: &[u8], rb: usize) -> [&[B]; ROWS] {
 
 /// Eight rows of blocks `B` through `term(rows, b)` (the eight rows' terms
 /// of block `b`, lane r = row r), accumulated as the one-row kernels do.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn rows_of<B>(rows: &[&[B]; ROWS], ahead: &[u8], term: impl Fn(&[&B; ROWS], usize) -> __m256) -> [f32; ROWS] {
     rows_of_min::<B, false>(rows, ahead, |blk, b| (term(blk, b), _mm256_setzero_ps()))
@@ -135,7 +145,7 @@ unsafe fn rows_of<B>(rows: &[&[B]; ROWS], ahead: &[u8], term: impl Fn(&[&B; ROWS
 /// [`rows_of`] with a second term per block (`MIN`: the types with mins
 /// in 32-element blocks, whose `m·Σy` terms the one-row kernels sum in
 /// lanes of their own, added to the others' sum at the end).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn rows_of_min<B, const MIN: bool>(
     rows: &[&[B]; ROWS],
@@ -184,7 +194,7 @@ unsafe fn rows_of_min<B, const MIN: bool>(
 
 /// `[w0 w1 w2 w3]` words of 16 bytes at `p` of rows r (low half) and r + 4
 /// (high half) for r in 0..4, transposed: result t holds word t, lane r = row r.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn words4(p: [*const u8; ROWS]) -> [__m256i; 4] {
     // SAFETY: the caller passes pointers to at least 16 readable bytes.
@@ -208,7 +218,7 @@ unsafe fn words4(p: [*const u8; ROWS]) -> [__m256i; 4] {
 
 /// 32 bytes at `p[r]` of each row, transposed: result k holds bytes
 /// 4k..4k + 4 of each row, lane r = row r.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn bytes32(p: [*const u8; ROWS]) -> [__m256i; 8] {
     // SAFETY: the caller passes pointers to at least 32 readable bytes.
@@ -216,7 +226,7 @@ unsafe fn bytes32(p: [*const u8; ROWS]) -> [__m256i; 8] {
 }
 
 /// Activation bytes `y[at..at + 4]` in every lane.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn bcast4<const L: usize>(y: &[i8; L], at: usize) -> __m256i {
     _mm256_set1_epi32(i32::from_le_bytes(bytemuck::cast([y[at], y[at + 1], y[at + 2], y[at + 3]])))
@@ -225,7 +235,7 @@ unsafe fn bcast4<const L: usize>(y: &[i8; L], at: usize) -> __m256i {
 /// A `vpshufb` control with `ctl` (byte indices of a word, 0x80 for zero)
 /// for every 4-byte lane, the indices moved to that lane's word (`vpshufb`
 /// indexes bytes within each 128-bit half).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn word_control(ctl: [u8; 4]) -> __m256i {
     let at = |l: u8| i32::from_le_bytes(ctl.map(|c| if c & 0x80 != 0 { c } else { c + 4 * l }));
@@ -233,14 +243,14 @@ unsafe fn word_control(ctl: [u8; 4]) -> __m256i {
 }
 
 /// Byte `j` (0..4) of each lane's word, zero-extended to i32.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn byte_of(v: __m256i, j: u8) -> __m256i {
     _mm256_shuffle_epi8(v, word_control([j, 0x80, 0x80, 0x80]))
 }
 
 /// Bytes `j` and `j + 1` of each lane's word as two zero-extended i16.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn byte_pair(v: __m256i, j: u8) -> __m256i {
     _mm256_shuffle_epi8(v, word_control([j, 0x80, j + 1, 0x80]))
@@ -434,4 +444,96 @@ unsafe fn q4_1(rows: [&[BlockQ4_1]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
             _mm256_mul_ps(m, _mm256_set1_ps(a.s[b])),
         )
     })
+}
+
+/// The AVX2 level (no VNNI, no mask registers) for the 32-element types
+/// whose one-row kernels are slowest on short rows (Q4_1: 8.2 GB/s a core
+/// from L2 at SmolLM2's 576 columns; Q5_0: 9.4 at Qwen2.5's 896). A
+/// 4-byte multiply-add is `vpmaddubsw`, whose i16 pair sums (at most
+/// 2·u_max·128: 3840 for Q4_1, 7936 for Q5_0's `q + 16`) are added as i16
+/// for 8 steps (Q4_1) or 4 (Q5_0) and widened once by `vpmaddwd`; the
+/// fifth bits of Q5_0 become bytes by compare instead of mask registers.
+/// The same exact integers and f32 steps as the VNNI versions above.
+mod avx2 {
+    use super::{bcast4, rows_of, rows_of_min, word_control, words4, ROWS};
+    use crate::blocks::{BlockQ4_1, BlockQ5_0};
+    use crate::q8::ActRow;
+    use core::arch::x86_64::*;
+
+    /// The low 16 bits of each i32 lane as eight packed halves, widened to f32.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn f16_lanes(v: __m256i) -> __m256 {
+        let lo16 = _mm256_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1,
+            -1, -1,
+        );
+        let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(v, lo16));
+        _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
+    }
+
+    /// Q4_1: eight rows against one Q8_1 row (`super::q4_1`'s arithmetic).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_1(rows: [&[BlockQ4_1]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
+        let nib = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        rows_of_min::<BlockQ4_1, true>(&rows, ahead, |blk, b| {
+            let [dm, _, _, _] = words4(blk.map(|k| (k as *const BlockQ4_1).cast::<u8>()));
+            let q = words4(blk.map(|k| k.qs.as_ptr()));
+            let d = f16_lanes(dm);
+            let m = f16_lanes(_mm256_srli_epi32::<16>(dm));
+            let y: &[i8; 32] = a.qs[32 * b..32 * b + 32].try_into().unwrap();
+            // Eight steps of pairs of at most 3840 each: within i16.
+            let mut s16 = _mm256_setzero_si256();
+            unroll!(k in [0, 1, 2, 3] {
+                let ul = _mm256_and_si256(q[k], nib);
+                let uh = _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib);
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(ul, bcast4(y, 4 * k)));
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(uh, bcast4(y, 16 + 4 * k)));
+            });
+            let isum = _mm256_madd_epi16(s16, ones);
+            (
+                _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d[b])), _mm256_cvtepi32_ps(isum)),
+                _mm256_mul_ps(m, _mm256_set1_ps(a.s[b])),
+            )
+        })
+    }
+
+    /// Q5_0: eight rows against one Q8_0 row (`super::q5_0`'s arithmetic).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q5_0(rows: [&[BlockQ5_0]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
+        let nib = _mm256_set1_epi8(0x0F);
+        let bit5 = _mm256_set1_epi8(0x10);
+        let ones = _mm256_set1_epi16(1);
+        // 0x10 in byte e of each lane where bit j + e of its `qh` is set.
+        let high = |qh: __m256i, j: u8| -> __m256i {
+            let rep = _mm256_shuffle_epi8(qh, word_control([j / 8, j / 8, j / 8, j / 8]));
+            let o = j % 8;
+            let bits = _mm256_set1_epi32(i32::from_le_bytes([1 << o, 1 << (o + 1), 1 << (o + 2), 1 << (o + 3)]));
+            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, bits), bits), bit5)
+        };
+        rows_of(&rows, ahead, |blk, b| {
+            let [w0, w1, _, _] = words4(blk.map(|k| (k as *const BlockQ5_0).cast::<u8>()));
+            let q = words4(blk.map(|k| k.qs.as_ptr()));
+            let d = f16_lanes(w0);
+            let qh = _mm256_or_si256(_mm256_srli_epi32::<16>(w0), _mm256_slli_epi32::<16>(w1));
+            let y: &[i8; 32] = a.qs[32 * b..32 * b + 32].try_into().unwrap();
+            // Four steps of pairs of at most 7936 each: within i16.
+            let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            unroll!(k in [0, 1, 2, 3] {
+                let ul = _mm256_or_si256(_mm256_and_si256(q[k], nib), high(qh, 4 * k as u8));
+                let uh = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib),
+                    high(qh, 16 + 4 * k as u8),
+                );
+                lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(ul, bcast4(y, 4 * k)));
+                hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(uh, bcast4(y, 16 + 4 * k)));
+            });
+            let isum = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_set1_epi32(-16 * a.sums[b]), _mm256_madd_epi16(lo, ones)),
+                _mm256_madd_epi16(hi, ones),
+            );
+            _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d[b])), _mm256_cvtepi32_ps(isum))
+        })
+    }
 }

@@ -24,8 +24,10 @@ fn whale_simd_avx2_forces_avx2() {
         assert!(y[0].is_finite());
     }
 
-    // Batched products (groups of 8, 4, 2 and 1 activation rows per call,
-    // and from 12 or 20 rows the panels of `panel_avx2`) at this level equal
+    // Decode (one activation row: Q4_1 and Q5_0 eight weight rows a call,
+    // `rows8::avx2`) and batched products (groups of 8, 4, 2 and 1
+    // activation rows per call, and from 12 rows the panels of
+    // `panel_avx2`) at this level equal
     // the scalar reference bit for bit, for every type whose activations
     // are quantized (F32 / Q8_1 / Q8_K weights keep f32 activations and may
     // differ by f32 rounding): random weights, and every quant, scale and
@@ -43,7 +45,7 @@ fn whale_simd_avx2_forces_avx2() {
                 w.fill(0xFF);
                 common::set_scales(wty, &mut w, 1.0);
             }
-            for m in [2, 7, 11, 12, 20, 35] {
+            for m in [1, 2, 7, 11, 12, 20, 35] {
                 let x: Vec<f32> = match fill {
                     "max" => vec![-1.0; m * cols],
                     _ => rng.vec_f32(m * cols),
