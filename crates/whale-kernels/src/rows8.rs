@@ -1,5 +1,6 @@
-//! Decode products eight weight rows at a time (x86-64, AVX-512 VNNI
-//! level; Q4_K, Q4_1, Q5_0, and Q6_K rows of 10240 columns or more).
+//! Decode products eight weight rows at a time (x86-64: at the AVX-512 VNNI
+//! level Q4_K, Q4_1, Q5_0, and Q6_K rows of 10240 columns or more; at the
+//! AVX2 level Q4_1 and Q5_0, see the `avx2` module at the end).
 //!
 //! A one-row K-quant dot (`avx2_q8::vec_dot_n` with one activation row)
 //! spends most of its instructions on work that does not depend on the
