@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod scratch;
+
 fn whale(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_whale")).args(args).env("WHALE_LOG", "off").output().expect("run whale")
 }
@@ -27,11 +29,8 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/hf-reference")
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("whale-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir(name: &str) -> scratch::Scratch {
+    scratch::Scratch::new("whale-cli", name)
 }
 
 /// A minimal GGUF v3 writer for building broken files.

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod scratch;
 mod server_common;
+
+use scratch::Scratch;
 
 fn whale(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_whale")).args(args).env("WHALE_LOG", "off").output().expect("run whale")
@@ -24,46 +27,8 @@ fn expect_error(o: &Output, needles: &[&str]) {
     }
 }
 
-/// A scratch folder (or a file in one) that is removed when dropped, pass
-/// or fail: the modified checkpoints here are up to 70 MB each, and a run
-/// that left them behind filled the temp folder.
-struct Scratch {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl Scratch {
-    /// The file `name` inside this folder, keeping the folder alive.
-    fn file(mut self, name: &str) -> Scratch {
-        self.path = self.dir.join(name);
-        self
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AsRef<Path> for Scratch {
-    fn as_ref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn temp_dir(name: &str) -> Scratch {
-    let d = std::env::temp_dir().join(format!("whale-ds-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Scratch { dir: d.clone(), path: d }
+    Scratch::new("whale-ds", name)
 }
 
 /// Safetensors tensors as (dtype, shape, bytes), read and written plainly.

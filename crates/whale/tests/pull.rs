@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod scratch;
+
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 struct FakeFile {
@@ -207,11 +209,8 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn home(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whale-pull-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn home(name: &str) -> scratch::Scratch {
+    scratch::Scratch::new("whale-pull-test", name)
 }
 
 fn whale(home: &Path, endpoint: &str, token: Option<&str>, args: &[&str]) -> Output {

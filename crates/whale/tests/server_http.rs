@@ -275,6 +275,7 @@ fn errors_have_their_status_and_shape_and_never_500() {
     ]);
     assert_eq!(code, 413, "{text}");
     assert!(error_message(&serde_json::from_str(&text).unwrap()).contains("larger than the limit of 8192 bytes"));
+    let _ = std::fs::remove_file(&file);
     // The server is still healthy and no request was answered with a 5xx.
     let (code, _) = curl(&[&s.url("/health")]);
     assert_eq!(code, 200);
@@ -288,6 +289,8 @@ fn api_key_is_required_except_for_health() {
     let key_file = std::env::temp_dir().join(format!("whale-key-{}", std::process::id()));
     std::fs::write(&key_file, "sk-test-123\n").unwrap();
     let s = Server::start(&tiny_deepseek(), &["--api-key-file", key_file.to_str().unwrap(), "--ctx", "128"]);
+    // The server read the key at start.
+    let _ = std::fs::remove_file(&key_file);
     let models = s.url("/v1/models");
     assert_eq!(curl(&[&s.url("/health")]).0, 200);
     let (code, text) = curl(&[&models]);
