@@ -272,41 +272,40 @@ fn transpose_16x16(v: [__m512i; 16]) -> [__m512i; 16] {
 pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'_>], out: &mut [&mut [f32]]) {
     debug_assert!(supports(wty) && out.len() == acts.len());
     let nb = rb / wty.type_size();
-    let mut panel = Panel::new(wty, nb);
-    let lv = Vnni(());
     // SAFETY (the closures): (caller) the VNNI level, and rows of `nb`
     // blocks of the activation type.
-    drive::<ROWS, J_MAIN, _>(
+    drive::<ROWS, 64, J_MAIN>(
+        wty,
         w,
         rb,
         acts,
         out,
-        &mut panel,
-        |p, rows| p.fill(wty, rows, rb, &lv),
+        &Vnni(()),
         |p, a| unsafe { dots::<J_MAIN>(wty, p, a, nb) },
         |p, a| unsafe { dots::<1>(wty, p, a, nb) },
     );
 }
 
 /// The panel loop of every level: each `R` rows of `w` (`rb` bytes each)
-/// unpacked into `panel` by `fill`, then met by the activation rows `JM`
-/// at a time (`main`; the rest one at a time, `one`), whose `R` outputs
-/// each (`[..rows]` of a last, partial panel) go to `out[i][r0..]`.
+/// unpacked into one panel through `lv`, then met by the activation rows
+/// `JM` at a time (`main`; the rest one at a time, `one`), whose `R`
+/// outputs each (`[..rows]` of a last, partial panel) go to `out[i][r0..]`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn drive<const R: usize, const JM: usize, P>(
+pub(crate) fn drive<const R: usize, const V: usize, const JM: usize>(
+    wty: GgmlType,
     w: &[u8],
     rb: usize,
     acts: &[ActRow<'_>],
     out: &mut [&mut [f32]],
-    panel: &mut P,
-    fill: impl Fn(&mut P, &[u8]),
-    main: impl Fn(&P, &[ActRow<'_>; JM]) -> [[f32; R]; JM],
-    one: impl Fn(&P, &[ActRow<'_>; 1]) -> [[f32; R]; 1],
+    lv: &impl Unpacker<R, V>,
+    main: impl Fn(&Panel<R, V>, &[ActRow<'_>; JM]) -> [[f32; R]; JM],
+    one: impl Fn(&Panel<R, V>, &[ActRow<'_>; 1]) -> [[f32; R]; 1],
 ) {
+    let mut panel = Panel::new(wty, rb / wty.type_size());
     let nrows = w.len() / rb;
     for r0 in (0..nrows).step_by(R) {
         let nv = R.min(nrows - r0);
-        fill(panel, &w[r0 * rb..(r0 + nv) * rb]);
+        panel.fill(wty, &w[r0 * rb..(r0 + nv) * rb], rb, lv);
         let put = |out: &mut [&mut [f32]], res: &[[f32; R]]| {
             for (o, v) in out.iter_mut().zip(res) {
                 o[r0..r0 + nv].copy_from_slice(&v[..nv]);
@@ -315,10 +314,10 @@ pub(crate) fn drive<const R: usize, const JM: usize, P>(
         let mut i = 0;
         while i < acts.len() {
             if acts.len() - i >= JM {
-                put(&mut out[i..i + JM], &main(panel, acts[i..i + JM].try_into().unwrap()));
+                put(&mut out[i..i + JM], &main(&panel, acts[i..i + JM].try_into().unwrap()));
                 i += JM;
             } else {
-                put(&mut out[i..i + 1], &one(panel, acts[i..i + 1].try_into().unwrap()));
+                put(&mut out[i..i + 1], &one(&panel, acts[i..i + 1].try_into().unwrap()));
                 i += 1;
             }
         }

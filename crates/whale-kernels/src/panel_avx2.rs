@@ -41,9 +41,7 @@ const J_MAIN: usize = 4;
 /// so (48.3 / 70.2, 35.9 / 46.5). The 32-element types cross over sooner
 /// than at the VNNI level (20 rows), where the row kernels' block sums
 /// need no horizontal adds.
-pub(crate) fn min_act_rows(_wty: GgmlType) -> usize {
-    12
-}
+pub(crate) const MIN_ACT_ROWS: usize = 12;
 
 /// The weight types the AVX2 panel takes: `crate::panel`'s but Q8_0.
 pub(crate) fn supports(wty: GgmlType) -> bool {
@@ -111,17 +109,15 @@ unsafe fn store_transposed(q: &mut [[u8; 32]], u: &[[u8; QK_K]; ROWS]) {
 pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'_>], out: &mut [&mut [f32]]) {
     debug_assert!(supports(wty) && out.len() == acts.len());
     let nb = rb / wty.type_size();
-    let mut panel = Panel::new(wty, nb);
-    let lv = Avx2(());
     // SAFETY (the closures): (caller) AVX2, and rows of `nb` blocks of the
     // activation type.
-    crate::panel::drive::<ROWS, J_MAIN, _>(
+    crate::panel::drive::<ROWS, 32, J_MAIN>(
+        wty,
         w,
         rb,
         acts,
         out,
-        &mut panel,
-        |p, rows| p.fill(wty, rows, rb, &lv),
+        &Avx2(()),
         |p, a| unsafe { dots::<J_MAIN>(wty, p, a, nb) },
         |p, a| unsafe { dots::<1>(wty, p, a, nb) },
     );

@@ -27,9 +27,8 @@ fn whale_simd_avx2_forces_avx2() {
     // Decode (one activation row: Q4_1 and Q5_0 eight weight rows a call,
     // `rows8::avx2`) and batched products (groups of 8, 4, 2 and 1
     // activation rows per call, and from 12 rows the panels of
-    // `panel_avx2`) at this level equal
-    // the scalar reference bit for bit, for every type whose activations
-    // are quantized (F32 / Q8_1 / Q8_K weights keep f32 activations and may
+    // `panel_avx2`) at this level equal the scalar reference bit for bit,
+    // for every type whose activations are quantized (F32 / Q8_1 / Q8_K weights keep f32 activations and may
     // differ by f32 rounding): random weights, and every quant, scale and
     // min at its maximum against activations of -1 (the largest i16 pair
     // sums the panels add before widening).
@@ -38,8 +37,8 @@ fn whale_simd_avx2_forces_avx2() {
             continue;
         }
         let cols = wty.block_size().max(32) * 9;
+        let rb = wty.row_bytes(cols).unwrap();
         for (rows, fill) in [(6, "random"), (13, "random"), (9, "max")] {
-            let rb = wty.row_bytes(cols).unwrap();
             let mut w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, wty, cols)).collect();
             if fill == "max" {
                 w.fill(0xFF);
