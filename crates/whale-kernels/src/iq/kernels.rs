@@ -97,7 +97,7 @@ fn iq1m_d(b: &[u8]) -> f32 {
 
 /// The bytes of IQ1_M's f16 `d` (see [`iq1m_d`]).
 #[inline(always)]
-fn iq1m_d_bits(b: &[u8]) -> [u8; 2] {
+pub(super) fn iq1m_d_bits(b: &[u8]) -> [u8; 2] {
     let w = |i| u16_at(&b[48..56], i);
     ((w(0) >> 12) | ((w(1) >> 8) & 0x00F0) | ((w(2) >> 4) & 0x0F00) | (w(3) & 0xF000)).to_le_bytes()
 }
@@ -364,8 +364,9 @@ mod x86 {
     /// The AVX2 kernels: VNNI would fuse one add per chunk.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn dot_avx512<const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        // SAFETY: AVX-512 implies the AVX2 set.
-        unsafe { dot_avx2(wty, row, a) }
+        // SAFETY: the caller's contract is `avx512::dot`'s; AVX-512 implies
+        // the AVX2 set.
+        unsafe { crate::iq::avx512::dot(wty, row, a).unwrap_or_else(|| dot_avx2(wty, row, a)) }
     }
 
     const IQ2XXS: u8 = 0;

@@ -44,6 +44,8 @@
 //! out-of-range index to reject; a non-finite `d` decodes to non-finite
 //! weights, as in every other format.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub(crate) mod grids;
 pub(crate) mod kernels;
 
