@@ -584,6 +584,21 @@ macro_rules! int8_kernels {
                     |b| load32(bytemuck::cast_slice(&b.qs), 0),
                     |acc, x, y| q8_0_dot(acc, x, y),
                 ),
+                // Q4_0's layout with IQ4's signed table for values: Q8_0's
+                // products (the float step is the same, its `post_scale` 1).
+                G::IQ4_NL => legacy::<_, false, N, T>(
+                    cast_slice::<u8, BlockIq4Nl>(row),
+                    a,
+                    at,
+                    Q8_0_OFF,
+                    |b| (bits(b.d), 0),
+                    |b| {
+                        // SAFETY: the table holds 16 bytes.
+                        let kv = unsafe { _mm_loadu_si128($crate::iq::KVALUES_IQ4.as_ptr().cast()) };
+                        _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(kv), nibbles32(&b.qs))
+                    },
+                    |acc, x, y| q8_0_dot(acc, x, y),
+                ),
                 G::Q2_K => kquant::<_, N>(cast_slice::<u8, BlockQ2_K>(row), a, |b| unpack_q2_k(b)),
                 G::Q3_K => kquant::<_, N>(cast_slice::<u8, BlockQ3_K>(row), a, |b| unpack_q3_k(b)),
                 G::Q4_K => kquant_or_t::<BlockQ4_K, N, T>(

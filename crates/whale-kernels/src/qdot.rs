@@ -711,7 +711,7 @@ fn vec_dot_group_verified<const N: usize>(
     a: &[ActRow<'_>; N],
     at: Option<&[&[i8]; N]>,
 ) -> [f32; N] {
-    if wty.is_iquant() {
+    if iq_kernels(v, wty) {
         return crate::iq::vec_dot_group::<N>(v, wty, row, a);
     }
     #[cfg(target_arch = "x86_64")]
@@ -740,13 +740,23 @@ fn vec_dot_group_verified<const N: usize>(
     }
 }
 
+/// Whether `wty` is dotted by [`crate::iq`]'s kernels at `v`: every i-quant
+/// but IQ4_NL at the x86 levels, where it is a 32-element block type of the
+/// int8 kernels (Q4_0's nibbles through IQ4's table, Q8_0's signed products).
+#[inline]
+fn iq_kernels(v: Verified, wty: GgmlType) -> bool {
+    wty.is_iquant()
+        && !(wty == GgmlType::IQ4_NL
+            && matches!(v.level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx))
+}
+
 /// Row dot at a verified level; shapes already checked.
 #[inline]
 pub(crate) fn vec_dot_q_verified(v: Verified, wty: GgmlType, row: &[u8], a: ActRow<'_>) -> f32 {
     if matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K) {
         return crate::dot::vec_dot_verified(v, wty, row, a.f32s);
     }
-    if wty.is_iquant() {
+    if iq_kernels(v, wty) {
         return crate::iq::vec_dot(v, wty, row, a);
     }
     match v.level() {

@@ -1,8 +1,9 @@
 //! AVX-512 kernels of the i-quants in DeepSeek's low-bit GGUFs (unsloth's
 //! UD-IQ1_S / UD-IQ1_M / UD-IQ2_XXS mixes, the IQ2/IQ3/IQ4 files): IQ1_S,
-//! IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S and IQ4_XS. The other
-//! types (IQ4_NL, TQ1_0, TQ2_0) run the AVX2 kernels of [`super::kernels`]
-//! at this level.
+//! IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S and IQ4_XS. TQ1_0 and
+//! TQ2_0 run the AVX2 kernels of [`super::kernels`] at this level; IQ4_NL,
+//! at both x86 levels, the int8 kernels of the 32-element block types
+//! (Q4_0's nibbles through IQ4's table, then Q8_0's signed products).
 //!
 //! What the 512-bit registers buy over those: two 32-weight chunks a step;
 //! the signs of a whole block worked out at once in vector registers (the
