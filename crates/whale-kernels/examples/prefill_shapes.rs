@@ -31,6 +31,11 @@ fn main() {
         // DeepSeek-V3: a slice of the dense gate/up and of the down.
         ("v3 ffn_gate", GgmlType::Q4_K, 1024, 7168),
         ("v3 ffn_down", GgmlType::Q6_K, 512, 18432),
+        // Its experts in unsloth's 1.58-bit mix (a slice of 512 rows; an
+        // expert sees about 16 of 512 prompt tokens, m = 16), and in Q4_K.
+        ("v3 expert gate iq1_s", GgmlType::IQ1_S, 512, 7168),
+        ("v3 expert down iq2_xxs", GgmlType::IQ2_XXS, 512, 2048),
+        ("v3 expert gate q4_K", GgmlType::Q4_K, 512, 7168),
     ];
     for (name, ty, rows, cols) in shapes {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {

@@ -1,6 +1,8 @@
 //! AVX-512 VNNI panel products of block-quantized weights (the K-quants
-//! Q4_K, Q5_K, Q6_K and the 32-element types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
-//! with many activation rows (prefill), x86-64 only.
+//! Q4_K, Q5_K, Q6_K, the 32-element types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and
+//! the i-quants of DeepSeek's low-bit GGUFs, IQ1_S … IQ4_XS, unpacked by
+//! `crate::iq::avx512::unpack_k` into Q6_K's form: 16-element groups,
+//! unsigned `q + off`) with many activation rows (prefill), x86-64 only.
 //!
 //! The row kernels of `avx2_q8` unpack each weight block once per group of
 //! eight activation rows, transpose it, and reduce every block's partial sums
@@ -22,10 +24,11 @@
 //! `Σ_g sc_g · dot_g` over the
 //! scale groups (32 elements for Q4_K / Q5_K, 16 for Q6_K), the exact
 //! `Σ mv · bsum` of the activation's 16-element sums (the mins, or for Q6_K
-//! the scales times its offset of 32: quants are unpacked unsigned, `q + 32`),
+//! the scales times its offset of 32: quants are unpacked unsigned, `q + 32`;
+//! the i-quants likewise with their own offsets),
 //! then the block's float term of `qdot::term` / `term_k` into lane `b % 8`,
 //! each lane summing its blocks in order, and the lanes added as
-//! `qdot::reduce8` adds them. The integers are exact whatever the order, and
+//! `qdot::reduce8` adds them (times the i-quant's `post_scale`). The integers are exact whatever the order, and
 //! the floats are the reference's operations in its order, so every output
 //! is bit-identical to `vec_dot_q_ref` (tested in `tests/qdot.rs` through
 //! `matmul_q`).
@@ -47,17 +50,24 @@ const J_MAIN: usize = 4;
 /// elements, were still slower at 16 (Q5_0 expert down: 56 against 62
 /// GMAC/s) and faster at 24 (66-71 against 54).
 pub(crate) fn min_act_rows(wty: GgmlType) -> usize {
-    if is_k(wty) {
+    if wty.is_iquant() {
+        IQ_MIN_ACT_ROWS
+    } else if is_k(wty) {
         12
     } else {
         20
     }
 }
 
+/// `min_act_rows` of the i-quants, whose row kernels spend most of their
+/// time decoding the grids.
+const IQ_MIN_ACT_ROWS: usize = 9;
+
 /// The weight types the panel kernel takes.
 pub(crate) fn supports(wty: GgmlType) -> bool {
     use GgmlType as G;
     matches!(wty, G::Q4_K | G::Q5_K | G::Q6_K | G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0)
+        || crate::iq::avx512::panel_offset(wty).is_some()
 }
 
 /// Whether `wty` has 256-element blocks (else 32-element ones).
@@ -67,7 +77,7 @@ fn is_k(wty: GgmlType) -> bool {
 
 /// Elements per scale group.
 fn group_len(wty: GgmlType) -> usize {
-    if wty == GgmlType::Q6_K {
+    if wty == GgmlType::Q6_K || wty.is_iquant() {
         16
     } else {
         32
@@ -187,7 +197,13 @@ impl Unpacker<ROWS, 64> for Vnni {
     #[inline(always)]
     fn k(&self, wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -> crate::avx2_q8::KParts {
         // SAFETY: as `legacy`.
-        unsafe { crate::avx512_q8::unpack_k(wty, bytes, u) }
+        unsafe {
+            if wty.is_iquant() {
+                crate::iq::avx512::unpack_k(wty, bytes, u)
+            } else {
+                crate::avx512_q8::unpack_k(wty, bytes, u)
+            }
+        }
     }
 
     fn store(&self, q: &mut [[u8; 64]], u: &[[u8; QK_K]; ROWS]) {
@@ -332,7 +348,12 @@ pub(crate) fn drive<const R: usize, const V: usize, const JM: usize>(
 unsafe fn dots<const J: usize>(wty: GgmlType, p: &Panel<ROWS, 64>, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
     // SAFETY: (caller) as `matmul`.
     unsafe {
-        if is_k(wty) {
+        if wty.is_iquant() {
+            // The power of two that the i-quants' integer form leaves out,
+            // applied after the lanes are summed, as `vec_dot_q_ref` does.
+            let f = crate::iq::post_scale(wty);
+            panel_dots::<J>(p, a, nb).map(|o| o.map(|v| v * f))
+        } else if is_k(wty) {
             panel_dots::<J>(p, a, nb)
         } else {
             legacy_dots::<J>(wty, p, a, nb)

@@ -45,7 +45,7 @@ pub(crate) const MIN_ACT_ROWS: usize = 12;
 
 /// The weight types the AVX2 panel takes: `crate::panel`'s but Q8_0.
 pub(crate) fn supports(wty: GgmlType) -> bool {
-    wty != GgmlType::Q8_0 && crate::panel::supports(wty)
+    wty != GgmlType::Q8_0 && !wty.is_iquant() && crate::panel::supports(wty)
 }
 
 /// Steps of four bytes whose i16 pair sums can be added before widening,

@@ -599,6 +599,33 @@ fn matmul_q_decode_row_groups_match_scalar_at_extremes() {
     }
 }
 
+/// Prefill products (16 activation rows: the panels at the x86 levels
+/// where a type has them, the i-quants among them) at the extremes of the
+/// integer sums: every bit of the blocks set (or clear: IQ4's -127, its
+/// scale -32) against activations of ±127, each output the scalar
+/// reference's bits.
+#[test]
+fn matmul_q_batches_match_scalar_at_extremes() {
+    for wty in quant_types() {
+        let (rows, cols, m) = (19, 2048, 16);
+        let rb = wty.row_bytes(cols).unwrap();
+        for (fill, sign) in [(0xFF, 1.0f32), (0xFF, -1.0), (0x00, 1.0)] {
+            let mut w = vec![fill; rows * rb];
+            set_scales(wty, &mut w, 1.0);
+            let x: Vec<f32> = (0..m * cols).map(|j| if j % 3 == 0 { -sign } else { sign }).collect();
+            let acts = quantize_acts(wty, &x, m, cols);
+            let mut y = vec![f32::NAN; m * rows];
+            matmul_q(wty, &w, rows, cols, &x, m, &mut y, 2);
+            for i in 0..m {
+                for r in 0..rows {
+                    let want = vec_dot_q_with(SimdLevel::Scalar, wty, &w[r * rb..(r + 1) * rb], &acts, i);
+                    assert_eq!(y[i * rows + r].to_bits(), want.to_bits(), "{wty} {fill:#x} {sign} [{i}][{r}]");
+                }
+            }
+        }
+    }
+}
+
 /// Rows at odd addresses (block structs have alignment 1).
 #[test]
 fn vec_dot_q_unaligned_rows() {

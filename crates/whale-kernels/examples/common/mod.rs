@@ -16,6 +16,10 @@ pub fn random_weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
         .collect();
     let bb = ty.type_size();
     for blk in w.chunks_exact_mut(bb) {
+        if ty.is_iquant() {
+            whale_kernels::iq::set_block_d(ty, blk, 0.01);
+            continue;
+        }
         blk[1] = 0x1c;
         match ty {
             GgmlType::Q6_K => blk[bb - 1] = 0x1c,

@@ -576,3 +576,198 @@ avx512_fn! {
         })
     }
 }
+
+// ---------------------------------------------------------------------------
+// Blocks unpacked for the prefill panels (`crate::panel`): the weights as
+// unsigned bytes `q + OFF` (the type's largest |q|, so none is negative),
+// the sixteen 16-weight group scales, and `OFF`, which the panel takes back
+// off as `OFF·Σ sc·Σy` from the Q8_K group sums (as Q6_K's 32).
+// ---------------------------------------------------------------------------
+
+/// The i-quants the panels take, with their offsets.
+pub(crate) fn panel_offset(wty: GgmlType) -> Option<i32> {
+    use GgmlType as G;
+    match wty {
+        G::IQ1_S | G::IQ1_M => Some(9),
+        G::IQ2_XXS | G::IQ2_XS | G::IQ2_S => Some(43),
+        G::IQ3_XXS => Some(62),
+        G::IQ3_S => Some(15),
+        G::IQ4_XS => Some(127),
+        _ => None,
+    }
+}
+
+/// Signed weights given as magnitudes `g` and signs `neg`, plus `off`.
+#[inline(always)]
+unsafe fn offset_signed(g: __m512i, neg: __mmask64, off: i32) -> __m512i {
+    // SAFETY: AVX-512 BW (the callers').
+    unsafe {
+        let o = _mm512_set1_epi8(off as i8);
+        _mm512_mask_sub_epi8(_mm512_add_epi8(o, g), neg, o, g)
+    }
+}
+
+/// One block of `wty` (one [`panel_offset`] takes) unpacked for the panels:
+/// `q + off` into `u`; `d`, `off`, the group scales `sc` and their i16 pairs
+/// `mv` (the multipliers of the Q8_K group sums, see `crate::panel`).
+///
+/// # Safety
+/// The CPU must have the VNNI level's features; `bytes` is one block of `wty`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -> crate::avx2_q8::KParts {
+    use GgmlType as G;
+    let off = panel_offset(wty).expect("an i-quant the panels take");
+    let mut put = |p: usize, v: __m512i| {
+        // SAFETY: 64 bytes into `u[64p..64p + 64]`.
+        unsafe { _mm512_storeu_si512(u[64 * p..64 * p + 64].as_mut_ptr().cast(), v) }
+    };
+    // The scales as sixteen i16 (one per group of 16), and `d`.
+    // SAFETY (the block): this function's features; the byte ranges below
+    // are inside the block of each type.
+    let (sc, d): (__m256i, f32) = unsafe {
+        match wty {
+            G::IQ2_XXS | G::IQ3_XXS => {
+                let (w, gs) = if wty == G::IQ2_XXS {
+                    (_mm512_srli_epi64::<32>(_mm512_loadu_si512(bytes[2..66].as_ptr().cast())), 2)
+                } else {
+                    (_mm512_cvtepu32_epi64(_mm256_loadu_si256(bytes[66..98].as_ptr().cast())), 4)
+                };
+                let (masks, s) = xxs_words(w);
+                for (p, &neg) in masks.iter().enumerate() {
+                    let g = if gs == 2 {
+                        let q = &bytes[2 + 16 * p..18 + 16 * p];
+                        v8(core::array::from_fn(|k| GRID_IQ2XXS[q[k % 4 + 8 * (k / 4)] as usize]))
+                    } else {
+                        let iv = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes[2 + 16 * p..18 + 16 * p].as_ptr().cast()));
+                        _mm512_i32gather_epi32::<4>(iv, GRID_IQ3XXS.as_ptr().cast())
+                    };
+                    put(p, offset_signed(g, neg, off));
+                }
+                // Group g: chunk g / 2's scale (low i16 of dword 2(g / 2)).
+                let per_group = _mm512_permutexvar_epi32(
+                    _mm512_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14),
+                    s,
+                );
+                (_mm512_cvtepi32_epi16(_mm512_and_si512(per_group, _mm512_set1_epi32(0xFFFF))), d16(bytes[0], bytes[1]))
+            }
+            G::IQ2_XS => {
+                let qs = _mm512_loadu_si512(bytes[2..66].as_ptr().cast());
+                let masks = qwords(_mm512_cvtepi16_epi8(with_parity(_mm512_srli_epi16::<9>(qs))));
+                for (p, &neg) in masks.iter().enumerate() {
+                    let g = v8(core::array::from_fn(|k| {
+                        let at = 2 + 2 * (8 * p + k);
+                        GRID_IQ2XS[(u16::from_le_bytes([bytes[at], bytes[at + 1]]) & 511) as usize]
+                    }));
+                    put(p, offset_signed(g, neg, off));
+                }
+                (odd_scales(nibbles16(bytes[66..74].try_into().unwrap())), d16(bytes[0], bytes[1]))
+            }
+            G::IQ2_S => {
+                for p in 0..4 {
+                    let h = u16::from_le_bytes([bytes[66 + 2 * p], bytes[67 + 2 * p]]) as usize;
+                    let g = v8(core::array::from_fn(|k| {
+                        GRID_IQ2S[bytes[2 + 8 * p + k] as usize | ((h >> (2 * k)) & 3) << 8]
+                    }));
+                    put(p, offset_signed(g, stored_signs(&bytes[34..66], p), off));
+                }
+                (odd_scales(nibbles16(bytes[74..82].try_into().unwrap())), d16(bytes[0], bytes[1]))
+            }
+            G::IQ3_S => {
+                let qh = u64::from_le_bytes(bytes[66..74].try_into().unwrap());
+                for p in 0..4 {
+                    let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes[2 + 16 * p..18 + 16 * p].as_ptr().cast()));
+                    let iv = _mm512_mask_add_epi32(lo, (qh >> (16 * p)) as u16, lo, _mm512_set1_epi32(256));
+                    let g = _mm512_i32gather_epi32::<4>(iv, GRID_IQ3S.as_ptr().cast());
+                    put(p, offset_signed(g, stored_signs(&bytes[74..106], p), off));
+                }
+                (odd_scales(nibbles8_twice(bytes[106..110].try_into().unwrap())), d16(bytes[0], bytes[1]))
+            }
+            G::IQ4_XS => {
+                let kv = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4.as_ptr().cast()));
+                let lanes = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);
+                let shifts = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+                for p in 0..4 {
+                    let x = _mm512_castsi256_si512(_mm256_loadu_si256(bytes[8 + 32 * p..40 + 32 * p].as_ptr().cast()));
+                    let nib = _mm512_and_si512(
+                        _mm512_srlv_epi64(_mm512_permutexvar_epi64(lanes, x), shifts),
+                        _mm512_set1_epi8(0x0F),
+                    );
+                    put(p, _mm512_add_epi8(_mm512_shuffle_epi8(kv, nib), _mm512_set1_epi8(off as i8)));
+                }
+                let top = u16::from_le_bytes([bytes[2], bytes[3]]) as i16;
+                let hi = _mm256_slli_epi16::<4>(_mm256_and_si256(
+                    _mm256_srlv_epi16(
+                        _mm256_set1_epi16(top),
+                        _mm256_setr_epi16(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14),
+                    ),
+                    _mm256_set1_epi16(3),
+                ));
+                let lo = _mm256_cvtepu8_epi16(nibbles8_twice(bytes[4..8].try_into().unwrap()));
+                (_mm256_sub_epi16(_mm256_or_si256(lo, hi), _mm256_set1_epi16(32)), d16(bytes[0], bytes[1]))
+            }
+            G::IQ1_S => {
+                let mut sc = [0i16; 16];
+                for p in 0..4 {
+                    // Per chunk t: q + 9 = (8g + 8) + (δ + 1), δ + 1 = 2 or 0.
+                    let mut plus = 0u64;
+                    for t in [2 * p, 2 * p + 1] {
+                        let w = u16::from_le_bytes([bytes[34 + 2 * t], bytes[35 + 2 * t]]);
+                        if w & 0x8000 == 0 {
+                            plus |= 0xFFFF_FFFF << (32 * (t - 2 * p));
+                        }
+                        sc[2 * t] = 2 * ((w >> 12) & 7) as i16 + 1;
+                        sc[2 * t + 1] = sc[2 * t];
+                    }
+                    let g = v8(core::array::from_fn(|k| {
+                        let t = 2 * p + k / 4;
+                        let h = u16::from_le_bytes([bytes[34 + 2 * t], bytes[35 + 2 * t]]) as usize;
+                        GRID_IQ1S_X8[bytes[2 + 4 * t + k % 4] as usize | ((h >> (3 * (k % 4))) & 7) << 8]
+                    }));
+                    let u8s = _mm512_add_epi8(g, _mm512_set1_epi8(8));
+                    put(p, _mm512_mask_add_epi8(u8s, plus, u8s, _mm512_set1_epi8(2)));
+                }
+                (_mm256_loadu_si256(sc.as_ptr().cast()), d16(bytes[0], bytes[1]))
+            }
+            G::IQ1_M => {
+                let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(bytes[32..48].as_ptr().cast()));
+                let nib = _mm256_or_si256(
+                    _mm256_and_si256(v, _mm256_set1_epi16(0x0F)),
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(v, _mm256_set1_epi16(0xF0))),
+                );
+                let neg = _mm256_test_epi8_mask(nib, _mm256_set1_epi8(8));
+                for p in 0..4 {
+                    let g = v8(core::array::from_fn(|k| {
+                        let gi = 8 * p + k;
+                        let hi = (bytes[32 + gi / 2] >> (4 * (gi % 2))) & 7;
+                        GRID_IQ1S_X8[bytes[gi] as usize | (hi as usize) << 8]
+                    }));
+                    let add =
+                        _mm512_mask_blend_epi64((neg >> (8 * p)) as u8, _mm512_set1_epi8(10), _mm512_set1_epi8(8));
+                    put(p, _mm512_add_epi8(g, add));
+                }
+                let words = _mm_loadl_epi64(bytes[48..56].as_ptr().cast());
+                let rep = _mm256_permutexvar_epi16(
+                    _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                    _mm256_castsi128_si256(words),
+                );
+                let s = _mm256_and_si256(
+                    _mm256_srlv_epi16(rep, _mm256_setr_epi16(0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9)),
+                    _mm256_set1_epi16(7),
+                );
+                let [d0, d1] = super::kernels::iq1m_d_bits(bytes);
+                (_mm256_add_epi16(_mm256_add_epi16(s, s), _mm256_set1_epi16(1)), d16(d0, d1))
+            }
+            t => unreachable!("unpack_k: {t} has no panel form"),
+        }
+    };
+    let mut s16 = [0i16; 16];
+    // SAFETY: 32 bytes into `s16`.
+    unsafe { _mm256_storeu_si256(s16.as_mut_ptr().cast(), sc) };
+    crate::avx2_q8::KParts {
+        d,
+        dmin: 0.0,
+        off,
+        mv: core::array::from_fn(|q| (s16[2 * q] as u16 as u32 | (s16[2 * q + 1] as u16 as u32) << 16) as i32),
+        sc: s16.map(i32::from),
+    }
+}

@@ -45,7 +45,7 @@
 //! weights, as in every other format.
 
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+pub(crate) mod avx512;
 pub(crate) mod grids;
 pub(crate) mod kernels;
 
