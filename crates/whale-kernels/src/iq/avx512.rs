@@ -12,9 +12,11 @@
 //! under the mask) instead of a table lookup and `vpsignb` per 8 weights;
 //! `vpdpwssd` fusing the scale multiply with the accumulation. The grid
 //! values still come from the expanded tables, a u64 (or two u32) load per
-//! 8 weights: on Zen 4 neither gathers (IQ1_S 19.0 ns a block against 15.2)
-//! nor grids held in registers as 2-bit codes (IQ2_XXS by `vpermi2b` and
-//! `vpmultishiftqb`: 15.5 against 15.8) were faster.
+//! 8 weights, composed as two 256-bit halves: on Zen 4 neither gathers
+//! (IQ1_S 19.0 ns a block against 15.2, IQ3_XXS 26.3 against 21.1) nor
+//! grids held in registers as 2-bit codes (IQ2_XXS by `vpermi2b` and
+//! `vpmultishiftqb`: 15.5 against 15.8; IQ1_S's codes gathered and spread
+//! the same way: 20.5 against 15.2) were faster.
 //!
 //! Every kernel computes the exact integer of each block that the scalar
 //! reference computes (the same `Σ sc · Σ q·y`, summed in another order,
@@ -139,16 +141,32 @@ unsafe fn add_offsets<const N: usize>(
 unsafe fn v8(e: [u64; 8]) -> __m512i {
     // SAFETY: AVX-512 F (the callers').
     unsafe {
-        _mm512_setr_epi64(
-            e[0] as i64,
-            e[1] as i64,
-            e[2] as i64,
-            e[3] as i64,
-            e[4] as i64,
-            e[5] as i64,
-            e[6] as i64,
-            e[7] as i64,
-        )
+        let lo = _mm256_setr_epi64x(e[0] as i64, e[1] as i64, e[2] as i64, e[3] as i64);
+        let hi = _mm256_setr_epi64x(e[4] as i64, e[5] as i64, e[6] as i64, e[7] as i64);
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    }
+}
+
+/// Sixteen u32 `e(0..16)` (element 0 first) as one vector, composed as two
+/// 256-bit halves (IQ3_XXS: 21 ns a block, against 26 by `vpgatherdd` and
+/// 30 composed at 512 bits; IQ3_S 26 either way).
+#[inline(always)]
+unsafe fn v16(e: impl Fn(usize) -> u32) -> __m512i {
+    // SAFETY: AVX-512 F (the callers').
+    unsafe {
+        let h = |o: usize| {
+            _mm256_setr_epi32(
+                e(o) as i32,
+                e(o + 1) as i32,
+                e(o + 2) as i32,
+                e(o + 3) as i32,
+                e(o + 4) as i32,
+                e(o + 5) as i32,
+                e(o + 6) as i32,
+                e(o + 7) as i32,
+            )
+        };
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(h(0)), h(8))
     }
 }
 
@@ -497,8 +515,7 @@ avx512_fn! {
                 unsafe {
                     // Sixteen u32 grid entries by one gather (by scalar
                     // loads: 29.8 ns a block against 26.3).
-                    let iv = _mm512_cvtepu8_epi32(_mm_loadu_si128(q.as_ptr().cast()));
-                    let g = _mm512_i32gather_epi32::<4>(iv, GRID_IQ3XXS.as_ptr().cast());
+                    let g = v16(|j| GRID_IQ3XXS[q[j] as usize]);
                     step::<true, N>(sums, a, b, p, g, neg, xxs_scales(s, p));
                 }
             }
@@ -518,13 +535,9 @@ avx512_fn! {
             for p in 0..4 {
                 // SAFETY: bytes 2 + 16p .. 18 + 16p (qs); this kernel's features.
                 unsafe {
-                    // Index j: qs[j] | bit j of qh << 8; sixteen u32 grid
-                    // entries by one gather (by scalar loads, and their
-                    // indices formed in vectors or in scalar registers:
-                    // 40 and 60 ns a block against 27.5).
-                    let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk[2 + 16 * p..18 + 16 * p].as_ptr().cast()));
-                    let iv = _mm512_mask_add_epi32(lo, (qh >> (16 * p)) as u16, lo, _mm512_set1_epi32(256));
-                    let g = _mm512_i32gather_epi32::<4>(iv, GRID_IQ3S.as_ptr().cast());
+                    // Index j: qs[j] | bit j of qh << 8.
+                    let (q, h) = (&blk[2 + 16 * p..18 + 16 * p], (qh >> (16 * p)) as usize);
+                    let g = v16(|j| GRID_IQ3S[q[j] as usize | ((h >> j) & 1) << 8]);
                     step::<true, N>(sums, a, b, p, g, stored_signs(&blk[74..106], p), group_scales(sc, p));
                 }
             }
@@ -638,8 +651,8 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
                         let q = &bytes[2 + 16 * p..18 + 16 * p];
                         v8(core::array::from_fn(|k| GRID_IQ2XXS[q[k % 4 + 8 * (k / 4)] as usize]))
                     } else {
-                        let iv = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes[2 + 16 * p..18 + 16 * p].as_ptr().cast()));
-                        _mm512_i32gather_epi32::<4>(iv, GRID_IQ3XXS.as_ptr().cast())
+                        let q = &bytes[2 + 16 * p..18 + 16 * p];
+                        v16(|j| GRID_IQ3XXS[q[j] as usize])
                     };
                     put(p, offset_signed(g, neg, off));
                 }
@@ -675,9 +688,8 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
             G::IQ3_S => {
                 let qh = u64::from_le_bytes(bytes[66..74].try_into().unwrap());
                 for p in 0..4 {
-                    let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes[2 + 16 * p..18 + 16 * p].as_ptr().cast()));
-                    let iv = _mm512_mask_add_epi32(lo, (qh >> (16 * p)) as u16, lo, _mm512_set1_epi32(256));
-                    let g = _mm512_i32gather_epi32::<4>(iv, GRID_IQ3S.as_ptr().cast());
+                    let (q, h) = (&bytes[2 + 16 * p..18 + 16 * p], (qh >> (16 * p)) as usize);
+                    let g = v16(|j| GRID_IQ3S[q[j] as usize | ((h >> j) & 1) << 8]);
                     put(p, offset_signed(g, stored_signs(&bytes[74..106], p), off));
                 }
                 (odd_scales(nibbles8_twice(bytes[106..110].try_into().unwrap())), d16(bytes[0], bytes[1]))
