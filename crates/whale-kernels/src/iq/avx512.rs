@@ -1,9 +1,12 @@
 //! AVX-512 kernels of the i-quants in DeepSeek's low-bit GGUFs (unsloth's
-//! UD-IQ1_S / UD-IQ1_M / UD-IQ2_XXS mixes, the IQ2/IQ3/IQ4 files): IQ1_S,
-//! IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S and IQ4_XS. TQ1_0 and
-//! TQ2_0 run the AVX2 kernels of [`super::kernels`] at this level; IQ4_NL,
-//! at both x86 levels, the int8 kernels of the 32-element block types
-//! (Q4_0's nibbles through IQ4's table, then Q8_0's signed products).
+//! UD-IQ1_S / UD-IQ1_M / UD-IQ2_XXS mixes, the IQ2/IQ4 files): IQ1_S,
+//! IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S and IQ4_XS, and the panel form of those
+//! and IQ3_XXS / IQ3_S for prefill ([`unpack_k`]). The IQ3 types' row
+//! kernels are the AVX2 ones of [`super::avx2`] at this level too (19.4
+//! and 25.3 ns a block on Zen 4 against 21.1 and 26.3 here), TQ1_0 and
+//! TQ2_0 those of [`super::kernels`]; IQ4_NL, at both x86 levels, runs the
+//! int8 kernels of the 32-element block types (Q4_0's nibbles through
+//! IQ4's table, then Q8_0's signed products).
 //!
 //! What the 512-bit registers buy over those: two 32-weight chunks a step;
 //! the signs of a whole block worked out at once in vector registers (the
@@ -58,8 +61,6 @@ pub(super) unsafe fn dot<const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<
             G::IQ2_XXS => iq2xxs(row, a),
             G::IQ2_XS => iq2xs(row, a),
             G::IQ2_S => iq2s(row, a),
-            G::IQ3_XXS => iq3xxs(row, a),
-            G::IQ3_S => iq3s(row, a),
             G::IQ4_XS => iq4xs(row, a),
             _ => return None,
         })
@@ -492,53 +493,6 @@ avx512_fn! {
                 unsafe {
                     let g = v8(core::array::from_fn(|k| GRID_IQ2S[blk[2 + 8 * p + k] as usize | ((h >> (2 * k)) & 3) << 8]));
                     step::<true, N>(sums, a, b, p, g, stored_signs(&blk[34..66], p), group_scales(sc, p));
-                }
-            }
-            // SAFETY: as above.
-            unsafe { d16(blk[0], blk[1]) }
-        })
-    }
-}
-
-avx512_fn! {
-    /// IQ3_XXS (98-byte blocks: `d`, 64 grid-index bytes of four weights
-    /// each, eight words of four 7-bit sign codes and a 4-bit scale).
-    unsafe fn iq3xxs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<98, N>(GgmlType::IQ3_XXS, row, a, |blk, b, sums| {
-            // SAFETY: bytes 66..98, the eight words.
-            let w = unsafe { _mm512_cvtepu32_epi64(_mm256_loadu_si256(blk[66..98].as_ptr().cast())) };
-            // SAFETY: this kernel's features.
-            let (masks, s) = unsafe { xxs_words(w) };
-            for (p, &neg) in masks.iter().enumerate() {
-                let q = &blk[2 + 16 * p..18 + 16 * p];
-                // SAFETY: this kernel's features.
-                unsafe {
-                    // Sixteen u32 grid entries by one gather (by scalar
-                    // loads: 29.8 ns a block against 26.3).
-                    let g = v16(|j| GRID_IQ3XXS[q[j] as usize]);
-                    step::<true, N>(sums, a, b, p, g, neg, xxs_scales(s, p));
-                }
-            }
-            // SAFETY: as above.
-            unsafe { d16(blk[0], blk[1]) }
-        })
-    }
-}
-
-avx512_fn! {
-    /// IQ3_S (110-byte blocks: `d`, 64 grid-index low bytes, their top bits,
-    /// 32 sign bytes, eight 4-bit scales, one per 32 weights).
-    unsafe fn iq3s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<110, N>(GgmlType::IQ3_S, row, a, |blk, b, sums| {
-            let sc = odd_scales(nibbles8_twice(blk[106..110].try_into().unwrap()));
-            let qh = u64::from_le_bytes(blk[66..74].try_into().unwrap());
-            for p in 0..4 {
-                // SAFETY: bytes 2 + 16p .. 18 + 16p (qs); this kernel's features.
-                unsafe {
-                    // Index j: qs[j] | bit j of qh << 8.
-                    let (q, h) = (&blk[2 + 16 * p..18 + 16 * p], (qh >> (16 * p)) as usize);
-                    let g = v16(|j| GRID_IQ3S[q[j] as usize | ((h >> j) & 1) << 8]);
-                    step::<true, N>(sums, a, b, p, g, stored_signs(&blk[74..106], p), group_scales(sc, p));
                 }
             }
             // SAFETY: as above.

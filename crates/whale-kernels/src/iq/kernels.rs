@@ -342,6 +342,9 @@ mod x86 {
         use GgmlType as G;
         // SAFETY (every arm): the caller's contract, passed on.
         unsafe {
+            if let Some(r) = crate::iq::avx2::dot(wty, row, a) {
+                return r;
+            }
             match wty {
                 G::IQ2_XXS => dot_chunks::<IQ2XXS, N>(wty, row, a),
                 G::IQ2_XS => dot_chunks::<IQ2XS, N>(wty, row, a),

@@ -1,0 +1,456 @@
+//! AVX2 kernels of the i-quants with 8-weight grids and sign codes (IQ1_M,
+//! IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S), for CPUs without AVX-512: the
+//! chunk-at-a-time kernels of [`super::kernels`] looked each group's sign
+//! pattern up as a u64 and built it into a vector, and ran 1.3 to 2.7
+//! times slower than llama.cpp's AVX2 kernels on the same core.
+//!
+//! Here a block's sign bits are worked out at once in one vector (the
+//! 7-bit codes' parity bits by shift-xors, or the stored sign bytes), and
+//! each chunk's 32 bits become ±1 bytes for `vpsignb` by one broadcast,
+//! `vpshufb`, `vpand` and `vpcmpeqb`. The grid values are the expanded
+//! tables' (a u64, or two u32, per 8 weights), the scales `vpmaddwd`
+//! operands as before. IQ1_M's weights enter `vpmaddubsw` unsigned as
+//! `q + 9`, as in [`super::avx512`].
+//!
+//! Exact integers and the float step of the module docs of
+//! [`super::kernels`]: every kernel returns the scalar reference's bits.
+
+use super::*;
+use crate::q8::ActRow;
+use crate::qdot::{reduce8, term};
+use core::arch::x86_64::*;
+
+/// `$body` for `$t` = 0..8, written out: with `t` a constant the index and
+/// permute arithmetic folds away (as a loop the compiler kept it at run
+/// time, about ten instructions a chunk).
+macro_rules! for8 {
+    ($t:ident => $body:block) => {{
+        {
+            let $t = 0usize;
+            $body
+        }
+        {
+            let $t = 1usize;
+            $body
+        }
+        {
+            let $t = 2usize;
+            $body
+        }
+        {
+            let $t = 3usize;
+            $body
+        }
+        {
+            let $t = 4usize;
+            $body
+        }
+        {
+            let $t = 5usize;
+            $body
+        }
+        {
+            let $t = 6usize;
+            $body
+        }
+        {
+            let $t = 7usize;
+            $body
+        }
+    }};
+}
+
+/// The features every kernel here is compiled for (the `Avx2Fma` level's).
+macro_rules! avx2_fn {
+    ($(#[$m:meta])* unsafe fn $name:ident $($rest:tt)*) => {
+        $(#[$m])*
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn $name $($rest)*
+    };
+}
+
+/// The kernel for `wty` at this level, if it has one here.
+///
+/// # Safety
+/// The CPU must have AVX2/FMA/F16C; `row` whole blocks of `wty`, each
+/// `a[j]` its Q8_K activations of the same length.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot<const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<'_>; N]) -> Option<[f32; N]> {
+    use GgmlType as G;
+    // SAFETY (every arm): the caller's contract, passed on.
+    unsafe {
+        Some(match wty {
+            G::IQ1_M => iq1m(row, a),
+            G::IQ2_XXS => iq2xxs(row, a),
+            G::IQ2_XS => iq2xs(row, a),
+            G::IQ2_S => iq2s(row, a),
+            G::IQ3_XXS => iq3xxs(row, a),
+            G::IQ3_S => iq3s(row, a),
+            _ => return None,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared parts, compiled inside the kernels that call them.
+// ---------------------------------------------------------------------------
+
+/// The loop over `TS`-byte blocks, as [`super::avx512`]'s: `block` adds
+/// block `b`'s exact integers into `sums` and returns its `d`.
+#[inline(always)]
+unsafe fn blocks<const TS: usize, const N: usize>(
+    wty: GgmlType,
+    row: &[u8],
+    a: &[ActRow<'_>; N],
+    mut block: impl FnMut(&[u8; TS], usize, &mut [__m256i; N]) -> f32,
+) -> [f32; N] {
+    let mut acc = [[0f32; 8]; N];
+    for (b, blk) in row.chunks_exact(TS).enumerate() {
+        // SAFETY: AVX2 (the callers').
+        let mut sums = [unsafe { _mm256_setzero_si256() }; N];
+        let d = block(blk.try_into().unwrap(), b, &mut sums);
+        for ((l, s), aj) in acc.iter_mut().zip(sums).zip(a) {
+            // SAFETY: as above.
+            l[b % 8] += term(d, aj.d[b], unsafe { hsum(s) });
+        }
+    }
+    acc.map(|l| reduce8(l) * post_scale(wty))
+}
+
+/// Chunk `t` (weights 32t..32t + 32) of block `b`: magnitudes `u`, the
+/// signs as ±1 bytes `sg` (when `SIGNED`), i16 scales `sc` of the pairs.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn step<const SIGNED: bool, const N: usize>(
+    sums: &mut [__m256i; N],
+    a: &[ActRow<'_>; N],
+    b: usize,
+    t: usize,
+    u: __m256i,
+    sg: __m256i,
+    sc: __m256i,
+) {
+    for (s, aj) in sums.iter_mut().zip(a) {
+        let ys = &aj.qs[QK_K * b + 32 * t..QK_K * b + 32 * t + 32];
+        // SAFETY: AVX2 (the callers'); `ys` holds 32 bytes.
+        unsafe {
+            let mut y = _mm256_loadu_si256(ys.as_ptr().cast());
+            if SIGNED {
+                y = _mm256_sign_epi8(y, sg);
+            }
+            *s = _mm256_add_epi32(*s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), sc));
+        }
+    }
+}
+
+/// The horizontal sum of eight i32 lanes (exact).
+#[inline(always)]
+unsafe fn hsum(v: __m256i) -> i32 {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+/// Four u64 (element 0 first) as one vector.
+#[inline(always)]
+unsafe fn v4(e: [u64; 4]) -> __m256i {
+    // SAFETY: AVX (the callers').
+    unsafe { _mm256_setr_epi64x(e[0] as i64, e[1] as i64, e[2] as i64, e[3] as i64) }
+}
+
+/// Eight u32 `e(0..8)` as one vector.
+#[inline(always)]
+unsafe fn v8(e: impl Fn(usize) -> u32) -> __m256i {
+    // SAFETY: AVX (the callers').
+    unsafe {
+        _mm256_setr_epi32(
+            e(0) as i32,
+            e(1) as i32,
+            e(2) as i32,
+            e(3) as i32,
+            e(4) as i32,
+            e(5) as i32,
+            e(6) as i32,
+            e(7) as i32,
+        )
+    }
+}
+
+/// Dword `t` of `v` in every lane.
+#[inline(always)]
+unsafe fn dword(v: __m256i, t: usize) -> __m256i {
+    // SAFETY: AVX2 (the callers').
+    unsafe { _mm256_permutevar8x32_epi32(v, _mm256_set1_epi32(t as i32)) }
+}
+
+/// 32 sign bits held in every dword of `bits` (bit j: weight j negative)
+/// as bytes -1 / +1.
+#[inline(always)]
+unsafe fn sign_bytes(bits: __m256i) -> __m256i {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let spread = _mm256_shuffle_epi8(
+            bits,
+            _mm256_setr_epi8(
+                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+            ),
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let neg = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+        _mm256_or_si256(neg, _mm256_set1_epi8(1))
+    }
+}
+
+/// The 8-bit sign codes of 7-bit codes one per byte (bit 7 clear): the
+/// parity bit of the `KSIGNS` rule (see [`super::avx512`]).
+#[inline(always)]
+unsafe fn with_parity(s: __m256i) -> __m256i {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let mut x = _mm256_xor_si256(s, _mm256_srli_epi32::<4>(s));
+        x = _mm256_xor_si256(x, _mm256_srli_epi32::<2>(x));
+        x = _mm256_xor_si256(x, _mm256_srli_epi32::<1>(x));
+        _mm256_or_si256(s, _mm256_slli_epi32::<7>(_mm256_and_si256(x, _mm256_set1_epi8(1))))
+    }
+}
+
+/// The eight chunk words of IQ2_XXS / IQ3_XXS (dword t: chunk t's four
+/// 7-bit sign codes and 4-bit scale): the chunks' 32 sign bits (dword t),
+/// and the scales `2·(w >> 28) + 1` as an i16 pair (dword t).
+#[inline(always)]
+unsafe fn xxs_words(w: __m256i) -> (__m256i, __m256i) {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let m7 = _mm256_set1_epi32(0x7F);
+        let spread = _mm256_or_si256(
+            _mm256_or_si256(
+                _mm256_and_si256(w, m7),
+                _mm256_and_si256(_mm256_slli_epi32::<1>(w), _mm256_slli_epi32::<8>(m7)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_slli_epi32::<2>(w), _mm256_slli_epi32::<16>(m7)),
+                _mm256_and_si256(_mm256_slli_epi32::<3>(w), _mm256_slli_epi32::<24>(m7)),
+            ),
+        );
+        let s = _mm256_add_epi32(_mm256_slli_epi32::<1>(_mm256_srli_epi32::<28>(w)), _mm256_set1_epi32(1));
+        (with_parity(spread), _mm256_or_si256(s, _mm256_slli_epi32::<16>(s)))
+    }
+}
+
+/// Sixteen 4-bit fields of `b` (low nibble first) as i16 pairs `2f + 1`,
+/// one per dword: fields 0..8 in the first vector, 8..16 in the second.
+#[inline(always)]
+unsafe fn nibble_pairs(b: &[u8; 8]) -> [__m256i; 2] {
+    // SAFETY: AVX2 (the callers'); 8 bytes read.
+    unsafe {
+        let x = _mm_loadl_epi64(b.as_ptr().cast());
+        let m = _mm_set1_epi8(0x0F);
+        let n = _mm_unpacklo_epi8(_mm_and_si128(x, m), _mm_and_si128(_mm_srli_epi16::<4>(x), m));
+        let pairs = |v: __m128i| {
+            let s = _mm256_add_epi32(_mm256_slli_epi32::<1>(_mm256_cvtepu8_epi32(v)), _mm256_set1_epi32(1));
+            _mm256_or_si256(s, _mm256_slli_epi32::<16>(s))
+        };
+        [pairs(n), pairs(_mm_srli_si128::<8>(n))]
+    }
+}
+
+/// Chunk `t`'s scales from [`nibble_pairs`]: fields 2t and 2t + 1.
+#[inline(always)]
+unsafe fn chunk_scales(p: &[__m256i; 2], t: usize) -> __m256i {
+    let c = 2 * (t % 4) as i32;
+    // SAFETY: AVX2 (the callers').
+    unsafe { _mm256_permutevar8x32_epi32(p[t / 4], _mm256_setr_epi32(c, c, c, c, c + 1, c + 1, c + 1, c + 1)) }
+}
+
+/// Nibble `i` of `b` (low first), as `2f + 1`.
+#[inline(always)]
+fn odd_nibble(b: &[u8], i: usize) -> i16 {
+    2 * ((b[i / 2] >> (4 * (i % 2))) & 0x0F) as i16 + 1
+}
+
+/// The block's f16 `d` (exact; F16C).
+#[inline(always)]
+unsafe fn d16(lo: u8, hi: u8) -> f32 {
+    // SAFETY: F16C (the callers').
+    unsafe { crate::avx2_q8::h2f(F16Le([lo, hi])) }
+}
+
+// ---------------------------------------------------------------------------
+// The kernels.
+// ---------------------------------------------------------------------------
+
+avx2_fn! {
+    /// IQ2_XXS (layout in [`super::avx512`]).
+    unsafe fn iq2xxs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        blocks::<66, N>(GgmlType::IQ2_XXS, row, a, |blk, b, sums| {
+            let q: &[u8; 64] = blk[2..66].try_into().unwrap();
+            // The chunk words are the odd dwords of qs.
+            // SAFETY: the 64 bytes of `q`.
+            let (lo, hi) = unsafe {
+                (_mm256_loadu_si256(q[..32].as_ptr().cast()), _mm256_loadu_si256(q[32..].as_ptr().cast()))
+            };
+            let odd = _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7);
+            let w = _mm256_blend_epi32::<0xF0>(
+                _mm256_permutevar8x32_epi32(lo, odd),
+                _mm256_permutevar8x32_epi32(hi, odd),
+            );
+            let (signs, s) = xxs_words(w);
+            for8!(t => {
+                // SAFETY: this kernel's features.
+                unsafe {
+                    let g = v4(core::array::from_fn(|k| GRID_IQ2XXS[q[8 * t + k] as usize]));
+                    step::<true, N>(sums, a, b, t, g, sign_bytes(dword(signs, t)), dword(s, t));
+                }
+            });
+            // SAFETY: as above.
+            unsafe { d16(blk[0], blk[1]) }
+        })
+    }
+}
+
+avx2_fn! {
+    /// IQ3_XXS (layout in [`super::avx512`]).
+    unsafe fn iq3xxs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        blocks::<98, N>(GgmlType::IQ3_XXS, row, a, |blk, b, sums| {
+            // SAFETY: bytes 66..98, the eight words.
+            let (signs, s) = xxs_words(unsafe { _mm256_loadu_si256(blk[66..98].as_ptr().cast()) });
+            for8!(t => {
+                let q = &blk[2 + 8 * t..10 + 8 * t];
+                // SAFETY: this kernel's features.
+                unsafe {
+                    let g = v8(|j| GRID_IQ3XXS[q[j] as usize]);
+                    step::<true, N>(sums, a, b, t, g, sign_bytes(dword(signs, t)), dword(s, t));
+                }
+            });
+            // SAFETY: as above.
+            unsafe { d16(blk[0], blk[1]) }
+        })
+    }
+}
+
+avx2_fn! {
+    /// IQ2_XS (layout in [`super::avx512`]).
+    unsafe fn iq2xs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        blocks::<74, N>(GgmlType::IQ2_XS, row, a, |blk, b, sums| {
+            // SAFETY: bytes 2..66, the 32 words.
+            let (lo, hi) = unsafe {
+                (_mm256_loadu_si256(blk[2..34].as_ptr().cast()), _mm256_loadu_si256(blk[34..66].as_ptr().cast()))
+            };
+            // Byte g: group g's sign code (packs works within 128-bit lanes).
+            let codes = _mm256_packus_epi16(_mm256_srli_epi16::<9>(lo), _mm256_srli_epi16::<9>(hi));
+            let signs = with_parity(_mm256_permute4x64_epi64::<0b11_01_10_00>(codes));
+            // SAFETY: this kernel's features.
+            let scales = unsafe { nibble_pairs(blk[66..74].try_into().unwrap()) };
+            for8!(t => {
+                // SAFETY: this kernel's features.
+                unsafe {
+                    let g = v4(core::array::from_fn(|k| {
+                        let at = 2 + 2 * (4 * t + k);
+                        GRID_IQ2XS[(u16::from_le_bytes([blk[at], blk[at + 1]]) & 511) as usize]
+                    }));
+                    step::<true, N>(sums, a, b, t, g, sign_bytes(dword(signs, t)), chunk_scales(&scales, t));
+                }
+            });
+            // SAFETY: as above.
+            unsafe { d16(blk[0], blk[1]) }
+        })
+    }
+}
+
+avx2_fn! {
+    /// IQ2_S (layout in [`super::avx512`]).
+    unsafe fn iq2s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        blocks::<82, N>(GgmlType::IQ2_S, row, a, |blk, b, sums| {
+            // SAFETY: bytes 34..66, the sign bytes.
+            let signs = unsafe { _mm256_loadu_si256(blk[34..66].as_ptr().cast()) };
+            // SAFETY: this kernel's features.
+            let scales = unsafe { nibble_pairs(blk[74..82].try_into().unwrap()) };
+            for8!(t => {
+                let h = blk[66 + t] as usize;
+                // SAFETY: this kernel's features.
+                unsafe {
+                    let g = v4(core::array::from_fn(|k| {
+                        GRID_IQ2S[blk[2 + 4 * t + k] as usize | ((h >> (2 * k)) & 3) << 8]
+                    }));
+                    step::<true, N>(sums, a, b, t, g, sign_bytes(dword(signs, t)), chunk_scales(&scales, t));
+                }
+            });
+            // SAFETY: as above.
+            unsafe { d16(blk[0], blk[1]) }
+        })
+    }
+}
+
+avx2_fn! {
+    /// IQ3_S (layout in [`super::avx512`]).
+    unsafe fn iq3s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        blocks::<110, N>(GgmlType::IQ3_S, row, a, |blk, b, sums| {
+            // SAFETY: bytes 74..106, the sign bytes.
+            let signs = unsafe { _mm256_loadu_si256(blk[74..106].as_ptr().cast()) };
+            for8!(t => {
+                let (q, h) = (&blk[2 + 8 * t..10 + 8 * t], blk[66 + t] as usize);
+                let s = odd_nibble(&blk[106..110], t);
+                // SAFETY: this kernel's features.
+                unsafe {
+                    let g = v8(|j| GRID_IQ3S[q[j] as usize | ((h >> j) & 1) << 8]);
+                    step::<true, N>(sums, a, b, t, g, sign_bytes(dword(signs, t)), _mm256_set1_epi16(s));
+                }
+            });
+            // SAFETY: as above.
+            unsafe { d16(blk[0], blk[1]) }
+        })
+    }
+}
+
+avx2_fn! {
+    /// IQ1_M (layout in [`super::avx512`]): `q + 9` unsigned, `9·Σ sc·Σy`
+    /// taken back from the Q8_K sums.
+    unsafe fn iq1m<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        blocks::<56, N>(GgmlType::IQ1_M, row, a, |blk, b, sums| {
+            // Scale g: bits 3(g % 4).. of word g / 4, as 2s + 1: as i16 pairs
+            // (dword g % 8 of pairs[g / 8]) and as sixteen i16 (`sc16`).
+            // SAFETY: bytes 48..56 (the four words).
+            let words = _mm256_cvtepu16_epi32(unsafe { _mm_loadl_epi64(blk[48..56].as_ptr().cast()) });
+            let field = |half: i32| {
+                let w = _mm256_permutevar8x32_epi32(
+                    words,
+                    _mm256_setr_epi32(2 * half, 2 * half, 2 * half, 2 * half, 2 * half + 1, 2 * half + 1, 2 * half + 1, 2 * half + 1),
+                );
+                let s = _mm256_and_si256(_mm256_srlv_epi32(w, _mm256_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9)), _mm256_set1_epi32(7));
+                _mm256_add_epi32(_mm256_add_epi32(s, s), _mm256_set1_epi32(1))
+            };
+            let (s0, s1) = (field(0), field(1));
+            let pairs = [_mm256_or_si256(s0, _mm256_slli_epi32::<16>(s0)), _mm256_or_si256(s1, _mm256_slli_epi32::<16>(s1))];
+            let sc16 = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(s0, s1));
+            for8!(t => {
+                // Group 4t + k: index qs | (nibble & 7) << 8; 8g + 8 plus
+                // 2 where the nibble's bit 3 is clear (δ = +1), else 0.
+                let h = u16::from_le_bytes([blk[32 + 2 * t], blk[33 + 2 * t]]) as usize;
+                // SAFETY: this kernel's features.
+                unsafe {
+                    let g = v4(core::array::from_fn(|k| GRID_IQ1S_X8[blk[4 * t + k] as usize | ((h >> (4 * k)) & 7) << 8]));
+                    // Added byte-wise: u64 adds would carry out of 8g's 0xF8.
+                    let plus = v4(core::array::from_fn(|k| {
+                        if (h >> (4 * k)) & 8 == 0 { 0x0A0A_0A0A_0A0A_0A0A } else { 0x0808_0808_0808_0808 }
+                    }));
+                    step::<false, N>(sums, a, b, t, _mm256_add_epi8(g, plus), plus, chunk_scales(&pairs, t));
+                }
+            });
+            let [d0, d1] = super::kernels::iq1m_d_bits(blk);
+            // SAFETY: as above.
+            unsafe {
+                for (s, aj) in sums.iter_mut().zip(a) {
+                    let bs = &aj.bsums[16 * b..16 * b + 16];
+                    let ysc = _mm256_madd_epi16(_mm256_loadu_si256(bs.as_ptr().cast()), sc16);
+                    *s = _mm256_sub_epi32(*s, _mm256_mullo_epi32(ysc, _mm256_set1_epi32(9)));
+                }
+                d16(d0, d1)
+            }
+        })
+    }
+}
