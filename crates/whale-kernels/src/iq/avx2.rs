@@ -24,39 +24,14 @@ use core::arch::x86_64::*;
 /// permute arithmetic folds away (as a loop the compiler kept it at run
 /// time, about ten instructions a chunk).
 macro_rules! for8 {
-    ($t:ident => $body:block) => {{
-        {
-            let $t = 0usize;
+    ($t:ident => $body:block) => {
+        for8!(@ $t, $body, 0 1 2 3 4 5 6 7)
+    };
+    (@ $t:ident, $body:block, $($n:literal)*) => {{
+        $({
+            let $t: usize = $n;
             $body
-        }
-        {
-            let $t = 1usize;
-            $body
-        }
-        {
-            let $t = 2usize;
-            $body
-        }
-        {
-            let $t = 3usize;
-            $body
-        }
-        {
-            let $t = 4usize;
-            $body
-        }
-        {
-            let $t = 5usize;
-            $body
-        }
-        {
-            let $t = 6usize;
-            $body
-        }
-        {
-            let $t = 7usize;
-            $body
-        }
+        })*
     }};
 }
 
@@ -96,23 +71,49 @@ pub(super) unsafe fn dot<const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<
 // Shared parts, compiled inside the kernels that call them.
 // ---------------------------------------------------------------------------
 
-/// The loop over `TS`-byte blocks, as [`super::avx512`]'s: `block` adds
-/// block `b`'s exact integers into `sums` and returns its `d`.
+/// The vector of exact i32 sums a kernel keeps per activation row (a
+/// 256-bit one here, a 512-bit one in [`super::avx512`]).
+pub(super) trait Sums: Copy {
+    /// All lanes zero.
+    unsafe fn zero() -> Self;
+    /// The sum of the lanes (exact).
+    unsafe fn total(self) -> i32;
+}
+
+impl Sums for __m256i {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: AVX (the callers').
+        unsafe { _mm256_setzero_si256() }
+    }
+
+    #[inline(always)]
+    unsafe fn total(self) -> i32 {
+        // SAFETY: AVX2 (the callers').
+        unsafe { hsum(self) }
+    }
+}
+
+/// The loop over `TS`-byte blocks of every level's kernels: `block(bytes,
+/// b, sums)` adds block `b`'s exact integers into `sums` (one vector per
+/// activation row, summed across lanes here) and returns its `d`; then the
+/// float step of [`super::kernels`]' docs (`term` into lane `b % 8`,
+/// `reduce8`, `post_scale`).
 #[inline(always)]
-unsafe fn blocks<const TS: usize, const N: usize>(
+pub(super) unsafe fn blocks<const TS: usize, const N: usize, V: Sums>(
     wty: GgmlType,
     row: &[u8],
     a: &[ActRow<'_>; N],
-    mut block: impl FnMut(&[u8; TS], usize, &mut [__m256i; N]) -> f32,
+    mut block: impl FnMut(&[u8; TS], usize, &mut [V; N]) -> f32,
 ) -> [f32; N] {
     let mut acc = [[0f32; 8]; N];
     for (b, blk) in row.chunks_exact(TS).enumerate() {
-        // SAFETY: AVX2 (the callers').
-        let mut sums = [unsafe { _mm256_setzero_si256() }; N];
+        // SAFETY: the callers' features.
+        let mut sums = [unsafe { V::zero() }; N];
         let d = block(blk.try_into().unwrap(), b, &mut sums);
         for ((l, s), aj) in acc.iter_mut().zip(sums).zip(a) {
             // SAFETY: as above.
-            l[b % 8] += term(d, aj.d[b], unsafe { hsum(s) });
+            l[b % 8] += term(d, aj.d[b], unsafe { s.total() });
         }
     }
     acc.map(|l| reduce8(l) * post_scale(wty))
@@ -287,7 +288,7 @@ unsafe fn d16(lo: u8, hi: u8) -> f32 {
 avx2_fn! {
     /// IQ2_XXS (layout in [`super::avx512`]).
     unsafe fn iq2xxs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<66, N>(GgmlType::IQ2_XXS, row, a, |blk, b, sums| {
+        blocks::<66, N, __m256i>(GgmlType::IQ2_XXS, row, a, |blk, b, sums| {
             let q: &[u8; 64] = blk[2..66].try_into().unwrap();
             // The chunk words are the odd dwords of qs.
             // SAFETY: the 64 bytes of `q`.
@@ -316,7 +317,7 @@ avx2_fn! {
 avx2_fn! {
     /// IQ3_XXS (layout in [`super::avx512`]).
     unsafe fn iq3xxs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<98, N>(GgmlType::IQ3_XXS, row, a, |blk, b, sums| {
+        blocks::<98, N, __m256i>(GgmlType::IQ3_XXS, row, a, |blk, b, sums| {
             // SAFETY: bytes 66..98, the eight words.
             let (signs, s) = xxs_words(unsafe { _mm256_loadu_si256(blk[66..98].as_ptr().cast()) });
             for8!(t => {
@@ -336,7 +337,7 @@ avx2_fn! {
 avx2_fn! {
     /// IQ2_XS (layout in [`super::avx512`]).
     unsafe fn iq2xs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<74, N>(GgmlType::IQ2_XS, row, a, |blk, b, sums| {
+        blocks::<74, N, __m256i>(GgmlType::IQ2_XS, row, a, |blk, b, sums| {
             // SAFETY: bytes 2..66, the 32 words.
             let (lo, hi) = unsafe {
                 (_mm256_loadu_si256(blk[2..34].as_ptr().cast()), _mm256_loadu_si256(blk[34..66].as_ptr().cast()))
@@ -365,7 +366,7 @@ avx2_fn! {
 avx2_fn! {
     /// IQ2_S (layout in [`super::avx512`]).
     unsafe fn iq2s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<82, N>(GgmlType::IQ2_S, row, a, |blk, b, sums| {
+        blocks::<82, N, __m256i>(GgmlType::IQ2_S, row, a, |blk, b, sums| {
             // SAFETY: bytes 34..66, the sign bytes.
             let signs = unsafe { _mm256_loadu_si256(blk[34..66].as_ptr().cast()) };
             // SAFETY: this kernel's features.
@@ -389,7 +390,7 @@ avx2_fn! {
 avx2_fn! {
     /// IQ3_S (layout in [`super::avx512`]).
     unsafe fn iq3s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<110, N>(GgmlType::IQ3_S, row, a, |blk, b, sums| {
+        blocks::<110, N, __m256i>(GgmlType::IQ3_S, row, a, |blk, b, sums| {
             // SAFETY: bytes 74..106, the sign bytes.
             let signs = unsafe { _mm256_loadu_si256(blk[74..106].as_ptr().cast()) };
             for8!(t => {
@@ -411,7 +412,7 @@ avx2_fn! {
     /// IQ1_M (layout in [`super::avx512`]): `q + 9` unsigned, `9·Σ sc·Σy`
     /// taken back from the Q8_K sums.
     unsafe fn iq1m<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<56, N>(GgmlType::IQ1_M, row, a, |blk, b, sums| {
+        blocks::<56, N, __m256i>(GgmlType::IQ1_M, row, a, |blk, b, sums| {
             // Scale g: bits 3(g % 4).. of word g / 4, as 2s + 1: as i16 pairs
             // (dword g % 8 of pairs[g / 8]) and as sixteen i16 (`sc16`).
             // SAFETY: bytes 48..56 (the four words).

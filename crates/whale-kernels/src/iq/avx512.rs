@@ -30,9 +30,9 @@
 //! 2·127·127 (IQ4's `|q|`; 2·62·127 for the IQ3 grids, 2·43·127 for IQ2,
 //! 2·18·127 for IQ1 as `q + 8` or `q + 9`).
 
+use super::avx2::blocks;
 use super::*;
 use crate::q8::ActRow;
-use crate::qdot::{reduce8, term};
 use core::arch::x86_64::*;
 
 /// The features every kernel here is compiled for (the `Avx512Vnni` level's).
@@ -72,27 +72,18 @@ pub(super) unsafe fn dot<const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<
 // their own: they are compiled inside the `avx512_fn` kernels that call them.
 // ---------------------------------------------------------------------------
 
-/// The loop over `TS`-byte blocks: `block(bytes, b, sums)` adds block `b`'s
-/// exact integers into `sums` (one vector per activation row, summed across
-/// lanes here) and returns its `d`; then the float step of the module docs.
-#[inline(always)]
-unsafe fn blocks<const TS: usize, const N: usize>(
-    wty: GgmlType,
-    row: &[u8],
-    a: &[ActRow<'_>; N],
-    mut block: impl FnMut(&[u8; TS], usize, &mut [__m512i; N]) -> f32,
-) -> [f32; N] {
-    let mut acc = [[0f32; 8]; N];
-    for (b, blk) in row.chunks_exact(TS).enumerate() {
+impl super::avx2::Sums for __m512i {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
         // SAFETY: AVX-512 F (the callers').
-        let mut sums = [unsafe { _mm512_setzero_si512() }; N];
-        let d = block(blk.try_into().unwrap(), b, &mut sums);
-        for ((l, s), aj) in acc.iter_mut().zip(sums).zip(a) {
-            // SAFETY: as above.
-            l[b % 8] += term(d, aj.d[b], unsafe { hsum(s) });
-        }
+        unsafe { _mm512_setzero_si512() }
     }
-    acc.map(|l| reduce8(l) * post_scale(wty))
+
+    #[inline(always)]
+    unsafe fn total(self) -> i32 {
+        // SAFETY: as above.
+        unsafe { hsum(self) }
+    }
 }
 
 /// One step of block `b`: its weights `64p..64p + 64` as unsigned
@@ -314,6 +305,58 @@ unsafe fn nibbles8_twice(b: &[u8; 4]) -> __m128i {
     }
 }
 
+/// IQ1_M's group nibbles (byte g: group g's index top bits and shift
+/// sign) and the mask of the groups whose shift δ is -1 (bit 3 set).
+#[inline(always)]
+unsafe fn iq1m_nibbles(blk: &[u8]) -> (__m256i, __mmask32) {
+    // SAFETY: AVX2 and AVX-512 BW/VL (the callers'); bytes 32..48 (qh).
+    unsafe {
+        let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(blk[32..48].as_ptr().cast()));
+        let nib = _mm256_or_si256(
+            _mm256_and_si256(v, _mm256_set1_epi16(0x0F)),
+            _mm256_slli_epi16::<4>(_mm256_and_si256(v, _mm256_set1_epi16(0xF0))),
+        );
+        (nib, _mm256_test_epi8_mask(nib, _mm256_set1_epi8(8)))
+    }
+}
+
+/// IQ1_M's sixteen group scales (bits 3(g % 4).. of word g / 4) as i16
+/// lanes `2s + 1`.
+#[inline(always)]
+unsafe fn iq1m_scales(blk: &[u8]) -> __m256i {
+    // SAFETY: AVX2 and AVX-512 BW/VL (the callers'); bytes 48..56.
+    unsafe {
+        let rep = _mm256_permutexvar_epi16(
+            _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+            _mm256_castsi128_si256(_mm_loadl_epi64(blk[48..56].as_ptr().cast())),
+        );
+        let s = _mm256_and_si256(
+            _mm256_srlv_epi16(rep, _mm256_setr_epi16(0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9)),
+            _mm256_set1_epi16(7),
+        );
+        _mm256_add_epi16(_mm256_add_epi16(s, s), _mm256_set1_epi16(1))
+    }
+}
+
+/// IQ4_XS's eight 6-bit scales (chunk t's: its low nibble | bits 2t.. of
+/// the top word << 4, minus 32), each twice, as sixteen i16 group scales.
+#[inline(always)]
+unsafe fn iq4xs_scales(blk: &[u8]) -> __m256i {
+    // SAFETY: AVX2 and AVX-512 BW/VL (the callers'); bytes 2..8.
+    unsafe {
+        let top = u16::from_le_bytes([blk[2], blk[3]]) as i16;
+        let hi = _mm256_slli_epi16::<4>(_mm256_and_si256(
+            _mm256_srlv_epi16(
+                _mm256_set1_epi16(top),
+                _mm256_setr_epi16(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14),
+            ),
+            _mm256_set1_epi16(3),
+        ));
+        let lo = _mm256_cvtepu8_epi16(nibbles8_twice(blk[4..8].try_into().unwrap()));
+        _mm256_sub_epi16(_mm256_or_si256(lo, hi), _mm256_set1_epi16(32))
+    }
+}
+
 /// The block's f16 `d` (exact; F16C).
 #[inline(always)]
 unsafe fn d16(lo: u8, hi: u8) -> f32 {
@@ -333,7 +376,7 @@ avx512_fn! {
     unsafe fn iq1s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         let seven = _mm256_set1_epi32(7);
         let eight = _mm512_set1_epi8(8);
-        blocks::<50, N>(GgmlType::IQ1_S, row, a, |blk, b, sums| {
+        blocks::<50, N, __m512i>(GgmlType::IQ1_S, row, a, |blk, b, sums| {
             // SAFETY: bytes 34..50 of the block (qh, eight u16).
             let w = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(blk[34..50].as_ptr().cast()) });
             // Dword t: the scale 2·s + 1 (as two i16 in `sc2`), s·(δ - 8).
@@ -385,15 +428,9 @@ avx512_fn! {
     unsafe fn iq1m<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         // Per qword (8-weight group): 8 added where δ = -1, 10 where +1.
         let (eights, tens) = (_mm512_set1_epi8(8), _mm512_set1_epi8(10));
-        blocks::<56, N>(GgmlType::IQ1_M, row, a, |blk, b, sums| {
-            // Byte g: group g's nibble; bit g of `neg`: its δ is -1.
-            // SAFETY: bytes 32..48 (qh).
-            let v = _mm256_cvtepu8_epi16(unsafe { _mm_loadu_si128(blk[32..48].as_ptr().cast()) });
-            let nib = _mm256_or_si256(
-                _mm256_and_si256(v, _mm256_set1_epi16(0x0F)),
-                _mm256_slli_epi16::<4>(_mm256_and_si256(v, _mm256_set1_epi16(0xF0))),
-            );
-            let neg = _mm256_test_epi8_mask(nib, _mm256_set1_epi8(8));
+        blocks::<56, N, __m512i>(GgmlType::IQ1_M, row, a, |blk, b, sums| {
+            // SAFETY: this kernel's features.
+            let (nib, neg) = unsafe { iq1m_nibbles(blk) };
             // Grid index g: qs[g] | (nibble & 7) << 8, formed in a vector
             // (the compiler takes them out with `vpextrw`; formed in scalar
             // registers they measured 21 ns a block against 19, read back
@@ -405,17 +442,8 @@ avx512_fn! {
                 let hi = _mm512_cvtepu8_epi16(_mm256_and_si256(nib, _mm256_set1_epi8(7)));
                 _mm512_storeu_si512(idx.as_mut_ptr().cast(), _mm512_or_si512(lo, _mm512_slli_epi16::<8>(hi)));
             }
-            // Scale g: bits 3(g % 4).. of word g / 4, as 2s + 1.
-            let words = _mm_loadl_epi64(blk[48..56].as_ptr().cast());
-            let rep = _mm256_permutexvar_epi16(
-                _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                _mm256_castsi128_si256(words),
-            );
-            let s = _mm256_and_si256(
-                _mm256_srlv_epi16(rep, _mm256_setr_epi16(0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9)),
-                _mm256_set1_epi16(7),
-            );
-            let sc = _mm256_add_epi16(_mm256_add_epi16(s, s), _mm256_set1_epi16(1));
+            // SAFETY: this kernel's features.
+            let sc = unsafe { iq1m_scales(blk) };
             for p in 0..4 {
                 // SAFETY: this kernel's features.
                 unsafe {
@@ -438,7 +466,7 @@ avx512_fn! {
     /// IQ2_XXS (66-byte blocks: `d`, then eight chunks of four grid-index
     /// bytes and a word of four 7-bit sign codes and a 4-bit scale).
     unsafe fn iq2xxs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<66, N>(GgmlType::IQ2_XXS, row, a, |blk, b, sums| {
+        blocks::<66, N, __m512i>(GgmlType::IQ2_XXS, row, a, |blk, b, sums| {
             let q: &[u8; 64] = blk[2..66].try_into().unwrap();
             // SAFETY: the 64 bytes of `q`.
             let (masks, s) = unsafe { xxs_words(_mm512_srli_epi64::<32>(_mm512_loadu_si512(q.as_ptr().cast()))) };
@@ -459,7 +487,7 @@ avx512_fn! {
     /// IQ2_XS (74-byte blocks: `d`, 32 words of a 9-bit grid index and a
     /// 7-bit sign code, sixteen 4-bit scales).
     unsafe fn iq2xs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<74, N>(GgmlType::IQ2_XS, row, a, |blk, b, sums| {
+        blocks::<74, N, __m512i>(GgmlType::IQ2_XS, row, a, |blk, b, sums| {
             // SAFETY: bytes 2..66, the 32 words.
             let qs = unsafe { _mm512_loadu_si512(blk[2..66].as_ptr().cast()) };
             // Byte g of this: group g's eight sign bits; qword p: step p's.
@@ -485,7 +513,7 @@ avx512_fn! {
     /// IQ2_S (82-byte blocks: `d`, 32 grid-index low bytes, 32 sign bytes,
     /// the indices' top two bits, sixteen 4-bit scales).
     unsafe fn iq2s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        blocks::<82, N>(GgmlType::IQ2_S, row, a, |blk, b, sums| {
+        blocks::<82, N, __m512i>(GgmlType::IQ2_S, row, a, |blk, b, sums| {
             let sc = odd_scales(nibbles16(blk[74..82].try_into().unwrap()));
             for p in 0..4 {
                 let h = u16::from_le_bytes([blk[66 + 2 * p], blk[67 + 2 * p]]) as usize;
@@ -515,20 +543,9 @@ avx512_fn! {
         let lanes = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);
         let shifts = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
         let low4 = _mm512_set1_epi8(0x0F);
-        blocks::<136, N>(GgmlType::IQ4_XS, row, a, |blk, b, sums| {
-            // Scale of chunk t (twice, one per 16 weights): its low nibble
-            // | bits 2t..2t+2 of the top word << 4, minus 32.
-            let top = u16::from_le_bytes([blk[2], blk[3]]) as i16;
-            let hi = _mm256_slli_epi16::<4>(_mm256_and_si256(
-                _mm256_srlv_epi16(
-                    _mm256_set1_epi16(top),
-                    _mm256_setr_epi16(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14),
-                ),
-                _mm256_set1_epi16(3),
-            ));
+        blocks::<136, N, __m512i>(GgmlType::IQ4_XS, row, a, |blk, b, sums| {
             // SAFETY: this kernel's features.
-            let lo = unsafe { _mm256_cvtepu8_epi16(nibbles8_twice(blk[4..8].try_into().unwrap())) };
-            let sc = _mm256_sub_epi16(_mm256_or_si256(lo, hi), _mm256_set1_epi16(32));
+            let sc = unsafe { iq4xs_scales(blk) };
             for p in 0..4 {
                 // SAFETY: bytes 8 + 32p .. 40 + 32p of the block; this kernel's features.
                 unsafe {
@@ -660,16 +677,7 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
                     );
                     put(p, _mm512_add_epi8(_mm512_shuffle_epi8(kv, nib), _mm512_set1_epi8(off as i8)));
                 }
-                let top = u16::from_le_bytes([bytes[2], bytes[3]]) as i16;
-                let hi = _mm256_slli_epi16::<4>(_mm256_and_si256(
-                    _mm256_srlv_epi16(
-                        _mm256_set1_epi16(top),
-                        _mm256_setr_epi16(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14),
-                    ),
-                    _mm256_set1_epi16(3),
-                ));
-                let lo = _mm256_cvtepu8_epi16(nibbles8_twice(bytes[4..8].try_into().unwrap()));
-                (_mm256_sub_epi16(_mm256_or_si256(lo, hi), _mm256_set1_epi16(32)), d16(bytes[0], bytes[1]))
+                (iq4xs_scales(bytes), d16(bytes[0], bytes[1]))
             }
             G::IQ1_S => {
                 let mut sc = [0i16; 16];
@@ -695,12 +703,7 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
                 (_mm256_loadu_si256(sc.as_ptr().cast()), d16(bytes[0], bytes[1]))
             }
             G::IQ1_M => {
-                let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(bytes[32..48].as_ptr().cast()));
-                let nib = _mm256_or_si256(
-                    _mm256_and_si256(v, _mm256_set1_epi16(0x0F)),
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(v, _mm256_set1_epi16(0xF0))),
-                );
-                let neg = _mm256_test_epi8_mask(nib, _mm256_set1_epi8(8));
+                let (_, neg) = iq1m_nibbles(bytes);
                 for p in 0..4 {
                     let g = v8(core::array::from_fn(|k| {
                         let gi = 8 * p + k;
@@ -711,17 +714,8 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
                         _mm512_mask_blend_epi64((neg >> (8 * p)) as u8, _mm512_set1_epi8(10), _mm512_set1_epi8(8));
                     put(p, _mm512_add_epi8(g, add));
                 }
-                let words = _mm_loadl_epi64(bytes[48..56].as_ptr().cast());
-                let rep = _mm256_permutexvar_epi16(
-                    _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                    _mm256_castsi128_si256(words),
-                );
-                let s = _mm256_and_si256(
-                    _mm256_srlv_epi16(rep, _mm256_setr_epi16(0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9, 0, 3, 6, 9)),
-                    _mm256_set1_epi16(7),
-                );
                 let [d0, d1] = super::kernels::iq1m_d_bits(bytes);
-                (_mm256_add_epi16(_mm256_add_epi16(s, s), _mm256_set1_epi16(1)), d16(d0, d1))
+                (iq1m_scales(bytes), d16(d0, d1))
             }
             t => unreachable!("unpack_k: {t} has no panel form"),
         }
