@@ -322,16 +322,15 @@ fn isum_scalar(u: &Unpacked, y: &[i8], groups: usize) -> i32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! The x86 kernels build each 32-weight chunk in registers, with no
-    //! trip through memory: per 8 weights one u64 load from the expanded
-    //! grid (four of them make a vector), sign codes as byte masks, IQ1_M's
-    //! ±1 shift by a byte add, IQ4's table by `vpshufb`, TQ2_0's 2-bit
-    //! fields by shifts. A chunk is `(u, v, sc)`: unsigned magnitudes `u`,
-    //! a vector `v` whose sign is the weight's sign (`vpsignb` moves it onto
-    //! the activations), and the two 16-weight scales as i16 lanes, so the
-    //! integer dot is `vpmaddwd(vpmaddubsw(u, sign(y, v)), sc)`. IQ1_S has a
-    //! kernel of its own (`dot_iq1s`), TQ1_0 (base-3 digits) goes through
-    //! the portable unpacking into a buffer.
+    //! The x86 entry points. The grid types have kernels of their own in
+    //! [`crate::iq::avx2`] and [`crate::iq::avx512`]; here IQ4_XS (at the
+    //! AVX2 level) and TQ2_0 build each 32-weight chunk in registers (IQ4's
+    //! table by `vpshufb`, TQ2_0's 2-bit fields by shifts) as `(u, v, sc)`:
+    //! unsigned magnitudes `u`, a vector `v` whose sign is the weight's sign
+    //! (`vpsignb` moves it onto the activations), and the two 16-weight
+    //! scales as i16 lanes, so the integer dot is
+    //! `vpmaddwd(vpmaddubsw(u, sign(y, v)), sc)`; TQ1_0 (base-3 digits)
+    //! goes through the portable unpacking into a buffer.
     use super::*;
     use core::arch::x86_64::*;
 
@@ -346,14 +345,6 @@ mod x86 {
                 return r;
             }
             match wty {
-                G::IQ2_XXS => dot_chunks::<IQ2XXS, N>(wty, row, a),
-                G::IQ2_XS => dot_chunks::<IQ2XS, N>(wty, row, a),
-                G::IQ2_S => dot_chunks::<IQ2S, N>(wty, row, a),
-                G::IQ3_XXS => dot_chunks::<IQ3XXS, N>(wty, row, a),
-                G::IQ3_S => dot_chunks::<IQ3S, N>(wty, row, a),
-                G::IQ1_S => dot_iq1s::<N>(row, a),
-                G::IQ1_M => dot_chunks::<IQ1M, N>(wty, row, a),
-                G::IQ4_NL => dot_chunks::<IQ4NL, N>(wty, row, a),
                 G::IQ4_XS => dot_chunks::<IQ4XS, N>(wty, row, a),
                 G::TQ2_0 => dot_chunks::<TQ20, N>(wty, row, a),
                 // SAFETY: this function's features are the ones `isum` needs.
@@ -372,46 +363,8 @@ mod x86 {
         unsafe { crate::iq::avx512::dot(wty, row, a).unwrap_or_else(|| dot_avx2(wty, row, a)) }
     }
 
-    const IQ2XXS: u8 = 0;
-    const IQ2XS: u8 = 1;
-    const IQ2S: u8 = 2;
-    const IQ3XXS: u8 = 3;
-    const IQ3S: u8 = 4;
-    const IQ1S: u8 = 5;
-    const IQ1M: u8 = 6;
-    const IQ4NL: u8 = 7;
     const IQ4XS: u8 = 8;
     const TQ20: u8 = 9;
-
-    /// Byte `i` of a block, as an index.
-    #[inline(always)]
-    fn at(b: &[u8], i: usize) -> usize {
-        b[i] as usize
-    }
-
-    /// `[E(0), E(1), E(2), E(3)]`, written out (no closure to inline).
-    macro_rules! quad {
-        ($k:ident => $e:expr) => {
-            [
-                {
-                    let $k = 0usize;
-                    $e
-                },
-                {
-                    let $k = 1usize;
-                    $e
-                },
-                {
-                    let $k = 2usize;
-                    $e
-                },
-                {
-                    let $k = 3usize;
-                    $e
-                },
-            ]
-        };
-    }
 
     /// Chunk `$t` (weights 32t..32t+32) of block `$b` of the type tagged
     /// `$T`, as `(u, v, sc)`. A macro, so that it is compiled inside the
@@ -420,154 +373,27 @@ mod x86 {
     /// whole block of that type and `$t` is below its chunk count.
     macro_rules! chunk {
         ($T:ident, $b:expr, $t:expr) => {{
-        let (b, t): (&[u8], usize) = ($b, $t);
-        match $T {
-            IQ2XXS => {
-                let q = &b[2 + 8 * t..10 + 8 * t];
-                let aux = u32_at(q, 1);
-                let g = v4(quad!(k => GRID_IQ2XXS[q[k] as usize]));
-                let m = v4(quad!(k => KSIGN_MASK[((aux >> (7 * k)) & 127) as usize]));
-                let s = (2 * (aux >> 28) + 1) as i16;
-                let (u, v) = signed(g, m);
-                (u, v, _mm256_set1_epi16(s))
-            }
-            IQ2XS => {
-                let w = |k: usize| u16_at(&b[2..66], 4 * t + k);
-                let g = v4(quad!(k => GRID_IQ2XS[(w(k) & 511) as usize]));
-                let m = v4(quad!(k => KSIGN_MASK[(w(k) >> 9) as usize]));
-                let sc = b[66 + t];
-                let (u, v) = signed(g, m);
-                (u, v, sc2(2 * (sc & 15) as i16 + 1, 2 * (sc >> 4) as i16 + 1))
-            }
-            IQ2S => {
-                let h = at(b, 66 + t);
-                let g = v4(quad!(k => GRID_IQ2S[at(b, 2 + 4 * t + k) | ((h >> (2 * k)) & 3) << 8]));
-                let m = v4(quad!(k => SIGN_MASK[at(b, 34 + 4 * t + k)]));
-                let sc = b[74 + t];
-                let (u, v) = signed(g, m);
-                (u, v, sc2(2 * (sc & 15) as i16 + 1, 2 * (sc >> 4) as i16 + 1))
-            }
-            IQ3XXS => {
-                let q = &b[2 + 8 * t..10 + 8 * t];
-                let aux = u32_at(&b[66..98], t);
-                let g = v4(quad!(k => {
-                    GRID_IQ3XXS[q[2 * k] as usize] as u64 | (GRID_IQ3XXS[q[2 * k + 1] as usize] as u64) << 32
-                }));
-                let m = v4(quad!(k => KSIGN_MASK[((aux >> (7 * k)) & 127) as usize]));
-                let (u, v) = signed(g, m);
-                (u, v, _mm256_set1_epi16((2 * (aux >> 28) + 1) as i16))
-            }
-            IQ3S => {
-                let h = at(b, 66 + t);
-                let idx = |k: usize| at(b, 2 + 8 * t + k) | ((h >> k) & 1) << 8;
-                let g = v4(quad!(k => GRID_IQ3S[idx(2 * k)] as u64 | (GRID_IQ3S[idx(2 * k + 1)] as u64) << 32));
-                let m = v4(quad!(k => SIGN_MASK[at(b, 74 + 4 * t + k)]));
-                let s = (2 * ((b[106 + t / 2] >> (4 * (t % 2))) & 15) + 1) as i16;
-                let (u, v) = signed(g, m);
-                (u, v, _mm256_set1_epi16(s))
-            }
-            IQ1M => {
-                let nib = |k: usize| (at(b, 32 + 2 * t + k / 2) >> (4 * (k % 2))) & 15;
-                let g = v4(quad!(k => GRID_IQ1S_X8[at(b, 4 * t + k) | (nib(k) & 7) << 8]));
-                let delta = v4(quad!(k => if nib(k) & 8 != 0 { u64::MAX } else { LOW }));
-                let sw = |g: usize| ((u16_at(&b[48..56], g / 4) >> (3 * (g % 4))) & 7) as i16;
-                let (u, v) = plain(_mm256_add_epi8(g, delta));
-                (u, v, sc2(2 * sw(2 * t) + 1, 2 * sw(2 * t + 1) + 1))
-            }
-            IQ4NL => {
-                // SAFETY: bytes 2..18 of the block.
-                let (u, v) = plain(unsafe { iq4_chunk(&b[2..18]) });
-                (u, v, _mm256_set1_epi16(1))
-            }
-            IQ4XS => {
-                let lo = (b[4 + t / 2] >> (4 * (t % 2))) & 0x0F;
-                let s = (lo as i16 | (((u16_at(b, 1) >> (2 * t)) & 3) as i16) << 4) - 32;
-                // SAFETY: bytes 8 + 16t .. 24 + 16t of the block.
-                let (u, v) = plain(unsafe { iq4_chunk(&b[8 + 16 * t..24 + 16 * t]) });
-                (u, v, _mm256_set1_epi16(s))
-            }
-            TQ20 => {
-                let (c, sh) = (t / 4, t % 4);
-                // SAFETY: bytes 32c .. 32c + 32 of the 64 quant bytes.
-                let x = unsafe { _mm256_loadu_si256(b[32 * c..32 * c + 32].as_ptr() as *const __m256i) };
-                let f = _mm256_srl_epi16(x, _mm_cvtsi32_si128(2 * sh as i32));
-                let q = _mm256_sub_epi8(_mm256_and_si256(f, _mm256_set1_epi8(3)), _mm256_set1_epi8(1));
-                let (u, v) = plain(q);
-                (u, v, _mm256_set1_epi16(1))
-            }
-            _ => unreachable!("type tag {}", $T),
-        }
-        }};
-    }
-
-    /// IQ1_S, with the work per weight cut (22 ns a block on Zen 4 through
-    /// `dot_chunks`, where llama.cpp's kernel takes 16): the block's 32
-    /// grid indices formed in vectors (eight at a time, stored once) instead
-    /// of one by one in scalar registers; the weights entering
-    /// `vpmaddubsw` as `8·g + 8` (0, 8 or 16, already unsigned: no sign
-    /// instructions), and each chunk's shift and that `+8` put back once per
-    /// block from the Q8_K group sums. The block's integer is
-    /// `Σ_t s_t·Σ (8g + 8)·y + Σ_t s_t·(δ_t - 8)·Σy_t` over its eight
-    /// 32-weight chunks t (scale `s_t`, shift `δ_t = ±1`, `Σy_t` the chunk's
-    /// activation sum): the same exact integer as `Σ_t s_t·Σ q·y` with
-    /// `q = 8g + δ_t`, then the same float step as every other level.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn dot_iq1s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        const TS: usize = 50;
-        let mut acc = [[0f32; 8]; N];
-        let mut idx = [0u32; 32];
-        let seven = _mm256_set1_epi32(7);
-        let shifts = _mm256_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9);
-        let eight = _mm256_set1_epi8(8);
-        for (b, blk) in row.chunks_exact(TS).enumerate() {
-            let blk: &[u8; TS] = blk.try_into().unwrap();
-            // SAFETY: bytes 34..50 of the block (qh, eight u16).
-            let w = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(blk[34..50].as_ptr().cast()) });
-            // Index 4t + k (chunk t, group of 8 k): qs[4t + k] | bits
-            // 3k..3k+3 of qh[t] << 8; eight at a time (chunks 2p, 2p + 1).
-            for p in 0..4 {
-                // SAFETY: bytes 2 + 8p .. 10 + 8p of the block.
-                let q = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(blk[2 + 8 * p..10 + 8 * p].as_ptr().cast()) });
-                let c = 2 * p as i32;
-                let hw = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(c, c, c, c, c + 1, c + 1, c + 1, c + 1));
-                let iv =
-                    _mm256_or_si256(q, _mm256_slli_epi32::<8>(_mm256_and_si256(_mm256_srlv_epi32(hw, shifts), seven)));
-                // SAFETY: 8 u32 of `idx`; storeu is unaligned.
-                unsafe { _mm256_storeu_si256(idx[8 * p..8 * p + 8].as_mut_ptr().cast(), iv) };
-            }
-            // Lane t: the scale 2·s + 1 (twice, as i16, for vpmaddwd), and
-            // s·(δ - 8) for the correction.
-            let sc = _mm256_add_epi32(
-                _mm256_slli_epi32::<1>(_mm256_and_si256(_mm256_srli_epi32::<12>(w), seven)),
-                _mm256_set1_epi32(1),
-            );
-            let sc2 = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
-            let neg = _mm256_cmpgt_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x8000)), _mm256_setzero_si256());
-            let coef = _mm256_mullo_epi32(sc, _mm256_blendv_epi8(_mm256_set1_epi32(-7), _mm256_set1_epi32(-9), neg));
-            let g = |i: usize| GRID_IQ1S_X8[(idx[i] & 2047) as usize];
-            let u: [__m256i; 8] = core::array::from_fn(|t| {
-                _mm256_add_epi8(v4([g(4 * t), g(4 * t + 1), g(4 * t + 2), g(4 * t + 3)]), eight)
-            });
-            let d = block_d::<IQ1S>(blk);
-            for (l, aj) in acc.iter_mut().zip(a) {
-                let y: &[i8; QK_K] = aj.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-                let mut sum = [_mm256_setzero_si256(); 2];
-                for (t, ut) in u.iter().enumerate() {
-                    // SAFETY: 32 bytes of `y`.
-                    let yv = unsafe { _mm256_loadu_si256(y[32 * t..32 * t + 32].as_ptr().cast()) };
-                    let st = _mm256_permutevar8x32_epi32(sc2, _mm256_set1_epi32(t as i32));
-                    sum[t % 2] = _mm256_add_epi32(sum[t % 2], _mm256_madd_epi16(_mm256_maddubs_epi16(*ut, yv), st));
+            let (b, t): (&[u8], usize) = ($b, $t);
+            match $T {
+                IQ4XS => {
+                    let lo = (b[4 + t / 2] >> (4 * (t % 2))) & 0x0F;
+                    let s = (lo as i16 | (((u16_at(b, 1) >> (2 * t)) & 3) as i16) << 4) - 32;
+                    // SAFETY: bytes 8 + 16t .. 24 + 16t of the block.
+                    let (u, v) = plain(unsafe { iq4_chunk(&b[8 + 16 * t..24 + 16 * t]) });
+                    (u, v, _mm256_set1_epi16(s))
                 }
-                let bs = &aj.bsums[16 * b..16 * b + 16];
-                // SAFETY: 16 i16 = 32 bytes.
-                let ysum = _mm256_madd_epi16(unsafe { _mm256_loadu_si256(bs.as_ptr().cast()) }, _mm256_set1_epi16(1));
-                let total = _mm256_add_epi32(_mm256_add_epi32(sum[0], sum[1]), _mm256_mullo_epi32(coef, ysum));
-                l[b % 8] += term(d, aj.d[b], hsum(total));
+                TQ20 => {
+                    let (c, sh) = (t / 4, t % 4);
+                    // SAFETY: bytes 32c .. 32c + 32 of the 64 quant bytes.
+                    let x = unsafe { _mm256_loadu_si256(b[32 * c..32 * c + 32].as_ptr() as *const __m256i) };
+                    let f = _mm256_srl_epi16(x, _mm_cvtsi32_si128(2 * sh as i32));
+                    let q = _mm256_sub_epi8(_mm256_and_si256(f, _mm256_set1_epi8(3)), _mm256_set1_epi8(1));
+                    let (u, v) = plain(q);
+                    (u, v, _mm256_set1_epi16(1))
+                }
+                _ => unreachable!("type tag {}", $T),
             }
-        }
-        let f = post_scale(GgmlType::IQ1_S);
-        acc.map(|l| reduce8(l) * f)
+        }};
     }
 
     /// The shared loop over blocks and chunks for type tag `T`: exact i32
@@ -617,7 +443,6 @@ mod x86 {
     #[inline]
     fn block_d<const T: u8>(b: &[u8]) -> f32 {
         let bits = match T {
-            IQ1M => iq1m_d_bits(b),
             TQ20 => [b[64], b[65]],
             _ => [b[0], b[1]],
         };
@@ -625,25 +450,11 @@ mod x86 {
         unsafe { crate::avx2_q8::h2f(F16Le(bits)) }
     }
 
-    /// Four u64 (elements 0..8 first) as one vector.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn v4(e: [u64; 4]) -> __m256i {
-        _mm256_setr_epi64x(e[0] as i64, e[1] as i64, e[2] as i64, e[3] as i64)
-    }
-
     /// Scales of a chunk's two 16-weight halves as i16 lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn sc2(lo: i16, hi: i16) -> __m256i {
         _mm256_setr_m128i(_mm_set1_epi16(lo), _mm_set1_epi16(hi))
-    }
-
-    /// Grid magnitudes `g` and sign masks `m` (0xFF = negative) as `(u, v)`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn signed(g: __m256i, m: __m256i) -> (__m256i, __m256i) {
-        (g, _mm256_or_si256(m, _mm256_set1_epi8(1)))
     }
 
     /// Signed weights `q` (|q| <= 127) as `(u, v)`.
