@@ -21,6 +21,9 @@ fn main() {
         ("768 cols", GgmlType::Q5_0, 4864, 768),
         ("1024 cols", GgmlType::Q5_0, 4864, 1024),
         ("ffn_down q4_K", GgmlType::Q4_K, 896, 4864),
+        // The K types without panels (Q2_K/Q3_K files).
+        ("ffn_down q2_K", GgmlType::Q2_K, 896, 4864),
+        ("ffn_down q3_K", GgmlType::Q3_K, 896, 4864),
         // DeepSeek-V2-Lite: an expert's gate/up and down (1408 columns are
         // not a multiple of 256, so llama-quantize stores downs as Q5_0 or
         // Q8_0), the shared experts' down, the query.

@@ -13,7 +13,7 @@
 //! The block formulas of [`crate::qdot`] scale each block's (or K-quant
 //! sub-block's) exact integer sum by a float that depends on both the weight
 //! row and the activation row, so a tile product can only span one scale
-//! group: 32 elements (legacy types, Q4_K, Q5_K) or 16 (Q2_K, Q3_K, Q6_K).
+//! group: 32 elements (legacy types) or 16 (Q2_K, Q3_K, Q6_K).
 //! After each group the 16×16 integer sums are stored and:
 //!
 //! * legacy types: `acc[b % 8] += (dw * da) * isum` (and `mw * sa` for
@@ -94,11 +94,37 @@ fn request_tile_permission() -> bool {
     false
 }
 
-/// The weight types the tile kernels take (every type with 8-bit
-/// activations).
+/// The weight types the tile kernels take.
 pub(crate) fn supports(wty: GgmlType) -> bool {
+    min_act_rows(wty).is_some()
+}
+
+/// From how many activation rows a product of `wty` goes to the tiles
+/// (fewer go to the panels of [`crate::panel`] or the row kernels), or
+/// `None` where the tiles are never faster. A tile product spans one scale
+/// group (16 or 32 elements) and is followed by a store of 256 i32 sums and
+/// their scaling, whatever the number of rows; the panels have no such
+/// fixed cost. `prefill_shapes M 2` on a Xeon with AMX (2026-12-05),
+/// panels or row kernels → tiles, GMAC/s at 2 threads:
+///
+/// * Q4_0 … Q8_0 (Q5_0 at 4864×896): m = 64 161 → 146, 128 171 → 208,
+///   192 177 → 245;
+/// * Q6_K (896×4864): m = 128 178 → 176, 192 176 → 193, 512 174–177 →
+///   214–216;
+/// * Q4_K: slower on the tiles at every m up to 512 (896×4864: 196 → 159
+///   at 512, 124 → 43 at 16), so never (Q5_K, the same panels, likewise);
+/// * Q2_K / Q3_K, which have no panels: the row kernels at 16 rows 91 / 67
+///   against 45 / 43, the tiles from 64 / 32 rows (99 against 91, 75
+///   against 69).
+pub(crate) fn min_act_rows(wty: GgmlType) -> Option<usize> {
     use GgmlType as G;
-    matches!(wty, G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 | G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K)
+    match wty {
+        G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 => Some(128),
+        G::Q6_K => Some(192),
+        G::Q2_K => Some(64),
+        G::Q3_K => Some(32),
+        _ => None,
+    }
 }
 
 /// Rows per tile (activation rows and weight rows alike).
@@ -342,7 +368,7 @@ pub(crate) fn act_tiles<'a>(wty: GgmlType, cols: usize, acts: &[ActRow<'_>], qs:
             } else {
                 Vec::new()
             };
-            let bsums = if matches!(wty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
+            let bsums = if wty == GgmlType::Q2_K {
                 (0..cols / 16).map(|g| core::array::from_fn(|m| rows[m].bsums[g] as i32)).collect()
             } else {
                 Vec::new()
@@ -514,7 +540,7 @@ fn scaled_sums(isum: &mut [__m512i; TILE], c: &CTile, sc: &[i32; TILE]) {
     }
 }
 
-/// Q2_K / Q3_K / Q4_K / Q5_K / Q6_K, as [`legacy_tile`]: per 256-element
+/// Q2_K / Q3_K / Q6_K, as [`legacy_tile`]: per 256-element
 /// block the exact `Σ_g sc_g · dot_g` from one tile product per scale group
 /// (two in flight), then the block's float term into lane `b % 8`.
 ///
@@ -529,7 +555,7 @@ unsafe fn k_tile(
     cols: usize,
     sc: &mut Scratch,
 ) -> [__m512; TILE] {
-    let with_min = matches!(wty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K);
+    let with_min = wty == GgmlType::Q2_K;
     let zero = _mm512_setzero_ps();
     let group = u.group;
     let groups = QK_K / group;
@@ -547,8 +573,6 @@ unsafe fn k_tile(
                 // even): their activation bytes are `group*g..group*(g+2)` of
                 // each row, and `u.b` holds `group * 16` bytes per group.
                 unsafe { tiles.dot2([a_at(g), a_at(g + 1)], cols, [b_at(g), b_at(g + 1)], [c0, c1]) };
-                // Each group's 16-element scales are equal (Q4_K / Q5_K
-                // repeat each 32-element scale twice).
                 scaled_sums(&mut isum, c0, &u.sc[g * group / 16]);
                 scaled_sums(&mut isum, c1, &u.sc[(g + 1) * group / 16]);
             }

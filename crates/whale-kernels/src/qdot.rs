@@ -502,8 +502,10 @@ impl<'a> PreparedActs<'a> {
     fn new(v: Verified, wty: GgmlType, acts: &'a QuantizedActs) -> PreparedActs<'a> {
         let rows: Vec<ActRow<'a>> = (0..acts.m()).map(|i| acts.row(i)).collect();
         #[cfg(target_arch = "x86_64")]
-        let tiled =
-            if v.amx() && crate::amx::supports(wty) { rows.len() / crate::amx::TILE * crate::amx::TILE } else { 0 };
+        let tiled = match crate::amx::min_act_rows(wty) {
+            Some(min) if v.amx() && rows.len() >= min => rows.len() / crate::amx::TILE * crate::amx::TILE,
+            _ => 0,
+        };
         #[cfg(not(target_arch = "x86_64"))]
         let tiled = 0;
         let rest = rows.len() - tiled;

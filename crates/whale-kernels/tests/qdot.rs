@@ -600,14 +600,15 @@ fn matmul_q_decode_row_groups_match_scalar_at_extremes() {
 }
 
 /// Prefill products (16 activation rows: the panels at the x86 levels
-/// where a type has them, the i-quants among them) at the extremes of the
-/// integer sums: every bit of the blocks set (or clear: IQ4's -127, its
-/// scale -32) against activations of ±127, each output the scalar
-/// reference's bits.
+/// where a type has them, the i-quants among them; 208 rows: on a CPU with
+/// AMX, the tiles for every type that takes them, see
+/// `amx::min_act_rows`) at the extremes of the integer sums: every bit of
+/// the blocks set (or clear: IQ4's -127, its scale -32) against activations
+/// of ±127, each output the scalar reference's bits.
 #[test]
 fn matmul_q_batches_match_scalar_at_extremes() {
-    for wty in quant_types() {
-        let (rows, cols, m) = (19, 2048, 16);
+    for (wty, m) in quant_types().into_iter().flat_map(|t| [(t, 16), (t, 208)]) {
+        let (rows, cols) = (19, 2048);
         let rb = wty.row_bytes(cols).unwrap();
         for (fill, sign) in [(0xFF, 1.0f32), (0xFF, -1.0), (0x00, 1.0)] {
             let mut w = vec![fill; rows * rb];
@@ -621,6 +622,29 @@ fn matmul_q_batches_match_scalar_at_extremes() {
                     let want = vec_dot_q_with(SimdLevel::Scalar, wty, &w[r * rb..(r + 1) * rb], &acts, i);
                     assert_eq!(y[i * rows + r].to_bits(), want.to_bits(), "{wty} {fill:#x} {sign} [{i}][{r}]");
                 }
+            }
+        }
+    }
+}
+
+/// Long prefill batches (208 activation rows: the AMX tiles on a CPU that
+/// has them, for every type they take; the panels elsewhere) on random
+/// blocks, each output the scalar reference's bits.
+#[test]
+fn matmul_q_long_batches_match_reference() {
+    let mut rng = Rng::new(38);
+    for wty in quant_types() {
+        let (rows, cols, m) = (21, wty.block_size().max(32) * 9, 208);
+        let rb = wty.row_bytes(cols).unwrap();
+        let w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, wty, cols)).collect();
+        let x = rng.vec_f32(m * cols);
+        let acts = quantize_acts(wty, &x, m, cols);
+        let mut y = vec![f32::NAN; m * rows];
+        matmul_q(wty, &w, rows, cols, &x, m, &mut y, 2);
+        for i in 0..m {
+            for r in 0..rows {
+                let want = vec_dot_q_ref(wty, &w[r * rb..(r + 1) * rb], &acts, i);
+                assert_eq!(y[i * rows + r].to_bits(), want.to_bits(), "{wty} m={m} [{i}][{r}]");
             }
         }
     }

@@ -1,8 +1,9 @@
 //! `WHALE_SIMD=avx512` selects the AVX-512 VNNI kernels without the AMX
 //! tiles (on a CPU without AVX-512 it is ignored). A single test in its own
 //! process, so it can set the variable before the level is first read. At
-//! the default level an AMX CPU runs products of 16 or more activation rows
-//! on the tiles (`qdot.rs` checks those); this checks that the vector
+//! the default level an AMX CPU runs long batches (128 or more activation
+//! rows for the 32-element types, 192 for Q6_K) on the tiles (`qdot.rs`
+//! checks those); this checks that the vector
 //! kernels still give the reference's bits at those batch sizes.
 
 mod common;
