@@ -74,30 +74,36 @@ pub fn attention(
             let nh = it.h1 - it.h0;
             let rows = (it.t1 - it.t0) * nh;
             let n_max = pos0 + it.t1; // causal: token t sees positions 0..=pos0+t
+                                      // Every head of one KV head (MLA's prefill tiles): the item's
+                                      // query rows are consecutive in `q` and its output rows in
+                                      // `out`, read and written in place (copying them cost MLA a
+                                      // 2.4 MB query block per tile).
+            let whole = nh == n_head;
             for g in it.g0..it.g1 {
                 // Query rows of this KV head, token-major.
                 qs.clear();
                 lens.clear();
                 for t in it.t0..it.t1 {
                     let first = t * n_head + g * group + it.h0;
-                    qs.extend_from_slice(&q[first * k_dim..(first + nh) * k_dim]);
+                    if !whole {
+                        qs.extend_from_slice(&q[first * k_dim..(first + nh) * k_dim]);
+                    }
                     lens.extend(std::iter::repeat_n(pos0 + t + 1, nh));
                 }
+                let q_rows = if whole { &q[it.t0 * n_head * k_dim..it.t1 * n_head * k_dim] } else { &qs[..] };
                 scores.resize(rows * n_max, 0.0);
-                whale_kernels::attn_scores(&qs, k_dim, k_cache.tail(g * k_dim), k_stride, scale, &lens, &mut scores);
+                whale_kernels::attn_scores(q_rows, k_dim, k_cache.tail(g * k_dim), k_stride, scale, &lens, &mut scores);
                 for (row, &len) in scores.chunks_exact_mut(n_max).zip(&lens) {
                     ops::softmax(&mut row[..len]);
                 }
+                let values = v_cache.tail(g * v_dim);
+                if whole {
+                    let dst = &mut out[at..at + rows * v_dim];
+                    whale_kernels::attn_weighted_sum(&scores, n_max, values, v_stride, v_dim, &lens, dst);
+                    continue;
+                }
                 o.resize(rows * v_dim, 0.0);
-                whale_kernels::attn_weighted_sum(
-                    &scores,
-                    n_max,
-                    v_cache.tail(g * v_dim),
-                    v_stride,
-                    v_dim,
-                    &lens,
-                    &mut o,
-                );
+                whale_kernels::attn_weighted_sum(&scores, n_max, values, v_stride, v_dim, &lens, &mut o);
                 // Row (t, h) goes to output row t * heads + (g - g0) * nh + h
                 // of this item (`heads` per token).
                 let heads = (it.g1 - it.g0) * nh;
