@@ -190,8 +190,11 @@ fn attn_scores_verified(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a verified x86 level implies AVX2 and FMA; the shapes
         // were checked above.
-        SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
-            crate::avx2::attn_scores(q, dim, n, keys, stride, scale, lens, out)
+        SimdLevel::Avx2Fma => unsafe { crate::avx2::attn_scores(q, dim, n, keys, stride, scale, lens, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; the AVX-512 levels imply AVX-512F/VL.
+        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
+            crate::avx512::attn_scores(q, dim, n, keys, stride, scale, lens, out)
         },
         _ => {
             let mut k = vec![0f32; dim];

@@ -542,11 +542,11 @@ pub(crate) unsafe fn attn_scores(
 /// (8 tokens of 128 heads, rows of 576 floats: 2.4 MB) came from L3 again
 /// for every key, and the scores took a fifth of a pp512 of the 1.58-bit
 /// V3 slice.
-const ATTN_Q_CHUNK_BYTES: usize = 128 << 10;
+pub(crate) const ATTN_Q_CHUNK_BYTES: usize = 128 << 10;
 
 /// `out[j] = f32(h[j])`, exact.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn widen_row(h: &[u16], out: &mut [f32]) {
+pub(crate) fn widen_row(h: &[u16], out: &mut [f32]) {
     let mut j = 0;
     while j + 8 <= out.len() {
         // SAFETY: j + 8 <= len of both (equal lengths); F16C.

@@ -1,5 +1,6 @@
-//! AVX-512 f32 kernels (x86-64 only): the attention weighted sum, and the
-//! float-weight GEMM of prefill and of the vision models (see [`dot_block`]).
+//! AVX-512 f32 kernels (x86-64 only): the attention scores and weighted
+//! sum, and the float-weight GEMM of prefill and of the vision models (see
+//! [`dot_block`]).
 //!
 //! Same contract as the AVX2 version in `avx2.rs` and the same arithmetic
 //! per output element (`o += w[p] * v[p]`, a multiply then an add, in
@@ -40,6 +41,132 @@ impl Rows16 for &[u16] {
         // SAFETY: (caller) sixteen halves from `at` are in bounds.
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(self.as_ptr().add(at).cast())) }
     }
+}
+
+/// See [`crate::attn::attn_scores`] (shapes checked by the caller): the
+/// scores of [`crate::avx2::attn_scores`], bit for bit (each one
+/// [`crate::avx2::dot_f32`]'s four 8-lane accumulators over 32-element
+/// steps, its sum of them and its tail, times `scale`), computed for two
+/// query rows and three keys at once: 24 accumulators in the 32 registers,
+/// and each 8-float step loads 5 vectors for 6 multiply-adds where one
+/// score at a time loads 2 for 1. Query rows go in chunks of
+/// `ATTN_Q_CHUNK_BYTES` as there.
+///
+/// # Safety
+/// The CPU must support AVX-512F/VL and AVX2/FMA/F16C.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn attn_scores(
+    q: &[f32],
+    dim: usize,
+    n: usize,
+    keys: crate::attn::KvSlice<'_>,
+    stride: usize,
+    scale: f32,
+    lens: &[usize],
+    out: &mut [f32],
+) {
+    let mut wide = vec![0f32; 3 * dim];
+    let chunk = (crate::avx2::ATTN_Q_CHUNK_BYTES / (4 * dim.max(1))).max(2);
+    for c0 in (0..lens.len()).step_by(chunk) {
+        let rows = c0..(c0 + chunk).min(lens.len());
+        let seen = lens[rows.clone()].iter().copied().max().unwrap_or(0);
+        let mut p = 0;
+        while p < seen {
+            let np = (seen - p).min(3);
+            let k: [&[f32]; 3] = match keys {
+                // Rows past `np` are never read (any in-bounds row will do).
+                crate::attn::KvSlice::F32(x) => core::array::from_fn(|j| &x[(p + j.min(np - 1)) * stride..][..dim]),
+                crate::attn::KvSlice::F16(h) => {
+                    for (j, w) in wide.chunks_exact_mut(dim).take(np).enumerate() {
+                        // A safe call: this function's features include F16C.
+                        crate::avx2::widen_row(&h[(p + j) * stride..][..dim], w);
+                    }
+                    core::array::from_fn(|j| &wide[j * dim..(j + 1) * dim])
+                }
+            };
+            let mut i = rows.start;
+            while np == 3 && i + 2 <= rows.end {
+                if lens[i] > p || lens[i + 1] > p {
+                    // SAFETY: this function's features; every row holds `dim` floats.
+                    let d = unsafe { dots_2x3([&q[i * dim..(i + 1) * dim], &q[(i + 1) * dim..(i + 2) * dim]], k) };
+                    for (r, dr) in d.iter().enumerate() {
+                        for (j, &x) in dr.iter().enumerate() {
+                            if p + j < lens[i + r] {
+                                out[(i + r) * n + p + j] = x * scale;
+                            }
+                        }
+                    }
+                }
+                i += 2;
+            }
+            for i in i..rows.end {
+                for (j, kj) in k.iter().enumerate().take(np) {
+                    if p + j < lens[i] {
+                        // SAFETY: this function's features include AVX2/FMA.
+                        out[i * n + p + j] = unsafe { crate::avx2::dot_f32(&q[i * dim..(i + 1) * dim], kj) } * scale;
+                    }
+                }
+            }
+            p += np;
+        }
+    }
+}
+
+/// `dot_f32(q[r], k[j])` for two rows and three keys, each with
+/// [`crate::avx2::dot_f32`]'s operations in its order.
+///
+/// # Safety
+/// The CPU must support AVX-512F/VL and AVX2/FMA; all five slices have the
+/// same length.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][key][step]
+unsafe fn dots_2x3(q: [&[f32]; 2], k: [&[f32]; 3]) -> [[f32; 3]; 2] {
+    let n = q[0].len();
+    debug_assert!(q.iter().chain(&k).all(|s| s.len() == n));
+    let (q0, q1) = (q[0].as_ptr(), q[1].as_ptr());
+    let kp = [k[0].as_ptr(), k[1].as_ptr(), k[2].as_ptr()];
+    let z = _mm256_setzero_ps();
+    let mut acc = [[[z; 4]; 3]; 2];
+    let mut i = 0;
+    // SAFETY (every load): `i + 8 * c + 8 <= n`, in bounds of all five rows.
+    unsafe {
+        while i + 32 <= n {
+            for c in 0..4 {
+                let (a0, a1) = (_mm256_loadu_ps(q0.add(i + 8 * c)), _mm256_loadu_ps(q1.add(i + 8 * c)));
+                for j in 0..3 {
+                    let kv = _mm256_loadu_ps(kp[j].add(i + 8 * c));
+                    acc[0][j][c] = _mm256_fmadd_ps(a0, kv, acc[0][j][c]);
+                    acc[1][j][c] = _mm256_fmadd_ps(a1, kv, acc[1][j][c]);
+                }
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            let (a0, a1) = (_mm256_loadu_ps(q0.add(i)), _mm256_loadu_ps(q1.add(i)));
+            for j in 0..3 {
+                let kv = _mm256_loadu_ps(kp[j].add(i));
+                acc[0][j][0] = _mm256_fmadd_ps(a0, kv, acc[0][j][0]);
+                acc[1][j][0] = _mm256_fmadd_ps(a1, kv, acc[1][j][0]);
+            }
+            i += 8;
+        }
+    }
+    let mut out = [[0f32; 3]; 2];
+    for r in 0..2 {
+        for j in 0..3 {
+            let a = &acc[r][j];
+            let v = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+            // SAFETY: this function's features include AVX2.
+            let mut sum = unsafe { crate::avx2::hsum(v) };
+            for (x, y) in q[r][i..n].iter().zip(&k[j][i..n]) {
+                sum += x * y;
+            }
+            out[r][j] = sum;
+        }
+    }
+    out
 }
 
 /// Rows per block: 6 × 4 accumulators + 4 values + a broadcast fit in 32 registers.
