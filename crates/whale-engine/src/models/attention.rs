@@ -36,8 +36,29 @@ pub fn attention(
     scale: f32,
     threads: usize,
 ) -> Vec<f32> {
+    let mut out = vec![0f32; n_tok * lay.n_head * lay.v_dim];
+    attention_into(q, k_cache, v_cache, lay, n_tok, pos0, scale, threads, &mut out);
+    out
+}
+
+/// [`attention`] into `out` (`[n_tok, n_head, v_dim]`, every element
+/// written): MLA's prefill writes a whole layer's latent outputs, 134 MB
+/// at V3's shapes and 512 tokens, into the buffer that goes on instead of
+/// a new one copied there.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_into(
+    q: &[f32],
+    k_cache: whale_kernels::KvSlice<'_>,
+    v_cache: whale_kernels::KvSlice<'_>,
+    lay: AttnLayout,
+    n_tok: usize,
+    pos0: usize,
+    scale: f32,
+    threads: usize,
+    out: &mut [f32],
+) {
     let AttnLayout { n_head, n_kv_head, k_dim, v_dim, k_stride, v_stride } = lay;
-    let mut out = vec![0f32; n_tok * n_head * v_dim];
+    assert_eq!(out.len(), n_tok * n_head * v_dim, "attention: output of the wrong size");
     let group = n_head / n_kv_head;
     let threads = if n_tok * n_head * (pos0 + n_tok) * k_dim < 1 << 15 { 1 } else { threads.max(1) };
     // A work item is a set of query rows that share KV heads, so each cached
@@ -117,7 +138,7 @@ pub fn attention(
     };
     let threads = threads.min(items);
     if threads == 1 {
-        work(0..items, &mut out);
+        work(0..items, out);
     } else {
         // Causal: token t costs pos0 + t + 1 per head, so equal item counts
         // would give the last thread most of the work. Cut where the running
@@ -141,7 +162,7 @@ pub fn attention(
         }
         let size = |r: std::ops::Range<usize>| r.map(|i| item(i).rows()).sum::<usize>() * v_dim;
         let mut parts = Vec::with_capacity(bounds.len() - 1);
-        let mut rest = out.as_mut_slice();
+        let mut rest = out;
         for w in bounds.windows(2) {
             let (chunk, tail) = rest.split_at_mut(size(w[0]..w[1]));
             parts.push((w[0]..w[1], chunk));
@@ -149,7 +170,6 @@ pub fn attention(
         }
         whale_kernels::pool::run_parts(threads, parts, |(range, chunk)| work(range, chunk));
     }
-    out
 }
 
 /// Consecutive prefill tokens whose queries meet each cached row together

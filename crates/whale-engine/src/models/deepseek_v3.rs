@@ -30,9 +30,9 @@ use crate::models::batch::OutputRows;
 use crate::models::moe::{route, RouterConfig, TopkMethod};
 use crate::models::ops::{self, yarn_get_mscale, Rope, RopeStyle, Yarn};
 use crate::models::{
-    attention, batch_logits, batch_logits_each, batch_spans, cfg_err, embed_tokens, load_embed_output, Architecture,
-    AttnLayout, BatchRows, BatchSeq, CacheType, Drafter, KvCache, Linear, LoadOptions, Logits, LogitsHidden, Model,
-    ModelError, ModelInfo,
+    attention_into, batch_logits, batch_logits_each, batch_spans, cfg_err, embed_tokens, load_embed_output,
+    Architecture, AttnLayout, BatchRows, BatchSeq, CacheType, Drafter, KvCache, Linear, LoadOptions, Logits,
+    LogitsHidden, Model, ModelError, ModelInfo,
 };
 
 /// `[hf-ref]` q_a_layernorm and kv_a_layernorm use eps 1e-6, not rms_norm_eps.
@@ -780,8 +780,8 @@ impl Deepseek {
             let (t0, t1) = (span.start, span.end);
             let qs = &q_abs[t0 * p.n_head * lw..t1 * p.n_head * lw];
             let c = s.cache.k[l].view();
-            let os = attention(qs, c, c, lay, span.len(), pos[t0], p.softmax_scale, th);
-            o_lat[t0 * p.n_head * lat..t1 * p.n_head * lat].copy_from_slice(&os);
+            let os = &mut o_lat[t0 * p.n_head * lat..t1 * p.n_head * lat];
+            attention_into(qs, c, c, lay, span.len(), pos[t0], p.softmax_scale, th, os);
         }
         // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
         let mut o = vec![0f32; n * p.n_head * vh];

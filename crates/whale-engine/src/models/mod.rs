@@ -35,7 +35,7 @@ pub mod ops;
 pub mod qwen2;
 pub mod registry;
 
-pub use attention::{attention, AttnLayout};
+pub use attention::{attention, attention_into, AttnLayout};
 pub use batch::{batch_spans, check_batch, BatchRows, BatchSeq};
 pub use kv_cache::{CacheType, KvCache, KvRows};
 pub use linear::{batch_logits, batch_logits_each, embed_tokens, final_logits, load_embed_output, Linear};
