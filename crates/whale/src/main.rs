@@ -58,6 +58,7 @@ struct PullArgs {
 }
 
 fn main() {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("WHALE_LOG"))
         .with_writer(std::io::stderr)
@@ -86,5 +87,25 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Has glibc's allocator keep the memory a forward pass frees for the next
+/// one. By default a block over 32 MB is a fresh `mmap` of zeroed pages,
+/// unmapped again when freed: a DeepSeek layer's prefill temporaries (at
+/// V3's shapes and 512 tokens, 50-150 MB each: the queries, the absorbed
+/// queries, the latent outputs, the FFN's hidden rows) were faulted in and
+/// zeroed page by page in every layer, 6 % of a pp512 of the 1.58-bit V3
+/// slice (`clear_page_erms` under `perf`). With no `mmap` for large blocks
+/// and trimming only past 2 GiB, a freed block is reused as it is, as
+/// llama.cpp keeps its compute buffers; peak RSS is unchanged, and memory
+/// freed after a long prompt stays with the process for the next one.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
