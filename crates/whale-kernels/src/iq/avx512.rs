@@ -432,22 +432,29 @@ avx512_fn! {
             // SAFETY: this kernel's features.
             let (nib, neg) = unsafe { iq1m_nibbles(blk) };
             // Grid index g: qs[g] | (nibble & 7) << 8, formed in a vector
-            // (the compiler takes them out with `vpextrw`; formed in scalar
-            // registers they measured 21 ns a block against 19, read back
-            // from memory 26).
-            let mut idx = [0u16; 32];
-            // SAFETY: bytes 0..32 (qs); 64 bytes into `idx`.
-            unsafe {
+            // and taken out four at a time as qwords, then by shifts in
+            // scalar registers. Taken out one by one (`vpextrw`, which the
+            // compiler made of a store to an array) it ran 19 ns a block on
+            // Zen 4 and 24 on a Xeon, whose one shuffle port those extracts
+            // and the grid vectors' inserts share; now 18.7-19.7 there
+            // (llama.cpp 19.7-20.0). Formed in scalar registers: 21 on Zen
+            // 4; read back from memory: 26.
+            // SAFETY: bytes 0..32 (qs).
+            let w: [u64; 8] = unsafe {
                 let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[..32].as_ptr().cast()));
                 let hi = _mm512_cvtepu8_epi16(_mm256_and_si256(nib, _mm256_set1_epi8(7)));
-                _mm512_storeu_si512(idx.as_mut_ptr().cast(), _mm512_or_si512(lo, _mm512_slli_epi16::<8>(hi)));
-            }
+                let idx = _mm512_or_si512(lo, _mm512_slli_epi16::<8>(hi));
+                let (a, b) = (qwords(_mm512_castsi512_si256(idx)), qwords(_mm512_extracti64x4_epi64::<1>(idx)));
+                [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+            };
             // SAFETY: this kernel's features.
             let sc = unsafe { iq1m_scales(blk) };
             for p in 0..4 {
                 // SAFETY: this kernel's features.
                 unsafe {
-                    let g = v8(core::array::from_fn(|k| GRID_IQ1S_X8[(idx[8 * p + k] & 2047) as usize]));
+                    let g = v8(core::array::from_fn(|k| {
+                        GRID_IQ1S_X8[(w[2 * p + k / 4] >> (16 * (k % 4))) as usize & 2047]
+                    }));
                     let u = _mm512_add_epi8(g, _mm512_mask_blend_epi64((neg >> (8 * p)) as u8, tens, eights));
                     step::<false, N>(sums, a, b, p, u, 0, group_scales(sc, p));
                 }
