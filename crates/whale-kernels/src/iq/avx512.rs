@@ -73,6 +73,8 @@ pub(super) unsafe fn dot<const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<
 // ---------------------------------------------------------------------------
 
 impl super::avx2::Sums for __m512i {
+    const GROUPED: bool = true;
+
     #[inline(always)]
     unsafe fn zero() -> Self {
         // SAFETY: AVX-512 F (the callers').
@@ -80,9 +82,9 @@ impl super::avx2::Sums for __m512i {
     }
 
     #[inline(always)]
-    unsafe fn total(self) -> i32 {
-        // SAFETY: as above.
-        unsafe { hsum(self) }
+    unsafe fn fold(self) -> __m256i {
+        // SAFETY: AVX-512 F (the callers').
+        unsafe { _mm256_add_epi32(_mm512_castsi512_si256(self), _mm512_extracti64x4_epi64::<1>(self)) }
     }
 }
 
@@ -159,19 +161,6 @@ unsafe fn v16(e: impl Fn(usize) -> u32) -> __m512i {
             )
         };
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(h(0)), h(8))
-    }
-}
-
-/// The horizontal sum of sixteen i32 lanes (exact).
-#[inline(always)]
-unsafe fn hsum(v: __m512i) -> i32 {
-    // SAFETY: AVX-512 F (the callers').
-    unsafe {
-        let s = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
-        let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
     }
 }
 
