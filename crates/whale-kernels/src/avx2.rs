@@ -496,18 +496,19 @@ impl Rows for &[u16] {
     }
 }
 
-/// See [`crate::attn::attn_scores`] (shapes checked by the caller): the
-/// query rows go in chunks of about [`ATTN_Q_CHUNK_BYTES`], and each key row
-/// is read (and, f16, widened into a scratch row) once per chunk for all
-/// its rows; each score is [`dot_f32`] (the summation order of ggml's
-/// `ggml_vec_dot_f32`: four 8-lane FMA accumulators over 32-element steps),
-/// inlined, so the chunking changes no bit.
+/// See [`crate::attn::attn_scores`] (shapes checked by the caller, which
+/// passes the rows in L2-sized chunks): keys `0..n_seen` (at least every
+/// row's length), each read, and widened from f16 into a scratch row, once
+/// for all the rows; each score is [`dot_f32`] (the summation order of
+/// ggml's `ggml_vec_dot_f32`: four 8-lane FMA accumulators over 32-element
+/// steps), inlined.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn attn_scores(
     q: &[f32],
     dim: usize,
     n: usize,
+    n_seen: usize,
     keys: crate::attn::KvSlice<'_>,
     stride: usize,
     scale: f32,
@@ -515,34 +516,22 @@ pub(crate) unsafe fn attn_scores(
     out: &mut [f32],
 ) {
     let mut wide = Vec::new();
-    let chunk = (ATTN_Q_CHUNK_BYTES / (4 * dim.max(1))).max(1);
-    for c0 in (0..lens.len()).step_by(chunk) {
-        let rows = c0..(c0 + chunk).min(lens.len());
-        let seen = lens[rows.clone()].iter().copied().max().unwrap_or(0);
-        for p in 0..seen {
-            let k = match keys {
-                crate::attn::KvSlice::F32(keys) => &keys[p * stride..p * stride + dim],
-                crate::attn::KvSlice::F16(keys) => {
-                    wide.resize(dim, 0.0);
-                    widen_row(&keys[p * stride..p * stride + dim], &mut wide);
-                    &wide[..]
-                }
-            };
-            for i in rows.clone() {
-                if p < lens[i] {
-                    out[i * n + p] = dot_f32(&q[i * dim..(i + 1) * dim], k) * scale;
-                }
+    for p in 0..n_seen {
+        let k = match keys {
+            crate::attn::KvSlice::F32(keys) => &keys[p * stride..p * stride + dim],
+            crate::attn::KvSlice::F16(keys) => {
+                wide.resize(dim, 0.0);
+                widen_row(&keys[p * stride..p * stride + dim], &mut wide);
+                &wide[..]
+            }
+        };
+        for (i, &len) in lens.iter().enumerate() {
+            if p < len {
+                out[i * n + p] = dot_f32(&q[i * dim..(i + 1) * dim], k) * scale;
             }
         }
     }
 }
-
-/// Query bytes [`attn_scores`] takes against each key row at a time: the
-/// chunk stays in L2 while the keys pass. Without it a prefill tile of MLA
-/// (8 tokens of 128 heads, rows of 576 floats: 2.4 MB) came from L3 again
-/// for every key, and the scores took a fifth of a pp512 of the 1.58-bit
-/// V3 slice.
-pub(crate) const ATTN_Q_CHUNK_BYTES: usize = 128 << 10;
 
 /// `out[j] = f32(h[j])`, exact.
 #[target_feature(enable = "avx2,fma,f16c")]

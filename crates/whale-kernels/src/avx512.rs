@@ -49,8 +49,7 @@ impl Rows16 for &[u16] {
 /// steps, its sum of them and its tail, times `scale`), computed for two
 /// query rows and three keys at once: 24 accumulators in the 32 registers,
 /// and each 8-float step loads 5 vectors for 6 multiply-adds where one
-/// score at a time loads 2 for 1. Query rows go in chunks of
-/// `ATTN_Q_CHUNK_BYTES` as there.
+/// score at a time loads 2 for 1. Keys `0..n_seen`, as there.
 ///
 /// # Safety
 /// The CPU must support AVX-512F/VL and AVX2/FMA/F16C.
@@ -60,6 +59,7 @@ pub(crate) unsafe fn attn_scores(
     q: &[f32],
     dim: usize,
     n: usize,
+    n_seen: usize,
     keys: crate::attn::KvSlice<'_>,
     stride: usize,
     scale: f32,
@@ -67,49 +67,45 @@ pub(crate) unsafe fn attn_scores(
     out: &mut [f32],
 ) {
     let mut wide = vec![0f32; 3 * dim];
-    let chunk = (crate::avx2::ATTN_Q_CHUNK_BYTES / (4 * dim.max(1))).max(2);
-    for c0 in (0..lens.len()).step_by(chunk) {
-        let rows = c0..(c0 + chunk).min(lens.len());
-        let seen = lens[rows.clone()].iter().copied().max().unwrap_or(0);
-        let mut p = 0;
-        while p < seen {
-            let np = (seen - p).min(3);
-            let k: [&[f32]; 3] = match keys {
-                // Rows past `np` are never read (any in-bounds row will do).
-                crate::attn::KvSlice::F32(x) => core::array::from_fn(|j| &x[(p + j.min(np - 1)) * stride..][..dim]),
-                crate::attn::KvSlice::F16(h) => {
-                    for (j, w) in wide.chunks_exact_mut(dim).take(np).enumerate() {
-                        // A safe call: this function's features include F16C.
-                        crate::avx2::widen_row(&h[(p + j) * stride..][..dim], w);
-                    }
-                    core::array::from_fn(|j| &wide[j * dim..(j + 1) * dim])
+    let rows = lens.len();
+    let mut p = 0;
+    while p < n_seen {
+        let np = (n_seen - p).min(3);
+        let k: [&[f32]; 3] = match keys {
+            // Rows past `np` are never read (any in-bounds row will do).
+            crate::attn::KvSlice::F32(x) => core::array::from_fn(|j| &x[(p + j.min(np - 1)) * stride..][..dim]),
+            crate::attn::KvSlice::F16(h) => {
+                for (j, w) in wide.chunks_exact_mut(dim).take(np).enumerate() {
+                    // A safe call: this function's features include F16C.
+                    crate::avx2::widen_row(&h[(p + j) * stride..][..dim], w);
                 }
-            };
-            let mut i = rows.start;
-            while np == 3 && i + 2 <= rows.end {
-                if lens[i] > p || lens[i + 1] > p {
-                    // SAFETY: this function's features; every row holds `dim` floats.
-                    let d = unsafe { dots_2x3([&q[i * dim..(i + 1) * dim], &q[(i + 1) * dim..(i + 2) * dim]], k) };
-                    for (r, dr) in d.iter().enumerate() {
-                        for (j, &x) in dr.iter().enumerate() {
-                            if p + j < lens[i + r] {
-                                out[(i + r) * n + p + j] = x * scale;
-                            }
+                core::array::from_fn(|j| &wide[j * dim..(j + 1) * dim])
+            }
+        };
+        let mut i = 0;
+        while np == 3 && i + 2 <= rows {
+            if lens[i] > p || lens[i + 1] > p {
+                // SAFETY: this function's features; every row holds `dim` floats.
+                let d = unsafe { dots_2x3([&q[i * dim..(i + 1) * dim], &q[(i + 1) * dim..(i + 2) * dim]], k) };
+                for (r, dr) in d.iter().enumerate() {
+                    for (j, &x) in dr.iter().enumerate() {
+                        if p + j < lens[i + r] {
+                            out[(i + r) * n + p + j] = x * scale;
                         }
                     }
                 }
-                i += 2;
             }
-            for i in i..rows.end {
-                for (j, kj) in k.iter().enumerate().take(np) {
-                    if p + j < lens[i] {
-                        // SAFETY: this function's features include AVX2/FMA.
-                        out[i * n + p + j] = unsafe { crate::avx2::dot_f32(&q[i * dim..(i + 1) * dim], kj) } * scale;
-                    }
+            i += 2;
+        }
+        for i in i..rows {
+            for (j, kj) in k.iter().enumerate().take(np) {
+                if p + j < lens[i] {
+                    // SAFETY: this function's features include AVX2/FMA.
+                    out[i * n + p + j] = unsafe { crate::avx2::dot_f32(&q[i * dim..(i + 1) * dim], kj) } * scale;
                 }
             }
-            p += np;
         }
+        p += np;
     }
 }
 

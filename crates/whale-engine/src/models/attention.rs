@@ -94,11 +94,12 @@ pub fn attention_into(
             let it = item(i);
             let nh = it.h1 - it.h0;
             let rows = (it.t1 - it.t0) * nh;
-            let n_max = pos0 + it.t1; // causal: token t sees positions 0..=pos0+t
-                                      // Every head of one KV head (MLA's prefill tiles): the item's
-                                      // query rows are consecutive in `q` and its output rows in
-                                      // `out`, read and written in place (copying them cost MLA a
-                                      // 2.4 MB query block per tile).
+            // Causal: token t sees positions 0..=pos0+t.
+            let n_max = pos0 + it.t1;
+            // Every head of one KV head (MLA's prefill tiles): the item's
+            // query rows are consecutive in `q` and its output rows in
+            // `out`, read and written in place (copying them cost MLA a
+            // 2.4 MB query block per tile).
             let whole = nh == n_head;
             for g in it.g0..it.g1 {
                 // Query rows of this KV head, token-major.
