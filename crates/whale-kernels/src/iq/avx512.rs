@@ -14,12 +14,20 @@
 //! stored, and applied to the activations through a mask register (`vpsubb`
 //! under the mask) instead of a table lookup and `vpsignb` per 8 weights;
 //! `vpdpwssd` fusing the scale multiply with the accumulation. The grid
-//! values still come from the expanded tables, a u64 (or two u32) load per
-//! 8 weights, composed as two 256-bit halves: on Zen 4 neither gathers
+//! values still come from the expanded tables, a u64 (or two u32) per
+//! 8 weights. How they are fetched depends on the CPU ([`gathers`]): on
+//! Intel's with AMX one `vpgatherdq` takes a step's eight entries at the
+//! indices formed in a vector; elsewhere each entry is a scalar load and
+//! the eight are composed as two 256-bit halves. On Zen 4 neither gathers
 //! (IQ1_S 19.0 ns a block against 15.2, IQ3_XXS 26.3 against 21.1) nor
 //! grids held in registers as 2-bit codes (IQ2_XXS by `vpermi2b` and
 //! `vpmultishiftqb`: 15.5 against 15.8; IQ1_S's codes gathered and spread
-//! the same way: 20.5 against 15.2) were faster.
+//! the same way: 20.5 against 15.2) were faster. On a Xeon with AMX the
+//! composing inserts queue for the one shuffle port and the gathers win:
+//! ns a block, composed against gathered (`iq_bench`, one core, stop 35):
+//! IQ1_S 14.3 / 10.2, IQ1_M 17.4 / 12.6-12.9, IQ2_XXS 13.2 / 11.7-11.9,
+//! IQ2_XS 16.6 / 11.3-11.4, IQ2_S 14.1 / 9.7-9.9 (llama.cpp's own kernels
+//! on that core: IQ1_S 14.5, IQ2_XXS 15.0, IQ1_M 19.9).
 //!
 //! Every kernel computes the exact integer of each block that the scalar
 //! reference computes (the same `Σ sc · Σ q·y`, summed in another order,
@@ -52,19 +60,56 @@ macro_rules! avx512_fn {
 /// blocks of `wty`, each `a[j]` its Q8_K activations of the same length.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn dot<const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<'_>; N]) -> Option<[f32; N]> {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { dot_with(wty, row, a, gathers()) }
+}
+
+/// [`dot`] with the grid entries gathered (`vpgatherdq`, `gather`) or
+/// composed from scalar loads; both give the same bits.
+///
+/// # Safety
+/// As [`dot`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn dot_with<const N: usize>(
+    wty: GgmlType,
+    row: &[u8],
+    a: &[ActRow<'_>; N],
+    gather: bool,
+) -> Option<[f32; N]> {
     use GgmlType as G;
     // SAFETY (every arm): the caller's contract, passed on.
     unsafe {
-        Some(match wty {
-            G::IQ1_S => iq1s(row, a),
-            G::IQ1_M => iq1m(row, a),
-            G::IQ2_XXS => iq2xxs(row, a),
-            G::IQ2_XS => iq2xs(row, a),
-            G::IQ2_S => iq2s(row, a),
-            G::IQ4_XS => iq4xs(row, a),
+        Some(match (wty, gather) {
+            (G::IQ1_S, false) => iq1s::<N, false>(row, a),
+            (G::IQ1_S, true) => iq1s::<N, true>(row, a),
+            (G::IQ1_M, false) => iq1m::<N, false>(row, a),
+            (G::IQ1_M, true) => iq1m::<N, true>(row, a),
+            (G::IQ2_XXS, false) => iq2xxs::<N, false>(row, a),
+            (G::IQ2_XXS, true) => iq2xxs::<N, true>(row, a),
+            (G::IQ2_XS, false) => iq2xs::<N, false>(row, a),
+            (G::IQ2_XS, true) => iq2xs::<N, true>(row, a),
+            (G::IQ2_S, false) => iq2s::<N, false>(row, a),
+            (G::IQ2_S, true) => iq2s::<N, true>(row, a),
+            (G::IQ4_XS, _) => iq4xs(row, a),
             _ => return None,
         })
     }
+}
+
+/// Whether the grid entries are gathered on this CPU: on Intel's with AMX
+/// tiles (Sapphire Rapids and later), whether or not whale uses the tiles.
+/// There one `vpgatherdq` of eight entries costs less than composing them
+/// from scalar loads, whose inserts all wait for the one shuffle port. On
+/// a 2-core Xeon with AMX (stop 35, `iq_bench`, ns a block): IQ1_S 14.3
+/// composed against 11.1-11.5 gathered. On AMD Zen 4 the gathers measured
+/// slower (IQ1_S 19.0 against 15.2); and the Intel cores with AVX-512
+/// before Sapphire Rapids run gathers through the microcode that patches
+/// the GDS ("Downfall") leak, several times slower. The tiles mark the
+/// generation because a hypervisor may report any model number (the Xeon
+/// above said Rocket Lake, which has no AMX).
+pub(crate) fn gathers() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(crate::amx::cpu_has_tiles)
 }
 
 // ---------------------------------------------------------------------------
@@ -138,6 +183,23 @@ unsafe fn v8(e: [u64; 8]) -> __m512i {
         let lo = _mm256_setr_epi64x(e[0] as i64, e[1] as i64, e[2] as i64, e[3] as i64);
         let hi = _mm256_setr_epi64x(e[4] as i64, e[5] as i64, e[6] as i64, e[7] as i64);
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    }
+}
+
+/// Step `p`'s eight grid entries of `table`, at the u16 indices `8p..8p + 8`
+/// of `idx`, by one gather. The callers mask every index below `L`.
+#[inline(always)]
+unsafe fn gather8<const L: usize>(table: &'static [u64; L], idx: __m512i, p: usize) -> __m512i {
+    // SAFETY: AVX-512 F (the callers'); each index is below `L`, so every
+    // address read is inside `table`.
+    unsafe {
+        let part = match p {
+            0 => _mm512_castsi512_si128(idx),
+            1 => _mm512_extracti32x4_epi32::<1>(idx),
+            2 => _mm512_extracti32x4_epi32::<2>(idx),
+            _ => _mm512_extracti32x4_epi32::<3>(idx),
+        };
+        _mm512_i32gather_epi64::<8>(_mm256_cvtepu16_epi32(part), table.as_ptr().cast())
     }
 }
 
@@ -362,9 +424,14 @@ avx512_fn! {
     /// four 3-bit index tops, a 3-bit scale and the shift's sign). The
     /// weights `q = 8g + δ` (δ = ±1 a chunk) enter `vpmaddubsw` as `8g + 8`,
     /// and each chunk's `s·(δ - 8)·Σy` is added back from the Q8_K sums.
-    unsafe fn iq1s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+    unsafe fn iq1s<const N: usize, const G: bool>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         let seven = _mm256_set1_epi32(7);
         let eight = _mm512_set1_epi8(8);
+        // For the gathers: index j takes qh word j / 4, shifted by 3·(j % 4).
+        let (words, shifts) = (
+            _mm512_set_epi16(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+            _mm512_set_epi16(9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0),
+        );
         blocks::<50, N, __m512i>(GgmlType::IQ1_S, row, a, |blk, b, sums| {
             // SAFETY: bytes 34..50 of the block (qh, eight u16).
             let w = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(blk[34..50].as_ptr().cast()) });
@@ -376,20 +443,31 @@ avx512_fn! {
             let sc2 = _mm512_castsi256_si512(_mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc)));
             let neg = _mm256_cmpgt_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x8000)), _mm256_setzero_si256());
             let coef = _mm256_mullo_epi32(sc, _mm256_blendv_epi8(_mm256_set1_epi32(-7), _mm256_set1_epi32(-9), neg));
+            // Index j = 4t + k (chunk t): qs[j] | bits 3k..3k+3 of qh[t] << 8.
+            // SAFETY: bytes 2..34 (qs) and 34..50 (qh); AVX-512 F/BW.
+            let idx = unsafe {
+                G.then(|| {
+                    let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[2..34].as_ptr().cast()));
+                    let qh = _mm512_castsi128_si512(_mm_loadu_si128(blk[34..50].as_ptr().cast()));
+                    let hi = _mm512_srlv_epi16(_mm512_permutexvar_epi16(words, qh), shifts);
+                    _mm512_or_si512(lo, _mm512_slli_epi16::<8>(_mm512_and_si512(hi, _mm512_set1_epi16(7))))
+                })
+            };
             for p in 0..4 {
-                // Index 4t + k of chunk t: qs[4t + k] | bits 3k..3k+3 of
-                // qh[t] << 8, in scalar registers (formed in vectors and
-                // read back through memory it measured no faster).
+                // Composed, the indices are formed in scalar registers
+                // (formed in vectors and read back through memory it
+                // measured no faster).
                 // SAFETY: AVX-512 F/BW.
                 let u = unsafe {
-                    _mm512_add_epi8(
-                        v8(core::array::from_fn(|k| {
+                    let g = match idx {
+                        Some(idx) => gather8(&GRID_IQ1S_X8, idx, p),
+                        None => v8(core::array::from_fn(|k| {
                             let t = 2 * p + k / 4;
                             let h = u16::from_le_bytes([blk[34 + 2 * t], blk[35 + 2 * t]]) as usize;
                             GRID_IQ1S_X8[blk[2 + 4 * t + k % 4] as usize | ((h >> (3 * (k % 4))) & 7) << 8]
                         })),
-                        eight,
-                    )
+                    };
+                    _mm512_add_epi8(g, eight)
                 };
                 let c = 2 * p as i32;
                 let st = _mm512_permutexvar_epi32(
@@ -414,7 +492,7 @@ avx512_fn! {
     /// shift δ = ±1, sixteen 3-bit scales with `d` in the words' top
     /// nibbles). The weights `q = 8g + δ` enter `vpmaddubsw` as `q + 9`
     /// (0..=18), and `9·Σ sc·Σy` comes back off from the Q8_K sums.
-    unsafe fn iq1m<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+    unsafe fn iq1m<const N: usize, const G: bool>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         // Per qword (8-weight group): 8 added where δ = -1, 10 where +1.
         let (eights, tens) = (_mm512_set1_epi8(8), _mm512_set1_epi8(10));
         blocks::<56, N, __m512i>(GgmlType::IQ1_M, row, a, |blk, b, sums| {
@@ -428,12 +506,18 @@ avx512_fn! {
             // and the grid vectors' inserts share; now 18.7-19.7 there
             // (llama.cpp 19.7-20.0). Formed in scalar registers: 21 on Zen
             // 4; read back from memory: 26.
+            // Gathered (`G`), no qwords are taken out.
             // SAFETY: bytes 0..32 (qs).
-            let w: [u64; 8] = unsafe {
+            let idx = unsafe {
                 let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[..32].as_ptr().cast()));
                 let hi = _mm512_cvtepu8_epi16(_mm256_and_si256(nib, _mm256_set1_epi8(7)));
-                let idx = _mm512_or_si512(lo, _mm512_slli_epi16::<8>(hi));
-                let (a, b) = (qwords(_mm512_castsi512_si256(idx)), qwords(_mm512_extracti64x4_epi64::<1>(idx)));
+                _mm512_or_si512(lo, _mm512_slli_epi16::<8>(hi))
+            };
+            // SAFETY: AVX-512 F.
+            let w: [u64; 8] = if G {
+                [0; 8]
+            } else {
+                let (a, b) = unsafe { (qwords(_mm512_castsi512_si256(idx)), qwords(_mm512_extracti64x4_epi64::<1>(idx))) };
                 [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
             };
             // SAFETY: this kernel's features.
@@ -441,9 +525,11 @@ avx512_fn! {
             for p in 0..4 {
                 // SAFETY: this kernel's features.
                 unsafe {
-                    let g = v8(core::array::from_fn(|k| {
-                        GRID_IQ1S_X8[(w[2 * p + k / 4] >> (16 * (k % 4))) as usize & 2047]
-                    }));
+                    let g = if G {
+                        gather8(&GRID_IQ1S_X8, idx, p)
+                    } else {
+                        v8(core::array::from_fn(|k| GRID_IQ1S_X8[(w[2 * p + k / 4] >> (16 * (k % 4))) as usize & 2047]))
+                    };
                     let u = _mm512_add_epi8(g, _mm512_mask_blend_epi64((neg >> (8 * p)) as u8, tens, eights));
                     step::<false, N>(sums, a, b, p, u, 0, group_scales(sc, p));
                 }
@@ -461,15 +547,25 @@ avx512_fn! {
 avx512_fn! {
     /// IQ2_XXS (66-byte blocks: `d`, then eight chunks of four grid-index
     /// bytes and a word of four 7-bit sign codes and a 4-bit scale).
-    unsafe fn iq2xxs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+    unsafe fn iq2xxs<const N: usize, const G: bool>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         blocks::<66, N, __m512i>(GgmlType::IQ2_XXS, row, a, |blk, b, sums| {
             let q: &[u8; 64] = blk[2..66].try_into().unwrap();
             // SAFETY: the 64 bytes of `q`.
-            let (masks, s) = unsafe { xxs_words(_mm512_srli_epi64::<32>(_mm512_loadu_si512(q.as_ptr().cast()))) };
+            let (masks, s, idx) = unsafe {
+                let x = _mm512_loadu_si512(q.as_ptr().cast());
+                let (masks, s) = xxs_words(_mm512_srli_epi64::<32>(x));
+                // For the gathers: chunk t's four index bytes (its qword's
+                // low dword) as u16 4t..4t + 4.
+                (masks, s, _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(x)))
+            };
             for (p, &neg) in masks.iter().enumerate() {
                 // SAFETY: this kernel's features.
                 unsafe {
-                    let g = v8(core::array::from_fn(|k| GRID_IQ2XXS[q[16 * p + k % 4 + 8 * (k / 4)] as usize]));
+                    let g = if G {
+                        gather8(&GRID_IQ2XXS, idx, p)
+                    } else {
+                        v8(core::array::from_fn(|k| GRID_IQ2XXS[q[16 * p + k % 4 + 8 * (k / 4)] as usize]))
+                    };
                     step::<true, N>(sums, a, b, p, g, neg, xxs_scales(s, p));
                 }
             }
@@ -482,7 +578,7 @@ avx512_fn! {
 avx512_fn! {
     /// IQ2_XS (74-byte blocks: `d`, 32 words of a 9-bit grid index and a
     /// 7-bit sign code, sixteen 4-bit scales).
-    unsafe fn iq2xs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+    unsafe fn iq2xs<const N: usize, const G: bool>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         blocks::<74, N, __m512i>(GgmlType::IQ2_XS, row, a, |blk, b, sums| {
             // SAFETY: bytes 2..66, the 32 words.
             let qs = unsafe { _mm512_loadu_si512(blk[2..66].as_ptr().cast()) };
@@ -492,10 +588,14 @@ avx512_fn! {
             for (p, &neg) in masks.iter().enumerate() {
                 // SAFETY: this kernel's features.
                 unsafe {
-                    let g = v8(core::array::from_fn(|k| {
-                        let at = 2 + 2 * (8 * p + k);
-                        GRID_IQ2XS[(u16::from_le_bytes([blk[at], blk[at + 1]]) & 511) as usize]
-                    }));
+                    let g = if G {
+                        gather8(&GRID_IQ2XS, _mm512_and_si512(qs, _mm512_set1_epi16(511)), p)
+                    } else {
+                        v8(core::array::from_fn(|k| {
+                            let at = 2 + 2 * (8 * p + k);
+                            GRID_IQ2XS[(u16::from_le_bytes([blk[at], blk[at + 1]]) & 511) as usize]
+                        }))
+                    };
                     step::<true, N>(sums, a, b, p, g, neg, group_scales(sc, p));
                 }
             }
@@ -508,14 +608,31 @@ avx512_fn! {
 avx512_fn! {
     /// IQ2_S (82-byte blocks: `d`, 32 grid-index low bytes, 32 sign bytes,
     /// the indices' top two bits, sixteen 4-bit scales).
-    unsafe fn iq2s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+    unsafe fn iq2s<const N: usize, const G: bool>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        let (quads, pairs) = (
+            _mm512_set_epi16(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+            _mm512_set_epi16(6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0),
+        );
         blocks::<82, N, __m512i>(GgmlType::IQ2_S, row, a, |blk, b, sums| {
             let sc = odd_scales(nibbles16(blk[74..82].try_into().unwrap()));
+            // For the gathers: index j = qs[j] | bits 2(j % 4).. of qh byte j / 4.
+            // SAFETY: bytes 2..34 (qs) and 66..74 (qh); AVX-512 F/BW.
+            let idx = unsafe {
+                G.then(|| {
+                    let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[2..34].as_ptr().cast()));
+                    let qh = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadl_epi64(blk[66..74].as_ptr().cast())));
+                    let hi = _mm512_srlv_epi16(_mm512_permutexvar_epi16(quads, qh), pairs);
+                    _mm512_or_si512(lo, _mm512_slli_epi16::<8>(_mm512_and_si512(hi, _mm512_set1_epi16(3))))
+                })
+            };
             for p in 0..4 {
                 let h = u16::from_le_bytes([blk[66 + 2 * p], blk[67 + 2 * p]]) as usize;
                 // SAFETY: this kernel's features.
                 unsafe {
-                    let g = v8(core::array::from_fn(|k| GRID_IQ2S[blk[2 + 8 * p + k] as usize | ((h >> (2 * k)) & 3) << 8]));
+                    let g = match idx {
+                        Some(idx) => gather8(&GRID_IQ2S, idx, p),
+                        None => v8(core::array::from_fn(|k| GRID_IQ2S[blk[2 + 8 * p + k] as usize | ((h >> (2 * k)) & 3) << 8])),
+                    };
                     step::<true, N>(sums, a, b, p, g, stored_signs(&blk[34..66], p), group_scales(sc, p));
                 }
             }
@@ -725,5 +842,54 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
         off,
         mv: core::array::from_fn(|q| (s16[2 * q] as u16 as u32 | (s16[2 * q + 1] as u16 as u32) << 16) as i32),
         sc: s16.map(i32::from),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::{SimdLevel, Verified};
+
+    /// Both ways of fetching the grid entries, whichever this CPU uses,
+    /// give the scalar reference's bits, over random blocks and the all-set
+    /// and all-clear ones against activations at ±127.
+    #[test]
+    fn gathered_and_composed_grids_give_the_scalar_bits() {
+        if Verified::new(SimdLevel::Avx512Vnni).is_none() {
+            eprintln!("no AVX-512 VNNI on this CPU: neither way runs here");
+            return;
+        }
+        let scalar = Verified::new(SimdLevel::Scalar).unwrap();
+        let (nb, mut s) = (11, 3u64);
+        let mut rnd = move || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 33) as u32
+        };
+        let n = nb * QK_K;
+        let xs: Vec<Vec<f32>> = vec![
+            (0..3 * n).map(|_| rnd() as f32 / u32::MAX as f32 * 2.0 - 1.0).collect(),
+            (0..3 * n).map(|i| if (i / 7) % 3 == 0 { -1.0 } else { 1.0 }).collect(),
+        ];
+        for wty in [GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S] {
+            for fill in [None, Some(0u8), Some(0xFF)] {
+                let mut row: Vec<u8> = (0..wty.row_bytes(n).unwrap()).map(|_| fill.unwrap_or(rnd() as u8)).collect();
+                for blk in row.chunks_exact_mut(wty.type_size()) {
+                    super::super::set_block_d(wty, blk, 0.01);
+                }
+                for x in &xs {
+                    let acts = crate::quantize_acts(wty, x, 3, n);
+                    let a3 = [acts.row(0), acts.row(1), acts.row(2)];
+                    let want = super::super::kernels::vec_dot_group::<3>(scalar, wty, &row, &a3);
+                    for gather in [false, true] {
+                        // SAFETY: AVX-512 VNNI checked above; whole blocks and
+                        // activation rows of as many columns.
+                        let got3 = unsafe { dot_with::<3>(wty, &row, &a3, gather) }.unwrap();
+                        let got1 = unsafe { dot_with::<1>(wty, &row, &[a3[1]], gather) }.unwrap();
+                        assert_eq!(got3.map(f32::to_bits), want.map(f32::to_bits), "{wty} gather {gather} fill {fill:?}");
+                        assert_eq!(got1[0].to_bits(), want[1].to_bits(), "{wty} gather {gather} fill {fill:?}, one row");
+                    }
+                }
+            }
+        }
     }
 }
