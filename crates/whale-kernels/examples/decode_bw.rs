@@ -77,6 +77,9 @@ fn main() {
             best = best.min(t0.elapsed().as_secs_f64() / reps as f64);
         }
         let gbs = (rows * rb) as f64 / best / 1e9;
-        println!("{ty:5} {rows}x{cols}, {threads} threads: {gbs:.1} GB/s ({:.0} % of the plain read)", 100.0 * gbs / read);
+        println!(
+            "{ty:5} {rows}x{cols}, {threads} threads: {gbs:.1} GB/s ({:.0} % of the plain read)",
+            100.0 * gbs / read
+        );
     }
 }

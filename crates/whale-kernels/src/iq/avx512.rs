@@ -885,8 +885,16 @@ mod tests {
                         // activation rows of as many columns.
                         let got3 = unsafe { dot_with::<3>(wty, &row, &a3, gather) }.unwrap();
                         let got1 = unsafe { dot_with::<1>(wty, &row, &[a3[1]], gather) }.unwrap();
-                        assert_eq!(got3.map(f32::to_bits), want.map(f32::to_bits), "{wty} gather {gather} fill {fill:?}");
-                        assert_eq!(got1[0].to_bits(), want[1].to_bits(), "{wty} gather {gather} fill {fill:?}, one row");
+                        assert_eq!(
+                            got3.map(f32::to_bits),
+                            want.map(f32::to_bits),
+                            "{wty} gather {gather} fill {fill:?}"
+                        );
+                        assert_eq!(
+                            got1[0].to_bits(),
+                            want[1].to_bits(),
+                            "{wty} gather {gather} fill {fill:?}, one row"
+                        );
                     }
                 }
             }
