@@ -3,7 +3,8 @@
 //! IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S and IQ4_XS, and the panel form of those
 //! and IQ3_XXS / IQ3_S for prefill ([`unpack_k`]). The IQ3 types' row
 //! kernels are the AVX2 ones of [`super::avx2`] at this level too (19.4
-//! and 25.3 ns a block on Zen 4 against 21.1 and 26.3 here), TQ1_0 and
+//! and 25.3 ns a block on Zen 4 against 21.1 and 26.3 composed here),
+//! except where the grid entries are gathered ([`gathers`]), TQ1_0 and
 //! TQ2_0 those of [`super::kernels`]; IQ4_NL, at both x86 levels, runs the
 //! int8 kernels of the 32-element block types (Q4_0's nibbles through
 //! IQ4's table, then Q8_0's signed products).
@@ -26,8 +27,10 @@
 //! composing inserts queue for the one shuffle port and the gathers win:
 //! ns a block, composed against gathered (`iq_bench`, one core, stop 35):
 //! IQ1_S 14.3 / 10.2, IQ1_M 17.4 / 12.6-12.9, IQ2_XXS 13.2 / 11.7-11.9,
-//! IQ2_XS 16.6 / 11.3-11.4, IQ2_S 14.1 / 9.7-9.9 (llama.cpp's own kernels
-//! on that core: IQ1_S 14.5, IQ2_XXS 15.0, IQ1_M 19.9).
+//! IQ2_XS 16.6 / 11.3-11.4, IQ2_S 14.1 / 9.7-9.9, and IQ3_XXS 18.4 /
+//! 13.4, IQ3_S 24.4 / 12.2-12.5 against the AVX2 kernels (llama.cpp's own
+//! kernels on that core: IQ1_S 14.5, IQ1_M 19.9, IQ2_XXS 15.0, IQ2_XS
+//! 17.5, IQ2_S 15.6, IQ3_XXS 19.8, IQ3_S 27.1).
 //!
 //! Every kernel computes the exact integer of each block that the scalar
 //! reference computes (the same `Σ sc · Σ q·y`, summed in another order,
@@ -90,6 +93,8 @@ pub(super) unsafe fn dot_with<const N: usize>(
             (G::IQ2_XS, true) => iq2xs::<N, true>(row, a),
             (G::IQ2_S, false) => iq2s::<N, false>(row, a),
             (G::IQ2_S, true) => iq2s::<N, true>(row, a),
+            (G::IQ3_XXS, true) => iq3xxs_gathered(row, a),
+            (G::IQ3_S, true) => iq3s_gathered(row, a),
             (G::IQ4_XS, _) => iq4xs(row, a),
             _ => return None,
         })
@@ -642,6 +647,60 @@ avx512_fn! {
     }
 }
 
+/// Step `p`'s sixteen grid entries of `table` at the u32 indices in `idx`,
+/// by one gather. The callers mask every index below `L`.
+#[inline(always)]
+unsafe fn gather16<const L: usize>(table: &'static [u32; L], idx: __m512i) -> __m512i {
+    // SAFETY: AVX-512 F (the callers'); each index is below `L`, so every
+    // address read is inside `table`.
+    unsafe { _mm512_i32gather_epi32::<4>(idx, table.as_ptr().cast()) }
+}
+
+avx512_fn! {
+    /// IQ3_XXS (98-byte blocks: `d`, 64 grid-index bytes of four weights
+    /// each, then eight words of four 7-bit sign codes and a 4-bit scale),
+    /// its grid entries gathered; where [`gathers`] is false the AVX2
+    /// kernel runs instead (composed at 512 bits it was slower there).
+    unsafe fn iq3xxs_gathered<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        blocks::<98, N, __m512i>(GgmlType::IQ3_XXS, row, a, |blk, b, sums| {
+            // SAFETY: bytes 66..98 (the words) and 2..66 (the indices).
+            unsafe {
+                let (masks, s) = xxs_words(_mm512_cvtepu32_epi64(_mm256_loadu_si256(blk[66..98].as_ptr().cast())));
+                for (p, &neg) in masks.iter().enumerate() {
+                    let idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk[2 + 16 * p..18 + 16 * p].as_ptr().cast()));
+                    step::<true, N>(sums, a, b, p, gather16(&GRID_IQ3XXS, idx), neg, xxs_scales(s, p));
+                }
+                d16(blk[0], blk[1])
+            }
+        })
+    }
+}
+
+avx512_fn! {
+    /// IQ3_S (110-byte blocks: `d`, 64 grid-index low bytes, their top
+    /// bits, 32 sign bytes, eight 4-bit scales), its grid entries gathered;
+    /// where [`gathers`] is false the AVX2 kernel runs instead.
+    unsafe fn iq3s_gathered<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        blocks::<110, N, __m512i>(GgmlType::IQ3_S, row, a, |blk, b, sums| {
+            let qh = u64::from_le_bytes(blk[66..74].try_into().unwrap());
+            // SAFETY: bytes 2..66 (the index bytes), 74..106 (signs), 106..110 (scales).
+            unsafe {
+                let sc = odd_scales(nibbles8_twice(blk[106..110].try_into().unwrap()));
+                for p in 0..4 {
+                    // Index j of the step: q[j] | bit j of its 16 top bits << 8.
+                    let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk[2 + 16 * p..18 + 16 * p].as_ptr().cast()));
+                    let top = _mm512_srlv_epi32(_mm512_set1_epi32((qh >> (16 * p)) as i32 & 0xFFFF), lanes);
+                    let idx = _mm512_or_si512(lo, _mm512_slli_epi32::<8>(_mm512_and_si512(top, _mm512_set1_epi32(1))));
+                    let g = gather16(&GRID_IQ3S, idx);
+                    step::<true, N>(sums, a, b, p, g, stored_signs(&blk[74..106], p), group_scales(sc, p));
+                }
+                d16(blk[0], blk[1])
+            }
+        })
+    }
+}
+
 avx512_fn! {
     /// IQ4_XS (136-byte blocks: `d`, the eight 6-bit scales' top bits and
     /// low nibbles, then 16 bytes a chunk: its first 16 weights in the low
@@ -870,7 +929,15 @@ mod tests {
             (0..3 * n).map(|_| rnd() as f32 / u32::MAX as f32 * 2.0 - 1.0).collect(),
             (0..3 * n).map(|i| if (i / 7) % 3 == 0 { -1.0 } else { 1.0 }).collect(),
         ];
-        for wty in [GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S] {
+        for wty in [
+            GgmlType::IQ1_S,
+            GgmlType::IQ1_M,
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ3_XXS,
+            GgmlType::IQ3_S,
+        ] {
             for fill in [None, Some(0u8), Some(0xFF)] {
                 let mut row: Vec<u8> = (0..wty.row_bytes(n).unwrap()).map(|_| fill.unwrap_or(rnd() as u8)).collect();
                 for blk in row.chunks_exact_mut(wty.type_size()) {
@@ -883,8 +950,15 @@ mod tests {
                     for gather in [false, true] {
                         // SAFETY: AVX-512 VNNI checked above; whole blocks and
                         // activation rows of as many columns.
-                        let got3 = unsafe { dot_with::<3>(wty, &row, &a3, gather) }.unwrap();
-                        let got1 = unsafe { dot_with::<1>(wty, &row, &[a3[1]], gather) }.unwrap();
+                        // The IQ3 types composed are the AVX2 kernels'.
+                        let (got3, got1) = unsafe {
+                            (
+                                dot_with::<3>(wty, &row, &a3, gather)
+                                    .unwrap_or_else(|| super::super::avx2::dot(wty, &row, &a3).unwrap()),
+                                dot_with::<1>(wty, &row, &[a3[1]], gather)
+                                    .unwrap_or_else(|| super::super::avx2::dot(wty, &row, &[a3[1]]).unwrap()),
+                            )
+                        };
                         assert_eq!(
                             got3.map(f32::to_bits),
                             want.map(f32::to_bits),
