@@ -432,11 +432,6 @@ avx512_fn! {
     unsafe fn iq1s<const N: usize, const G: bool>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         let seven = _mm256_set1_epi32(7);
         let eight = _mm512_set1_epi8(8);
-        // For the gathers: index j takes qh word j / 4, shifted by 3·(j % 4).
-        let (words, shifts) = (
-            _mm512_set_epi16(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-            _mm512_set_epi16(9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0),
-        );
         blocks::<50, N, __m512i>(GgmlType::IQ1_S, row, a, |blk, b, sums| {
             // SAFETY: bytes 34..50 of the block (qh, eight u16).
             let w = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(blk[34..50].as_ptr().cast()) });
@@ -448,16 +443,8 @@ avx512_fn! {
             let sc2 = _mm512_castsi256_si512(_mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc)));
             let neg = _mm256_cmpgt_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x8000)), _mm256_setzero_si256());
             let coef = _mm256_mullo_epi32(sc, _mm256_blendv_epi8(_mm256_set1_epi32(-7), _mm256_set1_epi32(-9), neg));
-            // Index j = 4t + k (chunk t): qs[j] | bits 3k..3k+3 of qh[t] << 8.
-            // SAFETY: bytes 2..34 (qs) and 34..50 (qh); AVX-512 F/BW.
-            let idx = unsafe {
-                G.then(|| {
-                    let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[2..34].as_ptr().cast()));
-                    let qh = _mm512_castsi128_si512(_mm_loadu_si128(blk[34..50].as_ptr().cast()));
-                    let hi = _mm512_srlv_epi16(_mm512_permutexvar_epi16(words, qh), shifts);
-                    _mm512_or_si512(lo, _mm512_slli_epi16::<8>(_mm512_and_si512(hi, _mm512_set1_epi16(7))))
-                })
-            };
+            // SAFETY: a whole block; AVX-512 F/BW.
+            let idx = unsafe { G.then(|| iq1s_indices(blk)) };
             for p in 0..4 {
                 // Composed, the indices are formed in scalar registers
                 // (formed in vectors and read back through memory it
@@ -512,12 +499,8 @@ avx512_fn! {
             // (llama.cpp 19.7-20.0). Formed in scalar registers: 21 on Zen
             // 4; read back from memory: 26.
             // Gathered (`G`), no qwords are taken out.
-            // SAFETY: bytes 0..32 (qs).
-            let idx = unsafe {
-                let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[..32].as_ptr().cast()));
-                let hi = _mm512_cvtepu8_epi16(_mm256_and_si256(nib, _mm256_set1_epi8(7)));
-                _mm512_or_si512(lo, _mm512_slli_epi16::<8>(hi))
-            };
+            // SAFETY: a whole block; this kernel's features.
+            let idx = unsafe { iq1m_indices(blk, nib) };
             // SAFETY: AVX-512 F.
             let w: [u64; 8] = if G {
                 [0; 8]
@@ -556,20 +539,15 @@ avx512_fn! {
         blocks::<66, N, __m512i>(GgmlType::IQ2_XXS, row, a, |blk, b, sums| {
             let q: &[u8; 64] = blk[2..66].try_into().unwrap();
             // SAFETY: the 64 bytes of `q`.
-            let (masks, s, idx) = unsafe {
-                let x = _mm512_loadu_si512(q.as_ptr().cast());
-                let (masks, s) = xxs_words(_mm512_srli_epi64::<32>(x));
-                // For the gathers: chunk t's four index bytes (its qword's
-                // low dword) as u16 4t..4t + 4.
-                (masks, s, _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(x)))
-            };
+            let (masks, s) = unsafe { xxs_words(_mm512_srli_epi64::<32>(_mm512_loadu_si512(q.as_ptr().cast()))) };
+            // SAFETY: a whole block; this kernel's features.
+            let idx = unsafe { G.then(|| iq2xxs_indices(blk)) };
             for (p, &neg) in masks.iter().enumerate() {
                 // SAFETY: this kernel's features.
                 unsafe {
-                    let g = if G {
-                        gather8(&GRID_IQ2XXS, idx, p)
-                    } else {
-                        v8(core::array::from_fn(|k| GRID_IQ2XXS[q[16 * p + k % 4 + 8 * (k / 4)] as usize]))
+                    let g = match idx {
+                        Some(idx) => gather8(&GRID_IQ2XXS, idx, p),
+                        None => v8(core::array::from_fn(|k| GRID_IQ2XXS[q[16 * p + k % 4 + 8 * (k / 4)] as usize])),
                     };
                     step::<true, N>(sums, a, b, p, g, neg, xxs_scales(s, p));
                 }
@@ -590,16 +568,17 @@ avx512_fn! {
             // Byte g of this: group g's eight sign bits; qword p: step p's.
             let masks = qwords(_mm512_cvtepi16_epi8(with_parity(_mm512_srli_epi16::<9>(qs))));
             let sc = odd_scales(nibbles16(blk[66..74].try_into().unwrap()));
+            // SAFETY: a whole block; this kernel's features.
+            let idx = unsafe { G.then(|| iq2xs_indices(blk)) };
             for (p, &neg) in masks.iter().enumerate() {
                 // SAFETY: this kernel's features.
                 unsafe {
-                    let g = if G {
-                        gather8(&GRID_IQ2XS, _mm512_and_si512(qs, _mm512_set1_epi16(511)), p)
-                    } else {
-                        v8(core::array::from_fn(|k| {
+                    let g = match idx {
+                        Some(idx) => gather8(&GRID_IQ2XS, idx, p),
+                        None => v8(core::array::from_fn(|k| {
                             let at = 2 + 2 * (8 * p + k);
                             GRID_IQ2XS[(u16::from_le_bytes([blk[at], blk[at + 1]]) & 511) as usize]
-                        }))
+                        })),
                     };
                     step::<true, N>(sums, a, b, p, g, neg, group_scales(sc, p));
                 }
@@ -614,22 +593,10 @@ avx512_fn! {
     /// IQ2_S (82-byte blocks: `d`, 32 grid-index low bytes, 32 sign bytes,
     /// the indices' top two bits, sixteen 4-bit scales).
     unsafe fn iq2s<const N: usize, const G: bool>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        let (quads, pairs) = (
-            _mm512_set_epi16(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-            _mm512_set_epi16(6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0),
-        );
         blocks::<82, N, __m512i>(GgmlType::IQ2_S, row, a, |blk, b, sums| {
             let sc = odd_scales(nibbles16(blk[74..82].try_into().unwrap()));
-            // For the gathers: index j = qs[j] | bits 2(j % 4).. of qh byte j / 4.
-            // SAFETY: bytes 2..34 (qs) and 66..74 (qh); AVX-512 F/BW.
-            let idx = unsafe {
-                G.then(|| {
-                    let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[2..34].as_ptr().cast()));
-                    let qh = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadl_epi64(blk[66..74].as_ptr().cast())));
-                    let hi = _mm512_srlv_epi16(_mm512_permutexvar_epi16(quads, qh), pairs);
-                    _mm512_or_si512(lo, _mm512_slli_epi16::<8>(_mm512_and_si512(hi, _mm512_set1_epi16(3))))
-                })
-            };
+            // SAFETY: a whole block; this kernel's features.
+            let idx = unsafe { G.then(|| iq2s_indices(blk)) };
             for p in 0..4 {
                 let h = u16::from_le_bytes([blk[66 + 2 * p], blk[67 + 2 * p]]) as usize;
                 // SAFETY: this kernel's features.
@@ -644,6 +611,95 @@ avx512_fn! {
             // SAFETY: as above.
             unsafe { d16(blk[0], blk[1]) }
         })
+    }
+}
+
+/// IQ1_S's 32 grid indices (50-byte block), lane j as u16: `qs[j]` and
+/// bits `3(j % 4)..` of word `qh[j / 4]` as bits 8..11.
+#[inline(always)]
+unsafe fn iq1s_indices(blk: &[u8]) -> __m512i {
+    let words = _mm512_set_epi16(
+        7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0,
+    );
+    let shifts = _mm512_set_epi16(
+        9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0,
+    );
+    // SAFETY: AVX-512 F/BW (the callers'); bytes 2..34 (qs) and 34..50 (qh).
+    unsafe {
+        let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[2..34].as_ptr().cast()));
+        let qh = _mm512_castsi128_si512(_mm_loadu_si128(blk[34..50].as_ptr().cast()));
+        let hi = _mm512_srlv_epi16(_mm512_permutexvar_epi16(words, qh), shifts);
+        _mm512_or_si512(lo, _mm512_slli_epi16::<8>(_mm512_and_si512(hi, _mm512_set1_epi16(7))))
+    }
+}
+
+/// IQ1_M's 32 grid indices (56-byte block; `nib` from [`iq1m_nibbles`]),
+/// lane j as u16: `qs[j]` and the low three bits of nibble j as bits 8..11.
+#[inline(always)]
+unsafe fn iq1m_indices(blk: &[u8], nib: __m256i) -> __m512i {
+    // SAFETY: AVX-512 F/BW (the callers'); bytes 0..32 (qs).
+    unsafe {
+        let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[..32].as_ptr().cast()));
+        let hi = _mm512_cvtepu8_epi16(_mm256_and_si256(nib, _mm256_set1_epi8(7)));
+        _mm512_or_si512(lo, _mm512_slli_epi16::<8>(hi))
+    }
+}
+
+/// IQ2_XXS's 32 grid indices (66-byte block), lane j as u16: byte j % 4 of
+/// chunk j / 4 (each chunk's qword starts with its four index bytes).
+#[inline(always)]
+unsafe fn iq2xxs_indices(blk: &[u8]) -> __m512i {
+    // SAFETY: AVX-512 F/BW (the callers'); bytes 2..66.
+    unsafe { _mm512_cvtepu8_epi16(_mm512_cvtepi64_epi32(_mm512_loadu_si512(blk[2..66].as_ptr().cast()))) }
+}
+
+/// IQ2_XS's 32 grid indices (74-byte block), lane j as u16: the low nine
+/// bits of word j.
+#[inline(always)]
+unsafe fn iq2xs_indices(blk: &[u8]) -> __m512i {
+    // SAFETY: AVX-512 F/BW (the callers'); bytes 2..66.
+    unsafe { _mm512_and_si512(_mm512_loadu_si512(blk[2..66].as_ptr().cast()), _mm512_set1_epi16(511)) }
+}
+
+/// IQ2_S's 32 grid indices (82-byte block), lane j as u16: `qs[j]` and
+/// bits `2(j % 4)..` of byte `qh[j / 4]` as bits 8..10.
+#[inline(always)]
+unsafe fn iq2s_indices(blk: &[u8]) -> __m512i {
+    let quads = _mm512_set_epi16(
+        7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0,
+    );
+    let pairs = _mm512_set_epi16(
+        6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0,
+    );
+    // SAFETY: AVX-512 F/BW (the callers'); bytes 2..34 (qs) and 66..74 (qh).
+    unsafe {
+        let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[2..34].as_ptr().cast()));
+        let qh = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadl_epi64(blk[66..74].as_ptr().cast())));
+        let hi = _mm512_srlv_epi16(_mm512_permutexvar_epi16(quads, qh), pairs);
+        _mm512_or_si512(lo, _mm512_slli_epi16::<8>(_mm512_and_si512(hi, _mm512_set1_epi16(3))))
+    }
+}
+
+/// IQ3_XXS's sixteen grid indices of step `p` (98-byte block) as u32.
+#[inline(always)]
+unsafe fn iq3xxs_indices(blk: &[u8], p: usize) -> __m512i {
+    // SAFETY: AVX-512 F (the callers'); bytes 2 + 16p..18 + 16p.
+    unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(blk[2 + 16 * p..18 + 16 * p].as_ptr().cast())) }
+}
+
+/// IQ3_S's sixteen grid indices of step `p` (110-byte block) as u32:
+/// `qs[16p + j]` and bit j of the step's 16 top bits as bit 8.
+#[inline(always)]
+unsafe fn iq3s_indices(blk: &[u8], p: usize) -> __m512i {
+    let qh = u16::from_le_bytes([blk[66 + 2 * p], blk[67 + 2 * p]]) as i32;
+    // SAFETY: AVX-512 F (the callers'); bytes 2 + 16p..18 + 16p.
+    unsafe {
+        let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk[2 + 16 * p..18 + 16 * p].as_ptr().cast()));
+        let top = _mm512_srlv_epi32(
+            _mm512_set1_epi32(qh),
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        );
+        _mm512_or_si512(lo, _mm512_slli_epi32::<8>(_mm512_and_si512(top, _mm512_set1_epi32(1))))
     }
 }
 
@@ -667,8 +723,7 @@ avx512_fn! {
             unsafe {
                 let (masks, s) = xxs_words(_mm512_cvtepu32_epi64(_mm256_loadu_si256(blk[66..98].as_ptr().cast())));
                 for (p, &neg) in masks.iter().enumerate() {
-                    let idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk[2 + 16 * p..18 + 16 * p].as_ptr().cast()));
-                    step::<true, N>(sums, a, b, p, gather16(&GRID_IQ3XXS, idx), neg, xxs_scales(s, p));
+                    step::<true, N>(sums, a, b, p, gather16(&GRID_IQ3XXS, iq3xxs_indices(blk, p)), neg, xxs_scales(s, p));
                 }
                 d16(blk[0], blk[1])
             }
@@ -681,18 +736,12 @@ avx512_fn! {
     /// bits, 32 sign bytes, eight 4-bit scales), its grid entries gathered;
     /// where [`gathers`] is false the AVX2 kernel runs instead.
     unsafe fn iq3s_gathered<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         blocks::<110, N, __m512i>(GgmlType::IQ3_S, row, a, |blk, b, sums| {
-            let qh = u64::from_le_bytes(blk[66..74].try_into().unwrap());
             // SAFETY: bytes 2..66 (the index bytes), 74..106 (signs), 106..110 (scales).
             unsafe {
                 let sc = odd_scales(nibbles8_twice(blk[106..110].try_into().unwrap()));
                 for p in 0..4 {
-                    // Index j of the step: q[j] | bit j of its 16 top bits << 8.
-                    let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk[2 + 16 * p..18 + 16 * p].as_ptr().cast()));
-                    let top = _mm512_srlv_epi32(_mm512_set1_epi32((qh >> (16 * p)) as i32 & 0xFFFF), lanes);
-                    let idx = _mm512_or_si512(lo, _mm512_slli_epi32::<8>(_mm512_and_si512(top, _mm512_set1_epi32(1))));
-                    let g = gather16(&GRID_IQ3S, idx);
+                    let g = gather16(&GRID_IQ3S, iq3s_indices(blk, p));
                     step::<true, N>(sums, a, b, p, g, stored_signs(&blk[74..106], p), group_scales(sc, p));
                 }
                 d16(blk[0], blk[1])
@@ -771,6 +820,17 @@ unsafe fn offset_signed(g: __m512i, neg: __mmask64, off: i32) -> __m512i {
 /// The CPU must have the VNNI level's features; `bytes` is one block of `wty`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -> crate::avx2_q8::KParts {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { unpack_k_with(wty, bytes, u, gathers()) }
+}
+
+/// [`unpack_k`] with the grid entries gathered (`gather`) or composed from
+/// scalar loads; both unpack the same bytes.
+///
+/// # Safety
+/// As [`unpack_k`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn unpack_k_with(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K], gather: bool) -> crate::avx2_q8::KParts {
     use GgmlType as G;
     let off = panel_offset(wty).expect("an i-quant the panels take");
     let mut put = |p: usize, v: __m512i| {
@@ -789,13 +849,14 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
                     (_mm512_cvtepu32_epi64(_mm256_loadu_si256(bytes[66..98].as_ptr().cast())), 4)
                 };
                 let (masks, s) = xxs_words(w);
+                let idx = (gather && gs == 2).then(|| iq2xxs_indices(bytes));
                 for (p, &neg) in masks.iter().enumerate() {
-                    let g = if gs == 2 {
-                        let q = &bytes[2 + 16 * p..18 + 16 * p];
-                        v8(core::array::from_fn(|k| GRID_IQ2XXS[q[k % 4 + 8 * (k / 4)] as usize]))
-                    } else {
-                        let q = &bytes[2 + 16 * p..18 + 16 * p];
-                        v16(|j| GRID_IQ3XXS[q[j] as usize])
+                    let q = &bytes[2 + 16 * p..18 + 16 * p];
+                    let g = match (gs, idx) {
+                        (2, Some(idx)) => gather8(&GRID_IQ2XXS, idx, p),
+                        (2, None) => v8(core::array::from_fn(|k| GRID_IQ2XXS[q[k % 4 + 8 * (k / 4)] as usize])),
+                        _ if gather => gather16(&GRID_IQ3XXS, iq3xxs_indices(bytes, p)),
+                        _ => v16(|j| GRID_IQ3XXS[q[j] as usize]),
                     };
                     put(p, offset_signed(g, neg, off));
                 }
@@ -809,21 +870,29 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
             G::IQ2_XS => {
                 let qs = _mm512_loadu_si512(bytes[2..66].as_ptr().cast());
                 let masks = qwords(_mm512_cvtepi16_epi8(with_parity(_mm512_srli_epi16::<9>(qs))));
+                let idx = gather.then(|| iq2xs_indices(bytes));
                 for (p, &neg) in masks.iter().enumerate() {
-                    let g = v8(core::array::from_fn(|k| {
-                        let at = 2 + 2 * (8 * p + k);
-                        GRID_IQ2XS[(u16::from_le_bytes([bytes[at], bytes[at + 1]]) & 511) as usize]
-                    }));
+                    let g = match idx {
+                        Some(idx) => gather8(&GRID_IQ2XS, idx, p),
+                        None => v8(core::array::from_fn(|k| {
+                            let at = 2 + 2 * (8 * p + k);
+                            GRID_IQ2XS[(u16::from_le_bytes([bytes[at], bytes[at + 1]]) & 511) as usize]
+                        })),
+                    };
                     put(p, offset_signed(g, neg, off));
                 }
                 (odd_scales(nibbles16(bytes[66..74].try_into().unwrap())), d16(bytes[0], bytes[1]))
             }
             G::IQ2_S => {
+                let idx = gather.then(|| iq2s_indices(bytes));
                 for p in 0..4 {
                     let h = u16::from_le_bytes([bytes[66 + 2 * p], bytes[67 + 2 * p]]) as usize;
-                    let g = v8(core::array::from_fn(|k| {
-                        GRID_IQ2S[bytes[2 + 8 * p + k] as usize | ((h >> (2 * k)) & 3) << 8]
-                    }));
+                    let g = match idx {
+                        Some(idx) => gather8(&GRID_IQ2S, idx, p),
+                        None => v8(core::array::from_fn(|k| {
+                            GRID_IQ2S[bytes[2 + 8 * p + k] as usize | ((h >> (2 * k)) & 3) << 8]
+                        })),
+                    };
                     put(p, offset_signed(g, stored_signs(&bytes[34..66], p), off));
                 }
                 (odd_scales(nibbles16(bytes[74..82].try_into().unwrap())), d16(bytes[0], bytes[1]))
@@ -832,7 +901,11 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
                 let qh = u64::from_le_bytes(bytes[66..74].try_into().unwrap());
                 for p in 0..4 {
                     let (q, h) = (&bytes[2 + 16 * p..18 + 16 * p], (qh >> (16 * p)) as usize);
-                    let g = v16(|j| GRID_IQ3S[q[j] as usize | ((h >> j) & 1) << 8]);
+                    let g = if gather {
+                        gather16(&GRID_IQ3S, iq3s_indices(bytes, p))
+                    } else {
+                        v16(|j| GRID_IQ3S[q[j] as usize | ((h >> j) & 1) << 8])
+                    };
                     put(p, offset_signed(g, stored_signs(&bytes[74..106], p), off));
                 }
                 (odd_scales(nibbles8_twice(bytes[106..110].try_into().unwrap())), d16(bytes[0], bytes[1]))
@@ -853,6 +926,7 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
             }
             G::IQ1_S => {
                 let mut sc = [0i16; 16];
+                let idx = gather.then(|| iq1s_indices(bytes));
                 for p in 0..4 {
                     // Per chunk t: q + 9 = (8g + 8) + (δ + 1), δ + 1 = 2 or 0.
                     let mut plus = 0u64;
@@ -864,24 +938,31 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
                         sc[2 * t] = 2 * ((w >> 12) & 7) as i16 + 1;
                         sc[2 * t + 1] = sc[2 * t];
                     }
-                    let g = v8(core::array::from_fn(|k| {
-                        let t = 2 * p + k / 4;
-                        let h = u16::from_le_bytes([bytes[34 + 2 * t], bytes[35 + 2 * t]]) as usize;
-                        GRID_IQ1S_X8[bytes[2 + 4 * t + k % 4] as usize | ((h >> (3 * (k % 4))) & 7) << 8]
-                    }));
+                    let g = match idx {
+                        Some(idx) => gather8(&GRID_IQ1S_X8, idx, p),
+                        None => v8(core::array::from_fn(|k| {
+                            let t = 2 * p + k / 4;
+                            let h = u16::from_le_bytes([bytes[34 + 2 * t], bytes[35 + 2 * t]]) as usize;
+                            GRID_IQ1S_X8[bytes[2 + 4 * t + k % 4] as usize | ((h >> (3 * (k % 4))) & 7) << 8]
+                        })),
+                    };
                     let u8s = _mm512_add_epi8(g, _mm512_set1_epi8(8));
                     put(p, _mm512_mask_add_epi8(u8s, plus, u8s, _mm512_set1_epi8(2)));
                 }
                 (_mm256_loadu_si256(sc.as_ptr().cast()), d16(bytes[0], bytes[1]))
             }
             G::IQ1_M => {
-                let (_, neg) = iq1m_nibbles(bytes);
+                let (nib, neg) = iq1m_nibbles(bytes);
+                let idx = gather.then(|| iq1m_indices(bytes, nib));
                 for p in 0..4 {
-                    let g = v8(core::array::from_fn(|k| {
-                        let gi = 8 * p + k;
-                        let hi = (bytes[32 + gi / 2] >> (4 * (gi % 2))) & 7;
-                        GRID_IQ1S_X8[bytes[gi] as usize | (hi as usize) << 8]
-                    }));
+                    let g = match idx {
+                        Some(idx) => gather8(&GRID_IQ1S_X8, idx, p),
+                        None => v8(core::array::from_fn(|k| {
+                            let gi = 8 * p + k;
+                            let hi = (bytes[32 + gi / 2] >> (4 * (gi % 2))) & 7;
+                            GRID_IQ1S_X8[bytes[gi] as usize | (hi as usize) << 8]
+                        })),
+                    };
                     let add =
                         _mm512_mask_blend_epi64((neg >> (8 * p)) as u8, _mm512_set1_epi8(10), _mm512_set1_epi8(8));
                     put(p, _mm512_add_epi8(g, add));
@@ -908,6 +989,43 @@ pub(crate) unsafe fn unpack_k(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -
 mod tests {
     use super::*;
     use crate::dispatch::{SimdLevel, Verified};
+
+    /// The panels' unpacking gives the same bytes and parts either way.
+    #[test]
+    fn gathered_and_composed_unpacking_agree() {
+        if Verified::new(SimdLevel::Avx512Vnni).is_none() {
+            eprintln!("no AVX-512 VNNI on this CPU: neither way runs here");
+            return;
+        }
+        let mut s = 5u64;
+        for wty in [
+            GgmlType::IQ1_S,
+            GgmlType::IQ1_M,
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ3_XXS,
+            GgmlType::IQ3_S,
+        ] {
+            for fill in [None, Some(0u8), Some(0xFF)] {
+                for _ in 0..20 {
+                    let mut blk: Vec<u8> = (0..wty.type_size())
+                        .map(|_| {
+                            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                            fill.unwrap_or((s >> 33) as u8)
+                        })
+                        .collect();
+                    super::super::set_block_d(wty, &mut blk, 0.5);
+                    let (mut ug, mut uc) = ([0u8; QK_K], [0u8; QK_K]);
+                    // SAFETY: AVX-512 VNNI checked above; one whole block.
+                    let (pg, pc) =
+                        unsafe { (unpack_k_with(wty, &blk, &mut ug, true), unpack_k_with(wty, &blk, &mut uc, false)) };
+                    assert_eq!(ug, uc, "{wty} fill {fill:?}");
+                    assert_eq!((pg.d.to_bits(), pg.off, pg.mv, pg.sc), (pc.d.to_bits(), pc.off, pc.mv, pc.sc), "{wty}");
+                }
+            }
+        }
+    }
 
     /// Both ways of fetching the grid entries, whichever this CPU uses,
     /// give the scalar reference's bits, over random blocks and the all-set
