@@ -119,7 +119,14 @@ pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'
         out,
         &Avx2(()),
         |p, a| unsafe { dots::<J_MAIN>(wty, p, a, nb) },
-        |p, a| unsafe { dots::<1>(wty, p, a, nb) },
+        |p, a| {
+            // The rest one at a time.
+            let mut o = [[0f32; ROWS]; J_MAIN];
+            for (o, &r) in o.iter_mut().zip(a) {
+                *o = unsafe { dots::<1>(wty, p, &[r], nb) }[0];
+            }
+            o
+        },
     );
 }
 

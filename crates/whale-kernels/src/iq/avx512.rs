@@ -981,7 +981,25 @@ unsafe fn unpack_k_with(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K], gather:
         dmin: 0.0,
         off,
         mv: core::array::from_fn(|q| (s16[2 * q] as u16 as u32 | (s16[2 * q + 1] as u16 as u32) << 16) as i32),
-        sc: s16.map(i32::from),
+        // One scale per `panel_group_len` elements (each per-32 scale is
+        // both of its 16-element groups' above).
+        sc: if panel_group_len(wty) == 32 {
+            core::array::from_fn(|g| if g < 8 { i32::from(s16[2 * g]) } else { 0 })
+        } else {
+            s16.map(i32::from)
+        },
+    }
+}
+
+/// Elements per scale group of `wty`'s panels: 32 for the types with a
+/// scale per 32 weights, so that the panels multiply each group's sums by
+/// its scale half as often (`vpmulld`, two uops on the port the
+/// multiply-adds use), else 16.
+pub(crate) fn panel_group_len(wty: GgmlType) -> usize {
+    use GgmlType as G;
+    match wty {
+        G::IQ1_S | G::IQ2_XXS | G::IQ3_XXS | G::IQ3_S | G::IQ4_XS => 32,
+        _ => 16,
     }
 }
 
