@@ -35,7 +35,7 @@ pub(crate) const PREFETCH_DISTANCE: usize = 3072;
 /// Whether [`prefetch`] issues its requests on this CPU: not on AMD's (see
 /// [`PREFETCH_DISTANCE`]).
 #[cfg(target_arch = "x86_64")]
-fn software_prefetch() -> bool {
+pub(crate) fn software_prefetch() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         let r = core::arch::x86_64::__cpuid(0);

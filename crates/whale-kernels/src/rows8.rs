@@ -538,3 +538,62 @@ mod avx2 {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every type at every level this CPU has, called directly (which CPUs
+    /// take these kernels in `matmul_q` depends on the vendor, see
+    /// `qdot::row_groups_take`): each of the eight results is the scalar
+    /// reference's bits, over random blocks and all-set / all-clear ones
+    /// against activations of ±1.
+    #[test]
+    fn eight_rows_give_the_scalar_bits() {
+        let scalar = Verified::new(SimdLevel::Scalar).unwrap();
+        let mut s = 11u64;
+        let mut rnd = move || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 33) as u8
+        };
+        let mut ran = 0;
+        for level in [SimdLevel::Avx2Fma, SimdLevel::Avx512Vnni] {
+            let Some(v) = Verified::new(level) else { continue };
+            for wty in [GgmlType::Q4_K, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q6_K] {
+                if !supports(v, wty, Q6_K_MIN_COLS) {
+                    continue;
+                }
+                for cols in [256, 2048, Q6_K_MIN_COLS, 18432] {
+                    let rb = wty.row_bytes(cols).unwrap();
+                    for fill in [None, Some(0u8), Some(0xFF)] {
+                        let mut w: Vec<u8> = (0..ROWS * rb).map(|_| fill.unwrap_or_else(&mut rnd)).collect();
+                        // Finite scales: each f16's high byte small.
+                        let ts = wty.type_size();
+                        for blk in w.chunks_exact_mut(ts) {
+                            match wty {
+                                GgmlType::Q6_K => blk[ts - 1] = 0x1c,
+                                GgmlType::Q4_K | GgmlType::Q4_1 => (blk[1], blk[3]) = (0x1c, 0x1c),
+                                _ => blk[1] = 0x1c,
+                            }
+                        }
+                        let x: Vec<f32> =
+                            (0..cols).map(|j| if (j + rnd() as usize) % 3 == 0 { -1.0 } else { 1.0 }).collect();
+                        let acts = crate::quantize_acts(wty, &x, 1, cols);
+                        // SAFETY: a level this CPU has, whole rows, an
+                        // activation row of as many columns.
+                        let got = unsafe { dot(v, wty, &w, rb, acts.row(0), &[]) };
+                        for (r, g) in got.iter().enumerate() {
+                            let want =
+                                crate::qdot::vec_dot_q_verified(scalar, wty, &w[r * rb..(r + 1) * rb], acts.row(0));
+                            assert_eq!(g.to_bits(), want.to_bits(), "{level} {wty} {cols} {fill:?} row {r}");
+                        }
+                        ran += 1;
+                    }
+                }
+            }
+        }
+        if ran == 0 {
+            eprintln!("no AVX2 on this CPU: these kernels do not run here");
+        }
+    }
+}
