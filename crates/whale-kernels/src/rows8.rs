@@ -576,8 +576,9 @@ mod tests {
                                 _ => blk[1] = 0x1c,
                             }
                         }
-                        let x: Vec<f32> =
-                            (0..cols).map(|j| if (j + rnd() as usize) % 3 == 0 { -1.0 } else { 1.0 }).collect();
+                        let x: Vec<f32> = (0..cols)
+                            .map(|j| if (j + rnd() as usize).is_multiple_of(3) { -1.0 } else { 1.0 })
+                            .collect();
                         let acts = crate::quantize_acts(wty, &x, 1, cols);
                         // SAFETY: a level this CPU has, whole rows, an
                         // activation row of as many columns.
