@@ -1,6 +1,8 @@
 //! Decode products eight weight rows at a time (x86-64: at the AVX-512 VNNI
 //! level Q4_K, Q4_1, Q5_0, and Q6_K rows of 10240 columns or more; at the
-//! AVX2 level Q4_1 and Q5_0, see the `avx2` module at the end).
+//! AVX2 level Q4_1 and Q5_0, see the `avx2` module at the end). On Intel
+//! CPUs only Q4_1 comes here: the others read faster from memory one row
+//! at a time there (`qdot::row_groups_take`).
 //!
 //! A one-row K-quant dot (`avx2_q8::vec_dot_n` with one activation row)
 //! spends most of its instructions on work that does not depend on the
