@@ -106,10 +106,11 @@ pub(super) unsafe fn dot_with<const N: usize>(
 /// There one `vpgatherdq` of eight entries costs less than composing them
 /// from scalar loads, whose inserts all wait for the one shuffle port. On
 /// a 2-core Xeon with AMX (stop 35, `iq_bench`, ns a block): IQ1_S 14.3
-/// composed against 11.1-11.5 gathered. On AMD Zen 4 the gathers measured
-/// slower (IQ1_S 19.0 against 15.2); and the Intel cores with AVX-512
-/// before Sapphire Rapids run gathers through the microcode that patches
-/// the GDS ("Downfall") leak, several times slower. The tiles mark the
+/// composed against 10.2 gathered (the module docs list every type). On
+/// AMD Zen 4 the gathers measured slower (IQ1_S 19.0 against 15.2); and
+/// the Intel cores with AVX-512 before Sapphire Rapids run gathers through
+/// the microcode that patches the GDS ("Downfall") leak, which slows them
+/// several times (not measured here). The tiles mark the
 /// generation because a hypervisor may report any model number (the Xeon
 /// above said Rocket Lake, which has no AMX).
 pub(crate) fn gathers() -> bool {
