@@ -615,22 +615,37 @@ avx512_fn! {
     }
 }
 
-/// IQ1_S's 32 grid indices (50-byte block), lane j as u16: `qs[j]` and
-/// bits `3(j % 4)..` of word `qh[j / 4]` as bits 8..11.
+/// Grid indices whose low bytes are the 32 bytes `qs` and whose top bits
+/// come `BITS` at a time from eight u16 words `tops`: lane j (as u16) is
+/// `qs[j] | ((tops[j / 4] >> BITS·(j % 4)) & (2^BITS - 1)) << 8`.
+#[inline(always)]
+unsafe fn indices_with_tops<const BITS: i16>(qs: __m256i, tops: __m128i) -> __m512i {
+    // SAFETY: AVX-512 F/BW (the callers').
+    unsafe {
+        let word = _mm512_set_epi16(
+            7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0,
+        );
+        let (b1, b2, b3) = (BITS, 2 * BITS, 3 * BITS);
+        let shift = _mm512_set_epi16(
+            b3, b2, b1, 0, b3, b2, b1, 0, b3, b2, b1, 0, b3, b2, b1, 0, b3, b2, b1, 0, b3, b2, b1, 0, b3, b2, b1, 0,
+            b3, b2, b1, 0,
+        );
+        let hi = _mm512_srlv_epi16(_mm512_permutexvar_epi16(word, _mm512_castsi128_si512(tops)), shift);
+        let mask = _mm512_set1_epi16((1 << BITS) - 1);
+        _mm512_or_si512(_mm512_cvtepu8_epi16(qs), _mm512_slli_epi16::<8>(_mm512_and_si512(hi, mask)))
+    }
+}
+
+/// IQ1_S's 32 grid indices (50-byte block): `qs[j]` and bits `3(j % 4)..`
+/// of word `qh[j / 4]` as bits 8..11.
 #[inline(always)]
 unsafe fn iq1s_indices(blk: &[u8]) -> __m512i {
-    let words = _mm512_set_epi16(
-        7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0,
-    );
-    let shifts = _mm512_set_epi16(
-        9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0,
-    );
     // SAFETY: AVX-512 F/BW (the callers'); bytes 2..34 (qs) and 34..50 (qh).
     unsafe {
-        let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[2..34].as_ptr().cast()));
-        let qh = _mm512_castsi128_si512(_mm_loadu_si128(blk[34..50].as_ptr().cast()));
-        let hi = _mm512_srlv_epi16(_mm512_permutexvar_epi16(words, qh), shifts);
-        _mm512_or_si512(lo, _mm512_slli_epi16::<8>(_mm512_and_si512(hi, _mm512_set1_epi16(7))))
+        indices_with_tops::<3>(
+            _mm256_loadu_si256(blk[2..34].as_ptr().cast()),
+            _mm_loadu_si128(blk[34..50].as_ptr().cast()),
+        )
     }
 }
 
@@ -662,22 +677,16 @@ unsafe fn iq2xs_indices(blk: &[u8]) -> __m512i {
     unsafe { _mm512_and_si512(_mm512_loadu_si512(blk[2..66].as_ptr().cast()), _mm512_set1_epi16(511)) }
 }
 
-/// IQ2_S's 32 grid indices (82-byte block), lane j as u16: `qs[j]` and
-/// bits `2(j % 4)..` of byte `qh[j / 4]` as bits 8..10.
+/// IQ2_S's 32 grid indices (82-byte block): `qs[j]` and bits `2(j % 4)..`
+/// of byte `qh[j / 4]` as bits 8..10.
 #[inline(always)]
 unsafe fn iq2s_indices(blk: &[u8]) -> __m512i {
-    let quads = _mm512_set_epi16(
-        7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0,
-    );
-    let pairs = _mm512_set_epi16(
-        6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0,
-    );
     // SAFETY: AVX-512 F/BW (the callers'); bytes 2..34 (qs) and 66..74 (qh).
     unsafe {
-        let lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256(blk[2..34].as_ptr().cast()));
-        let qh = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_loadl_epi64(blk[66..74].as_ptr().cast())));
-        let hi = _mm512_srlv_epi16(_mm512_permutexvar_epi16(quads, qh), pairs);
-        _mm512_or_si512(lo, _mm512_slli_epi16::<8>(_mm512_and_si512(hi, _mm512_set1_epi16(3))))
+        indices_with_tops::<2>(
+            _mm256_loadu_si256(blk[2..34].as_ptr().cast()),
+            _mm_cvtepu8_epi16(_mm_loadl_epi64(blk[66..74].as_ptr().cast())),
+        )
     }
 }
 
