@@ -1018,6 +1018,17 @@ mod tests {
     use super::*;
     use crate::dispatch::{SimdLevel, Verified};
 
+    /// The types whose grid entries are gathered or composed.
+    const GRID_TYPES: [GgmlType; 7] = [
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ3_S,
+    ];
+
     /// The panels' unpacking gives the same bytes and parts either way.
     #[test]
     fn gathered_and_composed_unpacking_agree() {
@@ -1026,15 +1037,7 @@ mod tests {
             return;
         }
         let mut s = 5u64;
-        for wty in [
-            GgmlType::IQ1_S,
-            GgmlType::IQ1_M,
-            GgmlType::IQ2_XXS,
-            GgmlType::IQ2_XS,
-            GgmlType::IQ2_S,
-            GgmlType::IQ3_XXS,
-            GgmlType::IQ3_S,
-        ] {
+        for wty in GRID_TYPES {
             for fill in [None, Some(0u8), Some(0xFF)] {
                 for _ in 0..20 {
                     let mut blk: Vec<u8> = (0..wty.type_size())
@@ -1075,15 +1078,7 @@ mod tests {
             (0..3 * n).map(|_| rnd() as f32 / u32::MAX as f32 * 2.0 - 1.0).collect(),
             (0..3 * n).map(|i| if (i / 7) % 3 == 0 { -1.0 } else { 1.0 }).collect(),
         ];
-        for wty in [
-            GgmlType::IQ1_S,
-            GgmlType::IQ1_M,
-            GgmlType::IQ2_XXS,
-            GgmlType::IQ2_XS,
-            GgmlType::IQ2_S,
-            GgmlType::IQ3_XXS,
-            GgmlType::IQ3_S,
-        ] {
+        for wty in GRID_TYPES {
             for fill in [None, Some(0u8), Some(0xFF)] {
                 let mut row: Vec<u8> = (0..wty.row_bytes(n).unwrap()).map(|_| fill.unwrap_or(rnd() as u8)).collect();
                 for blk in row.chunks_exact_mut(wty.type_size()) {
