@@ -447,19 +447,9 @@ avx512_fn! {
             // SAFETY: a whole block; AVX-512 F/BW.
             let idx = unsafe { G.then(|| iq1s_indices(blk)) };
             for p in 0..4 {
-                // Composed, the indices are formed in scalar registers
-                // (formed in vectors and read back through memory it
-                // measured no faster).
                 // SAFETY: AVX-512 F/BW.
                 let u = unsafe {
-                    let g = match idx {
-                        Some(idx) => gather8(&GRID_IQ1S_X8, idx, p),
-                        None => v8(core::array::from_fn(|k| {
-                            let t = 2 * p + k / 4;
-                            let h = u16::from_le_bytes([blk[34 + 2 * t], blk[35 + 2 * t]]) as usize;
-                            GRID_IQ1S_X8[blk[2 + 4 * t + k % 4] as usize | ((h >> (3 * (k % 4))) & 7) << 8]
-                        })),
-                    };
+                    let g = iq1s_grid(blk, idx, p);
                     _mm512_add_epi8(g, eight)
                 };
                 let c = 2 * p as i32;
@@ -646,6 +636,25 @@ unsafe fn iq1s_indices(blk: &[u8]) -> __m512i {
             _mm256_loadu_si256(blk[2..34].as_ptr().cast()),
             _mm_loadu_si128(blk[34..50].as_ptr().cast()),
         )
+    }
+}
+
+/// Step `p`'s eight IQ1_S grid entries (50-byte block `blk`): gathered at
+/// `idx` ([`iq1s_indices`]) where given, else composed from scalar loads
+/// with the indices formed in scalar registers (formed in vectors and read
+/// back through memory it measured no faster on Zen 4).
+#[inline(always)]
+unsafe fn iq1s_grid(blk: &[u8], idx: Option<__m512i>, p: usize) -> __m512i {
+    // SAFETY: AVX-512 F (the callers'); a whole block.
+    unsafe {
+        match idx {
+            Some(idx) => gather8(&GRID_IQ1S_X8, idx, p),
+            None => v8(core::array::from_fn(|k| {
+                let t = 2 * p + k / 4;
+                let h = u16::from_le_bytes([blk[34 + 2 * t], blk[35 + 2 * t]]) as usize;
+                GRID_IQ1S_X8[blk[2 + 4 * t + k % 4] as usize | ((h >> (3 * (k % 4))) & 7) << 8]
+            })),
+        }
     }
 }
 
@@ -948,14 +957,7 @@ unsafe fn unpack_k_with(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K], gather:
                         sc[2 * t] = 2 * ((w >> 12) & 7) as i16 + 1;
                         sc[2 * t + 1] = sc[2 * t];
                     }
-                    let g = match idx {
-                        Some(idx) => gather8(&GRID_IQ1S_X8, idx, p),
-                        None => v8(core::array::from_fn(|k| {
-                            let t = 2 * p + k / 4;
-                            let h = u16::from_le_bytes([bytes[34 + 2 * t], bytes[35 + 2 * t]]) as usize;
-                            GRID_IQ1S_X8[bytes[2 + 4 * t + k % 4] as usize | ((h >> (3 * (k % 4))) & 7) << 8]
-                        })),
-                    };
+                    let g = iq1s_grid(bytes, idx, p);
                     let u8s = _mm512_add_epi8(g, _mm512_set1_epi8(8));
                     put(p, _mm512_mask_add_epi8(u8s, plus, u8s, _mm512_set1_epi8(2)));
                 }
