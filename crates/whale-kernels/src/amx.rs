@@ -56,20 +56,23 @@ pub(crate) fn available() -> bool {
     *OK.get_or_init(|| cpu_has_amx_int8() && request_tile_permission())
 }
 
-/// Whether the CPU has AMX tiles (CPUID leaf 7 EDX bit 24), whatever the
-/// OS allows: what marks Intel's Sapphire Rapids and later cores, see
-/// `iq::avx512::gathers`.
+/// CPUID leaf 7, sub-leaf 0, EDX (0 where the CPU has no leaf 7): bit 24
+/// AMX-TILE, bit 25 AMX-INT8.
+fn leaf7_edx() -> u32 {
+    if __cpuid(0).eax < 7 {
+        return 0;
+    }
+    __cpuid_count(7, 0).edx
+}
+
+/// Whether the CPU has AMX tiles, whatever the OS allows: what marks
+/// Intel's Sapphire Rapids and later cores, see `iq::avx512::gathers`.
 pub(crate) fn cpu_has_tiles() -> bool {
-    __cpuid(0).eax >= 7 && __cpuid_count(7, 0).edx & (1 << 24) != 0
+    leaf7_edx() & (1 << 24) != 0
 }
 
 fn cpu_has_amx_int8() -> bool {
-    // CPUID leaf 7, sub-leaf 0: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
-    let max_leaf = __cpuid(0).eax;
-    if max_leaf < 7 {
-        return false;
-    }
-    let edx = __cpuid_count(7, 0).edx;
+    let edx = leaf7_edx();
     edx & (1 << 24) != 0 && edx & (1 << 25) != 0
 }
 

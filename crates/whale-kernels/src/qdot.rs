@@ -584,24 +584,11 @@ struct GroupJob<'a, 'b> {
     grouped: bool,
 }
 
-/// Whether `rows8` takes rows of `wty` with `cols` elements at `v`'s level:
-/// on the CPUs that run without software prefetch (AMD's), and for Q4_1
-/// everywhere. Eight rows a call are eight short streams; on Zen 4, which
-/// follows them with the next group prefetched, they beat the one-row
-/// kernels from memory (the `rows8` docs). On the Xeon with AMX of stop 35,
-/// where the one-row kernels prefetch their one stream, those read faster
-/// from memory, whatever the distance of `rows8`'s prefetch (2-64 KiB) and
-/// at either level, though slower from L2. `decode_bw 2 400 COLS TYPE`,
-/// alternating, GB/s, eight rows -> one: Q4_K 2048 columns 15.2-16.4 ->
-/// 19.1-20.2, 7168 15.5-16.4 -> 16.8-18.4; Q5_0 896 13.5-15.7 -> 17.7-18.4,
-/// 1408 16.1-16.4 -> 17.4-17.7; Q6_K 18432 16.4 -> 17.3-17.9; at AVX2 Q5_0
-/// 896 12.9-13.1 -> 15.4-15.9. Decode of the V2-Lite-shaped file, 2
-/// threads, three alternations: 32.5-33.9 -> 35.3-37.9 tok/s. Q4_1 at 576
-/// columns measured either way in `decode_bw`, but SmolLM2's decode fell
-/// from 180-206 to 162-180 tok/s one row at a time, so Q4_1 keeps `rows8`.
+/// Whether `rows8` takes rows of `wty` with `cols` elements at `v`'s level
+/// (`rows8::chosen`).
 fn row_groups_take(v: Verified, wty: GgmlType, cols: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return (wty == GgmlType::Q4_1 || !crate::matmul::software_prefetch()) && crate::rows8::supports(v, wty, cols);
+    return crate::rows8::chosen(v, wty, cols);
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (v, wty, cols);

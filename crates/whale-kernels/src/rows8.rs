@@ -2,7 +2,7 @@
 //! level Q4_K, Q4_1, Q5_0, and Q6_K rows of 10240 columns or more; at the
 //! AVX2 level Q4_1 and Q5_0, see the `avx2` module at the end). On Intel
 //! CPUs only Q4_1 comes here: the others read faster from memory one row
-//! at a time there (`qdot::row_groups_take`).
+//! at a time there ([`chosen`]).
 //!
 //! A one-row K-quant dot (`avx2_q8::vec_dot_n` with one activation row)
 //! spends most of its instructions on work that does not depend on the
@@ -97,6 +97,26 @@ pub(crate) fn supports(v: Verified, wty: GgmlType, cols: usize) -> bool {
         SimdLevel::Avx2Fma => matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_0),
         _ => false,
     }
+}
+
+/// Whether decode sends rows of `wty` with `cols` elements here at `v`'s
+/// level: where [`supports`] holds, on the CPUs that run without software
+/// prefetch (AMD's), and for Q4_1 everywhere. Eight rows a call are eight
+/// short streams; on Zen 4, which follows them with the next group
+/// prefetched, they beat the one-row kernels from memory (the module
+/// docs). On the Xeon with AMX of stop 35,
+/// where the one-row kernels prefetch their one stream, those read faster
+/// from memory, whatever the distance of `rows8`'s prefetch (2-64 KiB) and
+/// at either level, though slower from L2. `decode_bw 2 400 COLS TYPE`,
+/// alternating, GB/s, eight rows -> one: Q4_K 2048 columns 15.2-16.4 ->
+/// 19.1-20.2, 7168 15.5-16.4 -> 16.8-18.4; Q5_0 896 13.5-15.7 -> 17.7-18.4,
+/// 1408 16.1-16.4 -> 17.4-17.7; Q6_K 18432 16.4 -> 17.3-17.9; at AVX2 Q5_0
+/// 896 12.9-13.1 -> 15.4-15.9. Decode of the V2-Lite-shaped file, 2
+/// threads, three alternations: 32.5-33.9 -> 35.3-37.9 tok/s. Q4_1 at 576
+/// columns measured either way in `decode_bw`, but SmolLM2's decode fell
+/// from 180-206 to 162-180 tok/s one row at a time, so Q4_1 keeps `rows8`.
+pub(crate) fn chosen(v: Verified, wty: GgmlType, cols: usize) -> bool {
+    (wty == GgmlType::Q4_1 || !crate::matmul::software_prefetch()) && supports(v, wty, cols)
 }
 
 /// The shortest Q6_K rows taken eight at a time: at 9216 columns and fewer
@@ -547,7 +567,7 @@ mod tests {
 
     /// Every type at every level this CPU has, called directly (which CPUs
     /// take these kernels in `matmul_q` depends on the vendor, see
-    /// `qdot::row_groups_take`): each of the eight results is the scalar
+    /// [`chosen`]): each of the eight results is the scalar
     /// reference's bits, over random blocks and all-set / all-clear ones
     /// against activations of ±1.
     #[test]
