@@ -862,20 +862,21 @@ unsafe fn unpack_k_with(wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K], gather:
     let (sc, d): (__m256i, f32) = unsafe {
         match wty {
             G::IQ2_XXS | G::IQ3_XXS => {
-                let (w, gs) = if wty == G::IQ2_XXS {
-                    (_mm512_srli_epi64::<32>(_mm512_loadu_si512(bytes[2..66].as_ptr().cast())), 2)
+                let two = wty == G::IQ2_XXS;
+                let w = if two {
+                    _mm512_srli_epi64::<32>(_mm512_loadu_si512(bytes[2..66].as_ptr().cast()))
                 } else {
-                    (_mm512_cvtepu32_epi64(_mm256_loadu_si256(bytes[66..98].as_ptr().cast())), 4)
+                    _mm512_cvtepu32_epi64(_mm256_loadu_si256(bytes[66..98].as_ptr().cast()))
                 };
                 let (masks, s) = xxs_words(w);
-                let idx = (gather && gs == 2).then(|| iq2xxs_indices(bytes));
+                let idx2 = (gather && two).then(|| iq2xxs_indices(bytes));
                 for (p, &neg) in masks.iter().enumerate() {
                     let q = &bytes[2 + 16 * p..18 + 16 * p];
-                    let g = match (gs, idx) {
-                        (2, Some(idx)) => gather8(&GRID_IQ2XXS, idx, p),
-                        (2, None) => v8(core::array::from_fn(|k| GRID_IQ2XXS[q[k % 4 + 8 * (k / 4)] as usize])),
-                        _ if gather => gather16(&GRID_IQ3XXS, iq3xxs_indices(bytes, p)),
-                        _ => v16(|j| GRID_IQ3XXS[q[j] as usize]),
+                    let g = match (two, idx2) {
+                        (true, Some(idx)) => gather8(&GRID_IQ2XXS, idx, p),
+                        (true, None) => v8(core::array::from_fn(|k| GRID_IQ2XXS[q[k % 4 + 8 * (k / 4)] as usize])),
+                        (false, _) if gather => gather16(&GRID_IQ3XXS, iq3xxs_indices(bytes, p)),
+                        (false, _) => v16(|j| GRID_IQ3XXS[q[j] as usize]),
                     };
                     put(p, offset_signed(g, neg, off));
                 }
