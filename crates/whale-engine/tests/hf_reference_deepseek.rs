@@ -16,6 +16,7 @@ use whale_engine::models::deepseek_v3::{Deepseek, LayerRouting};
 use whale_engine::serving::generate::Session;
 // Transformers keeps keys and values in f32, so these comparisons use an
 // f32 KV cache (the default f16 cache rounds them, as llama.cpp does).
+use whale_engine::formats::storage::LoadMode;
 use whale_engine::formats::weights::{Fp8Mode, WeightStore};
 use whale_engine::models::{CacheType, LoadOptions, Logits, Model};
 use whale_engine::serving::sampler::argmax;
@@ -30,9 +31,11 @@ fn check_model(name: &str) {
     let root = hf_reference();
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join(format!("expected/{name}.json"))).unwrap()).unwrap();
-    let store = WeightStore::open(&root.join(format!("models/{name}"))).unwrap();
     let mut worst = 0f32;
-    for threads in [1, 2] {
+    // The shards mapped at one thread and read into memory at two: the
+    // same checks either way.
+    for (threads, mode) in [(1, LoadMode::Map), (2, LoadMode::Read)] {
+        let store = WeightStore::open_with(&root.join(format!("models/{name}")), Fp8Mode::Keep, mode).unwrap();
         let model =
             Deepseek::load(&store, LoadOptions { threads, cache_type: CacheType::F32, ..Default::default() }).unwrap();
         let vocab = model.info().vocab_size;
@@ -174,7 +177,7 @@ fn fp8_block_scaled_checkpoint_matches_python_dequantization() {
     let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fp8");
     let load = |dir: &str, fp8: Fp8Mode| {
         Deepseek::load(
-            &WeightStore::open_with(&data.join(dir), fp8).unwrap(),
+            &WeightStore::open_with(&data.join(dir), fp8, LoadMode::Map).unwrap(),
             LoadOptions { threads: 2, cache_type: CacheType::F32, fp8, ..Default::default() },
         )
         .unwrap()
@@ -217,7 +220,9 @@ fn fp8_block_scaled_checkpoint_matches_python_dequantization() {
     eprintln!("matrix bytes read per token: f32 {}, keep {}, q8_0 {}", bytes[0], bytes[1], bytes[2]);
     assert!(bytes[1] < bytes[2] && bytes[2] < bytes[0], "bytes per token: keep < q8_0 < f32: {bytes:?}");
     // Kept, every FP8 matrix is its file's pages, 1 byte a weight.
-    let WeightStore::Hf(dir) = WeightStore::open_with(&data.join("fp8"), Fp8Mode::Keep).unwrap() else { panic!() };
+    let WeightStore::Hf(dir) = WeightStore::open_with(&data.join("fp8"), Fp8Mode::Keep, LoadMode::Map).unwrap() else {
+        panic!()
+    };
     let mut kept = 0;
     for name in dir.tensor_names().filter(|n| n.ends_with("proj.weight")) {
         let t = dir.tensor(name).unwrap();

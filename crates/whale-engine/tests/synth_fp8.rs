@@ -15,6 +15,7 @@
 //! 0.57 for logits up to 15). A wrong scale block or decode moves them by
 //! more than q8_0's error.
 
+use whale_engine::formats::storage::LoadMode;
 use whale_engine::formats::weights::{Fp8Mode, WeightStore};
 use whale_engine::models::deepseek_v3::Deepseek;
 use whale_engine::models::{CacheType, LoadOptions, Logits, Model};
@@ -72,7 +73,7 @@ fn synthetic_fp8_folder_loads_and_keep_equals_f32() {
     std::fs::write(dir.join("config.json"), f.config()).unwrap();
 
     let load = |fp8| {
-        let store = WeightStore::open_with(&dir, fp8).unwrap();
+        let store = WeightStore::open_with(&dir, fp8, LoadMode::Map).unwrap();
         Deepseek::load(&store, LoadOptions { threads: 2, cache_type: CacheType::F32, fp8, ..Default::default() })
             .unwrap()
     };

@@ -145,6 +145,44 @@ fn model_larger_than_the_memory_limit_runs_the_same() {
     assert_eq!(ids(&small).as_array().map(Vec::len), Some(6));
 }
 
+/// The weights read into memory (the default when they fit, or
+/// `--no-mmap`) and mapped (`--mmap`) give the same greedy ids (safetensors
+/// folders read both ways: `hf_reference_deepseek`); `--no-mmap` refuses a
+/// model larger than the memory whale may use, and the two flags exclude
+/// each other.
+#[test]
+fn read_and_mapped_weights_run_the_same() {
+    let gguf = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    {
+        let model = &gguf;
+        let run = |flags: &[&str], limit: Option<&str>| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_whale"));
+            c.args(["run", model.to_str().unwrap(), "--prompt-ids", "5,6,7,8", "-n", "6", "--temp", "0"]);
+            c.args(["--ctx", "16", "--ignore-eos", "--json"]).args(flags).env("WHALE_LOG", "off");
+            if let Some(l) = limit {
+                c.env("WHALE_MEM_LIMIT", l);
+            }
+            c.output().unwrap()
+        };
+        let ids = |o: &Output| {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["generated_ids"].clone()
+        };
+        let mapped = ids(&run(&["--mmap"], None));
+        assert_eq!(mapped.as_array().map(Vec::len), Some(6));
+        assert_eq!(ids(&run(&["--no-mmap"], None)), mapped, "{}", model.display());
+        assert_eq!(ids(&run(&[], None)), mapped, "{}", model.display());
+        expect_error(
+            &run(&["--no-mmap"], Some("1M")),
+            &["--no-mmap: the model", "is larger than the memory whale may use (1.00 MB, from WHALE_MEM_LIMIT)"],
+        );
+        // A usage error: clap's exit status 2.
+        let both = run(&["--no-mmap", "--mmap"], None);
+        assert_eq!(both.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&both.stderr).contains("'--no-mmap' cannot be used with '--mmap'"));
+    }
+}
+
 #[test]
 fn info_and_run_on_the_llama_cpp_gguf() {
     let g = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use whale_kernels::GgmlType;
 
-use crate::formats::storage::{ByteSlice, Storage};
+use crate::formats::storage::{ByteSlice, LoadMode, Storage};
 
 /// Errors while reading a GGUF file. Each names what was wrong and where.
 #[derive(Debug, thiserror::Error)]
@@ -356,8 +356,13 @@ impl GgufFile {
     /// `whale info` can still print the header); [`GgufFile::check_tensors`]
     /// and [`GgufFile::tensor_data`] report them.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
+        Self::open_with(path, LoadMode::Map)
+    }
+
+    /// [`GgufFile::open`], each part mapped or read into memory as `mode` says.
+    pub fn open_with(path: impl AsRef<Path>, mode: LoadMode) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let mut g = Self::open_part(path)?;
+        let mut g = Self::open_part(path, mode)?;
         let count = g.get_u64("split.count").unwrap_or(1);
         if count <= 1 {
             return Ok(g);
@@ -372,14 +377,14 @@ impl GgufFile {
             ))
         })?;
         if no != 0 {
-            return Self::open(split_path(&prefix, 0, count));
+            return Self::open_with(split_path(&prefix, 0, count), mode);
         }
         for i in 1..count {
             let p = PathBuf::from(split_path(&prefix, i, count));
             if !p.exists() {
                 return Err(GgufError::Split(format!("part {} of {count} is missing: {}", i + 1, p.display())));
             }
-            let part = match Self::open_part(&p) {
+            let part = match Self::open_part(&p, mode) {
                 Ok(part) => part,
                 Err(e) => return Err(GgufError::Split(format!("part {}: {e}", p.display()))),
             };
@@ -389,16 +394,16 @@ impl GgufFile {
         Ok(g)
     }
 
-    /// One file, memory-mapped and parsed (a part, or a whole model).
-    fn open_part(path: &Path) -> Result<GgufFile, GgufError> {
+    /// One file, mapped (or read) and parsed (a part, or a whole model).
+    fn open_part(path: &Path, mode: LoadMode) -> Result<GgufFile, GgufError> {
         let io = |source| GgufError::Io { path: path.to_path_buf(), source };
         let file = std::fs::File::open(path).map_err(io)?;
-        // SAFETY: the mapping is read-only and private to this process. Like every
+        // SAFETY: a mapping is read-only and private to this process. Like every
         // mmap-based loader we rely on the file not being truncated by another
         // process while it is mapped; all offsets are bounds-checked against the
         // length seen at map time.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let mut g = Self::parse(Storage::mapped(map))?;
+        let storage = unsafe { Storage::open(&file, mode) }.map_err(io)?;
+        let mut g = Self::parse(storage)?;
         g.parts[0].path = Some(path.to_path_buf());
         Ok(g)
     }

@@ -17,7 +17,7 @@ use whale_kernels::GgmlType;
 
 use crate::formats::gguf::{GgufError, GgufFile};
 use crate::formats::names::TensorName;
-use crate::formats::storage::{ByteSlice, Storage};
+use crate::formats::storage::{ByteSlice, LoadMode, Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightError {
@@ -118,10 +118,12 @@ pub struct HfDir {
 impl HfDir {
     /// Open with FP8 weights kept as FP8.
     pub fn open(dir: &Path) -> Result<HfDir, WeightError> {
-        HfDir::open_with(dir, Fp8Mode::Keep)
+        HfDir::open_with(dir, Fp8Mode::Keep, LoadMode::Map)
     }
 
-    pub fn open_with(dir: &Path, fp8_mode: Fp8Mode) -> Result<HfDir, WeightError> {
+    /// Open with FP8 weights as `fp8_mode` says, the shards mapped or read
+    /// into memory as `mode` says.
+    pub fn open_with(dir: &Path, fp8_mode: Fp8Mode, mode: LoadMode) -> Result<HfDir, WeightError> {
         let cfg_path = dir.join("config.json");
         let text =
             std::fs::read_to_string(&cfg_path).map_err(|source| WeightError::Io { path: cfg_path.clone(), source })?;
@@ -149,7 +151,7 @@ impl HfDir {
         let mut tensors = HashMap::new();
         let mut fp8 = HashMap::new();
         for shard in &shards {
-            read_safetensors(shard, &mut tensors, &mut fp8)?;
+            read_safetensors(shard, mode, &mut tensors, &mut fp8)?;
         }
         attach_fp8(&mut tensors, fp8, fp8_mode)?;
         Ok(HfDir { dir: dir.to_path_buf(), config, tensors })
@@ -264,6 +266,7 @@ fn attach_fp8(
 /// data cover the file exactly; the data stay memory-mapped.
 fn read_safetensors(
     path: &Path,
+    mode: LoadMode,
     out: &mut HashMap<String, TensorView>,
     fp8: &mut HashMap<String, Fp8Tensor>,
 ) -> Result<(), WeightError> {
@@ -273,8 +276,7 @@ fn read_safetensors(
     let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: read-only private mapping; see GgufFile::open for the usual caveat
     // about other processes truncating the file.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-    let storage = Storage::mapped(map);
+    let storage = unsafe { Storage::open(&file, mode) }.map_err(io)?;
     let (header_len, meta) = SafeTensors::read_metadata(&storage[..]).map_err(|e| match e {
         // Say how far the header's offsets reach: a truncated download.
         SafeTensorError::MetadataIncompleteBuffer => {
@@ -338,18 +340,19 @@ pub enum WeightStore {
 impl WeightStore {
     /// Open a GGUF file or a Hugging Face folder (FP8 weights kept as FP8).
     pub fn open(path: &Path) -> Result<WeightStore, WeightError> {
-        WeightStore::open_with(path, Fp8Mode::Keep)
+        WeightStore::open_with(path, Fp8Mode::Keep, LoadMode::Map)
     }
 
-    /// [`WeightStore::open`], with what to do with FP8 weights.
-    pub fn open_with(path: &Path, fp8_mode: Fp8Mode) -> Result<WeightStore, WeightError> {
+    /// [`WeightStore::open`], with what to do with FP8 weights and whether
+    /// the files are mapped or read into memory.
+    pub fn open_with(path: &Path, fp8_mode: Fp8Mode, mode: LoadMode) -> Result<WeightStore, WeightError> {
         if let Some(first) = path.is_dir().then(|| first_gguf_part(path)).flatten() {
-            return Ok(WeightStore::Gguf(GgufFile::open(first)?));
+            return Ok(WeightStore::Gguf(GgufFile::open_with(first, mode)?));
         }
         if path.is_dir() {
-            Ok(WeightStore::Hf(HfDir::open_with(path, fp8_mode)?))
+            Ok(WeightStore::Hf(HfDir::open_with(path, fp8_mode, mode)?))
         } else {
-            Ok(WeightStore::Gguf(GgufFile::open(path)?))
+            Ok(WeightStore::Gguf(GgufFile::open_with(path, mode)?))
         }
     }
 

@@ -221,6 +221,9 @@ pub struct LoadOptions {
     /// instead of faulting page by page. Off when the model fits (the
     /// hint then costs page-cache lookups for nothing).
     pub prefetch_experts: bool,
+    /// Whether the weight files are mapped or read whole into memory
+    /// ([`LoadMode`]); the CLI reads them when they fit.
+    pub load_mode: crate::formats::storage::LoadMode,
 }
 
 impl Default for LoadOptions {
@@ -230,6 +233,7 @@ impl Default for LoadOptions {
             cache_type: CacheType::default(),
             fp8: Default::default(),
             prefetch_experts: false,
+            load_mode: Default::default(),
         }
     }
 }

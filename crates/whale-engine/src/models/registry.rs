@@ -75,7 +75,7 @@ pub struct LoadedModel {
 
 /// Open a GGUF file or Hugging Face folder and build the model it holds.
 pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
-    let store = WeightStore::open_with(path, opts.fp8)?;
+    let store = WeightStore::open_with(path, opts.fp8, opts.load_mode)?;
     let (arch_name, tokenizer) = match &store {
         WeightStore::Gguf(g) => {
             let arch = g.architecture().ok_or_else(|| ModelError::Config("GGUF has no general.architecture".into()))?;

@@ -11,6 +11,7 @@ pub mod train;
 pub mod vision;
 
 use anyhow::Context;
+use whale_engine::formats::storage::LoadMode;
 use whale_engine::models::{LoadOptions, LoadedModel};
 
 /// Options every model-running command takes.
@@ -32,6 +33,15 @@ pub struct ModelArgs {
     /// a weight) or f32 (exact, 4 bytes).
     #[arg(long, default_value = "keep")]
     pub fp8: whale_engine::formats::weights::Fp8Mode,
+    /// Read the weights whole into memory (in 2 MiB pages where the kernel
+    /// has them) rather than mapping the files. The default when the model
+    /// takes at most half the memory whale may use.
+    #[arg(long, conflicts_with = "mmap")]
+    pub no_mmap: bool,
+    /// Map the weight files (pages read as they are first touched, shared
+    /// with the page cache) even when they would fit in memory.
+    #[arg(long)]
+    pub mmap: bool,
 }
 
 impl ModelArgs {
@@ -61,11 +71,47 @@ impl ModelArgs {
         })
     }
 
+    /// Whether a model of `file` bytes is mapped or read into memory:
+    /// `--mmap` or `--no-mmap` if given, else read when it takes at most
+    /// half of `budget` (what [`memory_budget`] says whale may fill, which
+    /// counts the page cache as free), so that the copy and the file's
+    /// cached pages fit side by side with room for the KV cache; mapped
+    /// otherwise, and where there is no budget to go by.
+    ///
+    /// Why read by default: decode streams every weight it uses once a
+    /// token, and anonymous memory in 2 MiB pages streamed faster than the
+    /// file's mapped pages (see `LoadMode::Read`); llama.cpp, which maps
+    /// by default, copies most of its weights out of the mapping too (its
+    /// CPU "repack" of Q4_K and other types). Loading then reads the whole
+    /// file up front, as llama.cpp's `MAP_POPULATE` does.
+    pub fn load_mode(&self, file: u64, budget: Option<(u64, &'static str)>) -> anyhow::Result<LoadMode> {
+        if self.mmap {
+            return Ok(LoadMode::Map);
+        }
+        if self.no_mmap {
+            if let Some((b, from)) = budget.filter(|&(b, _)| file > b) {
+                anyhow::bail!(
+                    "--no-mmap: the model ({}) is larger than the memory whale may use ({}, from {from}); \
+                     leave --no-mmap out to map the file instead",
+                    indicatif::DecimalBytes(file),
+                    indicatif::DecimalBytes(b)
+                );
+            }
+            return Ok(LoadMode::Read);
+        }
+        Ok(match budget {
+            Some((b, _)) if file <= b / 2 => LoadMode::Read,
+            _ => LoadMode::Map,
+        })
+    }
+
     pub fn load(&self, spec: &str) -> anyhow::Result<(LoadedModel, usize)> {
         let path = crate::pull::resolve_model(spec)?;
         let mut opts = self.options()?;
         let file = model_file_bytes(&path);
-        if let Some((budget, from)) = memory_budget().filter(|&(b, _)| file > b) {
+        let budget = memory_budget();
+        opts.load_mode = self.load_mode(file, budget)?;
+        if let Some((budget, from)) = budget.filter(|&(b, _)| file > b) {
             opts.prefetch_experts = true;
             eprintln!(
                 "note: the model ({}) is larger than the memory whale may use ({}, from {from}): \
