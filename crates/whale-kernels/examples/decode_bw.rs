@@ -17,6 +17,10 @@
 //! Q6_K 11.3 (70 %), Q4_K 9.7 (60 %), though from L2 (`MB` 1) the same
 //! kernels ran 22.0 and 26.8 GB/s: one core keeps too few lines in flight
 //! to hide the memory latency behind its arithmetic.
+//!
+//! Both the plain read and the matrices sit in 2 MiB pages
+//! (`common::huge_pages`), as the weights do once whale reads them into
+//! memory (`LoadMode::Read`, its default for models that fit).
 
 mod common;
 
@@ -65,57 +69,17 @@ fn main() {
     for ty in types {
         let rb = ty.row_bytes(cols).expect("cols must be a multiple of 256");
         let rows = (mb * 1_000_000 / rb).max(1);
-        let w: Vec<u8>;
-        let wmap;
-        let w: &[u8] = match std::env::var("WEIGHTS") {
-            Ok(spec) => {
-                let (path, off) = spec.rsplit_once(':').unwrap();
-                let off: usize = off.parse().unwrap();
-                let f = std::fs::File::open(path).unwrap();
-                let len = std::fs::metadata(path).unwrap().len() as usize;
-                wmap = unsafe {
-                    libc::mmap(
-                        std::ptr::null_mut(),
-                        len,
-                        libc::PROT_READ,
-                        libc::MAP_SHARED,
-                        std::os::fd::AsRawFd::as_raw_fd(&f),
-                        0,
-                    )
-                };
-                unsafe { std::slice::from_raw_parts((wmap as *const u8).add(off), rows * rb) }
-            }
-            Err(_) => {
-                w = common::random_weights(ty, rows, cols);
-                &w
-            }
-        };
-        let copy: Vec<u8>;
-        let w = if std::env::var("COPY").is_ok() {
-            let mut c = Vec::with_capacity(w.len());
-            if std::env::var("COPY").unwrap() == "huge" {
-                common::huge_pages(&mut c);
-            }
-            c.extend_from_slice(w);
-            copy = c;
-            &copy[..]
-        } else {
-            w
-        };
-        if std::env::var("WEIGHTS").is_ok() {
-            let words: &[u64] = unsafe { std::slice::from_raw_parts(w.as_ptr().cast(), w.len() / 8) };
-            println!("plain read of the file's bytes: {:.1} GB/s", plain_read(words, threads));
-        }
+        let w = common::random_weights(ty, rows, cols);
         let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
         let acts = quantize_acts(ty, &x, 1, cols);
         let mut y = vec![0f32; rows];
-        matmul_q_acts(ty, w, rows, cols, &acts, &mut y, threads);
+        matmul_q_acts(ty, &w, rows, cols, &acts, &mut y, threads);
         let reps = (4000 / mb.max(1)).clamp(3, 1000);
         let mut best = f64::MAX;
         for _ in 0..5 {
             let t0 = Instant::now();
             for _ in 0..reps {
-                matmul_q_acts(ty, w, rows, cols, &acts, &mut y, threads);
+                matmul_q_acts(ty, &w, rows, cols, &acts, &mut y, threads);
             }
             best = best.min(t0.elapsed().as_secs_f64() / reps as f64);
         }
