@@ -77,6 +77,89 @@ pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
     let _ = (w, at, len);
 }
 
+/// Prefetching from inside a kernel: each call asks for the bytes
+/// [`PREFETCH_DISTANCE`] past the weights it is about to read into L2, so
+/// that the requests are spread through a row, a block (or a group of
+/// small blocks) at a time, instead of a row's worth in a burst before the
+/// row ([`prefetch`]). Made once per row, where the kernel starts; does
+/// nothing where [`software_prefetch`] is off.
+///
+/// Why spread: a burst of 60 to 90 requests before a row fills the queue
+/// of misses a core may have outstanding, and the kernel then waits on the
+/// lines at its end while the queue sits idle through the row's arithmetic.
+/// On the 2-core Intel Xeon with AMX of stop 36, weights in 2 MiB pages of
+/// anonymous memory (as whale reads them by default), `decode_bw` at two
+/// threads, three runs each alternating with the burst, GB/s: Q4_K
+/// (7168 columns) 21.6-22.7 → 22.0-24.3, Q6_K 23.2-24.0 → 24.3-25.7, Q5_K
+/// (4096) 22.0-22.2 → 24.7-25.7, Q5_0 18.8-19.2 → 21.6-22.2, Q4_0
+/// 18.8-19.1 → 22.5-23.7, Q8_0 alike (26.5-26.9, 26.1-26.8). Decode,
+/// `whale bench -t 2 -n 32 -r 2`, four rounds alternating: V3-shaped
+/// 2-layer Q4_K_M 13.3-14.1 → 15.0-15.5 tok/s, V2-Lite-shaped 6-layer
+/// 33.5-35.1 → 37.6-37.8. (The same machine's mapped file pages, which
+/// stream at about half the rate there, did better with the burst: −5 %
+/// and −12 % spread, with `--mmap`.) At one thread a distance of 2 KiB
+/// measured like 3 KiB and 4 KiB a little worse; L1 prefetches
+/// (`prefetcht0`) spread the same way were slower than none at 512 bytes
+/// and than L2's at 1 KiB.
+#[derive(Clone, Copy)]
+pub(crate) struct Ahead(bool);
+
+impl Ahead {
+    #[inline(always)]
+    pub(crate) fn new() -> Ahead {
+        #[cfg(target_arch = "x86_64")]
+        return Ahead(software_prefetch());
+        #[cfg(not(target_arch = "x86_64"))]
+        Ahead(false)
+    }
+
+    /// Asks for `len` bytes from [`PREFETCH_DISTANCE`] past `p` (the start
+    /// of the bytes about to be read), one request per 64 bytes. The
+    /// addresses may lie past the matrix: a prefetch reads nothing
+    /// architecturally and never faults, and the pointer arithmetic wraps
+    /// (no dereference, no bounds to keep).
+    #[inline(always)]
+    pub(crate) fn fetch<T>(self, p: *const T, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if self.0 {
+            let far = p.cast::<u8>().wrapping_add(PREFETCH_DISTANCE);
+            let mut o = 0;
+            while o < len {
+                // SAFETY: a prefetch hint of any address is sound.
+                unsafe {
+                    core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(far.wrapping_add(o).cast())
+                };
+                o += 64;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (p, len);
+    }
+}
+
+/// Whether the row kernels of `wty` at `v` prefetch their own weights
+/// ([`Ahead`]: the K-quants and the 32-element types of the int8 kernels at
+/// the AVX2 and AVX-512 levels), so that the row loop leaves [`prefetch`]
+/// out.
+pub(crate) fn kernel_prefetches(v: Verified, wty: GgmlType) -> bool {
+    use GgmlType as G;
+    matches!(v.level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx)
+        && matches!(
+            wty,
+            G::Q4_0
+                | G::Q4_1
+                | G::Q5_0
+                | G::Q5_1
+                | G::Q8_0
+                | G::IQ4_NL
+                | G::Q2_K
+                | G::Q3_K
+                | G::Q4_K
+                | G::Q5_K
+                | G::Q6_K
+        )
+}
+
 /// Wrapping sum of `words`, read as the kernels read weights (256-bit loads
 /// at the AVX2 level and above): what `whale bench` streams to measure the
 /// read bandwidth that bounds decode. A plain iterator sum is compiled for

@@ -442,6 +442,7 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
         t_rows: &t_rows,
         transposed: acts.t_len > 0,
         grouped: row_groups_take(v, wty, cols),
+        row_prefetch: !crate::matmul::kernel_prefetches(v, wty),
     };
     // Blocking: a tile of weight rows (`W_TILE_BYTES`, kept in L2) meets
     // every group of activation rows in turn (a group stays in L1 while it
@@ -582,6 +583,9 @@ struct GroupJob<'a, 'b> {
     /// Whether one activation row meets the weight rows eight at a time
     /// (`rows8`), decided once per product.
     grouped: bool,
+    /// Whether the row loop prefetches each row before it: not where the
+    /// kernel prefetches as it goes (`matmul::kernel_prefetches`).
+    row_prefetch: bool,
 }
 
 /// Whether `rows8` takes rows of `wty` with `cols` elements at `v`'s level
@@ -607,7 +611,7 @@ impl GroupJob<'_, '_> {
         let rest = first..tile.end;
         for r in rest {
             let row = &self.w[r * self.rb..(r + 1) * self.rb];
-            if i == 0 {
+            if i == 0 && self.row_prefetch {
                 crate::matmul::prefetch(self.w, r * self.rb, self.rb);
             }
             let dots = vec_dot_group_verified(self.v, self.wty, row, group, self.transposed.then_some(tgroup));
