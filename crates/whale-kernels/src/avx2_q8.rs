@@ -668,11 +668,9 @@ macro_rules! int8_kernels {
             let mut acc = [_mm256_setzero_ps(); N];
             let mut accm = [_mm256_setzero_ps(); N];
             let nb = blocks.len();
-            let ahead = $crate::matmul::Ahead::new();
             for g in 0..nb.div_ceil(8) {
                 let base = 8 * g;
                 let full = base + 8 <= nb;
-                ahead.fetch(blocks.as_ptr().wrapping_add(base), 8 * core::mem::size_of::<B>());
                 let mut u = [_mm256_setzero_si256(); 8];
                 let mut dw = [0u16; 8];
                 let mut mw = [0u16; 8];
@@ -756,7 +754,7 @@ macro_rules! int8_kernels {
             let z = _mm256_setzero_si256();
             let mut acc = [_mm256_setzero_ps(); N];
             let nb = blocks.len();
-            let ahead = $crate::matmul::Ahead::new();
+            let ahead = $crate::matmul::Ahead::new(core::mem::size_of_val(blocks));
             for g in 0..nb.div_ceil(8) {
                 let base = 8 * g;
                 let n = (nb - base).min(8);

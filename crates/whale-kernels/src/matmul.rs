@@ -91,8 +91,7 @@ pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
 /// anonymous memory (as whale reads them by default), `decode_bw` at two
 /// threads, three runs each alternating with the burst, GB/s: Q4_K
 /// (7168 columns) 21.6-22.7 → 22.0-24.3, Q6_K 23.2-24.0 → 24.3-25.7, Q5_K
-/// (4096) 22.0-22.2 → 24.7-25.7, Q5_0 18.8-19.2 → 21.6-22.2, Q4_0
-/// 18.8-19.1 → 22.5-23.7, Q8_0 alike (26.5-26.9, 26.1-26.8). Decode,
+/// (4096) 22.0-22.2 → 24.7-25.7. Decode,
 /// `whale bench -t 2 -n 32 -r 2`, four rounds alternating: V3-shaped
 /// 2-layer Q4_K_M 13.3-14.1 → 15.0-15.5 tok/s, V2-Lite-shaped 6-layer
 /// 33.5-35.1 → 37.6-37.8. (The same machine's mapped file pages, which
@@ -101,16 +100,34 @@ pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
 /// measured like 3 KiB and 4 KiB a little worse; L1 prefetches
 /// (`prefetcht0`) spread the same way were slower than none at 512 bytes
 /// and than L2's at 1 KiB.
+///
+/// Only the K-quant kernels (`kgroups`) do it, on rows of at least
+/// [`SPREAD_MIN_ROW`]. The 32-element types' kernel (`legacy`) gained as
+/// much at 4096 columns (Q5_0 18.8-19.2 → 21.6-22.2 GB/s, Q4_0 18.8-19.1
+/// → 22.5-23.7) but lost at 896 (Qwen2.5-0.5B's rows: Q5_0 20.4-21.8 →
+/// 17.8-18.8, Q8_0 28.4-30.9 → 25.6-27.7; its decode 50-51 → 46-47 tok/s)
+/// even where the requests were switched off for short rows: the request
+/// code alone slowed that unrolled loop (15 % from L2). Rows of 1536 and
+/// 2048 columns measured alike either way.
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead(bool);
 
+/// The shortest row, in bytes, whose kernel prefetches as it goes
+/// ([`Ahead`]); shorter rows are prefetched whole before each ([`prefetch`]).
+pub(crate) const SPREAD_MIN_ROW: usize = 2048;
+
 impl Ahead {
+    /// For a row of `row_bytes`: on where [`software_prefetch`] is and the
+    /// row is at least [`SPREAD_MIN_ROW`] long.
     #[inline(always)]
-    pub(crate) fn new() -> Ahead {
+    pub(crate) fn new(row_bytes: usize) -> Ahead {
         #[cfg(target_arch = "x86_64")]
-        return Ahead(software_prefetch());
+        return Ahead(row_bytes >= SPREAD_MIN_ROW && software_prefetch());
         #[cfg(not(target_arch = "x86_64"))]
-        Ahead(false)
+        {
+            let _ = row_bytes;
+            Ahead(false)
+        }
     }
 
     /// Asks for `len` bytes from [`PREFETCH_DISTANCE`] past `p` (the start
@@ -137,27 +154,15 @@ impl Ahead {
     }
 }
 
-/// Whether the row kernels of `wty` at `v` prefetch their own weights
-/// ([`Ahead`]: the K-quants and the 32-element types of the int8 kernels at
-/// the AVX2 and AVX-512 levels), so that the row loop leaves [`prefetch`]
-/// out.
-pub(crate) fn kernel_prefetches(v: Verified, wty: GgmlType) -> bool {
+/// Whether the row kernels of `wty` at `v` prefetch their own weights in
+/// rows of `rb` bytes ([`Ahead`]: the K-quants of the int8 kernels at the
+/// AVX2 and AVX-512 levels, rows of at least [`SPREAD_MIN_ROW`]), so that
+/// the row loop leaves [`prefetch`] out.
+pub(crate) fn kernel_prefetches(v: Verified, wty: GgmlType, rb: usize) -> bool {
     use GgmlType as G;
-    matches!(v.level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx)
-        && matches!(
-            wty,
-            G::Q4_0
-                | G::Q4_1
-                | G::Q5_0
-                | G::Q5_1
-                | G::Q8_0
-                | G::IQ4_NL
-                | G::Q2_K
-                | G::Q3_K
-                | G::Q4_K
-                | G::Q5_K
-                | G::Q6_K
-        )
+    rb >= SPREAD_MIN_ROW
+        && matches!(v.level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx)
+        && matches!(wty, G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K)
 }
 
 /// Wrapping sum of `words`, read as the kernels read weights (256-bit loads

@@ -442,7 +442,7 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
         t_rows: &t_rows,
         transposed: acts.t_len > 0,
         grouped: row_groups_take(v, wty, cols),
-        row_prefetch: !crate::matmul::kernel_prefetches(v, wty),
+        row_prefetch: !crate::matmul::kernel_prefetches(v, wty, rb),
     };
     // Blocking: a tile of weight rows (`W_TILE_BYTES`, kept in L2) meets
     // every group of activation rows in turn (a group stays in L1 while it
