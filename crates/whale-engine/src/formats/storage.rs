@@ -103,7 +103,9 @@ impl ByteSlice {
 }
 
 impl ByteSlice {
-    /// Whether the bytes are pages of a memory-mapped file (not a copy).
+    /// Whether the bytes are the loaded file's own (its mapping, or the
+    /// whole file read in by [`LoadMode::Read`]), not a buffer converted at
+    /// load time.
     pub fn is_mapped(&self) -> bool {
         matches!(&*self.storage.0, Backing::Mapped(_))
     }

@@ -263,7 +263,8 @@ fn attach_fp8(
 
 /// Read one safetensors file (`u64 header length | JSON header | data`) with
 /// the `safetensors` crate, which checks the header and that the tensors'
-/// data cover the file exactly; the data stay memory-mapped.
+/// data cover the file exactly; the data stay in the file's mapping, or in
+/// the copy `mode` reads it into.
 fn read_safetensors(
     path: &Path,
     mode: LoadMode,
