@@ -91,10 +91,10 @@ pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
 /// anonymous memory (as whale reads them by default), `decode_bw` at two
 /// threads, three runs each alternating with the burst, GB/s: Q4_K
 /// (7168 columns) 21.6-22.7 → 22.0-24.3, Q6_K 23.2-24.0 → 24.3-25.7, Q5_K
-/// (4096) 22.0-22.2 → 24.7-25.7. Decode,
-/// `whale bench -t 2 -n 32 -r 2`, four rounds alternating: V3-shaped
-/// 2-layer Q4_K_M 13.3-14.1 → 15.0-15.5 tok/s, V2-Lite-shaped 6-layer
-/// 33.5-35.1 → 37.6-37.8. (The same machine's mapped file pages, which
+/// (4096) 22.0-22.2 → 24.7-25.7. Decode of a V3-shaped 2-layer Q4_K_M
+/// GGUF (`whale bench -t 2 -n 32 -r 2`, alternating with the build
+/// without): 12.6-12.7 → 13.6-14.3 tok/s. (The same machine's mapped file
+/// pages, which
 /// stream at about half the rate there, did better with the burst: −5 %
 /// and −12 % spread, with `--mmap`.) At one thread a distance of 2 KiB
 /// measured like 3 KiB and 4 KiB a little worse; L1 prefetches
@@ -109,6 +109,7 @@ pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
 /// even where the requests were switched off for short rows: the request
 /// code alone slowed that unrolled loop (15 % from L2). Rows of 1536 and
 /// 2048 columns measured alike either way.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead(bool);
 
@@ -116,18 +117,13 @@ pub(crate) struct Ahead(bool);
 /// ([`Ahead`]); shorter rows are prefetched whole before each ([`prefetch`]).
 pub(crate) const SPREAD_MIN_ROW: usize = 2048;
 
+#[cfg(target_arch = "x86_64")]
 impl Ahead {
     /// For a row of `row_bytes`: on where [`software_prefetch`] is and the
     /// row is at least [`SPREAD_MIN_ROW`] long.
     #[inline(always)]
     pub(crate) fn new(row_bytes: usize) -> Ahead {
-        #[cfg(target_arch = "x86_64")]
-        return Ahead(row_bytes >= SPREAD_MIN_ROW && software_prefetch());
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = row_bytes;
-            Ahead(false)
-        }
+        Ahead(row_bytes >= SPREAD_MIN_ROW && software_prefetch())
     }
 
     /// Asks for `len` bytes from [`PREFETCH_DISTANCE`] past `p` (the start
@@ -137,20 +133,16 @@ impl Ahead {
     /// (no dereference, no bounds to keep).
     #[inline(always)]
     pub(crate) fn fetch<T>(self, p: *const T, len: usize) {
-        #[cfg(target_arch = "x86_64")]
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         if self.0 {
             let far = p.cast::<u8>().wrapping_add(PREFETCH_DISTANCE);
             let mut o = 0;
             while o < len {
                 // SAFETY: a prefetch hint of any address is sound.
-                unsafe {
-                    core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(far.wrapping_add(o).cast())
-                };
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(far.wrapping_add(o).cast()) };
                 o += 64;
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (p, len);
     }
 }
 
