@@ -176,9 +176,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         (Some(spec), _) => {
             let path = crate::pull::resolve_model(spec)?;
             let weight_bytes = super::model_file_bytes(&path);
-            // The same choice `load` makes, for the report.
-            let mode = margs.load_mode(weight_bytes, super::memory_budget())?;
-            let (m, ctx) = margs.load(spec)?;
+            let (m, ctx, mode) = margs.load_as(spec)?;
             let name = path.file_name().map_or(spec.clone(), |f| f.to_string_lossy().into_owned());
             (m, ctx, name, weight_bytes, mode == LoadMode::Read)
         }

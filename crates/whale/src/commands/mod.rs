@@ -106,6 +106,11 @@ impl ModelArgs {
     }
 
     pub fn load(&self, spec: &str) -> anyhow::Result<(LoadedModel, usize)> {
+        self.load_as(spec).map(|(m, ctx, _)| (m, ctx))
+    }
+
+    /// [`ModelArgs::load`], also saying how the weights were loaded.
+    pub fn load_as(&self, spec: &str) -> anyhow::Result<(LoadedModel, usize, LoadMode)> {
         let path = crate::pull::resolve_model(spec)?;
         let mut opts = self.options()?;
         let file = model_file_bytes(&path);
@@ -134,7 +139,7 @@ impl ModelArgs {
                 budget / (kv / ctx as u64).max(1)
             );
         }
-        Ok((m, ctx))
+        Ok((m, ctx, opts.load_mode))
     }
 }
 
