@@ -1,8 +1,8 @@
 //! Decode products eight weight rows at a time (x86-64: at the AVX-512 VNNI
 //! level Q4_K, Q4_1, Q5_0, and Q6_K rows of 10240 columns or more; at the
 //! AVX2 level Q4_1 and Q5_0, see the `avx2` module at the end). On Intel
-//! CPUs only Q4_1 comes here: the others read faster from memory one row
-//! at a time there ([`chosen`]).
+//! CPUs only Q4_1 and short rows come here: longer rows of the others read
+//! faster from memory one row at a time there ([`chosen`]).
 //!
 //! A one-row K-quant dot (`avx2_q8::vec_dot_n` with one activation row)
 //! spends most of its instructions on work that does not depend on the
@@ -115,9 +115,29 @@ pub(crate) fn supports(v: Verified, wty: GgmlType, cols: usize) -> bool {
 /// threads, three alternations: 32.5-33.9 -> 35.3-37.9 tok/s. Q4_1 at 576
 /// columns measured either way in `decode_bw`, but SmolLM2's decode fell
 /// from 180-206 to 162-180 tok/s one row at a time, so Q4_1 keeps `rows8`.
+/// Short rows ([`SHORT_COLS`]) come here on Intel too.
 pub(crate) fn chosen(v: Verified, wty: GgmlType, cols: usize) -> bool {
-    (wty == GgmlType::Q4_1 || !crate::matmul::software_prefetch()) && supports(v, wty, cols)
+    let short = cols <= if wty.block_size() == QK_K { SHORT_COLS_K } else { SHORT_COLS };
+    (wty == GgmlType::Q4_1 || short || !crate::matmul::software_prefetch()) && supports(v, wty, cols)
 }
+
+/// The longest rows of a 32-element type that decode takes eight at a
+/// time on every CPU; [`SHORT_COLS_K`] for the 256-element K types. On
+/// short rows the one-row kernels' fixed cost per row (their horizontal
+/// sums, the partial group of eight blocks, the call) outweighs how they
+/// stream: MLA's per-head up-projections are such rows (DeepSeek-V2/V3
+/// `attn_k_b`: 128 columns, Q5_0 in the Q4_K_M files; `attn_v_b`: 512
+/// columns, Q4_K). On the 2-core Intel Xeon with AMX of stop 37
+/// (`decode_bw 2 MB COLS TYPE`, GB/s, one row at a time -> eight):
+/// Q5_0 128 columns 10.0-10.2 -> 15.6-17.0 from memory (100 MB) and
+/// 9.5-10.3 -> 21.0-21.8 from L2 (2 MB); Q4_K 512 columns 15.6-15.8 ->
+/// 22.3-23.3 and 16.2-16.4 -> 40.7-41.2. Level at Q5_0 256 columns
+/// (18.2-18.3 -> 17.4-18.1) and Q4_K 1024 (19.5-20.4 -> 19.6-19.7);
+/// one at a time faster from Q5_0 512 (22.2-22.3 against 18.4-19.3)
+/// and Q4_K 1536 (22.9-23.0 against 17.6-19.1) on.
+pub(crate) const SHORT_COLS: usize = 256;
+/// See [`SHORT_COLS`].
+pub(crate) const SHORT_COLS_K: usize = 512;
 
 /// The shortest Q6_K rows taken eight at a time: at 9216 columns and fewer
 /// the one-row kernel was as fast or faster, from 10752 on this one, by

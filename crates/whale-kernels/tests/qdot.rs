@@ -559,7 +559,9 @@ fn vec_dot_q_exact_integer_cases() {
 
 /// Decode (one activation row) takes weight rows in groups where a kernel
 /// does (`rows8` at the VNNI level: Q4_K, Q4_1, Q5_0, and Q6_K rows of
-/// 10240 columns or more, eight rows a call, transposed in registers). Every row's result stays the scalar reference's bits at the
+/// 10240 columns or more, eight rows a call, transposed in registers; on
+/// Intel CPUs Q4_1 and short rows, such as MLA's per-head 128 and 512
+/// columns). Every row's result stays the scalar reference's bits at the
 /// extremes of the integer sums (every quant, scale and min at its
 /// maximum, activations at ±127), with all-zero blocks, with rows at odd
 /// addresses, and with row counts and block counts that do not fill a
@@ -568,7 +570,10 @@ fn vec_dot_q_exact_integer_cases() {
 fn matmul_q_decode_row_groups_match_scalar_at_extremes() {
     let mut rng = Rng::new(38);
     for wty in quant_types() {
-        for (rows, cols) in [(8, 256), (16, 768), (19, 2816), (24, 2048), (10, 10240), (9, 18432)] {
+        for (rows, cols) in [(16, 128), (8, 256), (17, 512), (16, 768), (19, 2816), (24, 2048), (10, 10240), (9, 18432)] {
+            if cols % wty.block_size() != 0 {
+                continue;
+            }
             let rb = wty.row_bytes(cols).unwrap();
             for fill in ["max", "zero", "random"] {
                 let mut w: Vec<u8> = match fill {
