@@ -97,6 +97,34 @@ fn a_two_layer_v3_runs_and_is_reproducible() {
     assert!((0.5..50.0).contains(&std), "logit spread {std}");
 }
 
+/// MLA forms a long prefill chunk's absorbed queries a group of heads at a
+/// time (at 512 tokens of V2-Lite's shapes: 14 heads, then 2), a shorter
+/// one's all at once: 512 tokens in one forward give the same logits, bit
+/// for bit, as the same tokens in two chunks of 256 (row-independent
+/// products, each query's attention its own), and as in chunks of 100.
+#[test]
+fn mla_head_groups_give_the_bits_of_all_heads_at_once() {
+    let tok = synth::tokenizer::from_gguf(&deepseek_tokenizer());
+    let s = Synth::plan(&spec("deepseek-v2-lite", Some(2), FileType::Q4_K_M), tok).unwrap();
+    let g = GgufFile::from_bytes(s.to_bytes()).unwrap();
+    let m = models::load_gguf(g, LoadOptions { threads: 2, ..LoadOptions::default() }).unwrap();
+    let ids: Vec<u32> = (0..512u32).map(|j| (j * 104_729 + 17) % 100_000).collect();
+    let all_at_once = {
+        let mut cache = m.model.new_cache(600);
+        m.model.forward(&mut cache, &ids, Logits::Last).unwrap()
+    };
+    for chunk in [256, 100] {
+        let mut cache = m.model.new_cache(600);
+        let mut last = Vec::new();
+        for part in ids.chunks(chunk) {
+            last = m.model.forward(&mut cache, part, Logits::Last).unwrap();
+        }
+        assert!(last.iter().all(|x| x.is_finite()));
+        let same = last.iter().zip(&all_at_once).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "chunks of {chunk}: logits differ from one forward of 512 tokens");
+    }
+}
+
 #[test]
 fn hf_tokenizer_json_converts_to_the_same_ids() {
     let dir = common::hf_reference().join("tokenizer");

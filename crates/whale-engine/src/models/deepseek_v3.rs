@@ -39,6 +39,10 @@ use crate::models::{
 const LORA_NORM_EPS: f32 = 1e-6;
 /// Heads whose MLA up-projections (k_b, v_b) run as one pool job.
 const HEAD_GROUP: usize = 16;
+/// The most absorbed queries (`n · heads · (kv_lora + rope)` floats, 16
+/// MiB) that MLA forms at once; the heads of a longer prefill chunk go in
+/// groups (14 heads at a time at 512 tokens), a decode's all at once.
+const ATTN_GROUP_FLOATS: usize = 4 << 20;
 /// Gathered token rows of the routed experts that run as one pool job in a
 /// prefill (bounds the memory of a batch: 1024 rows of V3's 7168 floats).
 const EXPERT_ROWS: usize = 1024;
@@ -763,34 +767,44 @@ impl Deepseek {
                 qb.forward_spans(&c, spans, th)
             }
         }; // [n, n_head, nope + rope]
-           // Absorbed queries [n, n_head, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
-        let mut q_abs = vec![0f32; n * p.n_head * lw];
-        let q_head = |t: usize, hd: usize| &q[(t * p.n_head + hd) * qk..][..nope];
-        per_head(&a.k_b, n, spans, th, q_head, |hd, q_lat| {
-            for t in 0..n {
-                let dst = &mut q_abs[(t * p.n_head + hd) * lw..][..lw];
-                dst[..lat].copy_from_slice(&q_lat[t * lat..(t + 1) * lat]);
-                dst[lat..].copy_from_slice(&q[(t * p.n_head + hd) * qk + nope..][..rope]);
-                self.rope.apply(&mut dst[lat..], pos[t]);
+        // Heads in groups of at most ATTN_GROUP_FLOATS absorbed queries
+        // (all at once in a decode), so that a prefill chunk's absorbed
+        // queries and latent outputs live for one group at a time: for V3's
+        // 128 heads at 512 tokens they would take 151 and 134 MB at once.
+        let group = (ATTN_GROUP_FLOATS / (n * lw).max(1)).clamp(1, p.n_head);
+        let mut o = vec![0f32; n * p.n_head * vh]; // [n, n_head * v_head]
+        for g0 in (0..p.n_head).step_by(group) {
+            let heads = g0..(g0 + group).min(p.n_head);
+            let gn = heads.len();
+            // Absorbed queries [n, gn, kv_lora + rope]: W_UKᵀ q_nope, then q_rope.
+            let mut q_abs = vec![0f32; n * gn * lw];
+            let q_head = |t: usize, i: usize| &q[(t * p.n_head + g0 + i) * qk..][..nope];
+            per_head(&a.k_b[heads.clone()], n, spans, th, q_head, |i, q_lat| {
+                for t in 0..n {
+                    let dst = &mut q_abs[(t * gn + i) * lw..][..lw];
+                    dst[..lat].copy_from_slice(&q_lat[t * lat..(t + 1) * lat]);
+                    dst[lat..].copy_from_slice(&q[(t * p.n_head + g0 + i) * qk + nope..][..rope]);
+                    self.rope.apply(&mut dst[lat..], pos[t]);
+                }
+            });
+            let lay = AttnLayout { n_head: gn, n_kv_head: 1, k_dim: lw, v_dim: lat, k_stride: lw, v_stride: lw };
+            let mut o_lat = vec![0f32; n * gn * lat]; // [n, gn, kv_lora]
+            for (s, span) in seqs.iter().zip(spans) {
+                let (t0, t1) = (span.start, span.end);
+                let qs = &q_abs[t0 * gn * lw..t1 * gn * lw];
+                let c = s.cache.k[l].view();
+                let os = &mut o_lat[t0 * gn * lat..t1 * gn * lat];
+                attention_into(qs, c, c, lay, span.len(), pos[t0], p.softmax_scale, th, os);
             }
-        });
-        let lay = AttnLayout { n_head: p.n_head, n_kv_head: 1, k_dim: lw, v_dim: lat, k_stride: lw, v_stride: lw };
-        let mut o_lat = vec![0f32; n * p.n_head * lat]; // [n, n_head, kv_lora]
-        for (s, span) in seqs.iter().zip(spans) {
-            let (t0, t1) = (span.start, span.end);
-            let qs = &q_abs[t0 * p.n_head * lw..t1 * p.n_head * lw];
-            let c = s.cache.k[l].view();
-            let os = &mut o_lat[t0 * p.n_head * lat..t1 * p.n_head * lat];
-            attention_into(qs, c, c, lay, span.len(), pos[t0], p.softmax_scale, th, os);
+            drop(q_abs);
+            // Per head W_UV: [n, gn, kv_lora] → the group's columns of `o`.
+            let lat_head = |t: usize, i: usize| &o_lat[(t * gn + i) * lat..][..lat];
+            per_head(&a.v_b[heads.clone()], n, spans, th, lat_head, |i, oh| {
+                for t in 0..n {
+                    o[(t * p.n_head + g0 + i) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
+                }
+            });
         }
-        // Per head W_UV: [n, n_head, kv_lora] → [n, n_head * v_head].
-        let mut o = vec![0f32; n * p.n_head * vh];
-        let lat_head = |t: usize, hd: usize| &o_lat[(t * p.n_head + hd) * lat..][..lat];
-        per_head(&a.v_b, n, spans, th, lat_head, |hd, oh| {
-            for t in 0..n {
-                o[(t * p.n_head + hd) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
-            }
-        });
         let out = a.o.forward_spans(&o, spans, th); // [n, hidden]
         ops::add_assign(x, &out);
         // --- FFN ---
