@@ -570,7 +570,8 @@ fn vec_dot_q_exact_integer_cases() {
 fn matmul_q_decode_row_groups_match_scalar_at_extremes() {
     let mut rng = Rng::new(38);
     for wty in quant_types() {
-        for (rows, cols) in [(16, 128), (8, 256), (17, 512), (16, 768), (19, 2816), (24, 2048), (10, 10240), (9, 18432)] {
+        for (rows, cols) in [(16, 128), (8, 256), (17, 512), (16, 768), (19, 2816), (24, 2048), (10, 10240), (9, 18432)]
+        {
             if cols % wty.block_size() != 0 {
                 continue;
             }

@@ -767,6 +767,7 @@ impl Deepseek {
                 qb.forward_spans(&c, spans, th)
             }
         }; // [n, n_head, nope + rope]
+
         // Heads in groups of at most ATTN_GROUP_FLOATS absorbed queries
         // (all at once in a decode), so that a prefill chunk's absorbed
         // queries and latent outputs live for one group at a time: for V3's
