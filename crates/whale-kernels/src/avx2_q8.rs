@@ -447,6 +447,40 @@ pub(crate) unsafe fn k_group_term(
     }
 }
 
+/// The first 16 bytes of a Q4_K / Q5_K block: `d`, `dmin` and the 12 bytes
+/// of packed 6-bit scales and mins.
+#[inline]
+pub(crate) fn k_head<B: bytemuck::Pod>(b: &B) -> &[u8; 16] {
+    bytemuck::bytes_of(b)[..16].try_into().expect("a K block is longer than 16 bytes")
+}
+
+/// `qdot::k4_scales_mins` of the block that starts with `head` (see
+/// [`k_head`]) in vector registers: the eight scales and the eight mins,
+/// each as i16. The same 32-bit word operations as the scalar version, on
+/// the three words at once (words 1 and 2 are the low six bits of scales
+/// and mins; the high halves take the low or high nibbles of word 3 and
+/// the top two bits of words 1 and 2), so no scalar work and no
+/// scalar-to-vector moves per block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn k4_scales_mins_v(head: &[u8; 16]) -> (__m128i, __m128i) {
+    // SAFETY: reads the 16 bytes of `head`; loadu is unaligned.
+    let x = unsafe { _mm_loadu_si128(head.as_ptr().cast()) };
+    // Words [w0 w1 w2 w2] and [w0 w1 w0 w1] of the 12 scale bytes.
+    let a = _mm_shuffle_epi32::<0b11_11_10_01>(x);
+    let b = _mm_shuffle_epi32::<0b10_01_10_01>(x);
+    // [w0 & 3F, w1 & 3F, w2 & 0F, (w2 >> 4) & 0F] ...
+    let t = _mm_and_si128(
+        _mm_srlv_epi32(a, _mm_set_epi32(4, 0, 0, 0)),
+        _mm_set_epi32(0x0F0F_0F0F, 0x0F0F_0F0F, 0x3F3F_3F3F, 0x3F3F_3F3F),
+    );
+    // ... | [0, 0, ((w0 >> 6) & 03) << 4, ((w1 >> 6) & 03) << 4]
+    let u = _mm_slli_epi32::<4>(_mm_and_si128(_mm_srli_epi32::<6>(b), _mm_set_epi32(0x0303_0303, 0x0303_0303, 0, 0)));
+    // Bytes [sc0..4 mn0..4 sc4..8 mn4..8] -> [sc0..8 mn0..8].
+    let r = _mm_shuffle_epi8(_mm_or_si128(t, u), _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15));
+    (_mm_cvtepu8_epi16(r), _mm_cvtepu8_epi16(_mm_srli_si128::<8>(r)))
+}
+
 /// A 256-element K-quant block unpacked for the integer dot: `u[t]` holds
 /// the unsigned quants of elements `32t..32t + 32`, `sc[t]` their group
 /// scales (one i16 per pair of bytes, for `dot_acc_scaled`), and `mv` the
@@ -506,8 +540,8 @@ macro_rules! int8_kernels {
     ($features:literal) => {
         use $crate::avx2::{hsum, load32, nibbles32};
         use $crate::avx2_q8::{
-            bits, bsums, group_scales, groups_of_half, h2f, hsum_8x8, legacy_group, load_y, take8, transpose_8x8_i32,
-            widen16, word_bcast, KBlock,
+            bits, bsums, group_scales, groups_of_half, h2f, hsum_8x8, k_head, legacy_group, load_y, take8,
+            transpose_8x8_i32, widen16, word_bcast, KBlock,
         };
         use $crate::blocks::*;
         use $crate::q8::ActRow;
@@ -605,14 +639,14 @@ macro_rules! int8_kernels {
                     row,
                     a,
                     at,
-                    |b| unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None),
+                    |b| unpack_q45_k::<false>(k_head(b), &b.qs, None),
                     |b| sub_block_scales(&b.scales),
                 ),
                 G::Q5_K => kquant_or_t::<BlockQ5_K, N, T>(
                     row,
                     a,
                     at,
-                    |b| unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh)),
+                    |b| unpack_q45_k::<true>(k_head(b), &b.qs, Some(&b.qh)),
                     |b| sub_block_scales(&b.scales),
                 ),
                 G::Q6_K => {
@@ -880,12 +914,12 @@ macro_rules! int8_kernels {
                 GgmlType::Q4_K => {
                     let b: &BlockQ4_K = bytemuck::from_bytes(bytes);
                     sc[..8].copy_from_slice(&k4_scales_mins(&b.scales).0.map(i32::from));
-                    unpack_q45_k::<false>(b.d, b.dmin, &b.scales, &b.qs, None)
+                    unpack_q45_k::<false>(k_head(b), &b.qs, None)
                 }
                 GgmlType::Q5_K => {
                     let b: &BlockQ5_K = bytemuck::from_bytes(bytes);
                     sc[..8].copy_from_slice(&k4_scales_mins(&b.scales).0.map(i32::from));
-                    unpack_q45_k::<true>(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh))
+                    unpack_q45_k::<true>(k_head(b), &b.qs, Some(&b.qh))
                 }
                 GgmlType::Q6_K => {
                     let b: &BlockQ6_K = bytemuck::from_bytes(bytes);
@@ -1044,20 +1078,14 @@ macro_rules! int8_kernels {
         /// Q4_K and Q5_K (`HIGH`: with the fifth bit from `qh`).
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn unpack_q45_k<const HIGH: bool>(
-            d: F16Le,
-            dmin: F16Le,
-            scales: &[u8; 12],
-            qs: &[u8; 128],
-            qh: Option<&[u8; 32]>,
-        ) -> KBlock {
+        unsafe fn unpack_q45_k<const HIGH: bool>(head: &[u8; 16], qs: &[u8; 128], qh: Option<&[u8; 32]>) -> KBlock {
             let m4 = _mm256_set1_epi8(0x0F);
             let one = _mm256_set1_epi8(1);
-            let (sc8, mn8) = k4_scales_mins(scales);
-            let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(sc8))));
-            let mn = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn8)));
+            let (sc16, mn) = $crate::avx2_q8::k4_scales_mins_v(head);
+            let sc = _mm256_broadcastsi128_si256(sc16);
             // Each min covers two groups of 16: [m0 m0 m1 m1 .. m7 m7].
             let mn2 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
+            let (d, dmin) = (F16Le([head[0], head[1]]), F16Le([head[2], head[3]]));
             let mut kb = KBlock::new(h2f(d), h2f(dmin), mn2, 0);
             let mut hb = if HIGH { load32(qh.expect("Q5_K has qh"), 0) } else { _mm256_setzero_si256() };
             // Sub-block j = 2c + s (elements 32j..): nibble s of qs[32c..], bit j of qh.
