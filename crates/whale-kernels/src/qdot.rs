@@ -80,24 +80,6 @@ pub(crate) fn term_k(dw: f32, dminw: f32, da: f32, isum: i32, msum: i32) -> f32 
     (dw * da) * isum as f32 - (dminw * da) * msum as f32
 }
 
-/// The eight 6-bit scales and eight 6-bit mins of a Q4_K / Q5_K block, as
-/// [`k_scale_min`] decodes them one at a time, unpacked four at a time from
-/// little-endian words: bytes 0..4 hold scales 0..4 (low six bits) and the
-/// top two bits of scales 4..8; bytes 4..8 likewise for the mins; bytes 8..12
-/// hold the low nibbles of scales 4..8 (low) and mins 4..8 (high).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-#[inline(always)]
-pub(crate) fn k4_scales_mins(sc: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let w = |i: usize| u32::from_le_bytes([sc[i], sc[i + 1], sc[i + 2], sc[i + 3]]);
-    let (w0, w1, w2) = (w(0), w(4), w(8));
-    let sc_lo = w0 & 0x3F3F_3F3F;
-    let mn_lo = w1 & 0x3F3F_3F3F;
-    let sc_hi = (w2 & 0x0F0F_0F0F) | (((w0 >> 6) & 0x0303_0303) << 4);
-    let mn_hi = ((w2 >> 4) & 0x0F0F_0F0F) | (((w1 >> 6) & 0x0303_0303) << 4);
-    let join = |lo: u32, hi: u32| ((lo as u64) | ((hi as u64) << 32)).to_le_bytes();
-    (join(sc_lo, sc_hi), join(mn_lo, mn_hi))
-}
-
 /// Which float formula a weight type's blocks use.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Family {
@@ -1117,20 +1099,36 @@ mod tests {
         }
     }
 
-    /// The word-wise unpack agrees with the per-index decoder (which the
-    /// dequantization fixtures check against gguf-py) on random bytes.
+    /// The vector unpack of a Q4_K / Q5_K block's packed 6-bit scales and
+    /// mins (`avx2_q8::k4_scales_mins_v`, the row kernels' and panels')
+    /// agrees with the per-index decoder (which the dequantization fixtures
+    /// check against gguf-py) on random bytes.
+    #[cfg(target_arch = "x86_64")]
     #[test]
-    fn k4_scales_mins_matches_k_scale_min() {
+    fn k4_scales_mins_v_matches_k_scale_min() {
+        if !is_x86_feature_detected!("avx2") {
+            return;
+        }
         let mut s = 0x1234_5678_9abc_def0u64;
         for _ in 0..2000 {
-            let mut sc = [0u8; 12];
-            for b in sc.iter_mut() {
+            let mut head = [0u8; 16];
+            for b in head.iter_mut() {
                 s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 *b = (s >> 56) as u8;
             }
-            let (scales, mins) = k4_scales_mins(&sc);
+            // SAFETY: AVX2 (with FMA and F16C, present wherever AVX2 is on
+            // the CPUs whale's x86 levels run on) detected above.
+            let (sc, mn) = unsafe { crate::avx2_q8::k4_scales_mins_v(&head) };
+            let (mut scales, mut mins) = ([0u16; 8], [0u16; 8]);
+            // SAFETY: 16 bytes into each array.
+            unsafe {
+                core::arch::x86_64::_mm_storeu_si128(scales.as_mut_ptr().cast(), sc);
+                core::arch::x86_64::_mm_storeu_si128(mins.as_mut_ptr().cast(), mn);
+            }
+            let packed: &[u8; 12] = head[4..].try_into().unwrap();
             for j in 0..8 {
-                assert_eq!((scales[j], mins[j]), k_scale_min(&sc, j), "{sc:?} j={j}");
+                let (want_sc, want_mn) = k_scale_min(packed, j);
+                assert_eq!((scales[j], mins[j]), (u16::from(want_sc), u16::from(want_mn)), "{packed:?} j={j}");
             }
         }
     }

@@ -310,7 +310,7 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
         let [dm, w0, w1, w2] = words4(blk.map(|k| (k as *const BlockQ4_K).cast::<u8>()));
         let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
         let dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
-        // `qdot::k4_scales_mins`, eight rows at once: bytes 0..4 of the
+        // `avx2_q8::k4_scales_mins_v`, eight rows at once: bytes 0..4 of the
         // scales (mins) in `sc_lo` (`mn_lo`), 4..8 in `sc_hi` (`mn_hi`).
         let sc_lo = _mm256_and_si256(w0, m6);
         let mn_lo = _mm256_and_si256(w1, m6);
