@@ -1132,4 +1132,30 @@ mod tests {
             }
         }
     }
+
+    /// The vector unpacking of Q3_K's scales against the scalar
+    /// `dequant::q3_k_scales` (which the dequantization tests check
+    /// against gguf-py) on random bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn q3_k_scales_v_matches_q3_k_scales() {
+        if !is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut s = 0x0fed_cba9_8765_4321u64;
+        for _ in 0..2000 {
+            let mut packed = [0u8; 12];
+            for b in packed.iter_mut() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *b = (s >> 56) as u8;
+            }
+            // SAFETY: AVX2 (with FMA and F16C, present wherever AVX2 is on
+            // the CPUs whale's x86 levels run on) detected above.
+            let v = unsafe { crate::avx2_q8::q3_k_scales_v(&packed) };
+            let mut got = [0i8; 16];
+            // SAFETY: 16 bytes into `got`.
+            unsafe { core::arch::x86_64::_mm_storeu_si128(got.as_mut_ptr().cast(), v) };
+            assert_eq!(got, q3_k_scales(&packed), "{packed:?}");
+        }
+    }
 }
