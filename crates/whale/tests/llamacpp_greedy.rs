@@ -256,7 +256,9 @@ fn synthetic_deepseek_v2_lite_matches_llama_cpp() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The i-quant and ternary file types, at DeepSeek-R1-Distill-Qwen-1.5B's
+/// The i-quant and ternary file types, and the low K-quant mixes Q2_K and
+/// Q3_K_M (Q2_K/Q3_K experts, as DeepSeek-V3/R1 GGUFs in those mixes
+/// have), at DeepSeek-R1-Distill-Qwen-1.5B's
 /// shapes (hidden 1536 and intermediate 8960 are multiples of 256, so the
 /// layers really get these types; Qwen2.5-0.5B's 896 would fall back to
 /// IQ4_NL), 2 layers, seed 0: whale's greedy ids against llama.cpp's
@@ -277,7 +279,7 @@ fn synthetic_deepseek_v2_lite_matches_llama_cpp() {
 /// 2e-5 in `whale-kernels/tests/qdot.rs`.
 #[test]
 fn synthetic_iquant_files_match_llama_cpp() {
-    let cases: [(&str, &str, &[u32]); 11] = [
+    let cases: [(&str, &str, &[u32]); 13] = [
         (
             "iq1_s",
             "3d36a733176cf78e07387c9bc212c5f130e5add812c12bce5986805546e5c2b1",
@@ -375,6 +377,24 @@ fn synthetic_iquant_files_match_llama_cpp() {
                 70687, 13831, 93646, 90646, 125496, 125138, 52034, 67449, 7836, 119996, 108936, 30733, 18103, 78759,
                 47675, 111413, 101352, 18103, 114429, 43935, 21038, 43496, 56355, 63422, 123650, 94486, 119996, 48877,
                 124683, 86195, 79555, 76064,
+            ],
+        ),
+        (
+            "q2_k",
+            "3090ab003a7e7dfcf0e756191714ecb37501ace70815f39577730d7bf6ac5ff3",
+            &[
+                135332, 51888, 99945, 98451, 134110, 32602, 47044, 143179, 49208, 61363, 140294, 142881, 41967, 87564,
+                138833, 21871, 110955, 118251, 144914, 28332, 79581, 118038, 23749, 13465, 68216, 58070, 108635, 22150,
+                47419, 149583, 96385, 124001,
+            ],
+        ),
+        (
+            "q3_k_m",
+            "113175fb909e8a1d03dcb75435535b8f2eb52493617cb3770f7e4506fa247e79",
+            &[
+                13879, 141165, 135524, 86392, 58890, 89606, 58890, 14816, 55358, 9046, 130832, 131562, 143646, 11431,
+                76805, 121401, 62719, 93147, 77203, 39403, 137024, 32604, 3691, 130763, 123498, 143510, 69730, 118879,
+                85978, 75362, 43927, 33980,
             ],
         ),
     ];

@@ -26,6 +26,13 @@
 //!   `attn_q` IQ2_S, `ffn_down` Q4_K in the first eighth of the layers and
 //!   Q3_K after, `attn_output` IQ3_S; IQ3_S: V-like Q4_K with grouped-query
 //!   attention;
+//! - Q2_K gives Q3_K to `ffn_down` and `attn_output`, and to the V-like
+//!   tensors Q4_K with grouped-query attention, else Q3_K; Q3_K_S keeps
+//!   Q3_K everywhere; Q3_K_M gives Q5_K to the first two V-like tensors and
+//!   Q4_K to the others, Q5_K to `ffn_down` of the first sixteenth of the
+//!   layers and Q4_K after, Q4_K to `attn_output`; Q3_K_L gives Q5_K to all
+//!   three (8-expert models: `attn_output` Q5_K for Q2_K, Q3_K_S and Q3_K_M
+//!   as for Q4_K_M);
 //! - IQ4_NL / IQ4_XS give Q5_K to the V-like tensors with grouped-query
 //!   attention and to `ffn_down` of the first eighth of the layers; the
 //!   ternary TQ1_0 / TQ2_0 give Q4_K to the token embedding;
@@ -58,6 +65,10 @@ pub enum FileType {
     Q5_0,
     Q5_1,
     Q8_0,
+    Q2_K,
+    Q3_K_S,
+    Q3_K_M,
+    Q3_K_L,
     Q4_K_S,
     Q4_K_M,
     Q5_K_S,
@@ -79,7 +90,7 @@ pub enum FileType {
 }
 
 impl FileType {
-    pub const ALL: [FileType; 25] = [
+    pub const ALL: [FileType; 29] = [
         FileType::F32,
         FileType::F16,
         FileType::BF16,
@@ -88,6 +99,10 @@ impl FileType {
         FileType::Q5_0,
         FileType::Q5_1,
         FileType::Q8_0,
+        FileType::Q2_K,
+        FileType::Q3_K_S,
+        FileType::Q3_K_M,
+        FileType::Q3_K_L,
         FileType::Q4_K_S,
         FileType::Q4_K_M,
         FileType::Q5_K_S,
@@ -117,6 +132,10 @@ impl FileType {
             FileType::Q5_0 => "q5_0",
             FileType::Q5_1 => "q5_1",
             FileType::Q8_0 => "q8_0",
+            FileType::Q2_K => "q2_k",
+            FileType::Q3_K_S => "q3_k_s",
+            FileType::Q3_K_M => "q3_k_m",
+            FileType::Q3_K_L => "q3_k_l",
             FileType::Q4_K_S => "q4_k_s",
             FileType::Q4_K_M => "q4_k_m",
             FileType::Q5_K_S => "q5_k_s",
@@ -147,6 +166,10 @@ impl FileType {
             FileType::Q8_0 => 7,
             FileType::Q5_0 => 8,
             FileType::Q5_1 => 9,
+            FileType::Q2_K => 10,
+            FileType::Q3_K_S => 11,
+            FileType::Q3_K_M => 12,
+            FileType::Q3_K_L => 13,
             FileType::Q4_K_S => 14,
             FileType::Q4_K_M => 15,
             FileType::Q5_K_S => 16,
@@ -178,6 +201,8 @@ impl FileType {
             FileType::Q5_0 => GgmlType::Q5_0,
             FileType::Q5_1 => GgmlType::Q5_1,
             FileType::Q8_0 => GgmlType::Q8_0,
+            FileType::Q2_K => GgmlType::Q2_K,
+            FileType::Q3_K_S | FileType::Q3_K_M | FileType::Q3_K_L => GgmlType::Q3_K,
             FileType::Q4_K_S | FileType::Q4_K_M => GgmlType::Q4_K,
             FileType::Q5_K_S | FileType::Q5_K_M => GgmlType::Q5_K,
             FileType::Q6_K => GgmlType::Q6_K,
@@ -309,6 +334,11 @@ impl Mix {
                 return GgmlType::Q8_0;
             }
             return match ft {
+                F::Q2_K if m.n_gqa >= 4 => GgmlType::Q4_K,
+                F::Q2_K => GgmlType::Q3_K,
+                F::Q3_K_M if i < 2 => GgmlType::Q5_K,
+                F::Q3_K_M => GgmlType::Q4_K,
+                F::Q3_K_L => GgmlType::Q5_K,
                 F::Q4_K_M | F::Q5_K_M if use_more_bits(i, self.n_v_like) => GgmlType::Q6_K,
                 F::Q4_K_S if i < 4 => GgmlType::Q5_K,
                 F::IQ4_NL | F::IQ4_XS if m.n_gqa >= 4 => GgmlType::Q5_K,
@@ -337,6 +367,10 @@ impl Mix {
             self.i_ffn_down += 1;
             let n = m.n_layer;
             return match ft {
+                F::Q2_K => GgmlType::Q3_K,
+                F::Q3_K_M if i < n / 16 => GgmlType::Q5_K,
+                F::Q3_K_M => GgmlType::Q4_K,
+                F::Q3_K_L => GgmlType::Q5_K,
                 F::Q4_K_M | F::Q5_K_M if use_more_bits(i, n) => GgmlType::Q6_K,
                 F::Q4_K_S if i < n / 8 => GgmlType::Q5_K,
                 F::IQ4_NL | F::IQ4_XS if i < n / 8 => GgmlType::Q5_K,
@@ -346,11 +380,21 @@ impl Mix {
             };
         }
         if name.contains("attn_output.weight") {
-            if eight && matches!(ft, F::Q4_K_S | F::Q4_K_M | F::IQ4_NL | F::IQ4_XS | F::IQ3_XXS | F::IQ3_S) {
+            let to_q5_k_with_eight = matches!(
+                ft,
+                F::Q2_K | F::Q3_K_S | F::Q3_K_M | F::Q4_K_S | F::Q4_K_M | F::IQ4_NL | F::IQ4_XS | F::IQ3_XXS | F::IQ3_S
+            );
+            if eight && to_q5_k_with_eight {
                 return GgmlType::Q5_K;
             }
-            if !eight && ft == F::IQ3_XXS {
-                return GgmlType::IQ3_S;
+            if !eight {
+                match ft {
+                    F::Q2_K => return GgmlType::Q3_K,
+                    F::IQ3_XXS => return GgmlType::IQ3_S,
+                    F::Q3_K_M => return GgmlType::Q4_K,
+                    F::Q3_K_L => return GgmlType::Q5_K,
+                    _ => {}
+                }
             }
         }
         base
@@ -483,6 +527,55 @@ mod tests {
         assert_eq!(fallback(G::IQ4_XS, 896), G::IQ4_NL);
         assert_eq!(fallback(G::TQ2_0, 896), G::Q4_0);
         assert_eq!(fallback(G::IQ1_S, 16), G::F16);
+    }
+
+    #[test]
+    fn low_k_mixes_follow_llama_quantize() {
+        use GgmlType as G;
+        // V2-Lite-like: 16 layers, 64 experts, no grouped-query attention.
+        let moe = MixModel { n_layer: 16, n_expert: 64, tied: false, n_gqa: 1 };
+        let names = ["blk.0.attn_kv_b.weight", "blk.1.attn_kv_b.weight", "blk.2.attn_kv_b.weight"];
+        let mut mix = Mix::new(FileType::Q3_K_M, moe, names);
+        assert_eq!(mix.next("output.weight", &[2048, 1000]), G::Q6_K);
+        assert_eq!(mix.next("token_embd.weight", &[2048, 1000]), G::Q3_K);
+        assert_eq!(mix.next("blk.0.attn_kv_b.weight", &[512, 4096]), G::Q5_K);
+        assert_eq!(mix.next("blk.1.attn_kv_b.weight", &[512, 4096]), G::Q5_K);
+        assert_eq!(mix.next("blk.2.attn_kv_b.weight", &[512, 4096]), G::Q4_K);
+        // The first sixteenth's Q5_K, on 10944 columns: Q5_1.
+        assert_eq!(mix.next("blk.0.ffn_down.weight", &[10944, 2048]), G::Q5_1);
+        assert_eq!(mix.next("blk.1.ffn_down_exps.weight", &[2048, 2048, 64]), G::Q4_K);
+        // 1408 columns cannot hold 256-blocks: Q4_K falls back to Q5_0.
+        assert_eq!(mix.next("blk.1.ffn_down_exps.weight", &[1408, 2048, 64]), G::Q5_0);
+        assert_eq!(mix.next("blk.1.ffn_gate_exps.weight", &[2048, 1408, 64]), G::Q3_K);
+        assert_eq!(mix.next("blk.1.attn_output.weight", &[2048, 2048]), G::Q4_K);
+        assert_eq!(mix.next("blk.1.attn_q.weight", &[2048, 3072]), G::Q3_K);
+
+        let mut mix = Mix::new(FileType::Q2_K, moe, names);
+        assert_eq!(mix.next("token_embd.weight", &[2048, 1000]), G::Q2_K);
+        assert_eq!(mix.next("blk.0.attn_kv_b.weight", &[512, 4096]), G::Q3_K);
+        assert_eq!(mix.next("blk.1.ffn_down_exps.weight", &[2048, 2048, 64]), G::Q3_K);
+        assert_eq!(mix.next("blk.1.ffn_up_exps.weight", &[2048, 1408, 64]), G::Q2_K);
+        assert_eq!(mix.next("blk.1.attn_output.weight", &[2048, 2048]), G::Q3_K);
+        // 1408 columns: Q3_K falls back to Q4_0.
+        assert_eq!(mix.next("blk.1.ffn_down_shexp.weight", &[1408, 2048]), G::Q4_0);
+        let gqa = MixModel { n_layer: 28, n_expert: 0, tied: false, n_gqa: 7 };
+        let mut mix = Mix::new(FileType::Q2_K, gqa, ["blk.0.attn_v.weight"]);
+        assert_eq!(mix.next("blk.0.attn_v.weight", &[3584, 512]), G::Q4_K);
+
+        let mut mix = Mix::new(FileType::Q3_K_S, moe, names);
+        for name in ["blk.0.attn_kv_b.weight", "blk.0.ffn_down.weight", "blk.1.attn_output.weight"] {
+            assert_eq!(mix.next(name, &[2048, 2048]), G::Q3_K, "{name}");
+        }
+        let mut mix = Mix::new(FileType::Q3_K_L, moe, names);
+        for name in ["blk.0.attn_kv_b.weight", "blk.9.ffn_down_exps.weight", "blk.1.attn_output.weight"] {
+            assert_eq!(mix.next(name, &[2048, 2048]), G::Q5_K, "{name}");
+        }
+        assert_eq!(mix.next("blk.1.ffn_up_exps.weight", &[2048, 1408, 64]), G::Q3_K);
+
+        let eight = MixModel { n_layer: 32, n_expert: 8, tied: false, n_gqa: 4 };
+        let mut mix = Mix::new(FileType::Q3_K_S, eight, []);
+        assert_eq!(mix.next("blk.1.attn_output.weight", &[4096, 4096]), G::Q5_K);
+        assert_eq!(FileType::Q3_K_M.gguf_id(), 12);
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub struct LikeArgs {
     #[arg(long)]
     pub layers: Option<usize>,
     /// File type, as llama-quantize names it: f32, f16, bf16, q4_0, q4_1,
-    /// q5_0, q5_1, q8_0, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, iq1_s, iq1_m,
+    /// q5_0, q5_1, q8_0, q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m,
+    /// q5_k_s, q5_k_m, q6_k, iq1_s, iq1_m,
     /// iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq4_nl, iq4_xs, tq1_0, tq2_0; or ud-iq1_s, the mix of
     /// unsloth's 1.58-bit DeepSeek-R1. Tensor types follow llama-quantize's
     /// mix for that type. `fp8` (DeepSeek models, `whale synth` only) writes
