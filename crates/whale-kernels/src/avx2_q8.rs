@@ -921,11 +921,11 @@ macro_rules! int8_kernels {
             })
         }
 
-        /// One Q4_K / Q5_K / Q6_K block unpacked for `crate::panel`: its 256
-        /// unsigned quants into `u`, and its `d`, `dmin`, offset, the
-        /// multipliers of the activation's group sums and the group scales
-        /// as integers (eight 32-element groups, or sixteen 16-element ones
-        /// for Q6_K), see `KParts`.
+        /// One K-quant block (Q2_K … Q6_K) unpacked for `crate::panel`:
+        /// its 256 unsigned quants into `u`, and its `d`, `dmin`, offset,
+        /// the multipliers of the activation's group sums and the group
+        /// scales as integers (eight 32-element groups for Q4_K / Q5_K,
+        /// sixteen 16-element ones for Q2_K, Q3_K and Q6_K), see `KParts`.
         ///
         /// # Safety
         /// The CPU must support this module's target features; `bytes` is
@@ -952,7 +952,17 @@ macro_rules! int8_kernels {
                     sc = b.scales.map(i32::from);
                     unpack_q6_k(b)
                 }
-                t => unreachable!("unpack_k: {t} is not Q4_K, Q5_K or Q6_K"),
+                GgmlType::Q3_K => {
+                    let b: &BlockQ3_K = bytemuck::from_bytes(bytes);
+                    sc = $crate::dequant::q3_k_scales(&b.scales).map(i32::from);
+                    unpack_q3_k(b)
+                }
+                GgmlType::Q2_K => {
+                    let b: &BlockQ2_K = bytemuck::from_bytes(bytes);
+                    sc = b.scales.map(|v| i32::from(v & 0x0F));
+                    unpack_q2_k(b)
+                }
+                t => unreachable!("unpack_k: {t} is not a K-quant"),
             };
             for (c, v) in kb.u.iter().enumerate() {
                 // SAFETY: 32 bytes into `u[32c..32c + 32]`.

@@ -1,5 +1,5 @@
 //! AVX-512 VNNI panel products of block-quantized weights (the K-quants
-//! Q4_K, Q5_K, Q6_K, the 32-element types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and
+//! Q2_K … Q6_K, the 32-element types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and
 //! the i-quants of DeepSeek's low-bit GGUFs, IQ1_S … IQ4_XS, unpacked by
 //! `crate::iq::avx512::unpack_k` into Q6_K's form: 16-element groups,
 //! unsigned `q + off`) with many activation rows (prefill), x86-64 only.
@@ -22,9 +22,10 @@
 //! `(d · da) · isum` into lane `b % 8` (and `m · s` into a second set of
 //! lanes for Q4_1 / Q5_1). K-quants: per 256-element block the exact
 //! `Σ_g sc_g · dot_g` over the
-//! scale groups (32 elements for Q4_K / Q5_K, 16 for Q6_K), the exact
-//! `Σ mv · bsum` of the activation's 16-element sums (the mins, or for Q6_K
-//! the scales times its offset of 32: quants are unpacked unsigned, `q + 32`;
+//! scale groups (32 elements for Q4_K / Q5_K, 16 for Q2_K, Q3_K, Q6_K), the
+//! exact `Σ mv · bsum` of the activation's 16-element sums (the mins of
+//! Q2_K / Q4_K / Q5_K, or for Q6_K the scales times its offset of 32:
+//! quants are unpacked unsigned, `q + 32`, and Q3_K's `q + 4` likewise;
 //! the i-quants likewise with their own offsets),
 //! then the block's float term of `qdot::term` / `term_k` into lane `b % 8`,
 //! each lane summing its blocks in order, and the lanes added as
@@ -71,7 +72,7 @@ const IQ_MIN_ACT_ROWS: usize = 9;
 /// The weight types the panel kernel takes.
 pub(crate) fn supports(wty: GgmlType) -> bool {
     use GgmlType as G;
-    matches!(wty, G::Q4_K | G::Q5_K | G::Q6_K | G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0)
+    matches!(wty, G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K | G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0)
         || crate::iq::avx512::panel_offset(wty).is_some()
 }
 
@@ -84,7 +85,7 @@ fn is_k(wty: GgmlType) -> bool {
 fn group_len(wty: GgmlType) -> usize {
     if wty.is_iquant() {
         crate::iq::avx512::panel_group_len(wty)
-    } else if wty == GgmlType::Q6_K {
+    } else if matches!(wty, GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q6_K) {
         16
     } else {
         32

@@ -140,11 +140,14 @@ unsafe fn dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; J], nb
     // SAFETY: (caller) as `matmul`.
     unsafe {
         match wty {
-            // Steps per scale group (8 of 32 elements, Q6_K 4 of 16), and
+            // Steps per scale group (8 of 32 elements, 4 of 16), and
             // steps summed as i16 for the type's largest unsigned quant.
             G::Q4_K => k_dots::<J, 8, { i16_run(15) }>(p, a, nb),
             G::Q5_K => k_dots::<J, 8, { i16_run(31) }>(p, a, nb),
             G::Q6_K => k_dots::<J, 4, { i16_run(63) }>(p, a, nb),
+            // Q2_K's and Q3_K's whole groups of 4 steps fit i16 (their
+            // `i16_run` is 42 and 18).
+            G::Q2_K | G::Q3_K => k_dots::<J, 4, 4>(p, a, nb),
             G::Q4_0 | G::Q4_1 => legacy_dots::<J, { i16_run(15) }>(wty, p, a, nb),
             _ => legacy_dots::<J, { i16_run(31) }>(wty, p, a, nb),
         }
