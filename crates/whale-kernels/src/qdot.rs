@@ -1099,6 +1099,15 @@ mod tests {
         }
     }
 
+    /// `N` bytes from the linear congruential generator state `s`.
+    #[cfg(target_arch = "x86_64")]
+    fn random_bytes<const N: usize>(s: &mut u64) -> [u8; N] {
+        core::array::from_fn(|_| {
+            *s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (*s >> 56) as u8
+        })
+    }
+
     /// The vector unpack of a Q4_K / Q5_K block's packed 6-bit scales and
     /// mins (`avx2_q8::k4_scales_mins_v`, the row kernels' and panels')
     /// agrees with the per-index decoder (which the dequantization fixtures
@@ -1111,11 +1120,7 @@ mod tests {
         }
         let mut s = 0x1234_5678_9abc_def0u64;
         for _ in 0..2000 {
-            let mut head = [0u8; 16];
-            for b in head.iter_mut() {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                *b = (s >> 56) as u8;
-            }
+            let head: [u8; 16] = random_bytes(&mut s);
             // SAFETY: AVX2 (with FMA and F16C, present wherever AVX2 is on
             // the CPUs whale's x86 levels run on) detected above.
             let (sc, mn) = unsafe { crate::avx2_q8::k4_scales_mins_v(&head) };
@@ -1144,11 +1149,7 @@ mod tests {
         }
         let mut s = 0x0fed_cba9_8765_4321u64;
         for _ in 0..2000 {
-            let mut packed = [0u8; 12];
-            for b in packed.iter_mut() {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                *b = (s >> 56) as u8;
-            }
+            let packed: [u8; 12] = random_bytes(&mut s);
             // SAFETY: AVX2 (with FMA and F16C, present wherever AVX2 is on
             // the CPUs whale's x86 levels run on) detected above.
             let v = unsafe { crate::avx2_q8::q3_k_scales_v(&packed) };
