@@ -954,7 +954,13 @@ macro_rules! int8_kernels {
                 }
                 GgmlType::Q3_K => {
                     let b: &BlockQ3_K = bytemuck::from_bytes(bytes);
-                    sc = $crate::dequant::q3_k_scales(&b.scales).map(i32::from);
+                    let v = $crate::avx2_q8::q3_k_scales_v(&b.scales);
+                    let (lo, hi) = (_mm256_cvtepi8_epi32(v), _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(v)));
+                    // SAFETY: eight i32 into each half of `sc`.
+                    unsafe {
+                        _mm256_storeu_si256(sc.as_mut_ptr().cast(), lo);
+                        _mm256_storeu_si256(sc.as_mut_ptr().add(8).cast(), hi);
+                    }
                     unpack_q3_k(b)
                 }
                 GgmlType::Q2_K => {
