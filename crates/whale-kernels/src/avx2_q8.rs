@@ -200,18 +200,55 @@ pub(crate) fn take8<T: Copy + Default>(v: &[T], at: usize) -> [T; 8] {
     core::array::from_fn(|k| v.get(at + k).copied().unwrap_or_default())
 }
 
+/// Lanes `at..at + 8` of `v` as a mask over the lanes that exist (the
+/// first `n`, `n` at most 8): for the loads of a row's last, partial group
+/// of eight blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn lanes_present<T>(v: &[T], at: usize) -> (__m256i, usize) {
+    let n = v.len().saturating_sub(at).min(8);
+    (_mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), n)
+}
+
+/// `v[at..at + 8]` as a vector, lanes past the end of `v` zero: a row's
+/// last, partial group of eight blocks (V3's 7168 columns end in one) is
+/// read by a masked load, not copied into an array and read back as one
+/// vector (a store-forwarding stall).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn f32x8_at(v: &[f32], at: usize) -> __m256 {
+    let (mask, n) = lanes_present(v, at);
+    let p = v.as_ptr().wrapping_add(at.min(v.len()));
+    if n == 8 {
+        // SAFETY: `v[at..at + 8]` exists; loadu is unaligned.
+        unsafe { _mm256_loadu_ps(p) }
+    } else {
+        // SAFETY: only the lanes inside `v` are read (masked-off lanes
+        // access no memory and cannot fault).
+        unsafe { _mm256_maskload_ps(p, mask) }
+    }
+}
+
+/// [`f32x8_at`] for i32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn i32x8_at(v: &[i32], at: usize) -> __m256i {
+    let (mask, n) = lanes_present(v, at);
+    let p = v.as_ptr().wrapping_add(at.min(v.len()));
+    if n == 8 {
+        // SAFETY: `v[at..at + 8]` exists; loadu is unaligned.
+        unsafe { _mm256_loadu_si256(p.cast()) }
+    } else {
+        // SAFETY: as in `f32x8_at`.
+        unsafe { _mm256_maskload_epi32(p, mask) }
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(crate) unsafe fn f32x8(v: &[f32; 8]) -> __m256 {
     // SAFETY: reads the 8 floats of `v`; loadu is unaligned.
     unsafe { _mm256_loadu_ps(v.as_ptr()) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-pub(crate) unsafe fn i32x8(v: &[i32; 8]) -> __m256i {
-    // SAFETY: reads the 32 bytes of `v`; loadu is unaligned.
-    unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
 }
 
 /// Eight f16 bit patterns widened to f32 (exact).
@@ -405,19 +442,19 @@ pub(crate) unsafe fn legacy_group<const MIN: bool>(
     accm: &mut __m256,
     mut is: __m256i,
     off: i32,
-    ys: &[i32; 8],
-    da: &[f32; 8],
-    sa: &[f32; 8],
+    ys: __m256i,
+    da: __m256,
+    sa: __m256,
     dw: __m256,
     mw: __m256,
 ) {
     if off != 0 {
-        is = _mm256_sub_epi32(is, _mm256_mullo_epi32(i32x8(ys), _mm256_set1_epi32(off)));
+        is = _mm256_sub_epi32(is, _mm256_mullo_epi32(ys, _mm256_set1_epi32(off)));
     }
-    let dd = _mm256_mul_ps(dw, f32x8(da));
+    let dd = _mm256_mul_ps(dw, da);
     *acc = _mm256_add_ps(*acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(is)));
     if MIN {
-        *accm = _mm256_add_ps(*accm, _mm256_mul_ps(mw, f32x8(sa)));
+        *accm = _mm256_add_ps(*accm, _mm256_mul_ps(mw, sa));
     }
 }
 
@@ -564,8 +601,8 @@ macro_rules! int8_kernels {
     ($features:literal) => {
         use $crate::avx2::{hsum, load32, nibbles32};
         use $crate::avx2_q8::{
-            bits, bsums, group_scales, groups_of_half, h2f, hsum_8x8, k_head, legacy_group, load_y, take8,
-            transpose_8x8_i32, widen16, word_bcast, KBlock,
+            bits, bsums, group_scales, groups_of_half, h2f, hsum_8x8, k_head, legacy_group, load_y, transpose_8x8_i32,
+            widen16, word_bcast, KBlock,
         };
         use $crate::blocks::*;
         use $crate::q8::ActRow;
@@ -573,12 +610,177 @@ macro_rules! int8_kernels {
         use $crate::types::{GgmlType, QK32, QK_K};
 
         /// Row dots for every quantized-activation type (not F32 / Q8_1 /
-        /// Q8_K weights, which the caller routes to the f32 kernels): one
-        /// weight row against `N` activation rows. Each weight block is
-        /// unpacked once and used `N` times (prefill; decode is `N = 1`).
-        /// Result `j` does not depend on `N` or on the other rows: per
-        /// activation row the integer sums are the same exact numbers and
-        /// the f32 operations the same, in the same order.
+        /// Q8_K weights, which the caller routes to the f32 kernels): rows
+        /// `rows` of `w` (`rb` bytes each) against `N` activation rows,
+        /// `put(r, dots)` for each. Each weight block is unpacked once and
+        /// used `N` times (prefill; decode is `N = 1`). Result `j` does not
+        /// depend on `N` or on the other rows: per activation row the
+        /// integer sums are the same exact numbers and the f32 operations
+        /// the same, in the same order.
+        ///
+        /// The type is matched once for the run of rows, not once a row.
+        /// One core from L2 (`examples/decode_bw 1 1 COLS`), alternating
+        /// with a row a call, on the Xeon of stop 39: Q4_K, Q6_K and Q8_0
+        /// at 2304 columns 4-6 % faster, at 7168 2-4 %, at 1792 1-4 %. Most
+        /// of the fixed cost a row that the one-row kernels pay (Q4_K
+        /// 13.3 GB/s at 1792 columns, 19.1 at 28672) is not the dispatch,
+        /// then. `prefetch`: each row first asks for the bytes
+        /// `crate::matmul::prefetch` names.
+        ///
+        /// # Safety
+        /// The CPU must support this module's target features; `w` holds
+        /// the rows `rows` of `rb` bytes, each exactly as many `wty`
+        /// elements as each `a[j]` has columns, and every `a[j]` must be of
+        /// type `vec_dot_type(wty)`.
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) unsafe fn dot_rows<const N: usize, const T: bool>(
+            wty: GgmlType,
+            w: &[u8],
+            rb: usize,
+            rows: core::ops::Range<usize>,
+            prefetch: bool,
+            a: &[ActRow<'_>; N],
+            at: &[&[i8]; N],
+            put: &mut impl FnMut(usize, [f32; N]),
+        ) {
+            use bytemuck::cast_slice;
+            use GgmlType as G;
+            let nib = |b: &[u8; 16], _qh: [u8; 4]| nibbles32(b);
+            let nib5 = |b: &[u8; 16], qh: [u8; 4]| or_high_bits(nibbles32(b), qh);
+            let plain = |acc: __m256i, u: __m256i, y: __m256i| dot_u8_i8(acc, u, y);
+            match wty {
+                G::Q4_0 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    legacy::<_, false, N, T>(
+                        cast_slice::<u8, BlockQ4_0>(row),
+                        a,
+                        at,
+                        Q4_0_OFF,
+                        |b| (bits(b.d), 0),
+                        |b| nib(&b.qs, [0; 4]),
+                        plain,
+                    )
+                }),
+                G::Q4_1 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    legacy::<_, true, N, T>(
+                        cast_slice::<u8, BlockQ4_1>(row),
+                        a,
+                        at,
+                        0,
+                        |b| (bits(b.d), bits(b.m)),
+                        |b| nib(&b.qs, [0; 4]),
+                        plain,
+                    )
+                }),
+                G::Q5_0 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    legacy::<_, false, N, T>(
+                        cast_slice::<u8, BlockQ5_0>(row),
+                        a,
+                        at,
+                        Q5_0_OFF,
+                        |b| (bits(b.d), 0),
+                        |b| nib5(&b.qs, b.qh),
+                        plain,
+                    )
+                }),
+                G::Q5_1 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    legacy::<_, true, N, T>(
+                        cast_slice::<u8, BlockQ5_1>(row),
+                        a,
+                        at,
+                        0,
+                        |b| (bits(b.d), bits(b.m)),
+                        |b| nib5(&b.qs, b.qh),
+                        plain,
+                    )
+                }),
+                G::Q8_0 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    legacy::<_, false, N, T>(
+                        cast_slice::<u8, BlockQ8_0>(row),
+                        a,
+                        at,
+                        Q8_0_OFF,
+                        |b| (bits(b.d), 0),
+                        |b| load32(bytemuck::cast_slice(&b.qs), 0),
+                        |acc, x, y| q8_0_dot(acc, x, y),
+                    )
+                }),
+                // Q4_0's layout with IQ4's signed table for values: Q8_0's
+                // products (the float step is the same, its `post_scale` 1).
+                G::IQ4_NL => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    legacy::<_, false, N, T>(
+                        cast_slice::<u8, BlockIq4Nl>(row),
+                        a,
+                        at,
+                        Q8_0_OFF,
+                        |b| (bits(b.d), 0),
+                        |b| {
+                            // SAFETY: the table holds 16 bytes.
+                            let kv = unsafe { _mm_loadu_si128($crate::iq::KVALUES_IQ4.as_ptr().cast()) };
+                            _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(kv), nibbles32(&b.qs))
+                        },
+                        |acc, x, y| q8_0_dot(acc, x, y),
+                    )
+                }),
+                G::Q2_K => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    kquant::<_, N>(cast_slice::<u8, BlockQ2_K>(row), a, |b| unpack_q2_k(b))
+                }),
+                G::Q3_K => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    kquant::<_, N>(cast_slice::<u8, BlockQ3_K>(row), a, |b| unpack_q3_k(b))
+                }),
+                G::Q4_K => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    kquant_or_t::<BlockQ4_K, N, T>(
+                        row,
+                        a,
+                        at,
+                        |b| unpack_q45_k::<false>(k_head(b), &b.qs, None),
+                        |b| sub_block_scales(k_head(b)),
+                    )
+                }),
+                G::Q5_K => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    kquant_or_t::<BlockQ5_K, N, T>(
+                        row,
+                        a,
+                        at,
+                        |b| unpack_q45_k::<true>(k_head(b), &b.qs, Some(&b.qh)),
+                        |b| sub_block_scales(k_head(b)),
+                    )
+                }),
+                G::Q6_K => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    kquant_or_t::<BlockQ6_K, N, T>(row, a, at, |b| unpack_q6_k(b), |b| half_block_scales(&b.scales))
+                }),
+                G::F16 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    core::array::from_fn(|j| $crate::avx2_q8::half_row::<false>(row, a[j].halves))
+                }),
+                G::BF16 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                    core::array::from_fn(|j| $crate::avx2_q8::half_row::<true>(row, a[j].halves))
+                }),
+                G::F32 | G::Q8_1 | G::Q8_K => unreachable!("f32 activations are handled by the caller"),
+                t => unreachable!("{t} is dotted by crate::iq"),
+            }
+        }
+
+        /// The loop of `dot_rows`, inside each arm so that `dot` is one
+        /// type's kernel, inlined.
+        #[inline(always)]
+        fn each_row<const N: usize>(
+            w: &[u8],
+            rb: usize,
+            rows: core::ops::Range<usize>,
+            prefetch: bool,
+            put: &mut impl FnMut(usize, [f32; N]),
+            dot: impl Fn(&[u8]) -> [f32; N],
+        ) {
+            for r in rows {
+                if prefetch {
+                    $crate::matmul::prefetch(w, r * rb, rb);
+                }
+                put(r, dot(&w[r * rb..(r + 1) * rb]));
+            }
+        }
+
+        /// One weight row against `N` activation rows: [`dot_rows`] of a
+        /// single row.
         ///
         /// # Safety
         /// The CPU must support this module's target features; `row` must
@@ -591,96 +793,9 @@ macro_rules! int8_kernels {
             a: &[ActRow<'_>; N],
             at: &[&[i8]; N],
         ) -> [f32; N] {
-            use bytemuck::cast_slice;
-            use GgmlType as G;
-            let nib = |b: &[u8; 16], _qh: [u8; 4]| nibbles32(b);
-            let nib5 = |b: &[u8; 16], qh: [u8; 4]| or_high_bits(nibbles32(b), qh);
-            let plain = |acc: __m256i, u: __m256i, y: __m256i| dot_u8_i8(acc, u, y);
-            match wty {
-                G::Q4_0 => legacy::<_, false, N, T>(
-                    cast_slice::<u8, BlockQ4_0>(row),
-                    a,
-                    at,
-                    Q4_0_OFF,
-                    |b| (bits(b.d), 0),
-                    |b| nib(&b.qs, [0; 4]),
-                    plain,
-                ),
-                G::Q4_1 => legacy::<_, true, N, T>(
-                    cast_slice::<u8, BlockQ4_1>(row),
-                    a,
-                    at,
-                    0,
-                    |b| (bits(b.d), bits(b.m)),
-                    |b| nib(&b.qs, [0; 4]),
-                    plain,
-                ),
-                G::Q5_0 => legacy::<_, false, N, T>(
-                    cast_slice::<u8, BlockQ5_0>(row),
-                    a,
-                    at,
-                    Q5_0_OFF,
-                    |b| (bits(b.d), 0),
-                    |b| nib5(&b.qs, b.qh),
-                    plain,
-                ),
-                G::Q5_1 => legacy::<_, true, N, T>(
-                    cast_slice::<u8, BlockQ5_1>(row),
-                    a,
-                    at,
-                    0,
-                    |b| (bits(b.d), bits(b.m)),
-                    |b| nib5(&b.qs, b.qh),
-                    plain,
-                ),
-                G::Q8_0 => legacy::<_, false, N, T>(
-                    cast_slice::<u8, BlockQ8_0>(row),
-                    a,
-                    at,
-                    Q8_0_OFF,
-                    |b| (bits(b.d), 0),
-                    |b| load32(bytemuck::cast_slice(&b.qs), 0),
-                    |acc, x, y| q8_0_dot(acc, x, y),
-                ),
-                // Q4_0's layout with IQ4's signed table for values: Q8_0's
-                // products (the float step is the same, its `post_scale` 1).
-                G::IQ4_NL => legacy::<_, false, N, T>(
-                    cast_slice::<u8, BlockIq4Nl>(row),
-                    a,
-                    at,
-                    Q8_0_OFF,
-                    |b| (bits(b.d), 0),
-                    |b| {
-                        // SAFETY: the table holds 16 bytes.
-                        let kv = unsafe { _mm_loadu_si128($crate::iq::KVALUES_IQ4.as_ptr().cast()) };
-                        _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(kv), nibbles32(&b.qs))
-                    },
-                    |acc, x, y| q8_0_dot(acc, x, y),
-                ),
-                G::Q2_K => kquant::<_, N>(cast_slice::<u8, BlockQ2_K>(row), a, |b| unpack_q2_k(b)),
-                G::Q3_K => kquant::<_, N>(cast_slice::<u8, BlockQ3_K>(row), a, |b| unpack_q3_k(b)),
-                G::Q4_K => kquant_or_t::<BlockQ4_K, N, T>(
-                    row,
-                    a,
-                    at,
-                    |b| unpack_q45_k::<false>(k_head(b), &b.qs, None),
-                    |b| sub_block_scales(k_head(b)),
-                ),
-                G::Q5_K => kquant_or_t::<BlockQ5_K, N, T>(
-                    row,
-                    a,
-                    at,
-                    |b| unpack_q45_k::<true>(k_head(b), &b.qs, Some(&b.qh)),
-                    |b| sub_block_scales(k_head(b)),
-                ),
-                G::Q6_K => {
-                    kquant_or_t::<BlockQ6_K, N, T>(row, a, at, |b| unpack_q6_k(b), |b| half_block_scales(&b.scales))
-                }
-                G::F16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<false>(row, a[j].halves)),
-                G::BF16 => core::array::from_fn(|j| $crate::avx2_q8::half_row::<true>(row, a[j].halves)),
-                G::F32 | G::Q8_1 | G::Q8_K => unreachable!("f32 activations are handled by the caller"),
-                t => unreachable!("{t} is dotted by crate::iq"),
-            }
+            let mut res = [0f32; N];
+            dot_rows::<N, T>(wty, row, row.len(), 0..1, false, a, at, &mut |_, d| res = d);
+            res
         }
 
         /// `vec_dot_n` with `T`, for the types whose activations
@@ -771,21 +886,12 @@ macro_rules! int8_kernels {
                         }
                         hsum_8x8(parts)
                     };
-                    // References into the rows (a copy into a local array
-                    // would cost a store-forwarding stall per load).
-                    let zf = [0f32; 8];
-                    let zi = [0i32; 8];
-                    let (pys, pda, psa);
-                    let (ys, da, sa): (&[i32; 8], &[f32; 8], &[f32; 8]) = if full {
-                        (
-                            if off != 0 { a[j].sums[base..base + 8].try_into().unwrap() } else { &zi },
-                            a[j].d[base..base + 8].try_into().unwrap(),
-                            if MIN { a[j].s[base..base + 8].try_into().unwrap() } else { &zf },
-                        )
-                    } else {
-                        (pys, pda, psa) = (take8(a[j].sums, base), take8(a[j].d, base), take8(a[j].s, base));
-                        (&pys, &pda, &psa)
-                    };
+                    // Loaded from the rows, a partial group's by masked
+                    // loads (a copy into a local array would cost a
+                    // store-forwarding stall per load).
+                    let ys = if off != 0 { $crate::avx2_q8::i32x8_at(a[j].sums, base) } else { _mm256_setzero_si256() };
+                    let da = $crate::avx2_q8::f32x8_at(a[j].d, base);
+                    let sa = if MIN { $crate::avx2_q8::f32x8_at(a[j].s, base) } else { _mm256_setzero_ps() };
                     let off = if T { 0 } else { off };
                     legacy_group::<MIN>(&mut acc[j], &mut accm[j], is, off, ys, da, sa, dwf, mwf);
                 }
@@ -850,10 +956,7 @@ macro_rules! int8_kernels {
                             hsum_8x8(core::array::from_fn(|k| mv[j][k].assume_init())),
                         )
                     };
-                    let da = match a[j].d.get(base..base + 8) {
-                        Some(d) => $crate::avx2_q8::f32x8(d.try_into().unwrap()),
-                        None => $crate::avx2_q8::f32x8(&take8(a[j].d, base)),
-                    };
+                    let da = $crate::avx2_q8::f32x8_at(a[j].d, base);
                     acc[j] = _mm256_add_ps(acc[j], $crate::avx2_q8::k_group_term(isum, m, d8, dmin8, da, off));
                 }
             }
@@ -1185,7 +1288,7 @@ mod kernels {
     use core::arch::x86_64::*;
     int8_kernels!("avx2,fma,f16c");
 }
-pub(crate) use kernels::{unpack_k, unpack_legacy, vec_dot_n, vec_dot_t};
+pub(crate) use kernels::{dot_rows, unpack_k, unpack_legacy, vec_dot_n, vec_dot_t};
 
 /// Widens 8 packed 16-bit floats to f32: bfloat16 if `BF16`, else IEEE half.
 #[target_feature(enable = "avx2,fma,f16c")]

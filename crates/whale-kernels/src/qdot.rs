@@ -633,17 +633,72 @@ impl GroupJob<'_, '_> {
         // kernel takes them (`rows8`), the rest one by one.
         let first = if N == 1 && self.grouped { self.row_groups(group[0], i, tile.clone(), out) } else { tile.start };
         let rest = first..tile.end;
-        for r in rest {
-            let row = &self.w[r * self.rb..(r + 1) * self.rb];
-            if i == 0 && self.row_prefetch {
-                crate::matmul::prefetch(self.w, r * self.rb, self.rb);
-            }
-            let dots = vec_dot_group_verified(self.v, self.wty, row, group, self.transposed.then_some(tgroup));
+        let prefetch = i == 0 && self.row_prefetch;
+        let at = self.transposed.then_some(tgroup);
+        let mut put = |r: usize, dots: [f32; N]| {
             for (k, d) in dots.into_iter().enumerate() {
                 out[i + k][r] = d;
             }
+        };
+        if !self.int8_rows(group, at, rest.clone(), prefetch, &mut put) {
+            for r in rest {
+                let row = &self.w[r * self.rb..(r + 1) * self.rb];
+                if prefetch {
+                    crate::matmul::prefetch(self.w, r * self.rb, self.rb);
+                }
+                put(r, vec_dot_group_verified(self.v, self.wty, row, group, at));
+            }
         }
         N
+    }
+
+    /// Rows `rows` through the int8 kernels of the x86 levels in one call
+    /// (`dot_rows`: the type dispatched once for the run, not once a row),
+    /// where those kernels take `wty` (the routing of
+    /// [`vec_dot_group_verified`]); false, with nothing done, elsewhere.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn int8_rows<const N: usize>(
+        &self,
+        group: &[ActRow<'_>; N],
+        at: Option<&[&[i8]; N]>,
+        rows: std::ops::Range<usize>,
+        prefetch: bool,
+        put: &mut impl FnMut(usize, [f32; N]),
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if iq_kernels(self.v, self.wty) {
+                return false;
+            }
+            let f32_acts = matches!(self.wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K);
+            let (w, rb, wty) = (self.w, self.rb, self.wty);
+            let none: [&[i8]; N] = [&[]; N];
+            // SAFETY (every arm): the level is verified; `w` holds whole
+            // rows of `rb` bytes of `wty` with as many elements as each
+            // activation row has columns, of `vec_dot_type(wty)` (checked
+            // by the public entry points); `at` only for the types
+            // `PreparedActs` transposes, as in `vec_dot_group_verified`.
+            unsafe {
+                match (self.v.level(), at) {
+                    (SimdLevel::Avx2Fma, Some(at)) => {
+                        crate::avx2_q8::dot_rows::<N, true>(wty, w, rb, rows, prefetch, group, at, put)
+                    }
+                    (SimdLevel::Avx512Vnni | SimdLevel::Amx, Some(at)) => {
+                        crate::avx512_q8::dot_rows::<N, true>(wty, w, rb, rows, prefetch, group, at, put)
+                    }
+                    (SimdLevel::Avx2Fma, None) if !f32_acts => {
+                        crate::avx2_q8::dot_rows::<N, false>(wty, w, rb, rows, prefetch, group, &none, put)
+                    }
+                    (SimdLevel::Avx512Vnni | SimdLevel::Amx, None) if !f32_acts => {
+                        crate::avx512_q8::dot_rows::<N, false>(wty, w, rb, rows, prefetch, group, &none, put)
+                    }
+                    _ => return false,
+                }
+            }
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
 
     /// Weight rows `tile` against activation row `i` (`a`), in groups of
