@@ -33,15 +33,32 @@ pub const PARALLEL_MIN_WORK: usize = 1 << 16;
 pub(crate) const PREFETCH_DISTANCE: usize = 3072;
 
 /// Whether [`prefetch`] issues its requests on this CPU: not on AMD's (see
-/// [`PREFETCH_DISTANCE`]).
+/// [`PREFETCH_DISTANCE`]), unless `WHALE_PREFETCH` says otherwise
+/// ([`prefetch_setting`]).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn software_prefetch() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         let r = core::arch::x86_64::__cpuid(0);
         let vendor: Vec<u8> = [r.ebx, r.edx, r.ecx].iter().flat_map(|w| w.to_le_bytes()).collect();
-        vendor != b"AuthenticAMD"
+        prefetch_setting(std::env::var("WHALE_PREFETCH").ok().as_deref(), vendor != b"AuthenticAMD")
     })
+}
+
+/// `WHALE_PREFETCH`: `0`/`off` runs decode without software prefetch (as
+/// on AMD), `1`/`on` with it (as on Intel); unset or anything else keeps
+/// the CPU's `default`. For measuring: on the 2-core Intel Xeon of stop 39
+/// the prefetch made products from memory faster (`decode_bw 2 400 2048
+/// q4_k` 19.4-20.0 -> 25.0-25.6 GB/s) and the same products from L2
+/// slower (`decode_bw 1 1 2048 q4_k` 23-24 -> 15-16), so the kernels'
+/// own speed is read with it off.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn prefetch_setting(var: Option<&str>, default: bool) -> bool {
+    match var.map(str::trim) {
+        Some("0" | "off" | "false") => false,
+        Some("1" | "on" | "true") => true,
+        _ => default,
+    }
 }
 
 /// Prefetches the bytes `PREFETCH_DISTANCE` ahead of `w[at..at + len]`
@@ -496,6 +513,23 @@ pub(crate) fn rows_per_thread(threads: usize, rows: usize, work: usize) -> usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `WHALE_PREFETCH` turns the software prefetch off or on whatever the
+    /// CPU's default, and leaves the default for anything else.
+    #[test]
+    fn prefetch_setting_reads_on_off_and_keeps_the_default_otherwise() {
+        for default in [false, true] {
+            for off in ["0", "off", "false", " off "] {
+                assert!(!prefetch_setting(Some(off), default), "{off:?}");
+            }
+            for on in ["1", "on", "true"] {
+                assert!(prefetch_setting(Some(on), default), "{on:?}");
+            }
+            for other in [None, Some(""), Some("2"), Some("yes please")] {
+                assert_eq!(prefetch_setting(other, default), default, "{other:?}");
+            }
+        }
+    }
 
     /// Values in [-1, 1] in steps of 1e-3 from a xorshift seeded with `seed`.
     fn values(mut s: u64) -> impl FnMut() -> f32 {
