@@ -621,11 +621,11 @@ macro_rules! int8_kernels {
         /// The type is matched once for the run of rows, not once a row.
         /// One core from L2 (`examples/decode_bw 1 1 COLS`), alternating
         /// with a row a call, on the Xeon of stop 39: Q4_K, Q6_K and Q8_0
-        /// at 2304 columns 4-6 % faster, at 7168 2-4 %, at 1792 1-4 %. Most
-        /// of the fixed cost a row that the one-row kernels pay (Q4_K
-        /// 13.3 GB/s at 1792 columns, 19.1 at 28672) is not the dispatch,
-        /// then. `prefetch`: each row first asks for the bytes
-        /// `crate::matmul::prefetch` names.
+        /// at 2304 columns 4-6 % faster, at 7168 2-4 %, at 1792 1-4 %. The
+        /// larger cost a row on Intel (Q4_K 13.3 GB/s at 1792 columns, 19.1
+        /// at 28672) is the software prefetch of each row, which pays from
+        /// memory (`crate::matmul::prefetch_setting`). `prefetch`: each row
+        /// first asks for the bytes `crate::matmul::prefetch` names.
         ///
         /// # Safety
         /// The CPU must support this module's target features; `w` holds
