@@ -49,9 +49,9 @@ pub(crate) fn software_prefetch() -> bool {
 /// on AMD), `1`/`on` with it (as on Intel); unset or anything else keeps
 /// the CPU's `default`. For measuring: on the 2-core Intel Xeon of stop 39
 /// the prefetch made products from memory faster (`decode_bw 2 400 2048
-/// q4_k` 19.4-20.0 -> 25.0-25.6 GB/s) and the same products from L2
-/// slower (`decode_bw 1 1 2048 q4_k` 23-24 -> 15-16), so the kernels'
-/// own speed is read with it off.
+/// q4_k` 19.4-20.0 -> 25.0-25.6 GB/s) and the same kernel slower from L2
+/// (`decode_bw 1 1 7168 q8_0` 33.2 -> 25.1), so the kernels' own speed
+/// is read with it off.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn prefetch_setting(var: Option<&str>, default: bool) -> bool {
     match var.map(str::trim) {
