@@ -650,7 +650,7 @@ macro_rules! int8_kernels {
             let nib5 = |b: &[u8; 16], qh: [u8; 4]| or_high_bits(nibbles32(b), qh);
             let plain = |acc: __m256i, u: __m256i, y: __m256i| dot_u8_i8(acc, u, y);
             match wty {
-                G::Q4_0 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::Q4_0 => each_row(w, rb, rows, prefetch, put, |row| {
                     legacy::<_, false, N, T>(
                         cast_slice::<u8, BlockQ4_0>(row),
                         a,
@@ -661,7 +661,7 @@ macro_rules! int8_kernels {
                         plain,
                     )
                 }),
-                G::Q4_1 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::Q4_1 => each_row(w, rb, rows, prefetch, put, |row| {
                     legacy::<_, true, N, T>(
                         cast_slice::<u8, BlockQ4_1>(row),
                         a,
@@ -672,7 +672,7 @@ macro_rules! int8_kernels {
                         plain,
                     )
                 }),
-                G::Q5_0 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::Q5_0 => each_row(w, rb, rows, prefetch, put, |row| {
                     legacy::<_, false, N, T>(
                         cast_slice::<u8, BlockQ5_0>(row),
                         a,
@@ -683,7 +683,7 @@ macro_rules! int8_kernels {
                         plain,
                     )
                 }),
-                G::Q5_1 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::Q5_1 => each_row(w, rb, rows, prefetch, put, |row| {
                     legacy::<_, true, N, T>(
                         cast_slice::<u8, BlockQ5_1>(row),
                         a,
@@ -694,7 +694,7 @@ macro_rules! int8_kernels {
                         plain,
                     )
                 }),
-                G::Q8_0 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::Q8_0 => each_row(w, rb, rows, prefetch, put, |row| {
                     legacy::<_, false, N, T>(
                         cast_slice::<u8, BlockQ8_0>(row),
                         a,
@@ -707,7 +707,7 @@ macro_rules! int8_kernels {
                 }),
                 // Q4_0's layout with IQ4's signed table for values: Q8_0's
                 // products (the float step is the same, its `post_scale` 1).
-                G::IQ4_NL => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::IQ4_NL => each_row(w, rb, rows, prefetch, put, |row| {
                     legacy::<_, false, N, T>(
                         cast_slice::<u8, BlockIq4Nl>(row),
                         a,
@@ -722,13 +722,13 @@ macro_rules! int8_kernels {
                         |acc, x, y| q8_0_dot(acc, x, y),
                     )
                 }),
-                G::Q2_K => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::Q2_K => each_row(w, rb, rows, prefetch, put, |row| {
                     kquant::<_, N>(cast_slice::<u8, BlockQ2_K>(row), a, |b| unpack_q2_k(b))
                 }),
-                G::Q3_K => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::Q3_K => each_row(w, rb, rows, prefetch, put, |row| {
                     kquant::<_, N>(cast_slice::<u8, BlockQ3_K>(row), a, |b| unpack_q3_k(b))
                 }),
-                G::Q4_K => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::Q4_K => each_row(w, rb, rows, prefetch, put, |row| {
                     kquant_or_t::<BlockQ4_K, N, T>(
                         row,
                         a,
@@ -737,7 +737,7 @@ macro_rules! int8_kernels {
                         |b| sub_block_scales(k_head(b)),
                     )
                 }),
-                G::Q5_K => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::Q5_K => each_row(w, rb, rows, prefetch, put, |row| {
                     kquant_or_t::<BlockQ5_K, N, T>(
                         row,
                         a,
@@ -746,13 +746,13 @@ macro_rules! int8_kernels {
                         |b| sub_block_scales(k_head(b)),
                     )
                 }),
-                G::Q6_K => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::Q6_K => each_row(w, rb, rows, prefetch, put, |row| {
                     kquant_or_t::<BlockQ6_K, N, T>(row, a, at, |b| unpack_q6_k(b), |b| half_block_scales(&b.scales))
                 }),
-                G::F16 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::F16 => each_row(w, rb, rows, prefetch, put, |row| {
                     core::array::from_fn(|j| $crate::avx2_q8::half_row::<false>(row, a[j].halves))
                 }),
-                G::BF16 => each_row(w, rb, rows.clone(), prefetch, put, |row| {
+                G::BF16 => each_row(w, rb, rows, prefetch, put, |row| {
                     core::array::from_fn(|j| $crate::avx2_q8::half_row::<true>(row, a[j].halves))
                 }),
                 G::F32 | G::Q8_1 | G::Q8_K => unreachable!("f32 activations are handled by the caller"),
@@ -779,37 +779,18 @@ macro_rules! int8_kernels {
             }
         }
 
-        /// One weight row against `N` activation rows: [`dot_rows`] of a
-        /// single row.
+        /// One weight row against `N` activation rows (as stored, not
+        /// group-transposed): [`dot_rows`] of a single row.
         ///
         /// # Safety
         /// The CPU must support this module's target features; `row` must
         /// hold exactly as many `wty` elements as each `a[j]` has columns,
         /// and every `a[j]` must be of type `vec_dot_type(wty)`.
         #[target_feature(enable = $features)]
-        pub(crate) unsafe fn vec_dot_n<const N: usize, const T: bool>(
-            wty: GgmlType,
-            row: &[u8],
-            a: &[ActRow<'_>; N],
-            at: &[&[i8]; N],
-        ) -> [f32; N] {
+        pub(crate) unsafe fn vec_dot_n<const N: usize>(wty: GgmlType, row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
             let mut res = [0f32; N];
-            dot_rows::<N, T>(wty, row, row.len(), 0..1, false, a, at, &mut |_, d| res = d);
+            dot_rows::<N, false>(wty, row, row.len(), 0..1, false, a, &[&[]; N], &mut |_, d| res = d);
             res
-        }
-
-        /// `vec_dot_n` with `T`, for the types whose activations
-        /// `qdot::PreparedActs` stores group-transposed (the 32-element
-        /// block types; Q4_K, Q5_K and Q6_K at the VNNI level): `at[j]` is
-        /// row `j`'s quants in that layout (see `qdot::transpose_groups`).
-        #[target_feature(enable = $features)]
-        pub(crate) unsafe fn vec_dot_t<const N: usize>(
-            wty: GgmlType,
-            row: &[u8],
-            a: &[ActRow<'_>; N],
-            at: &[&[i8]; N],
-        ) -> [f32; N] {
-            vec_dot_n::<N, true>(wty, row, a, at)
         }
 
         /// The 32-element block types, eight blocks at a time: `unpack`
@@ -1288,7 +1269,7 @@ mod kernels {
     use core::arch::x86_64::*;
     int8_kernels!("avx2,fma,f16c");
 }
-pub(crate) use kernels::{dot_rows, unpack_k, unpack_legacy, vec_dot_n, vec_dot_t};
+pub(crate) use kernels::{dot_rows, unpack_k, unpack_legacy, vec_dot_n};
 
 /// Widens 8 packed 16-bit floats to f32: bfloat16 if `BF16`, else IEEE half.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -640,7 +640,7 @@ impl GroupJob<'_, '_> {
                 out[i + k][r] = d;
             }
         };
-        if !self.int8_rows(group, at, rest.clone(), prefetch, &mut put) {
+        if !int8_rows(self.v, self.wty, self.w, self.rb, rest.clone(), prefetch, group, at, &mut put) {
             for r in rest {
                 let row = &self.w[r * self.rb..(r + 1) * self.rb];
                 if prefetch {
@@ -650,55 +650,6 @@ impl GroupJob<'_, '_> {
             }
         }
         N
-    }
-
-    /// Rows `rows` through the int8 kernels of the x86 levels in one call
-    /// (`dot_rows`: the type dispatched once for the run, not once a row),
-    /// where those kernels take `wty` (the routing of
-    /// [`vec_dot_group_verified`]); false, with nothing done, elsewhere.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    fn int8_rows<const N: usize>(
-        &self,
-        group: &[ActRow<'_>; N],
-        at: Option<&[&[i8]; N]>,
-        rows: std::ops::Range<usize>,
-        prefetch: bool,
-        put: &mut impl FnMut(usize, [f32; N]),
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if iq_kernels(self.v, self.wty) {
-                return false;
-            }
-            let f32_acts = matches!(self.wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K);
-            let (w, rb, wty) = (self.w, self.rb, self.wty);
-            let none: [&[i8]; N] = [&[]; N];
-            // SAFETY (every arm): the level is verified; `w` holds whole
-            // rows of `rb` bytes of `wty` with as many elements as each
-            // activation row has columns, of `vec_dot_type(wty)` (checked
-            // by the public entry points); `at` only for the types
-            // `PreparedActs` transposes, as in `vec_dot_group_verified`.
-            unsafe {
-                match (self.v.level(), at) {
-                    (SimdLevel::Avx2Fma, Some(at)) => {
-                        crate::avx2_q8::dot_rows::<N, true>(wty, w, rb, rows, prefetch, group, at, put)
-                    }
-                    (SimdLevel::Avx512Vnni | SimdLevel::Amx, Some(at)) => {
-                        crate::avx512_q8::dot_rows::<N, true>(wty, w, rb, rows, prefetch, group, at, put)
-                    }
-                    (SimdLevel::Avx2Fma, None) if !f32_acts => {
-                        crate::avx2_q8::dot_rows::<N, false>(wty, w, rb, rows, prefetch, group, &none, put)
-                    }
-                    (SimdLevel::Avx512Vnni | SimdLevel::Amx, None) if !f32_acts => {
-                        crate::avx512_q8::dot_rows::<N, false>(wty, w, rb, rows, prefetch, group, &none, put)
-                    }
-                    _ => return false,
-                }
-            }
-            true
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
     }
 
     /// Weight rows `tile` against activation row `i` (`a`), in groups of
@@ -800,30 +751,66 @@ fn vec_dot_group_verified<const N: usize>(
     if iq_kernels(v, wty) {
         return crate::iq::vec_dot_group::<N>(v, wty, row, a);
     }
-    #[cfg(target_arch = "x86_64")]
-    let f32_acts = matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K);
-    match (v.level(), at) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `vec_dot_q_verified`, for each of the rows; the
-        // caller passes `at` only for the types `PreparedActs` transposes.
-        (SimdLevel::Avx2Fma, Some(at)) => unsafe { crate::avx2_q8::vec_dot_t::<N>(wty, row, a, at) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        (SimdLevel::Avx512Vnni | SimdLevel::Amx, Some(at)) => unsafe {
-            crate::avx512_q8::vec_dot_t::<N>(wty, row, a, at)
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `vec_dot_q_verified`, for each of the rows.
-        (SimdLevel::Avx2Fma, None) if !f32_acts => unsafe {
-            crate::avx2_q8::vec_dot_n::<N, false>(wty, row, a, &[&[]; N])
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `vec_dot_q_verified`, for each of the rows.
-        (SimdLevel::Avx512Vnni | SimdLevel::Amx, None) if !f32_acts => unsafe {
-            crate::avx512_q8::vec_dot_n::<N, false>(wty, row, a, &[&[]; N])
-        },
-        _ => a.map(|ai| vec_dot_q_verified(v, wty, row, ai)),
+    let mut dots = [0f32; N];
+    if int8_rows(v, wty, row, row.len(), 0..1, false, a, at, &mut |_, d| dots = d) {
+        return dots;
     }
+    a.map(|ai| vec_dot_q_verified(v, wty, row, ai))
+}
+
+/// Rows `rows` of `w` (`rb` bytes each) against `N` activation rows
+/// through the int8 kernels of the x86 levels, in one call (`dot_rows`: the
+/// type dispatched once for the run, not once a row), `put(r, dots)` for
+/// each; `prefetch` as in `dot_rows`. `at`: as in
+/// [`vec_dot_group_verified`]. False, with nothing done, where those
+/// kernels do not take `wty` at `v` (the i-quants, f32 activations, the
+/// other levels).
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn int8_rows<const N: usize>(
+    v: Verified,
+    wty: GgmlType,
+    w: &[u8],
+    rb: usize,
+    rows: std::ops::Range<usize>,
+    prefetch: bool,
+    a: &[ActRow<'_>; N],
+    at: Option<&[&[i8]; N]>,
+    put: &mut impl FnMut(usize, [f32; N]),
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if iq_kernels(v, wty) {
+            return false;
+        }
+        let f32_acts = matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K);
+        let none: [&[i8]; N] = [&[]; N];
+        // SAFETY (every arm): the level is verified; `w` holds whole rows
+        // of `rb` bytes of `wty` with as many elements as each activation
+        // row has columns, of `vec_dot_type(wty)` (checked by the public
+        // entry points); the callers pass `at` only for the types
+        // `PreparedActs` transposes.
+        unsafe {
+            match (v.level(), at) {
+                (SimdLevel::Avx2Fma, Some(at)) => {
+                    crate::avx2_q8::dot_rows::<N, true>(wty, w, rb, rows, prefetch, a, at, put)
+                }
+                (SimdLevel::Avx512Vnni | SimdLevel::Amx, Some(at)) => {
+                    crate::avx512_q8::dot_rows::<N, true>(wty, w, rb, rows, prefetch, a, at, put)
+                }
+                (SimdLevel::Avx2Fma, None) if !f32_acts => {
+                    crate::avx2_q8::dot_rows::<N, false>(wty, w, rb, rows, prefetch, a, &none, put)
+                }
+                (SimdLevel::Avx512Vnni | SimdLevel::Amx, None) if !f32_acts => {
+                    crate::avx512_q8::dot_rows::<N, false>(wty, w, rb, rows, prefetch, a, &none, put)
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Whether `wty` is dotted by [`crate::iq`]'s kernels at `v`: every i-quant
@@ -856,13 +843,11 @@ pub(crate) fn vec_dot_q_verified(v: Verified, wty: GgmlType, row: &[u8], a: ActR
         // SAFETY: a `Verified` at `Avx2Fma` means the CPU has AVX2, FMA and
         // F16C; `row` holds exactly as many `wty` elements as `a` has
         // columns, and `a` is of type `vec_dot_type(wty)` (checked by callers).
-        SimdLevel::Avx2Fma => unsafe { crate::avx2_q8::vec_dot_n::<1, false>(wty, row, &[a], &[&[]])[0] },
+        SimdLevel::Avx2Fma => unsafe { crate::avx2_q8::vec_dot_n::<1>(wty, row, &[a])[0] },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Verified` at `Avx512Vnni` means the CPU has AVX-512
         // F/BW/VL/VNNI as well as AVX2, FMA and F16C; shapes as above.
-        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe {
-            crate::avx512_q8::vec_dot_n::<1, false>(wty, row, &[a], &[&[]])[0]
-        },
+        SimdLevel::Avx512Vnni | SimdLevel::Amx => unsafe { crate::avx512_q8::vec_dot_n::<1>(wty, row, &[a])[0] },
         #[cfg(not(target_arch = "x86_64"))]
         SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx => {
             unreachable!("x86 levels are never verified off x86-64")
