@@ -819,6 +819,32 @@ macro_rules! int8_kernels {
             unpack: impl Fn(&B) -> __m256i,
             idot: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
         ) -> [f32; N] {
+            let ahead =
+                $crate::matmul::Ahead::new(core::mem::size_of_val(blocks), $crate::matmul::LEGACY_SPREAD_MIN_ROW);
+            if ahead.on() {
+                legacy_in::<B, MIN, N, T, true>(blocks, a, at, off, ahead, &dm, &unpack, &idot)
+            } else {
+                legacy_in::<B, MIN, N, T, false>(blocks, a, at, off, ahead, &dm, &unpack, &idot)
+            }
+        }
+
+        /// [`legacy`], with (`SPREAD`) or without the weight stream's
+        /// prefetch a group at a time (`ahead`): two copies of the loop,
+        /// so that rows too short to spread run the loop without the
+        /// request code.
+        #[target_feature(enable = $features)]
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn legacy_in<B, const MIN: bool, const N: usize, const T: bool, const SPREAD: bool>(
+            blocks: &[B],
+            a: &[ActRow<'_>; N],
+            at: &[&[i8]; N],
+            off: i32,
+            ahead: $crate::matmul::Ahead,
+            dm: &impl Fn(&B) -> (u16, u16),
+            unpack: &impl Fn(&B) -> __m256i,
+            idot: &impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+        ) -> [f32; N] {
             let mut acc = [_mm256_setzero_ps(); N];
             let mut accm = [_mm256_setzero_ps(); N];
             let nb = blocks.len();
@@ -831,12 +857,18 @@ macro_rules! int8_kernels {
                 if full {
                     // Fixed-size view: fully unrolled.
                     let grp: &[B; 8] = blocks[base..base + 8].try_into().unwrap();
+                    if SPREAD {
+                        ahead.fetch(grp.as_ptr(), core::mem::size_of::<[B; 8]>());
+                    }
                     u = core::array::from_fn(|k| unpack(&grp[k]));
                     for k in 0..8 {
                         (dw[k], mw[k]) = dm(&grp[k]);
                     }
                 } else {
                     // The last, partial group: zero-padded lanes.
+                    if SPREAD {
+                        ahead.fetch(blocks[base..].as_ptr(), core::mem::size_of_val(&blocks[base..]));
+                    }
                     for (k, b) in blocks[base..].iter().enumerate() {
                         u[k] = unpack(b);
                         (dw[k], mw[k]) = dm(b);
@@ -899,7 +931,7 @@ macro_rules! int8_kernels {
             let z = _mm256_setzero_si256();
             let mut acc = [_mm256_setzero_ps(); N];
             let nb = blocks.len();
-            let ahead = $crate::matmul::Ahead::new(core::mem::size_of_val(blocks));
+            let ahead = $crate::matmul::Ahead::new(core::mem::size_of_val(blocks), 0);
             for g in 0..nb.div_ceil(8) {
                 let base = 8 * g;
                 let n = (nb - base).min(8);

@@ -118,29 +118,44 @@ pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
 /// (`prefetcht0`) spread the same way were slower than none at 512 bytes
 /// and than L2's at 1 KiB.
 ///
-/// Only the K-quant kernels (`kgroups`) do it, on rows of at least
-/// [`SPREAD_MIN_ROW`]. The 32-element types' kernel (`legacy`) gained as
-/// much at 4096 columns (Q5_0 18.8-19.2 → 21.6-22.2 GB/s, Q4_0 18.8-19.1
-/// → 22.5-23.7) but lost at 896 (Qwen2.5-0.5B's rows: Q5_0 20.4-21.8 →
-/// 17.8-18.8, Q8_0 28.4-30.9 → 25.6-27.7; its decode 50-51 → 46-47 tok/s)
-/// even where the requests were switched off for short rows: the request
-/// code alone slowed that unrolled loop (15 % from L2). Rows of 1536 and
-/// 2048 columns measured alike either way.
+/// The K-quant kernels (`kgroups`) do it on rows of every length, a
+/// block at a time; the 32-element types' kernel (`legacy`) a group of
+/// eight blocks at a time, on rows of at least [`LEGACY_SPREAD_MIN_ROW`]
+/// (shorter rows run a copy of its loop without the request code, and are
+/// prefetched whole before each row). Until stop 40 only K-quant rows of
+/// at least 2 KiB spread, because the legacy kernel had lost with the
+/// requests in its one loop (Qwen2.5-0.5B's 896-column rows: Q5_0
+/// 20.4-21.8 → 17.8-18.8 GB/s, Q8_0 28.4-30.9 → 25.6-27.7, even where the
+/// requests were switched off for short rows). On the same Xeon at stop
+/// 40 (`decode_bw 2 400 COLS`, four alternations with the burst, GB/s):
+/// K rows shorter than 2 KiB, Q4_K 2048 columns 25.3-25.9 → 27.1-27.9,
+/// Q6_K 2048 25.9-26.8 → 27.0-28.2, Q5_K 2048 20.7-21.2 → 27.1-27.8, Q6_K
+/// and Q3_K at 256 and 512 columns level or better; legacy rows, Q5_0 2048
+/// columns 20.1-20.5 → 24.8-25.4, Q4_0 2048 19.5-19.6 → 24.2-24.5, Q5_0
+/// 4096 20.0-22.1 → 25.3-26.0, Q8_0 1408 26.4-28.5 → 27.9-29.4, but Q8_0
+/// 896 (952-byte rows) 30.8-31.5 → 27.6-29.0.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead(bool);
 
-/// The shortest row, in bytes, whose kernel prefetches as it goes
-/// ([`Ahead`]); shorter rows are prefetched whole before each ([`prefetch`]).
-pub(crate) const SPREAD_MIN_ROW: usize = 2048;
+/// The shortest row of a 32-element block type, in bytes, whose kernel
+/// prefetches as it goes ([`Ahead`]); shorter rows are prefetched whole
+/// before each ([`prefetch`]).
+pub(crate) const LEGACY_SPREAD_MIN_ROW: usize = 1024;
 
 #[cfg(target_arch = "x86_64")]
 impl Ahead {
     /// For a row of `row_bytes`: on where [`software_prefetch`] is and the
-    /// row is at least [`SPREAD_MIN_ROW`] long.
+    /// row is at least `min_row` bytes long.
     #[inline(always)]
-    pub(crate) fn new(row_bytes: usize) -> Ahead {
-        Ahead(row_bytes >= SPREAD_MIN_ROW && software_prefetch())
+    pub(crate) fn new(row_bytes: usize, min_row: usize) -> Ahead {
+        Ahead(row_bytes >= min_row && software_prefetch())
+    }
+
+    /// Whether [`Ahead::fetch`] asks for anything.
+    #[inline(always)]
+    pub(crate) fn on(self) -> bool {
+        self.0
     }
 
     /// Asks for `len` bytes from [`PREFETCH_DISTANCE`] past `p` (the start
@@ -164,14 +179,18 @@ impl Ahead {
 }
 
 /// Whether the row kernels of `wty` at `v` prefetch their own weights in
-/// rows of `rb` bytes ([`Ahead`]: the K-quants of the int8 kernels at the
-/// AVX2 and AVX-512 levels, rows of at least [`SPREAD_MIN_ROW`]), so that
-/// the row loop leaves [`prefetch`] out.
+/// rows of `rb` bytes ([`Ahead`]: the int8 kernels at the AVX2 and
+/// AVX-512 levels, K-quant rows of any length and 32-element types' rows
+/// of at least [`LEGACY_SPREAD_MIN_ROW`]), so that the row loop leaves
+/// [`prefetch`] out.
 pub(crate) fn kernel_prefetches(v: Verified, wty: GgmlType, rb: usize) -> bool {
     use GgmlType as G;
-    rb >= SPREAD_MIN_ROW
-        && matches!(v.level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx)
-        && matches!(wty, G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K)
+    matches!(v.level(), SimdLevel::Avx2Fma | SimdLevel::Avx512Vnni | SimdLevel::Amx)
+        && match wty {
+            G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K => true,
+            G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 | G::IQ4_NL => rb >= LEGACY_SPREAD_MIN_ROW,
+            _ => false,
+        }
 }
 
 /// Wrapping sum of `words`, read as the kernels read weights (256-bit loads
