@@ -484,6 +484,18 @@ pub(crate) unsafe fn k_group_term(
     }
 }
 
+/// `off·m` lane by lane (wrapping, as `k_group_term`'s correction): a
+/// shift for the offsets of Q3_K (4) and Q6_K (32).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn times_off(m: __m256i, off: i32) -> __m256i {
+    if off > 0 && (off as u32).is_power_of_two() {
+        _mm256_sll_epi32(m, _mm_cvtsi32_si128(off.trailing_zeros() as i32))
+    } else {
+        _mm256_mullo_epi32(m, _mm256_set1_epi32(off))
+    }
+}
+
 /// The first 16 bytes of a Q4_K / Q5_K block: `d`, `dmin` and the 12 bytes
 /// of packed 6-bit scales and mins.
 #[inline]
@@ -950,8 +962,18 @@ macro_rules! int8_kernels {
                     let kb = unpack(&blocks[b]);
                     (d[k], dmin[k], off) = (kb.d, kb.dmin, kb.off);
                     for j in 0..N {
-                        isv[j][k].write(row_sum(&kb, b, j));
-                        mv[j][k].write(_mm256_madd_epi16(bsums(a[j], b), kb.mv));
+                        let is = row_sum(&kb, b, j);
+                        let m = _mm256_madd_epi16(bsums(a[j], b), kb.mv);
+                        if kb.off == 0 {
+                            isv[j][k].write(is);
+                            mv[j][k].write(m);
+                        } else {
+                            // The offset's correction `off·Σ mv·bsum` taken
+                            // from the lanes before they are summed: the
+                            // same integer (mod 2^32) as from the sum, and
+                            // one horizontal sum a group instead of two.
+                            isv[j][k].write(_mm256_sub_epi32(is, $crate::avx2_q8::times_off(m, kb.off)));
+                        }
                     }
                 }
                 for j in 0..N {
@@ -962,12 +984,13 @@ macro_rules! int8_kernels {
                 }
                 let (d8, dmin8) = ($crate::avx2_q8::f32x8(&d), $crate::avx2_q8::f32x8(&dmin));
                 for j in 0..N {
-                    // SAFETY: every lane was written above.
-                    let (isum, m) = unsafe {
-                        (
-                            hsum_8x8(core::array::from_fn(|k| isv[j][k].assume_init())),
-                            hsum_8x8(core::array::from_fn(|k| mv[j][k].assume_init())),
-                        )
+                    // SAFETY: every lane read was written above (`mv` only
+                    // where `off == 0`).
+                    let isum = unsafe { hsum_8x8(core::array::from_fn(|k| isv[j][k].assume_init())) };
+                    let m = if off == 0 {
+                        unsafe { hsum_8x8(core::array::from_fn(|k| mv[j][k].assume_init())) }
+                    } else {
+                        z
                     };
                     let da = $crate::avx2_q8::f32x8_at(a[j].d, base);
                     acc[j] = _mm256_add_ps(acc[j], $crate::avx2_q8::k_group_term(isum, m, d8, dmin8, da, off));
