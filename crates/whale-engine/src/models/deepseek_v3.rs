@@ -439,11 +439,7 @@ impl Mlp {
 
     /// `x`: rows stacked from the sequences `spans` (see [`Linear::forward_spans`]).
     fn forward_spans(&self, x: &[f32], spans: &[Range<usize>], th: usize) -> Vec<f32> {
-        // Gate and up read the same input: one product, activations quantized once.
-        let [mut g, u]: [Vec<f32>; 2] =
-            Linear::forward_spans_many(&[&self.gate, &self.up], x, spans, th).try_into().expect("two outputs"); // [m, ff] each
-        ops::swiglu(&mut g, &u);
-        self.down.forward_spans(&g, spans, th) // [m, hidden]
+        Linear::swiglu_ffn(&self.gate, &self.up, &self.down, x, spans, th) // [m, hidden]
     }
 }
 

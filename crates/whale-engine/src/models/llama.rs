@@ -370,10 +370,7 @@ impl Llama {
             for (src, dst) in x.chunks_exact(h).zip(xn.chunks_exact_mut(h)) {
                 ops::rms_norm(src, &b.ffn_norm, p.rms_norm_eps, dst);
             }
-            let [mut g, u]: [Vec<f32>; 2] =
-                Linear::forward_spans_many(&[&b.w_gate, &b.w_up], &xn, spans, th).try_into().expect("two products"); // [n, intermediate] each
-            ops::swiglu(&mut g, &u);
-            let d = b.w_down.forward_spans(&g, spans, th); // [n, hidden]
+            let d = Linear::swiglu_ffn(&b.w_gate, &b.w_up, &b.w_down, &xn, spans, th); // [n, hidden]
             ops::add_assign(&mut x, &d);
         }
         for (s, span) in seqs.iter_mut().zip(&spans) {
