@@ -355,7 +355,8 @@ mod tests {
         let (hidden, ff, n) = (64, 96, 2 * FFN_PIECE_ROWS + 45);
         let (gate, up, down) = (q8_0(ff, hidden, 1), q8_0(ff, hidden, 2), q8_0(hidden, ff, 3));
         let x: Vec<f32> = (0..n * hidden).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-        for spans in [vec![0..n], vec![0..100, 100..n]] {
+        let all = 0..n;
+        for spans in [std::slice::from_ref(&all).to_vec(), vec![0..100, 100..n]] {
             let [mut g, u]: [Vec<f32>; 2] =
                 Linear::forward_spans_many(&[&gate, &up], &x, &spans, 2).try_into().expect("two products");
             ops::swiglu(&mut g, &u);
