@@ -166,8 +166,11 @@ impl Linear {
     /// the others', and the rows go [`FFN_PIECE_ROWS`] at a time, so that
     /// a prefill chunk's `[n, ff]` gate and up outputs are never held
     /// whole (512 tokens of Qwen2.5-0.5B: 2 × 10 MB; of DeepSeek-V2-Lite's
-    /// dense layer: 2 × 22 MB). Float weights keep each span whole (their
-    /// kernels' bits are those of the whole span).
+    /// dense layer: 2 × 22 MB), unless the three matrices take more bytes
+    /// than those outputs would: each piece reads the weights again, and
+    /// V3's dense layer (238 MB of Q4_K_M weights against 75 MB of
+    /// outputs) prefilled 5 % slower in pieces. Float weights keep each
+    /// span whole (their kernels' bits are those of the whole span).
     pub fn swiglu_ffn(
         gate: &Linear,
         up: &Linear,
@@ -185,7 +188,9 @@ impl Linear {
             drop(u);
             down.forward_spans(&g, spans, threads)
         };
-        if n <= FFN_PIECE_ROWS || ![gate, up, down].iter().all(|l| l.integer_kernels()) {
+        let outputs = (2 * n * gate.rows * std::mem::size_of::<f32>()) as u64;
+        let weights = gate.bytes() + up.bytes() + down.bytes();
+        if n <= FFN_PIECE_ROWS || weights > outputs || ![gate, up, down].iter().all(|l| l.integer_kernels()) {
             return piece(x, spans);
         }
         let mut y = Vec::with_capacity(n * down.rows);
