@@ -866,21 +866,19 @@ macro_rules! int8_kernels {
                 let mut u = [_mm256_setzero_si256(); 8];
                 let mut dw = [0u16; 8];
                 let mut mw = [0u16; 8];
+                if SPREAD {
+                    let grp = &blocks[base..nb.min(base + 8)];
+                    ahead.fetch(grp.as_ptr(), core::mem::size_of_val(grp));
+                }
                 if full {
                     // Fixed-size view: fully unrolled.
                     let grp: &[B; 8] = blocks[base..base + 8].try_into().unwrap();
-                    if SPREAD {
-                        ahead.fetch(grp.as_ptr(), core::mem::size_of::<[B; 8]>());
-                    }
                     u = core::array::from_fn(|k| unpack(&grp[k]));
                     for k in 0..8 {
                         (dw[k], mw[k]) = dm(&grp[k]);
                     }
                 } else {
                     // The last, partial group: zero-padded lanes.
-                    if SPREAD {
-                        ahead.fetch(blocks[base..].as_ptr(), core::mem::size_of_val(&blocks[base..]));
-                    }
                     for (k, b) in blocks[base..].iter().enumerate() {
                         u[k] = unpack(b);
                         (dw[k], mw[k]) = dm(b);
