@@ -12,6 +12,7 @@
 //! [`crate::vec_dot_ref`] for every type.
 
 use core::arch::x86_64::*;
+use std::ops::Range;
 
 use crate::blocks::*;
 use crate::dequant::{k_scale_min, with_block_type};
@@ -468,6 +469,21 @@ trait Rows: Copy {
     unsafe fn load8(self, at: usize) -> __m256;
     /// Value `at`, widened.
     fn get(self, at: usize) -> f32;
+    /// Asks for values `at..at + len` to be brought into L2 (a hint: any
+    /// address is sound).
+    fn prefetch(self, at: usize, len: usize);
+}
+
+/// Prefetches (into L2) the lines of `bytes` bytes from `p`.
+#[inline(always)]
+pub(crate) fn prefetch_bytes(p: *const u8, bytes: usize) {
+    let mut o = 0;
+    while o < bytes {
+        // SAFETY: a prefetch hint of any address is sound; the address is
+        // formed with wrapping arithmetic and never dereferenced.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(o).cast()) };
+        o += 64;
+    }
 }
 
 impl Rows for &[f32] {
@@ -480,6 +496,10 @@ impl Rows for &[f32] {
     #[inline(always)]
     fn get(self, at: usize) -> f32 {
         self[at]
+    }
+    #[inline(always)]
+    fn prefetch(self, at: usize, len: usize) {
+        prefetch_bytes(self.as_ptr().wrapping_add(at).cast(), 4 * len);
     }
 }
 
@@ -494,6 +514,10 @@ impl Rows for &[u16] {
     fn get(self, at: usize) -> f32 {
         half::f16::from_bits(self[at]).to_f32()
     }
+    #[inline(always)]
+    fn prefetch(self, at: usize, len: usize) {
+        prefetch_bytes(self.as_ptr().wrapping_add(at).cast(), 2 * len);
+    }
 }
 
 /// See [`crate::attn::attn_scores`] (shapes checked by the caller, which
@@ -501,7 +525,8 @@ impl Rows for &[u16] {
 /// row's length), each read, and widened from f16 into a scratch row, once
 /// for all the rows; each score is [`dot_f32`] (the summation order of
 /// ggml's `ggml_vec_dot_f32`: four 8-lane FMA accumulators over 32-element
-/// steps), inlined.
+/// steps), three rows at a time ([`dots_3x1`]; until stop 41 one at a
+/// time, and the scores were 46 % of V2-Lite's MLA at decode).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn attn_scores(
@@ -525,12 +550,74 @@ pub(crate) unsafe fn attn_scores(
                 &wide[..]
             }
         };
-        for (i, &len) in lens.iter().enumerate() {
+        let mut i = 0;
+        while i + 3 <= lens.len() {
+            if lens[i..i + 3].iter().any(|&l| p < l) {
+                let rows =
+                    [&q[i * dim..(i + 1) * dim], &q[(i + 1) * dim..(i + 2) * dim], &q[(i + 2) * dim..(i + 3) * dim]];
+                // SAFETY: this function's features; all four rows hold `dim` floats.
+                let d = unsafe { dots_3x1(rows, k) };
+                for (r, x) in d.into_iter().enumerate() {
+                    if p < lens[i + r] {
+                        out[(i + r) * n + p] = x * scale;
+                    }
+                }
+            }
+            i += 3;
+        }
+        for (i, &len) in lens.iter().enumerate().skip(i) {
             if p < len {
                 out[i * n + p] = dot_f32(&q[i * dim..(i + 1) * dim], k) * scale;
             }
         }
     }
+}
+
+/// [`dot_f32`] of three rows with one key, each in its order: the key's
+/// chunks are loaded once for the three (12 accumulators of the 16
+/// registers), where one dot at a time loads two vectors a multiply-add.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; the four slices have one length.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][chunk]
+unsafe fn dots_3x1(q: [&[f32]; 3], k: &[f32]) -> [f32; 3] {
+    let n = k.len();
+    debug_assert!(q.iter().all(|r| r.len() == n));
+    let mut acc = [[_mm256_setzero_ps(); 4]; 3];
+    let mut i = 0;
+    // SAFETY (every load): `i + 8 * c + 8 <= n`, in bounds of all four rows.
+    unsafe {
+        while i + 32 <= n {
+            for c in 0..4 {
+                let kv = _mm256_loadu_ps(k.as_ptr().add(i + 8 * c));
+                for r in 0..3 {
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(q[r].as_ptr().add(i + 8 * c)), kv, acc[r][c]);
+                }
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            let kv = _mm256_loadu_ps(k.as_ptr().add(i));
+            for r in 0..3 {
+                acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q[r].as_ptr().add(i)), kv, acc[r][0]);
+            }
+            i += 8;
+        }
+    }
+    let mut out = [0f32; 3];
+    for r in 0..3 {
+        let a = &acc[r];
+        let v = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+        // SAFETY: this function's features include AVX2.
+        let mut sum = unsafe { hsum(v) };
+        for (x, y) in q[r][i..n].iter().zip(&k[i..n]) {
+            sum += x * y;
+        }
+        out[r] = sum;
+    }
+    out
 }
 
 /// `out[j] = f32(h[j])`, exact.
@@ -547,10 +634,21 @@ pub(crate) fn widen_row(h: &[u16], out: &mut [f32]) {
     }
 }
 
-/// Eight output columns of up to eight heads at a time, in registers, over
-/// every position (each value chunk loaded once for those heads). Each
-/// column is `o += w[p] * v[p]` in position order with a separate multiply
-/// and add (no FMA), the arithmetic of the scalar reference.
+/// Positions a pass of [`weighted_sum_from`] takes at a time (as
+/// `avx512::WSUM_POSITIONS`): their value rows stay in L2 while every
+/// block of rows meets them.
+const WSUM_POSITIONS: usize = 256;
+
+/// Columns `c0..dim` of the weighted sums, each `o += w[p] * v[p]` in
+/// position order with a separate multiply and add (no FMA), the
+/// arithmetic of the scalar reference.
+///
+/// As the AVX-512 kernel: a block of positions at a time, the rows in
+/// blocks of 8, 6, 4, 2 or 1 with their weights copied position-major, the
+/// columns in chunks of 8 (one to four a block: at most 12 accumulators of
+/// the 16 registers), the accumulators kept in `out` between position
+/// blocks, and the value rows of the next block of positions prefetched.
+/// Columns past the last multiple of 8 are summed one at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 fn weighted_sum_from<R: Rows>(
@@ -564,34 +662,122 @@ fn weighted_sum_from<R: Rows>(
     out: &mut [f32],
 ) {
     let nh = out.len() / dim;
-    for h0 in (0..nh).step_by(8) {
-        let hb = (nh - h0).min(8);
-        let lens = &lens[h0..h0 + hb];
-        let longest = lens.iter().copied().max().unwrap_or(0);
-        let mut c = c0;
-        while c + 8 <= dim {
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for p in 0..longest {
-                // SAFETY: the caller checked that `n` rows of `dim` at
-                // `stride` fit, p < n, and c + 8 <= dim.
-                let v = unsafe { values.load8(p * stride + c) };
-                for (i, a) in acc.iter_mut().enumerate().take(hb) {
-                    if p < lens[i] {
-                        let wp = _mm256_set1_ps(w[(h0 + i) * n + p]);
-                        *a = _mm256_add_ps(*a, _mm256_mul_ps(wp, v));
+    let wide = c0 + (dim - c0) / 8 * 8;
+    let longest = lens.iter().copied().max().unwrap_or(0);
+    for r in 0..nh {
+        out[r * dim + c0..r * dim + wide].fill(0.0);
+    }
+    let fetch = |ps: Range<usize>| {
+        for p in ps {
+            values.prefetch(p * stride + c0, wide - c0);
+        }
+    };
+    fetch(0..longest.min(WSUM_POSITIONS));
+    let mut wt = Vec::new();
+    for p0 in (0..longest).step_by(WSUM_POSITIONS) {
+        let ps = p0..(p0 + WSUM_POSITIONS).min(longest);
+        fetch(ps.end..(ps.end + WSUM_POSITIONS).min(longest));
+        let mut h0 = 0;
+        while h0 < nh {
+            let at = Block8 { w, n, values, stride, dim, cols: c0..wide, lens, h0, ps: ps.clone() };
+            h0 += match nh - h0 {
+                8.. => at.run::<8, 1>(&mut wt, out),
+                6 | 7 => at.run::<6, 2>(&mut wt, out),
+                4 | 5 => at.run::<4, 2>(&mut wt, out),
+                2 | 3 => at.run::<2, 4>(&mut wt, out),
+                _ => at.run::<1, 4>(&mut wt, out),
+            };
+        }
+    }
+    for j in wide..dim {
+        for (i, &len) in lens.iter().enumerate() {
+            out[i * dim + j] = (0..len).fold(0.0, |acc, p| acc + w[i * n + p] * values.get(p * stride + j));
+        }
+    }
+}
+
+/// Rows `h0..h0 + HB` of [`weighted_sum_from`] over positions `ps`.
+struct Block8<'a, R> {
+    w: &'a [f32],
+    n: usize,
+    values: R,
+    stride: usize,
+    dim: usize,
+    /// Columns, a multiple of 8 of them.
+    cols: Range<usize>,
+    lens: &'a [usize],
+    h0: usize,
+    ps: Range<usize>,
+}
+
+impl<R: Rows> Block8<'_, R> {
+    /// Adds the block's positions to `HB` rows of `out`, `CB` chunks of 8
+    /// columns at a time (the last ones one at a time); returns `HB`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn run<const HB: usize, const CB: usize>(&self, wt: &mut Vec<f32>, out: &mut [f32]) -> usize {
+        let lens: [usize; HB] = core::array::from_fn(|i| self.lens[self.h0 + i].clamp(self.ps.start, self.ps.end));
+        let (p0, p1) = (self.ps.start, lens.iter().copied().max().unwrap_or(0));
+        // All rows see positions p0..common; beyond it each its own.
+        let common = lens.iter().copied().min().unwrap_or(0);
+        if p1 == p0 {
+            return HB;
+        }
+        wt.clear();
+        wt.resize((p1 - p0) * HB, 0.0);
+        for (i, &len) in lens.iter().enumerate() {
+            let row = &self.w[(self.h0 + i) * self.n..];
+            for p in p0..len {
+                wt[(p - p0) * HB + i] = row[p];
+            }
+        }
+        let mut c = self.cols.start;
+        while c < self.cols.end {
+            if self.cols.end - c >= 8 * CB {
+                self.tile::<HB, CB>(wt, &lens, common, c, out);
+                c += 8 * CB;
+            } else {
+                self.tile::<HB, 1>(wt, &lens, common, c, out);
+                c += 8;
+            }
+        }
+        HB
+    }
+
+    /// Columns `c..c + 8 * CB` of the block's rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    #[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][chunk]
+    fn tile<const HB: usize, const CB: usize>(
+        &self,
+        wt: &[f32],
+        lens: &[usize; HB],
+        common: usize,
+        c: usize,
+        out: &mut [f32],
+    ) {
+        let p0 = self.ps.start;
+        let at = |i: usize, j: usize| (self.h0 + i) * self.dim + c + 8 * j;
+        // SAFETY: each row of `out` holds `dim >= c + 8 * CB` floats.
+        let mut acc: [[__m256; CB]; HB] =
+            core::array::from_fn(|i| core::array::from_fn(|j| unsafe { _mm256_loadu_ps(out.as_ptr().add(at(i, j))) }));
+        for (k, ws) in wt.chunks_exact(HB).enumerate() {
+            let p = p0 + k;
+            // SAFETY: the caller checked that `n` rows of `dim` at `stride`
+            // fit, p < n, and c + 8 (j + 1) <= dim.
+            let v: [__m256; CB] = core::array::from_fn(|j| unsafe { self.values.load8(p * self.stride + c + 8 * j) });
+            for i in 0..HB {
+                if p < common || p < lens[i] {
+                    let wp = _mm256_set1_ps(ws[i]);
+                    for j in 0..CB {
+                        acc[i][j] = _mm256_add_ps(acc[i][j], _mm256_mul_ps(wp, v[j]));
                     }
                 }
             }
-            for (i, a) in acc.iter().enumerate().take(hb) {
-                let dst = &mut out[(h0 + i) * dim + c..(h0 + i) * dim + c + 8];
-                // SAFETY: `dst` holds 8 floats.
-                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *a) };
-            }
-            c += 8;
         }
-        for j in c..dim {
-            for (i, &len) in (h0..h0 + hb).zip(lens) {
-                out[i * dim + j] = (0..len).fold(0.0, |acc, p| acc + w[i * n + p] * values.get(p * stride + j));
+        for i in 0..HB {
+            for j in 0..CB {
+                // SAFETY: as for the loads.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at(i, j)), acc[i][j]) };
             }
         }
     }

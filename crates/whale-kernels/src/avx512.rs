@@ -23,6 +23,16 @@ trait Rows16: Copy {
     /// # Safety
     /// `at + 16 <= len`; the CPU must support AVX-512F.
     unsafe fn load16(self, at: usize) -> __m512;
+    /// Values `at..at + 8`.
+    ///
+    /// # Safety
+    /// `at + 8 <= len`; the CPU must support AVX2 and F16C.
+    unsafe fn load8(self, at: usize) -> __m256;
+    /// Value `at`, widened. Panics if out of bounds.
+    fn get(self, at: usize) -> f32;
+    /// Asks for values `at..at + len` to be brought into L2 (a hint: any
+    /// address is sound).
+    fn prefetch(self, at: usize, len: usize);
 }
 
 impl Rows16 for &[f32] {
@@ -31,6 +41,19 @@ impl Rows16 for &[f32] {
         debug_assert!(at + 16 <= self.len());
         // SAFETY: (caller) sixteen floats from `at` are in bounds.
         unsafe { _mm512_loadu_ps(self.as_ptr().add(at)) }
+    }
+    #[inline(always)]
+    unsafe fn load8(self, at: usize) -> __m256 {
+        debug_assert!(at + 8 <= self.len());
+        // SAFETY: (caller) eight floats from `at` are in bounds.
+        unsafe { _mm256_loadu_ps(self.as_ptr().add(at)) }
+    }
+    fn get(self, at: usize) -> f32 {
+        self[at]
+    }
+    #[inline(always)]
+    fn prefetch(self, at: usize, len: usize) {
+        crate::avx2::prefetch_bytes(self.as_ptr().wrapping_add(at).cast(), 4 * len);
     }
 }
 
@@ -41,15 +64,35 @@ impl Rows16 for &[u16] {
         // SAFETY: (caller) sixteen halves from `at` are in bounds.
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(self.as_ptr().add(at).cast())) }
     }
+    #[inline(always)]
+    unsafe fn load8(self, at: usize) -> __m256 {
+        debug_assert!(at + 8 <= self.len());
+        // SAFETY: (caller) eight halves from `at` are in bounds.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(self.as_ptr().add(at).cast())) }
+    }
+    fn get(self, at: usize) -> f32 {
+        half::f16::from_bits(self[at]).to_f32()
+    }
+    #[inline(always)]
+    fn prefetch(self, at: usize, len: usize) {
+        crate::avx2::prefetch_bytes(self.as_ptr().wrapping_add(at).cast(), 2 * len);
+    }
 }
 
 /// See [`crate::attn::attn_scores`] (shapes checked by the caller): the
 /// scores of [`crate::avx2::attn_scores`], bit for bit (each one
 /// [`crate::avx2::dot_f32`]'s four 8-lane accumulators over 32-element
-/// steps, its sum of them and its tail, times `scale`), computed for two
-/// query rows and three keys at once: 24 accumulators in the 32 registers,
-/// and each 8-float step loads 5 vectors for 6 multiply-adds where one
-/// score at a time loads 2 for 1. Keys `0..n_seen`, as there.
+/// steps, its sum of them and its tail, times `scale`), computed for four
+/// query rows and three keys at once in 512-bit registers: one register
+/// holds the first two of a dot's accumulators side by side (elements
+/// `i..i + 16` of a 32-element step), another the last two, and they are
+/// split into the 8-lane ones for the tail and the sum. The keys are read
+/// (and widened from f16) in registers, once for four rows. Keys
+/// `0..n_seen`, as there.
+///
+/// Until stop 41 this kernel ran two rows by three keys in 256-bit
+/// registers on keys widened into a scratch row; V2-Lite's MLA at decode
+/// (16 heads, depth 4096) spent 0.6 ms a layer in it.
 ///
 /// # Safety
 /// The CPU must support AVX-512F/VL and AVX2/FMA/F16C.
@@ -66,98 +109,127 @@ pub(crate) unsafe fn attn_scores(
     lens: &[usize],
     out: &mut [f32],
 ) {
-    let mut wide = vec![0f32; 3 * dim];
-    let rows = lens.len();
-    let mut p = 0;
-    while p < n_seen {
-        let np = (n_seen - p).min(3);
-        let k: [&[f32]; 3] = match keys {
-            // Rows past `np` are never read (any in-bounds row will do).
-            crate::attn::KvSlice::F32(x) => core::array::from_fn(|j| &x[(p + j.min(np - 1)) * stride..][..dim]),
-            crate::attn::KvSlice::F16(h) => {
-                for (j, w) in wide.chunks_exact_mut(dim).take(np).enumerate() {
-                    // A safe call: this function's features include F16C.
-                    crate::avx2::widen_row(&h[(p + j) * stride..][..dim], w);
-                }
-                core::array::from_fn(|j| &wide[j * dim..(j + 1) * dim])
-            }
-        };
-        let mut i = 0;
-        while np == 3 && i + 2 <= rows {
-            if lens[i] > p || lens[i + 1] > p {
-                // SAFETY: this function's features; every row holds `dim` floats.
-                let d = unsafe { dots_2x3([&q[i * dim..(i + 1) * dim], &q[(i + 1) * dim..(i + 2) * dim]], k) };
-                for (r, dr) in d.iter().enumerate() {
-                    for (j, &x) in dr.iter().enumerate() {
-                        if p + j < lens[i + r] {
-                            out[(i + r) * n + p + j] = x * scale;
-                        }
-                    }
-                }
-            }
-            i += 2;
-        }
-        for i in i..rows {
-            for (j, kj) in k.iter().enumerate().take(np) {
-                if p + j < lens[i] {
-                    // SAFETY: this function's features include AVX2/FMA.
-                    out[i * n + p + j] = unsafe { crate::avx2::dot_f32(&q[i * dim..(i + 1) * dim], kj) } * scale;
-                }
-            }
-        }
-        p += np;
+    let s = Scores { q, dim, n, n_seen, stride, scale, lens };
+    match keys {
+        crate::attn::KvSlice::F32(k) => s.run(k, out),
+        crate::attn::KvSlice::F16(k) => s.run(k, out),
     }
 }
 
-/// `dot_f32(q[r], k[j])` for two rows and three keys, each with
+/// The shapes of one [`attn_scores`] call.
+struct Scores<'a> {
+    q: &'a [f32],
+    dim: usize,
+    n: usize,
+    n_seen: usize,
+    stride: usize,
+    scale: f32,
+    lens: &'a [usize],
+}
+
+/// Query rows and keys [`Scores::run`] takes at a time: 4 × 3 dots of two
+/// accumulators each are 24 of the 32 registers.
+const SCORE_ROWS: usize = 4;
+const SCORE_KEYS: usize = 3;
+
+impl Scores<'_> {
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    fn run<R: Rows16>(&self, keys: R, out: &mut [f32]) {
+        let (dim, n) = (self.dim, self.n);
+        let rows = self.lens.len();
+        let mut p = 0;
+        while p < self.n_seen {
+            let np = (self.n_seen - p).min(SCORE_KEYS);
+            // The next keys into L2 while these are multiplied.
+            keys.prefetch((p + 2 * SCORE_KEYS) * self.stride, dim);
+            keys.prefetch((p + 2 * SCORE_KEYS + 1) * self.stride, dim);
+            keys.prefetch((p + 2 * SCORE_KEYS + 2) * self.stride, dim);
+            let mut i = 0;
+            while i < rows {
+                let nr = (rows - i).min(SCORE_ROWS);
+                if self.lens[i..i + nr].iter().any(|&l| l > p) {
+                    let qs: [&[f32]; SCORE_ROWS] =
+                        core::array::from_fn(|r| &self.q[(i + r.min(nr - 1)) * dim..][..dim]);
+                    let kat: [usize; SCORE_KEYS] = core::array::from_fn(|j| (p + j.min(np - 1)) * self.stride);
+                    // SAFETY: every key row `kat[j]..+dim` is in bounds
+                    // (the caller checked `n_seen` rows at `stride`), and
+                    // every query row holds `dim` floats; this function's
+                    // features.
+                    let d = unsafe { dots::<R, SCORE_ROWS, SCORE_KEYS>(qs, keys, kat, dim) };
+                    for (r, dr) in d.iter().enumerate().take(nr) {
+                        for (j, &x) in dr.iter().enumerate().take(np) {
+                            if p + j < self.lens[i + r] {
+                                out[(i + r) * n + p + j] = x * self.scale;
+                            }
+                        }
+                    }
+                }
+                i += nr;
+            }
+            p += np;
+        }
+    }
+}
+
+/// `dot_f32(q[r], keys[kat[j]..])` for `RR` rows and `KK` keys, each with
 /// [`crate::avx2::dot_f32`]'s operations in its order.
 ///
 /// # Safety
-/// The CPU must support AVX-512F/VL and AVX2/FMA; all five slices have the
-/// same length.
+/// The CPU must support AVX-512F/VL and AVX2/FMA/F16C; each query row
+/// holds `dim` floats and each key `kat[j]..kat[j] + dim` is in bounds.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 #[inline]
-#[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][key][step]
-unsafe fn dots_2x3(q: [&[f32]; 2], k: [&[f32]; 3]) -> [[f32; 3]; 2] {
-    let n = q[0].len();
-    debug_assert!(q.iter().chain(&k).all(|s| s.len() == n));
-    let (q0, q1) = (q[0].as_ptr(), q[1].as_ptr());
-    let kp = [k[0].as_ptr(), k[1].as_ptr(), k[2].as_ptr()];
-    let z = _mm256_setzero_ps();
-    let mut acc = [[[z; 4]; 3]; 2];
+#[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][key]
+unsafe fn dots<R: Rows16, const RR: usize, const KK: usize>(
+    q: [&[f32]; RR],
+    keys: R,
+    kat: [usize; KK],
+    dim: usize,
+) -> [[f32; KK]; RR] {
+    let z = _mm512_setzero_ps();
+    // lo[r][j]: accumulators 0 and 1 of dot (r, j); hi[r][j]: 2 and 3.
+    let mut lo = [[z; KK]; RR];
+    let mut hi = [[z; KK]; RR];
     let mut i = 0;
-    // SAFETY (every load): `i + 8 * c + 8 <= n`, in bounds of all five rows.
+    // SAFETY (every load): `i + 32 <= dim`, in bounds of every row.
     unsafe {
-        while i + 32 <= n {
-            for c in 0..4 {
-                let (a0, a1) = (_mm256_loadu_ps(q0.add(i + 8 * c)), _mm256_loadu_ps(q1.add(i + 8 * c)));
-                for j in 0..3 {
-                    let kv = _mm256_loadu_ps(kp[j].add(i + 8 * c));
-                    acc[0][j][c] = _mm256_fmadd_ps(a0, kv, acc[0][j][c]);
-                    acc[1][j][c] = _mm256_fmadd_ps(a1, kv, acc[1][j][c]);
+        while i + 32 <= dim {
+            let k: [__m512; KK] = core::array::from_fn(|j| keys.load16(kat[j] + i));
+            for r in 0..RR {
+                let a = _mm512_loadu_ps(q[r].as_ptr().add(i));
+                for j in 0..KK {
+                    lo[r][j] = _mm512_fmadd_ps(a, k[j], lo[r][j]);
+                }
+            }
+            let k: [__m512; KK] = core::array::from_fn(|j| keys.load16(kat[j] + i + 16));
+            for r in 0..RR {
+                let a = _mm512_loadu_ps(q[r].as_ptr().add(i + 16));
+                for j in 0..KK {
+                    hi[r][j] = _mm512_fmadd_ps(a, k[j], hi[r][j]);
                 }
             }
             i += 32;
         }
-        while i + 8 <= n {
-            let (a0, a1) = (_mm256_loadu_ps(q0.add(i)), _mm256_loadu_ps(q1.add(i)));
-            for j in 0..3 {
-                let kv = _mm256_loadu_ps(kp[j].add(i));
-                acc[0][j][0] = _mm256_fmadd_ps(a0, kv, acc[0][j][0]);
-                acc[1][j][0] = _mm256_fmadd_ps(a1, kv, acc[1][j][0]);
-            }
-            i += 8;
-        }
     }
-    let mut out = [[0f32; 3]; 2];
-    for r in 0..2 {
-        for j in 0..3 {
-            let a = &acc[r][j];
-            let v = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+    let mut out = [[0f32; KK]; RR];
+    for r in 0..RR {
+        for j in 0..KK {
+            let half = |v: __m512, h: usize| -> __m256 {
+                let d = _mm512_castps_pd(v);
+                _mm256_castpd_ps(if h == 0 { _mm512_castpd512_pd256(d) } else { _mm512_extractf64x4_pd::<1>(d) })
+            };
+            let (mut a0, a1, a2, a3) = (half(lo[r][j], 0), half(lo[r][j], 1), half(hi[r][j], 0), half(hi[r][j], 1));
+            let mut t = i;
+            // SAFETY: `t + 8 <= dim`, in bounds as above.
+            while t + 8 <= dim {
+                unsafe { a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q[r].as_ptr().add(t)), keys.load8(kat[j] + t), a0) };
+                t += 8;
+            }
+            let v = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
             // SAFETY: this function's features include AVX2.
             let mut sum = unsafe { crate::avx2::hsum(v) };
-            for (x, y) in q[r][i..n].iter().zip(&k[j][i..n]) {
-                sum += x * y;
+            for (u, x) in q[r][t..dim].iter().enumerate() {
+                sum += x * keys.get(kat[j] + t + u);
             }
             out[r][j] = sum;
         }
@@ -165,14 +237,9 @@ unsafe fn dots_2x3(q: [&[f32]; 2], k: [&[f32]; 3]) -> [[f32; 3]; 2] {
     out
 }
 
-/// Rows per block: 6 × 4 accumulators + 4 values + a broadcast fit in 32 registers.
-const HB: usize = 6;
-/// 16-column chunks per block.
-const CB: usize = 4;
-
 /// See [`crate::attn::attn_weighted_sum`] (shapes checked by the caller).
-/// Columns in blocks of up to 64 (16 at a time) and rows in blocks of six;
-/// a tail of `dim % 16` columns goes to the AVX2 kernel's column loop.
+/// Rows and 16-column chunks in register blocks (see [`weighted_sum`]); a
+/// tail of `dim % 16` columns goes to the AVX2 kernel's column loop.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX2/FMA/F16C.
@@ -198,6 +265,27 @@ pub(crate) unsafe fn attn_weighted_sum(
     }
 }
 
+/// Positions a pass of [`weighted_sum`] takes at a time: their value rows
+/// stay in L2 while every block of rows meets them (256 rows of 512 f16
+/// values are 256 KiB), and a block's weights, position-major, in L1.
+const WSUM_POSITIONS: usize = 256;
+
+/// Columns `0..wide` (a multiple of 16) of the weighted sums.
+///
+/// The sums run a block of positions at a time ([`WSUM_POSITIONS`]); in
+/// each, the rows go in blocks of 16, 12, 8, 6, 4, 2 or 1 and the columns
+/// in chunks of 16 × (1 to 4: at most 24 accumulators), one accumulator a
+/// row and chunk,
+/// loaded from `out` and stored back between position blocks (exact: the
+/// same chain of multiplies and adds in position order). A block's weights
+/// are first copied position-major, the block's rows of one position side
+/// by side: row-major, the rows of a long cache lie a multiple of 4 KiB
+/// apart, and sixteen of them fell in one L1 set.
+///
+/// Until stop 41 every block of six rows passed over all the positions, so
+/// the values came from L3 again for each: V2-Lite's MLA at decode (16
+/// heads, depth 4096) read its 4 MB of values three times a layer, V3's
+/// (128 heads) 22 times.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
 fn weighted_sum<R: Rows16>(
@@ -211,36 +299,124 @@ fn weighted_sum<R: Rows16>(
     out: &mut [f32],
 ) {
     let nh = out.len() / dim;
-    for c0 in (0..wide).step_by(16 * CB) {
-        let cb = ((wide - c0) / 16).min(CB);
-        for h0 in (0..nh).step_by(HB) {
-            let hb = (nh - h0).min(HB);
-            let lens = &lens[h0..h0 + hb];
-            let longest = lens.iter().copied().max().unwrap_or(0);
-            let mut acc = [[_mm512_setzero_ps(); CB]; HB];
-            for p in 0..longest {
-                let mut v = [_mm512_setzero_ps(); CB];
-                for (j, vj) in v.iter_mut().enumerate().take(cb) {
-                    // SAFETY: the caller checked that `n` rows of `dim` at
-                    // `stride` fit, p < n, and c0 + 16 (j + 1) <= wide <= dim.
-                    *vj = unsafe { values.load16(p * stride + c0 + 16 * j) };
-                }
-                for (i, a) in acc.iter_mut().enumerate().take(hb) {
-                    if p < lens[i] {
-                        let wp = _mm512_set1_ps(w[(h0 + i) * n + p]);
-                        for (aj, vj) in a.iter_mut().zip(&v).take(cb) {
-                            *aj = _mm512_add_ps(*aj, _mm512_mul_ps(wp, *vj));
-                        }
+    let longest = lens.iter().copied().max().unwrap_or(0);
+    for r in 0..nh {
+        out[r * dim..r * dim + wide].fill(0.0);
+    }
+    let mut wt = Vec::new();
+    // The value rows of a block of positions are asked for a block ahead:
+    // the kernel reads 64 bytes of a row at a time, rows 1 KiB or more
+    // apart, a pattern the hardware prefetchers do not follow.
+    let fetch = |ps: std::ops::Range<usize>| {
+        for p in ps {
+            values.prefetch(p * stride, wide);
+        }
+    };
+    fetch(0..longest.min(WSUM_POSITIONS));
+    for p0 in (0..longest).step_by(WSUM_POSITIONS) {
+        let ps = p0..(p0 + WSUM_POSITIONS).min(longest);
+        fetch(ps.end..(ps.end + WSUM_POSITIONS).min(longest));
+        let mut h0 = 0;
+        while h0 < nh {
+            let left = nh - h0;
+            let at = Block { w, n, values, stride, dim, wide, lens, h0, ps: ps.clone() };
+            h0 += match left {
+                16.. => at.run::<16, 1>(&mut wt, out),
+                12..=15 => at.run::<12, 2>(&mut wt, out),
+                8..=11 => at.run::<8, 2>(&mut wt, out),
+                6 | 7 => at.run::<6, 4>(&mut wt, out),
+                4 | 5 => at.run::<4, 4>(&mut wt, out),
+                2 | 3 => at.run::<2, 4>(&mut wt, out),
+                _ => at.run::<1, 4>(&mut wt, out),
+            };
+        }
+    }
+}
+
+/// Rows `h0..h0 + HB` of [`weighted_sum`] over positions `ps`.
+#[derive(Clone)]
+struct Block<'a, R> {
+    w: &'a [f32],
+    n: usize,
+    values: R,
+    stride: usize,
+    dim: usize,
+    wide: usize,
+    lens: &'a [usize],
+    h0: usize,
+    ps: std::ops::Range<usize>,
+}
+
+impl<R: Rows16> Block<'_, R> {
+    /// Adds the block's positions to `HB` rows of `out`, all `wide`
+    /// columns, `CB` chunks at a time (a last chunk or three one at a
+    /// time); returns `HB`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    fn run<const HB: usize, const CB: usize>(&self, wt: &mut Vec<f32>, out: &mut [f32]) -> usize {
+        let lens: [usize; HB] = core::array::from_fn(|i| self.lens[self.h0 + i].clamp(self.ps.start, self.ps.end));
+        let (p0, p1) = (self.ps.start, lens.iter().copied().max().unwrap_or(0));
+        // All rows see positions p0..common; beyond it each its own.
+        let common = lens.iter().copied().min().unwrap_or(0);
+        if p1 == p0 {
+            return HB;
+        }
+        wt.clear();
+        wt.resize((p1 - p0) * HB, 0.0);
+        for (i, &len) in lens.iter().enumerate() {
+            let row = &self.w[(self.h0 + i) * self.n..];
+            for p in p0..len {
+                wt[(p - p0) * HB + i] = row[p];
+            }
+        }
+        let mut c0 = 0;
+        while c0 < self.wide {
+            if self.wide - c0 >= 16 * CB {
+                self.tile::<HB, CB>(wt, &lens, common, c0, out);
+                c0 += 16 * CB;
+            } else {
+                self.tile::<HB, 1>(wt, &lens, common, c0, out);
+                c0 += 16;
+            }
+        }
+        HB
+    }
+
+    /// Columns `c0..c0 + 16 * CB` of the block's rows.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    #[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][chunk]
+    fn tile<const HB: usize, const CB: usize>(
+        &self,
+        wt: &[f32],
+        lens: &[usize; HB],
+        common: usize,
+        c0: usize,
+        out: &mut [f32],
+    ) {
+        let p0 = self.ps.start;
+        let at = |i: usize, j: usize| (self.h0 + i) * self.dim + c0 + 16 * j;
+        // SAFETY: each row of `out` holds `dim >= c0 + 16 * CB` floats.
+        let mut acc: [[__m512; CB]; HB] =
+            core::array::from_fn(|i| core::array::from_fn(|j| unsafe { _mm512_loadu_ps(out.as_ptr().add(at(i, j))) }));
+        for (k, ws) in wt.chunks_exact(HB).enumerate() {
+            let p = p0 + k;
+            // SAFETY: the caller checked that `n` rows of `dim` at `stride`
+            // fit, p < n, and c0 + 16 (j + 1) <= wide <= dim.
+            let v: [__m512; CB] =
+                core::array::from_fn(|j| unsafe { self.values.load16(p * self.stride + c0 + 16 * j) });
+            for i in 0..HB {
+                if p < common || p < lens[i] {
+                    let wp = _mm512_set1_ps(ws[i]);
+                    for j in 0..CB {
+                        acc[i][j] = _mm512_add_ps(acc[i][j], _mm512_mul_ps(wp, v[j]));
                     }
                 }
             }
-            for (i, a) in acc.iter().enumerate().take(hb) {
-                for (j, aj) in a.iter().enumerate().take(cb) {
-                    let at = (h0 + i) * dim + c0 + 16 * j;
-                    let dst = &mut out[at..at + 16];
-                    // SAFETY: `dst` holds 16 floats.
-                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *aj) };
-                }
+        }
+        for i in 0..HB {
+            for j in 0..CB {
+                // SAFETY: as for the loads.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at(i, j)), acc[i][j]) };
             }
         }
     }

@@ -142,14 +142,14 @@ fn f16_rows_equal_their_f32_widening() {
 }
 
 /// A score is `dot_f32` at the level times the scale, bit for bit, however
-/// the kernel groups rows and keys (at the AVX-512 levels two rows by three
+/// the kernel groups rows and keys (at the AVX-512 levels four rows by three
 /// keys, the rest one at a time) and whatever the row lengths.
 #[test]
 fn scores_are_dot_f32_bits() {
     let mut rng = Rng::new(17);
     for level in SimdLevel::available() {
         for (nh, dim, stride, n) in
-            [(5, 64, 64, 29), (3, 128, 136, 17), (2, 576, 576, 11), (4, 72, 72, 13), (3, 32, 40, 8)]
+            [(5, 64, 64, 29), (3, 128, 136, 17), (2, 576, 576, 11), (4, 72, 72, 13), (3, 32, 40, 8), (6, 75, 80, 7)]
         {
             let q = rng.vec_f32(nh * dim);
             let rows = rng.vec_f32((n - 1) * stride + dim);
