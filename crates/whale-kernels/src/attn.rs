@@ -275,3 +275,35 @@ fn attn_weighted_sum_verified(
         }
     }
 }
+
+/// For the blocked weighted-sum kernels (`avx2`, `avx512`): the weights of
+/// rows `h0..h0 + HB` over positions `ps`, copied position-major into `wt`
+/// (`wt[(p - ps.start) * HB + i] = w[(h0 + i) * n + p]` for the positions
+/// row `i` sees, 0 past them), so that a position's weights of the block
+/// lie side by side. Returns each row's length clamped to `ps`, and the
+/// shortest of them (every row sees `ps.start..shortest`); `None` where no
+/// row sees any position of `ps`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn position_major<const HB: usize>(
+    w: &[f32],
+    n: usize,
+    lens: &[usize],
+    h0: usize,
+    ps: &std::ops::Range<usize>,
+    wt: &mut Vec<f32>,
+) -> Option<([usize; HB], usize)> {
+    let lens: [usize; HB] = core::array::from_fn(|i| lens[h0 + i].clamp(ps.start, ps.end));
+    let (p0, p1) = (ps.start, lens.iter().copied().max().unwrap_or(0));
+    if p1 == p0 {
+        return None;
+    }
+    wt.clear();
+    wt.resize((p1 - p0) * HB, 0.0);
+    for (i, &len) in lens.iter().enumerate() {
+        let row = &w[(h0 + i) * n..];
+        for p in p0..len {
+            wt[(p - p0) * HB + i] = row[p];
+        }
+    }
+    Some((lens, lens.iter().copied().min().unwrap_or(0)))
+}

@@ -353,21 +353,10 @@ impl<R: Rows16> Block<'_, R> {
     /// time); returns `HB`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     fn run<const HB: usize, const CB: usize>(&self, wt: &mut Vec<f32>, out: &mut [f32]) -> usize {
-        let lens: [usize; HB] = core::array::from_fn(|i| self.lens[self.h0 + i].clamp(self.ps.start, self.ps.end));
-        let (p0, p1) = (self.ps.start, lens.iter().copied().max().unwrap_or(0));
-        // All rows see positions p0..common; beyond it each its own.
-        let common = lens.iter().copied().min().unwrap_or(0);
-        if p1 == p0 {
+        let Some((lens, common)) = crate::attn::position_major::<HB>(self.w, self.n, self.lens, self.h0, &self.ps, wt)
+        else {
             return HB;
-        }
-        wt.clear();
-        wt.resize((p1 - p0) * HB, 0.0);
-        for (i, &len) in lens.iter().enumerate() {
-            let row = &self.w[(self.h0 + i) * self.n..];
-            for p in p0..len {
-                wt[(p - p0) * HB + i] = row[p];
-            }
-        }
+        };
         let mut c0 = 0;
         while c0 < self.wide {
             if self.wide - c0 >= 16 * CB {
