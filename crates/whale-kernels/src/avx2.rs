@@ -461,7 +461,7 @@ unsafe fn q6_k(blocks: &[BlockQ6_K], x: &[f32]) -> f32 {
 }
 
 /// Eight cached values at a time, widened to f32 (see [`crate::attn::KvSlice`]).
-trait Rows: Copy {
+pub(crate) trait Rows: Copy {
     /// Values `at..at + 8`.
     ///
     /// # Safety
@@ -555,7 +555,7 @@ pub(crate) unsafe fn attn_scores(
             if lens[i..i + 3].iter().any(|&l| p < l) {
                 let rows =
                     [&q[i * dim..(i + 1) * dim], &q[(i + 1) * dim..(i + 2) * dim], &q[(i + 2) * dim..(i + 3) * dim]];
-                // SAFETY: this function's features; all four rows hold `dim` floats.
+                // SAFETY: this function's features; the three rows and the key hold `dim` floats.
                 let d = unsafe { dots_3x1(rows, k) };
                 for (r, x) in d.into_iter().enumerate() {
                     if p < lens[i + r] {
@@ -587,7 +587,7 @@ unsafe fn dots_3x1(q: [&[f32]; 3], k: &[f32]) -> [f32; 3] {
     debug_assert!(q.iter().all(|r| r.len() == n));
     let mut acc = [[_mm256_setzero_ps(); 4]; 3];
     let mut i = 0;
-    // SAFETY (every load): `i + 8 * c + 8 <= n`, in bounds of all four rows.
+    // SAFETY (every load): `i + 8 * c + 8 <= n`, in bounds of the key and the three rows.
     unsafe {
         while i + 32 <= n {
             for c in 0..4 {
@@ -696,81 +696,115 @@ fn weighted_sum_from<R: Rows>(
     }
 }
 
-/// Rows `h0..h0 + HB` of [`weighted_sum_from`] over positions `ps`.
-struct Block8<'a, R> {
-    w: &'a [f32],
-    n: usize,
-    values: R,
-    stride: usize,
-    dim: usize,
-    /// Columns, a multiple of 8 of them.
-    cols: Range<usize>,
-    lens: &'a [usize],
-    h0: usize,
-    ps: Range<usize>,
-}
-
-impl<R: Rows> Block8<'_, R> {
-    /// Adds the block's positions to `HB` rows of `out`, `CB` chunks of 8
-    /// columns at a time (the last ones one at a time); returns `HB`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn run<const HB: usize, const CB: usize>(&self, wt: &mut Vec<f32>, out: &mut [f32]) -> usize {
-        let Some((lens, common)) = crate::attn::position_major::<HB>(self.w, self.n, self.lens, self.h0, &self.ps, wt)
-        else {
-            return HB;
-        };
-        let mut c = self.cols.start;
-        while c < self.cols.end {
-            if self.cols.end - c >= 8 * CB {
-                self.tile::<HB, CB>(wt, &lens, common, c, out);
-                c += 8 * CB;
-            } else {
-                self.tile::<HB, 1>(wt, &lens, common, c, out);
-                c += 8;
-            }
+/// Defines the tile type of an x86 weighted sum: `$name<'a, R>` adds a
+/// block of positions to rows `h0..h0 + HB` of `out`, over columns `cols`
+/// (a multiple of `$lanes`), with one `$vec` accumulator a row and chunk of
+/// `$lanes` columns. Both levels take their tile from here ([`Block8`] over
+/// 256-bit vectors, `avx512::Block` over 512-bit ones) so that their
+/// arithmetic stays one text: a multiply then an add (no FMA), in position
+/// order, the scalar reference's. A macro rather than a generic, because a
+/// function that takes or returns a 512-bit vector must enable AVX-512
+/// itself, so the vector type and the target features go together.
+macro_rules! wsum_tile {
+    (
+        $name:ident, $rows:path, $load:ident, $vec:ty, $lanes:literal, $features:tt,
+        $loadu:ident, $storeu:ident, $set1:ident, $add:ident, $mul:ident
+    ) => {
+        /// Rows `h0..h0 + HB` of a weighted sum over positions `ps`.
+        struct $name<'a, R> {
+            w: &'a [f32],
+            n: usize,
+            values: R,
+            stride: usize,
+            dim: usize,
+            /// Columns, a multiple of the lanes of them.
+            cols: std::ops::Range<usize>,
+            lens: &'a [usize],
+            h0: usize,
+            ps: std::ops::Range<usize>,
         }
-        HB
-    }
 
-    /// Columns `c..c + 8 * CB` of the block's rows.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    #[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][chunk]
-    fn tile<const HB: usize, const CB: usize>(
-        &self,
-        wt: &[f32],
-        lens: &[usize; HB],
-        common: usize,
-        c: usize,
-        out: &mut [f32],
-    ) {
-        let p0 = self.ps.start;
-        let at = |i: usize, j: usize| (self.h0 + i) * self.dim + c + 8 * j;
-        // SAFETY: each row of `out` holds `dim >= c + 8 * CB` floats.
-        let mut acc: [[__m256; CB]; HB] =
-            core::array::from_fn(|i| core::array::from_fn(|j| unsafe { _mm256_loadu_ps(out.as_ptr().add(at(i, j))) }));
-        for (k, ws) in wt.chunks_exact(HB).enumerate() {
-            let p = p0 + k;
-            // SAFETY: the caller checked that `n` rows of `dim` at `stride`
-            // fit, p < n, and c + 8 (j + 1) <= dim.
-            let v: [__m256; CB] = core::array::from_fn(|j| unsafe { self.values.load8(p * self.stride + c + 8 * j) });
-            for i in 0..HB {
-                if p < common || p < lens[i] {
-                    let wp = _mm256_set1_ps(ws[i]);
+        impl<R: $rows> $name<'_, R> {
+            /// Adds the block's positions to `HB` rows of `out`, `CB`
+            /// chunks of columns at a time (the last ones one at a time);
+            /// returns `HB`.
+            #[target_feature(enable = $features)]
+            fn run<const HB: usize, const CB: usize>(&self, wt: &mut Vec<f32>, out: &mut [f32]) -> usize {
+                let Some((lens, common)) =
+                    crate::attn::position_major::<HB>(self.w, self.n, self.lens, self.h0, &self.ps, wt)
+                else {
+                    return HB;
+                };
+                let mut c = self.cols.start;
+                while c < self.cols.end {
+                    if self.cols.end - c >= $lanes * CB {
+                        self.tile::<HB, CB>(wt, &lens, common, c, out);
+                        c += $lanes * CB;
+                    } else {
+                        self.tile::<HB, 1>(wt, &lens, common, c, out);
+                        c += $lanes;
+                    }
+                }
+                HB
+            }
+
+            /// Columns `c..c + $lanes * CB` of the block's rows.
+            #[target_feature(enable = $features)]
+            #[inline]
+            #[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][chunk]
+            fn tile<const HB: usize, const CB: usize>(
+                &self,
+                wt: &[f32],
+                lens: &[usize; HB],
+                common: usize,
+                c: usize,
+                out: &mut [f32],
+            ) {
+                let p0 = self.ps.start;
+                let at = |i: usize, j: usize| (self.h0 + i) * self.dim + c + $lanes * j;
+                // SAFETY: each row of `out` holds `dim >= cols.end >= c + $lanes * CB` floats.
+                let mut acc: [[$vec; CB]; HB] =
+                    core::array::from_fn(|i| core::array::from_fn(|j| unsafe { $loadu(out.as_ptr().add(at(i, j))) }));
+                for (k, ws) in wt.chunks_exact(HB).enumerate() {
+                    let p = p0 + k;
+                    // SAFETY: the caller checked that `n` rows of `dim` at
+                    // `stride` fit, p < n, and c + $lanes (j + 1) <= dim.
+                    let v: [$vec; CB] =
+                        core::array::from_fn(|j| unsafe { self.values.$load(p * self.stride + c + $lanes * j) });
+                    for i in 0..HB {
+                        if p < common || p < lens[i] {
+                            let wp = $set1(ws[i]);
+                            for j in 0..CB {
+                                acc[i][j] = $add(acc[i][j], $mul(wp, v[j]));
+                            }
+                        }
+                    }
+                }
+                for i in 0..HB {
                     for j in 0..CB {
-                        acc[i][j] = _mm256_add_ps(acc[i][j], _mm256_mul_ps(wp, v[j]));
+                        // SAFETY: as for the loads.
+                        unsafe { $storeu(out.as_mut_ptr().add(at(i, j)), acc[i][j]) };
                     }
                 }
             }
         }
-        for i in 0..HB {
-            for j in 0..CB {
-                // SAFETY: as for the loads.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at(i, j)), acc[i][j]) };
-            }
-        }
-    }
+    };
 }
+pub(crate) use wsum_tile;
+
+wsum_tile!(
+    Block8,
+    Rows,
+    load8,
+    __m256,
+    8,
+    "avx2,fma,f16c",
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_add_ps,
+    _mm256_mul_ps
+);
 
 /// Columns `c0..dim` of [`crate::attn::attn_weighted_sum`] (shapes checked
 /// by the caller): all of them at the AVX2 level, the tail of the AVX-512

@@ -16,23 +16,14 @@
 
 use core::arch::x86_64::*;
 
-/// Sixteen cached values at a time, widened to f32.
-trait Rows16: Copy {
+/// Sixteen cached values at a time, widened to f32 (eight, one value and
+/// the prefetch as at the AVX2 level).
+trait Rows16: crate::avx2::Rows {
     /// Values `at..at + 16`.
     ///
     /// # Safety
     /// `at + 16 <= len`; the CPU must support AVX-512F.
     unsafe fn load16(self, at: usize) -> __m512;
-    /// Values `at..at + 8`.
-    ///
-    /// # Safety
-    /// `at + 8 <= len`; the CPU must support AVX2 and F16C.
-    unsafe fn load8(self, at: usize) -> __m256;
-    /// Value `at`, widened. Panics if out of bounds.
-    fn get(self, at: usize) -> f32;
-    /// Asks for values `at..at + len` to be brought into L2 (a hint: any
-    /// address is sound).
-    fn prefetch(self, at: usize, len: usize);
 }
 
 impl Rows16 for &[f32] {
@@ -42,19 +33,6 @@ impl Rows16 for &[f32] {
         // SAFETY: (caller) sixteen floats from `at` are in bounds.
         unsafe { _mm512_loadu_ps(self.as_ptr().add(at)) }
     }
-    #[inline(always)]
-    unsafe fn load8(self, at: usize) -> __m256 {
-        debug_assert!(at + 8 <= self.len());
-        // SAFETY: (caller) eight floats from `at` are in bounds.
-        unsafe { _mm256_loadu_ps(self.as_ptr().add(at)) }
-    }
-    fn get(self, at: usize) -> f32 {
-        self[at]
-    }
-    #[inline(always)]
-    fn prefetch(self, at: usize, len: usize) {
-        crate::avx2::prefetch_bytes(self.as_ptr().wrapping_add(at).cast(), 4 * len);
-    }
 }
 
 impl Rows16 for &[u16] {
@@ -63,19 +41,6 @@ impl Rows16 for &[u16] {
         debug_assert!(at + 16 <= self.len());
         // SAFETY: (caller) sixteen halves from `at` are in bounds.
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(self.as_ptr().add(at).cast())) }
-    }
-    #[inline(always)]
-    unsafe fn load8(self, at: usize) -> __m256 {
-        debug_assert!(at + 8 <= self.len());
-        // SAFETY: (caller) eight halves from `at` are in bounds.
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(self.as_ptr().add(at).cast())) }
-    }
-    fn get(self, at: usize) -> f32 {
-        half::f16::from_bits(self[at]).to_f32()
-    }
-    #[inline(always)]
-    fn prefetch(self, at: usize, len: usize) {
-        crate::avx2::prefetch_bytes(self.as_ptr().wrapping_add(at).cast(), 2 * len);
     }
 }
 
@@ -319,7 +284,7 @@ fn weighted_sum<R: Rows16>(
         let mut h0 = 0;
         while h0 < nh {
             let left = nh - h0;
-            let at = Block { w, n, values, stride, dim, wide, lens, h0, ps: ps.clone() };
+            let at = Block { w, n, values, stride, dim, cols: 0..wide, lens, h0, ps: ps.clone() };
             h0 += match left {
                 16.. => at.run::<16, 1>(&mut wt, out),
                 12..=15 => at.run::<12, 2>(&mut wt, out),
@@ -333,83 +298,19 @@ fn weighted_sum<R: Rows16>(
     }
 }
 
-/// Rows `h0..h0 + HB` of [`weighted_sum`] over positions `ps`.
-#[derive(Clone)]
-struct Block<'a, R> {
-    w: &'a [f32],
-    n: usize,
-    values: R,
-    stride: usize,
-    dim: usize,
-    wide: usize,
-    lens: &'a [usize],
-    h0: usize,
-    ps: std::ops::Range<usize>,
-}
-
-impl<R: Rows16> Block<'_, R> {
-    /// Adds the block's positions to `HB` rows of `out`, all `wide`
-    /// columns, `CB` chunks at a time (a last chunk or three one at a
-    /// time); returns `HB`.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-    fn run<const HB: usize, const CB: usize>(&self, wt: &mut Vec<f32>, out: &mut [f32]) -> usize {
-        let Some((lens, common)) = crate::attn::position_major::<HB>(self.w, self.n, self.lens, self.h0, &self.ps, wt)
-        else {
-            return HB;
-        };
-        let mut c0 = 0;
-        while c0 < self.wide {
-            if self.wide - c0 >= 16 * CB {
-                self.tile::<HB, CB>(wt, &lens, common, c0, out);
-                c0 += 16 * CB;
-            } else {
-                self.tile::<HB, 1>(wt, &lens, common, c0, out);
-                c0 += 16;
-            }
-        }
-        HB
-    }
-
-    /// Columns `c0..c0 + 16 * CB` of the block's rows.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-    #[inline]
-    #[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][chunk]
-    fn tile<const HB: usize, const CB: usize>(
-        &self,
-        wt: &[f32],
-        lens: &[usize; HB],
-        common: usize,
-        c0: usize,
-        out: &mut [f32],
-    ) {
-        let p0 = self.ps.start;
-        let at = |i: usize, j: usize| (self.h0 + i) * self.dim + c0 + 16 * j;
-        // SAFETY: each row of `out` holds `dim >= c0 + 16 * CB` floats.
-        let mut acc: [[__m512; CB]; HB] =
-            core::array::from_fn(|i| core::array::from_fn(|j| unsafe { _mm512_loadu_ps(out.as_ptr().add(at(i, j))) }));
-        for (k, ws) in wt.chunks_exact(HB).enumerate() {
-            let p = p0 + k;
-            // SAFETY: the caller checked that `n` rows of `dim` at `stride`
-            // fit, p < n, and c0 + 16 (j + 1) <= wide <= dim.
-            let v: [__m512; CB] =
-                core::array::from_fn(|j| unsafe { self.values.load16(p * self.stride + c0 + 16 * j) });
-            for i in 0..HB {
-                if p < common || p < lens[i] {
-                    let wp = _mm512_set1_ps(ws[i]);
-                    for j in 0..CB {
-                        acc[i][j] = _mm512_add_ps(acc[i][j], _mm512_mul_ps(wp, v[j]));
-                    }
-                }
-            }
-        }
-        for i in 0..HB {
-            for j in 0..CB {
-                // SAFETY: as for the loads.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at(i, j)), acc[i][j]) };
-            }
-        }
-    }
-}
+crate::avx2::wsum_tile!(
+    Block,
+    Rows16,
+    load16,
+    __m512,
+    16,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_add_ps,
+    _mm512_mul_ps
+);
 
 /// A weight row of 16-bit or 32-bit floats, widened to f32 in registers
 /// (exactly: f16 and bf16 are subsets of f32).
