@@ -96,29 +96,57 @@ impl Rope {
 
     /// Rotate one head vector `x` (`[head_dim]`, the first `dim` entries) at `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
-        let half = self.dim / 2;
-        for i in 0..half {
-            // Angles in f64 and then rounded: positions up to 1e6 keep full precision.
-            let angle = pos as f64 * self.inv_freq[i] as f64;
-            let (s, c) = angle.sin_cos();
-            let (s, c) = (s as f32 * self.mscale, c as f32 * self.mscale);
-            let (a, b) = match self.style {
-                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                RopeStyle::Halves => (i, i + half),
-            };
-            let (x0, x1) = (x[a], x[b]);
-            x[a] = x0 * c - x1 * s;
-            x[b] = x0 * s + x1 * c;
-        }
+        self.at(pos).apply(x);
+    }
+
+    /// The rotation at `pos`, for every head of a token at once: each pair's
+    /// sine and cosine are computed once (in f64, then rounded and scaled)
+    /// instead of once a head. DeepSeek-V3's 128 query heads and its shared
+    /// key took 4128 `sin_cos` a layer and token.
+    pub fn at(&self, pos: usize) -> RopeAt<'_> {
+        let sc = self
+            .inv_freq
+            .iter()
+            .map(|&f| {
+                // Angles in f64 and then rounded: positions up to 1e6 keep full precision.
+                let (s, c) = (pos as f64 * f as f64).sin_cos();
+                (s as f32 * self.mscale, c as f32 * self.mscale)
+            })
+            .collect();
+        RopeAt { rope: self, sc }
     }
 
     /// Rotate every head of every row: `x` is `[n_tok, n_head, head_dim]`,
     /// token `t` is at position `pos0 + t`.
     pub fn apply_rows(&self, x: &mut [f32], n_head: usize, head_dim: usize, pos0: usize) {
         for (t, row) in x.chunks_exact_mut(n_head * head_dim).enumerate() {
+            let at = self.at(pos0 + t);
             for head in row.chunks_exact_mut(head_dim) {
-                self.apply(head, pos0 + t);
+                at.apply(head);
             }
+        }
+    }
+}
+
+/// [`Rope`] at one position ([`Rope::at`]): each pair's sine and cosine.
+pub struct RopeAt<'a> {
+    rope: &'a Rope,
+    /// `[dim / 2]` (sin, cos), times `mscale`.
+    sc: Vec<(f32, f32)>,
+}
+
+impl RopeAt<'_> {
+    /// Rotate one head vector `x` (`[head_dim]`, the first `dim` entries).
+    pub fn apply(&self, x: &mut [f32]) {
+        let half = self.rope.dim / 2;
+        for (i, &(s, c)) in self.sc.iter().enumerate() {
+            let (a, b) = match self.rope.style {
+                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                RopeStyle::Halves => (i, i + half),
+            };
+            let (x0, x1) = (x[a], x[b]);
+            x[a] = x0 * c - x1 * s;
+            x[b] = x0 * s + x1 * c;
         }
     }
 }
