@@ -663,8 +663,14 @@ impl GroupJob<'_, '_> {
         use crate::rows8::ROWS;
         let mut r = tile.start;
         let rb = self.rb;
+        // The group `ahead` groups on: at least the next, and at least
+        // `PREFETCH_DISTANCE` bytes on, so that short rows still ask early
+        // enough (MLA's `attn_k_b`: eight rows of 128 Q5_0 columns are 704
+        // bytes).
+        let ahead = (crate::matmul::PREFETCH_DISTANCE / (ROWS * rb).max(1)).max(1);
         while r + ROWS <= tile.end {
-            let next = &self.w[((r + ROWS) * rb).min(self.w.len())..((r + 2 * ROWS) * rb).min(self.w.len())];
+            let at = |k: usize| ((r + k * ROWS) * rb).min(self.w.len());
+            let next = &self.w[at(ahead)..at(ahead + 1)];
             // SAFETY: `rows8::supports` at this verified level (`grouped`);
             // the rows are whole rows of `wty` and `a` is a row of its
             // activation type with as many columns (checked by the public
