@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use crate::formats::gguf::GgufFile;
+use crate::formats::storage::LoadMode;
 use crate::formats::weights::WeightStore;
 use crate::models::{LoadOptions, Model, ModelError};
 use crate::text::tokenizer::Tokenizer;
@@ -74,8 +75,17 @@ pub struct LoadedModel {
 }
 
 /// Open a GGUF file or Hugging Face folder and build the model it holds.
+///
+/// The tokenizer is built from the model mapped, before any weights are
+/// read into memory, and the heap its transient copies took is handed back
+/// to the system before the read ([`trim_heap`]): otherwise those copies
+/// (the GGUF header's vocabulary and merges, parsed, and the strings the
+/// tokenizer is built from) sat on top of the weights at the load's peak.
+/// `whale bench -p 0` peak RSS on the Intel Xeon of stop 42: Qwen2.5-0.5B
+/// (151k-token vocabulary) 562.4-562.7 -> 543.6-543.9 MiB, SmolLM2-135M
+/// 129.7-130.0 -> 125.1-125.3.
 pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
-    let store = WeightStore::open_with(path, opts.fp8, opts.load_mode)?;
+    let store = WeightStore::open_with(path, opts.fp8, LoadMode::Map)?;
     let (arch_name, tokenizer) = match &store {
         WeightStore::Gguf(g) => {
             let arch = g.architecture().ok_or_else(|| ModelError::Config("GGUF has no general.architecture".into()))?;
@@ -87,8 +97,28 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
             (mt.to_string(), Tokenizer::from_hf_dir(&h.dir)?)
         }
     };
+    let store = match opts.load_mode {
+        LoadMode::Map => store,
+        mode => {
+            drop(store);
+            trim_heap();
+            WeightStore::open_with(path, opts.fp8, mode)?
+        }
+    };
     let model = load_weights(&store, &arch_name, opts)?;
     Ok(LoadedModel { model, tokenizer })
+}
+
+/// Hands the heap's free pages back to the system (glibc's `malloc_trim`;
+/// nothing elsewhere), so that memory freed after a large transient use
+/// leaves the resident set.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's
+    // arenas; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Build the model and tokenizer of a GGUF already open (or built in
