@@ -408,6 +408,38 @@ impl GgufFile {
         Ok(g)
     }
 
+    /// Every part's bytes read into memory ([`LoadMode::Read`]) in place of
+    /// its mapping, the header kept as parsed: a model whose tokenizer was
+    /// built from the mapped file reads its weights without parsing the
+    /// header again (`models::load`). A part whose length changed since it
+    /// was opened is an error; parts held in memory already stay as they are.
+    pub fn read_into_memory(&mut self) -> Result<(), GgufError> {
+        for part in &mut self.parts {
+            let Some(path) = part.path.clone() else { continue };
+            let io = |source| GgufError::Io { path: path.clone(), source };
+            let file = std::fs::File::open(&path).map_err(io)?;
+            // SAFETY: LoadMode::Read maps nothing of the file.
+            let bytes = unsafe { Storage::open(&file, LoadMode::Read) }.map_err(io)?;
+            if bytes.len() != part.bytes.len() {
+                let msg = format!(
+                    "the file changed while it was loaded: {} bytes, {} when opened",
+                    bytes.len(),
+                    part.bytes.len()
+                );
+                return Err(io(std::io::Error::other(msg)));
+            }
+            part.bytes = bytes;
+        }
+        Ok(())
+    }
+
+    /// Keeps only the metadata entries `keep(key, value)` accepts, such as
+    /// all but the tokenizer's arrays once the tokenizer is built from them.
+    pub fn retain_metadata(&mut self, keep: impl Fn(&str, &MetaValue) -> bool) {
+        self.metadata.retain(|(k, v)| keep(k, v));
+        self.meta_index = self.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
+    }
+
     /// A split model from the images of its parts, in order, held in memory
     /// (the fuzz target's way in): the same checks as [`GgufFile::open`].
     pub fn from_part_images(images: Vec<Vec<u8>>) -> Result<GgufFile, GgufError> {
@@ -696,6 +728,33 @@ mod tests {
             assert_eq!(data.len(), 32);
             assert_eq!(f32::from_le_bytes(data[28..32].try_into().unwrap()), 7.0);
         }
+    }
+
+    /// A file opened mapped and then read into memory keeps its header
+    /// and gives the same tensor bytes; metadata can be forgotten by key;
+    /// a file whose length changed in between is an error, not other data.
+    #[test]
+    fn read_into_memory_keeps_the_header_and_refuses_a_changed_file() {
+        let path = std::env::temp_dir().join(format!("whale-read-into-memory-{}.gguf", std::process::id()));
+        std::fs::write(&path, tiny_gguf(3, false)).unwrap();
+        let mut g = GgufFile::open_with(&path, LoadMode::Map).unwrap();
+        let mapped = g.tensor_data("w").unwrap().1.to_vec();
+        g.retain_metadata(|k, _| k != "arr");
+        assert_eq!(g.get("arr"), None);
+        assert_eq!(g.get_u64("llama.block_count"), Some(7));
+        g.read_into_memory().unwrap();
+        assert_eq!(g.tensor_data("w").unwrap().1, &mapped[..]);
+        assert_eq!(g.architecture(), Some("llama"));
+
+        let mut g = GgufFile::open_with(&path, LoadMode::Map).unwrap();
+        let mut longer = tiny_gguf(3, false);
+        longer.extend_from_slice(&[0; 32]);
+        // Replaced, not truncated in place: the mapping keeps the old inode.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, longer).unwrap();
+        let e = g.read_into_memory().unwrap_err().to_string();
+        assert!(e.contains("changed while it was loaded"), "{e}");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
