@@ -84,8 +84,8 @@ pub struct LoadedModel {
 /// A GGUF's header is parsed once and its vocabulary arrays forgotten
 /// before the weights are read ([`GgufFile::read_into_memory`]).
 /// `whale bench -p 0` peak RSS on the Intel Xeon of stop 42: Qwen2.5-0.5B
-/// (151k-token vocabulary) 562.4-562.7 -> 543.6-543.9 MiB, SmolLM2-135M
-/// 129.7-130.0 -> 125.1-125.3.
+/// (151k-token vocabulary) 562.0-562.7 -> 524.9 MiB (llama.cpp `-lm none`
+/// 527.2), SmolLM2-135M 129.7 -> 118.6, a V3-shaped GGUF 8958.4 -> 8920.1.
 pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
     let store = WeightStore::open_with(path, opts.fp8, LoadMode::Map)?;
     let (arch_name, tokenizer) = match &store {
