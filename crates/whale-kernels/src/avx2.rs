@@ -12,7 +12,6 @@
 //! [`crate::vec_dot_ref`] for every type.
 
 use core::arch::x86_64::*;
-use std::ops::Range;
 
 use crate::blocks::*;
 use crate::dequant::{k_scale_min, with_block_type};
@@ -661,34 +660,8 @@ fn weighted_sum_from<R: Rows>(
     lens: &[usize],
     out: &mut [f32],
 ) {
-    let nh = out.len() / dim;
     let wide = c0 + (dim - c0) / 8 * 8;
-    let longest = lens.iter().copied().max().unwrap_or(0);
-    for r in 0..nh {
-        out[r * dim + c0..r * dim + wide].fill(0.0);
-    }
-    let fetch = |ps: Range<usize>| {
-        for p in ps {
-            values.prefetch(p * stride + c0, wide - c0);
-        }
-    };
-    fetch(0..longest.min(WSUM_POSITIONS));
-    let mut wt = Vec::new();
-    for p0 in (0..longest).step_by(WSUM_POSITIONS) {
-        let ps = p0..(p0 + WSUM_POSITIONS).min(longest);
-        fetch(ps.end..(ps.end + WSUM_POSITIONS).min(longest));
-        let mut h0 = 0;
-        while h0 < nh {
-            let at = Block8 { w, n, values, stride, dim, cols: c0..wide, lens, h0, ps: ps.clone() };
-            h0 += match nh - h0 {
-                8.. => at.run::<8, 1>(&mut wt, out),
-                6 | 7 => at.run::<6, 2>(&mut wt, out),
-                4 | 5 => at.run::<4, 2>(&mut wt, out),
-                2 | 3 => at.run::<2, 4>(&mut wt, out),
-                _ => at.run::<1, 4>(&mut wt, out),
-            };
-        }
-    }
+    sums8(w, n, values, stride, dim, c0..wide, lens, out);
     for j in wide..dim {
         for (i, &len) in lens.iter().enumerate() {
             out[i * dim + j] = (0..len).fold(0.0, |acc, p| acc + w[i * n + p] * values.get(p * stride + j));
@@ -707,9 +680,53 @@ fn weighted_sum_from<R: Rows>(
 /// itself, so the vector type and the target features go together.
 macro_rules! wsum_tile {
     (
-        $name:ident, $rows:path, $load:ident, $vec:ty, $lanes:literal, $features:tt,
-        $loadu:ident, $storeu:ident, $set1:ident, $add:ident, $mul:ident
+        $sums:ident, $name:ident, $rows:path, $load:ident, $vec:ty, $lanes:literal, $features:tt,
+        $loadu:ident, $storeu:ident, $set1:ident, $add:ident, $mul:ident,
+        [$($left:pat => $hb:literal, $cb:literal;)*]
     ) => {
+        /// Columns `cols` (a multiple of the lanes) of the weighted sums,
+        /// a block of positions at a time ([`WSUM_POSITIONS`]), the value
+        /// rows of the next block prefetched (the kernel reads 64 bytes of
+        /// a row at a time, rows 1 KiB or more apart, a pattern the
+        /// hardware prefetchers do not follow); in each, the rows in the
+        /// blocks this level's table picks by the rows left.
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        fn $sums<R: $rows>(
+            w: &[f32],
+            n: usize,
+            values: R,
+            stride: usize,
+            dim: usize,
+            cols: std::ops::Range<usize>,
+            lens: &[usize],
+            out: &mut [f32],
+        ) {
+            let nh = out.len() / dim;
+            let longest = lens.iter().copied().max().unwrap_or(0);
+            for r in 0..nh {
+                out[r * dim + cols.start..r * dim + cols.end].fill(0.0);
+            }
+            let fetch = |ps: std::ops::Range<usize>| {
+                for p in ps {
+                    values.prefetch(p * stride + cols.start, cols.len());
+                }
+            };
+            fetch(0..longest.min(WSUM_POSITIONS));
+            let mut wt = Vec::new();
+            for p0 in (0..longest).step_by(WSUM_POSITIONS) {
+                let ps = p0..(p0 + WSUM_POSITIONS).min(longest);
+                fetch(ps.end..(ps.end + WSUM_POSITIONS).min(longest));
+                let mut h0 = 0;
+                while h0 < nh {
+                    let at = $name { w, n, values, stride, dim, cols: cols.clone(), lens, h0, ps: ps.clone() };
+                    h0 += match nh - h0 {
+                        $($left => at.run::<$hb, $cb>(&mut wt, out),)*
+                    };
+                }
+            }
+        }
+
         /// Rows `h0..h0 + HB` of a weighted sum over positions `ps`.
         struct $name<'a, R> {
             w: &'a [f32],
@@ -793,6 +810,7 @@ macro_rules! wsum_tile {
 pub(crate) use wsum_tile;
 
 wsum_tile!(
+    sums8,
     Block8,
     Rows,
     load8,
@@ -803,7 +821,8 @@ wsum_tile!(
     _mm256_storeu_ps,
     _mm256_set1_ps,
     _mm256_add_ps,
-    _mm256_mul_ps
+    _mm256_mul_ps,
+    [8.. => 8, 1; 6 | 7 => 6, 2; 4 | 5 => 4, 2; 2 | 3 => 2, 4; _ => 1, 4;]
 );
 
 /// Columns `c0..dim` of [`crate::attn::attn_weighted_sum`] (shapes checked

@@ -221,8 +221,8 @@ pub(crate) unsafe fn attn_weighted_sum(
 ) {
     let wide = dim / 16 * 16;
     match values {
-        crate::attn::KvSlice::F32(v) => weighted_sum(w, n, v, stride, dim, wide, lens, out),
-        crate::attn::KvSlice::F16(v) => weighted_sum(w, n, v, stride, dim, wide, lens, out),
+        crate::attn::KvSlice::F32(v) => weighted_sum(w, n, v, stride, dim, 0..wide, lens, out),
+        crate::attn::KvSlice::F16(v) => weighted_sum(w, n, v, stride, dim, 0..wide, lens, out),
     }
     if wide < dim {
         // SAFETY: (caller) AVX2, FMA and F16C; same shapes.
@@ -235,70 +235,24 @@ pub(crate) unsafe fn attn_weighted_sum(
 /// values are 256 KiB), and a block's weights, position-major, in L1.
 const WSUM_POSITIONS: usize = 256;
 
-/// Columns `0..wide` (a multiple of 16) of the weighted sums.
-///
-/// The sums run a block of positions at a time ([`WSUM_POSITIONS`]); in
-/// each, the rows go in blocks of 16, 12, 8, 6, 4, 2 or 1 and the columns
-/// in chunks of 16 × (1 to 4: at most 24 accumulators), one accumulator a
-/// row and chunk,
-/// loaded from `out` and stored back between position blocks (exact: the
-/// same chain of multiplies and adds in position order). A block's weights
-/// are first copied position-major, the block's rows of one position side
-/// by side: row-major, the rows of a long cache lie a multiple of 4 KiB
-/// apart, and sixteen of them fell in one L1 set.
-///
-/// Until stop 41 every block of six rows passed over all the positions, so
-/// the values came from L3 again for each: V2-Lite's MLA at decode (16
-/// heads, depth 4096) read its 4 MB of values three times a layer, V3's
-/// (128 heads) 22 times.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments)]
-fn weighted_sum<R: Rows16>(
-    w: &[f32],
-    n: usize,
-    values: R,
-    stride: usize,
-    dim: usize,
-    wide: usize,
-    lens: &[usize],
-    out: &mut [f32],
-) {
-    let nh = out.len() / dim;
-    let longest = lens.iter().copied().max().unwrap_or(0);
-    for r in 0..nh {
-        out[r * dim..r * dim + wide].fill(0.0);
-    }
-    let mut wt = Vec::new();
-    // The value rows of a block of positions are asked for a block ahead:
-    // the kernel reads 64 bytes of a row at a time, rows 1 KiB or more
-    // apart, a pattern the hardware prefetchers do not follow.
-    let fetch = |ps: std::ops::Range<usize>| {
-        for p in ps {
-            values.prefetch(p * stride, wide);
-        }
-    };
-    fetch(0..longest.min(WSUM_POSITIONS));
-    for p0 in (0..longest).step_by(WSUM_POSITIONS) {
-        let ps = p0..(p0 + WSUM_POSITIONS).min(longest);
-        fetch(ps.end..(ps.end + WSUM_POSITIONS).min(longest));
-        let mut h0 = 0;
-        while h0 < nh {
-            let left = nh - h0;
-            let at = Block { w, n, values, stride, dim, cols: 0..wide, lens, h0, ps: ps.clone() };
-            h0 += match left {
-                16.. => at.run::<16, 1>(&mut wt, out),
-                12..=15 => at.run::<12, 2>(&mut wt, out),
-                8..=11 => at.run::<8, 2>(&mut wt, out),
-                6 | 7 => at.run::<6, 4>(&mut wt, out),
-                4 | 5 => at.run::<4, 4>(&mut wt, out),
-                2 | 3 => at.run::<2, 4>(&mut wt, out),
-                _ => at.run::<1, 4>(&mut wt, out),
-            };
-        }
-    }
-}
-
+// `weighted_sum`: columns `0..wide` (a multiple of 16) of the weighted sums.
+//
+// The sums run a block of positions at a time ([`WSUM_POSITIONS`]); in
+// each, the rows go in blocks of 16, 12, 8, 6, 4, 2 or 1 and the columns
+// in chunks of 16 × (1 to 4: at most 24 accumulators), one accumulator a
+// row and chunk,
+// loaded from `out` and stored back between position blocks (exact: the
+// same chain of multiplies and adds in position order). A block's weights
+// are first copied position-major, the block's rows of one position side
+// by side: row-major, the rows of a long cache lie a multiple of 4 KiB
+// apart, and sixteen of them fell in one L1 set.
+//
+// Until stop 41 every block of six rows passed over all the positions, so
+// the values came from L3 again for each: V2-Lite's MLA at decode (16
+// heads, depth 4096) read its 4 MB of values three times a layer, V3's
+// (128 heads) 22 times.
 crate::avx2::wsum_tile!(
+    weighted_sum,
     Block,
     Rows16,
     load16,
@@ -309,7 +263,8 @@ crate::avx2::wsum_tile!(
     _mm512_storeu_ps,
     _mm512_set1_ps,
     _mm512_add_ps,
-    _mm512_mul_ps
+    _mm512_mul_ps,
+    [16.. => 16, 1; 12..=15 => 12, 2; 8..=11 => 8, 2; 6 | 7 => 6, 4; 4 | 5 => 4, 4; 2 | 3 => 2, 4; _ => 1, 4;]
 );
 
 /// A weight row of 16-bit or 32-bit floats, widened to f32 in registers
