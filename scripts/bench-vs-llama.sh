@@ -1,7 +1,7 @@
 #!/bin/bash
 # whale against llama.cpp on the same GGUF files, alternating, two rounds:
-# the README's speed tables. Run it on a quiet machine (with two cores, any
-# other process starves a two-thread run).
+# the README's speed table and docs/speed-log.md's. Run it on a quiet
+# machine (with two cores, any other process starves a two-thread run).
 #
 #   WHALE=target/release/whale LLAMA_BENCH=/path/to/llama-bench \
 #   LEVELS="avx512 amx" LLAMA_LOAD="auto none" THREADS=2 \
