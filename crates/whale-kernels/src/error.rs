@@ -12,6 +12,10 @@ pub enum KernelError {
     NotBlockMultiple { ty: GgmlType, elements: usize },
     /// `ty` is not an activation type (Q8_0, Q8_1, Q8_K, F16, BF16, F32).
     NotActivationType { ty: GgmlType },
+    /// `ty` has no interleaved layout (`crate::x8::supports`).
+    NotInterleaved { ty: GgmlType },
+    /// An interleaved matrix's row count is not a multiple of `x8::ROWS`.
+    RowsNotGrouped { rows: usize },
 }
 
 impl core::fmt::Display for KernelError {
@@ -25,6 +29,10 @@ impl core::fmt::Display for KernelError {
                 write!(f, "{ty}: {elements} elements is not a multiple of the block size {}", ty.block_size())
             }
             KernelError::NotActivationType { ty } => write!(f, "{ty} is not an activation type"),
+            KernelError::NotInterleaved { ty } => write!(f, "{ty} has no interleaved layout"),
+            KernelError::RowsNotGrouped { rows } => {
+                write!(f, "{rows} rows is not a multiple of the {} rows an interleaved group holds", crate::x8::ROWS)
+            }
         }
     }
 }

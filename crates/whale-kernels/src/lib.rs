@@ -99,6 +99,7 @@ pub mod pool;
 pub mod q8;
 pub mod qdot;
 pub mod types;
+pub mod x8;
 
 #[cfg(target_arch = "x86_64")]
 mod amx;

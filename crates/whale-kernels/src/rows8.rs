@@ -196,9 +196,19 @@ unsafe fn rows_of_min<B, const MIN: bool>(
     term: impl Fn(&[&B; ROWS], usize) -> (__m256, __m256),
 ) -> [f32; ROWS] {
     let nb = rows[0].len();
+    assert!(rows.iter().all(|r| r.len() == nb), "rows8: rows of different lengths");
+    blocks_of::<MIN>(nb, ahead, |b| term(&core::array::from_fn(|r| &rows[r][b]), b))
+}
+
+/// The loop of [`rows_of_min`] over `nb` blocks, whatever holds them:
+/// `term(b)` gives block `b`'s terms of the eight rows (lane r = row r);
+/// `ahead` is prefetched into L2 a slice a block. Row r's accumulator holds
+/// block b in lane b % 8, as the one-row kernels hold it.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn blocks_of<const MIN: bool>(nb: usize, ahead: &[u8], term: impl Fn(usize) -> (__m256, __m256)) -> [f32; ROWS] {
     // The bytes to prefetch while each block is multiplied.
     let step = ahead.len().div_ceil(nb.max(1)).next_multiple_of(64);
-    assert!(rows.iter().all(|r| r.len() == nb), "rows8: rows of different lengths");
     let mut acc = [_mm256_setzero_ps(); ROWS];
     let mut accm = [_mm256_setzero_ps(); ROWS];
     for g in 0..nb.div_ceil(8) {
@@ -214,8 +224,7 @@ unsafe fn rows_of_min<B, const MIN: bool>(
                 unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(p).cast()) };
                 p += 64;
             }
-            let blk: [&B; ROWS] = core::array::from_fn(|r| &rows[r][b]);
-            let (t, m) = term(&blk, b);
+            let (t, m) = term(b);
             terms[k] = _mm256_castps_si256(t);
             mterms[k] = _mm256_castps_si256(m);
         }
@@ -302,56 +311,93 @@ unsafe fn byte_pair(v: __m256i, j: u8) -> __m256i {
 /// Q4_K: eight rows against one Q8_K row.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
+    rows_of(&rows, ahead, |blk, b| {
+        // d and dmin (f16), then the 12 bytes of packed scales and mins;
+        // the quants 32 bytes of each row at a time.
+        let head = words4(blk.map(|k| (k as *const BlockQ4_K).cast::<u8>()));
+        q4_k_term(head, |c| bytes32(blk.map(|k| k.qs[32 * c..].as_ptr())), a, b)
+    })
+}
+
+/// Q4_K: eight rows stored interleaved (`crate::x8`: the words that
+/// [`q4_k`] transposes in registers, stored transposed) against one Q8_K
+/// row: the same integers and floats as `q4_k`, read with plain loads
+/// from one stream. The group's `nb` blocks are the first bytes of
+/// `stream`, which runs on through the rest of the matrix: each block asks
+/// for the lines `matmul::prefetch` names as it starts, as the one-row
+/// kernels do (one stream, which the hardware prefetcher follows too).
+///
+/// # Safety
+/// The CPU must have AVX-512 VNNI (a `Verified` at that level); `stream`
+/// holds at least `nb * 8 * 144` bytes and `a` has `nb * 256` columns.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q4_k_x8(stream: &[u8], nb: usize, a: ActRow<'_>) -> [f32; ROWS] {
+    const GROUP_BLOCK: usize = ROWS * core::mem::size_of::<BlockQ4_K>();
+    assert!(stream.len() >= nb * GROUP_BLOCK, "q4_k_x8: a group of eight rows of {nb} blocks");
+    blocks_of::<false>(nb, &[], |b| {
+        crate::matmul::prefetch(stream, b * GROUP_BLOCK, GROUP_BLOCK);
+        let at = &stream[b * GROUP_BLOCK..(b + 1) * GROUP_BLOCK];
+        // SAFETY: each load reads 32 bytes inside `at` (36 words of 32 bytes).
+        let word = |w: usize| unsafe { _mm256_loadu_si256(at[32 * w..32 * w + 32].as_ptr().cast()) };
+        let head = [word(0), word(1), word(2), word(3)];
+        (q4_k_term(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), a, b), _mm256_setzero_ps())
+    })
+}
+
+/// The term of Q4_K block `b` of eight rows (lane r = row r): `head` is
+/// the blocks' first 16 bytes as four transposed words (`d`/`dmin`, then
+/// the three words of packed 6-bit scales and mins), `qs(c)` bytes
+/// `32c..32c + 32` of their quants as eight transposed words.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q4_k_term(head: [__m256i; 4], qs: impl Fn(usize) -> [__m256i; 8], a: ActRow<'_>, b: usize) -> __m256 {
     let nib = _mm256_set1_epi8(0x0F);
     let m6 = _mm256_set1_epi8(0x3F);
     let m2 = _mm256_set1_epi8(0x03);
-    rows_of(&rows, ahead, |blk, b| {
-        // d and dmin (f16), then the 12 bytes of packed scales and mins.
-        let [dm, w0, w1, w2] = words4(blk.map(|k| (k as *const BlockQ4_K).cast::<u8>()));
-        let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
-        let dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
-        // `avx2_q8::k4_scales_mins_v`, eight rows at once: bytes 0..4 of the
-        // scales (mins) in `sc_lo` (`mn_lo`), 4..8 in `sc_hi` (`mn_hi`).
-        let sc_lo = _mm256_and_si256(w0, m6);
-        let mn_lo = _mm256_and_si256(w1, m6);
-        let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
-        let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0));
-        let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1));
+    let [dm, w0, w1, w2] = head;
+    let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
+    let dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
+    // `avx2_q8::k4_scales_mins_v`, eight rows at once: bytes 0..4 of the
+    // scales (mins) in `sc_lo` (`mn_lo`), 4..8 in `sc_hi` (`mn_hi`).
+    let sc_lo = _mm256_and_si256(w0, m6);
+    let mn_lo = _mm256_and_si256(w1, m6);
+    let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
+    let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0));
+    let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1));
 
-        // m = Σ_s mins[s] · B_s, B_s = Σy of sub-block s (two Q8_K group
-        // sums); `pair(i)` is (B_{2i}, B_{2i+1}) as i16 in every lane.
-        let bs = &a.bsums[16 * b..16 * b + 16];
-        let pair = |s: usize| {
-            let lo = (bs[4 * s] + bs[4 * s + 1]) as u16 as u32;
-            let hi = (bs[4 * s + 2] + bs[4 * s + 3]) as u16 as u32;
-            _mm256_set1_epi32((lo | (hi << 16)) as i32)
-        };
-        let mut m = _mm256_madd_epi16(byte_pair(mn_lo, 0), pair(0));
-        m = _mm256_dpwssd_epi32(m, byte_pair(mn_lo, 2), pair(1));
-        m = _mm256_dpwssd_epi32(m, byte_pair(mn_hi, 0), pair(2));
-        m = _mm256_dpwssd_epi32(m, byte_pair(mn_hi, 2), pair(3));
+    // m = Σ_s mins[s] · B_s, B_s = Σy of sub-block s (two Q8_K group
+    // sums); `pair(i)` is (B_{2i}, B_{2i+1}) as i16 in every lane.
+    let bs = &a.bsums[16 * b..16 * b + 16];
+    let pair = |s: usize| {
+        let lo = (bs[4 * s] + bs[4 * s + 1]) as u16 as u32;
+        let hi = (bs[4 * s + 2] + bs[4 * s + 3]) as u16 as u32;
+        _mm256_set1_epi32((lo | (hi << 16)) as i32)
+    };
+    let mut m = _mm256_madd_epi16(byte_pair(mn_lo, 0), pair(0));
+    m = _mm256_dpwssd_epi32(m, byte_pair(mn_lo, 2), pair(1));
+    m = _mm256_dpwssd_epi32(m, byte_pair(mn_hi, 0), pair(2));
+    m = _mm256_dpwssd_epi32(m, byte_pair(mn_hi, 2), pair(3));
 
-        // isum = Σ_s scales[s] · Σ u·y over sub-block s. Sub-blocks 2c and
-        // 2c + 1 are the low and high nibbles of qs[32c..32c + 32].
-        let y: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-        let mut isum = _mm256_setzero_si256();
-        unroll!(c in [0, 1, 2, 3] {
-            let q = bytes32(blk.map(|k| k.qs[32 * c..].as_ptr()));
-            let z = _mm256_setzero_si256();
-            let (mut lo, mut hi) = ([z; 2], [z; 2]);
-            unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
-                let (ul, uh) = (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
-                lo[k % 2] = _mm256_dpbusd_epi32(lo[k % 2], ul, bcast4(y, 64 * c + 4 * k));
-                hi[k % 2] = _mm256_dpbusd_epi32(hi[k % 2], uh, bcast4(y, 64 * c + 32 + 4 * k));
-            });
-            let sc = if c < 2 { sc_lo } else { sc_hi };
-            let j = 2 * (c as u8 % 2);
-            let s_lo = _mm256_mullo_epi32(_mm256_add_epi32(lo[0], lo[1]), byte_of(sc, j));
-            let s_hi = _mm256_mullo_epi32(_mm256_add_epi32(hi[0], hi[1]), byte_of(sc, j + 1));
-            isum = _mm256_add_epi32(isum, _mm256_add_epi32(s_lo, s_hi));
+    // isum = Σ_s scales[s] · Σ u·y over sub-block s. Sub-blocks 2c and
+    // 2c + 1 are the low and high nibbles of qs[32c..32c + 32].
+    let y: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+    let mut isum = _mm256_setzero_si256();
+    unroll!(c in [0, 1, 2, 3] {
+        let q = qs(c);
+        let z = _mm256_setzero_si256();
+        let (mut lo, mut hi) = ([z; 2], [z; 2]);
+        unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
+            let (ul, uh) = (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
+            lo[k % 2] = _mm256_dpbusd_epi32(lo[k % 2], ul, bcast4(y, 64 * c + 4 * k));
+            hi[k % 2] = _mm256_dpbusd_epi32(hi[k % 2], uh, bcast4(y, 64 * c + 32 + 4 * k));
         });
-        k_group_term(isum, m, d, dmin, _mm256_set1_ps(a.d[b]), 0)
-    })
+        let sc = if c < 2 { sc_lo } else { sc_hi };
+        let j = 2 * (c as u8 % 2);
+        let s_lo = _mm256_mullo_epi32(_mm256_add_epi32(lo[0], lo[1]), byte_of(sc, j));
+        let s_hi = _mm256_mullo_epi32(_mm256_add_epi32(hi[0], hi[1]), byte_of(sc, j + 1));
+        isum = _mm256_add_epi32(isum, _mm256_add_epi32(s_lo, s_hi));
+    });
+    k_group_term(isum, m, d, dmin, _mm256_set1_ps(a.d[b]), 0)
 }
 
 /// Q6_K: eight rows against one Q8_K row.

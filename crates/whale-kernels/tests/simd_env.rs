@@ -61,4 +61,7 @@ fn whale_simd_scalar_forces_scalar_path() {
             }
         }
     }
+
+    // Interleaved Q4_K (`x8`): de-interleaved for this level's kernels.
+    common::check_x8_matches_scalar(&mut Rng::new(46));
 }

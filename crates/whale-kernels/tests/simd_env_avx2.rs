@@ -65,4 +65,7 @@ fn whale_simd_avx2_forces_avx2() {
             }
         }
     }
+
+    // Interleaved Q4_K (`x8`): de-interleaved for this level's kernels.
+    common::check_x8_matches_scalar(&mut Rng::new(45));
 }

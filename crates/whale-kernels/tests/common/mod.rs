@@ -142,3 +142,51 @@ pub fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
         }
     }
 }
+
+/// `x8::matmul_x8` on interleaved Q4_K matrices against the scalar
+/// reference of every row in the file's layout, bit for bit, at the level
+/// this process runs: random blocks, every bit set (the integer sums at
+/// their extremes, against activations at ±127) and all zeros; whole and
+/// partial groups of eight blocks (2048 and 2816 columns); one and three
+/// activation rows; one and two threads.
+#[allow(dead_code)]
+pub fn check_x8_matches_scalar(rng: &mut Rng) {
+    use whale_kernels::{quantize_acts, vec_dot_q_ref, x8};
+    let ty = GgmlType::Q4_K;
+    for (rows, cols) in [(8, 256), (24, 2048), (16, 2816)] {
+        let rb = ty.row_bytes(cols).unwrap();
+        for fill in ["random", "max", "zero"] {
+            let mut w: Vec<u8> = match fill {
+                "max" => vec![0xFF; rows * rb],
+                "zero" => vec![0; rows * rb],
+                _ => (0..rows).flat_map(|_| random_row(rng, ty, cols)).collect(),
+            };
+            if fill == "max" {
+                set_scales(ty, &mut w, 1.0);
+            }
+            let mut wx = w.clone();
+            x8::interleave_in_place(ty, rows, cols, &mut wx).unwrap();
+            for m in [1, 3] {
+                let x: Vec<f32> = match fill {
+                    "random" => rng.vec_f32(m * cols),
+                    _ => (0..m * cols).map(|j| if j % 3 == 0 { -1.0 } else { 1.0 }).collect(),
+                };
+                let acts = quantize_acts(ty, &x, m, cols);
+                for threads in [1, 2] {
+                    let mut y = vec![f32::NAN; m * rows];
+                    x8::matmul_x8(ty, &wx, rows, cols, &acts, &mut y, threads).unwrap();
+                    for i in 0..m {
+                        for r in 0..rows {
+                            let want = vec_dot_q_ref(ty, &w[r * rb..(r + 1) * rb], &acts, i);
+                            assert_eq!(
+                                y[i * rows + r].to_bits(),
+                                want.to_bits(),
+                                "{rows}x{cols} {fill} m {m} threads {threads}: row {r} of activation row {i}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Weights stored eight rows interleaved, for decode products.
+//!
+//! A decode product (one activation row) that takes eight weight rows at a
+//! time (`rows8`) gives each row its own lane of every vector: one
+//! `vpdpbusd` multiplies four quants of each of the eight rows by one
+//! broadcast group of four activations, and a block's scales are unpacked
+//! once for the eight rows. From the file's layout that needs an 8×8
+//! transpose of 4-byte words in registers for every 32 bytes of each row,
+//! and eight short streams to read. Stored interleaved, the same words are
+//! plain loads from one stream. This is the layout llama.cpp repacks Q4_K
+//! into at load on x86 (its "CPU_REPACK" buffers).
+//!
+//! The layout, for a matrix of `rows` rows (a multiple of [`ROWS`]) of
+//! `cols` columns: `rows / 8` groups one after the other, group g holding
+//! rows `8g..8g + 8` block by block; block b of the group is the eight
+//! rows' blocks b as a matrix of 4-byte words, transposed: word w of row r
+//! at byte `32w + 4r` of the group's block. The bytes are the same in
+//! number, so a model's weights can be rewritten in place
+//! ([`interleave_in_place`], [`deinterleave_in_place`]).
+//!
+//! Measured with `examples/x8_bw` on the 2-core Intel Xeon of stop 43
+//! (AVX-512 VNNI level, against `matmul_q_acts` on the same matrix in the
+//! file's layout, alternating): one core from L2 29.6–30.9 against
+//! 18.2–18.9 GB/s at 2048 and 7168 columns; two threads from memory
+//! 28.1–30.4 against 26.1–27.8 (+9–12 %). The larger gain is where a
+//! core's arithmetic, not memory, holds a decode (AMD Zen 4, whose two
+//! threads read 55–65 GB/s). The engine does not store its weights this
+//! way yet: prefill's panels, the AMX tiles and embedding rows read the
+//! file's layout (see `docs/speed-log.md`).
+//!
+//! Types: Q4_K ([`supports`]). Results are the bits of the scalar
+//! reference (`vec_dot_q_ref`) of each row, at every level: the kernel at
+//! the AVX-512 VNNI level is `rows8::q4_k`'s arithmetic; elsewhere each
+//! group is put back in the file's layout in a scratch buffer and the
+//! ordinary kernels run.
+
+use crate::dispatch::Verified;
+use crate::error::KernelError;
+use crate::q8::{vec_dot_type, QuantizedActs};
+use crate::types::GgmlType;
+
+/// Rows a group interleaves.
+pub const ROWS: usize = 8;
+
+/// Whether `ty` has an interleaved layout and kernel here.
+pub fn supports(ty: GgmlType) -> bool {
+    ty == GgmlType::Q4_K
+}
+
+/// The checks every entry point makes: a supported type, whole blocks,
+/// whole groups of rows, and `bytes` the matrix's encoded size. Returns the
+/// bytes of one row.
+fn check(ty: GgmlType, rows: usize, cols: usize, bytes: usize) -> Result<usize, KernelError> {
+    if !supports(ty) {
+        return Err(KernelError::NotInterleaved { ty });
+    }
+    let rb = ty.row_bytes(cols).ok_or(KernelError::NotBlockMultiple { ty, elements: cols })?;
+    if !rows.is_multiple_of(ROWS) {
+        return Err(KernelError::RowsNotGrouped { rows });
+    }
+    if rows.checked_mul(rb) != Some(bytes) {
+        return Err(KernelError::BadLength { ty, elements: rows.saturating_mul(cols), bytes });
+    }
+    Ok(rb)
+}
+
+/// Rewrites `data` (a `rows` × `cols` matrix of `ty` in the file's layout)
+/// into the interleaved layout, a group at a time through a scratch buffer
+/// of eight rows.
+pub fn interleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u8]) -> Result<(), KernelError> {
+    let rb = check(ty, rows, cols, data.len())?;
+    let bs = ty.type_size();
+    let mut scratch = vec![0u8; ROWS * rb];
+    for group in data.chunks_exact_mut(ROWS * rb) {
+        scratch.copy_from_slice(group);
+        for b in 0..rb / bs {
+            let out = &mut group[b * ROWS * bs..(b + 1) * ROWS * bs];
+            for r in 0..ROWS {
+                let blk = &scratch[r * rb + b * bs..r * rb + (b + 1) * bs];
+                for (w, word) in blk.chunks_exact(4).enumerate() {
+                    out[32 * w + 4 * r..32 * w + 4 * r + 4].copy_from_slice(word);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The inverse of [`interleave_in_place`]: `data` back in the file's layout.
+pub fn deinterleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u8]) -> Result<(), KernelError> {
+    let rb = check(ty, rows, cols, data.len())?;
+    let mut scratch = vec![0u8; ROWS * rb];
+    for group in data.chunks_exact_mut(ROWS * rb) {
+        deinterleave_group(ty, rb, group, &mut scratch);
+        group.copy_from_slice(&scratch);
+    }
+    Ok(())
+}
+
+/// One interleaved group of eight rows (`group`) into `out` in the file's
+/// layout (row r at `r * rb`).
+fn deinterleave_group(ty: GgmlType, rb: usize, group: &[u8], out: &mut [u8]) {
+    let bs = ty.type_size();
+    for b in 0..rb / bs {
+        let src = &group[b * ROWS * bs..(b + 1) * ROWS * bs];
+        for r in 0..ROWS {
+            let blk = &mut out[r * rb + b * bs..r * rb + (b + 1) * bs];
+            for (w, word) in blk.chunks_exact_mut(4).enumerate() {
+                word.copy_from_slice(&src[32 * w + 4 * r..32 * w + 4 * r + 4]);
+            }
+        }
+    }
+}
+
+/// `y[i * rows + r]` = row r of the interleaved matrix `w` (`rows` × `cols`
+/// of `ty`, see the module docs) dotted with activation row i of `acts`
+/// (quantized for `ty`, as for [`crate::matmul_q_acts`]), bit for bit what
+/// `matmul_q_acts` gives for the same matrix in the file's layout. The
+/// groups are split over `threads`.
+pub fn matmul_x8(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    acts: &QuantizedActs,
+    y: &mut [f32],
+    threads: usize,
+) -> Result<(), KernelError> {
+    let rb = check(ty, rows, cols, w.len())?;
+    let want = vec_dot_type(ty);
+    assert!(acts.ty() == want, "matmul_x8: {ty} weights need {want} activations, got {}", acts.ty());
+    assert!(acts.cols() == cols, "matmul_x8: activations have {} columns, expected {cols}", acts.cols());
+    let m = acts.m();
+    assert!(y.len() == m * rows, "matmul_x8: y has {} elements, expected m * rows = {m} * {rows}", y.len());
+    if m == 0 || rows == 0 {
+        return Ok(());
+    }
+    let v = Verified::active();
+    let groups = rows / ROWS;
+    let per = groups.div_ceil(threads.max(1)).max(1);
+    // Each part: a run of groups and, for every activation row, its outputs.
+    let mut outs: Vec<Vec<&mut [f32]>> = (0..groups.div_ceil(per)).map(|_| Vec::with_capacity(m)).collect();
+    for yi in y.chunks_exact_mut(rows) {
+        for (p, chunk) in yi.chunks_mut(per * ROWS).enumerate() {
+            outs[p].push(chunk);
+        }
+    }
+    let parts: Vec<(usize, Vec<&mut [f32]>)> = outs.into_iter().enumerate().map(|(p, o)| (p * per, o)).collect();
+    crate::pool::run_parts(threads, parts, |(g0, mut out)| {
+        let mut scratch = Vec::new();
+        let n = out[0].len() / ROWS;
+        for g in g0..g0 + n {
+            // The group, and the rest of the matrix after it to prefetch from.
+            let stream = &w[g * ROWS * rb..];
+            for (i, o) in out.iter_mut().enumerate() {
+                let dots = group_dots(v, ty, rb, stream, acts, i, &mut scratch);
+                o[(g - g0) * ROWS..(g - g0 + 1) * ROWS].copy_from_slice(&dots);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The eight rows of the interleaved group that starts `stream` (the rest
+/// of the matrix) against activation row `i`: the interleaved kernel at
+/// the AVX-512 VNNI level, elsewhere the group de-interleaved into
+/// `scratch` and the ordinary kernel a row.
+fn group_dots(
+    v: Verified,
+    ty: GgmlType,
+    rb: usize,
+    stream: &[u8],
+    acts: &QuantizedActs,
+    i: usize,
+    scratch: &mut Vec<u8>,
+) -> [f32; ROWS] {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(v.level(), crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx)
+        && ty == GgmlType::Q4_K
+    {
+        // SAFETY: the level is verified; `stream` starts with eight whole
+        // rows of Q4_K blocks (`check`) and the activation row has as many
+        // columns.
+        return unsafe { crate::rows8::q4_k_x8(stream, rb / ty.type_size(), acts.row(i)) };
+    }
+    scratch.resize(ROWS * rb, 0);
+    deinterleave_group(ty, rb, &stream[..ROWS * rb], scratch);
+    core::array::from_fn(|r| crate::qdot::vec_dot_q_verified(v, ty, &scratch[r * rb..(r + 1) * rb], acts.row(i)))
+}
