@@ -1,10 +1,10 @@
-//! Decode products over Q4_K weights stored eight rows interleaved
+//! Decode products over Q4_K or Q6_K weights stored eight rows interleaved
 //! (`whale_kernels::x8`) beside the same matrix in the file's layout
 //! (`matmul_q_acts`, which on this CPU may take rows eight at a time too,
 //! transposing in registers): weight bytes read per second, best of five,
 //! the two alternating.
 //!
-//!     cargo run --release -p whale-kernels --example x8_bw [threads] [MB] [cols]
+//!     cargo run --release -p whale-kernels --example x8_bw [threads] [MB] [cols] [q4_k|q6_k]
 //!
 //! With a small `MB` (1 or 2) the matrix stays in L2 and the figure is the
 //! kernels' arithmetic; with a large one (400) their stream from memory.
@@ -31,14 +31,17 @@ fn main() {
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let mb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let cols: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2048);
-    let ty = GgmlType::Q4_K;
+    let ty = match args.next().as_deref() {
+        Some("q6_k") => GgmlType::Q6_K,
+        _ => GgmlType::Q4_K,
+    };
     let rb = ty.row_bytes(cols).expect("cols must be a multiple of 256");
     let rows = (mb * 1_000_000 / rb / x8::ROWS).max(1) * x8::ROWS;
     let w = common::random_weights(ty, rows, cols);
     let mut wx: Vec<u8> = Vec::with_capacity(w.len());
     common::huge_pages(&mut wx);
     wx.extend_from_slice(&w);
-    x8::interleave_in_place(ty, rows, cols, &mut wx).expect("a Q4_K matrix of whole groups");
+    x8::interleave_in_place(ty, rows, cols, &mut wx).expect("a matrix of whole groups");
     let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
     let acts = quantize_acts(ty, &x, 1, cols);
     let (mut y, mut yx) = (vec![0f32; rows], vec![0f32; rows]);
@@ -51,7 +54,7 @@ fn main() {
         let file = best_of_five(reps, || matmul_q_acts(ty, &w, rows, cols, &acts, &mut y, threads));
         let inter = best_of_five(reps, || x8::matmul_x8(ty, &wx, rows, cols, &acts, &mut yx, threads).unwrap());
         println!(
-            "round {round}: Q4_K {rows}x{cols}, {threads} threads: file layout {:.1} GB/s, interleaved {:.1} GB/s",
+            "round {round}: {ty} {rows}x{cols}, {threads} threads: file layout {:.1} GB/s, interleaved {:.1} GB/s",
             gbs(file),
             gbs(inter)
         );

@@ -403,71 +403,125 @@ unsafe fn q4_k_term(head: [__m256i; 4], qs: impl Fn(usize) -> [__m256i; 8], a: A
 /// Q6_K: eight rows against one Q8_K row.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn q6_k(rows: [&[BlockQ6_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32; ROWS] {
-    let nib = _mm256_set1_epi8(0x0F);
-    let m30 = _mm256_set1_epi8(0x30);
     rows_of(&rows, ahead, |blk, b| {
         // The 16 signed group scales, four words (lane r = row r), and d.
         let sc = words4(blk.map(|k| k.scales.as_ptr().cast::<u8>()));
         let dv: [u16; ROWS] = blk.map(|k| u16::from_le_bytes(k.d.0));
         // SAFETY: `dv` is 8 u16 = 16 bytes; loadu is unaligned.
         let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(dv.as_ptr().cast()) });
-        // Scale of group g (0..16) as i32, sign-extended.
-        let scale = |g: usize| {
-            let w = sc[g / 4];
-            match g % 4 {
-                0 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(w)),
-                1 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(w)),
-                2 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(w)),
-                _ => _mm256_srai_epi32::<24>(w),
-            }
-        };
-        // Each group's sum starts at -32·Σy (u = q + 32), so the block's
-        // integer is Σ sc·(Σ u·y - 32·Σy) = isum - 32·Σ sc·Σy, the number
-        // the reference forms as `isum - off·m`.
-        let bs = &a.bsums[16 * b..16 * b + 16];
-        let y: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-        // One partial sum per pass, added at the end.
-        let mut part = [_mm256_setzero_si256(); 4];
-        unroll!(h in [0, 1] {
-            // Element 128h + 32s + l: nibble s/2 of ql[64h + 32(s%2) + l],
-            // bits 2s..2s+2 of qh[32h + l]. One pass over each half of
-            // ql[64h..64h + 64] (p = s % 2: sub-groups s = p and p + 2), so
-            // that fewer vectors are live at once.
-            let qh = bytes32(blk.map(|k| k.qh[32 * h..].as_ptr()));
-            unroll!(p in [0, 1] {
-                let q = bytes32(blk.map(|k| k.ql[64 * h + 32 * p..].as_ptr()));
-                // sums[i][hf]: group 8h + 2s + hf for s = p + 2i.
-                let mut sums: [[__m256i; 2]; 2] = core::array::from_fn(|i| {
-                    core::array::from_fn(|hf| _mm256_set1_epi32(-32 * i32::from(bs[8 * h + 2 * (p + 2 * i) + hf])))
-                });
-                unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
-                    let hf = k / 4;
-                    let (hb_lo, hb_hi) = if p == 0 {
-                        (_mm256_slli_epi16::<4>(qh[k]), qh[k])
-                    } else {
-                        (_mm256_slli_epi16::<2>(qh[k]), _mm256_srli_epi16::<2>(qh[k]))
-                    };
-                    let u_lo = _mm256_or_si256(_mm256_and_si256(q[k], nib), _mm256_and_si256(hb_lo, m30));
-                    let u_hi = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib),
-                        _mm256_and_si256(hb_hi, m30),
-                    );
-                    sums[0][hf] = _mm256_dpbusd_epi32(sums[0][hf], u_lo, bcast4(y, 128 * h + 32 * p + 4 * k));
-                    sums[1][hf] = _mm256_dpbusd_epi32(sums[1][hf], u_hi, bcast4(y, 128 * h + 32 * (p + 2) + 4 * k));
-                });
-                let scaled: [__m256i; 4] = core::array::from_fn(|j| {
-                    let (i, hf) = (j / 2, j % 2);
-                    _mm256_mullo_epi32(sums[i][hf], scale(8 * h + 2 * (p + 2 * i) + hf))
-                });
-                part[2 * h + p] = _mm256_add_epi32(
-                    _mm256_add_epi32(scaled[0], scaled[1]),
-                    _mm256_add_epi32(scaled[2], scaled[3]),
-                );
-            });
-        });
-        let isum = _mm256_add_epi32(_mm256_add_epi32(part[0], part[1]), _mm256_add_epi32(part[2], part[3]));
-        k_group_term(isum, _mm256_setzero_si256(), d, _mm256_setzero_ps(), _mm256_set1_ps(a.d[b]), 32)
+        q6_k_term(
+            sc,
+            d,
+            |h| bytes32(blk.map(|k| k.qh[32 * h..].as_ptr())),
+            |h, p| bytes32(blk.map(|k| k.ql[64 * h + 32 * p..].as_ptr())),
+            a,
+            b,
+        )
     })
+}
+
+/// Q6_K: eight rows stored interleaved against one Q8_K row, as
+/// [`q4_k_x8`] is to [`q4_k`]: words 0..32 of a block are `ql`, 32..48
+/// `qh`, 48..52 the scales, then the eight rows' `d`.
+///
+/// # Safety
+/// As [`q4_k_x8`], with blocks of 210 bytes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q6_k_x8(stream: &[u8], nb: usize, a: ActRow<'_>) -> [f32; ROWS] {
+    const GROUP_BLOCK: usize = ROWS * core::mem::size_of::<BlockQ6_K>();
+    assert!(stream.len() >= nb * GROUP_BLOCK, "q6_k_x8: a group of eight rows of {nb} blocks");
+    blocks_of::<false>(nb, &[], |b| {
+        crate::matmul::prefetch(stream, b * GROUP_BLOCK, GROUP_BLOCK);
+        let at = &stream[b * GROUP_BLOCK..(b + 1) * GROUP_BLOCK];
+        // SAFETY: each load reads 32 (or 16) bytes inside `at` (52 words
+        // of 32 bytes, then 16 bytes of `d`).
+        let word = |w: usize| unsafe { _mm256_loadu_si256(at[32 * w..32 * w + 32].as_ptr().cast()) };
+        let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at[52 * 32..52 * 32 + 16].as_ptr().cast()) });
+        let sc = [word(48), word(49), word(50), word(51)];
+        let term = q6_k_term(
+            sc,
+            d,
+            |h| core::array::from_fn(|k| word(32 + 8 * h + k)),
+            |h, p| core::array::from_fn(|k| word(16 * h + 8 * p + k)),
+            a,
+            b,
+        );
+        (term, _mm256_setzero_ps())
+    })
+}
+
+/// The term of Q6_K block `b` of eight rows (lane r = row r): `sc` the 16
+/// signed scales as four transposed words, `d` the rows' scales, `qh_words(h)`
+/// bytes `32h..32h + 32` of `qh` and `ql_words(h, p)` bytes `64h + 32p..` of
+/// `ql`, each as eight transposed words.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q6_k_term(
+    sc: [__m256i; 4],
+    d: __m256,
+    qh_words: impl Fn(usize) -> [__m256i; 8],
+    ql_words: impl Fn(usize, usize) -> [__m256i; 8],
+    a: ActRow<'_>,
+    b: usize,
+) -> __m256 {
+    let nib = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    // Scale of group g (0..16) as i32, sign-extended.
+    let scale = |g: usize| {
+        let w = sc[g / 4];
+        match g % 4 {
+            0 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(w)),
+            1 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(w)),
+            2 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(w)),
+            _ => _mm256_srai_epi32::<24>(w),
+        }
+    };
+    // Each group's sum starts at -32·Σy (u = q + 32), so the block's
+    // integer is Σ sc·(Σ u·y - 32·Σy) = isum - 32·Σ sc·Σy, the number
+    // the reference forms as `isum - off·m`.
+    let bs = &a.bsums[16 * b..16 * b + 16];
+    let y: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
+    // One partial sum per pass, added at the end.
+    let mut part = [_mm256_setzero_si256(); 4];
+    unroll!(h in [0, 1] {
+        // Element 128h + 32s + l: nibble s/2 of ql[64h + 32(s%2) + l],
+        // bits 2s..2s+2 of qh[32h + l]. One pass over each half of
+        // ql[64h..64h + 64] (p = s % 2: sub-groups s = p and p + 2), so
+        // that fewer vectors are live at once.
+        let qh = qh_words(h);
+        unroll!(p in [0, 1] {
+            let q = ql_words(h, p);
+            // sums[i][hf]: group 8h + 2s + hf for s = p + 2i.
+            let mut sums: [[__m256i; 2]; 2] = core::array::from_fn(|i| {
+                core::array::from_fn(|hf| _mm256_set1_epi32(-32 * i32::from(bs[8 * h + 2 * (p + 2 * i) + hf])))
+            });
+            unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
+                let hf = k / 4;
+                let (hb_lo, hb_hi) = if p == 0 {
+                    (_mm256_slli_epi16::<4>(qh[k]), qh[k])
+                } else {
+                    (_mm256_slli_epi16::<2>(qh[k]), _mm256_srli_epi16::<2>(qh[k]))
+                };
+                let u_lo = _mm256_or_si256(_mm256_and_si256(q[k], nib), _mm256_and_si256(hb_lo, m30));
+                let u_hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib),
+                    _mm256_and_si256(hb_hi, m30),
+                );
+                sums[0][hf] = _mm256_dpbusd_epi32(sums[0][hf], u_lo, bcast4(y, 128 * h + 32 * p + 4 * k));
+                sums[1][hf] = _mm256_dpbusd_epi32(sums[1][hf], u_hi, bcast4(y, 128 * h + 32 * (p + 2) + 4 * k));
+            });
+            let scaled: [__m256i; 4] = core::array::from_fn(|j| {
+                let (i, hf) = (j / 2, j % 2);
+                _mm256_mullo_epi32(sums[i][hf], scale(8 * h + 2 * (p + 2 * i) + hf))
+            });
+            part[2 * h + p] = _mm256_add_epi32(
+                _mm256_add_epi32(scaled[0], scaled[1]),
+                _mm256_add_epi32(scaled[2], scaled[3]),
+            );
+        });
+    });
+    let isum = _mm256_add_epi32(_mm256_add_epi32(part[0], part[1]), _mm256_add_epi32(part[2], part[3]));
+    k_group_term(isum, _mm256_setzero_si256(), d, _mm256_setzero_ps(), _mm256_set1_ps(a.d[b]), 32)
 }
 
 /// Q5_0: eight rows against one Q8_0 row. A block's 16 quant bytes of the

@@ -14,25 +14,27 @@
 //! `cols` columns: `rows / 8` groups one after the other, group g holding
 //! rows `8g..8g + 8` block by block; block b of the group is the eight
 //! rows' blocks b as a matrix of 4-byte words, transposed: word w of row r
-//! at byte `32w + 4r` of the group's block. The bytes are the same in
+//! at byte `32w + 4r` of the group's block (a block's bytes past its last
+//! whole word, Q6_K's `d`, follow row by row). The bytes are the same in
 //! number, so a model's weights can be rewritten in place
 //! ([`interleave_in_place`], [`deinterleave_in_place`]).
 //!
 //! Measured with `examples/x8_bw` on the 2-core Intel Xeon of stop 43
 //! (AVX-512 VNNI level, against `matmul_q_acts` on the same matrix in the
-//! file's layout, alternating): one core from L2 29.6–30.9 against
-//! 18.2–18.9 GB/s at 2048 and 7168 columns; two threads from memory
-//! 28.1–30.4 against 26.1–27.8 (+9–12 %). The larger gain is where a
+//! file's layout, alternating), at 2048 and 7168 columns: one core from
+//! L2, Q4_K 29.6–30.9 against 18.2–18.9 GB/s and Q6_K 33.2–35.4 against
+//! 27.0–27.8; two threads from memory, Q4_K 28.1–30.4 against 26.1–27.8
+//! and Q6_K 29.3–30.1 against 26.2–27.8. The larger gain is where a
 //! core's arithmetic, not memory, holds a decode (AMD Zen 4, whose two
 //! threads read 55–65 GB/s). The engine does not store its weights this
 //! way yet: prefill's panels, the AMX tiles and embedding rows read the
 //! file's layout (see `docs/speed-log.md`).
 //!
-//! Types: Q4_K ([`supports`]). Results are the bits of the scalar
+//! Types: Q4_K and Q6_K ([`supports`]). Results are the bits of the scalar
 //! reference (`vec_dot_q_ref`) of each row, at every level: the kernel at
-//! the AVX-512 VNNI level is `rows8::q4_k`'s arithmetic; elsewhere each
-//! group is put back in the file's layout in a scratch buffer and the
-//! ordinary kernels run.
+//! the AVX-512 VNNI level is `rows8::q4_k`'s or `q6_k`'s arithmetic;
+//! elsewhere each group is put back in the file's layout in a scratch
+//! buffer and the ordinary kernels run.
 
 use crate::dispatch::Verified;
 use crate::error::KernelError;
@@ -44,7 +46,21 @@ pub const ROWS: usize = 8;
 
 /// Whether `ty` has an interleaved layout and kernel here.
 pub fn supports(ty: GgmlType) -> bool {
-    ty == GgmlType::Q4_K
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
+}
+
+/// Where byte `i` of row `r`'s block goes in the group's block of
+/// `bs`-byte blocks: whole 4-byte words transposed (word w of row r at
+/// `32w + 4r`), then the bytes past the last whole word of each row, row
+/// by row (Q6_K's 210-byte blocks end in the two bytes of `d`).
+#[inline]
+fn slot(bs: usize, r: usize, i: usize) -> usize {
+    let words = bs / 4;
+    if i < 4 * words {
+        32 * (i / 4) + 4 * r + i % 4
+    } else {
+        32 * words + (bs - 4 * words) * r + (i - 4 * words)
+    }
 }
 
 /// The checks every entry point makes: a supported type, whole blocks,
@@ -77,8 +93,8 @@ pub fn interleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u
             let out = &mut group[b * ROWS * bs..(b + 1) * ROWS * bs];
             for r in 0..ROWS {
                 let blk = &scratch[r * rb + b * bs..r * rb + (b + 1) * bs];
-                for (w, word) in blk.chunks_exact(4).enumerate() {
-                    out[32 * w + 4 * r..32 * w + 4 * r + 4].copy_from_slice(word);
+                for (i, &byte) in blk.iter().enumerate() {
+                    out[slot(bs, r, i)] = byte;
                 }
             }
         }
@@ -105,8 +121,8 @@ fn deinterleave_group(ty: GgmlType, rb: usize, group: &[u8], out: &mut [u8]) {
         let src = &group[b * ROWS * bs..(b + 1) * ROWS * bs];
         for r in 0..ROWS {
             let blk = &mut out[r * rb + b * bs..r * rb + (b + 1) * bs];
-            for (w, word) in blk.chunks_exact_mut(4).enumerate() {
-                word.copy_from_slice(&src[32 * w + 4 * r..32 * w + 4 * r + 4]);
+            for (i, byte) in blk.iter_mut().enumerate() {
+                *byte = src[slot(bs, r, i)];
             }
         }
     }
@@ -175,13 +191,16 @@ fn group_dots(
     scratch: &mut Vec<u8>,
 ) -> [f32; ROWS] {
     #[cfg(target_arch = "x86_64")]
-    if matches!(v.level(), crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx)
-        && ty == GgmlType::Q4_K
-    {
+    if matches!(v.level(), crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx) {
+        let nb = rb / ty.type_size();
         // SAFETY: the level is verified; `stream` starts with eight whole
-        // rows of Q4_K blocks (`check`) and the activation row has as many
+        // rows of `ty` blocks (`check`) and the activation row has as many
         // columns.
-        return unsafe { crate::rows8::q4_k_x8(stream, rb / ty.type_size(), acts.row(i)) };
+        match ty {
+            GgmlType::Q4_K => return unsafe { crate::rows8::q4_k_x8(stream, nb, acts.row(i)) },
+            GgmlType::Q6_K => return unsafe { crate::rows8::q6_k_x8(stream, nb, acts.row(i)) },
+            _ => {}
+        }
     }
     scratch.resize(ROWS * rb, 0);
     deinterleave_group(ty, rb, &stream[..ROWS * rb], scratch);

@@ -143,7 +143,7 @@ pub fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
     }
 }
 
-/// `x8::matmul_x8` on interleaved Q4_K matrices against the scalar
+/// `x8::matmul_x8` on interleaved Q4_K and Q6_K matrices against the scalar
 /// reference of every row in the file's layout, bit for bit, at the level
 /// this process runs: random blocks, every bit set (the integer sums at
 /// their extremes, against activations at ±127) and all zeros; whole and
@@ -152,8 +152,10 @@ pub fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
 #[allow(dead_code)]
 pub fn check_x8_matches_scalar(rng: &mut Rng) {
     use whale_kernels::{quantize_acts, vec_dot_q_ref, x8};
-    let ty = GgmlType::Q4_K;
-    for (rows, cols) in [(8, 256), (24, 2048), (16, 2816)] {
+    for (ty, rows, cols) in [GgmlType::Q4_K, GgmlType::Q6_K]
+        .into_iter()
+        .flat_map(|ty| [(8, 256), (24, 2048), (16, 2816)].map(|(r, c)| (ty, r, c)))
+    {
         let rb = ty.row_bytes(cols).unwrap();
         for fill in ["random", "max", "zero"] {
             let mut w: Vec<u8> = match fill {
@@ -181,7 +183,7 @@ pub fn check_x8_matches_scalar(rng: &mut Rng) {
                             assert_eq!(
                                 y[i * rows + r].to_bits(),
                                 want.to_bits(),
-                                "{rows}x{cols} {fill} m {m} threads {threads}: row {r} of activation row {i}"
+                                "{ty} {rows}x{cols} {fill} m {m} threads {threads}: row {r} of activation row {i}"
                             );
                         }
                     }
