@@ -7,8 +7,9 @@
 //! once for the eight rows. From the file's layout that needs an 8×8
 //! transpose of 4-byte words in registers for every 32 bytes of each row,
 //! and eight short streams to read. Stored interleaved, the same words are
-//! plain loads from one stream. This is the layout llama.cpp repacks Q4_K
-//! into at load on x86 (its "CPU_REPACK" buffers).
+//! plain loads from one stream. llama.cpp repacks Q4_K at load on x86 for
+//! the same reason (its "CPU_REPACK" buffers of eight-row blocks, in a byte
+//! order of its own).
 //!
 //! The layout, for a matrix of `rows` rows (a multiple of [`ROWS`]) of
 //! `cols` columns: `rows / 8` groups one after the other, group g holding
