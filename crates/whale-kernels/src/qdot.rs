@@ -357,6 +357,17 @@ fn segments<J>(jobs: Vec<J>, bytes: impl Fn(&J) -> usize, threads: usize) -> Vec
 /// See [`segments`].
 const SEGMENT_BYTES: usize = 256 << 10;
 
+/// Panics (programmer error) unless `acts` is of `wty`'s activation type
+/// with `cols` columns and the output holds `acts.m() * rows` values.
+#[track_caller]
+pub(crate) fn check_acts(wty: GgmlType, rows: usize, cols: usize, acts: &QuantizedActs, y_len: usize, what: &str) {
+    let want = vec_dot_type(wty);
+    assert!(acts.ty() == want, "{what}: {wty} weights need {want} activations, got {}", acts.ty());
+    assert!(acts.cols() == cols, "{what}: activations have {} columns, expected cols = {cols}", acts.cols());
+    let m = acts.m();
+    assert!(Some(y_len) == m.checked_mul(rows), "{what}: y has {y_len} elements, expected m * rows = {m} * {rows}");
+}
+
 #[track_caller]
 fn check_q(wty: GgmlType, row_len: usize, acts: &QuantizedActs, i: usize, what: &str) {
     let want = vec_dot_type(wty);
@@ -390,15 +401,8 @@ fn matmul_q_verified(
     threads: usize,
 ) {
     let rb = wty.row_bytes(cols).expect("checked by the caller");
-    let want = vec_dot_type(wty);
-    assert!(acts.ty() == want, "matmul_q: {wty} weights need {want} activations, got {}", acts.ty());
-    assert!(acts.cols() == cols, "matmul_q: activations have {} columns, expected cols = {cols}", acts.cols());
+    check_acts(wty, rows, cols, acts, y.len(), "matmul_q");
     let m = acts.m();
-    assert!(
-        Some(y.len()) == m.checked_mul(rows),
-        "matmul_q: y has {} elements, expected m * rows = {m} * {rows}",
-        y.len()
-    );
     if m == 0 || rows == 0 {
         return;
     }

@@ -39,7 +39,7 @@
 
 use crate::dispatch::Verified;
 use crate::error::KernelError;
-use crate::q8::{vec_dot_type, QuantizedActs};
+use crate::q8::QuantizedActs;
 use crate::types::GgmlType;
 
 /// Rows a group interleaves.
@@ -133,7 +133,9 @@ fn deinterleave_group(ty: GgmlType, rb: usize, group: &[u8], out: &mut [u8]) {
 /// of `ty`, see the module docs) dotted with activation row i of `acts`
 /// (quantized for `ty`, as for [`crate::matmul_q_acts`]), bit for bit what
 /// `matmul_q_acts` gives for the same matrix in the file's layout. The
-/// groups are split over `threads`.
+/// groups are split over `threads`. A matrix this layout cannot hold is an
+/// error; activations of another type or width, or a `y` of another size,
+/// panic (programmer error) as in `matmul_q_acts`.
 pub fn matmul_x8(
     ty: GgmlType,
     w: &[u8],
@@ -144,11 +146,8 @@ pub fn matmul_x8(
     threads: usize,
 ) -> Result<(), KernelError> {
     let rb = check(ty, rows, cols, w.len())?;
-    let want = vec_dot_type(ty);
-    assert!(acts.ty() == want, "matmul_x8: {ty} weights need {want} activations, got {}", acts.ty());
-    assert!(acts.cols() == cols, "matmul_x8: activations have {} columns, expected {cols}", acts.cols());
+    crate::qdot::check_acts(ty, rows, cols, acts, y.len(), "matmul_x8");
     let m = acts.m();
-    assert!(y.len() == m * rows, "matmul_x8: y has {} elements, expected m * rows = {m} * {rows}", y.len());
     if m == 0 || rows == 0 {
         return Ok(());
     }
