@@ -332,16 +332,35 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
 /// holds at least `nb * 8 * 144` bytes and `a` has `nb * 256` columns.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn q4_k_x8(stream: &[u8], nb: usize, a: ActRow<'_>) -> [f32; ROWS] {
-    const GROUP_BLOCK: usize = ROWS * core::mem::size_of::<BlockQ4_K>();
-    assert!(stream.len() >= nb * GROUP_BLOCK, "q4_k_x8: a group of eight rows of {nb} blocks");
-    blocks_of::<false>(nb, &[], |b| {
-        crate::matmul::prefetch(stream, b * GROUP_BLOCK, GROUP_BLOCK);
-        let at = &stream[b * GROUP_BLOCK..(b + 1) * GROUP_BLOCK];
-        // SAFETY: each load reads 32 bytes inside `at` (36 words of 32 bytes).
-        let word = |w: usize| unsafe { _mm256_loadu_si256(at[32 * w..32 * w + 32].as_ptr().cast()) };
+    x8_blocks::<BlockQ4_K>(stream, nb, |at, b| {
+        let word = |w: usize| load_word(at, w);
         let head = [word(0), word(1), word(2), word(3)];
-        (q4_k_term(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), a, b), _mm256_setzero_ps())
+        q4_k_term(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), a, b)
     })
+}
+
+/// The loop of the interleaved kernels: `term(at, b)` of each of the `nb`
+/// blocks of `B` of the eight rows that start `stream` (`at`: the group's
+/// block b), each block first asking for the lines ahead of it.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn x8_blocks<B>(stream: &[u8], nb: usize, term: impl Fn(&[u8], usize) -> __m256) -> [f32; ROWS] {
+    let group_block = ROWS * core::mem::size_of::<B>();
+    assert!(stream.len() >= nb * group_block, "x8: a group of eight rows of {nb} blocks");
+    blocks_of::<false>(nb, &[], |b| {
+        crate::matmul::prefetch(stream, b * group_block, group_block);
+        (term(&stream[b * group_block..(b + 1) * group_block], b), _mm256_setzero_ps())
+    })
+}
+
+/// Word `w` (32 bytes: a 4-byte word of each of eight rows) of an
+/// interleaved block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_word(at: &[u8], w: usize) -> __m256i {
+    let v = &at[32 * w..32 * w + 32];
+    // SAFETY: `v` is 32 bytes; loadu is unaligned.
+    unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
 }
 
 /// The term of Q4_K block `b` of eight rows (lane r = row r): `head` is
@@ -428,25 +447,20 @@ unsafe fn q6_k(rows: [&[BlockQ6_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
 /// As [`q4_k_x8`], with blocks of 210 bytes.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn q6_k_x8(stream: &[u8], nb: usize, a: ActRow<'_>) -> [f32; ROWS] {
-    const GROUP_BLOCK: usize = ROWS * core::mem::size_of::<BlockQ6_K>();
-    assert!(stream.len() >= nb * GROUP_BLOCK, "q6_k_x8: a group of eight rows of {nb} blocks");
-    blocks_of::<false>(nb, &[], |b| {
-        crate::matmul::prefetch(stream, b * GROUP_BLOCK, GROUP_BLOCK);
-        let at = &stream[b * GROUP_BLOCK..(b + 1) * GROUP_BLOCK];
-        // SAFETY: each load reads 32 (or 16) bytes inside `at` (52 words
-        // of 32 bytes, then 16 bytes of `d`).
-        let word = |w: usize| unsafe { _mm256_loadu_si256(at[32 * w..32 * w + 32].as_ptr().cast()) };
-        let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at[52 * 32..52 * 32 + 16].as_ptr().cast()) });
+    x8_blocks::<BlockQ6_K>(stream, nb, |at, b| {
+        let word = |w: usize| load_word(at, w);
+        let dv = &at[52 * 32..52 * 32 + 16];
+        // SAFETY: `dv` is the eight rows' 16 bytes of `d`; loadu is unaligned.
+        let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(dv.as_ptr().cast()) });
         let sc = [word(48), word(49), word(50), word(51)];
-        let term = q6_k_term(
+        q6_k_term(
             sc,
             d,
             |h| core::array::from_fn(|k| word(32 + 8 * h + k)),
             |h, p| core::array::from_fn(|k| word(16 * h + 8 * p + k)),
             a,
             b,
-        );
-        (term, _mm256_setzero_ps())
+        )
     })
 }
 
