@@ -4,7 +4,10 @@
 //! transposing in registers): weight bytes read per second, best of five,
 //! the two alternating.
 //!
-//!     cargo run --release -p whale-kernels --example x8_bw [threads] [MB] [cols] [q4_k|q6_k]
+//!     cargo run --release -p whale-kernels --example x8_bw [threads] [MB] [cols] [q4_k|q6_k] [m]
+//!
+//! `m` activation rows (default 1, decode; 512 for a prefill, where the
+//! interleaved matrix goes back to the file's layout a tile at a time).
 //!
 //! With a small `MB` (1 or 2) the matrix stays in L2 and the figure is the
 //! kernels' arithmetic; with a large one (400) their stream from memory.
@@ -35,6 +38,7 @@ fn main() {
         Some("q6_k") => GgmlType::Q6_K,
         _ => GgmlType::Q4_K,
     };
+    let m: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
     let rb = ty.row_bytes(cols).expect("cols must be a multiple of 256");
     let rows = (mb * 1_000_000 / rb / x8::ROWS).max(1) * x8::ROWS;
     let w = common::random_weights(ty, rows, cols);
@@ -42,21 +46,24 @@ fn main() {
     common::huge_pages(&mut wx);
     wx.extend_from_slice(&w);
     x8::interleave_in_place(ty, rows, cols, &mut wx).expect("a matrix of whole groups");
-    let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
-    let acts = quantize_acts(ty, &x, 1, cols);
-    let (mut y, mut yx) = (vec![0f32; rows], vec![0f32; rows]);
+    let x: Vec<f32> = (0..m * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+    let acts = quantize_acts(ty, &x, m, cols);
+    let (mut y, mut yx) = (vec![0f32; m * rows], vec![0f32; m * rows]);
     matmul_q_acts(ty, &w, rows, cols, &acts, &mut y, threads);
     x8::matmul_x8(ty, &wx, rows, cols, &acts, &mut yx, threads).expect("checked above");
     assert!(y.iter().zip(&yx).all(|(a, b)| a.to_bits() == b.to_bits()), "x8 and the file layout disagree");
-    let reps = (4000 / mb.max(1)).clamp(3, 1000);
+    let reps = (4000 / mb.max(1) / m).clamp(3, 1000);
     let gbs = |t: f64| (rows * rb) as f64 / t / 1e9;
     for round in 0..3 {
         let file = best_of_five(reps, || matmul_q_acts(ty, &w, rows, cols, &acts, &mut y, threads));
         let inter = best_of_five(reps, || x8::matmul_x8(ty, &wx, rows, cols, &acts, &mut yx, threads).unwrap());
         println!(
-            "round {round}: {ty} {rows}x{cols}, {threads} threads: file layout {:.1} GB/s, interleaved {:.1} GB/s",
+            "round {round}: {ty} {rows}x{cols}, {m} activation rows, {threads} threads: \
+             file layout {:.1} GB/s ({:.2} ms), interleaved {:.1} GB/s ({:.2} ms)",
             gbs(file),
-            gbs(inter)
+            file * 1e3,
+            gbs(inter),
+            inter * 1e3
         );
     }
 }

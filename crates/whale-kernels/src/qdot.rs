@@ -424,7 +424,7 @@ fn matmul_q_verified(
 }
 
 /// Bytes of weight rows that one pass over the activations reuses (L2).
-const W_TILE_BYTES: usize = 256 * 1024;
+pub(crate) const W_TILE_BYTES: usize = 256 * 1024;
 
 /// `out[i][r] = dot(row r of w, acts row i)`. Weight rows go in tiles of
 /// `W_TILE_BYTES`; each group of 8 (or 4, 2, 1) activation rows passes over
@@ -432,7 +432,14 @@ const W_TILE_BYTES: usize = 256 * 1024;
 /// once for the group (and, for 32-element block types, transposes it once so
 /// block sums need no horizontal adds). Every result is bit-identical to
 /// [`vec_dot_q`] of its pair, whatever `m` and the grouping.
-fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &PreparedActs<'_>, mut out: Vec<&mut [f32]>) {
+pub(crate) fn matmul_q_rows(
+    v: Verified,
+    wty: GgmlType,
+    w: &[u8],
+    rb: usize,
+    acts: &PreparedActs<'_>,
+    mut out: Vec<&mut [f32]>,
+) {
     let m = acts.rows.len();
     // The first `acts.tiled` rows go through the AMX tiles, 16 at a time.
     #[cfg(target_arch = "x86_64")]
@@ -499,7 +506,7 @@ fn matmul_q_rows(v: Verified, wty: GgmlType, w: &[u8], rb: usize, acts: &Prepare
 /// prepared once per product (not once per thread): the row views and, for
 /// the 32-element block types when several rows share a kernel call, the
 /// rows group-transposed (see `transpose_groups`).
-struct PreparedActs<'a> {
+pub(crate) struct PreparedActs<'a> {
     rows: Vec<ActRow<'a>>,
     /// Rows `0..tiled` as AMX activation tiles.
     #[cfg(target_arch = "x86_64")]
@@ -528,7 +535,7 @@ enum Panels {
 }
 
 impl<'a> PreparedActs<'a> {
-    fn new(v: Verified, wty: GgmlType, acts: &'a QuantizedActs) -> PreparedActs<'a> {
+    pub(crate) fn new(v: Verified, wty: GgmlType, acts: &'a QuantizedActs) -> PreparedActs<'a> {
         let rows: Vec<ActRow<'a>> = (0..acts.m()).map(|i| acts.row(i)).collect();
         #[cfg(target_arch = "x86_64")]
         let tiled = match crate::amx::min_act_rows(wty) {

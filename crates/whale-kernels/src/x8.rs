@@ -27,9 +27,15 @@
 //! 27.0–27.8; two threads from memory, Q4_K 28.1–30.4 against 26.1–27.8
 //! and Q6_K 29.3–30.1 against 26.2–27.8. The larger gain is where a
 //! core's arithmetic, not memory, holds a decode (AMD Zen 4, whose two
-//! threads read 55–65 GB/s). The engine does not store its weights this
-//! way yet: prefill's panels, the AMX tiles and embedding rows read the
-//! file's layout (see `docs/speed-log.md`).
+//! threads read 55–65 GB/s).
+//!
+//! [`matmul_x8`] takes any number of activation rows: up to
+//! `GROUP_ROWS_MAX` meet each group in turn; more (a prefill) go through
+//! tiles of rows put back in the file's layout in a scratch buffer, for
+//! the panels and AMX tiles, which reuse each weight byte for every row. At
+//! 512 rows that costs Q4_K 0–2 % and Q6_K 4–7 % against the file's layout
+//! (`x8_bw 2 20 2048 TYPE 512`). The engine does not store its weights this
+//! way yet (see `docs/speed-log.md`).
 //!
 //! Types: Q4_K and Q6_K ([`supports`]). Results are the bits of the scalar
 //! reference (`vec_dot_q_ref`) of each row, at every level: the kernel at
@@ -115,17 +121,58 @@ pub fn deinterleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut 
 }
 
 /// One interleaved group of eight rows (`group`) into `out` in the file's
-/// layout (row r at `r * rb`).
+/// layout (row r at `r * rb`): the places of `slot`, eight whole words of
+/// the eight rows at a time where the CPU has AVX2 (an 8×8 transpose in
+/// registers: a prefill puts every tile back this way), the rest a word or
+/// a byte at a time.
 fn deinterleave_group(ty: GgmlType, rb: usize, group: &[u8], out: &mut [u8]) {
     let bs = ty.type_size();
+    let (words, tail) = (bs / 4, bs % 4);
+    assert!(group.len() >= ROWS * rb && out.len() >= ROWS * rb, "x8: a whole group");
+    #[cfg(target_arch = "x86_64")]
+    let simd = matches!(
+        Verified::active().level(),
+        crate::dispatch::SimdLevel::Avx2Fma | crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    let wide = if simd { words / 8 * 8 } else { 0 };
     for b in 0..rb / bs {
         let src = &group[b * ROWS * bs..(b + 1) * ROWS * bs];
+        #[cfg(target_arch = "x86_64")]
+        for w in (0..wide).step_by(8) {
+            // SAFETY: AVX2 is verified (`simd`); 256 bytes are read inside
+            // `src`, and row r's 32 bytes are written at `r * rb + b * bs +
+            // 4w`, inside its block (4w + 32 <= 4 * words <= bs) and so
+            // inside `out` (checked above).
+            unsafe { transpose_words(&src[32 * w..32 * w + 256], out.as_mut_ptr().add(b * bs + 4 * w), rb) };
+        }
         for r in 0..ROWS {
             let blk = &mut out[r * rb + b * bs..r * rb + (b + 1) * bs];
-            for (i, byte) in blk.iter_mut().enumerate() {
-                *byte = src[slot(bs, r, i)];
+            for (w, word) in blk[..4 * words].chunks_exact_mut(4).enumerate().skip(wide) {
+                word.copy_from_slice(&src[32 * w + 4 * r..32 * w + 4 * r + 4]);
             }
+            blk[4 * words..].copy_from_slice(&src[32 * words + tail * r..32 * words + tail * (r + 1)]);
         }
+    }
+}
+
+/// Eight interleaved words of eight rows (`src`, 256 bytes: word k of row r
+/// at `32k + 4r`) to each row's 32 bytes at `dst + r * stride`.
+///
+/// # Safety
+/// The CPU must have AVX2; `dst + r * stride .. + 32` must be writable for
+/// r in 0..8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose_words(src: &[u8], dst: *mut u8, stride: usize) {
+    use core::arch::x86_64::*;
+    // SAFETY: each load reads 32 bytes inside `src` (256 bytes).
+    let v: [__m256i; 8] =
+        core::array::from_fn(|k| unsafe { _mm256_loadu_si256(src[32 * k..32 * k + 32].as_ptr().cast()) });
+    for (r, row) in crate::avx2_q8::transpose_8x8_i32(v).into_iter().enumerate() {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_storeu_si256(dst.add(r * stride).cast(), row) };
     }
 }
 
@@ -162,6 +209,31 @@ pub fn matmul_x8(
         }
     }
     let parts: Vec<(usize, Vec<&mut [f32]>)> = outs.into_iter().enumerate().map(|(p, o)| (p * per, o)).collect();
+    if m > GROUP_ROWS_MAX {
+        // Prefill: a tile of rows at a time back in the file's layout, for
+        // the ordinary kernels (panels, AMX tiles), which reuse each weight
+        // byte for every activation row.
+        let prepared = crate::qdot::PreparedActs::new(v, ty, acts);
+        let tile = (crate::qdot::W_TILE_BYTES / (ROWS * rb)).max(1);
+        crate::pool::run_parts(threads, parts, |(g0, mut out)| {
+            let groups = out[0].len() / ROWS;
+            let mut scratch = vec![0u8; tile.min(groups) * ROWS * rb];
+            let mut g = g0;
+            while g < g0 + groups {
+                let n = tile.min(g0 + groups - g);
+                let flat = &mut scratch[..n * ROWS * rb];
+                for (k, dst) in flat.chunks_exact_mut(ROWS * rb).enumerate() {
+                    deinterleave_group(ty, rb, &w[(g + k) * ROWS * rb..(g + k + 1) * ROWS * rb], dst);
+                }
+                let (now, later): (Vec<&mut [f32]>, Vec<&mut [f32]>) =
+                    out.into_iter().map(|o| o.split_at_mut(n * ROWS)).unzip();
+                crate::qdot::matmul_q_rows(v, ty, flat, rb, &prepared, now);
+                out = later;
+                g += n;
+            }
+        });
+        return Ok(());
+    }
     crate::pool::run_parts(threads, parts, |(g0, mut out)| {
         let mut scratch = Vec::new();
         let n = out[0].len() / ROWS;
@@ -176,6 +248,11 @@ pub fn matmul_x8(
     });
     Ok(())
 }
+
+/// The most activation rows that meet each interleaved group in turn
+/// (decode, a few sequences at once); more go through [`matmul_x8`]'s
+/// tiles in the file's layout.
+const GROUP_ROWS_MAX: usize = 4;
 
 /// The eight rows of the interleaved group that starts `stream` (the rest
 /// of the matrix) against activation row `i`: the interleaved kernel at

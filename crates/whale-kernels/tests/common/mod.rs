@@ -148,13 +148,16 @@ pub fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
 /// this process runs: random blocks, every bit set (the integer sums at
 /// their extremes, against activations at ±127) and all zeros; whole and
 /// partial groups of eight blocks (2048 and 2816 columns); one and three
-/// activation rows; one and two threads.
+/// activation rows (each group meets each row in turn) and 20 and 200
+/// (tiles put back in the file's layout for the panels and, from 192 rows
+/// of Q6_K, the AMX tiles), over one tile or several (240 rows); one and
+/// two threads.
 #[allow(dead_code)]
 pub fn check_x8_matches_scalar(rng: &mut Rng) {
     use whale_kernels::{quantize_acts, vec_dot_q_ref, x8};
     for (ty, rows, cols) in [GgmlType::Q4_K, GgmlType::Q6_K]
         .into_iter()
-        .flat_map(|ty| [(8, 256), (24, 2048), (16, 2816)].map(|(r, c)| (ty, r, c)))
+        .flat_map(|ty| [(8, 256), (24, 2048), (16, 2816), (240, 2048)].map(|(r, c)| (ty, r, c)))
     {
         let rb = ty.row_bytes(cols).unwrap();
         for fill in ["random", "max", "zero"] {
@@ -168,7 +171,14 @@ pub fn check_x8_matches_scalar(rng: &mut Rng) {
             }
             let mut wx = w.clone();
             x8::interleave_in_place(ty, rows, cols, &mut wx).unwrap();
-            for m in [1, 3] {
+            let ms: &[usize] = if rows > 24 {
+                &[20]
+            } else if fill == "random" {
+                &[1, 3, 20, 200]
+            } else {
+                &[1, 3, 20]
+            };
+            for &m in ms {
                 let x: Vec<f32> = match fill {
                     "random" => rng.vec_f32(m * cols),
                     _ => (0..m * cols).map(|j| if j % 3 == 0 { -1.0 } else { 1.0 }).collect(),
