@@ -56,18 +56,16 @@ pub fn supports(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
 }
 
-/// Where byte `i` of row `r`'s block goes in the group's block of
-/// `bs`-byte blocks: whole 4-byte words transposed (word w of row r at
-/// `32w + 4r`), then the bytes past the last whole word of each row, row
-/// by row (Q6_K's 210-byte blocks end in the two bytes of `d`).
-#[inline]
-fn slot(bs: usize, r: usize, i: usize) -> usize {
-    let words = bs / 4;
-    if i < 4 * words {
-        32 * (i / 4) + 4 * r + i % 4
-    } else {
-        32 * words + (bs - 4 * words) * r + (i - 4 * words)
-    }
+/// Where the bytes of row `r`'s block go in the group's block of
+/// `bs`-byte blocks: word w (bytes `4w..4w + 4`) at `32w + 4r` for the
+/// whole 4-byte words, then the bytes past the last whole word (Q6_K's
+/// 210-byte blocks end in the two bytes of `d`) row by row. Returns the
+/// byte ranges of row r's block and of the group block that hold each
+/// other, words first, then the tail.
+fn places(bs: usize, r: usize) -> impl Iterator<Item = (core::ops::Range<usize>, core::ops::Range<usize>)> {
+    let (words, tail) = (bs / 4, bs % 4);
+    let word = move |w: usize| (4 * w..4 * w + 4, 32 * w + 4 * r..32 * w + 4 * r + 4);
+    (0..words).map(word).chain(core::iter::once((4 * words..bs, 32 * words + tail * r..32 * words + tail * (r + 1))))
 }
 
 /// The checks every entry point makes: a supported type, whole blocks,
@@ -100,8 +98,8 @@ pub fn interleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u
             let out = &mut group[b * ROWS * bs..(b + 1) * ROWS * bs];
             for r in 0..ROWS {
                 let blk = &scratch[r * rb + b * bs..r * rb + (b + 1) * bs];
-                for (i, &byte) in blk.iter().enumerate() {
-                    out[slot(bs, r, i)] = byte;
+                for (from, to) in places(bs, r) {
+                    out[to].copy_from_slice(&blk[from]);
                 }
             }
         }
@@ -121,13 +119,13 @@ pub fn deinterleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut 
 }
 
 /// One interleaved group of eight rows (`group`) into `out` in the file's
-/// layout (row r at `r * rb`): the places of `slot`, eight whole words of
+/// layout (row r at `r * rb`): the `places` of each row, eight whole words of
 /// the eight rows at a time where the CPU has AVX2 (an 8×8 transpose in
 /// registers: a prefill puts every tile back this way), the rest a word or
 /// a byte at a time.
 fn deinterleave_group(ty: GgmlType, rb: usize, group: &[u8], out: &mut [u8]) {
     let bs = ty.type_size();
-    let (words, tail) = (bs / 4, bs % 4);
+    let words = bs / 4;
     assert!(group.len() >= ROWS * rb && out.len() >= ROWS * rb, "x8: a whole group");
     #[cfg(target_arch = "x86_64")]
     let simd = matches!(
@@ -149,10 +147,9 @@ fn deinterleave_group(ty: GgmlType, rb: usize, group: &[u8], out: &mut [u8]) {
         }
         for r in 0..ROWS {
             let blk = &mut out[r * rb + b * bs..r * rb + (b + 1) * bs];
-            for (w, word) in blk[..4 * words].chunks_exact_mut(4).enumerate().skip(wide) {
-                word.copy_from_slice(&src[32 * w + 4 * r..32 * w + 4 * r + 4]);
+            for (to, from) in places(bs, r).skip(wide) {
+                blk[to].copy_from_slice(&src[from]);
             }
-            blk[4 * words..].copy_from_slice(&src[32 * words + tail * r..32 * words + tail * (r + 1)]);
         }
     }
 }
