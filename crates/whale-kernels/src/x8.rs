@@ -40,8 +40,10 @@
 //! Types: Q4_K and Q6_K ([`supports`]). Results are the bits of the scalar
 //! reference (`vec_dot_q_ref`) of each row, at every level: the kernel at
 //! the AVX-512 VNNI level is `rows8::q4_k`'s or `q6_k`'s arithmetic;
-//! elsewhere each group is put back in the file's layout in a scratch
-//! buffer and the ordinary kernels run.
+//! elsewhere the rows are put back in the file's layout a tile at a time,
+//! as for a prefill, and the ordinary kernels run: correct but slow for
+//! decode (Q4_K at the AVX2 level 4 GB/s from L2 against 20 in the file's
+//! layout), so a matrix belongs in this layout only where the kernels are.
 
 use crate::dispatch::Verified;
 use crate::error::KernelError;
@@ -110,9 +112,10 @@ pub fn interleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u
 /// The inverse of [`interleave_in_place`]: `data` back in the file's layout.
 pub fn deinterleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u8]) -> Result<(), KernelError> {
     let rb = check(ty, rows, cols, data.len())?;
+    let v = Verified::active();
     let mut scratch = vec![0u8; ROWS * rb];
     for group in data.chunks_exact_mut(ROWS * rb) {
-        deinterleave_group(ty, rb, group, &mut scratch);
+        deinterleave_group(v, ty, rb, group, &mut scratch);
         group.copy_from_slice(&scratch);
     }
     Ok(())
@@ -122,14 +125,15 @@ pub fn deinterleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut 
 /// layout (row r at `r * rb`): the `places` of each row, eight whole words of
 /// the eight rows at a time where the CPU has AVX2 (an 8×8 transpose in
 /// registers: a prefill puts every tile back this way), the rest a word or
-/// a byte at a time.
-fn deinterleave_group(ty: GgmlType, rb: usize, group: &[u8], out: &mut [u8]) {
+/// a byte at a time (`v`: this CPU's level).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn deinterleave_group(v: Verified, ty: GgmlType, rb: usize, group: &[u8], out: &mut [u8]) {
     let bs = ty.type_size();
     let words = bs / 4;
     assert!(group.len() >= ROWS * rb && out.len() >= ROWS * rb, "x8: a whole group");
     #[cfg(target_arch = "x86_64")]
     let simd = matches!(
-        Verified::active().level(),
+        v.level(),
         crate::dispatch::SimdLevel::Avx2Fma | crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx
     );
     #[cfg(not(target_arch = "x86_64"))]
@@ -206,41 +210,54 @@ pub fn matmul_x8(
         }
     }
     let parts: Vec<(usize, Vec<&mut [f32]>)> = outs.into_iter().enumerate().map(|(p, o)| (p * per, o)).collect();
-    if m > GROUP_ROWS_MAX {
-        // Prefill: a tile of rows at a time back in the file's layout, for
-        // the ordinary kernels (panels, AMX tiles), which reuse each weight
-        // byte for every activation row.
-        let prepared = crate::qdot::PreparedActs::new(v, ty, acts);
-        let tile = (crate::qdot::W_TILE_BYTES / (ROWS * rb)).max(1);
+    #[cfg(target_arch = "x86_64")]
+    if m <= GROUP_ROWS_MAX
+        && matches!(v.level(), crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx)
+    {
+        // Decode: each group meets each activation row in turn, in this
+        // layout's kernels.
+        let nb = rb / ty.type_size();
         crate::pool::run_parts(threads, parts, |(g0, mut out)| {
-            let groups = out[0].len() / ROWS;
-            let mut scratch = vec![0u8; tile.min(groups) * ROWS * rb];
-            let mut g = g0;
-            while g < g0 + groups {
-                let n = tile.min(g0 + groups - g);
-                let flat = &mut scratch[..n * ROWS * rb];
-                for (k, dst) in flat.chunks_exact_mut(ROWS * rb).enumerate() {
-                    deinterleave_group(ty, rb, &w[(g + k) * ROWS * rb..(g + k + 1) * ROWS * rb], dst);
+            for g in g0..g0 + out[0].len() / ROWS {
+                // The group, and the rest of the matrix after it to prefetch from.
+                let stream = &w[g * ROWS * rb..];
+                for (i, o) in out.iter_mut().enumerate() {
+                    // SAFETY: the level is verified; `stream` starts with
+                    // eight whole rows of `ty` blocks (`check`) and the
+                    // activation row has as many columns (`check_acts`).
+                    let dots = unsafe {
+                        match ty {
+                            GgmlType::Q4_K => crate::rows8::q4_k_x8(stream, nb, acts.row(i)),
+                            GgmlType::Q6_K => crate::rows8::q6_k_x8(stream, nb, acts.row(i)),
+                            t => unreachable!("x8: {t} passed `check` without a kernel"),
+                        }
+                    };
+                    o[(g - g0) * ROWS..(g - g0 + 1) * ROWS].copy_from_slice(&dots);
                 }
-                let (now, later): (Vec<&mut [f32]>, Vec<&mut [f32]>) =
-                    out.into_iter().map(|o| o.split_at_mut(n * ROWS)).unzip();
-                crate::qdot::matmul_q_rows(v, ty, flat, rb, &prepared, now);
-                out = later;
-                g += n;
             }
         });
         return Ok(());
     }
+    // A prefill, or a CPU without this layout's kernels: a tile of rows at
+    // a time back in the file's layout, for the ordinary kernels (panels
+    // and AMX tiles reuse each weight byte for every activation row).
+    let prepared = crate::qdot::PreparedActs::new(v, ty, acts);
+    let tile = (crate::qdot::W_TILE_BYTES / (ROWS * rb)).max(1);
     crate::pool::run_parts(threads, parts, |(g0, mut out)| {
-        let mut scratch = Vec::new();
-        let n = out[0].len() / ROWS;
-        for g in g0..g0 + n {
-            // The group, and the rest of the matrix after it to prefetch from.
-            let stream = &w[g * ROWS * rb..];
-            for (i, o) in out.iter_mut().enumerate() {
-                let dots = group_dots(v, ty, rb, stream, acts, i, &mut scratch);
-                o[(g - g0) * ROWS..(g - g0 + 1) * ROWS].copy_from_slice(&dots);
+        let groups = out[0].len() / ROWS;
+        let mut scratch = vec![0u8; tile.min(groups) * ROWS * rb];
+        let mut g = g0;
+        while g < g0 + groups {
+            let n = tile.min(g0 + groups - g);
+            let flat = &mut scratch[..n * ROWS * rb];
+            for (k, dst) in flat.chunks_exact_mut(ROWS * rb).enumerate() {
+                deinterleave_group(v, ty, rb, &w[(g + k) * ROWS * rb..(g + k + 1) * ROWS * rb], dst);
             }
+            let (now, later): (Vec<&mut [f32]>, Vec<&mut [f32]>) =
+                out.into_iter().map(|o| o.split_at_mut(n * ROWS)).unzip();
+            crate::qdot::matmul_q_rows(v, ty, flat, rb, &prepared, now);
+            out = later;
+            g += n;
         }
     });
     Ok(())
@@ -250,33 +267,3 @@ pub fn matmul_x8(
 /// (decode, a few sequences at once); more go through [`matmul_x8`]'s
 /// tiles in the file's layout.
 const GROUP_ROWS_MAX: usize = 4;
-
-/// The eight rows of the interleaved group that starts `stream` (the rest
-/// of the matrix) against activation row `i`: the interleaved kernel at
-/// the AVX-512 VNNI level, elsewhere the group de-interleaved into
-/// `scratch` and the ordinary kernel a row.
-fn group_dots(
-    v: Verified,
-    ty: GgmlType,
-    rb: usize,
-    stream: &[u8],
-    acts: &QuantizedActs,
-    i: usize,
-    scratch: &mut Vec<u8>,
-) -> [f32; ROWS] {
-    #[cfg(target_arch = "x86_64")]
-    if matches!(v.level(), crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx) {
-        let nb = rb / ty.type_size();
-        // SAFETY: the level is verified; `stream` starts with eight whole
-        // rows of `ty` blocks (`check`) and the activation row has as many
-        // columns.
-        match ty {
-            GgmlType::Q4_K => return unsafe { crate::rows8::q4_k_x8(stream, nb, acts.row(i)) },
-            GgmlType::Q6_K => return unsafe { crate::rows8::q6_k_x8(stream, nb, acts.row(i)) },
-            _ => {}
-        }
-    }
-    scratch.resize(ROWS * rb, 0);
-    deinterleave_group(ty, rb, &stream[..ROWS * rb], scratch);
-    core::array::from_fn(|r| crate::qdot::vec_dot_q_verified(v, ty, &scratch[r * rb..(r + 1) * rb], acts.row(i)))
-}
