@@ -266,4 +266,5 @@ pub fn matmul_x8(
 /// The most activation rows that meet each interleaved group in turn
 /// (decode, a few sequences at once); more go through [`matmul_x8`]'s
 /// tiles in the file's layout.
+#[cfg(target_arch = "x86_64")]
 const GROUP_ROWS_MAX: usize = 4;
