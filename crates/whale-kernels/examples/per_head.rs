@@ -43,6 +43,7 @@ fn main() {
                 .enumerate()
                 .map(|(h, y)| QProductOwn {
                     wty: ty,
+                    layout: whale_kernels::x8::Layout::File,
                     w: &wl[h * rows * rb..(h + 1) * rows * rb],
                     rows,
                     cols,

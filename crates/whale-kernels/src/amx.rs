@@ -399,6 +399,7 @@ pub(crate) fn act_tiles<'a>(wty: GgmlType, cols: usize, acts: &[ActRow<'_>], qs:
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
 pub(crate) unsafe fn matmul_tiles(
     wty: GgmlType,
+    layout: crate::x8::Layout,
     w: &[u8],
     rb: usize,
     cols: usize,
@@ -414,10 +415,19 @@ pub(crate) unsafe fn matmul_tiles(
     // SAFETY: (caller) AMX is available.
     let tiles = unsafe { Tiles::configure(unpacked.group) };
     let nrows = w.len() / rb;
+    let v = crate::dispatch::Verified::active();
+    let interleaved = layout == crate::x8::Layout::X8;
+    let mut file_rows = if interleaved { vec![0u8; TILE * rb] } else { Vec::new() };
     for n0 in (0..nrows).step_by(TILE) {
         let nv = TILE.min(nrows - n0);
+        let mut rows = &w[n0 * rb..(n0 + nv) * rb];
+        if interleaved {
+            // A tile of rows back in the file's layout (whole groups of eight).
+            crate::x8::to_file_layout(v, wty, rb, rows, &mut file_rows[..nv * rb]);
+            rows = &file_rows[..nv * rb];
+        }
         // SAFETY: (caller) AVX-512.
-        unsafe { unpacked.fill(wty, &w[n0 * rb..(n0 + nv) * rb], rb, &mut dec) };
+        unsafe { unpacked.fill(wty, rows, rb, &mut dec) };
         for (t, at) in act_tiles.iter().enumerate() {
             // SAFETY: (caller) AMX and AVX-512; `at` and `unpacked` describe
             // `cols` elements.

@@ -52,7 +52,7 @@ pub(crate) fn software_prefetch() -> bool {
 /// q4_k` 19.4-20.0 -> 25.0-25.6 GB/s) and the same kernel slower from L2
 /// (`decode_bw 1 1 7168 q8_0` 33.2 -> 25.1), so the kernels' own speed
 /// is read with it off.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+/// (`WHALE_X8` reads the same words.)
 pub(crate) fn prefetch_setting(var: Option<&str>, default: bool) -> bool {
     match var.map(str::trim) {
         Some("0" | "off" | "false") => false,

@@ -36,6 +36,7 @@
 
 use crate::q8::ActRow;
 use crate::types::{GgmlType, QK32, QK_K};
+use crate::x8::Layout;
 use core::arch::x86_64::*;
 
 /// Weight rows per panel: one 16-lane vector of i32 sums.
@@ -146,8 +147,21 @@ impl<const R: usize, const V: usize> Panel<R, V> {
     /// `lv`. K-quants a block of each row at a time, with its scales,
     /// multipliers, `d` and `dmin`; the 32-element types eight blocks of
     /// each row at a time (blocks past the row's end stay zero).
+    ///
+    /// `x8`: the rows are whole groups of eight stored interleaved
+    /// (`crate::x8`, K-quants only), and this CPU's level: block b of each
+    /// group goes back to the file's layout into a buffer of its own just
+    /// before it is unpacked (a few KiB, in L1), so that interleaved
+    /// weights cost the panels no more than a transpose.
     #[inline(always)]
-    pub(crate) fn fill(&mut self, wty: GgmlType, rows: &[u8], rb: usize, lv: &impl Unpacker<R, V>) {
+    pub(crate) fn fill(
+        &mut self,
+        wty: GgmlType,
+        rows: &[u8],
+        rb: usize,
+        lv: &impl Unpacker<R, V>,
+        x8: Option<crate::dispatch::Verified>,
+    ) {
         let (ts, nrows) = (wty.type_size(), rows.len() / rb);
         let nb = rb / ts;
         if nrows < R {
@@ -158,11 +172,25 @@ impl<const R: usize, const V: usize> Panel<R, V> {
         }
         let block = |r: usize, b: usize| &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
         let mut u = [[0u8; QK_K]; R];
+        // Block b of every row, from interleaved groups (see `x8`).
+        // (Panels have at most 16 rows.)
+        let mut file_blocks = [0u8; 16 * QK_K];
+        let g8 = crate::x8::ROWS;
         if is_k(wty) {
             let groups = QK_K / self.group_len;
             for b in 0..nb {
+                if let Some(v) = x8 {
+                    for g in 0..nrows / g8 {
+                        let src = &rows[g * g8 * rb + b * g8 * ts..g * g8 * rb + (b + 1) * g8 * ts];
+                        crate::x8::to_file_layout(v, wty, ts, src, &mut file_blocks[g * g8 * ts..(g + 1) * g8 * ts]);
+                    }
+                }
                 for (r, ur) in u.iter_mut().enumerate().take(nrows) {
-                    let k = lv.k(wty, block(r, b), ur);
+                    let bytes = match x8 {
+                        Some(_) => &file_blocks[r * ts..(r + 1) * ts],
+                        None => block(r, b),
+                    };
+                    let k = lv.k(wty, bytes, ur);
                     for (dst, &v) in self.mv[8 * b..8 * (b + 1)].iter_mut().zip(&k.mv) {
                         dst[r] = v;
                     }
@@ -174,6 +202,7 @@ impl<const R: usize, const V: usize> Panel<R, V> {
                 lv.store(&mut self.q[64 * b..64 * (b + 1)], &u);
             }
         } else {
+            assert!(x8.is_none(), "x8: K-quants only");
             for c in 0..nb.div_ceil(8) {
                 let blocks = 8 * c..(8 * c + 8).min(nb);
                 if blocks.len() < 8 {
@@ -293,14 +322,21 @@ fn transpose_16x16(v: [__m512i; 16]) -> [__m512i; 16] {
 /// The CPU must support the VNNI level; `wty` must be one `supports` takes
 /// and every `acts[i]` a row of `vec_dot_type(wty)` of the weight rows' length.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'_>], out: &mut [&mut [f32]]) {
+pub(crate) unsafe fn matmul(
+    wty: GgmlType,
+    layout: Layout,
+    w: &[u8],
+    rb: usize,
+    acts: &[ActRow<'_>],
+    out: &mut [&mut [f32]],
+) {
     debug_assert!(supports(wty) && out.len() == acts.len());
     // SAFETY: the caller's contract, passed on.
     unsafe {
         if is_k(wty) {
-            matmul_j::<J_K>(wty, w, rb, acts, out)
+            matmul_j::<J_K>(wty, layout, w, rb, acts, out)
         } else {
-            matmul_j::<J_LEGACY>(wty, w, rb, acts, out)
+            matmul_j::<J_LEGACY>(wty, layout, w, rb, acts, out)
         }
     }
 }
@@ -310,12 +346,20 @@ pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'
 /// # Safety
 /// As [`matmul`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn matmul_j<const JM: usize>(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'_>], out: &mut [&mut [f32]]) {
+unsafe fn matmul_j<const JM: usize>(
+    wty: GgmlType,
+    layout: Layout,
+    w: &[u8],
+    rb: usize,
+    acts: &[ActRow<'_>],
+    out: &mut [&mut [f32]],
+) {
     let nb = rb / wty.type_size();
     // SAFETY (the closures): (caller) the VNNI level, and rows of `nb`
     // blocks of the activation type.
     drive::<ROWS, 64, JM>(
         wty,
+        layout,
         w,
         rb,
         acts,
@@ -344,14 +388,17 @@ unsafe fn matmul_j<const JM: usize>(wty: GgmlType, w: &[u8], rb: usize, acts: &[
     );
 }
 
-/// The panel loop of every level: each `R` rows of `w` (`rb` bytes each)
-/// unpacked into one panel through `lv`, then met by the activation rows
+/// The panel loop of every level: each `R` rows of `w` (`rb` bytes each;
+/// stored as `layout` says, whole groups of eight when interleaved)
+/// unpacked into one panel
+/// through `lv`, then met by the activation rows
 /// `JM` at a time (`main`; the last `acts.len() % JM` by `rest`, whose
 /// first that many results count), whose `R` outputs each (`[..rows]` of
 /// a last, partial panel) go to `out[i][r0..]`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn drive<const R: usize, const V: usize, const JM: usize>(
     wty: GgmlType,
+    layout: Layout,
     w: &[u8],
     rb: usize,
     acts: &[ActRow<'_>],
@@ -362,9 +409,10 @@ pub(crate) fn drive<const R: usize, const V: usize, const JM: usize>(
 ) {
     let mut panel = Panel::new(wty, rb / wty.type_size());
     let nrows = w.len() / rb;
+    let x8 = (layout == Layout::X8).then(crate::dispatch::Verified::active);
     for r0 in (0..nrows).step_by(R) {
         let nv = R.min(nrows - r0);
-        panel.fill(wty, &w[r0 * rb..(r0 + nv) * rb], rb, lv);
+        panel.fill(wty, &w[r0 * rb..(r0 + nv) * rb], rb, lv, x8);
         // The next panel's bytes into L2 while this one meets the
         // activation rows: `fill` reads a block of each of its rows in
         // turn, sixteen short streams that the hardware prefetcher did not

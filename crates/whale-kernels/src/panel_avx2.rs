@@ -106,13 +106,21 @@ unsafe fn store_transposed(q: &mut [[u8; 32]], u: &[[u8; QK_K]; ROWS]) {
 /// The CPU must support AVX2 and FMA; `wty` must be one `supports` takes
 /// and every `acts[i]` a row of `vec_dot_type(wty)` of the weight rows' length.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul(wty: GgmlType, w: &[u8], rb: usize, acts: &[ActRow<'_>], out: &mut [&mut [f32]]) {
+pub(crate) unsafe fn matmul(
+    wty: GgmlType,
+    layout: crate::x8::Layout,
+    w: &[u8],
+    rb: usize,
+    acts: &[ActRow<'_>],
+    out: &mut [&mut [f32]],
+) {
     debug_assert!(supports(wty) && out.len() == acts.len());
     let nb = rb / wty.type_size();
     // SAFETY (the closures): (caller) AVX2, and rows of `nb` blocks of the
     // activation type.
     crate::panel::drive::<ROWS, 32, J_MAIN>(
         wty,
+        layout,
         w,
         rb,
         acts,

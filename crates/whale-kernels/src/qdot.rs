@@ -50,6 +50,7 @@ use crate::dispatch::{SimdLevel, Verified};
 use crate::dot::{check_row, verify};
 use crate::q8::{quantize_acts_verified, vec_dot_type, ActRow, QuantizedActs};
 use crate::types::{GgmlType, QK32, QK_K};
+use crate::x8::Layout;
 
 /// Sums eight lanes in the fixed order all levels use (the same order as an
 /// AVX 8-lane horizontal add: halves, then quarters, then pairs).
@@ -190,6 +191,8 @@ pub fn matmul_q_acts(
 /// One weight matrix of [`matmul_q_many`] and its output (`[m, rows]`).
 pub struct QProduct<'a> {
     pub wty: GgmlType,
+    /// How `w`'s rows are stored.
+    pub layout: Layout,
     pub w: &'a [u8],
     pub rows: usize,
     pub y: &'a mut [f32],
@@ -212,7 +215,7 @@ pub fn matmul_q_many(products: &mut [QProduct<'_>], cols: usize, x: &[f32], m: u
     let v = Verified::active();
     let mut acts: Vec<(GgmlType, QuantizedActs)> = Vec::new();
     for p in products.iter() {
-        checked_shape(p.wty, p.w, p.rows, cols, "matmul_q_many");
+        checked_layout(p.wty, p.layout, p.w, p.rows, cols, "matmul_q_many");
         assert!(
             Some(p.y.len()) == m.checked_mul(p.rows),
             "matmul_q_many: y has {} elements, expected m * rows = {m} * {}",
@@ -237,7 +240,7 @@ pub fn matmul_q_many(products: &mut [QProduct<'_>], cols: usize, x: &[f32], m: u
             PreparedActs::new(v, p.wty, a)
         })
         .collect();
-    let items = products.iter_mut().zip(&prepared).map(|(p, a)| (p.wty, p.w, p.rows, cols, m, a, &mut *p.y));
+    let items = products.iter_mut().zip(&prepared).map(|(p, a)| (p.wty, p.layout, p.w, p.rows, cols, m, a, &mut *p.y));
     run_products(v, items, threads);
 }
 
@@ -245,6 +248,8 @@ pub fn matmul_q_many(products: &mut [QProduct<'_>], cols: usize, x: &[f32], m: u
 /// input `x` (`[m, cols]`) and its output `y` (`[m, rows]`).
 pub struct QProductOwn<'a> {
     pub wty: GgmlType,
+    /// How `w`'s rows are stored.
+    pub layout: Layout,
     pub w: &'a [u8],
     pub rows: usize,
     pub cols: usize,
@@ -266,7 +271,7 @@ pub fn matmul_q_each(products: &mut [QProductOwn<'_>], threads: usize) {
     let mut acts = Vec::with_capacity(products.len());
     for p in products.iter() {
         let m = p.m;
-        checked_shape(p.wty, p.w, p.rows, p.cols, "matmul_q_each");
+        checked_layout(p.wty, p.layout, p.w, p.rows, p.cols, "matmul_q_each");
         assert!(
             Some(p.x.len()) == m.checked_mul(p.cols),
             "matmul_q_each: x has {} elements, expected m * cols = {m} * {}",
@@ -285,42 +290,48 @@ pub fn matmul_q_each(products: &mut [QProductOwn<'_>], threads: usize) {
     }
     let prepared: Vec<PreparedActs<'_>> =
         products.iter().zip(&acts).map(|(p, a)| PreparedActs::new(v, p.wty, a)).collect();
-    let items = products.iter_mut().zip(&prepared).map(|(p, a)| (p.wty, p.w, p.rows, p.cols, p.m, a, &mut *p.y));
+    let items =
+        products.iter_mut().zip(&prepared).map(|(p, a)| (p.wty, p.layout, p.w, p.rows, p.cols, p.m, a, &mut *p.y));
     run_products(v, items, threads);
 }
 
-/// The products (weights, rows, cols, m, prepared activations, output) of
-/// [`matmul_q_many`] and [`matmul_q_each`], shapes checked: each split into
-/// row chunks over the threads, all chunks in one job of the pool.
+/// The products (weights, their layout, rows, cols, m, prepared
+/// activations, output) of [`matmul_q_many`], [`matmul_q_each`] and
+/// [`crate::x8::matmul_x8`], shapes checked: each split into row chunks
+/// over the threads (whole groups of eight for interleaved weights), all
+/// chunks in one job of the pool.
 #[allow(clippy::type_complexity)]
-fn run_products<'a>(
+pub(crate) fn run_products<'a>(
     v: Verified,
-    items: impl Iterator<Item = (GgmlType, &'a [u8], usize, usize, usize, &'a PreparedActs<'a>, &'a mut [f32])>,
+    items: impl Iterator<Item = (GgmlType, Layout, &'a [u8], usize, usize, usize, &'a PreparedActs<'a>, &'a mut [f32])>,
     threads: usize,
 ) {
     let mut jobs = Vec::new();
-    for (wty, w, rows, cols, m, a, y) in items.filter(|i| i.2 > 0 && i.4 > 0) {
+    for (wty, layout, w, rows, cols, m, a, y) in items.filter(|i| i.3 > 0 && i.5 > 0) {
         if cols == 0 {
             y.fill(0.0);
             continue;
         }
         let rb = wty.row_bytes(cols).expect("checked by the caller");
         let work = rows.saturating_mul(cols).saturating_mul(m);
-        let chunk = crate::matmul::rows_per_thread(threads, rows, work);
+        let mut chunk = crate::matmul::rows_per_thread(threads, rows, work);
+        if layout == Layout::X8 {
+            chunk = chunk.next_multiple_of(crate::x8::ROWS);
+        }
         let views = crate::matmul::column_views(y, rows, chunk, m);
         for (view, wp) in views.into_iter().zip(w.chunks(chunk * rb)) {
-            jobs.push((wty, wp, rb, a, view));
+            jobs.push((wty, layout, wp, rb, a, view));
         }
     }
     // Decode (one activation row a product): small products in runs.
-    let runs = if jobs.iter().all(|j| j.4.len() == 1) {
-        segments(jobs, |j| j.1.len(), threads)
+    let runs = if jobs.iter().all(|j| j.5.len() == 1) {
+        segments(jobs, |j| j.2.len(), threads)
     } else {
         jobs.into_iter().map(|j| vec![j]).collect()
     };
     crate::pool::run_parts(threads, runs, |run| {
-        for (wty, wp, rb, a, view) in run {
-            matmul_q_rows(v, wty, wp, rb, a, view);
+        for (wty, layout, wp, rb, a, view) in run {
+            matmul_q_rows(v, wty, layout, wp, rb, a, view);
         }
     });
 }
@@ -376,6 +387,15 @@ fn check_q(wty: GgmlType, row_len: usize, acts: &QuantizedActs, i: usize, what: 
     check_row(wty, row_len, acts.cols(), what);
 }
 
+/// [`checked_shape`], and for interleaved weights that the layout holds them.
+#[track_caller]
+fn checked_layout(wty: GgmlType, layout: Layout, w: &[u8], rows: usize, cols: usize, what: &str) -> usize {
+    match layout {
+        Layout::File => checked_shape(wty, w, rows, cols, what),
+        Layout::X8 => crate::x8::checked(wty, rows, cols, w, what),
+    }
+}
+
 #[track_caller]
 fn checked_shape(wty: GgmlType, w: &[u8], rows: usize, cols: usize, what: &str) -> usize {
     let Some(rb) = wty.row_bytes(cols) else {
@@ -416,11 +436,11 @@ fn matmul_q_verified(
     let acts = PreparedActs::new(v, wty, acts);
     if views.len() == 1 {
         let view = views.pop().expect("one part");
-        matmul_q_rows(v, wty, w, rb, &acts, view);
+        matmul_q_rows(v, wty, Layout::File, w, rb, &acts, view);
         return;
     }
     let jobs: Vec<_> = views.into_iter().zip(w.chunks(chunk * rb)).collect();
-    crate::pool::run_parts(threads, jobs, |(view, wp)| matmul_q_rows(v, wty, wp, rb, &acts, view));
+    crate::pool::run_parts(threads, jobs, |(view, wp)| matmul_q_rows(v, wty, Layout::File, wp, rb, &acts, view));
 }
 
 /// Bytes of weight rows that one pass over the activations reuses (L2).
@@ -432,9 +452,14 @@ pub(crate) const W_TILE_BYTES: usize = 256 * 1024;
 /// once for the group (and, for 32-element block types, transposes it once so
 /// block sums need no horizontal adds). Every result is bit-identical to
 /// [`vec_dot_q`] of its pair, whatever `m` and the grouping.
+///
+/// Rows stored interleaved (`layout`, whole groups of eight) go to the
+/// panels and AMX tiles a panel at a time in the file's layout, and where
+/// those do not take the activation rows, to `x8::matmul_rest`.
 pub(crate) fn matmul_q_rows(
     v: Verified,
     wty: GgmlType,
+    layout: Layout,
     w: &[u8],
     rb: usize,
     acts: &PreparedActs<'_>,
@@ -446,7 +471,7 @@ pub(crate) fn matmul_q_rows(
     if acts.tiled > 0 {
         let cols = acts.rows[0].qs.len();
         // SAFETY: `tiled > 0` only at a verified AMX level (see `PreparedActs::new`).
-        unsafe { crate::amx::matmul_tiles(wty, w, rb, cols, &acts.tiles, &mut out[..acts.tiled]) };
+        unsafe { crate::amx::matmul_tiles(wty, layout, w, rb, cols, &acts.tiles, &mut out[..acts.tiled]) };
     }
     // Or the panels (many rows of a type the level's panels take): all
     // the other rows, and done.
@@ -455,16 +480,19 @@ pub(crate) fn matmul_q_rows(
         // SAFETY: `Vnni` only at a verified VNNI level, for the types
         // `panel::supports`, with rows of `vec_dot_type(wty)`.
         Panels::Vnni => {
-            unsafe { crate::panel::matmul(wty, w, rb, &acts.rows[acts.tiled..], &mut out[acts.tiled..]) };
+            unsafe { crate::panel::matmul(wty, layout, w, rb, &acts.rows[acts.tiled..], &mut out[acts.tiled..]) };
             return;
         }
         // SAFETY: `Avx2` only at a verified AVX2 level, for the types
         // `panel_avx2::supports`, with rows of `vec_dot_type(wty)`.
         Panels::Avx2 => {
-            unsafe { crate::panel_avx2::matmul(wty, w, rb, &acts.rows[acts.tiled..], &mut out[acts.tiled..]) };
+            unsafe { crate::panel_avx2::matmul(wty, layout, w, rb, &acts.rows[acts.tiled..], &mut out[acts.tiled..]) };
             return;
         }
         Panels::None => {}
+    }
+    if layout == Layout::X8 {
+        return crate::x8::matmul_rest(v, wty, w, rb, acts, out);
     }
     let t_rows: Vec<&[i8]> = (0..m).map(|i| acts.transposed_row(i)).collect();
     let cols = rb / wty.type_size() * wty.block_size();
@@ -595,6 +623,16 @@ impl<'a> PreparedActs<'a> {
             t_len,
             panel,
         }
+    }
+
+    /// Activation row `i`.
+    pub(crate) fn row(&self, i: usize) -> ActRow<'a> {
+        self.rows[i]
+    }
+
+    /// The rows `0..tiled()` go through the AMX tiles.
+    pub(crate) fn tiled(&self) -> usize {
+        self.tiled
     }
 
     /// Row `i`'s transposed quants (empty for tiled rows or when not transposed).

@@ -122,38 +122,98 @@ pub fn deinterleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut 
 }
 
 /// One interleaved group of eight rows (`group`) into `out` in the file's
-/// layout (row r at `r * rb`): the `places` of each row, eight whole words of
-/// the eight rows at a time where the CPU has AVX2 (an 8×8 transpose in
-/// registers: a prefill puts every tile back this way), the rest a word or
-/// a byte at a time (`v`: this CPU's level).
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+/// layout (row r at `r * rb`): the `places` of each row. Where the CPU has
+/// AVX2 (`v`: this CPU's level), eight whole words of the eight rows at a
+/// time (an 8×8 transpose in registers), the four left a 4×8 transpose
+/// (both types leave four), and the tail (Q6_K's `d`) two bytes a row: a
+/// prefill puts every panel of rows back this way, so it must cost little
+/// beside the panel's unpacking.
 fn deinterleave_group(v: Verified, ty: GgmlType, rb: usize, group: &[u8], out: &mut [u8]) {
     let bs = ty.type_size();
-    let words = bs / 4;
-    assert!(group.len() >= ROWS * rb && out.len() >= ROWS * rb, "x8: a whole group");
+    assert!(group.len() >= ROWS * rb && out.len() >= ROWS * rb && rb.is_multiple_of(bs), "x8: a whole group");
     #[cfg(target_arch = "x86_64")]
-    let simd = matches!(
+    if matches!(
         v.level(),
         crate::dispatch::SimdLevel::Avx2Fma | crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx
-    );
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
-    let wide = if simd { words / 8 * 8 } else { 0 };
+    ) {
+        // SAFETY: AVX2 is verified; the lengths are checked above.
+        return unsafe { deinterleave_group_avx2(bs, rb, group, out) };
+    }
+    let _ = v;
     for b in 0..rb / bs {
         let src = &group[b * ROWS * bs..(b + 1) * ROWS * bs];
-        #[cfg(target_arch = "x86_64")]
-        for w in (0..wide).step_by(8) {
-            // SAFETY: AVX2 is verified (`simd`); 256 bytes are read inside
-            // `src`, and row r's 32 bytes are written at `r * rb + b * bs +
-            // 4w`, inside its block (4w + 32 <= 4 * words <= bs) and so
-            // inside `out` (checked above).
-            unsafe { transpose_words(&src[32 * w..32 * w + 256], out.as_mut_ptr().add(b * bs + 4 * w), rb) };
-        }
         for r in 0..ROWS {
             let blk = &mut out[r * rb + b * bs..r * rb + (b + 1) * bs];
-            for (to, from) in places(bs, r).skip(wide) {
-                blk[to].copy_from_slice(&src[from]);
+            words_and_tail(src, blk, r, 0);
+        }
+    }
+}
+
+/// Row `r`'s words `from..` of one interleaved block `src` and its tail
+/// into its block `blk`, in copies of a length the compiler knows (a
+/// `places` range each was a `memcpy` call a word, which held a prefill's
+/// tiles to 5-7 GB/s).
+#[inline(always)]
+fn words_and_tail(src: &[u8], blk: &mut [u8], r: usize, from: usize) {
+    let (words, tail) = (blk.len() / 4, blk.len() % 4);
+    for w in from..words {
+        let word: [u8; 4] = src[32 * w + 4 * r..32 * w + 4 * r + 4].try_into().expect("four bytes");
+        blk[4 * w..4 * w + 4].copy_from_slice(&word);
+    }
+    for t in 0..tail {
+        blk[4 * words + t] = src[32 * words + tail * r + t];
+    }
+}
+
+/// [`deinterleave_group`] where the CPU has AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2; `group` and `out` hold eight rows of `rb` bytes,
+/// whole blocks of `bs`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn deinterleave_group_avx2(bs: usize, rb: usize, group: &[u8], out: &mut [u8]) {
+    use core::arch::x86_64::*;
+    let words = bs / 4;
+    let wide = words / 8 * 8;
+    for b in 0..rb / bs {
+        let src = &group[b * ROWS * bs..(b + 1) * ROWS * bs];
+        for w in (0..wide).step_by(8) {
+            // SAFETY: 256 bytes are read inside `src`, and row r's 32 bytes
+            // are written at `r * rb + b * bs + 4w`, inside its block (4w +
+            // 32 <= 4 * words <= bs) and so inside `out` (the caller's).
+            unsafe { transpose_words(&src[32 * w..32 * w + 256], out.as_mut_ptr().add(b * bs + 4 * w), rb) };
+        }
+        let mut from = wide;
+        if words - wide == 4 {
+            // Words wide..wide + 4 of the eight rows: four vectors, lane r =
+            // row r; transposed within each 128-bit half, row r's 16 bytes
+            // in the low half of result r % 4 (r < 4) or the high half.
+            // SAFETY: each load reads 32 bytes inside `src`.
+            let x: [__m256i; 4] = core::array::from_fn(|k| unsafe {
+                _mm256_loadu_si256(src[32 * (wide + k)..32 * (wide + k) + 32].as_ptr().cast())
+            });
+            let t0 = _mm256_unpacklo_epi32(x[0], x[1]);
+            let t1 = _mm256_unpackhi_epi32(x[0], x[1]);
+            let t2 = _mm256_unpacklo_epi32(x[2], x[3]);
+            let t3 = _mm256_unpackhi_epi32(x[2], x[3]);
+            let rows = [
+                _mm256_unpacklo_epi64(t0, t2),
+                _mm256_unpackhi_epi64(t0, t2),
+                _mm256_unpacklo_epi64(t1, t3),
+                _mm256_unpackhi_epi64(t1, t3),
+            ];
+            for (r, v) in rows.into_iter().enumerate() {
+                for (row, half) in [(r, _mm256_castsi256_si128(v)), (r + 4, _mm256_extracti128_si256::<1>(v))] {
+                    let at = &mut out[row * rb + b * bs + 4 * wide..row * rb + b * bs + 4 * wide + 16];
+                    // SAFETY: the store writes the 16 bytes of `at`.
+                    unsafe { _mm_storeu_si128(at.as_mut_ptr().cast(), half) };
+                }
             }
+            from = words;
+        }
+        for r in 0..ROWS {
+            words_and_tail(src, &mut out[r * rb + b * bs..r * rb + (b + 1) * bs], r, from);
         }
     }
 }
@@ -166,6 +226,7 @@ fn deinterleave_group(v: Verified, ty: GgmlType, rb: usize, group: &[u8], out: &
 /// r in 0..8.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
 unsafe fn transpose_words(src: &[u8], dst: *mut u8, stride: usize) {
     use core::arch::x86_64::*;
     // SAFETY: each load reads 32 bytes inside `src` (256 bytes).
@@ -175,6 +236,66 @@ unsafe fn transpose_words(src: &[u8], dst: *mut u8, stride: usize) {
         // SAFETY: the caller's contract.
         unsafe { _mm256_storeu_si256(dst.add(r * stride).cast(), row) };
     }
+}
+
+/// How a matrix's rows are stored: as in the file, or interleaved eight
+/// at a time ([`X8`](Layout::X8), see the module docs). The products that
+/// take several matrices (`QProduct`, `QProductOwn`) say it per matrix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// Row after row, as in a GGUF file.
+    #[default]
+    File,
+    /// Eight rows interleaved ([`interleave_in_place`]).
+    X8,
+}
+
+/// Whether a loader should store the matrices that fit ([`fits`]) in this
+/// layout: where this CPU has the kernels that make it pay for decode (the
+/// AVX-512 VNNI level, or AMX, as `WHALE_SIMD` leaves it; elsewhere a
+/// matrix in this layout is only correct, not fast), unless `WHALE_X8`
+/// says `0`/`off` (or `1`/`on`: at any level, to test the other levels'
+/// path). Read once.
+pub fn chosen() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let has_kernels = cfg!(target_arch = "x86_64")
+            && matches!(
+                Verified::active().level(),
+                crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx
+            );
+        crate::matmul::prefetch_setting(std::env::var("WHALE_X8").ok().as_deref(), has_kernels)
+    })
+}
+
+/// Whether matrices of `ty` with `rows` rows (each matrix of a stack, such
+/// as one expert's) of `cols` columns can be stored interleaved.
+pub fn fits(ty: GgmlType, rows: usize, cols: usize) -> bool {
+    supports(ty) && rows.is_multiple_of(ROWS) && ty.row_bytes(cols).is_some()
+}
+
+/// Row `r` of the interleaved matrix `w` (`ty`, `cols` columns) in the
+/// file's layout, into `out` (`row_bytes(cols)` bytes): its group put back
+/// through a scratch buffer. For the odd row read (an embedding lookup).
+pub fn row_in_file_layout(ty: GgmlType, cols: usize, w: &[u8], r: usize, out: &mut [u8]) -> Result<(), KernelError> {
+    let rows = w.len() / ty.row_bytes(cols).unwrap_or(usize::MAX).max(1);
+    let rb = check(ty, rows, cols, w.len())?;
+    if r >= rows || out.len() != rb {
+        return Err(KernelError::BadLength { ty, elements: cols, bytes: out.len() });
+    }
+    let g = r / ROWS;
+    let mut scratch = vec![0u8; ROWS * rb];
+    deinterleave_group(Verified::active(), ty, rb, &w[g * ROWS * rb..(g + 1) * ROWS * rb], &mut scratch);
+    out.copy_from_slice(&scratch[(r % ROWS) * rb..(r % ROWS + 1) * rb]);
+    Ok(())
+}
+
+/// Panics (programmer error) unless `w` holds a `rows` × `cols` matrix of
+/// `ty` that the interleaved layout can hold: the check of the products
+/// that take a [`Layout`] per matrix. Returns the bytes of a row.
+#[track_caller]
+pub(crate) fn checked(ty: GgmlType, rows: usize, cols: usize, w: &[u8], what: &str) -> usize {
+    check(ty, rows, cols, w.len()).unwrap_or_else(|e| panic!("{what}: an interleaved matrix: {e}"))
 }
 
 /// `y[i * rows + r]` = row r of the interleaved matrix `w` (`rows` × `cols`
@@ -193,78 +314,85 @@ pub fn matmul_x8(
     y: &mut [f32],
     threads: usize,
 ) -> Result<(), KernelError> {
-    let rb = check(ty, rows, cols, w.len())?;
+    check(ty, rows, cols, w.len())?;
     crate::qdot::check_acts(ty, rows, cols, acts, y.len(), "matmul_x8");
-    let m = acts.m();
-    if m == 0 || rows == 0 {
-        return Ok(());
-    }
     let v = Verified::active();
-    let groups = rows / ROWS;
-    let per = groups.div_ceil(threads.max(1)).max(1);
-    // Each part: a run of groups and, for every activation row, its outputs.
-    let mut outs: Vec<Vec<&mut [f32]>> = (0..groups.div_ceil(per)).map(|_| Vec::with_capacity(m)).collect();
-    for yi in y.chunks_exact_mut(rows) {
-        for (p, chunk) in yi.chunks_mut(per * ROWS).enumerate() {
-            outs[p].push(chunk);
-        }
-    }
-    let parts: Vec<(usize, Vec<&mut [f32]>)> = outs.into_iter().enumerate().map(|(p, o)| (p * per, o)).collect();
-    #[cfg(target_arch = "x86_64")]
-    if m <= GROUP_ROWS_MAX
-        && matches!(v.level(), crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx)
-    {
-        // Decode: each group meets each activation row in turn, in this
-        // layout's kernels.
-        let nb = rb / ty.type_size();
-        crate::pool::run_parts(threads, parts, |(g0, mut out)| {
-            for g in g0..g0 + out[0].len() / ROWS {
-                // The group, and the rest of the matrix after it to prefetch from.
-                let stream = &w[g * ROWS * rb..];
-                for (i, o) in out.iter_mut().enumerate() {
-                    // SAFETY: the level is verified; `stream` starts with
-                    // eight whole rows of `ty` blocks (`check`) and the
-                    // activation row has as many columns (`check_acts`).
-                    let dots = unsafe {
-                        match ty {
-                            GgmlType::Q4_K => crate::rows8::q4_k_x8(stream, nb, acts.row(i)),
-                            GgmlType::Q6_K => crate::rows8::q6_k_x8(stream, nb, acts.row(i)),
-                            t => unreachable!("x8: {t} passed `check` without a kernel"),
-                        }
-                    };
-                    o[(g - g0) * ROWS..(g - g0 + 1) * ROWS].copy_from_slice(&dots);
-                }
-            }
-        });
-        return Ok(());
-    }
-    // A prefill, or a CPU without this layout's kernels: a tile of rows at
-    // a time back in the file's layout, for the ordinary kernels (panels
-    // and AMX tiles reuse each weight byte for every activation row).
     let prepared = crate::qdot::PreparedActs::new(v, ty, acts);
-    let tile = (crate::qdot::W_TILE_BYTES / (ROWS * rb)).max(1);
-    crate::pool::run_parts(threads, parts, |(g0, mut out)| {
-        let groups = out[0].len() / ROWS;
-        let mut scratch = vec![0u8; tile.min(groups) * ROWS * rb];
-        let mut g = g0;
-        while g < g0 + groups {
-            let n = tile.min(g0 + groups - g);
-            let flat = &mut scratch[..n * ROWS * rb];
-            for (k, dst) in flat.chunks_exact_mut(ROWS * rb).enumerate() {
-                deinterleave_group(v, ty, rb, &w[(g + k) * ROWS * rb..(g + k + 1) * ROWS * rb], dst);
-            }
-            let (now, later): (Vec<&mut [f32]>, Vec<&mut [f32]>) =
-                out.into_iter().map(|o| o.split_at_mut(n * ROWS)).unzip();
-            crate::qdot::matmul_q_rows(v, ty, flat, rb, &prepared, now);
-            out = later;
-            g += n;
-        }
-    });
+    let item = (ty, Layout::X8, w, rows, cols, acts.m(), &prepared, y);
+    crate::qdot::run_products(v, std::iter::once(item), threads);
     Ok(())
 }
 
-/// The most activation rows that meet each interleaved group in turn
-/// (decode, a few sequences at once); more go through [`matmul_x8`]'s
-/// tiles in the file's layout.
-#[cfg(target_arch = "x86_64")]
-const GROUP_ROWS_MAX: usize = 4;
+/// Interleaved rows `w` (whole groups, `rb` bytes a row) into `out` in
+/// the file's layout: how the panels and AMX tiles read this layout, a
+/// panel of rows at a time into a buffer that stays in L2, just before
+/// they unpack it (so the memory stream stays under their arithmetic, as
+/// it is when they read the file's layout).
+pub(crate) fn to_file_layout(v: Verified, ty: GgmlType, rb: usize, w: &[u8], out: &mut [u8]) {
+    for (group, dst) in w.chunks_exact(ROWS * rb).zip(out.chunks_exact_mut(ROWS * rb)) {
+        deinterleave_group(v, ty, rb, group, dst);
+    }
+}
+
+/// The rows of `acts` from `acts.tiled()` on against the interleaved rows
+/// `w` (whole groups, `rb` bytes a row), into `out` (one slice a row of
+/// `acts`, one value a weight row): what `qdot::matmul_q_rows` leaves
+/// where neither panels nor AMX tiles take a product's rows (decode, and
+/// a few rows at once).
+///
+/// At the AVX-512 VNNI level each activation row meets each group in turn,
+/// in this layout's kernels. Elsewhere (a layout `WHALE_X8` forced) the
+/// rows go a tile at a time back in the file's layout, for the ordinary
+/// row kernels: correct, and slow (the tile is read before its arithmetic
+/// starts).
+pub(crate) fn matmul_rest(
+    v: Verified,
+    ty: GgmlType,
+    w: &[u8],
+    rb: usize,
+    acts: &crate::qdot::PreparedActs<'_>,
+    mut out: Vec<&mut [f32]>,
+) {
+    let groups = w.len() / (ROWS * rb);
+    let first = acts.tiled();
+    if out.len() <= first || groups == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(v.level(), crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx) {
+        let nb = rb / ty.type_size();
+        for g in 0..groups {
+            // The group, and the rest of the share after it to prefetch from.
+            let stream = &w[g * ROWS * rb..];
+            for (i, o) in out.iter_mut().enumerate().skip(first) {
+                // SAFETY: the level is verified; `stream` starts with
+                // eight whole rows of `ty` blocks (`check`) and the
+                // activation row has as many columns (`check_acts`).
+                let dots = unsafe {
+                    match ty {
+                        GgmlType::Q4_K => crate::rows8::q4_k_x8(stream, nb, acts.row(i)),
+                        GgmlType::Q6_K => crate::rows8::q6_k_x8(stream, nb, acts.row(i)),
+                        t => unreachable!("x8: {t} passed `check` without a kernel"),
+                    }
+                };
+                o[g * ROWS..(g + 1) * ROWS].copy_from_slice(&dots);
+            }
+        }
+        return;
+    }
+    // Only the AMX level tiles rows, and it has the kernels above.
+    debug_assert_eq!(first, 0);
+    let tile = (crate::qdot::W_TILE_BYTES / (ROWS * rb)).clamp(1, groups);
+    let mut scratch = vec![0u8; tile * ROWS * rb];
+    let mut g = 0;
+    while g < groups {
+        let n = tile.min(groups - g);
+        let flat = &mut scratch[..n * ROWS * rb];
+        to_file_layout(v, ty, rb, &w[g * ROWS * rb..(g + n) * ROWS * rb], flat);
+        let (now, later): (Vec<&mut [f32]>, Vec<&mut [f32]>) =
+            out.into_iter().map(|o| o.split_at_mut(n * ROWS)).unzip();
+        crate::qdot::matmul_q_rows(v, ty, Layout::File, flat, rb, acts, now);
+        out = later;
+        g += n;
+    }
+}

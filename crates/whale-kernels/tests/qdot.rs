@@ -54,6 +54,7 @@ use whale_kernels::blocks::*;
 use whale_kernels::q8::{
     quantize_row_q8_0, quantize_row_q8_0_ggml_ref, quantize_row_q8_1, quantize_row_q8_1_ggml_ref, quantize_row_q8_k,
 };
+use whale_kernels::x8::Layout;
 use whale_kernels::{
     dequantize_row, matmul_q, matmul_q_acts, quantize_acts, quantize_acts_into, quantize_acts_with, vec_dot_q,
     vec_dot_q_ref, vec_dot_q_with, vec_dot_type, GgmlType, KernelError, QuantizedActs, SimdLevel,
@@ -803,7 +804,7 @@ fn matmul_q_many_equals_each_product_alone() {
                 .iter()
                 .zip(&ws)
                 .zip(ys.iter_mut())
-                .map(|((&(wty, rows), w), y)| QProduct { wty, w, rows, y })
+                .map(|((&(wty, rows), w), y)| QProduct { wty, layout: Layout::File, w, rows, y })
                 .collect();
             matmul_q_many(&mut products, cols, &x, m, threads);
             drop(products);
@@ -847,7 +848,16 @@ fn matmul_q_each_equals_each_product_alone() {
                 .iter()
                 .zip(ws.iter().zip(&xs))
                 .zip(ys.iter_mut())
-                .map(|((&(wty, rows, cols), (w, x)), y)| QProductOwn { wty, w, rows, cols, m, x, y })
+                .map(|((&(wty, rows, cols), (w, x)), y)| QProductOwn {
+                    wty,
+                    layout: Layout::File,
+                    w,
+                    rows,
+                    cols,
+                    m,
+                    x,
+                    y,
+                })
                 .collect();
             matmul_q_each(&mut products, threads);
             drop(products);
@@ -887,7 +897,7 @@ fn matmul_q_each_with_own_row_counts() {
         .iter()
         .zip(ws.iter().zip(&xs))
         .zip(ys.iter_mut())
-        .map(|((&m, (w, x)), y)| QProductOwn { wty: GgmlType::Q4_K, w, rows, cols, m, x, y })
+        .map(|((&m, (w, x)), y)| QProductOwn { wty: GgmlType::Q4_K, layout: Layout::File, w, rows, cols, m, x, y })
         .collect();
     matmul_q_each(&mut products, 2);
     drop(products);

@@ -4,7 +4,10 @@
 //! the default level an AMX CPU runs long batches (128 or more activation
 //! rows for the 32-element types, 192 for Q6_K) on the tiles (`qdot.rs`
 //! checks those); this checks that the vector
-//! kernels still give the reference's bits at those batch sizes.
+//! kernels still give the reference's bits at those batch sizes, and that
+//! weights stored eight rows interleaved (`x8`) give them too, through the
+//! panels (which put each block back as they unpack it) and this layout's
+//! own row kernels.
 
 mod common;
 
@@ -36,4 +39,5 @@ fn whale_simd_avx512_forces_vector_kernels() {
             }
         }
     }
+    common::check_x8_matches_scalar(&mut rng);
 }

@@ -54,3 +54,99 @@ fn shapes_and_types_without_an_interleaved_layout_are_errors() {
     let err = x8::interleave_in_place(ty, 12, 256, &mut w).unwrap_err();
     assert!(err.to_string().contains("12 rows"), "{err}");
 }
+
+/// Interleaved and file-layout matrices together in one pool job
+/// (`matmul_q_many`, `matmul_q_each`, as the engine runs Q/K/V or the
+/// routed experts): every output is the bits of `matmul_q` on the matrix in
+/// the file's layout. 40 rows over 2 threads split 20 + 20 in the file's
+/// layout; interleaved, the shares must be whole groups (24 + 16), and a
+/// share of 20 would read half a group.
+#[test]
+fn interleaved_and_file_products_share_one_job() {
+    use whale_kernels::x8::Layout;
+    use whale_kernels::{matmul_q, matmul_q_each, matmul_q_many, QProduct, QProductOwn};
+    let mut rng = Rng::new(45);
+    let cols = 2048;
+    // (type, rows, layout): the Q6_K matrix of 24 rows stays in the file's
+    // layout, as a loader leaves a matrix it does not rewrite.
+    let specs = [
+        (GgmlType::Q4_K, 40, Layout::X8),
+        (GgmlType::Q6_K, 24, Layout::File),
+        (GgmlType::Q6_K, 40, Layout::X8),
+        (GgmlType::Q4_K, 8, Layout::X8),
+    ];
+    let file: Vec<Vec<u8>> =
+        specs.iter().map(|&(ty, rows, _)| (0..rows).flat_map(|_| random_row(&mut rng, ty, cols)).collect()).collect();
+    let stored: Vec<Vec<u8>> = specs
+        .iter()
+        .zip(&file)
+        .map(|(&(ty, rows, layout), w)| {
+            let mut w = w.clone();
+            if layout == Layout::X8 {
+                x8::interleave_in_place(ty, rows, cols, &mut w).unwrap();
+            }
+            w
+        })
+        .collect();
+    for m in [1, 2, 5, 17] {
+        let x = rng.vec_f32(m * cols);
+        let want: Vec<Vec<f32>> = specs
+            .iter()
+            .zip(&file)
+            .map(|(&(ty, rows, _), w)| {
+                let mut y = vec![0f32; m * rows];
+                matmul_q(ty, w, rows, cols, &x, m, &mut y, 1);
+                y
+            })
+            .collect();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for threads in [1, 2] {
+            let mut ys: Vec<Vec<f32>> = specs.iter().map(|s| vec![f32::NAN; m * s.1]).collect();
+            let mut products: Vec<QProduct<'_>> = specs
+                .iter()
+                .zip(&stored)
+                .zip(ys.iter_mut())
+                .map(|((&(wty, rows, layout), w), y)| QProduct { wty, layout, w, rows, y })
+                .collect();
+            matmul_q_many(&mut products, cols, &x, m, threads);
+            drop(products);
+            for (k, (y, w)) in ys.iter().zip(&want).enumerate() {
+                assert_eq!(bits(y), bits(w), "matmul_q_many: product {k} {:?}, m {m}, threads {threads}", specs[k]);
+            }
+
+            let mut ys: Vec<Vec<f32>> = specs.iter().map(|s| vec![f32::NAN; m * s.1]).collect();
+            let mut products: Vec<QProductOwn<'_>> = specs
+                .iter()
+                .zip(&stored)
+                .zip(ys.iter_mut())
+                .map(|((&(wty, rows, layout), w), y)| QProductOwn { wty, layout, w, rows, cols, m, x: &x, y })
+                .collect();
+            matmul_q_each(&mut products, threads);
+            drop(products);
+            for (k, (y, w)) in ys.iter().zip(&want).enumerate() {
+                assert_eq!(bits(y), bits(w), "matmul_q_each: product {k} {:?}, m {m}, threads {threads}", specs[k]);
+            }
+        }
+    }
+}
+
+/// One row of an interleaved matrix, put back in the file's layout, is the
+/// file's row; a row past the end is an error.
+#[test]
+fn a_row_of_an_interleaved_matrix_comes_back_as_in_the_file() {
+    let mut rng = Rng::new(46);
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        let (rows, cols) = (24, 512);
+        let rb = ty.row_bytes(cols).unwrap();
+        let w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, ty, cols)).collect();
+        let mut wx = w.clone();
+        x8::interleave_in_place(ty, rows, cols, &mut wx).unwrap();
+        let mut out = vec![0u8; rb];
+        for r in 0..rows {
+            x8::row_in_file_layout(ty, cols, &wx, r, &mut out).unwrap();
+            assert_eq!(out, w[r * rb..(r + 1) * rb], "{ty} row {r}");
+        }
+        assert!(x8::row_in_file_layout(ty, cols, &wx, rows, &mut out).is_err());
+        assert!(x8::row_in_file_layout(ty, cols, &wx[..rb * 12], 0, &mut out).is_err());
+    }
+}

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use whale_kernels::x8::{self, Layout};
 use whale_kernels::GgmlType;
 
 use crate::formats::storage::{ByteSlice, LoadMode, Storage};
@@ -197,6 +198,9 @@ pub struct TensorInfo {
     pub size: u64,
     /// The part of a split model that holds it (0 when not split).
     pub part: usize,
+    /// How its rows are held in memory: as in the file, unless
+    /// [`GgufFile::interleave_x8`] rewrote them.
+    pub layout: Layout,
 }
 
 impl TensorInfo {
@@ -224,6 +228,29 @@ struct Part {
     path: Option<PathBuf>,
     bytes: Storage,
     data_offset: u64,
+}
+
+/// Which of the byte ranges `(part, start, end)` overlap another's: in
+/// order of start, each checked against the furthest end before it (a
+/// range that overlaps any earlier one overlaps that one).
+fn overlapping(ranges: impl Iterator<Item = (usize, u64, u64)>) -> Vec<bool> {
+    let mut spans: Vec<(usize, u64, u64, usize)> = ranges.enumerate().map(|(i, (p, s, e))| (p, s, e, i)).collect();
+    spans.sort_unstable();
+    let mut shared = vec![false; spans.len()];
+    let mut furthest: Option<(usize, u64, usize)> = None; // (part, end, range)
+    for &(part, start, end, i) in &spans {
+        match furthest {
+            Some((p, e, j)) if p == part && start < e => {
+                shared[i] = true;
+                shared[j] = true;
+                if end > e {
+                    furthest = Some((part, end, i));
+                }
+            }
+            _ => furthest = Some((part, end, i)),
+        }
+    }
+    shared
 }
 
 /// `PREFIX-00001-of-00003.gguf` for part 0 of 3, as llama.cpp names parts.
@@ -588,7 +615,7 @@ impl GgufFile {
             if tensor_index.insert(name.clone(), tensors.len()).is_some() {
                 return Err(GgufError::DuplicateTensor(name));
             }
-            tensors.push(TensorInfo { name, dims, ty, offset, size, part: 0 });
+            tensors.push(TensorInfo { name, dims, ty, offset, size, part: 0, layout: Layout::File });
         }
         let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
         let parts = vec![Part { path: None, bytes, data_offset }];
@@ -655,6 +682,43 @@ impl GgufFile {
         let t = self.tensor(name).ok_or_else(|| GgufError::MissingTensor(name.to_string()))?;
         let r = self.range(t)?;
         Ok((t, self.parts[t.part].bytes.slice(r)))
+    }
+
+    /// Rewrites the matrices that `pick` chooses, and that can be, into
+    /// the layout of eight rows interleaved ([`whale_kernels::x8`]), in
+    /// memory, and marks them so ([`TensorInfo::layout`]): Q4_K and Q6_K
+    /// matrices (or stacks of them, such as a layer's experts) whose
+    /// matrices have a multiple of eight rows, in parts held in memory
+    /// ([`GgufFile::read_into_memory`], or built from bytes) that nothing
+    /// else shares yet. A tensor in a mapped part, one that lies outside
+    /// its part, or one whose bytes another tensor's overlap, stays as it
+    /// is. Returns how many were rewritten.
+    pub fn interleave_x8(&mut self, pick: impl Fn(&TensorInfo) -> bool) -> usize {
+        // Tensors whose bytes overlap another's (a crafted file): rewriting
+        // one would scramble the other.
+        let shared = overlapping(self.tensors.iter().map(|t| (t.part, t.offset, t.offset.saturating_add(t.size))));
+        let mut done = 0;
+        for (i, &shared) in shared.iter().enumerate() {
+            let t = &self.tensors[i];
+            if shared {
+                continue;
+            }
+            let (cols, rows) = match t.dims[..] {
+                [c, r] | [c, r, _] => (c as usize, r as usize),
+                _ => continue,
+            };
+            if t.layout != Layout::File || !x8::fits(t.ty, rows, cols) || !pick(t) {
+                continue;
+            }
+            let Ok(range) = self.range(t) else { continue };
+            let (ty, all_rows) = (t.ty, (t.n_elements() / cols.max(1) as u64) as usize);
+            let Some(bytes) = self.parts[t.part].bytes.get_mut() else { continue };
+            if x8::interleave_in_place(ty, all_rows, cols, &mut bytes[range]).is_ok() {
+                self.tensors[i].layout = Layout::X8;
+                done += 1;
+            }
+        }
+        done
     }
 
     /// Check that every tensor lies inside the file; the first that does not is
@@ -755,6 +819,33 @@ mod tests {
         let e = g.read_into_memory().unwrap_err().to_string();
         assert!(e.contains("changed while it was loaded"), "{e}");
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// `overlapping` against every pair compared, on random ranges (some
+    /// empty, in two parts).
+    #[test]
+    fn overlapping_ranges_are_those_that_share_a_byte_with_another() {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % n
+        };
+        for _ in 0..500 {
+            let ranges: Vec<(usize, u64, u64)> = (0..next(8))
+                .map(|_| {
+                    let (start, len) = (next(60), next(20));
+                    (next(2) as usize, start, start + len)
+                })
+                .collect();
+            let want: Vec<bool> = ranges
+                .iter()
+                .enumerate()
+                .map(|(i, a)| ranges.iter().enumerate().any(|(j, b)| i != j && a.0 == b.0 && a.1 < b.2 && b.1 < a.2))
+                .collect();
+            assert_eq!(overlapping(ranges.iter().copied()), want, "{ranges:?}");
+        }
     }
 
     #[test]

@@ -65,7 +65,15 @@ impl GgufWriter {
         let size = (n / ty.block_size() as u64).checked_mul(ty.type_size() as u64).ok_or_else(|| err("too large"))?;
         let offset = align(self.data_len);
         self.data_len = offset + size;
-        self.tensors.push(TensorInfo { name: name.to_string(), dims: dims.to_vec(), ty, offset, size, part: 0 });
+        self.tensors.push(TensorInfo {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            ty,
+            offset,
+            size,
+            part: 0,
+            layout: whale_kernels::x8::Layout::File,
+        });
         Ok(self.tensors.last().expect("just pushed"))
     }
 

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 enum Backing {
     Mapped(memmap2::Mmap),
+    /// A file read whole into anonymous memory ([`LoadMode::Read`]).
+    Read(memmap2::MmapMut),
     Owned(Vec<u8>),
 }
 
@@ -61,12 +63,24 @@ impl Storage {
                 let _ = mem.advise(memmap2::Advice::HugePage);
                 let mut f = file;
                 f.read_exact(&mut mem)?;
-                Ok(Storage::mapped(mem.make_read_only()?))
+                Ok(Storage(Arc::new(Backing::Read(mem))))
             }
         }
     }
     pub fn owned(v: Vec<u8>) -> Storage {
         Storage(Arc::new(Backing::Owned(v)))
+    }
+
+    /// The bytes, writable, when they are in memory (read in, or owned)
+    /// and no other `Storage` or [`ByteSlice`] shares them: `None` for a
+    /// file's mapping, or while anything else can read them. For rewriting
+    /// weights at load, before any model holds them.
+    pub fn get_mut(&mut self) -> Option<&mut [u8]> {
+        match Arc::get_mut(&mut self.0)? {
+            Backing::Mapped(_) => None,
+            Backing::Read(m) => Some(m),
+            Backing::Owned(v) => Some(v),
+        }
     }
     /// A window into this storage. Panics if `r` is out of bounds: callers
     /// check ranges against the length first (see `GgufFile::range`).
@@ -81,6 +95,7 @@ impl Deref for Storage {
     fn deref(&self) -> &[u8] {
         match &*self.0 {
             Backing::Mapped(m) => m,
+            Backing::Read(m) => m,
             Backing::Owned(v) => v,
         }
     }
@@ -107,7 +122,7 @@ impl ByteSlice {
     /// whole file read in by [`LoadMode::Read`]), not a buffer converted at
     /// load time.
     pub fn is_mapped(&self) -> bool {
-        matches!(&*self.storage.0, Backing::Mapped(_))
+        matches!(&*self.storage.0, Backing::Mapped(_) | Backing::Read(_))
     }
 
     /// Asks the kernel to read these bytes in ahead of use (`madvise`

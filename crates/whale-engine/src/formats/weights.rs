@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use whale_kernels::x8::Layout;
 use whale_kernels::GgmlType;
 
 use crate::formats::gguf::{GgufError, GgufFile};
@@ -44,6 +45,8 @@ pub struct TensorView {
     pub ty: GgmlType,
     pub shape: Vec<usize>,
     pub data: ByteSlice,
+    /// How the rows of `data` are stored (see [`GgufFile::interleave_x8`]).
+    pub layout: Layout,
     /// For FP8 kept as FP8 ([`GgmlType::F8_E4M3`], 2-D): the 128×128 block
     /// scales, `[ceil(rows/128), ceil(cols/128)]` row-major.
     pub scales: Option<Arc<[f32]>>,
@@ -64,8 +67,16 @@ impl TensorView {
             }
             return Ok(out);
         }
-        whale_kernels::dequantize_row(self.ty, &self.data, &mut out)
-            .map_err(|e| WeightError::Bad { name: self.name.clone(), msg: e.to_string() })?;
+        let bad = |e: whale_kernels::KernelError| WeightError::Bad { name: self.name.clone(), msg: e.to_string() };
+        match self.layout {
+            Layout::File => whale_kernels::dequantize_row(self.ty, &self.data, &mut out).map_err(bad)?,
+            Layout::X8 => {
+                let cols = *self.shape.last().unwrap_or(&1);
+                let mut file = self.data.to_vec();
+                whale_kernels::x8::deinterleave_in_place(self.ty, n / cols.max(1), cols, &mut file).map_err(bad)?;
+                whale_kernels::dequantize_row(self.ty, &file, &mut out).map_err(bad)?;
+            }
+        }
         Ok(out)
     }
 }
@@ -236,6 +247,7 @@ fn attach_fp8(
             ty: GgmlType::F8_E4M3,
             shape: t.shape,
             data: t.data,
+            layout: Layout::File,
             scales: Some(scales.clone()),
         };
         let view = match mode {
@@ -249,11 +261,19 @@ fn attach_fp8(
                     m.dequantize_row(r, &mut row);
                     q.extend(whale_kernels::quantize_acts(GgmlType::Q8_0, &row, 1, cols).ggml_row(0));
                 }
-                TensorView { name, ty: GgmlType::Q8_0, shape: kept.shape, data: ByteSlice::from_vec(q), scales: None }
+                TensorView {
+                    name,
+                    ty: GgmlType::Q8_0,
+                    shape: kept.shape,
+                    data: ByteSlice::from_vec(q),
+                    layout: Layout::File,
+                    scales: None,
+                }
             }
             _ => {
                 let out: Vec<u8> = kept.to_f32()?.iter().flat_map(|v| v.to_le_bytes()).collect();
-                TensorView { name, ty: GgmlType::F32, shape: kept.shape, data: ByteSlice::from_vec(out), scales: None }
+                let data = ByteSlice::from_vec(out);
+                TensorView { name, ty: GgmlType::F32, shape: kept.shape, data, layout: Layout::File, scales: None }
             }
         };
         tensors.insert(view.name.clone(), view);
@@ -308,7 +328,7 @@ fn read_safetensors(
         let data = storage.slice(data_start + s..data_start + e);
         match ty {
             Some(ty) => {
-                out.insert(name.clone(), TensorView { name, ty, shape, data, scales: None });
+                out.insert(name.clone(), TensorView { name, ty, shape, data, layout: Layout::File, scales: None });
             }
             None => {
                 fp8.insert(name, Fp8Tensor { shape, data });
@@ -367,7 +387,8 @@ impl WeightStore {
                 let Some(_) = g.tensor(&name.gguf) else { return Ok(None) };
                 let (info, data) = g.tensor_slice(&name.gguf)?;
                 let shape = info.dims.iter().rev().map(|&d| d as usize).collect();
-                Ok(Some(TensorView { name: name.gguf.clone(), ty: info.ty, shape, data, scales: None }))
+                let (ty, layout) = (info.ty, info.layout);
+                Ok(Some(TensorView { name: name.gguf.clone(), ty, shape, data, layout, scales: None }))
             }
             WeightStore::Hf(h) => Ok(h.tensors.get(&name.hf).cloned()),
         }
@@ -449,6 +470,7 @@ mod tests {
                 ty: GgmlType::F32,
                 shape: scale_shape,
                 data: ByteSlice::from_vec(scales),
+                layout: Layout::File,
                 scales: None,
             },
         );
@@ -502,6 +524,7 @@ mod tests {
                 ty: GgmlType::F32,
                 shape: vec![1, 2],
                 data: ByteSlice::from_vec(scales),
+                layout: Layout::File,
                 scales: None,
             },
         );

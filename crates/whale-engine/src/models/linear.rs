@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use whale_kernels::fp8::Fp8Matrix;
+use whale_kernels::x8::Layout;
 use whale_kernels::GgmlType;
 
 use crate::formats::names;
@@ -20,6 +21,10 @@ pub struct Linear {
     /// Input features.
     pub cols: usize,
     pub data: ByteSlice,
+    /// How the rows of `data` are stored: as in the file, or eight at a
+    /// time interleaved for the decode kernels (rewritten so at load, see
+    /// `GgufFile::interleave_x8`).
+    pub layout: Layout,
     pub bias: Option<Vec<f32>>,
     /// FP8 weights ([`GgmlType::F8_E4M3`]) only: their block scales.
     pub fp8: Option<Fp8Scales>,
@@ -42,20 +47,35 @@ impl Linear {
     pub fn from_view(t: TensorView, bias: Option<Vec<f32>>) -> Linear {
         let (rows, cols) = (t.shape[0], t.shape[1]);
         let fp8 = t.scales.map(|scales| Fp8Scales { scales, row0: 0 });
-        Linear { ty: t.ty, rows, cols, data: t.data, bias, fp8 }
+        Linear { ty: t.ty, rows, cols, data: t.data, layout: t.layout, bias, fp8 }
     }
 
-    /// Rows `r0..r0 + n` of a 2-D (or flattened 3-D) tensor, without copying.
+    /// Rows `r0..r0 + n` of a 2-D (or flattened 3-D) tensor, without
+    /// copying, unless the tensor's rows are interleaved and the slice cuts
+    /// a group of eight: then its rows are copied out in the file's layout.
     pub fn row_slice(t: &TensorView, r0: usize, n: usize, cols: usize) -> Linear {
         let rb = t.ty.row_bytes(cols).expect("checked by WeightStore");
         let fp8 = t.scales.clone().map(|scales| Fp8Scales { scales, row0: r0 });
-        Linear { ty: t.ty, rows: n, cols, data: t.data.sub(r0 * rb..(r0 + n) * rb), bias: None, fp8 }
+        let groups = whale_kernels::x8::ROWS;
+        let (data, layout) = match t.layout {
+            Layout::X8 if !(r0.is_multiple_of(groups) && n.is_multiple_of(groups)) => {
+                let mut rows = vec![0u8; n * rb];
+                for (k, out) in rows.chunks_exact_mut(rb).enumerate() {
+                    whale_kernels::x8::row_in_file_layout(t.ty, cols, &t.data, r0 + k, out)
+                        .expect("an interleaved tensor holds whole groups of its rows");
+                }
+                (ByteSlice::from_vec(rows), Layout::File)
+            }
+            layout => (t.data.sub(r0 * rb..(r0 + n) * rb), layout),
+        };
+        Linear { ty: t.ty, rows: n, cols, data, layout, bias: None, fp8 }
     }
 
     /// An owned f32 matrix.
     pub fn from_f32(rows: usize, cols: usize, data: &[f32]) -> Linear {
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Linear { ty: GgmlType::F32, rows, cols, data: ByteSlice::from_vec(bytes), bias: None, fp8: None }
+        let data = ByteSlice::from_vec(bytes);
+        Linear { ty: GgmlType::F32, rows, cols, data, layout: Layout::File, bias: None, fp8: None }
     }
 
     /// The weights as an FP8 matrix; `None` unless they are FP8.
@@ -90,10 +110,19 @@ impl Linear {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
                 whale_kernels::matmul(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads)
             }
+            _ if self.layout == Layout::X8 => {
+                let mut p = [self.product(&mut y)];
+                whale_kernels::matmul_q_many(&mut p, self.cols, x, m, threads)
+            }
             _ => whale_kernels::matmul_q(self.ty, &self.data, self.rows, self.cols, x, m, &mut y, threads),
         }
         self.add_bias(&mut y);
         y
+    }
+
+    /// This matrix as one product of `matmul_q_many`, into `y`.
+    fn product<'a>(&'a self, y: &'a mut [f32]) -> whale_kernels::QProduct<'a> {
+        whale_kernels::QProduct { wty: self.ty, layout: self.layout, w: &self.data, rows: self.rows, y }
     }
 
     /// Adds the bias, if any, to every row of `y` (`[m, rows]`).
@@ -147,11 +176,8 @@ impl Linear {
         }
         let m = spans.last().map_or(0, |s| s.end);
         let mut ys: Vec<Vec<f32>> = lins.iter().map(|l| vec![0f32; m * l.rows]).collect();
-        let mut products: Vec<whale_kernels::QProduct<'_>> = lins
-            .iter()
-            .zip(ys.iter_mut())
-            .map(|(l, y)| whale_kernels::QProduct { wty: l.ty, w: &l.data, rows: l.rows, y })
-            .collect();
+        let mut products: Vec<whale_kernels::QProduct<'_>> =
+            lins.iter().zip(ys.iter_mut()).map(|(l, y)| l.product(y)).collect();
         whale_kernels::matmul_q_many(&mut products, first.cols, x, m, threads);
         drop(products);
         for (l, y) in lins.iter().zip(ys.iter_mut()) {
@@ -226,6 +252,7 @@ impl Linear {
             .zip(ys.iter_mut())
             .map(|(((l, x), &m), y)| whale_kernels::QProductOwn {
                 wty: l.ty,
+                layout: l.layout,
                 w: &l.data,
                 rows: l.rows,
                 cols: l.cols,
@@ -256,6 +283,12 @@ impl Linear {
             return w.dequantize_row(r, out);
         }
         let rb = self.ty.row_bytes(self.cols).expect("shape checked at load");
+        if self.layout == Layout::X8 {
+            let mut row = vec![0u8; rb];
+            whale_kernels::x8::row_in_file_layout(self.ty, self.cols, &self.data, r, &mut row)
+                .expect("an interleaved matrix holds whole groups of rows");
+            return whale_kernels::dequantize_row(self.ty, &row, out).expect("shape checked at load");
+        }
         whale_kernels::dequantize_row(self.ty, &self.data[r * rb..(r + 1) * rb], out).expect("shape checked at load");
     }
 }
@@ -352,7 +385,8 @@ mod tests {
             bytes.extend_from_slice(&0x2400u16.to_le_bytes());
             bytes.extend((0..32).map(|_| next() as u8));
         }
-        Linear { ty: GgmlType::Q8_0, rows, cols, data: ByteSlice::from_vec(bytes), bias: None, fp8: None }
+        let data = ByteSlice::from_vec(bytes);
+        Linear { ty: GgmlType::Q8_0, rows, cols, data, layout: Layout::File, bias: None, fp8: None }
     }
 
     #[test]

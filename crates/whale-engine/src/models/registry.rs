@@ -107,6 +107,7 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
             g.retain_metadata(|k, v| !(k.starts_with("tokenizer.ggml.") && matches!(v, MetaValue::Array(_))));
             trim_heap();
             g.read_into_memory().map_err(crate::formats::weights::WeightError::from)?;
+            interleave(&mut g);
             WeightStore::Gguf(g)
         }
         (mode, store) => {
@@ -117,6 +118,17 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
     };
     let model = load_weights(&store, &arch_name, opts)?;
     Ok(LoadedModel { model, tokenizer })
+}
+
+/// Stores the Q4_K and Q6_K matrices of a GGUF held in memory eight rows
+/// interleaved, where this CPU's decode kernels take that layout
+/// ([`whale_kernels::x8::chosen`]): a decode reads one stream of words
+/// instead of eight rows' and transposes nothing. Every reader of a
+/// `Linear` or `TensorView` knows its layout; a mapped file stays as it is.
+fn interleave(g: &mut GgufFile) {
+    if whale_kernels::x8::chosen() {
+        g.interleave_x8(|_| true);
+    }
 }
 
 /// Hands the heap's free pages back to the system (glibc's `malloc_trim`;
@@ -137,6 +149,8 @@ pub fn load_gguf(g: GgufFile, opts: LoadOptions) -> Result<LoadedModel, ModelErr
     let arch =
         g.architecture().ok_or_else(|| ModelError::Config("GGUF has no general.architecture".into()))?.to_string();
     let tokenizer = Tokenizer::from_gguf(&g)?;
+    let mut g = g;
+    interleave(&mut g);
     let store = WeightStore::Gguf(g);
     let model = load_weights(&store, &arch, opts)?;
     Ok(LoadedModel { model, tokenizer })
