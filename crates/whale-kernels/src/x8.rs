@@ -58,18 +58,6 @@ pub fn supports(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
 }
 
-/// Where the bytes of row `r`'s block go in the group's block of
-/// `bs`-byte blocks: word w (bytes `4w..4w + 4`) at `32w + 4r` for the
-/// whole 4-byte words, then the bytes past the last whole word (Q6_K's
-/// 210-byte blocks end in the two bytes of `d`) row by row. Returns the
-/// byte ranges of row r's block and of the group block that hold each
-/// other, words first, then the tail.
-fn places(bs: usize, r: usize) -> impl Iterator<Item = (core::ops::Range<usize>, core::ops::Range<usize>)> {
-    let (words, tail) = (bs / 4, bs % 4);
-    let word = move |w: usize| (4 * w..4 * w + 4, 32 * w + 4 * r..32 * w + 4 * r + 4);
-    (0..words).map(word).chain(core::iter::once((4 * words..bs, 32 * words + tail * r..32 * words + tail * (r + 1))))
-}
-
 /// The checks every entry point makes: a supported type, whole blocks,
 /// whole groups of rows, and `bytes` the matrix's encoded size. Returns the
 /// bytes of one row.
@@ -92,21 +80,114 @@ fn check(ty: GgmlType, rows: usize, cols: usize, bytes: usize) -> Result<usize, 
 /// of eight rows.
 pub fn interleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u8]) -> Result<(), KernelError> {
     let rb = check(ty, rows, cols, data.len())?;
-    let bs = ty.type_size();
+    let v = Verified::active();
     let mut scratch = vec![0u8; ROWS * rb];
     for group in data.chunks_exact_mut(ROWS * rb) {
         scratch.copy_from_slice(group);
-        for b in 0..rb / bs {
-            let out = &mut group[b * ROWS * bs..(b + 1) * ROWS * bs];
-            for r in 0..ROWS {
-                let blk = &scratch[r * rb + b * bs..r * rb + (b + 1) * bs];
-                for (from, to) in places(bs, r) {
-                    out[to].copy_from_slice(&blk[from]);
-                }
+        interleave_group(v, ty, rb, &scratch, group);
+    }
+    Ok(())
+}
+
+/// Eight rows in the file's layout (`rows`, row r at `r * rb`) into one
+/// interleaved group (`out`), the inverse of [`deinterleave_group`] and
+/// the same transposes (an 8×8 transpose of words is its own inverse): a
+/// model's weights are rewritten this way at load.
+fn interleave_group(v: Verified, ty: GgmlType, rb: usize, rows: &[u8], out: &mut [u8]) {
+    let bs = ty.type_size();
+    assert!(rows.len() >= ROWS * rb && out.len() >= ROWS * rb && rb.is_multiple_of(bs), "x8: a whole group");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2(v) {
+        // SAFETY: AVX2 is verified; the lengths are checked above.
+        return unsafe { interleave_group_avx2(bs, rb, rows, out) };
+    }
+    let _ = v;
+    let (words, tail) = (bs / 4, bs % 4);
+    for b in 0..rb / bs {
+        let dst = &mut out[b * ROWS * bs..(b + 1) * ROWS * bs];
+        for r in 0..ROWS {
+            let blk = &rows[r * rb + b * bs..r * rb + (b + 1) * bs];
+            for w in 0..words {
+                let word: [u8; 4] = blk[4 * w..4 * w + 4].try_into().expect("four bytes");
+                dst[32 * w + 4 * r..32 * w + 4 * r + 4].copy_from_slice(&word);
+            }
+            for t in 0..tail {
+                dst[32 * words + tail * r + t] = blk[4 * words + t];
             }
         }
     }
-    Ok(())
+}
+
+/// [`interleave_group`] where the CPU has AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2; `rows` and `out` hold eight rows of `rb` bytes,
+/// whole blocks of `bs`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn interleave_group_avx2(bs: usize, rb: usize, rows: &[u8], out: &mut [u8]) {
+    use core::arch::x86_64::*;
+    let (words, tail) = (bs / 4, bs % 4);
+    let wide = words / 8 * 8;
+    for b in 0..rb / bs {
+        let dst = &mut out[b * ROWS * bs..(b + 1) * ROWS * bs];
+        let at = |r: usize, w: usize| r * rb + b * bs + 4 * w;
+        for w in (0..wide).step_by(8) {
+            // SAFETY: 32 bytes of row r's block (4w + 32 <= bs), inside `rows`.
+            let x: [__m256i; ROWS] =
+                core::array::from_fn(|r| unsafe { _mm256_loadu_si256(rows[at(r, w)..at(r, w) + 32].as_ptr().cast()) });
+            for (k, t) in crate::avx2_q8::transpose_8x8_i32(x).into_iter().enumerate() {
+                // SAFETY: 32 bytes inside `dst`: word w + k of the eight rows.
+                unsafe { _mm256_storeu_si256(dst[32 * (w + k)..32 * (w + k) + 32].as_mut_ptr().cast(), t) };
+            }
+        }
+        let mut from = wide;
+        if words - wide == 4 {
+            // Rows r and r + 4's last four words in one vector each, then
+            // transposed within the 128-bit halves: result t is word
+            // wide + t of rows 0..4 then 4..8.
+            // SAFETY: 16 bytes of rows r and r + 4's blocks, inside `rows`.
+            let x: [__m256i; 4] = core::array::from_fn(|r| unsafe {
+                _mm256_inserti128_si256::<1>(
+                    _mm256_castsi128_si256(_mm_loadu_si128(rows[at(r, wide)..at(r, wide) + 16].as_ptr().cast())),
+                    _mm_loadu_si128(rows[at(r + 4, wide)..at(r + 4, wide) + 16].as_ptr().cast()),
+                )
+            });
+            let t0 = _mm256_unpacklo_epi32(x[0], x[1]);
+            let t1 = _mm256_unpackhi_epi32(x[0], x[1]);
+            let t2 = _mm256_unpacklo_epi32(x[2], x[3]);
+            let t3 = _mm256_unpackhi_epi32(x[2], x[3]);
+            let ws = [
+                _mm256_unpacklo_epi64(t0, t2),
+                _mm256_unpackhi_epi64(t0, t2),
+                _mm256_unpacklo_epi64(t1, t3),
+                _mm256_unpackhi_epi64(t1, t3),
+            ];
+            for (k, t) in ws.into_iter().enumerate() {
+                // SAFETY: 32 bytes inside `dst`: word wide + k of the eight rows.
+                unsafe { _mm256_storeu_si256(dst[32 * (wide + k)..32 * (wide + k) + 32].as_mut_ptr().cast(), t) };
+            }
+            from = words;
+        }
+        for r in 0..ROWS {
+            for w in from..words {
+                let word: [u8; 4] = rows[at(r, w)..at(r, w) + 4].try_into().expect("four bytes");
+                dst[32 * w + 4 * r..32 * w + 4 * r + 4].copy_from_slice(&word);
+            }
+            for t in 0..tail {
+                dst[32 * words + tail * r + t] = rows[at(r, words) + t];
+            }
+        }
+    }
+}
+
+/// Whether `v`'s level has AVX2 (for the transposes).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2(v: Verified) -> bool {
+    matches!(
+        v.level(),
+        crate::dispatch::SimdLevel::Avx2Fma | crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx
+    )
 }
 
 /// The inverse of [`interleave_in_place`]: `data` back in the file's layout.
@@ -122,7 +203,8 @@ pub fn deinterleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut 
 }
 
 /// One interleaved group of eight rows (`group`) into `out` in the file's
-/// layout (row r at `r * rb`): the `places` of each row. Where the CPU has
+/// layout (row r at `r * rb`): word w of row r's block b from byte `32w +
+/// 4r` of the group's block b, the tail row by row. Where the CPU has
 /// AVX2 (`v`: this CPU's level), eight whole words of the eight rows at a
 /// time (an 8×8 transpose in registers), the four left a 4×8 transpose
 /// (both types leave four), and the tail (Q6_K's `d`) two bytes a row: a
@@ -132,10 +214,7 @@ fn deinterleave_group(v: Verified, ty: GgmlType, rb: usize, group: &[u8], out: &
     let bs = ty.type_size();
     assert!(group.len() >= ROWS * rb && out.len() >= ROWS * rb && rb.is_multiple_of(bs), "x8: a whole group");
     #[cfg(target_arch = "x86_64")]
-    if matches!(
-        v.level(),
-        crate::dispatch::SimdLevel::Avx2Fma | crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx
-    ) {
+    if has_avx2(v) {
         // SAFETY: AVX2 is verified; the lengths are checked above.
         return unsafe { deinterleave_group_avx2(bs, rb, group, out) };
     }
@@ -150,9 +229,9 @@ fn deinterleave_group(v: Verified, ty: GgmlType, rb: usize, group: &[u8], out: &
 }
 
 /// Row `r`'s words `from..` of one interleaved block `src` and its tail
-/// into its block `blk`, in copies of a length the compiler knows (a
-/// `places` range each was a `memcpy` call a word, which held a prefill's
-/// tiles to 5-7 GB/s).
+/// into its block `blk`, in copies of a length the compiler knows (a range
+/// of a length it did not know was a `memcpy` call a word, which held a
+/// prefill's tiles to 5-7 GB/s).
 #[inline(always)]
 fn words_and_tail(src: &[u8], blk: &mut [u8], r: usize, from: usize) {
     let (words, tail) = (blk.len() / 4, blk.len() % 4);
