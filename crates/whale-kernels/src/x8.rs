@@ -29,21 +29,35 @@
 //! core's arithmetic, not memory, holds a decode (AMD Zen 4, whose two
 //! threads read 55–65 GB/s).
 //!
-//! [`matmul_x8`] takes any number of activation rows: up to
-//! `GROUP_ROWS_MAX` meet each group in turn; more (a prefill) go through
-//! tiles of rows put back in the file's layout in a scratch buffer, for
-//! the panels and AMX tiles, which reuse each weight byte for every row. At
-//! 512 rows that costs Q4_K 0–2 % and Q6_K 4–7 % against the file's layout
-//! (`x8_bw 2 20 2048 TYPE 512`). The engine does not store its weights this
-//! way yet (see `docs/speed-log.md`).
+//! Any product takes a matrix in this layout ([`Layout::X8`] in
+//! `QProduct`, `QProductOwn`, or [`matmul_x8`]), for any number of
+//! activation rows, with the bits of the file's layout:
+//! - fewer rows than the panels take (decode, a few sequences at once) meet
+//!   each group in turn in this layout's kernels (`matmul_rest`);
+//! - the panels (a prefill) put block b of each group of a panel back in
+//!   the file's layout just before they unpack it, a few KiB in L1, so the
+//!   memory stream stays under their arithmetic; the AMX tiles a tile of
+//!   rows at a time;
+//! - where the CPU has no kernels for this layout, the row kernels take a
+//!   tile of rows put back at a time: correct, and slow for decode (Q4_K
+//!   at the AVX2 level 4 GB/s from L2 against 20 in the file's layout), so
+//!   a loader stores matrices this way only where [`chosen`] says so.
+//!
+//! Measured with `examples/x8_bw` at 2 threads on the Xeon of stop 44
+//! (AVX-512 VNNI level), against the file's layout, alternating: at 7168
+//! columns, 30 MB (from L3), 16 rows Q4_K 5.1 against 5.5 GB/s and Q6_K
+//! 5.9 against 6.5; 128 rows 1-3 % slower, 512 rows 0-1 %. Q6_K with 4 to
+//! 11 rows is the case this layout costs most: at 2048 columns from memory,
+//! 4 rows 13.5 against 19.1 GB/s (2 rows 22.5 against 23.1, 3 rows 17.2
+//! against 15.4), since the file's layout has row kernels that unpack a
+//! weight row once for several activation rows and these kernels do not.
+//!
+//! The engine stores the Q4_K and Q6_K matrices of a GGUF read into memory
+//! this way where [`chosen`] (`GgufFile::interleave_x8`, models::load).
 //!
 //! Types: Q4_K and Q6_K ([`supports`]). Results are the bits of the scalar
-//! reference (`vec_dot_q_ref`) of each row, at every level: the kernel at
-//! the AVX-512 VNNI level is `rows8::q4_k`'s or `q6_k`'s arithmetic;
-//! elsewhere the rows are put back in the file's layout a tile at a time,
-//! as for a prefill, and the ordinary kernels run: correct but slow for
-//! decode (Q4_K at the AVX2 level 4 GB/s from L2 against 20 in the file's
-//! layout), so a matrix belongs in this layout only where the kernels are.
+//! reference (`vec_dot_q_ref`) of each row, at every level: the kernels at
+//! the AVX-512 VNNI level are `rows8::q4_k`'s and `q6_k`'s arithmetic.
 
 use crate::dispatch::Verified;
 use crate::error::KernelError;
