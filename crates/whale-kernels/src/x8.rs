@@ -93,241 +93,176 @@ fn check(ty: GgmlType, rows: usize, cols: usize, bytes: usize) -> Result<usize, 
 /// into the interleaved layout, a group at a time through a scratch buffer
 /// of eight rows.
 pub fn interleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u8]) -> Result<(), KernelError> {
+    in_place(ty, rows, cols, data, Way::ToX8)
+}
+
+/// The inverse of [`interleave_in_place`]: `data` back in the file's layout.
+pub fn deinterleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u8]) -> Result<(), KernelError> {
+    in_place(ty, rows, cols, data, Way::ToFile)
+}
+
+fn in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u8], way: Way) -> Result<(), KernelError> {
     let rb = check(ty, rows, cols, data.len())?;
     let v = Verified::active();
     let mut scratch = vec![0u8; ROWS * rb];
     for group in data.chunks_exact_mut(ROWS * rb) {
         scratch.copy_from_slice(group);
-        interleave_group(v, ty, rb, &scratch, group);
+        move_group(v, ty, rb, &scratch, group, way);
     }
     Ok(())
 }
 
-/// Eight rows in the file's layout (`rows`, row r at `r * rb`) into one
-/// interleaved group (`out`), the inverse of [`deinterleave_group`] and
-/// the same transposes (an 8×8 transpose of words is its own inverse): a
-/// model's weights are rewritten this way at load.
-fn interleave_group(v: Verified, ty: GgmlType, rb: usize, rows: &[u8], out: &mut [u8]) {
+/// Which way [`move_group`] moves eight rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// From the file's layout (row r at `r * rb`) into one interleaved group.
+    ToX8,
+    /// From one interleaved group back into the file's layout.
+    ToFile,
+}
+
+/// Eight rows of `rb` bytes from `src` into `dst`, `way` round: word w of
+/// row r's block b (bytes `r * rb + b * bs + 4w..`) is word w of the
+/// group's block b at byte `32w + 4r` (`b * 8 * bs` on), and the bytes past
+/// a block's last whole word (Q6_K's `d`) follow row by row. Where the CPU
+/// has AVX2 (`v`: this CPU's level) eight whole words of the eight rows go
+/// at a time through an 8×8 transpose in registers (its own inverse, so
+/// both ways are the same code), the four left (both types leave four)
+/// through a 4×8 one: a prefill puts every panel of rows back this way, so
+/// it must cost little beside the panel's unpacking, and a load rewrites
+/// every matrix this way.
+fn move_group(v: Verified, ty: GgmlType, rb: usize, src: &[u8], dst: &mut [u8], way: Way) {
     let bs = ty.type_size();
-    assert!(rows.len() >= ROWS * rb && out.len() >= ROWS * rb && rb.is_multiple_of(bs), "x8: a whole group");
+    assert!(src.len() >= ROWS * rb && dst.len() >= ROWS * rb && rb.is_multiple_of(bs), "x8: a whole group");
     #[cfg(target_arch = "x86_64")]
-    if has_avx2(v) {
-        // SAFETY: AVX2 is verified; the lengths are checked above.
-        return unsafe { interleave_group_avx2(bs, rb, rows, out) };
-    }
-    let _ = v;
-    let (words, tail) = (bs / 4, bs % 4);
-    for b in 0..rb / bs {
-        let dst = &mut out[b * ROWS * bs..(b + 1) * ROWS * bs];
-        for r in 0..ROWS {
-            let blk = &rows[r * rb + b * bs..r * rb + (b + 1) * bs];
-            for w in 0..words {
-                let word: [u8; 4] = blk[4 * w..4 * w + 4].try_into().expect("four bytes");
-                dst[32 * w + 4 * r..32 * w + 4 * r + 4].copy_from_slice(&word);
-            }
-            for t in 0..tail {
-                dst[32 * words + tail * r + t] = blk[4 * words + t];
-            }
-        }
-    }
-}
-
-/// [`interleave_group`] where the CPU has AVX2.
-///
-/// # Safety
-/// The CPU must have AVX2; `rows` and `out` hold eight rows of `rb` bytes,
-/// whole blocks of `bs`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn interleave_group_avx2(bs: usize, rb: usize, rows: &[u8], out: &mut [u8]) {
-    use core::arch::x86_64::*;
-    let (words, tail) = (bs / 4, bs % 4);
-    let wide = words / 8 * 8;
-    for b in 0..rb / bs {
-        let dst = &mut out[b * ROWS * bs..(b + 1) * ROWS * bs];
-        let at = |r: usize, w: usize| r * rb + b * bs + 4 * w;
-        for w in (0..wide).step_by(8) {
-            // SAFETY: 32 bytes of row r's block (4w + 32 <= bs), inside `rows`.
-            let x: [__m256i; ROWS] =
-                core::array::from_fn(|r| unsafe { _mm256_loadu_si256(rows[at(r, w)..at(r, w) + 32].as_ptr().cast()) });
-            for (k, t) in crate::avx2_q8::transpose_8x8_i32(x).into_iter().enumerate() {
-                // SAFETY: 32 bytes inside `dst`: word w + k of the eight rows.
-                unsafe { _mm256_storeu_si256(dst[32 * (w + k)..32 * (w + k) + 32].as_mut_ptr().cast(), t) };
-            }
-        }
-        let mut from = wide;
-        if words - wide == 4 {
-            // Rows r and r + 4's last four words in one vector each, then
-            // transposed within the 128-bit halves: result t is word
-            // wide + t of rows 0..4 then 4..8.
-            // SAFETY: 16 bytes of rows r and r + 4's blocks, inside `rows`.
-            let x: [__m256i; 4] = core::array::from_fn(|r| unsafe {
-                _mm256_inserti128_si256::<1>(
-                    _mm256_castsi128_si256(_mm_loadu_si128(rows[at(r, wide)..at(r, wide) + 16].as_ptr().cast())),
-                    _mm_loadu_si128(rows[at(r + 4, wide)..at(r + 4, wide) + 16].as_ptr().cast()),
-                )
-            });
-            let t0 = _mm256_unpacklo_epi32(x[0], x[1]);
-            let t1 = _mm256_unpackhi_epi32(x[0], x[1]);
-            let t2 = _mm256_unpacklo_epi32(x[2], x[3]);
-            let t3 = _mm256_unpackhi_epi32(x[2], x[3]);
-            let ws = [
-                _mm256_unpacklo_epi64(t0, t2),
-                _mm256_unpackhi_epi64(t0, t2),
-                _mm256_unpacklo_epi64(t1, t3),
-                _mm256_unpackhi_epi64(t1, t3),
-            ];
-            for (k, t) in ws.into_iter().enumerate() {
-                // SAFETY: 32 bytes inside `dst`: word wide + k of the eight rows.
-                unsafe { _mm256_storeu_si256(dst[32 * (wide + k)..32 * (wide + k) + 32].as_mut_ptr().cast(), t) };
-            }
-            from = words;
-        }
-        for r in 0..ROWS {
-            for w in from..words {
-                let word: [u8; 4] = rows[at(r, w)..at(r, w) + 4].try_into().expect("four bytes");
-                dst[32 * w + 4 * r..32 * w + 4 * r + 4].copy_from_slice(&word);
-            }
-            for t in 0..tail {
-                dst[32 * words + tail * r + t] = rows[at(r, words) + t];
-            }
-        }
-    }
-}
-
-/// Whether `v`'s level has AVX2 (for the transposes).
-#[cfg(target_arch = "x86_64")]
-fn has_avx2(v: Verified) -> bool {
-    matches!(
+    if matches!(
         v.level(),
         crate::dispatch::SimdLevel::Avx2Fma | crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx
-    )
-}
-
-/// The inverse of [`interleave_in_place`]: `data` back in the file's layout.
-pub fn deinterleave_in_place(ty: GgmlType, rows: usize, cols: usize, data: &mut [u8]) -> Result<(), KernelError> {
-    let rb = check(ty, rows, cols, data.len())?;
-    let v = Verified::active();
-    let mut scratch = vec![0u8; ROWS * rb];
-    for group in data.chunks_exact_mut(ROWS * rb) {
-        deinterleave_group(v, ty, rb, group, &mut scratch);
-        group.copy_from_slice(&scratch);
-    }
-    Ok(())
-}
-
-/// One interleaved group of eight rows (`group`) into `out` in the file's
-/// layout (row r at `r * rb`): word w of row r's block b from byte `32w +
-/// 4r` of the group's block b, the tail row by row. Where the CPU has
-/// AVX2 (`v`: this CPU's level), eight whole words of the eight rows at a
-/// time (an 8×8 transpose in registers), the four left a 4×8 transpose
-/// (both types leave four), and the tail (Q6_K's `d`) two bytes a row: a
-/// prefill puts every panel of rows back this way, so it must cost little
-/// beside the panel's unpacking.
-fn deinterleave_group(v: Verified, ty: GgmlType, rb: usize, group: &[u8], out: &mut [u8]) {
-    let bs = ty.type_size();
-    assert!(group.len() >= ROWS * rb && out.len() >= ROWS * rb && rb.is_multiple_of(bs), "x8: a whole group");
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2(v) {
+    ) {
         // SAFETY: AVX2 is verified; the lengths are checked above.
-        return unsafe { deinterleave_group_avx2(bs, rb, group, out) };
+        return unsafe {
+            match way {
+                Way::ToX8 => move_group_avx2::<true>(bs, rb, src, dst),
+                Way::ToFile => move_group_avx2::<false>(bs, rb, src, dst),
+            }
+        };
     }
     let _ = v;
     for b in 0..rb / bs {
-        let src = &group[b * ROWS * bs..(b + 1) * ROWS * bs];
         for r in 0..ROWS {
-            let blk = &mut out[r * rb + b * bs..r * rb + (b + 1) * bs];
-            words_and_tail(src, blk, r, 0);
+            move_words(bs, rb, b, r, 0, src, dst, way);
         }
     }
 }
 
-/// Row `r`'s words `from..` of one interleaved block `src` and its tail
-/// into its block `blk`, in copies of a length the compiler knows (a range
-/// of a length it did not know was a `memcpy` call a word, which held a
+/// Row `r`'s words `from..` of block `b` and its tail, `way` round (see
+/// [`move_group`]), in copies of a length the compiler knows (a range of a
+/// length it did not know was a `memcpy` call a word, which held a
 /// prefill's tiles to 5-7 GB/s).
 #[inline(always)]
-fn words_and_tail(src: &[u8], blk: &mut [u8], r: usize, from: usize) {
-    let (words, tail) = (blk.len() / 4, blk.len() % 4);
+#[allow(clippy::too_many_arguments)]
+fn move_words(bs: usize, rb: usize, b: usize, r: usize, from: usize, src: &[u8], dst: &mut [u8], way: Way) {
+    let (words, tail) = (bs / 4, bs % 4);
+    let (file, x8) = (r * rb + b * bs, b * ROWS * bs);
     for w in from..words {
-        let word: [u8; 4] = src[32 * w + 4 * r..32 * w + 4 * r + 4].try_into().expect("four bytes");
-        blk[4 * w..4 * w + 4].copy_from_slice(&word);
+        let (at_s, at_d) = match way {
+            Way::ToX8 => (file + 4 * w, x8 + 32 * w + 4 * r),
+            Way::ToFile => (x8 + 32 * w + 4 * r, file + 4 * w),
+        };
+        let word: [u8; 4] = src[at_s..at_s + 4].try_into().expect("four bytes");
+        dst[at_d..at_d + 4].copy_from_slice(&word);
     }
     for t in 0..tail {
-        blk[4 * words + t] = src[32 * words + tail * r + t];
+        let (at_s, at_d) = match way {
+            Way::ToX8 => (file + 4 * words + t, x8 + 32 * words + tail * r + t),
+            Way::ToFile => (x8 + 32 * words + tail * r + t, file + 4 * words + t),
+        };
+        dst[at_d] = src[at_s];
     }
 }
 
-/// [`deinterleave_group`] where the CPU has AVX2.
+/// [`move_group`] where the CPU has AVX2, one way compiled each
+/// (`TO_X8`: [`Way::ToX8`]).
 ///
 /// # Safety
-/// The CPU must have AVX2; `group` and `out` hold eight rows of `rb` bytes,
+/// The CPU must have AVX2; `src` and `dst` hold eight rows of `rb` bytes,
 /// whole blocks of `bs`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn deinterleave_group_avx2(bs: usize, rb: usize, group: &[u8], out: &mut [u8]) {
+unsafe fn move_group_avx2<const TO_X8: bool>(bs: usize, rb: usize, src: &[u8], dst: &mut [u8]) {
     use core::arch::x86_64::*;
+    let way = if TO_X8 { Way::ToX8 } else { Way::ToFile };
     let words = bs / 4;
     let wide = words / 8 * 8;
+    // 32 bytes at `at` of `src`, and stored at `at` of `dst`.
+    let load = |at: usize| {
+        // SAFETY: 32 bytes inside `src`; loadu is unaligned.
+        unsafe { _mm256_loadu_si256(src[at..at + 32].as_ptr().cast()) }
+    };
+    let store = |dst: &mut [u8], at: usize, v: __m256i| {
+        // SAFETY: 32 bytes inside `dst`.
+        unsafe { _mm256_storeu_si256(dst[at..at + 32].as_mut_ptr().cast(), v) }
+    };
     for b in 0..rb / bs {
-        let src = &group[b * ROWS * bs..(b + 1) * ROWS * bs];
+        // Word w of row r in the file's layout, and words w.. of the
+        // eight rows in the group's block.
+        let file = |r: usize, w: usize| r * rb + b * bs + 4 * w;
+        let x8 = |w: usize| b * ROWS * bs + 32 * w;
         for w in (0..wide).step_by(8) {
-            // SAFETY: 256 bytes are read inside `src`, and row r's 32 bytes
-            // are written at `r * rb + b * bs + 4w`, inside its block (4w +
-            // 32 <= 4 * words <= bs) and so inside `out` (the caller's).
-            unsafe { transpose_words(&src[32 * w..32 * w + 256], out.as_mut_ptr().add(b * bs + 4 * w), rb) };
+            // Eight words of eight rows: a vector a row one way, a vector
+            // a word the other.
+            let (from, to): ([usize; 8], [usize; 8]) = match way {
+                Way::ToX8 => (core::array::from_fn(|r| file(r, w)), core::array::from_fn(|k| x8(w + k))),
+                Way::ToFile => (core::array::from_fn(|k| x8(w + k)), core::array::from_fn(|r| file(r, w))),
+            };
+            let t = crate::avx2_q8::transpose_8x8_i32(from.map(load));
+            for (at, v) in to.into_iter().zip(t) {
+                store(dst, at, v);
+            }
         }
         let mut from = wide;
         if words - wide == 4 {
-            // Words wide..wide + 4 of the eight rows: four vectors, lane r =
-            // row r; transposed within each 128-bit half, row r's 16 bytes
-            // in the low half of result r % 4 (r < 4) or the high half.
-            // SAFETY: each load reads 32 bytes inside `src`.
-            let x: [__m256i; 4] = core::array::from_fn(|k| unsafe {
-                _mm256_loadu_si256(src[32 * (wide + k)..32 * (wide + k) + 32].as_ptr().cast())
-            });
+            // The last four words of the eight rows: rows r and r + 4 in
+            // the halves of one vector (r < 4) against word wide + k of
+            // the eight rows in vector k, a 4×4 transpose within each
+            // 128-bit half either way.
+            let half = |at: usize| {
+                // SAFETY: 16 bytes inside `src`.
+                unsafe { _mm_loadu_si128(src[at..at + 16].as_ptr().cast()) }
+            };
+            let x: [__m256i; 4] = match way {
+                Way::ToX8 => core::array::from_fn(|r| {
+                    _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(half(file(r, wide))), half(file(r + 4, wide)))
+                }),
+                Way::ToFile => core::array::from_fn(|k| load(x8(wide + k))),
+            };
             let t0 = _mm256_unpacklo_epi32(x[0], x[1]);
             let t1 = _mm256_unpackhi_epi32(x[0], x[1]);
             let t2 = _mm256_unpacklo_epi32(x[2], x[3]);
             let t3 = _mm256_unpackhi_epi32(x[2], x[3]);
-            let rows = [
+            let t = [
                 _mm256_unpacklo_epi64(t0, t2),
                 _mm256_unpackhi_epi64(t0, t2),
                 _mm256_unpacklo_epi64(t1, t3),
                 _mm256_unpackhi_epi64(t1, t3),
             ];
-            for (r, v) in rows.into_iter().enumerate() {
-                for (row, half) in [(r, _mm256_castsi256_si128(v)), (r + 4, _mm256_extracti128_si256::<1>(v))] {
-                    let at = &mut out[row * rb + b * bs + 4 * wide..row * rb + b * bs + 4 * wide + 16];
-                    // SAFETY: the store writes the 16 bytes of `at`.
-                    unsafe { _mm_storeu_si128(at.as_mut_ptr().cast(), half) };
+            for (k, v) in t.into_iter().enumerate() {
+                match way {
+                    Way::ToX8 => store(dst, x8(wide + k), v),
+                    Way::ToFile => {
+                        for (row, h) in [(k, _mm256_castsi256_si128(v)), (k + 4, _mm256_extracti128_si256::<1>(v))] {
+                            let at = file(row, wide);
+                            // SAFETY: 16 bytes inside `dst`.
+                            unsafe { _mm_storeu_si128(dst[at..at + 16].as_mut_ptr().cast(), h) };
+                        }
+                    }
                 }
             }
             from = words;
         }
         for r in 0..ROWS {
-            words_and_tail(src, &mut out[r * rb + b * bs..r * rb + (b + 1) * bs], r, from);
+            move_words(bs, rb, b, r, from, src, dst, way);
         }
-    }
-}
-
-/// Eight interleaved words of eight rows (`src`, 256 bytes: word k of row r
-/// at `32k + 4r`) to each row's 32 bytes at `dst + r * stride`.
-///
-/// # Safety
-/// The CPU must have AVX2; `dst + r * stride .. + 32` must be writable for
-/// r in 0..8.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn transpose_words(src: &[u8], dst: *mut u8, stride: usize) {
-    use core::arch::x86_64::*;
-    // SAFETY: each load reads 32 bytes inside `src` (256 bytes).
-    let v: [__m256i; 8] =
-        core::array::from_fn(|k| unsafe { _mm256_loadu_si256(src[32 * k..32 * k + 32].as_ptr().cast()) });
-    for (r, row) in crate::avx2_q8::transpose_8x8_i32(v).into_iter().enumerate() {
-        // SAFETY: the caller's contract.
-        unsafe { _mm256_storeu_si256(dst.add(r * stride).cast(), row) };
     }
 }
 
@@ -378,7 +313,7 @@ pub fn row_in_file_layout(ty: GgmlType, cols: usize, w: &[u8], r: usize, out: &m
     }
     let g = r / ROWS;
     let mut scratch = vec![0u8; ROWS * rb];
-    deinterleave_group(Verified::active(), ty, rb, &w[g * ROWS * rb..(g + 1) * ROWS * rb], &mut scratch);
+    move_group(Verified::active(), ty, rb, &w[g * ROWS * rb..(g + 1) * ROWS * rb], &mut scratch, Way::ToFile);
     out.copy_from_slice(&scratch[(r % ROWS) * rb..(r % ROWS + 1) * rb]);
     Ok(())
 }
@@ -423,7 +358,7 @@ pub fn matmul_x8(
 /// it is when they read the file's layout).
 pub(crate) fn to_file_layout(v: Verified, ty: GgmlType, rb: usize, w: &[u8], out: &mut [u8]) {
     for (group, dst) in w.chunks_exact(ROWS * rb).zip(out.chunks_exact_mut(ROWS * rb)) {
-        deinterleave_group(v, ty, rb, group, dst);
+        move_group(v, ty, rb, group, dst, Way::ToFile);
     }
 }
 
