@@ -315,7 +315,7 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
         // d and dmin (f16), then the 12 bytes of packed scales and mins;
         // the quants 32 bytes of each row at a time.
         let head = words4(blk.map(|k| (k as *const BlockQ4_K).cast::<u8>()));
-        q4_k_term(head, |c| bytes32(blk.map(|k| k.qs[32 * c..].as_ptr())), a, b)
+        q4_k_term(head, |c| bytes32(blk.map(|k| k.qs[32 * c..].as_ptr())), [a], b)[0]
     })
 }
 
@@ -330,9 +330,13 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
 /// # Safety
 /// The CPU must have AVX-512 VNNI (a `Verified` at that level); `stream`
 /// holds at least `nb * 8 * 144` bytes and `a` has `nb * 256` columns.
+///
+/// `J` activation rows (`a`) meet each block in turn while its words are
+/// in registers, unpacked once for them (a few sequences decoding at once):
+/// each row's result is the bits it has alone.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn q4_k_x8(stream: &[u8], nb: usize, a: ActRow<'_>) -> [f32; ROWS] {
-    x8_blocks::<BlockQ4_K>(stream, nb, |at, b| {
+pub(crate) unsafe fn q4_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
+    x8_blocks::<BlockQ4_K, J>(stream, nb, |at, b| {
         let word = |w: usize| load_word(at, w);
         let head = [word(0), word(1), word(2), word(3)];
         q4_k_term(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), a, b)
@@ -341,16 +345,38 @@ pub(crate) unsafe fn q4_k_x8(stream: &[u8], nb: usize, a: ActRow<'_>) -> [f32; R
 
 /// The loop of the interleaved kernels: `term(at, b)` of each of the `nb`
 /// blocks of `B` of the eight rows that start `stream` (`at`: the group's
-/// block b), each block first asking for the lines ahead of it.
+/// block b) for each of `J` activation rows, each block first asking for
+/// the lines ahead of it. Each activation row's terms are summed as
+/// [`blocks_of`] sums one row's.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn x8_blocks<B>(stream: &[u8], nb: usize, term: impl Fn(&[u8], usize) -> __m256) -> [f32; ROWS] {
+unsafe fn x8_blocks<B, const J: usize>(
+    stream: &[u8],
+    nb: usize,
+    term: impl Fn(&[u8], usize) -> [__m256; J],
+) -> [[f32; ROWS]; J] {
     let group_block = ROWS * core::mem::size_of::<B>();
     assert!(stream.len() >= nb * group_block, "x8: a group of eight rows of {nb} blocks");
-    blocks_of::<false>(nb, &[], |b| {
-        crate::matmul::prefetch(stream, b * group_block, group_block);
-        (term(&stream[b * group_block..(b + 1) * group_block], b), _mm256_setzero_ps())
-    })
+    let mut acc = [[_mm256_setzero_ps(); ROWS]; J];
+    for g in 0..nb.div_ceil(8) {
+        // terms[j][k]: block 8g + k of the eight rows, activation row j;
+        // the lanes past the end of a row add +0, as in `blocks_of`.
+        let mut terms = [[_mm256_setzero_si256(); 8]; J];
+        for k in 0..(nb - 8 * g).min(8) {
+            let b = 8 * g + k;
+            crate::matmul::prefetch(stream, b * group_block, group_block);
+            let t = term(&stream[b * group_block..(b + 1) * group_block], b);
+            for (tj, t) in terms.iter_mut().zip(t) {
+                tj[k] = _mm256_castps_si256(t);
+            }
+        }
+        for (acc_j, terms_j) in acc.iter_mut().zip(terms) {
+            for (acc_r, t) in acc_j.iter_mut().zip(transpose_8x8_i32(terms_j)) {
+                *acc_r = _mm256_add_ps(*acc_r, _mm256_castsi256_ps(t));
+            }
+        }
+    }
+    acc.map(|acc_j| acc_j.map(|acc_r| hsum(acc_r)))
 }
 
 /// Word `w` (32 bytes: a 4-byte word of each of eight rows) of an
@@ -363,13 +389,20 @@ unsafe fn load_word(at: &[u8], w: usize) -> __m256i {
     unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
 }
 
-/// The term of Q4_K block `b` of eight rows (lane r = row r): `head` is
-/// the blocks' first 16 bytes as four transposed words (`d`/`dmin`, then
-/// the three words of packed 6-bit scales and mins), `qs(c)` bytes
-/// `32c..32c + 32` of their quants as eight transposed words.
+/// The term of Q4_K block `b` of eight rows (lane r = row r) for each of
+/// `J` activation rows `a`: `head` is the blocks' first 16 bytes as four
+/// transposed words (`d`/`dmin`, then the three words of packed 6-bit
+/// scales and mins), `qs(c)` bytes `32c..32c + 32` of their quants as
+/// eight transposed words. The weights are unpacked once for the `J`
+/// rows; each row's operations are those it has alone, in the same order.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn q4_k_term(head: [__m256i; 4], qs: impl Fn(usize) -> [__m256i; 8], a: ActRow<'_>, b: usize) -> __m256 {
+unsafe fn q4_k_term<const J: usize>(
+    head: [__m256i; 4],
+    qs: impl Fn(usize) -> [__m256i; 8],
+    a: [ActRow<'_>; J],
+    b: usize,
+) -> [__m256; J] {
     let nib = _mm256_set1_epi8(0x0F);
     let m6 = _mm256_set1_epi8(0x3F);
     let m2 = _mm256_set1_epi8(0x03);
@@ -383,40 +416,48 @@ unsafe fn q4_k_term(head: [__m256i; 4], qs: impl Fn(usize) -> [__m256i; 8], a: A
     let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
     let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0));
     let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1));
+    let mins = [byte_pair(mn_lo, 0), byte_pair(mn_lo, 2), byte_pair(mn_hi, 0), byte_pair(mn_hi, 2)];
 
     // m = Σ_s mins[s] · B_s, B_s = Σy of sub-block s (two Q8_K group
     // sums); `pair(i)` is (B_{2i}, B_{2i+1}) as i16 in every lane.
-    let bs = &a.bsums[16 * b..16 * b + 16];
-    let pair = |s: usize| {
-        let lo = (bs[4 * s] + bs[4 * s + 1]) as u16 as u32;
-        let hi = (bs[4 * s + 2] + bs[4 * s + 3]) as u16 as u32;
-        _mm256_set1_epi32((lo | (hi << 16)) as i32)
-    };
-    let mut m = _mm256_madd_epi16(byte_pair(mn_lo, 0), pair(0));
-    m = _mm256_dpwssd_epi32(m, byte_pair(mn_lo, 2), pair(1));
-    m = _mm256_dpwssd_epi32(m, byte_pair(mn_hi, 0), pair(2));
-    m = _mm256_dpwssd_epi32(m, byte_pair(mn_hi, 2), pair(3));
+    let m: [__m256i; J] = a.map(|a| {
+        let bs = &a.bsums[16 * b..16 * b + 16];
+        let pair = |s: usize| {
+            let lo = (bs[4 * s] + bs[4 * s + 1]) as u16 as u32;
+            let hi = (bs[4 * s + 2] + bs[4 * s + 3]) as u16 as u32;
+            _mm256_set1_epi32((lo | (hi << 16)) as i32)
+        };
+        let mut m = _mm256_madd_epi16(mins[0], pair(0));
+        m = _mm256_dpwssd_epi32(m, mins[1], pair(1));
+        m = _mm256_dpwssd_epi32(m, mins[2], pair(2));
+        _mm256_dpwssd_epi32(m, mins[3], pair(3))
+    });
 
     // isum = Σ_s scales[s] · Σ u·y over sub-block s. Sub-blocks 2c and
     // 2c + 1 are the low and high nibbles of qs[32c..32c + 32].
-    let y: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-    let mut isum = _mm256_setzero_si256();
+    let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
+    let mut isum = [_mm256_setzero_si256(); J];
     unroll!(c in [0, 1, 2, 3] {
         let q = qs(c);
         let z = _mm256_setzero_si256();
-        let (mut lo, mut hi) = ([z; 2], [z; 2]);
+        let (mut lo, mut hi) = ([[z; 2]; J], [[z; 2]; J]);
         unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
             let (ul, uh) = (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
-            lo[k % 2] = _mm256_dpbusd_epi32(lo[k % 2], ul, bcast4(y, 64 * c + 4 * k));
-            hi[k % 2] = _mm256_dpbusd_epi32(hi[k % 2], uh, bcast4(y, 64 * c + 32 + 4 * k));
+            for j in 0..J {
+                lo[j][k % 2] = _mm256_dpbusd_epi32(lo[j][k % 2], ul, bcast4(y[j], 64 * c + 4 * k));
+                hi[j][k % 2] = _mm256_dpbusd_epi32(hi[j][k % 2], uh, bcast4(y[j], 64 * c + 32 + 4 * k));
+            }
         });
         let sc = if c < 2 { sc_lo } else { sc_hi };
-        let j = 2 * (c as u8 % 2);
-        let s_lo = _mm256_mullo_epi32(_mm256_add_epi32(lo[0], lo[1]), byte_of(sc, j));
-        let s_hi = _mm256_mullo_epi32(_mm256_add_epi32(hi[0], hi[1]), byte_of(sc, j + 1));
-        isum = _mm256_add_epi32(isum, _mm256_add_epi32(s_lo, s_hi));
+        let jb = 2 * (c as u8 % 2);
+        let (s0, s1) = (byte_of(sc, jb), byte_of(sc, jb + 1));
+        for j in 0..J {
+            let s_lo = _mm256_mullo_epi32(_mm256_add_epi32(lo[j][0], lo[j][1]), s0);
+            let s_hi = _mm256_mullo_epi32(_mm256_add_epi32(hi[j][0], hi[j][1]), s1);
+            isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(s_lo, s_hi));
+        }
     });
-    k_group_term(isum, m, d, dmin, _mm256_set1_ps(a.d[b]), 0)
+    core::array::from_fn(|j| k_group_term(isum[j], m[j], d, dmin, _mm256_set1_ps(a[j].d[b]), 0))
 }
 
 /// Q6_K: eight rows against one Q8_K row.
@@ -433,9 +474,9 @@ unsafe fn q6_k(rows: [&[BlockQ6_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
             d,
             |h| bytes32(blk.map(|k| k.qh[32 * h..].as_ptr())),
             |h, p| bytes32(blk.map(|k| k.ql[64 * h + 32 * p..].as_ptr())),
-            a,
+            [a],
             b,
-        )
+        )[0]
     })
 }
 
@@ -446,8 +487,8 @@ unsafe fn q6_k(rows: [&[BlockQ6_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
 /// # Safety
 /// As [`q4_k_x8`], with blocks of 210 bytes.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn q6_k_x8(stream: &[u8], nb: usize, a: ActRow<'_>) -> [f32; ROWS] {
-    x8_blocks::<BlockQ6_K>(stream, nb, |at, b| {
+pub(crate) unsafe fn q6_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
+    x8_blocks::<BlockQ6_K, J>(stream, nb, |at, b| {
         let word = |w: usize| load_word(at, w);
         let dv = &at[52 * 32..52 * 32 + 16];
         // SAFETY: `dv` is the eight rows' 16 bytes of `d`; loadu is unaligned.
@@ -464,20 +505,22 @@ pub(crate) unsafe fn q6_k_x8(stream: &[u8], nb: usize, a: ActRow<'_>) -> [f32; R
     })
 }
 
-/// The term of Q6_K block `b` of eight rows (lane r = row r): `sc` the 16
-/// signed scales as four transposed words, `d` the rows' scales, `qh_words(h)`
-/// bytes `32h..32h + 32` of `qh` and `ql_words(h, p)` bytes `64h + 32p..` of
-/// `ql`, each as eight transposed words.
+/// The term of Q6_K block `b` of eight rows (lane r = row r) for each of
+/// `J` activation rows `a`: `sc` the 16 signed scales as four transposed
+/// words, `d` the rows' scales, `qh_words(h)` bytes `32h..32h + 32` of
+/// `qh` and `ql_words(h, p)` bytes `64h + 32p..` of `ql`, each as eight
+/// transposed words. The weights are unpacked once for the `J` rows; each
+/// row's operations are those it has alone, in the same order.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn q6_k_term(
+unsafe fn q6_k_term<const J: usize>(
     sc: [__m256i; 4],
     d: __m256,
     qh_words: impl Fn(usize) -> [__m256i; 8],
     ql_words: impl Fn(usize, usize) -> [__m256i; 8],
-    a: ActRow<'_>,
+    a: [ActRow<'_>; J],
     b: usize,
-) -> __m256 {
+) -> [__m256; J] {
     let nib = _mm256_set1_epi8(0x0F);
     let m30 = _mm256_set1_epi8(0x30);
     // Scale of group g (0..16) as i32, sign-extended.
@@ -493,10 +536,10 @@ unsafe fn q6_k_term(
     // Each group's sum starts at -32·Σy (u = q + 32), so the block's
     // integer is Σ sc·(Σ u·y - 32·Σy) = isum - 32·Σ sc·Σy, the number
     // the reference forms as `isum - off·m`.
-    let bs = &a.bsums[16 * b..16 * b + 16];
-    let y: &[i8; QK_K] = a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap();
-    // One partial sum per pass, added at the end.
-    let mut part = [_mm256_setzero_si256(); 4];
+    let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
+    let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
+    // One partial sum per pass and activation row, added at the end.
+    let mut part = [[_mm256_setzero_si256(); 4]; J];
     unroll!(h in [0, 1] {
         // Element 128h + 32s + l: nibble s/2 of ql[64h + 32(s%2) + l],
         // bits 2s..2s+2 of qh[32h + l]. One pass over each half of
@@ -505,9 +548,11 @@ unsafe fn q6_k_term(
         let qh = qh_words(h);
         unroll!(p in [0, 1] {
             let q = ql_words(h, p);
-            // sums[i][hf]: group 8h + 2s + hf for s = p + 2i.
-            let mut sums: [[__m256i; 2]; 2] = core::array::from_fn(|i| {
-                core::array::from_fn(|hf| _mm256_set1_epi32(-32 * i32::from(bs[8 * h + 2 * (p + 2 * i) + hf])))
+            // sums[j][i][hf]: group 8h + 2s + hf for s = p + 2i.
+            let mut sums: [[[__m256i; 2]; 2]; J] = core::array::from_fn(|j| {
+                core::array::from_fn(|i| {
+                    core::array::from_fn(|hf| _mm256_set1_epi32(-32 * i32::from(bs[j][8 * h + 2 * (p + 2 * i) + hf])))
+                })
             });
             unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
                 let hf = k / 4;
@@ -521,21 +566,30 @@ unsafe fn q6_k_term(
                     _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib),
                     _mm256_and_si256(hb_hi, m30),
                 );
-                sums[0][hf] = _mm256_dpbusd_epi32(sums[0][hf], u_lo, bcast4(y, 128 * h + 32 * p + 4 * k));
-                sums[1][hf] = _mm256_dpbusd_epi32(sums[1][hf], u_hi, bcast4(y, 128 * h + 32 * (p + 2) + 4 * k));
+                for j in 0..J {
+                    sums[j][0][hf] = _mm256_dpbusd_epi32(sums[j][0][hf], u_lo, bcast4(y[j], 128 * h + 32 * p + 4 * k));
+                    sums[j][1][hf] =
+                        _mm256_dpbusd_epi32(sums[j][1][hf], u_hi, bcast4(y[j], 128 * h + 32 * (p + 2) + 4 * k));
+                }
             });
-            let scaled: [__m256i; 4] = core::array::from_fn(|j| {
-                let (i, hf) = (j / 2, j % 2);
-                _mm256_mullo_epi32(sums[i][hf], scale(8 * h + 2 * (p + 2 * i) + hf))
+            let scales: [__m256i; 4] = core::array::from_fn(|x| {
+                let (i, hf) = (x / 2, x % 2);
+                scale(8 * h + 2 * (p + 2 * i) + hf)
             });
-            part[2 * h + p] = _mm256_add_epi32(
-                _mm256_add_epi32(scaled[0], scaled[1]),
-                _mm256_add_epi32(scaled[2], scaled[3]),
-            );
+            for j in 0..J {
+                let scaled: [__m256i; 4] = core::array::from_fn(|x| _mm256_mullo_epi32(sums[j][x / 2][x % 2], scales[x]));
+                part[j][2 * h + p] = _mm256_add_epi32(
+                    _mm256_add_epi32(scaled[0], scaled[1]),
+                    _mm256_add_epi32(scaled[2], scaled[3]),
+                );
+            }
         });
     });
-    let isum = _mm256_add_epi32(_mm256_add_epi32(part[0], part[1]), _mm256_add_epi32(part[2], part[3]));
-    k_group_term(isum, _mm256_setzero_si256(), d, _mm256_setzero_ps(), _mm256_set1_ps(a.d[b]), 32)
+    core::array::from_fn(|j| {
+        let part = part[j];
+        let isum = _mm256_add_epi32(_mm256_add_epi32(part[0], part[1]), _mm256_add_epi32(part[2], part[3]));
+        k_group_term(isum, _mm256_setzero_si256(), d, _mm256_setzero_ps(), _mm256_set1_ps(a[j].d[b]), 32)
+    })
 }
 
 /// Q5_0: eight rows against one Q8_0 row. A block's 16 quant bytes of the

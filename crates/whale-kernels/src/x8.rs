@@ -33,7 +33,8 @@
 //! `QProduct`, `QProductOwn`, or [`matmul_x8`]), for any number of
 //! activation rows, with the bits of the file's layout:
 //! - fewer rows than the panels take (decode, a few sequences at once) meet
-//!   each group in turn in this layout's kernels (`matmul_rest`);
+//!   each group in turn in this layout's kernels, up to four at a time
+//!   with each block unpacked once for them (`matmul_rest`);
 //! - the panels (a prefill) put block b of each group of a panel back in
 //!   the file's layout just before they unpack it, a few KiB in L1, so the
 //!   memory stream stays under their arithmetic; the AMX tiles a tile of
@@ -46,11 +47,12 @@
 //! Measured with `examples/x8_bw` at 2 threads on the Xeon of stop 44
 //! (AVX-512 VNNI level), against the file's layout, alternating: at 7168
 //! columns, 30 MB (from L3), 16 rows Q4_K 5.1 against 5.5 GB/s and Q6_K
-//! 5.9 against 6.5; 128 rows 1-3 % slower, 512 rows 0-1 %. Q6_K with 4 to
-//! 11 rows is the case this layout costs most: at 2048 columns from memory,
-//! 4 rows 13.5 against 19.1 GB/s (2 rows 22.5 against 23.1, 3 rows 17.2
-//! against 15.4), since the file's layout has row kernels that unpack a
-//! weight row once for several activation rows and these kernels do not.
+//! 5.9 against 6.5; 128 rows 1-3 % slower, 512 rows 0-1 %. At 2048
+//! columns from memory, 2 to 6 rows 7-27 % faster than the file's layout
+//! (2 rows Q4_K 25.6 against 22.2 GB/s, Q6_K 27.2 against 23.5); Q6_K with
+//! 8 to 11 rows is where this layout costs: 8 rows 10.6 against 13.4 GB/s,
+//! 11 rows 7.5 against 8.1 (the file layout's row kernels take eight
+//! activation rows a pass).
 //!
 //! The engine stores the Q4_K and Q6_K matrices of a GGUF read into memory
 //! this way where [`chosen`] (`GgufFile::interleave_x8`, models::load).
@@ -362,14 +364,50 @@ pub(crate) fn to_file_layout(v: Verified, ty: GgmlType, rb: usize, w: &[u8], out
     }
 }
 
+/// Activation rows `i..i + J` against group `g` (the first bytes of
+/// `stream`, `nb` blocks a row) in this layout's kernels, which unpack
+/// each block once for the `J` rows, into `out`; returns `J`.
+///
+/// # Safety
+/// The CPU must have AVX-512 VNNI; `stream` holds the group's eight whole
+/// rows of `ty` blocks, and the activation rows have as many columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn group_rows<const J: usize>(
+    ty: GgmlType,
+    stream: &[u8],
+    nb: usize,
+    acts: &crate::qdot::PreparedActs<'_>,
+    i: usize,
+    out: &mut [&mut [f32]],
+    g: usize,
+) -> usize {
+    let a = core::array::from_fn(|j| acts.row(i + j));
+    // SAFETY: the caller's contract.
+    let dots = unsafe {
+        match ty {
+            GgmlType::Q4_K => crate::rows8::q4_k_x8::<J>(stream, nb, a),
+            GgmlType::Q6_K => crate::rows8::q6_k_x8::<J>(stream, nb, a),
+            t => unreachable!("x8: {t} passed `check` without a kernel"),
+        }
+    };
+    for (o, d) in out[i..i + J].iter_mut().zip(dots) {
+        o[g * ROWS..(g + 1) * ROWS].copy_from_slice(&d);
+    }
+    J
+}
+
 /// The rows of `acts` from `acts.tiled()` on against the interleaved rows
 /// `w` (whole groups, `rb` bytes a row), into `out` (one slice a row of
 /// `acts`, one value a weight row): what `qdot::matmul_q_rows` leaves
 /// where neither panels nor AMX tiles take a product's rows (decode, and
 /// a few rows at once).
 ///
-/// At the AVX-512 VNNI level each activation row meets each group in turn,
-/// in this layout's kernels. Elsewhere (a layout `WHALE_X8` forced) the
+/// At the AVX-512 VNNI level the activation rows meet each group in turn,
+/// four (or two, or one) at a time, in this layout's kernels, which unpack
+/// each block once for them (a pass per activation row had Q6_K at 4 rows
+/// 13.5 GB/s from memory against 19.1 in the file's layout; now 19.2).
+/// Elsewhere (a layout `WHALE_X8` forced) the
 /// rows go a tile at a time back in the file's layout, for the ordinary
 /// row kernels: correct, and slow (the tile is read before its arithmetic
 /// starts).
@@ -392,18 +430,18 @@ pub(crate) fn matmul_rest(
         for g in 0..groups {
             // The group, and the rest of the share after it to prefetch from.
             let stream = &w[g * ROWS * rb..];
-            for (i, o) in out.iter_mut().enumerate().skip(first) {
+            let mut i = first;
+            while i < out.len() {
                 // SAFETY: the level is verified; `stream` starts with
                 // eight whole rows of `ty` blocks (`check`) and the
-                // activation row has as many columns (`check_acts`).
-                let dots = unsafe {
-                    match ty {
-                        GgmlType::Q4_K => crate::rows8::q4_k_x8(stream, nb, acts.row(i)),
-                        GgmlType::Q6_K => crate::rows8::q6_k_x8(stream, nb, acts.row(i)),
-                        t => unreachable!("x8: {t} passed `check` without a kernel"),
+                // activation rows have as many columns (`check_acts`).
+                i += unsafe {
+                    match out.len() - i {
+                        1 => group_rows::<1>(ty, stream, nb, acts, i, &mut out, g),
+                        2 | 3 => group_rows::<2>(ty, stream, nb, acts, i, &mut out, g),
+                        _ => group_rows::<4>(ty, stream, nb, acts, i, &mut out, g),
                     }
                 };
-                o[g * ROWS..(g + 1) * ROWS].copy_from_slice(&dots);
             }
         }
         return;
