@@ -113,6 +113,10 @@ pub(crate) struct Panel<const R: usize, const V: usize> {
     pub off: i32,
     /// K-quants: elements per scale group.
     pub group_len: usize,
+    /// Interleaved rows only (`fill`'s `x8`): block b of every row put
+    /// back in the file's layout, `R` blocks of at most `QK_K` bytes;
+    /// empty until then.
+    x8_blocks: Vec<u8>,
 }
 
 /// What a level supplies to fill a panel: its unpacking of one block (the
@@ -140,6 +144,7 @@ impl<const R: usize, const V: usize> Panel<R, V> {
             dmin: vec![[0.0; R]; nb],
             off: legacy_off(wty),
             group_len: group_len(wty),
+            x8_blocks: Vec::new(),
         }
     }
 
@@ -172,22 +177,22 @@ impl<const R: usize, const V: usize> Panel<R, V> {
         }
         let block = |r: usize, b: usize| &rows[r * rb + b * ts..r * rb + (b + 1) * ts];
         let mut u = [[0u8; QK_K]; R];
-        // Block b of every row, from interleaved groups (see `x8`).
-        // (Panels have at most 16 rows.)
-        let mut file_blocks = [0u8; 16 * QK_K];
         let g8 = crate::x8::ROWS;
+        if x8.is_some() && self.x8_blocks.is_empty() {
+            self.x8_blocks = vec![0; R * QK_K];
+        }
         if is_k(wty) {
             let groups = QK_K / self.group_len;
             for b in 0..nb {
                 if let Some(v) = x8 {
                     for g in 0..nrows / g8 {
                         let src = &rows[g * g8 * rb + b * g8 * ts..g * g8 * rb + (b + 1) * g8 * ts];
-                        crate::x8::to_file_layout(v, wty, ts, src, &mut file_blocks[g * g8 * ts..(g + 1) * g8 * ts]);
+                        crate::x8::to_file_layout(v, wty, ts, src, &mut self.x8_blocks[g * g8 * ts..(g + 1) * g8 * ts]);
                     }
                 }
                 for (r, ur) in u.iter_mut().enumerate().take(nrows) {
                     let bytes = match x8 {
-                        Some(_) => &file_blocks[r * ts..(r + 1) * ts],
+                        Some(_) => &self.x8_blocks[r * ts..(r + 1) * ts],
                         None => block(r, b),
                     };
                     let k = lv.k(wty, bytes, ur);

@@ -289,13 +289,15 @@ pub enum Layout {
 pub fn chosen() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
-        let has_kernels = cfg!(target_arch = "x86_64")
-            && matches!(
-                Verified::active().level(),
-                crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx
-            );
-        crate::matmul::prefetch_setting(std::env::var("WHALE_X8").ok().as_deref(), has_kernels)
+        crate::matmul::prefetch_setting(std::env::var("WHALE_X8").ok().as_deref(), has_kernels(Verified::active()))
     })
+}
+
+/// Whether `v`'s level has this layout's own kernels (`rows8::q4_k_x8`,
+/// `q6_k_x8`): AVX-512 VNNI, or AMX above it, on x86-64.
+fn has_kernels(v: Verified) -> bool {
+    cfg!(target_arch = "x86_64")
+        && matches!(v.level(), crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx)
 }
 
 /// Whether matrices of `ty` with `rows` rows (each matrix of a stack, such
@@ -308,8 +310,9 @@ pub fn fits(ty: GgmlType, rows: usize, cols: usize) -> bool {
 /// file's layout, into `out` (`row_bytes(cols)` bytes): its group put back
 /// through a scratch buffer. For the odd row read (an embedding lookup).
 pub fn row_in_file_layout(ty: GgmlType, cols: usize, w: &[u8], r: usize, out: &mut [u8]) -> Result<(), KernelError> {
-    let rows = w.len() / ty.row_bytes(cols).unwrap_or(usize::MAX).max(1);
-    let rb = check(ty, rows, cols, w.len())?;
+    let rb = ty.row_bytes(cols).ok_or(KernelError::NotBlockMultiple { ty, elements: cols })?;
+    let rows = w.len() / rb.max(1);
+    check(ty, rows, cols, w.len())?;
     if r >= rows || out.len() != rb {
         return Err(KernelError::BadLength { ty, elements: cols, bytes: out.len() });
     }
@@ -425,7 +428,7 @@ pub(crate) fn matmul_rest(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if matches!(v.level(), crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx) {
+    if has_kernels(v) {
         let nb = rb / ty.type_size();
         for g in 0..groups {
             // The group, and the rest of the share after it to prefetch from.

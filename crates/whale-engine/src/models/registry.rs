@@ -145,11 +145,10 @@ fn trim_heap() {
 
 /// Build the model and tokenizer of a GGUF already open (or built in
 /// memory, as `whale bench --like` does).
-pub fn load_gguf(g: GgufFile, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
+pub fn load_gguf(mut g: GgufFile, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
     let arch =
         g.architecture().ok_or_else(|| ModelError::Config("GGUF has no general.architecture".into()))?.to_string();
     let tokenizer = Tokenizer::from_gguf(&g)?;
-    let mut g = g;
     interleave(&mut g);
     let store = WeightStore::Gguf(g);
     let model = load_weights(&store, &arch, opts)?;
