@@ -21,11 +21,13 @@ use whale_kernels::GgmlType;
 
 /// (name, GGUF dims, type) of the little file below, and whether the
 /// rewrite takes it.
-const TENSORS: [(&str, &[u64], GgmlType, bool); 6] = [
+const TENSORS: [(&str, &[u64], GgmlType, bool); 8] = [
     ("q4k_rows16", &[512, 16], GgmlType::Q4_K, true),
     ("q6k_stack", &[256, 8, 3], GgmlType::Q6_K, true),
+    ("q8_0_rows8", &[64, 8], GgmlType::Q8_0, true),
+    ("q5_0_stack", &[96, 16, 2], GgmlType::Q5_0, true),
     ("q4k_rows12", &[256, 12], GgmlType::Q4_K, false),
-    ("q8_0_rows8", &[64, 8], GgmlType::Q8_0, false),
+    ("q5_1_rows8", &[64, 8], GgmlType::Q5_1, false),
     ("q4k_not_picked", &[256, 8], GgmlType::Q4_K, false),
     ("q4k_overlapped", &[256, 8], GgmlType::Q4_K, false),
 ];
@@ -38,7 +40,7 @@ fn little_gguf() -> Vec<u8> {
     for (name, dims, ty, _) in TENSORS {
         w.add_tensor(name, dims, ty).unwrap();
     }
-    let shared = w.tensors()[4].offset;
+    let shared = w.tensors()[6].offset;
     let mut bytes = Vec::new();
     w.write(&mut bytes, |i, t, out| {
         let mut b = vec![0u8; t.size as usize];
@@ -63,11 +65,11 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 #[test]
-fn the_rewrite_takes_whole_groups_of_q4_k_and_q6_k_rows_in_memory_only() {
+fn the_rewrite_takes_whole_groups_of_rows_of_its_types_in_memory_only() {
     let bytes = little_gguf();
     let file = GgufFile::from_bytes(bytes.clone()).unwrap();
     let mut x8 = GgufFile::from_bytes(bytes.clone()).unwrap();
-    assert_eq!(x8.interleave_x8(|t| t.name != "q4k_not_picked"), 2);
+    assert_eq!(x8.interleave_x8(|t| t.name != "q4k_not_picked"), 4);
     for (name, dims, _, taken) in TENSORS {
         let want = if taken { Layout::X8 } else { Layout::File };
         assert_eq!(x8.tensor(name).unwrap().layout, want, "{name}");
@@ -95,7 +97,12 @@ fn every_reader_of_an_interleaved_matrix_gets_the_file_layouts_bits() {
     let mut g = GgufFile::from_bytes(bytes).unwrap();
     g.interleave_x8(|_| true);
     let x8 = WeightStore::Gguf(g);
-    for (name, dims) in [("q4k_rows16", &[512u64, 16][..]), ("q6k_stack", &[256, 8, 3][..])] {
+    for (name, dims) in [
+        ("q4k_rows16", &[512u64, 16][..]),
+        ("q6k_stack", &[256, 8, 3][..]),
+        ("q8_0_rows8", &[64, 8][..]),
+        ("q5_0_stack", &[96, 16, 2][..]),
+    ] {
         let (a, b) = (view(&file, name, dims), view(&x8, name, dims));
         assert_eq!(b.layout, Layout::X8);
         assert_eq!(bits(&a.to_f32().unwrap()), bits(&b.to_f32().unwrap()), "{name}: dequantized");
@@ -103,7 +110,7 @@ fn every_reader_of_an_interleaved_matrix_gets_the_file_layouts_bits() {
         let rows: usize = dims[1..].iter().map(|&d| d as usize).product();
         // Slices on group boundaries stay interleaved; others are copied
         // out in the file's layout.
-        for (r0, n) in [(0, rows), (8, 8), (3, 5), (rows - 7, 7)] {
+        for (r0, n) in [(0, rows), (rows - 8, 8), (3, 5), (rows - 7, 7)] {
             let (la, lb) = (models::Linear::row_slice(&a, r0, n, cols), models::Linear::row_slice(&b, r0, n, cols));
             let aligned = r0 % 8 == 0 && n % 8 == 0;
             assert_eq!(lb.layout, if aligned { Layout::X8 } else { Layout::File }, "{name} rows {r0}+{n}");
@@ -164,8 +171,13 @@ fn a_dense_model_in_the_interleaved_layout_gives_the_same_logits() {
     let real = GgufFile::open(common::cached_model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")).unwrap();
     let s = Synth::plan(&spec("qwen2.5-0.5b"), synth::tokenizer::from_gguf(&real)).unwrap();
     // Rows of 896 are no multiple of 256: llama-quantize's Q4_K_M keeps
-    // only `ffn_down` (4864 columns) in Q4_K or Q6_K, one a layer.
-    same_logits_both_layouts(s.to_bytes(), 2, &["blk.1.ffn_down.weight"]);
+    // only `ffn_down` (4864 columns) in Q4_K or Q6_K, one a layer, and
+    // falls back to Q5_0 and Q8_0 for the rest.
+    same_logits_both_layouts(
+        s.to_bytes(),
+        14,
+        &["blk.1.ffn_down.weight", "blk.1.attn_q.weight", "blk.1.ffn_gate.weight", "output.weight"],
+    );
 }
 
 #[test]
@@ -176,6 +188,12 @@ fn a_deepseek_moe_model_in_the_interleaved_layout_gives_the_same_logits() {
     same_logits_both_layouts(
         s.to_bytes(),
         8,
-        &["blk.1.ffn_gate_exps.weight", "blk.1.ffn_up_exps.weight", "blk.0.ffn_up.weight", "output.weight"],
+        &[
+            "blk.1.ffn_gate_exps.weight",
+            "blk.1.ffn_up_exps.weight",
+            "blk.1.ffn_down_exps.weight",
+            "blk.0.ffn_up.weight",
+            "output.weight",
+        ],
     );
 }

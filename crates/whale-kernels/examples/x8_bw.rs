@@ -1,10 +1,10 @@
-//! Decode products over Q4_K or Q6_K weights stored eight rows interleaved
+//! Decode products over weights stored eight rows interleaved
 //! (`whale_kernels::x8`) beside the same matrix in the file's layout
 //! (`matmul_q_acts`, which on this CPU may take rows eight at a time too,
 //! transposing in registers): weight bytes read per second, best of five,
 //! the two alternating.
 //!
-//!     cargo run --release -p whale-kernels --example x8_bw [threads] [MB] [cols] [q4_k|q6_k] [m]
+//!     cargo run --release -p whale-kernels --example x8_bw [threads] [MB] [cols] [type] [m]
 //!
 //! `m` activation rows (default 1, decode; 512 for a prefill, where the
 //! interleaved matrix goes back to the file's layout a tile at a time).
@@ -34,12 +34,14 @@ fn main() {
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let mb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let cols: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2048);
-    let ty = match args.next().as_deref() {
-        Some("q6_k") => GgmlType::Q6_K,
-        _ => GgmlType::Q4_K,
+    let ty = match args.next() {
+        Some(n) => {
+            GgmlType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(&n)).expect("a type name such as q4_k")
+        }
+        None => GgmlType::Q4_K,
     };
     let m: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
-    let rb = ty.row_bytes(cols).expect("cols must be a multiple of 256");
+    let rb = ty.row_bytes(cols).expect("cols must be whole blocks");
     let rows = (mb * 1_000_000 / rb / x8::ROWS).max(1) * x8::ROWS;
     let w = common::random_weights(ty, rows, cols);
     let mut wx: Vec<u8> = Vec::with_capacity(w.len());

@@ -154,10 +154,10 @@ impl<const R: usize, const V: usize> Panel<R, V> {
     /// each row at a time (blocks past the row's end stay zero).
     ///
     /// `x8`: the rows are whole groups of eight stored interleaved
-    /// (`crate::x8`, K-quants only), and this CPU's level: block b of each
-    /// group goes back to the file's layout into a buffer of its own just
-    /// before it is unpacked (a few KiB, in L1), so that interleaved
-    /// weights cost the panels no more than a transpose.
+    /// (`crate::x8`), and this CPU's level: block b of each group (eight
+    /// blocks of a 32-element type) goes back to the file's layout into a
+    /// buffer of its own just before it is unpacked (a few KiB, in L1), so
+    /// that interleaved weights cost the panels no more than a transpose.
     #[inline(always)]
     pub(crate) fn fill(
         &mut self,
@@ -179,7 +179,9 @@ impl<const R: usize, const V: usize> Panel<R, V> {
         let mut u = [[0u8; QK_K]; R];
         let g8 = crate::x8::ROWS;
         if x8.is_some() && self.x8_blocks.is_empty() {
-            self.x8_blocks = vec![0; R * QK_K];
+            // A K-quant block of each row, or eight blocks of a 32-element
+            // type (at most 8 · 34 bytes).
+            self.x8_blocks = vec![0; R * 2 * QK_K];
         }
         if is_k(wty) {
             let groups = QK_K / self.group_len;
@@ -207,16 +209,29 @@ impl<const R: usize, const V: usize> Panel<R, V> {
                 lv.store(&mut self.q[64 * b..64 * (b + 1)], &u);
             }
         } else {
-            assert!(x8.is_none(), "x8: K-quants only");
             for c in 0..nb.div_ceil(8) {
                 let blocks = 8 * c..(8 * c + 8).min(nb);
-                if blocks.len() < 8 {
+                let n = blocks.len();
+                if n < 8 {
                     u = [[0u8; QK_K]; R];
+                }
+                if let Some(v) = x8 {
+                    // Blocks 8c.. of each group, back in the file's layout
+                    // as rows of `n` blocks.
+                    for g in 0..nrows / g8 {
+                        let src = &rows[g * g8 * rb + 8 * c * g8 * ts..g * g8 * rb + (8 * c + n) * g8 * ts];
+                        let dst = &mut self.x8_blocks[g * g8 * n * ts..(g + 1) * g8 * n * ts];
+                        crate::x8::to_file_layout(v, wty, n * ts, src, dst);
+                    }
                 }
                 for (r, ur) in u.iter_mut().enumerate().take(nrows) {
                     for (k, b) in blocks.clone().enumerate() {
                         let uk: &mut [u8; QK32] = (&mut ur[QK32 * k..QK32 * (k + 1)]).try_into().unwrap();
-                        (self.d[b][r], self.dmin[b][r]) = lv.legacy(wty, block(r, b), uk);
+                        let bytes = match x8 {
+                            Some(_) => &self.x8_blocks[(r * n + k) * ts..(r * n + k + 1) * ts],
+                            None => block(r, b),
+                        };
+                        (self.d[b][r], self.dmin[b][r]) = lv.legacy(wty, bytes, uk);
                     }
                 }
                 lv.store(&mut self.q[64 * c..64 * (c + 1)], &u);

@@ -420,18 +420,24 @@ unsafe fn q4_k_term<const J: usize>(
 
     // m = Σ_s mins[s] · B_s, B_s = Σy of sub-block s (two Q8_K group
     // sums); `pair(i)` is (B_{2i}, B_{2i+1}) as i16 in every lane.
-    let m: [__m256i; J] = a.map(|a| {
-        let bs = &a.bsums[16 * b..16 * b + 16];
-        let pair = |s: usize| {
-            let lo = (bs[4 * s] + bs[4 * s + 1]) as u16 as u32;
-            let hi = (bs[4 * s + 2] + bs[4 * s + 3]) as u16 as u32;
-            _mm256_set1_epi32((lo | (hi << 16)) as i32)
-        };
-        let mut m = _mm256_madd_epi16(mins[0], pair(0));
-        m = _mm256_dpwssd_epi32(m, mins[1], pair(1));
-        m = _mm256_dpwssd_epi32(m, mins[2], pair(2));
-        _mm256_dpwssd_epi32(m, mins[3], pair(3))
-    });
+    // The pairs in vectors: `vpmaddwd` by ones sums the group sums into
+    // the eight B_s (each at most 32·127, an i16), `vpackssdw` packs them
+    // as [B0 B1 B2 B3 B0 B1 B2 B3 | B4 .. B7 B4 .. B7], whose words 0, 1,
+    // 4 and 5 are the pairs (scalar, the pairs held a quarter of Q4_K's
+    // decode samples from L2, out of line).
+    let mut m = [_mm256_setzero_si256(); J];
+    for j in 0..J {
+        let bs = &a[j].bsums[16 * b..16 * b + 16];
+        // SAFETY: 16 i16 = 32 bytes; loadu is unaligned.
+        let g = unsafe { _mm256_loadu_si256(bs.as_ptr().cast()) };
+        let sums = _mm256_madd_epi16(g, _mm256_set1_epi16(1));
+        let packed = _mm256_packs_epi32(sums, sums);
+        let pair = |w: i32| _mm256_permutexvar_epi32(_mm256_set1_epi32(w), packed);
+        let mut mj = _mm256_madd_epi16(mins[0], pair(0));
+        mj = _mm256_dpwssd_epi32(mj, mins[1], pair(1));
+        mj = _mm256_dpwssd_epi32(mj, mins[2], pair(4));
+        m[j] = _mm256_dpwssd_epi32(mj, mins[3], pair(5));
+    }
 
     // isum = Σ_s scales[s] · Σ u·y over sub-block s. Sub-blocks 2c and
     // 2c + 1 are the low and high nibbles of qs[32c..32c + 32].
@@ -590,6 +596,224 @@ unsafe fn q6_k_term<const J: usize>(
         let isum = _mm256_add_epi32(_mm256_add_epi32(part[0], part[1]), _mm256_add_epi32(part[2], part[3]));
         k_group_term(isum, _mm256_setzero_si256(), d, _mm256_setzero_ps(), _mm256_set1_ps(a[j].d[b]), 32)
     })
+}
+
+/// The 32-element types stored interleaved (`crate::x8`), `J` activation
+/// rows against the eight rows that start `stream` (`nb` blocks a row):
+/// `crate::x8`'s group block b is the eight rows' heads (`d`, Q4_1's `d`
+/// and `m`) row by row, then the quant words transposed (Q5_0's `qh`
+/// first), so a block's `d` of the eight rows is one `vcvtph2ps` and each
+/// 4-byte word of their quants one load. The arithmetic of each block is
+/// that of the file-layout kernels above ([`q5_0`], [`q4_1`]) and of the
+/// one-row kernels: the exact integer sums, then the reference's f32 step
+/// in lane r for row r.
+///
+/// The block terms accumulate per block position, `acc[k]` holding the
+/// blocks `b ≡ k (mod 8)` of the eight rows (lane r = row r): the same
+/// additions in the same order as a row's accumulator of the one-row
+/// kernels (block b in lane b % 8), transposed once at the end instead of
+/// once every eight blocks (a 32-element block is an eighth of a K-quant's
+/// work, so a transpose every eight of them would cost as much as a
+/// block's unpacking).
+///
+/// # Safety
+/// The CPU must have AVX-512 VNNI; `stream` holds at least the group's
+/// `nb` blocks and each activation row `nb * 32` columns of
+/// `vec_dot_type(wty)`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn legacy_x8<const J: usize>(
+    wty: GgmlType,
+    stream: &[u8],
+    nb: usize,
+    a: [ActRow<'_>; J],
+) -> [[f32; ROWS]; J] {
+    // SAFETY (every arm): this function's features, which the block
+    // functions are compiled in; the caller's contract.
+    unsafe {
+        match wty {
+            GgmlType::Q4_0 => x8_legacy::<18, false, J>(stream, nb, &a, q4_0_x8_block::<J>),
+            GgmlType::Q4_1 => x8_legacy::<20, true, J>(stream, nb, &a, q4_1_x8_block::<J>),
+            GgmlType::Q5_0 => x8_legacy::<22, false, J>(stream, nb, &a, q5_0_x8_block::<J>),
+            GgmlType::Q8_0 => x8_legacy::<34, false, J>(stream, nb, &a, q8_0_x8_block::<J>),
+            t => unreachable!("x8: {t} is not a 32-element type of the layout"),
+        }
+    }
+}
+
+/// A block function of [`x8_legacy`].
+type X8Block<const J: usize> = unsafe fn(&[u8], usize, &[ActRow<'_>; J], &mut [[__m256; 2]; J]);
+
+/// The loop of [`legacy_x8`] over `nb` blocks of `BS` bytes a row:
+/// `block(at, b, a, t)` puts block b's terms of the eight rows for each
+/// activation row into `t[j][0]` (and, where `MIN`, its `m·s` terms into
+/// `t[j][1]`), `at` the group's block b; each block first asks for the
+/// lines ahead of it, as the one-row kernels do. The block functions and
+/// this loop have no features of their own: they are compiled inside
+/// `legacy_x8`.
+#[inline(always)]
+unsafe fn x8_legacy<const BS: usize, const MIN: bool, const J: usize>(
+    stream: &[u8],
+    nb: usize,
+    a: &[ActRow<'_>; J],
+    block: X8Block<J>,
+) -> [[f32; ROWS]; J] {
+    let group_block = ROWS * BS;
+    assert!(stream.len() >= nb * group_block, "x8: a group of eight rows of {nb} blocks");
+    // SAFETY: AVX2 and more (the caller's features).
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 8]; J];
+        let mut accm = [[_mm256_setzero_ps(); 8]; J];
+        for g in 0..nb.div_ceil(8) {
+            // The terms of blocks 8g.. (a loop with one call site: unrolled
+            // eight times, the block's code stayed out of line); the lanes
+            // past the end of a row add +0, which leaves an accumulator as
+            // it is (it starts at +0 and so is never -0).
+            let mut terms = [[[_mm256_setzero_ps(); 2]; J]; 8];
+            for (k, t) in terms.iter_mut().enumerate().take(nb - 8 * g) {
+                let b = 8 * g + k;
+                crate::matmul::prefetch(stream, b * group_block, group_block);
+                block(&stream[b * group_block..(b + 1) * group_block], b, a, t);
+            }
+            for j in 0..J {
+                unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    acc[j][k] = _mm256_add_ps(acc[j][k], terms[k][j][0]);
+                    if MIN {
+                        accm[j][k] = _mm256_add_ps(accm[j][k], terms[k][j][1]);
+                    }
+                });
+            }
+        }
+        // Row r's accumulator, block b in lane b % 8, as `blocks_of` holds it.
+        let mut out = [[0f32; ROWS]; J];
+        for j in 0..J {
+            let acc_r = transpose_8x8_i32(acc[j].map(|v| _mm256_castps_si256(v)));
+            let accm_r = transpose_8x8_i32(accm[j].map(|v| _mm256_castps_si256(v)));
+            for r in 0..ROWS {
+                let s = hsum(_mm256_castsi256_ps(acc_r[r]));
+                out[j][r] = if MIN { s + hsum(_mm256_castsi256_ps(accm_r[r])) } else { s };
+            }
+        }
+        out
+    }
+}
+
+/// The `d` of the eight rows: the group block's first 16 bytes.
+#[inline(always)]
+unsafe fn x8_d(at: &[u8]) -> __m256 {
+    // SAFETY: F16C (the callers'); 16 bytes.
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(at[..16].as_ptr().cast())) }
+}
+
+/// Each row's block sum `isum` times `d·da`: the reference's `term`.
+#[inline(always)]
+unsafe fn x8_scaled(d: __m256, da: f32, isum: __m256i) -> __m256 {
+    // SAFETY: AVX (the callers').
+    unsafe { _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(da)), _mm256_cvtepi32_ps(isum)) }
+}
+
+/// The integer sums of a block's 32 unsigned weights, `ul[k]` elements
+/// 4k..4k + 4 and `uh[k]` elements 16 + 4k.. of the eight rows, against
+/// activation row `aj`'s block b, from `start`.
+#[inline(always)]
+unsafe fn x8_isum(ul: &[__m256i; 4], uh: &[__m256i; 4], aj: &ActRow<'_>, b: usize, start: __m256i) -> __m256i {
+    let y: &[i8; 32] = aj.qs[32 * b..32 * b + 32].try_into().unwrap();
+    // SAFETY: AVX-512 VNNI/VL (the callers').
+    unsafe {
+        let (mut lo, mut hi) = (start, _mm256_setzero_si256());
+        unroll!(k in [0, 1, 2, 3] {
+            lo = _mm256_dpbusd_epi32(lo, ul[k], bcast4(y, 4 * k));
+            hi = _mm256_dpbusd_epi32(hi, uh[k], bcast4(y, 16 + 4 * k));
+        });
+        _mm256_add_epi32(lo, hi)
+    }
+}
+
+/// Low and high nibbles of four quant words.
+#[inline(always)]
+unsafe fn x8_nibbles(q: [__m256i; 4]) -> ([__m256i; 4], [__m256i; 4]) {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let nib = _mm256_set1_epi8(0x0F);
+        (q.map(|w| _mm256_and_si256(w, nib)), q.map(|w| _mm256_and_si256(_mm256_srli_epi16::<4>(w), nib)))
+    }
+}
+
+/// Q4_0 (group block: `d` ×8, four quant words): `q - 8`, the sum from `-8·Σy`.
+#[inline(always)]
+unsafe fn q4_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+    // SAFETY: the callers' features; a whole group block.
+    unsafe {
+        let d = x8_d(at);
+        let (ul, uh) = x8_nibbles(core::array::from_fn(|k| load_word(&at[16..], k)));
+        for j in 0..J {
+            let isum = x8_isum(&ul, &uh, &a[j], b, _mm256_set1_epi32(-8 * a[j].sums[b]));
+            t[j][0] = x8_scaled(d, a[j].d[b], isum);
+        }
+    }
+}
+
+/// Q4_1 (group block: `d` and `m` as a word a row, four quant words): the
+/// reference's `(d·da)·isum` and `m·s`.
+#[inline(always)]
+unsafe fn q4_1_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+    // SAFETY: the callers' features; a whole group block.
+    unsafe {
+        let dm = load_word(at, 0);
+        let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
+        let m = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
+        let (ul, uh) = x8_nibbles(core::array::from_fn(|k| load_word(&at[32..], k)));
+        for j in 0..J {
+            let isum = x8_isum(&ul, &uh, &a[j], b, _mm256_setzero_si256());
+            t[j][0] = x8_scaled(d, a[j].d[b], isum);
+            t[j][1] = _mm256_mul_ps(m, _mm256_set1_ps(a[j].s[b]));
+        }
+    }
+}
+
+/// Q5_0 (group block: `d` ×8, the `qh` word of each row, four quant
+/// words): the fifth bits set in the bytes by a byte test and a masked
+/// add, `u = q + 16`, the sum from `-16·Σy`.
+#[inline(always)]
+unsafe fn q5_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+    // SAFETY: the callers' features; a whole group block.
+    unsafe {
+        let bit5 = _mm256_set1_epi8(0x10);
+        // Bits j..j + 4 of each lane's `qh` as a byte mask over its four bytes.
+        let high = |qh: __m256i, j: u8| -> __mmask32 {
+            let rep = _mm256_shuffle_epi8(qh, word_control([j / 8, j / 8, j / 8, j / 8]));
+            let o = j % 8;
+            let bits = i32::from_le_bytes([1 << o, 1 << (o + 1), 1 << (o + 2), 1 << (o + 3)]);
+            _mm256_test_epi8_mask(rep, _mm256_set1_epi32(bits))
+        };
+        let d = x8_d(at);
+        let qh = load_word(&at[16..], 0);
+        let (mut ul, mut uh) = x8_nibbles(core::array::from_fn(|k| load_word(&at[16..], 1 + k)));
+        unroll!(k in [0, 1, 2, 3] {
+            ul[k] = _mm256_mask_add_epi8(ul[k], high(qh, 4 * k as u8), ul[k], bit5);
+            uh[k] = _mm256_mask_add_epi8(uh[k], high(qh, 16 + 4 * k as u8), uh[k], bit5);
+        });
+        for j in 0..J {
+            let isum = x8_isum(&ul, &uh, &a[j], b, _mm256_set1_epi32(-16 * a[j].sums[b]));
+            t[j][0] = x8_scaled(d, a[j].d[b], isum);
+        }
+    }
+}
+
+/// Q8_0 (group block: `d` ×8, eight quant words stored as `q + 128`,
+/// `crate::x8`'s flip): the unsigned operand as it comes, the sum from
+/// `-128·Σy`.
+#[inline(always)]
+unsafe fn q8_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+    // SAFETY: the callers' features; a whole group block.
+    unsafe {
+        let d = x8_d(at);
+        let ul: [__m256i; 4] = core::array::from_fn(|k| load_word(&at[16..], k));
+        let uh: [__m256i; 4] = core::array::from_fn(|k| load_word(&at[16..], 4 + k));
+        for j in 0..J {
+            let isum = x8_isum(&ul, &uh, &a[j], b, _mm256_set1_epi32(-128 * a[j].sums[b]));
+            t[j][0] = x8_scaled(d, a[j].d[b], isum);
+        }
+    }
 }
 
 /// Q5_0: eight rows against one Q8_0 row. A block's 16 quant bytes of the

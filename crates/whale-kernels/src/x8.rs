@@ -15,9 +15,12 @@
 //! `cols` columns: `rows / 8` groups one after the other, group g holding
 //! rows `8g..8g + 8` block by block; block b of the group is the eight
 //! rows' blocks b as a matrix of 4-byte words, transposed: word w of row r
-//! at byte `32w + 4r` of the group's block (a block's bytes past its last
-//! whole word, Q6_K's `d`, follow row by row). The bytes are the same in
-//! number, so a model's weights can be rewritten in place
+//! at byte `32w + 4r` of the group's words. Bytes that are no whole word
+//! of quants go row by row: the 32-element types' `d` (and Q4_1's `m`)
+//! before the words, so that a block's eight `d` are one 16-byte load, and
+//! Q6_K's `d` after them. Q8_0's quants are stored as `q + 128` (each byte
+//! xored with 0x80), the unsigned operand `vpdpbusd` takes. The bytes are
+//! the same in number, so a model's weights can be rewritten in place
 //! ([`interleave_in_place`], [`deinterleave_in_place`]).
 //!
 //! Measured with `examples/x8_bw` on the 2-core Intel Xeon of stop 43
@@ -54,12 +57,20 @@
 //! 11 rows 7.5 against 8.1 (the file layout's row kernels take eight
 //! activation rows a pass).
 //!
-//! The engine stores the Q4_K and Q6_K matrices of a GGUF read into memory
+//! The engine stores the matrices of these types of a GGUF read into memory
 //! this way where [`chosen`] (`GgufFile::interleave_x8`, models::load).
 //!
-//! Types: Q4_K and Q6_K ([`supports`]). Results are the bits of the scalar
-//! reference (`vec_dot_q_ref`) of each row, at every level: the kernels at
-//! the AVX-512 VNNI level are `rows8::q4_k`'s and `q6_k`'s arithmetic.
+//! Types ([`supports`]): Q4_K and Q6_K, and the 32-element Q4_0, Q4_1,
+//! Q5_0 and Q8_0 (Qwen2.5-0.5B's 896-column matrices, whose rows are no
+//! multiple of 256, and DeepSeek-V2's expert downs of 1408 columns are
+//! Q5_0 and Q8_0 in a Q4_K_M file). `examples/x8_bw 1 1 COLS TYPE` on the
+//! Xeon of stop 45, one core from L2, the file's layout (`matmul_q_acts`)
+//! against this one: at 896 columns Q5_0 13.9 against 21.5 GB/s, Q8_0
+//! 25.1 against 39.9, Q4_0 14.4 against 20.8, Q4_1 17.3 against 21.7.
+//! Results are the bits of the scalar reference (`vec_dot_q_ref`) of each
+//! row, at every level: the kernels at the AVX-512 VNNI level are
+//! `rows8::q4_k`'s, `q6_k`'s and `q5_0`'s arithmetic
+//! (`rows8::legacy_x8`).
 
 use crate::dispatch::Verified;
 use crate::error::KernelError;
@@ -71,7 +82,34 @@ pub const ROWS: usize = 8;
 
 /// Whether `ty` has an interleaved layout and kernel here.
 pub fn supports(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
+    anatomy(ty).is_some()
+}
+
+/// How this layout moves a block of a type: `head` bytes stored row by row
+/// before the words (the 32-element types' `d`, and Q4_1's `m`), `words`
+/// 4-byte words stored transposed (the quants, and Q5_0's `qh` as its
+/// first), `tail` bytes row by row after them (Q6_K's `d`), and `flip`
+/// xored into every byte of the words (Q8_0's quants stored as `q + 128`,
+/// the unsigned operand of `vpdpbusd`, so its kernel multiplies them as
+/// they come).
+#[derive(Clone, Copy)]
+struct Anatomy {
+    head: usize,
+    words: usize,
+    tail: usize,
+    flip: u8,
+}
+
+fn anatomy(ty: GgmlType) -> Option<Anatomy> {
+    let (head, flip) = match ty {
+        GgmlType::Q4_K | GgmlType::Q6_K => (0, 0),
+        GgmlType::Q4_0 | GgmlType::Q5_0 => (2, 0),
+        GgmlType::Q4_1 => (4, 0),
+        GgmlType::Q8_0 => (2, 0x80),
+        _ => return None,
+    };
+    let bs = ty.type_size();
+    Some(Anatomy { head, words: (bs - head) / 4, tail: (bs - head) % 4, flip })
 }
 
 /// The checks every entry point makes: a supported type, whole blocks,
@@ -135,6 +173,7 @@ enum Way {
 /// every matrix this way.
 fn move_group(v: Verified, ty: GgmlType, rb: usize, src: &[u8], dst: &mut [u8], way: Way) {
     let bs = ty.type_size();
+    let an = anatomy(ty).expect("x8: a type of this layout");
     assert!(src.len() >= ROWS * rb && dst.len() >= ROWS * rb && rb.is_multiple_of(bs), "x8: a whole group");
     #[cfg(target_arch = "x86_64")]
     if matches!(
@@ -144,16 +183,35 @@ fn move_group(v: Verified, ty: GgmlType, rb: usize, src: &[u8], dst: &mut [u8], 
         // SAFETY: AVX2 is verified; the lengths are checked above.
         return unsafe {
             match way {
-                Way::ToX8 => move_group_avx2::<true>(bs, rb, src, dst),
-                Way::ToFile => move_group_avx2::<false>(bs, rb, src, dst),
+                Way::ToX8 => move_group_avx2::<true>(an, bs, rb, src, dst),
+                Way::ToFile => move_group_avx2::<false>(an, bs, rb, src, dst),
             }
         };
     }
     let _ = v;
     for b in 0..rb / bs {
         for r in 0..ROWS {
-            move_words(bs, rb, b, r, 0, src, dst, way);
+            move_head(an, bs, rb, b, r, src, dst, way);
+            move_words(an, bs, rb, b, r, 0, src, dst, way);
         }
+    }
+}
+
+/// Row `r`'s head bytes of block `b`, `way` round (see [`move_group`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn move_head(an: Anatomy, bs: usize, rb: usize, b: usize, r: usize, src: &[u8], dst: &mut [u8], way: Way) {
+    let (file, x8) = (r * rb + b * bs, b * ROWS * bs + an.head * r);
+    let (at_s, at_d) = match way {
+        Way::ToX8 => (file, x8),
+        Way::ToFile => (x8, file),
+    };
+    // Lengths the compiler knows, as in `move_words`.
+    match an.head {
+        0 => {}
+        2 => dst[at_d..at_d + 2].copy_from_slice(&src[at_s..at_s + 2]),
+        4 => dst[at_d..at_d + 4].copy_from_slice(&src[at_s..at_s + 4]),
+        n => dst[at_d..at_d + n].copy_from_slice(&src[at_s..at_s + n]),
     }
 }
 
@@ -163,16 +221,26 @@ fn move_group(v: Verified, ty: GgmlType, rb: usize, src: &[u8], dst: &mut [u8], 
 /// prefill's tiles to 5-7 GB/s).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn move_words(bs: usize, rb: usize, b: usize, r: usize, from: usize, src: &[u8], dst: &mut [u8], way: Way) {
-    let (words, tail) = (bs / 4, bs % 4);
-    let (file, x8) = (r * rb + b * bs, b * ROWS * bs);
+fn move_words(
+    an: Anatomy,
+    bs: usize,
+    rb: usize,
+    b: usize,
+    r: usize,
+    from: usize,
+    src: &[u8],
+    dst: &mut [u8],
+    way: Way,
+) {
+    let (words, tail) = (an.words, an.tail);
+    let (file, x8) = (r * rb + b * bs + an.head, b * ROWS * bs + ROWS * an.head);
     for w in from..words {
         let (at_s, at_d) = match way {
             Way::ToX8 => (file + 4 * w, x8 + 32 * w + 4 * r),
             Way::ToFile => (x8 + 32 * w + 4 * r, file + 4 * w),
         };
         let word: [u8; 4] = src[at_s..at_s + 4].try_into().expect("four bytes");
-        dst[at_d..at_d + 4].copy_from_slice(&word);
+        dst[at_d..at_d + 4].copy_from_slice(&word.map(|x| x ^ an.flip));
     }
     for t in 0..tail {
         let (at_s, at_d) = match way {
@@ -191,11 +259,12 @@ fn move_words(bs: usize, rb: usize, b: usize, r: usize, from: usize, src: &[u8],
 /// whole blocks of `bs`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn move_group_avx2<const TO_X8: bool>(bs: usize, rb: usize, src: &[u8], dst: &mut [u8]) {
+unsafe fn move_group_avx2<const TO_X8: bool>(an: Anatomy, bs: usize, rb: usize, src: &[u8], dst: &mut [u8]) {
     use core::arch::x86_64::*;
     let way = if TO_X8 { Way::ToX8 } else { Way::ToFile };
-    let words = bs / 4;
+    let words = an.words;
     let wide = words / 8 * 8;
+    let flip = _mm256_set1_epi8(an.flip as i8);
     // 32 bytes at `at` of `src`, and stored at `at` of `dst`.
     let load = |at: usize| {
         // SAFETY: 32 bytes inside `src`; loadu is unaligned.
@@ -208,8 +277,8 @@ unsafe fn move_group_avx2<const TO_X8: bool>(bs: usize, rb: usize, src: &[u8], d
     for b in 0..rb / bs {
         // Word w of row r in the file's layout, and words w.. of the
         // eight rows in the group's block.
-        let file = |r: usize, w: usize| r * rb + b * bs + 4 * w;
-        let x8 = |w: usize| b * ROWS * bs + 32 * w;
+        let file = |r: usize, w: usize| r * rb + b * bs + an.head + 4 * w;
+        let x8 = |w: usize| b * ROWS * bs + ROWS * an.head + 32 * w;
         for w in (0..wide).step_by(8) {
             // Eight words of eight rows: a vector a row one way, a vector
             // a word the other.
@@ -219,11 +288,11 @@ unsafe fn move_group_avx2<const TO_X8: bool>(bs: usize, rb: usize, src: &[u8], d
             };
             let t = crate::avx2_q8::transpose_8x8_i32(from.map(load));
             for (at, v) in to.into_iter().zip(t) {
-                store(dst, at, v);
+                store(dst, at, _mm256_xor_si256(v, flip));
             }
         }
         let mut from = wide;
-        if words - wide == 4 {
+        if words - wide >= 4 {
             // The last four words of the eight rows: rows r and r + 4 in
             // the halves of one vector (r < 4) against word wide + k of
             // the eight rows in vector k, a 4×4 transpose within each
@@ -247,7 +316,8 @@ unsafe fn move_group_avx2<const TO_X8: bool>(bs: usize, rb: usize, src: &[u8], d
                 _mm256_unpackhi_epi64(t0, t2),
                 _mm256_unpacklo_epi64(t1, t3),
                 _mm256_unpackhi_epi64(t1, t3),
-            ];
+            ]
+            .map(|v| _mm256_xor_si256(v, flip));
             for (k, v) in t.into_iter().enumerate() {
                 match way {
                     Way::ToX8 => store(dst, x8(wide + k), v),
@@ -260,10 +330,11 @@ unsafe fn move_group_avx2<const TO_X8: bool>(bs: usize, rb: usize, src: &[u8], d
                     }
                 }
             }
-            from = words;
+            from = wide + 4;
         }
         for r in 0..ROWS {
-            move_words(bs, rb, b, r, from, src, dst, way);
+            move_head(an, bs, rb, b, r, src, dst, way);
+            move_words(an, bs, rb, b, r, from, src, dst, way);
         }
     }
 }
@@ -391,7 +462,7 @@ unsafe fn group_rows<const J: usize>(
         match ty {
             GgmlType::Q4_K => crate::rows8::q4_k_x8::<J>(stream, nb, a),
             GgmlType::Q6_K => crate::rows8::q6_k_x8::<J>(stream, nb, a),
-            t => unreachable!("x8: {t} passed `check` without a kernel"),
+            _ => crate::rows8::legacy_x8::<J>(ty, stream, nb, a),
         }
     };
     for (o, d) in out[i..i + J].iter_mut().zip(dots) {

@@ -23,7 +23,7 @@ pub fn random_weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
         blk[1] = 0x1c;
         match ty {
             GgmlType::Q6_K => blk[bb - 1] = 0x1c,
-            GgmlType::Q4_K => blk[3] = 0x1c,
+            GgmlType::Q4_K | GgmlType::Q4_1 | GgmlType::Q5_1 => blk[3] = 0x1c,
             _ => {}
         }
     }

@@ -155,18 +155,27 @@ pub fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
 #[allow(dead_code)]
 pub fn check_x8_matches_scalar(rng: &mut Rng) {
     use whale_kernels::{quantize_acts, vec_dot_q_ref, x8};
-    for (ty, rows, cols) in [GgmlType::Q4_K, GgmlType::Q6_K]
-        .into_iter()
-        .flat_map(|ty| [(8, 256), (24, 2048), (16, 2816), (240, 2048)].map(|(r, c)| (ty, r, c)))
+    let k_shapes = [(8, 256), (24, 2048), (16, 2816), (240, 2048)];
+    // Rows of 1, 4, 28 and 44 blocks: a partial run of eight blocks, and
+    // Qwen2.5-0.5B's and DeepSeek-V2's expert-down widths.
+    let shapes_32 = [(8, 32), (24, 896), (16, 1408), (240, 128)];
+    for (ty, rows, cols) in
+        [GgmlType::Q4_K, GgmlType::Q6_K].into_iter().flat_map(|ty| k_shapes.map(|(r, c)| (ty, r, c))).chain(
+            [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0]
+                .into_iter()
+                .flat_map(|ty| shapes_32.map(|(r, c)| (ty, r, c))),
+        )
     {
         let rb = ty.row_bytes(cols).unwrap();
-        for fill in ["random", "max", "zero"] {
+        // "min": bytes of 0x80, Q8_0's -128 (its `q + 128` is 0).
+        for fill in ["random", "max", "min", "zero"] {
             let mut w: Vec<u8> = match fill {
                 "max" => vec![0xFF; rows * rb],
+                "min" => vec![0x80; rows * rb],
                 "zero" => vec![0; rows * rb],
                 _ => (0..rows).flat_map(|_| random_row(rng, ty, cols)).collect(),
             };
-            if fill == "max" {
+            if fill == "max" || fill == "min" {
                 set_scales(ty, &mut w, 1.0);
             }
             let mut wx = w.clone();
