@@ -294,6 +294,47 @@ impl Unpacked {
         }
     }
 
+    /// [`Unpacked::fill`] of rows of a 32-element type stored interleaved
+    /// (`crate::x8`, whole groups of eight): each group block unpacked as
+    /// the layout's decode kernels unpack it (`rows8::legacy_x8_unpacked`:
+    /// eight vectors of four elements of each of the eight rows, unsigned
+    /// `q + off`), made signed, is half of each of the block's eight tile
+    /// rows. Putting the rows back in the file's layout first cost a
+    /// Qwen2.5-0.5B prefill (Q5_0 and Q8_0) a tenth of its speed.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 VNNI (the AMX level has it).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn fill_x8_legacy(&mut self, wty: GgmlType, rows: &[u8], rb: usize) {
+        let ts = wty.type_size();
+        let g8 = crate::x8::ROWS;
+        let nrows = rows.len() / rb;
+        if nrows < TILE {
+            self.b.fill(0);
+            self.d.iter_mut().for_each(|v| v.fill(0.0));
+            self.dmin.iter_mut().for_each(|v| v.fill(0.0));
+        }
+        // What `decode_ints` subtracts: the unsigned form's offset.
+        let off = _mm256_set1_epi8(crate::panel::legacy_off(wty) as u8 as i8);
+        for blk in 0..rb / ts {
+            let tile = &mut self.b[blk * QK32 * TILE..(blk + 1) * QK32 * TILE];
+            for g in 0..nrows / g8 {
+                let at = &rows[g * g8 * rb + blk * g8 * ts..][..g8 * ts];
+                // SAFETY: this function's features; `at` is one group block;
+                // each store 32 bytes of a 64-byte tile row, or 8 f32 of 16.
+                unsafe {
+                    let (u, d, m) = crate::rows8::legacy_x8_unpacked(wty, at);
+                    for (r, ur) in u.into_iter().enumerate() {
+                        let dst = &mut tile[64 * r + 32 * g..64 * r + 32 * g + 32];
+                        _mm256_storeu_si256(dst.as_mut_ptr().cast(), _mm256_sub_epi8(ur, off));
+                    }
+                    _mm256_storeu_ps(self.d[blk][8 * g..8 * g + 8].as_mut_ptr(), d);
+                    _mm256_storeu_ps(self.dmin[blk][8 * g..8 * g + 8].as_mut_ptr(), m);
+                }
+            }
+        }
+    }
+
     /// Unpacks `rows` (at most 16 rows of `rb` bytes); missing rows are zero.
     ///
     /// # Safety
@@ -417,17 +458,25 @@ pub(crate) unsafe fn matmul_tiles(
     let nrows = w.len() / rb;
     let v = crate::dispatch::Verified::active();
     let interleaved = layout == crate::x8::Layout::X8;
-    let mut file_rows = if interleaved { vec![0u8; TILE * rb] } else { Vec::new() };
+    // The 32-element types' interleaved words are already the tiles' rows.
+    let direct = interleaved && wty.block_size() != QK_K;
+    let mut file_rows = if interleaved && !direct { vec![0u8; TILE * rb] } else { Vec::new() };
     for n0 in (0..nrows).step_by(TILE) {
         let nv = TILE.min(nrows - n0);
         let mut rows = &w[n0 * rb..(n0 + nv) * rb];
-        if interleaved {
-            // A tile of rows back in the file's layout (whole groups of eight).
-            crate::x8::to_file_layout(v, wty, rb, rows, &mut file_rows[..nv * rb]);
-            rows = &file_rows[..nv * rb];
+        if direct {
+            // SAFETY: (caller) AVX-512, and the AMX level has VNNI; whole
+            // groups of eight rows.
+            unsafe { unpacked.fill_x8_legacy(wty, rows, rb) };
+        } else {
+            if interleaved {
+                // A tile of rows back in the file's layout (whole groups of eight).
+                crate::x8::to_file_layout(v, wty, rb, rows, &mut file_rows[..nv * rb]);
+                rows = &file_rows[..nv * rb];
+            }
+            // SAFETY: (caller) AVX-512.
+            unsafe { unpacked.fill(wty, rows, rb, &mut dec) };
         }
-        // SAFETY: (caller) AVX-512.
-        unsafe { unpacked.fill(wty, rows, rb, &mut dec) };
         for (t, at) in act_tiles.iter().enumerate() {
             // SAFETY: (caller) AMX and AVX-512; `at` and `unpacked` describe
             // `cols` elements.

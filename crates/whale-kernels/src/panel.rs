@@ -131,6 +131,29 @@ pub(crate) trait Unpacker<const R: usize, const V: usize> {
     fn k(&self, wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -> crate::avx2_q8::KParts;
     /// The 256 elements `u` of each row into the 64 vectors `q`.
     fn store(&self, q: &mut [[u8; V]], u: &[[u8; QK_K]; R]);
+    /// Whether this level unpacks 32-element blocks of `wty` straight
+    /// from the interleaved layout ([`Unpacker::legacy_x8`]); elsewhere
+    /// `fill` puts the rows back in the file's layout first.
+    fn unpacks_x8(&self, wty: GgmlType) -> bool {
+        let _ = wty;
+        false
+    }
+    /// Rows `8g..8g + 8` of one 32-element block into its eight vectors
+    /// `q` (vector k: elements 4k..4k + 4) and their `d` and `m`, from
+    /// `group_block` (that block of group g, `crate::x8`), or zeros where
+    /// `None` (the rows past a last panel's). Only where `unpacks_x8`.
+    fn legacy_x8(
+        &self,
+        wty: GgmlType,
+        group_block: Option<&[u8]>,
+        g: usize,
+        q: &mut [[u8; V]],
+        d: &mut [f32; R],
+        m: &mut [f32; R],
+    ) {
+        let _ = (wty, group_block, g, q, d, m);
+        unreachable!("legacy_x8 where unpacks_x8 is false")
+    }
 }
 
 impl<const R: usize, const V: usize> Panel<R, V> {
@@ -209,9 +232,23 @@ impl<const R: usize, const V: usize> Panel<R, V> {
                 lv.store(&mut self.q[64 * b..64 * (b + 1)], &u);
             }
         } else {
+            // Straight from the interleaved layout where the level can: its
+            // words are already the panel's vectors, eight rows at a time.
+            let direct = x8.is_some() && lv.unpacks_x8(wty);
             for c in 0..nb.div_ceil(8) {
                 let blocks = 8 * c..(8 * c + 8).min(nb);
                 let n = blocks.len();
+                if direct {
+                    let q = &mut self.q[64 * c..64 * (c + 1)];
+                    q[8 * n..].iter_mut().for_each(|v| *v = [0; V]);
+                    for (k, b) in blocks.enumerate() {
+                        for g in 0..R / g8 {
+                            let at = (g < nrows / g8).then(|| &rows[g * g8 * rb + b * g8 * ts..][..g8 * ts]);
+                            lv.legacy_x8(wty, at, g, &mut q[8 * k..8 * k + 8], &mut self.d[b], &mut self.dmin[b]);
+                        }
+                    }
+                    continue;
+                }
                 if n < 8 {
                     u = [[0u8; QK_K]; R];
                 }
@@ -266,6 +303,46 @@ impl Unpacker<ROWS, 64> for Vnni {
     fn store(&self, q: &mut [[u8; 64]], u: &[[u8; QK_K]; ROWS]) {
         // SAFETY: as `legacy`.
         unsafe { store_transposed(q, u) }
+    }
+
+    fn unpacks_x8(&self, wty: GgmlType) -> bool {
+        matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0)
+    }
+
+    fn legacy_x8(
+        &self,
+        wty: GgmlType,
+        group_block: Option<&[u8]>,
+        g: usize,
+        q: &mut [[u8; 64]],
+        d: &mut [f32; ROWS],
+        m: &mut [f32; ROWS],
+    ) {
+        match group_block {
+            // SAFETY: a `Vnni` exists only at the VNNI level; `at` is one
+            // group block (`fill`).
+            Some(at) => unsafe { unpack_x8(wty, at, g, q, d, m) },
+            None => {
+                for v in q.iter_mut() {
+                    v[32 * g..32 * g + 32].fill(0);
+                }
+            }
+        }
+    }
+}
+
+/// `Vnni::legacy_x8` of a group block `at`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn unpack_x8(wty: GgmlType, at: &[u8], g: usize, q: &mut [[u8; 64]], d: &mut [f32; ROWS], m: &mut [f32; ROWS]) {
+    // SAFETY: this function's features (the caller's level); `at` is one
+    // group block; each store is 32 bytes of 64, or 8 f32 of 16.
+    unsafe {
+        let (u, dv, mv) = crate::rows8::legacy_x8_unpacked(wty, at);
+        for (v, uk) in q.iter_mut().zip(u) {
+            _mm256_storeu_si256(v[32 * g..32 * g + 32].as_mut_ptr().cast(), uk);
+        }
+        _mm256_storeu_ps(d[8 * g..8 * g + 8].as_mut_ptr(), dv);
+        _mm256_storeu_ps(m[8 * g..8 * g + 8].as_mut_ptr(), mv);
     }
 }
 

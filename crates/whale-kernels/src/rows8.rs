@@ -711,70 +711,90 @@ unsafe fn x8_scaled(d: __m256, da: f32, isum: __m256i) -> __m256 {
     unsafe { _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(da)), _mm256_cvtepi32_ps(isum)) }
 }
 
-/// The integer sums of a block's 32 unsigned weights, `ul[k]` elements
-/// 4k..4k + 4 and `uh[k]` elements 16 + 4k.. of the eight rows, against
-/// activation row `aj`'s block b, from `start`.
+/// The integer sum of a block's 32 unsigned weights `u` (vector k:
+/// elements 4k..4k + 4 of the eight rows) against activation row `aj`'s
+/// block b, from `start`.
 #[inline(always)]
-unsafe fn x8_isum(ul: &[__m256i; 4], uh: &[__m256i; 4], aj: &ActRow<'_>, b: usize, start: __m256i) -> __m256i {
+unsafe fn x8_isum(u: &[__m256i; 8], aj: &ActRow<'_>, b: usize, start: __m256i) -> __m256i {
     let y: &[i8; 32] = aj.qs[32 * b..32 * b + 32].try_into().unwrap();
     // SAFETY: AVX-512 VNNI/VL (the callers').
     unsafe {
         let (mut lo, mut hi) = (start, _mm256_setzero_si256());
         unroll!(k in [0, 1, 2, 3] {
-            lo = _mm256_dpbusd_epi32(lo, ul[k], bcast4(y, 4 * k));
-            hi = _mm256_dpbusd_epi32(hi, uh[k], bcast4(y, 16 + 4 * k));
+            lo = _mm256_dpbusd_epi32(lo, u[k], bcast4(y, 4 * k));
+            hi = _mm256_dpbusd_epi32(hi, u[4 + k], bcast4(y, 16 + 4 * k));
         });
         _mm256_add_epi32(lo, hi)
     }
 }
 
-/// Low and high nibbles of four quant words.
-#[inline(always)]
-unsafe fn x8_nibbles(q: [__m256i; 4]) -> ([__m256i; 4], [__m256i; 4]) {
-    // SAFETY: AVX2 (the callers').
+/// A group block's eight rows of 32 unsigned weights `q + off`
+/// (`panel::legacy_off`: vector k holds elements 4k..4k + 4 of each row,
+/// the panels' and the kernels' form), their `d` and their `m` (Q4_1; 0
+/// for the others): what [`legacy_x8`]'s kernels multiply, and what the
+/// panels take from this layout without putting it back.
+///
+/// # Safety
+/// The CPU must have AVX-512 VNNI; `at` holds one group block of `wty`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn legacy_x8_unpacked(wty: GgmlType, at: &[u8]) -> X8Unpacked {
+    // SAFETY: this function's features; one group block.
     unsafe {
-        let nib = _mm256_set1_epi8(0x0F);
-        (q.map(|w| _mm256_and_si256(w, nib)), q.map(|w| _mm256_and_si256(_mm256_srli_epi16::<4>(w), nib)))
-    }
-}
-
-/// Q4_0 (group block: `d` ×8, four quant words): `q - 8`, the sum from `-8·Σy`.
-#[inline(always)]
-unsafe fn q4_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
-    // SAFETY: the callers' features; a whole group block.
-    unsafe {
-        let d = x8_d(at);
-        let (ul, uh) = x8_nibbles(core::array::from_fn(|k| load_word(&at[16..], k)));
-        for j in 0..J {
-            let isum = x8_isum(&ul, &uh, &a[j], b, _mm256_set1_epi32(-8 * a[j].sums[b]));
-            t[j][0] = x8_scaled(d, a[j].d[b], isum);
+        match wty {
+            GgmlType::Q4_0 => q4_0_x8_unpack(at),
+            GgmlType::Q4_1 => q4_1_x8_unpack(at),
+            GgmlType::Q5_0 => q5_0_x8_unpack(at),
+            GgmlType::Q8_0 => q8_0_x8_unpack(at),
+            t => unreachable!("x8: {t} is not a 32-element type of the layout"),
         }
     }
 }
 
-/// Q4_1 (group block: `d` and `m` as a word a row, four quant words): the
-/// reference's `(d·da)·isum` and `m·s`.
+/// A group block unpacked: eight vectors of four elements of each row,
+/// the rows' `d` and `m`.
+type X8Unpacked = ([__m256i; 8], __m256, __m256);
+
+/// Low nibbles of four quant words (elements 4k.. of a block), then their
+/// high nibbles (elements 16 + 4k..).
 #[inline(always)]
-unsafe fn q4_1_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+unsafe fn x8_nibbles(q: [__m256i; 4]) -> [__m256i; 8] {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let nib = _mm256_set1_epi8(0x0F);
+        core::array::from_fn(|i| {
+            if i < 4 {
+                _mm256_and_si256(q[i], nib)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q[i - 4]), nib)
+            }
+        })
+    }
+}
+
+/// Q4_0 (group block: `d` ×8, four quant words): `u = q + 8`, the nibbles.
+#[inline(always)]
+unsafe fn q4_0_x8_unpack(at: &[u8]) -> X8Unpacked {
+    // SAFETY: the callers' features; a whole group block.
+    unsafe { (x8_nibbles(core::array::from_fn(|k| load_word(&at[16..], k))), x8_d(at), _mm256_setzero_ps()) }
+}
+
+/// Q4_1 (group block: `d` and `m` as a word a row, four quant words).
+#[inline(always)]
+unsafe fn q4_1_x8_unpack(at: &[u8]) -> X8Unpacked {
     // SAFETY: the callers' features; a whole group block.
     unsafe {
         let dm = load_word(at, 0);
         let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
         let m = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
-        let (ul, uh) = x8_nibbles(core::array::from_fn(|k| load_word(&at[32..], k)));
-        for j in 0..J {
-            let isum = x8_isum(&ul, &uh, &a[j], b, _mm256_setzero_si256());
-            t[j][0] = x8_scaled(d, a[j].d[b], isum);
-            t[j][1] = _mm256_mul_ps(m, _mm256_set1_ps(a[j].s[b]));
-        }
+        (x8_nibbles(core::array::from_fn(|k| load_word(&at[32..], k))), d, m)
     }
 }
 
 /// Q5_0 (group block: `d` ×8, the `qh` word of each row, four quant
-/// words): the fifth bits set in the bytes by a byte test and a masked
-/// add, `u = q + 16`, the sum from `-16·Σy`.
+/// words): `u = q + 16`, the fifth bits set in the nibbles by a byte test
+/// and a masked add.
 #[inline(always)]
-unsafe fn q5_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+unsafe fn q5_0_x8_unpack(at: &[u8]) -> X8Unpacked {
     // SAFETY: the callers' features; a whole group block.
     unsafe {
         let bit5 = _mm256_set1_epi8(0x10);
@@ -785,33 +805,71 @@ unsafe fn q5_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J]
             let bits = i32::from_le_bytes([1 << o, 1 << (o + 1), 1 << (o + 2), 1 << (o + 3)]);
             _mm256_test_epi8_mask(rep, _mm256_set1_epi32(bits))
         };
-        let d = x8_d(at);
         let qh = load_word(&at[16..], 0);
-        let (mut ul, mut uh) = x8_nibbles(core::array::from_fn(|k| load_word(&at[16..], 1 + k)));
-        unroll!(k in [0, 1, 2, 3] {
-            ul[k] = _mm256_mask_add_epi8(ul[k], high(qh, 4 * k as u8), ul[k], bit5);
-            uh[k] = _mm256_mask_add_epi8(uh[k], high(qh, 16 + 4 * k as u8), uh[k], bit5);
+        let mut u = x8_nibbles(core::array::from_fn(|k| load_word(&at[16..], 1 + k)));
+        unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7] {
+            u[i] = _mm256_mask_add_epi8(u[i], high(qh, 4 * i as u8), u[i], bit5);
         });
+        (u, x8_d(at), _mm256_setzero_ps())
+    }
+}
+
+/// Q8_0 (group block: `d` ×8, eight quant words stored as `q + 128`,
+/// `crate::x8`'s flip): the unsigned weights as they come.
+#[inline(always)]
+unsafe fn q8_0_x8_unpack(at: &[u8]) -> X8Unpacked {
+    // SAFETY: the callers' features; a whole group block.
+    unsafe { (core::array::from_fn(|k| load_word(&at[16..], k)), x8_d(at), _mm256_setzero_ps()) }
+}
+
+/// The kernel's block function of a type without mins: `unpack`'s weights
+/// against each activation row, the sum starting at `-off·Σy`.
+#[inline(always)]
+unsafe fn x8_block<const J: usize, const OFF: i32>(
+    unpack: unsafe fn(&[u8]) -> X8Unpacked,
+    at: &[u8],
+    b: usize,
+    a: &[ActRow<'_>; J],
+    t: &mut [[__m256; 2]; J],
+) {
+    // SAFETY: the callers' features; a whole group block.
+    unsafe {
+        let (u, d, _) = unpack(at);
         for j in 0..J {
-            let isum = x8_isum(&ul, &uh, &a[j], b, _mm256_set1_epi32(-16 * a[j].sums[b]));
+            let isum = x8_isum(&u, &a[j], b, _mm256_set1_epi32(-OFF * a[j].sums[b]));
             t[j][0] = x8_scaled(d, a[j].d[b], isum);
         }
     }
 }
 
-/// Q8_0 (group block: `d` ×8, eight quant words stored as `q + 128`,
-/// `crate::x8`'s flip): the unsigned operand as it comes, the sum from
-/// `-128·Σy`.
+#[inline(always)]
+unsafe fn q4_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+    // SAFETY: as `x8_block`.
+    unsafe { x8_block::<J, { crate::qdot::Q4_0_OFF }>(q4_0_x8_unpack, at, b, a, t) }
+}
+
+#[inline(always)]
+unsafe fn q5_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+    // SAFETY: as `x8_block`.
+    unsafe { x8_block::<J, { crate::qdot::Q5_0_OFF }>(q5_0_x8_unpack, at, b, a, t) }
+}
+
 #[inline(always)]
 unsafe fn q8_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+    // SAFETY: as `x8_block`.
+    unsafe { x8_block::<J, { crate::avx512_q8::Q8_0_OFF }>(q8_0_x8_unpack, at, b, a, t) }
+}
+
+/// Q4_1: the reference's `(d·da)·isum` and `m·s`.
+#[inline(always)]
+unsafe fn q4_1_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
     // SAFETY: the callers' features; a whole group block.
     unsafe {
-        let d = x8_d(at);
-        let ul: [__m256i; 4] = core::array::from_fn(|k| load_word(&at[16..], k));
-        let uh: [__m256i; 4] = core::array::from_fn(|k| load_word(&at[16..], 4 + k));
+        let (u, d, m) = q4_1_x8_unpack(at);
         for j in 0..J {
-            let isum = x8_isum(&ul, &uh, &a[j], b, _mm256_set1_epi32(-128 * a[j].sums[b]));
+            let isum = x8_isum(&u, &a[j], b, _mm256_setzero_si256());
             t[j][0] = x8_scaled(d, a[j].d[b], isum);
+            t[j][1] = _mm256_mul_ps(m, _mm256_set1_ps(a[j].s[b]));
         }
     }
 }
