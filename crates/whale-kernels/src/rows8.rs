@@ -668,20 +668,20 @@ unsafe fn x8_legacy<const BS: usize, const MIN: bool, const J: usize>(
             // eight times, the block's code stayed out of line); the lanes
             // past the end of a row add +0, which leaves an accumulator as
             // it is (it starts at +0 and so is never -0).
-            let mut terms = [[[_mm256_setzero_ps(); 2]; J]; 8];
-            for (k, t) in terms.iter_mut().enumerate().take(nb - 8 * g) {
+            unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
                 let b = 8 * g + k;
-                crate::matmul::prefetch(stream, b * group_block, group_block);
-                block(&stream[b * group_block..(b + 1) * group_block], b, a, t);
-            }
-            for j in 0..J {
-                unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
-                    acc[j][k] = _mm256_add_ps(acc[j][k], terms[k][j][0]);
-                    if MIN {
-                        accm[j][k] = _mm256_add_ps(accm[j][k], terms[k][j][1]);
+                if b < nb {
+                    crate::matmul::prefetch(stream, b * group_block, group_block);
+                    let mut t = [[_mm256_setzero_ps(); 2]; J];
+                    block(&stream[b * group_block..(b + 1) * group_block], b, a, &mut t);
+                    for j in 0..J {
+                        acc[j][k] = _mm256_add_ps(acc[j][k], t[j][0]);
+                        if MIN {
+                            accm[j][k] = _mm256_add_ps(accm[j][k], t[j][1]);
+                        }
                     }
-                });
-            }
+                }
+            });
         }
         // Row r's accumulator, block b in lane b % 8, as `blocks_of` holds it.
         let mut out = [[0f32; ROWS]; J];
@@ -790,25 +790,27 @@ unsafe fn q4_1_x8_unpack(at: &[u8]) -> X8Unpacked {
     }
 }
 
-/// Q5_0 (group block: `d` ×8, the `qh` word of each row, four quant
-/// words): `u = q + 16`, the fifth bits set in the nibbles by a byte test
-/// and a masked add.
+/// Q5_0 (group block: `d` ×8, the fifth bits as eight byte masks, four
+/// quant words): `u = q + 16`, each vector's fifth bits added under its
+/// mask (`crate::x8` stores `qh` so: word i is the mask of vector i, bit
+/// 4r + j for element j of row r; shuffling each row's `qh` into masks
+/// here took a fifth of the kernel's instructions).
 #[inline(always)]
 unsafe fn q5_0_x8_unpack(at: &[u8]) -> X8Unpacked {
     // SAFETY: the callers' features; a whole group block.
     unsafe {
-        let bit5 = _mm256_set1_epi8(0x10);
-        // Bits j..j + 4 of each lane's `qh` as a byte mask over its four bytes.
-        let high = |qh: __m256i, j: u8| -> __mmask32 {
-            let rep = _mm256_shuffle_epi8(qh, word_control([j / 8, j / 8, j / 8, j / 8]));
-            let o = j % 8;
-            let bits = i32::from_le_bytes([1 << o, 1 << (o + 1), 1 << (o + 2), 1 << (o + 3)]);
-            _mm256_test_epi8_mask(rep, _mm256_set1_epi32(bits))
-        };
-        let qh = load_word(&at[16..], 0);
-        let mut u = x8_nibbles(core::array::from_fn(|k| load_word(&at[16..], 1 + k)));
+        let (bit5, nib) = (_mm256_set1_epi8(0x10), _mm256_set1_epi8(0x0F));
+        let q: [__m256i; 4] = core::array::from_fn(|k| load_word(&at[16..], 1 + k));
+        let mut u = [_mm256_setzero_si256(); 8];
         unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7] {
-            u[i] = _mm256_mask_add_epi8(u[i], high(qh, 4 * i as u8), u[i], bit5);
+            // A mask register loaded from memory (`kmovd k, m32`: a load,
+            // where one through a general register takes the shuffle port),
+            // its bytes as 0x10 or 0, and `(nibbles & 0x0F) | fifth` in one
+            // `vpternlogd` (0xEC: `(a & c) | b`).
+            let mask = _load_mask32(at[16 + 4 * i..20 + 4 * i].as_ptr().cast());
+            let fifth = _mm256_maskz_mov_epi8(mask, bit5);
+            let nibbles = if i < 4 { q[i % 4] } else { _mm256_srli_epi16::<4>(q[i % 4]) };
+            u[i] = _mm256_ternarylogic_epi32::<0xEC>(nibbles, fifth, nib);
         });
         (u, x8_d(at), _mm256_setzero_ps())
     }

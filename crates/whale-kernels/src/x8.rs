@@ -91,13 +91,18 @@ pub fn supports(ty: GgmlType) -> bool {
 /// first), `tail` bytes row by row after them (Q6_K's `d`), and `flip`
 /// xored into every byte of the words (Q8_0's quants stored as `q + 128`,
 /// the unsigned operand of `vpdpbusd`, so its kernel multiplies them as
-/// they come).
+/// they come). `qh_masks`: the first word of the eight rows (Q5_0's `qh`,
+/// the fifth bits) is stored as eight byte masks, word m holding nibble m
+/// of each row's `qh` (elements 4m..4m + 4) as its nibble r
+/// ([`transpose_nibbles`]): the mask of a vector of four elements of each
+/// row, loaded as it is.
 #[derive(Clone, Copy)]
 struct Anatomy {
     head: usize,
     words: usize,
     tail: usize,
     flip: u8,
+    qh_masks: bool,
 }
 
 fn anatomy(ty: GgmlType) -> Option<Anatomy> {
@@ -109,7 +114,8 @@ fn anatomy(ty: GgmlType) -> Option<Anatomy> {
         _ => return None,
     };
     let bs = ty.type_size();
-    Some(Anatomy { head, words: (bs - head) / 4, tail: (bs - head) % 4, flip })
+    let qh_masks = ty == GgmlType::Q5_0;
+    Some(Anatomy { head, words: (bs - head) / 4, tail: (bs - head) % 4, flip, qh_masks })
 }
 
 /// The checks every entry point makes: a supported type, whole blocks,
@@ -176,23 +182,60 @@ fn move_group(v: Verified, ty: GgmlType, rb: usize, src: &[u8], dst: &mut [u8], 
     let an = anatomy(ty).expect("x8: a type of this layout");
     assert!(src.len() >= ROWS * rb && dst.len() >= ROWS * rb && rb.is_multiple_of(bs), "x8: a whole group");
     #[cfg(target_arch = "x86_64")]
-    if matches!(
+    let wide = matches!(
         v.level(),
         crate::dispatch::SimdLevel::Avx2Fma | crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx
-    ) {
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = {
+        let _ = v;
+        false
+    };
+    if wide {
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 is verified; the lengths are checked above.
-        return unsafe {
+        unsafe {
             match way {
                 Way::ToX8 => move_group_avx2::<true>(an, bs, rb, src, dst),
                 Way::ToFile => move_group_avx2::<false>(an, bs, rb, src, dst),
             }
-        };
+        }
+    } else {
+        for b in 0..rb / bs {
+            for r in 0..ROWS {
+                move_head(an, bs, rb, b, r, src, dst, way);
+                move_words(an, bs, rb, b, r, 0, src, dst, way);
+            }
+        }
     }
-    let _ = v;
-    for b in 0..rb / bs {
-        for r in 0..ROWS {
-            move_head(an, bs, rb, b, r, src, dst, way);
-            move_words(an, bs, rb, b, r, 0, src, dst, way);
+    if an.qh_masks {
+        // The eight rows' `qh` words, now moved, wherever `dst` holds them.
+        for b in 0..rb / bs {
+            let at: [usize; ROWS] = core::array::from_fn(|r| match way {
+                Way::ToX8 => b * ROWS * bs + ROWS * an.head + 4 * r,
+                Way::ToFile => r * rb + b * bs + an.head,
+            });
+            let mut qh = at.map(|i| u32::from_le_bytes(dst[i..i + 4].try_into().expect("four bytes")));
+            transpose_nibbles(&mut qh);
+            for (i, w) in at.into_iter().zip(qh) {
+                dst[i..i + 4].copy_from_slice(&w.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// The 8×8 transpose of the nibbles of `x` (nibble c of `x[r]` becomes
+/// nibble r of `x[c]`), its own inverse: the off-diagonal 4×4 blocks
+/// swapped, then the 2×2 blocks within each, then single nibbles.
+fn transpose_nibbles(x: &mut [u32; ROWS]) {
+    for (step, mask, pairs) in
+        [(16, 0x0000_FFFF, [0, 1, 2, 3]), (8, 0x00FF_00FF, [0, 1, 4, 5]), (4, 0x0F0F_0F0F, [0, 2, 4, 6])]
+    {
+        let partner = step / 4;
+        for r in pairs {
+            let t = ((x[r] >> step) ^ x[r + partner]) & mask;
+            x[r] ^= t << step;
+            x[r + partner] ^= t;
         }
     }
 }
@@ -534,5 +577,32 @@ pub(crate) fn matmul_rest(
         crate::qdot::matmul_q_rows(v, ty, Layout::File, flat, rb, acts, now);
         out = later;
         g += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nibble_transpose_moves_nibble_c_of_row_r_to_nibble_r_of_row_c() {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..100 {
+            let x: [u32; ROWS] = core::array::from_fn(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u32
+            });
+            let mut t = x;
+            transpose_nibbles(&mut t);
+            for (r, xr) in x.iter().enumerate() {
+                for (c, tc) in t.iter().enumerate() {
+                    assert_eq!((xr >> (4 * c)) & 0xF, (tc >> (4 * r)) & 0xF, "row {r} nibble {c}");
+                }
+            }
+            transpose_nibbles(&mut t);
+            assert_eq!(t, x, "its own inverse");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Weights stored eight rows interleaved (`whale_kernels::x8`, Q4_K and
-//! Q6_K): the layout
+//! Weights stored eight rows interleaved (`whale_kernels::x8`, Q4_K, Q6_K
+//! and the 32-element Q4_0, Q4_1, Q5_0, Q8_0): the layout
 //! round-trips to the file's bytes, its products are the scalar
 //! reference's bits (here at this CPU's best level; `simd_env.rs` and
 //! `simd_env_avx2.rs` run the same check at the scalar and AVX2 levels,
@@ -27,6 +27,51 @@ fn interleaving_moves_every_word_and_deinterleaving_restores_the_file_bytes() {
                 // The two bytes of row 5's `d` (its block's last two) follow
                 // the 52 whole words, row by row.
                 assert_eq!(wx[52 * 32 + 2 * 5..][..2], w[5 * rb + 208..][..2]);
+            }
+            x8::deinterleave_in_place(ty, rows, cols, &mut wx).unwrap();
+            assert_eq!(wx, w, "{ty} {rows}x{cols}");
+        }
+    }
+}
+
+#[test]
+fn the_32_element_types_keep_d_before_the_words_q8_0_flips_and_q5_0_stores_masks() {
+    let mut rng = Rng::new(45);
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0] {
+        for (rows, cols) in [(8, 32), (16, 1408)] {
+            let (rb, bs) = (ty.row_bytes(cols).unwrap(), ty.type_size());
+            let w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, ty, cols)).collect();
+            let mut wx = w.clone();
+            x8::interleave_in_place(ty, rows, cols, &mut wx).unwrap();
+            // Group 1 (or 0), block 1 (or 0): the group block's start.
+            let (g, b) = (rows / 8 - 1, cols / 32 - 1);
+            let at = g * 8 * rb + b * 8 * bs;
+            let block = |r: usize| &w[(8 * g + r) * rb + b * bs..][..bs];
+            let head = if ty == GgmlType::Q4_1 { 4 } else { 2 };
+            for r in 0..8 {
+                // Row r's d (and m) at `head · r`.
+                assert_eq!(wx[at + head * r..][..head], block(r)[..head], "{ty}: row {r}'s head");
+            }
+            let words = at + 8 * head;
+            match ty {
+                GgmlType::Q8_0 => {
+                    // Row 3's quants 4..8 (word 1) at 32 + 12, each + 128.
+                    let want: Vec<u8> = block(3)[2 + 4..2 + 8].iter().map(|q| q ^ 0x80).collect();
+                    assert_eq!(wx[words + 32 + 12..][..4], want[..], "{ty}");
+                }
+                GgmlType::Q5_0 => {
+                    // Mask word m: nibble m of row r's qh as its nibble r.
+                    for m in 0..8 {
+                        let mask = u32::from_le_bytes(wx[words + 4 * m..][..4].try_into().unwrap());
+                        for r in 0..8 {
+                            let qh = u32::from_le_bytes(block(r)[2..6].try_into().unwrap());
+                            assert_eq!((mask >> (4 * r)) & 0xF, (qh >> (4 * m)) & 0xF, "{ty}: mask {m} row {r}");
+                        }
+                    }
+                    // Then the quants: row 6's word 2 at 32 · 3 + 24.
+                    assert_eq!(wx[words + 96 + 24..][..4], block(6)[6 + 8..6 + 12], "{ty}");
+                }
+                _ => assert_eq!(wx[words + 32 + 8..][..4], block(2)[head + 4..head + 8], "{ty}"),
             }
             x8::deinterleave_in_place(ty, rows, cols, &mut wx).unwrap();
             assert_eq!(wx, w, "{ty} {rows}x{cols}");
