@@ -177,10 +177,13 @@ impl<const R: usize, const V: usize> Panel<R, V> {
     /// each row at a time (blocks past the row's end stay zero).
     ///
     /// `x8`: the rows are whole groups of eight stored interleaved
-    /// (`crate::x8`), and this CPU's level: block b of each group (eight
-    /// blocks of a 32-element type) goes back to the file's layout into a
-    /// buffer of its own just before it is unpacked (a few KiB, in L1), so
-    /// that interleaved weights cost the panels no more than a transpose.
+    /// (`crate::x8`), and this CPU's level. Where the level unpacks the
+    /// type from that layout itself (`Unpacker::legacy_x8`: the 32-element
+    /// types at the VNNI level) it does, a group block at a time; else
+    /// block b of each group (eight blocks of a 32-element type) goes back
+    /// to the file's layout into a buffer of its own just before it is
+    /// unpacked (a few KiB, in L1), so that interleaved weights cost the
+    /// panels no more than a transpose.
     #[inline(always)]
     pub(crate) fn fill(
         &mut self,

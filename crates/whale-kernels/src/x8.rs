@@ -19,8 +19,11 @@
 //! of quants go row by row: the 32-element types' `d` (and Q4_1's `m`)
 //! before the words, so that a block's eight `d` are one 16-byte load, and
 //! Q6_K's `d` after them. Q8_0's quants are stored as `q + 128` (each byte
-//! xored with 0x80), the unsigned operand `vpdpbusd` takes. The bytes are
-//! the same in number, so a model's weights can be rewritten in place
+//! xored with 0x80), the unsigned operand `vpdpbusd` takes, and Q5_0's
+//! `qh` words (its fifth bits, the group's first word) nibble-transposed:
+//! word m holds nibble m of each row's `qh`, the byte mask of the vector
+//! of elements 4m..4m + 4 of the eight rows. The bytes are the same in
+//! number, so a model's weights can be rewritten in place
 //! ([`interleave_in_place`], [`deinterleave_in_place`]).
 //!
 //! Measured with `examples/x8_bw` on the 2-core Intel Xeon of stop 43
@@ -63,10 +66,15 @@
 //! Types ([`supports`]): Q4_K and Q6_K, and the 32-element Q4_0, Q4_1,
 //! Q5_0 and Q8_0 (Qwen2.5-0.5B's 896-column matrices, whose rows are no
 //! multiple of 256, and DeepSeek-V2's expert downs of 1408 columns are
-//! Q5_0 and Q8_0 in a Q4_K_M file). `examples/x8_bw 1 1 COLS TYPE` on the
-//! Xeon of stop 45, one core from L2, the file's layout (`matmul_q_acts`)
-//! against this one: at 896 columns Q5_0 13.9 against 21.5 GB/s, Q8_0
-//! 25.1 against 39.9, Q4_0 14.4 against 20.8, Q4_1 17.3 against 21.7.
+//! Q5_0 and Q8_0 in a Q4_K_M file). `examples/x8_bw THREADS MB 896 TYPE`
+//! on the Xeon of stop 45, the file's layout (`matmul_q_acts`) against
+//! this one, GB/s: one core from L2 Q4_0 14.3 against 29.0, Q4_1 18.2
+//! against 28.4, Q5_0 14.7 against 27.8, Q8_0 25.2 against 52.6 (without
+//! the software prefetch, as on AMD: 32.3, 30.6, 30.7 and 63.3); two
+//! threads from memory 23.6 against 32.3, 21.5 against 31.9, 24.4 against
+//! 31.3, 32.9 against 36.5. The panels and the AMX tiles take these types
+//! straight from this layout (its words are their vectors and tile rows),
+//! without putting them back.
 //! Results are the bits of the scalar reference (`vec_dot_q_ref`) of each
 //! row, at every level: the kernels at the AVX-512 VNNI level are
 //! `rows8::q4_k`'s, `q6_k`'s and `q5_0`'s arithmetic
