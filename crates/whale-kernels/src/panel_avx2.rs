@@ -80,6 +80,44 @@ impl Unpacker<ROWS, 32> for Avx2 {
         // SAFETY: as `legacy`.
         unsafe { store_transposed(q, u) }
     }
+
+    fn unpacks_x8(&self, wty: GgmlType) -> bool {
+        matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0)
+    }
+
+    fn legacy_x8(
+        &self,
+        wty: GgmlType,
+        group_block: Option<&[u8]>,
+        g: usize,
+        q: &mut [[u8; 32]],
+        d: &mut [f32; ROWS],
+        m: &mut [f32; ROWS],
+    ) {
+        // A panel is one group of eight rows here, and `fill` passes only
+        // the groups a panel has.
+        debug_assert_eq!(g, 0);
+        let Some(at) = group_block else { return q.iter_mut().for_each(|v| *v = [0; 32]) };
+        // SAFETY: an `Avx2` exists only where AVX2 was verified; `at` is
+        // one group block (`fill`).
+        unsafe { unpack_x8(wty, at, q, d, m) }
+    }
+}
+
+/// `Avx2::legacy_x8` of a group block `at`: its eight vectors are the
+/// panel's, as they come.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_x8(wty: GgmlType, at: &[u8], q: &mut [[u8; 32]], d: &mut [f32; ROWS], m: &mut [f32; ROWS]) {
+    // SAFETY: this function's features (the caller's level); each store is
+    // one 32-byte vector, or eight f32.
+    unsafe {
+        let (u, dv, mv) = crate::rows8::avx2::legacy_x8_unpacked(wty, at);
+        for (v, uk) in q.iter_mut().zip(u) {
+            _mm256_storeu_si256(v.as_mut_ptr().cast(), uk);
+        }
+        _mm256_storeu_ps(d.as_mut_ptr(), dv);
+        _mm256_storeu_ps(m.as_mut_ptr(), mv);
+    }
 }
 
 /// The 256 unpacked elements `u` of each row into the 64 vectors `q`: each

@@ -949,11 +949,166 @@ unsafe fn q4_1(rows: [&[BlockQ4_1]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
 /// for 8 steps (Q4_1) or 4 (Q5_0) and widened once by `vpmaddwd`; the
 /// fifth bits of Q5_0 become bytes by compare instead of mask registers.
 /// The same exact integers and f32 steps as the VNNI versions above.
-mod avx2 {
-    use super::{bcast4, rows_of, rows_of_min, word_control, words4, ROWS};
+pub(crate) mod avx2 {
+    use super::{bcast4, load_word, rows_of, rows_of_min, word_control, words4, X8Unpacked, ROWS};
     use crate::blocks::{BlockQ4_1, BlockQ5_0};
     use crate::q8::ActRow;
+    use crate::types::GgmlType;
     use core::arch::x86_64::*;
+
+    /// [`super::legacy_x8`] at the AVX2 level for Q4_0, Q4_1 and Q5_0: the
+    /// same group blocks, unpacked with AVX2 alone (a Q5_0 mask word spread
+    /// into bytes by a broadcast, a byte shuffle and a compare; Q4_1's `d`
+    /// and `m` widened by [`f16_lanes`]), and the multiply-adds as
+    /// `vpmaddubsw` pairs added as i16 for four steps (at most 4·2·31·127
+    /// for Q5_0's `q + 16`) and widened once by `vpmaddwd`. The same exact
+    /// integers and f32 steps, hence the reference's bits. Not Q8_0: its
+    /// stored `q + 128` would overflow the pairs, and through `vpsignb`
+    /// as the one-row kernels go it ran no faster than those (24.1 against
+    /// 24.8 GB/s from L2), while the AVX2 panels do not take it.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; as [`super::legacy_x8`]
+    /// otherwise.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn legacy_x8<const J: usize>(
+        wty: GgmlType,
+        stream: &[u8],
+        nb: usize,
+        a: [ActRow<'_>; J],
+    ) -> [[f32; ROWS]; J] {
+        // SAFETY (every arm): this function's features, which the block
+        // functions are compiled in; the caller's contract.
+        unsafe {
+            match wty {
+                GgmlType::Q4_0 => super::x8_legacy::<18, false, J>(stream, nb, &a, q4_0_block::<J>),
+                GgmlType::Q4_1 => super::x8_legacy::<20, true, J>(stream, nb, &a, q4_1_block::<J>),
+                GgmlType::Q5_0 => super::x8_legacy::<22, false, J>(stream, nb, &a, q5_0_block::<J>),
+                t => unreachable!("x8: no AVX2 kernel of {t}"),
+            }
+        }
+    }
+
+    /// `super::legacy_x8_unpacked` at this level, for the types the AVX2
+    /// panels take (not Q8_0).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `at` holds one group block.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn legacy_x8_unpacked(wty: GgmlType, at: &[u8]) -> X8Unpacked {
+        // SAFETY: this function's features; one group block.
+        unsafe {
+            match wty {
+                GgmlType::Q4_0 => super::q4_0_x8_unpack(at),
+                GgmlType::Q4_1 => q4_1_unpack(at),
+                GgmlType::Q5_0 => q5_0_unpack(at),
+                t => unreachable!("x8: no AVX2 panel unpacking of {t}"),
+            }
+        }
+    }
+
+    /// The integer sum of 32 unsigned weights of at most 31 (`u[k]`:
+    /// elements 4k..4k + 4 of the eight rows) against activation row
+    /// `aj`'s block b, from `start`.
+    #[inline(always)]
+    unsafe fn isum_small(u: &[__m256i; 8], aj: &ActRow<'_>, b: usize, start: __m256i) -> __m256i {
+        let y: &[i8; 32] = aj.qs[32 * b..32 * b + 32].try_into().unwrap();
+        // SAFETY: AVX2 (the callers').
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            unroll!(k in [0, 1, 2, 3] {
+                lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(u[k], bcast4(y, 4 * k)));
+                hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(u[4 + k], bcast4(y, 16 + 4 * k)));
+            });
+            _mm256_add_epi32(_mm256_add_epi32(start, _mm256_madd_epi16(lo, ones)), _mm256_madd_epi16(hi, ones))
+        }
+    }
+
+    /// The block function of the 4- and 5-bit types without mins: the sum
+    /// from `-off·Σy`.
+    #[inline(always)]
+    unsafe fn small_block<const J: usize, const OFF: i32>(
+        unpack: unsafe fn(&[u8]) -> X8Unpacked,
+        at: &[u8],
+        b: usize,
+        a: &[ActRow<'_>; J],
+        t: &mut [[__m256; 2]; J],
+    ) {
+        // SAFETY: the callers' features; a whole group block.
+        unsafe {
+            let (u, d, _) = unpack(at);
+            for j in 0..J {
+                let isum = isum_small(&u, &a[j], b, _mm256_set1_epi32(-OFF * a[j].sums[b]));
+                t[j][0] = super::x8_scaled(d, a[j].d[b], isum);
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn q4_0_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+        // SAFETY: as `small_block`; Q4_0's unpacking is AVX2 and F16C alone.
+        unsafe { small_block::<J, { crate::qdot::Q4_0_OFF }>(super::q4_0_x8_unpack, at, b, a, t) }
+    }
+
+    #[inline(always)]
+    unsafe fn q5_0_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+        // SAFETY: as `small_block`.
+        unsafe { small_block::<J, { crate::qdot::Q5_0_OFF }>(q5_0_unpack, at, b, a, t) }
+    }
+
+    /// Q4_1: the reference's `(d·da)·isum` and `m·s`.
+    #[inline(always)]
+    unsafe fn q4_1_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+        // SAFETY: the callers' features; a whole group block.
+        unsafe {
+            let (u, d, m) = q4_1_unpack(at);
+            for j in 0..J {
+                let isum = isum_small(&u, &a[j], b, _mm256_setzero_si256());
+                t[j][0] = super::x8_scaled(d, a[j].d[b], isum);
+                t[j][1] = _mm256_mul_ps(m, _mm256_set1_ps(a[j].s[b]));
+            }
+        }
+    }
+
+    /// Q4_1's group block (`super::q4_1_x8_unpack` without AVX-512's
+    /// `vpmovdw`).
+    #[inline(always)]
+    unsafe fn q4_1_unpack(at: &[u8]) -> X8Unpacked {
+        // SAFETY: the callers' features; a whole group block.
+        unsafe {
+            let dm = load_word(at, 0);
+            let (d, m) = (f16_lanes(dm), f16_lanes(_mm256_srli_epi32::<16>(dm)));
+            (super::x8_nibbles(core::array::from_fn(|k| load_word(&at[32..], k))), d, m)
+        }
+    }
+
+    /// Q5_0's group block: each stored mask word broadcast, its byte
+    /// `e / 8` moved to byte e and tested for bit `e % 8`.
+    #[inline(always)]
+    unsafe fn q5_0_unpack(at: &[u8]) -> X8Unpacked {
+        // SAFETY: the callers' features; a whole group block.
+        unsafe {
+            let (bit5, nib) = (_mm256_set1_epi8(0x10), _mm256_set1_epi8(0x0F));
+            // `vpshufb` picks within each 128-bit half, and the broadcast
+            // word is in both: bytes 0 and 1 for the low half, 2 and 3 for
+            // the high one.
+            let spread = _mm256_setr_epi8(
+                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+            );
+            let bits = _mm256_set1_epi64x(i64::from_le_bytes([1, 2, 4, 8, 16, 32, 64, 128]));
+            let q: [__m256i; 4] = core::array::from_fn(|k| load_word(&at[16..], 1 + k));
+            let mut u = [_mm256_setzero_si256(); 8];
+            unroll!(i in [0, 1, 2, 3, 4, 5, 6, 7] {
+                let mask = i32::from_le_bytes(at[16 + 4 * i..20 + 4 * i].try_into().unwrap());
+                let rep = _mm256_shuffle_epi8(_mm256_set1_epi32(mask), spread);
+                let fifth = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, bits), bits), bit5);
+                let nibbles = if i < 4 { q[i % 4] } else { _mm256_srli_epi16::<4>(q[i % 4]) };
+                u[i] = _mm256_or_si256(_mm256_and_si256(nibbles, nib), fifth);
+            });
+            (u, super::x8_d(at), _mm256_setzero_ps())
+        }
+    }
 
     /// The low 16 bits of each i32 lane as eight packed halves, widened to f32.
     #[target_feature(enable = "avx2,fma,f16c")]

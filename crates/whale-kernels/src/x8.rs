@@ -402,24 +402,36 @@ pub enum Layout {
     X8,
 }
 
-/// Whether a loader should store the matrices that fit ([`fits`]) in this
-/// layout: where this CPU has the kernels that make it pay for decode (the
-/// AVX-512 VNNI level, or AMX, as `WHALE_SIMD` leaves it; elsewhere a
-/// matrix in this layout is only correct, not fast), unless `WHALE_X8`
-/// says `0`/`off` (or `1`/`on`: at any level, to test the other levels'
-/// path). Read once.
-pub fn chosen() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        crate::matmul::prefetch_setting(std::env::var("WHALE_X8").ok().as_deref(), has_kernels(Verified::active()))
-    })
+/// Whether a loader should store matrices of `ty` that fit ([`fits`]) in
+/// this layout: where this CPU has the kernels that make it pay for decode
+/// ([`has_kernels`] at the level `WHALE_SIMD` leaves; elsewhere a matrix
+/// in this layout is only correct, not fast), unless `WHALE_X8` says
+/// `0`/`off` (or `1`/`on`: at any level, to test the other levels' path).
+pub fn chosen(ty: GgmlType) -> bool {
+    static SETTING: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    // `WHALE_X8` read as `WHALE_PREFETCH` is: on, off, or (where the two
+    // defaults give two answers) neither, and the level decides.
+    let setting = *SETTING.get_or_init(|| {
+        let var = std::env::var("WHALE_X8").ok();
+        let read = |default| crate::matmul::prefetch_setting(var.as_deref(), default);
+        (read(true) == read(false)).then(|| read(true))
+    });
+    supports(ty) && setting.unwrap_or_else(|| has_kernels(Verified::active(), ty))
 }
 
-/// Whether `v`'s level has this layout's own kernels (`rows8::q4_k_x8`,
-/// `q6_k_x8`): AVX-512 VNNI, or AMX above it, on x86-64.
-fn has_kernels(v: Verified) -> bool {
+/// Whether `v`'s level has this layout's own decode kernels for `ty`:
+/// every type of the layout at AVX-512 VNNI, or AMX above it
+/// (`rows8::q4_k_x8`, `q6_k_x8`, `legacy_x8`); Q4_0, Q4_1 and Q5_0 at
+/// AVX2 (`rows8::avx2::legacy_x8`); none elsewhere.
+fn has_kernels(v: Verified, ty: GgmlType) -> bool {
+    use crate::dispatch::SimdLevel as L;
     cfg!(target_arch = "x86_64")
-        && matches!(v.level(), crate::dispatch::SimdLevel::Avx512Vnni | crate::dispatch::SimdLevel::Amx)
+        && supports(ty)
+        && match v.level() {
+            L::Avx512Vnni | L::Amx => true,
+            L::Avx2Fma => matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0),
+            _ => false,
+        }
 }
 
 /// Whether matrices of `ty` with `rows` rows (each matrix of a stack, such
@@ -494,11 +506,13 @@ pub(crate) fn to_file_layout(v: Verified, ty: GgmlType, rb: usize, w: &[u8], out
 /// each block once for the `J` rows, into `out`; returns `J`.
 ///
 /// # Safety
-/// The CPU must have AVX-512 VNNI; `stream` holds the group's eight whole
-/// rows of `ty` blocks, and the activation rows have as many columns.
+/// `has_kernels(v, ty)` for a `Verified` of this CPU; `stream` holds the
+/// group's eight whole rows of `ty` blocks, and the activation rows have
+/// as many columns.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn group_rows<const J: usize>(
+    v: Verified,
     ty: GgmlType,
     stream: &[u8],
     nb: usize,
@@ -508,11 +522,12 @@ unsafe fn group_rows<const J: usize>(
     g: usize,
 ) -> usize {
     let a = core::array::from_fn(|j| acts.row(i + j));
-    // SAFETY: the caller's contract.
+    // SAFETY: the caller's contract: the level's kernels, for a type it has.
     let dots = unsafe {
-        match ty {
-            GgmlType::Q4_K => crate::rows8::q4_k_x8::<J>(stream, nb, a),
-            GgmlType::Q6_K => crate::rows8::q6_k_x8::<J>(stream, nb, a),
+        match (v.level(), ty) {
+            (crate::dispatch::SimdLevel::Avx2Fma, _) => crate::rows8::avx2::legacy_x8::<J>(ty, stream, nb, a),
+            (_, GgmlType::Q4_K) => crate::rows8::q4_k_x8::<J>(stream, nb, a),
+            (_, GgmlType::Q6_K) => crate::rows8::q6_k_x8::<J>(stream, nb, a),
             _ => crate::rows8::legacy_x8::<J>(ty, stream, nb, a),
         }
     };
@@ -550,7 +565,7 @@ pub(crate) fn matmul_rest(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if has_kernels(v) {
+    if has_kernels(v, ty) {
         let nb = rb / ty.type_size();
         for g in 0..groups {
             // The group, and the rest of the share after it to prefetch from.
@@ -562,9 +577,9 @@ pub(crate) fn matmul_rest(
                 // activation rows have as many columns (`check_acts`).
                 i += unsafe {
                     match out.len() - i {
-                        1 => group_rows::<1>(ty, stream, nb, acts, i, &mut out, g),
-                        2 | 3 => group_rows::<2>(ty, stream, nb, acts, i, &mut out, g),
-                        _ => group_rows::<4>(ty, stream, nb, acts, i, &mut out, g),
+                        1 => group_rows::<1>(v, ty, stream, nb, acts, i, &mut out, g),
+                        2 | 3 => group_rows::<2>(v, ty, stream, nb, acts, i, &mut out, g),
+                        _ => group_rows::<4>(v, ty, stream, nb, acts, i, &mut out, g),
                     }
                 };
             }

@@ -120,15 +120,15 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
     Ok(LoadedModel { model, tokenizer })
 }
 
-/// Stores the Q4_K and Q6_K matrices of a GGUF held in memory eight rows
-/// interleaved, where this CPU's decode kernels take that layout
-/// ([`whale_kernels::x8::chosen`]): a decode reads one stream of words
-/// instead of eight rows' and transposes nothing. Every reader of a
-/// `Linear` or `TensorView` knows its layout; a mapped file stays as it is.
+/// Stores the matrices of a GGUF held in memory eight rows interleaved
+/// where this CPU's decode kernels take that layout for their type
+/// ([`whale_kernels::x8::chosen`]: Q4_K, Q6_K, Q4_0, Q4_1, Q5_0, Q8_0 at
+/// the AVX-512 VNNI level, the 32-element ones at AVX2): a decode reads one
+/// stream of words instead of eight rows' and transposes nothing. Every
+/// reader of a `Linear` or `TensorView` knows its layout; a mapped file
+/// stays as it is.
 fn interleave(g: &mut GgufFile) {
-    if whale_kernels::x8::chosen() {
-        g.interleave_x8(|_| true);
-    }
+    g.interleave_x8(|t| whale_kernels::x8::chosen(t.ty));
 }
 
 /// Hands the heap's free pages back to the system (glibc's `malloc_trim`;
