@@ -44,7 +44,8 @@
 //! - the panels (a prefill) put block b of each group of a panel back in
 //!   the file's layout just before they unpack it, a few KiB in L1, so the
 //!   memory stream stays under their arithmetic; the AMX tiles a tile of
-//!   rows at a time;
+//!   rows at a time; the 32-element types go into both straight from this
+//!   layout;
 //! - where the CPU has no kernels for this layout, the row kernels take a
 //!   tile of rows put back at a time: correct, and slow for decode (Q4_K
 //!   at the AVX2 level 4 GB/s from L2 against 20 in the file's layout), so
@@ -75,10 +76,14 @@
 //! 31.3, 32.9 against 36.5. The panels and the AMX tiles take these types
 //! straight from this layout (its words are their vectors and tile rows),
 //! without putting them back.
+//! At the AVX2 level Q4_0, Q4_1 and Q5_0 have kernels of their own too
+//! (`rows8::avx2::legacy_x8`; one core from L2 at 896 columns 12.4 against
+//! 25.9, 11.2 against 22.2 and 10.4 against 19.8 GB/s), and the loader
+//! stores them so there ([`chosen`] answers per type).
 //! Results are the bits of the scalar reference (`vec_dot_q_ref`) of each
 //! row, at every level: the kernels at the AVX-512 VNNI level are
 //! `rows8::q4_k`'s, `q6_k`'s and `q5_0`'s arithmetic
-//! (`rows8::legacy_x8`).
+//! (`rows8::legacy_x8`), at AVX2 those of `rows8::avx2`.
 
 use crate::dispatch::Verified;
 use crate::error::KernelError;
@@ -543,11 +548,12 @@ unsafe fn group_rows<const J: usize>(
 /// where neither panels nor AMX tiles take a product's rows (decode, and
 /// a few rows at once).
 ///
-/// At the AVX-512 VNNI level the activation rows meet each group in turn,
-/// four (or two, or one) at a time, in this layout's kernels, which unpack
-/// each block once for them (a pass per activation row had Q6_K at 4 rows
-/// 13.5 GB/s from memory against 19.1 in the file's layout; now 19.2).
-/// Elsewhere (a layout `WHALE_X8` forced) the
+/// Where the level has this layout's kernels for the type ([`has_kernels`]:
+/// all at AVX-512 VNNI, Q4_0/Q4_1/Q5_0 at AVX2) the activation rows meet
+/// each group in turn, four (or two, or one) at a time, in those kernels,
+/// which unpack each block once for them (a pass per activation row had
+/// Q6_K at 4 rows 13.5 GB/s from memory against 19.1 in the file's layout;
+/// now 19.2). Elsewhere (a layout `WHALE_X8` forced) the
 /// rows go a tile at a time back in the file's layout, for the ordinary
 /// row kernels: correct, and slow (the tile is read before its arithmetic
 /// starts).
