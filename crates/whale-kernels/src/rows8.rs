@@ -824,11 +824,19 @@ unsafe fn q8_0_x8_unpack(at: &[u8]) -> X8Unpacked {
     unsafe { (core::array::from_fn(|k| load_word(&at[16..], k)), x8_d(at), _mm256_setzero_ps()) }
 }
 
-/// The kernel's block function of a type without mins: `unpack`'s weights
-/// against each activation row, the sum starting at `-off·Σy`.
+/// A level's integer sum of a group block's unpacked weights against one
+/// activation row's block b, from a start ([`x8_isum`], `avx2::isum_small`).
+type X8Isum = unsafe fn(&[__m256i; 8], &ActRow<'_>, usize, __m256i) -> __m256i;
+
+/// The block function of every type: `unpack`'s weights against each
+/// activation row through `isum`, the sum starting at `-off·Σy`, and the
+/// reference's `(d·da)·isum`, with `m·s` beside it where `MIN` (Q4_1). Its
+/// pieces are `#[inline(always)]` functions without features of their
+/// own, so that each level's kernel compiles them with its own.
 #[inline(always)]
-unsafe fn x8_block<const J: usize, const OFF: i32>(
+unsafe fn x8_block<const J: usize, const OFF: i32, const MIN: bool>(
     unpack: unsafe fn(&[u8]) -> X8Unpacked,
+    isum: X8Isum,
     at: &[u8],
     b: usize,
     a: &[ActRow<'_>; J],
@@ -836,10 +844,13 @@ unsafe fn x8_block<const J: usize, const OFF: i32>(
 ) {
     // SAFETY: the callers' features; a whole group block.
     unsafe {
-        let (u, d, _) = unpack(at);
+        let (u, d, m) = unpack(at);
         for j in 0..J {
-            let isum = x8_isum(&u, &a[j], b, _mm256_set1_epi32(-OFF * a[j].sums[b]));
-            t[j][0] = x8_scaled(d, a[j].d[b], isum);
+            let s = isum(&u, &a[j], b, _mm256_set1_epi32(-OFF * a[j].sums[b]));
+            t[j][0] = x8_scaled(d, a[j].d[b], s);
+            if MIN {
+                t[j][1] = _mm256_mul_ps(m, _mm256_set1_ps(a[j].s[b]));
+            }
         }
     }
 }
@@ -847,33 +858,25 @@ unsafe fn x8_block<const J: usize, const OFF: i32>(
 #[inline(always)]
 unsafe fn q4_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
     // SAFETY: as `x8_block`.
-    unsafe { x8_block::<J, { crate::qdot::Q4_0_OFF }>(q4_0_x8_unpack, at, b, a, t) }
+    unsafe { x8_block::<J, { crate::qdot::Q4_0_OFF }, false>(q4_0_x8_unpack, x8_isum, at, b, a, t) }
 }
 
 #[inline(always)]
 unsafe fn q5_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
     // SAFETY: as `x8_block`.
-    unsafe { x8_block::<J, { crate::qdot::Q5_0_OFF }>(q5_0_x8_unpack, at, b, a, t) }
+    unsafe { x8_block::<J, { crate::qdot::Q5_0_OFF }, false>(q5_0_x8_unpack, x8_isum, at, b, a, t) }
 }
 
 #[inline(always)]
 unsafe fn q8_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
     // SAFETY: as `x8_block`.
-    unsafe { x8_block::<J, { crate::avx512_q8::Q8_0_OFF }>(q8_0_x8_unpack, at, b, a, t) }
+    unsafe { x8_block::<J, { crate::avx512_q8::Q8_0_OFF }, false>(q8_0_x8_unpack, x8_isum, at, b, a, t) }
 }
 
-/// Q4_1: the reference's `(d·da)·isum` and `m·s`.
 #[inline(always)]
 unsafe fn q4_1_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
-    // SAFETY: the callers' features; a whole group block.
-    unsafe {
-        let (u, d, m) = q4_1_x8_unpack(at);
-        for j in 0..J {
-            let isum = x8_isum(&u, &a[j], b, _mm256_setzero_si256());
-            t[j][0] = x8_scaled(d, a[j].d[b], isum);
-            t[j][1] = _mm256_mul_ps(m, _mm256_set1_ps(a[j].s[b]));
-        }
-    }
+    // SAFETY: as `x8_block`.
+    unsafe { x8_block::<J, 0, true>(q4_1_x8_unpack, x8_isum, at, b, a, t) }
 }
 
 /// Q5_0: eight rows against one Q8_0 row. A block's 16 quant bytes of the
@@ -1025,50 +1028,24 @@ pub(crate) mod avx2 {
         }
     }
 
-    /// The block function of the 4- and 5-bit types without mins: the sum
-    /// from `-off·Σy`.
-    #[inline(always)]
-    unsafe fn small_block<const J: usize, const OFF: i32>(
-        unpack: unsafe fn(&[u8]) -> X8Unpacked,
-        at: &[u8],
-        b: usize,
-        a: &[ActRow<'_>; J],
-        t: &mut [[__m256; 2]; J],
-    ) {
-        // SAFETY: the callers' features; a whole group block.
-        unsafe {
-            let (u, d, _) = unpack(at);
-            for j in 0..J {
-                let isum = isum_small(&u, &a[j], b, _mm256_set1_epi32(-OFF * a[j].sums[b]));
-                t[j][0] = super::x8_scaled(d, a[j].d[b], isum);
-            }
-        }
-    }
-
     #[inline(always)]
     unsafe fn q4_0_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
-        // SAFETY: as `small_block`; Q4_0's unpacking is AVX2 and F16C alone.
-        unsafe { small_block::<J, { crate::qdot::Q4_0_OFF }>(super::q4_0_x8_unpack, at, b, a, t) }
+        // SAFETY: as `super::x8_block`; Q4_0's unpacking is AVX2 and F16C alone.
+        unsafe {
+            super::x8_block::<J, { crate::qdot::Q4_0_OFF }, false>(super::q4_0_x8_unpack, isum_small, at, b, a, t)
+        }
     }
 
     #[inline(always)]
     unsafe fn q5_0_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
-        // SAFETY: as `small_block`.
-        unsafe { small_block::<J, { crate::qdot::Q5_0_OFF }>(q5_0_unpack, at, b, a, t) }
+        // SAFETY: as `super::x8_block`.
+        unsafe { super::x8_block::<J, { crate::qdot::Q5_0_OFF }, false>(q5_0_unpack, isum_small, at, b, a, t) }
     }
 
-    /// Q4_1: the reference's `(d·da)·isum` and `m·s`.
     #[inline(always)]
     unsafe fn q4_1_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
-        // SAFETY: the callers' features; a whole group block.
-        unsafe {
-            let (u, d, m) = q4_1_unpack(at);
-            for j in 0..J {
-                let isum = isum_small(&u, &a[j], b, _mm256_setzero_si256());
-                t[j][0] = super::x8_scaled(d, a[j].d[b], isum);
-                t[j][1] = _mm256_mul_ps(m, _mm256_set1_ps(a[j].s[b]));
-            }
-        }
+        // SAFETY: as `super::x8_block`.
+        unsafe { super::x8_block::<J, 0, true>(q4_1_unpack, isum_small, at, b, a, t) }
     }
 
     /// Q4_1's group block (`super::q4_1_x8_unpack` without AVX-512's
