@@ -52,12 +52,19 @@ pub(crate) fn software_prefetch() -> bool {
 /// q4_k` 19.4-20.0 -> 25.0-25.6 GB/s) and the same kernel slower from L2
 /// (`decode_bw 1 1 7168 q8_0` 33.2 -> 25.1), so the kernels' own speed
 /// is read with it off.
-/// (`WHALE_X8` reads the same words.)
+/// (`WHALE_X8` reads the same words, [`on_off`].)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn prefetch_setting(var: Option<&str>, default: bool) -> bool {
+    on_off(var).unwrap_or(default)
+}
+
+/// An on/off setting's value: `0`/`off`/`false` or `1`/`on`/`true`, else
+/// none (unset, or anything else).
+pub(crate) fn on_off(var: Option<&str>) -> Option<bool> {
     match var.map(str::trim) {
-        Some("0" | "off" | "false") => false,
-        Some("1" | "on" | "true") => true,
-        _ => default,
+        Some("0" | "off" | "false") => Some(false),
+        Some("1" | "on" | "true") => Some(true),
+        _ => None,
     }
 }
 

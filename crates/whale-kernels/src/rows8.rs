@@ -664,10 +664,8 @@ unsafe fn x8_legacy<const BS: usize, const MIN: bool, const J: usize>(
         let mut acc = [[_mm256_setzero_ps(); 8]; J];
         let mut accm = [[_mm256_setzero_ps(); 8]; J];
         for g in 0..nb.div_ceil(8) {
-            // The terms of blocks 8g.. (a loop with one call site: unrolled
-            // eight times, the block's code stayed out of line); the lanes
-            // past the end of a row add +0, which leaves an accumulator as
-            // it is (it starts at +0 and so is never -0).
+            // Blocks 8g.. each into its position's accumulator; those past
+            // the end of the row add nothing, as the reference's lanes.
             unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
                 let b = 8 * g + k;
                 if b < nb {
@@ -685,12 +683,15 @@ unsafe fn x8_legacy<const BS: usize, const MIN: bool, const J: usize>(
         }
         // Row r's accumulator, block b in lane b % 8, as `blocks_of` holds it.
         let mut out = [[0f32; ROWS]; J];
+        let rows = |acc: [__m256; 8]| transpose_8x8_i32(acc.map(|v| _mm256_castps_si256(v)));
         for j in 0..J {
-            let acc_r = transpose_8x8_i32(acc[j].map(|v| _mm256_castps_si256(v)));
-            let accm_r = transpose_8x8_i32(accm[j].map(|v| _mm256_castps_si256(v)));
-            for r in 0..ROWS {
-                let s = hsum(_mm256_castsi256_ps(acc_r[r]));
-                out[j][r] = if MIN { s + hsum(_mm256_castsi256_ps(accm_r[r])) } else { s };
+            for (o, v) in out[j].iter_mut().zip(rows(acc[j])) {
+                *o = hsum(_mm256_castsi256_ps(v));
+            }
+            if MIN {
+                for (o, v) in out[j].iter_mut().zip(rows(accm[j])) {
+                    *o += hsum(_mm256_castsi256_ps(v));
+                }
             }
         }
         out
@@ -778,14 +779,14 @@ unsafe fn q4_0_x8_unpack(at: &[u8]) -> X8Unpacked {
     unsafe { (x8_nibbles(core::array::from_fn(|k| load_word(&at[16..], k))), x8_d(at), _mm256_setzero_ps()) }
 }
 
-/// Q4_1 (group block: `d` and `m` as a word a row, four quant words).
+/// Q4_1 (group block: `d` and `m` as a word a row, four quant words),
+/// with AVX2 alone (`avx2::f16_lanes`), so both levels take it.
 #[inline(always)]
 unsafe fn q4_1_x8_unpack(at: &[u8]) -> X8Unpacked {
-    // SAFETY: the callers' features; a whole group block.
+    // SAFETY: the callers' features (AVX2 and F16C at least); a whole group block.
     unsafe {
         let dm = load_word(at, 0);
-        let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
-        let m = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
+        let (d, m) = (avx2::f16_lanes(dm), avx2::f16_lanes(_mm256_srli_epi32::<16>(dm)));
         (x8_nibbles(core::array::from_fn(|k| load_word(&at[32..], k))), d, m)
     }
 }
@@ -1003,7 +1004,7 @@ pub(crate) mod avx2 {
         unsafe {
             match wty {
                 GgmlType::Q4_0 => super::q4_0_x8_unpack(at),
-                GgmlType::Q4_1 => q4_1_unpack(at),
+                GgmlType::Q4_1 => super::q4_1_x8_unpack(at),
                 GgmlType::Q5_0 => q5_0_unpack(at),
                 t => unreachable!("x8: no AVX2 panel unpacking of {t}"),
             }
@@ -1045,19 +1046,7 @@ pub(crate) mod avx2 {
     #[inline(always)]
     unsafe fn q4_1_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
         // SAFETY: as `super::x8_block`.
-        unsafe { super::x8_block::<J, 0, true>(q4_1_unpack, isum_small, at, b, a, t) }
-    }
-
-    /// Q4_1's group block (`super::q4_1_x8_unpack` without AVX-512's
-    /// `vpmovdw`).
-    #[inline(always)]
-    unsafe fn q4_1_unpack(at: &[u8]) -> X8Unpacked {
-        // SAFETY: the callers' features; a whole group block.
-        unsafe {
-            let dm = load_word(at, 0);
-            let (d, m) = (f16_lanes(dm), f16_lanes(_mm256_srli_epi32::<16>(dm)));
-            (super::x8_nibbles(core::array::from_fn(|k| load_word(&at[32..], k))), d, m)
-        }
+        unsafe { super::x8_block::<J, 0, true>(super::q4_1_x8_unpack, isum_small, at, b, a, t) }
     }
 
     /// Q5_0's group block: each stored mask word broadcast, its byte
@@ -1090,7 +1079,7 @@ pub(crate) mod avx2 {
     /// The low 16 bits of each i32 lane as eight packed halves, widened to f32.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn f16_lanes(v: __m256i) -> __m256 {
+    pub(super) unsafe fn f16_lanes(v: __m256i) -> __m256 {
         let lo16 = _mm256_setr_epi8(
             0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1,
             -1, -1,

@@ -414,13 +414,7 @@ pub enum Layout {
 /// `0`/`off` (or `1`/`on`: at any level, to test the other levels' path).
 pub fn chosen(ty: GgmlType) -> bool {
     static SETTING: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    // `WHALE_X8` read as `WHALE_PREFETCH` is: on, off, or (where the two
-    // defaults give two answers) neither, and the level decides.
-    let setting = *SETTING.get_or_init(|| {
-        let var = std::env::var("WHALE_X8").ok();
-        let read = |default| crate::matmul::prefetch_setting(var.as_deref(), default);
-        (read(true) == read(false)).then(|| read(true))
-    });
+    let setting = *SETTING.get_or_init(|| crate::matmul::on_off(std::env::var("WHALE_X8").ok().as_deref()));
     supports(ty) && setting.unwrap_or_else(|| has_kernels(Verified::active(), ty))
 }
 
