@@ -11,7 +11,8 @@
 //   gcc -O2 scripts/llamacpp-vec-dot.c $FLAGS -o /tmp/vec-dot
 //   /tmp/vec-dot 1 7168 q4_K,q6_K,q8_0,iq1_s
 //
-// Type names are ggml's (`ggml_type_name`, case-insensitive). Weights are
+// Type names are ggml's (`ggml_type_name`, case-insensitive); `q4_K/8x8`
+// (also q4_0, iq4_nl, q2_K) times the repacked kernel llama.cpp runs instead. Weights are
 // random values quantized by `ggml_quantize_chunk` (an all-ones importance
 // matrix for the types that need one), activations a random row converted
 // by the type's `from_float`; the best of the passes is printed, with
@@ -109,6 +110,100 @@ static void bench(enum ggml_type ty, double mb, int cols) {
     free(src);
 }
 
+// llama.cpp's repacked decode kernels: on x86 its CPU backend stores Q4_0,
+// IQ4_NL and Q4_K (AVX2) and Q2_K (AVX-512) eight rows interleaved and runs
+// `ggml_gemv_*_8x8` on them instead of `vec_dot`. The repacking itself is
+// not exported, so the eight blocks of a group are laid out field by field
+// (their `d`, then `dmin`, then the rest), which is the repacked block's
+// size and the same kind of values, not its exact byte order: the timing
+// is the kernel's, the checksum means nothing here.
+typedef void (*gemv_fn)(int, float *, size_t, const void *, const void *, int, int);
+void ggml_gemv_q4_0_8x8_q8_0(int, float *, size_t, const void *, const void *, int, int);
+void ggml_gemv_iq4_nl_8x8_q8_0(int, float *, size_t, const void *, const void *, int, int);
+void ggml_gemv_q4_K_8x8_q8_K(int, float *, size_t, const void *, const void *, int, int);
+void ggml_gemv_q2_K_8x8_q8_K(int, float *, size_t, const void *, const void *, int, int);
+
+static void bench_repacked(enum ggml_type ty, double mb, int cols) {
+    gemv_fn gemv;
+    size_t halves;  // f16 fields at the block's start (d, and dmin for the K-quants)
+    size_t head;    // offset of those fields in the file's block
+    switch (ty) {
+        case GGML_TYPE_Q4_0: gemv = ggml_gemv_q4_0_8x8_q8_0; halves = 1; head = 0; break;
+        case GGML_TYPE_IQ4_NL: gemv = ggml_gemv_iq4_nl_8x8_q8_0; halves = 1; head = 0; break;
+        case GGML_TYPE_Q4_K: gemv = ggml_gemv_q4_K_8x8_q8_K; halves = 2; head = 0; break;
+        case GGML_TYPE_Q2_K: gemv = ggml_gemv_q2_K_8x8_q8_K; halves = 2; head = 80; break;
+        default:
+            fprintf(stderr, "%s has no repacked decode kernel on x86\n", ggml_type_name(ty));
+            return;
+    }
+    const int blck = (int) ggml_blck_size(ty);
+    if (cols % blck != 0) {
+        fprintf(stderr, "%s: %d columns are not a multiple of its %d-element block\n", ggml_type_name(ty), cols, blck);
+        return;
+    }
+    const size_t bb = ggml_type_size(ty);
+    const size_t rb = ggml_row_size(ty, cols);
+    const int nb = cols / blck;
+    int rows = (int) (mb * 1e6 / rb) / 8 * 8;
+    if (rows < 8) {
+        rows = 8;
+    }
+    float * src = malloc(sizeof(float) * (size_t) cols * 8);
+    float * imatrix = malloc(sizeof(float) * (size_t) cols);
+    char * file = malloc(rb * 8);
+    char * w = aligned_alloc(64, (rb * rows + 63) / 64 * 64);
+    for (int i = 0; i < cols; i++) {
+        imatrix[i] = 1.0f;
+    }
+    for (int g = 0; g < rows / 8; g++) {
+        for (size_t i = 0; i < (size_t) cols * 8; i++) {
+            src[i] = uniform();
+        }
+        ggml_quantize_chunk(ty, src, file, 0, 8, cols, imatrix);
+        for (int b = 0; b < nb; b++) {
+            char * out = w + rb * 8 * g + bb * 8 * b;
+            for (size_t h = 0; h < halves; h++) {
+                for (int r = 0; r < 8; r++) {
+                    memcpy(out, file + rb * r + bb * b + head + 2 * h, 2);
+                    out += 2;
+                }
+            }
+            for (int r = 0; r < 8; r++) {
+                const char * blk = file + rb * r + bb * b;
+                if (head == 0) {
+                    memcpy(out, blk + 2 * halves, bb - 2 * halves);
+                } else {
+                    memcpy(out, blk, head);
+                }
+                out += bb - 2 * halves;
+            }
+        }
+    }
+    const enum ggml_type aty = ggml_get_type_traits_cpu(ty)->vec_dot_type;
+    char * act = aligned_alloc(64, (ggml_row_size(aty, cols) + 63) / 64 * 64);
+    for (int i = 0; i < cols; i++) {
+        src[i] = uniform();
+    }
+    ggml_get_type_traits_cpu(aty)->from_float(src, act, cols);
+    float * res = malloc(sizeof(float) * rows);
+    const int passes = mb < 8 ? 200 : 5;
+    double best = 1e30;
+    for (int p = 0; p < passes; p++) {
+        const double t0 = now();
+        gemv(cols, res, rows, w, act, 1, rows);
+        const double t = now() - t0;
+        best = t < best ? t : best;
+    }
+    printf("%-8s %6d cols %6d rows  %6.1f GB/s  %6.2f ns/block  (repacked 8x8 gemv)\n", ggml_type_name(ty), cols, rows,
+           rb * rows / best / 1e9, best * 1e9 / rows / nb);
+    free(res);
+    free(act);
+    free(w);
+    free(file);
+    free(imatrix);
+    free(src);
+}
+
 int main(int argc, char ** argv) {
     if (argc != 4) {
         fprintf(stderr, "usage: %s MB COLS TYPE[,TYPE...]\n", argv[0]);
@@ -123,12 +218,20 @@ int main(int argc, char ** argv) {
     ggml_cpu_init();
     char * list = strdup(argv[3]);
     for (char * name = strtok(list, ","); name; name = strtok(NULL, ",")) {
+        char * slash = strchr(name, '/');
+        if (slash) {
+            *slash = 0;
+        }
         const int t = type_by_name(name);
         if (t < 0) {
             fprintf(stderr, "unknown type %s\n", name);
             continue;
         }
-        bench((enum ggml_type) t, mb, cols);
+        if (slash && strcmp(slash + 1, "8x8") == 0) {
+            bench_repacked((enum ggml_type) t, mb, cols);
+        } else {
+            bench((enum ggml_type) t, mb, cols);
+        }
     }
     free(list);
     return 0;
