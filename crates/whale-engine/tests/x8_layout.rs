@@ -140,15 +140,18 @@ fn spec(like: &str) -> SynthSpec {
 
 /// A whole model's logits, over a prefill and decode steps, are the bits
 /// of the same file in the file's layout; at least `min_rewritten` of its
-/// tensors are rewritten, `must` among them.
-fn same_logits_both_layouts(bytes: Vec<u8>, min_rewritten: usize, must: &[&str]) {
+/// tensors are rewritten, `must` among them, and a matrix of each of
+/// `types`.
+fn same_logits_both_layouts(bytes: Vec<u8>, min_rewritten: usize, must: &[&str], types: &[GgmlType]) {
     let g = GgufFile::from_bytes(bytes.clone()).unwrap();
     let arch = g.architecture().unwrap().to_string();
     let opts = LoadOptions { threads: 2, ..LoadOptions::default() };
     let file = models::load_weights(&WeightStore::Gguf(g), &arch, opts).unwrap();
     let mut g = GgufFile::from_bytes(bytes).unwrap();
     let rewritten = g.interleave_x8(|_| true);
-    assert!(g.tensors.iter().any(|t| t.ty == GgmlType::Q6_K && t.layout == Layout::X8), "{arch}: a Q6_K matrix");
+    for &ty in types {
+        assert!(g.tensors.iter().any(|t| t.ty == ty && t.layout == Layout::X8), "{arch}: a {ty} matrix");
+    }
     assert!(rewritten >= min_rewritten, "{arch}: {rewritten} tensors rewritten");
     for name in must {
         assert_eq!(g.tensor(name).map(|t| t.layout), Some(Layout::X8), "{arch}: {name}");
@@ -177,6 +180,21 @@ fn a_dense_model_in_the_interleaved_layout_gives_the_same_logits() {
         s.to_bytes(),
         14,
         &["blk.1.ffn_down.weight", "blk.1.attn_q.weight", "blk.1.ffn_gate.weight", "output.weight"],
+        &[GgmlType::Q6_K],
+    );
+}
+
+#[test]
+fn an_iq4_xs_model_in_the_interleaved_layout_gives_the_same_logits() {
+    let real = GgufFile::open(common::cached_model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")).unwrap();
+    let spec = SynthSpec { ftype: FileType::IQ4_XS, ..spec("qwen2.5-0.5b") };
+    let s = Synth::plan(&spec, synth::tokenizer::from_gguf(&real)).unwrap();
+    // llama-quantize's IQ4_XS falls back to IQ4_NL for the rows of 896.
+    same_logits_both_layouts(
+        s.to_bytes(),
+        10,
+        &["blk.1.attn_q.weight", "blk.1.ffn_gate.weight", "blk.0.ffn_up.weight"],
+        &[GgmlType::IQ4_NL],
     );
 }
 
@@ -195,5 +213,6 @@ fn a_deepseek_moe_model_in_the_interleaved_layout_gives_the_same_logits() {
             "blk.0.ffn_up.weight",
             "output.weight",
         ],
+        &[GgmlType::Q6_K],
     );
 }

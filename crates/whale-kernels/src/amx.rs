@@ -129,7 +129,7 @@ pub(crate) fn supports(wty: GgmlType) -> bool {
 pub(crate) fn min_act_rows(wty: GgmlType) -> Option<usize> {
     use GgmlType as G;
     match wty {
-        G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 => Some(128),
+        G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 | G::IQ4_NL => Some(128),
         G::Q6_K => Some(192),
         G::Q2_K => Some(64),
         G::Q3_K => Some(32),

@@ -57,7 +57,7 @@ const J_LEGACY: usize = 4;
 /// elements, were still slower at 16 (Q5_0 expert down: 56 against 62
 /// GMAC/s) and faster at 24 (66-71 against 54).
 pub(crate) fn min_act_rows(wty: GgmlType) -> usize {
-    if wty.is_iquant() {
+    if is_iq_k(wty) {
         IQ_MIN_ACT_ROWS
     } else if is_k(wty) {
         12
@@ -73,8 +73,10 @@ const IQ_MIN_ACT_ROWS: usize = 9;
 /// The weight types the panel kernel takes.
 pub(crate) fn supports(wty: GgmlType) -> bool {
     use GgmlType as G;
-    matches!(wty, G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K | G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0)
-        || crate::iq::avx512::panel_offset(wty).is_some()
+    matches!(
+        wty,
+        G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K | G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 | G::IQ4_NL
+    ) || crate::iq::avx512::panel_offset(wty).is_some()
 }
 
 /// Whether `wty` has 256-element blocks (else 32-element ones).
@@ -82,9 +84,15 @@ fn is_k(wty: GgmlType) -> bool {
     wty.block_size() == QK_K
 }
 
+/// The i-quants with 256-element blocks: all but IQ4_NL, whose 32-element
+/// blocks the panels take as Q8_0's (its table's values, shifted by 128).
+fn is_iq_k(wty: GgmlType) -> bool {
+    wty.is_iquant() && is_k(wty)
+}
+
 /// Elements per scale group.
 fn group_len(wty: GgmlType) -> usize {
-    if wty.is_iquant() {
+    if is_iq_k(wty) {
         crate::iq::avx512::panel_group_len(wty)
     } else if matches!(wty, GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q6_K) {
         16
@@ -309,7 +317,7 @@ impl Unpacker<ROWS, 64> for Vnni {
     }
 
     fn unpacks_x8(&self, wty: GgmlType) -> bool {
-        matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0)
+        matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL)
     }
 
     fn legacy_x8(
@@ -369,7 +377,7 @@ pub(crate) fn legacy_off(wty: GgmlType) -> i32 {
     match wty {
         GgmlType::Q4_0 => crate::qdot::Q4_0_OFF,
         GgmlType::Q5_0 => crate::qdot::Q5_0_OFF,
-        GgmlType::Q8_0 => crate::avx512_q8::Q8_0_OFF,
+        GgmlType::Q8_0 | GgmlType::IQ4_NL => crate::avx512_q8::Q8_0_OFF,
         _ => 0,
     }
 }
@@ -549,7 +557,7 @@ pub(crate) fn drive<const R: usize, const V: usize, const JM: usize>(
 unsafe fn dots<const J: usize>(wty: GgmlType, p: &Panel<ROWS, 64>, a: &[ActRow<'_>; J], nb: usize) -> [[f32; ROWS]; J] {
     // SAFETY: (caller) as `matmul`.
     unsafe {
-        if wty.is_iquant() {
+        if is_iq_k(wty) {
             // The power of two that the i-quants' integer form leaves out,
             // applied after the lanes are summed, as `vec_dot_q_ref` does.
             let f = crate::iq::post_scale(wty);
@@ -648,6 +656,13 @@ fn reduce_lanes<const J: usize>(lanes: &[[__m512; J]; 8], j: usize) -> __m512 {
 /// four bytes each, `off · Σy` subtracted, `(d · da) · isum` into lane
 /// `b % 8`; Q4_1 / Q5_1 add `m · s` into lanes of their own, summed after.
 ///
+/// The lanes go one after another (blocks `k, k + 8, …` for lane k, the
+/// order in which the reference adds a lane's terms), so that a lane's
+/// `J` accumulators stay in registers; taken block by block, the eight
+/// lanes of four activation rows were 32 vectors, which lived on the stack
+/// (a load and a store a term). The activation rows' fields are read
+/// through pointers checked once here, not sliced per block.
+///
 /// # Safety
 /// As [`matmul`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -658,32 +673,54 @@ unsafe fn legacy_dots<const J: usize>(
     nb: usize,
 ) -> [[f32; ROWS]; J] {
     let with_min = matches!(wty, GgmlType::Q4_1 | GgmlType::Q5_1);
+    assert!(p.q.len() >= 64 * nb.div_ceil(8) && p.d.len() >= nb && p.dmin.len() >= nb);
+    for aj in a {
+        assert!(aj.qs.len() >= QK32 * nb && aj.d.len() >= nb && aj.sums.len() >= nb);
+        assert!(!with_min || aj.s.len() >= nb);
+    }
+    let ys: [*const i8; J] = core::array::from_fn(|j| a[j].qs.as_ptr());
+    let das: [*const f32; J] = core::array::from_fn(|j| a[j].d.as_ptr());
+    let sums: [*const i32; J] = core::array::from_fn(|j| a[j].sums.as_ptr());
+    let ss: [*const f32; J] = core::array::from_fn(|j| a[j].s.as_ptr());
     let zero = _mm512_setzero_ps();
     let mut lanes = [[zero; J]; 8];
     let mut lanes_m = [[zero; J]; 8];
-    for b in 0..nb {
-        let ys: [&[i8; QK32]; J] = core::array::from_fn(|j| a[j].qs[QK32 * b..QK32 * (b + 1)].try_into().unwrap());
-        let mut dot = [_mm512_setzero_si512(); J];
-        for t in 0..8 {
-            // SAFETY: 64 bytes of the panel.
-            let wv = unsafe { _mm512_loadu_si512(p.q[64 * (b / 8) + 8 * (b % 8) + t].as_ptr().cast()) };
+    for k in 0..8 {
+        let mut acc = [zero; J];
+        let mut acc_m = [zero; J];
+        for b in (k..nb).step_by(8) {
+            // Two chains of four multiply-adds a row, not one of eight: a
+            // lane has only a few blocks, so their latency is not hidden.
+            let mut dot2 = [[_mm512_setzero_si512(); 2]; J];
+            for t in 0..8 {
+                // SAFETY: vector t of block b, within the panel (checked).
+                let wv = unsafe { _mm512_loadu_si512(p.q.as_ptr().add(64 * (b / 8) + 8 * k + t).cast()) };
+                for j in 0..J {
+                    // SAFETY: bytes 32b + 4t.. of activation row j (checked).
+                    let y = unsafe { core::ptr::read_unaligned(ys[j].add(QK32 * b + 4 * t).cast::<i32>()) };
+                    dot2[j][t % 2] = _mm512_dpbusd_epi32(dot2[j][t % 2], wv, _mm512_set1_epi32(y));
+                }
+            }
+            let dot: [__m512i; J] = core::array::from_fn(|j| _mm512_add_epi32(dot2[j][0], dot2[j][1]));
+            // SAFETY: block b's fields (checked); 16 floats each.
+            let (dv, mv) = unsafe {
+                (_mm512_loadu_ps(p.d.as_ptr().add(b).cast()), _mm512_loadu_ps(p.dmin.as_ptr().add(b).cast()))
+            };
             for j in 0..J {
-                // SAFETY: bytes 4t..4t + 4 of the block.
-                let y = unsafe { core::ptr::read_unaligned(ys[j].as_ptr().add(4 * t).cast::<i32>()) };
-                dot[j] = _mm512_dpbusd_epi32(dot[j], wv, _mm512_set1_epi32(y));
+                // SAFETY: block b of row j's fields (checked).
+                let (da, sum) = unsafe { (*das[j].add(b), *sums[j].add(b)) };
+                let isum = if p.off != 0 { _mm512_sub_epi32(dot[j], _mm512_set1_epi32(p.off * sum)) } else { dot[j] };
+                let t = _mm512_mul_ps(_mm512_mul_ps(dv, _mm512_set1_ps(da)), _mm512_cvtepi32_ps(isum));
+                acc[j] = _mm512_add_ps(acc[j], t);
+                if with_min {
+                    // SAFETY: as above (`s` checked where `with_min`).
+                    let s = unsafe { *ss[j].add(b) };
+                    acc_m[j] = _mm512_add_ps(acc_m[j], _mm512_mul_ps(mv, _mm512_set1_ps(s)));
+                }
             }
         }
-        // SAFETY: 16 floats each.
-        let (dv, mv) = unsafe { (_mm512_loadu_ps(p.d[b].as_ptr()), _mm512_loadu_ps(p.dmin[b].as_ptr())) };
-        for j in 0..J {
-            let isum =
-                if p.off != 0 { _mm512_sub_epi32(dot[j], _mm512_set1_epi32(p.off * a[j].sums[b])) } else { dot[j] };
-            let t = _mm512_mul_ps(_mm512_mul_ps(dv, _mm512_set1_ps(a[j].d[b])), _mm512_cvtepi32_ps(isum));
-            lanes[b % 8][j] = _mm512_add_ps(lanes[b % 8][j], t);
-            if with_min {
-                lanes_m[b % 8][j] = _mm512_add_ps(lanes_m[b % 8][j], _mm512_mul_ps(mv, _mm512_set1_ps(a[j].s[b])));
-            }
-        }
+        lanes[k] = acc;
+        lanes_m[k] = acc_m;
     }
     core::array::from_fn(|j| {
         let mut s = reduce_lanes(&lanes, j);

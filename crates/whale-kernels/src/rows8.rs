@@ -635,6 +635,7 @@ pub(crate) unsafe fn legacy_x8<const J: usize>(
             GgmlType::Q4_1 => x8_legacy::<20, true, J>(stream, nb, &a, q4_1_x8_block::<J>),
             GgmlType::Q5_0 => x8_legacy::<22, false, J>(stream, nb, &a, q5_0_x8_block::<J>),
             GgmlType::Q8_0 => x8_legacy::<34, false, J>(stream, nb, &a, q8_0_x8_block::<J>),
+            GgmlType::IQ4_NL => x8_legacy::<18, false, J>(stream, nb, &a, iq4_nl_x8_block::<J>),
             t => unreachable!("x8: {t} is not a 32-element type of the layout"),
         }
     }
@@ -746,6 +747,7 @@ pub(crate) unsafe fn legacy_x8_unpacked(wty: GgmlType, at: &[u8]) -> X8Unpacked 
             GgmlType::Q4_1 => q4_1_x8_unpack(at),
             GgmlType::Q5_0 => q5_0_x8_unpack(at),
             GgmlType::Q8_0 => q8_0_x8_unpack(at),
+            GgmlType::IQ4_NL => iq4_nl_x8_unpack(at),
             t => unreachable!("x8: {t} is not a 32-element type of the layout"),
         }
     }
@@ -825,6 +827,20 @@ unsafe fn q8_0_x8_unpack(at: &[u8]) -> X8Unpacked {
     unsafe { (core::array::from_fn(|k| load_word(&at[16..], k)), x8_d(at), _mm256_setzero_ps()) }
 }
 
+/// IQ4_NL (group block: `d` ×8, four quant words, as Q4_0): each nibble
+/// through IQ4's table shifted by 128 (`vpshufb`), so the weights are
+/// `v + 128`, unsigned as Q8_0's flipped quants, and the sum starts at
+/// `-128·Σy` as Q8_0's does: the exact `Σ v·y` of the reference.
+#[inline(always)]
+unsafe fn iq4_nl_x8_unpack(at: &[u8]) -> X8Unpacked {
+    // SAFETY: the callers' features; a whole group block; 16 table bytes.
+    unsafe {
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(crate::iq::KVALUES_IQ4_U.as_ptr().cast()));
+        let u = x8_nibbles(core::array::from_fn(|k| load_word(&at[16..], k)));
+        (u.map(|v| _mm256_shuffle_epi8(table, v)), x8_d(at), _mm256_setzero_ps())
+    }
+}
+
 /// A level's integer sum of a group block's unpacked weights against one
 /// activation row's block b, from a start ([`x8_isum`], `avx2::isum_small`).
 type X8Isum = unsafe fn(&[__m256i; 8], &ActRow<'_>, usize, __m256i) -> __m256i;
@@ -872,6 +888,12 @@ unsafe fn q5_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J]
 unsafe fn q8_0_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
     // SAFETY: as `x8_block`.
     unsafe { x8_block::<J, { crate::avx512_q8::Q8_0_OFF }, false>(q8_0_x8_unpack, x8_isum, at, b, a, t) }
+}
+
+#[inline(always)]
+unsafe fn iq4_nl_x8_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+    // SAFETY: as `x8_block`.
+    unsafe { x8_block::<J, { crate::avx512_q8::Q8_0_OFF }, false>(iq4_nl_x8_unpack, x8_isum, at, b, a, t) }
 }
 
 #[inline(always)]

@@ -65,7 +65,7 @@
 //! this way where [`chosen`] (`GgufFile::interleave_x8`, models::load).
 //!
 //! Types ([`supports`]): Q4_K and Q6_K, and the 32-element Q4_0, Q4_1,
-//! Q5_0 and Q8_0 (Qwen2.5-0.5B's 896-column matrices, whose rows are no
+//! Q5_0, Q8_0 and IQ4_NL (Qwen2.5-0.5B's 896-column matrices, whose rows are no
 //! multiple of 256, and DeepSeek-V2's expert downs of 1408 columns are
 //! Q5_0 and Q8_0 in a Q4_K_M file). `examples/x8_bw THREADS MB 896 TYPE`
 //! on the Xeon of stop 45, the file's layout (`matmul_q_acts`) against
@@ -76,6 +76,13 @@
 //! 31.3, 32.9 against 36.5. The panels and the AMX tiles take these types
 //! straight from this layout (its words are their vectors and tile rows),
 //! without putting them back.
+//! IQ4_NL (an IQ4_XS file's fallback where rows are no multiple of 256:
+//! four fifths of Qwen2.5-0.5B's, V2-Lite's expert downs) is stored as
+//! Q4_0 is, and its kernels look each nibble up in IQ4's table plus 128
+//! (`iq::KVALUES_IQ4_U`), then multiply as Q8_0's: from L2, one core,
+//! 2048 columns, without prefetch, 14.0 against 30.8 GB/s; llama.cpp's own
+//! repacked kernel for it (`ggml_gemv_iq4_nl_8x8_q8_0`,
+//! `scripts/llamacpp-vec-dot.c 1 2048 iq4_nl/8x8`) reads 21.5 on that core.
 //! At the AVX2 level Q4_0, Q4_1 and Q5_0 have kernels of their own too
 //! (`rows8::avx2::legacy_x8`; one core from L2 at 896 columns 12.4 against
 //! 25.9, 11.2 against 22.2 and 10.4 against 19.8 GB/s), and the loader
@@ -121,7 +128,7 @@ struct Anatomy {
 fn anatomy(ty: GgmlType) -> Option<Anatomy> {
     let (head, flip) = match ty {
         GgmlType::Q4_K | GgmlType::Q6_K => (0, 0),
-        GgmlType::Q4_0 | GgmlType::Q5_0 => (2, 0),
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL => (2, 0),
         GgmlType::Q4_1 => (4, 0),
         GgmlType::Q8_0 => (2, 0x80),
         _ => return None,

@@ -37,7 +37,7 @@ fn interleaving_moves_every_word_and_deinterleaving_restores_the_file_bytes() {
 #[test]
 fn the_32_element_types_keep_d_before_the_words_q8_0_flips_and_q5_0_stores_masks() {
     let mut rng = Rng::new(45);
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0] {
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::IQ4_NL] {
         for (rows, cols) in [(8, 32), (16, 1408)] {
             let (rb, bs) = (ty.row_bytes(cols).unwrap(), ty.type_size());
             let w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, ty, cols)).collect();

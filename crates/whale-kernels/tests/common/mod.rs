@@ -161,7 +161,7 @@ pub fn check_x8_matches_scalar(rng: &mut Rng) {
     let shapes_32 = [(8, 32), (24, 896), (16, 1408), (240, 128)];
     for (ty, rows, cols) in
         [GgmlType::Q4_K, GgmlType::Q6_K].into_iter().flat_map(|ty| k_shapes.map(|(r, c)| (ty, r, c))).chain(
-            [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0]
+            [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::IQ4_NL]
                 .into_iter()
                 .flat_map(|ty| shapes_32.map(|(r, c)| (ty, r, c))),
         )
