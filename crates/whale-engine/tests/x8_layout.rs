@@ -189,12 +189,13 @@ fn an_iq4_xs_model_in_the_interleaved_layout_gives_the_same_logits() {
     let real = GgufFile::open(common::cached_model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")).unwrap();
     let spec = SynthSpec { ftype: FileType::IQ4_XS, ..spec("qwen2.5-0.5b") };
     let s = Synth::plan(&spec, synth::tokenizer::from_gguf(&real)).unwrap();
-    // llama-quantize's IQ4_XS falls back to IQ4_NL for the rows of 896.
+    // llama-quantize's IQ4_XS falls back to IQ4_NL for the rows of 896;
+    // `ffn_down` (4864 columns) is IQ4_XS.
     same_logits_both_layouts(
         s.to_bytes(),
         10,
-        &["blk.1.attn_q.weight", "blk.1.ffn_gate.weight", "blk.0.ffn_up.weight"],
-        &[GgmlType::IQ4_NL],
+        &["blk.1.attn_q.weight", "blk.1.ffn_gate.weight", "blk.0.ffn_up.weight", "blk.1.ffn_down.weight"],
+        &[GgmlType::IQ4_NL, GgmlType::IQ4_XS],
     );
 }
 

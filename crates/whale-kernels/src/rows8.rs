@@ -511,6 +511,61 @@ pub(crate) unsafe fn q6_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
     })
 }
 
+/// IQ4_XS: eight rows stored interleaved against one Q8_K row. All of a
+/// block is words (`crate::x8`): word 0 is each row's `d` and `scales_h`,
+/// word 1 its `scales_l`, words 2..34 its quants, sub-block `ib`'s 16
+/// bytes in words `2 + 4ib..`. A sub-block's 32 weights are the nibbles
+/// looked up in IQ4's table plus 128 (`vpshufb`), multiplied as Q8_0's
+/// flipped quants (its sum starts at `-128·Σy`, the two Q8_K group sums),
+/// times its scale `ls - 32` (six bits: nibble `ib` of `scales_l`, bits
+/// `2ib..2ib + 2` of `scales_h`); the block's term is the reference's
+/// `(d·da)·isum`, and IQ4_XS's power of two is 1.
+///
+/// # Safety
+/// As [`q4_k_x8`], with blocks of 136 bytes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn iq4_xs_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
+    debug_assert_eq!(crate::iq::post_scale(GgmlType::IQ4_XS), 1.0);
+    // SAFETY: 16 table bytes.
+    let table = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(crate::iq::KVALUES_IQ4_U.as_ptr().cast()) });
+    let nib = _mm256_set1_epi8(0x0F);
+    x8_blocks::<crate::blocks::BlockIq4Xs, J>(stream, nb, |at, b| {
+        let word = |w: usize| load_word(at, w);
+        let (w0, sl) = (word(0), word(1));
+        let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(w0));
+        let sh = _mm256_srli_epi32::<16>(w0);
+        let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
+        let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
+        let mut isum = [_mm256_setzero_si256(); J];
+        unroll!(ib in [0, 1, 2, 3, 4, 5, 6, 7] {
+            let shift = |v: __m256i, n: usize| _mm256_srl_epi32(v, _mm_cvtsi32_si128(n as i32));
+            let lo = _mm256_and_si256(shift(sl, 4 * ib), _mm256_set1_epi32(0x0F));
+            let hi = _mm256_and_si256(shift(sh, 2 * ib), _mm256_set1_epi32(0x03));
+            let scale = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32::<4>(hi)), _mm256_set1_epi32(32));
+            let mut sums: [[__m256i; 2]; J] = core::array::from_fn(|j| {
+                let sy = i32::from(bs[j][2 * ib]) + i32::from(bs[j][2 * ib + 1]);
+                [_mm256_set1_epi32(-128 * sy), _mm256_setzero_si256()]
+            });
+            unroll!(k in [0, 1, 2, 3] {
+                let q = word(2 + 4 * ib + k);
+                let ul = _mm256_shuffle_epi8(table, _mm256_and_si256(q, nib));
+                let uh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib));
+                for j in 0..J {
+                    sums[j][0] = _mm256_dpbusd_epi32(sums[j][0], ul, bcast4(y[j], 32 * ib + 4 * k));
+                    sums[j][1] = _mm256_dpbusd_epi32(sums[j][1], uh, bcast4(y[j], 32 * ib + 16 + 4 * k));
+                }
+            });
+            for j in 0..J {
+                let s = _mm256_add_epi32(sums[j][0], sums[j][1]);
+                isum[j] = _mm256_add_epi32(isum[j], _mm256_mullo_epi32(s, scale));
+            }
+        });
+        core::array::from_fn(|j| {
+            _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(a[j].d[b])), _mm256_cvtepi32_ps(isum[j]))
+        })
+    })
+}
+
 /// The term of Q6_K block `b` of eight rows (lane r = row r) for each of
 /// `J` activation rows `a`: `sc` the 16 signed scales as four transposed
 /// words, `d` the rows' scales, `qh_words(h)` bytes `32h..32h + 32` of
