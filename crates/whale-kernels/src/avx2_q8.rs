@@ -1164,9 +1164,11 @@ macro_rules! int8_kernels {
                 }
                 G::IQ4_NL => {
                     let b: &BlockIq4Nl = bytemuck::from_bytes(bytes);
+                    // IQ4's table values, as Q8_0's quants: plus Q8_0_OFF.
                     // SAFETY: the table holds 16 bytes.
-                    let table = unsafe { _mm_loadu_si128($crate::iq::KVALUES_IQ4_U.as_ptr().cast()) };
-                    (_mm256_shuffle_epi8(_mm256_broadcastsi128_si256(table), nibbles32(&b.qs)), h2f(b.d), 0.0)
+                    let table = unsafe { _mm_loadu_si128($crate::iq::KVALUES_IQ4.as_ptr().cast()) };
+                    let v = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(table), nibbles32(&b.qs));
+                    (_mm256_add_epi8(v, _mm256_set1_epi8(Q8_0_OFF as u8 as i8)), h2f(b.d), 0.0)
                 }
                 t => unreachable!("unpack_legacy: {t} is not a 32-element type with 8-bit activations"),
             }

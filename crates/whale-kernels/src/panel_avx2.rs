@@ -14,8 +14,10 @@
 //! steps are added as i16 first (they cannot overflow: a pair is at most
 //! 2·u_max·128, 3840 for 4-bit quants, 7936 for 5-bit, 16128 for Q6_K's
 //! `q + 32`), and the `vpmaddwd` that widens them multiplies by the
-//! K-quant group scale at the same time. Q8_0 (quants up to 255 once
-//! unsigned) would overflow the i16 pairs and stays on the row kernels.
+//! K-quant group scale at the same time. Q8_0 and IQ4_NL (8-bit signed
+//! values, up to 255 once unsigned) would overflow the i16 pairs; they are
+//! multiplied as magnitudes against the activations with the weights'
+//! signs (`vpsignb`) and widened every step instead.
 //!
 //! The integer sums are the reference's exact integers, and the float step
 //! is `crate::panel`'s (the reference's operations in its order, block `b`
@@ -34,18 +36,29 @@ const ROWS: usize = 8;
 const J_MAIN: usize = 4;
 
 /// Activation rows from which the panels beat the row kernels: 12 for
-/// every type. Measured at V2-Lite's shapes with `WHALE_SIMD=avx2` on Zen 4
+/// every type but Q8_0 and IQ4_NL, 24 for those (their products are signed
+/// and widened every step, [`group_dot_signed`]; IQ4_NL at 4864×896,
+/// GMAC/s, one core of the Xeon of stop 46, row kernels against panels:
+/// 33.4 / 31.3 at 12 rows, 34.9 / 32.8 at 16, 33.0 / 34.5 at 24, 31.5 /
+/// 35.5 at 512; Q8_0 at 128×896 25.6 / 40 at 512). Measured at V2-Lite's shapes with `WHALE_SIMD=avx2` on Zen 4
 /// (`examples/prefill_shapes M 1 v2l`, GMAC/s, row kernels against panels):
 /// at 8 rows even (Q4_K expert gate 55.4 / 55.5, Q5_0 expert down 36.0 /
 /// 37.7), at 12 the panels ahead (56.2 / 65.2, 34.1 / 42.8), at 16 more
 /// so (48.3 / 70.2, 35.9 / 46.5). The 32-element types cross over sooner
 /// than at the VNNI level (20 rows), where the row kernels' block sums
 /// need no horizontal adds.
-pub(crate) const MIN_ACT_ROWS: usize = 12;
+pub(crate) fn min_act_rows(wty: GgmlType) -> usize {
+    if matches!(wty, GgmlType::Q8_0 | GgmlType::IQ4_NL) {
+        24
+    } else {
+        12
+    }
+}
 
-/// The weight types the AVX2 panel takes: `crate::panel`'s but Q8_0.
+/// The weight types the AVX2 panel takes: `crate::panel`'s but the
+/// i-quants of 256-element blocks.
 pub(crate) fn supports(wty: GgmlType) -> bool {
-    wty != GgmlType::Q8_0 && !wty.is_iquant() && crate::panel::supports(wty)
+    !(wty.is_iquant() && wty.block_size() == QK_K) && crate::panel::supports(wty)
 }
 
 /// Steps of four bytes whose i16 pair sums can be added before widening,
@@ -195,7 +208,37 @@ unsafe fn dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; J], nb
             // `i16_run` is 42 and 18).
             G::Q2_K | G::Q3_K => k_dots::<J, 4, 4>(p, a, nb),
             G::Q4_0 | G::Q4_1 => legacy_dots::<J, { i16_run(15) }>(wty, p, a, nb),
+            G::Q8_0 | G::IQ4_NL => legacy_dots::<J, 0>(wty, p, a, nb),
             _ => legacy_dots::<J, { i16_run(31) }>(wty, p, a, nb),
+        }
+    }
+}
+
+/// [`group_dot`] for 8-bit signed weights `v` (Q8_0, IQ4_NL's table
+/// values: `unpack_legacy` at this level leaves them signed, its
+/// `Q8_0_OFF` being 0), whose pairs of products as unsigned `v + 128`
+/// would overflow i16: the magnitudes (at most 128) times the activation
+/// bytes with the weights' signs (`vpsignb`: at most 127), a pair at most
+/// 2·128·127, widened every step. The sums are `Σ v·y`, so the panel's
+/// offset is not subtracted.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn group_dot_signed<const J: usize, const STEPS: usize>(
+    p: &Panel,
+    first: usize,
+    ys: &[*const i8; J],
+    acc: &mut [__m256i; J],
+) {
+    let ones = _mm256_set1_epi16(1);
+    for s in 0..STEPS {
+        // SAFETY: 32 bytes of the panel.
+        let v = unsafe { _mm256_loadu_si256(p.q[first + s].as_ptr().cast()) };
+        let mag = _mm256_abs_epi8(v);
+        for j in 0..J {
+            // SAFETY: (caller) four bytes of row j's block at step s.
+            let y = unsafe { core::ptr::read_unaligned(ys[j].add(4 * s).cast::<i32>()) };
+            let pairs = _mm256_maddubs_epi16(mag, _mm256_sign_epi8(_mm256_set1_epi32(y), v));
+            acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(pairs, ones));
         }
     }
 }
@@ -298,7 +341,8 @@ unsafe fn k_dots<const J: usize, const STEPS: usize, const RUN: usize>(
 /// The 8 outputs of each of `J` activation rows against one panel of a
 /// 32-element type: per block the exact `Σ u·y`, `off · Σy` subtracted,
 /// `(d · da) · isum` into lane `b % 8`; Q4_1 / Q5_1 add `m · s` into lanes
-/// of their own, summed after.
+/// of their own, summed after. `RUN` 0: the weights are `v + 128`, summed
+/// signed ([`group_dot_signed`]).
 ///
 /// # Safety
 /// As [`matmul`].
@@ -318,12 +362,21 @@ unsafe fn legacy_dots<const J: usize, const RUN: usize>(
         let ys: [*const i8; J] = core::array::from_fn(|j| a[j].qs[QK32 * b..QK32 * (b + 1)].as_ptr());
         let mut dot = [_mm256_setzero_si256(); J];
         // SAFETY: `ys[j]` points at the block's 32 bytes, its 8 steps.
-        unsafe { group_dot::<J, 8, RUN>(p, 64 * (b / 8) + 8 * (b % 8), &ys, ones, &mut dot) };
+        unsafe {
+            if RUN == 0 {
+                group_dot_signed::<J, 8>(p, 64 * (b / 8) + 8 * (b % 8), &ys, &mut dot);
+            } else {
+                group_dot::<J, 8, RUN>(p, 64 * (b / 8) + 8 * (b % 8), &ys, ones, &mut dot);
+            }
+        }
         // SAFETY: 8 floats each.
         let (dv, mv) = unsafe { (_mm256_loadu_ps(p.d[b].as_ptr()), _mm256_loadu_ps(p.dmin[b].as_ptr())) };
         for j in 0..J {
-            let isum =
-                if p.off != 0 { _mm256_sub_epi32(dot[j], _mm256_set1_epi32(p.off * a[j].sums[b])) } else { dot[j] };
+            let isum = if p.off != 0 && RUN != 0 {
+                _mm256_sub_epi32(dot[j], _mm256_set1_epi32(p.off * a[j].sums[b]))
+            } else {
+                dot[j]
+            };
             let t = _mm256_mul_ps(_mm256_mul_ps(dv, _mm256_set1_ps(a[j].d[b])), _mm256_cvtepi32_ps(isum));
             lanes[b % 8][j] = _mm256_add_ps(lanes[b % 8][j], t);
             if with_min {

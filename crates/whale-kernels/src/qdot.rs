@@ -580,7 +580,7 @@ impl<'a> PreparedActs<'a> {
             {
                 Panels::Vnni
             }
-            SimdLevel::Avx2Fma if crate::panel_avx2::supports(wty) && rest >= crate::panel_avx2::MIN_ACT_ROWS => {
+            SimdLevel::Avx2Fma if crate::panel_avx2::supports(wty) && rest >= crate::panel_avx2::min_act_rows(wty) => {
                 Panels::Avx2
             }
             _ => Panels::None,
