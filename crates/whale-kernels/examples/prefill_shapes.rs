@@ -23,6 +23,7 @@ fn main() {
         ("ffn_down q4_K", GgmlType::Q4_K, 896, 4864),
         // An IQ4_XS file's 896-column matrices (IQ4_NL, its fallback).
         ("ffn_gate/up iq4_nl", GgmlType::IQ4_NL, 4864, 896),
+        ("v2l expert gate iq4_xs", GgmlType::IQ4_XS, 1408, 2048),
         // The K types without panels (Q2_K/Q3_K files).
         ("ffn_down q2_K", GgmlType::Q2_K, 896, 4864),
         ("ffn_down q3_K", GgmlType::Q3_K, 896, 4864),

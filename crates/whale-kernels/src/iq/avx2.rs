@@ -538,3 +538,44 @@ avx2_fn! {
         })
     }
 }
+
+/// One IQ4_XS block for the AVX2 panels (`crate::panel_avx2`): its 256
+/// table values, signed, into `u` (as bytes; element `32ib + j` is nibble
+/// `j / 16` of `qs[16ib + j % 16]`), its eight scales `ls - 32` (one per 32
+/// elements, `sc[0..8]`), and `d`. No offset and no mins: the panels
+/// multiply these values signed (`panel_avx2::group_dot_signed`).
+///
+/// # Safety
+/// The CPU must have AVX2; `bytes` is one block.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn unpack_iq4_xs_signed(bytes: &[u8], u: &mut [u8; QK_K]) -> crate::avx2_q8::KParts {
+    let b: &BlockIq4Xs = bytemuck::from_bytes(bytes);
+    // SAFETY: 16 table bytes; each load 32 bytes of `qs`, each store 32
+    // bytes of `u`.
+    unsafe {
+        let kv = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4.as_ptr().cast()));
+        let nib = _mm256_set1_epi8(0x0F);
+        for c in 0..4 {
+            // Sub-blocks 2c and 2c + 1: their 16 bytes each, as 128-bit
+            // halves of one load; low nibbles first in each sub-block.
+            let x = _mm256_loadu_si256(b.qs[32 * c..].as_ptr().cast());
+            let lo = _mm256_shuffle_epi8(kv, _mm256_and_si256(x, nib));
+            let hi = _mm256_shuffle_epi8(kv, _mm256_and_si256(_mm256_srli_epi16::<4>(x), nib));
+            let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
+            let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+            _mm256_storeu_si256(u.as_mut_ptr().add(64 * c).cast(), first);
+            _mm256_storeu_si256(u.as_mut_ptr().add(64 * c + 32).cast(), second);
+        }
+    }
+    let sh = u16::from_le_bytes(b.scales_h);
+    let sc = core::array::from_fn(|ib| {
+        if ib < 8 {
+            let lo = (b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F;
+            let hi = ((sh >> (2 * ib)) & 3) as u8;
+            i32::from(lo | hi << 4) - 32
+        } else {
+            0
+        }
+    });
+    crate::avx2_q8::KParts { d: b.d.to_f32(), dmin: 0.0, off: 0, mv: [0; 8], sc }
+}
