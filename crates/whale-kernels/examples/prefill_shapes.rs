@@ -21,6 +21,7 @@ fn main() {
         ("768 cols", GgmlType::Q5_0, 4864, 768),
         ("1024 cols", GgmlType::Q5_0, 4864, 1024),
         ("ffn_down q4_K", GgmlType::Q4_K, 896, 4864),
+        ("smollm2 gate q4_1", GgmlType::Q4_1, 1536, 576),
         // An IQ4_XS file's 896-column matrices (IQ4_NL, its fallback).
         ("ffn_gate/up iq4_nl", GgmlType::IQ4_NL, 4864, 896),
         ("v2l expert gate iq4_xs", GgmlType::IQ4_XS, 1408, 2048),
