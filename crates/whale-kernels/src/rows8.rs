@@ -64,7 +64,7 @@ use core::arch::x86_64::*;
 
 use crate::avx2::hsum;
 use crate::avx2_q8::{k_group_term, transpose_8x8_i32};
-use crate::blocks::{BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K};
+use crate::blocks::{BlockQ2_K, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K};
 use crate::dispatch::{SimdLevel, Verified};
 use crate::q8::ActRow;
 use crate::types::{GgmlType, QK_K};
@@ -508,6 +508,67 @@ pub(crate) unsafe fn q6_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
             a,
             b,
         )
+    })
+}
+
+/// Q2_K: eight rows stored interleaved against one Q8_K row. All of a
+/// block is words (`crate::x8`): words 0..4 the sixteen scale bytes (scale
+/// in the low nibble, min in the high one, a byte per 16 elements), words
+/// 4..20 the quants, word 20 `d` and `dmin`. Element `128h + 32s + l` is
+/// bits `2s..2s + 2` of `qs[32h + l]`, so group `g = 8h + 2s + hf` is
+/// those bits of quant words `8h + 4hf..`, read once for the four `s`.
+/// A group's sum `Σ q·y` is at most 16·3·127 in magnitude, an i16, so the
+/// scale multiplies it by `vpdpwssd` against the scale in the low half of
+/// each lane; the mins' sum pairs two groups a `vpdpwssd` (as Q4_K's).
+/// The reference's integers, and its float step `term_k`.
+///
+/// # Safety
+/// As [`q4_k_x8`], with blocks of 84 bytes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q2_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
+    let (m2, m4) = (_mm256_set1_epi8(0x03), _mm256_set1_epi8(0x0F));
+    x8_blocks::<BlockQ2_K, J>(stream, nb, |at, b| {
+        let word = |w: usize| load_word(at, w);
+        let dm = word(20);
+        let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
+        let dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
+        let sc_words: [__m256i; 4] = core::array::from_fn(|w| word(w));
+        let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
+        let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
+        // m = Σ_g min_g · bsum_g, two groups a step.
+        let mut m = [_mm256_setzero_si256(); J];
+        for (w, &sw) in sc_words.iter().enumerate() {
+            let mins = _mm256_and_si256(_mm256_srli_epi16::<4>(sw), m4);
+            for half in 0..2 {
+                let pair = byte_pair(mins, 2 * half as u8);
+                let g = 4 * w + 2 * half;
+                for j in 0..J {
+                    let bp = (bs[j][g] as u16 as u32 | (bs[j][g + 1] as u16 as u32) << 16) as i32;
+                    m[j] = _mm256_dpwssd_epi32(m[j], pair, _mm256_set1_epi32(bp));
+                }
+            }
+        }
+        let mut isum = [_mm256_setzero_si256(); J];
+        unroll!(h in [0, 1] {
+            unroll!(hf in [0, 1] {
+                let q: [__m256i; 4] = core::array::from_fn(|k| word(4 + 8 * h + 4 * hf + k));
+                unroll!(s in [0, 1, 2, 3] {
+                    let g = 8 * h + 2 * s + hf;
+                    let scale = byte_of(_mm256_and_si256(sc_words[g / 4], m4), (g % 4) as u8);
+                    let mut sums = [_mm256_setzero_si256(); J];
+                    unroll!(k in [0, 1, 2, 3] {
+                        let u = _mm256_and_si256(_mm256_srl_epi16(q[k], _mm_cvtsi32_si128(2 * s as i32)), m2);
+                        for j in 0..J {
+                            sums[j] = _mm256_dpbusd_epi32(sums[j], u, bcast4(y[j], 128 * h + 32 * s + 16 * hf + 4 * k));
+                        }
+                    });
+                    for j in 0..J {
+                        isum[j] = _mm256_dpwssd_epi32(isum[j], sums[j], scale);
+                    }
+                });
+            });
+        });
+        core::array::from_fn(|j| k_group_term(isum[j], m[j], d, dmin, _mm256_set1_ps(a[j].d[b]), 0))
     })
 }
 

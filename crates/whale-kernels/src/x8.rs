@@ -64,10 +64,11 @@
 //! The engine stores the matrices of these types of a GGUF read into memory
 //! this way where [`chosen`] (`GgufFile::interleave_x8`, models::load).
 //!
-//! Types ([`supports`]): Q4_K, Q6_K and IQ4_XS, and the 32-element Q4_0,
-//! Q4_1, Q5_0, Q8_0 and IQ4_NL (Qwen2.5-0.5B's 896-column matrices, whose rows are no
-//! multiple of 256, and DeepSeek-V2's expert downs of 1408 columns are
-//! Q5_0 and Q8_0 in a Q4_K_M file). `examples/x8_bw THREADS MB 896 TYPE`
+//! Types ([`supports`]): Q2_K, Q4_K, Q6_K and IQ4_XS, and the 32-element
+//! Q4_0, Q4_1, Q5_0, Q8_0 and IQ4_NL. Qwen2.5-0.5B's 896-column matrices,
+//! whose rows are no multiple of 256, and DeepSeek-V2's expert downs of
+//! 1408 columns are Q5_0 and Q8_0 in a Q4_K_M file (IQ4_NL in the IQ
+//! mixes). `examples/x8_bw THREADS MB 896 TYPE`
 //! on the Xeon of stop 45, the file's layout (`matmul_q_acts`) against
 //! this one, GB/s: one core from L2 Q4_0 14.3 against 29.0, Q4_1 18.2
 //! against 28.4, Q5_0 14.7 against 27.8, Q8_0 25.2 against 52.6 (without
@@ -80,7 +81,11 @@
 //! `scales_l` word 1), and `rows8::iq4_xs_x8` multiplies its nibbles
 //! through IQ4's table as below: from L2, one core, 7168 columns, without
 //! prefetch, 12.4 against 27.6 GB/s (llama.cpp's `vec_dot`: 14.7); two
-//! threads from memory, 2048 columns, 20.8 against 31.5.
+//! threads from memory, 2048 columns, 20.8 against 31.5. Q2_K is all words
+//! too (the scales, the quants, then `d` and `dmin` as word 20), and
+//! `rows8::q2_k_x8` reads each quant word once for its four groups: 12.2
+//! against 20.6 GB/s from L2 at 7168 columns (llama.cpp's repacked
+//! `gemv_q2_K_8x8`: 13.8), 19.7 against 26.9 from memory at two threads.
 //! IQ4_NL (an IQ4_XS file's fallback where rows are no multiple of 256:
 //! four fifths of Qwen2.5-0.5B's, V2-Lite's expert downs) is stored as
 //! Q4_0 is, and its kernels look each nibble up in IQ4's table plus 128
@@ -95,7 +100,9 @@
 //! Results are the bits of the scalar reference (`vec_dot_q_ref`) of each
 //! row, at every level: the kernels at the AVX-512 VNNI level are
 //! `rows8::q4_k`'s, `q6_k`'s and `q5_0`'s arithmetic
-//! (`rows8::legacy_x8`), at AVX2 those of `rows8::avx2`.
+//! (`rows8::legacy_x8`) and, for Q2_K and IQ4_XS, the reference's own
+//! integers (`rows8::q2_k_x8`, `iq4_xs_x8`), at AVX2 those of
+//! `rows8::avx2`.
 
 use crate::dispatch::Verified;
 use crate::error::KernelError;
@@ -132,7 +139,7 @@ struct Anatomy {
 
 fn anatomy(ty: GgmlType) -> Option<Anatomy> {
     let (head, flip) = match ty {
-        GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::IQ4_XS => (0, 0),
+        GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::IQ4_XS => (0, 0),
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL => (2, 0),
         GgmlType::Q4_1 => (4, 0),
         GgmlType::Q8_0 => (2, 0x80),
@@ -198,8 +205,9 @@ enum Way {
 /// a block's last whole word (Q6_K's `d`) follow row by row. Where the CPU
 /// has AVX2 (`v`: this CPU's level) eight whole words of the eight rows go
 /// at a time through an 8×8 transpose in registers (its own inverse, so
-/// both ways are the same code), the four left (both types leave four)
-/// through a 4×8 one: a prefill puts every panel of rows back this way, so
+/// both ways are the same code), four of the words left through a 4×8 one
+/// (Q4_K and Q6_K leave four, Q2_K five) and the rest word by word (IQ4_XS
+/// leaves two): a prefill puts every panel of rows back this way, so
 /// it must cost little beside the panel's unpacking, and a load rewrites
 /// every matrix this way.
 fn move_group(v: Verified, ty: GgmlType, rb: usize, src: &[u8], dst: &mut [u8], way: Way) {
@@ -432,7 +440,8 @@ pub fn chosen(ty: GgmlType) -> bool {
 
 /// Whether `v`'s level has this layout's own decode kernels for `ty`:
 /// every type of the layout at AVX-512 VNNI, or AMX above it
-/// (`rows8::q4_k_x8`, `q6_k_x8`, `legacy_x8`); Q4_0, Q4_1 and Q5_0 at
+/// (`rows8::q2_k_x8`, `q4_k_x8`, `q6_k_x8`, `iq4_xs_x8`, `legacy_x8`);
+/// Q4_0, Q4_1 and Q5_0 at
 /// AVX2 (`rows8::avx2::legacy_x8`); none elsewhere.
 fn has_kernels(v: Verified, ty: GgmlType) -> bool {
     use crate::dispatch::SimdLevel as L;
@@ -540,6 +549,7 @@ unsafe fn group_rows<const J: usize>(
             (_, GgmlType::Q4_K) => crate::rows8::q4_k_x8::<J>(stream, nb, a),
             (_, GgmlType::Q6_K) => crate::rows8::q6_k_x8::<J>(stream, nb, a),
             (_, GgmlType::IQ4_XS) => crate::rows8::iq4_xs_x8::<J>(stream, nb, a),
+            (_, GgmlType::Q2_K) => crate::rows8::q2_k_x8::<J>(stream, nb, a),
             _ => crate::rows8::legacy_x8::<J>(ty, stream, nb, a),
         }
     };

@@ -1,5 +1,5 @@
-//! Weights stored eight rows interleaved (`whale_kernels::x8`, Q4_K, Q6_K
-//! and the 32-element Q4_0, Q4_1, Q5_0, Q8_0): the layout
+//! Weights stored eight rows interleaved (`whale_kernels::x8`, Q2_K, Q4_K,
+//! Q6_K, IQ4_XS and the 32-element Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL): the layout
 //! round-trips to the file's bytes, its products are the scalar
 //! reference's bits (here at this CPU's best level; `simd_env.rs` and
 //! `simd_env_avx2.rs` run the same check at the scalar and AVX2 levels,
@@ -14,7 +14,7 @@ use whale_kernels::{x8, GgmlType, KernelError};
 #[test]
 fn interleaving_moves_every_word_and_deinterleaving_restores_the_file_bytes() {
     let mut rng = Rng::new(43);
-    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::IQ4_XS] {
         for (rows, cols) in [(8, 256), (16, 2816)] {
             let rb = ty.row_bytes(cols).unwrap();
             let w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, ty, cols)).collect();
@@ -27,6 +27,15 @@ fn interleaving_moves_every_word_and_deinterleaving_restores_the_file_bytes() {
                 // The two bytes of row 5's `d` (its block's last two) follow
                 // the 52 whole words, row by row.
                 assert_eq!(wx[52 * 32 + 2 * 5..][..2], w[5 * rb + 208..][..2]);
+            }
+            if ty == GgmlType::Q2_K {
+                // Word 20 (`d` and `dmin`, past the 4×8 transpose of words
+                // 16..20) of row 6 at 20 · 32 + 24.
+                assert_eq!(wx[20 * 32 + 24..][..4], w[6 * rb + 80..][..4]);
+            }
+            if ty == GgmlType::IQ4_XS {
+                // Word 33 (its last, moved word by word) of row 7.
+                assert_eq!(wx[33 * 32 + 28..][..4], w[7 * rb + 132..][..4]);
             }
             x8::deinterleave_in_place(ty, rows, cols, &mut wx).unwrap();
             assert_eq!(wx, w, "{ty} {rows}x{cols}");

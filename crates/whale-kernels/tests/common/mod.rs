@@ -159,7 +159,7 @@ pub fn check_x8_matches_scalar(rng: &mut Rng) {
     // Rows of 1, 4, 28 and 44 blocks: a partial run of eight blocks, and
     // Qwen2.5-0.5B's and DeepSeek-V2's expert-down widths.
     let shapes_32 = [(8, 32), (24, 896), (16, 1408), (240, 128)];
-    for (ty, rows, cols) in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::IQ4_XS]
+    for (ty, rows, cols) in [GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::IQ4_XS]
         .into_iter()
         .flat_map(|ty| k_shapes.map(|(r, c)| (ty, r, c)))
         .chain(
