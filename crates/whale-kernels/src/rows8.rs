@@ -532,7 +532,7 @@ pub(crate) unsafe fn q2_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
         let dm = word(20);
         let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
         let dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
-        let sc_words: [__m256i; 4] = core::array::from_fn(|w| word(w));
+        let sc_words: [__m256i; 4] = core::array::from_fn(&word);
         let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
         let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
         // m = Σ_g min_g · bsum_g, two groups a step.
