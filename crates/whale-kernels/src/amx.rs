@@ -118,7 +118,9 @@ pub(crate) fn supports(wty: GgmlType) -> bool {
 /// panels or row kernels → tiles, GMAC/s at 2 threads:
 ///
 /// * Q4_0 … Q8_0 (Q5_0 at 4864×896): m = 64 161 → 146, 128 171 → 208,
-///   192 177 → 245;
+///   192 177 → 245; IQ4_NL (15872×896, `x8_bw 2 8 896 iq4_nl M`, ms,
+///   panels → tiles, 2026-12-06): interleaved 8.1 → 4.3 at 128 rows,
+///   39.2 → 23.9 at 512; the file's layout 9.5 → 8.0 and 39.9 → 33.1;
 /// * Q6_K (896×4864): m = 128 178 → 176, 192 176 → 193, 512 174–177 →
 ///   214–216;
 /// * Q4_K: slower on the tiles at every m up to 512 (896×4864: 196 → 159
@@ -531,7 +533,7 @@ fn legacy_terms(acc: &mut [__m512; TILE], c: &CTile, dw: &[f32; TILE], da: &[f32
     }
 }
 
-/// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0: the 16×16 outputs of one activation
+/// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / IQ4_NL: the 16×16 outputs of one activation
 /// tile against one N tile (row `m` of the result holds `out[m][n0..n0+16]`).
 ///
 /// Block `b` goes to lane `b % 8`, and each lane sums its blocks in order,

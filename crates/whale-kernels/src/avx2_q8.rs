@@ -1120,7 +1120,8 @@ macro_rules! int8_kernels {
         /// One block of a 32-element type unpacked as `vec_dot_n` reads it,
         /// for `crate::panel`: its 32 quants as unsigned bytes (`q + off`,
         /// `off` the type's offset: 8 for Q4_0, 16 for Q5_0, this level's
-        /// `Q8_0_OFF` for Q8_0, 0 for Q4_1 / Q5_1) into `u`; returns `d`
+        /// `Q8_0_OFF` for Q8_0 and for IQ4_NL's table values, 0 for Q4_1 /
+        /// Q5_1) into `u`; returns `d`
         /// and `m` (Q4_1 / Q5_1; else 0).
         ///
         /// # Safety

@@ -601,6 +601,17 @@ pub(crate) fn decode_ints(wty: GgmlType, bytes: &[u8], o: &mut IntBlock) {
             }
             (o.d, o.dmin) = (b.d.to_f32(), 0.0);
         }
+        // Q4_0's nibbles through IQ4's table (what `iq::decode_ints` gives,
+        // without forming the 256-element layout of the other i-quants for
+        // a 32-element block: the AMX tiles decode every block this way).
+        G::IQ4_NL => {
+            let b: &BlockIq4Nl = bytemuck::from_bytes(bytes);
+            for (j, &v) in b.qs.iter().enumerate() {
+                o.q[j] = crate::iq::KVALUES_IQ4[usize::from(v & 0x0F)];
+                o.q[j + 16] = crate::iq::KVALUES_IQ4[usize::from(v >> 4)];
+            }
+            (o.d, o.dmin) = (b.d.to_f32(), 0.0);
+        }
         t if t.is_iquant() => crate::iq::decode_ints(t, bytes, o),
         other => unreachable!("{other} has no integer dot"),
     }

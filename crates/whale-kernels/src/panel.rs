@@ -1,6 +1,7 @@
 //! AVX-512 VNNI panel products of block-quantized weights (the K-quants
-//! Q2_K … Q6_K, the 32-element types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and
-//! the i-quants of DeepSeek's low-bit GGUFs, IQ1_S … IQ4_XS, unpacked by
+//! Q2_K … Q6_K, the 32-element types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and
+//! IQ4_NL (its table values plus 128, as Q8_0's `q + 128`), and the
+//! i-quants of DeepSeek's low-bit GGUFs, IQ1_S … IQ4_XS, unpacked by
 //! `crate::iq::avx512::unpack_k` into Q6_K's form: 16-element groups,
 //! unsigned `q + off`) with many activation rows (prefill), x86-64 only.
 //!
@@ -43,8 +44,8 @@ use core::arch::x86_64::*;
 pub(crate) const ROWS: usize = 16;
 
 /// Activation rows a kernel call takes (each weight vector loaded once for
-/// them): eight for the K-quants and i-quants, four for the 32-element
-/// types. Eight against four, `examples/prefill_shapes 512 1` on the Xeon
+/// them): eight for the K-quants and the i-quants of 256-element blocks,
+/// four for the 32-element types (IQ4_NL among them). Eight against four, `examples/prefill_shapes 512 1` on the Xeon
 /// with AMX (stop 35): Q4_K 104 -> 120-128 GMAC/s, Q6_K 93 -> 111-113,
 /// IQ1_S 103 -> 117; Q5_0 between -8 % and +10 % by shape, so it keeps four.
 const J_K: usize = 8;
@@ -133,8 +134,15 @@ pub(crate) struct Panel<const R: usize, const V: usize> {
 /// implementation exists only where its level was verified, so its safe
 /// methods may run that level's code.
 pub(crate) trait Unpacker<const R: usize, const V: usize> {
-    /// One 32-element block's unsigned quants into `u`; `d` and `m`.
+    /// One 32-element block's quants into `u`, as `q + legacy_off`; `d`
+    /// and `m`.
     fn legacy(&self, wty: GgmlType, bytes: &[u8], u: &mut [u8; QK32]) -> (f32, f32);
+    /// The offset of `legacy`'s quants, which the panel takes back off as
+    /// `off · Σy` ([`legacy_off`]; the AVX2 level leaves Q8_0's and
+    /// IQ4_NL's values signed, 0).
+    fn legacy_off(&self, wty: GgmlType) -> i32 {
+        legacy_off(wty)
+    }
     /// One K block's unsigned quants into `u`, and the rest of it.
     fn k(&self, wty: GgmlType, bytes: &[u8], u: &mut [u8; QK_K]) -> crate::avx2_q8::KParts;
     /// The 256 elements `u` of each row into the 64 vectors `q`.
@@ -243,6 +251,7 @@ impl<const R: usize, const V: usize> Panel<R, V> {
                 lv.store(&mut self.q[64 * b..64 * (b + 1)], &u);
             }
         } else {
+            self.off = lv.legacy_off(wty);
             // Straight from the interleaved layout where the level can: its
             // words are already the panel's vectors, eight rows at a time.
             let direct = x8.is_some() && lv.unpacks_x8(wty);

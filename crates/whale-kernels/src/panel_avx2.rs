@@ -99,6 +99,14 @@ impl Unpacker<ROWS, 32> for Avx2 {
         }
     }
 
+    fn legacy_off(&self, wty: GgmlType) -> i32 {
+        match wty {
+            // `avx2_q8::unpack_legacy` leaves them signed at this level.
+            GgmlType::Q8_0 | GgmlType::IQ4_NL => crate::avx2_q8::Q8_0_OFF,
+            _ => crate::panel::legacy_off(wty),
+        }
+    }
+
     fn store(&self, q: &mut [[u8; 32]], u: &[[u8; QK_K]; ROWS]) {
         // SAFETY: as `legacy`.
         unsafe { store_transposed(q, u) }
@@ -232,8 +240,9 @@ unsafe fn dots<const J: usize>(wty: GgmlType, p: &Panel, a: &[ActRow<'_>; J], nb
 /// `Q8_0_OFF` being 0), whose pairs of products as unsigned `v + 128`
 /// would overflow i16: the magnitudes (at most 128) times the activation
 /// bytes with the weights' signs (`vpsignb`: at most 127), a pair at most
-/// 2·128·127, widened every step. The sums are `Σ v·y`, so the panel's
-/// offset is not subtracted.
+/// 2·128·127, widened every step: activation bytes are never -128
+/// (`quantize_acts` rounds to ±127; `vpsignb` could not negate -128). The
+/// sums are `Σ v·y`. [`group_dot`] with `RUN` 0 comes here.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn group_dot_signed<const J: usize, const STEPS: usize>(
@@ -260,7 +269,7 @@ unsafe fn group_dot_signed<const J: usize, const STEPS: usize>(
 /// broadcast activation bytes, per activation row: the i16 pair sums of
 /// `RUN` steps at a time (`i16_run`) added as i16, then widened by
 /// `vpmaddwd` with `mul` (the group scales, or ones) and added as i32 into
-/// `acc`. Constant counts, so that the loops unroll and the sums stay in
+/// `acc`. `RUN` 0: signed 8-bit weights, [`group_dot_signed`]. Constant counts, so that the loops unroll and the sums stay in
 /// registers.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -271,6 +280,10 @@ unsafe fn group_dot<const J: usize, const STEPS: usize, const RUN: usize>(
     mul: __m256i,
     acc: &mut [__m256i; J],
 ) {
+    if RUN == 0 {
+        // SAFETY: the caller's contract, the same.
+        return unsafe { group_dot_signed::<J, STEPS>(p, first, ys, mul, acc) };
+    }
     for t in (0..STEPS).step_by(RUN) {
         let mut s16 = [_mm256_setzero_si256(); J];
         for s in t..t + RUN {
@@ -320,13 +333,7 @@ unsafe fn k_dots<const J: usize, const STEPS: usize, const RUN: usize>(
             let scv = unsafe { _mm256_loadu_si256(p.sc[groups * b + g].as_ptr().cast()) };
             let scv = _mm256_or_si256(_mm256_and_si256(scv, lo16), _mm256_slli_epi32::<16>(scv));
             // SAFETY: `ys[j]` points at `gl` readable bytes, the group's steps.
-            unsafe {
-                if RUN == 0 {
-                    group_dot_signed::<J, STEPS>(p, 64 * b + e / 4, &ys, scv, &mut is);
-                } else {
-                    group_dot::<J, STEPS, RUN>(p, 64 * b + e / 4, &ys, scv, &mut is);
-                }
-            }
+            unsafe { group_dot::<J, STEPS, RUN>(p, 64 * b + e / 4, &ys, scv, &mut is) };
         }
         if RUN == 0 {
             // SAFETY: 8 floats.
@@ -370,8 +377,8 @@ unsafe fn k_dots<const J: usize, const STEPS: usize, const RUN: usize>(
 /// The 8 outputs of each of `J` activation rows against one panel of a
 /// 32-element type: per block the exact `Σ u·y`, `off · Σy` subtracted,
 /// `(d · da) · isum` into lane `b % 8`; Q4_1 / Q5_1 add `m · s` into lanes
-/// of their own, summed after. `RUN` 0: the weights are `v + 128`, summed
-/// signed ([`group_dot_signed`]).
+/// of their own, summed after. `RUN` 0: the weights are signed 8-bit values
+/// (Q8_0, IQ4_NL; `p.off` 0), summed by [`group_dot_signed`].
 ///
 /// # Safety
 /// As [`matmul`].
@@ -391,21 +398,12 @@ unsafe fn legacy_dots<const J: usize, const RUN: usize>(
         let ys: [*const i8; J] = core::array::from_fn(|j| a[j].qs[QK32 * b..QK32 * (b + 1)].as_ptr());
         let mut dot = [_mm256_setzero_si256(); J];
         // SAFETY: `ys[j]` points at the block's 32 bytes, its 8 steps.
-        unsafe {
-            if RUN == 0 {
-                group_dot_signed::<J, 8>(p, 64 * (b / 8) + 8 * (b % 8), &ys, ones, &mut dot);
-            } else {
-                group_dot::<J, 8, RUN>(p, 64 * (b / 8) + 8 * (b % 8), &ys, ones, &mut dot);
-            }
-        }
+        unsafe { group_dot::<J, 8, RUN>(p, 64 * (b / 8) + 8 * (b % 8), &ys, ones, &mut dot) };
         // SAFETY: 8 floats each.
         let (dv, mv) = unsafe { (_mm256_loadu_ps(p.d[b].as_ptr()), _mm256_loadu_ps(p.dmin[b].as_ptr())) };
         for j in 0..J {
-            let isum = if p.off != 0 && RUN != 0 {
-                _mm256_sub_epi32(dot[j], _mm256_set1_epi32(p.off * a[j].sums[b]))
-            } else {
-                dot[j]
-            };
+            let isum =
+                if p.off != 0 { _mm256_sub_epi32(dot[j], _mm256_set1_epi32(p.off * a[j].sums[b])) } else { dot[j] };
             let t = _mm256_mul_ps(_mm256_mul_ps(dv, _mm256_set1_ps(a[j].d[b])), _mm256_cvtepi32_ps(isum));
             lanes[b % 8][j] = _mm256_add_ps(lanes[b % 8][j], t);
             if with_min {

@@ -614,7 +614,7 @@ fn matmul_q_decode_row_groups_match_scalar_at_extremes() {
 /// of ±127, each output the scalar reference's bits.
 #[test]
 fn matmul_q_batches_match_scalar_at_extremes() {
-    for (wty, m) in quant_types().into_iter().flat_map(|t| [(t, 16), (t, 208)]) {
+    for (wty, m) in quant_types().into_iter().flat_map(|t| [(t, 16), (t, 32), (t, 208)]) {
         let (rows, cols) = (19, 2048);
         let rb = wty.row_bytes(cols).unwrap();
         for (fill, sign) in [(0xFF, 1.0f32), (0xFF, -1.0), (0x00, 1.0)] {

@@ -26,27 +26,31 @@ fn whale_simd_avx2_forces_avx2() {
 
     // Decode (one activation row: Q4_1 and Q5_0 eight weight rows a call,
     // `rows8::avx2`) and batched products (groups of 8, 4, 2 and 1
-    // activation rows per call, and from 12 rows the panels of
-    // `panel_avx2`) at this level equal the scalar reference bit for bit,
-    // for every type whose activations are quantized (F32 / Q8_1 / Q8_K weights keep f32 activations and may
-    // differ by f32 rounding): random weights, and every quant, scale and
-    // min at its maximum against activations of -1 (the largest i16 pair
-    // sums the panels add before widening).
+    // activation rows per call, and from 12 rows (Q8_0, IQ4_NL: 24) the
+    // panels of `panel_avx2`) at this level equal the scalar reference bit
+    // for bit, for every type whose activations are quantized (F32 / Q8_1 /
+    // Q8_K weights keep f32 activations and may differ by f32 rounding):
+    // random weights, every quant, scale and min at its maximum against
+    // activations of -1 (the largest i16 pair sums the panels add before
+    // widening), and every byte 0x80 (Q8_0's -128, the largest magnitude of
+    // the signed panels).
     for wty in GgmlType::ALL {
         if matches!(wty, GgmlType::F32 | GgmlType::Q8_1 | GgmlType::Q8_K) {
             continue;
         }
         let cols = wty.block_size().max(32) * 9;
         let rb = wty.row_bytes(cols).unwrap();
-        for (rows, fill) in [(6, "random"), (13, "random"), (9, "max")] {
+        for (rows, fill) in [(6, "random"), (13, "random"), (9, "max"), (9, "min")] {
             let mut w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, wty, cols)).collect();
-            if fill == "max" {
-                w.fill(0xFF);
+            // "min": bytes of 0x80, Q8_0's -128 (the largest magnitude the
+            // signed panels multiply).
+            if fill == "max" || fill == "min" {
+                w.fill(if fill == "max" { 0xFF } else { 0x80 });
                 common::set_scales(wty, &mut w, 1.0);
             }
             for m in [1, 2, 7, 11, 12, 20, 35] {
                 let x: Vec<f32> = match fill {
-                    "max" => vec![-1.0; m * cols],
+                    "max" | "min" => vec![-1.0; m * cols],
                     _ => rng.vec_f32(m * cols),
                 };
                 let acts = quantize_acts(wty, &x, m, cols);

@@ -21,7 +21,16 @@ fn whale_simd_avx512_forces_vector_kernels() {
         if SimdLevel::Avx512Vnni.is_available() { SimdLevel::Avx512Vnni } else { SimdLevel::best_available() };
     assert_eq!(dispatch::active(), expected);
     let mut rng = Rng::new(43);
-    for wty in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+    for wty in [
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
+        GgmlType::Q2_K,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::IQ4_XS,
+    ] {
         let cols = wty.block_size().max(32) * 9;
         let rows = 19;
         let rb = wty.row_bytes(cols).unwrap();

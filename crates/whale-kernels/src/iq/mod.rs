@@ -60,9 +60,9 @@ pub(crate) use kernels::{vec_dot, vec_dot_group};
 /// The 16 values of IQ4_NL and IQ4_XS.
 pub const KVALUES_IQ4: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
-/// [`KVALUES_IQ4`] plus 128: IQ4_NL's weights as the unsigned operand of
-/// the x86 byte products (`vpdpbusd`), whose sums then start at `-128·Σy`
-/// as Q8_0's do (the panels and the interleaved layout's kernels).
+/// [`KVALUES_IQ4`] plus 128: IQ4_NL's and IQ4_XS's weights as the unsigned
+/// operand of the x86 byte products (`vpdpbusd`), whose sums then start at
+/// `-128·Σy` as Q8_0's do (the interleaved layout's kernels).
 #[cfg(target_arch = "x86_64")]
 pub(crate) const KVALUES_IQ4_U: [u8; 16] = {
     let mut t = [0u8; 16];

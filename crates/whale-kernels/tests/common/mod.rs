@@ -143,14 +143,15 @@ pub fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
     }
 }
 
-/// `x8::matmul_x8` on interleaved Q4_K and Q6_K matrices against the scalar
+/// `x8::matmul_x8` on interleaved matrices of every type of the layout
+/// (Q2_K, Q4_K, Q6_K, IQ4_XS, and the 32-element ones) against the scalar
 /// reference of every row in the file's layout, bit for bit, at the level
 /// this process runs: random blocks, every bit set (the integer sums at
 /// their extremes, against activations at ±127) and all zeros; whole and
 /// partial groups of eight blocks (2048 and 2816 columns); one and three
 /// activation rows (each group meets each row in turn) and 20 and 200
-/// (tiles put back in the file's layout for the panels and, from 192 rows
-/// of Q6_K, the AMX tiles), over one tile or several (240 rows); one and
+/// (the panels and, from 192 rows of Q6_K and 128 of the 32-element types,
+/// the AMX tiles), over one tile or several (240 rows); one and
 /// two threads.
 #[allow(dead_code)]
 pub fn check_x8_matches_scalar(rng: &mut Rng) {
