@@ -21,7 +21,7 @@ use whale_kernels::GgmlType;
 
 /// (name, GGUF dims, type) of the little file below, and whether the
 /// rewrite takes it.
-const TENSORS: [(&str, &[u64], GgmlType, bool); 11] = [
+const TENSORS: [(&str, &[u64], GgmlType, bool); 12] = [
     ("q4k_rows16", &[512, 16], GgmlType::Q4_K, true),
     ("q6k_stack", &[256, 8, 3], GgmlType::Q6_K, true),
     ("q8_0_rows8", &[64, 8], GgmlType::Q8_0, true),
@@ -33,6 +33,7 @@ const TENSORS: [(&str, &[u64], GgmlType, bool); 11] = [
     ("iq4_xs_rows8", &[256, 8], GgmlType::IQ4_XS, true),
     ("iq4_nl_stack", &[64, 8, 2], GgmlType::IQ4_NL, true),
     ("q2k_rows16", &[256, 16], GgmlType::Q2_K, true),
+    ("q5k_stack", &[512, 8, 2], GgmlType::Q5_K, true),
 ];
 
 /// The file's bytes, with `q4k_overlapped`'s offset moved onto
@@ -72,7 +73,7 @@ fn the_rewrite_takes_whole_groups_of_rows_of_its_types_in_memory_only() {
     let bytes = little_gguf();
     let file = GgufFile::from_bytes(bytes.clone()).unwrap();
     let mut x8 = GgufFile::from_bytes(bytes.clone()).unwrap();
-    assert_eq!(x8.interleave_x8(|t| t.name != "q4k_not_picked"), 7);
+    assert_eq!(x8.interleave_x8(|t| t.name != "q4k_not_picked"), 8);
     for (name, dims, _, taken) in TENSORS {
         let want = if taken { Layout::X8 } else { Layout::File };
         assert_eq!(x8.tensor(name).unwrap().layout, want, "{name}");
@@ -108,6 +109,7 @@ fn every_reader_of_an_interleaved_matrix_gets_the_file_layouts_bits() {
         ("iq4_xs_rows8", &[256, 8][..]),
         ("iq4_nl_stack", &[64, 8, 2][..]),
         ("q2k_rows16", &[256, 16][..]),
+        ("q5k_stack", &[512, 8, 2][..]),
     ] {
         let (a, b) = (view(&file, name, dims), view(&x8, name, dims));
         assert_eq!(b.layout, Layout::X8);

@@ -64,7 +64,7 @@ use core::arch::x86_64::*;
 
 use crate::avx2::hsum;
 use crate::avx2_q8::{k_group_term, transpose_8x8_i32};
-use crate::blocks::{BlockQ2_K, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K};
+use crate::blocks::{BlockQ2_K, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K};
 use crate::dispatch::{SimdLevel, Verified};
 use crate::q8::ActRow;
 use crate::types::{GgmlType, QK_K};
@@ -315,7 +315,7 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
         // d and dmin (f16), then the 12 bytes of packed scales and mins;
         // the quants 32 bytes of each row at a time.
         let head = words4(blk.map(|k| (k as *const BlockQ4_K).cast::<u8>()));
-        q4_k_term(head, |c| bytes32(blk.map(|k| k.qs[32 * c..].as_ptr())), [a], b)[0]
+        q4_k_term(head, |c| bytes32(blk.map(|k| k.qs[32 * c..].as_ptr())), |_, _| None, [a], b)[0]
     })
 }
 
@@ -339,7 +339,7 @@ pub(crate) unsafe fn q4_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
     x8_blocks::<BlockQ4_K, J>(stream, nb, |at, b| {
         let word = |w: usize| load_word(at, w);
         let head = [word(0), word(1), word(2), word(3)];
-        q4_k_term(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), a, b)
+        q4_k_term(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), |_, _| None, a, b)
     })
 }
 
@@ -393,13 +393,15 @@ unsafe fn load_word(at: &[u8], w: usize) -> __m256i {
 /// `J` activation rows `a`: `head` is the blocks' first 16 bytes as four
 /// transposed words (`d`/`dmin`, then the three words of packed 6-bit
 /// scales and mins), `qs(c)` bytes `32c..32c + 32` of their quants as
-/// eight transposed words. The weights are unpacked once for the `J`
+/// eight transposed words, and `fifth(c, k)` Q5_K's fifth bits of those
+/// quants' low and high nibbles as 0x10 bytes (`None` for Q4_K). The weights are unpacked once for the `J`
 /// rows; each row's operations are those it has alone, in the same order.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn q4_k_term<const J: usize>(
     head: [__m256i; 4],
     qs: impl Fn(usize) -> [__m256i; 8],
+    fifth: impl Fn(usize, usize) -> Option<(__m256i, __m256i)>,
     a: [ActRow<'_>; J],
     b: usize,
 ) -> [__m256; J] {
@@ -448,7 +450,10 @@ unsafe fn q4_k_term<const J: usize>(
         let z = _mm256_setzero_si256();
         let (mut lo, mut hi) = ([[z; 2]; J], [[z; 2]; J]);
         unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
-            let (ul, uh) = (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
+            let (mut ul, mut uh) = (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
+            if let Some((fl, fh)) = fifth(c, k) {
+                (ul, uh) = (_mm256_or_si256(ul, fl), _mm256_or_si256(uh, fh));
+            }
             for j in 0..J {
                 lo[j][k % 2] = _mm256_dpbusd_epi32(lo[j][k % 2], ul, bcast4(y[j], 64 * c + 4 * k));
                 hi[j][k % 2] = _mm256_dpbusd_epi32(hi[j][k % 2], uh, bcast4(y[j], 64 * c + 32 + 4 * k));
@@ -505,6 +510,48 @@ pub(crate) unsafe fn q6_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
             d,
             |h| core::array::from_fn(|k| word(32 + 8 * h + k)),
             |h, p| core::array::from_fn(|k| word(16 * h + 8 * p + k)),
+            a,
+            b,
+        )
+    })
+}
+
+/// Q5_K: eight rows stored interleaved against one Q8_K row, as
+/// [`q4_k_x8`] with the fifth bits: words 0..4 the head, 4..12 `qh`,
+/// 12..44 the quants. Element `64c + l` (a low nibble of `qs[32c + l]`)
+/// has bit `2c` of `qh[l]` as its fifth, element `64c + 32 + l` bit
+/// `2c + 1`; word k of `qh` is bytes `4k..` of the eight rows, those of
+/// quant word k of each chunk, so each fifth bit is a shift and a mask.
+/// The reference's integers (`q` up to 31) and float step, as Q4_K's.
+///
+/// # Safety
+/// As [`q4_k_x8`], with blocks of 176 bytes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn q5_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
+    let bit = _mm256_set1_epi8(0x10);
+    x8_blocks::<BlockQ5_K, J>(stream, nb, |at, b| {
+        let word = |w: usize| load_word(at, w);
+        let head = [word(0), word(1), word(2), word(3)];
+        let qh: [__m256i; 8] = core::array::from_fn(|k| word(4 + k));
+        // Bit `n` of each byte to bit 4 (16-bit shifts: the bits that cross
+        // into a neighbouring byte land outside bit 4).
+        let to4 = |v: __m256i, n: usize| {
+            let v = match n {
+                0 => _mm256_slli_epi16::<4>(v),
+                1 => _mm256_slli_epi16::<3>(v),
+                2 => _mm256_slli_epi16::<2>(v),
+                3 => _mm256_slli_epi16::<1>(v),
+                4 => v,
+                5 => _mm256_srli_epi16::<1>(v),
+                6 => _mm256_srli_epi16::<2>(v),
+                _ => _mm256_srli_epi16::<3>(v),
+            };
+            _mm256_and_si256(v, bit)
+        };
+        q4_k_term(
+            head,
+            |c| core::array::from_fn(|k| word(12 + 8 * c + k)),
+            |c, k| Some((to4(qh[k], 2 * c), to4(qh[k], 2 * c + 1))),
             a,
             b,
         )

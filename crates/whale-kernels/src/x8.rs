@@ -64,7 +64,7 @@
 //! The engine stores the matrices of these types of a GGUF read into memory
 //! this way where [`chosen`] (`GgufFile::interleave_x8`, models::load).
 //!
-//! Types ([`supports`]): Q2_K, Q4_K, Q6_K and IQ4_XS, and the 32-element
+//! Types ([`supports`]): Q2_K, Q4_K, Q5_K, Q6_K and IQ4_XS, and the 32-element
 //! Q4_0, Q4_1, Q5_0, Q8_0 and IQ4_NL. Qwen2.5-0.5B's 896-column matrices,
 //! whose rows are no multiple of 256, and DeepSeek-V2's expert downs of
 //! 1408 columns are Q5_0 and Q8_0 in a Q4_K_M file (IQ4_NL in the IQ
@@ -86,6 +86,11 @@
 //! `rows8::q2_k_x8` reads each quant word once for its four groups: 12.2
 //! against 20.6 GB/s from L2 at 7168 columns (llama.cpp's repacked
 //! `gemv_q2_K_8x8`: 13.8), 19.7 against 26.9 from memory at two threads.
+//! Q5_K is Q4_K's words with its 32 `qh` bytes (8 words) between the
+//! scales and the quants; `rows8::q5_k_x8` is Q4_K's kernel with each
+//! nibble's fifth bit shifted in from the `qh` word of the same bytes:
+//! 19.8 against 34.5 GB/s from L2 at 7168 columns (llama.cpp's `vec_dot`:
+//! 18.1), 28.0 against 30.5 from memory at two threads.
 //! IQ4_NL (an IQ4_XS file's fallback where rows are no multiple of 256:
 //! four fifths of Qwen2.5-0.5B's, V2-Lite's expert downs) is stored as
 //! Q4_0 is, and its kernels look each nibble up in IQ4's table plus 128
@@ -139,7 +144,7 @@ struct Anatomy {
 
 fn anatomy(ty: GgmlType) -> Option<Anatomy> {
     let (head, flip) = match ty {
-        GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::IQ4_XS => (0, 0),
+        GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::IQ4_XS => (0, 0),
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL => (2, 0),
         GgmlType::Q4_1 => (4, 0),
         GgmlType::Q8_0 => (2, 0x80),
@@ -440,7 +445,8 @@ pub fn chosen(ty: GgmlType) -> bool {
 
 /// Whether `v`'s level has this layout's own decode kernels for `ty`:
 /// every type of the layout at AVX-512 VNNI, or AMX above it
-/// (`rows8::q2_k_x8`, `q4_k_x8`, `q6_k_x8`, `iq4_xs_x8`, `legacy_x8`);
+/// (`rows8::q2_k_x8`, `q4_k_x8`, `q5_k_x8`, `q6_k_x8`, `iq4_xs_x8`,
+/// `legacy_x8`);
 /// Q4_0, Q4_1 and Q5_0 at
 /// AVX2 (`rows8::avx2::legacy_x8`); none elsewhere.
 fn has_kernels(v: Verified, ty: GgmlType) -> bool {
@@ -550,6 +556,7 @@ unsafe fn group_rows<const J: usize>(
             (_, GgmlType::Q6_K) => crate::rows8::q6_k_x8::<J>(stream, nb, a),
             (_, GgmlType::IQ4_XS) => crate::rows8::iq4_xs_x8::<J>(stream, nb, a),
             (_, GgmlType::Q2_K) => crate::rows8::q2_k_x8::<J>(stream, nb, a),
+            (_, GgmlType::Q5_K) => crate::rows8::q5_k_x8::<J>(stream, nb, a),
             _ => crate::rows8::legacy_x8::<J>(ty, stream, nb, a),
         }
     };

@@ -28,6 +28,7 @@ fn whale_simd_avx512_forces_vector_kernels() {
         GgmlType::IQ4_NL,
         GgmlType::Q2_K,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
         GgmlType::Q6_K,
         GgmlType::IQ4_XS,
     ] {

@@ -1,5 +1,5 @@
 //! Weights stored eight rows interleaved (`whale_kernels::x8`, Q2_K, Q4_K,
-//! Q6_K, IQ4_XS and the 32-element Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL): the layout
+//! Q5_K, Q6_K, IQ4_XS and the 32-element Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL): the layout
 //! round-trips to the file's bytes, its products are the scalar
 //! reference's bits (here at this CPU's best level; `simd_env.rs` and
 //! `simd_env_avx2.rs` run the same check at the scalar and AVX2 levels,
@@ -14,7 +14,7 @@ use whale_kernels::{x8, GgmlType, KernelError};
 #[test]
 fn interleaving_moves_every_word_and_deinterleaving_restores_the_file_bytes() {
     let mut rng = Rng::new(43);
-    for ty in [GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::IQ4_XS] {
+    for ty in [GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS] {
         for (rows, cols) in [(8, 256), (16, 2816)] {
             let rb = ty.row_bytes(cols).unwrap();
             let w: Vec<u8> = (0..rows).flat_map(|_| random_row(&mut rng, ty, cols)).collect();

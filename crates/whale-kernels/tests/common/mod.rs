@@ -144,7 +144,7 @@ pub fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
 }
 
 /// `x8::matmul_x8` on interleaved matrices of every type of the layout
-/// (Q2_K, Q4_K, Q6_K, IQ4_XS, and the 32-element ones) against the scalar
+/// (Q2_K, Q4_K, Q5_K, Q6_K, IQ4_XS, and the 32-element ones) against the scalar
 /// reference of every row in the file's layout, bit for bit, at the level
 /// this process runs: random blocks, every bit set (the integer sums at
 /// their extremes, against activations at ±127) and all zeros; whole and
@@ -160,7 +160,7 @@ pub fn check_x8_matches_scalar(rng: &mut Rng) {
     // Rows of 1, 4, 28 and 44 blocks: a partial run of eight blocks, and
     // Qwen2.5-0.5B's and DeepSeek-V2's expert-down widths.
     let shapes_32 = [(8, 32), (24, 896), (16, 1408), (240, 128)];
-    for (ty, rows, cols) in [GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::IQ4_XS]
+    for (ty, rows, cols) in [GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS]
         .into_iter()
         .flat_map(|ty| k_shapes.map(|(r, c)| (ty, r, c)))
         .chain(
