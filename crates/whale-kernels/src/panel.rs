@@ -87,7 +87,7 @@ fn is_k(wty: GgmlType) -> bool {
 
 /// The i-quants with 256-element blocks: all but IQ4_NL, whose 32-element
 /// blocks the panels take as Q8_0's (its table's values, shifted by 128).
-fn is_iq_k(wty: GgmlType) -> bool {
+pub(crate) fn is_iq_k(wty: GgmlType) -> bool {
     wty.is_iquant() && is_k(wty)
 }
 

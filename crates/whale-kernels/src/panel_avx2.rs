@@ -44,8 +44,9 @@ const J_MAIN: usize = 4;
 /// and widened every step, [`group_dot_signed`]; IQ4_NL at 4864×896,
 /// GMAC/s, one core of the Xeon of stop 46, row kernels against panels:
 /// 33.4 / 31.3 at 12 rows, 34.9 / 32.8 at 16, 33.0 / 34.5 at 24, 31.5 /
-/// 35.5 at 512; Q8_0 at 128×896 25.6 / 40 at 512). Measured at V2-Lite's shapes with `WHALE_SIMD=avx2` on Zen 4
-/// (`examples/prefill_shapes M 1 v2l`, GMAC/s, row kernels against panels):
+/// 35.5 at 512; Q8_0 at 128×896 25.6 / 40 at 512). Measured at V2-Lite's
+/// shapes with `WHALE_SIMD=avx2` on Zen 4 (`examples/prefill_shapes M 1
+/// v2l`, GMAC/s, row kernels against panels):
 /// at 8 rows even (Q4_K expert gate 55.4 / 55.5, Q5_0 expert down 36.0 /
 /// 37.7), at 12 the panels ahead (56.2 / 65.2, 34.1 / 42.8), at 16 more
 /// so (48.3 / 70.2, 35.9 / 46.5). The 32-element types cross over sooner
@@ -62,7 +63,7 @@ pub(crate) fn min_act_rows(wty: GgmlType) -> usize {
 /// The weight types the AVX2 panel takes: `crate::panel`'s but the
 /// i-quants of 256-element blocks other than IQ4_XS.
 pub(crate) fn supports(wty: GgmlType) -> bool {
-    (wty == GgmlType::IQ4_XS || !(wty.is_iquant() && wty.block_size() == QK_K)) && crate::panel::supports(wty)
+    (wty == GgmlType::IQ4_XS || !crate::panel::is_iq_k(wty)) && crate::panel::supports(wty)
 }
 
 /// Steps of four bytes whose i16 pair sums can be added before widening,
@@ -269,8 +270,8 @@ unsafe fn group_dot_signed<const J: usize, const STEPS: usize>(
 /// broadcast activation bytes, per activation row: the i16 pair sums of
 /// `RUN` steps at a time (`i16_run`) added as i16, then widened by
 /// `vpmaddwd` with `mul` (the group scales, or ones) and added as i32 into
-/// `acc`. `RUN` 0: signed 8-bit weights, [`group_dot_signed`]. Constant counts, so that the loops unroll and the sums stay in
-/// registers.
+/// `acc`. `RUN` 0: signed 8-bit weights, [`group_dot_signed`]. Constant
+/// counts, so that the loops unroll and the sums stay in registers.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn group_dot<const J: usize, const STEPS: usize, const RUN: usize>(

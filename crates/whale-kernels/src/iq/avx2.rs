@@ -567,15 +567,6 @@ pub(crate) unsafe fn unpack_iq4_xs_signed(bytes: &[u8], u: &mut [u8; QK_K]) -> c
             _mm256_storeu_si256(u.as_mut_ptr().add(64 * c + 32).cast(), second);
         }
     }
-    let sh = u16::from_le_bytes(b.scales_h);
-    let sc = core::array::from_fn(|ib| {
-        if ib < 8 {
-            let lo = (b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F;
-            let hi = ((sh >> (2 * ib)) & 3) as u8;
-            i32::from(lo | hi << 4) - 32
-        } else {
-            0
-        }
-    });
+    let sc = core::array::from_fn(|ib| if ib < 8 { iq4_xs_scale(bytes, ib) } else { 0 });
     crate::avx2_q8::KParts { d: b.d.to_f32(), dmin: 0.0, off: 0, mv: [0; 8], sc }
 }

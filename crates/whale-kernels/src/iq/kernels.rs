@@ -216,10 +216,8 @@ pub(crate) fn unpack(wty: GgmlType, b: &[u8], u: &mut Unpacked) {
         }
         G::IQ4_XS => {
             u.d = half(b[0], b[1]);
-            let sh = u16_at(b, 1);
             for ib in 0..8 {
-                let lo = (b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F;
-                let s = (lo as i16 | (((sh >> (2 * ib)) & 3) as i16) << 4) - 32;
+                let s = super::iq4_xs_scale(b, ib) as i16;
                 u.sc[2 * ib] = s;
                 u.sc[2 * ib + 1] = s;
                 for (j, &v) in b[8 + 16 * ib..24 + 16 * ib].iter().enumerate() {
@@ -376,8 +374,7 @@ mod x86 {
             let (b, t): (&[u8], usize) = ($b, $t);
             match $T {
                 IQ4XS => {
-                    let lo = (b[4 + t / 2] >> (4 * (t % 2))) & 0x0F;
-                    let s = (lo as i16 | (((u16_at(b, 1) >> (2 * t)) & 3) as i16) << 4) - 32;
+                    let s = super::iq4_xs_scale(b, t) as i16;
                     // SAFETY: bytes 8 + 16t .. 24 + 16t of the block.
                     let (u, v) = plain(unsafe { iq4_chunk(&b[8 + 16 * t..24 + 16 * t]) });
                     (u, v, _mm256_set1_epi16(s))

@@ -60,6 +60,16 @@ pub(crate) use kernels::{vec_dot, vec_dot_group};
 /// The 16 values of IQ4_NL and IQ4_XS.
 pub const KVALUES_IQ4: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
+/// IQ4_XS's scale of 32-element sub-block `ib` of block `b` (its bytes):
+/// six bits, nibble `ib` of `scales_l` (bytes 4..8) under bits `2ib..2ib
+/// + 2` of `scales_h` (bytes 2..4), less 32.
+#[inline(always)]
+pub(crate) fn iq4_xs_scale(b: &[u8], ib: usize) -> i32 {
+    let lo = (b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F;
+    let hi = (u16::from_le_bytes([b[2], b[3]]) >> (2 * ib)) & 3;
+    i32::from(lo | (hi as u8) << 4) - 32
+}
+
 /// [`KVALUES_IQ4`] plus 128: IQ4_NL's and IQ4_XS's weights as the unsigned
 /// operand of the x86 byte products (`vpdpbusd`), whose sums then start at
 /// `-128·Σy` as Q8_0's do (the interleaved layout's kernels).
@@ -348,9 +358,7 @@ fn layout(wty: GgmlType, b: &[u8]) -> Layout {
             let (qs, n) = if wty == G::IQ4_NL { (&b[2..18], 1) } else { (&b[8..136], 8) };
             for ib in 0..n {
                 if wty == G::IQ4_XS {
-                    let lo = (b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F;
-                    let hi = (u16_at(&b[2..4], 0) >> (2 * ib)) & 3;
-                    let s = (lo | (hi as u8) << 4) as i32 - 32;
+                    let s = iq4_xs_scale(b, ib);
                     for h in 0..2 {
                         l.sc[2 * ib + h] = s;
                         l.dl[2 * ib + h] = l.d * s as f32;
