@@ -154,6 +154,32 @@ pub(crate) trait Unpacker<const R: usize, const V: usize> {
         let _ = wty;
         false
     }
+    /// Whether this level unpacks K blocks of `wty` straight from the
+    /// interleaved layout ([`Unpacker::k_x8`]).
+    fn unpacks_k_x8(&self, wty: GgmlType) -> bool {
+        let _ = wty;
+        false
+    }
+    /// Rows `8g..8g + 8` of one K block into the block's 64 vectors `q`,
+    /// group scales `sc`, multipliers `mv`, `d` and `dmin`, from
+    /// `group_block` (that block of group g), or zeros where `None`;
+    /// returns the offset of `mv` (`KParts::off`). Only where
+    /// `unpacks_k_x8`.
+    #[allow(clippy::too_many_arguments)]
+    fn k_x8(
+        &self,
+        wty: GgmlType,
+        group_block: Option<&[u8]>,
+        g: usize,
+        q: &mut [[u8; V]],
+        sc: &mut [[i32; R]],
+        mv: &mut [[i32; R]],
+        d: &mut [f32; R],
+        dmin: &mut [f32; R],
+    ) -> i32 {
+        let _ = (wty, group_block, g, q, sc, mv, d, dmin);
+        unreachable!("k_x8 where unpacks_k_x8 is false")
+    }
     /// Rows `8g..8g + 8` of one 32-element block into its eight vectors
     /// `q` (vector k: elements 4k..4k + 4) and their `d` and `m`, from
     /// `group_block` (that block of group g, `crate::x8`), or zeros where
@@ -227,7 +253,25 @@ impl<const R: usize, const V: usize> Panel<R, V> {
         }
         if is_k(wty) {
             let groups = QK_K / self.group_len;
+            // Straight from the interleaved layout where the level can.
+            let direct = x8.is_some() && lv.unpacks_k_x8(wty);
             for b in 0..nb {
+                if direct {
+                    for g in 0..R / g8 {
+                        let at = (g < nrows / g8).then(|| &rows[g * g8 * rb + b * g8 * ts..][..g8 * ts]);
+                        self.off = lv.k_x8(
+                            wty,
+                            at,
+                            g,
+                            &mut self.q[64 * b..64 * (b + 1)],
+                            &mut self.sc[groups * b..groups * (b + 1)],
+                            &mut self.mv[8 * b..8 * (b + 1)],
+                            &mut self.d[b],
+                            &mut self.dmin[b],
+                        );
+                    }
+                    continue;
+                }
                 if let Some(v) = x8 {
                     for g in 0..nrows / g8 {
                         let src = &rows[g * g8 * rb + b * g8 * ts..g * g8 * rb + (b + 1) * g8 * ts];

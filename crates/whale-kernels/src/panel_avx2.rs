@@ -114,7 +114,36 @@ impl Unpacker<ROWS, 32> for Avx2 {
     }
 
     fn unpacks_x8(&self, wty: GgmlType) -> bool {
-        matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0)
+        matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL)
+    }
+
+    fn unpacks_k_x8(&self, wty: GgmlType) -> bool {
+        crate::rows8::avx2::unpacks_k_x8(wty)
+    }
+
+    fn k_x8(
+        &self,
+        wty: GgmlType,
+        group_block: Option<&[u8]>,
+        g: usize,
+        q: &mut [[u8; 32]],
+        sc: &mut [[i32; ROWS]],
+        mv: &mut [[i32; ROWS]],
+        d: &mut [f32; ROWS],
+        dmin: &mut [f32; ROWS],
+    ) -> i32 {
+        // A panel is one group of eight rows here (as in `legacy_x8`).
+        debug_assert_eq!(g, 0);
+        let Some(at) = group_block else {
+            q.iter_mut().for_each(|v| *v = [0; 32]);
+            sc.iter_mut().chain(mv.iter_mut()).for_each(|v| *v = [0; ROWS]);
+            (*d, *dmin) = ([0.0; ROWS], [0.0; ROWS]);
+            return if wty == GgmlType::Q6_K { 32 } else { 0 };
+        };
+        // SAFETY: an `Avx2` exists only where AVX2 was verified; `at` is
+        // one group block (`fill`), and `fill` passes one block's vectors,
+        // scale groups and multipliers.
+        unsafe { crate::rows8::avx2::k_x8_unpacked(wty, at, q, sc, mv, d, dmin) }
     }
 
     fn legacy_x8(

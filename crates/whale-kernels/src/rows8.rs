@@ -1139,10 +1139,12 @@ unsafe fn q4_1(rows: [&[BlockQ4_1]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
 /// fifth bits of Q5_0 become bytes by compare instead of mask registers.
 /// The same exact integers and f32 steps as the VNNI versions above.
 pub(crate) mod avx2 {
-    use super::{bcast4, load_word, rows_of, rows_of_min, word_control, words4, X8Unpacked, ROWS};
-    use crate::blocks::{BlockQ4_1, BlockQ5_0};
+    use super::{bcast4, byte_pair, load_word, rows_of, rows_of_min, word_control, words4, X8Unpacked, ROWS};
+    use crate::avx2_q8::k_group_term;
+    use crate::blocks::{BlockQ2_K, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K};
     use crate::q8::ActRow;
     use crate::types::GgmlType;
+    use crate::types::QK_K;
     use core::arch::x86_64::*;
 
     /// [`super::legacy_x8`] at the AVX2 level for Q4_0, Q4_1 and Q5_0: the
@@ -1173,13 +1175,16 @@ pub(crate) mod avx2 {
                 GgmlType::Q4_0 => super::x8_legacy::<18, false, J>(stream, nb, &a, q4_0_block::<J>),
                 GgmlType::Q4_1 => super::x8_legacy::<20, true, J>(stream, nb, &a, q4_1_block::<J>),
                 GgmlType::Q5_0 => super::x8_legacy::<22, false, J>(stream, nb, &a, q5_0_block::<J>),
+                GgmlType::Q8_0 => super::x8_legacy::<34, false, J>(stream, nb, &a, q8_0_block::<J>),
+                GgmlType::IQ4_NL => super::x8_legacy::<18, false, J>(stream, nb, &a, iq4_nl_block::<J>),
                 t => unreachable!("x8: no AVX2 kernel of {t}"),
             }
         }
     }
 
-    /// `super::legacy_x8_unpacked` at this level, for the types the AVX2
-    /// panels take (not Q8_0).
+    /// `super::legacy_x8_unpacked` at this level: Q8_0's and IQ4_NL's
+    /// weights signed, as the AVX2 panels take them (their `legacy_off`
+    /// is 0 there).
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C; `at` holds one group block.
@@ -1191,6 +1196,8 @@ pub(crate) mod avx2 {
                 GgmlType::Q4_0 => super::q4_0_x8_unpack(at),
                 GgmlType::Q4_1 => super::q4_1_x8_unpack(at),
                 GgmlType::Q5_0 => q5_0_unpack(at),
+                GgmlType::Q8_0 => q8_0_unpack(at),
+                GgmlType::IQ4_NL => iq4_nl_unpack(at),
                 t => unreachable!("x8: no AVX2 panel unpacking of {t}"),
             }
         }
@@ -1258,6 +1265,597 @@ pub(crate) mod avx2 {
                 u[i] = _mm256_or_si256(_mm256_and_si256(nibbles, nib), fifth);
             });
             (u, super::x8_d(at), _mm256_setzero_ps())
+        }
+    }
+
+    /// Q4_K stored interleaved (`crate::x8`, as [`super::q4_k_x8`] reads
+    /// it) at this level: [`q4_k_term`]. The reference's integers and f32
+    /// step, hence its bits.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; as [`super::q4_k_x8`] otherwise.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn q4_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
+        super::x8_blocks::<BlockQ4_K, J>(stream, nb, |at, b| {
+            let word = |w: usize| load_word(at, w);
+            let head = [word(0), word(1), word(2), word(3)];
+            // SAFETY: this function's features.
+            unsafe { q4_k_term::<J, false>(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), |_, _| None, a, b) }
+        })
+    }
+
+    /// Q5_K stored interleaved at this level: [`super::q5_k_x8`]'s words
+    /// and fifth bits, [`q4_k_term`]'s arithmetic.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; as [`super::q5_k_x8`] otherwise.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn q5_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
+        let bit = _mm256_set1_epi8(0x10);
+        super::x8_blocks::<BlockQ5_K, J>(stream, nb, |at, b| {
+            let word = |w: usize| load_word(at, w);
+            let head = [word(0), word(1), word(2), word(3)];
+            let qh: [__m256i; 8] = core::array::from_fn(|k| word(4 + k));
+            // Bit `n` of each byte to bit 4, as `super::q5_k_x8` moves it.
+            let to4 = |v: __m256i, n: usize| {
+                let v = match n {
+                    0 => _mm256_slli_epi16::<4>(v),
+                    1 => _mm256_slli_epi16::<3>(v),
+                    2 => _mm256_slli_epi16::<2>(v),
+                    3 => _mm256_slli_epi16::<1>(v),
+                    4 => v,
+                    5 => _mm256_srli_epi16::<1>(v),
+                    6 => _mm256_srli_epi16::<2>(v),
+                    _ => _mm256_srli_epi16::<3>(v),
+                };
+                _mm256_and_si256(v, bit)
+            };
+            // SAFETY: this function's features.
+            unsafe {
+                q4_k_term::<J, true>(
+                    head,
+                    |c| core::array::from_fn(|k| word(12 + 8 * c + k)),
+                    |c, k| Some((to4(qh[k], 2 * c), to4(qh[k], 2 * c + 1))),
+                    a,
+                    b,
+                )
+            }
+        })
+    }
+
+    /// `super::q4_k_term` without VNNI: each sub-block's `Σ u·y` as
+    /// `vpmaddubsw` pairs added as i16 and widened by one `vpmaddwd` against
+    /// its scale (in both halves of each lane), so the scale multiply costs
+    /// nothing more. Q4_K's `u <= 15` lets a sub-block's eight steps add as
+    /// i16 (at most 8·2·15·127 = 30480); Q5_K's `u <= 31` (`FIVE`) four
+    /// (4·2·31·127 = 31496), its two halves widened apart. The mins' pairs
+    /// as there, with `vpmaddwd` and adds for `vpdpwssd`. The same exact
+    /// integers and the same f32 step (`k_group_term`).
+    #[inline(always)]
+    unsafe fn q4_k_term<const J: usize, const FIVE: bool>(
+        head: [__m256i; 4],
+        qs: impl Fn(usize) -> [__m256i; 8],
+        fifth: impl Fn(usize, usize) -> Option<(__m256i, __m256i)>,
+        a: [ActRow<'_>; J],
+        b: usize,
+    ) -> [__m256; J] {
+        // SAFETY: AVX2, FMA and F16C (the callers'); the bsums slice is 32 bytes.
+        unsafe {
+            let nib = _mm256_set1_epi8(0x0F);
+            let m6 = _mm256_set1_epi8(0x3F);
+            let m2 = _mm256_set1_epi8(0x03);
+            let ones = _mm256_set1_epi16(1);
+            let [dm, w0, w1, w2] = head;
+            let d = f16_lanes(dm);
+            let dmin = f16_lanes(_mm256_srli_epi32::<16>(dm));
+            let sc_lo = _mm256_and_si256(w0, m6);
+            let mn_lo = _mm256_and_si256(w1, m6);
+            let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
+            let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0));
+            let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1));
+            let mins = [byte_pair(mn_lo, 0), byte_pair(mn_lo, 2), byte_pair(mn_hi, 0), byte_pair(mn_hi, 2)];
+            let mut m = [_mm256_setzero_si256(); J];
+            for j in 0..J {
+                let bs = &a[j].bsums[16 * b..16 * b + 16];
+                let g = _mm256_loadu_si256(bs.as_ptr().cast());
+                let sums = _mm256_madd_epi16(g, ones);
+                let packed = _mm256_packs_epi32(sums, sums);
+                let pair = |w: i32| _mm256_permutevar8x32_epi32(packed, _mm256_set1_epi32(w));
+                let lo = _mm256_add_epi32(_mm256_madd_epi16(mins[0], pair(0)), _mm256_madd_epi16(mins[1], pair(1)));
+                let hi = _mm256_add_epi32(_mm256_madd_epi16(mins[2], pair(4)), _mm256_madd_epi16(mins[3], pair(5)));
+                m[j] = _mm256_add_epi32(lo, hi);
+            }
+            let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
+            let mut isum = [_mm256_setzero_si256(); J];
+            unroll!(c in [0, 1, 2, 3] {
+                let q = qs(c);
+                let z = _mm256_setzero_si256();
+                // i16 sums of sub-blocks 2c (`lo`) and 2c + 1 (`hi`): one
+                // each for Q4_K, a half of the steps each for Q5_K.
+                let (mut lo, mut hi) = ([[z; 2]; J], [[z; 2]; J]);
+                unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    let (mut ul, mut uh) =
+                        (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
+                    if let Some((fl, fh)) = fifth(c, k) {
+                        (ul, uh) = (_mm256_or_si256(ul, fl), _mm256_or_si256(uh, fh));
+                    }
+                    let h = if FIVE { k / 4 } else { 0 };
+                    for j in 0..J {
+                        let pl = _mm256_maddubs_epi16(ul, bcast4(y[j], 64 * c + 4 * k));
+                        let ph = _mm256_maddubs_epi16(uh, bcast4(y[j], 64 * c + 32 + 4 * k));
+                        lo[j][h] = _mm256_add_epi16(lo[j][h], pl);
+                        hi[j][h] = _mm256_add_epi16(hi[j][h], ph);
+                    }
+                });
+                let sc = if c < 2 { sc_lo } else { sc_hi };
+                let jb = 2 * (c as u8 % 2);
+                // Each lane's scale byte as both of its i16.
+                let s0 = _mm256_shuffle_epi8(sc, word_control([jb, 0x80, jb, 0x80]));
+                let s1 = _mm256_shuffle_epi8(sc, word_control([jb + 1, 0x80, jb + 1, 0x80]));
+                for j in 0..J {
+                    let mut t = _mm256_add_epi32(_mm256_madd_epi16(lo[j][0], s0), _mm256_madd_epi16(hi[j][0], s1));
+                    if FIVE {
+                        t = _mm256_add_epi32(
+                            t,
+                            _mm256_add_epi32(_mm256_madd_epi16(lo[j][1], s0), _mm256_madd_epi16(hi[j][1], s1)),
+                        );
+                    }
+                    isum[j] = _mm256_add_epi32(isum[j], t);
+                }
+            });
+            core::array::from_fn(|j| k_group_term(isum[j], m[j], d, dmin, _mm256_set1_ps(a[j].d[b]), 0))
+        }
+    }
+
+    /// Q6_K stored interleaved at this level: [`super::q6_k_x8`]'s words,
+    /// its unpacking of `u = q + 32`, and `vpmaddubsw` pairs (at most
+    /// 2·63·127) added as i16 two steps at a time (32004) and widened by
+    /// `vpmaddwd` against the group's signed scale, into one sum per
+    /// activation row. The offset comes off as the reference takes it,
+    /// `isum - 32·Σ sc·Σy` (`k_group_term`'s `off`), with `Σ sc·Σy` two
+    /// groups a `vpmaddwd`. The same exact integers and f32 step.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; as [`super::q6_k_x8`] otherwise.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn q6_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
+        let nib = _mm256_set1_epi8(0x0F);
+        let m30 = _mm256_set1_epi8(0x30);
+        super::x8_blocks::<BlockQ6_K, J>(stream, nb, |at, b| {
+            let word = |w: usize| load_word(at, w);
+            let dv = &at[52 * 32..52 * 32 + 16];
+            // SAFETY: `dv` is the eight rows' 16 bytes of `d`; loadu is unaligned.
+            let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(dv.as_ptr().cast()) });
+            let sc = [word(48), word(49), word(50), word(51)];
+            // Bytes `j` and `j2` of each lane's word as its two i16, sign-extended.
+            let pair = |w: __m256i, j: u8, j2: u8| {
+                _mm256_srai_epi16::<8>(_mm256_shuffle_epi8(w, word_control([j, j, j2, j2])))
+            };
+            let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
+            let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
+            let mut m = [_mm256_setzero_si256(); J];
+            for i in 0..8 {
+                let p = pair(sc[i / 2], 2 * (i % 2) as u8, 2 * (i % 2) as u8 + 1);
+                for j in 0..J {
+                    let bp = (bs[j][2 * i] as u16 as u32 | (bs[j][2 * i + 1] as u16 as u32) << 16) as i32;
+                    m[j] = _mm256_add_epi32(m[j], _mm256_madd_epi16(p, _mm256_set1_epi32(bp)));
+                }
+            }
+            let mut isum = [_mm256_setzero_si256(); J];
+            unroll!(h in [0, 1] {
+                // As `super::q6_k_term`: element 128h + 32s + l is nibble
+                // s/2 of ql[64h + 32(s%2) + l] with bits 2s..2s+2 of
+                // qh[32h + l]; group 8h + 2s + l/16.
+                // The words loaded where they are used, so that four
+                // activation rows' sums and their operands fit the 16
+                // registers.
+                let qh = |k: usize| word(32 + 8 * h + k);
+                unroll!(p in [0, 1] {
+                    let q = |k: usize| word(16 * h + 8 * p + k);
+                    unroll!(hf in [0, 1] {
+                        let (g_lo, g_hi) = (8 * h + 2 * p + hf, 8 * h + 2 * (p + 2) + hf);
+                        let s_lo = pair(sc[g_lo / 4], (g_lo % 4) as u8, (g_lo % 4) as u8);
+                        let s_hi = pair(sc[g_hi / 4], (g_hi % 4) as u8, (g_hi % 4) as u8);
+                        unroll!(k2 in [0, 1] {
+                            let mut u = [[_mm256_setzero_si256(); 2]; 2];
+                            unroll!(e in [0, 1] {
+                                let k = 4 * hf + 2 * k2 + e;
+                                let (qk, qhk) = (q(k), qh(k));
+                                let (hb_lo, hb_hi) = if p == 0 {
+                                    (_mm256_slli_epi16::<4>(qhk), qhk)
+                                } else {
+                                    (_mm256_slli_epi16::<2>(qhk), _mm256_srli_epi16::<2>(qhk))
+                                };
+                                u[0][e] = _mm256_or_si256(_mm256_and_si256(qk, nib), _mm256_and_si256(hb_lo, m30));
+                                u[1][e] = _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16::<4>(qk), nib),
+                                    _mm256_and_si256(hb_hi, m30),
+                                );
+                            });
+                            let k0 = 4 * hf + 2 * k2;
+                            for j in 0..J {
+                                let at_lo = 128 * h + 32 * p + 4 * k0;
+                                let at_hi = 128 * h + 32 * (p + 2) + 4 * k0;
+                                let t_lo = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(u[0][0], bcast4(y[j], at_lo)),
+                                    _mm256_maddubs_epi16(u[0][1], bcast4(y[j], at_lo + 4)),
+                                );
+                                let t_hi = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(u[1][0], bcast4(y[j], at_hi)),
+                                    _mm256_maddubs_epi16(u[1][1], bcast4(y[j], at_hi + 4)),
+                                );
+                                isum[j] = _mm256_add_epi32(
+                                    isum[j],
+                                    _mm256_add_epi32(_mm256_madd_epi16(t_lo, s_lo), _mm256_madd_epi16(t_hi, s_hi)),
+                                );
+                            }
+                        });
+                    });
+                });
+            });
+            core::array::from_fn(|j| {
+                // SAFETY: this function's features.
+                unsafe { k_group_term(isum[j], m[j], d, _mm256_setzero_ps(), _mm256_set1_ps(a[j].d[b]), 32) }
+            })
+        })
+    }
+
+    /// Q2_K stored interleaved at this level: [`super::q2_k_x8`]'s words and
+    /// order, a group's four steps of `vpmaddubsw` pairs added as i16 (at
+    /// most 4·2·3·127) and widened by `vpmaddwd` against its scale in both
+    /// halves of each lane, the mins as there with `vpmaddwd` and adds.
+    /// The same exact integers and f32 step.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; as [`super::q2_k_x8`] otherwise.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn q2_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
+        let (m2, m4) = (_mm256_set1_epi8(0x03), _mm256_set1_epi8(0x0F));
+        super::x8_blocks::<BlockQ2_K, J>(stream, nb, |at, b| {
+            let word = |w: usize| load_word(at, w);
+            let dm = word(20);
+            let d = f16_lanes(dm);
+            let dmin = f16_lanes(_mm256_srli_epi32::<16>(dm));
+            let sc_words: [__m256i; 4] = core::array::from_fn(&word);
+            let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
+            let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
+            let mut m = [_mm256_setzero_si256(); J];
+            for (w, &sw) in sc_words.iter().enumerate() {
+                let mins = _mm256_and_si256(_mm256_srli_epi16::<4>(sw), m4);
+                for half in 0..2 {
+                    let pair = byte_pair(mins, 2 * half as u8);
+                    let g = 4 * w + 2 * half;
+                    for j in 0..J {
+                        let bp = (bs[j][g] as u16 as u32 | (bs[j][g + 1] as u16 as u32) << 16) as i32;
+                        m[j] = _mm256_add_epi32(m[j], _mm256_madd_epi16(pair, _mm256_set1_epi32(bp)));
+                    }
+                }
+            }
+            let mut isum = [_mm256_setzero_si256(); J];
+            unroll!(h in [0, 1] {
+                unroll!(hf in [0, 1] {
+                    let q: [__m256i; 4] = core::array::from_fn(|k| word(4 + 8 * h + 4 * hf + k));
+                    unroll!(s in [0, 1, 2, 3] {
+                        let g = 8 * h + 2 * s + hf;
+                        let jb = (g % 4) as u8;
+                        let scale =
+                            _mm256_shuffle_epi8(_mm256_and_si256(sc_words[g / 4], m4), word_control([jb, 0x80, jb, 0x80]));
+                        let mut sums = [_mm256_setzero_si256(); J];
+                        unroll!(k in [0, 1, 2, 3] {
+                            let u = _mm256_and_si256(_mm256_srl_epi16(q[k], _mm_cvtsi32_si128(2 * s as i32)), m2);
+                            for j in 0..J {
+                                let at = 128 * h + 32 * s + 16 * hf + 4 * k;
+                                sums[j] = _mm256_add_epi16(sums[j], _mm256_maddubs_epi16(u, bcast4(y[j], at)));
+                            }
+                        });
+                        for j in 0..J {
+                            isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(sums[j], scale));
+                        }
+                    });
+                });
+            });
+            core::array::from_fn(|j| {
+                // SAFETY: this function's features.
+                unsafe { k_group_term(isum[j], m[j], d, dmin, _mm256_set1_ps(a[j].d[b]), 0) }
+            })
+        })
+    }
+
+    /// IQ4_XS stored interleaved at this level: [`super::iq4_xs_x8`]'s
+    /// words, each nibble through IQ4's signed table, multiplied as
+    /// magnitudes against the activations with the weights' signs
+    /// (`vpsignb`; a pair at most 2·127·127, so each step is widened) by
+    /// `vpmaddwd` against the sub-block's scale `ls - 32` in both halves of
+    /// each lane. The reference's integers and `(d·da)·isum`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; as [`super::iq4_xs_x8`] otherwise.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn iq4_xs_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
+        debug_assert_eq!(crate::iq::post_scale(GgmlType::IQ4_XS), 1.0);
+        // SAFETY: 16 table bytes.
+        let table = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(crate::iq::KVALUES_IQ4.as_ptr().cast()) });
+        let nib = _mm256_set1_epi8(0x0F);
+        super::x8_blocks::<crate::blocks::BlockIq4Xs, J>(stream, nb, |at, b| {
+            let word = |w: usize| load_word(at, w);
+            let (w0, sl) = (word(0), word(1));
+            let d = f16_lanes(w0);
+            let sh = _mm256_srli_epi32::<16>(w0);
+            let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
+            let mut isum = [_mm256_setzero_si256(); J];
+            unroll!(ib in [0, 1, 2, 3, 4, 5, 6, 7] {
+                let shift = |v: __m256i, n: usize| _mm256_srl_epi32(v, _mm_cvtsi32_si128(n as i32));
+                let lo = _mm256_and_si256(shift(sl, 4 * ib), _mm256_set1_epi32(0x0F));
+                let hi = _mm256_and_si256(shift(sh, 2 * ib), _mm256_set1_epi32(0x03));
+                let s32 = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32::<4>(hi)), _mm256_set1_epi32(32));
+                // The scale as both i16 of each lane.
+                let scale = _mm256_or_si256(
+                    _mm256_and_si256(s32, _mm256_set1_epi32(0xFFFF)),
+                    _mm256_slli_epi32::<16>(s32),
+                );
+                unroll!(k in [0, 1, 2, 3] {
+                    let q = word(2 + 4 * ib + k);
+                    let vl = _mm256_shuffle_epi8(table, _mm256_and_si256(q, nib));
+                    let vh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib));
+                    let (al, ah) = (_mm256_abs_epi8(vl), _mm256_abs_epi8(vh));
+                    for j in 0..J {
+                        let pl = _mm256_maddubs_epi16(al, _mm256_sign_epi8(bcast4(y[j], 32 * ib + 4 * k), vl));
+                        let ph = _mm256_maddubs_epi16(ah, _mm256_sign_epi8(bcast4(y[j], 32 * ib + 16 + 4 * k), vh));
+                        isum[j] = _mm256_add_epi32(
+                            isum[j],
+                            _mm256_add_epi32(_mm256_madd_epi16(pl, scale), _mm256_madd_epi16(ph, scale)),
+                        );
+                    }
+                });
+            });
+            core::array::from_fn(|j| {
+                _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(a[j].d[b])), _mm256_cvtepi32_ps(isum[j]))
+            })
+        })
+    }
+
+    /// The integer sum of 32 signed weights `w` (vector k: elements
+    /// 4k..4k + 4 of the eight rows) against activation row `aj`'s block
+    /// b, from `start`: magnitudes against the activations with the
+    /// weights' signs (`vpsignb`), each step's pairs (at most 2·128·127)
+    /// widened by `vpmaddwd`.
+    #[inline(always)]
+    unsafe fn isum_signed(w: &[__m256i; 8], aj: &ActRow<'_>, b: usize, start: __m256i) -> __m256i {
+        let y: &[i8; 32] = aj.qs[32 * b..32 * b + 32].try_into().unwrap();
+        // SAFETY: AVX2 (the callers').
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let step = |v: __m256i, at: usize| {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(bcast4(y, at), v)), ones)
+            };
+            let (mut lo, mut hi) = (start, _mm256_setzero_si256());
+            unroll!(k in [0, 1, 2, 3] {
+                lo = _mm256_add_epi32(lo, step(w[k], 4 * k));
+                hi = _mm256_add_epi32(hi, step(w[4 + k], 16 + 4 * k));
+            });
+            _mm256_add_epi32(lo, hi)
+        }
+    }
+
+    /// Q8_0's group block with its stored `q + 128` flipped back: signed.
+    #[inline(always)]
+    unsafe fn q8_0_unpack(at: &[u8]) -> X8Unpacked {
+        // SAFETY: the callers' features; a whole group block.
+        unsafe {
+            let flip = _mm256_set1_epi8(i8::MIN);
+            (
+                core::array::from_fn(|k| _mm256_xor_si256(load_word(&at[16..], k), flip)),
+                super::x8_d(at),
+                _mm256_setzero_ps(),
+            )
+        }
+    }
+
+    /// IQ4_NL's group block: each nibble through IQ4's signed table.
+    #[inline(always)]
+    unsafe fn iq4_nl_unpack(at: &[u8]) -> X8Unpacked {
+        // SAFETY: the callers' features; a whole group block; 16 table bytes.
+        unsafe {
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(crate::iq::KVALUES_IQ4.as_ptr().cast()));
+            let u = super::x8_nibbles(core::array::from_fn(|k| load_word(&at[16..], k)));
+            (u.map(|v| _mm256_shuffle_epi8(table, v)), super::x8_d(at), _mm256_setzero_ps())
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn q8_0_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+        // SAFETY: as `super::x8_block`.
+        unsafe { super::x8_block::<J, 0, false>(q8_0_unpack, isum_signed, at, b, a, t) }
+    }
+
+    #[inline(always)]
+    unsafe fn iq4_nl_block<const J: usize>(at: &[u8], b: usize, a: &[ActRow<'_>; J], t: &mut [[__m256; 2]; J]) {
+        // SAFETY: as `super::x8_block`.
+        unsafe { super::x8_block::<J, 0, false>(iq4_nl_unpack, isum_signed, at, b, a, t) }
+    }
+
+    /// Whether [`k_x8_unpacked`] takes `wty`.
+    pub(crate) fn unpacks_k_x8(wty: GgmlType) -> bool {
+        matches!(wty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::IQ4_XS)
+    }
+
+    /// A group block of a K type stored interleaved (Q2_K, Q4_K, Q5_K,
+    /// Q6_K, IQ4_XS), in the panels' form (`crate::panel::Panel`, eight
+    /// rows): its 64 vectors of quants `q` (vector w: elements 4w..4w + 4
+    /// of each row, the decode kernels' unpacked words as they come), the
+    /// group scales `sc`, the multipliers of the activation's 16-element
+    /// sums `mv` (Q2_K's mins, Q4_K's and Q5_K's twice each, Q6_K's scales
+    /// in pairs), `d` and `dmin`, as `avx2_q8::unpack_k` (IQ4_XS:
+    /// `iq::avx2::unpack_iq4_xs_signed`, signed table values) gives them
+    /// for each row of the file's layout; returns the offset of `mv` (0,
+    /// Q6_K's 32). No put-back to the file's layout and no transpose.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `at` holds one group block
+    /// of `wty` ([`unpacks_k_x8`]); `q` has 64 vectors, `sc` 8 (Q6_K 16)
+    /// rows and `mv` 8.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn k_x8_unpacked(
+        wty: GgmlType,
+        at: &[u8],
+        q: &mut [[u8; 32]],
+        sc: &mut [[i32; ROWS]],
+        mv: &mut [[i32; ROWS]],
+        d: &mut [f32; ROWS],
+        dmin: &mut [f32; ROWS],
+    ) -> i32 {
+        let word = |w: usize| load_word(at, w);
+        let st = |dst: &mut [u8; 32], v: __m256i| {
+            // SAFETY: 32 bytes.
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
+        };
+        let sti = |dst: &mut [i32; ROWS], v: __m256i| {
+            // SAFETY: 8 i32.
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
+        };
+        let nib = _mm256_set1_epi8(0x0F);
+        // SAFETY (the stores of `d` and `dmin`): 8 f32 each.
+        unsafe {
+            match wty {
+                GgmlType::Q4_K | GgmlType::Q5_K => {
+                    let (m6, m2) = (_mm256_set1_epi8(0x3F), _mm256_set1_epi8(0x03));
+                    let [dm, w0, w1, w2] = [word(0), word(1), word(2), word(3)];
+                    _mm256_storeu_ps(d.as_mut_ptr(), f16_lanes(dm));
+                    _mm256_storeu_ps(dmin.as_mut_ptr(), f16_lanes(_mm256_srli_epi32::<16>(dm)));
+                    let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
+                    let sc_lo = _mm256_and_si256(w0, m6);
+                    let mn_lo = _mm256_and_si256(w1, m6);
+                    let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0));
+                    let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1));
+                    for s in 0..8 {
+                        let j = (s % 4) as u8;
+                        sti(&mut sc[s], super::byte_of(if s < 4 { sc_lo } else { sc_hi }, j));
+                        let mn = if s < 4 { mn_lo } else { mn_hi };
+                        sti(&mut mv[s], _mm256_shuffle_epi8(mn, word_control([j, 0x80, j, 0x80])));
+                    }
+                    let five = wty == GgmlType::Q5_K;
+                    let bit = _mm256_set1_epi8(0x10);
+                    let base = if five { 12 } else { 4 };
+                    unroll!(c in [0, 1, 2, 3] {
+                        for k in 0..8 {
+                            let w = word(base + 8 * c + k);
+                            let mut lo = _mm256_and_si256(w, nib);
+                            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w), nib);
+                            if five {
+                                // Bits 2c and 2c + 1 of each `qh` byte to bit 4.
+                                let h = word(4 + k);
+                                let (fl, fh) = match c {
+                                    0 => (_mm256_slli_epi16::<4>(h), _mm256_slli_epi16::<3>(h)),
+                                    1 => (_mm256_slli_epi16::<2>(h), _mm256_slli_epi16::<1>(h)),
+                                    2 => (h, _mm256_srli_epi16::<1>(h)),
+                                    _ => (_mm256_srli_epi16::<2>(h), _mm256_srli_epi16::<3>(h)),
+                                };
+                                lo = _mm256_or_si256(lo, _mm256_and_si256(fl, bit));
+                                hi = _mm256_or_si256(hi, _mm256_and_si256(fh, bit));
+                            }
+                            st(&mut q[16 * c + k], lo);
+                            st(&mut q[16 * c + 8 + k], hi);
+                        }
+                    });
+                    0
+                }
+                GgmlType::Q6_K => {
+                    let m30 = _mm256_set1_epi8(0x30);
+                    let dv = &at[52 * 32..52 * 32 + 16];
+                    _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(dv.as_ptr().cast())));
+                    _mm256_storeu_ps(dmin.as_mut_ptr(), _mm256_setzero_ps());
+                    let scw = [word(48), word(49), word(50), word(51)];
+                    for g in 0..16 {
+                        let w = scw[g / 4];
+                        let v = match g % 4 {
+                            0 => _mm256_slli_epi32::<24>(w),
+                            1 => _mm256_slli_epi32::<16>(w),
+                            2 => _mm256_slli_epi32::<8>(w),
+                            _ => w,
+                        };
+                        sti(&mut sc[g], _mm256_srai_epi32::<24>(v));
+                    }
+                    for p in 0..8 {
+                        let j = 2 * (p % 2) as u8;
+                        let pair = _mm256_shuffle_epi8(scw[p / 2], word_control([j, j, j + 1, j + 1]));
+                        sti(&mut mv[p], _mm256_srai_epi16::<8>(pair));
+                    }
+                    unroll!(h in [0, 1] {
+                        unroll!(p in [0, 1] {
+                            for k in 0..8 {
+                                let (ql, qh) = (word(16 * h + 8 * p + k), word(32 + 8 * h + k));
+                                let (hb_lo, hb_hi) = if p == 0 {
+                                    (_mm256_slli_epi16::<4>(qh), qh)
+                                } else {
+                                    (_mm256_slli_epi16::<2>(qh), _mm256_srli_epi16::<2>(qh))
+                                };
+                                let lo = _mm256_or_si256(_mm256_and_si256(ql, nib), _mm256_and_si256(hb_lo, m30));
+                                let hi = _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql), nib),
+                                    _mm256_and_si256(hb_hi, m30),
+                                );
+                                st(&mut q[32 * h + 8 * p + k], lo);
+                                st(&mut q[32 * h + 8 * (p + 2) + k], hi);
+                            }
+                        });
+                    });
+                    32
+                }
+                GgmlType::Q2_K => {
+                    let (m2, m4) = (_mm256_set1_epi8(0x03), nib);
+                    let dm = word(20);
+                    _mm256_storeu_ps(d.as_mut_ptr(), f16_lanes(dm));
+                    _mm256_storeu_ps(dmin.as_mut_ptr(), f16_lanes(_mm256_srli_epi32::<16>(dm)));
+                    for w in 0..4 {
+                        let sw = word(w);
+                        let (scales, mins) =
+                            (_mm256_and_si256(sw, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(sw), m4));
+                        for j in 0..4 {
+                            sti(&mut sc[4 * w + j], super::byte_of(scales, j as u8));
+                        }
+                        for half in 0..2 {
+                            sti(&mut mv[2 * w + half], byte_pair(mins, 2 * half as u8));
+                        }
+                    }
+                    // Element 128h + 32s + l: bits 2s..2s + 2 of qs[32h + l],
+                    // quant word 4 + 8h + 4hf + k holding l = 16hf + 4k...
+                    unroll!(s in [0, 1, 2, 3] {
+                        for h in 0..2 {
+                            for x in 0..8 {
+                                let w = word(4 + 8 * h + x);
+                                let u = _mm256_and_si256(_mm256_srl_epi16(w, _mm_cvtsi32_si128(2 * s as i32)), m2);
+                                st(&mut q[32 * h + 8 * s + x], u);
+                            }
+                        }
+                    });
+                    0
+                }
+                GgmlType::IQ4_XS => {
+                    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(crate::iq::KVALUES_IQ4.as_ptr().cast()));
+                    let (w0, sl) = (word(0), word(1));
+                    _mm256_storeu_ps(d.as_mut_ptr(), f16_lanes(w0));
+                    _mm256_storeu_ps(dmin.as_mut_ptr(), _mm256_setzero_ps());
+                    let sh = _mm256_srli_epi32::<16>(w0);
+                    for ib in 0..8 {
+                        let shift = |v: __m256i, n: usize| _mm256_srl_epi32(v, _mm_cvtsi32_si128(n as i32));
+                        let lo = _mm256_and_si256(shift(sl, 4 * ib), _mm256_set1_epi32(0x0F));
+                        let hi = _mm256_and_si256(shift(sh, 2 * ib), _mm256_set1_epi32(0x03));
+                        let s32 =
+                            _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32::<4>(hi)), _mm256_set1_epi32(32));
+                        sti(&mut sc[ib], s32);
+                        sti(&mut mv[ib], _mm256_setzero_si256());
+                        for k in 0..4 {
+                            let w = word(2 + 4 * ib + k);
+                            st(&mut q[8 * ib + k], _mm256_shuffle_epi8(table, _mm256_and_si256(w, nib)));
+                            let h = _mm256_and_si256(_mm256_srli_epi16::<4>(w), nib);
+                            st(&mut q[8 * ib + 4 + k], _mm256_shuffle_epi8(table, h));
+                        }
+                    }
+                    0
+                }
+                t => unreachable!("x8: no panel unpacking of {t} here"),
+            }
         }
     }
 

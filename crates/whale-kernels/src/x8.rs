@@ -446,18 +446,11 @@ pub fn chosen(ty: GgmlType) -> bool {
 /// Whether `v`'s level has this layout's own decode kernels for `ty`:
 /// every type of the layout at AVX-512 VNNI, or AMX above it
 /// (`rows8::q2_k_x8`, `q4_k_x8`, `q5_k_x8`, `q6_k_x8`, `iq4_xs_x8`,
-/// `legacy_x8`);
-/// Q4_0, Q4_1 and Q5_0 at
-/// AVX2 (`rows8::avx2::legacy_x8`); none elsewhere.
+/// `legacy_x8`), and at AVX2 (`rows8::avx2`'s of the same names); none
+/// elsewhere.
 fn has_kernels(v: Verified, ty: GgmlType) -> bool {
     use crate::dispatch::SimdLevel as L;
-    cfg!(target_arch = "x86_64")
-        && supports(ty)
-        && match v.level() {
-            L::Avx512Vnni | L::Amx => true,
-            L::Avx2Fma => matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0),
-            _ => false,
-        }
+    cfg!(target_arch = "x86_64") && supports(ty) && matches!(v.level(), L::Avx512Vnni | L::Amx | L::Avx2Fma)
 }
 
 /// Whether matrices of `ty` with `rows` rows (each matrix of a stack, such
@@ -551,6 +544,13 @@ unsafe fn group_rows<const J: usize>(
     // SAFETY: the caller's contract: the level's kernels, for a type it has.
     let dots = unsafe {
         match (v.level(), ty) {
+            (crate::dispatch::SimdLevel::Avx2Fma, GgmlType::Q4_K) => crate::rows8::avx2::q4_k_x8::<J>(stream, nb, a),
+            (crate::dispatch::SimdLevel::Avx2Fma, GgmlType::Q5_K) => crate::rows8::avx2::q5_k_x8::<J>(stream, nb, a),
+            (crate::dispatch::SimdLevel::Avx2Fma, GgmlType::Q6_K) => crate::rows8::avx2::q6_k_x8::<J>(stream, nb, a),
+            (crate::dispatch::SimdLevel::Avx2Fma, GgmlType::Q2_K) => crate::rows8::avx2::q2_k_x8::<J>(stream, nb, a),
+            (crate::dispatch::SimdLevel::Avx2Fma, GgmlType::IQ4_XS) => {
+                crate::rows8::avx2::iq4_xs_x8::<J>(stream, nb, a)
+            }
             (crate::dispatch::SimdLevel::Avx2Fma, _) => crate::rows8::avx2::legacy_x8::<J>(ty, stream, nb, a),
             (_, GgmlType::Q4_K) => crate::rows8::q4_k_x8::<J>(stream, nb, a),
             (_, GgmlType::Q6_K) => crate::rows8::q6_k_x8::<J>(stream, nb, a),
