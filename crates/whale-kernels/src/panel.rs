@@ -373,6 +373,41 @@ impl Unpacker<ROWS, 64> for Vnni {
         matches!(wty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL)
     }
 
+    fn unpacks_k_x8(&self, wty: GgmlType) -> bool {
+        // Not IQ4_XS: `iq::avx512::unpack_k` gives its values unsigned
+        // here, `rows8::avx2::k_x8_unpacked` signed, as the AVX2 panels take them.
+        wty != GgmlType::IQ4_XS && crate::rows8::avx2::unpacks_k_x8(wty)
+    }
+
+    fn k_x8(
+        &self,
+        wty: GgmlType,
+        group_block: Option<&[u8]>,
+        g: usize,
+        q: &mut [[u8; 64]],
+        sc: &mut [[i32; ROWS]],
+        mv: &mut [[i32; ROWS]],
+        d: &mut [f32; ROWS],
+        dmin: &mut [f32; ROWS],
+    ) -> i32 {
+        let off = if wty == GgmlType::Q6_K { 32 } else { 0 };
+        let Some(at) = group_block else {
+            for v in q.iter_mut() {
+                v[32 * g..32 * g + 32].fill(0);
+            }
+            for v in sc.iter_mut().chain(mv.iter_mut()) {
+                v[8 * g..8 * g + 8].fill(0);
+            }
+            d[8 * g..8 * g + 8].fill(0.0);
+            dmin[8 * g..8 * g + 8].fill(0.0);
+            return off;
+        };
+        // SAFETY: a `Vnni` exists only at the VNNI level, which has AVX2;
+        // `at` is one group block (`fill`), which passes one block's
+        // vectors, scale groups and multipliers.
+        unsafe { crate::rows8::avx2::k_x8_unpacked(wty, at, g, q, sc, mv, d, dmin) }
+    }
+
     fn legacy_x8(
         &self,
         wty: GgmlType,

@@ -1692,37 +1692,44 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C; `at` holds one group block
-    /// of `wty` ([`unpacks_k_x8`]); `q` has 64 vectors, `sc` 8 (Q6_K 16)
-    /// rows and `mv` 8.
+    /// of `wty` ([`unpacks_k_x8`]); `q` has 64 vectors, `sc` a block's
+    /// scale groups and `mv` 8, all with room for group `g`.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
-    pub(crate) unsafe fn k_x8_unpacked(
+    pub(crate) unsafe fn k_x8_unpacked<const R: usize, const V: usize>(
         wty: GgmlType,
         at: &[u8],
-        q: &mut [[u8; 32]],
-        sc: &mut [[i32; ROWS]],
-        mv: &mut [[i32; ROWS]],
-        d: &mut [f32; ROWS],
-        dmin: &mut [f32; ROWS],
+        g: usize,
+        q: &mut [[u8; V]],
+        sc: &mut [[i32; R]],
+        mv: &mut [[i32; R]],
+        d: &mut [f32; R],
+        dmin: &mut [f32; R],
     ) -> i32 {
         let word = |w: usize| load_word(at, w);
-        let st = |dst: &mut [u8; 32], v: __m256i| {
+        // Group g's eight rows: bytes 32g.. of each vector, entries 8g.. of
+        // each row array (a panel of sixteen rows holds two groups).
+        let st = |dst: &mut [u8; V], v: __m256i| {
             // SAFETY: 32 bytes.
-            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
+            unsafe { _mm256_storeu_si256(dst[32 * g..32 * g + 32].as_mut_ptr().cast(), v) }
         };
-        let sti = |dst: &mut [i32; ROWS], v: __m256i| {
+        let sti = |dst: &mut [i32; R], v: __m256i| {
             // SAFETY: 8 i32.
-            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
+            unsafe { _mm256_storeu_si256(dst[8 * g..8 * g + 8].as_mut_ptr().cast(), v) }
+        };
+        let stf = |dst: &mut [f32; R], v: __m256| {
+            // SAFETY: 8 f32.
+            unsafe { _mm256_storeu_ps(dst[8 * g..8 * g + 8].as_mut_ptr(), v) }
         };
         let nib = _mm256_set1_epi8(0x0F);
-        // SAFETY (the stores of `d` and `dmin`): 8 f32 each.
+        // SAFETY: this function's features; the table and `d` loads are 16 bytes.
         unsafe {
             match wty {
                 GgmlType::Q4_K | GgmlType::Q5_K => {
                     let (m6, m2) = (_mm256_set1_epi8(0x3F), _mm256_set1_epi8(0x03));
                     let [dm, w0, w1, w2] = [word(0), word(1), word(2), word(3)];
-                    _mm256_storeu_ps(d.as_mut_ptr(), f16_lanes(dm));
-                    _mm256_storeu_ps(dmin.as_mut_ptr(), f16_lanes(_mm256_srli_epi32::<16>(dm)));
+                    stf(d, f16_lanes(dm));
+                    stf(dmin, f16_lanes(_mm256_srli_epi32::<16>(dm)));
                     let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
                     let sc_lo = _mm256_and_si256(w0, m6);
                     let mn_lo = _mm256_and_si256(w1, m6);
@@ -1763,8 +1770,8 @@ pub(crate) mod avx2 {
                 GgmlType::Q6_K => {
                     let m30 = _mm256_set1_epi8(0x30);
                     let dv = &at[52 * 32..52 * 32 + 16];
-                    _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(dv.as_ptr().cast())));
-                    _mm256_storeu_ps(dmin.as_mut_ptr(), _mm256_setzero_ps());
+                    stf(d, _mm256_cvtph_ps(_mm_loadu_si128(dv.as_ptr().cast())));
+                    stf(dmin, _mm256_setzero_ps());
                     let scw = [word(48), word(49), word(50), word(51)];
                     for g in 0..16 {
                         let w = scw[g / 4];
@@ -1805,8 +1812,8 @@ pub(crate) mod avx2 {
                 GgmlType::Q2_K => {
                     let (m2, m4) = (_mm256_set1_epi8(0x03), nib);
                     let dm = word(20);
-                    _mm256_storeu_ps(d.as_mut_ptr(), f16_lanes(dm));
-                    _mm256_storeu_ps(dmin.as_mut_ptr(), f16_lanes(_mm256_srli_epi32::<16>(dm)));
+                    stf(d, f16_lanes(dm));
+                    stf(dmin, f16_lanes(_mm256_srli_epi32::<16>(dm)));
                     for w in 0..4 {
                         let sw = word(w);
                         let (scales, mins) =
@@ -1834,8 +1841,8 @@ pub(crate) mod avx2 {
                 GgmlType::IQ4_XS => {
                     let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(crate::iq::KVALUES_IQ4.as_ptr().cast()));
                     let (w0, sl) = (word(0), word(1));
-                    _mm256_storeu_ps(d.as_mut_ptr(), f16_lanes(w0));
-                    _mm256_storeu_ps(dmin.as_mut_ptr(), _mm256_setzero_ps());
+                    stf(d, f16_lanes(w0));
+                    stf(dmin, _mm256_setzero_ps());
                     let sh = _mm256_srli_epi32::<16>(w0);
                     for ib in 0..8 {
                         let shift = |v: __m256i, n: usize| _mm256_srl_epi32(v, _mm_cvtsi32_si128(n as i32));
