@@ -1130,14 +1130,19 @@ unsafe fn q4_1(rows: [&[BlockQ4_1]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
     })
 }
 
-/// The AVX2 level (no VNNI, no mask registers) for the 32-element types
-/// whose one-row kernels are slowest on short rows (Q4_1: 8.2 GB/s a core
-/// from L2 at SmolLM2's 576 columns; Q5_0: 9.4 at Qwen2.5's 896). A
-/// 4-byte multiply-add is `vpmaddubsw`, whose i16 pair sums (at most
-/// 2·u_max·128: 3840 for Q4_1, 7936 for Q5_0's `q + 16`) are added as i16
-/// for 8 steps (Q4_1) or 4 (Q5_0) and widened once by `vpmaddwd`; the
-/// fifth bits of Q5_0 become bytes by compare instead of mask registers.
-/// The same exact integers and f32 steps as the VNNI versions above.
+/// The AVX2 level (no VNNI, no mask registers): eight rows from the file's
+/// layout for the 32-element types whose one-row kernels are slowest on
+/// short rows (Q4_1: 8.2 GB/s a core from L2 at SmolLM2's 576 columns;
+/// Q5_0: 9.4 at Qwen2.5's 896), and every type of the interleaved layout
+/// (`crate::x8`). A 4-byte multiply-add is `vpmaddubsw`, whose i16 pair
+/// sums (at most 2·u_max·127: 3810 for Q4_1 and Q4_K, 7874 for Q5_0's
+/// `q + 16` and Q5_K, 16002 for Q6_K's `q + 32`) are added as i16 for 8
+/// steps, 4 or 2 and widened once by `vpmaddwd`, against the scale where
+/// there is one; the signed types (Q8_0, IQ4_NL, IQ4_XS) as magnitudes
+/// against the activations with the weights' signs (`vpsignb`), each
+/// step widened; the fifth bits of Q5_0 become bytes by compare instead
+/// of mask registers. The same exact integers and f32 steps as the VNNI
+/// versions above.
 pub(crate) mod avx2 {
     use super::{bcast4, byte_pair, load_word, rows_of, rows_of_min, word_control, words4, X8Unpacked, ROWS};
     use crate::avx2_q8::k_group_term;

@@ -41,15 +41,19 @@
 //! - fewer rows than the panels take (decode, a few sequences at once) meet
 //!   each group in turn in this layout's kernels, up to four at a time
 //!   with each block unpacked once for them (`matmul_rest`);
-//! - the panels (a prefill) put block b of each group of a panel back in
-//!   the file's layout just before they unpack it, a few KiB in L1, so the
-//!   memory stream stays under their arithmetic; the AMX tiles a tile of
-//!   rows at a time; the 32-element types go into both straight from this
-//!   layout;
-//! - where the CPU has no kernels for this layout, the row kernels take a
-//!   tile of rows put back at a time: correct, and slow for decode (Q4_K
-//!   at the AVX2 level 4 GB/s from L2 against 20 in the file's layout), so
-//!   a loader stores matrices this way only where [`chosen`] says so.
+//! - the panels (a prefill) unpack a group block straight into their
+//!   vectors (this layout's words are their vectors): the 32-element types
+//!   at both x86 levels, the K types at AVX2 and, but IQ4_XS, at AVX-512
+//!   (`rows8::avx2::k_x8_unpacked`); the others (IQ4_XS at AVX-512) put
+//!   block b of each group of a panel back in the file's layout just
+//!   before they unpack it, a few KiB in L1, so the memory stream stays
+//!   under their arithmetic; the AMX tiles put back a tile of rows at a
+//!   time but for the 32-element types;
+//! - where the CPU has no kernels for this layout (NEON, scalar), the row
+//!   kernels take a tile of rows put back at a time: correct, and slow for
+//!   decode (Q4_K 4 GB/s from L2 against 20 in the file's layout, at the
+//!   AVX2 level before it had kernels here), so a loader stores matrices
+//!   this way only where [`chosen`] says so.
 //!
 //! Measured with `examples/x8_bw` at 2 threads on the Xeon of stop 44
 //! (AVX-512 VNNI level), against the file's layout, alternating: at 7168
@@ -98,16 +102,26 @@
 //! 2048 columns, without prefetch, 14.0 against 30.8 GB/s; llama.cpp's own
 //! repacked kernel for it (`ggml_gemv_iq4_nl_8x8_q8_0`,
 //! `scripts/llamacpp-vec-dot.c 1 2048 iq4_nl/8x8`) reads 21.5 on that core.
-//! At the AVX2 level Q4_0, Q4_1 and Q5_0 have kernels of their own too
-//! (`rows8::avx2::legacy_x8`; one core from L2 at 896 columns 12.4 against
-//! 25.9, 11.2 against 22.2 and 10.4 against 19.8 GB/s), and the loader
-//! stores them so there ([`chosen`] answers per type).
+//! At the AVX2 level every type has kernels of its own too
+//! (`rows8::avx2`): Q4_0, Q4_1 and Q5_0 (`legacy_x8`; one core from L2 at
+//! 896 columns 12.4 against 25.9, 11.2 against 22.2 and 10.4 against 19.8
+//! GB/s) and, from stop 47, the others, `vpmaddubsw` pairs added as i16 as
+//! far as each type's range allows and widened by `vpmaddwd` against the
+//! scale, the signed types (Q8_0, IQ4_NL, IQ4_XS) through `vpsignb`. One
+//! core from L2, 7168 columns, without prefetch, file layout against this
+//! one (llama.cpp's AVX2 build, the kernel it runs): Q4_K 18.5 against
+//! 32.0 GB/s (20.3, its repacked gemv), Q6_K 24.3 against 30.1 (24.6), Q5_K
+//! 18.4 against 27.8 (16.3), Q8_0 29.6 against 39.5 (29.5), IQ4_NL 12.3
+//! against 20.7 (16.6, repacked gemv), IQ4_XS 12.1 against 20.1 (12.3-13.0),
+//! Q2_K 11.7 against 17.5 (13.7). Q6_K against 4 to 11 activation rows is
+//! where the layout costs there (8 rows from memory 9.2 against 7.5 GB/s:
+//! its pairs are widened every two steps, for each row).
 //! Results are the bits of the scalar reference (`vec_dot_q_ref`) of each
 //! row, at every level: the kernels at the AVX-512 VNNI level are
 //! `rows8::q4_k`'s, `q6_k`'s and `q5_0`'s arithmetic
 //! (`rows8::legacy_x8`) and, for Q2_K and IQ4_XS, the reference's own
-//! integers (`rows8::q2_k_x8`, `iq4_xs_x8`), at AVX2 those of
-//! `rows8::avx2`.
+//! integers (`rows8::q2_k_x8`, `iq4_xs_x8`), at AVX2 the same integers
+//! (`rows8::avx2`).
 
 use crate::dispatch::Verified;
 use crate::error::KernelError;
@@ -573,7 +587,7 @@ unsafe fn group_rows<const J: usize>(
 /// a few rows at once).
 ///
 /// Where the level has this layout's kernels for the type ([`has_kernels`]:
-/// all at AVX-512 VNNI, Q4_0/Q4_1/Q5_0 at AVX2) the activation rows meet
+/// all at AVX-512 VNNI and at AVX2) the activation rows meet
 /// each group in turn, four (or two, or one) at a time, in those kernels,
 /// which unpack each block once for them (a pass per activation row had
 /// Q6_K at 4 rows 13.5 GB/s from memory against 19.1 in the file's layout;
