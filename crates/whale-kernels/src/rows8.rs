@@ -1,6 +1,7 @@
 //! Decode products eight weight rows at a time (x86-64: at the AVX-512 VNNI
 //! level Q4_K, Q4_1, Q5_0, and Q6_K rows of 10240 columns or more; at the
-//! AVX2 level Q4_1 and Q5_0, see the `avx2` module at the end). On Intel
+//! AVX2 level Q4_1 and Q5_0, see the `avx2` module at the end), and the
+//! kernels of the interleaved layout (`crate::x8`) at both levels. On Intel
 //! CPUs only Q4_1 and short rows come here: longer rows of the others read
 //! faster from memory one row at a time there ([`chosen`]).
 //!
@@ -1005,7 +1006,8 @@ unsafe fn iq4_nl_x8_unpack(at: &[u8]) -> X8Unpacked {
 }
 
 /// A level's integer sum of a group block's unpacked weights against one
-/// activation row's block b, from a start ([`x8_isum`], `avx2::isum_small`).
+/// activation row's block b, from a start ([`x8_isum`], `avx2::isum_small`,
+/// `avx2::isum_signed`).
 type X8Isum = unsafe fn(&[__m256i; 8], &ActRow<'_>, usize, __m256i) -> __m256i;
 
 /// The block function of every type: `unpack`'s weights against each
@@ -1152,16 +1154,19 @@ pub(crate) mod avx2 {
     use crate::types::QK_K;
     use core::arch::x86_64::*;
 
-    /// [`super::legacy_x8`] at the AVX2 level for Q4_0, Q4_1 and Q5_0: the
-    /// same group blocks, unpacked with AVX2 alone (a Q5_0 mask word spread
-    /// into bytes by a broadcast, a byte shuffle and a compare; Q4_1's `d`
-    /// and `m` widened by [`f16_lanes`]), and the multiply-adds as
+    /// [`super::legacy_x8`] at the AVX2 level: the same group blocks,
+    /// unpacked with AVX2 alone (a Q5_0 mask word spread into bytes by a
+    /// broadcast, a byte shuffle and a compare; Q4_1's `d` and `m` widened
+    /// by [`f16_lanes`]; Q8_0's stored `q + 128` flipped back and IQ4_NL's
+    /// nibbles through IQ4's signed table), and the multiply-adds as
     /// `vpmaddubsw` pairs added as i16 for four steps (at most 4·2·31·127
-    /// for Q5_0's `q + 16`) and widened once by `vpmaddwd`. The same exact
-    /// integers and f32 steps, hence the reference's bits. Not Q8_0: its
-    /// stored `q + 128` would overflow the pairs, and through `vpsignb`
-    /// as the one-row kernels go it ran no faster than those (24.1 against
-    /// 24.8 GB/s from L2), while the AVX2 panels do not take it.
+    /// for Q5_0's `q + 16`) and widened once by `vpmaddwd`, or for the
+    /// signed Q8_0 and IQ4_NL as magnitudes against the activations with
+    /// the weights' signs, widened every step ([`isum_signed`]). The same
+    /// exact integers and f32 steps, hence the reference's bits. (Q8_0
+    /// through `vpsignb` first measured no faster than its row kernels at
+    /// 896 columns, 24.1 against 24.8 GB/s from L2, in stop 45; at stop 47,
+    /// 37.3 against 26.5 at 896 columns and 39.5 against 29.6 at 7168.)
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C; as [`super::legacy_x8`]
@@ -1778,15 +1783,15 @@ pub(crate) mod avx2 {
                     stf(d, _mm256_cvtph_ps(_mm_loadu_si128(dv.as_ptr().cast())));
                     stf(dmin, _mm256_setzero_ps());
                     let scw = [word(48), word(49), word(50), word(51)];
-                    for g in 0..16 {
-                        let w = scw[g / 4];
-                        let v = match g % 4 {
+                    for grp in 0..16 {
+                        let w = scw[grp / 4];
+                        let v = match grp % 4 {
                             0 => _mm256_slli_epi32::<24>(w),
                             1 => _mm256_slli_epi32::<16>(w),
                             2 => _mm256_slli_epi32::<8>(w),
                             _ => w,
                         };
-                        sti(&mut sc[g], _mm256_srai_epi32::<24>(v));
+                        sti(&mut sc[grp], _mm256_srai_epi32::<24>(v));
                     }
                     for p in 0..8 {
                         let j = 2 * (p % 2) as u8;

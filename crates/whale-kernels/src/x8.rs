@@ -141,7 +141,7 @@ pub fn supports(ty: GgmlType) -> bool {
 /// 4-byte words stored transposed (the quants, and Q5_0's `qh` as its
 /// first), `tail` bytes row by row after them (Q6_K's `d`), and `flip`
 /// xored into every byte of the words (Q8_0's quants stored as `q + 128`,
-/// the unsigned operand of `vpdpbusd`, so its kernel multiplies them as
+/// the unsigned operand of `vpdpbusd`, so its VNNI kernel multiplies them as
 /// they come). `qh_masks`: the first word of the eight rows (Q5_0's `qh`,
 /// the fifth bits) is stored as eight byte masks, word m holding nibble m
 /// of each row's `qh` (elements 4m..4m + 4) as its nibble r

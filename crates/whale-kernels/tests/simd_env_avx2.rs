@@ -70,6 +70,6 @@ fn whale_simd_avx2_forces_avx2() {
         }
     }
 
-    // Interleaved Q4_K (`x8`): de-interleaved for this level's kernels.
+    // The interleaved layout (`x8`): this level's own kernels and panels.
     common::check_x8_matches_scalar(&mut Rng::new(45));
 }

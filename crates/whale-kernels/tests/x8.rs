@@ -1,10 +1,10 @@
 //! Weights stored eight rows interleaved (`whale_kernels::x8`, Q2_K, Q4_K,
 //! Q5_K, Q6_K, IQ4_XS and the 32-element Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL): the layout
 //! round-trips to the file's bytes, its products are the scalar
-//! reference's bits (here at this CPU's best level; `simd_env.rs` and
-//! `simd_env_avx2.rs` run the same check at the scalar and AVX2 levels,
-//! where groups are de-interleaved for the ordinary kernels), and bad
-//! shapes are errors.
+//! reference's bits (here at this CPU's best level; `simd_env.rs` runs the
+//! same check at the scalar level, where groups are de-interleaved for the
+//! ordinary kernels, and `simd_env_avx2.rs` at AVX2, which has kernels and
+//! panels of its own for the layout), and bad shapes are errors.
 
 mod common;
 

@@ -123,8 +123,8 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<LoadedModel, ModelError> {
 /// Stores the matrices of a GGUF held in memory eight rows interleaved
 /// where this CPU's decode kernels take that layout for their type
 /// ([`whale_kernels::x8::chosen`]: Q2_K, Q4_K, Q5_K, Q6_K, IQ4_XS, Q4_0, Q4_1,
-/// Q5_0, Q8_0, IQ4_NL at the AVX-512 VNNI level, Q4_0, Q4_1 and Q5_0 at
-/// AVX2): a decode reads one
+/// Q5_0, Q8_0, IQ4_NL at the AVX-512 VNNI level and at AVX2): a decode
+/// reads one
 /// stream of words instead of eight rows' and transposes nothing. Every
 /// reader of a `Linear` or `TensorView` knows its layout; a mapped file
 /// stays as it is.
