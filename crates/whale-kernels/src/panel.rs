@@ -379,9 +379,7 @@ impl Unpacker<ROWS, 64> for Vnni {
     }
 
     fn unpacks_k_x8(&self, wty: GgmlType) -> bool {
-        // Not IQ4_XS: `iq::avx512::unpack_k` gives its values unsigned
-        // here, `rows8::avx2::k_x8_unpacked` signed, as the AVX2 panels take them.
-        wty != GgmlType::IQ4_XS && crate::rows8::avx2::unpacks_k_x8(wty)
+        crate::rows8::avx2::unpacks_k_x8(wty)
     }
 
     fn k_x8(
@@ -395,7 +393,14 @@ impl Unpacker<ROWS, 64> for Vnni {
         d: &mut [f32; ROWS],
         dmin: &mut [f32; ROWS],
     ) -> i32 {
-        let off = if wty == GgmlType::Q6_K { 32 } else { 0 };
+        // IQ4_XS's values unsigned, plus this level's panel offset, as
+        // `iq::avx512::unpack_k` gives them.
+        let iq4_off = crate::iq::avx512::panel_offset(GgmlType::IQ4_XS).unwrap_or(0);
+        let off = match wty {
+            GgmlType::Q6_K => 32,
+            GgmlType::IQ4_XS => iq4_off,
+            _ => 0,
+        };
         let Some(at) = group_block else {
             for v in q.iter_mut() {
                 v[32 * g..32 * g + 32].fill(0);
@@ -410,7 +415,7 @@ impl Unpacker<ROWS, 64> for Vnni {
         // SAFETY: a `Vnni` exists only at the VNNI level, which has AVX2;
         // `at` is one group block (`fill`), which passes one block's
         // vectors, scale groups and multipliers.
-        unsafe { crate::rows8::avx2::k_x8_unpacked(wty, at, g, q, sc, mv, d, dmin) }
+        unsafe { crate::rows8::avx2::k_x8_unpacked(wty, at, g, iq4_off, q, sc, mv, d, dmin) }
     }
 
     fn legacy_x8(

@@ -143,7 +143,7 @@ impl Unpacker<ROWS, 32> for Avx2 {
         // SAFETY: an `Avx2` exists only where AVX2 was verified; `at` is
         // one group block (`fill`), and `fill` passes one block's vectors,
         // scale groups and multipliers.
-        unsafe { crate::rows8::avx2::k_x8_unpacked(wty, at, 0, q, sc, mv, d, dmin) }
+        unsafe { crate::rows8::avx2::k_x8_unpacked(wty, at, 0, 0, q, sc, mv, d, dmin) }
     }
 
     fn legacy_x8(

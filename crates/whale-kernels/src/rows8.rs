@@ -1699,6 +1699,10 @@ pub(crate) mod avx2 {
     /// `iq::avx2::unpack_iq4_xs_signed`, signed table values) gives them
     /// for each row of the file's layout; returns the offset of `mv` (0,
     /// Q6_K's 32). No put-back to the file's layout and no transpose.
+    /// `iq4_off`: IQ4_XS's values are given plus this (0: signed, for the
+    /// AVX2 panels; the VNNI panels' `iq::avx512::panel_offset`, 127, as
+    /// `iq::avx512::unpack_k` gives them), with its scales as `mv`, and
+    /// it is returned as the offset.
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C; `at` holds one group block
@@ -1710,6 +1714,7 @@ pub(crate) mod avx2 {
         wty: GgmlType,
         at: &[u8],
         g: usize,
+        iq4_off: i32,
         q: &mut [[u8; V]],
         sc: &mut [[i32; R]],
         mv: &mut [[i32; R]],
@@ -1861,15 +1866,22 @@ pub(crate) mod avx2 {
                         let s32 =
                             _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32::<4>(hi)), _mm256_set1_epi32(32));
                         sti(&mut sc[ib], s32);
-                        sti(&mut mv[ib], _mm256_setzero_si256());
+                        // Both 16-element groups of the sub-block: its scale.
+                        let pair = _mm256_or_si256(
+                            _mm256_and_si256(s32, _mm256_set1_epi32(0xFFFF)),
+                            _mm256_slli_epi32::<16>(s32),
+                        );
+                        sti(&mut mv[ib], pair);
+                        let off8 = _mm256_set1_epi8(iq4_off as i8);
                         for k in 0..4 {
                             let w = word(2 + 4 * ib + k);
-                            st(&mut q[8 * ib + k], _mm256_shuffle_epi8(table, _mm256_and_si256(w, nib)));
+                            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(w, nib));
+                            st(&mut q[8 * ib + k], _mm256_add_epi8(lo, off8));
                             let h = _mm256_and_si256(_mm256_srli_epi16::<4>(w), nib);
-                            st(&mut q[8 * ib + 4 + k], _mm256_shuffle_epi8(table, h));
+                            st(&mut q[8 * ib + 4 + k], _mm256_add_epi8(_mm256_shuffle_epi8(table, h), off8));
                         }
                     }
-                    0
+                    iq4_off
                 }
                 t => unreachable!("x8: no panel unpacking of {t} here"),
             }

@@ -43,12 +43,11 @@
 //!   with each block unpacked once for them (`matmul_rest`);
 //! - the panels (a prefill) unpack a group block straight into their
 //!   vectors (this layout's words are their vectors): the 32-element types
-//!   at both x86 levels, the K types at AVX2 and, but IQ4_XS, at AVX-512
-//!   (`rows8::avx2::k_x8_unpacked`); the others (IQ4_XS at AVX-512) put
-//!   block b of each group of a panel back in the file's layout just
-//!   before they unpack it, a few KiB in L1, so the memory stream stays
-//!   under their arithmetic; the AMX tiles put back a tile of rows at a
-//!   time but for the 32-element types;
+//!   at both x86 levels, the K types too (`rows8::avx2::k_x8_unpacked`);
+//!   where a level could not, the panels would put block b of each group
+//!   back in the file's layout just before they unpack it, a few KiB in
+//!   L1, so that the memory stream stays under their arithmetic; the AMX
+//!   tiles put back a tile of rows at a time but for the 32-element types;
 //! - where the CPU has no kernels for this layout (NEON, scalar), the row
 //!   kernels take a tile of rows put back at a time: correct, and slow for
 //!   decode (Q4_K 4 GB/s from L2 against 20 in the file's layout, at the
