@@ -390,6 +390,85 @@ unsafe fn load_word(at: &[u8], w: usize) -> __m256i {
     unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
 }
 
+/// Q4_K's and Q5_K's packed 6-bit scales and mins of eight rows (`w0`,
+/// `w1`, `w2`: words 1..4 of a block, lane r = row r), as
+/// `avx2_q8::k4_scales_mins_v` unpacks one row's: bytes 0..4 of the scales
+/// in the first vector, 4..8 in the third, the mins likewise in the second
+/// and fourth. AVX2 alone, compiled in its callers.
+#[inline(always)]
+unsafe fn k4_scales_mins_x8(w0: __m256i, w1: __m256i, w2: __m256i) -> [__m256i; 4] {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let (nib, m6, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x3F), _mm256_set1_epi8(0x03));
+        let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
+        [
+            _mm256_and_si256(w0, m6),
+            _mm256_and_si256(w1, m6),
+            _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1)),
+        ]
+    }
+}
+
+/// Bit `n` of each byte of `v` moved to bit 4 (0x10 or 0): Q5_K's fifth
+/// bits (16-bit shifts: the bits that cross into a neighbouring byte land
+/// outside bit 4).
+#[inline(always)]
+unsafe fn bit_to_4(v: __m256i, n: usize) -> __m256i {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let v = match n {
+            0 => _mm256_slli_epi16::<4>(v),
+            1 => _mm256_slli_epi16::<3>(v),
+            2 => _mm256_slli_epi16::<2>(v),
+            3 => _mm256_slli_epi16::<1>(v),
+            4 => v,
+            5 => _mm256_srli_epi16::<1>(v),
+            6 => _mm256_srli_epi16::<2>(v),
+            _ => _mm256_srli_epi16::<3>(v),
+        };
+        _mm256_and_si256(v, _mm256_set1_epi8(0x10))
+    }
+}
+
+/// IQ4_XS's scale `ls - 32` of sub-block `ib` of eight rows, an i32 a
+/// lane: nibble `ib` of `scales_l` (`sl`), bits `2ib..2ib + 2` of
+/// `scales_h` (`sh`, each lane's `scales_h` in its low 16 bits).
+#[inline(always)]
+unsafe fn iq4_xs_scale_x8(sl: __m256i, sh: __m256i, ib: usize) -> __m256i {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let shift = |v: __m256i, n: usize| _mm256_srl_epi32(v, _mm_cvtsi32_si128(n as i32));
+        let lo = _mm256_and_si256(shift(sl, 4 * ib), _mm256_set1_epi32(0x0F));
+        let hi = _mm256_and_si256(shift(sh, 2 * ib), _mm256_set1_epi32(0x03));
+        _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32::<4>(hi)), _mm256_set1_epi32(32))
+    }
+}
+
+/// An i32 a lane (within ±2^15) as both i16 of the lane: a `vpmaddwd`
+/// multiplier of the lane's pair.
+#[inline(always)]
+unsafe fn i16_twice(v: __m256i) -> __m256i {
+    // SAFETY: AVX2 (the callers').
+    unsafe { _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32::<16>(v)) }
+}
+
+/// Q6_K's signed scale of group `g` (0..16) of eight rows, sign-extended to
+/// i32 (`sc`: the four scale words, lane r = row r).
+#[inline(always)]
+unsafe fn q6_k_scale_x8(sc: &[__m256i; 4], g: usize) -> __m256i {
+    let w = sc[g / 4];
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        match g % 4 {
+            0 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(w)),
+            1 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(w)),
+            2 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(w)),
+            _ => _mm256_srai_epi32::<24>(w),
+        }
+    }
+}
+
 /// The term of Q4_K block `b` of eight rows (lane r = row r) for each of
 /// `J` activation rows `a`: `head` is the blocks' first 16 bytes as four
 /// transposed words (`d`/`dmin`, then the three words of packed 6-bit
@@ -407,18 +486,10 @@ unsafe fn q4_k_term<const J: usize>(
     b: usize,
 ) -> [__m256; J] {
     let nib = _mm256_set1_epi8(0x0F);
-    let m6 = _mm256_set1_epi8(0x3F);
-    let m2 = _mm256_set1_epi8(0x03);
     let [dm, w0, w1, w2] = head;
     let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
     let dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(dm)));
-    // `avx2_q8::k4_scales_mins_v`, eight rows at once: bytes 0..4 of the
-    // scales (mins) in `sc_lo` (`mn_lo`), 4..8 in `sc_hi` (`mn_hi`).
-    let sc_lo = _mm256_and_si256(w0, m6);
-    let mn_lo = _mm256_and_si256(w1, m6);
-    let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
-    let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0));
-    let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1));
+    let [sc_lo, mn_lo, sc_hi, mn_hi] = k4_scales_mins_x8(w0, w1, w2);
     let mins = [byte_pair(mn_lo, 0), byte_pair(mn_lo, 2), byte_pair(mn_hi, 0), byte_pair(mn_hi, 2)];
 
     // m = Σ_s mins[s] · B_s, B_s = Σy of sub-block s (two Q8_K group
@@ -529,26 +600,11 @@ pub(crate) unsafe fn q6_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
 /// As [`q4_k_x8`], with blocks of 176 bytes.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn q5_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
-    let bit = _mm256_set1_epi8(0x10);
     x8_blocks::<BlockQ5_K, J>(stream, nb, |at, b| {
         let word = |w: usize| load_word(at, w);
         let head = [word(0), word(1), word(2), word(3)];
         let qh: [__m256i; 8] = core::array::from_fn(|k| word(4 + k));
-        // Bit `n` of each byte to bit 4 (16-bit shifts: the bits that cross
-        // into a neighbouring byte land outside bit 4).
-        let to4 = |v: __m256i, n: usize| {
-            let v = match n {
-                0 => _mm256_slli_epi16::<4>(v),
-                1 => _mm256_slli_epi16::<3>(v),
-                2 => _mm256_slli_epi16::<2>(v),
-                3 => _mm256_slli_epi16::<1>(v),
-                4 => v,
-                5 => _mm256_srli_epi16::<1>(v),
-                6 => _mm256_srli_epi16::<2>(v),
-                _ => _mm256_srli_epi16::<3>(v),
-            };
-            _mm256_and_si256(v, bit)
-        };
+        let to4 = |v: __m256i, n: usize| bit_to_4(v, n);
         q4_k_term(
             head,
             |c| core::array::from_fn(|k| word(12 + 8 * c + k)),
@@ -647,10 +703,7 @@ pub(crate) unsafe fn iq4_xs_x8<const J: usize>(stream: &[u8], nb: usize, a: [Act
         let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
         let mut isum = [_mm256_setzero_si256(); J];
         unroll!(ib in [0, 1, 2, 3, 4, 5, 6, 7] {
-            let shift = |v: __m256i, n: usize| _mm256_srl_epi32(v, _mm_cvtsi32_si128(n as i32));
-            let lo = _mm256_and_si256(shift(sl, 4 * ib), _mm256_set1_epi32(0x0F));
-            let hi = _mm256_and_si256(shift(sh, 2 * ib), _mm256_set1_epi32(0x03));
-            let scale = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32::<4>(hi)), _mm256_set1_epi32(32));
+            let scale = iq4_xs_scale_x8(sl, sh, ib);
             let mut sums: [[__m256i; 2]; J] = core::array::from_fn(|j| {
                 let sy = i32::from(bs[j][2 * ib]) + i32::from(bs[j][2 * ib + 1]);
                 [_mm256_set1_epi32(-128 * sy), _mm256_setzero_si256()]
@@ -694,15 +747,7 @@ unsafe fn q6_k_term<const J: usize>(
     let nib = _mm256_set1_epi8(0x0F);
     let m30 = _mm256_set1_epi8(0x30);
     // Scale of group g (0..16) as i32, sign-extended.
-    let scale = |g: usize| {
-        let w = sc[g / 4];
-        match g % 4 {
-            0 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(w)),
-            1 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(w)),
-            2 => _mm256_srai_epi32::<24>(_mm256_slli_epi32::<8>(w)),
-            _ => _mm256_srai_epi32::<24>(w),
-        }
-    };
+    let scale = |g: usize| q6_k_scale_x8(&sc, g);
     // Each group's sum starts at -32·Σy (u = q + 32), so the block's
     // integer is Σ sc·(Σ u·y - 32·Σy) = isum - 32·Σ sc·Σy, the number
     // the reference forms as `isum - off·m`.
@@ -1301,25 +1346,12 @@ pub(crate) mod avx2 {
     /// The CPU must have AVX2, FMA and F16C; as [`super::q5_k_x8`] otherwise.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn q5_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
-        let bit = _mm256_set1_epi8(0x10);
         super::x8_blocks::<BlockQ5_K, J>(stream, nb, |at, b| {
             let word = |w: usize| load_word(at, w);
             let head = [word(0), word(1), word(2), word(3)];
             let qh: [__m256i; 8] = core::array::from_fn(|k| word(4 + k));
-            // Bit `n` of each byte to bit 4, as `super::q5_k_x8` moves it.
-            let to4 = |v: __m256i, n: usize| {
-                let v = match n {
-                    0 => _mm256_slli_epi16::<4>(v),
-                    1 => _mm256_slli_epi16::<3>(v),
-                    2 => _mm256_slli_epi16::<2>(v),
-                    3 => _mm256_slli_epi16::<1>(v),
-                    4 => v,
-                    5 => _mm256_srli_epi16::<1>(v),
-                    6 => _mm256_srli_epi16::<2>(v),
-                    _ => _mm256_srli_epi16::<3>(v),
-                };
-                _mm256_and_si256(v, bit)
-            };
+            // SAFETY: this function's features.
+            let to4 = |v: __m256i, n: usize| unsafe { super::bit_to_4(v, n) };
             // SAFETY: this function's features.
             unsafe {
                 q4_k_term::<J, true>(
@@ -1352,17 +1384,11 @@ pub(crate) mod avx2 {
         // SAFETY: AVX2, FMA and F16C (the callers'); the bsums slice is 32 bytes.
         unsafe {
             let nib = _mm256_set1_epi8(0x0F);
-            let m6 = _mm256_set1_epi8(0x3F);
-            let m2 = _mm256_set1_epi8(0x03);
             let ones = _mm256_set1_epi16(1);
             let [dm, w0, w1, w2] = head;
             let d = f16_lanes(dm);
             let dmin = f16_lanes(_mm256_srli_epi32::<16>(dm));
-            let sc_lo = _mm256_and_si256(w0, m6);
-            let mn_lo = _mm256_and_si256(w1, m6);
-            let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
-            let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0));
-            let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1));
+            let [sc_lo, mn_lo, sc_hi, mn_hi] = super::k4_scales_mins_x8(w0, w1, w2);
             let mins = [byte_pair(mn_lo, 0), byte_pair(mn_lo, 2), byte_pair(mn_hi, 0), byte_pair(mn_hi, 2)];
             let mut m = [_mm256_setzero_si256(); J];
             for j in 0..J {
@@ -1594,15 +1620,8 @@ pub(crate) mod avx2 {
             let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
             let mut isum = [_mm256_setzero_si256(); J];
             unroll!(ib in [0, 1, 2, 3, 4, 5, 6, 7] {
-                let shift = |v: __m256i, n: usize| _mm256_srl_epi32(v, _mm_cvtsi32_si128(n as i32));
-                let lo = _mm256_and_si256(shift(sl, 4 * ib), _mm256_set1_epi32(0x0F));
-                let hi = _mm256_and_si256(shift(sh, 2 * ib), _mm256_set1_epi32(0x03));
-                let s32 = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32::<4>(hi)), _mm256_set1_epi32(32));
-                // The scale as both i16 of each lane.
-                let scale = _mm256_or_si256(
-                    _mm256_and_si256(s32, _mm256_set1_epi32(0xFFFF)),
-                    _mm256_slli_epi32::<16>(s32),
-                );
+                // SAFETY: this function's features.
+                let scale = unsafe { super::i16_twice(super::iq4_xs_scale_x8(sl, sh, ib)) };
                 unroll!(k in [0, 1, 2, 3] {
                     let q = word(2 + 4 * ib + k);
                     let vl = _mm256_shuffle_epi8(table, _mm256_and_si256(q, nib));
@@ -1741,15 +1760,10 @@ pub(crate) mod avx2 {
         unsafe {
             match wty {
                 GgmlType::Q4_K | GgmlType::Q5_K => {
-                    let (m6, m2) = (_mm256_set1_epi8(0x3F), _mm256_set1_epi8(0x03));
                     let [dm, w0, w1, w2] = [word(0), word(1), word(2), word(3)];
                     stf(d, f16_lanes(dm));
                     stf(dmin, f16_lanes(_mm256_srli_epi32::<16>(dm)));
-                    let top = |w: __m256i| _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), m2));
-                    let sc_lo = _mm256_and_si256(w0, m6);
-                    let mn_lo = _mm256_and_si256(w1, m6);
-                    let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, nib), top(w0));
-                    let mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), nib), top(w1));
+                    let [sc_lo, mn_lo, sc_hi, mn_hi] = super::k4_scales_mins_x8(w0, w1, w2);
                     for s in 0..8 {
                         let j = (s % 4) as u8;
                         sti(&mut sc[s], super::byte_of(if s < 4 { sc_lo } else { sc_hi }, j));
@@ -1757,7 +1771,6 @@ pub(crate) mod avx2 {
                         sti(&mut mv[s], _mm256_shuffle_epi8(mn, word_control([j, 0x80, j, 0x80])));
                     }
                     let five = wty == GgmlType::Q5_K;
-                    let bit = _mm256_set1_epi8(0x10);
                     let base = if five { 12 } else { 4 };
                     unroll!(c in [0, 1, 2, 3] {
                         for k in 0..8 {
@@ -1767,14 +1780,8 @@ pub(crate) mod avx2 {
                             if five {
                                 // Bits 2c and 2c + 1 of each `qh` byte to bit 4.
                                 let h = word(4 + k);
-                                let (fl, fh) = match c {
-                                    0 => (_mm256_slli_epi16::<4>(h), _mm256_slli_epi16::<3>(h)),
-                                    1 => (_mm256_slli_epi16::<2>(h), _mm256_slli_epi16::<1>(h)),
-                                    2 => (h, _mm256_srli_epi16::<1>(h)),
-                                    _ => (_mm256_srli_epi16::<2>(h), _mm256_srli_epi16::<3>(h)),
-                                };
-                                lo = _mm256_or_si256(lo, _mm256_and_si256(fl, bit));
-                                hi = _mm256_or_si256(hi, _mm256_and_si256(fh, bit));
+                                lo = _mm256_or_si256(lo, super::bit_to_4(h, 2 * c));
+                                hi = _mm256_or_si256(hi, super::bit_to_4(h, 2 * c + 1));
                             }
                             st(&mut q[16 * c + k], lo);
                             st(&mut q[16 * c + 8 + k], hi);
@@ -1788,15 +1795,8 @@ pub(crate) mod avx2 {
                     stf(d, _mm256_cvtph_ps(_mm_loadu_si128(dv.as_ptr().cast())));
                     stf(dmin, _mm256_setzero_ps());
                     let scw = [word(48), word(49), word(50), word(51)];
-                    for grp in 0..16 {
-                        let w = scw[grp / 4];
-                        let v = match grp % 4 {
-                            0 => _mm256_slli_epi32::<24>(w),
-                            1 => _mm256_slli_epi32::<16>(w),
-                            2 => _mm256_slli_epi32::<8>(w),
-                            _ => w,
-                        };
-                        sti(&mut sc[grp], _mm256_srai_epi32::<24>(v));
+                    for (grp, dst) in sc.iter_mut().enumerate().take(16) {
+                        sti(dst, super::q6_k_scale_x8(&scw, grp));
                     }
                     for p in 0..8 {
                         let j = 2 * (p % 2) as u8;
@@ -1860,18 +1860,10 @@ pub(crate) mod avx2 {
                     stf(dmin, _mm256_setzero_ps());
                     let sh = _mm256_srli_epi32::<16>(w0);
                     for ib in 0..8 {
-                        let shift = |v: __m256i, n: usize| _mm256_srl_epi32(v, _mm_cvtsi32_si128(n as i32));
-                        let lo = _mm256_and_si256(shift(sl, 4 * ib), _mm256_set1_epi32(0x0F));
-                        let hi = _mm256_and_si256(shift(sh, 2 * ib), _mm256_set1_epi32(0x03));
-                        let s32 =
-                            _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32::<4>(hi)), _mm256_set1_epi32(32));
+                        let s32 = super::iq4_xs_scale_x8(sl, sh, ib);
                         sti(&mut sc[ib], s32);
                         // Both 16-element groups of the sub-block: its scale.
-                        let pair = _mm256_or_si256(
-                            _mm256_and_si256(s32, _mm256_set1_epi32(0xFFFF)),
-                            _mm256_slli_epi32::<16>(s32),
-                        );
-                        sti(&mut mv[ib], pair);
+                        sti(&mut mv[ib], super::i16_twice(s32));
                         let off8 = _mm256_set1_epi8(iq4_off as i8);
                         for k in 0..4 {
                             let w = word(2 + 4 * ib + k);
