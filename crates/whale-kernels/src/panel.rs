@@ -162,14 +162,13 @@ pub(crate) trait Unpacker<const R: usize, const V: usize> {
     }
     /// Rows `8g..8g + 8` of one K block into the block's 64 vectors `q`,
     /// group scales `sc`, multipliers `mv`, `d` and `dmin`, from
-    /// `group_block` (that block of group g), or zeros where `None`;
-    /// returns the offset of `mv` (`KParts::off`). Only where
-    /// `unpacks_k_x8`.
+    /// `group_block` (that block of group g); returns the offset of `mv`
+    /// (`KParts::off`). Only where `unpacks_k_x8`.
     #[allow(clippy::too_many_arguments)]
     fn k_x8(
         &self,
         wty: GgmlType,
-        group_block: Option<&[u8]>,
+        group_block: &[u8],
         g: usize,
         q: &mut [[u8; V]],
         sc: &mut [[i32; R]],
@@ -182,12 +181,12 @@ pub(crate) trait Unpacker<const R: usize, const V: usize> {
     }
     /// Rows `8g..8g + 8` of one 32-element block into its eight vectors
     /// `q` (vector k: elements 4k..4k + 4) and their `d` and `m`, from
-    /// `group_block` (that block of group g, `crate::x8`), or zeros where
-    /// `None` (the rows past a last panel's). Only where `unpacks_x8`.
+    /// `group_block` (that block of group g, `crate::x8`). Only where
+    /// `unpacks_x8`.
     fn legacy_x8(
         &self,
         wty: GgmlType,
-        group_block: Option<&[u8]>,
+        group_block: &[u8],
         g: usize,
         q: &mut [[u8; V]],
         d: &mut [f32; R],
@@ -262,18 +261,23 @@ impl<const R: usize, const V: usize> Panel<R, V> {
             let direct = x8.is_some() && lv.unpacks_k_x8(wty);
             for b in 0..nb {
                 if direct {
-                    for g in 0..R / g8 {
-                        let at = (g < nrows / g8).then(|| &rows[g * g8 * rb + b * g8 * ts..][..g8 * ts]);
+                    let q = &mut self.q[64 * b..64 * (b + 1)];
+                    for g in 0..nrows / g8 {
                         self.off = lv.k_x8(
                             wty,
-                            at,
+                            &rows[g * g8 * rb + b * g8 * ts..][..g8 * ts],
                             g,
-                            &mut self.q[64 * b..64 * (b + 1)],
+                            q,
                             &mut self.sc[groups * b..groups * (b + 1)],
                             &mut self.mv[8 * b..8 * (b + 1)],
                             &mut self.d[b],
                             &mut self.dmin[b],
                         );
+                    }
+                    // The groups past a last panel's rows: zero quants (their
+                    // scales, `d` and `dmin` were zeroed above).
+                    if nrows < R {
+                        zero_groups(q, nrows / g8);
                     }
                     continue;
                 }
@@ -311,9 +315,13 @@ impl<const R: usize, const V: usize> Panel<R, V> {
                     let q = &mut self.q[64 * c..64 * (c + 1)];
                     q[8 * n..].iter_mut().for_each(|v| *v = [0; V]);
                     for (k, b) in blocks.enumerate() {
-                        for g in 0..R / g8 {
-                            let at = (g < nrows / g8).then(|| &rows[g * g8 * rb + b * g8 * ts..][..g8 * ts]);
-                            lv.legacy_x8(wty, at, g, &mut q[8 * k..8 * k + 8], &mut self.d[b], &mut self.dmin[b]);
+                        let qk = &mut q[8 * k..8 * k + 8];
+                        for g in 0..nrows / g8 {
+                            let at = &rows[g * g8 * rb + b * g8 * ts..][..g8 * ts];
+                            lv.legacy_x8(wty, at, g, qk, &mut self.d[b], &mut self.dmin[b]);
+                        }
+                        if nrows < R {
+                            zero_groups(qk, nrows / g8);
                         }
                     }
                     continue;
@@ -343,6 +351,14 @@ impl<const R: usize, const V: usize> Panel<R, V> {
                 lv.store(&mut self.q[64 * c..64 * (c + 1)], &u);
             }
         }
+    }
+}
+
+/// Zeros the bytes of groups `from..` (eight rows each, 32 bytes of every
+/// vector) of the vectors `q`: the groups past a last panel's rows.
+fn zero_groups<const V: usize>(q: &mut [[u8; V]], from: usize) {
+    for v in q.iter_mut() {
+        v[32 * from..].fill(0);
     }
 }
 
@@ -385,7 +401,7 @@ impl Unpacker<ROWS, 64> for Vnni {
     fn k_x8(
         &self,
         wty: GgmlType,
-        group_block: Option<&[u8]>,
+        at: &[u8],
         g: usize,
         q: &mut [[u8; 64]],
         sc: &mut [[i32; ROWS]],
@@ -396,22 +412,6 @@ impl Unpacker<ROWS, 64> for Vnni {
         // IQ4_XS's values unsigned, plus this level's panel offset, as
         // `iq::avx512::unpack_k` gives them.
         let iq4_off = crate::iq::avx512::panel_offset(GgmlType::IQ4_XS).unwrap_or(0);
-        let off = match wty {
-            GgmlType::Q6_K => 32,
-            GgmlType::IQ4_XS => iq4_off,
-            _ => 0,
-        };
-        let Some(at) = group_block else {
-            for v in q.iter_mut() {
-                v[32 * g..32 * g + 32].fill(0);
-            }
-            for v in sc.iter_mut().chain(mv.iter_mut()) {
-                v[8 * g..8 * g + 8].fill(0);
-            }
-            d[8 * g..8 * g + 8].fill(0.0);
-            dmin[8 * g..8 * g + 8].fill(0.0);
-            return off;
-        };
         // SAFETY: a `Vnni` exists only at the VNNI level, which has AVX2;
         // `at` is one group block (`fill`), which passes one block's
         // vectors, scale groups and multipliers.
@@ -421,22 +421,15 @@ impl Unpacker<ROWS, 64> for Vnni {
     fn legacy_x8(
         &self,
         wty: GgmlType,
-        group_block: Option<&[u8]>,
+        at: &[u8],
         g: usize,
         q: &mut [[u8; 64]],
         d: &mut [f32; ROWS],
         m: &mut [f32; ROWS],
     ) {
-        match group_block {
-            // SAFETY: a `Vnni` exists only at the VNNI level; `at` is one
-            // group block (`fill`).
-            Some(at) => unsafe { unpack_x8(wty, at, g, q, d, m) },
-            None => {
-                for v in q.iter_mut() {
-                    v[32 * g..32 * g + 32].fill(0);
-                }
-            }
-        }
+        // SAFETY: a `Vnni` exists only at the VNNI level; `at` is one
+        // group block (`fill`).
+        unsafe { unpack_x8(wty, at, g, q, d, m) }
     }
 }
 

@@ -124,7 +124,7 @@ impl Unpacker<ROWS, 32> for Avx2 {
     fn k_x8(
         &self,
         wty: GgmlType,
-        group_block: Option<&[u8]>,
+        at: &[u8],
         g: usize,
         q: &mut [[u8; 32]],
         sc: &mut [[i32; ROWS]],
@@ -134,12 +134,6 @@ impl Unpacker<ROWS, 32> for Avx2 {
     ) -> i32 {
         // A panel is one group of eight rows here (as in `legacy_x8`).
         debug_assert_eq!(g, 0);
-        let Some(at) = group_block else {
-            q.iter_mut().for_each(|v| *v = [0; 32]);
-            sc.iter_mut().chain(mv.iter_mut()).for_each(|v| *v = [0; ROWS]);
-            (*d, *dmin) = ([0.0; ROWS], [0.0; ROWS]);
-            return if wty == GgmlType::Q6_K { 32 } else { 0 };
-        };
         // SAFETY: an `Avx2` exists only where AVX2 was verified; `at` is
         // one group block (`fill`), and `fill` passes one block's vectors,
         // scale groups and multipliers.
@@ -149,7 +143,7 @@ impl Unpacker<ROWS, 32> for Avx2 {
     fn legacy_x8(
         &self,
         wty: GgmlType,
-        group_block: Option<&[u8]>,
+        at: &[u8],
         g: usize,
         q: &mut [[u8; 32]],
         d: &mut [f32; ROWS],
@@ -158,7 +152,6 @@ impl Unpacker<ROWS, 32> for Avx2 {
         // A panel is one group of eight rows here, and `fill` passes only
         // the groups a panel has.
         debug_assert_eq!(g, 0);
-        let Some(at) = group_block else { return q.iter_mut().for_each(|v| *v = [0; 32]) };
         // SAFETY: an `Avx2` exists only where AVX2 was verified; `at` is
         // one group block (`fill`).
         unsafe { unpack_x8(wty, at, q, d, m) }

@@ -445,6 +445,38 @@ unsafe fn iq4_xs_scale_x8(sl: __m256i, sh: __m256i, ib: usize) -> __m256i {
     }
 }
 
+/// The activation's 16-element sums `g` and `g + 1` as one i16 pair in
+/// every lane: the other operand of a `vpmaddwd` by a pair of groups'
+/// multipliers.
+#[inline(always)]
+unsafe fn bsum_pair(bs: &[i16], g: usize) -> __m256i {
+    // SAFETY: AVX (the callers').
+    unsafe { _mm256_set1_epi32((bs[g] as u16 as u32 | (bs[g + 1] as u16 as u32) << 16) as i32) }
+}
+
+/// Q2_K's `Σ_g min_g · bsum_g` of eight rows (lane r = row r) for each of
+/// `J` activation rows (`bs`: their block's sixteen group sums), two groups
+/// a `vpmaddwd` (`sc_words`: the four scale words, the mins in the high
+/// nibbles). Exact; AVX2 alone, so both levels' kernels share it.
+#[inline(always)]
+unsafe fn q2_k_mins_x8<const J: usize>(sc_words: &[__m256i; 4], bs: &[&[i16]; J]) -> [__m256i; J] {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let mut m = [_mm256_setzero_si256(); J];
+        for (w, &sw) in sc_words.iter().enumerate() {
+            let mins = _mm256_and_si256(_mm256_srli_epi16::<4>(sw), _mm256_set1_epi8(0x0F));
+            for half in 0..2 {
+                let pair = byte_pair(mins, 2 * half as u8);
+                for j in 0..J {
+                    let prod = _mm256_madd_epi16(pair, bsum_pair(bs[j], 4 * w + 2 * half));
+                    m[j] = _mm256_add_epi32(m[j], prod);
+                }
+            }
+        }
+        m
+    }
+}
+
 /// An i32 a lane (within ±2^15) as both i16 of the lane: a `vpmaddwd`
 /// multiplier of the lane's pair.
 #[inline(always)]
@@ -640,18 +672,7 @@ pub(crate) unsafe fn q2_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
         let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
         let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
         // m = Σ_g min_g · bsum_g, two groups a step.
-        let mut m = [_mm256_setzero_si256(); J];
-        for (w, &sw) in sc_words.iter().enumerate() {
-            let mins = _mm256_and_si256(_mm256_srli_epi16::<4>(sw), m4);
-            for half in 0..2 {
-                let pair = byte_pair(mins, 2 * half as u8);
-                let g = 4 * w + 2 * half;
-                for j in 0..J {
-                    let bp = (bs[j][g] as u16 as u32 | (bs[j][g + 1] as u16 as u32) << 16) as i32;
-                    m[j] = _mm256_dpwssd_epi32(m[j], pair, _mm256_set1_epi32(bp));
-                }
-            }
-        }
+        let m = q2_k_mins_x8(&sc_words, &bs);
         let mut isum = [_mm256_setzero_si256(); J];
         unroll!(h in [0, 1] {
             unroll!(hf in [0, 1] {
@@ -1473,8 +1494,8 @@ pub(crate) mod avx2 {
             for i in 0..8 {
                 let p = pair(sc[i / 2], 2 * (i % 2) as u8, 2 * (i % 2) as u8 + 1);
                 for j in 0..J {
-                    let bp = (bs[j][2 * i] as u16 as u32 | (bs[j][2 * i + 1] as u16 as u32) << 16) as i32;
-                    m[j] = _mm256_add_epi32(m[j], _mm256_madd_epi16(p, _mm256_set1_epi32(bp)));
+                    // SAFETY: this function's features.
+                    m[j] = _mm256_add_epi32(m[j], _mm256_madd_epi16(p, unsafe { super::bsum_pair(bs[j], 2 * i) }));
                 }
             }
             let mut isum = [_mm256_setzero_si256(); J];
@@ -1555,18 +1576,8 @@ pub(crate) mod avx2 {
             let sc_words: [__m256i; 4] = core::array::from_fn(&word);
             let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
             let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
-            let mut m = [_mm256_setzero_si256(); J];
-            for (w, &sw) in sc_words.iter().enumerate() {
-                let mins = _mm256_and_si256(_mm256_srli_epi16::<4>(sw), m4);
-                for half in 0..2 {
-                    let pair = byte_pair(mins, 2 * half as u8);
-                    let g = 4 * w + 2 * half;
-                    for j in 0..J {
-                        let bp = (bs[j][g] as u16 as u32 | (bs[j][g + 1] as u16 as u32) << 16) as i32;
-                        m[j] = _mm256_add_epi32(m[j], _mm256_madd_epi16(pair, _mm256_set1_epi32(bp)));
-                    }
-                }
-            }
+            // SAFETY: this function's features.
+            let m = unsafe { super::q2_k_mins_x8(&sc_words, &bs) };
             let mut isum = [_mm256_setzero_si256(); J];
             unroll!(h in [0, 1] {
                 unroll!(hf in [0, 1] {
