@@ -176,7 +176,8 @@ unsafe fn step<const SIGNED: bool, const N: usize>(
     sc: __m256i,
 ) {
     for (s, aj) in sums.iter_mut().zip(a) {
-        let ys = &aj.qs[QK_K * b + 32 * t..QK_K * b + 32 * t + 32];
+        // One bounds check a block (the same for every chunk), not one a chunk.
+        let ys = &aj.qs[QK_K * b..QK_K * b + QK_K][32 * t..32 * t + 32];
         // SAFETY: AVX2 (the callers'); `ys` holds 32 bytes.
         unsafe {
             let mut y = _mm256_loadu_si256(ys.as_ptr().cast());
@@ -293,18 +294,38 @@ unsafe fn sign_bytes_of(halved: __m256i, t: usize) -> __m256i {
     }
 }
 
-/// Dword `t` in every lane of the vector whose half `t / 4` is `halved`
-/// ([`half`]): one `vpshufd`.
-#[inline(always)]
-unsafe fn dword_of(halved: __m256i, t: usize) -> __m256i {
-    // SAFETY: AVX2 (the callers').
-    unsafe {
-        match t % 4 {
-            0 => _mm256_shuffle_epi32::<0x00>(halved),
-            1 => _mm256_shuffle_epi32::<0x55>(halved),
-            2 => _mm256_shuffle_epi32::<0xAA>(halved),
-            _ => _mm256_shuffle_epi32::<0xFF>(halved),
-        }
+/// `vpermd` controls, made opaque to the compiler once a call: given as
+/// constants, LLVM wrote each lane broadcast as two shuffle-port uops
+/// (`vpshufd` then `vpermq`, or `vextracti128` then `vpbroadcastd`), where
+/// one `vpermd` with the control in a register (a load) takes one.
+#[derive(Clone, Copy)]
+struct Perm {
+    /// `t` in every lane: dword `t` broadcast.
+    dword: [__m256i; 8],
+    /// `t` in the low 128-bit half, `4 + t` in the high one.
+    pair: [__m256i; 4],
+}
+
+impl Perm {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        // SAFETY: AVX (the callers').
+        core::hint::black_box(unsafe {
+            Perm {
+                dword: core::array::from_fn(|t| _mm256_set1_epi32(t as i32)),
+                pair: core::array::from_fn(|t| {
+                    let t = t as i32;
+                    _mm256_setr_epi32(t, t, t, t, t + 4, t + 4, t + 4, t + 4)
+                }),
+            }
+        })
+    }
+
+    /// Dword `t` of `v` in every lane.
+    #[inline(always)]
+    unsafe fn dword(&self, v: __m256i, t: usize) -> __m256i {
+        // SAFETY: AVX2 (the callers').
+        unsafe { _mm256_permutevar8x32_epi32(v, self.dword[t]) }
     }
 }
 
@@ -345,34 +366,157 @@ unsafe fn xxs_words(w: __m256i) -> (__m256i, __m256i) {
 }
 
 /// Sixteen 4-bit fields of `b` (low nibble first) as i16 pairs `2f + 1`,
-/// one per dword: fields 0..8 in the first vector, 8..16 in the second.
+/// one per dword, in the order [`chunk_scales`] takes them: chunk t's two
+/// fields 2t and 2t + 1 are dword t % 4 of the low and of the high 128-bit
+/// half of vector t / 4 (the low nibbles of bytes 4h..4h + 4, then their
+/// high nibbles).
 #[inline(always)]
 unsafe fn nibble_pairs(b: &[u8; 8]) -> [__m256i; 2] {
     // SAFETY: AVX2 (the callers'); 8 bytes read.
     unsafe {
         let x = _mm_loadl_epi64(b.as_ptr().cast());
         let m = _mm_set1_epi8(0x0F);
-        let n = _mm_unpacklo_epi8(_mm_and_si128(x, m), _mm_and_si128(_mm_srli_epi16::<4>(x), m));
-        let pairs = |v: __m128i| {
-            let s = _mm256_add_epi32(_mm256_slli_epi32::<1>(_mm256_cvtepu8_epi32(v)), _mm256_set1_epi32(1));
-            _mm256_or_si256(s, _mm256_slli_epi32::<16>(s))
-        };
-        [pairs(n), pairs(_mm_srli_si128::<8>(n))]
+        let n = _mm_unpacklo_epi32(_mm_and_si128(x, m), _mm_and_si128(_mm_srli_epi16::<4>(x), m));
+        [odd_pairs(_mm256_cvtepu8_epi32(n)), odd_pairs(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(n)))]
     }
 }
 
-/// Chunk `t`'s scales from [`nibble_pairs`]: fields 2t and 2t + 1.
+/// Dwords `f` as i16 pairs `2f + 1` (both words).
 #[inline(always)]
-unsafe fn chunk_scales(p: &[__m256i; 2], t: usize) -> __m256i {
-    let c = 2 * (t % 4) as i32;
+unsafe fn odd_pairs(f: __m256i) -> __m256i {
     // SAFETY: AVX2 (the callers').
-    unsafe { _mm256_permutevar8x32_epi32(p[t / 4], _mm256_setr_epi32(c, c, c, c, c + 1, c + 1, c + 1, c + 1)) }
+    unsafe {
+        let s = _mm256_add_epi32(_mm256_slli_epi32::<1>(f), _mm256_set1_epi32(1));
+        _mm256_or_si256(s, _mm256_slli_epi32::<16>(s))
+    }
 }
 
-/// Nibble `i` of `b` (low first), as `2f + 1`.
+/// Chunk `t`'s scales from [`nibble_pairs`] (or IQ1_M's, in the same
+/// order): fields 2t (low half) and 2t + 1 (high half), one `vpermd`.
 #[inline(always)]
-fn odd_nibble(b: &[u8], i: usize) -> i16 {
-    2 * ((b[i / 2] >> (4 * (i % 2))) & 0x0F) as i16 + 1
+unsafe fn chunk_scales(p: &[__m256i; 2], perm: &Perm, t: usize) -> __m256i {
+    // SAFETY: AVX2 (the callers').
+    unsafe { _mm256_permutevar8x32_epi32(p[t / 4], perm.pair[t % 4]) }
+}
+
+/// IQ1_M's 32 grid indices `qs[j] | (nibble j & 7) << 8` (nibble j of the
+/// 16 `qh` bytes, low first) into `idx`, formed with byte unpacks, and the
+/// `qh` bytes in both 128-bit halves for [`iq1m_plus`]. A group's grid load
+/// then takes its index with one load instead of five scalar operations
+/// (shift, mask, shift, or, byte load).
+#[inline(always)]
+unsafe fn iq1m_indices(blk: &[u8; 56], idx: &mut [u16; 32]) -> __m256i {
+    // SAFETY: AVX2 (the callers'); loads within `blk`, stores within `idx`.
+    unsafe {
+        let qs0 = _mm_loadu_si128(blk[..16].as_ptr().cast());
+        let qs1 = _mm_loadu_si128(blk[16..32].as_ptr().cast());
+        let qh = _mm_loadu_si128(blk[32..48].as_ptr().cast());
+        let seven = _mm_set1_epi8(7);
+        let (lo, hi) = (_mm_and_si128(qh, seven), _mm_and_si128(_mm_srli_epi16::<4>(qh), seven));
+        let (n0, n1) = (_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi));
+        let out = idx.as_mut_ptr().cast::<__m128i>();
+        _mm_storeu_si128(out, _mm_unpacklo_epi8(qs0, n0));
+        _mm_storeu_si128(out.add(1), _mm_unpackhi_epi8(qs0, n0));
+        _mm_storeu_si128(out.add(2), _mm_unpacklo_epi8(qs1, n1));
+        _mm_storeu_si128(out.add(3), _mm_unpackhi_epi8(qs1, n1));
+        _mm256_broadcastsi128_si256(qh)
+    }
+}
+
+/// The `vpshufb` controls of [`iq1m_plus`]: for chunk t, byte 2t into the
+/// low 128-bit half and 2t + 1 into the high one, made opaque to the
+/// compiler (as constants LLVM turned each `vpshufb` into three
+/// shuffle-port uops: `vpshufhw`, `vpshufd`, `vpermq`).
+#[inline(always)]
+unsafe fn iq1m_spread() -> [__m256i; 8] {
+    // SAFETY: AVX (the callers').
+    core::hint::black_box(core::array::from_fn(|t| unsafe {
+        _mm256_setr_m128i(_mm_set1_epi8(2 * t as i8), _mm_set1_epi8(2 * t as i8 + 1))
+    }))
+}
+
+/// A chunk's IQ1_M weights `8g + δ + 9` from its grid values `g` (`8g`
+/// bytes): `+10` where the group's nibble has bit 3 clear (δ = +1), `+8`
+/// where set, the bit picked from the `qh` bytes of [`iq1m_indices`] by
+/// one `vpshufb` with the chunk's control from [`iq1m_spread`] (groups 0,
+/// 1 from byte 2t, 2, 3 from byte 2t + 1; the low nibble's bit 3, then the
+/// high one's). Added byte-wise: u64 adds would carry out of `8g`'s 0xF8.
+#[inline(always)]
+unsafe fn iq1m_plus(g: __m256i, qh: __m256i, spread: &__m256i) -> __m256i {
+    // SAFETY: AVX2 (the callers').
+    unsafe {
+        let spread = _mm256_shuffle_epi8(qh, *spread);
+        let (lo, hi) = (0x0808_0808_0808_0808u64 as i64, 0x8080_8080_8080_8080u64 as i64);
+        let bit = _mm256_setr_epi64x(lo, hi, lo, hi);
+        let neg = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+        _mm256_add_epi8(_mm256_add_epi8(g, _mm256_set1_epi8(10)), _mm256_add_epi8(neg, neg))
+    }
+}
+
+/// The `vpshufb` controls of [`iq1s_indices`]: for chunks 2p, 2p + 1, the
+/// `qh` word of chunk 2p into bytes 1, 2 of each dword of the low 128-bit
+/// half, 2p + 1's into the high half (as `h << 8`), opaque to the compiler
+/// (see [`iq1m_spread`]).
+#[inline(always)]
+unsafe fn iq1s_spread() -> [__m256i; 4] {
+    let z = -128i8;
+    // SAFETY: AVX (the callers').
+    core::hint::black_box(core::array::from_fn(|p| unsafe {
+        let (a, b) = (4 * p as i8, 4 * p as i8 + 2);
+        _mm256_setr_epi8(
+            z,
+            a,
+            a + 1,
+            z,
+            z,
+            a,
+            a + 1,
+            z,
+            z,
+            a,
+            a + 1,
+            z,
+            z,
+            a,
+            a + 1,
+            z,
+            z,
+            b,
+            b + 1,
+            z,
+            z,
+            b,
+            b + 1,
+            z,
+            z,
+            b,
+            b + 1,
+            z,
+            z,
+            b,
+            b + 1,
+            z,
+        )
+    }))
+}
+
+/// IQ1_S's 32 grid indices `qs[j] | ((qh[j / 4] >> 3(j % 4)) & 7) << 8`
+/// into `idx`, eight a vector (see [`iq1m_indices`]).
+#[inline(always)]
+unsafe fn iq1s_indices(blk: &[u8; 50], spread: &[__m256i; 4], idx: &mut [u32; 32]) {
+    // SAFETY: AVX2 (the callers'); loads within `blk`, stores within `idx`.
+    unsafe {
+        let qh = _mm256_broadcastsi128_si256(_mm_loadu_si128(blk[34..50].as_ptr().cast()));
+        let shifts = _mm256_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9);
+        for (p, out) in idx.chunks_exact_mut(8).enumerate() {
+            let hi = _mm256_and_si256(
+                _mm256_srlv_epi32(_mm256_shuffle_epi8(qh, spread[p]), shifts),
+                _mm256_set1_epi32(0x700),
+            );
+            let qs = _mm256_cvtepu8_epi32(_mm_loadl_epi64(blk[2 + 8 * p..10 + 8 * p].as_ptr().cast()));
+            _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm256_or_si256(hi, qs));
+        }
+    }
 }
 
 /// The block's f16 `d` (exact; F16C).
@@ -389,6 +533,7 @@ unsafe fn d16(lo: u8, hi: u8) -> f32 {
 avx2_fn! {
     /// IQ2_XXS (layout in [`super::avx512`]).
     unsafe fn iq2xxs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        let perm = Perm::new();
         blocks::<66, N, __m256i>(GgmlType::IQ2_XXS, row, a, |blk, b, sums| {
             let q: &[u8; 64] = blk[2..66].try_into().unwrap();
             // The chunk words are the odd dwords of qs.
@@ -403,12 +548,12 @@ avx2_fn! {
             );
             let (signs, s) = xxs_words(w);
             // SAFETY: this kernel's features.
-            let (sh, ss) = unsafe { ([half(signs, 0), half(signs, 1)], [half(s, 0), half(s, 1)]) };
+            let sh = unsafe { [half(signs, 0), half(signs, 1)] };
             for8!(t => {
                 // SAFETY: this kernel's features.
                 unsafe {
                     let g = v4(core::array::from_fn(|k| GRID_IQ2XXS[q[8 * t + k] as usize]));
-                    step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), dword_of(ss[t / 4], t));
+                    step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), perm.dword(s, t));
                 }
             });
             // SAFETY: as above.
@@ -420,17 +565,18 @@ avx2_fn! {
 avx2_fn! {
     /// IQ3_XXS (layout in [`super::avx512`]).
     unsafe fn iq3xxs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        let perm = Perm::new();
         blocks::<98, N, __m256i>(GgmlType::IQ3_XXS, row, a, |blk, b, sums| {
             // SAFETY: bytes 66..98, the eight words.
             let (signs, s) = xxs_words(unsafe { _mm256_loadu_si256(blk[66..98].as_ptr().cast()) });
             // SAFETY: this kernel's features.
-            let (sh, ss) = unsafe { ([half(signs, 0), half(signs, 1)], [half(s, 0), half(s, 1)]) };
+            let sh = unsafe { [half(signs, 0), half(signs, 1)] };
             for8!(t => {
                 let q = &blk[2 + 8 * t..10 + 8 * t];
                 // SAFETY: this kernel's features.
                 unsafe {
                     let g = v8(|j| GRID_IQ3XXS[q[j] as usize]);
-                    step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), dword_of(ss[t / 4], t));
+                    step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), perm.dword(s, t));
                 }
             });
             // SAFETY: as above.
@@ -442,6 +588,7 @@ avx2_fn! {
 avx2_fn! {
     /// IQ2_XS (layout in [`super::avx512`]).
     unsafe fn iq2xs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        let perm = Perm::new();
         blocks::<74, N, __m256i>(GgmlType::IQ2_XS, row, a, |blk, b, sums| {
             // SAFETY: bytes 2..66, the 32 words.
             let (lo, hi) = unsafe {
@@ -461,7 +608,7 @@ avx2_fn! {
                         let at = 2 + 2 * (4 * t + k);
                         GRID_IQ2XS[(u16::from_le_bytes([blk[at], blk[at + 1]]) & 511) as usize]
                     }));
-                    step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), chunk_scales(&scales, t));
+                    step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), chunk_scales(&scales, &perm, t));
                 }
             });
             // SAFETY: as above.
@@ -473,6 +620,7 @@ avx2_fn! {
 avx2_fn! {
     /// IQ2_S (layout in [`super::avx512`]).
     unsafe fn iq2s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        let perm = Perm::new();
         blocks::<82, N, __m256i>(GgmlType::IQ2_S, row, a, |blk, b, sums| {
             // SAFETY: bytes 34..66, the sign bytes.
             let signs = unsafe { _mm256_loadu_si256(blk[34..66].as_ptr().cast()) };
@@ -487,7 +635,7 @@ avx2_fn! {
                     let g = v4(core::array::from_fn(|k| {
                         GRID_IQ2S[blk[2 + 4 * t + k] as usize | ((h >> (2 * k)) & 3) << 8]
                     }));
-                    step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), chunk_scales(&scales, t));
+                    step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), chunk_scales(&scales, &perm, t));
                 }
             });
             // SAFETY: as above.
@@ -499,18 +647,25 @@ avx2_fn! {
 avx2_fn! {
     /// IQ3_S (layout in [`super::avx512`]).
     unsafe fn iq3s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        let perm = Perm::new();
         blocks::<110, N, __m256i>(GgmlType::IQ3_S, row, a, |blk, b, sums| {
             // SAFETY: bytes 74..106, the sign bytes.
             let signs = unsafe { _mm256_loadu_si256(blk[74..106].as_ptr().cast()) };
             // SAFETY: this kernel's features.
             let sh = unsafe { [half(signs, 0), half(signs, 1)] };
+            // Dword t: chunk t's scale (nibble t of bytes 106..110) as 2s + 1.
+            // SAFETY: this kernel's features; 4 bytes read.
+            let sc = unsafe {
+                let x = _mm_cvtsi32_si128(i32::from_le_bytes(blk[106..110].try_into().unwrap()));
+                let m = _mm_set1_epi8(0x0F);
+                odd_pairs(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(_mm_and_si128(x, m), _mm_and_si128(_mm_srli_epi16::<4>(x), m))))
+            };
             for8!(t => {
                 let (q, h) = (&blk[2 + 8 * t..10 + 8 * t], blk[66 + t] as usize);
-                let s = odd_nibble(&blk[106..110], t);
                 // SAFETY: this kernel's features.
                 unsafe {
                     let g = v8(|j| GRID_IQ3S[q[j] as usize | ((h >> j) & 1) << 8]);
-                    step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), _mm256_set1_epi16(s));
+                    step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), perm.dword(sc, t));
                 }
             });
             // SAFETY: as above.
@@ -523,34 +678,36 @@ avx2_fn! {
     /// IQ1_M (layout in [`super::avx512`]): `q + 9` unsigned, `9·Σ sc·Σy`
     /// taken back from the Q8_K sums.
     unsafe fn iq1m<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        let perm = Perm::new();
+        let spread = iq1m_spread();
         blocks::<56, N, __m256i>(GgmlType::IQ1_M, row, a, |blk, b, sums| {
-            // Scale g: bits 3(g % 4).. of word g / 4, as 2s + 1: as i16 pairs
-            // (dword g % 8 of pairs[g / 8]) and as sixteen i16 (`sc16`).
-            // SAFETY: bytes 48..56 (the four words).
-            let words = _mm256_cvtepu16_epi32(unsafe { _mm_loadl_epi64(blk[48..56].as_ptr().cast()) });
-            let field = |half: i32| {
-                let w = _mm256_permutevar8x32_epi32(
-                    words,
-                    _mm256_setr_epi32(2 * half, 2 * half, 2 * half, 2 * half, 2 * half + 1, 2 * half + 1, 2 * half + 1, 2 * half + 1),
-                );
-                let s = _mm256_and_si256(_mm256_srlv_epi32(w, _mm256_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9)), _mm256_set1_epi32(7));
-                _mm256_add_epi32(_mm256_add_epi32(s, s), _mm256_set1_epi32(1))
+            // Scale f (of weights 16f..16f + 16): bits 3(f % 4).. of word f / 4,
+            // as 2s + 1, in the order of `nibble_pairs` (fields 2t | 2t + 1,
+            // t = 4h..4h + 4, from the words 2h, 2h + 1 of one dword).
+            let at = |h: usize| i32::from_le_bytes(blk[48 + 4 * h..52 + 4 * h].try_into().unwrap());
+            let shifts = _mm256_setr_epi32(0, 6, 16, 22, 3, 9, 19, 25);
+            let field = |h: usize| _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(at(h)), shifts), _mm256_set1_epi32(7));
+            let (f0, f1) = (field(0), field(1));
+            // SAFETY: this kernel's features.
+            let pairs = unsafe { [odd_pairs(f0), odd_pairs(f1)] };
+            // Fields 2k and 2k + 1 as the two words of dword k (the Q8_K sums'
+            // order).
+            let sc16 = {
+                let s = |v: __m256i| _mm256_add_epi32(_mm256_add_epi32(v, v), _mm256_set1_epi32(1));
+                let (even, odd) = (_mm256_permute2x128_si256::<0x20>(f0, f1), _mm256_permute2x128_si256::<0x31>(f0, f1));
+                _mm256_or_si256(s(even), _mm256_slli_epi32::<16>(s(odd)))
             };
-            let (s0, s1) = (field(0), field(1));
-            let pairs = [_mm256_or_si256(s0, _mm256_slli_epi32::<16>(s0)), _mm256_or_si256(s1, _mm256_slli_epi32::<16>(s1))];
-            let sc16 = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(s0, s1));
+            let mut idx = [0u16; 32];
+            // SAFETY: this kernel's features.
+            let qh = unsafe { iq1m_indices(blk, &mut idx) };
+            // Read back from memory, one load a group (LLVM would take each
+            // out of its vector with a `vpextrw`, a shuffle-port uop).
+            let idx = core::hint::black_box(&mut idx);
             for8!(t => {
-                // Group 4t + k: index qs | (nibble & 7) << 8; 8g + 8 plus
-                // 2 where the nibble's bit 3 is clear (δ = +1), else 0.
-                let h = u16::from_le_bytes([blk[32 + 2 * t], blk[33 + 2 * t]]) as usize;
-                // SAFETY: this kernel's features.
+                // SAFETY: this kernel's features; every index is below 2048.
                 unsafe {
-                    let g = v4(core::array::from_fn(|k| GRID_IQ1S_X8[blk[4 * t + k] as usize | ((h >> (4 * k)) & 7) << 8]));
-                    // Added byte-wise: u64 adds would carry out of 8g's 0xF8.
-                    let plus = v4(core::array::from_fn(|k| {
-                        if (h >> (4 * k)) & 8 == 0 { 0x0A0A_0A0A_0A0A_0A0A } else { 0x0808_0808_0808_0808 }
-                    }));
-                    step::<false, N>(sums, a, b, t, _mm256_add_epi8(g, plus), plus, chunk_scales(&pairs, t));
+                    let g = v4(core::array::from_fn(|k| *GRID_IQ1S_X8.get_unchecked(idx[4 * t + k] as usize)));
+                    step::<false, N>(sums, a, b, t, iq1m_plus(g, qh, &spread[t]), g, chunk_scales(&pairs, &perm, t));
                 }
             });
             let [d0, d1] = super::kernels::iq1m_d_bits(blk);
@@ -574,7 +731,9 @@ avx2_fn! {
     /// [`super::kernels`] formed them in vectors and read them back through
     /// memory: 18.4 ns a block).
     unsafe fn iq1s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+        let perm = Perm::new();
         let seven = _mm256_set1_epi32(7);
+        let spread = iq1s_spread();
         blocks::<50, N, __m256i>(GgmlType::IQ1_S, row, a, |blk, b, sums| {
             // SAFETY: bytes 34..50 of the block (qh, eight u16).
             let w = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(blk[34..50].as_ptr().cast()) });
@@ -586,14 +745,16 @@ avx2_fn! {
             let sc2 = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
             let neg = _mm256_cmpgt_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x8000)), _mm256_setzero_si256());
             let coef = _mm256_mullo_epi32(sc, _mm256_blendv_epi8(_mm256_set1_epi32(-7), _mm256_set1_epi32(-9), neg));
+            let mut idx = [0u32; 32];
             // SAFETY: this kernel's features.
-            let sc2h = unsafe { [half(sc2, 0), half(sc2, 1)] };
+            unsafe { iq1s_indices(blk, &spread, &mut idx) };
+            // Read back from memory, one load a group (see `iq1m`).
+            let idx = core::hint::black_box(&mut idx);
             for8!(t => {
-                let h = u16::from_le_bytes([blk[34 + 2 * t], blk[35 + 2 * t]]) as usize;
-                // SAFETY: this kernel's features.
+                // SAFETY: this kernel's features; every index is below 2048.
                 unsafe {
-                    let g = v4(core::array::from_fn(|k| GRID_IQ1S_X8[blk[2 + 4 * t + k] as usize | ((h >> (3 * k)) & 7) << 8]));
-                    step::<false, N>(sums, a, b, t, _mm256_add_epi8(g, _mm256_set1_epi8(8)), g, dword_of(sc2h[t / 4], t));
+                    let g = v4(core::array::from_fn(|k| *GRID_IQ1S_X8.get_unchecked(idx[4 * t + k] as usize)));
+                    step::<false, N>(sums, a, b, t, _mm256_add_epi8(g, _mm256_set1_epi8(8)), g, perm.dword(sc2, t));
                 }
             });
             // SAFETY: as above.
