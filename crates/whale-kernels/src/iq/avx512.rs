@@ -153,7 +153,8 @@ unsafe fn step<const SIGNED: bool, const N: usize>(
     sc: __m512i,
 ) {
     for (s, aj) in sums.iter_mut().zip(a) {
-        let ys = &aj.qs[QK_K * b + 64 * p..QK_K * b + 64 * p + 64];
+        // One bounds check a block (the same for every chunk), not one a chunk.
+        let ys = &aj.qs[QK_K * b..QK_K * b + QK_K][64 * p..64 * p + 64];
         // SAFETY: AVX-512 F/BW/VNNI (the callers'); `ys` holds 64 bytes.
         unsafe {
             let mut y = _mm512_loadu_si512(ys.as_ptr().cast());
