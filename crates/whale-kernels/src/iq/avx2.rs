@@ -473,44 +473,19 @@ unsafe fn iq1m_plus(g: __m256i, qh: __m256i, spread: &__m256i) -> __m256i {
 /// (see [`iq1m_spread`]).
 #[inline(always)]
 unsafe fn iq1s_spread() -> [__m256i; 4] {
-    let z = -128i8;
-    // SAFETY: AVX (the callers').
-    core::hint::black_box(core::array::from_fn(|p| unsafe {
-        let (a, b) = (4 * p as i8, 4 * p as i8 + 2);
-        _mm256_setr_epi8(
-            z,
-            a,
-            a + 1,
-            z,
-            z,
-            a,
-            a + 1,
-            z,
-            z,
-            a,
-            a + 1,
-            z,
-            z,
-            a,
-            a + 1,
-            z,
-            z,
-            b,
-            b + 1,
-            z,
-            z,
-            b,
-            b + 1,
-            z,
-            z,
-            b,
-            b + 1,
-            z,
-            z,
-            b,
-            b + 1,
-            z,
-        )
+    core::hint::black_box(core::array::from_fn(|p| {
+        // In each dword, bytes 1 and 2 take the word's two bytes (at 4p in
+        // the low half, 4p + 2 in the high one); index -128 writes zero.
+        let c: [i8; 32] = core::array::from_fn(|i| {
+            let w = 4 * p as i8 + 2 * (i / 16) as i8;
+            match i % 4 {
+                1 => w,
+                2 => w + 1,
+                _ => -128,
+            }
+        });
+        // SAFETY: AVX (the callers'); 32 bytes read.
+        unsafe { _mm256_loadu_si256(c.as_ptr().cast()) }
     }))
 }
 
