@@ -525,6 +525,10 @@ avx2_fn! {
         let perm = Perm::new();
         blocks::<66, N, __m256i>(GgmlType::IQ2_XXS, row, a, |blk, b, sums| {
             let q: &[u8; 64] = blk[2..66].try_into().unwrap();
+            // The index bytes through `black_box`: LLVM took some out of the
+            // vectors loaded below with `vpextrb` (two uops, one a shuffle)
+            // instead of a byte load.
+            let ix = core::hint::black_box(q);
             // The chunk words are the odd dwords of qs.
             // SAFETY: the 64 bytes of `q`.
             let (lo, hi) = unsafe {
@@ -541,7 +545,7 @@ avx2_fn! {
             for8!(t => {
                 // SAFETY: this kernel's features.
                 unsafe {
-                    let g = v4(core::array::from_fn(|k| GRID_IQ2XXS[q[8 * t + k] as usize]));
+                    let g = v4(core::array::from_fn(|k| GRID_IQ2XXS[ix[8 * t + k] as usize]));
                     step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), perm.dword(s, t));
                 }
             });
@@ -556,12 +560,13 @@ avx2_fn! {
     unsafe fn iq3xxs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         let perm = Perm::new();
         blocks::<98, N, __m256i>(GgmlType::IQ3_XXS, row, a, |blk, b, sums| {
+            let ix = core::hint::black_box(blk); // as in `iq2xxs`
             // SAFETY: bytes 66..98, the eight words.
             let (signs, s) = xxs_words(unsafe { _mm256_loadu_si256(blk[66..98].as_ptr().cast()) });
             // SAFETY: this kernel's features.
             let sh = unsafe { [half(signs, 0), half(signs, 1)] };
             for8!(t => {
-                let q = &blk[2 + 8 * t..10 + 8 * t];
+                let q = &ix[2 + 8 * t..10 + 8 * t];
                 // SAFETY: this kernel's features.
                 unsafe {
                     let g = v8(|j| GRID_IQ3XXS[q[j] as usize]);
@@ -579,6 +584,7 @@ avx2_fn! {
     unsafe fn iq2xs<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         let perm = Perm::new();
         blocks::<74, N, __m256i>(GgmlType::IQ2_XS, row, a, |blk, b, sums| {
+            let ix = core::hint::black_box(blk); // as in `iq2xxs`
             // SAFETY: bytes 2..66, the 32 words.
             let (lo, hi) = unsafe {
                 (_mm256_loadu_si256(blk[2..34].as_ptr().cast()), _mm256_loadu_si256(blk[34..66].as_ptr().cast()))
@@ -595,7 +601,7 @@ avx2_fn! {
                 unsafe {
                     let g = v4(core::array::from_fn(|k| {
                         let at = 2 + 2 * (4 * t + k);
-                        GRID_IQ2XS[(u16::from_le_bytes([blk[at], blk[at + 1]]) & 511) as usize]
+                        GRID_IQ2XS[(u16::from_le_bytes([ix[at], ix[at + 1]]) & 511) as usize]
                     }));
                     step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), chunk_scales(&scales, &perm, t));
                 }
@@ -611,6 +617,7 @@ avx2_fn! {
     unsafe fn iq2s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         let perm = Perm::new();
         blocks::<82, N, __m256i>(GgmlType::IQ2_S, row, a, |blk, b, sums| {
+            let ix = core::hint::black_box(blk); // as in `iq2xxs`
             // SAFETY: bytes 34..66, the sign bytes.
             let signs = unsafe { _mm256_loadu_si256(blk[34..66].as_ptr().cast()) };
             // SAFETY: this kernel's features.
@@ -618,11 +625,11 @@ avx2_fn! {
             // SAFETY: this kernel's features.
             let sh = unsafe { [half(signs, 0), half(signs, 1)] };
             for8!(t => {
-                let h = blk[66 + t] as usize;
+                let h = ix[66 + t] as usize;
                 // SAFETY: this kernel's features.
                 unsafe {
                     let g = v4(core::array::from_fn(|k| {
-                        GRID_IQ2S[blk[2 + 4 * t + k] as usize | ((h >> (2 * k)) & 3) << 8]
+                        GRID_IQ2S[ix[2 + 4 * t + k] as usize | ((h >> (2 * k)) & 3) << 8]
                     }));
                     step::<true, N>(sums, a, b, t, g, sign_bytes_of(sh[t / 4], t), chunk_scales(&scales, &perm, t));
                 }
@@ -638,6 +645,7 @@ avx2_fn! {
     unsafe fn iq3s<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
         let perm = Perm::new();
         blocks::<110, N, __m256i>(GgmlType::IQ3_S, row, a, |blk, b, sums| {
+            let ix = core::hint::black_box(blk); // as in `iq2xxs`
             // SAFETY: bytes 74..106, the sign bytes.
             let signs = unsafe { _mm256_loadu_si256(blk[74..106].as_ptr().cast()) };
             // SAFETY: this kernel's features.
@@ -650,7 +658,7 @@ avx2_fn! {
                 odd_pairs(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(_mm_and_si128(x, m), _mm_and_si128(_mm_srli_epi16::<4>(x), m))))
             };
             for8!(t => {
-                let (q, h) = (&blk[2 + 8 * t..10 + 8 * t], blk[66 + t] as usize);
+                let (q, h) = (&ix[2 + 8 * t..10 + 8 * t], ix[66 + t] as usize);
                 // SAFETY: this kernel's features.
                 unsafe {
                     let g = v8(|j| GRID_IQ3S[q[j] as usize | ((h >> j) & 1) << 8]);
