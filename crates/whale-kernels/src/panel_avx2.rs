@@ -39,21 +39,44 @@ const ROWS: usize = 8;
 /// Activation rows a kernel call (each weight vector loaded once for them).
 const J_MAIN: usize = 4;
 
-/// Activation rows from which the panels beat the row kernels: 12 for
-/// every type but Q8_0 and IQ4_NL, 24 for those (their products are signed
-/// and widened every step, [`group_dot_signed`]; IQ4_NL at 4864×896,
-/// GMAC/s, one core of the Xeon of stop 46, row kernels against panels:
-/// 33.4 / 31.3 at 12 rows, 34.9 / 32.8 at 16, 33.0 / 34.5 at 24, 31.5 /
-/// 35.5 at 512; Q8_0 at 128×896 25.6 / 40 at 512). Measured at V2-Lite's
-/// shapes with `WHALE_SIMD=avx2` on Zen 4 (`examples/prefill_shapes M 1
-/// v2l`, GMAC/s, row kernels against panels):
-/// at 8 rows even (Q4_K expert gate 55.4 / 55.5, Q5_0 expert down 36.0 /
-/// 37.7), at 12 the panels ahead (56.2 / 65.2, 34.1 / 42.8), at 16 more
-/// so (48.3 / 70.2, 35.9 / 46.5). The 32-element types cross over sooner
-/// than at the VNNI level (20 rows), where the row kernels' block sums
-/// need no horizontal adds.
-pub(crate) fn min_act_rows(wty: GgmlType) -> usize {
-    if matches!(wty, GgmlType::Q8_0 | GgmlType::IQ4_NL) {
+/// Activation rows from which the panels beat the row kernels.
+///
+/// In the file's layout: 12 for every type but Q8_0 and IQ4_NL, 24 for
+/// those (their products are signed and widened every step,
+/// [`group_dot_signed`]; IQ4_NL at 4864×896, GMAC/s, one core of the Xeon
+/// of stop 46, row kernels against panels: 33.4 / 31.3 at 12 rows, 34.9 /
+/// 32.8 at 16, 33.0 / 34.5 at 24, 31.5 / 35.5 at 512; Q8_0 at 128×896
+/// 25.6 / 40 at 512). Measured at V2-Lite's shapes with `WHALE_SIMD=avx2`
+/// on Zen 4 (`examples/prefill_shapes M 1 v2l`, GMAC/s, row kernels
+/// against panels): at 8 rows even (Q4_K expert gate 55.4 / 55.5, Q5_0
+/// expert down 36.0 / 37.7), at 12 the panels ahead (56.2 / 65.2, 34.1 /
+/// 42.8), at 16 more so (48.3 / 70.2, 35.9 / 46.5). The 32-element types
+/// cross over sooner than at the VNNI level (20 rows), where the row
+/// kernels' block sums need no horizontal adds.
+///
+/// In the interleaved layout ([`crate::x8`]) the row kernels are faster
+/// and the crossings move, each way: on the Xeon of stop 48, one core,
+/// 2048 columns from L2 (`x8_bw 1 2 2048 TYPE M` at `WHALE_SIMD=avx2`,
+/// `WHALE_PREFETCH=0`, weight GB/s, row kernels / panels): Q6_K 4.0 / 5.0–5.3
+/// at 8 rows, 2.0 / 3.0–3.1 at 16 (level at 4 and 6); Q2_K 2.1 / 2.2 at 8,
+/// 1.0 / 1.3 at 16; Q5_K 5.1–5.3 / 4.5–4.6 at 8, level at 12, 2.4–2.5 /
+/// 2.6 at 16; IQ4_XS level at 12 and 16, 1.1 / 1.2–1.3 at 24; Q4_K 4.9–5.1
+/// / 3.9 at 8, 3.2–3.4 / 2.9–3.1 at 12, 2.6–2.7 / 2.3–2.4 at 16, level at
+/// 24; Q4_0 and Q4_1 ahead in rows through 64 (Q4_0 3.0 / 2.2 at 12, 1.2 /
+/// 1.0 at 32), Q5_0 through 16 and level at 24; Q8_0 and IQ4_NL level
+/// at 24 and 32.
+pub(crate) fn min_act_rows(wty: GgmlType, layout: crate::x8::Layout) -> usize {
+    use GgmlType as G;
+    if layout == crate::x8::Layout::X8 && crate::x8::supports(wty) {
+        return match wty {
+            G::Q6_K | G::Q2_K => 8,
+            G::Q5_K | G::IQ4_XS => 16,
+            G::Q4_K | G::Q5_0 | G::Q8_0 | G::IQ4_NL => 24,
+            G::Q4_0 | G::Q4_1 => 32,
+            _ => 12,
+        };
+    }
+    if matches!(wty, G::Q8_0 | G::IQ4_NL) {
         24
     } else {
         12

@@ -237,7 +237,7 @@ pub fn matmul_q_many(products: &mut [QProduct<'_>], cols: usize, x: &[f32], m: u
         .iter()
         .map(|p| {
             let a = &acts.iter().find(|(t, _)| *t == vec_dot_type(p.wty)).expect("quantized above").1;
-            PreparedActs::new(v, p.wty, a)
+            PreparedActs::new(v, p.wty, p.layout, a)
         })
         .collect();
     let items = products.iter_mut().zip(&prepared).map(|(p, a)| (p.wty, p.layout, p.w, p.rows, cols, m, a, &mut *p.y));
@@ -289,7 +289,7 @@ pub fn matmul_q_each(products: &mut [QProductOwn<'_>], threads: usize) {
         acts.push(a);
     }
     let prepared: Vec<PreparedActs<'_>> =
-        products.iter().zip(&acts).map(|(p, a)| PreparedActs::new(v, p.wty, a)).collect();
+        products.iter().zip(&acts).map(|(p, a)| PreparedActs::new(v, p.wty, p.layout, a)).collect();
     let items =
         products.iter_mut().zip(&prepared).map(|(p, a)| (p.wty, p.layout, p.w, p.rows, p.cols, p.m, a, &mut *p.y));
     run_products(v, items, threads);
@@ -433,7 +433,7 @@ fn matmul_q_verified(
     let work = rows.saturating_mul(cols).saturating_mul(m);
     let chunk = crate::matmul::rows_per_thread(threads, rows, work);
     let mut views = crate::matmul::column_views(y, rows, chunk, m);
-    let acts = PreparedActs::new(v, wty, acts);
+    let acts = PreparedActs::new(v, wty, Layout::File, acts);
     if views.len() == 1 {
         let view = views.pop().expect("one part");
         matmul_q_rows(v, wty, Layout::File, w, rb, &acts, view);
@@ -563,7 +563,7 @@ enum Panels {
 }
 
 impl<'a> PreparedActs<'a> {
-    pub(crate) fn new(v: Verified, wty: GgmlType, acts: &'a QuantizedActs) -> PreparedActs<'a> {
+    pub(crate) fn new(v: Verified, wty: GgmlType, layout: Layout, acts: &'a QuantizedActs) -> PreparedActs<'a> {
         let rows: Vec<ActRow<'a>> = (0..acts.m()).map(|i| acts.row(i)).collect();
         #[cfg(target_arch = "x86_64")]
         let tiled = match crate::amx::min_act_rows(wty) {
@@ -580,13 +580,18 @@ impl<'a> PreparedActs<'a> {
             {
                 Panels::Vnni
             }
-            SimdLevel::Avx2Fma if crate::panel_avx2::supports(wty) && rest >= crate::panel_avx2::min_act_rows(wty) => {
+            SimdLevel::Avx2Fma
+                if crate::panel_avx2::supports(wty) && rest >= crate::panel_avx2::min_act_rows(wty, layout) =>
+            {
                 Panels::Avx2
             }
             _ => Panels::None,
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let panel = Panels::None;
+        let panel = {
+            let _ = layout; // the panels are x86's
+            Panels::None
+        };
         let transposed = panel == Panels::None
             && rest >= 2
             && match wty {

@@ -516,7 +516,7 @@ pub fn matmul_x8(
     check(ty, rows, cols, w.len())?;
     crate::qdot::check_acts(ty, rows, cols, acts, y.len(), "matmul_x8");
     let v = Verified::active();
-    let prepared = crate::qdot::PreparedActs::new(v, ty, acts);
+    let prepared = crate::qdot::PreparedActs::new(v, ty, Layout::X8, acts);
     let item = (ty, Layout::X8, w, rows, cols, acts.m(), &prepared, y);
     crate::qdot::run_products(v, std::iter::once(item), threads);
     Ok(())

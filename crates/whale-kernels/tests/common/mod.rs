@@ -188,8 +188,10 @@ pub fn check_x8_matches_scalar(rng: &mut Rng) {
             } else if fill == "random" {
                 &[1, 3, 20, 200]
             } else {
-                // 32: past the AVX2 panels' threshold for Q8_0 and IQ4_NL
-                // (24), so their extremes meet those panels too.
+                // 32: at or past every AVX2 panel threshold of this
+                // layout (`panel_avx2::min_act_rows`: 8 to 32), so the
+                // extremes meet the panels too; 20 takes the row kernels
+                // of Q4_K and the 32-element types there.
                 &[1, 3, 20, 32]
             };
             for &m in ms {
