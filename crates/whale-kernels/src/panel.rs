@@ -57,8 +57,19 @@ const J_LEGACY: usize = 4;
 /// even at 12 rows; the 32-element types, whose float step comes every 32
 /// elements, were still slower at 16 (Q5_0 expert down: 56 against 62
 /// GMAC/s) and faster at 24 (66-71 against 54).
-pub(crate) fn min_act_rows(wty: GgmlType) -> usize {
-    if is_iq_k(wty) {
+///
+/// Q6_K in the interleaved layout ([`crate::x8`]) from 8: its panels are
+/// ahead there already (the Xeon of stop 48, one core, 2048 columns from
+/// L2, `x8_bw 1 2 2048 q6_k M` at `WHALE_SIMD=avx512`, `WHALE_PREFETCH=0`,
+/// ms a product, row kernels / panels: 0.35–0.36 / 0.32–0.33 at 8 rows,
+/// 0.53 / 0.42–0.44 at 12). The other types' crossings in that layout
+/// measured where these are: Q4_K, Q5_K and Q2_K at 12 (rows ahead or
+/// level at 8, panels ahead from 12 or 16), the 32-element types at 16 to
+/// 24 (Q4_0 level at 16 and 24, Q8_0 at 24, IQ4_NL ahead in rows at 12).
+pub(crate) fn min_act_rows(wty: GgmlType, layout: crate::x8::Layout) -> usize {
+    if wty == GgmlType::Q6_K && layout == crate::x8::Layout::X8 {
+        8
+    } else if is_iq_k(wty) {
         IQ_MIN_ACT_ROWS
     } else if is_k(wty) {
         12

@@ -576,7 +576,7 @@ impl<'a> PreparedActs<'a> {
         #[cfg(target_arch = "x86_64")]
         let panel = match v.level() {
             SimdLevel::Avx512Vnni | SimdLevel::Amx
-                if crate::panel::supports(wty) && rest >= crate::panel::min_act_rows(wty) =>
+                if crate::panel::supports(wty) && rest >= crate::panel::min_act_rows(wty, layout) =>
             {
                 Panels::Vnni
             }
