@@ -64,7 +64,11 @@ const J_MAIN: usize = 4;
 /// / 3.9 at 8, 3.2–3.4 / 2.9–3.1 at 12, 2.6–2.7 / 2.3–2.4 at 16, level at
 /// 24; Q4_0 and Q4_1 ahead in rows through 64 (Q4_0 3.0 / 2.2 at 12, 1.2 /
 /// 1.0 at 32), Q5_0 through 16 and level at 24; Q8_0 and IQ4_NL level
-/// at 24 and 32.
+/// at 24 and 32. Q4_0's and Q4_1's 32, not more: those figures are from
+/// L2, where the row kernels read every activation row again for each
+/// eight weight rows; past 32 rows of a long row (32 × 7168 bytes) the
+/// activations outgrow a Zen 2/3 core's 512 KiB L2, and the panels'
+/// tiles keep them there.
 pub(crate) fn min_act_rows(wty: GgmlType, layout: crate::x8::Layout) -> usize {
     use GgmlType as G;
     if layout == crate::x8::Layout::X8 && crate::x8::supports(wty) {
@@ -73,6 +77,8 @@ pub(crate) fn min_act_rows(wty: GgmlType, layout: crate::x8::Layout) -> usize {
             G::Q5_K | G::IQ4_XS => 16,
             G::Q4_K | G::Q5_0 | G::Q8_0 | G::IQ4_NL => 24,
             G::Q4_0 | G::Q4_1 => 32,
+            // A type the layout takes later: the file layout's value until
+            // measured.
             _ => 12,
         };
     }

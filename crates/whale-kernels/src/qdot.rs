@@ -588,11 +588,11 @@ impl<'a> PreparedActs<'a> {
             _ => Panels::None,
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let panel = {
-            let _ = layout; // the panels are x86's
-            Panels::None
-        };
+        let panel = Panels::None;
+        // Only the file layout's row kernels read the transposed rows (the
+        // interleaved layout's take the rows as they are).
         let transposed = panel == Panels::None
+            && layout == Layout::File
             && rest >= 2
             && match wty {
                 GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {

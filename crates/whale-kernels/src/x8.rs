@@ -62,7 +62,9 @@
 //! (2 rows Q4_K 25.6 against 22.2 GB/s, Q6_K 27.2 against 23.5); Q6_K with
 //! 8 to 11 rows is where this layout costs: 8 rows 10.6 against 13.4 GB/s,
 //! 11 rows 7.5 against 8.1 (the file layout's row kernels take eight
-//! activation rows a pass).
+//! activation rows a pass). Since stop 48 the panels take Q6_K in this
+//! layout from 8 rows at both levels, where they are ahead
+//! (`panel::min_act_rows`, `panel_avx2::min_act_rows`).
 //!
 //! The engine stores the matrices of these types of a GGUF read into memory
 //! this way where [`chosen`] (`GgufFile::interleave_x8`, models::load).
