@@ -114,9 +114,10 @@
 //! 32.0 GB/s (20.3, its repacked gemv), Q6_K 24.3 against 30.1 (24.6), Q5_K
 //! 18.4 against 27.8 (16.3), Q8_0 29.6 against 39.5 (29.5), IQ4_NL 12.3
 //! against 20.7 (16.6, repacked gemv), IQ4_XS 12.1 against 20.1 (12.3-13.0),
-//! Q2_K 11.7 against 17.5 (13.7). Q6_K against 4 to 11 activation rows is
-//! where the layout costs there (8 rows from memory 9.2 against 7.5 GB/s:
-//! its pairs are widened every two steps, for each row).
+//! Q2_K 11.7 against 17.5 (13.7). Q6_K against 4 to 11 activation rows was
+//! where the layout cost there (8 rows from memory 9.2 against 7.5 GB/s:
+//! its pairs are widened every two steps, for each row); since stop 48 the
+//! AVX2 panels take it from 8 rows (`panel_avx2::min_act_rows`).
 //! Results are the bits of the scalar reference (`vec_dot_q_ref`) of each
 //! row, at every level: the kernels at the AVX-512 VNNI level are
 //! `rows8::q4_k`'s, `q6_k`'s and `q5_0`'s arithmetic

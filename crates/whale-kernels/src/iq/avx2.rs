@@ -405,14 +405,25 @@ unsafe fn nibbles(x: __m128i) -> (__m128i, __m128i) {
     }
 }
 
+/// Dwords `f` as `2f + 1`.
+#[inline(always)]
+unsafe fn odd(f: __m256i) -> __m256i {
+    // SAFETY: AVX2 (the callers').
+    unsafe { _mm256_add_epi32(_mm256_slli_epi32::<1>(f), _mm256_set1_epi32(1)) }
+}
+
+/// Dwords `s` (below 2^15) in both of their i16 words.
+#[inline(always)]
+unsafe fn both_words(s: __m256i) -> __m256i {
+    // SAFETY: AVX2 (the callers').
+    unsafe { _mm256_or_si256(s, _mm256_slli_epi32::<16>(s)) }
+}
+
 /// Dwords `f` as i16 pairs `2f + 1` (both words).
 #[inline(always)]
 unsafe fn odd_pairs(f: __m256i) -> __m256i {
     // SAFETY: AVX2 (the callers').
-    unsafe {
-        let s = _mm256_add_epi32(_mm256_slli_epi32::<1>(f), _mm256_set1_epi32(1));
-        _mm256_or_si256(s, _mm256_slli_epi32::<16>(s))
-    }
+    unsafe { both_words(odd(f)) }
 }
 
 /// Chunk `t`'s scales from [`nibble_pairs`] (or IQ1_M's, in the same
@@ -707,16 +718,16 @@ avx2_fn! {
             let at = |h: usize| i32::from_le_bytes(blk[48 + 4 * h..52 + 4 * h].try_into().unwrap());
             let shifts = _mm256_setr_epi32(0, 6, 16, 22, 3, 9, 19, 25);
             let field = |h: usize| _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(at(h)), shifts), _mm256_set1_epi32(7));
-            let (f0, f1) = (field(0), field(1));
             // SAFETY: this kernel's features.
-            let pairs = unsafe { [odd_pairs(f0), odd_pairs(f1)] };
+            let (s0, s1) = unsafe { (odd(field(0)), odd(field(1))) };
+            // SAFETY: as above.
+            let pairs = unsafe { [both_words(s0), both_words(s1)] };
             // Fields 2k and 2k + 1 as the two words of dword k (the Q8_K sums'
             // order).
-            let sc16 = {
-                let s = |v: __m256i| _mm256_add_epi32(_mm256_add_epi32(v, v), _mm256_set1_epi32(1));
-                let (even, odd) = (_mm256_permute2x128_si256::<0x20>(f0, f1), _mm256_permute2x128_si256::<0x31>(f0, f1));
-                _mm256_or_si256(s(even), _mm256_slli_epi32::<16>(s(odd)))
-            };
+            let sc16 = _mm256_or_si256(
+                _mm256_permute2x128_si256::<0x20>(s0, s1),
+                _mm256_slli_epi32::<16>(_mm256_permute2x128_si256::<0x31>(s0, s1)),
+            );
             let mut idx = [0u16; 32];
             // SAFETY: this kernel's features.
             let qh = unsafe { iq1m_indices(blk, &mut idx) };

@@ -150,9 +150,9 @@ pub fn set_scales(ty: GgmlType, row: &mut [u8], v: f32) {
 /// their extremes, against activations at ±127) and all zeros; whole and
 /// partial groups of eight blocks (2048 and 2816 columns); one and three
 /// activation rows (each group meets each row in turn) and 20, 32 and 200
-/// (the panels, the AVX2 ones from 24 rows for Q8_0 and IQ4_NL, and, from
-/// 192 rows of Q6_K and 128 of the 32-element types, the AMX tiles), over
-/// one tile or several (240 rows); one and two threads.
+/// (the panels, which at AVX2 take this layout from 8 to 32 rows by type,
+/// and, from 192 rows of Q6_K and 128 of the 32-element types, the AMX
+/// tiles), over one tile or several (240 rows); one and two threads.
 #[allow(dead_code)]
 pub fn check_x8_matches_scalar(rng: &mut Rng) {
     use whale_kernels::{quantize_acts, vec_dot_q_ref, x8};
