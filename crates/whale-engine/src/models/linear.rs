@@ -352,6 +352,11 @@ pub fn batch_logits_each(
     let out_spans = batch_spans(picked.iter().map(|r| r.len()));
     ops::rms_norm_rows(&mut rows, norm, eps);
     let y = output.forward_spans(&rows, &out_spans, threads);
+    if let [_] = out_spans[..] {
+        // One sequence (a decode's usual case): its logits are all of `y`,
+        // not a copy (129280 floats of DeepSeek's vocabulary a token).
+        return vec![y];
+    }
     let vocab = output.rows;
     out_spans.iter().map(|s| y[s.start * vocab..s.end * vocab].to_vec()).collect()
 }
