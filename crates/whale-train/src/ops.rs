@@ -128,7 +128,8 @@ pub fn swiglu_bwd(g: &[f32], u: &[f32], dh: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let mut dg = vec![0f32; g.len()];
     let mut du = vec![0f32; g.len()];
     for i in 0..g.len() {
-        let s = 1.0 / (1.0 + (-g[i]).exp());
+        // The forward's own exp, so that this is the derivative of what it computed.
+        let s = 1.0 / (1.0 + whale_engine::models::ops::exp(-g[i]));
         let silu = g[i] * s;
         du[i] = dh[i] * silu;
         dg[i] = dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
