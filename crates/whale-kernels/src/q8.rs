@@ -144,6 +144,13 @@ impl QuantizedActs {
         QuantizedActs::default()
     }
 
+    /// Bytes its buffers hold (their capacity, not only what is in use).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.qs.capacity()
+            + 4 * (self.d.capacity() + self.s.capacity() + self.sums.capacity() + self.f32s.capacity())
+            + 2 * (self.bsums.capacity() + self.halves.capacity())
+    }
+
     /// The activation type of the rows.
     pub fn ty(&self) -> GgmlType {
         self.ty.unwrap_or(GgmlType::F32)

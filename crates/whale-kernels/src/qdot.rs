@@ -224,14 +224,14 @@ pub fn matmul_q_many(products: &mut [QProduct<'_>], cols: usize, x: &[f32], m: u
         );
         let at = vec_dot_type(p.wty);
         if !acts.iter().any(|(t, _)| *t == at) {
-            let mut a = QuantizedActs::new();
+            let mut a = spare_acts();
             quantize_acts_verified(v, p.wty, x, m, cols, &mut a);
             acts.push((at, a));
         }
     }
     if m == 0 || cols == 0 {
         products.iter_mut().for_each(|p| p.y.fill(0.0));
-        return;
+        return keep_acts(acts.into_iter().map(|(_, a)| a));
     }
     let prepared: Vec<PreparedActs<'_>> = products
         .iter()
@@ -242,6 +242,8 @@ pub fn matmul_q_many(products: &mut [QProduct<'_>], cols: usize, x: &[f32], m: u
         .collect();
     let items = products.iter_mut().zip(&prepared).map(|(p, a)| (p.wty, p.layout, p.w, p.rows, cols, m, a, &mut *p.y));
     run_products(v, items, threads);
+    drop(prepared);
+    keep_acts(acts.into_iter().map(|(_, a)| a));
 }
 
 /// One product of [`matmul_q_each`]: a matrix (`rows` × `cols`), its own
@@ -284,7 +286,7 @@ pub fn matmul_q_each(products: &mut [QProductOwn<'_>], threads: usize) {
             p.y.len(),
             p.rows
         );
-        let mut a = QuantizedActs::new();
+        let mut a = spare_acts();
         quantize_acts_verified(v, p.wty, p.x, m, p.cols, &mut a);
         acts.push(a);
     }
@@ -293,6 +295,46 @@ pub fn matmul_q_each(products: &mut [QProductOwn<'_>], threads: usize) {
     let items =
         products.iter_mut().zip(&prepared).map(|(p, a)| (p.wty, p.layout, p.w, p.rows, p.cols, p.m, a, &mut *p.y));
     run_products(v, items, threads);
+    drop(prepared);
+    keep_acts(acts);
+}
+
+thread_local! {
+    /// Quantized activations of finished products, for the next ones on
+    /// this thread ([`spare_acts`], [`keep_acts`]).
+    static SPARE_ACTS: std::cell::RefCell<Vec<QuantizedActs>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many spare activation buffers a thread: the products of
+/// one job (MLA's 16 or 128 heads, a decode's experts).
+const SPARE_ACTS_MAX: usize = 128;
+
+/// Spare buffers larger than this are let go: a decode's activations
+/// (V3: 7168 columns, 7.8 KB) are kept, a prefill's rows are not held
+/// between products.
+const SPARE_ACTS_MAX_BYTES: usize = 64 << 10;
+
+/// An activation buffer for [`quantize_acts_verified`], one a finished
+/// product left ([`keep_acts`]) where there is one. A decode quantizes the
+/// inputs of about 50 product jobs a token on the engine thread while the
+/// workers wait, and their allocation and freeing (2–8 KB each, glibc's
+/// slower bins) was a quarter of that thread's time between jobs at
+/// DeepSeek-V2-Lite's shapes (`docs/speed-log.md`, stop 49).
+fn spare_acts() -> QuantizedActs {
+    SPARE_ACTS.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Keeps finished activation buffers for [`spare_acts`], up to
+/// [`SPARE_ACTS_MAX`] of at most [`SPARE_ACTS_MAX_BYTES`] each.
+fn keep_acts(acts: impl IntoIterator<Item = QuantizedActs>) {
+    SPARE_ACTS.with(|s| {
+        let mut s = s.borrow_mut();
+        for a in acts {
+            if s.len() < SPARE_ACTS_MAX && a.heap_bytes() <= SPARE_ACTS_MAX_BYTES {
+                s.push(a);
+            }
+        }
+    });
 }
 
 /// The products (weights, their layout, rows, cols, m, prepared

@@ -823,6 +823,8 @@ fn matmul_q_many_equals_each_product_alone() {
 /// `matmul_q` of its matrix and input alone, bit for bit, with mixed weight
 /// types and widths (MLA's 128-wide k_b beside 512-wide v_b), an empty
 /// matrix, row counts that differ between products, and any thread count.
+/// Each call quantizes into the activation buffers the previous calls on
+/// this thread left (of other types and sizes), so stale bytes would show.
 #[test]
 fn matmul_q_each_equals_each_product_alone() {
     use whale_kernels::{matmul_q_each, QProductOwn};
