@@ -311,7 +311,8 @@ const SPARE_ACTS_MAX: usize = 128;
 
 /// Spare buffers larger than this are let go: a decode's activations
 /// (V3: 7168 columns, 7.8 KB) are kept, a prefill's rows are not held
-/// between products.
+/// between products. So a thread keeps at most 8 MiB, and a decode's
+/// products far less (MLA's per-head inputs are under 1 KB).
 const SPARE_ACTS_MAX_BYTES: usize = 64 << 10;
 
 /// An activation buffer for [`quantize_acts_verified`], one a finished

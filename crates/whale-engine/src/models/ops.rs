@@ -47,9 +47,9 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
 /// e^x in single precision from adds, multiplies and bit operations only,
 /// so that a loop over it vectorizes at the build's baseline (SSE2, NEON)
 /// and gives the same bits at any width: the C library's `expf` is a call
-/// a value, and SwiGLU's took 12 % of a decode's single-threaded time on
-/// DeepSeek-V2-Lite's shapes (11264 values a layer; the other thread
-/// waits meanwhile).
+/// a value, and SwiGLU's took 12 % of the engine thread's time between
+/// pool jobs in a decode at DeepSeek-V2-Lite's shapes (11264 values a
+/// layer; the workers wait meanwhile).
 ///
 /// Cody and Waite's reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`, with ln 2
 /// split so that `n * LN2_HI` is exact, then Cephes' degree-5 minimax
