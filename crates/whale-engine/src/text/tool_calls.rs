@@ -174,14 +174,15 @@ impl ToolFormat {
     ///
     /// Hermes models sometimes leave out the `<tool_call>` tags and answer
     /// with the bare object; an answer that is nothing but
-    /// `{"name": ..., "arguments": ...}` counts as a call too.
+    /// `{"name": ..., "arguments": ...}` counts as a call too, also in a
+    /// Markdown fence (```` ```json ````), as Qwen2.5-Coder writes it at
+    /// times and as llama.cpp's Hermes parser accepts it.
     pub fn parse(self, text: &str) -> Option<Result<(String, Vec<ToolCall>), String>> {
-        if self == ToolFormat::Hermes && !text.contains(HERMES_BEGIN) && text.trim_start().starts_with('{') {
-            let v: Value = serde_json::from_str(text.trim()).ok()?;
+        let bare = unfenced(text.trim());
+        if self == ToolFormat::Hermes && !text.contains(HERMES_BEGIN) && bare.starts_with('{') {
+            let v: Value = serde_json::from_str(bare).ok()?;
             v.get("name")?.as_str()?;
-            return Some(
-                parse_hermes(&format!("{HERMES_BEGIN}{}{HERMES_END}", text.trim())).map(|c| (String::new(), c)),
-            );
+            return Some(parse_hermes(&format!("{HERMES_BEGIN}{bare}{HERMES_END}")).map(|c| (String::new(), c)));
         }
         let at = text.find(self.opener())?;
         let content = text[..at].trim_end().to_string();
@@ -192,6 +193,34 @@ impl ToolFormat {
         };
         Some(calls.map(|c| (content, c)))
     }
+}
+
+/// The inside of `text` if it is one Markdown code block marked `json` or
+/// unmarked (```` ```json\n…\n``` ````), else `text`.
+fn unfenced(text: &str) -> &str {
+    let inner = text.strip_prefix("```").and_then(|t| t.strip_suffix("```"));
+    match inner.map(|t| t.strip_prefix("json").unwrap_or(t)) {
+        Some(t) if t.starts_with(char::is_whitespace) => t.trim(),
+        _ => text,
+    }
+}
+
+/// Whether `text` (not empty, leading whitespace trimmed) opens as a bare
+/// Hermes call may: `{`, or a fence (```` ``` ```` or ```` ```json ````)
+/// and then `{`. `None` while `text` is too short to tell.
+fn opens_bare_call(text: &str) -> Option<bool> {
+    const FENCE: &str = "```json";
+    if text.starts_with('{') {
+        return Some(true);
+    }
+    if FENCE.starts_with(text) {
+        return None;
+    }
+    let Some(rest) = text.strip_prefix("```") else {
+        return Some(false);
+    };
+    let rest = rest.strip_prefix("json").unwrap_or(rest);
+    rest.trim_start().chars().next().map(|c| c == '{')
 }
 
 fn parse_deepseek(text: &str) -> Result<Vec<ToolCall>, String> {
@@ -255,7 +284,8 @@ pub struct ToolCallSplitter {
     opener: &'static str,
     held: String,
     in_calls: bool,
-    /// Hermes: an answer starting with `{` may be a bare call; hold it all.
+    /// Hermes: an answer starting with `{` (or a ```` ```json ```` fence
+    /// and `{`) may be a bare call; hold it all.
     bare_json: bool,
     /// Some content other than whitespace has been passed on.
     started: bool,
@@ -284,14 +314,21 @@ impl ToolCallSplitter {
             return String::new();
         }
         if !self.started {
-            match self.held.trim_start().chars().next() {
-                None => return String::new(),
-                Some('{') if self.bare_json => {
-                    self.in_calls = true;
-                    return String::new();
-                }
-                Some(_) => self.started = true,
+            let t = self.held.trim_start();
+            if t.is_empty() {
+                return String::new();
             }
+            if self.bare_json {
+                match opens_bare_call(t) {
+                    None => return String::new(),
+                    Some(true) => {
+                        self.in_calls = true;
+                        return String::new();
+                    }
+                    Some(false) => {}
+                }
+            }
+            self.started = true;
         }
         if let Some(at) = self.held.find(self.opener) {
             self.in_calls = true;
@@ -363,6 +400,17 @@ mod tests {
         let (_, calls) = f.parse(" {\"name\": \"add\", \"arguments\": {\"a\": 1}}").unwrap().unwrap();
         assert_eq!(calls[0], ToolCall { name: "add".into(), arguments: "{\"a\":1}".into() });
         assert!(f.parse("{\"not\": \"a call\"}").is_none());
+        // The same in a Markdown fence, marked json or not.
+        for fenced in [
+            "```json\n{\"name\": \"add\", \"arguments\": {\"a\": 1}}\n```",
+            "```\n{\"name\": \"add\", \"arguments\": {\"a\": 1}}```",
+        ] {
+            let (_, calls) = f.parse(fenced).unwrap().unwrap();
+            assert_eq!(calls[0], ToolCall { name: "add".into(), arguments: "{\"a\":1}".into() }, "{fenced}");
+        }
+        assert!(f.parse("```json\n{\"not\": \"a call\"}\n```").is_none());
+        assert!(f.parse("```python\n{\"name\": \"add\"}\n```").is_none());
+        assert!(ToolFormat::DeepSeek { typed: true }.parse("```json\n{\"name\": \"add\"}\n```").is_none());
     }
 
     #[test]
@@ -404,5 +452,22 @@ mod tests {
         assert_eq!(s.finish(), (String::new(), Some("\n{\"name\"".into())));
         let mut s = ToolCallSplitter::new(ToolFormat::DeepSeek { typed: true });
         assert_eq!(s.push("{x}"), "{x}");
+        // A fence is held until it shows whether an object follows.
+        let mut s = ToolCallSplitter::new(ToolFormat::Hermes);
+        for piece in ["``", "`js", "on", "\n"] {
+            assert_eq!(s.push(piece), "", "{piece:?}");
+        }
+        assert!(!s.in_calls());
+        assert_eq!(s.push("{\"name\""), "");
+        assert!(s.in_calls());
+        assert_eq!(s.finish(), (String::new(), Some("```json\n{\"name\"".into())));
+        // Code in a fence is content, streamed once the fence says so.
+        let mut s = ToolCallSplitter::new(ToolFormat::Hermes);
+        assert_eq!(s.push("```"), "");
+        assert_eq!(s.push("python\nx = 1"), "```python\nx = 1");
+        assert_eq!(s.push("\n```"), "\n```");
+        assert_eq!(s.finish(), (String::new(), None));
+        let mut s = ToolCallSplitter::new(ToolFormat::Hermes);
+        assert_eq!(s.push("Sure"), "Sure");
     }
 }
