@@ -195,32 +195,35 @@ impl ToolFormat {
     }
 }
 
-/// The inside of `text` if it is one Markdown code block marked `json` or
-/// unmarked (```` ```json\n…\n``` ````), else `text`.
+/// What follows a Markdown fence opener marked `json` or unmarked
+/// (```` ```json ```` or ```` ``` ````, then whitespace), that whitespace
+/// trimmed; `None` where `text` does not open so.
+fn after_fence(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix("```")?;
+    let rest = rest.strip_prefix("json").unwrap_or(rest);
+    rest.starts_with(char::is_whitespace).then(|| rest.trim_start())
+}
+
+/// The inside of `text` if it is one such code block ([`after_fence`]
+/// through a closing ```` ``` ````), else `text`.
 fn unfenced(text: &str) -> &str {
-    let inner = text.strip_prefix("```").and_then(|t| t.strip_suffix("```"));
-    match inner.map(|t| t.strip_prefix("json").unwrap_or(t)) {
-        Some(t) if t.starts_with(char::is_whitespace) => t.trim(),
-        _ => text,
-    }
+    after_fence(text).and_then(|r| r.strip_suffix("```")).map_or(text, str::trim)
 }
 
 /// Whether `text` (not empty, leading whitespace trimmed) opens as a bare
-/// Hermes call may: `{`, or a fence (```` ``` ```` or ```` ```json ````)
-/// and then `{`. `None` while `text` is too short to tell.
+/// Hermes call may: `{`, or a fence ([`after_fence`]) and then `{`. `None`
+/// while `text` is too short to tell.
 fn opens_bare_call(text: &str) -> Option<bool> {
-    const FENCE: &str = "```json";
     if text.starts_with('{') {
         return Some(true);
     }
-    if FENCE.starts_with(text) {
+    if "```json".starts_with(text) {
         return None;
     }
-    let Some(rest) = text.strip_prefix("```") else {
-        return Some(false);
-    };
-    let rest = rest.strip_prefix("json").unwrap_or(rest);
-    rest.trim_start().chars().next().map(|c| c == '{')
+    match after_fence(text) {
+        None => Some(false),
+        Some(rest) => rest.chars().next().map(|c| c == '{'),
+    }
 }
 
 fn parse_deepseek(text: &str) -> Result<Vec<ToolCall>, String> {
