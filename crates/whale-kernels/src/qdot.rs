@@ -340,21 +340,62 @@ fn keep_acts(acts: impl IntoIterator<Item = QuantizedActs>) {
 
 /// The products (weights, their layout, rows, cols, m, prepared
 /// activations, output) of [`matmul_q_many`], [`matmul_q_each`] and
-/// [`crate::x8::matmul_x8`], shapes checked: each split into row chunks
-/// over the threads (whole groups of eight for interleaved weights), all
-/// chunks in one job of the pool.
+/// [`crate::x8::matmul_x8`], shapes checked, as one job of the pool. A
+/// decode's (one activation row each) go in one run of about equal bytes
+/// a thread, cut across the products ([`decode_runs`]); other products
+/// are each split into row chunks over the threads (whole groups of eight
+/// for interleaved weights).
 #[allow(clippy::type_complexity)]
 pub(crate) fn run_products<'a>(
     v: Verified,
     items: impl Iterator<Item = (GgmlType, Layout, &'a [u8], usize, usize, usize, &'a PreparedActs<'a>, &'a mut [f32])>,
     threads: usize,
 ) {
-    let mut jobs = Vec::new();
-    for (wty, layout, w, rows, cols, m, a, y) in items.filter(|i| i.3 > 0 && i.5 > 0) {
-        if cols == 0 {
-            y.fill(0.0);
-            continue;
+    let mut items: Vec<_> = items.filter(|i| i.3 > 0 && i.5 > 0).collect();
+    for (_, _, _, _, cols, _, _, y) in items.iter_mut().filter(|i| i.4 == 0) {
+        debug_assert_eq!(*cols, 0);
+        y.fill(0.0);
+    }
+    items.retain(|i| i.4 > 0);
+    let run = |run: Vec<(GgmlType, Layout, &[u8], usize, &PreparedActs<'_>, Vec<&mut [f32]>)>| {
+        for (wty, layout, wp, rb, a, view) in run {
+            matmul_q_rows(v, wty, layout, wp, rb, a, view);
         }
+    };
+    if items.iter().all(|i| i.5 == 1) {
+        let shapes: Vec<DecodeShape> = items
+            .iter()
+            .map(|&(wty, layout, _, rows, cols, ..)| DecodeShape {
+                rows,
+                cols,
+                row_bytes: wty.row_bytes(cols).expect("checked by the caller"),
+                group: if layout == Layout::X8 { crate::x8::ROWS } else { 1 },
+            })
+            .collect();
+        let cuts = decode_runs(&shapes, threads);
+        // Each product's weights and output, cut front to back in the
+        // order the runs take them.
+        let mut rest: Vec<(&[u8], &mut [f32])> = items.iter_mut().map(|i| (i.2, std::mem::take(&mut i.7))).collect();
+        let runs: Vec<Vec<_>> = cuts
+            .into_iter()
+            .map(|cut| {
+                cut.into_iter()
+                    .map(|(p, n)| {
+                        let (wty, layout, _, _, _, _, a, _) = items[p];
+                        let rb = shapes[p].row_bytes;
+                        let (w, y) = std::mem::take(&mut rest[p]);
+                        let (wp, w) = w.split_at(n * rb);
+                        let (yp, y) = y.split_at_mut(n);
+                        rest[p] = (w, y);
+                        (wty, layout, wp, rb, a, vec![yp])
+                    })
+                    .collect()
+            })
+            .collect();
+        return crate::pool::run_parts(threads, runs, run);
+    }
+    let mut jobs = Vec::new();
+    for (wty, layout, w, rows, cols, m, a, y) in items {
         let rb = wty.row_bytes(cols).expect("checked by the caller");
         let work = rows.saturating_mul(cols).saturating_mul(m);
         let mut chunk = crate::matmul::rows_per_thread(threads, rows, work);
@@ -363,53 +404,66 @@ pub(crate) fn run_products<'a>(
         }
         let views = crate::matmul::column_views(y, rows, chunk, m);
         for (view, wp) in views.into_iter().zip(w.chunks(chunk * rb)) {
-            jobs.push((wty, layout, wp, rb, a, view));
+            jobs.push(vec![(wty, layout, wp, rb, a, view)]);
         }
     }
-    // Decode (one activation row a product): small products in runs.
-    let runs = if jobs.iter().all(|j| j.5.len() == 1) {
-        segments(jobs, |j| j.2.len(), threads)
-    } else {
-        jobs.into_iter().map(|j| vec![j]).collect()
-    };
-    crate::pool::run_parts(threads, runs, |run| {
-        for (wty, layout, wp, rb, a, view) in run {
-            matmul_q_rows(v, wty, layout, wp, rb, a, view);
-        }
-    });
+    crate::pool::run_parts(threads, jobs, run);
 }
 
-/// The jobs of a decode's [`run_products`] in contiguous runs, so that a
-/// thread reads consecutive small products as one stream instead of taking
-/// turns with the other threads: MLA's per-head matrices (`attn_k_b`,
-/// `attn_v_b`: 16 heads of 45 and 37 KB in DeepSeek-V2-Lite, 128 in V3)
-/// lie one after the other in the file. Runs of about equal bytes
-/// (`bytes(job)`), in order, `bytes / SEGMENT_BYTES` of them but at least
-/// `threads` and at most one a job (so jobs of `SEGMENT_BYTES` and more
-/// stay one a run, as before). Per-head products at V2-Lite's shapes, 16
-/// heads against their own rows, 2 threads, on the Intel Xeon with AMX of
-/// stop 37 (`examples/per_head`): Q5_0 512×128 85.6 -> 75.5 µs a layer,
-/// Q4_K 128×512 56.8 -> 52.0.
-fn segments<J>(jobs: Vec<J>, bytes: impl Fn(&J) -> usize, threads: usize) -> Vec<Vec<J>> {
-    let total: usize = jobs.iter().map(&bytes).sum();
-    let want = (total / SEGMENT_BYTES).max(threads).min(jobs.len()).max(1);
-    let mut out: Vec<Vec<J>> = Vec::with_capacity(want);
-    let mut done = 0usize;
-    for j in jobs {
-        // A job that starts at or past the next multiple of total / want
-        // starts a new run.
-        let k = (done as u128 * want as u128 / total.max(1) as u128) as usize;
-        if out.len() <= k {
-            out.push(Vec::new());
+/// A decode product as [`decode_runs`] sees it: its rows, their bytes, and
+/// the rows that must stay together (eight for interleaved weights).
+#[derive(Clone, Copy, Debug)]
+struct DecodeShape {
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    group: usize,
+}
+
+/// A decode's products (one activation row each) as one run a thread:
+/// the products' rows, in order, cut into `threads` runs of about equal
+/// bytes (a run may end inside a product and the next one go on with it;
+/// cuts at whole groups), or one run when all of them are less work than
+/// [`crate::matmul::PARALLEL_MIN_WORK`]. Each run is a list of (product,
+/// rows taken from the front of what is left of it).
+///
+/// One stream a thread, instead of each product's rows split over the
+/// threads and the parts taken in turns (each part begins cold, before
+/// the kernels' prefetch and the hardware's catch up). A DeepSeek-V2-Lite
+/// layer's expert gate and up matrices (16 of 1408 × 2048, Q4_K) stream
+/// as fast as one matrix of their bytes (`examples/moe_bw`: 29.9–30.5
+/// against 30.0–31.5 GB/s; they were 27.1–28.7 against 28.0–30.0), and in
+/// the model, the two ways alternating token by token, those products
+/// streamed 27.5–29.2 against 25.8–27.6 GB/s and all of a token's took
+/// 1.7–3.3 % less time (the 2-core Intel Xeon of stop 50). MLA's per-head
+/// matrices (16 of 45 KB at V2-Lite's shapes, one after the other in the
+/// file) are read as two streams as before, and a single product as its
+/// row chunks were.
+fn decode_runs(shapes: &[DecodeShape], threads: usize) -> Vec<Vec<(usize, usize)>> {
+    let total: usize = shapes.iter().map(|s| s.rows * s.row_bytes).sum();
+    let work: usize = shapes.iter().map(|s| s.rows.saturating_mul(s.cols)).fold(0, usize::saturating_add);
+    let runs = if work <= crate::matmul::PARALLEL_MIN_WORK { 1 } else { threads.max(1) };
+    let target = total.div_ceil(runs).max(1);
+    let mut out: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
+    let mut filled = 0usize;
+    for (p, s) in shapes.iter().enumerate() {
+        let mut left = s.rows;
+        while left > 0 {
+            if filled >= target && out.len() < runs {
+                out.push(Vec::new());
+                filled = 0;
+            }
+            let room =
+                (target.saturating_sub(filled)).div_ceil(s.row_bytes.max(1)).next_multiple_of(s.group).max(s.group);
+            let n = room.min(left);
+            out.last_mut().expect("a run").push((p, n));
+            filled += n * s.row_bytes;
+            left -= n;
         }
-        done += bytes(&j);
-        out.last_mut().expect("a run was pushed for the first job").push(j);
     }
+    out.retain(|r| !r.is_empty());
     out
 }
-
-/// See [`segments`].
-const SEGMENT_BYTES: usize = 256 << 10;
 
 /// Panics (programmer error) unless `acts` is of `wty`'s activation type
 /// with `cols` columns and the output holds `acts.m() * rows` values.
@@ -1216,31 +1270,55 @@ pub(crate) mod scalar {
 mod tests {
     use super::*;
 
-    /// `segments` keeps every job once and in order, makes no more runs
-    /// than jobs or than the bytes allow (but `threads` when it can), and
-    /// splits the bytes about evenly.
+    /// `decode_runs` takes every row of every product once, in order, in
+    /// at most `threads` runs of about equal bytes, cuts at whole groups,
+    /// and leaves small work to one run.
     #[test]
-    fn segments_are_ordered_runs_of_about_equal_bytes() {
-        let kb = 1 << 10;
-        // 16 per-head products of 45 KB, 2 threads: two runs of eight.
-        let runs = segments((0..16).collect(), |_| 45 * kb, 2);
-        assert_eq!(runs, vec![(0..8).collect::<Vec<_>>(), (8..16).collect()]);
-        // Large jobs stay one a run.
-        let runs = segments((0..6).collect(), |_| 800 * kb, 2);
-        assert_eq!(runs, (0..6).map(|j| vec![j]).collect::<Vec<_>>());
-        // One job, more threads than jobs: one run.
-        assert_eq!(segments(vec![7], |_| 10, 4), vec![vec![7]]);
-        // Uneven jobs: 1 MB of small ones in 4 runs, none more than a
-        // quarter plus one job.
-        let sizes: Vec<usize> = (0..40).map(|i| (10 + 7 * (i % 5)) * kb).collect();
-        let total: usize = sizes.iter().sum();
-        let runs = segments((0..40).collect(), |&j| sizes[j], 2);
-        assert_eq!(runs.concat(), (0..40).collect::<Vec<_>>());
-        assert_eq!(runs.len(), (total / SEGMENT_BYTES).max(2));
-        for r in &runs {
-            let bytes: usize = r.iter().map(|&j| sizes[j]).sum();
-            assert!(bytes <= total / runs.len() + 38 * kb, "run of {bytes} bytes of {total}");
-        }
+    fn decode_runs_cut_the_rows_in_order_into_a_run_a_thread() {
+        let shape = |rows, cols, row_bytes, group| DecodeShape { rows, cols, row_bytes, group };
+        let check = |shapes: &[DecodeShape], threads: usize, want_runs: usize| {
+            let runs = decode_runs(shapes, threads);
+            assert_eq!(runs.len(), want_runs, "{shapes:?} over {threads} threads: {runs:?}");
+            let mut taken = vec![0usize; shapes.len()];
+            let mut last = 0;
+            let total: usize = shapes.iter().map(|s| s.rows * s.row_bytes).sum();
+            let biggest_group = shapes.iter().map(|s| s.group * s.row_bytes).max().unwrap_or(0);
+            for run in &runs {
+                let mut bytes = 0;
+                for &(p, n) in run {
+                    assert!(p >= last, "products in order: {runs:?}");
+                    assert!(n > 0 && n % shapes[p].group == 0, "whole groups: {runs:?}");
+                    last = p;
+                    taken[p] += n;
+                    bytes += n * shapes[p].row_bytes;
+                }
+                assert!(
+                    bytes <= total.div_ceil(want_runs) + biggest_group,
+                    "run of {bytes} of {total} bytes: {runs:?}"
+                );
+            }
+            assert_eq!(taken, shapes.iter().map(|s| s.rows).collect::<Vec<_>>(), "every row once: {runs:?}");
+            runs
+        };
+        // 16 expert matrices of 1408 Q4_K rows of 2048, interleaved, 2
+        // threads: the first eight to one run, the rest to the other.
+        let experts = vec![shape(1408, 2048, 1152, 8); 16];
+        let runs = check(&experts, 2, 2);
+        assert_eq!(runs[0], (0..8).map(|p| (p, 1408)).collect::<Vec<_>>());
+        // Three threads: runs end inside products and the next goes on.
+        let runs = check(&experts, 3, 3);
+        assert!(runs[1][0].0 == runs[0].last().unwrap().0, "{runs:?}");
+        // One product: its rows in halves (as one product's row chunks were).
+        assert_eq!(check(&[shape(2048, 2048, 1152, 8)], 2, 2), vec![vec![(0, 1024)], vec![(0, 1024)]]);
+        // Rows not a whole number of runs: the last run is shorter.
+        assert_eq!(check(&[shape(24, 4096, 2304, 8)], 2, 2), vec![vec![(0, 16)], vec![(0, 8)]]);
+        // Uneven products, the file layout.
+        let uneven: Vec<DecodeShape> = (0..40).map(|i| shape(64 + 8 * (i % 5), 512, 288, 1)).collect();
+        check(&uneven, 4, 4);
+        // Less work than PARALLEL_MIN_WORK: one run, whatever the threads.
+        check(&[shape(16, 256, 144, 8), shape(8, 256, 144, 8)], 8, 1);
+        // More threads than groups: no empty runs.
+        check(&[shape(16, 8192, 4608, 8)], 8, 2);
     }
 
     /// `N` bytes from the linear congruential generator state `s`.

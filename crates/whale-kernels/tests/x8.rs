@@ -114,7 +114,9 @@ fn shapes_and_types_without_an_interleaved_layout_are_errors() {
 /// routed experts): every output is the bits of `matmul_q` on the matrix in
 /// the file's layout. 40 rows over 2 threads split 20 + 20 in the file's
 /// layout; interleaved, the shares must be whole groups (24 + 16), and a
-/// share of 20 would read half a group.
+/// share of 20 would read half a group. A decode's products go in one run
+/// a thread, cut across them, so at 2, 3 and 5 threads runs end inside
+/// products of both layouts.
 #[test]
 fn interleaved_and_file_products_share_one_job() {
     use whale_kernels::x8::Layout;
@@ -154,7 +156,7 @@ fn interleaved_and_file_products_share_one_job() {
             })
             .collect();
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        for threads in [1, 2] {
+        for threads in [1, 2, 3, 5] {
             let mut ys: Vec<Vec<f32>> = specs.iter().map(|s| vec![f32::NAN; m * s.1]).collect();
             let mut products: Vec<QProduct<'_>> = specs
                 .iter()
