@@ -209,6 +209,21 @@ fn absurd_parameters_are_rejected() {
     expect_error(&whale(&["run", m, "-p", "hi", "--threads", "0"]), &["--threads"]);
 }
 
+/// Without `--bandwidth`, `whale bench` measures the memory bandwidth
+/// itself, over a 1 GiB buffer before the model loads and again after the
+/// runs; neither buffer may count in the model's peak RSS (the fixture's
+/// 72 MB of f32 weights take far less than the probe's gigabyte).
+#[test]
+fn bench_measures_the_bandwidth_outside_the_peak_rss() {
+    let m = fixtures().join("gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
+    let o = whale(&["bench", m.to_str().unwrap(), "-p", "0", "-n", "2", "-r", "1", "-t", "1", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert!(v["bandwidth_gb_s"].as_f64().is_some_and(|b| b > 0.0), "measured: {v}");
+    let rss = v["peak_rss_bytes"].as_u64().expect("peak RSS");
+    assert!(rss > 0 && rss < 512 << 20, "peak RSS {rss} bytes: the probe's buffer was counted: {v}");
+}
+
 /// `whale bench --json` reports its figures (speeds are not checked: timings
 /// belong in benchmarks), at a depth, with the bound from `--bandwidth`;
 /// bad arguments are refused.
