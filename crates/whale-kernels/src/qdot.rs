@@ -352,9 +352,9 @@ pub(crate) fn run_products<'a>(
     threads: usize,
 ) {
     let mut items: Vec<_> = items.filter(|i| i.3 > 0 && i.5 > 0).collect();
-    for (_, _, _, _, cols, _, _, y) in items.iter_mut().filter(|i| i.4 == 0) {
-        debug_assert_eq!(*cols, 0);
-        y.fill(0.0);
+    // No columns: every output is 0.
+    for i in items.iter_mut().filter(|i| i.4 == 0) {
+        i.7.fill(0.0);
     }
     items.retain(|i| i.4 > 0);
     let run = |run: Vec<(GgmlType, Layout, &[u8], usize, &PreparedActs<'_>, Vec<&mut [f32]>)>| {
