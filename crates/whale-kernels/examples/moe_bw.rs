@@ -29,9 +29,7 @@ fn main() {
     let rb = ty.row_bytes(cols).expect("cols must be whole blocks");
     let mb = rows * rb;
     let layers = (400_000_000 / (n * mb)).max(2);
-    let mut w: Vec<u8> = Vec::with_capacity(layers * n * mb);
-    common::huge_pages(&mut w);
-    w.extend_from_slice(&common::random_weights(ty, layers * n * rows, cols));
+    let mut w = common::random_weights(ty, layers * n * rows, cols); // in 2 MiB pages
     for m in w.chunks_exact_mut(mb) {
         x8::interleave_in_place(ty, rows, cols, m).expect("whole groups");
     }

@@ -35,6 +35,16 @@ pub enum LoadMode {
     Read,
 }
 
+/// `len` bytes of zeroed anonymous memory of their own mapping (given back
+/// to the system when dropped), asking for 2 MiB pages where the kernel
+/// gives them only on request (see [`LoadMode::Read`]).
+pub fn anon_huge(len: usize) -> std::io::Result<memmap2::MmapMut> {
+    let mem = memmap2::MmapMut::map_anon(len)?;
+    #[cfg(target_os = "linux")]
+    let _ = mem.advise(memmap2::Advice::HugePage);
+    Ok(mem)
+}
+
 impl Storage {
     pub fn mapped(map: memmap2::Mmap) -> Storage {
         Storage(Arc::new(Backing::Mapped(map)))
@@ -58,9 +68,7 @@ impl Storage {
                 if len == 0 {
                     return Ok(Storage::owned(Vec::new()));
                 }
-                let mut mem = memmap2::MmapMut::map_anon(len)?;
-                #[cfg(target_os = "linux")]
-                let _ = mem.advise(memmap2::Advice::HugePage);
+                let mut mem = anon_huge(len)?;
                 let mut f = file;
                 f.read_exact(&mut mem)?;
                 Ok(Storage(Arc::new(Backing::Read(mem))))

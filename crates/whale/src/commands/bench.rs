@@ -143,13 +143,10 @@ fn measure_bandwidth(threads: usize) -> f64 {
     let n = (1usize << 30) / 8;
     // A mapping of its own, not the heap, whose freed blocks whale keeps
     // (`main.rs`): the probe's gigabyte must leave the resident set.
-    let Ok(mut map) = memmap2::MmapMut::map_anon(n * 8) else { return 0.0 };
-    // 2 MiB pages where the system gives them only on request (as the
-    // weights read into memory get, `LoadMode::Read`): the bound is what
-    // the best pages stream at, not 4 KiB pages' slower rate (28 against
-    // 35 GB/s on the Xeon of stop 36).
-    #[cfg(target_os = "linux")]
-    let _ = map.advise(memmap2::Advice::HugePage);
+    // In 2 MiB pages, as the weights read into memory get (`LoadMode::Read`):
+    // the bound is what the best pages stream at, not 4 KiB pages' slower
+    // rate (28 against 35 GB/s on the Xeon of stop 36).
+    let Ok(mut map) = whale_engine::formats::storage::anon_huge(n * 8) else { return 0.0 };
     let buf: &mut [u64] = bytemuck::cast_slice_mut(&mut map[..]);
     for (i, w) in buf.iter_mut().enumerate() {
         *w = i as u64;
