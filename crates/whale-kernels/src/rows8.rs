@@ -55,15 +55,15 @@
 //!
 //! Bits: the integer sums are the reference's exact integers, and the f32
 //! step is `avx2_q8::k_group_term` lane for lane (row r's block term in lane
-//! r); the terms of eight blocks are transposed so that row r's accumulator
-//! holds block b in lane b % 8, as the one-row kernels hold it, and finished
-//! by the same `avx2::hsum`. So every result equals `vec_dot_q` of its row
+//! r); block b's terms go into the accumulator `b % 8`, whose lane r is
+//! lane `b % 8` of the one-row kernels' accumulator of row r, and the
+//! eight accumulators are summed in `avx2::hsum`'s order, across the
+//! vectors ([`hsum_across`]). So every result equals `vec_dot_q` of its row
 //! bit for bit (`tests/qdot.rs` compares matrices of more than eight rows
 //! with the scalar reference, at the extremes of the integer sums too).
 
 use core::arch::x86_64::*;
 
-use crate::avx2::hsum;
 use crate::avx2_q8::{k_group_term, transpose_8x8_i32};
 use crate::blocks::{BlockQ2_K, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K};
 use crate::dispatch::{SimdLevel, Verified};
@@ -203,45 +203,56 @@ unsafe fn rows_of_min<B, const MIN: bool>(
 
 /// The loop of [`rows_of_min`] over `nb` blocks, whatever holds them:
 /// `term(b)` gives block `b`'s terms of the eight rows (lane r = row r);
-/// `ahead` is prefetched into L2 a slice a block. Row r's accumulator holds
-/// block b in lane b % 8, as the one-row kernels hold it.
+/// `ahead` is prefetched into L2 a slice a block. Block b goes into the
+/// accumulator `b % 8`, whose lane r is lane `b % 8` of the one-row
+/// kernels' accumulator of row r ([`hsum_across`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn blocks_of<const MIN: bool>(nb: usize, ahead: &[u8], term: impl Fn(usize) -> (__m256, __m256)) -> [f32; ROWS] {
     // The bytes to prefetch while each block is multiplied.
     let step = ahead.len().div_ceil(nb.max(1)).next_multiple_of(64);
-    let mut acc = [_mm256_setzero_ps(); ROWS];
-    let mut accm = [_mm256_setzero_ps(); ROWS];
-    for g in 0..nb.div_ceil(8) {
-        // terms[k]: block 8g + k of the eight rows; the lanes past the end of
-        // a row add +0, as the one-row kernels' zero lanes do.
-        let mut terms = [_mm256_setzero_si256(); 8];
-        let mut mterms = [_mm256_setzero_si256(); 8];
-        for k in 0..(nb - 8 * g).min(8) {
-            let b = 8 * g + k;
-            let mut p = b * step;
-            while p < ((b + 1) * step).min(ahead.len()) {
-                // SAFETY: `p` is inside `ahead`; a prefetch never faults.
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(p).cast()) };
-                p += 64;
-            }
-            let (t, m) = term(b);
-            terms[k] = _mm256_castps_si256(t);
-            mterms[k] = _mm256_castps_si256(m);
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut accm = [_mm256_setzero_ps(); 8];
+    // The lanes past the end of a row are left out: the one-row kernels'
+    // +0 there leaves their sums as they are. (A loop, not unrolled, as
+    // in `x8_blocks`.)
+    for b in 0..nb {
+        let mut p = b * step;
+        while p < ((b + 1) * step).min(ahead.len()) {
+            // SAFETY: `p` is inside `ahead`; a prefetch never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(p).cast()) };
+            p += 64;
         }
-        for (acc_r, t) in acc.iter_mut().zip(transpose_8x8_i32(terms)) {
-            *acc_r = _mm256_add_ps(*acc_r, _mm256_castsi256_ps(t));
-        }
+        let (t, m) = term(b);
+        acc[b % 8] = _mm256_add_ps(acc[b % 8], t);
         if MIN {
-            for (acc_r, t) in accm.iter_mut().zip(transpose_8x8_i32(mterms)) {
-                *acc_r = _mm256_add_ps(*acc_r, _mm256_castsi256_ps(t));
-            }
+            accm[b % 8] = _mm256_add_ps(accm[b % 8], m);
         }
     }
+    let sums = if MIN { _mm256_add_ps(hsum_across(acc), hsum_across(accm)) } else { hsum_across(acc) };
+    to_rows(sums)
+}
+
+/// The eight rows' sums of accumulators `acc` (lane r = row r; `acc[k]`
+/// holds the blocks `b % 8 == k`): [`hsum`](crate::avx2::hsum)'s tree over the lanes of a
+/// row's accumulator, `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`,
+/// taken across the vectors, so that each row gets the bits that it
+/// gives the one-row kernels (which hold block b in lane `b % 8`) without
+/// a transpose and eight horizontal sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn hsum_across(acc: [__m256; 8]) -> __m256 {
+    let add = |a, b| _mm256_add_ps(a, b);
+    add(add(add(acc[0], acc[4]), add(acc[2], acc[6])), add(add(acc[1], acc[5]), add(acc[3], acc[7])))
+}
+
+/// The lanes of `v` as an array (lane r = row r).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn to_rows(v: __m256) -> [f32; ROWS] {
     let mut out = [0f32; ROWS];
-    for ((o, acc_r), accm_r) in out.iter_mut().zip(acc).zip(accm) {
-        *o = if MIN { hsum(acc_r) + hsum(accm_r) } else { hsum(acc_r) };
-    }
+    // SAFETY: eight floats; storeu is unaligned.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
     out
 }
 
@@ -358,26 +369,18 @@ unsafe fn x8_blocks<B, const J: usize>(
 ) -> [[f32; ROWS]; J] {
     let group_block = ROWS * core::mem::size_of::<B>();
     assert!(stream.len() >= nb * group_block, "x8: a group of eight rows of {nb} blocks");
-    let mut acc = [[_mm256_setzero_ps(); ROWS]; J];
-    for g in 0..nb.div_ceil(8) {
-        // terms[j][k]: block 8g + k of the eight rows, activation row j;
-        // the lanes past the end of a row add +0, as in `blocks_of`.
-        let mut terms = [[_mm256_setzero_si256(); 8]; J];
-        for k in 0..(nb - 8 * g).min(8) {
-            let b = 8 * g + k;
-            crate::matmul::prefetch(stream, b * group_block, group_block);
-            let t = term(&stream[b * group_block..(b + 1) * group_block], b);
-            for (tj, t) in terms.iter_mut().zip(t) {
-                tj[k] = _mm256_castps_si256(t);
-            }
-        }
-        for (acc_j, terms_j) in acc.iter_mut().zip(terms) {
-            for (acc_r, t) in acc_j.iter_mut().zip(transpose_8x8_i32(terms_j)) {
-                *acc_r = _mm256_add_ps(*acc_r, _mm256_castsi256_ps(t));
-            }
+    // acc[j][k]: blocks b % 8 == k of the eight rows (lane r = row r),
+    // activation row j.
+    // (A loop, not unrolled: eight copies of Q6_K's block were slower.)
+    let mut acc = [[_mm256_setzero_ps(); 8]; J];
+    for b in 0..nb {
+        crate::matmul::prefetch(stream, b * group_block, group_block);
+        let t = term(&stream[b * group_block..(b + 1) * group_block], b);
+        for (acc_j, t) in acc.iter_mut().zip(t) {
+            acc_j[b % 8] = _mm256_add_ps(acc_j[b % 8], t);
         }
     }
-    acc.map(|acc_j| acc_j.map(|acc_r| hsum(acc_r)))
+    acc.map(|acc_j| to_rows(hsum_across(acc_j)))
 }
 
 /// Word `w` (32 bytes: a 4-byte word of each of eight rows) of an
@@ -841,10 +844,12 @@ unsafe fn q6_k_term<const J: usize>(
 /// The block terms accumulate per block position, `acc[k]` holding the
 /// blocks `b ≡ k (mod 8)` of the eight rows (lane r = row r): the same
 /// additions in the same order as a row's accumulator of the one-row
-/// kernels (block b in lane b % 8), transposed once at the end instead of
-/// once every eight blocks (a 32-element block is an eighth of a K-quant's
-/// work, so a transpose every eight of them would cost as much as a
-/// block's unpacking).
+/// kernels (block b in lane b % 8), summed at the end across the vectors
+/// in `avx2::hsum`'s order ([`hsum_across`]), as the K-quants' loop
+/// (`x8_blocks`) does too since stop 51. Here the eight positions are
+/// unrolled: a 32-element block is small, and the rolled loop was 10-20 %
+/// slower from L2 (Q8_0, Q4_0); for the K-quants it is the other way round
+/// (eight copies of Q6_K's block: 11 % slower than the loop).
 ///
 /// # Safety
 /// The CPU must have AVX-512 VNNI; `stream` holds at least the group's
@@ -912,20 +917,11 @@ unsafe fn x8_legacy<const BS: usize, const MIN: bool, const J: usize>(
                 }
             });
         }
-        // Row r's accumulator, block b in lane b % 8, as `blocks_of` holds it.
-        let mut out = [[0f32; ROWS]; J];
-        let rows = |acc: [__m256; 8]| transpose_8x8_i32(acc.map(|v| _mm256_castps_si256(v)));
-        for j in 0..J {
-            for (o, v) in out[j].iter_mut().zip(rows(acc[j])) {
-                *o = hsum(_mm256_castsi256_ps(v));
-            }
-            if MIN {
-                for (o, v) in out[j].iter_mut().zip(rows(accm[j])) {
-                    *o += hsum(_mm256_castsi256_ps(v));
-                }
-            }
-        }
-        out
+        // Each row summed as `blocks_of` sums it.
+        core::array::from_fn(|j| {
+            let sums = hsum_across(acc[j]);
+            to_rows(if MIN { _mm256_add_ps(sums, hsum_across(accm[j])) } else { sums })
+        })
     }
 }
 
