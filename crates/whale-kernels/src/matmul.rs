@@ -78,7 +78,8 @@ pub(crate) fn on_off(var: Option<&str>) -> Option<bool> {
 /// twice on its way, at 6 KiB and at 3 KiB. On the 2-core Intel Xeon of
 /// stop 51, interleaved weights from memory at two threads, 2048 columns
 /// unless said, GB/s, alternating with the single request: Q4_K
-/// 33.0–34.9 → 34.1–36.7, Q6_K 32.2–32.9 → 35.5–37.2, Q6_K at 7168
+/// 32.8–34.9 → 34.5–36.7 (31.0–34.1 in one run of four), Q6_K 32.2–32.9
+/// → 35.5–37.2, Q6_K at 7168
 /// columns 32.2–33.3 → 36.2–37.9, Q5_0 at 1408 32.6–34.2 → 35.7–37.4, Q8_0
 /// at 1408 35.0–36.1 → 35.9–38.0, Q4_0 at 896 33.2–33.9 → 34.7–37.1; at
 /// `WHALE_SIMD=avx2` Q4_K 31.2–31.5 → 32.6–33.3 but Q6_K 30.3–30.6 →
