@@ -74,32 +74,31 @@ pub(crate) fn on_off(var: Option<&str>) -> Option<bool> {
 /// per 64-byte line for each, clamped to `w`. A hint only: no effect on
 /// results.
 ///
-/// The second request into L2 (from stop 51): each line is asked for
-/// twice on its way, at 6 KiB and at 3 KiB. On the 2-core Intel Xeon of
-/// stop 51, interleaved weights from memory at two threads, 2048 columns
-/// unless said, GB/s, alternating with the single request: Q4_K
-/// 32.8–34.9 → 34.5–36.7 (31.0–34.1 in one run of four), Q6_K 32.2–32.9
-/// → 35.5–37.2, Q6_K at 7168
-/// columns 32.2–33.3 → 36.2–37.9, Q5_0 at 1408 32.6–34.2 → 35.7–37.4, Q8_0
-/// at 1408 35.0–36.1 → 35.9–38.0, Q4_0 at 896 33.2–33.9 → 34.7–37.1; at
-/// `WHALE_SIMD=avx2` Q4_K 31.2–31.5 → 32.6–33.3 but Q6_K 30.3–30.6 →
-/// 28.9–29.5. Decode of the V2-Lite-shaped file (`whale bench -t 2 -p 0
-/// -n 128 -r 3`, three alternations) 54.4–55.0 → 57.6–57.9 tok/s; Qwen2.5-0.5B
-/// +5–10 % at both levels, the 1.58-bit V3 slice +3–5 %, V2-Lite at AVX2
-/// and SmolLM2 level. It costs where the weights are already in L2 (one
-/// core, a 1 MB matrix again and again: Q4_K 37.9 → 35.1, Q6_K 34.2 →
-/// 26.9), which decode of a model larger than the caches never is. A
-/// second request at three times the distance instead was no better than
-/// one (Q6_K 30.9–33.7), and requests at both two and four times it fell
-/// between (Q6_K 32.3–34.8). Fewer requests lose: the far one every other line (the
-/// adjacent-line prefetcher fetching the other) 29.4–30.8 and 25.1–26.7
-/// against 31.1–34.9 and 30.2–32.9, and the L1 one or the L2 one alone,
-/// 22–24 against 33 with both and 28 with none (Q4_K). The near and far
-/// distances themselves (512 to 2048, 2048 to 12288 bytes) moved nothing
-/// or lost, and so did issuing the requests without the bounds test a line
-/// (all inside `w`, one test a block: Q4_K 34.4 → 32.5, Q6_K 31.7 → 30.5:
-/// the requests in a tighter burst) and half of them after the block's
-/// arithmetic.
+/// The second request into L2 (from stop 51): each line is asked for twice
+/// on its way, at 6 KiB and at 3 KiB. On the 2-core Intel Xeon of stop 51,
+/// interleaved weights from memory at two threads, 2048 columns unless
+/// said, GB/s, alternating with the single request: Q4_K 32.8–34.9 →
+/// 34.5–36.7 (31.0–34.1 in one run of four), Q6_K 32.2–32.9 → 35.5–37.2,
+/// Q6_K at 7168 columns 32.2–33.3 → 36.2–37.9, Q5_0 at 1408 32.6–34.2 →
+/// 35.7–37.4, Q8_0 at 1408 35.0–36.1 → 35.9–38.0, Q4_0 at 896 33.2–33.9 →
+/// 34.7–37.1; at `WHALE_SIMD=avx2` Q4_K 31.2–31.5 → 32.6–33.3 but Q6_K
+/// 30.3–30.6 → 28.9–29.5. Decode of the V2-Lite-shaped file (`whale bench
+/// -t 2 -p 0 -n 128 -r 3`, three alternations) 54.4–55.0 → 57.6–57.9 tok/s;
+/// Qwen2.5-0.5B +5–10 % at both levels, the 1.58-bit V3 slice +3–5 %,
+/// V2-Lite at AVX2 and SmolLM2 level. It costs where the weights are
+/// already in L2 (one core, a 1 MB matrix again and again: Q4_K 37.9 →
+/// 35.1, Q6_K 34.2 → 26.9), which decode of a model larger than the caches
+/// never is. A second request at three times the distance instead was no
+/// better than one (Q6_K 30.9–33.7), and requests at both two and four
+/// times it fell between (Q6_K 32.3–34.8). Fewer requests lose: the far one
+/// every other line (the adjacent-line prefetcher fetching the other)
+/// 29.4–30.8 and 25.1–26.7 against 31.1–34.9 and 30.2–32.9, and the L1 one
+/// or the L2 one alone, 22–24 against 33 with both and 28 with none (Q4_K).
+/// The near and far distances themselves (512 to 2048, 2048 to 12288 bytes)
+/// moved nothing or lost, and so did issuing the requests without the
+/// bounds test a line (all inside `w`, one test a block: Q4_K 34.4 → 32.5,
+/// Q6_K 31.7 → 30.5: the requests in a tighter burst) and half of them
+/// after the block's arithmetic.
 #[inline(always)]
 pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]

@@ -234,11 +234,12 @@ unsafe fn blocks_of<const MIN: bool>(nb: usize, ahead: &[u8], term: impl Fn(usiz
 }
 
 /// The eight rows' sums of accumulators `acc` (lane r = row r; `acc[k]`
-/// holds the blocks `b % 8 == k`): [`hsum`](crate::avx2::hsum)'s tree over the lanes of a
-/// row's accumulator, `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`,
-/// taken across the vectors, so that each row gets the bits that it
-/// gives the one-row kernels (which hold block b in lane `b % 8`) without
-/// a transpose and eight horizontal sums.
+/// holds the blocks `b % 8 == k`): the tree that
+/// [`hsum`](crate::avx2::hsum) takes over the lanes of one row's
+/// accumulator, `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`, taken
+/// across the vectors instead. Each row gets the bits `hsum` gives the
+/// one-row kernels (which hold block b in lane `b % 8`), without a
+/// transpose and eight horizontal sums.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn hsum_across(acc: [__m256; 8]) -> __m256 {
