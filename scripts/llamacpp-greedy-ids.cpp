@@ -9,8 +9,19 @@
 //
 // The prompt ids are decoded in one batch, then each chosen token alone (as
 // `whale run` does); prints the generated ids, comma-separated.
+// GREEDY_IDS_TOP=1 prints each step's two best logits to stderr, and
+// GREEDY_IDS_EXPERTS=1 the experts each MoE layer chose for each token it
+// computed (sorted; llama.cpp's last layer computes only the last token),
+// to find where a MoE model's routing parts from whale's: a near-tie in
+// the router (whale: the 8th against the 9th expert's score) flips with
+// either engine's rounding.
 
+#include "ggml-backend.h"
+#include "ggml.h"
 #include "llama.h"
+
+#include <algorithm>
+#include <cstring>
 
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +38,28 @@ static bool decode(llama_context * ctx, llama_batch_ext * batch, const std::vect
     }
     llama_batch_ext_set_output_logits(batch, (int32_t) ids.size() - 1, true);
     return llama_process(ctx, LLAMA_PROCESS_TYPE_DECODE, batch) == 0;
+}
+
+// The experts of `ffn_moe_topk-LAYER` (`[k, tokens]` i32), to stderr.
+static bool print_experts(struct ggml_tensor * t, bool ask, void *) {
+    if (strncmp(t->name, "ffn_moe_topk", 12) != 0) {
+        return false;
+    }
+    if (ask) {
+        return true;
+    }
+    const int k = (int) t->ne[0], n = (int) t->ne[1];
+    std::vector<int32_t> ids((size_t) k * n);
+    ggml_backend_tensor_get(t, ids.data(), 0, ids.size() * sizeof(int32_t));
+    for (int j = 0; j < n; j++) {
+        std::sort(ids.begin() + (size_t) j * k, ids.begin() + (size_t) (j + 1) * k);
+        fprintf(stderr, "%s token %d:", t->name, j);
+        for (int e = 0; e < k; e++) {
+            fprintf(stderr, " %d", ids[(size_t) j * k + e]);
+        }
+        fprintf(stderr, "\n");
+    }
+    return true;
 }
 
 int main(int argc, char ** argv) {
@@ -53,6 +86,10 @@ int main(int argc, char ** argv) {
     cp.n_ctx = prompt.size() + n + 8;
     cp.n_batch = cp.n_ctx;
     cp.n_threads = cp.n_threads_batch = threads;
+    if (getenv("GREEDY_IDS_EXPERTS")) {
+        cp.cb_eval = print_experts;
+        cp.cb_eval_user_data = nullptr;
+    }
     llama_context * ctx = llama_init_from_model(model, cp);
     llama_sampler * smpl = llama_sampler_chain_init(llama_sampler_chain_default_params());
     llama_sampler_chain_add(smpl, llama_sampler_init_greedy());
