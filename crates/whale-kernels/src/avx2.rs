@@ -226,6 +226,30 @@ pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// The eight rows' sums of accumulators `acc` (lane r = row r; `acc[k]`
+/// holds the blocks `b % 8 == k`): the tree that
+/// [`hsum`] takes over the lanes of one row's
+/// accumulator, `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`, taken
+/// across the vectors instead. Each row gets the bits `hsum` gives the
+/// one-row kernels (which hold block b in lane `b % 8`), without a
+/// transpose and eight horizontal sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn hsum_across(acc: [__m256; 8]) -> __m256 {
+    let add = |a, b| _mm256_add_ps(a, b);
+    add(add(add(acc[0], acc[4]), add(acc[2], acc[6])), add(add(acc[1], acc[5]), add(acc[3], acc[7])))
+}
+
+/// The eight lanes of `v`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn store8(v: __m256) -> [f32; 8] {
+    let mut out = [0f32; 8];
+    // SAFETY: eight floats; storeu is unaligned.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
 /// Loads 8 floats from `x[at..at + 8]` (bounds-checked).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]

@@ -423,7 +423,7 @@ unsafe fn k_dots<const J: usize, const STEPS: usize, const RUN: usize>(
         }
     }
     // SAFETY: (caller) AVX2.
-    core::array::from_fn(|j| unsafe { store8(reduce_lanes(&lanes, j)) })
+    core::array::from_fn(|j| unsafe { crate::avx2::store8(reduce_lanes(&lanes, j)) })
 }
 
 /// The 8 outputs of each of `J` activation rows against one panel of a
@@ -469,27 +469,15 @@ unsafe fn legacy_dots<const J: usize, const RUN: usize>(
             s = _mm256_add_ps(s, reduce_lanes(&lanes_m, j));
         }
         // SAFETY: (caller) AVX2.
-        unsafe { store8(s) }
+        unsafe { crate::avx2::store8(s) }
     })
 }
 
-/// Lanes `lanes[0..8][j]` added as `qdot::reduce8` adds eight lanes.
+/// Lanes `lanes[0..8][j]` added as `qdot::reduce8` adds eight lanes
+/// ([`crate::avx2::hsum_across`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn reduce_lanes<const J: usize>(lanes: &[[__m256; J]; 8], j: usize) -> __m256 {
-    let l = |k: usize| lanes[k][j];
-    _mm256_add_ps(
-        _mm256_add_ps(_mm256_add_ps(l(0), l(4)), _mm256_add_ps(l(2), l(6))),
-        _mm256_add_ps(_mm256_add_ps(l(1), l(5)), _mm256_add_ps(l(3), l(7))),
-    )
-}
-
-/// The eight lanes of `v`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn store8(v: __m256) -> [f32; ROWS] {
-    let mut o = [0f32; ROWS];
-    // SAFETY: 8 floats.
-    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
-    o
+    // SAFETY: AVX2 (this function's features).
+    unsafe { crate::avx2::hsum_across(core::array::from_fn(|k| lanes[k][j])) }
 }

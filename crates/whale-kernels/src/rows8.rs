@@ -64,6 +64,7 @@
 
 use core::arch::x86_64::*;
 
+use crate::avx2::{hsum_across, store8};
 use crate::avx2_q8::{k_group_term, transpose_8x8_i32};
 use crate::blocks::{BlockQ2_K, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K};
 use crate::dispatch::{SimdLevel, Verified};
@@ -230,31 +231,7 @@ unsafe fn blocks_of<const MIN: bool>(nb: usize, ahead: &[u8], term: impl Fn(usiz
         }
     }
     let sums = if MIN { _mm256_add_ps(hsum_across(acc), hsum_across(accm)) } else { hsum_across(acc) };
-    to_rows(sums)
-}
-
-/// The eight rows' sums of accumulators `acc` (lane r = row r; `acc[k]`
-/// holds the blocks `b % 8 == k`): the tree that
-/// [`hsum`](crate::avx2::hsum) takes over the lanes of one row's
-/// accumulator, `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`, taken
-/// across the vectors instead. Each row gets the bits `hsum` gives the
-/// one-row kernels (which hold block b in lane `b % 8`), without a
-/// transpose and eight horizontal sums.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn hsum_across(acc: [__m256; 8]) -> __m256 {
-    let add = |a, b| _mm256_add_ps(a, b);
-    add(add(add(acc[0], acc[4]), add(acc[2], acc[6])), add(add(acc[1], acc[5]), add(acc[3], acc[7])))
-}
-
-/// The lanes of `v` as an array (lane r = row r).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn to_rows(v: __m256) -> [f32; ROWS] {
-    let mut out = [0f32; ROWS];
-    // SAFETY: eight floats; storeu is unaligned.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
-    out
+    store8(sums)
 }
 
 /// `[w0 w1 w2 w3]` words of 16 bytes at `p` of rows r (low half) and r + 4
@@ -381,7 +358,7 @@ unsafe fn x8_blocks<B, const J: usize>(
             acc_j[b % 8] = _mm256_add_ps(acc_j[b % 8], t);
         }
     }
-    acc.map(|acc_j| to_rows(hsum_across(acc_j)))
+    acc.map(|acc_j| store8(hsum_across(acc_j)))
 }
 
 /// Word `w` (32 bytes: a 4-byte word of each of eight rows) of an
@@ -921,7 +898,7 @@ unsafe fn x8_legacy<const BS: usize, const MIN: bool, const J: usize>(
         // Each row summed as `blocks_of` sums it.
         core::array::from_fn(|j| {
             let sums = hsum_across(acc[j]);
-            to_rows(if MIN { _mm256_add_ps(sums, hsum_across(accm[j])) } else { sums })
+            store8(if MIN { _mm256_add_ps(sums, hsum_across(accm[j])) } else { sums })
         })
     }
 }
