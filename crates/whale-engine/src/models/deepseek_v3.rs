@@ -27,7 +27,7 @@ use crate::formats::gguf::GgufFile;
 use crate::formats::names::{self, expert, layer, name};
 use crate::formats::weights::WeightStore;
 use crate::models::batch::OutputRows;
-use crate::models::moe::{route, RouterConfig, TopkMethod};
+use crate::models::moe::{route, route_margin, router_scores, RouterConfig, TopkMethod};
 use crate::models::ops::{self, yarn_get_mscale, Rope, RopeStyle, Yarn};
 use crate::models::{
     attention_into, batch_logits, batch_logits_each, batch_spans, cfg_err, embed_tokens, load_embed_output,
@@ -497,6 +497,12 @@ pub struct LayerRouting {
     pub layer: usize,
     /// `[n_tok]` of (expert, weight), best first.
     pub tokens: Vec<Vec<(usize, f32)>>,
+    /// `[n_tok]`: how near each token's routing came to another choice
+    /// ([`route_margin`]).
+    pub margins: Vec<f32>,
+    /// `[n_tok, n_experts]`: the router's scores (sigmoid or softmax of
+    /// its logits, before the selection bias).
+    pub scores: Vec<f32>,
 }
 
 pub struct Deepseek {
@@ -923,7 +929,10 @@ impl Deepseek {
                     }
                 }
                 if let Some(tr) = trace {
-                    tr.push(LayerRouting { layer: l, tokens: routes });
+                    let rows = r_logits.chunks_exact(cfg.n_experts);
+                    let margins = rows.clone().map(|lg| route_margin(cfg, lg, bias.as_deref())).collect();
+                    let scores = rows.flat_map(|lg| router_scores(cfg, lg)).collect();
+                    tr.push(LayerRouting { layer: l, tokens: routes, margins, scores });
                 }
                 y
             }

@@ -64,24 +64,37 @@ fn top_indices(v: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// Route one token. `logits`: `[n_experts]` router logits; `bias`: the V3
-/// correction bias. Returns `top_k` (expert, weight) pairs, best first.
-pub fn route(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
-    let n = cfg.n_experts;
-    let per_group = n / cfg.n_group;
-    let scores: Vec<f32> = match cfg.method {
+/// One token's selection: the scores that weigh, the scores that select
+/// (biased, with the dropped groups at −∞), the group scores when groups
+/// are ranked, and the chosen experts, best first.
+struct Selection {
+    scores: Vec<f32>,
+    choice: Vec<f32>,
+    groups: Option<(Vec<f32>, Vec<usize>)>,
+    chosen: Vec<usize>,
+}
+
+/// The router's scores of one token: sigmoid (V3) or softmax (V2) of its logits.
+pub fn router_scores(cfg: &RouterConfig, logits: &[f32]) -> Vec<f32> {
+    match cfg.method {
         TopkMethod::NoauxTc => logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect(),
         _ => {
             let mut p = logits.to_vec();
             crate::models::ops::softmax(&mut p);
             p
         }
-    };
+    }
+}
+
+fn select(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> Selection {
+    let per_group = cfg.n_experts / cfg.n_group;
+    let scores = router_scores(cfg, logits);
     // Scores used for selection.
     let mut choice: Vec<f32> = match (cfg.method, bias) {
         (TopkMethod::NoauxTc, Some(b)) => scores.iter().zip(b).map(|(s, b)| s + b).collect(),
         _ => scores.clone(),
     };
+    let mut groups = None;
     if cfg.method != TopkMethod::Greedy && cfg.n_group > 1 {
         let group_score: Vec<f32> = choice
             .chunks_exact(per_group)
@@ -99,8 +112,16 @@ pub fn route(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> Vec<(u
                 g.fill(f32::NEG_INFINITY);
             }
         }
+        groups = Some((group_score, keep));
     }
     let chosen = top_indices(&choice, cfg.top_k);
+    Selection { scores, choice, groups, chosen }
+}
+
+/// Route one token. `logits`: `[n_experts]` router logits; `bias`: the V3
+/// correction bias. Returns `top_k` (expert, weight) pairs, best first.
+pub fn route(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> Vec<(usize, f32)> {
+    let Selection { scores, chosen, .. } = select(cfg, logits, bias);
     let mut weights: Vec<f32> = chosen.iter().map(|&e| scores[e]).collect();
     if cfg.method == TopkMethod::NoauxTc && cfg.norm_topk_prob {
         let denom = weights.iter().sum::<f32>() + 1e-20;
@@ -109,6 +130,32 @@ pub fn route(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> Vec<(u
         }
     }
     chosen.into_iter().zip(weights).map(|(e, w)| (e, w * cfg.routed_scaling_factor)).collect()
+}
+
+/// How near one token's routing came to another choice: the smallest error
+/// in every expert's score (sigmoid or softmax output, as [`route`] selects
+/// with it) that could change the chosen set. An expert comparison moves by
+/// twice a score's error and a group comparison (V3 ranks groups by the sum
+/// of their two best) by four times, so this is the least of half the gap
+/// between the last chosen expert and the best unchosen one in the kept
+/// groups, and a quarter of the gap between the weakest kept group and the
+/// best dropped one. Two engines whose scores for a token agree within less
+/// than this choose the same experts; `f32::INFINITY` when nothing was left
+/// out.
+pub fn route_margin(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> f32 {
+    let Selection { choice, groups, chosen, .. } = select(cfg, logits, bias);
+    let last = chosen.last().map_or(f32::INFINITY, |&e| choice[e]);
+    let next = (0..choice.len())
+        .filter(|e| !chosen.contains(e) && choice[*e] > f32::NEG_INFINITY)
+        .map(|e| choice[e])
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut margin = (last - next) / 2.0;
+    if let Some((gs, keep)) = groups {
+        let weakest = keep.iter().map(|&g| gs[g]).fold(f32::INFINITY, f32::min);
+        let best_dropped = (0..gs.len()).filter(|g| !keep.contains(g)).map(|g| gs[g]).fold(f32::NEG_INFINITY, f32::max);
+        margin = margin.min((weakest - best_dropped) / 4.0);
+    }
+    margin
 }
 
 #[cfg(test)]
@@ -144,6 +191,28 @@ mod tests {
         let r = route(&cfg(TopkMethod::NoauxTc), &l, Some(&[0.0; 4]));
         let ids: Vec<usize> = r.iter().map(|x| x.0).collect();
         assert_eq!(ids, vec![2, 3]);
+    }
+
+    #[test]
+    fn v3_margin_is_the_nearest_decision() {
+        let logit = |p: f32| (p / (1.0 - p)).ln();
+        // Groups [0.9, 0.1] (sum 1.0) and [0.6, 0.3] (0.9): group 0 kept by
+        // 0.1, a quarter of which is 0.025; within it expert 1 (0.1) is
+        // chosen second with nothing left over.
+        let l = [logit(0.9), logit(0.1), logit(0.6), logit(0.3)];
+        let m = route_margin(&cfg(TopkMethod::NoauxTc), &l, Some(&[0.0; 4]));
+        assert!((m - 0.025).abs() < 1e-6, "{m}");
+        // Two groups kept, top 2 of 4: 0.9 and 0.6 chosen, 0.3 next: half of 0.3.
+        let mut c = cfg(TopkMethod::NoauxTc);
+        c.topk_group = 2;
+        let m = route_margin(&c, &l, Some(&[0.0; 4]));
+        assert!((m - 0.15).abs() < 1e-6, "{m}");
+        // The bias counts: +0.25 on expert 3 leaves 0.6 and 0.55 0.025 apart.
+        let m = route_margin(&c, &l, Some(&[0.0, 0.0, 0.0, 0.25]));
+        assert!((m - 0.025).abs() < 1e-6, "{m}");
+        // Everything chosen: no decision to flip.
+        c.top_k = 4;
+        assert_eq!(route_margin(&c, &l, None), f32::INFINITY);
     }
 
     #[test]
