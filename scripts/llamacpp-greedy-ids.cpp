@@ -12,7 +12,10 @@
 // GREEDY_IDS_TOP=1 prints each step's two best logits to stderr, and
 // GREEDY_IDS_EXPERTS=1 the experts each MoE layer chose for each token it
 // computed (sorted; llama.cpp's last layer computes only the last token),
-// to find where a MoE model's routing parts from whale's: a near-tie in
+// to find where a MoE model's routing parts from whale's (`=scores` adds
+// the router's scores of each step's last token; GREEDY_IDS_BATCH=1 runs
+// the ids given as the prompt in one batch instead, every row to the end,
+// so that its experts can be set beside the one-at-a-time run's): a near-tie in
 // the router (whale: the 8th against the 9th expert's score) flips with
 // either engine's rounding.
 
@@ -29,33 +32,53 @@
 #include <string>
 #include <vector>
 
-static bool decode(llama_context * ctx, llama_batch_ext * batch, const std::vector<llama_token> & ids, llama_pos pos0) {
+static bool decode(llama_context * ctx, llama_batch_ext * batch, const std::vector<llama_token> & ids, llama_pos pos0,
+                   bool all = false) {
     llama_batch_ext_clear(batch);
     for (size_t i = 0; i < ids.size(); i++) {
         const int32_t idx = llama_batch_ext_add_token(batch, 0, ids[i]);
         const llama_pos pos = pos0 + (llama_pos) i;
         llama_batch_ext_set_pos(batch, idx, &pos);
     }
-    llama_batch_ext_set_output_logits(batch, (int32_t) ids.size() - 1, true);
+    for (size_t i = all ? 0 : ids.size() - 1; i < ids.size(); i++) {
+        llama_batch_ext_set_output_logits(batch, (int32_t) i, true);
+    }
     return llama_process(ctx, LLAMA_PROCESS_TYPE_DECODE, batch) == 0;
 }
 
 // The experts of `ffn_moe_topk-LAYER` (`[k, tokens]` i32), to stderr.
 static bool print_experts(struct ggml_tensor * t, bool ask, void *) {
-    if (strncmp(t->name, "ffn_moe_topk", 12) != 0) {
+    static const bool scores = getenv("GREEDY_IDS_EXPERTS") && strcmp(getenv("GREEDY_IDS_EXPERTS"), "scores") == 0;
+    const bool probs = scores && strncmp(t->name, "ffn_moe_probs-", 14) == 0 && !strchr(t->name, ' ');
+    if (strncmp(t->name, "ffn_moe_topk", 12) != 0 && !probs) {
         return false;
     }
     if (ask) {
         return true;
     }
+    if (probs) {
+        // The router's scores (`[n_expert, tokens]` f32, after the gating
+        // function, before the selection bias) of the last token.
+        const int ne = (int) t->ne[0], n = (int) t->ne[1];
+        std::vector<float> p((size_t) ne * n);
+        ggml_backend_tensor_get(t, p.data(), 0, p.size() * sizeof(float));
+        fprintf(stderr, "%s scores:", t->name);
+        for (int e = 0; e < ne; e++) {
+            fprintf(stderr, " %.9g", p[(size_t) (n - 1) * ne + e]);
+        }
+        fprintf(stderr, "\n");
+        return true;
+    }
+    // A view of the argsort's first k of each row: rows are nb[1] apart.
     const int k = (int) t->ne[0], n = (int) t->ne[1];
-    std::vector<int32_t> ids((size_t) k * n);
+    const size_t row = t->nb[1] / sizeof(int32_t);
+    std::vector<int32_t> ids(row * (n - 1) + k);
     ggml_backend_tensor_get(t, ids.data(), 0, ids.size() * sizeof(int32_t));
     for (int j = 0; j < n; j++) {
-        std::sort(ids.begin() + (size_t) j * k, ids.begin() + (size_t) (j + 1) * k);
+        std::sort(ids.begin() + j * row, ids.begin() + j * row + k);
         fprintf(stderr, "%s token %d:", t->name, j);
         for (int e = 0; e < k; e++) {
-            fprintf(stderr, " %d", ids[(size_t) j * k + e]);
+            fprintf(stderr, " %d", ids[j * row + e]);
         }
         fprintf(stderr, "\n");
     }
@@ -73,7 +96,7 @@ int main(int argc, char ** argv) {
         prompt.push_back(std::atoi(s.substr(0, c).c_str()));
         s = c == std::string::npos ? "" : s.substr(c + 1);
     }
-    const int n = std::atoi(argv[3]);
+    int n = std::atoi(argv[3]);
     const int threads = argc > 4 ? std::atoi(argv[4]) : 2;
 
     llama_backend_init();
@@ -86,6 +109,11 @@ int main(int argc, char ** argv) {
     cp.n_ctx = prompt.size() + n + 8;
     cp.n_batch = cp.n_ctx;
     cp.n_threads = cp.n_threads_batch = threads;
+    if (getenv("GREEDY_IDS_CACHE") && strcmp(getenv("GREEDY_IDS_CACHE"), "f32") == 0) {
+        // As `-ctk f32 -ctv f32 -fa off` (whale run --cache-type f32).
+        cp.type_k = cp.type_v = GGML_TYPE_F32;
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    }
     if (getenv("GREEDY_IDS_EXPERTS")) {
         cp.cb_eval = print_experts;
         cp.cb_eval_user_data = nullptr;
@@ -95,6 +123,16 @@ int main(int argc, char ** argv) {
     llama_sampler_chain_add(smpl, llama_sampler_init_greedy());
     llama_batch_ext * batch = llama_batch_ext_init(ctx);
 
+    if (getenv("GREEDY_IDS_BATCH")) {
+        // The ids in one batch, every row computed to the end (with
+        // GREEDY_IDS_EXPERTS: each token's experts, as the one-at-a-time
+        // run computes them one by one).
+        if (!decode(ctx, batch, prompt, 0, true)) {
+            fprintf(stderr, "decode failed\n");
+            return 1;
+        }
+        n = 0;
+    }
     std::vector<llama_token> step = prompt;
     llama_pos pos = 0;
     for (int i = 0; i < n; i++) {
