@@ -135,11 +135,11 @@ pub fn route(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> Vec<(u
 /// How near one token's routing came to another choice: the smallest error
 /// in every expert's score (sigmoid or softmax output, as [`route`] selects
 /// with it) that could change the chosen set. An expert comparison moves by
-/// twice a score's error and a group comparison (V3 ranks groups by the sum
-/// of their two best) by four times, so this is the least of half the gap
-/// between the last chosen expert and the best unchosen one in the kept
-/// groups, and a quarter of the gap between the weakest kept group and the
-/// best dropped one. Two engines whose scores for a token agree within less
+/// twice a score's error and a group comparison by four times where groups
+/// are ranked by the sum of their two best (V3), twice where by their best
+/// (V2), so this is the least of half the gap between the last chosen
+/// expert and the best unchosen one in the kept groups, and that part of
+/// the gap between the weakest kept group and the best dropped one. Two engines whose scores for a token agree within less
 /// than this choose the same experts; `f32::INFINITY` when nothing was left
 /// out.
 pub fn route_margin(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> f32 {
@@ -153,7 +153,9 @@ pub fn route_margin(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) ->
     if let Some((gs, keep)) = groups {
         let weakest = keep.iter().map(|&g| gs[g]).fold(f32::INFINITY, f32::min);
         let best_dropped = (0..gs.len()).filter(|g| !keep.contains(g)).map(|g| gs[g]).fold(f32::NEG_INFINITY, f32::max);
-        margin = margin.min((weakest - best_dropped) / 4.0);
+        // A V3 group's score is the sum of two scores, a V2 group's one.
+        let moves = if cfg.method == TopkMethod::NoauxTc { 4.0 } else { 2.0 };
+        margin = margin.min((weakest - best_dropped) / moves);
     }
     margin
 }
@@ -194,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn v3_margin_is_the_nearest_decision() {
+    fn margin_is_the_nearest_decision() {
         let logit = |p: f32| (p / (1.0 - p)).ln();
         // Groups [0.9, 0.1] (sum 1.0) and [0.6, 0.3] (0.9): group 0 kept by
         // 0.1, a quarter of which is 0.025; within it expert 1 (0.1) is
@@ -210,6 +212,12 @@ mod tests {
         // The bias counts: +0.25 on expert 3 leaves 0.6 and 0.55 0.025 apart.
         let m = route_margin(&c, &l, Some(&[0.0, 0.0, 0.0, 0.25]));
         assert!((m - 0.025).abs() < 1e-6, "{m}");
+        // V2's groups rank by their best: probabilities [.05, .45, .25, .25],
+        // group 0 kept by .45 - .25 = .2, half of it .1; expert 0 chosen
+        // with nothing else left in the kept group.
+        let p = [0.05f32.ln(), 0.45f32.ln(), 0.25f32.ln(), 0.25f32.ln()];
+        let m = route_margin(&cfg(TopkMethod::GroupLimitedGreedy), &p, None);
+        assert!((m - 0.1).abs() < 1e-6, "{m}");
         // Everything chosen: no decision to flip.
         c.top_k = 4;
         assert_eq!(route_margin(&c, &l, None), f32::INFINITY);
