@@ -461,9 +461,10 @@ const ROUTER_MAX_SWAPS: usize = 2;
 /// At most this many of the 32 steps may route apart. llama.cpp does not
 /// agree with itself more closely: the same ids evaluated in one batch
 /// choose another expert than its one-at-a-time run at 4 of these 32 steps
-/// (8 with an f32 cache); whale parts from the one-at-a-time run at 9
-/// (its kernels give the same bits at every SIMD level, so on every CPU).
-/// Selecting without the correction bias parts at 18 (tried).
+/// (8 with an f32 cache); whale parts from the one-at-a-time run at 9 at
+/// `WHALE_SIMD=avx2` and `avx512` alike, at 8 with the scalar kernels (whose
+/// attention sums in another order). Selecting without the correction
+/// bias parts at 18 (tried).
 const ROUTER_MAX_APART: usize = 12;
 
 /// DeepSeek-V3's shapes, 1 dense and 1 MoE layer (256 routed experts,
