@@ -459,7 +459,7 @@ const ROUTER_SCORE_TOL: f32 = 0.03;
 /// At most this many of the eight experts of a step may differ.
 const ROUTER_MAX_SWAPS: usize = 2;
 /// At most this many of the 32 steps may route apart. llama.cpp does not
-/// agree with itself more closely: the same ids evaluated in one batch
+/// agree with itself exactly either: the same ids evaluated in one batch
 /// choose another expert than its one-at-a-time run at 4 of these 32 steps
 /// (8 with an f32 cache); whale parts from the one-at-a-time run at 9 at
 /// `WHALE_SIMD=avx2` and `avx512` alike, at 8 with the scalar kernels (whose
