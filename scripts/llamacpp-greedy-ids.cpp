@@ -46,9 +46,15 @@ static bool decode(llama_context * ctx, llama_batch_ext * batch, const std::vect
     return llama_process(ctx, LLAMA_PROCESS_TYPE_DECODE, batch) == 0;
 }
 
+// Whether environment variable `name` is set to `value`.
+static bool env_is(const char * name, const char * value) {
+    const char * v = getenv(name);
+    return v && strcmp(v, value) == 0;
+}
+
 // The experts of `ffn_moe_topk-LAYER` (`[k, tokens]` i32), to stderr.
 static bool print_experts(struct ggml_tensor * t, bool ask, void *) {
-    static const bool scores = getenv("GREEDY_IDS_EXPERTS") && strcmp(getenv("GREEDY_IDS_EXPERTS"), "scores") == 0;
+    static const bool scores = env_is("GREEDY_IDS_EXPERTS", "scores");
     const bool probs = scores && strncmp(t->name, "ffn_moe_probs-", 14) == 0 && !strchr(t->name, ' ');
     if (strncmp(t->name, "ffn_moe_topk", 12) != 0 && !probs) {
         return false;
@@ -109,7 +115,7 @@ int main(int argc, char ** argv) {
     cp.n_ctx = prompt.size() + n + 8;
     cp.n_batch = cp.n_ctx;
     cp.n_threads = cp.n_threads_batch = threads;
-    if (getenv("GREEDY_IDS_CACHE") && strcmp(getenv("GREEDY_IDS_CACHE"), "f32") == 0) {
+    if (env_is("GREEDY_IDS_CACHE", "f32")) {
         // As `-ctk f32 -ctv f32 -fa off` (whale run --cache-type f32).
         cp.type_k = cp.type_v = GGML_TYPE_F32;
         cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;

@@ -500,6 +500,7 @@ fn synthetic_deepseek_v3_ud_iq1_s_split_routes_as_llama_cpp() {
     use whale_engine::formats::weights::{Fp8Mode, WeightStore};
     use whale_engine::models::deepseek_v3::{Deepseek, LayerRouting};
     use whale_engine::models::{LoadOptions, Logits, Model};
+    use whale_engine::serving::sampler::top_k;
 
     let here = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let tok = here.join("../../../shared/fixtures/hf-reference/gguf/dsv3_a_qlora_yarn_v129280.f32.gguf");
@@ -558,20 +559,19 @@ fn synthetic_deepseek_v3_ud_iq1_s_split_routes_as_llama_cpp() {
             }
         }
         apart += usize::from(routed_apart);
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-        let margin = logits[order[0]] - logits[order[1]];
-        let want_id = step["id"].as_u64().unwrap() as usize;
-        if order[0] != want_id {
+        let top = top_k(&logits, 2);
+        let margin = top[0].1 - top[1].1;
+        let want_id = step["id"].as_u64().unwrap() as u32;
+        if top[0].0 != want_id {
             assert!(
                 margin < SYNTH_NEAR_TIE || routed_apart,
                 "step {k}: whale's {} against llama.cpp's {want_id} with margin {margin}, same experts",
-                order[0]
+                top[0].0
             );
             ties += 1;
             eprintln!("step {k}: token differs (margin {margin:.3}, routed apart: {routed_apart})");
         }
-        feed = vec![want_id as u32];
+        feed = vec![want_id];
     }
     eprintln!(
         "{apart} of {} steps routed apart (llama.cpp against itself batched: {self_apart}), {ties} tokens apart, \
