@@ -103,10 +103,21 @@ pub(crate) fn on_off(var: Option<&str>) -> Option<bool> {
 pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
-        if !software_prefetch() {
-            return;
+        if software_prefetch() {
+            prefetch_lines(w, at, len);
         }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, at, len);
+}
+
+/// [`prefetch`]'s requests whether or not [`software_prefetch`] is on: for
+/// a caller that has asked once for many calls.
+#[inline(always)]
+pub(crate) fn prefetch_lines(w: &[u8], at: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
         let near = at + PREFETCH_DISTANCE / 4;
         let far = at + PREFETCH_DISTANCE;
         let farther = at + 2 * PREFETCH_DISTANCE;
@@ -124,6 +135,34 @@ pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
                 if farther + p < w.len() {
                     _mm_prefetch::<_MM_HINT_T1>(w.as_ptr().add(farther + p).cast());
                 }
+            }
+            p += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, at, len);
+}
+
+/// [`prefetch_lines`] without the test that each address lies inside `w`:
+/// for requests spread through a kernel's arithmetic a few lines at a
+/// time (`crate::rows8::BlockAhead`), where the tests were a cost of their
+/// own. The addresses past the end of `w` are computed with wrapping
+/// arithmetic and never dereferenced; a prefetch reads nothing
+/// architecturally and never faults.
+#[inline(always)]
+pub(crate) fn prefetch_spread(w: &[u8], at: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+        let base = w.as_ptr().wrapping_add(at);
+        let mut p = 0;
+        while p < len {
+            let q = base.wrapping_add(p);
+            // SAFETY: a prefetch hint of any address is sound.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T1>(q.wrapping_add(PREFETCH_DISTANCE).cast());
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_DISTANCE / 4).cast());
+                _mm_prefetch::<_MM_HINT_T1>(q.wrapping_add(2 * PREFETCH_DISTANCE).cast());
             }
             p += 64;
         }

@@ -305,7 +305,7 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
         // d and dmin (f16), then the 12 bytes of packed scales and mins;
         // the quants 32 bytes of each row at a time.
         let head = words4(blk.map(|k| (k as *const BlockQ4_K).cast::<u8>()));
-        q4_k_term(head, |c| bytes32(blk.map(|k| k.qs[32 * c..].as_ptr())), |_, _| None, [a], b)[0]
+        q4_k_term(head, |c| bytes32(blk.map(|k| k.qs[32 * c..].as_ptr())), |_, _| None, [a], b, BlockAhead::NONE)[0]
     })
 }
 
@@ -326,39 +326,102 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
 /// each row's result is the bits it has alone.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn q4_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
-    x8_blocks::<BlockQ4_K, J>(stream, nb, |at, b| {
+    x8_blocks::<BlockQ4_K, J>(stream, nb, |at, b, ahead| {
+        // The burst before the block: its arithmetic is too short to
+        // spread the requests through (see `BlockAhead`).
+        ahead.all();
         let word = |w: usize| load_word(at, w);
         let head = [word(0), word(1), word(2), word(3)];
-        q4_k_term(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), |_, _| None, a, b)
+        q4_k_term(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), |_, _| None, a, b, BlockAhead::NONE)
     })
 }
 
-/// The loop of the interleaved kernels: `term(at, b)` of each of the `nb`
-/// blocks of `B` of the eight rows that start `stream` (`at`: the group's
-/// block b) for each of `J` activation rows, each block first asking for
-/// the lines ahead of it. Each activation row's terms are summed as
-/// [`blocks_of`] sums one row's.
+/// The loop of the interleaved kernels: `term(at, b, ahead)` of each of
+/// the `nb` blocks of `B` of the eight rows that start `stream` (`at`: the
+/// group's block b) for each of `J` activation rows; the term asks for the
+/// lines ahead of its block through `ahead` ([`BlockAhead`]). Each
+/// activation row's terms are summed as [`blocks_of`] sums one row's.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn x8_blocks<B, const J: usize>(
     stream: &[u8],
     nb: usize,
-    term: impl Fn(&[u8], usize) -> [__m256; J],
+    term: impl Fn(&[u8], usize, BlockAhead<'_>) -> [__m256; J],
 ) -> [[f32; ROWS]; J] {
     let group_block = ROWS * core::mem::size_of::<B>();
     assert!(stream.len() >= nb * group_block, "x8: a group of eight rows of {nb} blocks");
+    let on = crate::matmul::software_prefetch();
     // acc[j][k]: blocks b % 8 == k of the eight rows (lane r = row r),
     // activation row j.
     // (A loop, not unrolled: eight copies of Q6_K's block were slower.)
     let mut acc = [[_mm256_setzero_ps(); 8]; J];
     for b in 0..nb {
-        crate::matmul::prefetch(stream, b * group_block, group_block);
-        let t = term(&stream[b * group_block..(b + 1) * group_block], b);
+        let at = b * group_block;
+        let ahead = BlockAhead { w: stream, at, len: group_block, on };
+        let t = term(&stream[at..at + group_block], b, ahead);
         for (acc_j, t) in acc.iter_mut().zip(t) {
             acc_j[b % 8] = _mm256_add_ps(acc_j[b % 8], t);
         }
     }
     acc.map(|acc_j| store8(hsum_across(acc_j)))
+}
+
+/// One interleaved block's requests for the lines ahead of it
+/// (`crate::matmul::prefetch`'s three distances), which its kernel makes
+/// either a part at a time from inside its arithmetic ([`BlockAhead::part`])
+/// or all at once before it ([`BlockAhead::all`]).
+///
+/// Spread through the arithmetic, the requests keep the queue of misses
+/// busy while a block is unpacked and multiplied, where a burst before the
+/// block fills it and leaves it idle for the rest (as the row kernels'
+/// [`crate::matmul::Ahead`] found for the file's layout in stop 36). It pays
+/// where the block's arithmetic is long: on the 2-core Intel Xeon of stop
+/// 53, `x8_bw 2 400 2048 TYPE` (two threads, 400 MB from memory), medians
+/// of three to five alternations, burst → sixteen parts, GB/s: AVX2 Q6_K
+/// 24.7 → 29.0 and 26.5 → 28.6, AVX2 Q4_K 27.7 → 30.6 and 28.0 → 30.6,
+/// AVX2 Q5_K 25.0 → 25.7, AVX-512 Q6_K 23.1 → 26.6 and 26.8 → 28.2,
+/// AVX-512 Q5_K 26.4 → 28.5. Not for AVX-512 Q4_K, whose block is the
+/// shortest arithmetic of all: 28.4 → 26.7 and 31.4 → 28.8 (four parts
+/// 30.6, two 29.7), so it keeps the burst. The spread requests skip the
+/// bounds test of each line ([`crate::matmul::prefetch_spread`]): with it,
+/// AVX-512 Q6_K gave 23.6 and Q4_K 24.1 where without 26.6 and 26.7 (the
+/// same run). Where the weights are already in L2 the requests cost
+/// either way (one core, 2 MB: AVX-512 Q6_K 36.6 GB/s without any, 26.0
+/// with the burst), which decode of a model larger than the caches never
+/// is.
+#[derive(Clone, Copy)]
+pub(crate) struct BlockAhead<'a> {
+    w: &'a [u8],
+    at: usize,
+    len: usize,
+    on: bool,
+}
+
+impl BlockAhead<'_> {
+    /// No requests: for the kernels of the file's layout, whose loop asks
+    /// for a row's lines itself.
+    pub(crate) const NONE: BlockAhead<'static> = BlockAhead { w: &[], at: 0, len: 0, on: false };
+
+    /// Part `i` of `N` of the block's lines (a kernel calls `i = 0..N`
+    /// spread through its block; `N` a constant, so that the lines of each
+    /// part are too).
+    #[inline(always)]
+    pub(crate) fn part<const N: usize>(self, i: usize) {
+        if self.on {
+            let lines = self.len.div_ceil(64);
+            let (l0, l1) = (i * lines / N, (i + 1) * lines / N);
+            crate::matmul::prefetch_spread(self.w, self.at + 64 * l0, 64 * (l1 - l0));
+        }
+    }
+
+    /// All of the block's lines at once, before its arithmetic (each
+    /// address tested to be inside the weights, as `crate::matmul::prefetch`).
+    #[inline(always)]
+    pub(crate) fn all(self) {
+        if self.on {
+            crate::matmul::prefetch_lines(self.w, self.at, self.len);
+        }
+    }
 }
 
 /// Word `w` (32 bytes: a 4-byte word of each of eight rows) of an
@@ -487,8 +550,11 @@ unsafe fn q6_k_scale_x8(sc: &[__m256i; 4], g: usize) -> __m256i {
 /// transposed words (`d`/`dmin`, then the three words of packed 6-bit
 /// scales and mins), `qs(c)` bytes `32c..32c + 32` of their quants as
 /// eight transposed words, and `fifth(c, k)` Q5_K's fifth bits of those
-/// quants' low and high nibbles as 0x10 bytes (`None` for Q4_K). The weights are unpacked once for the `J`
-/// rows; each row's operations are those it has alone, in the same order.
+/// quants' low and high nibbles as 0x10 bytes (`None` for Q4_K); `ahead`
+/// the block's requests for the lines ahead, made in sixteen parts through
+/// the arithmetic ([`BlockAhead`]). The weights are unpacked once for the
+/// `J` rows; each row's operations are those it has alone, in the same
+/// order.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn q4_k_term<const J: usize>(
@@ -497,6 +563,7 @@ unsafe fn q4_k_term<const J: usize>(
     fifth: impl Fn(usize, usize) -> Option<(__m256i, __m256i)>,
     a: [ActRow<'_>; J],
     b: usize,
+    ahead: BlockAhead<'_>,
 ) -> [__m256; J] {
     let nib = _mm256_set1_epi8(0x0F);
     let [dm, w0, w1, w2] = head;
@@ -535,6 +602,9 @@ unsafe fn q4_k_term<const J: usize>(
         let z = _mm256_setzero_si256();
         let (mut lo, mut hi) = ([[z; 2]; J], [[z; 2]; J]);
         unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
+            if k.is_multiple_of(2) {
+                ahead.part::<16>(4 * c + k / 2);
+            }
             let (mut ul, mut uh) = (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
             if let Some((fl, fh)) = fifth(c, k) {
                 (ul, uh) = (_mm256_or_si256(ul, fl), _mm256_or_si256(uh, fh));
@@ -572,6 +642,7 @@ unsafe fn q6_k(rows: [&[BlockQ6_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
             |h, p| bytes32(blk.map(|k| k.ql[64 * h + 32 * p..].as_ptr())),
             [a],
             b,
+            BlockAhead::NONE,
         )[0]
     })
 }
@@ -584,7 +655,7 @@ unsafe fn q6_k(rows: [&[BlockQ6_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
 /// As [`q4_k_x8`], with blocks of 210 bytes.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn q6_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
-    x8_blocks::<BlockQ6_K, J>(stream, nb, |at, b| {
+    x8_blocks::<BlockQ6_K, J>(stream, nb, |at, b, ahead| {
         let word = |w: usize| load_word(at, w);
         let dv = &at[52 * 32..52 * 32 + 16];
         // SAFETY: `dv` is the eight rows' 16 bytes of `d`; loadu is unaligned.
@@ -597,6 +668,7 @@ pub(crate) unsafe fn q6_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
             |h, p| core::array::from_fn(|k| word(16 * h + 8 * p + k)),
             a,
             b,
+            ahead,
         )
     })
 }
@@ -613,7 +685,7 @@ pub(crate) unsafe fn q6_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
 /// As [`q4_k_x8`], with blocks of 176 bytes.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn q5_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
-    x8_blocks::<BlockQ5_K, J>(stream, nb, |at, b| {
+    x8_blocks::<BlockQ5_K, J>(stream, nb, |at, b, ahead| {
         let word = |w: usize| load_word(at, w);
         let head = [word(0), word(1), word(2), word(3)];
         let qh: [__m256i; 8] = core::array::from_fn(|k| word(4 + k));
@@ -624,6 +696,7 @@ pub(crate) unsafe fn q5_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
             |c, k| Some((to4(qh[k], 2 * c), to4(qh[k], 2 * c + 1))),
             a,
             b,
+            ahead,
         )
     })
 }
@@ -644,7 +717,8 @@ pub(crate) unsafe fn q5_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn q2_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
     let (m2, m4) = (_mm256_set1_epi8(0x03), _mm256_set1_epi8(0x0F));
-    x8_blocks::<BlockQ2_K, J>(stream, nb, |at, b| {
+    x8_blocks::<BlockQ2_K, J>(stream, nb, |at, b, ahead| {
+        ahead.all();
         let word = |w: usize| load_word(at, w);
         let dm = word(20);
         let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
@@ -696,7 +770,8 @@ pub(crate) unsafe fn iq4_xs_x8<const J: usize>(stream: &[u8], nb: usize, a: [Act
     // SAFETY: 16 table bytes.
     let table = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(crate::iq::KVALUES_IQ4_U.as_ptr().cast()) });
     let nib = _mm256_set1_epi8(0x0F);
-    x8_blocks::<crate::blocks::BlockIq4Xs, J>(stream, nb, |at, b| {
+    x8_blocks::<crate::blocks::BlockIq4Xs, J>(stream, nb, |at, b, ahead| {
+        ahead.all();
         let word = |w: usize| load_word(at, w);
         let (w0, sl) = (word(0), word(1));
         let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(w0));
@@ -734,8 +809,9 @@ pub(crate) unsafe fn iq4_xs_x8<const J: usize>(stream: &[u8], nb: usize, a: [Act
 /// `J` activation rows `a`: `sc` the 16 signed scales as four transposed
 /// words, `d` the rows' scales, `qh_words(h)` bytes `32h..32h + 32` of
 /// `qh` and `ql_words(h, p)` bytes `64h + 32p..` of `ql`, each as eight
-/// transposed words. The weights are unpacked once for the `J` rows; each
-/// row's operations are those it has alone, in the same order.
+/// transposed words; `ahead` as [`q4_k_term`]'s. The weights are unpacked
+/// once for the `J` rows; each row's operations are those it has alone, in
+/// the same order.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn q6_k_term<const J: usize>(
@@ -745,6 +821,7 @@ unsafe fn q6_k_term<const J: usize>(
     ql_words: impl Fn(usize, usize) -> [__m256i; 8],
     a: [ActRow<'_>; J],
     b: usize,
+    ahead: BlockAhead<'_>,
 ) -> [__m256; J] {
     let nib = _mm256_set1_epi8(0x0F);
     let m30 = _mm256_set1_epi8(0x30);
@@ -772,6 +849,9 @@ unsafe fn q6_k_term<const J: usize>(
                 })
             });
             unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if k.is_multiple_of(2) {
+                    ahead.part::<16>(8 * h + 4 * p + k / 2);
+                }
                 let hf = k / 4;
                 let (hb_lo, hb_hi) = if p == 0 {
                     (_mm256_slli_epi16::<4>(qh[k]), qh[k])
@@ -1186,7 +1266,9 @@ unsafe fn q4_1(rows: [&[BlockQ4_1]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
 /// of mask registers. The same exact integers and f32 steps as the VNNI
 /// versions above.
 pub(crate) mod avx2 {
-    use super::{bcast4, byte_pair, load_word, rows_of, rows_of_min, word_control, words4, X8Unpacked, ROWS};
+    use super::{
+        bcast4, byte_pair, load_word, rows_of, rows_of_min, word_control, words4, BlockAhead, X8Unpacked, ROWS,
+    };
     use crate::avx2_q8::k_group_term;
     use crate::blocks::{BlockQ2_K, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K};
     use crate::q8::ActRow;
@@ -1326,11 +1408,13 @@ pub(crate) mod avx2 {
     /// The CPU must have AVX2, FMA and F16C; as [`super::q4_k_x8`] otherwise.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn q4_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
-        super::x8_blocks::<BlockQ4_K, J>(stream, nb, |at, b| {
+        super::x8_blocks::<BlockQ4_K, J>(stream, nb, |at, b, ahead| {
             let word = |w: usize| load_word(at, w);
             let head = [word(0), word(1), word(2), word(3)];
             // SAFETY: this function's features.
-            unsafe { q4_k_term::<J, false>(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), |_, _| None, a, b) }
+            unsafe {
+                q4_k_term::<J, false>(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), |_, _| None, a, b, ahead)
+            }
         })
     }
 
@@ -1341,7 +1425,7 @@ pub(crate) mod avx2 {
     /// The CPU must have AVX2, FMA and F16C; as [`super::q5_k_x8`] otherwise.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn q5_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
-        super::x8_blocks::<BlockQ5_K, J>(stream, nb, |at, b| {
+        super::x8_blocks::<BlockQ5_K, J>(stream, nb, |at, b, ahead| {
             let word = |w: usize| load_word(at, w);
             let head = [word(0), word(1), word(2), word(3)];
             let qh: [__m256i; 8] = core::array::from_fn(|k| word(4 + k));
@@ -1355,6 +1439,7 @@ pub(crate) mod avx2 {
                     |c, k| Some((to4(qh[k], 2 * c), to4(qh[k], 2 * c + 1))),
                     a,
                     b,
+                    ahead,
                 )
             }
         })
@@ -1375,6 +1460,7 @@ pub(crate) mod avx2 {
         fifth: impl Fn(usize, usize) -> Option<(__m256i, __m256i)>,
         a: [ActRow<'_>; J],
         b: usize,
+        ahead: BlockAhead<'_>,
     ) -> [__m256; J] {
         // SAFETY: AVX2, FMA and F16C (the callers'); the bsums slice is 32 bytes.
         unsafe {
@@ -1405,6 +1491,9 @@ pub(crate) mod avx2 {
                 // each for Q4_K, a half of the steps each for Q5_K.
                 let (mut lo, mut hi) = ([[z; 2]; J], [[z; 2]; J]);
                 unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    if k.is_multiple_of(2) {
+                        ahead.part::<16>(4 * c + k / 2);
+                    }
                     let (mut ul, mut uh) =
                         (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
                     if let Some((fl, fh)) = fifth(c, k) {
@@ -1452,7 +1541,7 @@ pub(crate) mod avx2 {
     pub(crate) unsafe fn q6_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
         let nib = _mm256_set1_epi8(0x0F);
         let m30 = _mm256_set1_epi8(0x30);
-        super::x8_blocks::<BlockQ6_K, J>(stream, nb, |at, b| {
+        super::x8_blocks::<BlockQ6_K, J>(stream, nb, |at, b, ahead| {
             let word = |w: usize| load_word(at, w);
             let dv = &at[52 * 32..52 * 32 + 16];
             // SAFETY: `dv` is the eight rows' 16 bytes of `d`; loadu is unaligned.
@@ -1488,6 +1577,7 @@ pub(crate) mod avx2 {
                         let s_lo = pair(sc[g_lo / 4], (g_lo % 4) as u8, (g_lo % 4) as u8);
                         let s_hi = pair(sc[g_hi / 4], (g_hi % 4) as u8, (g_hi % 4) as u8);
                         unroll!(k2 in [0, 1] {
+                            ahead.part::<16>(8 * h + 4 * p + 2 * hf + k2);
                             let mut u = [[_mm256_setzero_si256(); 2]; 2];
                             unroll!(e in [0, 1] {
                                 let k = 4 * hf + 2 * k2 + e;
@@ -1542,7 +1632,8 @@ pub(crate) mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn q2_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRow<'_>; J]) -> [[f32; ROWS]; J] {
         let (m2, m4) = (_mm256_set1_epi8(0x03), _mm256_set1_epi8(0x0F));
-        super::x8_blocks::<BlockQ2_K, J>(stream, nb, |at, b| {
+        super::x8_blocks::<BlockQ2_K, J>(stream, nb, |at, b, ahead| {
+            ahead.all();
             let word = |w: usize| load_word(at, w);
             let dm = word(20);
             let d = f16_lanes(dm);
@@ -1597,7 +1688,8 @@ pub(crate) mod avx2 {
         // SAFETY: 16 table bytes.
         let table = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(crate::iq::KVALUES_IQ4.as_ptr().cast()) });
         let nib = _mm256_set1_epi8(0x0F);
-        super::x8_blocks::<crate::blocks::BlockIq4Xs, J>(stream, nb, |at, b| {
+        super::x8_blocks::<crate::blocks::BlockIq4Xs, J>(stream, nb, |at, b, ahead| {
+            ahead.all();
             let word = |w: usize| load_word(at, w);
             let (w0, sl) = (word(0), word(1));
             let d = f16_lanes(w0);
