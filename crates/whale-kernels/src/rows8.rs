@@ -380,9 +380,12 @@ unsafe fn x8_blocks<B, const J: usize>(
 /// of three to five alternations, burst → sixteen parts, GB/s: AVX2 Q6_K
 /// 24.7 → 29.0 and 26.5 → 28.6, AVX2 Q4_K 27.7 → 30.6 and 28.0 → 30.6,
 /// AVX2 Q5_K 25.0 → 25.7, AVX-512 Q6_K 23.1 → 26.6 and 26.8 → 28.2,
-/// AVX-512 Q5_K 26.4 → 28.5. Not for AVX-512 Q4_K, whose block is the
-/// shortest arithmetic of all: 28.4 → 26.7 and 31.4 → 28.8 (four parts
-/// 30.6, two 29.7), so it keeps the burst. The spread requests skip the
+/// AVX-512 Q5_K 26.4 → 28.5; IQ4_XS in eight parts (one per 32-element
+/// sub-block), AVX-512 28.0 → 29.1 and 28.6 → 28.9, AVX2 24.7 → 25.3 and
+/// 24.5 → 25.3. Not for AVX-512 Q4_K, whose block is the shortest
+/// arithmetic of all: 28.4 → 26.7 and 31.4 → 28.8 (four parts 30.6, two
+/// 29.7), nor for Q2_K's 672-byte blocks (sixteen parts: AVX-512 25.9 →
+/// 25.7, AVX2 24.3 → 23.7): they keep the burst. The spread requests skip the
 /// bounds test of each line ([`crate::matmul::prefetch_spread`]): with it,
 /// AVX-512 Q6_K gave 23.6 and Q4_K 24.1 where without 26.6 and 26.7 (the
 /// same run). Where the weights are already in L2 the requests cost
@@ -771,7 +774,6 @@ pub(crate) unsafe fn iq4_xs_x8<const J: usize>(stream: &[u8], nb: usize, a: [Act
     let table = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(crate::iq::KVALUES_IQ4_U.as_ptr().cast()) });
     let nib = _mm256_set1_epi8(0x0F);
     x8_blocks::<crate::blocks::BlockIq4Xs, J>(stream, nb, |at, b, ahead| {
-        ahead.all();
         let word = |w: usize| load_word(at, w);
         let (w0, sl) = (word(0), word(1));
         let d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(w0));
@@ -780,6 +782,7 @@ pub(crate) unsafe fn iq4_xs_x8<const J: usize>(stream: &[u8], nb: usize, a: [Act
         let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
         let mut isum = [_mm256_setzero_si256(); J];
         unroll!(ib in [0, 1, 2, 3, 4, 5, 6, 7] {
+            ahead.part::<8>(ib);
             let scale = iq4_xs_scale_x8(sl, sh, ib);
             let mut sums: [[__m256i; 2]; J] = core::array::from_fn(|j| {
                 let sy = i32::from(bs[j][2 * ib]) + i32::from(bs[j][2 * ib + 1]);
@@ -1689,7 +1692,6 @@ pub(crate) mod avx2 {
         let table = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(crate::iq::KVALUES_IQ4.as_ptr().cast()) });
         let nib = _mm256_set1_epi8(0x0F);
         super::x8_blocks::<crate::blocks::BlockIq4Xs, J>(stream, nb, |at, b, ahead| {
-            ahead.all();
             let word = |w: usize| load_word(at, w);
             let (w0, sl) = (word(0), word(1));
             let d = f16_lanes(w0);
@@ -1697,6 +1699,7 @@ pub(crate) mod avx2 {
             let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
             let mut isum = [_mm256_setzero_si256(); J];
             unroll!(ib in [0, 1, 2, 3, 4, 5, 6, 7] {
+                ahead.part::<8>(ib);
                 // SAFETY: this function's features.
                 let scale = unsafe { super::i16_twice(super::iq4_xs_scale_x8(sl, sh, ib)) };
                 unroll!(k in [0, 1, 2, 3] {
