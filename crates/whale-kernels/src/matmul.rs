@@ -113,6 +113,7 @@ pub(crate) fn prefetch(w: &[u8], at: usize, len: usize) {
 
 /// [`prefetch`]'s requests whether or not [`software_prefetch`] is on: for
 /// a caller that has asked once for many calls.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn prefetch_lines(w: &[u8], at: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
@@ -149,6 +150,7 @@ pub(crate) fn prefetch_lines(w: &[u8], at: usize, len: usize) {
 /// own. The addresses past the end of `w` are computed with wrapping
 /// arithmetic and never dereferenced; a prefetch reads nothing
 /// architecturally and never faults.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn prefetch_spread(w: &[u8], at: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
