@@ -138,10 +138,11 @@ pub fn route(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> Vec<(u
 /// twice a score's error and a group comparison by four times where groups
 /// are ranked by the sum of their two best (V3), twice where by their best
 /// (V2), so this is the least of half the gap between the last chosen
-/// expert and the best unchosen one in the kept groups, and that part of
-/// the gap between the weakest kept group and the best dropped one. Two engines whose scores for a token agree within less
-/// than this choose the same experts; `f32::INFINITY` when nothing was left
-/// out.
+/// expert and the best unchosen one in the kept groups, and a quarter (V3)
+/// or half (V2) of the gap between the weakest kept group and the best
+/// dropped one. Two engines whose scores for a token agree within less
+/// than this choose the same experts; `f32::INFINITY` when nothing was
+/// left out.
 pub fn route_margin(cfg: &RouterConfig, logits: &[f32], bias: Option<&[f32]>) -> f32 {
     let Selection { choice, groups, chosen, .. } = select(cfg, logits, bias);
     let last = chosen.last().map_or(f32::INFINITY, |&e| choice[e]);
