@@ -60,10 +60,11 @@ fn eight_concurrent_greedy_requests_each_match_their_answer_alone() {
 #[test]
 fn full_queue_is_429_queued_streams_get_keep_alives_and_disconnect_frees_the_slot() {
     let s =
-        Server::start(&smollm2(), &["--parallel", "1", "--max-queue", "1", "--ctx", "512", "--keep-alive-ms", "100"]);
-    // A long answer takes the only slot.
-    // (Counting keeps going: the model does not end it early.)
-    let mut long = chat("Count from 1 to 1000, separated by commas.", 400);
+        Server::start(&smollm2(), &["--parallel", "1", "--max-queue", "1", "--ctx", "2048", "--keep-alive-ms", "100"]);
+    // A long answer takes the only slot. (Counting keeps going: the model
+    // does not end it early, and 1500 tokens last seconds even on a fast
+    // machine, so nothing below races the answer's natural end.)
+    let mut long = chat("Count from 1 to 1000, separated by commas.", 1500);
     long["stream"] = json!(true);
     let a = StreamingCurl::start(&s, &long);
     a.until(Duration::from_secs(60), |l| l.contains("\"content\""));
@@ -90,20 +91,13 @@ fn full_queue_is_429_queued_streams_get_keep_alives_and_disconnect_frees_the_slo
     b.disconnect();
     assert!(wait_until(Duration::from_secs(10), || s.metric("whale_running_requests") == 0.0));
     assert_eq!(s.metric("whale_cancelled_requests_total"), 1.0);
-    // A non-streamed request whose client gives up is cancelled too.
-    let body = chat("Count from 1 to 1000, separated by commas.", 400).to_string();
-    let (code, _) = curl(&[
-        "--max-time",
-        "2",
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        &body,
-        &s.url("/chat/completions"),
-    ]);
-    assert_eq!(code, 0, "curl gave up before the answer");
+    // A non-streamed request whose client gives up is cancelled too. The
+    // client leaves once the request is seen running (no fixed client
+    // timeout: that raced a fast machine's whole answer, or a slow one's
+    // first token).
+    let c = StreamingCurl::start(&s, &chat("Count from 1 to 1000, separated by commas.", 1500));
+    assert!(wait_until(Duration::from_secs(60), || s.metric("whale_running_requests") == 1.0));
+    c.disconnect();
     assert!(wait_until(Duration::from_secs(10), || s.metric("whale_cancelled_requests_total") == 2.0));
     assert!(wait_until(Duration::from_secs(10), || s.metric("whale_running_requests") == 0.0));
     let (code, _) = post(&s, "/chat/completions", &chat("Say hi.", 2));
