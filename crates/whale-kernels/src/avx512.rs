@@ -24,6 +24,23 @@ trait Rows16: crate::avx2::Rows {
     /// # Safety
     /// `at + 16 <= len`; the CPU must support AVX-512F.
     unsafe fn load16(self, at: usize) -> __m512;
+
+    /// `out[i] = self[at + i]` widened to f32 (exactly).
+    ///
+    /// # Safety
+    /// `at + out.len() <= len`; the CPU must support AVX-512F.
+    #[inline(always)]
+    unsafe fn widen(self, at: usize, out: &mut [f32]) {
+        let mut i = 0;
+        while i + 16 <= out.len() {
+            // SAFETY: (caller) in bounds; AVX-512F.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(i), self.load16(at + i)) };
+            i += 16;
+        }
+        for (u, o) in out[i..].iter_mut().enumerate() {
+            *o = self.get(at + i + u);
+        }
+    }
 }
 
 impl Rows16 for &[f32] {
@@ -48,16 +65,16 @@ impl Rows16 for &[u16] {
 /// scores of [`crate::avx2::attn_scores`], bit for bit (each one
 /// [`crate::avx2::dot_f32`]'s four 8-lane accumulators over 32-element
 /// steps, its sum of them and its tail, times `scale`), computed for four
-/// query rows and three keys at once in 512-bit registers: one register
-/// holds the first two of a dot's accumulators side by side (elements
-/// `i..i + 16` of a 32-element step), another the last two, and they are
-/// split into the 8-lane ones for the tail and the sum. The keys are read
-/// (and widened from f16) in registers, once for four rows. Keys
-/// `0..n_seen`, as there.
+/// query rows and six keys at once in 512-bit registers ([`dots`]).
 ///
-/// Until stop 41 this kernel ran two rows by three keys in 256-bit
-/// registers on keys widened into a scratch row; V2-Lite's MLA at decode
-/// (16 heads, depth 4096) spent 0.6 ms a layer in it.
+/// Six keys at a time are widened to f32 into an aligned scratch that stays
+/// in L1 while every query row meets them, and the query rows are copied
+/// once into aligned rows too (stop 54). Until then the kernel ran four
+/// rows by three keys, widening each key again for every four rows, with
+/// both operands' 512-bit loads straddling lines: one thread's scores of
+/// V3's 128 heads against 2048 f16 keys (a quick bench on the Xeon of stop
+/// 54) 67 → 93–103 GFLOP/s, and a V3 layer's whole decode attention at depth
+/// 4096 (`attn_decode 4096 128`, two threads) 10.5–10.7 → 9.0–9.5 ms.
 ///
 /// # Safety
 /// The CPU must support AVX-512F/VL and AVX2/FMA/F16C.
@@ -92,35 +109,72 @@ struct Scores<'a> {
     lens: &'a [usize],
 }
 
-/// Query rows and keys [`Scores::run`] takes at a time: 4 × 3 dots of two
-/// accumulators each are 24 of the 32 registers.
+thread_local! {
+    /// [`Scores::run`]'s aligned scratch (keys and query rows as f32).
+    static SCORE_SCRATCH: core::cell::RefCell<Vec<__m512>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// Query rows and keys [`Scores::run`] takes at a time: 4 × 6 dots, one
+/// accumulator each in a pass (see [`dots`]), are 24 of the 32 registers.
 const SCORE_ROWS: usize = 4;
-const SCORE_KEYS: usize = 3;
+const SCORE_KEYS: usize = 6;
 
 impl Scores<'_> {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     fn run<R: Rows16>(&self, keys: R, out: &mut [f32]) {
+        let (dim, rows) = (self.dim, self.lens.len());
+        // The keys of a step, widened to f32 once for every row (they stay
+        // in L1 while all the rows meet them), and the query rows, copied
+        // once for all the keys: both 64-byte aligned, as a 512-bit load
+        // that crosses a line costs two (one thread's scratch, reused).
+        let stride = dim.next_multiple_of(16);
+        SCORE_SCRATCH.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let vecs = (SCORE_KEYS + rows) * stride / 16;
+            if buf.len() < vecs {
+                buf.resize(vecs, _mm512_setzero_ps());
+            }
+            // SAFETY: plain floats, 16 to each `__m512`.
+            let all: &mut [f32] = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), vecs * 16) };
+            let (tile, qa) = all.split_at_mut(SCORE_KEYS * stride);
+            for (d, s) in qa.chunks_exact_mut(stride).zip(self.q.chunks_exact(dim)) {
+                d[..dim].copy_from_slice(s);
+            }
+            self.run_tiles(keys, tile, qa, stride, out);
+        });
+    }
+
+    /// [`Scores::run`] with its scratch: `tile` holds [`SCORE_KEYS`] rows
+    /// and `qa` the query rows, each `stride` floats apart.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    fn run_tiles<R: Rows16>(&self, keys: R, tile: &mut [f32], qa: &[f32], stride: usize, out: &mut [f32]) {
         let (dim, n) = (self.dim, self.n);
         let rows = self.lens.len();
         let mut p = 0;
         while p < self.n_seen {
             let np = (self.n_seen - p).min(SCORE_KEYS);
-            // The next keys into L2 while these are multiplied.
-            keys.prefetch((p + 2 * SCORE_KEYS) * self.stride, dim);
-            keys.prefetch((p + 2 * SCORE_KEYS + 1) * self.stride, dim);
-            keys.prefetch((p + 2 * SCORE_KEYS + 2) * self.stride, dim);
+            for (j, t) in tile.chunks_exact_mut(stride).take(np).enumerate() {
+                // SAFETY: key row `p + j < n_seen` lies in bounds (checked by
+                // the caller); this function's features.
+                unsafe { keys.widen((p + j) * self.stride, &mut t[..dim]) };
+            }
             let mut i = 0;
+            let blocks = rows.div_ceil(SCORE_ROWS);
             while i < rows {
+                // The keys two steps on into L2 while these are multiplied,
+                // a key row a block of rows (a burst of all of them filled
+                // the queue of misses and stalled the arithmetic).
+                let b = i / SCORE_ROWS;
+                for j in (b..SCORE_KEYS).step_by(blocks) {
+                    keys.prefetch((p + 2 * SCORE_KEYS + j) * self.stride, dim);
+                }
                 let nr = (rows - i).min(SCORE_ROWS);
                 if self.lens[i..i + nr].iter().any(|&l| l > p) {
-                    let qs: [&[f32]; SCORE_ROWS] =
-                        core::array::from_fn(|r| &self.q[(i + r.min(nr - 1)) * dim..][..dim]);
-                    let kat: [usize; SCORE_KEYS] = core::array::from_fn(|j| (p + j.min(np - 1)) * self.stride);
-                    // SAFETY: every key row `kat[j]..+dim` is in bounds
-                    // (the caller checked `n_seen` rows at `stride`), and
-                    // every query row holds `dim` floats; this function's
-                    // features.
-                    let d = unsafe { dots::<R, SCORE_ROWS, SCORE_KEYS>(qs, keys, kat, dim) };
+                    let qs: [&[f32]; SCORE_ROWS] = core::array::from_fn(|r| &qa[(i + r.min(nr - 1)) * stride..][..dim]);
+                    let ks: [&[f32]; SCORE_KEYS] = core::array::from_fn(|j| &tile[j * stride..][..dim]);
+                    // SAFETY: every query and tile row holds `dim` floats;
+                    // this function's features.
+                    let d = unsafe { dots::<SCORE_ROWS, SCORE_KEYS>(qs, ks, dim) };
                     for (r, dr) in d.iter().enumerate().take(nr) {
                         for (j, &x) in dr.iter().enumerate().take(np) {
                             if p + j < self.lens[i + r] {
@@ -136,46 +190,57 @@ impl Scores<'_> {
     }
 }
 
-/// `dot_f32(q[r], keys[kat[j]..])` for `RR` rows and `KK` keys, each with
-/// [`crate::avx2::dot_f32`]'s operations in its order.
+/// One pass of [`dots`]: for each row and key, the accumulator of
+/// elements `off..off + 16` of every 32-element step (`off` 0: the first
+/// two of [`crate::avx2::dot_f32`]'s 8-lane accumulators side by side;
+/// 16: the last two).
 ///
 /// # Safety
-/// The CPU must support AVX-512F/VL and AVX2/FMA/F16C; each query row
-/// holds `dim` floats and each key `kat[j]..kat[j] + dim` is in bounds.
+/// The CPU must support AVX-512F; every row holds `dim` floats.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-#[inline]
+#[inline(never)]
 #[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][key]
-unsafe fn dots<R: Rows16, const RR: usize, const KK: usize>(
+unsafe fn dots_pass<const RR: usize, const KK: usize>(
     q: [&[f32]; RR],
-    keys: R,
-    kat: [usize; KK],
+    k: [&[f32]; KK],
     dim: usize,
-) -> [[f32; KK]; RR] {
-    let z = _mm512_setzero_ps();
-    // lo[r][j]: accumulators 0 and 1 of dot (r, j); hi[r][j]: 2 and 3.
-    let mut lo = [[z; KK]; RR];
-    let mut hi = [[z; KK]; RR];
+    off: usize,
+) -> [[__m512; KK]; RR] {
+    let mut acc = [[_mm512_setzero_ps(); KK]; RR];
     let mut i = 0;
-    // SAFETY (every load): `i + 32 <= dim`, in bounds of every row.
+    // SAFETY (every load): `i + off + 16 <= i + 32 <= dim`, in bounds of
+    // every row.
     unsafe {
         while i + 32 <= dim {
-            let k: [__m512; KK] = core::array::from_fn(|j| keys.load16(kat[j] + i));
+            let kv: [__m512; KK] = core::array::from_fn(|j| _mm512_loadu_ps(k[j].as_ptr().add(i + off)));
             for r in 0..RR {
-                let a = _mm512_loadu_ps(q[r].as_ptr().add(i));
+                let a = _mm512_loadu_ps(q[r].as_ptr().add(i + off));
                 for j in 0..KK {
-                    lo[r][j] = _mm512_fmadd_ps(a, k[j], lo[r][j]);
-                }
-            }
-            let k: [__m512; KK] = core::array::from_fn(|j| keys.load16(kat[j] + i + 16));
-            for r in 0..RR {
-                let a = _mm512_loadu_ps(q[r].as_ptr().add(i + 16));
-                for j in 0..KK {
-                    hi[r][j] = _mm512_fmadd_ps(a, k[j], hi[r][j]);
+                    acc[r][j] = _mm512_fmadd_ps(a, kv[j], acc[r][j]);
                 }
             }
             i += 32;
         }
     }
+    acc
+}
+
+/// `dot_f32(q[r], k[j])` for `RR` rows and `KK` keys (widened to f32), each
+/// with [`crate::avx2::dot_f32`]'s operations in its order: the first two
+/// of its accumulators in one pass over the rows ([`dots_pass`]), the last
+/// two in a second, so that a pass holds one register a dot and each
+/// query vector loaded serves `KK` keys.
+///
+/// # Safety
+/// The CPU must support AVX-512F/VL and AVX2/FMA/F16C; each row holds
+/// `dim` floats.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][key]
+unsafe fn dots<const RR: usize, const KK: usize>(q: [&[f32]; RR], k: [&[f32]; KK], dim: usize) -> [[f32; KK]; RR] {
+    // SAFETY: (caller) the rows hold `dim` floats; this function's features.
+    let (lo, hi) = unsafe { (dots_pass(q, k, dim, 0), dots_pass(q, k, dim, 16)) };
+    let body = dim / 32 * 32;
     let mut out = [[0f32; KK]; RR];
     for r in 0..RR {
         for j in 0..KK {
@@ -184,17 +249,23 @@ unsafe fn dots<R: Rows16, const RR: usize, const KK: usize>(
                 _mm256_castpd_ps(if h == 0 { _mm512_castpd512_pd256(d) } else { _mm512_extractf64x4_pd::<1>(d) })
             };
             let (mut a0, a1, a2, a3) = (half(lo[r][j], 0), half(lo[r][j], 1), half(hi[r][j], 0), half(hi[r][j], 1));
-            let mut t = i;
+            let mut t = body;
             // SAFETY: `t + 8 <= dim`, in bounds as above.
             while t + 8 <= dim {
-                unsafe { a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q[r].as_ptr().add(t)), keys.load8(kat[j] + t), a0) };
+                unsafe {
+                    a0 = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(q[r].as_ptr().add(t)),
+                        _mm256_loadu_ps(k[j].as_ptr().add(t)),
+                        a0,
+                    )
+                };
                 t += 8;
             }
             let v = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
             // SAFETY: this function's features include AVX2.
             let mut sum = unsafe { crate::avx2::hsum(v) };
-            for (u, x) in q[r][t..dim].iter().enumerate() {
-                sum += x * keys.get(kat[j] + t + u);
+            for (x, y) in q[r][t..dim].iter().zip(&k[j][t..dim]) {
+                sum += x * y;
             }
             out[r][j] = sum;
         }

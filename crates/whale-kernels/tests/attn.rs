@@ -142,8 +142,8 @@ fn f16_rows_equal_their_f32_widening() {
 }
 
 /// A score is `dot_f32` at the level times the scale, bit for bit, however
-/// the kernel groups rows and keys (at the AVX-512 levels four rows by three
-/// keys, the rest one at a time) and whatever the row lengths.
+/// the kernel groups rows and keys (at the AVX-512 levels four rows by six
+/// keys, at AVX2 three rows a key) and whatever the row lengths.
 #[test]
 fn scores_are_dot_f32_bits() {
     let mut rng = Rng::new(17);
