@@ -545,14 +545,96 @@ impl Rows for &[u16] {
 
 /// See [`crate::attn::attn_scores`] (shapes checked by the caller, which
 /// passes the rows in L2-sized chunks): keys `0..n_seen` (at least every
-/// row's length), each read, and widened from f16 into a scratch row, once
-/// for all the rows; each score is [`dot_f32`] (the summation order of
-/// ggml's `ggml_vec_dot_f32`: four 8-lane FMA accumulators over 32-element
-/// steps), three rows at a time ([`dots_3x1`]; until stop 41 one at a
-/// time, and the scores were 46 % of V2-Lite's MLA at decode).
+/// row's length); each score is [`dot_f32`] (the summation order of ggml's
+/// `ggml_vec_dot_f32`: four 8-lane FMA accumulators over 32-element
+/// steps), four rows by three keys at a time ([`dots`]).
+///
+/// Three keys at a time are widened to f32 into an aligned scratch that
+/// stays in L1 while every query row meets them, and the query rows are
+/// copied once into aligned rows (stop 54, as the AVX-512 kernel). Until
+/// then each key met three rows at a time, four loads for three
+/// multiply-adds.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn attn_scores(
+    q: &[f32],
+    dim: usize,
+    n: usize,
+    n_seen: usize,
+    keys: crate::attn::KvSlice<'_>,
+    stride: usize,
+    scale: f32,
+    lens: &[usize],
+    out: &mut [f32],
+) {
+    if dim < SCORE_TILE_MIN_DIM {
+        // SAFETY: this function's features; the same shapes.
+        return unsafe { attn_scores_narrow(q, dim, n, n_seen, keys, stride, scale, lens, out) };
+    }
+    let rows = lens.len();
+    // Rows 32-byte aligned: a load that crosses a line costs two.
+    let row = dim.next_multiple_of(8);
+    SCORE_SCRATCH.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let vecs = (SCORE_KEYS + rows) * row / 8;
+        if buf.len() < vecs {
+            buf.resize(vecs, _mm256_setzero_ps());
+        }
+        // SAFETY: plain floats, 8 to each `__m256`.
+        let all: &mut [f32] = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), vecs * 8) };
+        let (tile, qa) = all.split_at_mut(SCORE_KEYS * row);
+        for (d, s) in qa.chunks_exact_mut(row).zip(q.chunks_exact(dim)) {
+            d[..dim].copy_from_slice(s);
+        }
+        let blocks = rows.div_ceil(SCORE_ROWS);
+        let mut p = 0;
+        while p < n_seen {
+            let np = (n_seen - p).min(SCORE_KEYS);
+            for (j, t) in tile.chunks_exact_mut(row).take(np).enumerate() {
+                let at = (p + j) * stride;
+                match keys {
+                    crate::attn::KvSlice::F32(k) => t[..dim].copy_from_slice(&k[at..at + dim]),
+                    crate::attn::KvSlice::F16(k) => widen_row(&k[at..at + dim], &mut t[..dim]),
+                }
+            }
+            let mut i = 0;
+            while i < rows {
+                // The keys two steps on into L2 while these are multiplied,
+                // a key row a block of rows.
+                for j in (i / SCORE_ROWS..SCORE_KEYS).step_by(blocks) {
+                    let at = (p + 2 * SCORE_KEYS + j) * stride;
+                    match keys {
+                        crate::attn::KvSlice::F32(k) => k.prefetch(at, dim),
+                        crate::attn::KvSlice::F16(k) => k.prefetch(at, dim),
+                    }
+                }
+                let nr = (rows - i).min(SCORE_ROWS);
+                if lens[i..i + nr].iter().any(|&l| l > p) {
+                    let qs: [&[f32]; SCORE_ROWS] = core::array::from_fn(|r| &qa[(i + r.min(nr - 1)) * row..][..dim]);
+                    let ks: [&[f32]; SCORE_KEYS] = core::array::from_fn(|j| &tile[j * row..][..dim]);
+                    // SAFETY: this function's features; every row holds `dim` floats.
+                    let d = unsafe { dots::<SCORE_ROWS, SCORE_KEYS>(qs, ks, dim) };
+                    for (r, dr) in d.iter().enumerate().take(nr) {
+                        for (j, &x) in dr.iter().enumerate().take(np) {
+                            if p + j < lens[i + r] {
+                                out[(i + r) * n + p + j] = x * scale;
+                            }
+                        }
+                    }
+                }
+                i += nr;
+            }
+            p += np;
+        }
+    });
+}
+
+/// [`attn_scores`] for rows narrower than [`SCORE_TILE_MIN_DIM`]: each
+/// key widened from f16 into a scratch row once for all the rows, and
+/// met by three rows at a time ([`dots_3x1`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attn_scores_narrow(
     q: &[f32],
     dim: usize,
     n: usize,
@@ -639,6 +721,101 @@ unsafe fn dots_3x1(q: [&[f32]; 3], k: &[f32]) -> [f32; 3] {
             sum += x * y;
         }
         out[r] = sum;
+    }
+    out
+}
+thread_local! {
+    /// [`attn_scores`]' aligned scratch (keys and query rows as f32).
+    static SCORE_SCRATCH: core::cell::RefCell<Vec<__m256>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// Rows narrower than this go one key at a time ([`attn_scores_narrow`]):
+/// the four passes of [`dots`] over a row of 64 cost more than they save
+/// (GQA's 64-float heads, `attn_decode 4096 14 2 2 64 64` at AVX2: 0.59
+/// against 0.69 ms a layer), from 128 on they save (`attn_decode 4096 28 2
+/// 4 128 128`: 2.0 → 1.85 ms; V3's 576: 15.1–15.4 → 11.8–12.1 ms).
+const SCORE_TILE_MIN_DIM: usize = 128;
+
+/// Query rows and keys [`attn_scores`] takes at a time: 4 × 3 dots, one
+/// accumulator each in a pass, 12 of the 16 registers.
+const SCORE_ROWS: usize = 4;
+const SCORE_KEYS: usize = 3;
+
+/// One pass of [`dots`]: for each row and key, accumulator `off / 8` of
+/// [`dot_f32`] (elements `off..off + 8` of every 32-element step).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; every row holds `dim` floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(never)]
+#[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][key]
+unsafe fn dots_pass<const RR: usize, const KK: usize>(
+    q: [&[f32]; RR],
+    k: [&[f32]; KK],
+    dim: usize,
+    off: usize,
+    out: &mut [[__m256; KK]; RR],
+) {
+    let mut acc = [[_mm256_setzero_ps(); KK]; RR];
+    let mut i = 0;
+    // SAFETY (every load): `i + off + 8 <= i + 32 <= dim`, in bounds of
+    // every row.
+    unsafe {
+        while i + 32 <= dim {
+            let kv: [__m256; KK] = core::array::from_fn(|j| _mm256_loadu_ps(k[j].as_ptr().add(i + off)));
+            for r in 0..RR {
+                let a = _mm256_loadu_ps(q[r].as_ptr().add(i + off));
+                for j in 0..KK {
+                    acc[r][j] = _mm256_fmadd_ps(a, kv[j], acc[r][j]);
+                }
+            }
+            i += 32;
+        }
+    }
+    *out = acc;
+}
+
+/// `dot_f32(q[r], k[j])` for `RR` rows and `KK` keys, each with
+/// [`dot_f32`]'s operations in its order: each of its four accumulators in
+/// a pass of its own over the rows ([`dots_pass`]), so that a pass holds one
+/// register a dot and each query vector loaded serves `KK` keys.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; each row holds `dim` floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][key]
+unsafe fn dots<const RR: usize, const KK: usize>(q: [&[f32]; RR], k: [&[f32]; KK], dim: usize) -> [[f32; KK]; RR] {
+    // SAFETY: (caller) the rows hold `dim` floats; this function's features.
+    let mut acc = [[[_mm256_setzero_ps(); KK]; RR]; 4];
+    for (c, a) in acc.iter_mut().enumerate() {
+        unsafe { dots_pass(q, k, dim, 8 * c, a) };
+    }
+    let body = dim / 32 * 32;
+    let mut out = [[0f32; KK]; RR];
+    for r in 0..RR {
+        for j in 0..KK {
+            let mut a0 = acc[0][r][j];
+            let mut t = body;
+            // SAFETY: `t + 8 <= dim`, in bounds as above.
+            while t + 8 <= dim {
+                unsafe {
+                    a0 = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(q[r].as_ptr().add(t)),
+                        _mm256_loadu_ps(k[j].as_ptr().add(t)),
+                        a0,
+                    )
+                };
+                t += 8;
+            }
+            let v = _mm256_add_ps(_mm256_add_ps(a0, acc[1][r][j]), _mm256_add_ps(acc[2][r][j], acc[3][r][j]));
+            // SAFETY: this function's features.
+            let mut sum = unsafe { hsum(v) };
+            for (x, y) in q[r][t..dim].iter().zip(&k[j][t..dim]) {
+                sum += x * y;
+            }
+            out[r][j] = sum;
+        }
     }
     out
 }

@@ -205,7 +205,8 @@ unsafe fn dots_pass<const RR: usize, const KK: usize>(
     k: [&[f32]; KK],
     dim: usize,
     off: usize,
-) -> [[__m512; KK]; RR] {
+    out: &mut [[__m512; KK]; RR],
+) {
     let mut acc = [[_mm512_setzero_ps(); KK]; RR];
     let mut i = 0;
     // SAFETY (every load): `i + off + 16 <= i + 32 <= dim`, in bounds of
@@ -222,7 +223,7 @@ unsafe fn dots_pass<const RR: usize, const KK: usize>(
             i += 32;
         }
     }
-    acc
+    *out = acc;
 }
 
 /// `dot_f32(q[r], k[j])` for `RR` rows and `KK` keys (widened to f32), each
@@ -239,7 +240,11 @@ unsafe fn dots_pass<const RR: usize, const KK: usize>(
 #[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][key]
 unsafe fn dots<const RR: usize, const KK: usize>(q: [&[f32]; RR], k: [&[f32]; KK], dim: usize) -> [[f32; KK]; RR] {
     // SAFETY: (caller) the rows hold `dim` floats; this function's features.
-    let (lo, hi) = unsafe { (dots_pass(q, k, dim, 0), dots_pass(q, k, dim, 16)) };
+    let (mut lo, mut hi) = ([[_mm512_setzero_ps(); KK]; RR], [[_mm512_setzero_ps(); KK]; RR]);
+    unsafe {
+        dots_pass(q, k, dim, 0, &mut lo);
+        dots_pass(q, k, dim, 16, &mut hi);
+    }
     let body = dim / 32 * 32;
     let mut out = [[0f32; KK]; RR];
     for r in 0..RR {

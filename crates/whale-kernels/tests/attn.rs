@@ -142,15 +142,25 @@ fn f16_rows_equal_their_f32_widening() {
 }
 
 /// A score is `dot_f32` at the level times the scale, bit for bit, however
-/// the kernel groups rows and keys (at the AVX-512 levels four rows by six
-/// keys, at AVX2 three rows a key) and whatever the row lengths.
+/// the kernel groups rows and keys (four rows by six keys at the AVX-512
+/// levels, by three at AVX2 from 128 floats a row, three rows a key below)
+/// and whatever the row lengths.
 #[test]
 fn scores_are_dot_f32_bits() {
     let mut rng = Rng::new(17);
     for level in SimdLevel::available() {
-        for (nh, dim, stride, n) in
-            [(5, 64, 64, 29), (3, 128, 136, 17), (2, 576, 576, 11), (4, 72, 72, 13), (3, 32, 40, 8), (6, 75, 80, 7)]
-        {
+        for (nh, dim, stride, n) in [
+            (5, 64, 64, 29),
+            (3, 128, 136, 17),
+            (2, 576, 576, 11),
+            (4, 72, 72, 13),
+            (3, 32, 40, 8),
+            (6, 75, 80, 7),
+            // Wide rows with an 8-float and a scalar tail, and row and key
+            // counts that leave partial tiles.
+            (7, 200, 208, 13),
+            (9, 147, 150, 8),
+        ] {
             let q = rng.vec_f32(nh * dim);
             let rows = rng.vec_f32((n - 1) * stride + dim);
             let lens: Vec<usize> = (0..nh).map(|i| n - (i * 3) % n).collect();
