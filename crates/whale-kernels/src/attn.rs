@@ -5,10 +5,10 @@
 //! sit `stride` floats apart (the KV heads of a position are side by side
 //! in the cache).
 //!
-//! Each has a scalar reference and an AVX2/FMA version (the weighted sum
-//! also an AVX-512 one; the scores use AVX2 at the AVX-512 levels), chosen
-//! once per call. A score is [`crate::dot_f32`] at
-//! the level (levels differ by f32 rounding); a weighted sum adds
+//! Each has a scalar reference, an AVX2/FMA version and an AVX-512 one,
+//! chosen once per call. A score is [`crate::dot_f32`] at the level (the
+//! AVX-512 levels take AVX2's, in 512-bit registers; levels differ by f32
+//! rounding); a weighted sum adds
 //! `w[p] * v[p]` in position order with separate multiplies and adds at
 //! every level (bit-identical). Neither depends on how many heads share
 //! the call.
