@@ -311,3 +311,106 @@ pub(crate) fn position_major<const HB: usize>(
     }
     Some((lens, lens.iter().copied().min().unwrap_or(0)))
 }
+
+/// 64 bytes of floats: [`score_tiles`]' scratch rows start on cache lines.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// [`score_tiles`]' scratch: a tile of keys and the query rows, as f32
+    /// (one thread's, reused: allocating it each call cost page faults).
+    static SCORE_SCRATCH: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The loop of the x86 score kernels (`crate::avx2::attn_scores` from 128
+/// floats a row, `crate::avx512::attn_scores`), the arguments theirs: `KK`
+/// keys at a time are widened to f32 into a 64-byte aligned scratch that
+/// stays in L1 while every query row meets them, the query rows are
+/// copied once into aligned rows (a vector load that crosses a line costs
+/// two), and `dots` scores `RR` rows against the `KK` keys (a partial
+/// block repeats its last row or key, whose results are dropped). The
+/// next keys' L2 requests go a key row a block of rows: a burst of all of
+/// them filled the queue of misses and stalled the arithmetic.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C; the shapes are checked as
+/// [`attn_scores`] checks them.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn score_tiles<const RR: usize, const KK: usize>(
+    q: &[f32],
+    dim: usize,
+    n: usize,
+    n_seen: usize,
+    keys: KvSlice<'_>,
+    stride: usize,
+    scale: f32,
+    lens: &[usize],
+    out: &mut [f32],
+    dots: impl Fn([&[f32]; RR], [&[f32]; KK]) -> [[f32; KK]; RR],
+) {
+    let rows = lens.len();
+    let row = dim.next_multiple_of(16);
+    SCORE_SCRATCH.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let lines = (KK + rows) * row / 16;
+        if buf.len() < lines {
+            buf.resize(lines, Line([0.0; 16]));
+        }
+        let all = floats(&mut buf[..lines]);
+        let (tile, qa) = all.split_at_mut(KK * row);
+        for (d, s) in qa.chunks_exact_mut(row).zip(q.chunks_exact(dim)) {
+            d[..dim].copy_from_slice(s);
+        }
+        let blocks = rows.div_ceil(RR);
+        let mut p = 0;
+        while p < n_seen {
+            let np = (n_seen - p).min(KK);
+            for (j, t) in tile.chunks_exact_mut(row).take(np).enumerate() {
+                let at = (p + j) * stride;
+                match keys {
+                    KvSlice::F32(k) => t[..dim].copy_from_slice(&k[at..at + dim]),
+                    // SAFETY: (caller) AVX2 and F16C.
+                    KvSlice::F16(k) => unsafe { crate::avx2::widen_row(&k[at..at + dim], &mut t[..dim]) },
+                }
+            }
+            let mut i = 0;
+            while i < rows {
+                for j in (i / RR..KK).step_by(blocks) {
+                    let at = (p + 2 * KK + j) * stride;
+                    let (base, bytes) = match keys {
+                        KvSlice::F32(k) => (k.as_ptr().wrapping_add(at).cast::<u8>(), 4 * dim),
+                        KvSlice::F16(k) => (k.as_ptr().wrapping_add(at).cast::<u8>(), 2 * dim),
+                    };
+                    crate::avx2::prefetch_bytes(base, bytes);
+                }
+                let nr = (rows - i).min(RR);
+                if lens[i..i + nr].iter().any(|&l| l > p) {
+                    let qs: [&[f32]; RR] = core::array::from_fn(|r| &qa[(i + r.min(nr - 1)) * row..][..dim]);
+                    let ks: [&[f32]; KK] = core::array::from_fn(|j| &tile[j.min(np - 1) * row..][..dim]);
+                    let d = dots(qs, ks);
+                    for (r, dr) in d.iter().enumerate().take(nr) {
+                        for (j, &x) in dr.iter().enumerate().take(np) {
+                            if p + j < lens[i + r] {
+                                out[(i + r) * n + p + j] = x * scale;
+                            }
+                        }
+                    }
+                }
+                i += nr;
+            }
+            p += np;
+        }
+    });
+}
+
+/// Lines as one slice of floats.
+#[cfg(target_arch = "x86_64")]
+fn floats(lines: &mut [Line]) -> &mut [f32] {
+    // SAFETY: `Line` is `repr(C)` over `[f32; 16]` with no padding (64
+    // bytes, 64-aligned), so the lines are 16 × `lines.len()` floats.
+    unsafe { core::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<f32>(), lines.len() * 16) }
+}

@@ -571,62 +571,12 @@ pub(crate) unsafe fn attn_scores(
         // SAFETY: this function's features; the same shapes.
         return unsafe { attn_scores_narrow(q, dim, n, n_seen, keys, stride, scale, lens, out) };
     }
-    let rows = lens.len();
-    // Rows 32-byte aligned: a load that crosses a line costs two.
-    let row = dim.next_multiple_of(8);
-    SCORE_SCRATCH.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let vecs = (SCORE_KEYS + rows) * row / 8;
-        if buf.len() < vecs {
-            buf.resize(vecs, _mm256_setzero_ps());
-        }
-        // SAFETY: plain floats, 8 to each `__m256`.
-        let all: &mut [f32] = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), vecs * 8) };
-        let (tile, qa) = all.split_at_mut(SCORE_KEYS * row);
-        for (d, s) in qa.chunks_exact_mut(row).zip(q.chunks_exact(dim)) {
-            d[..dim].copy_from_slice(s);
-        }
-        let blocks = rows.div_ceil(SCORE_ROWS);
-        let mut p = 0;
-        while p < n_seen {
-            let np = (n_seen - p).min(SCORE_KEYS);
-            for (j, t) in tile.chunks_exact_mut(row).take(np).enumerate() {
-                let at = (p + j) * stride;
-                match keys {
-                    crate::attn::KvSlice::F32(k) => t[..dim].copy_from_slice(&k[at..at + dim]),
-                    crate::attn::KvSlice::F16(k) => widen_row(&k[at..at + dim], &mut t[..dim]),
-                }
-            }
-            let mut i = 0;
-            while i < rows {
-                // The keys two steps on into L2 while these are multiplied,
-                // a key row a block of rows.
-                for j in (i / SCORE_ROWS..SCORE_KEYS).step_by(blocks) {
-                    let at = (p + 2 * SCORE_KEYS + j) * stride;
-                    match keys {
-                        crate::attn::KvSlice::F32(k) => k.prefetch(at, dim),
-                        crate::attn::KvSlice::F16(k) => k.prefetch(at, dim),
-                    }
-                }
-                let nr = (rows - i).min(SCORE_ROWS);
-                if lens[i..i + nr].iter().any(|&l| l > p) {
-                    let qs: [&[f32]; SCORE_ROWS] = core::array::from_fn(|r| &qa[(i + r.min(nr - 1)) * row..][..dim]);
-                    let ks: [&[f32]; SCORE_KEYS] = core::array::from_fn(|j| &tile[j * row..][..dim]);
-                    // SAFETY: this function's features; every row holds `dim` floats.
-                    let d = unsafe { dots::<SCORE_ROWS, SCORE_KEYS>(qs, ks, dim) };
-                    for (r, dr) in d.iter().enumerate().take(nr) {
-                        for (j, &x) in dr.iter().enumerate().take(np) {
-                            if p + j < lens[i + r] {
-                                out[(i + r) * n + p + j] = x * scale;
-                            }
-                        }
-                    }
-                }
-                i += nr;
-            }
-            p += np;
-        }
-    });
+    // SAFETY: (caller) AVX2 and F16C; the shapes checked.
+    unsafe {
+        crate::attn::score_tiles::<SCORE_ROWS, SCORE_KEYS>(q, dim, n, n_seen, keys, stride, scale, lens, out, |q, k| {
+            dots(q, k, dim)
+        })
+    }
 }
 
 /// [`attn_scores`] for rows narrower than [`SCORE_TILE_MIN_DIM`]: each
@@ -723,10 +673,6 @@ unsafe fn dots_3x1(q: [&[f32]; 3], k: &[f32]) -> [f32; 3] {
         out[r] = sum;
     }
     out
-}
-thread_local! {
-    /// [`attn_scores`]' aligned scratch (keys and query rows as f32).
-    static SCORE_SCRATCH: core::cell::RefCell<Vec<__m256>> = const { core::cell::RefCell::new(Vec::new()) };
 }
 
 /// Rows narrower than this go one key at a time ([`attn_scores_narrow`]):

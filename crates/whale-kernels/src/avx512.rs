@@ -24,23 +24,6 @@ trait Rows16: crate::avx2::Rows {
     /// # Safety
     /// `at + 16 <= len`; the CPU must support AVX-512F.
     unsafe fn load16(self, at: usize) -> __m512;
-
-    /// `out[i] = self[at + i]` widened to f32 (exactly).
-    ///
-    /// # Safety
-    /// `at + out.len() <= len`; the CPU must support AVX-512F.
-    #[inline(always)]
-    unsafe fn widen(self, at: usize, out: &mut [f32]) {
-        let mut i = 0;
-        while i + 16 <= out.len() {
-            // SAFETY: (caller) in bounds; AVX-512F.
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(i), self.load16(at + i)) };
-            i += 16;
-        }
-        for (u, o) in out[i..].iter_mut().enumerate() {
-            *o = self.get(at + i + u);
-        }
-    }
 }
 
 impl Rows16 for &[f32] {
@@ -91,104 +74,18 @@ pub(crate) unsafe fn attn_scores(
     lens: &[usize],
     out: &mut [f32],
 ) {
-    let s = Scores { q, dim, n, n_seen, stride, scale, lens };
-    match keys {
-        crate::attn::KvSlice::F32(k) => s.run(k, out),
-        crate::attn::KvSlice::F16(k) => s.run(k, out),
+    // SAFETY: (caller) AVX-512 with AVX2 and F16C; the shapes checked.
+    unsafe {
+        crate::attn::score_tiles::<SCORE_ROWS, SCORE_KEYS>(q, dim, n, n_seen, keys, stride, scale, lens, out, |q, k| {
+            dots(q, k, dim)
+        })
     }
 }
 
-/// The shapes of one [`attn_scores`] call.
-struct Scores<'a> {
-    q: &'a [f32],
-    dim: usize,
-    n: usize,
-    n_seen: usize,
-    stride: usize,
-    scale: f32,
-    lens: &'a [usize],
-}
-
-thread_local! {
-    /// [`Scores::run`]'s aligned scratch (keys and query rows as f32).
-    static SCORE_SCRATCH: core::cell::RefCell<Vec<__m512>> = const { core::cell::RefCell::new(Vec::new()) };
-}
-
-/// Query rows and keys [`Scores::run`] takes at a time: 4 × 6 dots, one
+/// Query rows and keys [`attn_scores`] takes at a time: 4 × 6 dots, one
 /// accumulator each in a pass (see [`dots`]), are 24 of the 32 registers.
 const SCORE_ROWS: usize = 4;
 const SCORE_KEYS: usize = 6;
-
-impl Scores<'_> {
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-    fn run<R: Rows16>(&self, keys: R, out: &mut [f32]) {
-        let (dim, rows) = (self.dim, self.lens.len());
-        // The keys of a step, widened to f32 once for every row (they stay
-        // in L1 while all the rows meet them), and the query rows, copied
-        // once for all the keys: both 64-byte aligned, as a 512-bit load
-        // that crosses a line costs two (one thread's scratch, reused).
-        let stride = dim.next_multiple_of(16);
-        SCORE_SCRATCH.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            let vecs = (SCORE_KEYS + rows) * stride / 16;
-            if buf.len() < vecs {
-                buf.resize(vecs, _mm512_setzero_ps());
-            }
-            // SAFETY: plain floats, 16 to each `__m512`.
-            let all: &mut [f32] = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), vecs * 16) };
-            let (tile, qa) = all.split_at_mut(SCORE_KEYS * stride);
-            for (d, s) in qa.chunks_exact_mut(stride).zip(self.q.chunks_exact(dim)) {
-                d[..dim].copy_from_slice(s);
-            }
-            self.run_tiles(keys, tile, qa, stride, out);
-        });
-    }
-
-    /// [`Scores::run`] with its scratch: `tile` holds [`SCORE_KEYS`] rows
-    /// and `qa` the query rows, each `stride` floats apart.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-    fn run_tiles<R: Rows16>(&self, keys: R, tile: &mut [f32], qa: &[f32], stride: usize, out: &mut [f32]) {
-        let (dim, n) = (self.dim, self.n);
-        let rows = self.lens.len();
-        let mut p = 0;
-        while p < self.n_seen {
-            let np = (self.n_seen - p).min(SCORE_KEYS);
-            for (j, t) in tile.chunks_exact_mut(stride).take(np).enumerate() {
-                // SAFETY: key row `p + j < n_seen` lies in bounds (checked by
-                // the caller); this function's features.
-                unsafe { keys.widen((p + j) * self.stride, &mut t[..dim]) };
-            }
-            let mut i = 0;
-            let blocks = rows.div_ceil(SCORE_ROWS);
-            while i < rows {
-                // The keys two steps on into L2 while these are multiplied,
-                // a key row a block of rows (a burst of all of them filled
-                // the queue of misses and stalled the arithmetic).
-                let b = i / SCORE_ROWS;
-                for j in (b..SCORE_KEYS).step_by(blocks) {
-                    keys.prefetch((p + 2 * SCORE_KEYS + j) * self.stride, dim);
-                }
-                let nr = (rows - i).min(SCORE_ROWS);
-                if self.lens[i..i + nr].iter().any(|&l| l > p) {
-                    let qs: [&[f32]; SCORE_ROWS] = core::array::from_fn(|r| &qa[(i + r.min(nr - 1)) * stride..][..dim]);
-                    let ks: [&[f32]; SCORE_KEYS] = core::array::from_fn(|j| &tile[j * stride..][..dim]);
-                    // SAFETY: every query and tile row holds `dim` floats;
-                    // this function's features.
-                    let d = unsafe { dots::<SCORE_ROWS, SCORE_KEYS>(qs, ks, dim) };
-                    for (r, dr) in d.iter().enumerate().take(nr) {
-                        for (j, &x) in dr.iter().enumerate().take(np) {
-                            if p + j < self.lens[i + r] {
-                                out[(i + r) * n + p + j] = x * self.scale;
-                            }
-                        }
-                    }
-                }
-                i += nr;
-            }
-            p += np;
-        }
-    }
-}
 
 /// One pass of [`dots`]: for each row and key, the accumulator of
 /// elements `off..off + 16` of every 32-element step (`off` 0: the first
