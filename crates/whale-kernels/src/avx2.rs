@@ -732,9 +732,9 @@ unsafe fn dots_pass<const RR: usize, const KK: usize>(
 #[inline]
 #[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][key]
 unsafe fn dots<const RR: usize, const KK: usize>(q: [&[f32]; RR], k: [&[f32]; KK], dim: usize) -> [[f32; KK]; RR] {
-    // SAFETY: (caller) the rows hold `dim` floats; this function's features.
     let mut acc = [[[_mm256_setzero_ps(); KK]; RR]; 4];
     for (c, a) in acc.iter_mut().enumerate() {
+        // SAFETY: (caller) the rows hold `dim` floats; this function's features.
         unsafe { dots_pass(q, k, dim, 8 * c, a) };
     }
     let body = dim / 32 * 32;

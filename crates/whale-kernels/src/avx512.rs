@@ -136,8 +136,8 @@ unsafe fn dots_pass<const RR: usize, const KK: usize>(
 #[inline]
 #[allow(clippy::needless_range_loop)] // the accumulators are indexed [row][key]
 unsafe fn dots<const RR: usize, const KK: usize>(q: [&[f32]; RR], k: [&[f32]; KK], dim: usize) -> [[f32; KK]; RR] {
-    // SAFETY: (caller) the rows hold `dim` floats; this function's features.
     let (mut lo, mut hi) = ([[_mm512_setzero_ps(); KK]; RR], [[_mm512_setzero_ps(); KK]; RR]);
+    // SAFETY: (caller) the rows hold `dim` floats; this function's features.
     unsafe {
         dots_pass(q, k, dim, 0, &mut lo);
         dots_pass(q, k, dim, 16, &mut hi);
