@@ -332,8 +332,9 @@ thread_local! {
 /// copied once into aligned rows (a vector load that crosses a line costs
 /// two), and `dots` scores `RR` rows against the `KK` keys (a partial
 /// block repeats its last row or key, whose results are dropped). The
-/// next keys' L2 requests go a key row a block of rows: a burst of all of
-/// them filled the queue of misses and stalled the arithmetic.
+/// next keys' L2 requests go a key row a block of rows (sent all at once
+/// they stood out in a profile of the scores, 8 % of it; with none at all
+/// V2-Lite's decode attention at depth 4096 took 1.80 against 1.72 ms).
 ///
 /// # Safety
 /// The CPU must support AVX2 and F16C; the shapes are checked as
