@@ -314,7 +314,7 @@ pub(crate) fn position_major<const HB: usize>(
 
 /// 64 bytes of floats: [`score_tiles`]' scratch rows start on cache lines.
 #[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
@@ -353,6 +353,7 @@ pub(crate) unsafe fn score_tiles<const RR: usize, const KK: usize>(
     out: &mut [f32],
     dots: impl Fn([&[f32]; RR], [&[f32]; KK]) -> [[f32; KK]; RR],
 ) {
+    use crate::avx2::Rows;
     let rows = lens.len();
     let row = dim.next_multiple_of(16);
     SCORE_SCRATCH.with(|buf| {
@@ -361,7 +362,7 @@ pub(crate) unsafe fn score_tiles<const RR: usize, const KK: usize>(
         if buf.len() < lines {
             buf.resize(lines, Line([0.0; 16]));
         }
-        let all = floats(&mut buf[..lines]);
+        let all: &mut [f32] = bytemuck::cast_slice_mut(&mut buf[..lines]);
         let (tile, qa) = all.split_at_mut(KK * row);
         for (d, s) in qa.chunks_exact_mut(row).zip(q.chunks_exact(dim)) {
             d[..dim].copy_from_slice(s);
@@ -382,11 +383,10 @@ pub(crate) unsafe fn score_tiles<const RR: usize, const KK: usize>(
             while i < rows {
                 for j in (i / RR..KK).step_by(blocks) {
                     let at = (p + 2 * KK + j) * stride;
-                    let (base, bytes) = match keys {
-                        KvSlice::F32(k) => (k.as_ptr().wrapping_add(at).cast::<u8>(), 4 * dim),
-                        KvSlice::F16(k) => (k.as_ptr().wrapping_add(at).cast::<u8>(), 2 * dim),
-                    };
-                    crate::avx2::prefetch_bytes(base, bytes);
+                    match keys {
+                        KvSlice::F32(k) => k.prefetch(at, dim),
+                        KvSlice::F16(k) => k.prefetch(at, dim),
+                    }
                 }
                 let nr = (rows - i).min(RR);
                 if lens[i..i + nr].iter().any(|&l| l > p) {
@@ -406,12 +406,4 @@ pub(crate) unsafe fn score_tiles<const RR: usize, const KK: usize>(
             p += np;
         }
     });
-}
-
-/// Lines as one slice of floats.
-#[cfg(target_arch = "x86_64")]
-fn floats(lines: &mut [Line]) -> &mut [f32] {
-    // SAFETY: `Line` is `repr(C)` over `[f32; 16]` with no padding (64
-    // bytes, 64-aligned), so the lines are 16 × `lines.len()` floats.
-    unsafe { core::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<f32>(), lines.len() * 16) }
 }
