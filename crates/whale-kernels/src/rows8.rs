@@ -305,7 +305,14 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
         // d and dmin (f16), then the 12 bytes of packed scales and mins;
         // the quants 32 bytes of each row at a time.
         let head = words4(blk.map(|k| (k as *const BlockQ4_K).cast::<u8>()));
-        q4_k_term(head, |c| bytes32(blk.map(|k| k.qs[32 * c..].as_ptr())), |_, _| None, [a], b, BlockAhead::NONE)[0]
+        q4_k_term::<1, false>(
+            head,
+            |c| bytes32(blk.map(|k| k.qs[32 * c..].as_ptr())),
+            |_, _| None,
+            [a],
+            b,
+            BlockAhead::NONE,
+        )[0]
     })
 }
 
@@ -332,7 +339,14 @@ pub(crate) unsafe fn q4_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
         ahead.all();
         let word = |w: usize| load_word(at, w);
         let head = [word(0), word(1), word(2), word(3)];
-        q4_k_term(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), |_, _| None, a, b, BlockAhead::NONE)
+        q4_k_term::<J, false>(
+            head,
+            |c| core::array::from_fn(|k| word(4 + 8 * c + k)),
+            |_, _| None,
+            a,
+            b,
+            BlockAhead::NONE,
+        )
     })
 }
 
@@ -553,14 +567,20 @@ unsafe fn q6_k_scale_x8(sc: &[__m256i; 4], g: usize) -> __m256i {
 /// transposed words (`d`/`dmin`, then the three words of packed 6-bit
 /// scales and mins), `qs(c)` bytes `32c..32c + 32` of their quants as
 /// eight transposed words, and `fifth(c, k)` Q5_K's fifth bits of those
-/// quants' low and high nibbles as 0x10 bytes (`None` for Q4_K); `ahead`
+/// quants' low and high nibbles as 0x10 bytes (read where `FIVE`, Q5_K); `ahead`
 /// the block's requests for the lines ahead, made in sixteen parts through
 /// the arithmetic ([`BlockAhead`]). The weights are unpacked once for the
 /// `J` rows; each row's operations are those it has alone, in the same
 /// order.
+///
+/// Without fifth bits (`FIVE` false, Q4_K) a high nibble is multiplied
+/// where it lies, `q & 0xF0` (16 times the nibble, at most 240, which
+/// `vpdpbusd`'s i32 sums hold), and the sub-block's sum is shifted back
+/// by 4 once: the same integer (every term a multiple of 16, so the
+/// arithmetic shift is exact), one shift a word fewer.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn q4_k_term<const J: usize>(
+unsafe fn q4_k_term<const J: usize, const FIVE: bool>(
     head: [__m256i; 4],
     qs: impl Fn(usize) -> [__m256i; 8],
     fifth: impl Fn(usize, usize) -> Option<(__m256i, __m256i)>,
@@ -608,10 +628,16 @@ unsafe fn q4_k_term<const J: usize>(
             if k.is_multiple_of(2) {
                 ahead.part::<16>(4 * c + k / 2);
             }
-            let (mut ul, mut uh) = (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
-            if let Some((fl, fh)) = fifth(c, k) {
-                (ul, uh) = (_mm256_or_si256(ul, fl), _mm256_or_si256(uh, fh));
-            }
+            let (ul, uh) = if FIVE {
+                let (fl, fh) = fifth(c, k).unwrap_or((z, z));
+                (
+                    _mm256_or_si256(_mm256_and_si256(q[k], nib), fl),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib), fh),
+                )
+            } else {
+                // The high nibble in place: 16 times its value.
+                (_mm256_and_si256(q[k], nib), _mm256_andnot_si256(nib, q[k]))
+            };
             for j in 0..J {
                 lo[j][k % 2] = _mm256_dpbusd_epi32(lo[j][k % 2], ul, bcast4(y[j], 64 * c + 4 * k));
                 hi[j][k % 2] = _mm256_dpbusd_epi32(hi[j][k % 2], uh, bcast4(y[j], 64 * c + 32 + 4 * k));
@@ -622,7 +648,8 @@ unsafe fn q4_k_term<const J: usize>(
         let (s0, s1) = (byte_of(sc, jb), byte_of(sc, jb + 1));
         for j in 0..J {
             let s_lo = _mm256_mullo_epi32(_mm256_add_epi32(lo[j][0], lo[j][1]), s0);
-            let s_hi = _mm256_mullo_epi32(_mm256_add_epi32(hi[j][0], hi[j][1]), s1);
+            let h = _mm256_add_epi32(hi[j][0], hi[j][1]);
+            let s_hi = _mm256_mullo_epi32(if FIVE { h } else { _mm256_srai_epi32::<4>(h) }, s1);
             isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(s_lo, s_hi));
         }
     });
@@ -693,7 +720,7 @@ pub(crate) unsafe fn q5_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
         let head = [word(0), word(1), word(2), word(3)];
         let qh: [__m256i; 8] = core::array::from_fn(|k| word(4 + k));
         let to4 = |v: __m256i, n: usize| bit_to_4(v, n);
-        q4_k_term(
+        q4_k_term::<J, true>(
             head,
             |c| core::array::from_fn(|k| word(12 + 8 * c + k)),
             |c, k| Some((to4(qh[k], 2 * c), to4(qh[k], 2 * c + 1))),
