@@ -274,6 +274,55 @@ unsafe fn bcast4<const L: usize>(y: &[i8; L], at: usize) -> __m256i {
     _mm256_set1_epi32(i32::from_le_bytes(bytemuck::cast([y[at], y[at + 1], y[at + 2], y[at + 3]])))
 }
 
+/// `vpdpbusd` of `acc` by `u` and the four activations at `y`'s start
+/// broadcast to every lane, their load folded into the instruction
+/// (`{1to8}`) by hand.
+///
+/// Through the intrinsics the compiler may hoist a block's broadcasts
+/// ahead of their products, all of them, and spill them to the stack:
+/// the AVX-512 Q6_K kernel compiled that way after any small change to
+/// its code (98 stack moves and 56 `vbroadcastss` in its block, against
+/// none), and ran 24-28 against 30-32 GB/s from L2. Here each load is
+/// fixed inside its product. On the 2-core Xeon of stop 56,
+/// `x8_bw 1 1 2048 TYPE` (one core, from L2) and `x8_bw 2 1000 2048 TYPE`
+/// (two threads, 1000 MB from memory), GB/s, alternating: Q6_K 29.9-32.7
+/// → 35.1-37.6 and 28.1-29.5 → 32.7-33.3; Q5_K 25.5-26.2 → 32.1-32.6;
+/// IQ4_XS 23.2-24.9 → 25.5-26.6. Not for Q4_K (33.3-35.4 → 30.5-31.0),
+/// Q2_K or the 32-element types, whose compiled blocks were better as the
+/// compiler laid them out ([`dpbusd_y`]).
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn dpbusd_at(acc: __m256i, u: __m256i, y: &[i8]) -> __m256i {
+    assert!(y.len() >= 4);
+    let mut acc = acc;
+    // SAFETY: AVX-512 VNNI and VL (the callers'); reads y[0..4].
+    unsafe {
+        core::arch::asm!(
+            "vpdpbusd {acc:y}, {u:y}, dword ptr [{y}]{{1to8}}",
+            acc = inout(zmm_reg) acc,
+            u = in(zmm_reg) u,
+            y = in(reg) y.as_ptr(),
+            options(pure, readonly, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// `vpdpbusd` of `acc` by `u` and `y[at..at + 4]` in every lane: through
+/// [`dpbusd_at`] where `PINNED`, else through the intrinsics (the kernels
+/// that share a term but not its best code: Q5_K pinned, Q4_K not).
+#[inline(always)]
+unsafe fn dpbusd_y<const PINNED: bool, const L: usize>(acc: __m256i, u: __m256i, y: &[i8; L], at: usize) -> __m256i {
+    // SAFETY: AVX-512 VNNI and VL (the callers').
+    unsafe {
+        if PINNED {
+            dpbusd_at(acc, u, &y[at..])
+        } else {
+            _mm256_dpbusd_epi32(acc, u, bcast4(y, at))
+        }
+    }
+}
+
 /// A `vpshufb` control with `ctl` (byte indices of a word, 0x80 for zero)
 /// for every 4-byte lane, the indices moved to that lane's word (`vpshufb`
 /// indexes bytes within each 128-bit half).
@@ -639,8 +688,8 @@ unsafe fn q4_k_term<const J: usize, const FIVE: bool>(
                 (_mm256_and_si256(q[k], nib), _mm256_andnot_si256(nib, q[k]))
             };
             for j in 0..J {
-                lo[j][k % 2] = _mm256_dpbusd_epi32(lo[j][k % 2], ul, bcast4(y[j], 64 * c + 4 * k));
-                hi[j][k % 2] = _mm256_dpbusd_epi32(hi[j][k % 2], uh, bcast4(y[j], 64 * c + 32 + 4 * k));
+                lo[j][k % 2] = dpbusd_y::<FIVE, QK_K>(lo[j][k % 2], ul, y[j], 64 * c + 4 * k);
+                hi[j][k % 2] = dpbusd_y::<FIVE, QK_K>(hi[j][k % 2], uh, y[j], 64 * c + 32 + 4 * k);
             }
         });
         let sc = if c < 2 { sc_lo } else { sc_hi };
@@ -820,8 +869,8 @@ pub(crate) unsafe fn iq4_xs_x8<const J: usize>(stream: &[u8], nb: usize, a: [Act
                 let ul = _mm256_shuffle_epi8(table, _mm256_and_si256(q, nib));
                 let uh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16::<4>(q), nib));
                 for j in 0..J {
-                    sums[j][0] = _mm256_dpbusd_epi32(sums[j][0], ul, bcast4(y[j], 32 * ib + 4 * k));
-                    sums[j][1] = _mm256_dpbusd_epi32(sums[j][1], uh, bcast4(y[j], 32 * ib + 16 + 4 * k));
+                    sums[j][0] = dpbusd_at(sums[j][0], ul, &y[j][32 * ib + 4 * k..]);
+                    sums[j][1] = dpbusd_at(sums[j][1], uh, &y[j][32 * ib + 16 + 4 * k..]);
                 }
             });
             for j in 0..J {
@@ -860,7 +909,17 @@ unsafe fn q6_k_term<const J: usize>(
     // Each group's sum starts at -32·Σy (u = q + 32), so the block's
     // integer is Σ sc·(Σ u·y - 32·Σy) = isum - 32·Σ sc·Σy, the number
     // the reference forms as `isum - off·m`.
-    let bs: [&[i16]; J] = a.map(|a| &a.bsums[16 * b..16 * b + 16]);
+    // The 16 start values of each row at once (widened, times -32) in
+    // memory, so that each group's is one broadcast load.
+    let starts: [[__m256i; 2]; J] = core::array::from_fn(|j| {
+        let bs = &a[j].bsums[16 * b..16 * b + 16];
+        core::array::from_fn(|half| {
+            // SAFETY: `bs` holds 16 i16, so 8 from `8 * half` are in bounds.
+            let v = unsafe { _mm256_cvtepi16_epi32(_mm_loadu_si128(bs[8 * half..].as_ptr().cast())) };
+            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(v))
+        })
+    });
+    let starts: [&[i32; 16]; J] = core::array::from_fn(|j| bytemuck::cast_ref(&starts[j]));
     let y: [&[i8; QK_K]; J] = a.map(|a| a.qs[QK_K * b..QK_K * (b + 1)].try_into().unwrap());
     // One partial sum per pass and activation row, added at the end.
     let mut part = [[_mm256_setzero_si256(); 4]; J];
@@ -875,7 +934,7 @@ unsafe fn q6_k_term<const J: usize>(
             // sums[j][i][hf]: group 8h + 2s + hf for s = p + 2i.
             let mut sums: [[[__m256i; 2]; 2]; J] = core::array::from_fn(|j| {
                 core::array::from_fn(|i| {
-                    core::array::from_fn(|hf| _mm256_set1_epi32(-32 * i32::from(bs[j][8 * h + 2 * (p + 2 * i) + hf])))
+                    core::array::from_fn(|hf| _mm256_set1_epi32(starts[j][8 * h + 2 * (p + 2 * i) + hf]))
                 })
             });
             unroll!(k in [0, 1, 2, 3, 4, 5, 6, 7] {
@@ -894,9 +953,8 @@ unsafe fn q6_k_term<const J: usize>(
                     _mm256_and_si256(hb_hi, m30),
                 );
                 for j in 0..J {
-                    sums[j][0][hf] = _mm256_dpbusd_epi32(sums[j][0][hf], u_lo, bcast4(y[j], 128 * h + 32 * p + 4 * k));
-                    sums[j][1][hf] =
-                        _mm256_dpbusd_epi32(sums[j][1][hf], u_hi, bcast4(y[j], 128 * h + 32 * (p + 2) + 4 * k));
+                    sums[j][0][hf] = dpbusd_at(sums[j][0][hf], u_lo, &y[j][128 * h + 32 * p + 4 * k..]);
+                    sums[j][1][hf] = dpbusd_at(sums[j][1][hf], u_hi, &y[j][128 * h + 32 * (p + 2) + 4 * k..]);
                 }
             });
             let scales: [__m256i; 4] = core::array::from_fn(|x| {
