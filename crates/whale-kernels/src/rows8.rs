@@ -1589,8 +1589,8 @@ pub(crate) mod avx2 {
                     }
                     let h = if FIVE { k / 4 } else { 0 };
                     for j in 0..J {
-                        let pl = _mm256_maddubs_epi16(ul, bcast4(y[j], 64 * c + 4 * k));
-                        let ph = _mm256_maddubs_epi16(uh, bcast4(y[j], 64 * c + 32 + 4 * k));
+                        let pl = maddubs_at(ul, &y[j][64 * c + 4 * k..]);
+                        let ph = maddubs_at(uh, &y[j][64 * c + 32 + 4 * k..]);
                         lo[j][h] = _mm256_add_epi16(lo[j][h], pl);
                         hi[j][h] = _mm256_add_epi16(hi[j][h], ph);
                     }
@@ -1613,6 +1613,36 @@ pub(crate) mod avx2 {
             });
             core::array::from_fn(|j| k_group_term(isum[j], m[j], d, dmin, _mm256_set1_ps(a[j].d[b]), 0))
         }
+    }
+
+    /// `vpmaddubsw` of `u` by the four activations at `y`'s start
+    /// broadcast to every lane, the broadcast load next to its product:
+    /// as [`super::dpbusd_at`], so that the compiler cannot hoist the
+    /// block's broadcasts and spill them (with 16 registers the AVX2
+    /// blocks spill anyway, and the hoisted broadcasts made it worse). On
+    /// the Xeon of stop 56 at `WHALE_SIMD=avx2`, `x8_bw 1 1 2048 TYPE` and
+    /// `x8_bw 2 1000 2048 TYPE`, GB/s, alternating: Q6_K from L2
+    /// 21.7-22.0 → 25.7-27.5, from memory 26.0-28.7 → 28.1-28.6; Q4_K
+    /// 23.0-24.6 → 25.2-25.6 and 29.0-29.8 → 31.6; Q5_K 20.4 → 22.0-22.4
+    /// and 26.1-26.5 → 29.1-30.0. Not for the 32-element types: Q5_0 and
+    /// Q4_0 from L2 were 3-10 % slower.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn maddubs_at(u: __m256i, y: &[i8]) -> __m256i {
+        assert!(y.len() >= 4);
+        let t: __m256i;
+        // SAFETY: AVX2 (this function's); reads y[0..4].
+        unsafe {
+            core::arch::asm!(
+                "vpbroadcastd {t}, dword ptr [{y}]",
+                "vpmaddubsw {t}, {u}, {t}",
+                t = out(ymm_reg) t,
+                u = in(ymm_reg) u,
+                y = in(reg) y.as_ptr(),
+                options(pure, readonly, nostack, preserves_flags)
+            );
+        }
+        t
     }
 
     /// Q6_K stored interleaved at this level: [`super::q6_k_x8`]'s words,
@@ -1686,12 +1716,12 @@ pub(crate) mod avx2 {
                                 let at_lo = 128 * h + 32 * p + 4 * k0;
                                 let at_hi = 128 * h + 32 * (p + 2) + 4 * k0;
                                 let t_lo = _mm256_add_epi16(
-                                    _mm256_maddubs_epi16(u[0][0], bcast4(y[j], at_lo)),
-                                    _mm256_maddubs_epi16(u[0][1], bcast4(y[j], at_lo + 4)),
+                                    maddubs_at(u[0][0], &y[j][at_lo..]),
+                                    maddubs_at(u[0][1], &y[j][at_lo + 4..]),
                                 );
                                 let t_hi = _mm256_add_epi16(
-                                    _mm256_maddubs_epi16(u[1][0], bcast4(y[j], at_hi)),
-                                    _mm256_maddubs_epi16(u[1][1], bcast4(y[j], at_hi + 4)),
+                                    maddubs_at(u[1][0], &y[j][at_hi..]),
+                                    maddubs_at(u[1][1], &y[j][at_hi + 4..]),
                                 );
                                 isum[j] = _mm256_add_epi32(
                                     isum[j],
@@ -1745,7 +1775,7 @@ pub(crate) mod avx2 {
                             let u = _mm256_and_si256(_mm256_srl_epi16(q[k], _mm_cvtsi32_si128(2 * s as i32)), m2);
                             for j in 0..J {
                                 let at = 128 * h + 32 * s + 16 * hf + 4 * k;
-                                sums[j] = _mm256_add_epi16(sums[j], _mm256_maddubs_epi16(u, bcast4(y[j], at)));
+                                sums[j] = _mm256_add_epi16(sums[j], maddubs_at(u, &y[j][at..]));
                             }
                         });
                         for j in 0..J {
