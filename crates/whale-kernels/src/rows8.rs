@@ -285,11 +285,12 @@ unsafe fn bcast4<const L: usize>(y: &[i8; L], at: usize) -> __m256i {
 /// none), and ran 24-28 against 30-32 GB/s from L2. Here each load is
 /// fixed inside its product. On the 2-core Xeon of stop 56,
 /// `x8_bw 1 1 2048 TYPE` (one core, from L2) and `x8_bw 2 1000 2048 TYPE`
-/// (two threads, 1000 MB from memory), GB/s, alternating: Q6_K 29.9-32.7
-/// → 35.1-37.6 and 28.1-29.5 → 32.7-33.3; Q5_K 25.5-26.2 → 32.1-32.6;
-/// IQ4_XS 23.2-24.9 → 25.5-26.6. Not for Q4_K (33.3-35.4 → 30.5-31.0),
-/// Q2_K or the 32-element types, whose compiled blocks were better as the
-/// compiler laid them out ([`dpbusd_y`]).
+/// (two threads, 1000 MB from memory), GB/s, alternating: Q6_K 29.1-32.8
+/// → 34.7-37.6 and 27.9-29.5 → 32.7-33.3; Q5_K 25.5-27.3 → 29.8-32.6;
+/// IQ4_XS 23.2-25.0 → 25.1-26.6. Not for Q4_K (33.3-35.4 → 30.5-31.0
+/// from L2, level from memory), Q2_K or the 32-element types, whose
+/// compiled blocks were better as the compiler laid them out
+/// ([`dpbusd_y`]; `docs/speed-log.md`, stop 56).
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn dpbusd_at(acc: __m256i, u: __m256i, y: &[i8]) -> __m256i {
@@ -1624,8 +1625,8 @@ pub(crate) mod avx2 {
     /// `x8_bw 2 1000 2048 TYPE`, GB/s, alternating: Q6_K from L2
     /// 21.7-22.0 → 25.7-27.5, from memory 26.0-28.7 → 28.1-28.6; Q4_K
     /// 23.0-24.6 → 25.2-25.6 and 29.0-29.8 → 31.6; Q5_K 20.4 → 22.0-22.4
-    /// and 26.1-26.5 → 29.1-30.0. Not for the 32-element types: Q5_0 and
-    /// Q4_0 from L2 were 3-10 % slower.
+    /// and 26.1-26.5 → 29.1-30.0; Q2_K 15.6-16.2 → 16.2-16.6 from L2. Not
+    /// for the 32-element types: Q5_0 and Q4_0 from L2 were 3-10 % slower.
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn maddubs_at(u: __m256i, y: &[i8]) -> __m256i {
