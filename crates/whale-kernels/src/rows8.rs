@@ -358,7 +358,7 @@ unsafe fn q4_k(rows: [&[BlockQ4_K]; ROWS], a: ActRow<'_>, ahead: &[u8]) -> [f32;
         q4_k_term::<1, false>(
             head,
             |c| bytes32(blk.map(|k| k.qs[32 * c..].as_ptr())),
-            |_, _| None,
+            |_, _| unreachable!("Q4_K has no fifth bits"),
             [a],
             b,
             BlockAhead::NONE,
@@ -392,7 +392,7 @@ pub(crate) unsafe fn q4_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
         q4_k_term::<J, false>(
             head,
             |c| core::array::from_fn(|k| word(4 + 8 * c + k)),
-            |_, _| None,
+            |_, _| unreachable!("Q4_K has no fifth bits"),
             a,
             b,
             BlockAhead::NONE,
@@ -617,7 +617,7 @@ unsafe fn q6_k_scale_x8(sc: &[__m256i; 4], g: usize) -> __m256i {
 /// transposed words (`d`/`dmin`, then the three words of packed 6-bit
 /// scales and mins), `qs(c)` bytes `32c..32c + 32` of their quants as
 /// eight transposed words, and `fifth(c, k)` Q5_K's fifth bits of those
-/// quants' low and high nibbles as 0x10 bytes (read where `FIVE`, Q5_K); `ahead`
+/// quants' low and high nibbles as 0x10 bytes (called only where `FIVE`, Q5_K); `ahead`
 /// the block's requests for the lines ahead, made in sixteen parts through
 /// the arithmetic ([`BlockAhead`]). The weights are unpacked once for the
 /// `J` rows; each row's operations are those it has alone, in the same
@@ -633,7 +633,7 @@ unsafe fn q6_k_scale_x8(sc: &[__m256i; 4], g: usize) -> __m256i {
 unsafe fn q4_k_term<const J: usize, const FIVE: bool>(
     head: [__m256i; 4],
     qs: impl Fn(usize) -> [__m256i; 8],
-    fifth: impl Fn(usize, usize) -> Option<(__m256i, __m256i)>,
+    fifth: impl Fn(usize, usize) -> (__m256i, __m256i),
     a: [ActRow<'_>; J],
     b: usize,
     ahead: BlockAhead<'_>,
@@ -679,7 +679,7 @@ unsafe fn q4_k_term<const J: usize, const FIVE: bool>(
                 ahead.part::<16>(4 * c + k / 2);
             }
             let (ul, uh) = if FIVE {
-                let (fl, fh) = fifth(c, k).unwrap_or((z, z));
+                let (fl, fh) = fifth(c, k);
                 (
                     _mm256_or_si256(_mm256_and_si256(q[k], nib), fl),
                     _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib), fh),
@@ -773,7 +773,7 @@ pub(crate) unsafe fn q5_k_x8<const J: usize>(stream: &[u8], nb: usize, a: [ActRo
         q4_k_term::<J, true>(
             head,
             |c| core::array::from_fn(|k| word(12 + 8 * c + k)),
-            |c, k| Some((to4(qh[k], 2 * c), to4(qh[k], 2 * c + 1))),
+            |c, k| (to4(qh[k], 2 * c), to4(qh[k], 2 * c + 1)),
             a,
             b,
             ahead,
@@ -1502,7 +1502,14 @@ pub(crate) mod avx2 {
             let head = [word(0), word(1), word(2), word(3)];
             // SAFETY: this function's features.
             unsafe {
-                q4_k_term::<J, false>(head, |c| core::array::from_fn(|k| word(4 + 8 * c + k)), |_, _| None, a, b, ahead)
+                q4_k_term::<J, false>(
+                    head,
+                    |c| core::array::from_fn(|k| word(4 + 8 * c + k)),
+                    |_, _| unreachable!("Q4_K has no fifth bits"),
+                    a,
+                    b,
+                    ahead,
+                )
             }
         })
     }
@@ -1525,7 +1532,7 @@ pub(crate) mod avx2 {
                 q4_k_term::<J, true>(
                     head,
                     |c| core::array::from_fn(|k| word(12 + 8 * c + k)),
-                    |c, k| Some((to4(qh[k], 2 * c), to4(qh[k], 2 * c + 1))),
+                    |c, k| (to4(qh[k], 2 * c), to4(qh[k], 2 * c + 1)),
                     a,
                     b,
                     ahead,
@@ -1546,7 +1553,7 @@ pub(crate) mod avx2 {
     unsafe fn q4_k_term<const J: usize, const FIVE: bool>(
         head: [__m256i; 4],
         qs: impl Fn(usize) -> [__m256i; 8],
-        fifth: impl Fn(usize, usize) -> Option<(__m256i, __m256i)>,
+        fifth: impl Fn(usize, usize) -> (__m256i, __m256i),
         a: [ActRow<'_>; J],
         b: usize,
         ahead: BlockAhead<'_>,
@@ -1585,7 +1592,8 @@ pub(crate) mod avx2 {
                     }
                     let (mut ul, mut uh) =
                         (_mm256_and_si256(q[k], nib), _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), nib));
-                    if let Some((fl, fh)) = fifth(c, k) {
+                    if FIVE {
+                        let (fl, fh) = fifth(c, k);
                         (ul, uh) = (_mm256_or_si256(ul, fl), _mm256_or_si256(uh, fh));
                     }
                     let h = if FIVE { k / 4 } else { 0 };
