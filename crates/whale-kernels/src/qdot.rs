@@ -342,7 +342,9 @@ fn keep_acts(acts: impl IntoIterator<Item = QuantizedActs>) {
 /// activations, output) of [`matmul_q_many`], [`matmul_q_each`] and
 /// [`crate::x8::matmul_x8`], shapes checked, as one job of the pool. A
 /// decode's (one activation row each) go in one run of about equal bytes
-/// a thread, cut across the products ([`decode_runs`]); other products
+/// a thread, cut across the products ([`decode_runs`]), in pieces that a
+/// thread done with its own takes from the back of another's
+/// ([`crate::pool::run_stealing`]); other products
 /// are each split into row chunks over the threads (whole groups of eight
 /// for interleaved weights).
 #[allow(clippy::type_complexity)]
@@ -376,23 +378,28 @@ pub(crate) fn run_products<'a>(
         // Each product's weights and output, cut front to back in the
         // order the runs take them.
         let mut rest: Vec<(&[u8], &mut [f32])> = items.iter_mut().map(|i| (i.2, std::mem::take(&mut i.7))).collect();
+        // Each run in pieces of whole groups and about STEAL_PIECE bytes,
+        // for another thread to take from its back once its own are done.
         let runs: Vec<Vec<_>> = cuts
             .into_iter()
             .map(|cut| {
                 cut.into_iter()
-                    .map(|(p, n)| {
+                    .flat_map(|(p, n)| {
                         let (wty, layout, _, _, _, _, a, _) = items[p];
-                        let rb = shapes[p].row_bytes;
+                        let DecodeShape { row_bytes: rb, group, .. } = shapes[p];
                         let (w, y) = std::mem::take(&mut rest[p]);
                         let (wp, w) = w.split_at(n * rb);
                         let (yp, y) = y.split_at_mut(n);
                         rest[p] = (w, y);
-                        (wty, layout, wp, rb, a, vec![yp])
+                        let rows = (STEAL_PIECE / rb.max(1)).next_multiple_of(group).max(group);
+                        wp.chunks(rows * rb).zip(yp.chunks_mut(rows)).map(move |(w, y)| (wty, layout, w, rb, a, y))
                     })
                     .collect()
             })
             .collect();
-        return crate::pool::run_parts(threads, runs, run);
+        return crate::pool::run_stealing(threads, runs, |(wty, layout, w, rb, a, y)| {
+            matmul_q_rows(v, wty, layout, w, rb, a, vec![y])
+        });
     }
     let mut jobs = Vec::new();
     for (wty, layout, w, rows, cols, m, a, y) in items {
@@ -409,6 +416,13 @@ pub(crate) fn run_products<'a>(
     }
     crate::pool::run_parts(threads, jobs, run);
 }
+
+/// The bytes of a piece of a decode run that a thread takes at a time
+/// ([`crate::pool::run_stealing`]): small enough that the threads finish
+/// a job within a few µs of each other (64 KiB: 2–4 µs of one thread's
+/// stream from memory), large enough that taking one (a compare-and-swap
+/// and an uncontended lock) is noise beside it.
+const STEAL_PIECE: usize = 64 << 10;
 
 /// A decode product as [`decode_runs`] sees it: its rows, their bytes, and
 /// the rows that must stay together (eight for interleaved weights).
