@@ -256,7 +256,7 @@ pub fn run_parts<T: Send>(threads: usize, parts: Vec<T>, f: impl Fn(T) + Sync) {
 /// takes the pieces the owner would have read last, so each thread stays
 /// in one stream. On a quiet machine that costs and gains nothing
 /// measurable (a thread alone gets the bandwidth the other left); beside
-/// another busy process it saves 5–7 % of the products' time
+/// another busy process it saves 14–16 % of the products' time
 /// (`docs/speed-log.md`, stop 57).
 pub fn run_stealing<T: Send>(threads: usize, runs: Vec<Vec<T>>, f: impl Fn(T) + Sync) {
     if runs.len() <= 1 || threads <= 1 {

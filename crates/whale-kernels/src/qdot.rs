@@ -418,11 +418,15 @@ pub(crate) fn run_products<'a>(
 }
 
 /// The bytes of a piece of a decode run that a thread takes at a time
-/// ([`crate::pool::run_stealing`]): small enough that the threads finish
-/// a job within a few µs of each other (64 KiB: 2–4 µs of one thread's
-/// stream from memory), large enough that taking one (a compare-and-swap
-/// and an uncontended lock) is noise beside it.
-const STEAL_PIECE: usize = 64 << 10;
+/// ([`crate::pool::run_stealing`]): 1 MiB, about 60 µs of one thread's
+/// stream from memory. Smaller pieces cost on a quiet machine: the lines
+/// a kernel asks for ahead of it stop at its piece's end (`prefetch`'s
+/// bounds), so each piece begins cold. On the 2-core Xeon of stop 57, the
+/// decode product jobs of the V2-Lite shapes against one run a thread
+/// without pieces: 64 KiB 1.026–1.053, 256 KiB 0.999–1.014, 1 MiB
+/// 0.990–1.010 quiet; beside a busy process 256 KiB 0.885–0.899, 1 MiB
+/// 0.842–0.857.
+const STEAL_PIECE: usize = 1 << 20;
 
 /// A decode product as [`decode_runs`] sees it: its rows, their bytes, and
 /// the rows that must stay together (eight for interleaved weights).
