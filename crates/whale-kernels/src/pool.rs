@@ -273,10 +273,11 @@ impl Pool {
             runs.into_iter().map(|r| r.into_iter().map(|p| Mutex::new(Some(p))).collect()).collect();
         // Each run's pieces not yet taken, `front..back`, as `front << 32 | back`.
         let left: Vec<AtomicU64> = slots.iter().map(|r| AtomicU64::new(r.len() as u64)).collect();
+        let unpack = |v: u64| (v >> 32, v & 0xFFFF_FFFF);
         let take = |r: usize, from_back: bool| -> Option<T> {
             let mut cur = left[r].load(Ordering::Relaxed);
             loop {
-                let (front, back) = (cur >> 32, cur & 0xFFFF_FFFF);
+                let (front, back) = unpack(cur);
                 if front >= back {
                     return None;
                 }
@@ -289,8 +290,8 @@ impl Pool {
             }
         };
         let remaining = |r: usize| {
-            let v = left[r].load(Ordering::Relaxed);
-            (v & 0xFFFF_FFFF).saturating_sub(v >> 32)
+            let (front, back) = unpack(left[r].load(Ordering::Relaxed));
+            back.saturating_sub(front)
         };
         self.run(slots.len(), &|own| {
             while let Some(p) = take(own, false) {
@@ -414,10 +415,12 @@ mod tests {
     /// the owner, descending for a thief).
     #[test]
     fn run_stealing_runs_each_piece_once_and_the_idle_thread_takes_from_the_back() {
+        // Pieces of run 0; the other runs have 2 each.
+        const SLOW: usize = 40;
         for threads in [1usize, 2, 3] {
             let pool = Pool::new(threads - 1);
             let runs: Vec<Vec<(usize, usize)>> =
-                (0..threads).map(|r| (0..if r == 0 { 40 } else { 2 }).map(|i| (r, i)).collect()).collect();
+                (0..threads).map(|r| (0..if r == 0 { SLOW } else { 2 }).map(|i| (r, i)).collect()).collect();
             let total: usize = runs.iter().map(Vec::len).sum();
             let hits: Vec<Vec<AtomicUsize>> =
                 runs.iter().map(|r| r.iter().map(|_| AtomicUsize::new(0)).collect()).collect();
@@ -426,7 +429,7 @@ mod tests {
             pool.run_stealing(runs, |(r, i)| {
                 hits[r][i].fetch_add(1, Ordering::Relaxed);
                 order.lock().unwrap().push((std::thread::current().id(), r, i));
-                if r == 0 && i > 0 && i + 1 < 40 {
+                if r == 0 && i > 0 && i + 1 < SLOW {
                     stolen.store(true, Ordering::Relaxed);
                 }
                 // Run 0's first piece waits (at most 5 s) for a thief.
